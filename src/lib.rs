@@ -1,0 +1,1 @@
+//! kafka-mirror: Kafka cluster-to-cluster replication by forwarding raw record batches.
