@@ -1,0 +1,30 @@
+//! Record batches viewed in place: the hot path of the mirror.
+//!
+//! A fetched batch is forwarded *deflated*: its header fields are read
+//! straight from the `Bytes` the Fetch response arrived in, its records stay
+//! opaque (and compressed), and only the few header fields the destination
+//! broker insists on are rewritten before the batch is produced. Inflating
+//! (decoding records, for up-converting old formats or renumbering compacted
+//! batches) is not done here.
+//!
+//! - [`split_batches`] cuts a partition's `records` into [`RecordBatch`]es
+//!   without copying, treating a cut-off last batch as the end of the data.
+//! - [`RecordBatch`] reads the v2 header, checks the CRC, reads control
+//!   markers and rewrites the producer fields for a Produce request.
+//! - [`AbortedTransactions`] drops aborted transactional data and control
+//!   batches for READ_COMMITTED mirroring.
+//!
+//! The layout is the one in the protocol guide's
+//! [record batch section](https://kafka.apache.org/documentation/#recordbatch);
+//! producer ids, transactions and control batches come from
+//! [KIP-98](https://cwiki.apache.org/confluence/display/KAFKA/KIP-98+-+Exactly+Once+Delivery+and+Transactional+Messaging).
+
+mod aborted;
+mod error;
+mod split;
+mod view;
+
+pub use aborted::{AbortedTransactions, BatchFate};
+pub use error::BatchError;
+pub use split::{split_batches, Batches};
+pub use view::{Compression, ControlType, ProducerStamp, RecordBatch, TimestampType};
