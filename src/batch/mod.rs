@@ -22,6 +22,8 @@
 mod aborted;
 mod error;
 mod split;
+#[cfg(test)]
+mod test_support;
 mod view;
 
 pub use aborted::{AbortedTransactions, BatchFate};

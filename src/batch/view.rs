@@ -471,3 +471,447 @@ fn read_unsigned_varint(buf: &mut &[u8], max_bytes: u32) -> Result<u64, &'static
     }
     Err("varint longer than its type allows")
 }
+
+#[cfg(test)]
+mod tests {
+    use kafka_protocol::records::{self as kp, RecordBatchDecoder};
+    use proptest::prelude::*;
+
+    use super::super::test_support::{
+        control_batch, data_batch, data_records, edit_and_fix_crc, sample_contents, BatchSpec,
+        Content, ALL_CODECS,
+    };
+    use super::*;
+
+    fn ours(codec: kp::Compression) -> Compression {
+        match codec {
+            kp::Compression::None => Compression::None,
+            kp::Compression::Gzip => Compression::Gzip,
+            kp::Compression::Snappy => Compression::Snappy,
+            kp::Compression::Lz4 => Compression::Lz4,
+            kp::Compression::Zstd => Compression::Zstd,
+        }
+    }
+
+    fn decode(bytes: &Bytes) -> kp::RecordSet {
+        RecordBatchDecoder::decode(&mut bytes.clone()).expect("kafka-protocol decodes the batch")
+    }
+
+    #[test]
+    fn header_fields_match_what_was_encoded_for_every_codec() {
+        for codec in ALL_CODECS {
+            for transactional in [false, true] {
+                let spec = BatchSpec {
+                    compression: codec,
+                    transactional,
+                    delete_horizon: !transactional,
+                    ..BatchSpec::default()
+                };
+                let contents = sample_contents();
+                let bytes = data_batch(&spec, &contents);
+                let batch = RecordBatch::parse(bytes.clone()).unwrap();
+                let timestamps: Vec<i64> = data_records(&spec, &contents)
+                    .iter()
+                    .map(|r| r.timestamp)
+                    .collect();
+
+                assert_eq!(batch.base_offset(), spec.base_offset);
+                assert_eq!(batch.batch_length() as usize, bytes.len() - 12);
+                assert_eq!(batch.partition_leader_epoch(), spec.partition_leader_epoch);
+                assert_eq!(batch.magic(), 2);
+                assert_eq!(batch.crc(), crc32c::crc32c(&bytes[21..]));
+                assert_eq!(batch.compression(), ours(codec));
+                assert_eq!(batch.attributes() & 0b111, codec as i16);
+                assert_eq!(batch.timestamp_type(), TimestampType::CreateTime);
+                assert_eq!(batch.is_transactional(), transactional);
+                assert!(!batch.is_control());
+                assert_eq!(batch.has_delete_horizon(), !transactional);
+                assert_eq!(batch.last_offset_delta(), contents.len() as i32 - 1);
+                assert_eq!(batch.last_offset(), spec.base_offset + 3);
+                assert_eq!(batch.next_offset(), spec.base_offset + 4);
+                assert_eq!(batch.base_timestamp(), *timestamps.iter().min().unwrap());
+                assert_eq!(batch.max_timestamp(), *timestamps.iter().max().unwrap());
+                assert_eq!(batch.producer_id(), spec.producer_id);
+                assert_eq!(batch.producer_epoch(), spec.producer_epoch);
+                assert_eq!(batch.base_sequence(), spec.base_sequence);
+                assert_eq!(batch.records_count(), contents.len() as i32);
+                assert_eq!(batch.len(), bytes.len());
+                assert!(!batch.is_empty());
+                assert_eq!(batch.as_bytes(), &bytes);
+                assert_eq!(batch.control_type().unwrap(), None);
+                batch.verify_crc().unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn log_append_time_bit_is_read() {
+        // The encoder never sets bit 3, so set it by hand.
+        let bytes = data_batch(&BatchSpec::default(), &sample_contents());
+        let bytes = edit_and_fix_crc(&bytes, |b| b[22] |= 1 << 3);
+        let batch = RecordBatch::parse(bytes).unwrap();
+        assert_eq!(batch.timestamp_type(), TimestampType::LogAppendTime);
+        batch.verify_crc().unwrap();
+    }
+
+    #[test]
+    fn parse_refuses_what_the_view_cannot_read() {
+        let good = data_batch(&BatchSpec::default(), &sample_contents());
+
+        for len in [0, 5, 16] {
+            let err = RecordBatch::parse(good.slice(..len)).unwrap_err();
+            assert!(matches!(err, BatchError::TooShort { len: l, min: 61 } if l == len));
+        }
+        let err = RecordBatch::parse(good.slice(..60)).unwrap_err();
+        assert!(matches!(err, BatchError::TooShort { len: 60, .. }));
+
+        for magic in [0u8, 1, 3, 0xff] {
+            let mut bytes = good.to_vec();
+            bytes[16] = magic;
+            let err = RecordBatch::parse(bytes.into()).unwrap_err();
+            assert!(matches!(
+                err,
+                BatchError::UnsupportedMagic { base_offset: 1_000, magic: m } if m == magic as i8
+            ));
+        }
+
+        let err = RecordBatch::parse(good.slice(..good.len() - 1)).unwrap_err();
+        assert!(matches!(
+            err,
+            BatchError::Corrupt {
+                base_offset: 1_000,
+                ..
+            }
+        ));
+        let mut longer = good.to_vec();
+        longer.push(0);
+        let err = RecordBatch::parse(longer.into()).unwrap_err();
+        assert!(matches!(
+            err,
+            BatchError::Corrupt {
+                base_offset: 1_000,
+                ..
+            }
+        ));
+        let mut negative = good.to_vec();
+        negative[8..12].copy_from_slice(&(-1i32).to_be_bytes());
+        let err = RecordBatch::parse(negative.into()).unwrap_err();
+        assert!(matches!(
+            err,
+            BatchError::Corrupt {
+                base_offset: 1_000,
+                ..
+            }
+        ));
+
+        for codec in 5..=7 {
+            let bytes = edit_and_fix_crc(&good, |b| b[22] |= codec);
+            let err = RecordBatch::parse(bytes).unwrap_err();
+            assert!(matches!(
+                err,
+                BatchError::UnknownCompression { base_offset: 1_000, codec: c } if c == codec
+            ));
+        }
+    }
+
+    #[test]
+    fn a_flipped_byte_under_the_crc_fails_verification() {
+        for codec in [kp::Compression::None, kp::Compression::Zstd] {
+            let spec = BatchSpec {
+                compression: codec,
+                ..BatchSpec::default()
+            };
+            let good = data_batch(&spec, &sample_contents());
+            let stored = crc32c::crc32c(&good[21..]);
+            for at in 21..good.len() {
+                let mut bytes = good.to_vec();
+                bytes[at] ^= 0x10;
+                let Ok(batch) = RecordBatch::parse(bytes.into()) else {
+                    // Only a flip into an unknown codec is refused earlier.
+                    assert_eq!(at, 22);
+                    continue;
+                };
+                match batch.verify_crc() {
+                    Err(BatchError::CrcMismatch {
+                        base_offset,
+                        stored: s,
+                        computed,
+                    }) => {
+                        assert_eq!(base_offset, 1_000);
+                        assert_eq!(s, stored);
+                        assert_ne!(computed, stored);
+                    }
+                    other => panic!("flip at {at}: expected CrcMismatch, got {other:?}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn base_offset_and_leader_epoch_are_outside_the_crc() {
+        let good = data_batch(&BatchSpec::default(), &sample_contents());
+        for at in (0..8).chain(12..16) {
+            let mut bytes = good.to_vec();
+            bytes[at] ^= 0xa5;
+            let batch = RecordBatch::parse(bytes.into()).unwrap();
+            batch.verify_crc().unwrap();
+        }
+        let mut bytes = good.to_vec();
+        bytes[17] ^= 1;
+        let err = RecordBatch::parse(bytes.into()).unwrap().verify_crc();
+        assert!(matches!(err, Err(BatchError::CrcMismatch { .. })));
+    }
+
+    #[test]
+    fn rewrite_produces_what_kafka_protocol_decodes_as_the_same_records() {
+        let stamp = ProducerStamp {
+            producer_id: 77,
+            producer_epoch: 9,
+            base_sequence: 123,
+        };
+        for codec in ALL_CODECS {
+            let spec = BatchSpec {
+                compression: codec,
+                transactional: true,
+                ..BatchSpec::default()
+            };
+            let original = data_batch(&spec, &sample_contents());
+            let batch = RecordBatch::parse(original.clone()).unwrap();
+            batch.verify_crc().unwrap();
+            let rewritten = batch.rewrite_for_produce(stamp);
+
+            let view = RecordBatch::parse(rewritten.clone()).unwrap();
+            view.verify_crc().unwrap();
+            assert_eq!(view.base_offset(), 0);
+            assert!(!view.is_transactional());
+            assert_eq!(view.compression(), ours(codec));
+            assert_eq!(view.partition_leader_epoch(), spec.partition_leader_epoch);
+            assert_eq!(view.producer_id(), stamp.producer_id);
+            assert_eq!(view.producer_epoch(), stamp.producer_epoch);
+            assert_eq!(view.base_sequence(), stamp.base_sequence);
+            assert_eq!(view.records_count(), batch.records_count());
+            assert_eq!(view.last_offset_delta(), batch.last_offset_delta());
+
+            let before = decode(&original);
+            let after = decode(&rewritten);
+            assert_eq!(after.compression, codec);
+            assert_same_records(&before.records, &after.records, stamp);
+        }
+    }
+
+    fn assert_same_records(before: &[kp::Record], after: &[kp::Record], stamp: ProducerStamp) {
+        assert_eq!(before.len(), after.len());
+        for (i, (b, a)) in before.iter().zip(after).enumerate() {
+            assert_eq!(a.key, b.key);
+            assert_eq!(a.value, b.value);
+            assert_eq!(a.headers, b.headers);
+            assert_eq!(a.timestamp, b.timestamp);
+            assert_eq!(a.timestamp_type, b.timestamp_type);
+            assert_eq!(a.offset, i as i64);
+            assert_eq!(a.producer_id, stamp.producer_id);
+            assert_eq!(a.producer_epoch, stamp.producer_epoch);
+            assert_eq!(a.sequence, stamp.base_sequence.wrapping_add(i as i32));
+            assert!(!a.transactional);
+            assert!(!a.control);
+        }
+    }
+
+    #[test]
+    fn rewrite_crc_from_the_remembered_body_crc_matches_a_full_recompute() {
+        for codec in ALL_CODECS {
+            let spec = BatchSpec {
+                compression: codec,
+                ..BatchSpec::default()
+            };
+            let original = data_batch(&spec, &sample_contents());
+            let stamp = ProducerStamp::NONE;
+
+            let verified = RecordBatch::parse(original.clone()).unwrap();
+            verified.verify_crc().unwrap();
+            assert!(verified.body_crc.get().is_some());
+            let from_cache = verified.rewrite_for_produce(stamp);
+
+            let fresh = RecordBatch::parse(original).unwrap();
+            let without_cache = fresh.rewrite_for_produce(stamp);
+
+            assert_eq!(from_cache, without_cache);
+            let stored = (&from_cache[17..21]).get_u32();
+            assert_eq!(stored, crc32c::crc32c(&from_cache[21..]));
+        }
+    }
+
+    #[test]
+    fn rewrite_allocates_exactly_the_batch() {
+        let batch =
+            RecordBatch::parse(data_batch(&BatchSpec::default(), &sample_contents())).unwrap();
+        let rewritten = batch.rewrite_for_produce(ProducerStamp::NONE);
+        assert_eq!(rewritten.len(), batch.len());
+        let reclaimed: BytesMut = rewritten.try_into_mut().expect("sole owner");
+        assert_eq!(reclaimed.capacity(), batch.len());
+    }
+
+    #[test]
+    fn control_type_reads_the_marker() {
+        for (raw, expected) in [
+            (0, ControlType::Abort),
+            (1, ControlType::Commit),
+            (5, ControlType::Other(5)),
+        ] {
+            let batch = RecordBatch::parse(control_batch(40, 9, raw)).unwrap();
+            batch.verify_crc().unwrap();
+            assert!(batch.is_control());
+            assert!(batch.is_transactional());
+            assert_eq!(batch.control_type().unwrap(), Some(expected));
+        }
+    }
+
+    #[test]
+    fn an_emptied_control_batch_has_no_marker() {
+        let bytes = control_batch(40, 9, 0);
+        let mut emptied = bytes[..61].to_vec();
+        emptied[8..12].copy_from_slice(&49i32.to_be_bytes());
+        emptied[57..61].copy_from_slice(&0i32.to_be_bytes());
+        let batch = RecordBatch::parse(edit_and_fix_crc(&emptied.into(), |_| {})).unwrap();
+        assert_eq!(batch.control_type().unwrap(), None);
+    }
+
+    /// A control batch whose records are replaced by `body`, count 1.
+    fn control_with_body(body: &[u8]) -> RecordBatch {
+        let header = control_batch(40, 9, 0);
+        let mut bytes = header[..61].to_vec();
+        bytes.extend_from_slice(body);
+        let length = (bytes.len() - 12) as i32;
+        bytes[8..12].copy_from_slice(&length.to_be_bytes());
+        RecordBatch::parse(edit_and_fix_crc(&bytes.into(), |_| {})).unwrap()
+    }
+
+    #[test]
+    fn malformed_control_records_are_errors() {
+        // length 10, attributes, timestampDelta 0, offsetDelta 0, keyLength 4,
+        // key (version 0, type 1), valueLength -1, no headers
+        let good = [20, 0, 0, 0, 8, 0, 0, 0, 1, 1, 0];
+        assert_eq!(
+            control_with_body(&good).control_type().unwrap(),
+            Some(ControlType::Commit)
+        );
+
+        // Each body must fail for the reason named, not some earlier one.
+        let cases: &[(&[u8], &str)] = &[
+            (&[], "varint runs past"),
+            (&[1], "negative record length"),
+            (&[40, 0, 0], "record runs past the batch"),
+            (&[0], "before its attributes"),
+            (&[0xff, 0xff, 0xff, 0xff, 0xff, 0x01], "varint longer"),
+            (&[4, 0, 0x80], "varint runs past"),
+            (&[8, 0, 0, 0, 1], "null key"),
+            (&[10, 0, 0, 0, 20, 0], "key runs past the record"),
+            (&[12, 0, 0, 0, 4, 0, 1], "key shorter than 4 bytes"),
+            (
+                &[20, 0, 0, 0, 8, 0xff, 0xff, 0, 1, 1, 0],
+                "negative key version",
+            ),
+        ];
+        for (body, expected) in cases {
+            match control_with_body(body).control_type() {
+                Err(BatchError::Corrupt {
+                    base_offset,
+                    reason,
+                }) => {
+                    assert_eq!(base_offset, 40);
+                    assert!(reason.contains(expected), "{body:?}: {reason}");
+                }
+                other => panic!("{body:?}: expected Corrupt, got {other:?}"),
+            }
+        }
+
+        let compressed = edit_and_fix_crc(&control_batch(40, 9, 0), |b| b[22] |= 1);
+        let batch = RecordBatch::parse(compressed).unwrap();
+        assert!(matches!(
+            batch.control_type(),
+            Err(BatchError::Corrupt {
+                base_offset: 40,
+                ..
+            })
+        ));
+    }
+
+    fn content() -> impl Strategy<Value = Content> {
+        let bytes = || proptest::option::of(proptest::collection::vec(any::<u8>(), 0..40));
+        let header = ("[a-z]{0,6}", bytes());
+        (bytes(), bytes(), proptest::collection::vec(header, 0..3)).prop_map(|(k, v, h)| {
+            let mut seen = std::collections::HashSet::new();
+            let headers = h
+                .into_iter()
+                // Headers are a map in kafka-protocol: keep keys unique.
+                .filter(|(k, _)| seen.insert(k.clone()))
+                .map(|(k, v)| (k, v.map(Bytes::from)))
+                .collect();
+            (k.map(Bytes::from), v.map(Bytes::from), headers)
+        })
+    }
+
+    fn codec() -> impl Strategy<Value = kp::Compression> {
+        proptest::sample::select(ALL_CODECS.to_vec())
+    }
+
+    proptest! {
+        #[test]
+        fn rewrite_changes_only_the_producer_fields(
+            contents in proptest::collection::vec(content(), 1..8),
+            codec in codec(),
+            transactional in any::<bool>(),
+            base_offset in 0i64..i64::MAX / 2,
+            producer_id in any::<i64>(),
+            producer_epoch in any::<i16>(),
+            base_sequence in any::<i32>(),
+        ) {
+            let spec = BatchSpec {
+                base_offset,
+                compression: codec,
+                transactional,
+                ..BatchSpec::default()
+            };
+            let original = data_batch(&spec, &contents);
+            let batch = RecordBatch::parse(original.clone()).unwrap();
+            batch.verify_crc().unwrap();
+            let stamp = ProducerStamp { producer_id, producer_epoch, base_sequence };
+            let rewritten = batch.rewrite_for_produce(stamp);
+
+            prop_assert_eq!(rewritten.len(), original.len());
+            RecordBatch::parse(rewritten.clone()).unwrap().verify_crc().unwrap();
+            for (at, (&a, &b)) in original.iter().zip(rewritten.iter()).enumerate() {
+                let may_differ = at < 8 || (17..21).contains(&at) || (43..57).contains(&at);
+                if at == 22 {
+                    prop_assert_eq!(a & !(1 << 4), b & !(1 << 4));
+                    prop_assert_eq!(b & (1 << 4), 0);
+                } else if !may_differ {
+                    prop_assert_eq!(a, b, "byte {} changed", at);
+                }
+            }
+            prop_assert_eq!(&rewritten[..8], &[0u8; 8][..]);
+            assert_same_records(&decode(&original).records, &decode(&rewritten).records, stamp);
+        }
+
+        #[test]
+        fn parse_and_control_type_never_panic_on_arbitrary_bytes(
+            bytes in proptest::collection::vec(any::<u8>(), 0..200),
+        ) {
+            if let Ok(batch) = RecordBatch::parse(bytes.into()) {
+                let _ = batch.control_type();
+                let _ = batch.verify_crc();
+            }
+        }
+
+        #[test]
+        fn control_type_never_panics_on_arbitrary_records(
+            body in proptest::collection::vec(any::<u8>(), 0..64),
+            count in any::<i32>(),
+        ) {
+            let batch = control_with_body(&body);
+            let bytes = edit_and_fix_crc(batch.as_bytes(), |b| {
+                b[57..61].copy_from_slice(&count.to_be_bytes());
+            });
+            let _ = RecordBatch::parse(bytes).unwrap().control_type();
+        }
+    }
+}
