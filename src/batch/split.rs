@@ -101,3 +101,185 @@ impl Iterator for Batches {
 }
 
 impl std::iter::FusedIterator for Batches {}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::super::test_support::{data_batch, sample_contents, BatchSpec, ALL_CODECS};
+    use super::*;
+
+    /// One batch per codec at consecutive offsets, concatenated as a Fetch
+    /// response holds them; also returns where each batch starts.
+    fn fetched() -> (Bytes, Vec<(usize, i64)>) {
+        let mut all = Vec::new();
+        let mut starts = Vec::new();
+        for (i, codec) in ALL_CODECS.into_iter().enumerate() {
+            let base_offset = 100 + 4 * i as i64;
+            let spec = BatchSpec {
+                base_offset,
+                compression: codec,
+                ..BatchSpec::default()
+            };
+            starts.push((all.len(), base_offset));
+            all.extend_from_slice(&data_batch(&spec, &sample_contents()));
+        }
+        (all.into(), starts)
+    }
+
+    fn collect(records: &Bytes) -> (Vec<Result<RecordBatch, BatchError>>, bool) {
+        let mut batches = split_batches(records);
+        let items = batches.by_ref().collect();
+        (items, batches.partial_tail())
+    }
+
+    /// A magic 0 or 1 MessageSet entry: offset, size, crc, magic,
+    /// attributes, (v1: timestamp), null key, value.
+    fn old_entry(offset: i64, magic: u8) -> Vec<u8> {
+        let mut message = vec![0, 0, 0, 0, magic, 0];
+        if magic == 1 {
+            message.extend_from_slice(&1_700_000_000_000i64.to_be_bytes());
+        }
+        message.extend_from_slice(&(-1i32).to_be_bytes());
+        message.extend_from_slice(&3i32.to_be_bytes());
+        message.extend_from_slice(b"old");
+        let mut entry = offset.to_be_bytes().to_vec();
+        entry.extend_from_slice(&(message.len() as i32).to_be_bytes());
+        entry.extend_from_slice(&message);
+        entry
+    }
+
+    #[test]
+    fn concatenated_batches_are_sliced_without_copying() {
+        let (records, starts) = fetched();
+        let (items, partial) = collect(&records);
+        assert!(!partial);
+        assert_eq!(items.len(), starts.len());
+        for (item, &(start, base_offset)) in items.iter().zip(&starts) {
+            let batch = item.as_ref().unwrap();
+            assert_eq!(batch.base_offset(), base_offset);
+            batch.verify_crc().unwrap();
+            assert_eq!(
+                batch.as_bytes().as_ptr() as usize,
+                records.as_ptr() as usize + start,
+                "batch at {base_offset} is a copy"
+            );
+        }
+    }
+
+    #[test]
+    fn a_cut_last_batch_is_a_partial_tail_at_every_cut_point() {
+        let (records, starts) = fetched();
+        let (last_start, _) = *starts.last().unwrap();
+        for cut in last_start..records.len() {
+            let (items, partial) = collect(&records.slice(..cut));
+            let offsets: Vec<i64> = items
+                .into_iter()
+                .map(|item| item.unwrap().base_offset())
+                .collect();
+            let complete: Vec<i64> = starts[..starts.len() - 1].iter().map(|s| s.1).collect();
+            assert_eq!(offsets, complete, "cut at {cut}");
+            assert_eq!(partial, cut > last_start, "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn empty_input_yields_nothing() {
+        let (items, partial) = collect(&Bytes::new());
+        assert!(items.is_empty());
+        assert!(!partial);
+    }
+
+    #[test]
+    fn bad_lengths_are_corrupt_and_end_the_split() {
+        let (records, starts) = fetched();
+        let second = starts[1].0;
+        for length in [-1i32, i32::MIN, 0, 48] {
+            let mut bytes = records.to_vec();
+            bytes[second + 8..second + 12].copy_from_slice(&length.to_be_bytes());
+            let (items, partial) = collect(&bytes.into());
+            assert_eq!(items.len(), 2, "length {length}");
+            assert_eq!(items[0].as_ref().unwrap().base_offset(), 100);
+            assert!(
+                matches!(
+                    items[1],
+                    Err(BatchError::Corrupt {
+                        base_offset: 104,
+                        ..
+                    })
+                ),
+                "length {length}: {:?}",
+                items[1]
+            );
+            assert!(!partial);
+        }
+    }
+
+    #[test]
+    fn a_length_beyond_the_data_is_a_partial_tail() {
+        let (records, starts) = fetched();
+        let second = starts[1].0;
+        let mut bytes = records.to_vec();
+        bytes[second + 8..second + 12].copy_from_slice(&i32::MAX.to_be_bytes());
+        let (items, partial) = collect(&bytes.into());
+        assert_eq!(items.len(), 1);
+        assert!(partial);
+    }
+
+    #[test]
+    fn old_message_formats_are_unsupported_magic() {
+        for magic in [0u8, 1] {
+            let (records, starts) = fetched();
+            let mut bytes = records[..starts[1].0].to_vec();
+            bytes.extend_from_slice(&old_entry(104, magic));
+            bytes.extend_from_slice(&old_entry(105, magic));
+            let (items, partial) = collect(&bytes.into());
+            assert_eq!(items.len(), 2);
+            assert!(items[0].is_ok());
+            assert!(matches!(
+                items[1],
+                Err(BatchError::UnsupportedMagic { base_offset: 104, magic: m }) if m == magic as i8
+            ));
+            assert!(!partial);
+
+            // Also when the old entry is the one cut off.
+            let (items, _) = collect(&old_entry(7, magic)[..20].to_vec().into());
+            assert!(matches!(
+                items[..],
+                [Err(BatchError::UnsupportedMagic { base_offset: 7, .. })]
+            ));
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn split_never_panics_on_arbitrary_bytes(
+            bytes in proptest::collection::vec(any::<u8>(), 0..300),
+        ) {
+            // Errors are fine; panics are not.
+            for batch in split_batches(&bytes.into()).flatten() {
+                let _ = batch.verify_crc();
+                let _ = batch.control_type();
+            }
+        }
+
+        #[test]
+        fn split_never_panics_on_damaged_real_batches(
+            flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let (records, _) = fetched();
+            let mut bytes = records.to_vec();
+            for (at, value) in flips {
+                let at = at.index(bytes.len());
+                bytes[at] = value;
+            }
+            bytes.truncate(cut.index(bytes.len() + 1));
+            for batch in split_batches(&bytes.into()).flatten() {
+                let _ = batch.verify_crc();
+                let _ = batch.control_type();
+                let _ = batch.next_offset();
+            }
+        }
+    }
+}
