@@ -3,7 +3,7 @@
 
 use bytes::{Buf, Bytes};
 
-use super::view::{LOG_OVERHEAD, MIN_BATCH_LENGTH};
+use super::view::{LOG_OVERHEAD, MAGIC_V2, MIN_BATCH_LENGTH};
 use super::{BatchError, RecordBatch};
 
 /// Where the magic byte sits, in v2 batches and old MessageSet entries alike.
@@ -62,7 +62,7 @@ impl Batches {
         // header, and the fallback needs to know where they start.
         if let Some(&magic) = rest.get(MAGIC_AT) {
             let magic = magic as i8;
-            if magic != 2 {
+            if magic != MAGIC_V2 {
                 return Err(BatchError::UnsupportedMagic { base_offset, magic });
             }
         }
@@ -74,7 +74,7 @@ impl Batches {
                 ),
             });
         }
-        // Lossless: the length is positive and usize is at least 32 bits here.
+        // Lossless: a non-negative i32 plus 12 fits a usize of 32 bits or more.
         let total = batch_length as usize + LOG_OVERHEAD;
         if total > rest.len() {
             self.partial_tail = true;

@@ -33,7 +33,7 @@ pub(super) const LOG_OVERHEAD: usize = at::PARTITION_LEADER_EPOCH;
 /// Smallest valid `batchLength`: a header with no records.
 pub(super) const MIN_BATCH_LENGTH: i32 = (HEADER_LEN - LOG_OVERHEAD) as i32;
 /// The only magic this module views.
-const MAGIC_V2: i8 = 2;
+pub(super) const MAGIC_V2: i8 = 2;
 
 const CODEC_MASK: i16 = 0b111;
 const TIMESTAMP_TYPE_BIT: i16 = 1 << 3;
