@@ -1,3 +1,30 @@
 //! kafka-mirror: Kafka cluster-to-cluster replication by forwarding raw record batches.
+//!
+//! It fetches record batches from the source partition leaders and produces
+//! them, as the same bytes, to the target partition leaders. Only what Kafka
+//! requires is changed: the 61-byte batch header gets a zero base offset,
+//! kafka-mirror's own producer id and sequence, and a fresh CRC; records are
+//! never decompressed.
+//!
+//! The modules follow the data path:
+//!
+//! - [`net`]: sockets, framing, correlation ids, ApiVersions negotiation.
+//! - [`cluster`]: one cluster's metadata, leader routing, per-broker
+//!   connections with reconnect backoff, Fetch and ListOffsets helpers.
+//! - [`batch`]: record batches viewed in place: split, CRC check, header rewrite,
+//!   READ_COMMITTED filtering.
+//! - [`pipeline`]: the fetch-to-produce engine, its ordering and memory rules.
+//! - [`topics`]: target topic creation and checks.
+//! - [`checkpoint`]: progress stored in a compacted topic on the target.
+//! - [`config`]: the TOML configuration and its validation.
+//!
+//! The binary (`src/main.rs`, `src/cli.rs`) turns flags and a file into a
+//! [`config::MirrorConfig`] and calls [`pipeline::run`].
 
 pub mod batch;
+pub mod checkpoint;
+pub mod cluster;
+pub mod config;
+pub mod net;
+pub mod pipeline;
+pub mod topics;

@@ -1,0 +1,377 @@
+//! Checkpoints: the next source offset to copy, per partition, kept on the target cluster.
+//!
+//! They live in a compacted, single-partition topic on the **target** cluster
+//! (`kafka-mirror-checkpoints` by default), one record per source partition:
+//!
+//! - key `{"mirror":NAME,"topic":T,"partition":P}`, value
+//!   `{"next_offset":N,"topic_id":UUID,"source_cluster":ID}` (JSON, so an
+//!   operator can read them with any console consumer);
+//! - compaction keeps the latest value per key forever, unlike consumer group
+//!   offsets, which expire after `offsets.retention.minutes`;
+//! - on the target, because that is where the data lands: any instance on any
+//!   machine that can reach the target resumes from them, and a later
+//!   exactly-once mode can write data and checkpoint in one target transaction
+//!   (a Kafka transaction spans partitions of one cluster only).
+//!
+//! A checkpoint only ever names an offset whose data the target acknowledged,
+//! and the topic id and cluster id let a restart notice a source topic that was
+//! deleted and recreated, or a config that now points at another cluster.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::error::ParseResponseErrorCode;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{ProduceRequest, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
+    TimestampType,
+};
+use kafka_protocol::ResponseError;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::cluster::{fetch_request, response_partitions, Cluster, ClusterError, OffsetSpec, PartitionFetch};
+use crate::topics::{ensure_topics, TopicError, TopicSpec};
+
+/// A failure to read or write checkpoints.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CheckpointError {
+    /// The checkpoint topic could not be created or found.
+    #[error("checkpoint topic `{topic}`: {source}")]
+    Topic {
+        /// The checkpoint topic.
+        topic: String,
+        /// Why.
+        #[source]
+        source: TopicError,
+    },
+    /// The target cluster could not be reached.
+    #[error("checkpoint topic `{topic}`: {source}")]
+    Cluster {
+        /// The checkpoint topic.
+        topic: String,
+        /// Why.
+        #[source]
+        source: ClusterError,
+    },
+    /// The broker refused a read or a write.
+    #[error("checkpoint topic `{topic}`: the target answered {error:?} while {action}")]
+    Broker {
+        /// The checkpoint topic.
+        topic: String,
+        /// The broker's error.
+        error: ResponseError,
+        /// What the mirror was doing.
+        action: &'static str,
+    },
+    /// A stored checkpoint could not be decoded.
+    #[error("checkpoint topic `{topic}`: unreadable record at offset {offset}: {reason}")]
+    Corrupt {
+        /// The checkpoint topic.
+        topic: String,
+        /// The record's offset.
+        offset: i64,
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+/// Progress of one source partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// The next source offset to copy: everything before it is on the target.
+    pub next_offset: i64,
+    /// The source topic's id when the checkpoint was written.
+    pub topic_id: Uuid,
+    /// The source cluster's id when the checkpoint was written.
+    pub source_cluster: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct CheckpointKey<'a> {
+    mirror: &'a str,
+    topic: &'a str,
+    partition: i32,
+}
+
+/// Reads and writes one mirror's checkpoints.
+#[derive(Debug)]
+pub struct CheckpointStore {
+    target: Arc<Cluster>,
+    topic: String,
+    mirror: String,
+    topic_id: Mutex<Uuid>,
+    leader: Mutex<Option<i32>>,
+}
+
+/// Bytes asked per Fetch while loading checkpoints.
+const LOAD_FETCH_BYTES: i32 = 8 * 1024 * 1024;
+
+impl CheckpointStore {
+    /// Opens the store, creating the compacted checkpoint topic if it is missing.
+    pub async fn open(
+        target: Arc<Cluster>,
+        topic: &str,
+        mirror: &str,
+        replication_factor: i16,
+    ) -> Result<Self, CheckpointError> {
+        let spec = TopicSpec {
+            name: topic.to_owned(),
+            partitions: 1,
+            configs: vec![("cleanup.policy".to_owned(), "compact".to_owned())],
+        };
+        let metadata = ensure_topics(&target, &[spec], replication_factor)
+            .await
+            .map_err(|source| CheckpointError::Topic {
+                topic: topic.to_owned(),
+                source,
+            })?;
+        let (topic_id, leader) = metadata
+            .topics
+            .get(topic)
+            .map(|t| (t.id, t.partitions.get(&0).and_then(|p| p.leader)))
+            .unwrap_or_default();
+        Ok(CheckpointStore {
+            target,
+            topic: topic.to_owned(),
+            mirror: mirror.to_owned(),
+            topic_id: Mutex::new(topic_id),
+            leader: Mutex::new(leader),
+        })
+    }
+
+    /// The name of the checkpoint topic.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// Reads every checkpoint of this mirror: the latest value per partition.
+    pub async fn load(&self) -> Result<HashMap<(String, i32), Checkpoint>, CheckpointError> {
+        let metadata = self.cluster_result(self.target.metadata().await)?;
+        let end = self
+            .target
+            .list_offsets(&metadata, &[(self.topic.clone(), 0)], OffsetSpec::Latest, 0)
+            .await
+            .remove(&(self.topic.clone(), 0))
+            .unwrap_or(Err(crate::cluster::OffsetLookupError::Missing))
+            .map_err(|e| CheckpointError::Cluster {
+                topic: self.topic.clone(),
+                source: ClusterError::Unreachable {
+                    role: self.target.role(),
+                    attempts: e.to_string(),
+                },
+            })?;
+        let topic_meta = metadata.topics.get(&self.topic);
+        let topic_id = topic_meta.map(|t| t.id).unwrap_or_default();
+        let leader_epoch = metadata.partition(&self.topic, 0).map_or(-1, |p| p.leader_epoch);
+        let leader = self.leader_or_refresh().await?;
+        let names = HashMap::from([(topic_id, self.topic.clone())]);
+        let mut checkpoints = HashMap::new();
+        let mut offset = 0;
+        while offset < end {
+            let request = fetch_request(
+                &[PartitionFetch {
+                    topic: self.topic.clone(),
+                    topic_id,
+                    partition: 0,
+                    offset,
+                    leader_epoch,
+                    max_bytes: LOAD_FETCH_BYTES,
+                }],
+                0,
+                Duration::from_millis(100),
+                LOAD_FETCH_BYTES,
+            );
+            let response = self.cluster_result(self.target.send(leader, request).await)?;
+            let Some((_, data)) = response_partitions(response, &names).into_iter().next() else {
+                return Err(self.broker_error(ResponseError::UnknownServerError, "reading"));
+            };
+            if let Some(error) = data.error_code.err() {
+                if error == ResponseError::OffsetOutOfRange && offset == 0 {
+                    // Compaction or retention removed the head: start at the log start.
+                    offset = data.log_start_offset.max(1);
+                    continue;
+                }
+                return Err(self.broker_error(error, "reading"));
+            }
+            let mut records = data.records.unwrap_or_default();
+            let before = offset;
+            while !records.is_empty() {
+                let set = match RecordBatchDecoder::decode(&mut records) {
+                    Ok(set) => set,
+                    // A cut-off last batch ends this response; fetch on from it.
+                    Err(_) => break,
+                };
+                for record in set.records {
+                    offset = offset.max(record.offset + 1);
+                    if record.control {
+                        continue;
+                    }
+                    self.apply(&record, &mut checkpoints)?;
+                }
+            }
+            if offset == before {
+                break;
+            }
+        }
+        Ok(checkpoints)
+    }
+
+    fn apply(
+        &self,
+        record: &Record,
+        checkpoints: &mut HashMap<(String, i32), Checkpoint>,
+    ) -> Result<(), CheckpointError> {
+        let corrupt = |reason: String| CheckpointError::Corrupt {
+            topic: self.topic.clone(),
+            offset: record.offset,
+            reason,
+        };
+        let Some(key) = &record.key else {
+            return Ok(());
+        };
+        let key: CheckpointKey<'_> =
+            serde_json::from_slice(key).map_err(|e| corrupt(format!("key: {e}")))?;
+        if key.mirror != self.mirror {
+            return Ok(());
+        }
+        let slot = (key.topic.to_owned(), key.partition);
+        match &record.value {
+            None => {
+                checkpoints.remove(&slot);
+            }
+            Some(value) => {
+                let checkpoint: Checkpoint =
+                    serde_json::from_slice(value).map_err(|e| corrupt(format!("value: {e}")))?;
+                checkpoints.insert(slot, checkpoint);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes checkpoints for these partitions and waits for the target's
+    /// acknowledgement (acks=all). One write at a time keeps them in order.
+    pub async fn write(&self, entries: &[(String, i32, Checkpoint)]) -> Result<(), CheckpointError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let batch = self.encode(entries);
+        let leader = self.leader_or_refresh().await?;
+        let topic_id = *self.topic_id.lock().unwrap_or_else(|p| p.into_inner());
+        let request = ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(30_000)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_string(self.topic.clone())))
+                .with_topic_id(topic_id)
+                .with_partition_data(vec![PartitionProduceData::default()
+                    .with_index(0)
+                    .with_records(Some(batch))])]);
+        let result = self.target.send(leader, request).await;
+        let response = match result {
+            Ok(response) => response,
+            Err(e) => {
+                self.forget_leader();
+                return Err(CheckpointError::Cluster {
+                    topic: self.topic.clone(),
+                    source: e,
+                });
+            }
+        };
+        let error = response
+            .responses
+            .iter()
+            .flat_map(|t| &t.partition_responses)
+            .map(|p| p.error_code)
+            .next()
+            .unwrap_or(ResponseError::UnknownServerError.code());
+        match error.err() {
+            None => Ok(()),
+            Some(error) => {
+                self.forget_leader();
+                Err(self.broker_error(error, "writing"))
+            }
+        }
+    }
+
+    /// One uncompressed record batch with a record per partition.
+    fn encode(&self, entries: &[(String, i32, Checkpoint)]) -> Bytes {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let records: Vec<Record> = entries
+            .iter()
+            .enumerate()
+            .map(|(i, (topic, partition, checkpoint))| {
+                let key = CheckpointKey {
+                    mirror: &self.mirror,
+                    topic,
+                    partition: *partition,
+                };
+                Record {
+                    transactional: false,
+                    control: false,
+                    delete_horizon: false,
+                    partition_leader_epoch: -1,
+                    producer_id: -1,
+                    producer_epoch: -1,
+                    timestamp_type: TimestampType::Creation,
+                    offset: i as i64,
+                    sequence: -1,
+                    timestamp: now,
+                    key: Some(Bytes::from(serde_json::to_vec(&key).unwrap_or_default())),
+                    value: Some(Bytes::from(serde_json::to_vec(checkpoint).unwrap_or_default())),
+                    headers: Default::default(),
+                }
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        let options = RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        };
+        // Encoding plain records into memory cannot fail: no compression, valid sizes.
+        if let Err(e) = RecordBatchEncoder::encode(&mut buf, &records, &options) {
+            tracing::error!(error = %e, "cannot encode checkpoint batch");
+        }
+        buf.freeze()
+    }
+
+    async fn leader_or_refresh(&self) -> Result<i32, CheckpointError> {
+        if let Some(leader) = *self.leader.lock().unwrap_or_else(|p| p.into_inner()) {
+            return Ok(leader);
+        }
+        let metadata = self.cluster_result(self.target.metadata().await)?;
+        let topic = metadata.topics.get(&self.topic);
+        let leader = topic.and_then(|t| t.partitions.get(&0)).and_then(|p| p.leader);
+        if let Some(t) = topic {
+            *self.topic_id.lock().unwrap_or_else(|p| p.into_inner()) = t.id;
+        }
+        *self.leader.lock().unwrap_or_else(|p| p.into_inner()) = leader;
+        leader.ok_or_else(|| self.broker_error(ResponseError::LeaderNotAvailable, "finding the leader"))
+    }
+
+    fn forget_leader(&self) {
+        *self.leader.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    fn cluster_result<T>(&self, result: Result<T, ClusterError>) -> Result<T, CheckpointError> {
+        result.map_err(|source| CheckpointError::Cluster {
+            topic: self.topic.clone(),
+            source,
+        })
+    }
+
+    fn broker_error(&self, error: ResponseError, action: &'static str) -> CheckpointError {
+        CheckpointError::Broker {
+            topic: self.topic.clone(),
+            error,
+            action,
+        }
+    }
+}

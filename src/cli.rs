@@ -1,0 +1,140 @@
+//! Command-line interface: flags, and how they combine with a config file.
+//!
+//! Flags override the file; without a file, `--source` and `--target` are
+//! enough and everything else takes its default.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use kafka_mirror::config::{
+    parse_start_position, ClusterConfig, ConfigError, DataLossPolicy, IsolationLevel, MirrorConfig,
+    StartPosition,
+};
+
+/// Replicates Kafka topics between clusters by forwarding raw record batches:
+/// no decompression, no re-encoding, the destination gets the same bytes.
+#[derive(Debug, Parser)]
+#[command(name = "kafka-mirror", version, about, long_about = None)]
+pub(crate) struct Cli {
+    /// More log output: -v for progress, -vv for debugging. RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub(crate) verbose: u8,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Replicate the selected topics from the source cluster to the target cluster.
+    Run(RunArgs),
+}
+
+/// Options of `kafka-mirror run`.
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// TOML config file (see README: every key, its default and meaning).
+    #[arg(short, long, value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+    /// Source bootstrap servers, host:port,... (overrides source.bootstrap_servers).
+    #[arg(long, value_name = "HOST:PORT,...")]
+    pub(crate) source: Option<String>,
+    /// Target bootstrap servers, host:port,... (overrides target.bootstrap_servers).
+    #[arg(long, value_name = "HOST:PORT,...")]
+    pub(crate) target: Option<String>,
+    /// Regex of topics to replicate, matched against the whole name (overrides topics.include).
+    #[arg(long, value_name = "REGEX")]
+    pub(crate) topics: Option<String>,
+    /// Regex of topics never replicated, matched against the whole name (overrides topics.exclude).
+    #[arg(long, value_name = "REGEX")]
+    pub(crate) exclude: Option<String>,
+    /// Mirror name: checkpoints are kept per name, so a restart with the same
+    /// name resumes where the last run stopped (overrides name).
+    #[arg(long)]
+    pub(crate) name: Option<String>,
+    /// Stop once the target holds everything the source held when the run
+    /// began; print a summary and exit 0.
+    #[arg(long)]
+    pub(crate) until_caught_up: bool,
+    /// Where partitions without a checkpoint start: earliest, latest, or a
+    /// timestamp in ms since the epoch (overrides replication.start_position).
+    #[arg(long, value_name = "POSITION", value_parser = parse_start_position)]
+    pub(crate) start_position: Option<StartPosition>,
+    /// When data that was never copied is gone from the source (retention ran
+    /// ahead, or the topic was recreated): `stop` the partition and report it
+    /// (default), or report it and `continue` from the source's earliest offset.
+    #[arg(long, value_name = "POLICY", value_parser = parse_data_loss)]
+    pub(crate) on_data_loss: Option<DataLossPolicy>,
+    /// read_committed (default: only committed transactions are copied) or
+    /// read_uncommitted (open and aborted transactions are copied as plain data).
+    #[arg(long, value_name = "LEVEL", value_parser = parse_isolation)]
+    pub(crate) isolation_level: Option<IsolationLevel>,
+    /// Memory budget in bytes: source data fetched and not yet checkpointed
+    /// (overrides replication.in_flight_bytes).
+    #[arg(long, value_name = "BYTES")]
+    pub(crate) in_flight_bytes: Option<usize>,
+}
+
+fn parse_data_loss(text: &str) -> Result<DataLossPolicy, String> {
+    match text {
+        "stop" => Ok(DataLossPolicy::Stop),
+        "continue" => Ok(DataLossPolicy::Continue),
+        other => Err(format!("`{other}` is not stop or continue")),
+    }
+}
+
+fn parse_isolation(text: &str) -> Result<IsolationLevel, String> {
+    match text {
+        "read_committed" => Ok(IsolationLevel::ReadCommitted),
+        "read_uncommitted" => Ok(IsolationLevel::ReadUncommitted),
+        other => Err(format!("`{other}` is not read_committed or read_uncommitted")),
+    }
+}
+
+impl RunArgs {
+    /// The config file (if any) with the flags laid over it, validated.
+    pub(crate) fn to_config(&self) -> Result<MirrorConfig, ConfigError> {
+        let mut config = match &self.config {
+            Some(path) => MirrorConfig::from_file(path)?,
+            None => {
+                let missing = |key| ConfigError::Invalid {
+                    key,
+                    reason: "required: give --config FILE, or both --source and --target".into(),
+                };
+                let source = self.source.clone().ok_or_else(|| missing("source.bootstrap_servers"))?;
+                let target = self.target.clone().ok_or_else(|| missing("target.bootstrap_servers"))?;
+                MirrorConfig::new(ClusterConfig::new(source), ClusterConfig::new(target))
+            }
+        };
+        if let Some(source) = &self.source {
+            config.source.bootstrap_servers = source.clone();
+        }
+        if let Some(target) = &self.target {
+            config.target.bootstrap_servers = target.clone();
+        }
+        if let Some(topics) = &self.topics {
+            config.topics.include = topics.clone();
+        }
+        if let Some(exclude) = &self.exclude {
+            config.topics.exclude = Some(exclude.clone());
+        }
+        if let Some(name) = &self.name {
+            config.name = name.clone();
+        }
+        let replication = &mut config.replication;
+        if let Some(position) = self.start_position {
+            replication.start_position = position;
+        }
+        if let Some(policy) = self.on_data_loss {
+            replication.on_data_loss = policy;
+        }
+        if let Some(level) = self.isolation_level {
+            replication.isolation_level = level;
+        }
+        if let Some(bytes) = self.in_flight_bytes {
+            replication.in_flight_bytes = bytes;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}

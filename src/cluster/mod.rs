@@ -1,0 +1,256 @@
+//! One Kafka cluster as the mirror sees it: bootstrap, metadata, and a
+//! connection per broker, reconnected with backoff.
+//!
+//! The pipeline asks for "the connection to broker 3" and gets one, whether it
+//! is already open, must be opened, or was just lost; a broker that keeps
+//! failing is retried with exponential backoff so an outage never becomes a
+//! tight reconnect loop. Leader routing lives in [`Metadata`] snapshots.
+
+mod fetch;
+mod metadata;
+mod offsets;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kafka_protocol::messages::MetadataRequest;
+use tokio::sync::Mutex as AsyncMutex;
+
+pub use fetch::{fetch_request, response_partitions, PartitionFetch};
+pub use metadata::{Metadata, PartitionMetadata, TopicMetadata};
+pub use offsets::{OffsetLookupError, OffsetResult, OffsetSpec};
+
+use crate::net::{Connection, ConnectionOptions, NetError};
+
+/// Which side of the mirror a cluster is, for messages that must say which.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The cluster that is read.
+    Source,
+    /// The cluster that is written.
+    Target,
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Source => "source",
+            Role::Target => "target",
+        })
+    }
+}
+
+/// A failure to reach or query a cluster.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClusterError {
+    /// No bootstrap server answered.
+    #[error("{role} cluster unreachable: no bootstrap server answered ({attempts})")]
+    Unreachable {
+        /// Which cluster.
+        role: Role,
+        /// Each server tried, with its error.
+        attempts: String,
+    },
+    /// A broker id that the latest metadata does not list.
+    #[error("{role} cluster: broker {broker} is not in the cluster metadata")]
+    UnknownBroker {
+        /// Which cluster.
+        role: Role,
+        /// The node id asked for.
+        broker: i32,
+    },
+    /// A broker failed recently and is not dialled again before its backoff has passed.
+    #[error("{role} cluster: broker {broker} failed recently; waiting before reconnecting")]
+    Backoff {
+        /// Which cluster.
+        role: Role,
+        /// The node id.
+        broker: i32,
+    },
+    /// A request to a broker failed at the connection level.
+    #[error("{role} cluster: {source}")]
+    Net {
+        /// Which cluster.
+        role: Role,
+        /// The connection error, naming the broker.
+        #[source]
+        source: NetError,
+    },
+}
+
+impl ClusterError {
+    /// Whether trying again later (after reconnecting) may succeed.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            ClusterError::Unreachable { .. }
+            | ClusterError::UnknownBroker { .. }
+            | ClusterError::Backoff { .. } => true,
+            ClusterError::Net { source, .. } => source.is_retriable(),
+        }
+    }
+}
+
+/// Backoff between reconnects to one broker: 100 ms doubling up to 10 s.
+const BACKOFF_BASE: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+/// A connection slot for one broker: the open connection, or when to try again.
+#[derive(Debug, Default)]
+struct BrokerSlot {
+    connection: Option<Connection>,
+    failures: u32,
+    retry_at: Option<Instant>,
+}
+
+/// A client for one cluster, shared by every task that talks to it.
+#[derive(Debug)]
+pub struct Cluster {
+    role: Role,
+    bootstrap: Vec<String>,
+    options: ConnectionOptions,
+    /// Broker addresses from the latest metadata.
+    addresses: Mutex<HashMap<i32, String>>,
+    /// One slot per broker; the async lock makes concurrent callers share one connect.
+    slots: Mutex<HashMap<i32, Arc<AsyncMutex<BrokerSlot>>>>,
+}
+
+impl Cluster {
+    /// A client for the cluster behind these bootstrap servers. Connects lazily.
+    pub fn new(role: Role, bootstrap: Vec<String>, options: ConnectionOptions) -> Arc<Self> {
+        Arc::new(Cluster {
+            role,
+            bootstrap,
+            options,
+            addresses: Mutex::new(HashMap::new()),
+            slots: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Which side of the mirror this cluster is.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// Fetches metadata for all topics from any reachable broker and
+    /// remembers the broker addresses it lists.
+    pub async fn metadata(&self) -> Result<Metadata, ClusterError> {
+        let request = MetadataRequest::default().with_topics(None);
+        let response = self.send_any(request).await?;
+        let metadata = Metadata::from_response(response);
+        *lock(&self.addresses) = metadata.brokers.clone();
+        Ok(metadata)
+    }
+
+    /// Sends a request to any broker: a known one first, then the bootstrap servers.
+    pub async fn send_any<R>(&self, request: R) -> Result<R::Response, ClusterError>
+    where
+        R: kafka_protocol::protocol::Request + Clone + Send + 'static,
+    {
+        let mut attempts = Vec::new();
+        let known: Vec<i32> = lock(&self.addresses).keys().copied().collect();
+        for broker in known {
+            match self.connect(broker, false).await {
+                Ok(connection) => match connection.send(request.clone()).await {
+                    Ok(response) => return Ok(response),
+                    Err(e) => attempts.push(format!("broker {broker}: {e}")),
+                },
+                Err(e) => attempts.push(e.to_string()),
+            }
+        }
+        for address in &self.bootstrap {
+            match Connection::connect(address, &self.options).await {
+                Ok(connection) => match connection.send(request.clone()).await {
+                    Ok(response) => return Ok(response),
+                    Err(e) => attempts.push(format!("{address}: {e}")),
+                },
+                Err(e) => attempts.push(format!("{address}: {e}")),
+            }
+        }
+        Err(ClusterError::Unreachable {
+            role: self.role,
+            attempts: attempts.join("; "),
+        })
+    }
+
+    /// The connection to one broker, opened if needed. A broker that failed
+    /// recently is not dialled again before its backoff has passed: the caller
+    /// waits here instead, so no caller can spin on a dead broker.
+    pub async fn broker(&self, broker: i32) -> Result<Connection, ClusterError> {
+        self.connect(broker, true).await
+    }
+
+    /// The connection to one broker; `wait_backoff` false fails at once
+    /// instead of waiting out a backoff (for callers with other brokers to try).
+    async fn connect(&self, broker: i32, wait_backoff: bool) -> Result<Connection, ClusterError> {
+        let slot = lock(&self.slots).entry(broker).or_default().clone();
+        let mut slot = slot.lock().await;
+        if let Some(connection) = &slot.connection {
+            if !connection.is_closed() {
+                return Ok(connection.clone());
+            }
+            slot.connection = None;
+            Self::note_failure(&mut slot);
+        }
+        if let Some(at) = slot.retry_at.filter(|at| *at > Instant::now()) {
+            if !wait_backoff {
+                return Err(ClusterError::Backoff {
+                    role: self.role,
+                    broker,
+                });
+            }
+            tokio::time::sleep_until(at.into()).await;
+        }
+        let address = lock(&self.addresses)
+            .get(&broker)
+            .cloned()
+            .ok_or(ClusterError::UnknownBroker {
+                role: self.role,
+                broker,
+            })?;
+        match Connection::connect(&address, &self.options).await {
+            Ok(connection) => {
+                slot.failures = 0;
+                slot.retry_at = None;
+                slot.connection = Some(connection.clone());
+                Ok(connection)
+            }
+            Err(source) => {
+                Self::note_failure(&mut slot);
+                Err(ClusterError::Net {
+                    role: self.role,
+                    source,
+                })
+            }
+        }
+    }
+
+    /// Sends a request to one broker.
+    pub async fn send<R>(&self, broker: i32, request: R) -> Result<R::Response, ClusterError>
+    where
+        R: kafka_protocol::protocol::Request + Send + 'static,
+    {
+        let connection = self.broker(broker).await?;
+        connection
+            .send(request)
+            .await
+            .map_err(|source| ClusterError::Net {
+                role: self.role,
+                source,
+            })
+    }
+
+    fn note_failure(slot: &mut BrokerSlot) {
+        let exponent = slot.failures.min(16);
+        let delay = BACKOFF_BASE.saturating_mul(1 << exponent).min(BACKOFF_MAX);
+        slot.failures = slot.failures.saturating_add(1);
+        slot.retry_at = Some(Instant::now() + delay);
+    }
+}
+
+/// Locks a std mutex; a panic elsewhere while holding it leaves plain data
+/// that is still consistent, so poisoning is ignored.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}

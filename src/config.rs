@@ -1,0 +1,610 @@
+//! The mirror's configuration: the TOML file, its defaults, and validation.
+//!
+//! Every key has a default except the two clusters' bootstrap servers, so the
+//! smallest useful file names a source and a target. Unknown keys are refused
+//! (a typo must not silently fall back to a default), and every error names the
+//! key that is wrong and why. The CLI (`cli.rs`) overlays its flags on this.
+
+use std::path::Path;
+use std::time::Duration;
+
+use regex::Regex;
+use serde::Deserialize;
+
+use crate::net::{ConnectionOptions, SocketOptions};
+
+/// A configuration that cannot be used, naming the key and the problem.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file's path.
+        path: String,
+        /// Why the read failed.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or does not match the schema (unknown key, wrong type).
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file's path.
+        path: String,
+        /// The TOML parser's message, which names the key and its line.
+        message: String,
+    },
+    /// A key has a value that parses but cannot be used.
+    #[error("config key `{key}`: {reason}")]
+    Invalid {
+        /// The dotted key, as written in the file.
+        key: &'static str,
+        /// What is wrong with its value.
+        reason: String,
+    },
+}
+
+/// The whole configuration of one mirror: one source cluster into one target cluster.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MirrorConfig {
+    /// Names this mirror's checkpoints. Two processes with the same name resume
+    /// from each other's progress; different names replicate independently.
+    #[serde(default = "default_name")]
+    pub name: String,
+    /// The cluster that is read.
+    pub source: ClusterConfig,
+    /// The cluster that is written.
+    pub target: ClusterConfig,
+    /// Which source topics are replicated.
+    #[serde(default)]
+    pub topics: TopicsConfig,
+    /// How data moves.
+    #[serde(default)]
+    pub replication: ReplicationConfig,
+    /// Where progress is stored.
+    #[serde(default)]
+    pub checkpoints: CheckpointConfig,
+}
+
+/// How to reach one cluster.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// `host:port` of one or more brokers, comma-separated; the rest are discovered.
+    pub bootstrap_servers: String,
+    /// The client id brokers see in their logs and quotas.
+    #[serde(default = "default_client_id")]
+    pub client_id: String,
+    /// SO_SNDBUF in bytes; 0 leaves it to the OS (autotuning). Raise it on
+    /// high-latency links so the TCP window covers the bandwidth-delay product.
+    #[serde(default)]
+    pub send_buffer_bytes: usize,
+    /// SO_RCVBUF in bytes; 0 leaves it to the OS (autotuning).
+    #[serde(default)]
+    pub receive_buffer_bytes: usize,
+    /// Time allowed for a TCP connect.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Time allowed for a broker to answer one request before the connection is reset.
+    #[serde(default = "default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// Largest response frame accepted from this cluster; checked before allocating.
+    #[serde(default = "default_max_frame_bytes")]
+    pub max_frame_bytes: usize,
+}
+
+/// Topic selection by regular expressions over the full topic name.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicsConfig {
+    /// Topics to replicate: a regex that must match the whole name.
+    #[serde(default = "default_include")]
+    pub include: String,
+    /// Topics never replicated even when included: a regex over the whole name.
+    #[serde(default)]
+    pub exclude: Option<String>,
+}
+
+/// Where a partition with no checkpoint starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartPosition {
+    /// The source's log start: copy everything it still holds.
+    Earliest,
+    /// The source's log end: copy only what arrives from now on.
+    Latest,
+    /// The first offset whose timestamp is at or after this many ms since the epoch.
+    Timestamp(i64),
+}
+
+/// What to do when data the mirror never copied is gone from the source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DataLossPolicy {
+    /// Stop the partition and report the lost range; an operator decides.
+    Stop,
+    /// Report the lost range, count it, and continue from the source's log start.
+    Continue,
+}
+
+/// Which source records are visible to the mirror.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IsolationLevel {
+    /// Only committed transactional data (and all non-transactional data) is copied.
+    ReadCommitted,
+    /// Everything, including open and aborted transactions, is copied as plain data.
+    ReadUncommitted,
+}
+
+impl IsolationLevel {
+    /// The value of the Fetch and ListOffsets `isolation_level` field.
+    pub fn wire_value(self) -> i8 {
+        match self {
+            IsolationLevel::ReadUncommitted => 0,
+            IsolationLevel::ReadCommitted => 1,
+        }
+    }
+}
+
+/// How data moves from source to target.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicationConfig {
+    /// `read_committed` (default) or `read_uncommitted`.
+    #[serde(default = "default_isolation")]
+    pub isolation_level: IsolationLevel,
+    /// `earliest` (default), `latest`, or a timestamp in ms since the epoch.
+    #[serde(default = "default_start", deserialize_with = "deserialize_start")]
+    pub start_position: StartPosition,
+    /// Bytes of source data held in memory at most: fetched and not yet
+    /// checkpointed. This one number bounds memory whatever the two clusters' speeds,
+    /// and bounds what a restart after a crash sends again.
+    #[serde(default = "default_in_flight_bytes")]
+    pub in_flight_bytes: usize,
+    /// Largest Fetch response asked of one source broker.
+    #[serde(default = "default_fetch_max_bytes")]
+    pub fetch_max_bytes: usize,
+    /// Largest slice of one partition in one Fetch response.
+    #[serde(default = "default_partition_fetch_bytes")]
+    pub partition_fetch_bytes: usize,
+    /// How long a source broker may hold a Fetch waiting for new data.
+    #[serde(default = "default_fetch_max_wait_ms")]
+    pub fetch_max_wait_ms: u64,
+    /// Produce requests in flight per target broker connection.
+    #[serde(default = "default_max_in_flight_requests")]
+    pub max_in_flight_requests: usize,
+    /// Replication factor of created target topics; -1 takes the broker's default.
+    #[serde(default = "default_replication_factor")]
+    pub replication_factor: i16,
+    /// `stop` (default) or `continue` when uncopied data is gone from the source.
+    #[serde(default = "default_data_loss")]
+    pub on_data_loss: DataLossPolicy,
+    /// Time allowed at shutdown for in-flight batches to land before exiting.
+    #[serde(default = "default_shutdown_timeout_ms")]
+    pub shutdown_timeout_ms: u64,
+}
+
+/// Where progress is stored.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointConfig {
+    /// The compacted topic on the target cluster that holds the checkpoints.
+    #[serde(default = "default_checkpoint_topic")]
+    pub topic: String,
+    /// Shortest time between two checkpoint writes.
+    #[serde(default = "default_checkpoint_interval_ms")]
+    pub interval_ms: u64,
+}
+
+fn default_name() -> String {
+    "kafka-mirror".to_owned()
+}
+fn default_client_id() -> String {
+    "kafka-mirror".to_owned()
+}
+fn default_connect_timeout_ms() -> u64 {
+    10_000
+}
+fn default_request_timeout_ms() -> u64 {
+    30_000
+}
+fn default_max_frame_bytes() -> usize {
+    128 * 1024 * 1024
+}
+fn default_include() -> String {
+    ".*".to_owned()
+}
+fn default_isolation() -> IsolationLevel {
+    IsolationLevel::ReadCommitted
+}
+fn default_start() -> StartPosition {
+    StartPosition::Earliest
+}
+fn default_in_flight_bytes() -> usize {
+    64 * 1024 * 1024
+}
+fn default_fetch_max_bytes() -> usize {
+    16 * 1024 * 1024
+}
+fn default_partition_fetch_bytes() -> usize {
+    4 * 1024 * 1024
+}
+fn default_fetch_max_wait_ms() -> u64 {
+    500
+}
+fn default_max_in_flight_requests() -> usize {
+    5
+}
+fn default_replication_factor() -> i16 {
+    -1
+}
+fn default_data_loss() -> DataLossPolicy {
+    DataLossPolicy::Stop
+}
+fn default_shutdown_timeout_ms() -> u64 {
+    30_000
+}
+fn default_checkpoint_topic() -> String {
+    "kafka-mirror-checkpoints".to_owned()
+}
+fn default_checkpoint_interval_ms() -> u64 {
+    100
+}
+
+impl Default for TopicsConfig {
+    fn default() -> Self {
+        TopicsConfig {
+            include: default_include(),
+            exclude: None,
+        }
+    }
+}
+
+impl Default for ReplicationConfig {
+    fn default() -> Self {
+        ReplicationConfig {
+            isolation_level: default_isolation(),
+            start_position: default_start(),
+            in_flight_bytes: default_in_flight_bytes(),
+            fetch_max_bytes: default_fetch_max_bytes(),
+            partition_fetch_bytes: default_partition_fetch_bytes(),
+            fetch_max_wait_ms: default_fetch_max_wait_ms(),
+            max_in_flight_requests: default_max_in_flight_requests(),
+            replication_factor: default_replication_factor(),
+            on_data_loss: default_data_loss(),
+            shutdown_timeout_ms: default_shutdown_timeout_ms(),
+        }
+    }
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        CheckpointConfig {
+            topic: default_checkpoint_topic(),
+            interval_ms: default_checkpoint_interval_ms(),
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// A cluster reached through these bootstrap servers, every other setting at its default.
+    pub fn new(bootstrap_servers: impl Into<String>) -> Self {
+        ClusterConfig {
+            bootstrap_servers: bootstrap_servers.into(),
+            client_id: default_client_id(),
+            send_buffer_bytes: 0,
+            receive_buffer_bytes: 0,
+            connect_timeout_ms: default_connect_timeout_ms(),
+            request_timeout_ms: default_request_timeout_ms(),
+            max_frame_bytes: default_max_frame_bytes(),
+        }
+    }
+
+    /// The bootstrap servers as a list, in the order given.
+    pub fn bootstrap_list(&self) -> Vec<String> {
+        self.bootstrap_servers
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The connection settings the network layer takes.
+    pub fn connection_options(&self) -> ConnectionOptions {
+        ConnectionOptions {
+            client_id: self.client_id.clone(),
+            socket: SocketOptions {
+                send_buffer_bytes: (self.send_buffer_bytes > 0).then_some(self.send_buffer_bytes),
+                recv_buffer_bytes: (self.receive_buffer_bytes > 0)
+                    .then_some(self.receive_buffer_bytes),
+                connect_timeout: Duration::from_millis(self.connect_timeout_ms),
+                ..SocketOptions::default()
+            },
+            max_frame_bytes: self.max_frame_bytes,
+            request_timeout: Duration::from_millis(self.request_timeout_ms),
+        }
+    }
+}
+
+impl MirrorConfig {
+    /// A mirror between two clusters with every other setting at its default.
+    pub fn new(source: ClusterConfig, target: ClusterConfig) -> Self {
+        MirrorConfig {
+            name: default_name(),
+            source,
+            target,
+            topics: TopicsConfig::default(),
+            replication: ReplicationConfig::default(),
+            checkpoints: CheckpointConfig::default(),
+        }
+    }
+
+    /// Reads and validates a TOML file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let config = Self::from_toml(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.display().to_string(),
+                message,
+            },
+            other => other,
+        })?;
+        Ok(config)
+    }
+
+    /// Parses and validates TOML text.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let config: MirrorConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: "<text>".to_owned(),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what the types cannot: non-empty lists, valid regexes, consistent sizes.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: String| Err(ConfigError::Invalid { key, reason });
+        if self.name.is_empty() || self.name.contains(['\n', '/']) {
+            return invalid("name", "must be non-empty, without '/' or newlines".into());
+        }
+        for (key, cluster) in [
+            ("source.bootstrap_servers", &self.source),
+            ("target.bootstrap_servers", &self.target),
+        ] {
+            let servers = cluster.bootstrap_list();
+            if servers.is_empty() {
+                return invalid(key, "needs at least one host:port".into());
+            }
+            for server in servers {
+                let port_ok = server
+                    .rsplit_once(':')
+                    .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+                if !port_ok {
+                    return invalid(key, format!("`{server}` is not host:port"));
+                }
+            }
+        }
+        for (key, cluster) in [
+            ("source.max_frame_bytes", &self.source),
+            ("target.max_frame_bytes", &self.target),
+        ] {
+            if cluster.max_frame_bytes < 1024 * 1024 {
+                return invalid(key, "must be at least 1 MiB".into());
+            }
+        }
+        if self.source.max_frame_bytes < self.replication.fetch_max_bytes + 1024 * 1024 {
+            return invalid(
+                "source.max_frame_bytes",
+                format!(
+                    "must exceed replication.fetch_max_bytes ({}) by at least 1 MiB, or Fetch responses would be refused",
+                    self.replication.fetch_max_bytes
+                ),
+            );
+        }
+        self.topic_filter()?;
+        let r = &self.replication;
+        if r.partition_fetch_bytes == 0 || r.partition_fetch_bytes > r.fetch_max_bytes {
+            return invalid(
+                "replication.partition_fetch_bytes",
+                "must be between 1 and replication.fetch_max_bytes".into(),
+            );
+        }
+        if r.fetch_max_bytes > i32::MAX as usize {
+            return invalid("replication.fetch_max_bytes", "must fit in 31 bits".into());
+        }
+        if r.in_flight_bytes < r.partition_fetch_bytes {
+            return invalid(
+                "replication.in_flight_bytes",
+                "must be at least replication.partition_fetch_bytes".into(),
+            );
+        }
+        if r.max_in_flight_requests == 0 {
+            return invalid("replication.max_in_flight_requests", "must be at least 1".into());
+        }
+        if r.replication_factor == 0 || r.replication_factor < -1 {
+            return invalid(
+                "replication.replication_factor",
+                "must be -1 (broker default) or at least 1".into(),
+            );
+        }
+        if self.checkpoints.topic.is_empty() {
+            return invalid("checkpoints.topic", "must be non-empty".into());
+        }
+        Ok(())
+    }
+
+    /// The compiled topic selection.
+    pub fn topic_filter(&self) -> Result<TopicFilter, ConfigError> {
+        let anchored = |key, pattern: &str| {
+            Regex::new(&format!("^(?:{pattern})$")).map_err(|e| ConfigError::Invalid {
+                key,
+                reason: format!("not a valid regex: {e}"),
+            })
+        };
+        Ok(TopicFilter {
+            include: anchored("topics.include", &self.topics.include)?,
+            exclude: self
+                .topics
+                .exclude
+                .as_deref()
+                .map(|p| anchored("topics.exclude", p))
+                .transpose()?,
+            checkpoint_topic: self.checkpoints.topic.clone(),
+        })
+    }
+}
+
+/// Decides which source topics are replicated.
+#[derive(Debug, Clone)]
+pub struct TopicFilter {
+    include: Regex,
+    exclude: Option<Regex>,
+    checkpoint_topic: String,
+}
+
+impl TopicFilter {
+    /// Whether the topic is copied. Internal topics (`__consumer_offsets`,
+    /// `__transaction_state`, anything starting with `__`) and the mirror's own
+    /// checkpoint topic never are: copying them would corrupt the target's
+    /// group and transaction state, or feed a mirror its own progress.
+    pub fn selects(&self, topic: &str, internal: bool) -> bool {
+        !internal
+            && !topic.starts_with("__")
+            && topic != self.checkpoint_topic
+            && self.include.is_match(topic)
+            && !self.exclude.as_ref().is_some_and(|e| e.is_match(topic))
+    }
+}
+
+fn deserialize_start<'de, D: serde::Deserializer<'de>>(d: D) -> Result<StartPosition, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Word(String),
+        Millis(i64),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Millis(ms) => Ok(StartPosition::Timestamp(ms)),
+        Raw::Word(word) => parse_start_position(&word).map_err(serde::de::Error::custom),
+    }
+}
+
+/// Parses `earliest`, `latest` or a timestamp in ms since the epoch.
+pub fn parse_start_position(text: &str) -> Result<StartPosition, String> {
+    match text {
+        "earliest" => Ok(StartPosition::Earliest),
+        "latest" => Ok(StartPosition::Latest),
+        other => other
+            .parse::<i64>()
+            .ok()
+            .filter(|ms| *ms >= 0)
+            .map(StartPosition::Timestamp)
+            .ok_or_else(|| {
+                format!("`{other}` is not earliest, latest or a timestamp in ms since the epoch")
+            }),
+    }
+}
+
+impl ReplicationConfig {
+    /// How long a source broker may hold a Fetch.
+    pub fn fetch_max_wait(&self) -> Duration {
+        Duration::from_millis(self.fetch_max_wait_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [source]
+        bootstrap_servers = "127.0.0.1:9092"
+        [target]
+        bootstrap_servers = "127.0.0.1:9093,127.0.0.1:9094"
+    "#;
+
+    #[test]
+    fn minimal_file_takes_defaults() {
+        let config = MirrorConfig::from_toml(MINIMAL).expect("valid");
+        assert_eq!(config.name, "kafka-mirror");
+        assert_eq!(
+            config.target.bootstrap_list(),
+            ["127.0.0.1:9093", "127.0.0.1:9094"]
+        );
+        assert_eq!(config.replication.isolation_level, IsolationLevel::ReadCommitted);
+        assert_eq!(config.replication.start_position, StartPosition::Earliest);
+        assert_eq!(config.replication.on_data_loss, DataLossPolicy::Stop);
+        assert_eq!(config.checkpoints.topic, "kafka-mirror-checkpoints");
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let text = format!("{MINIMAL}\n[replication]\nin_flight_byte = 5\n");
+        let err = MirrorConfig::from_toml(&text).expect_err("unknown key");
+        let message = err.to_string();
+        assert!(message.contains("unknown field `in_flight_byte`"), "{message}");
+    }
+
+    #[test]
+    fn missing_target_is_named() {
+        let err = MirrorConfig::from_toml("[source]\nbootstrap_servers = \"a:1\"\n")
+            .expect_err("no target");
+        assert!(err.to_string().contains("missing field `target`"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let cases = [
+            ("[topics]\ninclude = \"(\"", "topics.include"),
+            ("[topics]\nexclude = \"[\"", "topics.exclude"),
+            ("[replication]\nreplication_factor = 0", "replication.replication_factor"),
+            ("[replication]\nin_flight_bytes = 10", "replication.in_flight_bytes"),
+            ("[replication]\nstart_position = \"yesterday\"", "yesterday"),
+        ];
+        for (extra, expected) in cases {
+            let err = MirrorConfig::from_toml(&format!("{MINIMAL}\n{extra}\n"))
+                .expect_err(extra);
+            assert!(err.to_string().contains(expected), "{extra}: {err}");
+        }
+        let err = MirrorConfig::from_toml(
+            "[source]\nbootstrap_servers = \"nohost\"\n[target]\nbootstrap_servers = \"b:1\"\n",
+        )
+        .expect_err("no port");
+        assert!(err.to_string().contains("source.bootstrap_servers"), "{err}");
+    }
+
+    #[test]
+    fn start_position_forms() {
+        assert_eq!(parse_start_position("latest"), Ok(StartPosition::Latest));
+        assert_eq!(
+            parse_start_position("1700000000000"),
+            Ok(StartPosition::Timestamp(1_700_000_000_000))
+        );
+        let text = format!("{MINIMAL}\n[replication]\nstart_position = 42\n");
+        let config = MirrorConfig::from_toml(&text).expect("valid");
+        assert_eq!(config.replication.start_position, StartPosition::Timestamp(42));
+    }
+
+    #[test]
+    fn filter_is_anchored_and_skips_internal_topics() {
+        let text = format!(
+            "{MINIMAL}\n[topics]\ninclude = \"orders.*|payments\"\nexclude = \"orders-internal\"\n"
+        );
+        let filter = MirrorConfig::from_toml(&text).expect("valid").topic_filter().expect("regex");
+        assert!(filter.selects("orders", false));
+        assert!(filter.selects("orders.eu", false));
+        assert!(!filter.selects("orders-internal", false));
+        assert!(filter.selects("payments", false));
+        assert!(!filter.selects("payments2", false));
+        assert!(!filter.selects("orders.x", true));
+        let all = MirrorConfig::from_toml(MINIMAL).expect("valid").topic_filter().expect("regex");
+        assert!(!all.selects("__consumer_offsets", false));
+        assert!(!all.selects("kafka-mirror-checkpoints", false));
+        assert!(all.selects("anything", false));
+    }
+}

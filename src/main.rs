@@ -1,0 +1,91 @@
+//! The `kafka-mirror` binary: parse flags, set up logging, run, report.
+//!
+//! Exit codes: 0 when the run ended normally (caught up, or stopped by a
+//! signal after in-flight batches landed); 1 when the mirror could not run
+//! (bad config, unreachable cluster, ...); 2 when some partitions stopped with
+//! an error (named in the summary on stdout) while the others were copied.
+
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tokio::signal::unix::{signal, SignalKind};
+use tracing_subscriber::EnvFilter;
+
+use cli::{Cli, Command};
+use kafka_mirror::pipeline::{self, RunOptions};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let Command::Run(args) = cli.command;
+    let config = match args.to_config() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("kafka-mirror: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("kafka-mirror: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let options = RunOptions {
+        until_caught_up: args.until_caught_up,
+    };
+    let result = runtime.block_on(async {
+        let shutdown = match shutdown_signal() {
+            Ok(signal) => signal,
+            Err(e) => {
+                eprintln!("kafka-mirror: cannot listen for SIGINT/SIGTERM: {e}");
+                return None;
+            }
+        };
+        Some(pipeline::run(config, options, shutdown).await)
+    });
+    match result {
+        None => ExitCode::from(1),
+        Some(Err(e)) => {
+            eprintln!("kafka-mirror: {e}");
+            ExitCode::from(1)
+        }
+        Some(Ok(summary)) => {
+            print!("{summary}");
+            if summary.stopped.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            }
+        }
+    }
+}
+
+/// Quiet by default (warnings and errors only); `-v` shows progress.
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Resolves at the first SIGINT or SIGTERM.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+    })
+}

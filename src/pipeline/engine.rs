@@ -1,0 +1,748 @@
+//! The engine: the one task that owns all partition state and runs the loop
+//! "start what may start, wait for an answer, apply it".
+//!
+//! Requests are spawned tasks that send their answer back as an [`Event`];
+//! nothing else touches the state, so there are no locks on the data path and
+//! the order of decisions is the order of events.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kafka_protocol::messages::{FetchResponse, ProduceResponse};
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use super::partition::{Backoff, PartitionState};
+use super::stats::{Counters, PartitionProblem, Summary};
+use super::MirrorError;
+use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore};
+use crate::cluster::{Cluster, ClusterError, Metadata, OffsetResult, OffsetSpec, Role};
+use crate::config::{DataLossPolicy, MirrorConfig};
+
+/// How a run ends besides a shutdown signal.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// Stop once the target holds everything the source held when the run began.
+    pub until_caught_up: bool,
+}
+
+/// What a partition is doing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Status {
+    /// Its start offset is being looked up (no checkpoint, or a reset).
+    Resolving { spec: OffsetSpec, asked: bool },
+    /// Copying batches.
+    Copying,
+    /// The source said its fetch offset is out of range: finding out why.
+    CheckingLoss { asked: bool },
+    /// Stopped with an error an operator must act on.
+    Stopped(String),
+}
+
+/// One source partition and everything the engine knows about it.
+#[derive(Debug)]
+pub(super) struct Slot {
+    pub(super) topic: Arc<str>,
+    pub(super) partition: i32,
+    /// The source topic id the copied data came from.
+    pub(super) source_topic_id: Uuid,
+    pub(super) state: PartitionState,
+    pub(super) status: Status,
+    /// Part of a Fetch in flight.
+    pub(super) fetching: bool,
+    pub(super) fetch_backoff: Backoff,
+    pub(super) produce_backoff: Backoff,
+    /// With `until_caught_up`: the source's end offset at the start of the run.
+    pub(super) caught_up_at: Option<i64>,
+    /// Out-of-order answers in a row for the first unacknowledged batch.
+    pub(super) out_of_order_streak: u32,
+}
+
+/// The answer to a request the engine started.
+#[derive(Debug)]
+pub(super) enum Event {
+    Fetched {
+        broker: i32,
+        /// Slots asked for and the offset asked.
+        asked: Vec<(usize, i64)>,
+        reserved: usize,
+        result: Result<FetchResponse, ClusterError>,
+    },
+    Produced {
+        broker: i32,
+        /// Slots and the entry of each that the request carried.
+        sent: Vec<(usize, u64)>,
+        result: Result<ProduceResponse, ClusterError>,
+    },
+    Checkpointed {
+        written: Vec<(usize, i64)>,
+        result: Result<(), CheckpointError>,
+    },
+    Metadata {
+        role: Role,
+        result: Result<Metadata, ClusterError>,
+    },
+    Resolved {
+        slots: Vec<usize>,
+        results: HashMap<(String, i32), OffsetResult>,
+    },
+    LossChecked {
+        slots: Vec<usize>,
+        earliest: HashMap<(String, i32), OffsetResult>,
+        latest: HashMap<(String, i32), OffsetResult>,
+    },
+}
+
+/// A metadata refresh that someone asked for.
+#[derive(Debug, Default)]
+struct Refresh {
+    wanted: bool,
+    in_flight: bool,
+    last: Option<Instant>,
+}
+
+/// Shortest time between two metadata refreshes of one cluster.
+const REFRESH_MIN_INTERVAL: Duration = Duration::from_millis(250);
+/// How often the engine wakes without an event (backoffs, checkpoint interval).
+const TICK: Duration = Duration::from_millis(20);
+/// How often progress is logged.
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The pipeline's state and its loop.
+#[derive(Debug)]
+pub(crate) struct Engine {
+    pub(super) config: Arc<MirrorConfig>,
+    pub(super) options: RunOptions,
+    pub(super) source: Arc<Cluster>,
+    pub(super) target: Arc<Cluster>,
+    pub(super) checkpoints: Arc<CheckpointStore>,
+    pub(super) producer_id: i64,
+    pub(super) producer_epoch: i16,
+    pub(super) source_cluster_id: Option<String>,
+    pub(super) slots: Vec<Slot>,
+    pub(super) index: HashMap<(Arc<str>, i32), usize>,
+    pub(super) source_meta: Arc<Metadata>,
+    pub(super) target_meta: Arc<Metadata>,
+    pub(super) source_names: HashMap<Uuid, String>,
+    pub(super) target_names: HashMap<Uuid, String>,
+    pub(super) fetches_in_flight: HashSet<i32>,
+    pub(super) produces_in_flight: HashMap<i32, usize>,
+    /// Bytes held by partition queues (fetched, not yet checkpointed).
+    pub(super) held: usize,
+    /// Bytes reserved by Fetch requests in flight.
+    pub(super) reserved: usize,
+    pub(super) fetch_cursor: usize,
+    pub(super) counters: Counters,
+    pub(super) topic_count: usize,
+    checkpoint_in_flight: bool,
+    last_checkpoint: Instant,
+    refresh: [Refresh; 2],
+    events_tx: mpsc::UnboundedSender<Event>,
+    events_rx: mpsc::UnboundedReceiver<Event>,
+    pub(super) draining: Option<Instant>,
+    started: Instant,
+    last_progress: Instant,
+}
+
+impl Engine {
+    /// An engine over prepared slots; `startup.rs` builds it.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        config: MirrorConfig,
+        options: RunOptions,
+        source: Arc<Cluster>,
+        target: Arc<Cluster>,
+        checkpoints: Arc<CheckpointStore>,
+        producer: (i64, i16),
+        source_meta: Metadata,
+        target_meta: Metadata,
+        slots: Vec<Slot>,
+        topic_count: usize,
+    ) -> Self {
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let index = slots
+            .iter()
+            .enumerate()
+            .map(|(i, s)| ((s.topic.clone(), s.partition), i))
+            .collect();
+        let now = Instant::now();
+        let mut engine = Engine {
+            config: Arc::new(config),
+            options,
+            source,
+            target,
+            checkpoints,
+            producer_id: producer.0,
+            producer_epoch: producer.1,
+            source_cluster_id: source_meta.cluster_id.clone(),
+            slots,
+            index,
+            source_meta: Arc::new(Metadata::default()),
+            target_meta: Arc::new(Metadata::default()),
+            source_names: HashMap::new(),
+            target_names: HashMap::new(),
+            fetches_in_flight: HashSet::new(),
+            produces_in_flight: HashMap::new(),
+            held: 0,
+            reserved: 0,
+            fetch_cursor: 0,
+            counters: Counters::default(),
+            topic_count,
+            checkpoint_in_flight: false,
+            last_checkpoint: now,
+            refresh: Default::default(),
+            events_tx,
+            events_rx,
+            draining: None,
+            started: now,
+            last_progress: now,
+        };
+        engine.set_metadata(Role::Source, source_meta);
+        engine.set_metadata(Role::Target, target_meta);
+        engine
+    }
+
+    /// Runs until shut down or caught up, then stores the final checkpoints.
+    pub(super) async fn run(
+        mut self,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<Summary, MirrorError> {
+        tokio::pin!(shutdown);
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut shutdown_seen = false;
+        loop {
+            self.dispatch();
+            if self.is_done() {
+                break;
+            }
+            tokio::select! {
+                Some(event) = self.events_rx.recv() => self.handle(event),
+                _ = tick.tick() => {}
+                () = &mut shutdown, if !shutdown_seen => {
+                    shutdown_seen = true;
+                    self.begin_drain("shutdown requested");
+                }
+            }
+        }
+        self.final_checkpoint().await;
+        Ok(self.summary())
+    }
+
+    /// Starts whatever may start now.
+    fn dispatch(&mut self) {
+        let now = Instant::now();
+        self.start_refreshes(now);
+        self.start_lookups(now);
+        if self.draining.is_none() {
+            self.start_fetches(now);
+        }
+        self.start_produces(now);
+        self.start_checkpoint(now);
+        if self.draining.is_none() {
+            self.check_finished();
+        }
+        if now.duration_since(self.last_progress) >= PROGRESS_INTERVAL {
+            self.last_progress = now;
+            tracing::info!(
+                records = self.counters.records,
+                megabytes = self.counters.bytes as f64 / 1e6,
+                held_bytes = self.held,
+                "progress"
+            );
+        }
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Fetched {
+                broker,
+                asked,
+                reserved,
+                result,
+            } => self.on_fetched(broker, asked, reserved, result),
+            Event::Produced {
+                broker,
+                sent,
+                result,
+            } => self.on_produced(broker, sent, result),
+            Event::Checkpointed { written, result } => self.on_checkpointed(written, result),
+            Event::Metadata { role, result } => self.on_metadata(role, result),
+            Event::Resolved { slots, results } => self.on_resolved(slots, results),
+            Event::LossChecked {
+                slots,
+                earliest,
+                latest,
+            } => self.on_loss_checked(slots, earliest, latest),
+        }
+    }
+
+    /// Spawns a request whose answer comes back as an event.
+    pub(super) fn spawn<F>(&self, request: F)
+    where
+        F: Future<Output = Event> + Send + 'static,
+    {
+        let events = self.events_tx.clone();
+        tokio::spawn(async move {
+            // The engine may have finished; its answer is then not needed.
+            let _ = events.send(request.await);
+        });
+    }
+
+    /// Asks for fresh metadata of one cluster (leaders moved, a broker failed).
+    pub(super) fn want_refresh(&mut self, role: Role) {
+        self.refresh[role_index(role)].wanted = true;
+    }
+
+    fn start_refreshes(&mut self, now: Instant) {
+        for role in [Role::Source, Role::Target] {
+            let refresh = &mut self.refresh[role_index(role)];
+            let recent = refresh
+                .last
+                .is_some_and(|last| now.duration_since(last) < REFRESH_MIN_INTERVAL);
+            if !refresh.wanted || refresh.in_flight || recent {
+                continue;
+            }
+            refresh.wanted = false;
+            refresh.in_flight = true;
+            refresh.last = Some(now);
+            let cluster = match role {
+                Role::Source => self.source.clone(),
+                Role::Target => self.target.clone(),
+            };
+            self.spawn(async move {
+                Event::Metadata {
+                    role,
+                    result: cluster.metadata().await,
+                }
+            });
+        }
+    }
+
+    fn on_metadata(&mut self, role: Role, result: Result<Metadata, ClusterError>) {
+        self.refresh[role_index(role)].in_flight = false;
+        match result {
+            Ok(metadata) => {
+                if role == Role::Source {
+                    self.detect_recreated_topics(&metadata);
+                }
+                self.set_metadata(role, metadata);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "metadata refresh failed; retrying");
+                self.want_refresh(role);
+            }
+        }
+    }
+
+    fn set_metadata(&mut self, role: Role, metadata: Metadata) {
+        let names = metadata
+            .topics
+            .iter()
+            .map(|(name, t)| (t.id, name.clone()))
+            .collect();
+        match role {
+            Role::Source => {
+                self.source_names = names;
+                self.source_meta = Arc::new(metadata);
+            }
+            Role::Target => {
+                self.target_names = names;
+                self.target_meta = Arc::new(metadata);
+            }
+        }
+    }
+
+    /// A selected source topic whose id changed was deleted and created again:
+    /// its offsets restarted, so copying on from the old position would skip
+    /// or mix data. Reported, never silently appended to the old copy.
+    fn detect_recreated_topics(&mut self, metadata: &Metadata) {
+        for i in 0..self.slots.len() {
+            let slot = &self.slots[i];
+            let Some(topic) = metadata.topics.get(&*slot.topic) else {
+                continue;
+            };
+            if topic.id.is_nil() || topic.id == slot.source_topic_id {
+                continue;
+            }
+            let reason = format!(
+                "source topic `{}` was deleted and recreated while mirroring (topic id {} is now {}); its offsets restarted",
+                slot.topic, slot.source_topic_id, topic.id
+            );
+            self.on_source_reset(i, topic.id, reason);
+        }
+    }
+
+    /// Applies the data-loss policy to a partition whose source restarted.
+    pub(super) fn on_source_reset(&mut self, slot: usize, new_topic_id: Uuid, reason: String) {
+        match self.config.replication.on_data_loss {
+            DataLossPolicy::Stop => self.stop(
+                slot,
+                format!("{reason}; to copy the new topic on top of the old copy, restart with --on-data-loss continue"),
+            ),
+            DataLossPolicy::Continue => {
+                let s = &mut self.slots[slot];
+                tracing::error!(topic = %s.topic, partition = s.partition, "{reason}; copying the new topic from its start (on_data_loss = continue)");
+                s.source_topic_id = new_topic_id;
+                s.status = Status::Resolving {
+                    spec: OffsetSpec::Earliest,
+                    asked: false,
+                };
+                let released = s.state.drop_unsent();
+                self.held -= released;
+            }
+        }
+    }
+
+    /// Looks up start offsets and investigates out-of-range fetches.
+    fn start_lookups(&mut self, now: Instant) {
+        let mut resolve: HashMap<OffsetSpecKey, Vec<usize>> = HashMap::new();
+        let mut loss = Vec::new();
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            if slot.fetch_backoff.waiting(now) || slot.fetching {
+                continue;
+            }
+            match &mut slot.status {
+                // A reset waits until what was in flight has landed and is checkpointed.
+                Status::Resolving { spec, asked } if !*asked && slot.state.is_empty() => {
+                    *asked = true;
+                    resolve.entry(OffsetSpecKey(*spec)).or_default().push(i);
+                }
+                Status::CheckingLoss { asked } if !*asked => {
+                    *asked = true;
+                    loss.push(i);
+                }
+                _ => {}
+            }
+        }
+        let isolation = self.config.replication.isolation_level.wire_value();
+        for (OffsetSpecKey(spec), slots) in resolve {
+            let partitions = self.partition_keys(&slots);
+            let (source, metadata) = (self.source.clone(), self.source_meta.clone());
+            self.spawn(async move {
+                let results = source
+                    .list_offsets(&metadata, &partitions, spec, isolation)
+                    .await;
+                Event::Resolved { slots, results }
+            });
+        }
+        if !loss.is_empty() {
+            let partitions = self.partition_keys(&loss);
+            let (source, metadata) = (self.source.clone(), self.source_meta.clone());
+            self.spawn(async move {
+                let earliest = source
+                    .list_offsets(&metadata, &partitions, OffsetSpec::Earliest, 0)
+                    .await;
+                let latest = source
+                    .list_offsets(&metadata, &partitions, OffsetSpec::Latest, 0)
+                    .await;
+                Event::LossChecked {
+                    slots: loss,
+                    earliest,
+                    latest,
+                }
+            });
+        }
+    }
+
+    fn partition_keys(&self, slots: &[usize]) -> Vec<(String, i32)> {
+        slots
+            .iter()
+            .map(|&i| (self.slots[i].topic.to_string(), self.slots[i].partition))
+            .collect()
+    }
+
+    fn on_resolved(&mut self, slots: Vec<usize>, mut results: HashMap<(String, i32), OffsetResult>) {
+        let now = Instant::now();
+        for i in slots {
+            let key = (self.slots[i].topic.to_string(), self.slots[i].partition);
+            let slot = &mut self.slots[i];
+            let Status::Resolving { spec, .. } = slot.status else {
+                continue;
+            };
+            match results.remove(&key) {
+                Some(Ok(offset)) => {
+                    tracing::info!(topic = %slot.topic, partition = slot.partition, offset, ?spec, "starting position");
+                    slot.state.restart_at(offset);
+                    slot.status = Status::Copying;
+                    slot.fetch_backoff.reset();
+                }
+                other => {
+                    tracing::warn!(topic = %slot.topic, partition = slot.partition, result = ?other, "cannot look up the start offset yet; retrying");
+                    slot.status = Status::Resolving { spec, asked: false };
+                    slot.fetch_backoff.fail(now);
+                    self.want_refresh(Role::Source);
+                }
+            }
+        }
+    }
+
+    /// The source refused a fetch offset: data was deleted before it was copied
+    /// (retention ran ahead), or the source lost data the mirror already copied.
+    fn on_loss_checked(
+        &mut self,
+        slots: Vec<usize>,
+        mut earliest: HashMap<(String, i32), OffsetResult>,
+        mut latest: HashMap<(String, i32), OffsetResult>,
+    ) {
+        let now = Instant::now();
+        let policy = self.config.replication.on_data_loss;
+        for i in slots {
+            let key = (self.slots[i].topic.to_string(), self.slots[i].partition);
+            let (first, end) = match (earliest.remove(&key), latest.remove(&key)) {
+                (Some(Ok(first)), Some(Ok(end))) => (first, end),
+                other => {
+                    let slot = &mut self.slots[i];
+                    tracing::warn!(topic = %slot.topic, partition = slot.partition, result = ?other, "cannot look up the source's offsets yet; retrying");
+                    slot.status = Status::CheckingLoss { asked: false };
+                    slot.fetch_backoff.fail(now);
+                    self.want_refresh(Role::Source);
+                    continue;
+                }
+            };
+            let slot = &mut self.slots[i];
+            let at = slot.state.fetch_offset;
+            if at < first {
+                let lost = first - at;
+                self.counters.offsets_lost += lost as u64;
+                let reason = format!(
+                    "source offsets {at}..{} ({lost} offsets) of {}-{} were deleted by the source before they were copied (retention ran ahead of the mirror)",
+                    first - 1,
+                    slot.topic,
+                    slot.partition
+                );
+                match policy {
+                    DataLossPolicy::Stop => self.stop(
+                        i,
+                        format!("{reason}; restart with --on-data-loss continue to copy on from offset {first}"),
+                    ),
+                    DataLossPolicy::Continue => {
+                        tracing::error!(topic = %slot.topic, partition = slot.partition, "{reason}; continuing from offset {first} (on_data_loss = continue)");
+                        slot.state.push_skip(first);
+                        slot.status = Status::Copying;
+                    }
+                }
+            } else if at > end {
+                let reason = format!(
+                    "the mirror's next offset {at} of {}-{} is past the source's log end {end}: the source lost data that was already copied (unclean leader election or truncation)",
+                    slot.topic, slot.partition
+                );
+                match policy {
+                    DataLossPolicy::Stop => self.stop(
+                        i,
+                        format!("{reason}; restart with --on-data-loss continue to copy on from offset {end}"),
+                    ),
+                    DataLossPolicy::Continue => {
+                        tracing::error!(topic = %slot.topic, partition = slot.partition, "{reason}; continuing from offset {end} (on_data_loss = continue)");
+                        slot.state.push_skip(end);
+                        slot.status = Status::Copying;
+                    }
+                }
+            } else {
+                // In range again (a leader change raced the fetch): just fetch again.
+                slot.status = Status::Copying;
+                slot.fetch_backoff.fail(now);
+            }
+        }
+    }
+
+    /// Stops a partition with an error an operator must act on. Other
+    /// partitions go on; what was acknowledged is still checkpointed.
+    pub(super) fn stop(&mut self, slot: usize, reason: String) {
+        let s = &mut self.slots[slot];
+        if matches!(s.status, Status::Stopped(_)) {
+            return;
+        }
+        tracing::error!(topic = %s.topic, partition = s.partition, "partition stopped: {reason}");
+        s.status = Status::Stopped(reason);
+        let released = s.state.drop_unsent();
+        self.held -= released;
+    }
+
+    fn start_checkpoint(&mut self, now: Instant) {
+        if self.checkpoint_in_flight {
+            return;
+        }
+        let interval = Duration::from_millis(self.config.checkpoints.interval_ms);
+        let pressure = self.held > self.config.replication.in_flight_bytes / 2;
+        if now.duration_since(self.last_checkpoint) < interval && !pressure && self.draining.is_none() {
+            return;
+        }
+        let (entries, written) = self.dirty_checkpoints();
+        if entries.is_empty() {
+            return;
+        }
+        self.checkpoint_in_flight = true;
+        self.last_checkpoint = now;
+        let store = self.checkpoints.clone();
+        self.spawn(async move {
+            let result = store.write(&entries).await;
+            Event::Checkpointed { written, result }
+        });
+    }
+
+    /// Checkpoints that moved since the last stored ones.
+    fn dirty_checkpoints(&self) -> (Vec<(String, i32, Checkpoint)>, Vec<(usize, i64)>) {
+        let mut entries = Vec::new();
+        let mut written = Vec::new();
+        for (i, slot) in self.slots.iter().enumerate() {
+            if matches!(slot.status, Status::Resolving { .. }) {
+                continue;
+            }
+            let committed = slot.state.committed();
+            if committed == slot.state.checkpointed {
+                continue;
+            }
+            entries.push((
+                slot.topic.to_string(),
+                slot.partition,
+                Checkpoint {
+                    next_offset: committed,
+                    topic_id: slot.source_topic_id,
+                    source_cluster: self.source_cluster_id.clone(),
+                },
+            ));
+            written.push((i, committed));
+        }
+        (entries, written)
+    }
+
+    fn on_checkpointed(&mut self, written: Vec<(usize, i64)>, result: Result<(), CheckpointError>) {
+        self.checkpoint_in_flight = false;
+        match result {
+            Ok(()) => {
+                for (i, offset) in written {
+                    self.held -= self.slots[i].state.checkpoint_stored(offset);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "checkpoint write failed; retrying"),
+        }
+    }
+
+    /// The last checkpoint, awaited here: a few tries, since it decides how
+    /// much a restart sends again.
+    async fn final_checkpoint(&mut self) {
+        while self.checkpoint_in_flight {
+            match self.events_rx.recv().await {
+                Some(event) => self.handle(event),
+                None => break,
+            }
+        }
+        for attempt in 1..=5 {
+            let (entries, written) = self.dirty_checkpoints();
+            if entries.is_empty() {
+                return;
+            }
+            match self.checkpoints.write(&entries).await {
+                Ok(()) => {
+                    for (i, offset) in written {
+                        self.held -= self.slots[i].state.checkpoint_stored(offset);
+                    }
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, attempt, "final checkpoint write failed");
+                    tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+                }
+            }
+        }
+        tracing::error!("could not store the final checkpoints; a restart will copy again from the last stored ones");
+    }
+
+    /// Stops fetching; what is in flight lands, then the loop ends.
+    fn begin_drain(&mut self, why: &str) {
+        if self.draining.is_some() {
+            return;
+        }
+        tracing::info!("{why}: letting in-flight batches land");
+        let timeout = Duration::from_millis(self.config.replication.shutdown_timeout_ms);
+        self.draining = Some(Instant::now() + timeout);
+        for slot in &mut self.slots {
+            self.held -= slot.state.drop_unsent();
+        }
+    }
+
+    fn is_done(&self) -> bool {
+        let Some(deadline) = self.draining else {
+            return false;
+        };
+        let produces = self.produces_in_flight.values().sum::<usize>();
+        let unsent_failures = self
+            .slots
+            .iter()
+            .any(|s| !matches!(s.status, Status::Stopped(_)) && s.state.has_failed());
+        if produces == 0 && !unsent_failures {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            tracing::warn!(
+                requests = produces,
+                "shutdown timeout: batches still unacknowledged are sent again after a restart"
+            );
+            return true;
+        }
+        false
+    }
+
+    /// Ends the run when there is nothing left to do: caught up, or every
+    /// partition stopped.
+    fn check_finished(&mut self) {
+        let mut active = self.slots.iter().filter(|s| !matches!(s.status, Status::Stopped(_)));
+        if self.slots.iter().all(|s| matches!(s.status, Status::Stopped(_))) {
+            self.begin_drain("every partition stopped");
+            return;
+        }
+        if self.options.until_caught_up
+            && active.all(|s| {
+                s.status == Status::Copying
+                    && s.caught_up_at.is_some_and(|end| s.state.committed() >= end)
+            })
+        {
+            self.begin_drain("caught up with the source");
+        }
+    }
+
+    fn summary(&self) -> Summary {
+        let stopped = self
+            .slots
+            .iter()
+            .filter_map(|s| match &s.status {
+                Status::Stopped(reason) => Some(PartitionProblem {
+                    topic: s.topic.to_string(),
+                    partition: s.partition,
+                    reason: reason.clone(),
+                }),
+                _ => None,
+            })
+            .collect();
+        Summary::new(
+            self.topic_count,
+            self.slots.len(),
+            &self.counters,
+            self.started.elapsed(),
+            stopped,
+        )
+    }
+}
+
+/// `OffsetSpec` as a map key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct OffsetSpecKey(OffsetSpec);
+
+impl std::hash::Hash for OffsetSpec {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        std::mem::discriminant(self).hash(state);
+        if let OffsetSpec::Timestamp(ms) = self {
+            ms.hash(state);
+        }
+    }
+}
+
+fn role_index(role: Role) -> usize {
+    match role {
+        Role::Source => 0,
+        Role::Target => 1,
+    }
+}

@@ -1,0 +1,265 @@
+//! The fetch stage: one Fetch in flight per source broker, carrying every
+//! partition it leads that has room, and the split of its answer into batches.
+//!
+//! Room is decided twice: a partition is asked for only while its queue holds
+//! less than two fetches' worth (so one slow target partition cannot take the
+//! whole budget from the others), and a Fetch asks for at most the bytes left
+//! in the global budget (so memory stays bounded whatever the two clusters' speeds).
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use kafka_protocol::error::ParseResponseErrorCode;
+use kafka_protocol::messages::fetch_response::PartitionData;
+use kafka_protocol::messages::FetchResponse;
+use kafka_protocol::ResponseError;
+
+use super::engine::{Engine, Event, Status};
+use crate::batch::{split_batches, AbortedTransactions, BatchFate};
+use crate::cluster::{fetch_request, response_partitions, ClusterError, PartitionFetch, Role};
+use crate::config::IsolationLevel;
+
+impl Engine {
+    /// Starts a Fetch on every source broker that has none in flight.
+    pub(super) fn start_fetches(&mut self, now: Instant) {
+        let config = self.config.clone();
+        let replication = &config.replication;
+        let partition_bytes = replication.partition_fetch_bytes;
+        let mut by_leader: BTreeMap<i32, Vec<usize>> = BTreeMap::new();
+        let mut leaderless = false;
+        let count = self.slots.len();
+        // Rotate the starting partition: a broker fills a response in request
+        // order, so a fixed order would favour the first partitions.
+        self.fetch_cursor = (self.fetch_cursor + 1) % count.max(1);
+        for i in (0..count).map(|k| (k + self.fetch_cursor) % count) {
+            let slot = &self.slots[i];
+            if slot.status != Status::Copying
+                || slot.fetching
+                || slot.fetch_backoff.waiting(now)
+                || slot.state.held_bytes() >= 2 * partition_bytes
+            {
+                continue;
+            }
+            match self.source_meta.leader(&slot.topic, slot.partition) {
+                Some(leader) if !self.fetches_in_flight.contains(&leader) => {
+                    by_leader.entry(leader).or_default().push(i)
+                }
+                Some(_) => {}
+                None => leaderless = true,
+            }
+        }
+        if leaderless {
+            self.want_refresh(Role::Source);
+        }
+        for (broker, slots) in by_leader {
+            let free = replication
+                .in_flight_bytes
+                .saturating_sub(self.held + self.reserved);
+            if free < partition_bytes {
+                break;
+            }
+            let max_bytes = free.min(replication.fetch_max_bytes);
+            let partitions: Vec<PartitionFetch> = slots
+                .iter()
+                .map(|&i| {
+                    let slot = &self.slots[i];
+                    PartitionFetch {
+                        topic: slot.topic.to_string(),
+                        topic_id: slot.source_topic_id,
+                        partition: slot.partition,
+                        offset: slot.state.fetch_offset,
+                        leader_epoch: self
+                            .source_meta
+                            .partition(&slot.topic, slot.partition)
+                            .map_or(-1, |p| p.leader_epoch),
+                        max_bytes: partition_bytes as i32,
+                    }
+                })
+                .collect();
+            let request = fetch_request(
+                &partitions,
+                replication.isolation_level.wire_value(),
+                replication.fetch_max_wait(),
+                max_bytes as i32,
+            );
+            let asked: Vec<(usize, i64)> = slots
+                .iter()
+                .map(|&i| (i, self.slots[i].state.fetch_offset))
+                .collect();
+            for &i in &slots {
+                self.slots[i].fetching = true;
+            }
+            self.fetches_in_flight.insert(broker);
+            self.reserved += max_bytes;
+            let source = self.source.clone();
+            self.spawn(async move {
+                Event::Fetched {
+                    broker,
+                    asked,
+                    reserved: max_bytes,
+                    result: source.send(broker, request).await,
+                }
+            });
+        }
+    }
+
+    pub(super) fn on_fetched(
+        &mut self,
+        broker: i32,
+        asked: Vec<(usize, i64)>,
+        reserved: usize,
+        result: Result<FetchResponse, ClusterError>,
+    ) {
+        self.fetches_in_flight.remove(&broker);
+        self.reserved -= reserved;
+        for &(i, _) in &asked {
+            self.slots[i].fetching = false;
+        }
+        let now = Instant::now();
+        let response = match result {
+            Ok(response) if response.error_code.is_ok() => response,
+            Ok(response) => {
+                tracing::warn!(broker, error = ?response.error_code.err(), "source broker refused the Fetch");
+                self.fetch_failed(&asked, now);
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(broker, error = %e, "Fetch failed; retrying after a metadata refresh");
+                self.fetch_failed(&asked, now);
+                return;
+            }
+        };
+        if self.draining.is_some() {
+            return;
+        }
+        let asked_offsets: std::collections::HashMap<usize, i64> = asked.into_iter().collect();
+        for (topic, data) in response_partitions(response, &self.source_names) {
+            let Some(&i) = self.index.get(&(topic.as_str().into(), data.partition_index)) else {
+                continue;
+            };
+            let slot = &self.slots[i];
+            // Data for a position the partition has since left (a reset) is stale.
+            if asked_offsets.get(&i) != Some(&slot.state.fetch_offset) || slot.status != Status::Copying {
+                continue;
+            }
+            self.on_partition_data(i, data, now);
+        }
+    }
+
+    fn fetch_failed(&mut self, asked: &[(usize, i64)], now: Instant) {
+        for &(i, _) in asked {
+            self.slots[i].fetch_backoff.fail(now);
+        }
+        self.want_refresh(Role::Source);
+    }
+
+    fn on_partition_data(&mut self, i: usize, data: PartitionData, now: Instant) {
+        match data.error_code.err() {
+            None => {}
+            Some(ResponseError::OffsetOutOfRange) => {
+                self.slots[i].status = Status::CheckingLoss { asked: false };
+                return;
+            }
+            Some(error) if is_retriable_fetch_error(error) => {
+                let slot = &mut self.slots[i];
+                tracing::debug!(topic = %slot.topic, partition = slot.partition, ?error, "Fetch refused; retrying after a metadata refresh");
+                slot.fetch_backoff.fail(now);
+                self.want_refresh(Role::Source);
+                return;
+            }
+            Some(error) => {
+                let slot = &self.slots[i];
+                let reason = format!(
+                    "source answered {error:?} to a Fetch of {}-{} at offset {}",
+                    slot.topic, slot.partition, slot.state.fetch_offset
+                );
+                self.stop(i, reason);
+                return;
+            }
+        }
+        self.slots[i].fetch_backoff.reset();
+        let records = data.records.unwrap_or_default();
+        let mut aborted = match self.config.replication.isolation_level {
+            IsolationLevel::ReadCommitted => {
+                AbortedTransactions::new(data.aborted_transactions.as_deref().unwrap_or_default())
+            }
+            IsolationLevel::ReadUncommitted => AbortedTransactions::new(&[]),
+        };
+        for item in split_batches(&records) {
+            let slot = &mut self.slots[i];
+            let checked = item.and_then(|batch| {
+                batch.verify_crc()?;
+                let fate = aborted.classify(&batch)?;
+                Ok((batch, fate))
+            });
+            let (batch, fate) = match checked {
+                Ok(ok) => ok,
+                Err(e) => {
+                    let reason = format!(
+                        "unusable data from the source in {}-{} at offset {}: {e}",
+                        slot.topic, slot.partition, slot.state.fetch_offset
+                    );
+                    self.stop(i, reason);
+                    return;
+                }
+            };
+            // A batch that ends before the fetch position was asked for
+            // earlier (the position fell inside a compressed batch).
+            if batch.next_offset() <= slot.state.fetch_offset {
+                continue;
+            }
+            match fate {
+                BatchFate::SkipControl => {
+                    self.counters.control_batches_skipped += 1;
+                    slot.state.push_skip(batch.next_offset());
+                }
+                BatchFate::SkipAborted => {
+                    self.counters.aborted_batches_skipped += 1;
+                    slot.state.push_skip(batch.next_offset());
+                }
+                BatchFate::Forward if batch.records_count() == 0 => {
+                    self.counters.empty_batches_skipped += 1;
+                    slot.state.push_skip(batch.next_offset());
+                }
+                BatchFate::Forward
+                    if i64::from(batch.records_count()) != i64::from(batch.last_offset_delta()) + 1 =>
+                {
+                    let reason = format!(
+                        "batch at offset {} of {}-{} holds {} records for {} offsets (log compaction removed some): \
+                         the target refuses such a batch as it is, and re-encoding compacted batches is not supported yet; \
+                         exclude the topic",
+                        batch.base_offset(),
+                        slot.topic,
+                        slot.partition,
+                        batch.records_count(),
+                        i64::from(batch.last_offset_delta()) + 1
+                    );
+                    self.stop(i, reason);
+                    return;
+                }
+                BatchFate::Forward => {
+                    self.held += batch.len();
+                    slot.state.push_batch(batch);
+                }
+            }
+        }
+    }
+}
+
+/// Fetch errors that a metadata refresh and a retry can fix.
+fn is_retriable_fetch_error(error: ResponseError) -> bool {
+    matches!(
+        error,
+        ResponseError::NotLeaderOrFollower
+            | ResponseError::LeaderNotAvailable
+            | ResponseError::FencedLeaderEpoch
+            | ResponseError::UnknownLeaderEpoch
+            | ResponseError::UnknownTopicOrPartition
+            | ResponseError::UnknownTopicId
+            | ResponseError::InconsistentTopicId
+            | ResponseError::ReplicaNotAvailable
+            | ResponseError::KafkaStorageError
+            | ResponseError::OffsetNotAvailable
+            | ResponseError::NotCoordinator
+    ) || error.is_retriable()
+}

@@ -1,0 +1,510 @@
+//! One partition's place in the pipeline: its ordered queue of batches, the
+//! producer sequences it has handed out, and how far the target has it.
+//!
+//! Pure state, no I/O, so every ordering rule is unit-tested here:
+//!
+//! - batches leave in source order, at most [`MAX_IN_FLIGHT`] unacknowledged
+//!   (the broker's idempotence window);
+//! - a batch gets its producer sequence when first sent and keeps it (and its
+//!   rewritten bytes) on every retry, so the broker drops a duplicate and
+//!   refuses a gap;
+//! - after a failure the partition waits until every batch sent before the
+//!   failure has an answer, then resends the failed ones in order;
+//! - the checkpointable offset is the end of the longest acknowledged prefix,
+//!   and a batch's memory is released only once a checkpoint covers it, so
+//!   everything a crash could make us send again is inside the memory budget.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::batch::{ProducerStamp, RecordBatch};
+
+/// Kafka keeps the sequence state of the last five batches per producer and
+/// partition; more in flight would make a retried duplicate undetectable.
+pub(crate) const MAX_IN_FLIGHT: usize = 5;
+
+/// Where a batch is on its way to the target.
+#[derive(Debug)]
+enum EntryState {
+    /// Fetched, never sent: still the source's bytes.
+    Queued(RecordBatch),
+    /// Sent in a request not yet answered.
+    InFlight { sent_in_round: u64 },
+    /// Its request failed: to be sent again, same bytes, same sequence.
+    Failed,
+    /// On the target (or nothing to send: a skipped control or aborted batch).
+    Acked,
+}
+
+/// A source batch, or a skipped range, in source order.
+#[derive(Debug)]
+struct Entry {
+    id: u64,
+    /// The source offset after this entry: the checkpoint once it is acknowledged.
+    next_offset: i64,
+    /// Bytes it holds against the memory budget.
+    size: usize,
+    records: i32,
+    state: EntryState,
+    /// The rewritten batch, once stamped with our producer id and sequence.
+    stamped: Option<Bytes>,
+}
+
+/// A batch handed to the sender.
+#[derive(Debug, Clone)]
+pub(crate) struct Outgoing {
+    /// The entry, to report the outcome against.
+    pub(crate) entry: u64,
+    /// The bytes to produce: rewritten header, untouched records.
+    pub(crate) bytes: Bytes,
+}
+
+/// The state of one source partition.
+#[derive(Debug)]
+pub(crate) struct PartitionState {
+    entries: VecDeque<Entry>,
+    next_entry_id: u64,
+    /// The next source offset to fetch.
+    pub(crate) fetch_offset: i64,
+    /// The offset stored in the latest acknowledged checkpoint.
+    pub(crate) checkpointed: i64,
+    /// Offset the next skipped range or batch starts from when the queue is empty.
+    acked_through: i64,
+    /// The next producer sequence to hand out.
+    next_sequence: i32,
+    /// Bumped at every failure; batches sent before it must all be answered
+    /// before anything is resent.
+    round: u64,
+    /// Bytes held by entries (fetched and not yet checkpointed).
+    held: usize,
+}
+
+/// What an acknowledgement or failure did to the partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Acknowledged {
+    /// Records newly acknowledged.
+    pub(crate) records: i64,
+    /// Bytes newly acknowledged.
+    pub(crate) bytes: usize,
+}
+
+impl PartitionState {
+    /// A partition that starts copying at `offset`.
+    pub(crate) fn new(offset: i64) -> Self {
+        PartitionState {
+            entries: VecDeque::new(),
+            next_entry_id: 0,
+            fetch_offset: offset,
+            checkpointed: offset,
+            acked_through: offset,
+            next_sequence: 0,
+            round: 0,
+            held: 0,
+        }
+    }
+
+    /// Restarts copying from another offset (after a reported data loss or reset).
+    /// Only valid when nothing is queued or in flight.
+    pub(crate) fn restart_at(&mut self, offset: i64) {
+        debug_assert!(self.is_empty());
+        self.fetch_offset = offset;
+        self.acked_through = offset;
+    }
+
+    /// Bytes this partition holds against the memory budget.
+    pub(crate) fn held_bytes(&self) -> usize {
+        self.held
+    }
+
+    /// Whether nothing is queued, in flight or waiting for a checkpoint.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Appends a fetched batch; it moves the fetch position past it.
+    pub(crate) fn push_batch(&mut self, batch: RecordBatch) {
+        let next_offset = batch.next_offset();
+        let size = batch.len();
+        let records = batch.records_count();
+        self.push(next_offset, size, records, EntryState::Queued(batch));
+    }
+
+    /// Records that the source range up to `next_offset` holds nothing to send
+    /// (a control batch, an aborted transaction, an empty batch, a reported loss).
+    pub(crate) fn push_skip(&mut self, next_offset: i64) {
+        self.push(next_offset, 0, 0, EntryState::Acked);
+    }
+
+    fn push(&mut self, next_offset: i64, size: usize, records: i32, state: EntryState) {
+        let id = self.next_entry_id;
+        self.next_entry_id += 1;
+        self.held += size;
+        self.fetch_offset = next_offset;
+        self.entries.push_back(Entry {
+            id,
+            next_offset,
+            size,
+            records,
+            state,
+            stamped: None,
+        });
+    }
+
+    /// The next batch to send, if the ordering rules allow one now. Stamps it
+    /// with our producer id and the next sequence when it is sent the first time.
+    pub(crate) fn next_to_send(&mut self, producer_id: i64, producer_epoch: i16) -> Option<Outgoing> {
+        let in_flight = self.entries.iter().filter(|e| matches!(e.state, EntryState::InFlight { .. }));
+        let mut count = 0;
+        for entry in in_flight {
+            if let EntryState::InFlight { sent_in_round } = entry.state {
+                if sent_in_round < self.round {
+                    // Answers to batches sent before the last failure are still due.
+                    return None;
+                }
+            }
+            count += 1;
+        }
+        if count >= MAX_IN_FLIGHT {
+            return None;
+        }
+        let round = self.round;
+        let position = self
+            .entries
+            .iter()
+            .position(|e| matches!(e.state, EntryState::Failed))
+            .or_else(|| self.entries.iter().position(|e| matches!(e.state, EntryState::Queued(_))))?;
+        let entry = &mut self.entries[position];
+        if let EntryState::Queued(batch) = &entry.state {
+            let stamp = ProducerStamp {
+                producer_id,
+                producer_epoch,
+                base_sequence: self.next_sequence,
+            };
+            entry.stamped = Some(batch.rewrite_for_produce(stamp));
+            self.next_sequence = increment_sequence(self.next_sequence, entry.records);
+        }
+        entry.state = EntryState::InFlight { sent_in_round: round };
+        let bytes = entry.stamped.clone()?;
+        Some(Outgoing {
+            entry: entry.id,
+            bytes,
+        })
+    }
+
+    /// The target acknowledged the batch (or already had it: a duplicate sequence).
+    pub(crate) fn acked(&mut self, entry: u64) -> Acknowledged {
+        match self.entry_mut(entry) {
+            Some(e) if matches!(e.state, EntryState::InFlight { .. }) => {
+                e.state = EntryState::Acked;
+                e.stamped = None;
+                Acknowledged {
+                    records: i64::from(e.records),
+                    bytes: e.size,
+                }
+            }
+            _ => Acknowledged { records: 0, bytes: 0 },
+        }
+    }
+
+    /// The batch's request failed in a way a resend can fix.
+    pub(crate) fn failed(&mut self, entry: u64) {
+        if let Some(e) = self.entry_mut(entry) {
+            if matches!(e.state, EntryState::InFlight { .. }) {
+                e.state = EntryState::Failed;
+                self.round += 1;
+            }
+        }
+    }
+
+    /// Whether the failed entry is the first one the target has not
+    /// acknowledged: if so, an out-of-order answer for it cannot be explained
+    /// by an earlier failed batch.
+    pub(crate) fn is_first_unacked(&self, entry: u64) -> bool {
+        self.entries
+            .iter()
+            .find(|e| !matches!(e.state, EntryState::Acked))
+            .is_some_and(|e| e.id == entry)
+    }
+
+    /// The source offset and range of an entry, for error messages.
+    pub(crate) fn entry_range(&self, entry: u64) -> Option<(i64, i64)> {
+        let position = self.entries.iter().position(|e| e.id == entry)?;
+        let start = if position == 0 {
+            self.acked_through
+        } else {
+            self.entries[position - 1].next_offset
+        };
+        Some((start, self.entries[position].next_offset))
+    }
+
+    /// Whether failed batches wait to be sent again.
+    pub(crate) fn has_failed(&self) -> bool {
+        self.entries.iter().any(|e| matches!(e.state, EntryState::Failed))
+    }
+
+    /// The next source offset to copy, counting only what the target acknowledged
+    /// with everything before it acknowledged too.
+    pub(crate) fn committed(&self) -> i64 {
+        self.entries
+            .iter()
+            .take_while(|e| matches!(e.state, EntryState::Acked))
+            .last()
+            .map_or(self.acked_through, |e| e.next_offset)
+    }
+
+    /// A checkpoint at `offset` is stored: release the entries it covers.
+    /// Returns the bytes released.
+    pub(crate) fn checkpoint_stored(&mut self, offset: i64) -> usize {
+        self.checkpointed = offset;
+        let mut released = 0;
+        while let Some(front) = self.entries.front() {
+            if !matches!(front.state, EntryState::Acked) || front.next_offset > offset {
+                break;
+            }
+            released += front.size;
+            self.acked_through = front.next_offset;
+            self.entries.pop_front();
+        }
+        self.held -= released;
+        released
+    }
+
+    /// Drops every batch that was never sent (shutdown: they are fetched again
+    /// after a restart). Returns the bytes released.
+    pub(crate) fn drop_unsent(&mut self) -> usize {
+        let Some(first) = self
+            .entries
+            .iter()
+            .position(|e| matches!(e.state, EntryState::Queued(_)))
+        else {
+            return 0;
+        };
+        let released: usize = self.entries.iter().skip(first).map(|e| e.size).sum();
+        self.entries.truncate(first);
+        self.held -= released;
+        // Keep ids contiguous from the front: `entry_mut` indexes by them.
+        self.next_entry_id = self.entries.back().map_or(self.next_entry_id, |e| e.id + 1);
+        self.fetch_offset = self.entries.back().map_or(self.acked_through, |e| e.next_offset);
+        released
+    }
+
+    fn entry_mut(&mut self, id: u64) -> Option<&mut Entry> {
+        let front = self.entries.front()?.id;
+        let index = usize::try_from(id.checked_sub(front)?).ok()?;
+        self.entries.get_mut(index)
+    }
+}
+
+/// Kafka's sequence arithmetic: sequences wrap from i32::MAX to 0.
+fn increment_sequence(sequence: i32, records: i32) -> i32 {
+    if sequence > i32::MAX - records {
+        records - (i32::MAX - sequence) - 1
+    } else {
+        sequence + records
+    }
+}
+
+/// When a partition may next be tried after an error.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Backoff {
+    until: Option<Instant>,
+    failures: u32,
+}
+
+impl Backoff {
+    /// Whether the partition must still wait.
+    pub(crate) fn waiting(&self, now: Instant) -> bool {
+        self.until.is_some_and(|until| until > now)
+    }
+
+    /// Notes a failure: waits 50 ms, doubling up to 5 s.
+    pub(crate) fn fail(&mut self, now: Instant) {
+        let delay_ms = 50u64.saturating_mul(1 << self.failures.min(7)).min(5_000);
+        self.failures = self.failures.saturating_add(1);
+        self.until = Some(now + std::time::Duration::from_millis(delay_ms));
+    }
+
+    /// Notes a success: the next failure starts from the shortest wait.
+    pub(crate) fn reset(&mut self) {
+        self.failures = 0;
+        self.until = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BytesMut;
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
+        TimestampType,
+    };
+
+    /// A real v2 batch of `count` records starting at `base` from Kafka's codec crate.
+    fn batch(base: i64, count: i32) -> RecordBatch {
+        let records: Vec<Record> = (0..count)
+            .map(|i| Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: 0,
+                producer_id: 99,
+                producer_epoch: 3,
+                timestamp_type: TimestampType::Creation,
+                offset: base + i64::from(i),
+                sequence: 40 + i,
+                timestamp: 1_700_000_000_000 + i64::from(i),
+                key: Some(Bytes::from(format!("k{i}"))),
+                value: Some(Bytes::from(format!("v{i}"))),
+                headers: Default::default(),
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            &records,
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            },
+        )
+        .expect("encode");
+        RecordBatch::parse(buf.freeze()).expect("parse")
+    }
+
+    fn sequence_of(bytes: &Bytes) -> i32 {
+        let mut buf = bytes.clone();
+        let set = RecordBatchDecoder::decode(&mut buf).expect("decode");
+        set.records[0].sequence
+    }
+
+    #[test]
+    fn sends_in_order_with_our_sequences_and_at_most_five_in_flight() {
+        let mut p = PartitionState::new(10);
+        for i in 0..7 {
+            p.push_batch(batch(10 + i * 3, 3));
+        }
+        assert_eq!(p.fetch_offset, 31);
+        let sent: Vec<Outgoing> = std::iter::from_fn(|| p.next_to_send(7, 1)).collect();
+        assert_eq!(sent.len(), MAX_IN_FLIGHT);
+        let sequences: Vec<i32> = sent.iter().map(|o| sequence_of(&o.bytes)).collect();
+        assert_eq!(sequences, [0, 3, 6, 9, 12]);
+        assert_eq!(p.acked(sent[0].entry).records, 3);
+        let sixth = p.next_to_send(7, 1).expect("room for one more");
+        assert_eq!(sequence_of(&sixth.bytes), 15);
+        assert_eq!(p.committed(), 13);
+    }
+
+    #[test]
+    fn failure_waits_for_earlier_answers_then_resends_same_bytes_in_order() {
+        let mut p = PartitionState::new(0);
+        for i in 0..4 {
+            p.push_batch(batch(i * 2, 2));
+        }
+        let sent: Vec<Outgoing> = std::iter::from_fn(|| p.next_to_send(7, 1)).collect();
+        assert_eq!(sent.len(), 4);
+        p.failed(sent[1].entry);
+        assert!(p.next_to_send(7, 1).is_none(), "answers for 2 and 3 still due");
+        p.acked(sent[0].entry);
+        p.failed(sent[2].entry);
+        assert!(p.next_to_send(7, 1).is_none());
+        p.failed(sent[3].entry);
+        let resent: Vec<Outgoing> = std::iter::from_fn(|| p.next_to_send(7, 1)).collect();
+        assert_eq!(resent.len(), 3);
+        for (again, first) in resent.iter().zip(&sent[1..]) {
+            assert_eq!(again.entry, first.entry);
+            assert_eq!(again.bytes, first.bytes, "a retry keeps its sequence and bytes");
+        }
+        for o in &resent {
+            p.acked(o.entry);
+        }
+        assert_eq!(p.committed(), 8);
+    }
+
+    #[test]
+    fn a_late_success_after_a_lost_answer_is_kept() {
+        let mut p = PartitionState::new(0);
+        p.push_batch(batch(0, 1));
+        p.push_batch(batch(1, 1));
+        let a = p.next_to_send(7, 1).expect("a");
+        let b = p.next_to_send(7, 1).expect("b");
+        p.failed(a.entry);
+        p.acked(b.entry);
+        assert_eq!(p.committed(), 0, "b is on the target but a is not yet");
+        assert!(p.is_first_unacked(a.entry));
+        let again = p.next_to_send(7, 1).expect("resend a");
+        assert_eq!(again.entry, a.entry);
+        p.acked(a.entry);
+        assert_eq!(p.committed(), 2);
+    }
+
+    #[test]
+    fn skips_advance_the_checkpoint_only_behind_acknowledged_batches() {
+        let mut p = PartitionState::new(0);
+        p.push_batch(batch(0, 2));
+        p.push_skip(3);
+        assert_eq!(p.committed(), 0);
+        let a = p.next_to_send(7, 1).expect("a");
+        assert!(p.next_to_send(7, 1).is_none(), "a skip is never sent");
+        p.acked(a.entry);
+        assert_eq!(p.committed(), 3);
+        let size = p.held_bytes();
+        assert!(size > 0);
+        assert_eq!(p.checkpoint_stored(3), size);
+        assert_eq!(p.held_bytes(), 0);
+        assert!(p.is_empty());
+        assert_eq!(p.committed(), 3);
+    }
+
+    #[test]
+    fn checkpoint_releases_only_what_it_covers() {
+        let mut p = PartitionState::new(0);
+        p.push_batch(batch(0, 2));
+        p.push_batch(batch(2, 2));
+        let a = p.next_to_send(7, 1).expect("a");
+        let b = p.next_to_send(7, 1).expect("b");
+        p.acked(a.entry);
+        p.acked(b.entry);
+        let before = p.held_bytes();
+        let released = p.checkpoint_stored(2);
+        assert!(released > 0 && released < before);
+        assert_eq!(p.committed(), 4);
+        assert_eq!(p.checkpointed, 2);
+    }
+
+    #[test]
+    fn shutdown_drops_unsent_batches_and_rewinds_the_fetch_position() {
+        let mut p = PartitionState::new(0);
+        for i in 0..3 {
+            p.push_batch(batch(i, 1));
+        }
+        let a = p.next_to_send(7, 1).expect("a");
+        assert!(p.drop_unsent() > 0);
+        assert_eq!(p.fetch_offset, 1);
+        assert!(p.next_to_send(7, 1).is_none());
+        p.acked(a.entry);
+        assert_eq!(p.committed(), 1);
+    }
+
+    #[test]
+    fn sequences_wrap_like_kafka() {
+        assert_eq!(increment_sequence(0, 5), 5);
+        assert_eq!(increment_sequence(i32::MAX - 2, 3), 0);
+        assert_eq!(increment_sequence(i32::MAX, 1), 0);
+        assert_eq!(increment_sequence(i32::MAX - 1, 5), 3);
+    }
+
+    #[test]
+    fn unknown_or_repeated_answers_change_nothing() {
+        let mut p = PartitionState::new(0);
+        p.push_batch(batch(0, 1));
+        let a = p.next_to_send(7, 1).expect("a");
+        assert_eq!(p.acked(a.entry + 10).records, 0);
+        assert_eq!(p.acked(a.entry).records, 1);
+        assert_eq!(p.acked(a.entry).records, 0, "a second answer is not counted twice");
+        p.failed(a.entry);
+        assert!(!p.has_failed());
+    }
+}

@@ -1,0 +1,231 @@
+//! Everything before the first Fetch: reach both clusters, select topics,
+//! create target topics, load checkpoints, get a producer id, and decide
+//! where each partition starts.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kafka_protocol::error::ParseResponseErrorCode;
+use kafka_protocol::messages::{InitProducerIdRequest, ProducerId};
+
+use super::engine::{Engine, RunOptions, Slot, Status};
+use super::partition::{Backoff, PartitionState};
+use super::MirrorError;
+use crate::checkpoint::CheckpointStore;
+use crate::cluster::{Cluster, Metadata, OffsetSpec, Role};
+use crate::config::{DataLossPolicy, MirrorConfig, StartPosition};
+use crate::topics::{ensure_topics, TopicSpec};
+
+/// Connects, prepares the target and builds the engine.
+pub(super) async fn start(config: MirrorConfig, options: RunOptions) -> Result<Engine, MirrorError> {
+    let filter = config.topic_filter()?;
+    let source = Cluster::new(
+        Role::Source,
+        config.source.bootstrap_list(),
+        config.source.connection_options(),
+    );
+    let target = Cluster::new(
+        Role::Target,
+        config.target.bootstrap_list(),
+        config.target.connection_options(),
+    );
+    let source_meta = source.metadata().await?;
+    let specs: Vec<TopicSpec> = source_meta
+        .topics
+        .iter()
+        .filter(|(name, topic)| topic.error.is_none() && filter.selects(name, topic.internal))
+        .map(|(name, topic)| TopicSpec {
+            name: name.clone(),
+            partitions: topic.partition_count(),
+            configs: Vec::new(),
+        })
+        .collect();
+    if specs.is_empty() {
+        return Err(MirrorError::NoTopics {
+            include: config.topics.include.clone(),
+            exclude: config.topics.exclude.clone(),
+        });
+    }
+    tracing::info!(topics = ?specs.iter().map(|s| &s.name).collect::<Vec<_>>(), "selected source topics");
+    let replication_factor = config.replication.replication_factor;
+    let target_meta = ensure_topics(&target, &specs, replication_factor).await?;
+    let checkpoints = CheckpointStore::open(
+        target.clone(),
+        &config.checkpoints.topic,
+        &config.name,
+        replication_factor,
+    )
+    .await?;
+    let stored = checkpoints.load().await?;
+    let producer = init_producer_id(&target).await?;
+    tracing::info!(producer_id = producer.0, epoch = producer.1, "target producer id");
+
+    let mut slots = Vec::new();
+    for spec in &specs {
+        let topic = &source_meta.topics[&spec.name];
+        let name: Arc<str> = spec.name.as_str().into();
+        for &partition in topic.partitions.keys() {
+            let checkpoint = stored.get(&(spec.name.clone(), partition));
+            let (offset, status) = match checkpoint {
+                None => (0, Status::Resolving {
+                    spec: start_spec(config.replication.start_position),
+                    asked: false,
+                }),
+                Some(checkpoint) => {
+                    if let (Some(stored), Some(current)) =
+                        (&checkpoint.source_cluster, &source_meta.cluster_id)
+                    {
+                        if stored != current {
+                            return Err(MirrorError::WrongSourceCluster {
+                                mirror: config.name.clone(),
+                                stored: stored.clone(),
+                                current: current.clone(),
+                            });
+                        }
+                    }
+                    if checkpoint.topic_id == topic.id {
+                        (checkpoint.next_offset, Status::Copying)
+                    } else {
+                        let reason = format!(
+                            "source topic `{}` was deleted and recreated since the last checkpoint (topic id {} is now {}); its offsets restarted",
+                            spec.name, checkpoint.topic_id, topic.id
+                        );
+                        recreated_status(config.replication.on_data_loss, checkpoint.next_offset, reason, &spec.name, partition)
+                    }
+                }
+            };
+            slots.push(Slot {
+                topic: name.clone(),
+                partition,
+                source_topic_id: topic.id,
+                state: PartitionState::new(offset),
+                status,
+                fetching: false,
+                fetch_backoff: Backoff::default(),
+                produce_backoff: Backoff::default(),
+                caught_up_at: None,
+                out_of_order_streak: 0,
+            });
+        }
+    }
+    if options.until_caught_up {
+        let ends = end_offsets(&source, &source_meta, &slots, &config).await?;
+        for slot in &mut slots {
+            slot.caught_up_at = ends.get(&(slot.topic.to_string(), slot.partition)).copied();
+        }
+    }
+    Ok(Engine::new(
+        config,
+        options,
+        source,
+        target,
+        Arc::new(checkpoints),
+        producer,
+        source_meta,
+        target_meta,
+        slots,
+        specs.len(),
+    ))
+}
+
+fn start_spec(position: StartPosition) -> OffsetSpec {
+    match position {
+        StartPosition::Earliest => OffsetSpec::Earliest,
+        StartPosition::Latest => OffsetSpec::Latest,
+        StartPosition::Timestamp(ms) => OffsetSpec::Timestamp(ms),
+    }
+}
+
+/// A checkpoint for an older incarnation of the topic: stop, or copy the new
+/// one from its start when the operator said so.
+fn recreated_status(
+    policy: DataLossPolicy,
+    offset: i64,
+    reason: String,
+    topic: &str,
+    partition: i32,
+) -> (i64, Status) {
+    match policy {
+        DataLossPolicy::Stop => {
+            let reason = format!(
+                "{reason}; to copy the new topic on top of the old copy, restart with --on-data-loss continue"
+            );
+            tracing::error!(topic, partition, "partition stopped: {reason}");
+            (offset, Status::Stopped(reason))
+        }
+        DataLossPolicy::Continue => {
+            tracing::error!(topic, partition, "{reason}; copying the new topic from its start (on_data_loss = continue)");
+            (0, Status::Resolving {
+                spec: OffsetSpec::Earliest,
+                asked: false,
+            })
+        }
+    }
+}
+
+/// The source's end offsets now: what "caught up" means for this run.
+async fn end_offsets(
+    source: &Arc<Cluster>,
+    metadata: &Metadata,
+    slots: &[Slot],
+    config: &MirrorConfig,
+) -> Result<HashMap<(String, i32), i64>, MirrorError> {
+    let mut wanted: Vec<(String, i32)> = slots
+        .iter()
+        .map(|s| (s.topic.to_string(), s.partition))
+        .collect();
+    let isolation = config.replication.isolation_level.wire_value();
+    let mut ends = HashMap::new();
+    let mut metadata = metadata.clone();
+    for attempt in 1..=20u32 {
+        let results = source
+            .list_offsets(&metadata, &wanted, OffsetSpec::Latest, isolation)
+            .await;
+        let mut failed = Vec::new();
+        for key in wanted {
+            match results.get(&key) {
+                Some(Ok(offset)) => {
+                    ends.insert(key, *offset);
+                }
+                other => {
+                    tracing::debug!(?key, result = ?other, attempt, "end offset not known yet");
+                    failed.push(key);
+                }
+            }
+        }
+        if failed.is_empty() {
+            return Ok(ends);
+        }
+        wanted = failed;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        metadata = source.metadata().await?;
+    }
+    Err(MirrorError::Cluster(crate::cluster::ClusterError::Unreachable {
+        role: Role::Source,
+        attempts: format!("no end offset for {} partitions, e.g. {:?}", wanted.len(), wanted.first()),
+    }))
+}
+
+/// Gets kafka-mirror's own idempotent producer id from the target.
+async fn init_producer_id(target: &Arc<Cluster>) -> Result<(i64, i16), MirrorError> {
+    let request = InitProducerIdRequest::default()
+        .with_transactional_id(None)
+        .with_transaction_timeout_ms(i32::MAX)
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1);
+    let mut last_error = None;
+    for attempt in 0..30u32 {
+        let response = target.send_any(request.clone()).await?;
+        match response.error_code.err() {
+            None => return Ok((response.producer_id.0, response.producer_epoch)),
+            Some(error) if error.is_retriable() => {
+                tracing::debug!(?error, attempt, "InitProducerId not ready; retrying");
+                last_error = Some(error);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Some(error) => return Err(MirrorError::ProducerId(format!("{error:?}"))),
+        }
+    }
+    Err(MirrorError::ProducerId(format!("{last_error:?} after 30 attempts")))
+}
