@@ -507,3 +507,369 @@ async fn write_frame<W: AsyncWrite + Unpin>(writer: &mut W, frame: &[u8]) -> std
     // A no-op for TCP; TLS streams need it to push the record out.
     writer.flush().await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::test_peer::{Peer, Received};
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    use kafka_protocol::messages::metadata_response::MetadataResponseTopic;
+    use kafka_protocol::messages::{MetadataRequest, MetadataResponse, TopicName};
+    use kafka_protocol::protocol::Decodable;
+
+    /// Metadata v12: a flexible version, so headers carry tagged fields.
+    const METADATA_VERSION: i16 = 12;
+
+    fn options() -> ConnectionOptions {
+        ConnectionOptions {
+            request_timeout: Duration::from_secs(5),
+            max_frame_bytes: 1024 * 1024,
+            ..ConnectionOptions::default()
+        }
+    }
+
+    fn start(options: &ConnectionOptions) -> (Connection, Peer) {
+        let (stream, peer) = Peer::pair();
+        (
+            Connection::start(stream, options, "test broker".to_owned()),
+            peer,
+        )
+    }
+
+    fn metadata_for(topic: &str) -> MetadataRequest {
+        let name = TopicName(StrBytes::from_string(topic.to_owned()));
+        MetadataRequest::default().with_topics(Some(vec![
+            MetadataRequestTopic::default().with_name(Some(name))
+        ]))
+    }
+
+    fn requested_topic(request: &Received) -> String {
+        let decoded = MetadataRequest::decode(&mut request.body.clone(), METADATA_VERSION).unwrap();
+        let topics = decoded.topics.unwrap();
+        topics[0].name.as_ref().unwrap().0.to_string()
+    }
+
+    fn answered_topic(response: &MetadataResponse) -> String {
+        response.topics[0].name.as_ref().unwrap().0.to_string()
+    }
+
+    /// Answers a metadata request with a response naming the same topic, so
+    /// each caller can tell whether it got its own answer.
+    async fn echo(peer: &mut Peer, request: &Received) {
+        let name = TopicName(StrBytes::from_string(requested_topic(request)));
+        let response = MetadataResponse::default()
+            .with_topics(vec![MetadataResponseTopic::default().with_name(Some(name))]);
+        peer.respond(
+            ApiKey::Metadata,
+            METADATA_VERSION,
+            request.header.correlation_id,
+            &response,
+        )
+        .await;
+    }
+
+    fn spawn_metadata(
+        connection: &Connection,
+        topic: &str,
+    ) -> tokio::task::JoinHandle<Result<MetadataResponse, NetError>> {
+        let connection = connection.clone();
+        let request = metadata_for(topic);
+        tokio::spawn(async move { connection.send_versioned(request, METADATA_VERSION).await })
+    }
+
+    #[tokio::test]
+    async fn pipelined_requests_each_get_their_own_response() {
+        let (connection, mut peer) = start(&options());
+        let topics = ["a", "b", "c"];
+        let calls = topics.map(|topic| spawn_metadata(&connection, topic));
+
+        // All three reach the broker before any is answered.
+        let mut received = Vec::new();
+        for _ in topics {
+            received.push(peer.read_request().await);
+        }
+        for request in &received {
+            assert_eq!(request.header.client_id.as_deref(), Some("kafka-mirror"));
+            echo(&mut peer, request).await;
+        }
+        for (call, topic) in calls.into_iter().zip(topics) {
+            assert_eq!(answered_topic(&call.await.unwrap().unwrap()), topic);
+        }
+        assert!(!connection.is_closed());
+    }
+
+    #[tokio::test]
+    async fn correlation_ids_wrap_around() {
+        let (connection, mut peer) = start(&options());
+        connection
+            .inner
+            .next_correlation_id
+            .store(i32::MAX - 1, Ordering::Relaxed);
+        for expected in [i32::MAX - 1, i32::MAX, i32::MIN] {
+            let call = spawn_metadata(&connection, "t");
+            let request = peer.read_request().await;
+            assert_eq!(request.header.correlation_id, expected);
+            echo(&mut peer, &request).await;
+            call.await.unwrap().unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn unknown_correlation_id_poisons() {
+        let (connection, mut peer) = start(&options());
+        let call = spawn_metadata(&connection, "a");
+        let request = peer.read_request().await;
+        let sent = request.header.correlation_id;
+        let stray = sent.wrapping_add(100);
+        peer.respond(
+            ApiKey::Metadata,
+            METADATA_VERSION,
+            stray,
+            &MetadataResponse::default(),
+        )
+        .await;
+
+        let err = call.await.unwrap().unwrap_err();
+        assert!(
+            matches!(err, NetError::UnexpectedResponse { correlation_id, expected: Some(expected), .. }
+                if correlation_id == stray && expected == sent),
+            "{err:?}"
+        );
+        let later = connection
+            .send_versioned(metadata_for("b"), METADATA_VERSION)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&later, NetError::Closed { cause: Some(cause), .. }
+                if matches!(**cause, NetError::UnexpectedResponse { .. })),
+            "{later:?}"
+        );
+        // Poisoning closes the socket.
+        peer.expect_eof().await;
+    }
+
+    #[tokio::test]
+    async fn response_with_nothing_in_flight_poisons() {
+        let (connection, mut peer) = start(&options());
+        peer.respond(
+            ApiKey::Metadata,
+            METADATA_VERSION,
+            0,
+            &MetadataResponse::default(),
+        )
+        .await;
+        peer.expect_eof().await;
+        let err = connection
+            .send_versioned(metadata_for("a"), METADATA_VERSION)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, NetError::Closed { cause: Some(cause), .. }
+                if matches!(**cause, NetError::UnexpectedResponse { expected: None, .. })),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn partial_frame_then_eof_fails_every_waiter_and_later_calls_fast() {
+        let (connection, mut peer) = start(&options());
+        let first = spawn_metadata(&connection, "a");
+        let request = peer.read_request().await;
+        let second = spawn_metadata(&connection, "b");
+        peer.read_request().await;
+
+        let response = crate::net::test_peer::response_frame(
+            ApiKey::Metadata,
+            METADATA_VERSION,
+            request.header.correlation_id,
+            &MetadataResponse::default(),
+        );
+        peer.write(&response[..6]).await;
+        drop(peer);
+
+        let first = first.await.unwrap().unwrap_err();
+        let second = second.await.unwrap().unwrap_err();
+        for err in [&first, &second] {
+            assert!(
+                matches!(
+                    err,
+                    NetError::PeerClosed {
+                        buffered_bytes: 6,
+                        ..
+                    }
+                ),
+                "{err:?}"
+            );
+            assert!(err.is_retriable());
+        }
+        assert_eq!(first.to_string(), second.to_string());
+        assert!(connection.is_closed());
+
+        let later = tokio::time::timeout(
+            Duration::from_millis(100),
+            connection.send_versioned(metadata_for("c"), METADATA_VERSION),
+        )
+        .await
+        .expect("a closed connection fails fast")
+        .unwrap_err();
+        assert!(
+            matches!(&later, NetError::Closed { cause: Some(cause), .. }
+                if matches!(**cause, NetError::PeerClosed { .. })),
+            "{later:?}"
+        );
+        assert!(later.is_retriable());
+        assert!(later.to_string().contains("test broker"));
+    }
+
+    #[tokio::test]
+    async fn stalled_peer_times_out_and_poisons() {
+        let options = ConnectionOptions {
+            request_timeout: Duration::from_millis(100),
+            ..options()
+        };
+        let (connection, mut peer) = start(&options);
+        let first = spawn_metadata(&connection, "a");
+        let stalled = peer.read_request().await;
+        let second = spawn_metadata(&connection, "b");
+        peer.read_request().await;
+
+        let err = first.await.unwrap().unwrap_err();
+        assert!(
+            matches!(err, NetError::Timeout { api: ApiKey::Metadata, correlation_id, .. }
+                if correlation_id == stalled.header.correlation_id),
+            "{err:?}"
+        );
+        assert!(err.is_retriable());
+        // The second request is behind the lost answer: it fails too, with
+        // the first timeout or its own.
+        let err = second.await.unwrap().unwrap_err();
+        assert!(matches!(err, NetError::Timeout { .. }), "{err:?}");
+        assert!(connection.is_closed());
+        peer.expect_eof().await;
+    }
+
+    #[tokio::test]
+    async fn oversize_frame_is_refused_and_poisons() {
+        let options = ConnectionOptions {
+            max_frame_bytes: 1024,
+            ..options()
+        };
+        let (connection, mut peer) = start(&options);
+        let call = spawn_metadata(&connection, "a");
+        peer.read_request().await;
+        peer.write(&i32::MAX.to_be_bytes()).await;
+
+        let err = call.await.unwrap().unwrap_err();
+        assert!(
+            matches!(
+                err,
+                NetError::FrameTooLarge {
+                    size: i32::MAX,
+                    max: 1024
+                }
+            ),
+            "{err:?}"
+        );
+        let later = connection
+            .send_versioned(metadata_for("b"), METADATA_VERSION)
+            .await
+            .unwrap_err();
+        assert!(!later.is_retriable(), "{later:?}");
+    }
+
+    #[tokio::test]
+    async fn undecodable_response_poisons() {
+        let (connection, mut peer) = start(&options());
+        let call = spawn_metadata(&connection, "a");
+        let request = peer.read_request().await;
+        // A well-framed response whose body is cut short.
+        let mut frame = 6_u32.to_be_bytes().to_vec();
+        frame.extend_from_slice(&request.header.correlation_id.to_be_bytes());
+        frame.extend_from_slice(&[0, 0]);
+        peer.write(&frame).await;
+
+        let err = call.await.unwrap().unwrap_err();
+        assert!(
+            matches!(
+                err,
+                NetError::Decode {
+                    api: ApiKey::Metadata,
+                    version: METADATA_VERSION,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(connection.is_closed());
+    }
+
+    #[tokio::test]
+    async fn cancelled_caller_does_not_desync_the_next_request() {
+        let (connection, mut peer) = start(&options());
+        let cancelled = connection.send_versioned(metadata_for("cancelled"), METADATA_VERSION);
+        // Drive the request until the broker has it, then drop the caller.
+        let abandoned = tokio::select! {
+            _ = cancelled => panic!("answered before the broker responded"),
+            request = peer.read_request() => request,
+        };
+        let next = spawn_metadata(&connection, "next");
+        let request = peer.read_request().await;
+        echo(&mut peer, &abandoned).await;
+        echo(&mut peer, &request).await;
+
+        assert_eq!(answered_topic(&next.await.unwrap().unwrap()), "next");
+        assert!(!connection.is_closed());
+    }
+
+    #[tokio::test]
+    async fn dropping_the_last_handle_closes_the_socket() {
+        let (connection, mut peer) = start(&options());
+        let clone = connection.clone();
+        drop(connection);
+        let call = spawn_metadata(&clone, "still open");
+        let request = peer.read_request().await;
+        echo(&mut peer, &request).await;
+        call.await.unwrap().unwrap();
+        drop(clone);
+        peer.expect_eof().await;
+    }
+
+    #[tokio::test]
+    async fn connect_negotiates_over_tcp() {
+        use kafka_protocol::messages::api_versions_response::ApiVersion;
+        use kafka_protocol::messages::ApiVersionsResponse;
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let broker = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut buf = BytesMut::new();
+            let mut frame = loop {
+                if let Some(frame) = try_split_frame(&mut buf, 1 << 20).unwrap() {
+                    break frame;
+                }
+                assert_ne!(socket.read_buf(&mut buf).await.unwrap(), 0);
+            };
+            let header =
+                kafka_protocol::protocol::decode_request_header_from_buffer(&mut frame).unwrap();
+            let response =
+                ApiVersionsResponse::default().with_api_keys(vec![ApiVersion::default()
+                    .with_api_key(ApiKey::Metadata as i16)
+                    .with_min_version(0)
+                    .with_max_version(12)]);
+            let frame = crate::net::test_peer::response_frame(
+                ApiKey::ApiVersions,
+                header.request_api_version,
+                header.correlation_id,
+                &response,
+            );
+            socket.write_all(&frame).await.unwrap();
+            socket
+        });
+
+        let connection = Connection::connect(&addr, &options()).await.unwrap();
+        assert_eq!(connection.label(), addr);
+        assert_eq!(connection.api_version(ApiKey::Metadata), Some(12));
+        drop(broker.await.unwrap());
+    }
+}

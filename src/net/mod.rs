@@ -24,6 +24,9 @@ pub mod frame;
 pub mod socket;
 pub mod versions;
 
+#[cfg(test)]
+mod test_peer;
+
 use std::error::Error as StdError;
 use std::io;
 use std::sync::Arc;
