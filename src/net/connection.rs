@@ -598,6 +598,29 @@ mod tests {
         assert!(!connection.is_closed());
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn many_concurrent_callers_across_threads() {
+        let (connection, mut peer) = start(&options());
+        let topics: Vec<String> = (0..200).map(|i| format!("topic-{i}")).collect();
+        let calls: Vec<_> = topics
+            .iter()
+            .map(|topic| spawn_metadata(&connection, topic))
+            .collect();
+        let broker = tokio::spawn(async move {
+            for _ in 0..200 {
+                let request = peer.read_request().await;
+                echo(&mut peer, &request).await;
+            }
+            peer
+        });
+        for (call, topic) in calls.into_iter().zip(&topics) {
+            assert_eq!(&answered_topic(&call.await.unwrap().unwrap()), topic);
+        }
+        // Keep the broker's end open: dropping it would close the connection.
+        let _peer = broker.await.unwrap();
+        assert!(!connection.is_closed());
+    }
+
     #[tokio::test]
     async fn correlation_ids_wrap_around() {
         let (connection, mut peer) = start(&options());
@@ -775,6 +798,20 @@ mod tests {
             .await
             .unwrap_err();
         assert!(!later.is_retriable(), "{later:?}");
+    }
+
+    #[tokio::test]
+    async fn frame_too_short_for_a_header_poisons() {
+        let (connection, mut peer) = start(&options());
+        let call = spawn_metadata(&connection, "a");
+        peer.read_request().await;
+        peer.write(&[0, 0, 0, 2, 0, 0]).await;
+        let err = call.await.unwrap().unwrap_err();
+        assert!(
+            matches!(err, NetError::ShortFrame { size: 2, .. }),
+            "{err:?}"
+        );
+        assert!(connection.is_closed());
     }
 
     #[tokio::test]
