@@ -408,12 +408,13 @@ impl Shared {
                 State::Poisoned(_) => VecDeque::new(),
             }
         };
+        let error = error_chain(&*cause);
         if waiting.is_empty() {
-            tracing::debug!(connection = %self.label, error = %cause, "connection closed");
+            tracing::debug!(connection = %self.label, %error, "connection closed");
         } else {
             tracing::warn!(
                 connection = %self.label,
-                error = %cause,
+                %error,
                 in_flight = waiting.len(),
                 "connection failed"
             );
@@ -422,6 +423,19 @@ impl Shared {
         // Dropping the senders wakes the waiters, who then read the cause.
         drop(waiting);
     }
+}
+
+/// An error and its sources on one line, for logs: `NetError`'s own message
+/// leaves the cause (the socket error, the codec's complaint) to `source()`.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut line = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        line.push_str(": ");
+        line.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    line
 }
 
 /// Reads response frames and delivers them until the stream fails or the
@@ -575,6 +589,18 @@ mod tests {
         let connection = connection.clone();
         let request = metadata_for(topic);
         tokio::spawn(async move { connection.send_versioned(request, METADATA_VERSION).await })
+    }
+
+    #[test]
+    fn logged_errors_carry_their_cause() {
+        let err = NetError::Io {
+            label: "broker 1".to_owned(),
+            source: Arc::new(std::io::Error::other("connection reset")),
+        };
+        assert_eq!(
+            error_chain(&err),
+            "I/O error on the connection to broker 1: connection reset"
+        );
     }
 
     #[tokio::test]
