@@ -1,0 +1,938 @@
+//! A pipelined connection to one broker.
+//!
+//! Two tasks own the stream: a writer fed with whole encoded frames through a
+//! channel, and a reader that splits response frames off the socket and hands
+//! each to the request waiting for it. Callers only encode, queue and wait, so
+//! a caller that is cancelled (its future dropped) can never leave half a frame
+//! on the wire.
+//!
+//! Kafka answers the requests on one connection in the order it received them
+//! ([protocol guide], "Network"), so the reader expects the oldest request in
+//! flight to be answered next. Anything else (an unknown correlation id, a
+//! lost answer, a framing or decode failure, an I/O error) means the stream
+//! can no longer be trusted: the connection *poisons* itself, every waiting
+//! request gets the same error, and later requests fail fast with
+//! [`NetError::Closed`]. The owner reconnects.
+//!
+//! [protocol guide]: https://kafka.apache.org/protocol.html#protocol_network
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::mem;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::ApiKey;
+use kafka_protocol::protocol::{Request, StrBytes};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::frame::{
+    api_key, decode_response, encode_request, peek_correlation_id, try_split_frame,
+};
+use super::socket::{connect_tcp, SocketOptions};
+use super::versions::{self, NegotiatedVersions};
+use super::NetError;
+
+/// Encoded frames queued for the writer. Bounded so that callers feel
+/// backpressure when the socket is slower than they are.
+const WRITE_QUEUE_FRAMES: usize = 32;
+
+/// How much room the reader makes before each read when the size of the next
+/// frame is not known yet.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// How connections are opened and how long they wait.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionOptions {
+    /// Sent in every request header; brokers log it and apply quotas by it.
+    pub client_id: String,
+    /// TCP options for [`Connection::connect`].
+    pub socket: SocketOptions,
+    /// Largest response frame accepted, excluding the 4-byte size prefix. Must
+    /// exceed the largest fetch response asked for (`max_bytes`, plus one
+    /// batch that may overshoot it, plus headers). A bigger frame poisons the
+    /// connection without being allocated.
+    pub max_frame_bytes: usize,
+    /// How long a request may wait for its response, queueing included. Must
+    /// exceed the `max_wait_ms` of any fetch, which the broker may hold that
+    /// long before answering.
+    pub request_timeout: Duration,
+}
+
+impl Default for ConnectionOptions {
+    fn default() -> Self {
+        Self {
+            client_id: "kafka-mirror".to_owned(),
+            socket: SocketOptions::default(),
+            // The broker's default `socket.request.max.bytes` is 100 MiB; a
+            // further MiB covers response headers around the record data.
+            max_frame_bytes: 101 * 1024 * 1024,
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A handle to a connection to one broker. Cheap to clone; the connection
+/// closes when the last handle is dropped.
+///
+/// Several requests may be in flight at once (pipelining); each `send` waits
+/// only for its own response.
+#[derive(Clone)]
+pub struct Connection {
+    inner: Arc<Inner>,
+}
+
+/// What the handles share. Its drop is what closes the connection.
+struct Inner {
+    shared: Arc<Shared>,
+    /// The writer task's queue of encoded frames.
+    frames: mpsc::Sender<Bytes>,
+    client_id: StrBytes,
+    request_timeout: Duration,
+    /// Next correlation id; `fetch_add` wraps at `i32::MAX`, which Kafka allows.
+    next_correlation_id: AtomicI32,
+    /// Set once the `ApiVersions` handshake is done.
+    versions: OnceLock<NegotiatedVersions>,
+}
+
+/// What the handles and the two tasks share.
+struct Shared {
+    /// Names the connection in errors and logs.
+    label: String,
+    state: Mutex<State>,
+    /// Flipped to `true` to stop both tasks: on poisoning, or when the last
+    /// handle is dropped. The tasks drop their halves of the stream, which
+    /// closes the socket.
+    close: watch::Sender<bool>,
+}
+
+enum State {
+    /// Requests written (or queued to be written), oldest first: the order in
+    /// which the broker will answer them.
+    Open { in_flight: VecDeque<InFlight> },
+    /// The first failure; the connection takes no more requests.
+    Poisoned(Arc<NetError>),
+}
+
+struct InFlight {
+    correlation_id: i32,
+    /// Dropped without a value when the connection is poisoned. If the caller
+    /// was cancelled the receiver is gone, and its answer is discarded.
+    respond: oneshot::Sender<Bytes>,
+}
+
+impl Connection {
+    /// Opens a TCP connection to `addr` (`host:port`) and negotiates API
+    /// versions. The connection is labelled with `addr` (and the resolved
+    /// peer address); use [`connect_tcp`] and [`Connection::from_stream`] to
+    /// give it a better label, such as the broker id.
+    pub async fn connect(addr: &str, options: &ConnectionOptions) -> Result<Self, NetError> {
+        let stream = connect_tcp(addr, &options.socket).await?;
+        let label = match stream.peer_addr() {
+            Ok(peer) if peer.to_string() != addr => format!("{addr} ({peer})"),
+            _ => addr.to_owned(),
+        };
+        Self::from_stream(stream, options, label).await
+    }
+
+    /// Runs a connection over an already connected stream (plain TCP, TLS,
+    /// anything that reads and writes bytes) and negotiates API versions.
+    pub async fn from_stream<S>(
+        stream: S,
+        options: &ConnectionOptions,
+        label: String,
+    ) -> Result<Self, NetError>
+    where
+        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        let connection = Self::start(stream, options, label);
+        let negotiated = versions::negotiate(&connection).await?;
+        connection.inner.versions.get_or_init(|| negotiated);
+        Ok(connection)
+    }
+
+    /// Spawns the reader and writer tasks, without the version handshake.
+    fn start<S>(stream: S, options: &ConnectionOptions, label: String) -> Self
+    where
+        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        let (close, _) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            label,
+            state: Mutex::new(State::Open {
+                in_flight: VecDeque::new(),
+            }),
+            close,
+        });
+        let (reader, writer) = tokio::io::split(stream);
+        let (frames, queued) = mpsc::channel(WRITE_QUEUE_FRAMES);
+        tokio::spawn(read_loop(
+            Arc::clone(&shared),
+            reader,
+            options.max_frame_bytes,
+        ));
+        tokio::spawn(write_loop(Arc::clone(&shared), writer, queued));
+        Self {
+            inner: Arc::new(Inner {
+                shared,
+                frames,
+                client_id: StrBytes::from_string(options.client_id.clone()),
+                request_timeout: options.request_timeout,
+                next_correlation_id: AtomicI32::new(0),
+                versions: OnceLock::new(),
+            }),
+        }
+    }
+
+    /// Sends `request` at the highest version both we and the broker support,
+    /// and waits for its response.
+    ///
+    /// Every request must get a response: a `Produce` with `acks=0` gets none
+    /// from the broker, so it would time out and poison the connection.
+    /// kafka-mirror always produces with `acks=all`.
+    pub async fn send<R: Request>(&self, request: R) -> Result<R::Response, NetError> {
+        let version = self.version_for(api_key::<R>())?;
+        self.send_versioned(request, version).await
+    }
+
+    /// Sends `request` at an explicit `version`, for callers that must pin or
+    /// cap a version (for example, to keep naming topics by name rather than by
+    /// id). The broker must support it; see [`Connection::api_version`].
+    pub async fn send_versioned<R: Request>(
+        &self,
+        request: R,
+        version: i16,
+    ) -> Result<R::Response, NetError> {
+        let frame = self.exchange(&request, version).await?;
+        self.decode::<R>(frame, version)
+    }
+
+    /// The version [`Connection::send`] uses for `api`: the highest that both
+    /// the broker and `kafka-protocol` support. `None` if there is none.
+    pub fn api_version(&self, api: ApiKey) -> Option<i16> {
+        self.inner.versions.get()?.version(api)
+    }
+
+    /// Whether the connection has failed and takes no more requests.
+    pub fn is_closed(&self) -> bool {
+        matches!(*self.inner.shared.lock(), State::Poisoned(_))
+    }
+
+    /// The connection's name in errors and logs.
+    pub fn label(&self) -> &str {
+        &self.inner.shared.label
+    }
+
+    fn version_for(&self, api: ApiKey) -> Result<i16, NetError> {
+        self.api_version(api)
+            .ok_or_else(|| NetError::UnsupportedApi {
+                label: self.label().to_owned(),
+                api,
+                broker: self
+                    .inner
+                    .versions
+                    .get()
+                    .and_then(|versions| versions.broker_range(api)),
+                ours: api.valid_versions(),
+            })
+    }
+
+    /// Encodes, queues and awaits one request, returning the raw response
+    /// frame. The request timeout covers queueing too: a writer stuck on a
+    /// stalled socket is as fatal as a broker that does not answer.
+    pub(super) async fn exchange<R: Request>(
+        &self,
+        request: &R,
+        version: i16,
+    ) -> Result<Bytes, NetError> {
+        let inner = &self.inner;
+        inner.shared.check_open()?;
+        let correlation_id = inner.next_correlation_id.fetch_add(1, Ordering::Relaxed);
+        let frame = encode_request(correlation_id, Some(&inner.client_id), version, request)?;
+        let round_trip = async {
+            let permit = inner
+                .frames
+                .reserve()
+                .await
+                .map_err(|_| inner.shared.failure())?;
+            let response = inner.shared.register(correlation_id, permit, frame)?;
+            response.await.map_err(|_| inner.shared.failure())
+        };
+        match tokio::time::timeout(inner.request_timeout, round_trip).await {
+            Ok(response) => response,
+            Err(_elapsed) => {
+                let err = NetError::Timeout {
+                    label: self.label().to_owned(),
+                    api: api_key::<R>(),
+                    correlation_id,
+                    timeout: inner.request_timeout,
+                };
+                inner.shared.poison(err.clone());
+                Err(err)
+            }
+        }
+    }
+
+    /// Decodes a response frame; a frame that does not decode poisons the
+    /// connection, since it means we and the broker disagree on the protocol.
+    pub(super) fn decode<R: Request>(
+        &self,
+        frame: Bytes,
+        version: i16,
+    ) -> Result<R::Response, NetError> {
+        match decode_response::<R>(frame, version) {
+            Ok((_correlation_id, response)) => Ok(response),
+            Err(err) => {
+                self.inner.shared.poison(err.clone());
+                Err(err)
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("label", &self.label())
+            .field("closed", &self.is_closed())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.shared.close.send_replace(true);
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // The lock is never held across code that can panic halfway through
+        // an update, so a poisoned mutex still guards a consistent state.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Fails fast if the connection is already poisoned.
+    fn check_open(&self) -> Result<(), NetError> {
+        match &*self.lock() {
+            State::Open { .. } => Ok(()),
+            State::Poisoned(cause) => Err(self.closed(Some(Arc::clone(cause)))),
+        }
+    }
+
+    fn closed(&self, cause: Option<Arc<NetError>>) -> NetError {
+        NetError::Closed {
+            label: self.label.clone(),
+            cause,
+        }
+    }
+
+    /// The error for a request that was waiting when the connection failed:
+    /// the failure itself, so that every waiter sees the same error.
+    fn failure(&self) -> NetError {
+        match &*self.lock() {
+            State::Poisoned(cause) => NetError::clone(cause),
+            // The tasks are gone without poisoning: the runtime is shutting down.
+            State::Open { .. } => self.closed(None),
+        }
+    }
+
+    /// Records the request as in flight and queues its frame, under one lock
+    /// so that the queue order is the order the reader expects answers in.
+    fn register(
+        &self,
+        correlation_id: i32,
+        permit: mpsc::Permit<'_, Bytes>,
+        frame: Bytes,
+    ) -> Result<oneshot::Receiver<Bytes>, NetError> {
+        let mut state = self.lock();
+        match &mut *state {
+            State::Poisoned(cause) => Err(self.closed(Some(Arc::clone(cause)))),
+            State::Open { in_flight } => {
+                let (respond, response) = oneshot::channel();
+                in_flight.push_back(InFlight {
+                    correlation_id,
+                    respond,
+                });
+                permit.send(frame);
+                Ok(response)
+            }
+        }
+    }
+
+    /// Hands a response frame to the oldest request in flight, which must be
+    /// the one it answers.
+    fn deliver(&self, frame: Bytes) -> Result<(), NetError> {
+        let Some(correlation_id) = peek_correlation_id(&frame) else {
+            return Err(NetError::ShortFrame {
+                label: self.label.clone(),
+                size: frame.len(),
+            });
+        };
+        let mut state = self.lock();
+        let State::Open { in_flight } = &mut *state else {
+            // Poisoned meanwhile; the reader is about to be told to stop.
+            return Ok(());
+        };
+        let oldest = in_flight.front().map(|oldest| oldest.correlation_id);
+        if oldest != Some(correlation_id) {
+            return Err(NetError::UnexpectedResponse {
+                label: self.label.clone(),
+                correlation_id,
+                expected: oldest,
+            });
+        }
+        if let Some(answered) = in_flight.pop_front() {
+            drop(state);
+            // Fails only if the caller was cancelled: nobody wants the
+            // answer, and the stream stays in step.
+            let _ = answered.respond.send(frame);
+        }
+        Ok(())
+    }
+
+    /// Marks the connection failed (the first failure wins), wakes every
+    /// waiting request and stops both tasks.
+    fn poison(&self, err: NetError) {
+        let cause = Arc::new(err);
+        let waiting = {
+            let mut state = self.lock();
+            if let State::Poisoned(_) = *state {
+                return;
+            }
+            match mem::replace(&mut *state, State::Poisoned(Arc::clone(&cause))) {
+                State::Open { in_flight } => in_flight,
+                State::Poisoned(_) => VecDeque::new(),
+            }
+        };
+        let error = error_chain(&*cause);
+        if waiting.is_empty() {
+            tracing::debug!(connection = %self.label, %error, "connection closed");
+        } else {
+            tracing::warn!(
+                connection = %self.label,
+                %error,
+                in_flight = waiting.len(),
+                "connection failed"
+            );
+        }
+        self.close.send_replace(true);
+        // Dropping the senders wakes the waiters, who then read the cause.
+        drop(waiting);
+    }
+}
+
+/// An error and its sources on one line, for logs: `NetError`'s own message
+/// leaves the cause (the socket error, the codec's complaint) to `source()`.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut line = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        line.push_str(": ");
+        line.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    line
+}
+
+/// Reads response frames and delivers them until the stream fails or the
+/// connection is closed.
+async fn read_loop<R: AsyncRead + Unpin>(
+    shared: Arc<Shared>,
+    mut reader: R,
+    max_frame_bytes: usize,
+) {
+    let mut closed = shared.close.subscribe();
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let failure = loop {
+        match try_split_frame(&mut buf, max_frame_bytes) {
+            Ok(Some(frame)) => match shared.deliver(frame) {
+                Ok(()) => continue,
+                Err(err) => break err,
+            },
+            Ok(None) => {}
+            Err(err) => break err,
+        }
+        if buf.capacity() == buf.len() {
+            buf.reserve(READ_CHUNK);
+        }
+        let read = tokio::select! {
+            biased;
+            _ = closed.wait_for(|closed| *closed) => return,
+            read = reader.read_buf(&mut buf) => read,
+        };
+        match read {
+            Ok(0) => {
+                break NetError::PeerClosed {
+                    label: shared.label.clone(),
+                    buffered_bytes: buf.len(),
+                }
+            }
+            Ok(_) => {}
+            Err(err) => {
+                break NetError::Io {
+                    label: shared.label.clone(),
+                    source: Arc::new(err),
+                }
+            }
+        }
+    };
+    shared.poison(failure);
+}
+
+/// Writes queued frames, each in full, until the stream fails or the
+/// connection is closed. Only closing interrupts a write, and then the stream
+/// is discarded anyway.
+async fn write_loop<W: AsyncWrite + Unpin>(
+    shared: Arc<Shared>,
+    mut writer: W,
+    mut queued: mpsc::Receiver<Bytes>,
+) {
+    let mut closed = shared.close.subscribe();
+    loop {
+        let frame = tokio::select! {
+            biased;
+            _ = closed.wait_for(|closed| *closed) => return,
+            frame = queued.recv() => match frame {
+                Some(frame) => frame,
+                None => return,
+            },
+        };
+        let written = tokio::select! {
+            biased;
+            _ = closed.wait_for(|closed| *closed) => return,
+            written = write_frame(&mut writer, &frame) => written,
+        };
+        if let Err(err) = written {
+            shared.poison(NetError::Io {
+                label: shared.label.clone(),
+                source: Arc::new(err),
+            });
+            return;
+        }
+    }
+}
+
+async fn write_frame<W: AsyncWrite + Unpin>(writer: &mut W, frame: &[u8]) -> std::io::Result<()> {
+    writer.write_all(frame).await?;
+    // A no-op for TCP; TLS streams need it to push the record out.
+    writer.flush().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::test_peer::{Peer, Received};
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    use kafka_protocol::messages::metadata_response::MetadataResponseTopic;
+    use kafka_protocol::messages::{MetadataRequest, MetadataResponse, TopicName};
+    use kafka_protocol::protocol::Decodable;
+
+    /// Metadata v12: a flexible version, so headers carry tagged fields.
+    const METADATA_VERSION: i16 = 12;
+
+    fn options() -> ConnectionOptions {
+        ConnectionOptions {
+            request_timeout: Duration::from_secs(5),
+            max_frame_bytes: 1024 * 1024,
+            ..ConnectionOptions::default()
+        }
+    }
+
+    fn start(options: &ConnectionOptions) -> (Connection, Peer) {
+        let (stream, peer) = Peer::pair();
+        (
+            Connection::start(stream, options, "test broker".to_owned()),
+            peer,
+        )
+    }
+
+    fn metadata_for(topic: &str) -> MetadataRequest {
+        let name = TopicName(StrBytes::from_string(topic.to_owned()));
+        MetadataRequest::default().with_topics(Some(vec![
+            MetadataRequestTopic::default().with_name(Some(name))
+        ]))
+    }
+
+    fn requested_topic(request: &Received) -> String {
+        let decoded = MetadataRequest::decode(&mut request.body.clone(), METADATA_VERSION).unwrap();
+        let topics = decoded.topics.unwrap();
+        topics[0].name.as_ref().unwrap().0.to_string()
+    }
+
+    fn answered_topic(response: &MetadataResponse) -> String {
+        response.topics[0].name.as_ref().unwrap().0.to_string()
+    }
+
+    /// Answers a metadata request with a response naming the same topic, so
+    /// each caller can tell whether it got its own answer.
+    async fn echo(peer: &mut Peer, request: &Received) {
+        let name = TopicName(StrBytes::from_string(requested_topic(request)));
+        let response = MetadataResponse::default()
+            .with_topics(vec![MetadataResponseTopic::default().with_name(Some(name))]);
+        peer.respond(
+            ApiKey::Metadata,
+            METADATA_VERSION,
+            request.header.correlation_id,
+            &response,
+        )
+        .await;
+    }
+
+    fn spawn_metadata(
+        connection: &Connection,
+        topic: &str,
+    ) -> tokio::task::JoinHandle<Result<MetadataResponse, NetError>> {
+        let connection = connection.clone();
+        let request = metadata_for(topic);
+        tokio::spawn(async move { connection.send_versioned(request, METADATA_VERSION).await })
+    }
+
+    #[test]
+    fn logged_errors_carry_their_cause() {
+        let err = NetError::Io {
+            label: "broker 1".to_owned(),
+            source: Arc::new(std::io::Error::other("connection reset")),
+        };
+        assert_eq!(
+            error_chain(&err),
+            "I/O error on the connection to broker 1: connection reset"
+        );
+    }
+
+    #[tokio::test]
+    async fn pipelined_requests_each_get_their_own_response() {
+        let (connection, mut peer) = start(&options());
+        let topics = ["a", "b", "c"];
+        let calls = topics.map(|topic| spawn_metadata(&connection, topic));
+
+        // All three reach the broker before any is answered.
+        let mut received = Vec::new();
+        for _ in topics {
+            received.push(peer.read_request().await);
+        }
+        for request in &received {
+            assert_eq!(request.header.client_id.as_deref(), Some("kafka-mirror"));
+            echo(&mut peer, request).await;
+        }
+        for (call, topic) in calls.into_iter().zip(topics) {
+            assert_eq!(answered_topic(&call.await.unwrap().unwrap()), topic);
+        }
+        assert!(!connection.is_closed());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn many_concurrent_callers_across_threads() {
+        let (connection, mut peer) = start(&options());
+        let topics: Vec<String> = (0..200).map(|i| format!("topic-{i}")).collect();
+        let calls: Vec<_> = topics
+            .iter()
+            .map(|topic| spawn_metadata(&connection, topic))
+            .collect();
+        let broker = tokio::spawn(async move {
+            for _ in 0..200 {
+                let request = peer.read_request().await;
+                echo(&mut peer, &request).await;
+            }
+            peer
+        });
+        for (call, topic) in calls.into_iter().zip(&topics) {
+            assert_eq!(&answered_topic(&call.await.unwrap().unwrap()), topic);
+        }
+        // Keep the broker's end open: dropping it would close the connection.
+        let _peer = broker.await.unwrap();
+        assert!(!connection.is_closed());
+    }
+
+    #[tokio::test]
+    async fn correlation_ids_wrap_around() {
+        let (connection, mut peer) = start(&options());
+        connection
+            .inner
+            .next_correlation_id
+            .store(i32::MAX - 1, Ordering::Relaxed);
+        for expected in [i32::MAX - 1, i32::MAX, i32::MIN] {
+            let call = spawn_metadata(&connection, "t");
+            let request = peer.read_request().await;
+            assert_eq!(request.header.correlation_id, expected);
+            echo(&mut peer, &request).await;
+            call.await.unwrap().unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn unknown_correlation_id_poisons() {
+        let (connection, mut peer) = start(&options());
+        let call = spawn_metadata(&connection, "a");
+        let request = peer.read_request().await;
+        let sent = request.header.correlation_id;
+        let stray = sent.wrapping_add(100);
+        peer.respond(
+            ApiKey::Metadata,
+            METADATA_VERSION,
+            stray,
+            &MetadataResponse::default(),
+        )
+        .await;
+
+        let err = call.await.unwrap().unwrap_err();
+        assert!(
+            matches!(err, NetError::UnexpectedResponse { correlation_id, expected: Some(expected), .. }
+                if correlation_id == stray && expected == sent),
+            "{err:?}"
+        );
+        let later = connection
+            .send_versioned(metadata_for("b"), METADATA_VERSION)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&later, NetError::Closed { cause: Some(cause), .. }
+                if matches!(**cause, NetError::UnexpectedResponse { .. })),
+            "{later:?}"
+        );
+        // Poisoning closes the socket.
+        peer.expect_eof().await;
+    }
+
+    #[tokio::test]
+    async fn response_with_nothing_in_flight_poisons() {
+        let (connection, mut peer) = start(&options());
+        peer.respond(
+            ApiKey::Metadata,
+            METADATA_VERSION,
+            0,
+            &MetadataResponse::default(),
+        )
+        .await;
+        peer.expect_eof().await;
+        let err = connection
+            .send_versioned(metadata_for("a"), METADATA_VERSION)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, NetError::Closed { cause: Some(cause), .. }
+                if matches!(**cause, NetError::UnexpectedResponse { expected: None, .. })),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn partial_frame_then_eof_fails_every_waiter_and_later_calls_fast() {
+        let (connection, mut peer) = start(&options());
+        let first = spawn_metadata(&connection, "a");
+        let request = peer.read_request().await;
+        let second = spawn_metadata(&connection, "b");
+        peer.read_request().await;
+
+        let response = crate::net::test_peer::response_frame(
+            ApiKey::Metadata,
+            METADATA_VERSION,
+            request.header.correlation_id,
+            &MetadataResponse::default(),
+        );
+        peer.write(&response[..6]).await;
+        drop(peer);
+
+        let first = first.await.unwrap().unwrap_err();
+        let second = second.await.unwrap().unwrap_err();
+        for err in [&first, &second] {
+            assert!(
+                matches!(
+                    err,
+                    NetError::PeerClosed {
+                        buffered_bytes: 6,
+                        ..
+                    }
+                ),
+                "{err:?}"
+            );
+            assert!(err.is_retriable());
+        }
+        assert_eq!(first.to_string(), second.to_string());
+        assert!(connection.is_closed());
+
+        let later = tokio::time::timeout(
+            Duration::from_millis(100),
+            connection.send_versioned(metadata_for("c"), METADATA_VERSION),
+        )
+        .await
+        .expect("a closed connection fails fast")
+        .unwrap_err();
+        assert!(
+            matches!(&later, NetError::Closed { cause: Some(cause), .. }
+                if matches!(**cause, NetError::PeerClosed { .. })),
+            "{later:?}"
+        );
+        assert!(later.is_retriable());
+        assert!(later.to_string().contains("test broker"));
+    }
+
+    #[tokio::test]
+    async fn stalled_peer_times_out_and_poisons() {
+        let options = ConnectionOptions {
+            request_timeout: Duration::from_millis(100),
+            ..options()
+        };
+        let (connection, mut peer) = start(&options);
+        let first = spawn_metadata(&connection, "a");
+        let stalled = peer.read_request().await;
+        let second = spawn_metadata(&connection, "b");
+        peer.read_request().await;
+
+        let err = first.await.unwrap().unwrap_err();
+        assert!(
+            matches!(err, NetError::Timeout { api: ApiKey::Metadata, correlation_id, .. }
+                if correlation_id == stalled.header.correlation_id),
+            "{err:?}"
+        );
+        assert!(err.is_retriable());
+        // The second request is behind the lost answer: it fails too, with
+        // the first timeout or its own.
+        let err = second.await.unwrap().unwrap_err();
+        assert!(matches!(err, NetError::Timeout { .. }), "{err:?}");
+        assert!(connection.is_closed());
+        peer.expect_eof().await;
+    }
+
+    #[tokio::test]
+    async fn oversize_frame_is_refused_and_poisons() {
+        let options = ConnectionOptions {
+            max_frame_bytes: 1024,
+            ..options()
+        };
+        let (connection, mut peer) = start(&options);
+        let call = spawn_metadata(&connection, "a");
+        peer.read_request().await;
+        peer.write(&i32::MAX.to_be_bytes()).await;
+
+        let err = call.await.unwrap().unwrap_err();
+        assert!(
+            matches!(
+                err,
+                NetError::FrameTooLarge {
+                    size: i32::MAX,
+                    max: 1024
+                }
+            ),
+            "{err:?}"
+        );
+        let later = connection
+            .send_versioned(metadata_for("b"), METADATA_VERSION)
+            .await
+            .unwrap_err();
+        assert!(!later.is_retriable(), "{later:?}");
+    }
+
+    #[tokio::test]
+    async fn frame_too_short_for_a_header_poisons() {
+        let (connection, mut peer) = start(&options());
+        let call = spawn_metadata(&connection, "a");
+        peer.read_request().await;
+        peer.write(&[0, 0, 0, 2, 0, 0]).await;
+        let err = call.await.unwrap().unwrap_err();
+        assert!(
+            matches!(err, NetError::ShortFrame { size: 2, .. }),
+            "{err:?}"
+        );
+        assert!(connection.is_closed());
+    }
+
+    #[tokio::test]
+    async fn undecodable_response_poisons() {
+        let (connection, mut peer) = start(&options());
+        let call = spawn_metadata(&connection, "a");
+        let request = peer.read_request().await;
+        // A well-framed response whose body is cut short.
+        let mut frame = 6_u32.to_be_bytes().to_vec();
+        frame.extend_from_slice(&request.header.correlation_id.to_be_bytes());
+        frame.extend_from_slice(&[0, 0]);
+        peer.write(&frame).await;
+
+        let err = call.await.unwrap().unwrap_err();
+        assert!(
+            matches!(
+                err,
+                NetError::Decode {
+                    api: ApiKey::Metadata,
+                    version: METADATA_VERSION,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(connection.is_closed());
+    }
+
+    #[tokio::test]
+    async fn cancelled_caller_does_not_desync_the_next_request() {
+        let (connection, mut peer) = start(&options());
+        let cancelled = connection.send_versioned(metadata_for("cancelled"), METADATA_VERSION);
+        // Drive the request until the broker has it, then drop the caller.
+        let abandoned = tokio::select! {
+            _ = cancelled => panic!("answered before the broker responded"),
+            request = peer.read_request() => request,
+        };
+        let next = spawn_metadata(&connection, "next");
+        let request = peer.read_request().await;
+        echo(&mut peer, &abandoned).await;
+        echo(&mut peer, &request).await;
+
+        assert_eq!(answered_topic(&next.await.unwrap().unwrap()), "next");
+        assert!(!connection.is_closed());
+    }
+
+    #[tokio::test]
+    async fn dropping_the_last_handle_closes_the_socket() {
+        let (connection, mut peer) = start(&options());
+        let clone = connection.clone();
+        drop(connection);
+        let call = spawn_metadata(&clone, "still open");
+        let request = peer.read_request().await;
+        echo(&mut peer, &request).await;
+        call.await.unwrap().unwrap();
+        drop(clone);
+        peer.expect_eof().await;
+    }
+
+    #[tokio::test]
+    async fn connect_negotiates_over_tcp() {
+        use kafka_protocol::messages::api_versions_response::ApiVersion;
+        use kafka_protocol::messages::ApiVersionsResponse;
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let broker = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut buf = BytesMut::new();
+            let mut frame = loop {
+                if let Some(frame) = try_split_frame(&mut buf, 1 << 20).unwrap() {
+                    break frame;
+                }
+                assert_ne!(socket.read_buf(&mut buf).await.unwrap(), 0);
+            };
+            let header =
+                kafka_protocol::protocol::decode_request_header_from_buffer(&mut frame).unwrap();
+            let response =
+                ApiVersionsResponse::default().with_api_keys(vec![ApiVersion::default()
+                    .with_api_key(ApiKey::Metadata as i16)
+                    .with_min_version(0)
+                    .with_max_version(12)]);
+            let frame = crate::net::test_peer::response_frame(
+                ApiKey::ApiVersions,
+                header.request_api_version,
+                header.correlation_id,
+                &response,
+            );
+            socket.write_all(&frame).await.unwrap();
+            socket
+        });
+
+        let connection = Connection::connect(&addr, &options()).await.unwrap();
+        assert_eq!(connection.label(), addr);
+        assert_eq!(connection.api_version(ApiKey::Metadata), Some(12));
+        drop(broker.await.unwrap());
+    }
+}
