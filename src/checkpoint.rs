@@ -27,14 +27,15 @@ use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProdu
 use kafka_protocol::messages::{ProduceRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
-    TimestampType,
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 use kafka_protocol::ResponseError;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::cluster::{fetch_request, response_partitions, Cluster, ClusterError, OffsetSpec, PartitionFetch};
+use crate::cluster::{
+    fetch_request, response_partitions, Cluster, ClusterError, OffsetSpec, PartitionFetch,
+};
 use crate::topics::{ensure_topics, TopicError, TopicSpec};
 
 /// A failure to read or write checkpoints.
@@ -60,7 +61,7 @@ pub enum CheckpointError {
         source: ClusterError,
     },
     /// The broker refused a read or a write.
-    #[error("checkpoint topic `{topic}`: the target answered {error:?} while {action}")]
+    #[error("checkpoint topic `{topic}`: the target answered {error:?} while {action}{}", message.as_deref().map(|m| format!(" ({m})")).unwrap_or_default())]
     Broker {
         /// The checkpoint topic.
         topic: String,
@@ -68,6 +69,8 @@ pub enum CheckpointError {
         error: ResponseError,
         /// What the mirror was doing.
         action: &'static str,
+        /// The broker's explanation, when it gave one.
+        message: Option<String>,
     },
     /// A stored checkpoint could not be decoded.
     #[error("checkpoint topic `{topic}`: unreadable record at offset {offset}: {reason}")]
@@ -168,7 +171,9 @@ impl CheckpointStore {
             })?;
         let topic_meta = metadata.topics.get(&self.topic);
         let topic_id = topic_meta.map(|t| t.id).unwrap_or_default();
-        let leader_epoch = metadata.partition(&self.topic, 0).map_or(-1, |p| p.leader_epoch);
+        let leader_epoch = metadata
+            .partition(&self.topic, 0)
+            .map_or(-1, |p| p.leader_epoch);
         let leader = self.leader_or_refresh().await?;
         let names = HashMap::from([(topic_id, self.topic.clone())]);
         let mut checkpoints = HashMap::new();
@@ -256,7 +261,10 @@ impl CheckpointStore {
 
     /// Writes checkpoints for these partitions and waits for the target's
     /// acknowledgement (acks=all). One write at a time keeps them in order.
-    pub async fn write(&self, entries: &[(String, i32, Checkpoint)]) -> Result<(), CheckpointError> {
+    pub async fn write(
+        &self,
+        entries: &[(String, i32, Checkpoint)],
+    ) -> Result<(), CheckpointError> {
         if entries.is_empty() {
             return Ok(());
         }
@@ -283,18 +291,24 @@ impl CheckpointStore {
                 });
             }
         };
-        let error = response
+        let answer = response
             .responses
-            .iter()
-            .flat_map(|t| &t.partition_responses)
-            .map(|p| p.error_code)
-            .next()
-            .unwrap_or(ResponseError::UnknownServerError.code());
-        match error.err() {
+            .into_iter()
+            .flat_map(|t| t.partition_responses)
+            .next();
+        let Some(answer) = answer else {
+            return Err(self.broker_error(ResponseError::UnknownServerError, "writing"));
+        };
+        match answer.error_code.err() {
             None => Ok(()),
             Some(error) => {
                 self.forget_leader();
-                Err(self.broker_error(error, "writing"))
+                Err(CheckpointError::Broker {
+                    topic: self.topic.clone(),
+                    error,
+                    action: "writing",
+                    message: answer.error_message.map(|m| m.to_string()),
+                })
             }
         }
     }
@@ -322,10 +336,16 @@ impl CheckpointStore {
                     producer_epoch: -1,
                     timestamp_type: TimestampType::Creation,
                     offset: i as i64,
-                    sequence: -1,
+                    // The codec keeps records in one batch only while
+                    // offset - sequence stays constant; the batch's base
+                    // sequence is the first record's: -1, as a batch without
+                    // a producer id must have.
+                    sequence: i as i32 - 1,
                     timestamp: now,
                     key: Some(Bytes::from(serde_json::to_vec(&key).unwrap_or_default())),
-                    value: Some(Bytes::from(serde_json::to_vec(checkpoint).unwrap_or_default())),
+                    value: Some(Bytes::from(
+                        serde_json::to_vec(checkpoint).unwrap_or_default(),
+                    )),
                     headers: Default::default(),
                 }
             })
@@ -348,12 +368,16 @@ impl CheckpointStore {
         }
         let metadata = self.cluster_result(self.target.metadata().await)?;
         let topic = metadata.topics.get(&self.topic);
-        let leader = topic.and_then(|t| t.partitions.get(&0)).and_then(|p| p.leader);
+        let leader = topic
+            .and_then(|t| t.partitions.get(&0))
+            .and_then(|p| p.leader);
         if let Some(t) = topic {
             *self.topic_id.lock().unwrap_or_else(|p| p.into_inner()) = t.id;
         }
         *self.leader.lock().unwrap_or_else(|p| p.into_inner()) = leader;
-        leader.ok_or_else(|| self.broker_error(ResponseError::LeaderNotAvailable, "finding the leader"))
+        leader.ok_or_else(|| {
+            self.broker_error(ResponseError::LeaderNotAvailable, "finding the leader")
+        })
     }
 
     fn forget_leader(&self) {
@@ -372,6 +396,7 @@ impl CheckpointStore {
             topic: self.topic.clone(),
             error,
             action,
+            message: None,
         }
     }
 }

@@ -87,7 +87,9 @@ fn parse_isolation(text: &str) -> Result<IsolationLevel, String> {
     match text {
         "read_committed" => Ok(IsolationLevel::ReadCommitted),
         "read_uncommitted" => Ok(IsolationLevel::ReadUncommitted),
-        other => Err(format!("`{other}` is not read_committed or read_uncommitted")),
+        other => Err(format!(
+            "`{other}` is not read_committed or read_uncommitted"
+        )),
     }
 }
 
@@ -101,8 +103,14 @@ impl RunArgs {
                     key,
                     reason: "required: give --config FILE, or both --source and --target".into(),
                 };
-                let source = self.source.clone().ok_or_else(|| missing("source.bootstrap_servers"))?;
-                let target = self.target.clone().ok_or_else(|| missing("target.bootstrap_servers"))?;
+                let source = self
+                    .source
+                    .clone()
+                    .ok_or_else(|| missing("source.bootstrap_servers"))?;
+                let target = self
+                    .target
+                    .clone()
+                    .ok_or_else(|| missing("target.bootstrap_servers"))?;
                 MirrorConfig::new(ClusterConfig::new(source), ClusterConfig::new(target))
             }
         };

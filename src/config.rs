@@ -424,7 +424,10 @@ impl MirrorConfig {
             );
         }
         if r.max_in_flight_requests == 0 {
-            return invalid("replication.max_in_flight_requests", "must be at least 1".into());
+            return invalid(
+                "replication.max_in_flight_requests",
+                "must be at least 1".into(),
+            );
         }
         if r.replication_factor == 0 || r.replication_factor < -1 {
             return invalid(
@@ -536,7 +539,10 @@ mod tests {
             config.target.bootstrap_list(),
             ["127.0.0.1:9093", "127.0.0.1:9094"]
         );
-        assert_eq!(config.replication.isolation_level, IsolationLevel::ReadCommitted);
+        assert_eq!(
+            config.replication.isolation_level,
+            IsolationLevel::ReadCommitted
+        );
         assert_eq!(config.replication.start_position, StartPosition::Earliest);
         assert_eq!(config.replication.on_data_loss, DataLossPolicy::Stop);
         assert_eq!(config.checkpoints.topic, "kafka-mirror-checkpoints");
@@ -547,7 +553,10 @@ mod tests {
         let text = format!("{MINIMAL}\n[replication]\nin_flight_byte = 5\n");
         let err = MirrorConfig::from_toml(&text).expect_err("unknown key");
         let message = err.to_string();
-        assert!(message.contains("unknown field `in_flight_byte`"), "{message}");
+        assert!(
+            message.contains("unknown field `in_flight_byte`"),
+            "{message}"
+        );
     }
 
     #[test]
@@ -562,20 +571,28 @@ mod tests {
         let cases = [
             ("[topics]\ninclude = \"(\"", "topics.include"),
             ("[topics]\nexclude = \"[\"", "topics.exclude"),
-            ("[replication]\nreplication_factor = 0", "replication.replication_factor"),
-            ("[replication]\nin_flight_bytes = 10", "replication.in_flight_bytes"),
+            (
+                "[replication]\nreplication_factor = 0",
+                "replication.replication_factor",
+            ),
+            (
+                "[replication]\nin_flight_bytes = 10",
+                "replication.in_flight_bytes",
+            ),
             ("[replication]\nstart_position = \"yesterday\"", "yesterday"),
         ];
         for (extra, expected) in cases {
-            let err = MirrorConfig::from_toml(&format!("{MINIMAL}\n{extra}\n"))
-                .expect_err(extra);
+            let err = MirrorConfig::from_toml(&format!("{MINIMAL}\n{extra}\n")).expect_err(extra);
             assert!(err.to_string().contains(expected), "{extra}: {err}");
         }
         let err = MirrorConfig::from_toml(
             "[source]\nbootstrap_servers = \"nohost\"\n[target]\nbootstrap_servers = \"b:1\"\n",
         )
         .expect_err("no port");
-        assert!(err.to_string().contains("source.bootstrap_servers"), "{err}");
+        assert!(
+            err.to_string().contains("source.bootstrap_servers"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -587,7 +604,10 @@ mod tests {
         );
         let text = format!("{MINIMAL}\n[replication]\nstart_position = 42\n");
         let config = MirrorConfig::from_toml(&text).expect("valid");
-        assert_eq!(config.replication.start_position, StartPosition::Timestamp(42));
+        assert_eq!(
+            config.replication.start_position,
+            StartPosition::Timestamp(42)
+        );
     }
 
     #[test]
@@ -595,14 +615,20 @@ mod tests {
         let text = format!(
             "{MINIMAL}\n[topics]\ninclude = \"orders.*|payments\"\nexclude = \"orders-internal\"\n"
         );
-        let filter = MirrorConfig::from_toml(&text).expect("valid").topic_filter().expect("regex");
+        let filter = MirrorConfig::from_toml(&text)
+            .expect("valid")
+            .topic_filter()
+            .expect("regex");
         assert!(filter.selects("orders", false));
         assert!(filter.selects("orders.eu", false));
         assert!(!filter.selects("orders-internal", false));
         assert!(filter.selects("payments", false));
         assert!(!filter.selects("payments2", false));
         assert!(!filter.selects("orders.x", true));
-        let all = MirrorConfig::from_toml(MINIMAL).expect("valid").topic_filter().expect("regex");
+        let all = MirrorConfig::from_toml(MINIMAL)
+            .expect("valid")
+            .topic_filter()
+            .expect("regex");
         assert!(!all.selects("__consumer_offsets", false));
         assert!(!all.selects("kafka-mirror-checkpoints", false));
         assert!(all.selects("anything", false));

@@ -21,7 +21,7 @@ pub use fetch::{fetch_request, response_partitions, PartitionFetch};
 pub use metadata::{Metadata, PartitionMetadata, TopicMetadata};
 pub use offsets::{OffsetLookupError, OffsetResult, OffsetSpec};
 
-use crate::net::{Connection, ConnectionOptions, NetError};
+use crate::net::{Connection, ConnectionOptions, NetError, PendingResponse};
 
 /// Which side of the mirror a cluster is, for messages that must say which.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -202,13 +202,14 @@ impl Cluster {
             }
             tokio::time::sleep_until(at.into()).await;
         }
-        let address = lock(&self.addresses)
-            .get(&broker)
-            .cloned()
-            .ok_or(ClusterError::UnknownBroker {
-                role: self.role,
-                broker,
-            })?;
+        let address =
+            lock(&self.addresses)
+                .get(&broker)
+                .cloned()
+                .ok_or(ClusterError::UnknownBroker {
+                    role: self.role,
+                    broker,
+                })?;
         match Connection::connect(&address, &self.options).await {
             Ok(connection) => {
                 slot.failures = 0;
@@ -235,10 +236,32 @@ impl Cluster {
         connection
             .send(request)
             .await
-            .map_err(|source| ClusterError::Net {
-                role: self.role,
-                source,
-            })
+            .map_err(|source| self.net_error(source))
+    }
+
+    /// Queues a request to one broker without waiting for the answer:
+    /// requests queued one after another reach the broker in that order.
+    pub async fn enqueue<R>(
+        &self,
+        broker: i32,
+        request: R,
+    ) -> Result<PendingResponse<R>, ClusterError>
+    where
+        R: kafka_protocol::protocol::Request + Send + 'static,
+    {
+        let connection = self.broker(broker).await?;
+        connection
+            .enqueue(request)
+            .await
+            .map_err(|source| self.net_error(source))
+    }
+
+    /// Wraps a connection error with this cluster's role.
+    pub fn net_error(&self, source: NetError) -> ClusterError {
+        ClusterError::Net {
+            role: self.role,
+            source,
+        }
     }
 
     fn note_failure(slot: &mut BrokerSlot) {
@@ -252,5 +275,7 @@ impl Cluster {
 /// Locks a std mutex; a panic elsewhere while holding it leaves plain data
 /// that is still consistent, so poisoning is ignored.
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

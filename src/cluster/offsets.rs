@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 use super::{Cluster, ClusterError, Metadata};
 
 /// Which offset of a partition to look up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum OffsetSpec {
     /// The log start offset: the oldest offset still held.
     Earliest,
@@ -76,7 +76,10 @@ impl Cluster {
                     .or_default()
                     .push(*partition),
                 None => {
-                    results.insert((topic.clone(), *partition), Err(OffsetLookupError::NoLeader));
+                    results.insert(
+                        (topic.clone(), *partition),
+                        Err(OffsetLookupError::NoLeader),
+                    );
                 }
             }
         }
@@ -139,7 +142,9 @@ impl Cluster {
             for (topic, partitions) in asked {
                 for p in partitions {
                     let key = (topic.clone(), p);
-                    let result = answered.remove(&key).unwrap_or(Err(OffsetLookupError::Missing));
+                    let result = answered
+                        .remove(&key)
+                        .unwrap_or(Err(OffsetLookupError::Missing));
                     results.insert(key, result);
                 }
             }

@@ -248,32 +248,52 @@ impl Connection {
         request: &R,
         version: i16,
     ) -> Result<Bytes, NetError> {
+        self.queue(request, version).await?.frame().await
+    }
+
+    /// Puts a request on the wire queue and returns without waiting for the
+    /// answer. Requests queued one after another by the same caller reach
+    /// the broker in that order, which a caller that pipelines ordered data
+    /// (Produce with sequences) needs: spawned `send` calls give no such
+    /// guarantee, since tasks may run in any order.
+    pub async fn enqueue<R: Request>(&self, request: R) -> Result<PendingResponse<R>, NetError> {
+        let version = self.version_for(api_key::<R>())?;
+        let queued = self.queue(&request, version).await?;
+        Ok(PendingResponse {
+            queued,
+            version,
+            request: std::marker::PhantomData,
+        })
+    }
+
+    async fn queue<R: Request>(&self, request: &R, version: i16) -> Result<Queued, NetError> {
         let inner = &self.inner;
         inner.shared.check_open()?;
         let correlation_id = inner.next_correlation_id.fetch_add(1, Ordering::Relaxed);
         let frame = encode_request(correlation_id, Some(&inner.client_id), version, request)?;
-        let round_trip = async {
-            let permit = inner
-                .frames
-                .reserve()
-                .await
-                .map_err(|_| inner.shared.failure())?;
-            let response = inner.shared.register(correlation_id, permit, frame)?;
-            response.await.map_err(|_| inner.shared.failure())
+        let deadline = tokio::time::Instant::now() + inner.request_timeout;
+        let timeout = || {
+            let err = NetError::Timeout {
+                label: self.label().to_owned(),
+                api: api_key::<R>(),
+                correlation_id,
+                timeout: inner.request_timeout,
+            };
+            inner.shared.poison(err.clone());
+            err
         };
-        match tokio::time::timeout(inner.request_timeout, round_trip).await {
-            Ok(response) => response,
-            Err(_elapsed) => {
-                let err = NetError::Timeout {
-                    label: self.label().to_owned(),
-                    api: api_key::<R>(),
-                    correlation_id,
-                    timeout: inner.request_timeout,
-                };
-                inner.shared.poison(err.clone());
-                Err(err)
-            }
-        }
+        let permit = match tokio::time::timeout_at(deadline, inner.frames.reserve()).await {
+            Ok(permit) => permit.map_err(|_| inner.shared.failure())?,
+            Err(_elapsed) => return Err(timeout()),
+        };
+        let response = inner.shared.register(correlation_id, permit, frame)?;
+        Ok(Queued {
+            connection: self.clone(),
+            response,
+            deadline,
+            correlation_id,
+            api: api_key::<R>(),
+        })
     }
 
     /// Decodes a response frame; a frame that does not decode poisons the
@@ -299,6 +319,61 @@ impl fmt::Debug for Connection {
             .field("label", &self.label())
             .field("closed", &self.is_closed())
             .finish_non_exhaustive()
+    }
+}
+
+/// A request on its way to the broker, from [`Connection::enqueue`]; await
+/// [`PendingResponse::response`] for its answer. Dropping it discards the answer.
+pub struct PendingResponse<R: Request> {
+    queued: Queued,
+    version: i16,
+    request: std::marker::PhantomData<fn() -> R>,
+}
+
+impl<R: Request> PendingResponse<R> {
+    /// Waits for the answer, within the connection's request timeout counted
+    /// from when the request was queued.
+    pub async fn response(self) -> Result<R::Response, NetError> {
+        let connection = self.queued.connection.clone();
+        let frame = self.queued.frame().await?;
+        connection.decode::<R>(frame, self.version)
+    }
+}
+
+impl<R: Request> fmt::Debug for PendingResponse<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PendingResponse")
+            .field("connection", &self.queued.connection.label())
+            .field("correlation_id", &self.queued.correlation_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A registered request: the receiver of its response frame and its deadline.
+struct Queued {
+    connection: Connection,
+    response: oneshot::Receiver<Bytes>,
+    deadline: tokio::time::Instant,
+    correlation_id: i32,
+    api: ApiKey,
+}
+
+impl Queued {
+    async fn frame(self) -> Result<Bytes, NetError> {
+        let shared = &self.connection.inner.shared;
+        match tokio::time::timeout_at(self.deadline, self.response).await {
+            Ok(frame) => frame.map_err(|_| shared.failure()),
+            Err(_elapsed) => {
+                let err = NetError::Timeout {
+                    label: shared.label.clone(),
+                    api: self.api,
+                    correlation_id: self.correlation_id,
+                    timeout: self.connection.inner.request_timeout,
+                };
+                shared.poison(err.clone());
+                Err(err)
+            }
+        }
     }
 }
 

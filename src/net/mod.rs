@@ -35,7 +35,7 @@ use std::time::Duration;
 use kafka_protocol::messages::ApiKey;
 use kafka_protocol::protocol::VersionRange;
 
-pub use connection::{Connection, ConnectionOptions};
+pub use connection::{Connection, ConnectionOptions, PendingResponse};
 pub use socket::{connect_tcp, SocketOptions};
 pub use versions::NegotiatedVersions;
 

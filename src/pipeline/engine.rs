@@ -129,6 +129,7 @@ pub(crate) struct Engine {
     pub(super) target_names: HashMap<Uuid, String>,
     pub(super) fetches_in_flight: HashSet<i32>,
     pub(super) produces_in_flight: HashMap<i32, usize>,
+    pub(super) produce_lanes: HashMap<i32, super::produce::ProduceLane>,
     /// Bytes held by partition queues (fetched, not yet checkpointed).
     pub(super) held: usize,
     /// Bytes reserved by Fetch requests in flight.
@@ -139,7 +140,7 @@ pub(crate) struct Engine {
     checkpoint_in_flight: bool,
     last_checkpoint: Instant,
     refresh: [Refresh; 2],
-    events_tx: mpsc::UnboundedSender<Event>,
+    pub(super) events_tx: mpsc::UnboundedSender<Event>,
     events_rx: mpsc::UnboundedReceiver<Event>,
     pub(super) draining: Option<Instant>,
     started: Instant,
@@ -185,6 +186,7 @@ impl Engine {
             target_names: HashMap::new(),
             fetches_in_flight: HashSet::new(),
             produces_in_flight: HashMap::new(),
+            produce_lanes: HashMap::new(),
             held: 0,
             reserved: 0,
             fetch_cursor: 0,
@@ -398,7 +400,7 @@ impl Engine {
 
     /// Looks up start offsets and investigates out-of-range fetches.
     fn start_lookups(&mut self, now: Instant) {
-        let mut resolve: HashMap<OffsetSpecKey, Vec<usize>> = HashMap::new();
+        let mut resolve: HashMap<OffsetSpec, Vec<usize>> = HashMap::new();
         let mut loss = Vec::new();
         for (i, slot) in self.slots.iter_mut().enumerate() {
             if slot.fetch_backoff.waiting(now) || slot.fetching {
@@ -408,7 +410,7 @@ impl Engine {
                 // A reset waits until what was in flight has landed and is checkpointed.
                 Status::Resolving { spec, asked } if !*asked && slot.state.is_empty() => {
                     *asked = true;
-                    resolve.entry(OffsetSpecKey(*spec)).or_default().push(i);
+                    resolve.entry(*spec).or_default().push(i);
                 }
                 Status::CheckingLoss { asked } if !*asked => {
                     *asked = true;
@@ -418,7 +420,7 @@ impl Engine {
             }
         }
         let isolation = self.config.replication.isolation_level.wire_value();
-        for (OffsetSpecKey(spec), slots) in resolve {
+        for (spec, slots) in resolve {
             let partitions = self.partition_keys(&slots);
             let (source, metadata) = (self.source.clone(), self.source_meta.clone());
             self.spawn(async move {
@@ -454,7 +456,11 @@ impl Engine {
             .collect()
     }
 
-    fn on_resolved(&mut self, slots: Vec<usize>, mut results: HashMap<(String, i32), OffsetResult>) {
+    fn on_resolved(
+        &mut self,
+        slots: Vec<usize>,
+        mut results: HashMap<(String, i32), OffsetResult>,
+    ) {
         let now = Instant::now();
         for i in slots {
             let key = (self.slots[i].topic.to_string(), self.slots[i].partition);
@@ -567,7 +573,10 @@ impl Engine {
         }
         let interval = Duration::from_millis(self.config.checkpoints.interval_ms);
         let pressure = self.held > self.config.replication.in_flight_bytes / 2;
-        if now.duration_since(self.last_checkpoint) < interval && !pressure && self.draining.is_none() {
+        if now.duration_since(self.last_checkpoint) < interval
+            && !pressure
+            && self.draining.is_none()
+        {
             return;
         }
         let (entries, written) = self.dirty_checkpoints();
@@ -584,7 +593,7 @@ impl Engine {
     }
 
     /// Checkpoints that moved since the last stored ones.
-    fn dirty_checkpoints(&self) -> (Vec<(String, i32, Checkpoint)>, Vec<(usize, i64)>) {
+    fn dirty_checkpoints(&self) -> (Vec<(String, i32, Checkpoint)>, Vec<SlotOffset>) {
         let mut entries = Vec::new();
         let mut written = Vec::new();
         for (i, slot) in self.slots.iter().enumerate() {
@@ -689,8 +698,15 @@ impl Engine {
     /// Ends the run when there is nothing left to do: caught up, or every
     /// partition stopped.
     fn check_finished(&mut self) {
-        let mut active = self.slots.iter().filter(|s| !matches!(s.status, Status::Stopped(_)));
-        if self.slots.iter().all(|s| matches!(s.status, Status::Stopped(_))) {
+        let mut active = self
+            .slots
+            .iter()
+            .filter(|s| !matches!(s.status, Status::Stopped(_)));
+        if self
+            .slots
+            .iter()
+            .all(|s| matches!(s.status, Status::Stopped(_)))
+        {
             self.begin_drain("every partition stopped");
             return;
         }
@@ -727,18 +743,8 @@ impl Engine {
     }
 }
 
-/// `OffsetSpec` as a map key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct OffsetSpecKey(OffsetSpec);
-
-impl std::hash::Hash for OffsetSpec {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        std::mem::discriminant(self).hash(state);
-        if let OffsetSpec::Timestamp(ms) = self {
-            ms.hash(state);
-        }
-    }
-}
+/// A slot and an offset of it.
+type SlotOffset = (usize, i64);
 
 fn role_index(role: Role) -> usize {
     match role {

@@ -134,12 +134,17 @@ impl Engine {
         }
         let asked_offsets: std::collections::HashMap<usize, i64> = asked.into_iter().collect();
         for (topic, data) in response_partitions(response, &self.source_names) {
-            let Some(&i) = self.index.get(&(topic.as_str().into(), data.partition_index)) else {
+            let Some(&i) = self
+                .index
+                .get(&(topic.as_str().into(), data.partition_index))
+            else {
                 continue;
             };
             let slot = &self.slots[i];
             // Data for a position the partition has since left (a reset) is stale.
-            if asked_offsets.get(&i) != Some(&slot.state.fetch_offset) || slot.status != Status::Copying {
+            if asked_offsets.get(&i) != Some(&slot.state.fetch_offset)
+                || slot.status != Status::Copying
+            {
                 continue;
             }
             self.on_partition_data(i, data, now);
@@ -222,7 +227,8 @@ impl Engine {
                     slot.state.push_skip(batch.next_offset());
                 }
                 BatchFate::Forward
-                    if i64::from(batch.records_count()) != i64::from(batch.last_offset_delta()) + 1 =>
+                    if i64::from(batch.records_count())
+                        != i64::from(batch.last_offset_delta()) + 1 =>
                 {
                     let reason = format!(
                         "batch at offset {} of {}-{} holds {} records for {} offsets (log compaction removed some): \

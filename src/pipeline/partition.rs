@@ -154,8 +154,15 @@ impl PartitionState {
 
     /// The next batch to send, if the ordering rules allow one now. Stamps it
     /// with our producer id and the next sequence when it is sent the first time.
-    pub(crate) fn next_to_send(&mut self, producer_id: i64, producer_epoch: i16) -> Option<Outgoing> {
-        let in_flight = self.entries.iter().filter(|e| matches!(e.state, EntryState::InFlight { .. }));
+    pub(crate) fn next_to_send(
+        &mut self,
+        producer_id: i64,
+        producer_epoch: i16,
+    ) -> Option<Outgoing> {
+        let in_flight = self
+            .entries
+            .iter()
+            .filter(|e| matches!(e.state, EntryState::InFlight { .. }));
         let mut count = 0;
         for entry in in_flight {
             if let EntryState::InFlight { sent_in_round } = entry.state {
@@ -174,7 +181,11 @@ impl PartitionState {
             .entries
             .iter()
             .position(|e| matches!(e.state, EntryState::Failed))
-            .or_else(|| self.entries.iter().position(|e| matches!(e.state, EntryState::Queued(_))))?;
+            .or_else(|| {
+                self.entries
+                    .iter()
+                    .position(|e| matches!(e.state, EntryState::Queued(_)))
+            })?;
         let entry = &mut self.entries[position];
         if let EntryState::Queued(batch) = &entry.state {
             let stamp = ProducerStamp {
@@ -185,7 +196,9 @@ impl PartitionState {
             entry.stamped = Some(batch.rewrite_for_produce(stamp));
             self.next_sequence = increment_sequence(self.next_sequence, entry.records);
         }
-        entry.state = EntryState::InFlight { sent_in_round: round };
+        entry.state = EntryState::InFlight {
+            sent_in_round: round,
+        };
         let bytes = entry.stamped.clone()?;
         Some(Outgoing {
             entry: entry.id,
@@ -204,7 +217,10 @@ impl PartitionState {
                     bytes: e.size,
                 }
             }
-            _ => Acknowledged { records: 0, bytes: 0 },
+            _ => Acknowledged {
+                records: 0,
+                bytes: 0,
+            },
         }
     }
 
@@ -241,7 +257,9 @@ impl PartitionState {
 
     /// Whether failed batches wait to be sent again.
     pub(crate) fn has_failed(&self) -> bool {
-        self.entries.iter().any(|e| matches!(e.state, EntryState::Failed))
+        self.entries
+            .iter()
+            .any(|e| matches!(e.state, EntryState::Failed))
     }
 
     /// The next source offset to copy, counting only what the target acknowledged
@@ -286,7 +304,10 @@ impl PartitionState {
         self.held -= released;
         // Keep ids contiguous from the front: `entry_mut` indexes by them.
         self.next_entry_id = self.entries.back().map_or(self.next_entry_id, |e| e.id + 1);
-        self.fetch_offset = self.entries.back().map_or(self.acked_through, |e| e.next_offset);
+        self.fetch_offset = self
+            .entries
+            .back()
+            .map_or(self.acked_through, |e| e.next_offset);
         released
     }
 
@@ -406,7 +427,10 @@ mod tests {
         let sent: Vec<Outgoing> = std::iter::from_fn(|| p.next_to_send(7, 1)).collect();
         assert_eq!(sent.len(), 4);
         p.failed(sent[1].entry);
-        assert!(p.next_to_send(7, 1).is_none(), "answers for 2 and 3 still due");
+        assert!(
+            p.next_to_send(7, 1).is_none(),
+            "answers for 2 and 3 still due"
+        );
         p.acked(sent[0].entry);
         p.failed(sent[2].entry);
         assert!(p.next_to_send(7, 1).is_none());
@@ -415,7 +439,10 @@ mod tests {
         assert_eq!(resent.len(), 3);
         for (again, first) in resent.iter().zip(&sent[1..]) {
             assert_eq!(again.entry, first.entry);
-            assert_eq!(again.bytes, first.bytes, "a retry keeps its sequence and bytes");
+            assert_eq!(
+                again.bytes, first.bytes,
+                "a retry keeps its sequence and bytes"
+            );
         }
         for o in &resent {
             p.acked(o.entry);
@@ -503,7 +530,11 @@ mod tests {
         let a = p.next_to_send(7, 1).expect("a");
         assert_eq!(p.acked(a.entry + 10).records, 0);
         assert_eq!(p.acked(a.entry).records, 1);
-        assert_eq!(p.acked(a.entry).records, 0, "a second answer is not counted twice");
+        assert_eq!(
+            p.acked(a.entry).records,
+            0,
+            "a second answer is not counted twice"
+        );
         p.failed(a.entry);
         assert!(!p.has_failed());
     }

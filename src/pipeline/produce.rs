@@ -20,8 +20,10 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use uuid::Uuid;
 
+use tokio::sync::mpsc;
+
 use super::engine::{Engine, Event, Status};
-use crate::cluster::{ClusterError, Role};
+use crate::cluster::{Cluster, ClusterError, Role};
 
 /// Stop adding partitions to a Produce request past this size (one batch is
 /// always added, whatever its size).
@@ -102,7 +104,8 @@ impl Engine {
                         break;
                     }
                     let slot = &mut self.slots[i];
-                    let Some(outgoing) = slot.state.next_to_send(producer_id, producer_epoch) else {
+                    let Some(outgoing) = slot.state.next_to_send(producer_id, producer_epoch)
+                    else {
                         continue;
                     };
                     size += outgoing.bytes.len();
@@ -117,16 +120,17 @@ impl Engine {
                 }
                 let request = self.produce_request(topics);
                 *self.produces_in_flight.entry(broker).or_default() += 1;
-                let target = self.target.clone();
-                self.spawn(async move {
-                    Event::Produced {
-                        broker,
-                        sent,
-                        result: target.send(broker, request).await,
-                    }
-                });
+                self.produce_lane(broker).submit(request, sent);
             }
         }
+    }
+
+    /// The lane that queues Produce requests to one broker in order.
+    fn produce_lane(&mut self, broker: i32) -> &ProduceLane {
+        let (target, events) = (self.target.clone(), self.events_tx.clone());
+        self.produce_lanes
+            .entry(broker)
+            .or_insert_with(|| ProduceLane::start(target, broker, events))
     }
 
     fn produce_request(&self, topics: BTreeMap<Arc<str>, Vec<(i32, Bytes)>>) -> ProduceRequest {
@@ -187,7 +191,10 @@ impl Engine {
             let name = if topic.topic_id.is_nil() {
                 topic.name.0.to_string()
             } else {
-                self.target_names.get(&topic.topic_id).cloned().unwrap_or_default()
+                self.target_names
+                    .get(&topic.topic_id)
+                    .cloned()
+                    .unwrap_or_default()
             };
             for p in topic.partition_responses {
                 let message = p.error_message.map(|m| m.to_string());
@@ -197,9 +204,10 @@ impl Engine {
         let mut retried = false;
         for (i, entry) in sent {
             let key = (self.slots[i].topic.to_string(), self.slots[i].partition);
-            let (code, message) = answers
-                .remove(&key)
-                .unwrap_or((ResponseError::UnknownServerError.code(), Some("partition missing from the answer".into())));
+            let (code, message) = answers.remove(&key).unwrap_or((
+                ResponseError::UnknownServerError.code(),
+                Some("partition missing from the answer".into()),
+            ));
             let error = code.err();
             match classify(error) {
                 Outcome::Landed => {
@@ -251,7 +259,13 @@ impl Engine {
     }
 
     /// Words for a batch the target refused.
-    fn refusal(&self, i: usize, entry: u64, error: Option<ResponseError>, message: Option<&str>) -> String {
+    fn refusal(
+        &self,
+        i: usize,
+        entry: u64,
+        error: Option<ResponseError>,
+        message: Option<&str>,
+    ) -> String {
         let slot = &self.slots[i];
         let range = slot
             .state
@@ -267,6 +281,54 @@ impl Engine {
     }
 }
 
+/// Queues one broker's Produce requests in the order the engine made them.
+///
+/// Spawning a task per request would let the runtime reorder them on the
+/// wire, and a partition's sequences would arrive out of order. One task per
+/// broker queues each request on the connection before taking the next, and
+/// only the waits for the answers run concurrently.
+#[derive(Debug)]
+pub(super) struct ProduceLane {
+    jobs: mpsc::UnboundedSender<(ProduceRequest, Vec<(usize, u64)>)>,
+}
+
+impl ProduceLane {
+    fn start(target: Arc<Cluster>, broker: i32, events: mpsc::UnboundedSender<Event>) -> Self {
+        let (jobs, mut queue) = mpsc::unbounded_channel::<(ProduceRequest, Vec<(usize, u64)>)>();
+        tokio::spawn(async move {
+            while let Some((request, sent)) = queue.recv().await {
+                match target.enqueue(broker, request).await {
+                    Ok(pending) => {
+                        let (target, events) = (target.clone(), events.clone());
+                        tokio::spawn(async move {
+                            let result = pending.response().await.map_err(|e| target.net_error(e));
+                            let _ = events.send(Event::Produced {
+                                broker,
+                                sent,
+                                result,
+                            });
+                        });
+                    }
+                    Err(e) => {
+                        let _ = events.send(Event::Produced {
+                            broker,
+                            sent,
+                            result: Err(e),
+                        });
+                    }
+                }
+            }
+        });
+        ProduceLane { jobs }
+    }
+
+    /// Queues a request; its answer arrives as an [`Event::Produced`].
+    fn submit(&self, request: ProduceRequest, sent: Vec<(usize, u64)>) {
+        // The lane task lives as long as this sender: the send cannot fail.
+        let _ = self.jobs.send((request, sent));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,7 +336,10 @@ mod tests {
     #[test]
     fn classification() {
         assert_eq!(classify(None), Outcome::Landed);
-        assert_eq!(classify(Some(ResponseError::DuplicateSequenceNumber)), Outcome::Landed);
+        assert_eq!(
+            classify(Some(ResponseError::DuplicateSequenceNumber)),
+            Outcome::Landed
+        );
         assert_eq!(
             classify(Some(ResponseError::NotLeaderOrFollower)),
             Outcome::Retry { refresh: true }
@@ -283,9 +348,18 @@ mod tests {
             classify(Some(ResponseError::NotEnoughReplicasAfterAppend)),
             Outcome::Retry { refresh: false }
         );
-        assert_eq!(classify(Some(ResponseError::OutOfOrderSequenceNumber)), Outcome::OutOfOrder);
-        assert_eq!(classify(Some(ResponseError::MessageTooLarge)), Outcome::Fatal);
+        assert_eq!(
+            classify(Some(ResponseError::OutOfOrderSequenceNumber)),
+            Outcome::OutOfOrder
+        );
+        assert_eq!(
+            classify(Some(ResponseError::MessageTooLarge)),
+            Outcome::Fatal
+        );
         assert_eq!(classify(Some(ResponseError::InvalidRecord)), Outcome::Fatal);
-        assert_eq!(classify(Some(ResponseError::TopicAuthorizationFailed)), Outcome::Fatal);
+        assert_eq!(
+            classify(Some(ResponseError::TopicAuthorizationFailed)),
+            Outcome::Fatal
+        );
     }
 }

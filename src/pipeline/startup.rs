@@ -18,7 +18,10 @@ use crate::config::{DataLossPolicy, MirrorConfig, StartPosition};
 use crate::topics::{ensure_topics, TopicSpec};
 
 /// Connects, prepares the target and builds the engine.
-pub(super) async fn start(config: MirrorConfig, options: RunOptions) -> Result<Engine, MirrorError> {
+pub(super) async fn start(
+    config: MirrorConfig,
+    options: RunOptions,
+) -> Result<Engine, MirrorError> {
     let filter = config.topic_filter()?;
     let source = Cluster::new(
         Role::Source,
@@ -59,7 +62,11 @@ pub(super) async fn start(config: MirrorConfig, options: RunOptions) -> Result<E
     .await?;
     let stored = checkpoints.load().await?;
     let producer = init_producer_id(&target).await?;
-    tracing::info!(producer_id = producer.0, epoch = producer.1, "target producer id");
+    tracing::info!(
+        producer_id = producer.0,
+        epoch = producer.1,
+        "target producer id"
+    );
 
     let mut slots = Vec::new();
     for spec in &specs {
@@ -68,10 +75,13 @@ pub(super) async fn start(config: MirrorConfig, options: RunOptions) -> Result<E
         for &partition in topic.partitions.keys() {
             let checkpoint = stored.get(&(spec.name.clone(), partition));
             let (offset, status) = match checkpoint {
-                None => (0, Status::Resolving {
-                    spec: start_spec(config.replication.start_position),
-                    asked: false,
-                }),
+                None => (
+                    0,
+                    Status::Resolving {
+                        spec: start_spec(config.replication.start_position),
+                        asked: false,
+                    },
+                ),
                 Some(checkpoint) => {
                     if let (Some(stored), Some(current)) =
                         (&checkpoint.source_cluster, &source_meta.cluster_id)
@@ -91,7 +101,13 @@ pub(super) async fn start(config: MirrorConfig, options: RunOptions) -> Result<E
                             "source topic `{}` was deleted and recreated since the last checkpoint (topic id {} is now {}); its offsets restarted",
                             spec.name, checkpoint.topic_id, topic.id
                         );
-                        recreated_status(config.replication.on_data_loss, checkpoint.next_offset, reason, &spec.name, partition)
+                        recreated_status(
+                            config.replication.on_data_loss,
+                            checkpoint.next_offset,
+                            reason,
+                            &spec.name,
+                            partition,
+                        )
                     }
                 }
             };
@@ -155,11 +171,18 @@ fn recreated_status(
             (offset, Status::Stopped(reason))
         }
         DataLossPolicy::Continue => {
-            tracing::error!(topic, partition, "{reason}; copying the new topic from its start (on_data_loss = continue)");
-            (0, Status::Resolving {
-                spec: OffsetSpec::Earliest,
-                asked: false,
-            })
+            tracing::error!(
+                topic,
+                partition,
+                "{reason}; copying the new topic from its start (on_data_loss = continue)"
+            );
+            (
+                0,
+                Status::Resolving {
+                    spec: OffsetSpec::Earliest,
+                    asked: false,
+                },
+            )
         }
     }
 }
@@ -201,10 +224,16 @@ async fn end_offsets(
         tokio::time::sleep(Duration::from_millis(250)).await;
         metadata = source.metadata().await?;
     }
-    Err(MirrorError::Cluster(crate::cluster::ClusterError::Unreachable {
-        role: Role::Source,
-        attempts: format!("no end offset for {} partitions, e.g. {:?}", wanted.len(), wanted.first()),
-    }))
+    Err(MirrorError::Cluster(
+        crate::cluster::ClusterError::Unreachable {
+            role: Role::Source,
+            attempts: format!(
+                "no end offset for {} partitions, e.g. {:?}",
+                wanted.len(),
+                wanted.first()
+            ),
+        },
+    ))
 }
 
 /// Gets kafka-mirror's own idempotent producer id from the target.
@@ -227,5 +256,7 @@ async fn init_producer_id(target: &Arc<Cluster>) -> Result<(i64, i16), MirrorErr
             Some(error) => return Err(MirrorError::ProducerId(format!("{error:?}"))),
         }
     }
-    Err(MirrorError::ProducerId(format!("{last_error:?} after 30 attempts")))
+    Err(MirrorError::ProducerId(format!(
+        "{last_error:?} after 30 attempts"
+    )))
 }
