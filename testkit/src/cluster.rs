@@ -79,8 +79,11 @@ impl NodeLayout {
 /// The shell (`bash`) starts the JVM in the background and a watcher subshell that
 /// blocks reading its stdin, a pipe whose only write end this process holds. When this
 /// process goes away for any reason (panic, exit with clusters in statics, SIGKILL),
-/// the kernel closes the pipe, the watcher reads EOF and SIGKILLs the JVM. When the JVM
-/// exits by itself, the shell's `wait` returns, it kills the watcher and exits too.
+/// the kernel closes the pipe, the watcher reads EOF, SIGKILLs the JVM and removes
+/// `clean_dir` (the node's directory, which no destructor will remove then). When the
+/// JVM exits by itself or is signalled through `stop`/`kill`, the shell's `wait`
+/// returns, it kills the watcher (so nothing is removed) and exits too; only then is
+/// the pipe closed.
 #[derive(Debug)]
 struct Watched {
     shell: Child,
@@ -92,7 +95,18 @@ const WATCHDOG_SCRIPT: &str = r#"
 "$@" </dev/null >>"$KT_LOG" 2>&1 &
 jpid=$!
 echo "$jpid"
-{ while read -r _; do :; done; kill -9 "$jpid" 2>/dev/null; } <&0 >/dev/null 2>&1 &
+{
+  while read -r _; do :; done
+  # A separate process, so the shell killing this watcher once the JVM is gone does
+  # not cut the cleanup short.
+  (
+    kill -9 "$jpid"
+    if [ -n "$KT_CLEAN_DIR" ]; then
+      n=0; while kill -0 "$jpid" && [ $n -lt 100 ]; do sleep 0.1; n=$((n+1)); done
+      rm -rf -- "$KT_CLEAN_DIR"; rmdir -- "${KT_CLEAN_DIR%/*}"
+    fi
+  ) &
+} <&0 >/dev/null 2>&1 &
 wpid=$!
 exec 0</dev/null 1>/dev/null 2>/dev/null
 wait "$jpid"; rc=$?
@@ -101,7 +115,7 @@ exit "$rc"
 "#;
 
 impl Watched {
-    fn spawn(java: Command, log: &Path) -> Result<Watched> {
+    fn spawn(java: Command, log: &Path, clean_dir: Option<&Path>) -> Result<Watched> {
         let mut cmd = Command::new("bash");
         cmd.arg("-c").arg(WATCHDOG_SCRIPT).arg("kafka-testkit-watchdog");
         cmd.arg(java.get_program());
@@ -115,6 +129,10 @@ impl Watched {
                 None => cmd.env_remove(k),
             };
         }
+        match clean_dir {
+            Some(d) => cmd.env("KT_CLEAN_DIR", d),
+            None => cmd.env_remove("KT_CLEAN_DIR"),
+        };
         cmd.env("KT_LOG", log)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -168,13 +186,15 @@ impl Watched {
 
     fn kill(&mut self) {
         self.signal("KILL");
-        // Closing stdin makes the watcher SIGKILL the JVM too, should the signal above
-        // have raced with anything.
-        self.stdin.take();
+        // stdin is closed only once the shell is gone (and took its watcher with it), so
+        // the watcher's cleanup does not run for a node that may be restarted.
         if !self.wait_timeout(Duration::from_secs(20)) {
+            // Last resort: the watcher SIGKILLs the JVM on EOF.
+            self.stdin.take();
             let _ = self.shell.kill();
             let _ = self.shell.wait();
         }
+        self.stdin.take();
     }
 
     fn stop(&mut self, timeout: Duration) {
@@ -198,6 +218,7 @@ pub struct KafkaCluster {
     procs: Mutex<Vec<Option<Watched>>>,
     jvm_opts: Vec<String>,
     cluster_id: String,
+    keep: bool,
     _root: Option<tempfile::TempDir>,
     root_path: PathBuf,
 }
@@ -318,6 +339,7 @@ impl KafkaCluster {
             layout,
             jvm_opts,
             cluster_id,
+            keep,
             _root: root,
             root_path,
         };
@@ -367,7 +389,8 @@ impl KafkaCluster {
             let mut f = fs::OpenOptions::new().create(true).append(true).open(n.log_file())?;
             writeln!(f, "===== kafka-testkit: starting node {i} =====")?;
         }
-        procs[i] = Some(Watched::spawn(java, &n.log_file())?);
+        let clean = (!self.keep).then_some(n.dir.as_path());
+        procs[i] = Some(Watched::spawn(java, &n.log_file(), clean)?);
         Ok(())
     }
 

@@ -158,6 +158,7 @@ fn watchdog_holder() {
     }
     static HELD: std::sync::OnceLock<KafkaCluster> = std::sync::OnceLock::new();
     let c = HELD.get_or_init(|| KafkaCluster::start(ClusterSpec::new(DEFAULT_KAFKA_VERSION, 1)).unwrap());
+    println!("ROOT {}", c.root_dir().display());
     println!("JVM_PIDS {}", c.jvm_pids().iter().map(u32::to_string).collect::<Vec<_>>().join(" "));
     std::thread::sleep(Duration::from_secs(600));
 }
@@ -171,10 +172,15 @@ fn jvms_die_with_a_sigkilled_test_process() {
         .spawn()
         .unwrap();
     let mut pids = Vec::new();
+    let mut root = String::new();
     for line in BufReader::new(child.stdout.take().unwrap()).lines() {
         let line = line.unwrap();
-        if let Some(rest) = line.strip_prefix("JVM_PIDS ") {
-            pids = rest.split_whitespace().map(|p| p.parse::<u32>().unwrap()).collect();
+        if let Some(at) = line.find("ROOT ") {
+            root = line[at + 5..].to_string();
+        }
+        // libtest may print "test watchdog_holder ... " in front on the same line.
+        if let Some(at) = line.find("JVM_PIDS ") {
+            pids = line[at + 9..].split_whitespace().map(|p| p.parse::<u32>().unwrap()).collect();
             break;
         }
     }
@@ -182,11 +188,18 @@ fn jvms_die_with_a_sigkilled_test_process() {
     let alive = |pid: u32| std::path::Path::new(&format!("/proc/{pid}")).exists()
         && std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "));
     assert!(pids.iter().all(|&p| alive(p)));
+    let root = std::path::PathBuf::from(root);
+    assert!(root.is_dir());
     child.kill().unwrap(); // SIGKILL: no destructors, no atexit
     child.wait().unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     while pids.iter().any(|&p| alive(p)) {
         assert!(Instant::now() < deadline, "JVMs {pids:?} outlived the SIGKILLed test process");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The watchdogs also removed the cluster's files.
+    while root.exists() {
+        assert!(Instant::now() < deadline, "{} outlived the SIGKILLed test process", root.display());
         std::thread::sleep(Duration::from_millis(100));
     }
 }
