@@ -103,7 +103,7 @@ fn single_node_produce_dump_and_stored_batches() {
     }
     eprintln!("stored batches: {batches}");
     assert_eq!(records, 2000);
-    assert!(batches >= 3 && batches < 2000, "{batches} batches");
+    assert!((3..2000).contains(&batches), "{batches} batches");
     assert_eq!(codecs, [Compression::Lz4.codec_id(), Compression::Zstd.codec_id()].into());
 
     cluster.delete_topic(topic).unwrap();
