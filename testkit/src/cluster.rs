@@ -117,7 +117,9 @@ exit "$rc"
 impl Watched {
     fn spawn(java: Command, log: &Path, clean_dir: Option<&Path>) -> Result<Watched> {
         let mut cmd = Command::new("bash");
-        cmd.arg("-c").arg(WATCHDOG_SCRIPT).arg("kafka-testkit-watchdog");
+        cmd.arg("-c")
+            .arg(WATCHDOG_SCRIPT)
+            .arg("kafka-testkit-watchdog");
         cmd.arg(java.get_program());
         cmd.args(java.get_args());
         if let Some(dir) = java.get_current_dir() {
@@ -137,7 +139,9 @@ impl Watched {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
-        let mut shell = cmd.spawn().context("spawning bash (kafka-testkit needs bash)")?;
+        let mut shell = cmd
+            .spawn()
+            .context("spawning bash (kafka-testkit needs bash)")?;
         let mut line = String::new();
         BufReader::new(shell.stdout.take().expect("piped stdout"))
             .read_line(&mut line)
@@ -200,7 +204,10 @@ impl Watched {
     fn stop(&mut self, timeout: Duration) {
         self.signal("TERM");
         if !self.wait_timeout(timeout) {
-            eprintln!("kafka-testkit: JVM {} ignored SIGTERM for {timeout:?}; killing it", self.jvm_pid);
+            eprintln!(
+                "kafka-testkit: JVM {} ignored SIGTERM for {timeout:?}; killing it",
+                self.jvm_pid
+            );
         }
         self.kill();
     }
@@ -237,9 +244,13 @@ impl KafkaCluster {
             .tempdir()
             .context("creating the cluster's temporary directory")?;
         let root_path = root.path().to_path_buf();
-        let keep = std::env::var_os("KAFKA_TESTKIT_KEEP").is_some_and(|v| !v.is_empty() && v != "0");
+        let keep =
+            std::env::var_os("KAFKA_TESTKIT_KEEP").is_some_and(|v| !v.is_empty() && v != "0");
         let root = if keep {
-            eprintln!("kafka-testkit: keeping cluster files in {}", root_path.display());
+            eprintln!(
+                "kafka-testkit: keeping cluster files in {}",
+                root_path.display()
+            );
             let _ = root.keep();
             None
         } else {
@@ -278,8 +289,14 @@ impl KafkaCluster {
                     n.broker_port, n.controller_port
                 ),
             );
-            set("advertised.listeners", format!("PLAINTEXT://127.0.0.1:{}", n.broker_port));
-            set("listener.security.protocol.map", "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT".into());
+            set(
+                "advertised.listeners",
+                format!("PLAINTEXT://127.0.0.1:{}", n.broker_port),
+            );
+            set(
+                "listener.security.protocol.map",
+                "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT".into(),
+            );
             set("controller.listener.names", "CONTROLLER".into());
             set("inter.broker.listener.name", "PLAINTEXT".into());
             set("log.dirs", n.data_dir().display().to_string());
@@ -291,7 +308,10 @@ impl KafkaCluster {
             set("transaction.state.log.replication.factor", rf.to_string());
             set("transaction.state.log.min.isr", min_isr.to_string());
             set("transaction.state.log.num.partitions", "5".into());
-            set("share.coordinator.state.topic.replication.factor", rf.to_string());
+            set(
+                "share.coordinator.state.topic.replication.factor",
+                rf.to_string(),
+            );
             set("share.coordinator.state.topic.min.isr", min_isr.to_string());
             set("group.initial.rebalance.delay.ms", "0".into());
             set("auto.create.topics.enable", "false".into());
@@ -322,7 +342,10 @@ impl KafkaCluster {
                 .collect();
             handles
                 .into_iter()
-                .map(|h| h.join().unwrap_or_else(|_| Err(anyhow!("format thread panicked"))))
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(anyhow!("format thread panicked")))
+                })
                 .collect()
         });
         for r in results {
@@ -386,7 +409,10 @@ impl KafkaCluster {
             .arg(n.props_file())
             .current_dir(&n.dir);
         {
-            let mut f = fs::OpenOptions::new().create(true).append(true).open(n.log_file())?;
+            let mut f = fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(n.log_file())?;
             writeln!(f, "===== kafka-testkit: starting node {i} =====")?;
         }
         let clean = (!self.keep).then_some(n.dir.as_path());
@@ -573,7 +599,13 @@ impl KafkaCluster {
         replication_factor: u16,
         configs: &[(&str, &str)],
     ) -> Result<()> {
-        crate::python::create_topic(&self.running_bootstrap(), name, partitions, replication_factor, configs)
+        crate::python::create_topic(
+            &self.running_bootstrap(),
+            name,
+            partitions,
+            replication_factor,
+            configs,
+        )
     }
 
     /// Deletes a topic and waits until metadata no longer lists it.
@@ -702,7 +734,9 @@ impl Reader<'_> {
         Ok(a)
     }
     fn i32(&mut self) -> Result<i32> {
-        Ok(i32::from_be_bytes(self.take(4)?.try_into().expect("4 bytes")))
+        Ok(i32::from_be_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
     }
     fn string(&mut self) -> Result<()> {
         let l = i16::from_be_bytes(self.take(2)?.try_into().expect("2 bytes"));

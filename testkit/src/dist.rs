@@ -66,7 +66,10 @@ impl KafkaDist {
             .with_context(|| format!("creating a temporary directory in {}", root.display()))?;
         fs::write(tmp.path().join("pom.xml"), pom_xml(version))?;
         let started = Instant::now();
-        eprintln!("kafka-testkit: fetching Apache Kafka {version} from Maven Central into {}", dir.display());
+        eprintln!(
+            "kafka-testkit: fetching Apache Kafka {version} from Maven Central into {}",
+            dir.display()
+        );
         let out = Command::new("mvn")
             .args([
                 "-q",
@@ -92,17 +95,20 @@ impl KafkaDist {
             dir: tmp.path().to_path_buf(),
         };
         if !fetched.is_complete() {
-            bail!("mvn finished but {} has no Kafka broker jar", fetched.lib_dir().display());
+            bail!(
+                "mvn finished but {} has no Kafka broker jar",
+                fetched.lib_dir().display()
+            );
         }
         if dir.exists() {
             // A leftover from an interrupted, pre-rename layout: nobody can be using it
             // because it never passed is_complete().
-            fs::remove_dir_all(&dir).with_context(|| format!("removing stale {}", dir.display()))?;
+            fs::remove_dir_all(&dir)
+                .with_context(|| format!("removing stale {}", dir.display()))?;
         }
         let tmp_path = tmp.keep();
-        fs::rename(&tmp_path, &dir).with_context(|| {
-            format!("renaming {} to {}", tmp_path.display(), dir.display())
-        })?;
+        fs::rename(&tmp_path, &dir)
+            .with_context(|| format!("renaming {} to {}", tmp_path.display(), dir.display()))?;
         eprintln!(
             "kafka-testkit: fetched Apache Kafka {version} in {:.1}s",
             started.elapsed().as_secs_f64()

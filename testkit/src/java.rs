@@ -63,9 +63,7 @@ impl KafkaDist {
         let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
         let mut cmd = self.tool_command(class);
         cmd.args(&args).stdin(Stdio::null());
-        let out: Output = cmd
-            .output()
-            .with_context(|| format!("running {class}"))?;
+        let out: Output = cmd.output().with_context(|| format!("running {class}"))?;
         let res = ToolOutput {
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -97,13 +95,18 @@ impl KafkaDist {
         if self.major() >= 4 {
             // slf4j-simple (added by the pom), to stderr.
             vec![
-                format!("-Dorg.slf4j.simpleLogger.defaultLogLevel={}", level.to_lowercase()),
+                format!(
+                    "-Dorg.slf4j.simpleLogger.defaultLogLevel={}",
+                    level.to_lowercase()
+                ),
                 "-Dorg.slf4j.simpleLogger.showDateTime=true".into(),
                 "-Dorg.slf4j.simpleLogger.dateTimeFormat=HH:mm:ss.SSS".into(),
             ]
         } else {
             // reload4j; the file is written next to lib/ once.
-            let file = self.dir().join(format!("log4j-{}.properties", level.to_lowercase()));
+            let file = self
+                .dir()
+                .join(format!("log4j-{}.properties", level.to_lowercase()));
             if !file.is_file() {
                 let text = format!(
                     "log4j.rootLogger={level}, stderr\n\

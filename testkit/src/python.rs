@@ -47,9 +47,14 @@ impl Venv {
             return Ok(venv);
         }
         let started = Instant::now();
-        eprintln!("kafka-testkit: creating {} with {}", dir.display(), PYTHON_REQUIREMENTS.join(" "));
+        eprintln!(
+            "kafka-testkit: creating {} with {}",
+            dir.display(),
+            PYTHON_REQUIREMENTS.join(" ")
+        );
         if dir.exists() {
-            fs::remove_dir_all(&dir).with_context(|| format!("removing incomplete {}", dir.display()))?;
+            fs::remove_dir_all(&dir)
+                .with_context(|| format!("removing incomplete {}", dir.display()))?;
         }
         let python = std::env::var_os("KAFKA_MIRROR_PYTHON")
             .filter(|v| !v.is_empty())
@@ -85,7 +90,10 @@ impl Venv {
             );
         }
         fs::write(dir.join(READY_MARKER), &want)?;
-        eprintln!("kafka-testkit: venv ready in {:.1}s", started.elapsed().as_secs_f64());
+        eprintln!(
+            "kafka-testkit: venv ready in {:.1}s",
+            started.elapsed().as_secs_f64()
+        );
         Ok(venv)
     }
 
@@ -275,7 +283,11 @@ pub fn dump_topic(bootstrap: &str, topic: &str) -> Result<Vec<DumpedRecord>> {
 }
 
 /// [`dump_topic`] choosing the isolation level.
-pub fn dump_topic_with(bootstrap: &str, topic: &str, read_committed: bool) -> Result<Vec<DumpedRecord>> {
+pub fn dump_topic_with(
+    bootstrap: &str,
+    topic: &str,
+    read_committed: bool,
+) -> Result<Vec<DumpedRecord>> {
     let mut args = vec![
         "--bootstrap".to_string(),
         bootstrap.to_string(),

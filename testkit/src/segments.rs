@@ -84,7 +84,11 @@ pub fn segment_files(log_dir: &Path, topic: &str, partition: i32) -> Result<Vec<
 
 /// Every record batch stored for one partition, in offset order. A torn batch at the
 /// very end of the last segment (a write in progress) is left out.
-pub fn read_partition_batches(log_dir: &Path, topic: &str, partition: i32) -> Result<Vec<RawBatch>> {
+pub fn read_partition_batches(
+    log_dir: &Path,
+    topic: &str,
+    partition: i32,
+) -> Result<Vec<RawBatch>> {
     let mut out = Vec::new();
     let files = segment_files(log_dir, topic, partition)?;
     let n = files.len();
@@ -96,7 +100,11 @@ pub fn read_partition_batches(log_dir: &Path, topic: &str, partition: i32) -> Re
                 if idx + 1 == n {
                     break;
                 }
-                bail!("{}: {} trailing bytes at {pos}", f.display(), data.len() - pos);
+                bail!(
+                    "{}: {} trailing bytes at {pos}",
+                    f.display(),
+                    data.len() - pos
+                );
             }
             let len = i32::from_be_bytes(data[pos + 8..pos + 12].try_into().expect("4 bytes"));
             if len <= 0 {
@@ -108,7 +116,10 @@ pub fn read_partition_batches(log_dir: &Path, topic: &str, partition: i32) -> Re
                 if idx + 1 == n {
                     break;
                 }
-                bail!("{}: batch at {pos} runs past the end of the segment", f.display());
+                bail!(
+                    "{}: batch at {pos} runs past the end of the segment",
+                    f.display()
+                );
             }
             out.push(RawBatch {
                 segment: f.clone(),
