@@ -1,0 +1,336 @@
+//! The Python venv (confluent-kafka, kafka-python) and the client scripts in `clients/`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Context, Result};
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+use crate::cache::{cache_root, CacheLock};
+use crate::java::tail;
+use crate::Compression;
+
+/// Pinned client packages (confluent-kafka's wheels bundle librdkafka).
+pub const PYTHON_REQUIREMENTS: &[&str] = &["confluent-kafka==2.16.1", "kafka-python==3.0.12"];
+
+const READY_MARKER: &str = ".kafka-testkit-ready";
+
+/// `<cache>/venv`, created once (under a lock, marked complete only at the end) and reused.
+#[derive(Debug, Clone)]
+pub struct Venv {
+    dir: PathBuf,
+}
+
+impl Venv {
+    pub fn get() -> Result<Venv> {
+        static VENV: OnceLock<std::result::Result<Venv, String>> = OnceLock::new();
+        VENV.get_or_init(|| Self::create().map_err(|e| format!("{e:#}")))
+            .clone()
+            .map_err(|e| anyhow!(e))
+    }
+
+    fn create() -> Result<Venv> {
+        let root = cache_root()?;
+        let dir = root.join("venv");
+        let venv = Venv { dir: dir.clone() };
+        let want = PYTHON_REQUIREMENTS.join("\n");
+        let ready = |d: &Path| fs::read_to_string(d.join(READY_MARKER)).is_ok_and(|s| s == want);
+        if ready(&dir) {
+            return Ok(venv);
+        }
+        let _lock = CacheLock::acquire(&root.join("venv.lock"))?;
+        if ready(&dir) {
+            return Ok(venv);
+        }
+        let started = Instant::now();
+        eprintln!(
+            "kafka-testkit: creating {} with {}",
+            dir.display(),
+            PYTHON_REQUIREMENTS.join(" ")
+        );
+        if dir.exists() {
+            fs::remove_dir_all(&dir)
+                .with_context(|| format!("removing incomplete {}", dir.display()))?;
+        }
+        let python = std::env::var_os("KAFKA_MIRROR_PYTHON")
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| "python3".into());
+        let out = Command::new(&python)
+            .args(["-m", "venv"])
+            .arg(&dir)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| anyhow!("Python 3 (`{}`) not found ({e}); kafka-testkit needs Python 3.9+ with the venv module (Debian: apt-get install python3 python3-venv; or set KAFKA_MIRROR_PYTHON)", python.to_string_lossy()))?;
+        if !out.status.success() {
+            bail!(
+                "`{} -m venv {}` failed ({}); install the venv module (Debian: apt-get install python3-venv):\n{}",
+                python.to_string_lossy(),
+                dir.display(),
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let out = Command::new(venv.python())
+            .args(["-m", "pip", "install", "-q", "--disable-pip-version-check"])
+            .args(PYTHON_REQUIREMENTS)
+            .stdin(Stdio::null())
+            .output()
+            .context("running pip")?;
+        if !out.status.success() {
+            bail!(
+                "pip could not install {} (is PyPI reachable?) ({}):\n{}{}",
+                PYTHON_REQUIREMENTS.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        fs::write(dir.join(READY_MARKER), &want)?;
+        eprintln!(
+            "kafka-testkit: venv ready in {:.1}s",
+            started.elapsed().as_secs_f64()
+        );
+        Ok(venv)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// `<venv>/bin/python`.
+    pub fn python(&self) -> PathBuf {
+        self.dir.join("bin").join("python")
+    }
+
+    /// Runs one of the scripts in `testkit/clients/` and returns its stdout.
+    pub fn run_client(&self, script: &str, args: &[String]) -> Result<String> {
+        let path = clients_dir().join(script);
+        let out = Command::new(self.python())
+            .arg(&path)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("running {}", path.display()))?;
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        if !out.status.success() {
+            bail!(
+                "{script} {args:?} failed ({}):\n--- stderr ---\n{}",
+                out.status,
+                tail(&String::from_utf8_lossy(&out.stderr), 40)
+            );
+        }
+        Ok(stdout)
+    }
+}
+
+/// `testkit/clients/`, where the committed Python client scripts live.
+pub fn clients_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("clients")
+}
+
+/// The timestamp type of a record as the consumer saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TimestampType {
+    NotAvailable,
+    CreateTime,
+    LogAppendTime,
+}
+
+/// One record, as `dump.py` read it (or as `produce.py` had it acknowledged).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DumpedRecord {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    /// In wire order; names may repeat, values may be null.
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+    pub timestamp_type: TimestampType,
+    pub timestamp: i64,
+}
+
+#[derive(Deserialize)]
+struct JsonRecord {
+    partition: i32,
+    offset: i64,
+    key: Option<String>,
+    value: Option<String>,
+    headers: Vec<(String, Option<String>)>,
+    timestamp_type: TimestampType,
+    timestamp: i64,
+}
+
+fn b64(s: Option<String>) -> Result<Option<Vec<u8>>> {
+    s.map(|s| {
+        base64::engine::general_purpose::STANDARD
+            .decode(s)
+            .context("bad base64 from a client script")
+    })
+    .transpose()
+}
+
+fn parse_records(out: &str) -> Result<Vec<DumpedRecord>> {
+    out.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let j: JsonRecord =
+                serde_json::from_str(l).with_context(|| format!("bad JSON line {l:?}"))?;
+            Ok(DumpedRecord {
+                partition: j.partition,
+                offset: j.offset,
+                key: b64(j.key)?,
+                value: b64(j.value)?,
+                headers: j
+                    .headers
+                    .into_iter()
+                    .map(|(k, v)| Ok((k, b64(v)?)))
+                    .collect::<Result<_>>()?,
+                timestamp_type: j.timestamp_type,
+                timestamp: j.timestamp,
+            })
+        })
+        .collect()
+}
+
+/// How `produce_with_librdkafka` shapes its records (see `clients/produce.py`).
+#[derive(Debug, Clone)]
+pub struct ProduceOpts {
+    pub count: u64,
+    /// Records go to partition `i % partitions` in turn; `None` lets librdkafka's
+    /// partitioner pick by key.
+    pub partitions: Option<u32>,
+    pub compression: Compression,
+    /// Prefix of every key (`<prefix>-<i>`), so several runs into one topic stay apart.
+    pub key_prefix: String,
+    /// Base of the explicit CreateTime timestamps (record i gets base + i ms);
+    /// `None` means now minus one hour.
+    pub base_timestamp_ms: Option<i64>,
+    pub idempotence: bool,
+    /// Produce everything in one transaction with this id (implies idempotence).
+    pub transactional_id: Option<String>,
+    /// Abort the transaction instead of committing it.
+    pub abort: bool,
+    /// Extra librdkafka producer configuration.
+    pub config: Vec<(String, String)>,
+}
+
+impl Default for ProduceOpts {
+    fn default() -> Self {
+        Self {
+            count: 1000,
+            partitions: None,
+            compression: Compression::None,
+            key_prefix: "key".into(),
+            base_timestamp_ms: None,
+            idempotence: false,
+            transactional_id: None,
+            abort: false,
+            config: Vec::new(),
+        }
+    }
+}
+
+/// Produces `opts.count` records with confluent-kafka (librdkafka): keys, JSON-like
+/// values of varying size (every 10th value null), 0, 1 or several headers, explicit
+/// timestamps. Returns the records as acknowledged (with partition and offset), in
+/// production order.
+pub fn produce_with_librdkafka(
+    bootstrap: &str,
+    topic: &str,
+    opts: &ProduceOpts,
+) -> Result<Vec<DumpedRecord>> {
+    let mut args = vec![
+        "--bootstrap".to_string(),
+        bootstrap.to_string(),
+        "--topic".into(),
+        topic.into(),
+        "--count".into(),
+        opts.count.to_string(),
+        "--compression".into(),
+        opts.compression.as_str().into(),
+        "--key-prefix".into(),
+        opts.key_prefix.clone(),
+    ];
+    if let Some(p) = opts.partitions {
+        args.extend(["--partitions".into(), p.to_string()]);
+    }
+    if let Some(ts) = opts.base_timestamp_ms {
+        args.extend(["--base-timestamp".into(), ts.to_string()]);
+    }
+    if opts.idempotence {
+        args.push("--idempotence".into());
+    }
+    if let Some(t) = &opts.transactional_id {
+        args.extend(["--transactional-id".into(), t.clone()]);
+    }
+    if opts.abort {
+        args.push("--abort".into());
+    }
+    for (k, v) in &opts.config {
+        args.extend(["--config".into(), format!("{k}={v}")]);
+    }
+    parse_records(&Venv::get()?.run_client("produce.py", &args)?)
+}
+
+/// Reads every partition of `topic` from the beginning to its end (high watermark) with
+/// confluent-kafka, `read_committed`, and returns the records sorted by (partition, offset).
+pub fn dump_topic(bootstrap: &str, topic: &str) -> Result<Vec<DumpedRecord>> {
+    dump_topic_with(bootstrap, topic, true)
+}
+
+/// [`dump_topic`] choosing the isolation level.
+pub fn dump_topic_with(
+    bootstrap: &str,
+    topic: &str,
+    read_committed: bool,
+) -> Result<Vec<DumpedRecord>> {
+    let mut args = vec![
+        "--bootstrap".to_string(),
+        bootstrap.to_string(),
+        "--topic".into(),
+        topic.into(),
+    ];
+    if !read_committed {
+        args.push("--read-uncommitted".into());
+    }
+    parse_records(&Venv::get()?.run_client("dump.py", &args)?)
+}
+
+pub(crate) fn create_topic(
+    bootstrap: &str,
+    name: &str,
+    partitions: u32,
+    replication_factor: u16,
+    configs: &[(&str, &str)],
+) -> Result<()> {
+    let mut args = vec![
+        "create".to_string(),
+        "--bootstrap".into(),
+        bootstrap.into(),
+        "--topic".into(),
+        name.into(),
+        "--partitions".into(),
+        partitions.to_string(),
+        "--replication-factor".into(),
+        replication_factor.to_string(),
+    ];
+    for (k, v) in configs {
+        args.extend(["--config".into(), format!("{k}={v}")]);
+    }
+    Venv::get()?.run_client("admin.py", &args).map(drop)
+}
+
+pub(crate) fn delete_topic(bootstrap: &str, name: &str) -> Result<()> {
+    let args = vec![
+        "delete".to_string(),
+        "--bootstrap".into(),
+        bootstrap.into(),
+        "--topic".into(),
+        name.into(),
+    ];
+    Venv::get()?.run_client("admin.py", &args).map(drop)
+}
