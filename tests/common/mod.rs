@@ -1,0 +1,265 @@
+//! Shared support for the integration tests: real Kafka clusters from the
+//! testkit, the `kafka-mirror` binary as a child process, and checks that
+//! compare source and target the way a user would: record by record through
+//! an independent client (librdkafka), and batch by batch from the brokers'
+//! own segment files.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use kafka_testkit::{
+    dump_topic, read_partition_batches, ClusterSpec, DumpedRecord, KafkaCluster, RawBatch,
+};
+
+/// The Kafka version of the clusters most tests use.
+pub const KAFKA: &str = kafka_testkit::DEFAULT_KAFKA_VERSION;
+
+/// Starts a cluster or fails the test with the testkit's explanation.
+pub fn start_cluster(version: &str, nodes: usize, props: &[(&str, &str)]) -> KafkaCluster {
+    let mut spec = ClusterSpec::new(version, nodes);
+    spec.broker_props = props
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    KafkaCluster::start(spec).unwrap_or_else(|e| panic!("cannot start Kafka {version}: {e:#}"))
+}
+
+/// The `kafka-mirror` binary built for this test run.
+pub fn mirror_command() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kafka-mirror"));
+    command.env("RUST_LOG", "kafka_mirror=info");
+    command
+}
+
+/// `kafka-mirror run` arguments between two clusters under a mirror name.
+pub fn run_args(source: &KafkaCluster, target: &KafkaCluster, name: &str) -> Vec<String> {
+    vec![
+        "run".into(),
+        "--source".into(),
+        source.bootstrap(),
+        "--target".into(),
+        target.bootstrap(),
+        "--name".into(),
+        name.into(),
+    ]
+}
+
+/// Runs the mirror to completion with a time limit; returns its output.
+pub fn run_mirror(args: &[String], limit: Duration) -> Output {
+    let child = mirror_command()
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start kafka-mirror");
+    wait_with_limit(child, limit)
+}
+
+/// Waits for a child, killing it if it overruns.
+pub fn wait_with_limit(mut child: Child, limit: Duration) -> Output {
+    let started = Instant::now();
+    loop {
+        if child.try_wait().expect("poll kafka-mirror").is_some() {
+            return child.wait_with_output().expect("collect output");
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let output = child.wait_with_output().expect("collect output");
+            panic!(
+                "kafka-mirror did not finish within {limit:?}\nstdout:\n{}\nstderr:\n{}",
+                String::from_utf8_lossy(&output.stdout),
+                tail(&String::from_utf8_lossy(&output.stderr), 40)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Runs the mirror with `--until-caught-up` and requires a clean exit.
+pub fn mirror_until_caught_up(args: &[String]) -> String {
+    let mut args = args.to_vec();
+    args.push("--until-caught-up".into());
+    let output = run_mirror(&args, Duration::from_secs(180));
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(
+        output.status.success(),
+        "kafka-mirror failed ({}):\nstdout:\n{stdout}\nstderr:\n{}",
+        output.status,
+        tail(&String::from_utf8_lossy(&output.stderr), 60)
+    );
+    stdout
+}
+
+/// The last lines of a text.
+pub fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Records of a topic grouped by partition, in offset order.
+pub fn records_by_partition(bootstrap: &str, topic: &str) -> BTreeMap<i32, Vec<DumpedRecord>> {
+    let mut by_partition: BTreeMap<i32, Vec<DumpedRecord>> = BTreeMap::new();
+    for record in dump_topic(bootstrap, topic).unwrap_or_else(|e| panic!("dump {topic}: {e:#}")) {
+        by_partition
+            .entry(record.partition)
+            .or_default()
+            .push(record);
+    }
+    for records in by_partition.values() {
+        assert!(records.windows(2).all(|w| w[0].offset < w[1].offset));
+    }
+    by_partition
+}
+
+/// What a user compares between a source record and its copy: everything but the offset.
+fn content(record: &DumpedRecord) -> impl PartialEq + std::fmt::Debug + '_ {
+    (
+        record.partition,
+        &record.key,
+        &record.value,
+        &record.headers,
+        record.timestamp_type,
+        record.timestamp,
+    )
+}
+
+/// Asserts the target topic holds exactly the source topic's records: same
+/// partition, order, key, value, headers and timestamp. Returns the count.
+pub fn assert_same_records(source: &KafkaCluster, target: &KafkaCluster, topic: &str) -> usize {
+    let expected = records_by_partition(&source.bootstrap(), topic);
+    let actual = records_by_partition(&target.bootstrap(), topic);
+    assert_eq!(
+        expected.keys().collect::<Vec<_>>(),
+        actual.keys().collect::<Vec<_>>(),
+        "{topic}: partitions holding data differ"
+    );
+    let mut count = 0;
+    for (partition, source_records) in &expected {
+        let target_records = &actual[partition];
+        assert_eq!(
+            source_records.len(),
+            target_records.len(),
+            "{topic}-{partition}: record count differs"
+        );
+        for (s, t) in source_records.iter().zip(target_records) {
+            assert_eq!(
+                content(s),
+                content(t),
+                "{topic}-{partition}: source offset {} differs from target offset {}",
+                s.offset,
+                t.offset
+            );
+        }
+        count += source_records.len();
+    }
+    count
+}
+
+/// Asserts the stored target batches of a topic are the source's batches,
+/// byte for byte, apart from what the broker assigns (base offset, partition
+/// leader epoch, CRC) and the producer fields kafka-mirror rewrites.
+pub fn assert_same_batches(
+    source: &KafkaCluster,
+    target: &KafkaCluster,
+    topic: &str,
+    partitions: i32,
+) -> usize {
+    let mut compared = 0;
+    for partition in 0..partitions {
+        let source_batches = data_batches(&source.log_dir(0), topic, partition);
+        let target_batches = data_batches(&target.log_dir(0), topic, partition);
+        assert_eq!(
+            source_batches.len(),
+            target_batches.len(),
+            "{topic}-{partition}: batch count differs"
+        );
+        let mut mirror_producer = None;
+        for (s, t) in source_batches.iter().zip(&target_batches) {
+            let (s, t) = (&s.bytes, &t.bytes);
+            assert_eq!(
+                s.len(),
+                t.len(),
+                "{topic}-{partition}: batch length differs"
+            );
+            assert_eq!(s[8..12], t[8..12], "batchLength");
+            assert_eq!(s[16], t[16], "magic");
+            // attributes, lastOffsetDelta, base and max timestamps
+            assert_eq!(
+                s[21..43],
+                t[21..43],
+                "{topic}-{partition}: attributes/offsets/timestamps differ"
+            );
+            // recordsCount and the records themselves, still compressed
+            assert_eq!(s[57..], t[57..], "{topic}-{partition}: records differ");
+            let producer_id = i64::from_be_bytes(t[43..51].try_into().expect("8 bytes"));
+            assert!(
+                producer_id >= 0,
+                "target batch written without a producer id"
+            );
+            assert_eq!(
+                *mirror_producer.get_or_insert(producer_id),
+                producer_id,
+                "one mirror run writes as one producer"
+            );
+            compared += 1;
+        }
+    }
+    compared
+}
+
+fn data_batches(log_dir: &Path, topic: &str, partition: i32) -> Vec<RawBatch> {
+    read_partition_batches(log_dir, topic, partition)
+        .unwrap_or_else(|e| panic!("read {topic}-{partition} segments: {e:#}"))
+        .into_iter()
+        .filter(|b| !b.is_control())
+        .collect()
+}
+
+/// Polls until `check` holds or the limit passes.
+pub fn eventually(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !check() {
+        assert!(started.elapsed() < limit, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Topic names on a cluster, listed by Kafka's own TopicCommand.
+pub fn topic_names(cluster: &KafkaCluster) -> Vec<String> {
+    let output = cluster
+        .run_tool(
+            "org.apache.kafka.tools.TopicCommand",
+            ["--bootstrap-server", &cluster.bootstrap(), "--list"],
+        )
+        .unwrap_or_else(|e| panic!("TopicCommand --list: {e:#}"));
+    output.stdout.lines().map(str::to_owned).collect()
+}
+
+/// A partition's offset as Kafka's GetOffsetShell reports it: `-2` is the log
+/// start, `-1` the log end.
+pub fn offset_of(cluster: &KafkaCluster, topic: &str, partition: i32, time: i64) -> i64 {
+    let output = cluster
+        .run_tool(
+            "org.apache.kafka.tools.GetOffsetShell",
+            [
+                "--bootstrap-server".to_owned(),
+                cluster.bootstrap(),
+                "--topic".to_owned(),
+                topic.to_owned(),
+                "--partitions".to_owned(),
+                partition.to_string(),
+                "--time".to_owned(),
+                time.to_string(),
+            ],
+        )
+        .unwrap_or_else(|e| panic!("GetOffsetShell: {e:#}"));
+    output
+        .stdout
+        .lines()
+        .find_map(|line| line.rsplit(':').next()?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no offset in GetOffsetShell output: {}", output.stdout))
+}

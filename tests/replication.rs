@@ -1,0 +1,456 @@
+//! End-to-end replication between two real Kafka 4.x clusters, checked with
+//! clients nobody here wrote and with the brokers' own segment files.
+//!
+//! The tests of this file share one source and one target cluster (JVM start
+//! is slow on small machines); each uses its own topics and mirror name.
+
+mod common;
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use common::*;
+use kafka_testkit::{
+    produce_with_java, produce_with_librdkafka, Compression, DumpedRecord, JavaProduceOpts,
+    KafkaCluster, ProduceOpts,
+};
+
+struct Clusters {
+    source: KafkaCluster,
+    target: KafkaCluster,
+}
+
+fn clusters() -> &'static Clusters {
+    static CLUSTERS: OnceLock<Clusters> = OnceLock::new();
+    CLUSTERS.get_or_init(|| Clusters {
+        // Retention is checked every half second so the data-loss test need not wait minutes.
+        source: start_cluster(KAFKA, 1, &[("log.retention.check.interval.ms", "500")]),
+        target: start_cluster(KAFKA, 1, &[]),
+    })
+}
+
+const CODECS: [Compression; 5] = [
+    Compression::None,
+    Compression::Gzip,
+    Compression::Snappy,
+    Compression::Lz4,
+    Compression::Zstd,
+];
+
+#[test]
+fn every_codec_arrives_as_the_same_batches_and_records() {
+    let Clusters { source, target } = clusters();
+    for codec in CODECS {
+        let topic = format!("codec-{}", codec.as_str());
+        source
+            .create_topic(&topic, 3, 1, &[])
+            .expect("create topic");
+        // librdkafka: keys, headers, tombstones, explicit timestamps, idempotent.
+        produce_with_librdkafka(
+            &source.bootstrap(),
+            &topic,
+            &ProduceOpts {
+                count: 1500,
+                partitions: Some(3),
+                compression: codec,
+                idempotence: true,
+                ..ProduceOpts::default()
+            },
+        )
+        .expect("produce with librdkafka");
+        // Kafka's own Java producer (idempotent by default since 3.0).
+        produce_with_java(
+            source.dist(),
+            &source.bootstrap(),
+            &topic,
+            &JavaProduceOpts {
+                num_records: 3000,
+                record_size: 300,
+                compression: codec,
+                ..JavaProduceOpts::default()
+            },
+        )
+        .expect("produce with the Java producer");
+    }
+    let mut args = run_args(source, target, "codecs");
+    args.extend(["--topics".into(), "codec-.*".into()]);
+    let summary = mirror_until_caught_up(&args);
+    assert!(
+        summary.contains("replicated 5 topics, 15 partitions: 22500 records"),
+        "{summary}"
+    );
+    for codec in CODECS {
+        let topic = format!("codec-{}", codec.as_str());
+        assert_eq!(assert_same_records(source, target, &topic), 4500, "{topic}");
+        let batches = assert_same_batches(source, target, &topic, 3);
+        assert!(batches >= 6, "{topic}: only {batches} batches compared");
+    }
+}
+
+#[test]
+fn only_selected_topics_are_copied_and_excluded_ones_never_appear() {
+    let Clusters { source, target } = clusters();
+    for (topic, partitions) in [("sel-orders", 4), ("sel-payments", 2), ("sel-secret", 1)] {
+        source
+            .create_topic(topic, partitions, 1, &[])
+            .expect("create topic");
+        produce_with_librdkafka(
+            &source.bootstrap(),
+            topic,
+            &ProduceOpts {
+                count: 400,
+                compression: Compression::Lz4,
+                ..ProduceOpts::default()
+            },
+        )
+        .expect("produce");
+    }
+    let mut args = run_args(source, target, "selection");
+    args.extend([
+        "--topics".into(),
+        "sel-.*".into(),
+        "--exclude".into(),
+        "sel-secret".into(),
+    ]);
+    let summary = mirror_until_caught_up(&args);
+    assert!(
+        summary.contains("replicated 2 topics, 6 partitions: 800 records"),
+        "{summary}"
+    );
+    assert_eq!(assert_same_records(source, target, "sel-orders"), 400);
+    assert_eq!(assert_same_records(source, target, "sel-payments"), 400);
+    let target_topics = topic_names(target);
+    assert!(
+        !target_topics.iter().any(|t| t == "sel-secret"),
+        "{target_topics:?}"
+    );
+    assert!(target_topics
+        .iter()
+        .any(|t| t == "kafka-mirror-checkpoints"));
+
+    // A second run has nothing left to copy: the checkpoints say so.
+    let summary = mirror_until_caught_up(&args);
+    assert!(summary.contains(": 0 records"), "{summary}");
+    assert_eq!(assert_same_records(source, target, "sel-orders"), 400);
+}
+
+/// `kill -9` mid-stream, then a restart: every record arrives, in order, and
+/// what arrives twice is limited to what the memory budget held.
+#[test]
+fn kill_9_and_restart_loses_nothing_and_repeats_only_the_in_flight_window() {
+    let Clusters { source, target } = clusters();
+    let topic = "crash";
+    source.create_topic(topic, 3, 1, &[]).expect("create topic");
+    // A small budget keeps the copy slow enough to be killed halfway.
+    let budget = 64 * 1024;
+    let partition_fetch = 16 * 1024;
+    let config =
+        std::env::temp_dir().join(format!("kafka-mirror-crash-{}.toml", std::process::id()));
+    std::fs::write(
+        &config,
+        format!(
+            "name = \"crash\"\n[source]\nbootstrap_servers = \"{}\"\n[target]\nbootstrap_servers = \"{}\"\n\
+             [topics]\ninclude = \"crash\"\n[replication]\nin_flight_bytes = {budget}\n\
+             partition_fetch_bytes = {partition_fetch}\nfetch_max_bytes = {budget}\n",
+            source.bootstrap(),
+            target.bootstrap()
+        ),
+    )
+    .expect("write config");
+    let args: Vec<String> = vec![
+        "run".into(),
+        "--config".into(),
+        config.display().to_string(),
+    ];
+    let mut produced = Vec::new();
+    for round in 0..3 {
+        produced.extend(
+            produce_with_librdkafka(
+                &source.bootstrap(),
+                topic,
+                &ProduceOpts {
+                    count: 10_000,
+                    partitions: Some(3),
+                    key_prefix: format!("round{round}"),
+                    ..ProduceOpts::default()
+                },
+            )
+            .expect("produce"),
+        );
+    }
+    let stored = |cluster: &KafkaCluster| -> u64 {
+        (0..3)
+            .flat_map(|p| {
+                kafka_testkit::segment_files(&cluster.log_dir(0), topic, p).unwrap_or_default()
+            })
+            .filter_map(|f| std::fs::metadata(f).ok())
+            .map(|m| m.len())
+            .sum()
+    };
+    let total = stored(source);
+    let mut mirror = mirror_command()
+        .args(&args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start kafka-mirror");
+    let started = std::time::Instant::now();
+    while stored(target) < total / 5 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the mirror copied nothing"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    mirror.kill().expect("kill -9");
+    mirror.wait().expect("reap");
+    let copied_before_kill: i64 = (0..3).map(|p| offset_of(target, topic, p, -1)).sum();
+    assert!(
+        (copied_before_kill as usize) < produced.len(),
+        "the kill must land mid-stream ({copied_before_kill} of {} copied)",
+        produced.len()
+    );
+
+    let summary = mirror_until_caught_up(&args);
+    assert!(
+        summary.contains("replicated 1 topics, 3 partitions"),
+        "{summary}"
+    );
+    std::fs::remove_file(&config).ok();
+
+    let source_records = records_by_partition(&source.bootstrap(), topic);
+    let target_records = records_by_partition(&target.bootstrap(), topic);
+    let mut duplicated_batch_bytes = 0;
+    for (partition, expected) in &source_records {
+        let actual = &target_records[partition];
+        // Each record's first copy, in target order, is the source partition.
+        let mut seen = std::collections::HashSet::new();
+        let firsts: Vec<&DumpedRecord> = actual
+            .iter()
+            .filter(|r| seen.insert(r.key.clone()))
+            .collect();
+        assert_eq!(
+            firsts.len(),
+            expected.len(),
+            "crash-{partition}: records missing"
+        );
+        for (s, t) in expected.iter().zip(&firsts) {
+            assert_eq!(
+                (&s.key, &s.value, &s.headers, s.timestamp),
+                (&t.key, &t.value, &t.headers, t.timestamp)
+            );
+        }
+        // The repeated records, measured as the source batches that hold them.
+        let repeated = actual.len() - firsts.len();
+        if repeated > 0 {
+            let keys: std::collections::HashSet<_> = {
+                let mut count = std::collections::HashMap::new();
+                for r in actual {
+                    *count.entry(r.key.clone()).or_insert(0) += 1;
+                }
+                count
+                    .into_iter()
+                    .filter(|(_, n)| *n > 1)
+                    .map(|(k, _)| k)
+                    .collect()
+            };
+            let offsets: Vec<i64> = expected
+                .iter()
+                .filter(|r| keys.contains(&r.key))
+                .map(|r| r.offset)
+                .collect();
+            for batch in
+                kafka_testkit::read_partition_batches(&source.log_dir(0), topic, *partition)
+                    .expect("segments")
+            {
+                let last = batch.base_offset() + i64::from(batch.last_offset_delta());
+                if offsets
+                    .iter()
+                    .any(|o| (batch.base_offset()..=last).contains(o))
+                {
+                    duplicated_batch_bytes += batch.bytes.len();
+                }
+            }
+        }
+    }
+    eprintln!("copied before the kill: {copied_before_kill}; batch bytes copied twice: {duplicated_batch_bytes}");
+    // The budget bounds what was fetched and not yet checkpointed; a Fetch
+    // may overshoot its ask by one batch per partition (KIP-74).
+    let bound = budget + 3 * partition_fetch;
+    assert!(
+        duplicated_batch_bytes <= bound,
+        "{duplicated_batch_bytes} bytes of batches were copied twice, more than the in-flight window ({bound})"
+    );
+}
+
+/// Retention deleted data the mirror had not copied yet: the restart says
+/// exactly which offsets were lost and does not skip past them unless told to.
+#[test]
+fn data_deleted_before_it_was_copied_is_reported_not_skipped() {
+    let Clusters { source, target } = clusters();
+    let topic = "loss";
+    // The first two batches carry timestamps an hour old (the producer's
+    // default), the last one fresh ones; segment.ms rolls each later append
+    // into a segment of its own, so lowering retention to ten minutes deletes
+    // exactly the first two.
+    source
+        .create_topic(
+            topic,
+            1,
+            1,
+            &[("retention.ms", "86400000"), ("segment.ms", "300")],
+        )
+        .expect("create topic");
+    let produce = |count, prefix: &str, base_timestamp_ms| {
+        produce_with_librdkafka(
+            &source.bootstrap(),
+            topic,
+            &ProduceOpts {
+                count,
+                partitions: Some(1),
+                key_prefix: prefix.into(),
+                base_timestamp_ms,
+                ..ProduceOpts::default()
+            },
+        )
+        .expect("produce")
+    };
+    let first = produce(20, "a", None);
+    let mut args = run_args(source, target, "loss");
+    args.extend(["--topics".into(), topic.into()]);
+    mirror_until_caught_up(&args);
+
+    let lost = produce(30, "b", None);
+    assert_eq!(lost[0].offset, 20);
+    std::thread::sleep(Duration::from_millis(400));
+    let after = produce(10, "c", Some(now_ms()));
+    // Now let retention take everything but the active segment.
+    source
+        .run_tool(
+            "org.apache.kafka.tools.ConfigCommand",
+            [
+                "--bootstrap-server",
+                &source.bootstrap(),
+                "--alter",
+                "--entity-type",
+                "topics",
+                "--entity-name",
+                topic,
+                "--add-config",
+                "retention.ms=600000",
+            ],
+        )
+        .expect("shorten retention");
+    eventually(
+        "retention deleted offsets 0..49",
+        Duration::from_secs(60),
+        || offset_of(source, topic, 0, -2) == 50,
+    );
+
+    for _ in 0..2 {
+        let mut until = args.clone();
+        until.push("--until-caught-up".into());
+        let output = run_mirror(&until, Duration::from_secs(120));
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert_eq!(output.status.code(), Some(2), "stdout:\n{stdout}");
+        assert!(
+            stdout.contains("STOPPED loss-0: source offsets 20..49 (30 offsets) of loss-0 were deleted by the source before they were copied"),
+            "{stdout}"
+        );
+        assert!(stdout.contains("--on-data-loss continue"), "{stdout}");
+        assert!(stdout.contains("LOST: 30 source offsets"), "{stdout}");
+    }
+    // Nothing was skipped silently: the target still ends at the first batch.
+    assert_eq!(offset_of(target, topic, 0, -1), 20);
+
+    args.extend(["--on-data-loss".into(), "continue".into()]);
+    let summary = mirror_until_caught_up(&args);
+    assert!(summary.contains("LOST: 30 source offsets"), "{summary}");
+    let copied = records_by_partition(&target.bootstrap(), topic)
+        .remove(&0)
+        .expect("partition 0");
+    let expected: Vec<&DumpedRecord> = first.iter().chain(&after).collect();
+    assert_eq!(copied.len(), expected.len());
+    for (e, c) in expected.iter().zip(&copied) {
+        assert_eq!(
+            (&e.key, &e.value, &e.headers, e.timestamp),
+            (&c.key, &c.value, &c.headers, c.timestamp)
+        );
+    }
+}
+
+/// A source topic deleted and created again under the same name restarts its
+/// offsets; the mirror notices from the topic id and never silently appends
+/// the new topic's data to the old copy.
+#[test]
+fn a_recreated_source_topic_is_reported() {
+    let Clusters { source, target } = clusters();
+    let topic = "phoenix";
+    source.create_topic(topic, 2, 1, &[]).expect("create topic");
+    let produce = |prefix: &str| {
+        produce_with_librdkafka(
+            &source.bootstrap(),
+            topic,
+            &ProduceOpts {
+                count: 50,
+                partitions: Some(2),
+                key_prefix: prefix.into(),
+                ..ProduceOpts::default()
+            },
+        )
+        .expect("produce")
+    };
+    let old = produce("old");
+    let mut args = run_args(source, target, "phoenix");
+    args.extend(["--topics".into(), topic.into(), "--until-caught-up".into()]);
+    mirror_until_caught_up(&args[..args.len() - 1]);
+
+    source.delete_topic(topic).expect("delete topic");
+    source
+        .create_topic(topic, 2, 1, &[])
+        .expect("recreate topic");
+    let new = produce("new");
+
+    let output = run_mirror(&args, Duration::from_secs(120));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(2), "stdout:\n{stdout}");
+    for partition in 0..2 {
+        assert!(
+            stdout.contains(&format!("STOPPED phoenix-{partition}: source topic `phoenix` was deleted and recreated since the last checkpoint")),
+            "{stdout}"
+        );
+    }
+    let copied: usize = records_by_partition(&target.bootstrap(), topic)
+        .values()
+        .map(Vec::len)
+        .sum();
+    assert_eq!(copied, old.len(), "nothing of the new topic was appended");
+
+    args.extend(["--on-data-loss".into(), "continue".into()]);
+    let output = run_mirror(&args, Duration::from_secs(120));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let copied = records_by_partition(&target.bootstrap(), topic);
+    for partition in 0..2 {
+        let expected: Vec<_> = old
+            .iter()
+            .chain(&new)
+            .filter(|r| r.partition == partition)
+            .collect();
+        let actual = &copied[&partition];
+        assert_eq!(actual.len(), expected.len());
+        for (e, a) in expected.iter().zip(actual) {
+            assert_eq!((&e.key, &e.value), (&a.key, &a.value));
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as i64
+}
