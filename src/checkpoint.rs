@@ -72,6 +72,14 @@ pub enum CheckpointError {
         /// The broker's explanation, when it gave one.
         message: Option<String>,
     },
+    /// The checkpoint topic has no usable leader yet.
+    #[error("checkpoint topic `{topic}` is not ready: {reason}")]
+    NotReady {
+        /// The checkpoint topic.
+        topic: String,
+        /// What is missing.
+        reason: String,
+    },
     /// A stored checkpoint could not be decoded.
     #[error("checkpoint topic `{topic}`: unreadable record at offset {offset}: {reason}")]
     Corrupt {
@@ -82,6 +90,24 @@ pub enum CheckpointError {
         /// What was wrong.
         reason: String,
     },
+}
+
+impl CheckpointError {
+    /// Whether trying again may succeed (leaders move, brokers restart).
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            CheckpointError::Cluster { source, .. } => source.is_retriable(),
+            CheckpointError::Broker { error, .. } => {
+                error.is_retriable()
+                    || matches!(
+                        error,
+                        ResponseError::NotLeaderOrFollower | ResponseError::LeaderNotAvailable
+                    )
+            }
+            CheckpointError::NotReady { .. } => true,
+            CheckpointError::Topic { .. } | CheckpointError::Corrupt { .. } => false,
+        }
+    }
 }
 
 /// Progress of one source partition.
@@ -111,6 +137,9 @@ pub struct CheckpointStore {
     topic_id: Mutex<Uuid>,
     leader: Mutex<Option<i32>>,
 }
+
+/// Tries to read the checkpoints before giving up (at 250 ms each).
+const LOAD_ATTEMPTS: u32 = 60;
 
 /// Bytes asked per Fetch while loading checkpoints.
 const LOAD_FETCH_BYTES: i32 = 8 * 1024 * 1024;
@@ -154,7 +183,24 @@ impl CheckpointStore {
     }
 
     /// Reads every checkpoint of this mirror: the latest value per partition.
+    /// Retries for a while: a just-created checkpoint topic may not have a
+    /// leader known to every broker yet.
     pub async fn load(&self) -> Result<HashMap<(String, i32), Checkpoint>, CheckpointError> {
+        let mut attempt = 0;
+        loop {
+            match self.try_load().await {
+                Err(e) if e.is_retriable() && attempt < LOAD_ATTEMPTS => {
+                    tracing::debug!(error = %e, attempt, "checkpoints not readable yet; retrying");
+                    attempt += 1;
+                    self.forget_leader();
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn try_load(&self) -> Result<HashMap<(String, i32), Checkpoint>, CheckpointError> {
         let metadata = self.cluster_result(self.target.metadata().await)?;
         let end = self
             .target
@@ -162,12 +208,9 @@ impl CheckpointStore {
             .await
             .remove(&(self.topic.clone(), 0))
             .unwrap_or(Err(crate::cluster::OffsetLookupError::Missing))
-            .map_err(|e| CheckpointError::Cluster {
+            .map_err(|e| CheckpointError::NotReady {
                 topic: self.topic.clone(),
-                source: ClusterError::Unreachable {
-                    role: self.target.role(),
-                    attempts: e.to_string(),
-                },
+                reason: format!("cannot find its end offset: {e}"),
             })?;
         let topic_meta = metadata.topics.get(&self.topic);
         let topic_id = topic_meta.map(|t| t.id).unwrap_or_default();

@@ -69,6 +69,10 @@ pub(crate) struct RunArgs {
     /// read_uncommitted (open and aborted transactions are copied as plain data).
     #[arg(long, value_name = "LEVEL", value_parser = parse_isolation)]
     pub(crate) isolation_level: Option<IsolationLevel>,
+    /// Replication factor of target topics the mirror creates; -1 takes the
+    /// target broker's default (overrides replication.replication_factor).
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    pub(crate) replication_factor: Option<i16>,
     /// Memory budget in bytes: source data fetched and not yet checkpointed
     /// (overrides replication.in_flight_bytes).
     #[arg(long, value_name = "BYTES")]
@@ -138,6 +142,9 @@ impl RunArgs {
         }
         if let Some(level) = self.isolation_level {
             replication.isolation_level = level;
+        }
+        if let Some(factor) = self.replication_factor {
+            replication.replication_factor = factor;
         }
         if let Some(bytes) = self.in_flight_bytes {
             replication.in_flight_bytes = bytes;

@@ -1,0 +1,115 @@
+//! The command line as a user meets it: help, config errors that name the
+//! key, and clusters that cannot be reached. No broker is started here.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+fn run(args: &[&str]) -> (Option<i32>, String, String) {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let output = run_mirror(&args, Duration::from_secs(60));
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn config_file(name: &str, text: &str) -> String {
+    let path = std::env::temp_dir().join(format!(
+        "kafka-mirror-cli-{}-{name}.toml",
+        std::process::id()
+    ));
+    std::fs::write(&path, text).expect("write config");
+    path.display().to_string()
+}
+
+#[test]
+fn help_explains_every_option() {
+    let (code, stdout, _) = run(&["run", "--help"]);
+    assert_eq!(code, Some(0));
+    for option in [
+        "--config",
+        "--source",
+        "--target",
+        "--topics",
+        "--exclude",
+        "--name",
+        "--until-caught-up",
+        "--start-position",
+        "--on-data-loss",
+        "--isolation-level",
+        "--replication-factor",
+        "--in-flight-bytes",
+    ] {
+        assert!(stdout.contains(option), "--help lacks {option}:\n{stdout}");
+    }
+}
+
+#[test]
+fn an_unknown_config_key_is_named() {
+    let path = config_file(
+        "unknown",
+        "[source]\nbootstrap_servers = \"127.0.0.1:9092\"\n[target]\nbootstrap_servers = \"127.0.0.1:9093\"\n\
+         [replication]\nfetch_max_byte = 1024\n",
+    );
+    let (code, _, stderr) = run(&["run", "--config", &path]);
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains("unknown field `fetch_max_byte`"),
+        "{stderr}"
+    );
+    assert!(stderr.contains(&path), "the error names the file: {stderr}");
+}
+
+#[test]
+fn invalid_values_name_their_key() {
+    let path = config_file(
+        "invalid",
+        "[source]\nbootstrap_servers = \"127.0.0.1:9092\"\n[target]\nbootstrap_servers = \"127.0.0.1:9093\"\n\
+         [topics]\ninclude = \"orders(\"\n",
+    );
+    let (code, _, stderr) = run(&["run", "--config", &path]);
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains("config key `topics.include`: not a valid regex"),
+        "{stderr}"
+    );
+
+    let (code, _, stderr) = run(&["run", "--source", "127.0.0.1:9092"]);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("target.bootstrap_servers"), "{stderr}");
+
+    let (code, _, stderr) = run(&[
+        "run",
+        "--source",
+        "a:1",
+        "--target",
+        "b:2",
+        "--on-data-loss",
+        "maybe",
+    ]);
+    assert_eq!(code, Some(2), "clap usage error");
+    assert!(
+        stderr.contains("`maybe` is not stop or continue"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn an_unreachable_cluster_is_a_clear_error() {
+    // Nothing listens on port 1 of the loopback address.
+    let (code, _, stderr) = run(&[
+        "run",
+        "--source",
+        "127.0.0.1:1",
+        "--target",
+        "127.0.0.1:2",
+        "--until-caught-up",
+    ]);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("source cluster unreachable"), "{stderr}");
+    assert!(stderr.contains("127.0.0.1:1"), "{stderr}");
+}
