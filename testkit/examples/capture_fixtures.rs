@@ -262,13 +262,7 @@ fn main() -> Result<()> {
         "0.2",
     ];
     let mut a = strings(&base);
-    a.extend(strings(&[
-        "--rounds",
-        "5",
-        "--idempotent",
-        "--tag",
-        "A",
-    ]));
+    a.extend(strings(&["--rounds", "5", "--idempotent", "--tag", "A"]));
     run_capture(&venv, &a)?;
     let mut b = strings(&base);
     b.extend(strings(&[
@@ -371,7 +365,10 @@ fn wait_for_cleaner(cluster: &KafkaCluster) -> Result<()> {
                 .any(|b| b.records_count() > 0 && b.records_count() != b.last_offset_delta() + 1);
             let empty = batches.iter().any(|b| b.records_count() == 0);
             if gap && empty {
-                eprintln!("capture_fixtures: cleaner ran ({} batches left)", batches.len());
+                eprintln!(
+                    "capture_fixtures: cleaner ran ({} batches left)",
+                    batches.len()
+                );
                 return Ok(());
             }
         }
