@@ -291,7 +291,7 @@ fn main() -> Result<()> {
         &[],
     )?;
 
-    // A Fetch cut off by the size limit: batches of about 3 KB, a 8000-byte limit.
+    // A Fetch cut off by the size limit: batches of 0.7 to 2.5 KB, an 8000-byte limit.
     cluster.create_topic("truncated", 1, 1, &[])?;
     produce(
         &bootstrap,
@@ -457,7 +457,7 @@ fn plan(cluster: &KafkaCluster) -> Value {
         "api_key": 1,
         "topic": "truncated",
         "description": "Fetch response cut at the size limit: 24 uncompressed records in \
-            batches of 4 (about 3 KB each), fetched with fetch.max.bytes = \
+            batches of 4 (0.7 to 2.5 KB), fetched with fetch.max.bytes = \
             max.partition.fetch.bytes = 8000. The broker returns the first complete batches \
             and the cut-off start of the next one (KIP-74).",
         "capture": {"consumer": {"fetch.max.bytes": 8000, "max.partition.fetch.bytes": 8000}},
