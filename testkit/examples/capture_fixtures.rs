@@ -1,0 +1,486 @@
+//! Regenerates `protocol-fixtures/`: frames captured from a real Kafka broker.
+//!
+//!     cargo run -p kafka-testkit --example capture_fixtures
+//!
+//! Starts a 1-node cluster whose PLAINTEXT listener *advertises* the port of a
+//! recording proxy (`protocol-fixtures/capture.py proxy`), so every client that
+//! bootstraps (through the proxy or not) then talks to the broker through the proxy.
+//! Writes topics with librdkafka, reads them back with librdkafka consumers whose
+//! `client.id` names the fixture, and lets `capture.py extract` pick, check and
+//! write the frames. See protocol-fixtures/README.md.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use kafka_testkit::{
+    produce_with_librdkafka, read_partition_batches, ClusterSpec, Compression, KafkaCluster,
+    ProduceOpts, Venv, DEFAULT_KAFKA_VERSION,
+};
+use serde_json::{json, Value};
+
+/// The proxy process, killed on drop so no run leaves it behind.
+struct Proxy(Child);
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn fixtures_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("protocol-fixtures")
+}
+
+fn capture_py() -> PathBuf {
+    fixtures_dir().join("capture.py")
+}
+
+fn run_capture(venv: &Venv, args: &[String]) -> Result<String> {
+    let out = Command::new(venv.python())
+        .arg(capture_py())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .context("running capture.py")?;
+    if !out.status.success() {
+        bail!(
+            "capture.py {args:?} failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| s.to_string()).collect()
+}
+
+fn consume(
+    venv: &Venv,
+    bootstrap: &str,
+    topic: &str,
+    client_id: &str,
+    read_committed: bool,
+    config: &[&str],
+) -> Result<()> {
+    let mut args = strings(&[
+        "consume",
+        "--bootstrap",
+        bootstrap,
+        "--topic",
+        topic,
+        "--client-id",
+        client_id,
+    ]);
+    if read_committed {
+        args.push("--read-committed".into());
+    }
+    for c in config {
+        args.extend(["--config".into(), c.to_string()]);
+    }
+    let out = run_capture(venv, &args)?;
+    eprintln!("capture_fixtures: {client_id} consumed {}", out.trim());
+    Ok(())
+}
+
+fn produce(bootstrap: &str, topic: &str, opts: ProduceOpts) -> Result<()> {
+    let n = produce_with_librdkafka(bootstrap, topic, &opts)?.len();
+    eprintln!("capture_fixtures: produced {n} records to {topic}");
+    Ok(())
+}
+
+fn setup(config: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut v = vec![("client.id".to_string(), "setup".to_string())];
+    v.extend(config.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    v
+}
+
+fn main() -> Result<()> {
+    let venv = Venv::get()?;
+    let proxy_port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let bootstrap = format!("127.0.0.1:{proxy_port}");
+    let mut spec = ClusterSpec::new(DEFAULT_KAFKA_VERSION, 1);
+    spec.broker_props = vec![
+        (
+            "advertised.listeners".into(),
+            format!("PLAINTEXT://{bootstrap}"),
+        ),
+        // The cleaner looks for work every 100 ms instead of every 15 s.
+        ("log.cleaner.backoff.ms".into(), "100".into()),
+    ];
+    let cluster = KafkaCluster::start(spec)?;
+    let upstream = cluster.broker_addr(0).to_string();
+
+    let work = tempfile::tempdir()?;
+    let record_dir = work.path().join("recording");
+    let mut child = Command::new(venv.python())
+        .arg(capture_py())
+        .args(["proxy", "--listen", &proxy_port.to_string()])
+        .args(["--upstream", &upstream, "--record"])
+        .arg(&record_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("starting the recording proxy")?;
+    let stdout = child.stdout.take().expect("piped");
+    let proxy = Proxy(child);
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line)?;
+    if line.trim() != "listening" {
+        bail!("proxy did not start: {line:?}");
+    }
+    eprintln!("capture_fixtures: proxy {bootstrap} -> {upstream}, recording in {record_dir:?}");
+
+    // One codec each: two producer runs, so at least two batches.
+    for codec in [
+        Compression::None,
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ] {
+        let topic = format!("codec-{}", codec.as_str());
+        cluster.create_topic(&topic, 1, 1, &[])?;
+        for prefix in ["a", "b"] {
+            produce(
+                &bootstrap,
+                &topic,
+                ProduceOpts {
+                    count: 20,
+                    compression: codec,
+                    key_prefix: prefix.into(),
+                    config: setup(&[]),
+                    ..Default::default()
+                },
+            )?;
+        }
+        consume(
+            &venv,
+            &bootstrap,
+            &topic,
+            &format!("fetch-{}", codec.as_str()),
+            false,
+            &[],
+        )?;
+    }
+
+    // Transactions: committed, aborted, committed again, by two transactional ids.
+    cluster.create_topic("txn", 1, 1, &[])?;
+    for (tid, prefix, count, abort) in [
+        ("txn-committer", "c1", 6, false),
+        ("txn-aborter", "a1", 6, true),
+        ("txn-committer", "c2", 4, false),
+    ] {
+        produce(
+            &bootstrap,
+            "txn",
+            ProduceOpts {
+                count,
+                key_prefix: prefix.into(),
+                transactional_id: Some(tid.into()),
+                abort,
+                config: setup(&[]),
+                ..Default::default()
+            },
+        )?;
+    }
+    consume(
+        &venv,
+        &bootstrap,
+        "txn",
+        "fetch-txn-read-uncommitted",
+        false,
+        &[],
+    )?;
+    consume(
+        &venv,
+        &bootstrap,
+        "txn",
+        "fetch-txn-read-committed",
+        true,
+        &[],
+    )?;
+
+    // An idempotent producer's batches: several batches, so sequences above 0.
+    cluster.create_topic("idempotent", 1, 1, &[])?;
+    produce(
+        &bootstrap,
+        "idempotent",
+        ProduceOpts {
+            count: 24,
+            idempotence: true,
+            compression: Compression::Lz4,
+            config: setup(&[("batch.num.messages", "6")]),
+            ..Default::default()
+        },
+    )?;
+    consume(
+        &venv,
+        &bootstrap,
+        "idempotent",
+        "fetch-idempotent",
+        false,
+        &[],
+    )?;
+
+    // Compaction: an idempotent producer A writes 4 keys in 5 rounds, then a plain
+    // producer B overwrites them in 6 rounds, each round also writing a key of its own
+    // that nothing overwrites, and deletes key 0 last. Once cleaned, B's batches keep
+    // one record of five (offset gaps), and A's last batch, all overwritten, is kept
+    // empty because it holds A's last sequence.
+    cluster.create_topic(
+        "compacted",
+        1,
+        1,
+        &[
+            ("cleanup.policy", "compact"),
+            ("segment.ms", "100"),
+            ("min.cleanable.dirty.ratio", "0.01"),
+        ],
+    )?;
+    let base = [
+        "updates",
+        "--bootstrap",
+        &bootstrap,
+        "--topic",
+        "compacted",
+        "--client-id",
+        "setup",
+        "--keys",
+        "4",
+        "--sleep",
+        "0.2",
+    ];
+    let mut a = strings(&base);
+    a.extend(strings(&["--rounds", "5", "--idempotent", "--tag", "A"]));
+    run_capture(&venv, &a)?;
+    let mut b = strings(&base);
+    b.extend(strings(&[
+        "--rounds",
+        "6",
+        "--unique",
+        "only-b",
+        "--tombstone",
+        "--tag",
+        "B",
+    ]));
+    run_capture(&venv, &b)?;
+    // One more record after segment.ms rolls the segment holding B's last batch, so
+    // the cleaner may clean it.
+    let mut roll = strings(&base);
+    roll.extend(strings(&["--rounds", "1", "--unique", "roll"]));
+    roll[8] = "0".into(); // --keys 0
+    run_capture(&venv, &roll)?;
+    wait_for_cleaner(&cluster)?;
+    consume(
+        &venv,
+        &bootstrap,
+        "compacted",
+        "fetch-compacted",
+        false,
+        &[],
+    )?;
+
+    // A Fetch cut off by the size limit: batches of 0.7 to 2.5 KB, an 8000-byte limit.
+    cluster.create_topic("truncated", 1, 1, &[])?;
+    produce(
+        &bootstrap,
+        "truncated",
+        ProduceOpts {
+            count: 24,
+            config: setup(&[("batch.num.messages", "4")]),
+            ..Default::default()
+        },
+    )?;
+    consume(
+        &venv,
+        &bootstrap,
+        "truncated",
+        "fetch-truncated",
+        false,
+        &[
+            "message.max.bytes=4000",
+            "fetch.max.bytes=8000",
+            "max.partition.fetch.bytes=8000",
+            "receive.message.max.bytes=9000",
+        ],
+    )?;
+
+    // Produce requests as librdkafka sends them.
+    for codec in [Compression::Lz4, Compression::Zstd] {
+        let topic = format!("produce-{}", codec.as_str());
+        cluster.create_topic(&topic, 1, 1, &[])?;
+        produce(
+            &bootstrap,
+            &topic,
+            ProduceOpts {
+                count: 20,
+                compression: codec,
+                config: vec![("client.id".into(), topic.clone())],
+                ..Default::default()
+            },
+        )?;
+    }
+
+    drop(proxy);
+    let plan = plan(&cluster);
+    let plan_file = work.path().join("plan.json");
+    std::fs::write(&plan_file, serde_json::to_string_pretty(&plan)?)?;
+    let out_dir = fixtures_dir().join("frames");
+    if out_dir.exists() {
+        std::fs::remove_dir_all(&out_dir)?;
+    }
+    let args = vec![
+        "extract".to_string(),
+        "--record".into(),
+        record_dir.display().to_string(),
+        "--plan".into(),
+        plan_file.display().to_string(),
+        "--out".into(),
+        out_dir.display().to_string(),
+    ];
+    print!("{}", run_capture(&venv, &args)?);
+    Ok(())
+}
+
+/// Waits until the cleaner has left its marks on the stored batches of `compacted`:
+/// a batch with fewer records than its offset range, and an empty batch.
+fn wait_for_cleaner(cluster: &KafkaCluster) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let batches = read_partition_batches(&cluster.log_dir(0), "compacted", 0);
+        if let Ok(batches) = batches {
+            let gap = batches
+                .iter()
+                .any(|b| b.records_count() > 0 && b.records_count() != b.last_offset_delta() + 1);
+            let empty = batches.iter().any(|b| b.records_count() == 0);
+            if gap && empty {
+                eprintln!(
+                    "capture_fixtures: cleaner ran ({} batches left)",
+                    batches.len()
+                );
+                return Ok(());
+            }
+        }
+        if Instant::now() >= deadline {
+            bail!("the log cleaner did not compact `compacted` within 90 s");
+        }
+        thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn plan(cluster: &KafkaCluster) -> Value {
+    let mut fixtures = Vec::new();
+    for codec in ["none", "gzip", "snappy", "lz4", "zstd"] {
+        fixtures.push(json!({
+            "name": format!("fetch-{codec}"),
+            "client_id": format!("fetch-{codec}"),
+            "api_key": 1,
+            "topic": format!("codec-{codec}"),
+            "description": format!(
+                "Fetch response (READ_UNCOMMITTED) of a topic written by two librdkafka \
+                 producer runs of 20 records, compression.type={codec}: keys, values of \
+                 varying size with every 10th value null, 0/1/6 headers (a repeated name, a \
+                 null value)."),
+            "capture": {"producer": {"compression.type": codec, "linger.ms": 20, "acks": "all",
+                                     "enable.idempotence": false},
+                        "consumer": {"isolation.level": "read_uncommitted"}},
+            "expect": {"codec": codec, "min_batches": 2},
+        }));
+    }
+    fixtures.push(json!({
+        "name": "fetch-txn-read-uncommitted",
+        "client_id": "fetch-txn-read-uncommitted",
+        "api_key": 1,
+        "topic": "txn",
+        "description": "Fetch response (READ_UNCOMMITTED) of a topic holding three \
+            transactions: 6 records committed (transactional.id txn-committer), 6 records \
+            aborted (txn-aborter), 4 records committed (txn-committer, new epoch). Holds the \
+            transactional batches, the aborted ones included, and COMMIT/ABORT control batches.",
+        "capture": {"consumer": {"isolation.level": "read_uncommitted"}},
+        "expect": {"control_types": ["commit", "abort"], "producer_id": true, "min_batches": 6},
+    }));
+    fixtures.push(json!({
+        "name": "fetch-txn-read-committed",
+        "client_id": "fetch-txn-read-committed",
+        "api_key": 1,
+        "topic": "txn",
+        "description": "Fetch response (READ_COMMITTED) of the same topic: the same batches \
+            up to the last stable offset, plus the aborted_transactions list naming \
+            txn-aborter's producer id and first offset.",
+        "capture": {"consumer": {"isolation.level": "read_committed"}},
+        "expect": {"control_types": ["commit", "abort"], "aborted_transactions": true,
+                   "producer_id": true, "min_batches": 6},
+    }));
+    fixtures.push(json!({
+        "name": "fetch-idempotent",
+        "client_id": "fetch-idempotent",
+        "api_key": 1,
+        "topic": "idempotent",
+        "description": "Fetch response of 24 records from one idempotent librdkafka producer \
+            (lz4, batch.num.messages=6): producer id, epoch and base sequences 0, 6, 12, 18.",
+        "capture": {"producer": {"enable.idempotence": true, "compression.type": "lz4",
+                                 "batch.num.messages": 6}},
+        "expect": {"codec": "lz4", "producer_id": true, "base_sequence_above_zero": true,
+                   "min_batches": 2},
+    }));
+    fixtures.push(json!({
+        "name": "fetch-compacted",
+        "client_id": "fetch-compacted",
+        "api_key": 1,
+        "topic": "compacted",
+        "description": "Fetch response of a compacted topic after the log cleaner ran \
+            (cleanup.policy=compact, segment.ms=100, min.cleanable.dirty.ratio=0.01, broker \
+            log.cleaner.backoff.ms=100). Idempotent producer A wrote keys key-0..3 in 5 \
+            rounds, plain producer B overwrote them in 6 rounds, each also writing its own \
+            key only-b-<round>, and deleted key-0 last (a tombstone). Cleaned batches keep \
+            their offset range with fewer records (records_count != last_offset_delta + 1); \
+            A's last batch is kept empty (records_count 0) because it holds A's last sequence.",
+        "capture": {"topic_config": {"cleanup.policy": "compact", "segment.ms": 100,
+                                     "min.cleanable.dirty.ratio": 0.01},
+                    "broker": {"log.cleaner.backoff.ms": 100}},
+        "expect": {"offset_gap": true, "empty_batch": true, "min_batches": 2},
+    }));
+    fixtures.push(json!({
+        "name": "fetch-truncated",
+        "client_id": "fetch-truncated",
+        "api_key": 1,
+        "topic": "truncated",
+        "description": "Fetch response cut at the size limit: 24 uncompressed records in \
+            batches of 4 (0.7 to 2.5 KB), fetched with fetch.max.bytes = \
+            max.partition.fetch.bytes = 8000. The broker returns the first complete batches \
+            and the cut-off start of the next one (KIP-74).",
+        "capture": {"consumer": {"fetch.max.bytes": 8000, "max.partition.fetch.bytes": 8000}},
+        "expect": {"codec": "none", "partial_tail": true},
+    }));
+    for codec in ["lz4", "zstd"] {
+        fixtures.push(json!({
+            "name": format!("produce-{codec}"),
+            "client_id": format!("produce-{codec}"),
+            "api_key": 0,
+            "topic": format!("produce-{codec}"),
+            "description": format!(
+                "The first Produce request with records that librdkafka sent for 20 records \
+                 to produce-{codec}, compression.type={codec}, acks=all, not idempotent."),
+            "capture": {"producer": {"compression.type": codec, "linger.ms": 20, "acks": "all"}},
+            "expect": {"codec": codec},
+        }));
+    }
+    json!({
+        "broker": format!("Apache Kafka {} (KRaft, 1 node)", cluster.version()),
+        "client": format!("confluent-kafka {}", kafka_testkit::PYTHON_REQUIREMENTS[0]
+            .trim_start_matches("confluent-kafka==")),
+        "corrupt_from": "fetch-none",
+        "fixtures": fixtures,
+    })
+}

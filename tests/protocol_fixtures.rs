@@ -1,0 +1,704 @@
+//! Frames captured from a real Apache Kafka 4.4.0 broker and librdkafka
+//! (`protocol-fixtures/`, see its README), decoded with kafka-mirror's framing
+//! and batch code and checked against the sidecars that `capture.py` wrote with
+//! its own, independent parser. No broker needed.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::PathBuf;
+
+use bytes::{Bytes, BytesMut};
+use kafka_mirror::batch::{
+    split_batches, AbortedTransactions, BatchError, BatchFate, Compression, ControlType,
+    ProducerStamp, RecordBatch, TimestampType,
+};
+use kafka_mirror::net::frame::{decode_response, try_split_frame};
+use kafka_mirror::net::NetError;
+use kafka_protocol::messages::fetch_response::{FetchResponse, PartitionData};
+use kafka_protocol::messages::{ApiKey, FetchRequest, ProduceRequest, RequestHeader};
+use kafka_protocol::protocol::Decodable;
+use kafka_protocol::records::{Record, RecordBatchDecoder};
+use serde::Deserialize;
+
+/// Every fixture the capture writes; a regeneration that loses one fails here.
+const FIXTURES: &[&str] = &[
+    "fetch-none",
+    "fetch-gzip",
+    "fetch-snappy",
+    "fetch-lz4",
+    "fetch-zstd",
+    "fetch-txn-read-uncommitted",
+    "fetch-txn-read-committed",
+    "fetch-idempotent",
+    "fetch-compacted",
+    "fetch-truncated",
+    "produce-lz4",
+    "produce-zstd",
+    "corrupt-bad-crc",
+    "corrupt-batch-length",
+    "corrupt-frame-prefix",
+];
+
+const CODEC_FIXTURES: &[(&str, Compression)] = &[
+    ("fetch-none", Compression::None),
+    ("fetch-gzip", Compression::Gzip),
+    ("fetch-snappy", Compression::Snappy),
+    ("fetch-lz4", Compression::Lz4),
+    ("fetch-zstd", Compression::Zstd),
+];
+
+#[derive(Debug, Deserialize)]
+struct Sidecar {
+    name: String,
+    api_key: i16,
+    api_version: i16,
+    correlation_id: i32,
+    topic: String,
+    #[serde(default)]
+    error_code: Option<i16>,
+    #[serde(default)]
+    acks: Option<i16>,
+    #[serde(default)]
+    partitions: Vec<SidecarPartition>,
+    #[serde(default)]
+    corruption: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct SidecarPartition {
+    partition: i32,
+    #[serde(default)]
+    topic: Option<String>,
+    #[serde(default)]
+    error_code: Option<i16>,
+    #[serde(default)]
+    high_watermark: Option<i64>,
+    #[serde(default)]
+    last_stable_offset: Option<i64>,
+    #[serde(default)]
+    log_start_offset: Option<i64>,
+    #[serde(default)]
+    aborted_transactions: Option<Vec<SidecarAborted>>,
+    records_bytes: usize,
+    partial_tail_bytes: usize,
+    batches: Vec<SidecarBatch>,
+}
+
+#[derive(Debug, Deserialize)]
+struct SidecarAborted {
+    producer_id: i64,
+    first_offset: i64,
+}
+
+#[derive(Debug, Deserialize)]
+struct SidecarBatch {
+    base_offset: i64,
+    batch_length: i32,
+    partition_leader_epoch: i32,
+    crc: u32,
+    crc_ok: bool,
+    #[serde(default)]
+    computed_crc: Option<u32>,
+    attributes: i16,
+    codec: String,
+    timestamp_type: String,
+    transactional: bool,
+    control: bool,
+    last_offset_delta: i32,
+    base_timestamp: i64,
+    max_timestamp: i64,
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+    records_count: i32,
+    control_type: Option<String>,
+    position: usize,
+}
+
+fn frames_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("protocol-fixtures/frames")
+}
+
+fn load(name: &str) -> (Bytes, Sidecar) {
+    let dir = frames_dir();
+    let frame = fs::read(dir.join(format!("{name}.bin"))).unwrap_or_else(|e| {
+        panic!("{name}.bin: {e} (regenerate: see protocol-fixtures/README.md)")
+    });
+    let json = fs::read_to_string(dir.join(format!("{name}.json")))
+        .unwrap_or_else(|e| panic!("{name}.json: {e}"));
+    let sidecar: Sidecar =
+        serde_json::from_str(&json).unwrap_or_else(|e| panic!("{name}.json: {e}"));
+    assert_eq!(sidecar.name, name);
+    (Bytes::from(frame), sidecar)
+}
+
+/// Decodes a Fetch response frame with kafka-mirror's framing code.
+fn decode_fetch(name: &str, frame: Bytes, sidecar: &Sidecar) -> FetchResponse {
+    assert_eq!(sidecar.api_key, ApiKey::Fetch as i16, "{name}");
+    let (correlation_id, response) = decode_response::<FetchRequest>(frame, sidecar.api_version)
+        .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+    assert_eq!(correlation_id, sidecar.correlation_id, "{name}");
+    assert_eq!(Some(response.error_code), sidecar.error_code, "{name}");
+    response
+}
+
+/// The partitions of a response that carry records, in response order.
+fn partitions_with_records(response: &FetchResponse) -> Vec<&PartitionData> {
+    response
+        .responses
+        .iter()
+        .flat_map(|t| &t.partitions)
+        .filter(|p| p.records.is_some())
+        .collect()
+}
+
+fn compression_name(c: Compression) -> &'static str {
+    match c {
+        Compression::None => "none",
+        Compression::Gzip => "gzip",
+        Compression::Snappy => "snappy",
+        Compression::Lz4 => "lz4",
+        Compression::Zstd => "zstd",
+    }
+}
+
+fn control_name(c: Option<ControlType>) -> Option<String> {
+    c.map(|c| match c {
+        ControlType::Abort => "abort".to_string(),
+        ControlType::Commit => "commit".to_string(),
+        ControlType::Other(t) => format!("other({t})"),
+    })
+}
+
+/// Every header field kafka-mirror's view reads, against the sidecar.
+fn assert_batch_matches(name: &str, batch: &RecordBatch, want: &SidecarBatch) {
+    let at = format!("{name}: batch at {}", want.base_offset);
+    assert_eq!(batch.base_offset(), want.base_offset, "{at}");
+    assert_eq!(batch.batch_length(), want.batch_length, "{at}");
+    assert_eq!(batch.len(), want.batch_length as usize + 12, "{at}");
+    assert_eq!(
+        batch.partition_leader_epoch(),
+        want.partition_leader_epoch,
+        "{at}"
+    );
+    assert_eq!(batch.magic(), 2, "{at}");
+    assert_eq!(batch.crc(), want.crc, "{at}");
+    assert_eq!(batch.attributes(), want.attributes, "{at}");
+    assert_eq!(compression_name(batch.compression()), want.codec, "{at}");
+    let ts = match batch.timestamp_type() {
+        TimestampType::CreateTime => "create_time",
+        TimestampType::LogAppendTime => "log_append_time",
+    };
+    assert_eq!(ts, want.timestamp_type, "{at}");
+    assert_eq!(batch.is_transactional(), want.transactional, "{at}");
+    assert_eq!(batch.is_control(), want.control, "{at}");
+    assert_eq!(batch.last_offset_delta(), want.last_offset_delta, "{at}");
+    assert_eq!(
+        batch.last_offset(),
+        want.base_offset + i64::from(want.last_offset_delta),
+        "{at}"
+    );
+    assert_eq!(batch.base_timestamp(), want.base_timestamp, "{at}");
+    assert_eq!(batch.max_timestamp(), want.max_timestamp, "{at}");
+    assert_eq!(batch.producer_id(), want.producer_id, "{at}");
+    assert_eq!(batch.producer_epoch(), want.producer_epoch, "{at}");
+    assert_eq!(batch.base_sequence(), want.base_sequence, "{at}");
+    assert_eq!(batch.records_count(), want.records_count, "{at}");
+    assert_eq!(
+        control_name(batch.control_type().unwrap()),
+        want.control_type,
+        "{at}"
+    );
+    if want.crc_ok {
+        batch.verify_crc().unwrap_or_else(|e| panic!("{at}: {e}"));
+    }
+}
+
+/// Splits `records` and checks every batch and the tail against the sidecar.
+/// Returns the batches.
+fn split_and_check(name: &str, records: &Bytes, want: &SidecarPartition) -> Vec<RecordBatch> {
+    assert_eq!(records.len(), want.records_bytes, "{name}");
+    let mut split = split_batches(records);
+    let batches: Vec<RecordBatch> = split
+        .by_ref()
+        .map(|b| b.unwrap_or_else(|e| panic!("{name}: {e}")))
+        .collect();
+    assert_eq!(batches.len(), want.batches.len(), "{name}: batch count");
+    for (batch, expected) in batches.iter().zip(&want.batches) {
+        assert_batch_matches(name, batch, expected);
+        // Zero-copy: each batch is the slice of the frame at the sidecar's position.
+        assert_eq!(
+            batch.as_bytes().as_ptr() as usize,
+            records.as_ptr() as usize + expected.position,
+            "{name}: batch at {} is not where the capture found it",
+            expected.base_offset
+        );
+    }
+    assert_eq!(
+        split.partial_tail(),
+        want.partial_tail_bytes > 0,
+        "{name}: partial tail"
+    );
+    batches
+}
+
+/// Decodes a fetch fixture, checks partition metadata and every batch against
+/// the sidecar, and returns the (only) partition's data and batches.
+fn checked_fetch(name: &str) -> (Sidecar, PartitionData, Vec<RecordBatch>) {
+    let (frame, sidecar) = load(name);
+    let response = decode_fetch(name, frame, &sidecar);
+    let parts = partitions_with_records(&response);
+    assert_eq!(parts.len(), sidecar.partitions.len(), "{name}");
+    assert_eq!(parts.len(), 1, "{name}: one partition with records");
+    let (part, want) = (parts[0], &sidecar.partitions[0]);
+    assert_eq!(part.partition_index, want.partition, "{name}");
+    assert_eq!(Some(part.error_code), want.error_code, "{name}");
+    assert_eq!(Some(part.high_watermark), want.high_watermark, "{name}");
+    assert_eq!(
+        Some(part.last_stable_offset),
+        want.last_stable_offset,
+        "{name}"
+    );
+    assert_eq!(Some(part.log_start_offset), want.log_start_offset, "{name}");
+    let aborted: Option<Vec<(i64, i64)>> = part.aborted_transactions.as_ref().map(|l| {
+        l.iter()
+            .map(|a| (a.producer_id.0, a.first_offset))
+            .collect()
+    });
+    let want_aborted: Option<Vec<(i64, i64)>> = want
+        .aborted_transactions
+        .as_ref()
+        .map(|l| l.iter().map(|a| (a.producer_id, a.first_offset)).collect());
+    assert_eq!(aborted, want_aborted, "{name}: aborted transactions");
+    let records = part.records.clone().expect("records");
+    let batches = split_and_check(name, &records, want);
+    let part = part.clone();
+    (sidecar, part, batches)
+}
+
+/// Records of a batch as kafka-protocol decodes them (an independent decoder,
+/// decompressing as needed; it also checks the CRC).
+fn decode_records(batch: &Bytes) -> Vec<Record> {
+    let mut buf = batch.clone();
+    let set = RecordBatchDecoder::decode(&mut buf).expect("kafka-protocol decodes the batch");
+    assert!(buf.is_empty(), "one batch");
+    set.records
+}
+
+/// What a record carries, with its offset relative to the batch's base offset.
+fn content(records: &[Record], base_offset: i64) -> Vec<(i64, Option<Bytes>, Option<Bytes>, i64)> {
+    records
+        .iter()
+        .map(|r| {
+            (
+                r.offset - base_offset,
+                r.key.clone(),
+                r.value.clone(),
+                r.timestamp,
+            )
+        })
+        .collect()
+}
+
+/// `rewrite_for_produce` changes the header only: kafka-protocol decodes the
+/// rewritten batch to the same records, with the new producer fields.
+fn assert_rewrite_keeps_records(name: &str, batch: &RecordBatch) {
+    batch.verify_crc().unwrap();
+    let before = decode_records(batch.as_bytes());
+    let stamp = ProducerStamp {
+        producer_id: 4242,
+        producer_epoch: 7,
+        base_sequence: 1000,
+    };
+    let rewritten = batch.rewrite_for_produce(stamp);
+    let view = RecordBatch::parse(rewritten.clone()).unwrap();
+    view.verify_crc()
+        .unwrap_or_else(|e| panic!("{name}: rewritten batch: {e}"));
+    assert_eq!(view.base_offset(), 0, "{name}");
+    assert_eq!(view.producer_id(), 4242, "{name}");
+    assert_eq!(view.producer_epoch(), 7, "{name}");
+    assert_eq!(view.base_sequence(), 1000, "{name}");
+    assert!(!view.is_transactional(), "{name}");
+    assert_eq!(view.compression(), batch.compression(), "{name}");
+    assert_eq!(
+        view.as_bytes()[61..],
+        batch.as_bytes()[61..],
+        "{name}: records copied unchanged"
+    );
+    let after = decode_records(&rewritten);
+    assert_eq!(
+        content(&after, 0),
+        content(&before, batch.base_offset()),
+        "{name}"
+    );
+    for (a, b) in after.iter().zip(&before) {
+        assert_eq!(a.headers, b.headers, "{name}");
+        assert_eq!(a.producer_id, 4242, "{name}");
+        assert_eq!(a.producer_epoch, 7, "{name}");
+        assert_eq!(
+            i64::from(a.sequence - 1000),
+            b.offset - batch.base_offset(),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn every_fixture_is_there_with_a_sidecar() {
+    let mut found = BTreeSet::new();
+    for entry in fs::read_dir(frames_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        let stem = path.file_stem().unwrap().to_str().unwrap().to_string();
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("bin") => {
+                assert!(
+                    path.with_extension("json").exists(),
+                    "{stem} has no sidecar"
+                );
+                found.insert(stem);
+            }
+            Some("json") => assert!(path.with_extension("bin").exists(), "{stem}: no frame"),
+            _ => panic!("unexpected file {}", path.display()),
+        }
+    }
+    let want: BTreeSet<String> = FIXTURES.iter().map(|s| s.to_string()).collect();
+    assert_eq!(found, want);
+    for name in FIXTURES {
+        load(name);
+    }
+}
+
+#[test]
+fn codec_fixtures_decode_split_and_verify() {
+    for &(name, codec) in CODEC_FIXTURES {
+        let (sidecar, _, batches) = checked_fetch(name);
+        assert_eq!(sidecar.topic, format!("codec-{}", compression_name(codec)));
+        assert!(batches.len() >= 2, "{name}");
+        let mut records = Vec::new();
+        for batch in &batches {
+            assert_eq!(batch.compression(), codec, "{name}");
+            assert!(!batch.is_control() && !batch.is_transactional(), "{name}");
+            assert_eq!(batch.producer_id(), -1, "{name}: not idempotent");
+            assert_eq!(
+                batch.records_count(),
+                batch.last_offset_delta() + 1,
+                "{name}"
+            );
+            let decoded = decode_records(batch.as_bytes());
+            assert_eq!(decoded.len(), batch.records_count() as usize, "{name}");
+            records.extend(decoded);
+            assert_rewrite_keeps_records(name, batch);
+        }
+        // What produce.py wrote: keys a-0..19 then b-0..19, every 10th value
+        // null (a tombstone-like record), headers on 3 records of 4.
+        let keys: Vec<String> = records
+            .iter()
+            .map(|r| String::from_utf8(r.key.clone().unwrap().to_vec()).unwrap())
+            .collect();
+        let want: Vec<String> = ["a", "b"]
+            .iter()
+            .flat_map(|p| (0..20).map(move |i| format!("{p}-{i}")))
+            .collect();
+        assert_eq!(keys, want, "{name}");
+        let offsets: Vec<i64> = records.iter().map(|r| r.offset).collect();
+        assert_eq!(offsets, (0..40).collect::<Vec<_>>(), "{name}");
+        for (i, r) in records.iter().enumerate() {
+            let i = i % 20;
+            assert_eq!(r.value.is_none(), i % 10 == 9, "{name}: record {i} value");
+            // 0, 1 or 6 headers; kafka-protocol keeps headers in a map, so the
+            // repeated name "dup" counts once.
+            let want_headers = [0, 1, 5, 5][i % 4];
+            assert_eq!(r.headers.len(), want_headers, "{name}: record {i} headers");
+        }
+    }
+}
+
+#[test]
+fn read_uncommitted_fetch_holds_aborted_data_and_both_markers() {
+    let (_, part, batches) = checked_fetch("fetch-txn-read-uncommitted");
+    assert!(part.aborted_transactions.is_none_or(|l| l.is_empty()));
+    let markers: Vec<(i64, Option<ControlType>)> = batches
+        .iter()
+        .filter(|b| b.is_control())
+        .map(|b| (b.producer_id(), b.control_type().unwrap()))
+        .collect();
+    assert_eq!(markers.len(), 3, "{markers:?}");
+    assert!(markers.iter().any(|m| m.1 == Some(ControlType::Commit)));
+    assert!(markers.iter().any(|m| m.1 == Some(ControlType::Abort)));
+    for b in &batches {
+        assert!(b.is_transactional(), "every batch belongs to a transaction");
+        assert!(b.producer_id() >= 0 && b.producer_epoch() >= 0);
+        if b.is_control() {
+            assert_eq!(b.records_count(), 1);
+            assert_eq!(b.base_sequence(), -1);
+        }
+    }
+    let data: i32 = batches
+        .iter()
+        .filter(|b| !b.is_control())
+        .map(RecordBatch::records_count)
+        .sum();
+    assert_eq!(data, 16, "6 committed + 6 aborted + 4 committed records");
+}
+
+#[test]
+fn read_committed_fetch_is_classified_as_the_broker_intended() {
+    let (_, part, batches) = checked_fetch("fetch-txn-read-committed");
+    let list = part.aborted_transactions.clone().unwrap_or_default();
+    assert_eq!(list.len(), 1, "one aborted transaction: {list:?}");
+    let aborted_producer = list[0].producer_id.0;
+    let aborted_first = list[0].first_offset;
+
+    let mut filter = AbortedTransactions::new(&list);
+    let mut forwarded = 0;
+    let mut skipped = 0;
+    for b in &batches {
+        let fate = filter.classify(b).unwrap();
+        let expected = if b.is_control() {
+            BatchFate::SkipControl
+        } else if b.producer_id() == aborted_producer && b.base_offset() >= aborted_first {
+            BatchFate::SkipAborted
+        } else {
+            BatchFate::Forward
+        };
+        assert_eq!(fate, expected, "batch at {}", b.base_offset());
+        match fate {
+            BatchFate::Forward => forwarded += b.records_count(),
+            BatchFate::SkipAborted => skipped += b.records_count(),
+            BatchFate::SkipControl => {}
+        }
+    }
+    // What librdkafka's read_committed consumer delivered in the capture: 10.
+    assert_eq!((forwarded, skipped), (10, 6));
+}
+
+#[test]
+fn idempotent_batches_carry_consecutive_sequences() {
+    let (_, _, batches) = checked_fetch("fetch-idempotent");
+    assert!(batches.len() >= 2);
+    let pid = batches[0].producer_id();
+    let epoch = batches[0].producer_epoch();
+    assert!(pid >= 0 && epoch >= 0);
+    let mut next_sequence = 0;
+    for b in &batches {
+        assert_eq!((b.producer_id(), b.producer_epoch()), (pid, epoch));
+        assert!(!b.is_transactional());
+        assert_eq!(b.compression(), Compression::Lz4);
+        assert_eq!(
+            b.base_sequence(),
+            next_sequence,
+            "batch at {}",
+            b.base_offset()
+        );
+        next_sequence += b.records_count();
+        assert_rewrite_keeps_records("fetch-idempotent", b);
+    }
+    assert_eq!(next_sequence, 24);
+}
+
+#[test]
+fn compacted_fetch_has_offset_gaps_and_an_empty_batch() {
+    let (_, part, batches) = checked_fetch("fetch-compacted");
+    // Cleaned batches keep their offset range but lose records: kafka-mirror
+    // cannot produce these as they are ("Inconsistent batch offset range").
+    let gapped: Vec<&RecordBatch> = batches
+        .iter()
+        .filter(|b| b.records_count() != b.last_offset_delta() + 1)
+        .collect();
+    assert!(!gapped.is_empty());
+    for b in &gapped {
+        let records = decode_records(b.as_bytes());
+        assert_eq!(records.len(), b.records_count() as usize);
+        for r in &records {
+            assert!(r.offset >= b.base_offset() && r.offset <= b.last_offset());
+        }
+        if let [.., last] = &records[..] {
+            assert_eq!(
+                last.offset,
+                b.last_offset(),
+                "the kept record is the newest"
+            );
+        }
+    }
+    // An idempotent producer's last batch, all of it overwritten, is kept empty.
+    let empty: Vec<&RecordBatch> = batches.iter().filter(|b| b.records_count() == 0).collect();
+    assert_eq!(empty.len(), 1);
+    assert!(empty[0].producer_id() >= 0);
+    assert!(empty[0].last_offset_delta() > 0);
+    assert!(decode_records(empty[0].as_bytes()).is_empty());
+    // Offsets between batches are gaps too: the removed batches left holes.
+    let first = batches.first().unwrap();
+    assert!(first.base_offset() > part.log_start_offset);
+    // A tombstone (null value) survives: delete.retention.ms has not passed.
+    let tombstones = batches
+        .iter()
+        .flat_map(|b| decode_records(b.as_bytes()))
+        .filter(|r| r.value.is_none())
+        .count();
+    assert_eq!(tombstones, 1);
+}
+
+#[test]
+fn truncated_fetch_ends_in_a_partial_tail() {
+    let (sidecar, part, batches) = checked_fetch("fetch-truncated");
+    let want = &sidecar.partitions[0];
+    assert!(want.partial_tail_bytes > 0);
+    let records = part.records.unwrap();
+    // The cut-off batch starts right after the last complete one, at its next offset.
+    let last = batches.last().unwrap();
+    let tail_start = records.len() - want.partial_tail_bytes;
+    assert_eq!(
+        tail_start,
+        last.as_bytes().as_ptr() as usize + last.len() - records.as_ptr() as usize
+    );
+    let tail = &records[tail_start..];
+    let tail_offset = i64::from_be_bytes(tail[..8].try_into().unwrap());
+    assert_eq!(tail_offset, last.next_offset());
+    let tail_length = i32::from_be_bytes(tail[8..12].try_into().unwrap());
+    assert!(
+        tail_length as usize + 12 > tail.len(),
+        "the tail is cut off"
+    );
+    // The broker stops at the fetch size limit, not at a batch boundary.
+    assert_eq!(records.len(), 8000);
+}
+
+#[test]
+fn produce_requests_from_librdkafka_decode_and_survive_the_rewrite() {
+    for (name, codec) in [
+        ("produce-lz4", Compression::Lz4),
+        ("produce-zstd", Compression::Zstd),
+    ] {
+        let (frame, sidecar) = load(name);
+        assert_eq!(sidecar.api_key, ApiKey::Produce as i16);
+        let version = sidecar.api_version;
+        let mut buf = frame.clone();
+        let header =
+            RequestHeader::decode(&mut buf, ApiKey::Produce.request_header_version(version))
+                .unwrap();
+        assert_eq!(header.request_api_key, ApiKey::Produce as i16);
+        assert_eq!(header.request_api_version, version);
+        assert_eq!(header.correlation_id, sidecar.correlation_id);
+        assert_eq!(
+            header.client_id.as_deref(),
+            Some(sidecar.topic.as_str()),
+            "the capture names the client after the topic"
+        );
+        let request = ProduceRequest::decode(&mut buf, version).unwrap();
+        assert!(buf.is_empty(), "{name}: trailing bytes");
+        assert_eq!(Some(request.acks), sidecar.acks);
+        assert!(request.transactional_id.is_none());
+        assert_eq!(request.topic_data.len(), 1);
+        let topic = &request.topic_data[0];
+        assert_eq!(topic.name.as_str(), sidecar.topic);
+        assert_eq!(topic.partition_data.len(), 1, "{name}");
+        let part = &topic.partition_data[0];
+        let want = &sidecar.partitions[0];
+        assert_eq!(part.index, want.partition);
+        assert_eq!(want.topic.as_deref(), Some(sidecar.topic.as_str()));
+        let records = part.records.clone().unwrap();
+        let batches = split_and_check(name, &records, want);
+        // Produce v3+: exactly one batch per partition, base offset 0.
+        assert_eq!(batches.len(), 1, "{name}");
+        let batch = &batches[0];
+        assert_eq!(batch.base_offset(), 0);
+        assert_eq!(batch.compression(), codec);
+        assert_eq!(batch.records_count(), 20);
+        assert_rewrite_keeps_records(name, batch);
+    }
+}
+
+#[test]
+fn a_flipped_byte_is_a_crc_mismatch_naming_the_batch() {
+    let (frame, sidecar) = load("corrupt-bad-crc");
+    let corruption = sidecar.corruption.as_ref().unwrap();
+    let bad_offset = corruption["batch_base_offset"].as_i64().unwrap();
+    // The frame structure is intact: it decodes, and the batches split.
+    let response = decode_fetch("corrupt-bad-crc", frame, &sidecar);
+    let part = partitions_with_records(&response)[0];
+    let want = &sidecar.partitions[0];
+    let batches = split_and_check("corrupt-bad-crc", part.records.as_ref().unwrap(), want);
+    let mut mismatches = 0;
+    for (batch, expected) in batches.iter().zip(&want.batches) {
+        match batch.verify_crc() {
+            Ok(()) => assert!(expected.crc_ok, "batch at {}", expected.base_offset),
+            Err(BatchError::CrcMismatch {
+                base_offset,
+                stored,
+                computed,
+            }) => {
+                assert!(!expected.crc_ok);
+                assert_eq!(base_offset, bad_offset);
+                assert_eq!(stored, expected.crc);
+                assert_eq!(Some(computed), expected.computed_crc);
+                mismatches += 1;
+            }
+            Err(e) => panic!("unexpected {e:?}"),
+        }
+    }
+    assert_eq!(mismatches, 1);
+    // It differs from the captured frame (whose batches all verify) in the one
+    // flipped byte only.
+    let (original, _) = load("fetch-none");
+    let (corrupted, _) = load("corrupt-bad-crc");
+    let at = corruption["frame_offset"].as_u64().unwrap() as usize;
+    let differing: Vec<usize> = (0..original.len())
+        .filter(|&i| original[i] != corrupted[i])
+        .collect();
+    assert_eq!(differing, [at]);
+    assert_eq!(original[at] ^ 0xff, corrupted[at]);
+}
+
+#[test]
+fn an_oversized_batch_length_is_a_partial_tail_not_a_panic() {
+    let (frame, sidecar) = load("corrupt-batch-length");
+    let range = frame.as_ptr_range();
+    let response = decode_fetch("corrupt-batch-length", frame.clone(), &sidecar);
+    let part = partitions_with_records(&response)[0];
+    let records = part.records.clone().unwrap();
+    // Still a slice of the frame: nothing was copied or reserved for the bogus length.
+    assert!(range.contains(&records.as_ptr()));
+    let want = &sidecar.partitions[0];
+    let batches = split_and_check("corrupt-batch-length", &records, want);
+    assert!(want.partial_tail_bytes > 0);
+    for b in &batches {
+        b.verify_crc().unwrap();
+        assert!(range.contains(&b.as_bytes().as_ptr()));
+    }
+    let bogus = sidecar.corruption.as_ref().unwrap()["batch_length"]
+        .as_i64()
+        .unwrap();
+    assert!(bogus as usize > frame.len());
+}
+
+#[test]
+fn an_oversized_frame_prefix_is_refused_before_allocating() {
+    let (wire, sidecar) = load("corrupt-frame-prefix");
+    let prefix = sidecar.corruption.as_ref().unwrap()["size_prefix"]
+        .as_i64()
+        .unwrap();
+    let max = 100 << 20;
+    let mut buf = BytesMut::from(&wire[..]);
+    let capacity = buf.capacity();
+    let err = try_split_frame(&mut buf, max).unwrap_err();
+    assert!(
+        matches!(err, NetError::FrameTooLarge { size, max: m } if i64::from(size) == prefix && m == max),
+        "{err:?}"
+    );
+    assert_eq!(
+        buf.capacity(),
+        capacity,
+        "reserved room for a refused frame"
+    );
+    assert_eq!(buf.len(), wire.len(), "consumed bytes of a refused frame");
+
+    // With its real size prefix the same frame splits and decodes.
+    let body = wire.slice(4..);
+    let mut buf = BytesMut::new();
+    buf.extend_from_slice(&(body.len() as i32).to_be_bytes());
+    buf.extend_from_slice(&body);
+    let frame = try_split_frame(&mut buf, max).unwrap().unwrap();
+    assert!(buf.is_empty());
+    let (correlation_id, _) = decode_response::<FetchRequest>(frame, sidecar.api_version).unwrap();
+    assert_eq!(correlation_id, sidecar.correlation_id);
+}
