@@ -454,3 +454,62 @@ fn now_ms() -> i64 {
         .expect("clock after 1970")
         .as_millis() as i64
 }
+
+/// Partitions without a checkpoint start where the user says: the source's
+/// earliest offset by default, its end, or the first record at a timestamp.
+#[test]
+fn start_position_latest_or_timestamp() {
+    let Clusters { source, target } = clusters();
+    let topic = "start-at";
+    source.create_topic(topic, 1, 1, &[]).expect("create topic");
+    let base = now_ms() - 60_000;
+    // Two producer runs, so offset 60 starts a batch of its own.
+    let produce = |count, prefix: &str, base_timestamp_ms| {
+        produce_with_librdkafka(
+            &source.bootstrap(),
+            topic,
+            &ProduceOpts {
+                count,
+                partitions: Some(1),
+                key_prefix: prefix.into(),
+                base_timestamp_ms: Some(base_timestamp_ms),
+                ..ProduceOpts::default()
+            },
+        )
+        .expect("produce")
+    };
+    let mut produced = produce(60, "early", base);
+    produced.extend(produce(40, "late", base + 60));
+
+    let mut args = run_args(source, target, "start-latest");
+    args.extend([
+        "--topics".into(),
+        topic.into(),
+        "--start-position".into(),
+        "latest".into(),
+    ]);
+    let summary = mirror_until_caught_up(&args);
+    assert!(summary.contains(": 0 records"), "{summary}");
+
+    // Batches are copied whole, so a timestamp inside a batch starts at that
+    // batch: base + 70 lies in the batch that starts at offset 60.
+    let mut args = run_args(source, target, "start-timestamp");
+    args.extend([
+        "--topics".into(),
+        topic.into(),
+        "--start-position".into(),
+        (base + 70).to_string(),
+    ]);
+    let summary = mirror_until_caught_up(&args);
+    assert!(summary.contains(": 40 records"), "{summary}");
+    let copied = records_by_partition(&target.bootstrap(), topic)
+        .remove(&0)
+        .expect("partition 0");
+    assert_eq!(copied.len(), 40);
+    for (expected, actual) in produced[60..].iter().zip(&copied) {
+        assert_eq!(
+            (&expected.key, expected.timestamp),
+            (&actual.key, actual.timestamp)
+        );
+    }
+}
