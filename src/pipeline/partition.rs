@@ -4,7 +4,9 @@
 //! Pure state, no I/O, so every ordering rule is unit-tested here:
 //!
 //! - batches leave in source order, at most [`MAX_IN_FLIGHT`] unacknowledged
-//!   (the broker's idempotence window);
+//!   (the broker's idempotence window), and only one until the target has
+//!   acknowledged a first batch of ours (before that the broker takes any
+//!   sequence, so nothing could refuse a batch that overtook a failed one);
 //! - a batch gets its producer sequence when first sent and keeps it (and its
 //!   rewritten bytes) on every retry, so the broker drops a duplicate and
 //!   refuses a gap;
@@ -79,6 +81,11 @@ pub(crate) struct PartitionState {
     round: u64,
     /// Bytes held by entries (fetched and not yet checkpointed).
     held: usize,
+    /// Whether the target acknowledged a batch of ours on this partition. Until
+    /// then only one batch is in flight: a broker with no state for our
+    /// producer accepts *any* first sequence, so a second batch could land
+    /// before a first one that failed, and the first could never follow it.
+    established: bool,
 }
 
 /// What an acknowledgement or failure did to the partition.
@@ -102,6 +109,7 @@ impl PartitionState {
             next_sequence: 0,
             round: 0,
             held: 0,
+            established: false,
         }
     }
 
@@ -173,7 +181,8 @@ impl PartitionState {
             }
             count += 1;
         }
-        if count >= MAX_IN_FLIGHT {
+        let limit = if self.established { MAX_IN_FLIGHT } else { 1 };
+        if count >= limit {
             return None;
         }
         let round = self.round;
@@ -208,7 +217,7 @@ impl PartitionState {
 
     /// The target acknowledged the batch (or already had it: a duplicate sequence).
     pub(crate) fn acked(&mut self, entry: u64) -> Acknowledged {
-        match self.entry_mut(entry) {
+        let acknowledged = match self.entry_mut(entry) {
             Some(e) if matches!(e.state, EntryState::InFlight { .. }) => {
                 e.state = EntryState::Acked;
                 e.stamped = None;
@@ -217,11 +226,15 @@ impl PartitionState {
                     bytes: e.size,
                 }
             }
-            _ => Acknowledged {
-                records: 0,
-                bytes: 0,
-            },
-        }
+            _ => {
+                return Acknowledged {
+                    records: 0,
+                    bytes: 0,
+                }
+            }
+        };
+        self.established = true;
+        acknowledged
     }
 
     /// The batch's request failed in a way a resend can fix.
@@ -395,6 +408,16 @@ mod tests {
         RecordBatch::parse(buf.freeze()).expect("parse")
     }
 
+    /// A partition at offset 10 whose first batch (offset 9, sequence 0) the
+    /// target acknowledged, so pipelining is allowed.
+    fn established() -> PartitionState {
+        let mut p = PartitionState::new(9);
+        p.push_batch(batch(9, 1));
+        let first = p.next_to_send(7, 1).expect("first batch");
+        p.acked(first.entry);
+        p
+    }
+
     fn sequence_of(bytes: &Bytes) -> i32 {
         let mut buf = bytes.clone();
         let set = RecordBatchDecoder::decode(&mut buf).expect("decode");
@@ -408,21 +431,28 @@ mod tests {
             p.push_batch(batch(10 + i * 3, 3));
         }
         assert_eq!(p.fetch_offset, 31);
+        let first = p.next_to_send(7, 1).expect("first batch");
+        assert!(
+            p.next_to_send(7, 1).is_none(),
+            "one batch at a time until the target knows our producer"
+        );
+        assert_eq!(p.acked(first.entry).records, 3);
         let sent: Vec<Outgoing> = std::iter::from_fn(|| p.next_to_send(7, 1)).collect();
         assert_eq!(sent.len(), MAX_IN_FLIGHT);
         let sequences: Vec<i32> = sent.iter().map(|o| sequence_of(&o.bytes)).collect();
-        assert_eq!(sequences, [0, 3, 6, 9, 12]);
+        assert_eq!(sequence_of(&first.bytes), 0);
+        assert_eq!(sequences, [3, 6, 9, 12, 15]);
         assert_eq!(p.acked(sent[0].entry).records, 3);
-        let sixth = p.next_to_send(7, 1).expect("room for one more");
-        assert_eq!(sequence_of(&sixth.bytes), 15);
-        assert_eq!(p.committed(), 13);
+        let seventh = p.next_to_send(7, 1).expect("room for one more");
+        assert_eq!(sequence_of(&seventh.bytes), 18);
+        assert_eq!(p.committed(), 16);
     }
 
     #[test]
     fn failure_waits_for_earlier_answers_then_resends_same_bytes_in_order() {
-        let mut p = PartitionState::new(0);
+        let mut p = established();
         for i in 0..4 {
-            p.push_batch(batch(i * 2, 2));
+            p.push_batch(batch(10 + i * 2, 2));
         }
         let sent: Vec<Outgoing> = std::iter::from_fn(|| p.next_to_send(7, 1)).collect();
         assert_eq!(sent.len(), 4);
@@ -447,24 +477,24 @@ mod tests {
         for o in &resent {
             p.acked(o.entry);
         }
-        assert_eq!(p.committed(), 8);
+        assert_eq!(p.committed(), 18);
     }
 
     #[test]
     fn a_late_success_after_a_lost_answer_is_kept() {
-        let mut p = PartitionState::new(0);
-        p.push_batch(batch(0, 1));
-        p.push_batch(batch(1, 1));
+        let mut p = established();
+        p.push_batch(batch(10, 1));
+        p.push_batch(batch(11, 1));
         let a = p.next_to_send(7, 1).expect("a");
         let b = p.next_to_send(7, 1).expect("b");
         p.failed(a.entry);
         p.acked(b.entry);
-        assert_eq!(p.committed(), 0, "b is on the target but a is not yet");
+        assert_eq!(p.committed(), 10, "b is on the target but a is not yet");
         assert!(p.is_first_unacked(a.entry));
         let again = p.next_to_send(7, 1).expect("resend a");
         assert_eq!(again.entry, a.entry);
         p.acked(a.entry);
-        assert_eq!(p.committed(), 2);
+        assert_eq!(p.committed(), 12);
     }
 
     #[test]
@@ -487,18 +517,18 @@ mod tests {
 
     #[test]
     fn checkpoint_releases_only_what_it_covers() {
-        let mut p = PartitionState::new(0);
-        p.push_batch(batch(0, 2));
-        p.push_batch(batch(2, 2));
+        let mut p = established();
+        p.push_batch(batch(10, 2));
+        p.push_batch(batch(12, 2));
         let a = p.next_to_send(7, 1).expect("a");
         let b = p.next_to_send(7, 1).expect("b");
         p.acked(a.entry);
         p.acked(b.entry);
         let before = p.held_bytes();
-        let released = p.checkpoint_stored(2);
+        let released = p.checkpoint_stored(12);
         assert!(released > 0 && released < before);
-        assert_eq!(p.committed(), 4);
-        assert_eq!(p.checkpointed, 2);
+        assert_eq!(p.committed(), 14);
+        assert_eq!(p.checkpointed, 12);
     }
 
     #[test]

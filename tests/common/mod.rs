@@ -31,7 +31,9 @@ pub fn start_cluster(version: &str, nodes: usize, props: &[(&str, &str)]) -> Kaf
 /// The `kafka-mirror` binary built for this test run.
 pub fn mirror_command() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_kafka-mirror"));
-    command.env("RUST_LOG", "kafka_mirror=info");
+    // KAFKA_MIRROR_TEST_LOG=debug shows the mirror's own debugging in failures.
+    let level = std::env::var("KAFKA_MIRROR_TEST_LOG").unwrap_or_else(|_| "info".into());
+    command.env("RUST_LOG", format!("kafka_mirror={level}"));
     command
 }
 
