@@ -509,7 +509,7 @@ fn verify(src: &str, dst: &str, summary: &Summary) -> Result<Verified> {
     let target_topics = list_topics(dst)?;
     if target_topics.contains_key(EXCLUDED_TOPIC) {
         problems.push(format!(
-            "`{EXCLUDED_TOPIC}` was copied although --exclude '{EXCLUDE}' names it"
+            "`{EXCLUDED_TOPIC}` is on the target although the mirror ran with --exclude '{EXCLUDE}'"
         ));
     } else {
         println!("  {EXCLUDED_TOPIC:<15} not on the target (excluded), as intended");
