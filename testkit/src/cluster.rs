@@ -667,13 +667,21 @@ fn free_ports(n: usize) -> Result<Vec<u16>> {
 }
 
 /// A Kafka cluster id: 16 random bytes, URL-safe base64 without padding (22 chars).
+/// Like Kafka's own `Uuid.randomUuid`, never one that starts with '-': the
+/// storage tool would take it for an option (seen as a flaky cluster start).
 fn random_cluster_id() -> Result<String> {
     use base64::Engine as _;
-    let mut bytes = [0u8; 16];
-    fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .context("reading /dev/urandom")?;
-    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+    let mut urandom = fs::File::open("/dev/urandom").context("opening /dev/urandom")?;
+    loop {
+        let mut bytes = [0u8; 16];
+        urandom
+            .read_exact(&mut bytes)
+            .context("reading /dev/urandom")?;
+        let id = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        if !id.starts_with('-') {
+            return Ok(id);
+        }
+    }
 }
 
 /// Sends a Metadata v4 request for no topics and returns how many brokers it lists.

@@ -265,3 +265,28 @@ pub fn offset_of(cluster: &KafkaCluster, topic: &str, partition: i32, time: i64)
         .find_map(|line| line.rsplit(':').next()?.trim().parse().ok())
         .unwrap_or_else(|| panic!("no offset in GetOffsetShell output: {}", output.stdout))
 }
+
+/// Produces `count` records with librdkafka into `topic`, round-robin over
+/// `partitions`, keys `<prefix>-<i>`, timestamps from `base_timestamp_ms`
+/// (an hour ago when `None`). Returns them as acknowledged, in order.
+pub fn produce_keyed(
+    cluster: &KafkaCluster,
+    topic: &str,
+    count: u64,
+    partitions: u32,
+    prefix: &str,
+    base_timestamp_ms: Option<i64>,
+) -> Vec<DumpedRecord> {
+    kafka_testkit::produce_with_librdkafka(
+        &cluster.bootstrap(),
+        topic,
+        &kafka_testkit::ProduceOpts {
+            count,
+            partitions: Some(partitions),
+            key_prefix: prefix.into(),
+            base_timestamp_ms,
+            ..kafka_testkit::ProduceOpts::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("produce into {topic}: {e:#}"))
+}
