@@ -80,6 +80,14 @@ pub enum CheckpointError {
         /// What is missing.
         reason: String,
     },
+    /// A checkpoint batch could not be encoded.
+    #[error("checkpoint topic `{topic}`: cannot encode a checkpoint batch: {reason}")]
+    Encode {
+        /// The checkpoint topic.
+        topic: String,
+        /// The codec's message.
+        reason: String,
+    },
     /// A stored checkpoint could not be decoded.
     #[error("checkpoint topic `{topic}`: unreadable record at offset {offset}: {reason}")]
     Corrupt {
@@ -105,7 +113,9 @@ impl CheckpointError {
                     )
             }
             CheckpointError::NotReady { .. } => true,
-            CheckpointError::Topic { .. } | CheckpointError::Corrupt { .. } => false,
+            CheckpointError::Topic { .. }
+            | CheckpointError::Encode { .. }
+            | CheckpointError::Corrupt { .. } => false,
         }
     }
 }
@@ -275,31 +285,11 @@ impl CheckpointStore {
         record: &Record,
         checkpoints: &mut HashMap<(String, i32), Checkpoint>,
     ) -> Result<(), CheckpointError> {
-        let corrupt = |reason: String| CheckpointError::Corrupt {
+        apply_record(&self.mirror, record, checkpoints).map_err(|reason| CheckpointError::Corrupt {
             topic: self.topic.clone(),
             offset: record.offset,
             reason,
-        };
-        let Some(key) = &record.key else {
-            return Ok(());
-        };
-        let key: CheckpointKey<'_> =
-            serde_json::from_slice(key).map_err(|e| corrupt(format!("key: {e}")))?;
-        if key.mirror != self.mirror {
-            return Ok(());
-        }
-        let slot = (key.topic.to_owned(), key.partition);
-        match &record.value {
-            None => {
-                checkpoints.remove(&slot);
-            }
-            Some(value) => {
-                let checkpoint: Checkpoint =
-                    serde_json::from_slice(value).map_err(|e| corrupt(format!("value: {e}")))?;
-                checkpoints.insert(slot, checkpoint);
-            }
-        }
-        Ok(())
+        })
     }
 
     /// Writes checkpoints for these partitions and waits for the target's
@@ -311,7 +301,7 @@ impl CheckpointStore {
         if entries.is_empty() {
             return Ok(());
         }
-        let batch = self.encode(entries);
+        let batch = self.encode(entries)?;
         let leader = self.leader_or_refresh().await?;
         let topic_id = *self.topic_id.lock().unwrap_or_else(|p| p.into_inner());
         let request = ProduceRequest::default()
@@ -356,53 +346,14 @@ impl CheckpointStore {
         }
     }
 
-    /// One uncompressed record batch with a record per partition.
-    fn encode(&self, entries: &[(String, i32, Checkpoint)]) -> Bytes {
+    fn encode(&self, entries: &[(String, i32, Checkpoint)]) -> Result<Bytes, CheckpointError> {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
-        let records: Vec<Record> = entries
-            .iter()
-            .enumerate()
-            .map(|(i, (topic, partition, checkpoint))| {
-                let key = CheckpointKey {
-                    mirror: &self.mirror,
-                    topic,
-                    partition: *partition,
-                };
-                Record {
-                    transactional: false,
-                    control: false,
-                    delete_horizon: false,
-                    partition_leader_epoch: -1,
-                    producer_id: -1,
-                    producer_epoch: -1,
-                    timestamp_type: TimestampType::Creation,
-                    offset: i as i64,
-                    // The codec keeps records in one batch only while
-                    // offset - sequence stays constant; the batch's base
-                    // sequence is the first record's: -1, as a batch without
-                    // a producer id must have.
-                    sequence: i as i32 - 1,
-                    timestamp: now,
-                    key: Some(Bytes::from(serde_json::to_vec(&key).unwrap_or_default())),
-                    value: Some(Bytes::from(
-                        serde_json::to_vec(checkpoint).unwrap_or_default(),
-                    )),
-                    headers: Default::default(),
-                }
-            })
-            .collect();
-        let mut buf = BytesMut::new();
-        let options = RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        };
-        // Encoding plain records into memory cannot fail: no compression, valid sizes.
-        if let Err(e) = RecordBatchEncoder::encode(&mut buf, &records, &options) {
-            tracing::error!(error = %e, "cannot encode checkpoint batch");
-        }
-        buf.freeze()
+        encode_batch(&self.mirror, entries, now).map_err(|reason| CheckpointError::Encode {
+            topic: self.topic.clone(),
+            reason,
+        })
     }
 
     async fn leader_or_refresh(&self) -> Result<i32, CheckpointError> {
@@ -441,5 +392,143 @@ impl CheckpointStore {
             action,
             message: None,
         }
+    }
+}
+
+/// One uncompressed record batch with a record per partition (Produce v3+
+/// takes exactly one batch per partition).
+fn encode_batch(
+    mirror: &str,
+    entries: &[(String, i32, Checkpoint)],
+    timestamp: i64,
+) -> Result<Bytes, String> {
+    let mut records = Vec::with_capacity(entries.len());
+    for (i, (topic, partition, checkpoint)) in entries.iter().enumerate() {
+        let key = CheckpointKey {
+            mirror,
+            topic,
+            partition: *partition,
+        };
+        records.push(Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            // The codec keeps records in one batch only while offset -
+            // sequence stays constant; the batch's base sequence is the first
+            // record's: -1, as a batch without a producer id must have.
+            sequence: i as i32 - 1,
+            timestamp,
+            key: Some(Bytes::from(
+                serde_json::to_vec(&key).map_err(|e| e.to_string())?,
+            )),
+            value: Some(Bytes::from(
+                serde_json::to_vec(checkpoint).map_err(|e| e.to_string())?,
+            )),
+            headers: Default::default(),
+        });
+    }
+    let mut buf = BytesMut::new();
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression: Compression::None,
+    };
+    RecordBatchEncoder::encode(&mut buf, &records, &options).map_err(|e| e.to_string())?;
+    Ok(buf.freeze())
+}
+
+/// Applies one stored record to the checkpoints of `mirror`: the latest
+/// value wins, a null value (tombstone) removes the partition's checkpoint,
+/// and records of other mirrors are ignored.
+fn apply_record(
+    mirror: &str,
+    record: &Record,
+    checkpoints: &mut HashMap<(String, i32), Checkpoint>,
+) -> Result<(), String> {
+    let Some(key) = &record.key else {
+        return Ok(());
+    };
+    let key: CheckpointKey<'_> = serde_json::from_slice(key).map_err(|e| format!("key: {e}"))?;
+    if key.mirror != mirror {
+        return Ok(());
+    }
+    let slot = (key.topic.to_owned(), key.partition);
+    match &record.value {
+        None => {
+            checkpoints.remove(&slot);
+        }
+        Some(value) => {
+            let checkpoint: Checkpoint =
+                serde_json::from_slice(value).map_err(|e| format!("value: {e}"))?;
+            checkpoints.insert(slot, checkpoint);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::RecordBatch;
+
+    fn checkpoint(offset: i64) -> Checkpoint {
+        Checkpoint {
+            next_offset: offset,
+            topic_id: Uuid::from_u128(42),
+            source_cluster: Some("src".into()),
+        }
+    }
+
+    #[test]
+    fn a_write_is_one_batch_that_reads_back() {
+        let entries = vec![
+            ("orders".to_owned(), 0, checkpoint(10)),
+            ("orders".to_owned(), 1, checkpoint(20)),
+            ("payments".to_owned(), 0, checkpoint(30)),
+        ];
+        let bytes = encode_batch("dr", &entries, 1_700_000_000_000).expect("encode");
+        let batch = RecordBatch::parse(bytes.clone()).expect("exactly one v2 batch");
+        assert_eq!(batch.len(), bytes.len());
+        assert_eq!(batch.records_count(), 3);
+        assert_eq!(batch.producer_id(), -1);
+        assert_eq!(batch.base_sequence(), -1);
+        batch.verify_crc().expect("valid CRC");
+
+        let mut buf = bytes;
+        let set = RecordBatchDecoder::decode(&mut buf).expect("decode");
+        let mut loaded = HashMap::new();
+        for record in &set.records {
+            apply_record("dr", record, &mut loaded).expect("apply");
+            apply_record("other-mirror", record, &mut HashMap::new()).expect("apply");
+        }
+        assert_eq!(loaded.len(), 3);
+        assert_eq!(loaded[&("orders".to_owned(), 1)], checkpoint(20));
+        assert_eq!(loaded[&("payments".to_owned(), 0)], checkpoint(30));
+    }
+
+    #[test]
+    fn other_mirrors_and_tombstones() {
+        let bytes = encode_batch("dr", &[("t".to_owned(), 0, checkpoint(5))], 0).expect("encode");
+        let mut buf = bytes;
+        let set = RecordBatchDecoder::decode(&mut buf).expect("decode");
+        let mut loaded = HashMap::new();
+        apply_record("another", &set.records[0], &mut loaded).expect("apply");
+        assert!(
+            loaded.is_empty(),
+            "another mirror's checkpoints are not ours"
+        );
+        apply_record("dr", &set.records[0], &mut loaded).expect("apply");
+        let mut tombstone = set.records[0].clone();
+        tombstone.value = None;
+        apply_record("dr", &tombstone, &mut loaded).expect("apply");
+        assert!(loaded.is_empty(), "a tombstone removes the checkpoint");
+        let mut garbage = set.records[0].clone();
+        garbage.value = Some(Bytes::from_static(b"not json"));
+        let err = apply_record("dr", &garbage, &mut loaded).expect_err("corrupt");
+        assert!(err.starts_with("value:"), "{err}");
     }
 }

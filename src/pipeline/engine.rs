@@ -16,7 +16,6 @@ use uuid::Uuid;
 
 use super::partition::{Backoff, PartitionState};
 use super::stats::{Counters, PartitionProblem, Summary};
-use super::MirrorError;
 use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore};
 use crate::cluster::{Cluster, ClusterError, Metadata, OffsetResult, OffsetSpec, Role};
 use crate::config::{DataLossPolicy, MirrorConfig};
@@ -95,6 +94,22 @@ pub(super) enum Event {
     },
 }
 
+/// Everything the engine starts from, gathered by `startup.rs`.
+#[derive(Debug)]
+pub(super) struct Prepared {
+    pub(super) config: MirrorConfig,
+    pub(super) options: RunOptions,
+    pub(super) source: Arc<Cluster>,
+    pub(super) target: Arc<Cluster>,
+    pub(super) checkpoints: Arc<CheckpointStore>,
+    /// kafka-mirror's producer id and epoch on the target.
+    pub(super) producer: (i64, i16),
+    pub(super) source_meta: Metadata,
+    pub(super) target_meta: Metadata,
+    pub(super) slots: Vec<Slot>,
+    pub(super) topic_count: usize,
+}
+
 /// A metadata refresh that someone asked for.
 #[derive(Debug, Default)]
 struct Refresh {
@@ -148,20 +163,20 @@ pub(crate) struct Engine {
 }
 
 impl Engine {
-    /// An engine over prepared slots; `startup.rs` builds it.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn new(
-        config: MirrorConfig,
-        options: RunOptions,
-        source: Arc<Cluster>,
-        target: Arc<Cluster>,
-        checkpoints: Arc<CheckpointStore>,
-        producer: (i64, i16),
-        source_meta: Metadata,
-        target_meta: Metadata,
-        slots: Vec<Slot>,
-        topic_count: usize,
-    ) -> Self {
+    /// An engine over what `startup.rs` prepared.
+    pub(super) fn new(prepared: Prepared) -> Self {
+        let Prepared {
+            config,
+            options,
+            source,
+            target,
+            checkpoints,
+            producer,
+            source_meta,
+            target_meta,
+            slots,
+            topic_count,
+        } = prepared;
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let index = slots
             .iter()
@@ -207,10 +222,7 @@ impl Engine {
     }
 
     /// Runs until shut down or caught up, then stores the final checkpoints.
-    pub(super) async fn run(
-        mut self,
-        shutdown: impl Future<Output = ()>,
-    ) -> Result<Summary, MirrorError> {
+    pub(super) async fn run(mut self, shutdown: impl Future<Output = ()>) -> Summary {
         tokio::pin!(shutdown);
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -230,7 +242,7 @@ impl Engine {
             }
         }
         self.final_checkpoint().await;
-        Ok(self.summary())
+        self.summary()
     }
 
     /// Starts whatever may start now.

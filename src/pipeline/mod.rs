@@ -92,5 +92,5 @@ pub async fn run(
 ) -> Result<Summary, MirrorError> {
     config.validate()?;
     let engine = startup::start(config, options).await?;
-    engine.run(shutdown).await
+    Ok(engine.run(shutdown).await)
 }

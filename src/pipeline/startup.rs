@@ -9,7 +9,7 @@ use std::time::Duration;
 use kafka_protocol::error::ParseResponseErrorCode;
 use kafka_protocol::messages::{InitProducerIdRequest, ProducerId};
 
-use super::engine::{Engine, RunOptions, Slot, Status};
+use super::engine::{Engine, Prepared, RunOptions, Slot, Status};
 use super::partition::{Backoff, PartitionState};
 use super::MirrorError;
 use crate::checkpoint::CheckpointStore;
@@ -131,18 +131,18 @@ pub(super) async fn start(
             slot.caught_up_at = ends.get(&(slot.topic.to_string(), slot.partition)).copied();
         }
     }
-    Ok(Engine::new(
+    Ok(Engine::new(Prepared {
         config,
         options,
         source,
         target,
-        Arc::new(checkpoints),
+        checkpoints: Arc::new(checkpoints),
         producer,
         source_meta,
         target_meta,
         slots,
-        specs.len(),
-    ))
+        topic_count: specs.len(),
+    }))
 }
 
 fn start_spec(position: StartPosition) -> OffsetSpec {
