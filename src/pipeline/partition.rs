@@ -7,9 +7,8 @@
 //!   (the broker's idempotence window), and only one until the target has
 //!   acknowledged a first batch of ours (before that the broker takes any
 //!   sequence, so nothing could refuse a batch that overtook a failed one);
-//! - a batch gets its producer sequence when first sent and keeps it (and its
-//!   rewritten bytes) on every retry, so the broker drops a duplicate and
-//!   refuses a gap;
+//! - a batch gets its producer sequence when first sent and keeps it on every
+//!   retry, so the broker drops a duplicate and refuses a gap;
 //! - after a failure the partition waits until every batch sent before the
 //!   failure has an answer, then resends the failed ones in order;
 //! - the checkpointable offset is the end of the longest acknowledged prefix,
@@ -30,8 +29,8 @@ pub(crate) const MAX_IN_FLIGHT: usize = 5;
 /// Where a batch is on its way to the target.
 #[derive(Debug)]
 enum EntryState {
-    /// Fetched, never sent: still the source's bytes.
-    Queued(RecordBatch),
+    /// Fetched, never sent.
+    Queued,
     /// Sent in a request not yet answered.
     InFlight { sent_in_round: u64 },
     /// Its request failed: to be sent again, same bytes, same sequence.
@@ -50,8 +49,12 @@ struct Entry {
     size: usize,
     records: i32,
     state: EntryState,
-    /// The rewritten batch, once stamped with our producer id and sequence.
-    stamped: Option<Bytes>,
+    /// The source batch, until the target has it. Only the source bytes are
+    /// kept: the header is rewritten again for a retry (one copy, a 40-byte
+    /// CRC), so an in-flight batch is not held twice.
+    batch: Option<RecordBatch>,
+    /// Our producer sequence, handed out at the first send and kept for retries.
+    sequence: Option<i32>,
 }
 
 /// A batch handed to the sender.
@@ -136,16 +139,17 @@ impl PartitionState {
         let next_offset = batch.next_offset();
         let size = batch.len();
         let records = batch.records_count();
-        self.push(next_offset, size, records, EntryState::Queued(batch));
+        self.push(next_offset, size, records, Some(batch));
     }
 
     /// Records that the source range up to `next_offset` holds nothing to send
     /// (a control batch, an aborted transaction, an empty batch, a reported loss).
     pub(crate) fn push_skip(&mut self, next_offset: i64) {
-        self.push(next_offset, 0, 0, EntryState::Acked);
+        self.push(next_offset, 0, 0, None);
     }
 
-    fn push(&mut self, next_offset: i64, size: usize, records: i32, state: EntryState) {
+    /// Appends an entry: a batch to send, or with none, a range already done.
+    fn push(&mut self, next_offset: i64, size: usize, records: i32, batch: Option<RecordBatch>) {
         let id = self.next_entry_id;
         self.next_entry_id += 1;
         self.held += size;
@@ -155,8 +159,13 @@ impl PartitionState {
             next_offset,
             size,
             records,
-            state,
-            stamped: None,
+            state: if batch.is_some() {
+                EntryState::Queued
+            } else {
+                EntryState::Acked
+            },
+            batch,
+            sequence: None,
         });
     }
 
@@ -193,22 +202,26 @@ impl PartitionState {
             .or_else(|| {
                 self.entries
                     .iter()
-                    .position(|e| matches!(e.state, EntryState::Queued(_)))
+                    .position(|e| matches!(e.state, EntryState::Queued))
             })?;
         let entry = &mut self.entries[position];
-        if let EntryState::Queued(batch) = &entry.state {
-            let stamp = ProducerStamp {
-                producer_id,
-                producer_epoch,
-                base_sequence: self.next_sequence,
-            };
-            entry.stamped = Some(batch.rewrite_for_produce(stamp));
-            self.next_sequence = increment_sequence(self.next_sequence, entry.records);
-        }
+        let base_sequence = match entry.sequence {
+            Some(sequence) => sequence,
+            None => {
+                let sequence = self.next_sequence;
+                self.next_sequence = increment_sequence(sequence, entry.records);
+                entry.sequence = Some(sequence);
+                sequence
+            }
+        };
+        let bytes = entry.batch.as_ref()?.rewrite_for_produce(ProducerStamp {
+            producer_id,
+            producer_epoch,
+            base_sequence,
+        });
         entry.state = EntryState::InFlight {
             sent_in_round: round,
         };
-        let bytes = entry.stamped.clone()?;
         Some(Outgoing {
             entry: entry.id,
             bytes,
@@ -220,7 +233,7 @@ impl PartitionState {
         let acknowledged = match self.entry_mut(entry) {
             Some(e) if matches!(e.state, EntryState::InFlight { .. }) => {
                 e.state = EntryState::Acked;
-                e.stamped = None;
+                e.batch = None;
                 Acknowledged {
                     records: i64::from(e.records),
                     bytes: e.size,
@@ -308,7 +321,7 @@ impl PartitionState {
         let Some(first) = self
             .entries
             .iter()
-            .position(|e| matches!(e.state, EntryState::Queued(_)))
+            .position(|e| matches!(e.state, EntryState::Queued))
         else {
             return 0;
         };
