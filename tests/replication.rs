@@ -396,7 +396,7 @@ fn a_recreated_source_topic_is_reported() {
     assert_eq!(output.status.code(), Some(2), "stdout:\n{stdout}");
     for partition in 0..2 {
         assert!(
-            stdout.contains(&format!("STOPPED phoenix-{partition}: source topic `phoenix` was deleted and recreated since the last checkpoint")),
+            stdout.contains(&format!("STOPPED phoenix-{partition}: source topic `phoenix` was deleted and recreated since its data was copied")),
             "{stdout}"
         );
     }

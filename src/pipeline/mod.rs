@@ -20,11 +20,13 @@
 //! - `produce.rs`: up to `max_in_flight_requests` Produce requests per target
 //!   broker, one batch per partition each, as kafka-mirror's own idempotent producer.
 //! - `partition.rs`: per-partition ordering, sequences, acknowledgements.
+//! - `positions.rs`: start offsets, and data the source lost before it was copied.
 //! - `stats.rs`: counters and the run summary.
 
 mod engine;
 mod fetch;
 mod partition;
+mod positions;
 mod produce;
 mod startup;
 mod stats;

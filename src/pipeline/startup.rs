@@ -14,7 +14,7 @@ use super::partition::{Backoff, PartitionState};
 use super::MirrorError;
 use crate::checkpoint::CheckpointStore;
 use crate::cluster::{Cluster, Metadata, OffsetSpec, Role};
-use crate::config::{DataLossPolicy, MirrorConfig, StartPosition};
+use crate::config::{MirrorConfig, StartPosition};
 use crate::topics::{ensure_topics, TopicSpec};
 
 /// Connects, prepares the target and builds the engine.
@@ -73,10 +73,12 @@ pub(super) async fn start(
         let topic = &source_meta.topics[&spec.name];
         let name: Arc<str> = spec.name.as_str().into();
         for &partition in topic.partitions.keys() {
-            let checkpoint = stored.get(&(spec.name.clone(), partition));
-            let (offset, status) = match checkpoint {
+            // A checkpoint of an older incarnation of the topic keeps its
+            // topic id here, so the engine's recreated-topic check reports it.
+            let (offset, topic_id, status) = match stored.get(&(spec.name.clone(), partition)) {
                 None => (
                     0,
+                    topic.id,
                     Status::Resolving {
                         spec: start_spec(config.replication.start_position),
                         asked: false,
@@ -94,27 +96,13 @@ pub(super) async fn start(
                             });
                         }
                     }
-                    if checkpoint.topic_id == topic.id {
-                        (checkpoint.next_offset, Status::Copying)
-                    } else {
-                        let reason = format!(
-                            "source topic `{}` was deleted and recreated since the last checkpoint (topic id {} is now {}); its offsets restarted",
-                            spec.name, checkpoint.topic_id, topic.id
-                        );
-                        recreated_status(
-                            config.replication.on_data_loss,
-                            checkpoint.next_offset,
-                            reason,
-                            &spec.name,
-                            partition,
-                        )
-                    }
+                    (checkpoint.next_offset, checkpoint.topic_id, Status::Copying)
                 }
             };
             slots.push(Slot {
                 topic: name.clone(),
                 partition,
-                source_topic_id: topic.id,
+                source_topic_id: topic_id,
                 state: PartitionState::new(offset),
                 status,
                 fetching: false,
@@ -150,40 +138,6 @@ fn start_spec(position: StartPosition) -> OffsetSpec {
         StartPosition::Earliest => OffsetSpec::Earliest,
         StartPosition::Latest => OffsetSpec::Latest,
         StartPosition::Timestamp(ms) => OffsetSpec::Timestamp(ms),
-    }
-}
-
-/// A checkpoint for an older incarnation of the topic: stop, or copy the new
-/// one from its start when the operator said so.
-fn recreated_status(
-    policy: DataLossPolicy,
-    offset: i64,
-    reason: String,
-    topic: &str,
-    partition: i32,
-) -> (i64, Status) {
-    match policy {
-        DataLossPolicy::Stop => {
-            let reason = format!(
-                "{reason}; to copy the new topic on top of the old copy, restart with --on-data-loss continue"
-            );
-            tracing::error!(topic, partition, "partition stopped: {reason}");
-            (offset, Status::Stopped(reason))
-        }
-        DataLossPolicy::Continue => {
-            tracing::error!(
-                topic,
-                partition,
-                "{reason}; copying the new topic from its start (on_data_loss = continue)"
-            );
-            (
-                0,
-                Status::Resolving {
-                    spec: OffsetSpec::Earliest,
-                    asked: false,
-                },
-            )
-        }
     }
 }
 
