@@ -1,6 +1,7 @@
-//! A target broker dies and comes back while data streams through: leaders
-//! move, produce requests fail mid-flight, and the mirror must retry after a
-//! metadata refresh without losing, reordering or duplicating a record.
+//! Brokers die and come back while data streams through, first on the
+//! target, then on the source: leaders move, produce and fetch requests fail
+//! mid-flight, and the mirror must retry after a metadata refresh without
+//! losing, reordering or duplicating a record.
 
 mod common;
 
@@ -10,11 +11,11 @@ use common::*;
 use kafka_testkit::{produce_with_librdkafka, Compression, ProduceOpts};
 
 #[test]
-fn a_target_broker_restart_mid_stream_loses_and_reorders_nothing() {
-    let source = start_cluster(KAFKA, 1, &[]);
+fn broker_restarts_on_both_sides_mid_stream_lose_and_reorder_nothing() {
+    let source = start_cluster(KAFKA, 3, &[("min.insync.replicas", "2")]);
     let target = start_cluster(KAFKA, 3, &[("min.insync.replicas", "2")]);
     let topic = "failover";
-    source.create_topic(topic, 6, 1, &[]).expect("create topic");
+    source.create_topic(topic, 6, 3, &[]).expect("create topic");
 
     let producer = {
         let bootstrap = source.bootstrap();
@@ -62,6 +63,9 @@ fn a_target_broker_restart_mid_stream_loses_and_reorders_nothing() {
     target.kill_node(1).expect("kill a target broker");
     std::thread::sleep(Duration::from_secs(3));
     target.start_node(1).expect("restart it");
+    source.kill_node(2).expect("kill a source broker");
+    std::thread::sleep(Duration::from_secs(3));
+    source.start_node(2).expect("restart it");
     let produced = producer.join().expect("producer thread");
 
     eventually(
