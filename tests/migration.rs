@@ -5,10 +5,7 @@
 mod common;
 
 use common::*;
-use kafka_testkit::{
-    produce_with_java, produce_with_librdkafka, Compression, JavaProduceOpts, ProduceOpts,
-    OLD_KAFKA_VERSION,
-};
+use kafka_testkit::{Compression, OLD_KAFKA_VERSION};
 
 #[test]
 fn kafka_3_9_into_kafka_4() {
@@ -16,30 +13,8 @@ fn kafka_3_9_into_kafka_4() {
     let target = start_cluster(KAFKA, 1, &[]);
     let topic = "migrate";
     source.create_topic(topic, 4, 1, &[]).expect("create topic");
-    produce_with_librdkafka(
-        &source.bootstrap(),
-        topic,
-        &ProduceOpts {
-            count: 2000,
-            partitions: Some(4),
-            compression: Compression::Zstd,
-            idempotence: true,
-            ..ProduceOpts::default()
-        },
-    )
-    .expect("produce with librdkafka");
-    produce_with_java(
-        source.dist(),
-        &source.bootstrap(),
-        topic,
-        &JavaProduceOpts {
-            num_records: 4000,
-            record_size: 250,
-            compression: Compression::Lz4,
-            ..JavaProduceOpts::default()
-        },
-    )
-    .expect("produce with the Java producer");
+    // zstd is the codec a migration most often meets on old clusters.
+    produce_with_both_clients(&source, topic, 4, Compression::Zstd, 2000, 4000);
 
     let summary = mirror_until_caught_up(&run_args(&source, &target, "migration"));
     assert!(

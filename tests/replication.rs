@@ -11,8 +11,7 @@ use std::time::Duration;
 
 use common::*;
 use kafka_testkit::{
-    produce_with_java, produce_with_librdkafka, Compression, DumpedRecord, JavaProduceOpts,
-    KafkaCluster, ProduceOpts,
+    produce_with_librdkafka, Compression, DumpedRecord, KafkaCluster, ProduceOpts,
 };
 
 struct Clusters {
@@ -45,32 +44,7 @@ fn every_codec_arrives_as_the_same_batches_and_records() {
         source
             .create_topic(&topic, 3, 1, &[])
             .expect("create topic");
-        // librdkafka: keys, headers, tombstones, explicit timestamps, idempotent.
-        produce_with_librdkafka(
-            &source.bootstrap(),
-            &topic,
-            &ProduceOpts {
-                count: 1500,
-                partitions: Some(3),
-                compression: codec,
-                idempotence: true,
-                ..ProduceOpts::default()
-            },
-        )
-        .expect("produce with librdkafka");
-        // Kafka's own Java producer (idempotent by default since 3.0).
-        produce_with_java(
-            source.dist(),
-            &source.bootstrap(),
-            &topic,
-            &JavaProduceOpts {
-                num_records: 3000,
-                record_size: 300,
-                compression: codec,
-                ..JavaProduceOpts::default()
-            },
-        )
-        .expect("produce with the Java producer");
+        produce_with_both_clients(source, &topic, 3, codec, 1500, 3000);
     }
     let mut args = run_args(source, target, "codecs");
     args.extend(["--topics".into(), "codec-.*".into()]);

@@ -232,9 +232,9 @@ impl Cluster {
     where
         R: kafka_protocol::protocol::Request + Send + 'static,
     {
-        let connection = self.broker(broker).await?;
-        connection
-            .send(request)
+        let pending = self.enqueue(broker, request).await?;
+        pending
+            .response()
             .await
             .map_err(|source| self.net_error(source))
     }

@@ -40,7 +40,7 @@ impl Engine {
     }
 
     /// Applies the data-loss policy to a partition whose source restarted.
-    pub(super) fn on_source_reset(&mut self, slot: usize, new_topic_id: Uuid, reason: String) {
+    fn on_source_reset(&mut self, slot: usize, new_topic_id: Uuid, reason: String) {
         match self.config.replication.on_data_loss {
             DataLossPolicy::Stop => self.stop(
                 slot,
@@ -156,7 +156,6 @@ impl Engine {
         mut latest: HashMap<(String, i32), OffsetResult>,
     ) {
         let now = Instant::now();
-        let policy = self.config.replication.on_data_loss;
         for i in slots {
             let key = (self.slots[i].topic.to_string(), self.slots[i].partition);
             let (first, end) = match (earliest.remove(&key), latest.remove(&key)) {
@@ -170,7 +169,7 @@ impl Engine {
                     continue;
                 }
             };
-            let slot = &mut self.slots[i];
+            let slot = &self.slots[i];
             let at = slot.state.fetch_offset;
             if at < first {
                 let lost = first - at;
@@ -181,37 +180,35 @@ impl Engine {
                     slot.topic,
                     slot.partition
                 );
-                match policy {
-                    DataLossPolicy::Stop => self.stop(
-                        i,
-                        format!("{reason}; restart with --on-data-loss continue to copy on from offset {first}"),
-                    ),
-                    DataLossPolicy::Continue => {
-                        tracing::error!(topic = %slot.topic, partition = slot.partition, "{reason}; continuing from offset {first} (on_data_loss = continue)");
-                        slot.state.push_skip(first);
-                        slot.status = Status::Copying;
-                    }
-                }
+                self.apply_loss_policy(i, reason, first);
             } else if at > end {
                 let reason = format!(
                     "the mirror's next offset {at} of {}-{} is past the source's log end {end}: the source lost data that was already copied (unclean leader election or truncation)",
                     slot.topic, slot.partition
                 );
-                match policy {
-                    DataLossPolicy::Stop => self.stop(
-                        i,
-                        format!("{reason}; restart with --on-data-loss continue to copy on from offset {end}"),
-                    ),
-                    DataLossPolicy::Continue => {
-                        tracing::error!(topic = %slot.topic, partition = slot.partition, "{reason}; continuing from offset {end} (on_data_loss = continue)");
-                        slot.state.push_skip(end);
-                        slot.status = Status::Copying;
-                    }
-                }
+                self.apply_loss_policy(i, reason, end);
             } else {
                 // In range again (a leader change raced the fetch): just fetch again.
+                let slot = &mut self.slots[i];
                 slot.status = Status::Copying;
                 slot.fetch_backoff.fail(now);
+            }
+        }
+    }
+
+    /// Stops the partition, or with `on_data_loss = continue` reports the
+    /// loss and copies on from `resume_at`.
+    fn apply_loss_policy(&mut self, i: usize, reason: String, resume_at: i64) {
+        match self.config.replication.on_data_loss {
+            DataLossPolicy::Stop => self.stop(
+                i,
+                format!("{reason}; restart with --on-data-loss continue to copy on from offset {resume_at}"),
+            ),
+            DataLossPolicy::Continue => {
+                let slot = &mut self.slots[i];
+                tracing::error!(topic = %slot.topic, partition = slot.partition, "{reason}; continuing from offset {resume_at} (on_data_loss = continue)");
+                slot.state.push_skip(resume_at);
+                slot.status = Status::Copying;
             }
         }
     }

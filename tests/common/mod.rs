@@ -290,3 +290,41 @@ pub fn produce_keyed(
     )
     .unwrap_or_else(|e| panic!("produce into {topic}: {e:#}"))
 }
+
+/// Writes a topic the way real producers do, with clients nobody here wrote:
+/// `keyed` records from librdkafka (idempotent; keys, headers, tombstones,
+/// explicit timestamps) and then `plain` 300-byte records from Kafka's own
+/// Java producer (idempotent by default since 3.0), both with `codec`.
+pub fn produce_with_both_clients(
+    cluster: &KafkaCluster,
+    topic: &str,
+    partitions: u32,
+    codec: kafka_testkit::Compression,
+    keyed: u64,
+    plain: u64,
+) {
+    kafka_testkit::produce_with_librdkafka(
+        &cluster.bootstrap(),
+        topic,
+        &kafka_testkit::ProduceOpts {
+            count: keyed,
+            partitions: Some(partitions),
+            compression: codec,
+            idempotence: true,
+            ..kafka_testkit::ProduceOpts::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("produce into {topic} with librdkafka: {e:#}"));
+    kafka_testkit::produce_with_java(
+        cluster.dist(),
+        &cluster.bootstrap(),
+        topic,
+        &kafka_testkit::JavaProduceOpts {
+            num_records: plain,
+            record_size: 300,
+            compression: codec,
+            ..kafka_testkit::JavaProduceOpts::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("produce into {topic} with the Java producer: {e:#}"));
+}
