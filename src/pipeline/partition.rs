@@ -134,6 +134,13 @@ impl PartitionState {
     /// Appends a fetched batch; it moves the fetch position past it.
     pub(crate) fn push_batch(&mut self, batch: RecordBatch) {
         let next_offset = batch.next_offset();
+        self.push_batch_with_next_offset(batch, next_offset);
+    }
+
+    /// Appends a batch that stands for the source range up to `next_offset`:
+    /// a renumbered compacted batch, whose own offset range is shorter than
+    /// the source batch's it replaces.
+    pub(crate) fn push_batch_with_next_offset(&mut self, batch: RecordBatch, next_offset: i64) {
         let size = batch.len();
         let records = batch.records_count();
         self.push(next_offset, size, records, EntryState::Queued(batch));
