@@ -432,6 +432,20 @@ mod tests {
     }
 
     #[test]
+    fn a_renumbered_batch_checkpoints_past_the_source_range_it_replaces() {
+        // Source batch 20..=29 after compaction kept 2 records, renumbered 20..=21.
+        let mut p = PartitionState::new(20);
+        p.push_batch_with_next_offset(batch(20, 2), 30);
+        assert_eq!(p.fetch_offset, 30);
+        let sent = p.next_to_send(7, 1).expect("batch");
+        assert_eq!(p.acked(sent.entry).records, 2);
+        assert_eq!(p.committed(), 30);
+        // Sequences count the records sent, not the source offsets.
+        p.push_batch(batch(30, 1));
+        assert_eq!(sequence_of(&p.next_to_send(7, 1).expect("next").bytes), 2);
+    }
+
+    #[test]
     fn sends_in_order_with_our_sequences_and_at_most_five_in_flight() {
         let mut p = PartitionState::new(10);
         for i in 0..7 {
