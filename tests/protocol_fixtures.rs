@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use bytes::{Bytes, BytesMut};
 use kafka_mirror::batch::{
-    split_batches, AbortedTransactions, BatchError, BatchFate, Compression, ControlType,
+    renumber, split_batches, AbortedTransactions, BatchError, BatchFate, Compression, ControlType,
     ProducerStamp, RecordBatch, TimestampType,
 };
 use kafka_mirror::net::frame::{decode_response, try_split_frame};
@@ -536,6 +536,113 @@ fn compacted_fetch_has_offset_gaps_and_an_empty_batch() {
         .filter(|r| r.value.is_none())
         .count();
     assert_eq!(tombstones, 1);
+}
+
+/// `renumber` keeps what consumers see: the same records in order (key,
+/// value, headers, timestamp), numbered 0..n-1 in a batch the broker accepts.
+fn assert_renumbered(name: &str, input: &RecordBatch) -> RecordBatch {
+    input.verify_crc().unwrap();
+    let output = renumber(input).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let output = RecordBatch::parse(output.as_bytes().clone()).unwrap();
+    output
+        .verify_crc()
+        .unwrap_or_else(|e| panic!("{name}: renumbered batch: {e}"));
+    assert_eq!(output.records_count(), input.records_count(), "{name}");
+    assert_eq!(
+        output.last_offset_delta() + 1,
+        output.records_count(),
+        "{name}"
+    );
+    assert_eq!(output.compression(), input.compression(), "{name}");
+    assert_eq!(output.attributes(), input.attributes(), "{name}");
+    assert_eq!(output.base_offset(), input.base_offset(), "{name}");
+    assert_eq!(output.base_timestamp(), input.base_timestamp(), "{name}");
+    assert_eq!(output.max_timestamp(), input.max_timestamp(), "{name}");
+    assert_eq!(output.producer_id(), input.producer_id(), "{name}");
+    let (before, after) = (
+        decode_records(input.as_bytes()),
+        decode_records(output.as_bytes()),
+    );
+    assert_eq!(before.len(), after.len(), "{name}");
+    for (i, (b, a)) in before.iter().zip(&after).enumerate() {
+        assert_eq!(a.offset, output.base_offset() + i as i64, "{name}");
+        assert_eq!(
+            (&a.key, &a.value, &a.headers, a.timestamp),
+            (&b.key, &b.value, &b.headers, b.timestamp),
+            "{name}: record {i}"
+        );
+    }
+    output
+}
+
+/// The records section of a batch, decompressed by kafka-protocol.
+fn plain_records(batch: &RecordBatch) -> Bytes {
+    use kafka_protocol::compression::{Decompressor, Gzip, Lz4, Snappy, Zstd};
+    let mut body = batch.as_bytes().slice(61..);
+    let take = |b: &mut Bytes| Ok(b.split_off(0));
+    match batch.compression() {
+        Compression::None => body,
+        Compression::Gzip => Gzip::decompress(&mut body, take).unwrap(),
+        Compression::Snappy => Snappy::decompress(&mut body, take).unwrap(),
+        Compression::Lz4 => Lz4::decompress(&mut body, take).unwrap(),
+        Compression::Zstd => Zstd::decompress(&mut body, take).unwrap(),
+    }
+}
+
+#[test]
+fn compacted_batches_from_a_real_cleaner_are_renumbered() {
+    let (_, _, batches) = checked_fetch("fetch-compacted");
+    let gapped: Vec<&RecordBatch> = batches.iter().filter(|b| b.has_offset_gaps()).collect();
+    assert!(!gapped.is_empty());
+    for batch in gapped {
+        let records = decode_records(batch.as_bytes());
+        // The cleaner kept the newest record: its offsetDelta is not 0.
+        assert!(records[0].offset > batch.base_offset());
+        assert_renumbered("fetch-compacted", batch);
+    }
+    // Batches without gaps, and the emptied one, are not renumbered.
+    assert!(batches
+        .iter()
+        .filter(|b| !b.has_offset_gaps())
+        .all(|b| b.records_count() == 0 || b.records_count() == b.last_offset_delta() + 1));
+}
+
+/// librdkafka's batches of every codec (repeated `dup` headers in them), with
+/// a gap after their last record, as when the cleaner drops a batch's tail:
+/// the offsetDeltas stay, so the decompressed records must come back byte
+/// for byte, and the codec (for snappy, librdkafka's raw framing) is kept.
+#[test]
+fn librdkafka_batches_of_every_codec_survive_renumbering_byte_for_byte() {
+    for &(name, codec) in CODEC_FIXTURES {
+        let (_, _, batches) = checked_fetch(name);
+        let mut duplicate_headers = 0;
+        for batch in &batches {
+            let mut bytes = batch.as_bytes().to_vec();
+            let widened = batch.last_offset_delta() + 3;
+            bytes[23..27].copy_from_slice(&widened.to_be_bytes());
+            let crc = crc32c::crc32c(&bytes[21..]);
+            bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+            let gapped = RecordBatch::parse(Bytes::from(bytes)).unwrap();
+            assert!(gapped.has_offset_gaps(), "{name}");
+            let output = assert_renumbered(name, &gapped);
+            assert_eq!(output.compression(), codec, "{name}");
+            let plain = plain_records(&output);
+            assert_eq!(plain, plain_records(batch), "{name}: records changed");
+            duplicate_headers += plain.windows(3).filter(|w| w == b"dup").count();
+            if codec == Compression::Snappy {
+                let xerial = |b: &RecordBatch| b.as_bytes()[61..].starts_with(b"\x82SNAPPY");
+                assert_eq!(
+                    xerial(&output),
+                    xerial(batch),
+                    "{name}: snappy framing kept"
+                );
+            }
+        }
+        assert!(
+            duplicate_headers > 0,
+            "{name}: no repeated header names in the data"
+        );
+    }
 }
 
 #[test]

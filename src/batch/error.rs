@@ -57,4 +57,17 @@ pub enum BatchError {
         /// What was wrong, in words.
         reason: String,
     },
+
+    /// Inflating the batch's records (to renumber them) would exceed the
+    /// memory bound: a decompression bomb, or a batch far larger than any a
+    /// broker accepts. Nothing beyond the bound was allocated.
+    #[error(
+        "record batch at offset {base_offset} decompresses to more than {limit} bytes, the most kafka-mirror inflates"
+    )]
+    InflatedTooLarge {
+        /// Base offset of the batch.
+        base_offset: i64,
+        /// The bound, in decompressed bytes.
+        limit: usize,
+    },
 }

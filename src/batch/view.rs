@@ -9,21 +9,21 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use super::BatchError;
 
 /// Byte offsets of the v2 header fields (see the table in `kafka-notes.md`).
-mod at {
-    pub(super) const BASE_OFFSET: usize = 0;
-    pub(super) const BATCH_LENGTH: usize = 8;
-    pub(super) const PARTITION_LEADER_EPOCH: usize = 12;
-    pub(super) const MAGIC: usize = 16;
-    pub(super) const CRC: usize = 17;
-    pub(super) const ATTRIBUTES: usize = 21;
-    pub(super) const LAST_OFFSET_DELTA: usize = 23;
-    pub(super) const BASE_TIMESTAMP: usize = 27;
-    pub(super) const MAX_TIMESTAMP: usize = 35;
-    pub(super) const PRODUCER_ID: usize = 43;
-    pub(super) const PRODUCER_EPOCH: usize = 51;
-    pub(super) const BASE_SEQUENCE: usize = 53;
-    pub(super) const RECORDS_COUNT: usize = 57;
-    pub(super) const RECORDS: usize = 61;
+pub(super) mod at {
+    pub(in crate::batch) const BASE_OFFSET: usize = 0;
+    pub(in crate::batch) const BATCH_LENGTH: usize = 8;
+    pub(in crate::batch) const PARTITION_LEADER_EPOCH: usize = 12;
+    pub(in crate::batch) const MAGIC: usize = 16;
+    pub(in crate::batch) const CRC: usize = 17;
+    pub(in crate::batch) const ATTRIBUTES: usize = 21;
+    pub(in crate::batch) const LAST_OFFSET_DELTA: usize = 23;
+    pub(in crate::batch) const BASE_TIMESTAMP: usize = 27;
+    pub(in crate::batch) const MAX_TIMESTAMP: usize = 35;
+    pub(in crate::batch) const PRODUCER_ID: usize = 43;
+    pub(in crate::batch) const PRODUCER_EPOCH: usize = 51;
+    pub(in crate::batch) const BASE_SEQUENCE: usize = 53;
+    pub(in crate::batch) const RECORDS_COUNT: usize = 57;
+    pub(in crate::batch) const RECORDS: usize = 61;
 }
 
 /// Size of the v2 batch header; records start right after it.
@@ -245,6 +245,15 @@ impl RecordBatch {
         self.i32_at(at::LAST_OFFSET_DELTA)
     }
 
+    /// Whether compaction removed records but kept their offsets: the batch
+    /// holds records yet fewer than its offset range. The destination refuses
+    /// such a batch as it is ("Inconsistent batch offset range");
+    /// [`renumber`](super::renumber) re-encodes it.
+    pub fn has_offset_gaps(&self) -> bool {
+        let count = self.records_count();
+        count > 0 && i64::from(count) != i64::from(self.last_offset_delta()) + 1
+    }
+
     /// Offset of the batch's last record.
     pub fn last_offset(&self) -> i64 {
         // Wrapping: a corrupt header must not panic the mirror.
@@ -446,13 +455,13 @@ fn first_record_key(records: &[u8]) -> Result<Option<&[u8]>, &'static str> {
 }
 
 /// Reads a zigzag varint of at most 5 bytes (Kafka's `varint`).
-fn read_varint(buf: &mut &[u8]) -> Result<i32, &'static str> {
+pub(super) fn read_varint(buf: &mut &[u8]) -> Result<i32, &'static str> {
     let raw = read_unsigned_varint(buf, 5)? as u32;
     Ok((raw >> 1) as i32 ^ -((raw & 1) as i32))
 }
 
 /// Reads a zigzag varint of at most 10 bytes (Kafka's `varlong`).
-fn read_varlong(buf: &mut &[u8]) -> Result<i64, &'static str> {
+pub(super) fn read_varlong(buf: &mut &[u8]) -> Result<i64, &'static str> {
     let raw = read_unsigned_varint(buf, 10)?;
     Ok((raw >> 1) as i64 ^ -((raw & 1) as i64))
 }

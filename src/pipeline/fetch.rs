@@ -15,7 +15,7 @@ use kafka_protocol::messages::FetchResponse;
 use kafka_protocol::ResponseError;
 
 use super::engine::{Engine, Event, Status};
-use crate::batch::{split_batches, AbortedTransactions, BatchFate};
+use crate::batch::{renumber, split_batches, AbortedTransactions, BatchFate};
 use crate::cluster::{fetch_request, response_partitions, ClusterError, PartitionFetch, Role};
 use crate::config::IsolationLevel;
 
@@ -226,22 +226,31 @@ impl Engine {
                     self.counters.empty_batches_skipped += 1;
                     slot.state.push_skip(batch.next_offset());
                 }
-                BatchFate::Forward
-                    if i64::from(batch.records_count())
-                        != i64::from(batch.last_offset_delta()) + 1 =>
-                {
-                    let reason = format!(
-                        "batch at offset {} of {}-{} holds {} records for {} offsets (log compaction removed some): \
-                         the target refuses such a batch as it is, and re-encoding compacted batches is not supported yet; \
-                         exclude the topic",
-                        batch.base_offset(),
-                        slot.topic,
-                        slot.partition,
-                        batch.records_count(),
-                        i64::from(batch.last_offset_delta()) + 1
-                    );
-                    self.stop(i, reason);
-                    return;
+                BatchFate::Forward if batch.has_offset_gaps() => {
+                    // Compaction left fewer records than offsets: the target
+                    // refuses that, so renumber the records (the slow path).
+                    // The checkpoint still moves past the source batch's range.
+                    match renumber(&batch) {
+                        Ok(renumbered) => {
+                            self.counters.reencoded_batches += 1;
+                            self.held += renumbered.len();
+                            slot.state
+                                .push_batch_with_next_offset(renumbered, batch.next_offset());
+                        }
+                        Err(e) => {
+                            let reason = format!(
+                                "cannot renumber the compacted batch at offset {} of {}-{} \
+                                 ({} records for {} offsets): {e}",
+                                batch.base_offset(),
+                                slot.topic,
+                                slot.partition,
+                                batch.records_count(),
+                                i64::from(batch.last_offset_delta()) + 1
+                            );
+                            self.stop(i, reason);
+                            return;
+                        }
+                    }
                 }
                 BatchFate::Forward => {
                     self.held += batch.len();

@@ -137,6 +137,13 @@ impl PartitionState {
     /// Appends a fetched batch; it moves the fetch position past it.
     pub(crate) fn push_batch(&mut self, batch: RecordBatch) {
         let next_offset = batch.next_offset();
+        self.push_batch_with_next_offset(batch, next_offset);
+    }
+
+    /// Appends a batch that stands for the source range up to `next_offset`:
+    /// a renumbered compacted batch, whose own offset range is shorter than
+    /// the source batch's it replaces.
+    pub(crate) fn push_batch_with_next_offset(&mut self, batch: RecordBatch, next_offset: i64) {
         let size = batch.len();
         let records = batch.records_count();
         self.push(next_offset, size, records, Some(batch));
@@ -435,6 +442,20 @@ mod tests {
         let mut buf = bytes.clone();
         let set = RecordBatchDecoder::decode(&mut buf).expect("decode");
         set.records[0].sequence
+    }
+
+    #[test]
+    fn a_renumbered_batch_checkpoints_past_the_source_range_it_replaces() {
+        // Source batch 20..=29 after compaction kept 2 records, renumbered 20..=21.
+        let mut p = PartitionState::new(20);
+        p.push_batch_with_next_offset(batch(20, 2), 30);
+        assert_eq!(p.fetch_offset, 30);
+        let sent = p.next_to_send(7, 1).expect("batch");
+        assert_eq!(p.acked(sent.entry).records, 2);
+        assert_eq!(p.committed(), 30);
+        // Sequences count the records sent, not the source offsets.
+        p.push_batch(batch(30, 1));
+        assert_eq!(sequence_of(&p.next_to_send(7, 1).expect("next").bytes), 2);
     }
 
     #[test]

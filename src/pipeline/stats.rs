@@ -18,6 +18,8 @@ pub(crate) struct Counters {
     pub(crate) aborted_batches_skipped: u64,
     /// Batches that compaction emptied, not forwarded.
     pub(crate) empty_batches_skipped: u64,
+    /// Compacted batches with offset gaps, renumbered before forwarding.
+    pub(crate) reencoded_batches: u64,
     /// Source offsets deleted before they were copied.
     pub(crate) offsets_lost: u64,
     /// Produce requests that failed and were retried.
@@ -54,6 +56,9 @@ pub struct Summary {
     pub aborted_batches_skipped: u64,
     /// Batches emptied by compaction, not forwarded.
     pub empty_batches_skipped: u64,
+    /// Compacted batches with offset gaps that were decompressed, renumbered
+    /// and recompressed (the only batches not forwarded as the same bytes).
+    pub reencoded_batches: u64,
     /// Source offsets deleted by retention before they were copied.
     pub offsets_lost: u64,
     /// Produce requests retried.
@@ -81,6 +86,7 @@ impl Summary {
             control_batches_skipped: counters.control_batches_skipped,
             aborted_batches_skipped: counters.aborted_batches_skipped,
             empty_batches_skipped: counters.empty_batches_skipped,
+            reencoded_batches: counters.reencoded_batches,
             offsets_lost: counters.offsets_lost,
             produce_retries: counters.produce_retries,
             elapsed,
@@ -120,6 +126,13 @@ impl fmt::Display for Summary {
             self.empty_batches_skipped,
             self.produce_retries
         )?;
+        if self.reencoded_batches > 0 {
+            writeln!(
+                f,
+                "re-encoded: {} compacted batches with offset gaps (records renumbered, same codec)",
+                self.reencoded_batches
+            )?;
+        }
         if self.offsets_lost > 0 {
             writeln!(
                 f,

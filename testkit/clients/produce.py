@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Produce deterministic, varied records with confluent-kafka (librdkafka).
 
-Record i: key "<prefix>-<i>"; value a JSON-like document whose size varies with i
+Record i: key "<prefix>-<i>" (with --distinct-keys N, "<prefix>-<i % N>": many
+updates to few keys, for compacted topics); value a JSON-like document whose size varies with i
 (every 10th value is null); headers: none for i % 4 == 0, one for i % 4 == 1, several
 (with a repeated name and a null value) otherwise; explicit CreateTime timestamp
 base + i ms. With --partitions N record i goes to partition i % N.
@@ -23,8 +24,8 @@ def b64(b):
     return None if b is None else base64.b64encode(b).decode("ascii")
 
 
-def record(i, prefix, base_ts):
-    key = f"{prefix}-{i}".encode()
+def record(i, prefix, base_ts, distinct_keys=None):
+    key = f"{prefix}-{i if distinct_keys is None else i % distinct_keys}".encode()
     if i % 10 == 9:
         value = None
     else:
@@ -59,6 +60,7 @@ def main():
     ap.add_argument("--compression", default="none",
                     choices=["none", "gzip", "snappy", "lz4", "zstd"])
     ap.add_argument("--key-prefix", default="key")
+    ap.add_argument("--distinct-keys", type=int, default=None)
     ap.add_argument("--base-timestamp", type=int, default=None)
     ap.add_argument("--idempotence", action="store_true")
     ap.add_argument("--transactional-id", default=None)
@@ -97,7 +99,7 @@ def main():
         p.begin_transaction()
     recs = []
     for i in range(a.count):
-        key, value, headers, ts = record(i, a.key_prefix, base_ts)
+        key, value, headers, ts = record(i, a.key_prefix, base_ts, a.distinct_keys)
         recs.append((key, value, headers, ts))
         kw = dict(key=key, value=value, headers=headers, timestamp=ts, on_delivery=on_delivery(i))
         if a.partitions:

@@ -206,6 +206,9 @@ pub struct ProduceOpts {
     pub compression: Compression,
     /// Prefix of every key (`<prefix>-<i>`), so several runs into one topic stay apart.
     pub key_prefix: String,
+    /// Cycle through this many keys (`<prefix>-<i % n>`): many updates to few
+    /// keys, for compacted topics. `None`: every key distinct.
+    pub distinct_keys: Option<u64>,
     /// Base of the explicit CreateTime timestamps (record i gets base + i ms);
     /// `None` means now minus one hour.
     pub base_timestamp_ms: Option<i64>,
@@ -225,6 +228,7 @@ impl Default for ProduceOpts {
             partitions: None,
             compression: Compression::None,
             key_prefix: "key".into(),
+            distinct_keys: None,
             base_timestamp_ms: None,
             idempotence: false,
             transactional_id: None,
@@ -257,6 +261,9 @@ pub fn produce_with_librdkafka(
     ];
     if let Some(p) = opts.partitions {
         args.extend(["--partitions".into(), p.to_string()]);
+    }
+    if let Some(n) = opts.distinct_keys {
+        args.extend(["--distinct-keys".into(), n.to_string()]);
     }
     if let Some(ts) = opts.base_timestamp_ms {
         args.extend(["--base-timestamp".into(), ts.to_string()]);

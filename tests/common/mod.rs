@@ -12,7 +12,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use kafka_testkit::{
-    dump_topic, read_partition_batches, ClusterSpec, DumpedRecord, KafkaCluster, RawBatch,
+    dump_topic_with, read_partition_batches, ClusterSpec, DumpedRecord, KafkaCluster, RawBatch,
 };
 
 /// The Kafka version of the clusters most tests use.
@@ -102,10 +102,21 @@ pub fn tail(text: &str, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-/// Records of a topic grouped by partition, in offset order.
+/// Records of a topic grouped by partition, in offset order (read_committed).
 pub fn records_by_partition(bootstrap: &str, topic: &str) -> BTreeMap<i32, Vec<DumpedRecord>> {
+    records_by_partition_with(bootstrap, topic, true)
+}
+
+/// [`records_by_partition`] choosing the isolation level.
+pub fn records_by_partition_with(
+    bootstrap: &str,
+    topic: &str,
+    read_committed: bool,
+) -> BTreeMap<i32, Vec<DumpedRecord>> {
     let mut by_partition: BTreeMap<i32, Vec<DumpedRecord>> = BTreeMap::new();
-    for record in dump_topic(bootstrap, topic).unwrap_or_else(|e| panic!("dump {topic}: {e:#}")) {
+    let records = dump_topic_with(bootstrap, topic, read_committed)
+        .unwrap_or_else(|e| panic!("dump {topic}: {e:#}"));
+    for record in records {
         by_partition
             .entry(record.partition)
             .or_default()
@@ -129,36 +140,47 @@ fn content(record: &DumpedRecord) -> impl PartialEq + std::fmt::Debug + '_ {
     )
 }
 
+/// Asserts two dumps hold the same records: same partitions, and in each the
+/// same order, key, value, headers and timestamp (offsets may differ).
+/// Returns the count.
+pub fn assert_same_content(
+    expected: &BTreeMap<i32, Vec<DumpedRecord>>,
+    actual: &BTreeMap<i32, Vec<DumpedRecord>>,
+    what: &str,
+) -> usize {
+    assert_eq!(
+        expected.keys().collect::<Vec<_>>(),
+        actual.keys().collect::<Vec<_>>(),
+        "{what}: partitions holding data differ"
+    );
+    let mut count = 0;
+    for (partition, expected_records) in expected {
+        let actual_records = &actual[partition];
+        assert_eq!(
+            expected_records.len(),
+            actual_records.len(),
+            "{what}-{partition}: record count differs"
+        );
+        for (e, a) in expected_records.iter().zip(actual_records) {
+            assert_eq!(
+                content(e),
+                content(a),
+                "{what}-{partition}: expected offset {} differs from actual offset {}",
+                e.offset,
+                a.offset
+            );
+        }
+        count += expected_records.len();
+    }
+    count
+}
+
 /// Asserts the target topic holds exactly the source topic's records: same
 /// partition, order, key, value, headers and timestamp. Returns the count.
 pub fn assert_same_records(source: &KafkaCluster, target: &KafkaCluster, topic: &str) -> usize {
     let expected = records_by_partition(&source.bootstrap(), topic);
     let actual = records_by_partition(&target.bootstrap(), topic);
-    assert_eq!(
-        expected.keys().collect::<Vec<_>>(),
-        actual.keys().collect::<Vec<_>>(),
-        "{topic}: partitions holding data differ"
-    );
-    let mut count = 0;
-    for (partition, source_records) in &expected {
-        let target_records = &actual[partition];
-        assert_eq!(
-            source_records.len(),
-            target_records.len(),
-            "{topic}-{partition}: record count differs"
-        );
-        for (s, t) in source_records.iter().zip(target_records) {
-            assert_eq!(
-                content(s),
-                content(t),
-                "{topic}-{partition}: source offset {} differs from target offset {}",
-                s.offset,
-                t.offset
-            );
-        }
-        count += source_records.len();
-    }
-    count
+    assert_same_content(&expected, &actual, topic)
 }
 
 /// Asserts the stored target batches of a topic are the source's batches,

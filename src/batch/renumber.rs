@@ -1,0 +1,876 @@
+//! Renumbering compacted batches: the exception path where the mirror
+//! *inflates* a batch.
+//!
+//! Everywhere else a batch is forwarded deflated (see the module above): its
+//! records stay compressed and opaque. Log compaction breaks that for one kind
+//! of batch. The cleaner removes records but keeps the batch's offset range,
+//! so a cleaned batch can hold fewer records than offsets
+//! (`recordsCount != lastOffsetDelta + 1`). A broker refuses such a batch in a
+//! Produce request ("Inconsistent batch offset range"), so it cannot be
+//! forwarded as it is.
+//!
+//! [`renumber`] re-encodes it. It decompresses the records section with the
+//! batch's own codec, walks each record's varint fields (length, attributes,
+//! timestampDelta, offsetDelta, then key, value and headers, only checked),
+//! rewrites the offsetDelta to the record's index, copies every other byte as
+//! it is, recompresses with the same codec and writes a header with
+//! `lastOffsetDelta = count - 1` and a fresh CRC. Records are never decoded
+//! into a map-based model: Kafka allows repeated header names, and they must
+//! arrive as they left, byte for byte. Only offsets change: the target assigns
+//! its own anyway, so consumers see the same keys, values, headers and
+//! timestamps, in the same order.
+//!
+//! This costs a decompression and a compression per batch, so it is counted
+//! and only taken for batches that need it. Every length read from the input
+//! is checked before it is used, and decompression stops at
+//! [`MAX_INFLATED_BYTES`], so a corrupt batch or a decompression bomb is a
+//! [`BatchError`], never a panic or an unbounded allocation.
+//!
+//! Codecs as Kafka writes them:
+//! - gzip: one or more gzip members (Java's `GZIPOutputStream`, librdkafka);
+//! - snappy: Java clients write xerial framing (a 16-byte header, then
+//!   length-prefixed raw blocks), librdkafka writes one raw snappy block;
+//!   both are read, and the output keeps the input's framing;
+//! - lz4: the LZ4 frame format;
+//! - zstd: one or more zstd frames.
+//!
+//! Compression reuses `kafka_protocol::compression`'s compressors. Its
+//! decompressors are not used: they grow their output without a bound.
+
+use std::borrow::Cow;
+use std::io::Read;
+
+use bytes::{BufMut, BytesMut};
+use kafka_protocol::compression::{Compressor, Gzip, Lz4, Snappy, Zstd};
+
+use super::view::{at, read_varint, read_varlong, HEADER_LEN, LOG_OVERHEAD};
+use super::{BatchError, Compression, RecordBatch};
+
+/// The most bytes one batch's records may decompress to. Far above what a
+/// broker accepts in one batch with default settings (1 MiB), and low enough
+/// that a decompression bomb cannot take the process's memory.
+pub const MAX_INFLATED_BYTES: usize = 64 << 20;
+
+/// zstd frames may ask for a window of up to 2^27 bytes (what Kafka's highest
+/// compression level uses); larger windows are refused before allocating.
+const ZSTD_WINDOW_LOG_MAX: u32 = 27;
+
+/// First 8 bytes of xerial-framed snappy, followed by two 4-byte versions.
+const XERIAL_MAGIC: &[u8] = b"\x82SNAPPY\x00";
+const XERIAL_HEADER_LEN: usize = 16;
+
+/// Re-encodes `batch` so that its records are numbered `0..n-1`, as
+/// [`renumber_with_limit`] with [`MAX_INFLATED_BYTES`].
+pub fn renumber(batch: &RecordBatch) -> Result<RecordBatch, BatchError> {
+    renumber_with_limit(batch, MAX_INFLATED_BYTES)
+}
+
+/// Re-encodes `batch` with the same records renumbered `0..n-1`.
+///
+/// The result has the same base offset, partition leader epoch, attributes
+/// (so the same codec), base and max timestamps, producer fields and record
+/// count as `batch`; `lastOffsetDelta` becomes `count - 1`, `batchLength` and
+/// the CRC are recomputed. Each record keeps every byte but its offsetDelta
+/// (and its length prefix, when the shorter offsetDelta shortens it).
+///
+/// Verify the CRC of `batch` first: the new CRC would otherwise bless a batch
+/// damaged in transit.
+///
+/// Fails with [`BatchError::InflatedTooLarge`] when the records decompress
+/// to more than `max_inflated_bytes`, and with [`BatchError::Corrupt`] when
+/// they do not decompress, or do not hold `records_count` well-formed records
+/// with increasing offsets inside the batch's range.
+pub fn renumber_with_limit(
+    batch: &RecordBatch,
+    max_inflated_bytes: usize,
+) -> Result<RecordBatch, BatchError> {
+    let base_offset = batch.base_offset();
+    let corrupt = |reason: String| BatchError::Corrupt {
+        base_offset,
+        reason,
+    };
+    let count = batch.records_count();
+    if count <= 0 {
+        return Err(corrupt(format!(
+            "a batch of {count} records has nothing to renumber"
+        )));
+    }
+    let source = batch.as_bytes();
+    let body = &source[HEADER_LEN..];
+    let codec = Codec::of(batch.compression(), body);
+    let records = codec
+        .inflate(body, max_inflated_bytes)
+        .map_err(|e| match e {
+            InflateError::TooLarge => BatchError::InflatedTooLarge {
+                base_offset,
+                limit: max_inflated_bytes,
+            },
+            InflateError::Invalid(reason) => corrupt(reason),
+        })?;
+    // Each new offsetDelta is at most the old one, so the output never grows.
+    let mut renumbered = Vec::with_capacity(records.len());
+    renumber_records(&records, count, batch.last_offset_delta(), &mut renumbered)
+        .map_err(corrupt)?;
+    drop(records);
+
+    let mut out = BytesMut::with_capacity(HEADER_LEN + renumbered.len());
+    out.put_slice(&source[..HEADER_LEN]);
+    codec
+        .deflate(&renumbered, &mut out)
+        .map_err(|e| corrupt(format!("recompressing the renumbered records failed: {e}")))?;
+    let batch_length = i32::try_from(out.len() - LOG_OVERHEAD)
+        .map_err(|_| corrupt("the renumbered batch is larger than 2 GiB".into()))?;
+    out[at::BATCH_LENGTH..at::BATCH_LENGTH + 4].copy_from_slice(&batch_length.to_be_bytes());
+    out[at::LAST_OFFSET_DELTA..at::LAST_OFFSET_DELTA + 4]
+        .copy_from_slice(&(count - 1).to_be_bytes());
+    let crc = crc32c::crc32c(&out[at::ATTRIBUTES..]);
+    out[at::CRC..at::CRC + 4].copy_from_slice(&crc.to_be_bytes());
+    RecordBatch::parse(out.freeze())
+}
+
+/// Writes the `count` records of `records` into `out` with offsetDelta `i`
+/// for the i-th record, everything else copied.
+fn renumber_records(
+    records: &[u8],
+    count: i32,
+    last_offset_delta: i32,
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
+    let mut rest = records;
+    let mut previous_delta: Option<i32> = None;
+    for index in 0..count {
+        let fail = |reason: &str| format!("record {index} of {count}: {reason}");
+        let length = read_varint(&mut rest).map_err(fail)?;
+        let length = usize::try_from(length).map_err(|_| fail("negative record length"))?;
+        let record = rest
+            .get(..length)
+            .ok_or_else(|| fail("record runs past the records section"))?;
+        rest = &rest[length..];
+
+        let (&attributes, mut fields) = record
+            .split_first()
+            .ok_or_else(|| fail("record ends before its attributes"))?;
+        let timestamp_start = fields;
+        read_varlong(&mut fields).map_err(fail)?;
+        let timestamp_delta = &timestamp_start[..timestamp_start.len() - fields.len()];
+        let offset_delta = read_varint(&mut fields).map_err(fail)?;
+        let in_order = match previous_delta {
+            None => offset_delta >= 0,
+            Some(previous) => offset_delta > previous,
+        };
+        if !in_order || offset_delta > last_offset_delta {
+            return Err(fail(&format!(
+                "offsetDelta {offset_delta} is out of order or outside the batch's range 0..={last_offset_delta}"
+            )));
+        }
+        previous_delta = Some(offset_delta);
+        check_record_tail(fields).map_err(fail)?;
+
+        let new_length = 1 + timestamp_delta.len() + varint_len(index) + fields.len();
+        // new_length <= length, which came from an i32.
+        write_varint(out, new_length as i32);
+        out.push(attributes);
+        out.extend_from_slice(timestamp_delta);
+        write_varint(out, index);
+        out.extend_from_slice(fields);
+    }
+    if !rest.is_empty() {
+        return Err(format!(
+            "{} bytes follow the last of the batch's {count} records",
+            rest.len()
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that key, value and headers fill the rest of a record exactly.
+fn check_record_tail(mut rest: &[u8]) -> Result<(), &'static str> {
+    skip_nullable_bytes(&mut rest, "key runs past the record")?;
+    skip_nullable_bytes(&mut rest, "value runs past the record")?;
+    let headers = read_varint(&mut rest)?;
+    if headers < 0 {
+        return Err("negative header count");
+    }
+    for _ in 0..headers {
+        let key_length = read_varint(&mut rest)?;
+        let key_length = usize::try_from(key_length).map_err(|_| "null header key")?;
+        rest = rest
+            .get(key_length..)
+            .ok_or("header key runs past the record")?;
+        skip_nullable_bytes(&mut rest, "header value runs past the record")?;
+    }
+    if rest.is_empty() {
+        Ok(())
+    } else {
+        Err("bytes follow the record's last header")
+    }
+}
+
+/// Skips a varint length (-1 for null) and that many bytes.
+fn skip_nullable_bytes(rest: &mut &[u8], past_end: &'static str) -> Result<(), &'static str> {
+    let length = read_varint(rest)?;
+    if length < -1 {
+        return Err("length below -1");
+    }
+    if let Ok(length) = usize::try_from(length) {
+        *rest = rest.get(length..).ok_or(past_end)?;
+    }
+    Ok(())
+}
+
+/// Writes a zigzag varint (Kafka's `varint`).
+fn write_varint(out: &mut Vec<u8>, value: i32) {
+    let mut raw = ((value << 1) ^ (value >> 31)) as u32;
+    while raw >= 0x80 {
+        out.push((raw as u8 & 0x7f) | 0x80);
+        raw >>= 7;
+    }
+    out.push(raw as u8);
+}
+
+fn varint_len(value: i32) -> usize {
+    let raw = ((value << 1) ^ (value >> 31)) as u32;
+    (32 - raw.leading_zeros() as usize).max(1).div_ceil(7)
+}
+
+/// A codec as found in one batch: snappy in its two framings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Codec {
+    None,
+    Gzip,
+    XerialSnappy,
+    RawSnappy,
+    Lz4,
+    Zstd,
+}
+
+#[derive(Debug)]
+enum InflateError {
+    TooLarge,
+    Invalid(String),
+}
+
+impl Codec {
+    fn of(compression: Compression, body: &[u8]) -> Self {
+        match compression {
+            Compression::None => Codec::None,
+            Compression::Gzip => Codec::Gzip,
+            // Like Java's SnappyInputStream: without the xerial header the
+            // whole section is one raw block.
+            Compression::Snappy
+                if body.len() >= XERIAL_HEADER_LEN && body.starts_with(XERIAL_MAGIC) =>
+            {
+                Codec::XerialSnappy
+            }
+            Compression::Snappy => Codec::RawSnappy,
+            Compression::Lz4 => Codec::Lz4,
+            Compression::Zstd => Codec::Zstd,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Codec::None => "none",
+            Codec::Gzip => "gzip",
+            Codec::XerialSnappy => "snappy (xerial framing)",
+            Codec::RawSnappy => "snappy",
+            Codec::Lz4 => "lz4",
+            Codec::Zstd => "zstd",
+        }
+    }
+
+    /// The records section decompressed, at most `limit` bytes of it.
+    fn inflate(self, body: &[u8], limit: usize) -> Result<Cow<'_, [u8]>, InflateError> {
+        self.inflate_unnamed(body, limit).map_err(|e| match e {
+            InflateError::Invalid(reason) => InflateError::Invalid(format!(
+                "records do not decompress as {}: {reason}",
+                self.name()
+            )),
+            too_large => too_large,
+        })
+    }
+
+    fn inflate_unnamed(self, body: &[u8], limit: usize) -> Result<Cow<'_, [u8]>, InflateError> {
+        let records = match self {
+            Codec::None => return Ok(Cow::Borrowed(body)),
+            Codec::Gzip => read_bounded(flate2::read::MultiGzDecoder::new(body), limit)?,
+            Codec::Lz4 => read_bounded(lz4::Decoder::new(body).map_err(invalid)?, limit)?,
+            Codec::Zstd => {
+                let mut decoder =
+                    zstd::stream::read::Decoder::with_buffer(body).map_err(invalid)?;
+                decoder
+                    .window_log_max(ZSTD_WINDOW_LOG_MAX)
+                    .map_err(invalid)?;
+                read_bounded(decoder, limit)?
+            }
+            Codec::RawSnappy => {
+                let mut out = Vec::new();
+                snappy_block(body, &mut out, limit)?;
+                out
+            }
+            Codec::XerialSnappy => {
+                let mut rest = &body[XERIAL_HEADER_LEN..];
+                let mut out = Vec::new();
+                while !rest.is_empty() {
+                    let (length, after) = rest
+                        .split_first_chunk::<4>()
+                        .ok_or_else(|| invalid("a block length is cut off"))?;
+                    let length = u32::from_be_bytes(*length) as usize;
+                    let block = after
+                        .get(..length)
+                        .ok_or_else(|| invalid("a block runs past the records"))?;
+                    rest = &after[length..];
+                    snappy_block(block, &mut out, limit)?;
+                }
+                out
+            }
+        };
+        Ok(Cow::Owned(records))
+    }
+
+    /// Appends `records` compressed with this codec to `out`.
+    fn deflate(self, records: &[u8], out: &mut BytesMut) -> Result<(), String> {
+        let fill = |tmp: &mut BytesMut| {
+            tmp.put_slice(records);
+            Ok(())
+        };
+        let result = match self {
+            Codec::None => {
+                out.put_slice(records);
+                Ok(())
+            }
+            Codec::Gzip => Gzip::compress(out, fill),
+            Codec::XerialSnappy => Snappy::compress(out, fill),
+            Codec::Lz4 => Lz4::compress(out, fill),
+            Codec::Zstd => Zstd::compress(out, fill),
+            Codec::RawSnappy => {
+                let block = snap::raw::Encoder::new()
+                    .compress_vec(records)
+                    .map_err(|e| e.to_string())?;
+                out.put_slice(&block);
+                Ok(())
+            }
+        };
+        result.map_err(|e| format!("{}: {e}", self.name()))
+    }
+}
+
+fn invalid(e: impl std::fmt::Display) -> InflateError {
+    InflateError::Invalid(e.to_string())
+}
+
+/// Reads `reader` to its end, refusing more than `limit` bytes.
+fn read_bounded(reader: impl Read, limit: usize) -> Result<Vec<u8>, InflateError> {
+    let mut out = Vec::new();
+    let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
+    reader.take(cap).read_to_end(&mut out).map_err(invalid)?;
+    if out.len() > limit {
+        return Err(InflateError::TooLarge);
+    }
+    Ok(out)
+}
+
+/// Appends one raw snappy block to `out`, checking its declared length
+/// against what is left of `limit` before allocating.
+fn snappy_block(block: &[u8], out: &mut Vec<u8>, limit: usize) -> Result<(), InflateError> {
+    let length = snap::raw::decompress_len(block).map_err(invalid)?;
+    if length > limit.saturating_sub(out.len()) {
+        return Err(InflateError::TooLarge);
+    }
+    let start = out.len();
+    out.resize(start + length, 0);
+    let written = snap::raw::Decoder::new()
+        .decompress(block, &mut out[start..])
+        .map_err(invalid)?;
+    if written != length {
+        return Err(invalid(format!(
+            "a block declares {length} bytes but holds {written}"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::{Buf, Bytes};
+    use kafka_protocol::compression::Decompressor;
+    use kafka_protocol::records::{self as kp, RecordBatchDecoder};
+    use proptest::prelude::*;
+
+    use super::super::test_support::{data_records, encode, BatchSpec, ALL_CODECS};
+    use super::*;
+
+    /// One record as raw fields; header names may repeat.
+    #[derive(Debug, Clone)]
+    struct RawRecord {
+        attributes: u8,
+        timestamp_delta: i64,
+        key: Option<Vec<u8>>,
+        value: Option<Vec<u8>>,
+        headers: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    }
+
+    /// Every codec as it appears in batches: snappy in both framings.
+    const ALL_TEST_CODECS: [Codec; 6] = [
+        Codec::None,
+        Codec::Gzip,
+        Codec::XerialSnappy,
+        Codec::RawSnappy,
+        Codec::Lz4,
+        Codec::Zstd,
+    ];
+
+    fn codec_id(codec: Codec) -> i16 {
+        match codec {
+            Codec::None => 0,
+            Codec::Gzip => 1,
+            Codec::XerialSnappy | Codec::RawSnappy => 2,
+            Codec::Lz4 => 3,
+            Codec::Zstd => 4,
+        }
+    }
+
+    fn put_varint(out: &mut Vec<u8>, value: i64) {
+        let mut raw = ((value << 1) ^ (value >> 63)) as u64;
+        while raw >= 0x80 {
+            out.push((raw as u8 & 0x7f) | 0x80);
+            raw >>= 7;
+        }
+        out.push(raw as u8);
+    }
+
+    fn put_nullable(out: &mut Vec<u8>, bytes: &Option<Vec<u8>>) {
+        match bytes {
+            None => put_varint(out, -1),
+            Some(b) => {
+                put_varint(out, b.len() as i64);
+                out.extend_from_slice(b);
+            }
+        }
+    }
+
+    /// The record's bytes after its length prefix (test-side encoder).
+    fn record_body(record: &RawRecord, offset_delta: i32) -> Vec<u8> {
+        let mut body = vec![record.attributes];
+        put_varint(&mut body, record.timestamp_delta);
+        put_varint(&mut body, i64::from(offset_delta));
+        put_nullable(&mut body, &record.key);
+        put_nullable(&mut body, &record.value);
+        put_varint(&mut body, record.headers.len() as i64);
+        for (name, value) in &record.headers {
+            put_varint(&mut body, name.len() as i64);
+            body.extend_from_slice(name);
+            put_nullable(&mut body, value);
+        }
+        body
+    }
+
+    fn compress(codec: Codec, records: &[u8]) -> Vec<u8> {
+        let mut out = BytesMut::new();
+        codec.deflate(records, &mut out).unwrap();
+        if codec == Codec::RawSnappy {
+            // The test's raw snappy comes from snap directly, like librdkafka's.
+            assert!(!out.starts_with(XERIAL_MAGIC));
+        }
+        out.to_vec()
+    }
+
+    /// A batch of `records` with the given offsetDeltas, as a cleaner leaves it:
+    /// `last_offset_delta` kept from before compaction.
+    fn raw_batch(
+        codec: Codec,
+        records: &[(i32, RawRecord)],
+        last_offset_delta: i32,
+        attributes: i16,
+    ) -> Bytes {
+        let mut plain = Vec::new();
+        for (delta, record) in records {
+            let body = record_body(record, *delta);
+            put_varint(&mut plain, body.len() as i64);
+            plain.extend_from_slice(&body);
+        }
+        let body = compress(codec, &plain);
+        with_header(
+            codec,
+            &body,
+            records.len() as i32,
+            last_offset_delta,
+            attributes,
+        )
+    }
+
+    fn with_header(
+        codec: Codec,
+        body: &[u8],
+        count: i32,
+        last_offset_delta: i32,
+        attributes: i16,
+    ) -> Bytes {
+        let mut b = Vec::new();
+        b.extend_from_slice(&5_000i64.to_be_bytes());
+        b.extend_from_slice(&((49 + body.len()) as i32).to_be_bytes());
+        b.extend_from_slice(&3i32.to_be_bytes()); // partition leader epoch
+        b.push(2);
+        b.extend_from_slice(&[0; 4]); // CRC
+        b.extend_from_slice(&(attributes | codec_id(codec)).to_be_bytes());
+        b.extend_from_slice(&last_offset_delta.to_be_bytes());
+        b.extend_from_slice(&1_700_000_000_000i64.to_be_bytes());
+        b.extend_from_slice(&1_700_000_000_500i64.to_be_bytes());
+        b.extend_from_slice(&99i64.to_be_bytes());
+        b.extend_from_slice(&4i16.to_be_bytes());
+        b.extend_from_slice(&10i32.to_be_bytes());
+        b.extend_from_slice(&count.to_be_bytes());
+        b.extend_from_slice(body);
+        let crc = crc32c::crc32c(&b[21..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        b.into()
+    }
+
+    /// The records section decompressed by kafka-protocol (not by this module).
+    fn plain_records(batch: &RecordBatch) -> Bytes {
+        let mut body = batch.as_bytes().slice(HEADER_LEN..);
+        let take = |b: &mut Bytes| Ok(b.copy_to_bytes(b.remaining()));
+        match batch.compression() {
+            Compression::None => body,
+            Compression::Gzip => Gzip::decompress(&mut body, take).unwrap(),
+            Compression::Snappy => Snappy::decompress(&mut body, take).unwrap(),
+            Compression::Lz4 => Lz4::decompress(&mut body, take).unwrap(),
+            Compression::Zstd => Zstd::decompress(&mut body, take).unwrap(),
+        }
+    }
+
+    /// Each record as (offsetDelta, bytes before it, bytes after it).
+    fn split_records(mut rest: &[u8]) -> Vec<(i32, Vec<u8>, Vec<u8>)> {
+        let mut out = Vec::new();
+        while !rest.is_empty() {
+            let length = read_varint(&mut rest).unwrap() as usize;
+            let record = &rest[..length];
+            rest = &rest[length..];
+            let mut fields = &record[1..];
+            read_varlong(&mut fields).unwrap();
+            let before = record[..record.len() - fields.len()].to_vec();
+            let delta = read_varint(&mut fields).unwrap();
+            out.push((delta, before, fields.to_vec()));
+        }
+        out
+    }
+
+    fn decode(batch: &RecordBatch) -> Vec<kp::Record> {
+        let mut bytes = batch.as_bytes().clone();
+        let set = RecordBatchDecoder::decode(&mut bytes).expect("kafka-protocol decodes it");
+        assert!(bytes.is_empty());
+        set.records
+    }
+
+    /// Renumbers `input` and checks everything the target and consumers see.
+    fn check_renumber(input: &RecordBatch) -> RecordBatch {
+        input.verify_crc().unwrap();
+        let output = renumber(input).unwrap();
+        let output = RecordBatch::parse(output.as_bytes().clone()).unwrap();
+        output.verify_crc().unwrap();
+        let n = input.records_count();
+        assert_eq!(output.records_count(), n);
+        assert_eq!(output.last_offset_delta(), n - 1);
+        assert!(!output.has_offset_gaps());
+        let from = |b: &RecordBatch| {
+            (
+                b.base_offset(),
+                b.partition_leader_epoch(),
+                b.attributes(),
+                b.compression(),
+                b.base_timestamp(),
+                b.max_timestamp(),
+                b.producer_id(),
+                b.producer_epoch(),
+                b.base_sequence(),
+            )
+        };
+        assert_eq!(from(&output), from(input));
+
+        let (before, after) = (decode(input), decode(&output));
+        assert_eq!(after.len(), before.len());
+        for (i, (b, a)) in before.iter().zip(&after).enumerate() {
+            assert_eq!(a.offset, output.base_offset() + i as i64);
+            assert_eq!(
+                (&a.key, &a.value, a.timestamp),
+                (&b.key, &b.value, b.timestamp)
+            );
+            assert_eq!(a.headers, b.headers);
+        }
+
+        let (raw_before, raw_after) = (
+            split_records(&plain_records(input)),
+            split_records(&plain_records(&output)),
+        );
+        assert_eq!(raw_after.len(), raw_before.len());
+        for (i, (b, a)) in raw_before.iter().zip(&raw_after).enumerate() {
+            assert_eq!(a.0, i as i32, "offsetDelta of record {i}");
+            assert_eq!(a.1, b.1, "attributes and timestampDelta of record {i}");
+            assert_eq!(a.2, b.2, "key, value and headers of record {i}");
+        }
+        // Same framing of snappy as the input.
+        let framed = |b: &RecordBatch| b.as_bytes()[HEADER_LEN..].starts_with(XERIAL_MAGIC);
+        assert_eq!(framed(&output), framed(input));
+        output
+    }
+
+    fn record(i: usize) -> RawRecord {
+        RawRecord {
+            attributes: 0,
+            timestamp_delta: (i as i64 * 37) % 500,
+            key: Some(format!("key-{}", i % 3).into_bytes()),
+            value: (i % 4 != 3).then(|| vec![b'v'; i * 50]),
+            headers: vec![
+                (b"dup".to_vec(), Some(b"one".to_vec())),
+                (b"trace".to_vec(), None),
+                (b"dup".to_vec(), Some(format!("two-{i}").into_bytes())),
+            ],
+        }
+    }
+
+    #[test]
+    fn gaps_anywhere_are_renumbered_for_every_codec_and_duplicate_headers_kept() {
+        let all: Vec<RawRecord> = (0..10).map(record).collect();
+        let subsets: &[&[usize]] = &[&[9], &[0, 9], &[3, 4, 8], &[1, 2, 3, 4, 5, 6, 7, 8], &[5]];
+        for codec in ALL_TEST_CODECS {
+            for keep in subsets {
+                let kept: Vec<(i32, RawRecord)> =
+                    keep.iter().map(|&i| (i as i32, all[i].clone())).collect();
+                // Delete horizon set and transactional, as the cleaner may leave them.
+                let bytes = raw_batch(codec, &kept, 9, (1 << 6) | (1 << 4));
+                let input = RecordBatch::parse(bytes).unwrap();
+                assert!(input.has_offset_gaps(), "{codec:?} {keep:?}");
+                let output = check_renumber(&input);
+                let (_, _, tail) = &split_records(&plain_records(&output))[0];
+                let dups = tail.windows(3).filter(|w| w == b"dup").count();
+                assert_eq!(dups, 2, "{codec:?}: both `dup` headers survive");
+            }
+        }
+    }
+
+    #[test]
+    fn kafka_protocol_batches_with_records_dropped_are_renumbered() {
+        let spec_contents: Vec<_> = (0..8)
+            .map(|i| {
+                (
+                    Some(Bytes::from(format!("key-{i}"))),
+                    (i % 3 != 2).then(|| Bytes::from(vec![b'x'; 40 * i])),
+                    vec![(format!("h{i}"), Some(Bytes::from_static(b"v")))],
+                )
+            })
+            .collect();
+        for codec in ALL_CODECS {
+            let spec = BatchSpec {
+                compression: codec,
+                ..BatchSpec::default()
+            };
+            let records = data_records(&spec, &spec_contents);
+            for drop in [
+                &[1usize][..],
+                &[0, 7],
+                &[2, 3, 4, 6],
+                &[0, 1, 2, 3, 4, 5, 6],
+            ] {
+                let kept: Vec<kp::Record> = records
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| !drop.contains(i))
+                    .map(|(_, r)| r.clone())
+                    .collect();
+                let input = RecordBatch::parse(encode(&kept, codec)).unwrap();
+                if input.has_offset_gaps() {
+                    check_renumber(&input);
+                } else {
+                    // Only the ends were dropped: the encoder closed the range.
+                    assert!(drop == [0, 7] || drop == [0, 1, 2, 3, 4, 5, 6]);
+                }
+            }
+            // A gap after the last record, as when the cleaner drops the tail.
+            let bytes = encode(&records[..5], codec);
+            let bytes = super::super::test_support::edit_and_fix_crc(&bytes, |b| {
+                b[23..27].copy_from_slice(&7i32.to_be_bytes())
+            });
+            check_renumber(&RecordBatch::parse(bytes).unwrap());
+        }
+    }
+
+    fn corrupt_reason(result: Result<RecordBatch, BatchError>) -> String {
+        match result {
+            Err(BatchError::Corrupt {
+                base_offset: 5_000,
+                reason,
+            }) => reason,
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn malformed_records_are_errors_not_panics() {
+        let two = [(1, record(1)), (4, record(4))];
+        for codec in ALL_TEST_CODECS {
+            let batch = |records: &[(i32, RawRecord)], count: Option<i32>, lod: i32| {
+                let bytes = raw_batch(codec, records, lod, 0);
+                let bytes = super::super::test_support::edit_and_fix_crc(&bytes, |b| {
+                    if let Some(count) = count {
+                        b[57..61].copy_from_slice(&count.to_be_bytes());
+                    }
+                });
+                RecordBatch::parse(bytes).unwrap()
+            };
+            let cases: Vec<(RecordBatch, &str)> = vec![
+                (batch(&two, Some(3), 6), "varint runs past"),
+                (batch(&two, Some(1), 6), "bytes follow the last"),
+                (batch(&two, None, 3), "outside the batch's range"),
+                (
+                    batch(&[(4, record(4)), (1, record(1))], None, 6),
+                    "out of order",
+                ),
+                (batch(&[(-1, record(1))], None, 6), "out of order"),
+            ];
+            for (input, expected) in cases {
+                let reason = corrupt_reason(renumber(&input));
+                assert!(reason.contains(expected), "{codec:?}: {reason}");
+            }
+            let empty = batch(&[], None, 3);
+            assert!(corrupt_reason(renumber(&empty)).contains("nothing to renumber"));
+        }
+        // Record fields running past their record (uncompressed, so the bytes
+        // are exactly what the walker sees).
+        let bodies: &[(&[u8], &str)] = &[
+            (&[1], "negative record length"),
+            (&[20, 0], "record runs past"),
+            (&[0], "before its attributes"),
+            (&[2, 0], "varint runs past"),
+            (&[8, 0, 0, 0, 20], "key runs past"),
+            (&[10, 0, 0, 0, 1, 20], "value runs past"),
+            (&[12, 0, 0, 0, 1, 1, 3], "negative header count"),
+            (&[14, 0, 0, 0, 1, 1, 2, 1], "null header key"),
+            (&[14, 0, 0, 0, 1, 1, 2, 8], "header key runs past"),
+            (
+                &[14, 0, 0, 0, 1, 1, 0, 0],
+                "bytes follow the record's last header",
+            ),
+            (&[8, 0, 0, 0, 3], "length below -1"),
+        ];
+        for (body, expected) in bodies {
+            let input = RecordBatch::parse(with_header(Codec::None, body, 1, 3, 0)).unwrap();
+            let reason = corrupt_reason(renumber(&input));
+            assert!(reason.contains(expected), "{body:?}: {reason}");
+        }
+    }
+
+    #[test]
+    fn garbage_that_does_not_decompress_is_corrupt() {
+        for codec in ALL_TEST_CODECS.into_iter().filter(|&c| c != Codec::None) {
+            let mut body = vec![0x5a; 40];
+            if codec == Codec::XerialSnappy {
+                body[..8].copy_from_slice(XERIAL_MAGIC);
+            }
+            let input = RecordBatch::parse(with_header(codec, &body, 1, 3, 0)).unwrap();
+            let reason = corrupt_reason(renumber(&input));
+            assert!(reason.contains("do not decompress"), "{codec:?}: {reason}");
+        }
+    }
+
+    #[test]
+    fn decompression_bombs_stop_at_the_limit() {
+        // 1 MiB of one record's worth of zeros compresses to almost nothing.
+        let zeros = vec![0u8; 1 << 20];
+        for codec in ALL_TEST_CODECS.into_iter().filter(|&c| c != Codec::None) {
+            let body = compress(codec, &zeros);
+            assert!(body.len() < 1 << 16, "{codec:?}");
+            let input = RecordBatch::parse(with_header(codec, &body, 1, 3, 0)).unwrap();
+            match renumber_with_limit(&input, 64 << 10) {
+                Err(BatchError::InflatedTooLarge {
+                    base_offset: 5_000,
+                    limit,
+                }) => assert_eq!(limit, 64 << 10),
+                other => panic!("{codec:?}: expected InflatedTooLarge, got {other:?}"),
+            }
+        }
+        // Raw snappy declaring 4 GiB: refused from its length prefix, before
+        // anything is allocated.
+        let body = [0xff, 0xff, 0xff, 0xff, 0x0f, 0x00];
+        let input = RecordBatch::parse(with_header(Codec::RawSnappy, &body, 1, 3, 0)).unwrap();
+        assert!(matches!(
+            renumber(&input),
+            Err(BatchError::InflatedTooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn varint_len_matches_the_encoding() {
+        for value in [0, 1, -1, 63, 64, -65, 8191, 8192, i32::MAX, i32::MIN] {
+            let mut out = Vec::new();
+            write_varint(&mut out, value);
+            assert_eq!(varint_len(value), out.len(), "{value}");
+            assert_eq!(read_varint(&mut &out[..]), Ok(value));
+        }
+    }
+
+    fn raw_record() -> impl Strategy<Value = RawRecord> {
+        let bytes = || proptest::option::of(proptest::collection::vec(any::<u8>(), 0..60));
+        // Names from a tiny alphabet, so repeats are common.
+        let header = ("[ab]{0,2}", bytes());
+        (
+            any::<i64>(),
+            bytes(),
+            bytes(),
+            proptest::collection::vec(header, 0..4),
+        )
+            .prop_map(|(timestamp_delta, key, value, headers)| RawRecord {
+                attributes: 0,
+                timestamp_delta,
+                key,
+                value,
+                headers: headers
+                    .into_iter()
+                    .map(|(n, v)| (n.into_bytes(), v))
+                    .collect(),
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn any_records_with_any_subset_removed_round_trip(
+            records in proptest::collection::vec((raw_record(), any::<bool>()), 1..12),
+            codec in proptest::sample::select(ALL_TEST_CODECS.to_vec()),
+            trailing_gap in 0i32..3,
+        ) {
+            let mut kept: Vec<(i32, RawRecord)> = records
+                .iter()
+                .enumerate()
+                .filter(|(_, (_, keep))| *keep)
+                .map(|(i, (r, _))| (i as i32, r.clone()))
+                .collect();
+            if kept.is_empty() {
+                kept.push((0, records[0].0.clone()));
+            }
+            let last_offset_delta = records.len() as i32 - 1 + trailing_gap;
+            let input = RecordBatch::parse(raw_batch(codec, &kept, last_offset_delta, 0)).unwrap();
+            let output = check_renumber(&input);
+            // The records as written, byte for byte, but the offsetDelta.
+            let raw = split_records(&plain_records(&output));
+            for (i, ((_, r), (delta, _, tail))) in kept.iter().zip(&raw).enumerate() {
+                prop_assert_eq!(*delta, i as i32);
+                let original = record_body(r, 0);
+                prop_assert!(original.ends_with(tail));
+            }
+        }
+
+        #[test]
+        fn arbitrary_record_bytes_never_panic(
+            body in proptest::collection::vec(any::<u8>(), 0..120),
+            codec in proptest::sample::select(ALL_TEST_CODECS.to_vec()),
+            count in 1i32..5,
+            compress_first in any::<bool>(),
+        ) {
+            let body = if compress_first { compress(codec, &body) } else { body };
+            let input = RecordBatch::parse(with_header(codec, &body, count, 6, 0)).unwrap();
+            if let Ok(output) = renumber(&input) {
+                output.verify_crc().unwrap();
+                prop_assert_eq!(output.last_offset_delta(), count - 1);
+            }
+        }
+    }
+}
