@@ -24,7 +24,16 @@ fn clusters() -> &'static Clusters {
     CLUSTERS.get_or_init(|| Clusters {
         // Retention is checked every half second so the data-loss test need not wait minutes.
         source: start_cluster(KAFKA, 1, &[("log.retention.check.interval.ms", "500")]),
-        target: start_cluster(KAFKA, 1, &[]),
+        // The target forgets idle producers after two seconds (a day by
+        // default), so the idle-partition test need not wait a day.
+        target: start_cluster(
+            KAFKA,
+            1,
+            &[
+                ("producer.id.expiration.ms", "2000"),
+                ("producer.id.expiration.check.interval.ms", "500"),
+            ],
+        ),
     })
 }
 
@@ -450,6 +459,59 @@ fn start_position_latest_or_timestamp() {
         assert_eq!(
             (&expected.key, expected.timestamp),
             (&actual.key, actual.timestamp)
+        );
+    }
+}
+
+/// A partition idle for longer than the target's `producer.id.expiration.ms`
+/// loses the mirror's producer state on the target; the next batch carries a
+/// sequence the broker no longer knows. The broker takes it (a producer
+/// without state may start at any sequence), and the mirror goes on.
+#[test]
+fn a_partition_idle_past_producer_expiration_goes_on() {
+    let Clusters { source, target } = clusters();
+    let topic = "idle";
+    source.create_topic(topic, 1, 1, &[]).expect("create topic");
+    let first = produce_keyed(source, topic, 100, 1, "before", None);
+    let mut args = run_args(source, target, "idle");
+    args.extend(["--topics".into(), topic.into()]);
+    let mirror = mirror_command()
+        .args(&args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start kafka-mirror");
+    eventually(
+        "the first records are copied",
+        Duration::from_secs(60),
+        || offset_of(target, topic, 0, -1) == 100,
+    );
+    // Four expiration checks pass while the partition is idle.
+    std::thread::sleep(Duration::from_secs(4));
+    let second = produce_keyed(source, topic, 100, 1, "after", None);
+    eventually(
+        "the later records are copied",
+        Duration::from_secs(60),
+        || offset_of(target, topic, 0, -1) == 200,
+    );
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &mirror.id().to_string()])
+        .status()
+        .expect("send SIGTERM");
+    assert!(status.success());
+    let output = wait_with_limit(mirror, Duration::from_secs(60));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.contains(": 200 records"), "{stdout}");
+    let copied = records_by_partition(&target.bootstrap(), topic)
+        .remove(&0)
+        .expect("partition 0");
+    let expected: Vec<&DumpedRecord> = first.iter().chain(&second).collect();
+    assert_eq!(copied.len(), expected.len());
+    for (e, c) in expected.iter().zip(&copied) {
+        assert_eq!(
+            (&e.key, &e.value, &e.headers, e.timestamp),
+            (&c.key, &c.value, &c.headers, c.timestamp)
         );
     }
 }
