@@ -50,8 +50,8 @@ struct Entry {
     records: i32,
     state: EntryState,
     /// The source batch, until the target has it. Only the source bytes are
-    /// kept: the header is rewritten again for a retry (one copy, a 40-byte
-    /// CRC), so an in-flight batch is not held twice.
+    /// kept: a retry rewrites the header again (one copy and one CRC pass,
+    /// both at memory speed), so an in-flight batch is not held twice.
     batch: Option<RecordBatch>,
     /// Our producer sequence, handed out at the first send and kept for retries.
     sequence: Option<i32>,
