@@ -1,0 +1,123 @@
+//! Opens authenticated connections for one cluster: TCP with the socket
+//! options, then TLS when configured, then the Kafka handshake (ApiVersions,
+//! then SASL when configured), all of it after TCP within the connect timeout
+//! so a security mismatch fails instead of hanging.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::connection::{Connection, ConnectionOptions};
+use super::sasl::{self, SaslOptions};
+use super::socket::connect_tcp;
+use super::tls::TlsConnector;
+use super::NetError;
+
+/// How one cluster's connections are opened. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Connector {
+    options: ConnectionOptions,
+    tls: Option<TlsConnector>,
+    sasl: Option<SaslOptions>,
+}
+
+/// Sessions are renewed this long before the broker's lifetime ends.
+const REAUTH_MARGIN: Duration = Duration::from_secs(5);
+
+impl Connector {
+    /// A connector for plaintext connections without authentication.
+    pub fn plain(options: ConnectionOptions) -> Self {
+        Connector {
+            options,
+            tls: None,
+            sasl: None,
+        }
+    }
+
+    /// Adds TLS and SASL.
+    pub fn secured(mut self, tls: Option<TlsConnector>, sasl: Option<SaslOptions>) -> Self {
+        self.tls = tls;
+        self.sasl = sasl;
+        self
+    }
+
+    /// The connection settings.
+    pub fn options(&self) -> &ConnectionOptions {
+        &self.options
+    }
+
+    /// Connects to `addr` (`host:port`), secures and authenticates the
+    /// connection, and negotiates API versions.
+    pub async fn connect(&self, addr: &str) -> Result<Connection, NetError> {
+        let tcp = connect_tcp(addr, &self.options.socket).await?;
+        let label = match tcp.peer_addr() {
+            Ok(peer) if peer.to_string() != addr => format!("{addr} ({peer})"),
+            _ => addr.to_owned(),
+        };
+        let timeout = self.options.socket.connect_timeout;
+        match &self.tls {
+            Some(tls) => {
+                let stream = tls.handshake(tcp, addr, timeout).await?;
+                self.handshake(stream, addr, label, "").await
+            }
+            None => {
+                self.handshake(
+                    tcp,
+                    addr,
+                    label,
+                    " (is the listener TLS? then set tls.enabled = true)",
+                )
+                .await
+            }
+        }
+    }
+
+    /// ApiVersions then SASL, bounded by the connect timeout.
+    async fn handshake<S>(
+        &self,
+        stream: S,
+        addr: &str,
+        label: String,
+        plaintext_hint: &'static str,
+    ) -> Result<Connection, NetError>
+    where
+        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        let timeout = self.options.socket.connect_timeout;
+        let handshake = async {
+            let connection = Connection::from_stream(stream, &self.options, label)
+                .await
+                .map_err(|e| with_hint(e, addr, plaintext_hint))?;
+            if let Some(sasl) = &self.sasl {
+                if let Some(lifetime) = sasl::authenticate(&connection, sasl).await? {
+                    connection.expire_after(lifetime.saturating_sub(REAUTH_MARGIN));
+                }
+            }
+            Ok(connection)
+        };
+        match tokio::time::timeout(timeout, handshake).await {
+            Ok(result) => result,
+            Err(_) => Err(NetError::HandshakeTimeout {
+                addr: addr.to_owned(),
+                timeout,
+                hint: plaintext_hint,
+            }),
+        }
+    }
+}
+
+/// A plaintext client talking to a TLS listener reads a TLS alert as a frame
+/// size (refused before allocating) or sees the connection dropped; either
+/// way, say what the likely cause is.
+fn with_hint(error: NetError, addr: &str, hint: &'static str) -> NetError {
+    match &error {
+        NetError::FrameTooLarge { .. } | NetError::PeerClosed { .. } if !hint.is_empty() => {
+            NetError::NotKafka {
+                addr: addr.to_owned(),
+                detail: error.to_string(),
+                hint,
+            }
+        }
+        _ => error,
+    }
+}
