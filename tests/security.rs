@@ -140,6 +140,10 @@ fn clusters() -> &'static Clusters {
             ),
             ("listener.name.mtls.ssl.client.auth", "required"),
         ]));
+        // KIP-368: SASL sessions on the source end after 6 s unless renewed.
+        source
+            .broker_props
+            .push(("connections.max.reauth.ms".into(), "6000".into()));
         source.format_args = vec![
             "--add-scram".into(),
             format!("SCRAM-SHA-512=[name=mirror,password={SCRAM512_PASSWORD}]"),
@@ -342,6 +346,74 @@ fn mtls_into_scram_sha256_over_plaintext() {
         &config,
         &[("KAFKA_MIRROR_TARGET_PASSWORD", SCRAM256_PASSWORD)],
     );
+}
+
+#[test]
+fn sasl_sessions_are_renewed_before_the_broker_ends_them() {
+    let Clusters {
+        certs,
+        source,
+        target,
+    } = clusters();
+    let topic = "reauth";
+    source.create_topic(topic, 2, 1, &[]).expect("create topic");
+    let config = [
+        section("source", &source.listener_bootstrap("SASL_SSL"), ""),
+        tls(certs, "source", ""),
+        sasl(
+            "source",
+            "SCRAM-SHA-256",
+            &format!("password = \"{SCRAM256_PASSWORD}\""),
+        ),
+        section("target", &target.bootstrap(), ""),
+        format!("[topics]\ninclude = \"{topic}\"\n"),
+    ]
+    .concat();
+    let path = certs.dir.join("reauth.toml");
+    std::fs::write(&path, config).expect("write config");
+    let mirror = mirror_command()
+        .env("RUST_LOG", "kafka_mirror=debug")
+        .args([
+            "run",
+            "--config",
+            &path.display().to_string(),
+            "--name",
+            "reauth",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start kafka-mirror");
+    // The mirror creates the target topic; until then the dump fails.
+    let copied = |count: usize| {
+        kafka_testkit::dump_topic(&target.bootstrap(), topic)
+            .is_ok_and(|records| records.len() >= count)
+    };
+    let mut produced = 0;
+    // Three rounds 4 s apart span several 6 s sessions.
+    for round in 0..3 {
+        produce_keyed(source, topic, 200, 2, &format!("round{round}"), None);
+        produced += 200;
+        eventually("the round is copied", Duration::from_secs(60), || {
+            copied(produced)
+        });
+        std::thread::sleep(Duration::from_secs(4));
+    }
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &mirror.id().to_string()])
+        .status()
+        .expect("send SIGTERM");
+    assert!(status.success());
+    let output = wait_with_limit(mirror, Duration::from_secs(60));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{}", tail(&stderr, 40));
+    assert!(
+        stderr.contains("SASL session lifetime reached; reconnecting"),
+        "no renewal logged:\n{}",
+        tail(&stderr, 40)
+    );
+    assert!(!stderr.contains(SCRAM256_PASSWORD));
+    assert_eq!(assert_same_records(source, target, topic), produced);
 }
 
 /// A config whose target is fine (the failures are all on the source side).
