@@ -122,3 +122,74 @@ fn with_hint(error: NetError, addr: &str, hint: &'static str) -> NetError {
         _ => error,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+    use crate::net::tls::TlsOptions;
+
+    fn options() -> ConnectionOptions {
+        let mut options = ConnectionOptions::default();
+        options.socket.connect_timeout = Duration::from_millis(300);
+        options
+    }
+
+    /// A listener that accepts, reads what it is sent, and answers `reply`
+    /// (or nothing) without ever closing.
+    async fn peer(reply: &'static [u8]) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = socket.read(&mut buf).await;
+            socket.write_all(reply).await.unwrap();
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_silent_broker_fails_the_handshake_within_the_connect_timeout() {
+        let addr = peer(b"").await;
+        let err = Connector::plain(options())
+            .connect(&addr)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, NetError::HandshakeTimeout { .. }), "{err:?}");
+        assert!(err.to_string().contains("is the listener TLS?"), "{err}");
+
+        let addr = peer(b"").await;
+        let tls = TlsConnector::new(&TlsOptions {
+            insecure_skip_verify: true,
+            ..TlsOptions::default()
+        })
+        .unwrap();
+        let err = Connector::plain(options())
+            .secured(Some(tls), None)
+            .connect(&addr)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, NetError::Tls { .. }), "{err:?}");
+        assert!(err.to_string().contains("no TLS handshake within"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn tls_bytes_to_a_plaintext_client_are_not_allocated_and_explained() {
+        // A TLS alert record: its first 4 bytes read as a 352 MB frame size.
+        let addr = peer(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x50]).await;
+        let err = Connector::plain(options())
+            .connect(&addr)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, NetError::NotKafka { .. }), "{err:?}");
+        let message = err.to_string();
+        assert!(message.contains("over the limit"), "{message}");
+        assert!(message.contains("is the listener TLS?"), "{message}");
+    }
+}
