@@ -126,14 +126,17 @@ pub struct TlsConfig {
     pub insecure_skip_verify: bool,
 }
 
-/// `[source.sasl]` / `[target.sasl]`: SASL authentication. Exactly one of
-/// `password`, `password_env` and `password_file` gives the password.
+/// `[source.sasl]` / `[target.sasl]`: SASL authentication. With PLAIN and
+/// SCRAM, exactly one of `password`, `password_env` and `password_file` gives
+/// the password; with OAUTHBEARER, exactly one of `token`, `token_env` and
+/// `token_file` gives the token.
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SaslConfig {
-    /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`.
+    /// `PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512` or `OAUTHBEARER`.
     pub mechanism: String,
-    /// The user to authenticate as.
+    /// The user to authenticate as (not used with OAUTHBEARER).
+    #[serde(default)]
     pub username: String,
     /// The password itself; redacted in `Debug`.
     #[serde(default)]
@@ -144,6 +147,15 @@ pub struct SaslConfig {
     /// A file holding the password (one trailing newline is ignored).
     #[serde(default)]
     pub password_file: Option<PathBuf>,
+    /// The OAUTHBEARER token (a JWT) itself; redacted in `Debug`.
+    #[serde(default)]
+    pub token: Option<Secret>,
+    /// The environment variable holding the token.
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// A file holding the token (one trailing newline is ignored).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
 }
 
 impl fmt::Debug for SaslConfig {
@@ -155,6 +167,9 @@ impl fmt::Debug for SaslConfig {
             .field("password", &self.password.as_ref().map(|_| "[redacted]"))
             .field("password_env", &self.password_env)
             .field("password_file", &self.password_file)
+            .field("token", &self.token.as_ref().map(|_| "[redacted]"))
+            .field("token_env", &self.token_env)
+            .field("token_file", &self.token_file)
             .finish()
     }
 }
@@ -424,7 +439,7 @@ impl ClusterConfig {
             Some(sasl) => Some(SaslOptions {
                 mechanism: sasl_mechanism(sasl).map_err(|r| invalid("sasl.mechanism", r))?,
                 username: sasl.username.clone(),
-                password: sasl.resolve_password(side)?,
+                password: sasl.resolve_secret(side)?,
             }),
         };
         Ok(Connector::plain(self.connection_options()).secured(tls, sasl))
@@ -453,22 +468,47 @@ impl ClusterConfig {
             }
         }
         if let Some(sasl) = &self.sasl {
-            if let Err(reason) = sasl_mechanism(sasl) {
-                return invalid("sasl.mechanism", &reason);
-            }
-            if sasl.username.is_empty() {
-                return invalid("sasl.username", "must be non-empty");
-            }
-            let sources = [
+            let mechanism = match sasl_mechanism(sasl) {
+                Ok(mechanism) => mechanism,
+                Err(reason) => return invalid("sasl.mechanism", &reason),
+            };
+            let passwords = [
                 sasl.password.is_some(),
                 sasl.password_env.is_some(),
                 sasl.password_file.is_some(),
             ];
-            if sources.iter().filter(|set| **set).count() != 1 {
-                return invalid(
-                    "sasl.password",
-                    "set exactly one of password, password_env, password_file",
-                );
+            let tokens = [
+                sasl.token.is_some(),
+                sasl.token_env.is_some(),
+                sasl.token_file.is_some(),
+            ];
+            let count = |set: &[bool]| set.iter().filter(|set| **set).count();
+            if mechanism == Mechanism::OAuthBearer {
+                if !sasl.username.is_empty() || count(&passwords) != 0 {
+                    return invalid(
+                        "sasl.username",
+                        "OAUTHBEARER takes a token (token, token_env or token_file), no username or password",
+                    );
+                }
+                if count(&tokens) != 1 {
+                    return invalid(
+                        "sasl.token",
+                        "set exactly one of token, token_env, token_file",
+                    );
+                }
+            } else {
+                if sasl.username.is_empty() {
+                    return invalid("sasl.username", "must be non-empty");
+                }
+                if count(&tokens) != 0 {
+                    return invalid("sasl.token", "only OAUTHBEARER takes a token");
+                }
+                if count(&passwords) != 1 {
+                    return invalid(
+                        "sasl.password",
+                        "set exactly one of password, password_env, password_file",
+                    );
+                }
             }
         }
         Ok(())
@@ -478,42 +518,56 @@ impl ClusterConfig {
 fn sasl_mechanism(sasl: &SaslConfig) -> Result<Mechanism, String> {
     Mechanism::from_name(&sasl.mechanism).ok_or_else(|| {
         format!(
-            "`{}` is not PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512",
+            "`{}` is not PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER",
             sasl.mechanism
         )
     })
 }
 
 impl SaslConfig {
-    /// The password from wherever it is configured. Errors name the key,
-    /// the variable or the file, never the value.
-    fn resolve_password(&self, side: &str) -> Result<Secret, ConfigError> {
-        let invalid = |key: &str, reason: String| ConfigError::Invalid {
+    /// The password, or the OAUTHBEARER token, from wherever it is
+    /// configured. Errors name the key, the variable or the file, never the value.
+    fn resolve_secret(&self, side: &str) -> Result<Secret, ConfigError> {
+        let (kind, value, env, file) =
+            if self.token.is_some() || self.token_env.is_some() || self.token_file.is_some() {
+                ("token", &self.token, &self.token_env, &self.token_file)
+            } else {
+                (
+                    "password",
+                    &self.password,
+                    &self.password_env,
+                    &self.password_file,
+                )
+            };
+        let invalid = |key: String, reason: String| ConfigError::Invalid {
             key: format!("{side}.sasl.{key}"),
             reason,
         };
-        if let Some(password) = &self.password {
-            return Ok(password.clone());
+        if let Some(secret) = value {
+            return Ok(secret.clone());
         }
-        if let Some(var) = &self.password_env {
-            return std::env::var(var)
-                .map(Secret::new)
-                .map_err(|e| invalid("password_env", format!("environment variable {var}: {e}")));
+        if let Some(var) = env {
+            return std::env::var(var).map(Secret::new).map_err(|e| {
+                invalid(
+                    format!("{kind}_env"),
+                    format!("environment variable {var}: {e}"),
+                )
+            });
         }
-        if let Some(path) = &self.password_file {
+        if let Some(path) = file {
             let text = std::fs::read_to_string(path).map_err(|e| {
                 invalid(
-                    "password_file",
+                    format!("{kind}_file"),
                     format!("cannot read {}: {e}", path.display()),
                 )
             })?;
-            let password = text.strip_suffix('\n').unwrap_or(&text);
-            let password = password.strip_suffix('\r').unwrap_or(password);
-            return Ok(Secret::new(password));
+            let secret = text.strip_suffix('\n').unwrap_or(&text);
+            let secret = secret.strip_suffix('\r').unwrap_or(secret);
+            return Ok(Secret::new(secret));
         }
         Err(invalid(
-            "password",
-            "set one of password, password_env, password_file".into(),
+            kind.to_owned(),
+            format!("set one of {kind}, {kind}_env, {kind}_file"),
         ))
     }
 }
@@ -887,11 +941,43 @@ mod tests {
             .sasl
             .as_ref()
             .unwrap()
-            .resolve_password("target");
+            .resolve_secret("target");
         assert_eq!(password.unwrap().expose(), "from-file");
         let _ = std::fs::remove_file(file);
         let err = MirrorConfig::from_toml(&format!("{MINIMAL}\n[source.tls]\ncafile = \"x\"\n"))
             .expect_err("unknown");
         assert!(err.to_string().contains("unknown field `cafile`"), "{err}");
+    }
+
+    #[test]
+    fn oauthbearer_takes_a_token_and_nothing_else() {
+        let sasl = |body: &str| {
+            MirrorConfig::from_toml(&format!(
+                "{MINIMAL}\n[source.sasl]\nmechanism = \"OAUTHBEARER\"\n{body}\n"
+            ))
+        };
+        let config = sasl("token = \"eyJhbGciOiJub25lIn0.e30.\"").expect("valid");
+        assert!(!format!("{config:?}").contains("eyJhbGci"));
+        let password = config
+            .source
+            .sasl
+            .as_ref()
+            .unwrap()
+            .resolve_secret("source");
+        assert_eq!(password.unwrap().expose(), "eyJhbGciOiJub25lIn0.e30.");
+        for (body, key) in [
+            ("", "source.sasl.token"),
+            ("token = \"t\"\nusername = \"u\"", "source.sasl.username"),
+            ("password = \"p\"", "source.sasl.username"),
+        ] {
+            let err = sasl(body).expect_err(body).to_string();
+            assert!(err.contains(key), "{body}: {err}");
+        }
+        let err = MirrorConfig::from_toml(&format!(
+            "{MINIMAL}\n[source.sasl]\nmechanism = \"PLAIN\"\nusername = \"u\"\npassword = \"p\"\ntoken = \"t\"\n"
+        ))
+        .expect_err("token with PLAIN")
+        .to_string();
+        assert!(err.contains("only OAUTHBEARER takes a token"), "{err}");
     }
 }

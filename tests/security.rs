@@ -155,6 +155,7 @@ fn clusters() -> &'static Clusters {
         target.extra_listeners = owned(&[
             ("SASL_SSL", "SASL_SSL"),
             ("SASL_PLAINTEXT", "SASL_PLAINTEXT"),
+            ("OAUTH", "SASL_PLAINTEXT"),
         ]);
         target.broker_props = owned(&ssl);
         let plain_jaas = format!(
@@ -173,6 +174,12 @@ fn clusters() -> &'static Clusters {
             (
                 "listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config",
                 "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+            ),
+            // Kafka's unsecured JWT validator: unsigned tokens with a `sub` and an `exp`.
+            ("listener.name.oauth.sasl.enabled.mechanisms", "OAUTHBEARER"),
+            (
+                "listener.name.oauth.oauthbearer.sasl.jaas.config",
+                "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required unsecuredLoginStringClaim_sub=\"broker\";",
             ),
         ]));
         target.format_args = vec![
@@ -271,7 +278,7 @@ fn assert_fails_with(run: &Run, expected: &[&str]) {
     assert!(run.took < Duration::from_secs(60), "took {:?}", run.took);
 }
 
-fn copy_and_check(topic: &str, name: &str, config: &str, env: &[(&str, &str)]) {
+fn copy_and_check(topic: &str, name: &str, config: &str, env: &[(&str, &str)]) -> Run {
     let Clusters { source, target, .. } = clusters();
     source.create_topic(topic, 3, 1, &[]).expect("create topic");
     produce_keyed(source, topic, 3000, 3, topic, None);
@@ -284,6 +291,7 @@ fn copy_and_check(topic: &str, name: &str, config: &str, env: &[(&str, &str)]) {
         tail(&run.stderr, 40)
     );
     assert_eq!(assert_same_records(source, target, topic), 3000);
+    run
 }
 
 #[test]
@@ -414,6 +422,52 @@ fn sasl_sessions_are_renewed_before_the_broker_ends_them() {
     );
     assert!(!stderr.contains(SCRAM256_PASSWORD));
     assert_eq!(assert_same_records(source, target, topic), produced);
+}
+
+/// An unsigned JWT (`alg: none`) for Kafka's unsecured validator, expiring
+/// `expires_in_s` seconds from now (negative: already expired).
+fn unsigned_jwt(expires_in_s: i64) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs() as i64;
+    let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"none"}"#);
+    let claims = URL_SAFE_NO_PAD.encode(format!(
+        r#"{{"sub":"mirror","iat":{},"exp":{}}}"#,
+        now - 60,
+        now + expires_in_s
+    ));
+    format!("{header}.{claims}.")
+}
+
+#[test]
+fn oauthbearer_with_a_static_token() {
+    let Clusters { source, target, .. } = clusters();
+    let token = unsigned_jwt(3600);
+    let config = [
+        section("source", &source.bootstrap(), ""),
+        section("target", &target.listener_bootstrap("OAUTH"), ""),
+        "[target.sasl]\nmechanism = \"OAUTHBEARER\"\ntoken_env = \"KAFKA_MIRROR_TOKEN\"\n".into(),
+        "[topics]\ninclude = \"oauth\"\n".into(),
+    ]
+    .concat();
+    let run = copy_and_check("oauth", "oauth", &config, &[("KAFKA_MIRROR_TOKEN", &token)]);
+    assert!(!run.stderr.contains(&token) && !run.stdout.contains(&token));
+
+    let expired = unsigned_jwt(-600);
+    let run = run_config(
+        "oauth-expired",
+        &config,
+        &["--until-caught-up"],
+        &[("KAFKA_MIRROR_TOKEN", &expired)],
+    );
+    assert!(!run.stderr.contains(&expired) && !run.stderr.contains(&token));
+    assert_fails_with(
+        &run,
+        &["target cluster", "authentication failed", "OAUTHBEARER"],
+    );
 }
 
 /// A config whose target is fine (the failures are all on the source side).

@@ -1,9 +1,10 @@
 //! SASL authentication on a fresh connection: `SaslHandshake` (v1) names the
 //! mechanism, then `SaslAuthenticate` requests carry its tokens ([KIP-152]).
 //!
-//! Mechanisms: PLAIN ([RFC 4616]) and SCRAM-SHA-256/512 ([RFC 5802],
+//! Mechanisms: PLAIN ([RFC 4616]), SCRAM-SHA-256/512 ([RFC 5802],
 //! [RFC 7677]), whose server signature is verified so a fake broker that
-//! does not know the credentials is caught. Kafka does not SASLprep
+//! does not know the credentials is caught, and OAUTHBEARER ([RFC 7628])
+//! with a static token from the configuration (no token refresh). Kafka does not SASLprep
 //! usernames or passwords, so neither do we.
 //!
 //! The password lives in a [`Secret`], whose `Debug` is redacted, and no
@@ -13,6 +14,7 @@
 //! [RFC 4616]: https://www.rfc-editor.org/rfc/rfc4616
 //! [RFC 5802]: https://www.rfc-editor.org/rfc/rfc5802
 //! [RFC 7677]: https://www.rfc-editor.org/rfc/rfc7677
+//! [RFC 7628]: https://www.rfc-editor.org/rfc/rfc7628
 
 use std::fmt;
 use std::time::Duration;
@@ -61,6 +63,8 @@ pub enum Mechanism {
     ScramSha256,
     /// SCRAM with SHA-512.
     ScramSha512,
+    /// A bearer token (RFC 7628), here a static one from the configuration.
+    OAuthBearer,
 }
 
 impl Mechanism {
@@ -70,6 +74,7 @@ impl Mechanism {
             Mechanism::Plain => "PLAIN",
             Mechanism::ScramSha256 => "SCRAM-SHA-256",
             Mechanism::ScramSha512 => "SCRAM-SHA-512",
+            Mechanism::OAuthBearer => "OAUTHBEARER",
         }
     }
 
@@ -79,6 +84,7 @@ impl Mechanism {
             Mechanism::Plain,
             Mechanism::ScramSha256,
             Mechanism::ScramSha512,
+            Mechanism::OAuthBearer,
         ]
         .into_iter()
         .find(|m| m.name().eq_ignore_ascii_case(name))
@@ -96,9 +102,9 @@ impl fmt::Display for Mechanism {
 pub struct SaslOptions {
     /// The mechanism to use.
     pub mechanism: Mechanism,
-    /// The user to authenticate as.
+    /// The user to authenticate as (empty for OAUTHBEARER).
     pub username: String,
-    /// The password; redacted in `Debug`.
+    /// The password, or the OAUTHBEARER token; redacted in `Debug`.
     pub password: Secret,
 }
 
@@ -107,7 +113,7 @@ pub struct SaslOptions {
 #[non_exhaustive]
 pub enum SaslFailure {
     /// The broker refused the credentials.
-    #[error("authentication failed ({mechanism} as user `{username}`): {message}")]
+    #[error("authentication failed ({}): {message}", who(*.mechanism, .username))]
     AuthenticationFailed {
         /// The mechanism used.
         mechanism: Mechanism,
@@ -133,6 +139,14 @@ pub enum SaslFailure {
         /// What went wrong.
         reason: String,
     },
+}
+
+fn who(mechanism: Mechanism, username: &str) -> String {
+    if username.is_empty() {
+        mechanism.to_string()
+    } else {
+        format!("{mechanism} as user `{username}`")
+    }
 }
 
 fn fmt_list(items: &[String]) -> String {
@@ -200,6 +214,33 @@ pub async fn authenticate(
             token.push(0);
             token.extend_from_slice(options.password.expose().as_bytes());
             exchange.step(token).await?;
+        }
+        Mechanism::OAuthBearer => {
+            // RFC 7628 section 3.1: gs2 header, then key=value pairs
+            // separated by ^A.
+            let token = format!("n,,\x01auth=Bearer {}\x01\x01", options.password.expose());
+            let challenge = exchange.step(token.into_bytes()).await?;
+            if !challenge.is_empty() {
+                // An error challenge (JSON with the status); the RFC has the
+                // client answer ^A, and the broker then fails the exchange
+                // with its message.
+                let status = String::from_utf8_lossy(&challenge).into_owned();
+                if let Err(mut error) = exchange.step(vec![0x01]).await {
+                    if let NetError::Sasl {
+                        failure: SaslFailure::AuthenticationFailed { message, .. },
+                        ..
+                    } = &mut error
+                    {
+                        if !message.contains(status.as_str()) {
+                            message.push_str(&format!(" (token status: {status})"));
+                        }
+                    }
+                    return Err(error);
+                }
+                return Err(protocol(format!(
+                    "the broker sent an error challenge and then accepted: {status}"
+                )));
+            }
         }
         Mechanism::ScramSha256 | Mechanism::ScramSha512 => {
             let mut scram = Scram::new(options, client_nonce().map_err(protocol)?);
@@ -376,7 +417,7 @@ impl Hash {
     fn of(mechanism: Mechanism) -> Self {
         match mechanism {
             Mechanism::ScramSha512 => Hash::Sha512,
-            Mechanism::Plain | Mechanism::ScramSha256 => Hash::Sha256,
+            Mechanism::Plain | Mechanism::ScramSha256 | Mechanism::OAuthBearer => Hash::Sha256,
         }
     }
 
