@@ -528,8 +528,23 @@ fn an_untrusted_certificate_names_the_tls_cause() {
             "source cluster",
             "TLS handshake",
             "invalid peer certificate",
+            "tls.ca_file",
         ],
     );
+}
+
+#[test]
+fn a_missing_client_certificate_is_named() {
+    let Clusters { certs, source, .. } = clusters();
+    let config = with_good_target(
+        &[
+            section("source", &source.listener_bootstrap("MTLS"), ""),
+            tls(certs, "source", ""),
+        ]
+        .concat(),
+    );
+    let run = run_config("no-client-cert", &config, &["--until-caught-up"], &[]);
+    assert_fails_with(&run, &["source cluster", "TLS", "tls.cert_file"]);
 }
 
 #[test]

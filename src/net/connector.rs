@@ -8,7 +8,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::connection::{Connection, ConnectionOptions};
 use super::sasl::{self, SaslOptions};
 use super::socket::connect_tcp;
-use super::tls::TlsConnector;
+use super::tls::{self, TlsConnector};
 use super::NetError;
 
 /// How one cluster's connections are opened. Cheap to clone.
@@ -58,7 +58,9 @@ impl Connector {
         match &self.tls {
             Some(tls) => {
                 let stream = tls.handshake(tcp, addr, timeout).await?;
-                self.handshake(stream, addr, label, "").await
+                self.handshake(stream, addr, label, "")
+                    .await
+                    .map_err(|e| tls::refused_after_handshake(addr, &e).unwrap_or(e))
             }
             None => {
                 self.handshake(

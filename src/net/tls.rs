@@ -183,7 +183,7 @@ fn tls_error(addr: &str, e: io::Error) -> NetError {
     match rustls_error {
         Some(error) => NetError::Tls {
             addr: addr.to_owned(),
-            reason: error.to_string(),
+            reason: format!("{error}{}", rustls_hint(&error)),
             retriable: false,
         },
         None => {
@@ -199,6 +199,43 @@ fn tls_error(addr: &str, e: io::Error) -> NetError {
             }
         }
     }
+}
+
+/// What to change for the usual rustls verdicts.
+pub(super) fn rustls_hint(error: &rustls::Error) -> &'static str {
+    use rustls::{AlertDescription, CertificateError};
+    match error {
+        rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => {
+            " (set tls.ca_file to the CA that signed the broker certificates)"
+        }
+        rustls::Error::InvalidCertificate(
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+        ) => " (the certificate does not name this host; tls.server_name can set the name to check)",
+        rustls::Error::AlertReceived(
+            AlertDescription::CertificateRequired
+            | AlertDescription::BadCertificate
+            | AlertDescription::UnknownCA
+            | AlertDescription::HandshakeFailure,
+        ) => " (does the listener require a client certificate it trusts? set tls.cert_file and tls.key_file)",
+        _ => "",
+    }
+}
+
+/// A TLS failure surfacing after the handshake, on the first read: with TLS
+/// 1.3 the broker refuses a client certificate (or its absence) only then.
+pub(super) fn refused_after_handshake(addr: &str, error: &NetError) -> Option<NetError> {
+    let NetError::Io { source, .. } = error else {
+        return None;
+    };
+    let rustls_error = source.get_ref()?.downcast_ref::<rustls::Error>()?;
+    Some(NetError::Tls {
+        addr: addr.to_owned(),
+        reason: format!(
+            "the broker refused the connection: {rustls_error}{}",
+            rustls_hint(rustls_error)
+        ),
+        retriable: false,
+    })
 }
 
 /// The host part of `host:port` (`[v6]:port` too).
