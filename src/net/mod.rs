@@ -13,7 +13,7 @@
 //!   writer task and a reader task; it matches responses to callers by
 //!   correlation id and poisons itself on the first failure.
 //! - [`tls`]: rustls client configuration and the TLS handshake.
-//! - [`sasl`]: SASL PLAIN and SCRAM over `SaslHandshake`/`SaslAuthenticate`.
+//! - [`sasl`]: SASL PLAIN, SCRAM and OAUTHBEARER over `SaslHandshake`/`SaslAuthenticate`.
 //! - [`Connector`]: TCP, then TLS and SASL when configured, for one cluster.
 //! - [`versions`]: the `ApiVersions` handshake ([KIP-35], [KIP-511]) that
 //!   picks, per API, the highest version both sides speak.
