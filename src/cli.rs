@@ -103,8 +103,8 @@ impl RunArgs {
         let mut config = match &self.config {
             Some(path) => MirrorConfig::from_file(path)?,
             None => {
-                let missing = |key| ConfigError::Invalid {
-                    key,
+                let missing = |key: &str| ConfigError::Invalid {
+                    key: key.to_owned(),
                     reason: "required: give --config FILE, or both --source and --target".into(),
                 };
                 let source = self

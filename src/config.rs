@@ -5,13 +5,16 @@
 //! (a typo must not silently fall back to a default), and every error names the
 //! key that is wrong and why. The CLI (`cli.rs`) overlays its flags on this.
 
-use std::path::Path;
+use std::fmt;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use regex::Regex;
 use serde::Deserialize;
 
-use crate::net::{ConnectionOptions, SocketOptions};
+use crate::net::sasl::{Mechanism, SaslOptions, Secret};
+use crate::net::tls::{TlsConnector, TlsOptions};
+use crate::net::{ConnectionOptions, Connector, SocketOptions};
 
 /// A configuration that cannot be used, naming the key and the problem.
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +40,7 @@ pub enum ConfigError {
     #[error("config key `{key}`: {reason}")]
     Invalid {
         /// The dotted key, as written in the file.
-        key: &'static str,
+        key: String,
         /// What is wrong with its value.
         reason: String,
     },
@@ -91,6 +94,84 @@ pub struct ClusterConfig {
     /// Largest response frame accepted from this cluster; checked before allocating.
     #[serde(default = "default_max_frame_bytes")]
     pub max_frame_bytes: usize,
+    /// TLS to the brokers; absent means plaintext.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// SASL authentication; absent means none.
+    #[serde(default)]
+    pub sasl: Option<SaslConfig>,
+}
+
+/// `[source.tls]` / `[target.tls]`: TLS to the brokers (rustls).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// On unless set to false, so the section alone turns TLS on.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// PEM CA certificates to trust; the system trust store when absent.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate chain, for mutual TLS (with `key_file`).
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of `cert_file`.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// Name to verify and send as SNI instead of each broker's host.
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// Accept any server certificate. Never in production; warned about on every connect.
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+}
+
+/// `[source.sasl]` / `[target.sasl]`: SASL authentication. With PLAIN and
+/// SCRAM, exactly one of `password`, `password_env` and `password_file` gives
+/// the password; with OAUTHBEARER, exactly one of `token`, `token_env` and
+/// `token_file` gives the token.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SaslConfig {
+    /// `PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512` or `OAUTHBEARER`.
+    pub mechanism: String,
+    /// The user to authenticate as (not used with OAUTHBEARER).
+    #[serde(default)]
+    pub username: String,
+    /// The password itself; redacted in `Debug`.
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// The environment variable holding the password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// A file holding the password (one trailing newline is ignored).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// The OAUTHBEARER token (a JWT) itself; redacted in `Debug`.
+    #[serde(default)]
+    pub token: Option<Secret>,
+    /// The environment variable holding the token.
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// A file holding the token (one trailing newline is ignored).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+}
+
+impl fmt::Debug for SaslConfig {
+    // By hand, so the password can never reach a log or an error.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SaslConfig")
+            .field("mechanism", &self.mechanism)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "[redacted]"))
+            .field("password_env", &self.password_env)
+            .field("password_file", &self.password_file)
+            .field("token", &self.token.as_ref().map(|_| "[redacted]"))
+            .field("token_env", &self.token_env)
+            .field("token_file", &self.token_file)
+            .finish()
+    }
 }
 
 /// Topic selection by regular expressions over the full topic name.
@@ -199,6 +280,9 @@ pub struct CheckpointConfig {
 fn default_name() -> String {
     "kafka-mirror".to_owned()
 }
+fn default_true() -> bool {
+    true
+}
 fn default_client_id() -> String {
     "kafka-mirror".to_owned()
 }
@@ -297,6 +381,8 @@ impl ClusterConfig {
             connect_timeout_ms: default_connect_timeout_ms(),
             request_timeout_ms: default_request_timeout_ms(),
             max_frame_bytes: default_max_frame_bytes(),
+            tls: None,
+            sasl: None,
         }
     }
 
@@ -324,6 +410,165 @@ impl ClusterConfig {
             max_frame_bytes: self.max_frame_bytes,
             request_timeout: Duration::from_millis(self.request_timeout_ms),
         }
+    }
+}
+
+impl ClusterConfig {
+    /// How this cluster's connections are opened: reads the TLS files and
+    /// the password. `side` is `source` or `target`, for error messages.
+    pub fn connector(&self, side: &str) -> Result<Connector, ConfigError> {
+        let invalid = |key: &str, reason: String| ConfigError::Invalid {
+            key: format!("{side}.{key}"),
+            reason,
+        };
+        let tls = match &self.tls {
+            Some(tls) if tls.enabled => Some(
+                TlsConnector::new(&TlsOptions {
+                    ca_file: tls.ca_file.clone(),
+                    cert_file: tls.cert_file.clone(),
+                    key_file: tls.key_file.clone(),
+                    server_name: tls.server_name.clone(),
+                    insecure_skip_verify: tls.insecure_skip_verify,
+                })
+                .map_err(|e| invalid("tls", e.to_string()))?,
+            ),
+            _ => None,
+        };
+        let sasl = match &self.sasl {
+            None => None,
+            Some(sasl) => Some(SaslOptions {
+                mechanism: sasl_mechanism(sasl).map_err(|r| invalid("sasl.mechanism", r))?,
+                username: sasl.username.clone(),
+                password: sasl.resolve_secret(side)?,
+            }),
+        };
+        Ok(Connector::plain(self.connection_options()).secured(tls, sasl))
+    }
+
+    /// Checks the TLS and SASL keys that need no file access.
+    fn validate_security(&self, side: &str) -> Result<(), ConfigError> {
+        let invalid = |key: &str, reason: &str| {
+            Err(ConfigError::Invalid {
+                key: format!("{side}.{key}"),
+                reason: reason.to_owned(),
+            })
+        };
+        if let Some(tls) = &self.tls {
+            if tls.cert_file.is_some() != tls.key_file.is_some() {
+                return invalid(
+                    "tls.cert_file",
+                    "cert_file and key_file must be set together",
+                );
+            }
+            if tls.insecure_skip_verify && tls.ca_file.is_some() {
+                return invalid(
+                    "tls.insecure_skip_verify",
+                    "contradicts tls.ca_file: a CA file is only used to verify",
+                );
+            }
+        }
+        if let Some(sasl) = &self.sasl {
+            let mechanism = match sasl_mechanism(sasl) {
+                Ok(mechanism) => mechanism,
+                Err(reason) => return invalid("sasl.mechanism", &reason),
+            };
+            let passwords = [
+                sasl.password.is_some(),
+                sasl.password_env.is_some(),
+                sasl.password_file.is_some(),
+            ];
+            let tokens = [
+                sasl.token.is_some(),
+                sasl.token_env.is_some(),
+                sasl.token_file.is_some(),
+            ];
+            let count = |set: &[bool]| set.iter().filter(|set| **set).count();
+            if mechanism == Mechanism::OAuthBearer {
+                if !sasl.username.is_empty() || count(&passwords) != 0 {
+                    return invalid(
+                        "sasl.username",
+                        "OAUTHBEARER takes a token (token, token_env or token_file), no username or password",
+                    );
+                }
+                if count(&tokens) != 1 {
+                    return invalid(
+                        "sasl.token",
+                        "set exactly one of token, token_env, token_file",
+                    );
+                }
+            } else {
+                if sasl.username.is_empty() {
+                    return invalid("sasl.username", "must be non-empty");
+                }
+                if count(&tokens) != 0 {
+                    return invalid("sasl.token", "only OAUTHBEARER takes a token");
+                }
+                if count(&passwords) != 1 {
+                    return invalid(
+                        "sasl.password",
+                        "set exactly one of password, password_env, password_file",
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn sasl_mechanism(sasl: &SaslConfig) -> Result<Mechanism, String> {
+    Mechanism::from_name(&sasl.mechanism).ok_or_else(|| {
+        format!(
+            "`{}` is not PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER",
+            sasl.mechanism
+        )
+    })
+}
+
+impl SaslConfig {
+    /// The password, or the OAUTHBEARER token, from wherever it is
+    /// configured. Errors name the key, the variable or the file, never the value.
+    fn resolve_secret(&self, side: &str) -> Result<Secret, ConfigError> {
+        let (kind, value, env, file) =
+            if self.token.is_some() || self.token_env.is_some() || self.token_file.is_some() {
+                ("token", &self.token, &self.token_env, &self.token_file)
+            } else {
+                (
+                    "password",
+                    &self.password,
+                    &self.password_env,
+                    &self.password_file,
+                )
+            };
+        let invalid = |key: String, reason: String| ConfigError::Invalid {
+            key: format!("{side}.sasl.{key}"),
+            reason,
+        };
+        if let Some(secret) = value {
+            return Ok(secret.clone());
+        }
+        if let Some(var) = env {
+            return std::env::var(var).map(Secret::new).map_err(|e| {
+                invalid(
+                    format!("{kind}_env"),
+                    format!("environment variable {var}: {e}"),
+                )
+            });
+        }
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                invalid(
+                    format!("{kind}_file"),
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            let secret = text.strip_suffix('\n').unwrap_or(&text);
+            let secret = secret.strip_suffix('\r').unwrap_or(secret);
+            return Ok(Secret::new(secret));
+        }
+        Err(invalid(
+            kind.to_owned(),
+            format!("set one of {kind}, {kind}_env, {kind}_file"),
+        ))
     }
 }
 
@@ -368,7 +613,12 @@ impl MirrorConfig {
 
     /// Checks what the types cannot: non-empty lists, valid regexes, consistent sizes.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key, reason: String| Err(ConfigError::Invalid { key, reason });
+        let invalid = |key: &str, reason: String| {
+            Err(ConfigError::Invalid {
+                key: key.to_owned(),
+                reason,
+            })
+        };
         if self.name.is_empty() || self.name.contains(['\n', '/']) {
             return invalid("name", "must be non-empty, without '/' or newlines".into());
         }
@@ -406,6 +656,8 @@ impl MirrorConfig {
                 ),
             );
         }
+        self.source.validate_security("source")?;
+        self.target.validate_security("target")?;
         self.topic_filter()?;
         let r = &self.replication;
         if r.partition_fetch_bytes == 0 || r.partition_fetch_bytes > r.fetch_max_bytes {
@@ -445,7 +697,7 @@ impl MirrorConfig {
     pub fn topic_filter(&self) -> Result<TopicFilter, ConfigError> {
         let anchored = |key, pattern: &str| {
             Regex::new(&format!("^(?:{pattern})$")).map_err(|e| ConfigError::Invalid {
-                key,
+                key: String::from(key),
                 reason: format!("not a valid regex: {e}"),
             })
         };
@@ -632,5 +884,100 @@ mod tests {
         assert!(!all.selects("__consumer_offsets", false));
         assert!(!all.selects("kafka-mirror-checkpoints", false));
         assert!(all.selects("anything", false));
+    }
+
+    #[test]
+    fn security_sections_parse_and_never_show_the_password() {
+        let text = format!(
+            "{MINIMAL}\n[source.tls]\nca_file = \"/etc/ca.pem\"\n\
+             [source.sasl]\nmechanism = \"SCRAM-SHA-512\"\nusername = \"mirror\"\npassword = \"s3cr3t-pw-123\"\n"
+        );
+        let config = MirrorConfig::from_toml(&text).expect("valid");
+        let tls = config.source.tls.as_ref().expect("tls");
+        assert!(tls.enabled && !tls.insecure_skip_verify);
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("s3cr3t-pw-123"), "{debug}");
+        assert!(debug.contains("[redacted]"), "{debug}");
+        // The CA file is read when connecting; its absence names the key and the file.
+        let err = config.source.connector("source").unwrap_err().to_string();
+        assert!(
+            err.contains("source.tls") && err.contains("/etc/ca.pem"),
+            "{err}"
+        );
+        assert!(!err.contains("s3cr3t-pw-123"), "{err}");
+    }
+
+    #[test]
+    fn password_sources_are_exclusive_and_named() {
+        let sasl = |extra: &str| {
+            format!("{MINIMAL}\n[target.sasl]\nmechanism = \"PLAIN\"\nusername = \"u\"\n{extra}\n")
+        };
+        let err = MirrorConfig::from_toml(&sasl("password = \"a\"\npassword_env = \"B\""))
+            .expect_err("two sources");
+        assert!(err.to_string().contains("target.sasl.password"), "{err}");
+        let err = MirrorConfig::from_toml(&sasl("")).expect_err("none");
+        assert!(err.to_string().contains("exactly one"), "{err}");
+        let err = MirrorConfig::from_toml(&format!(
+            "{MINIMAL}\n[target.sasl]\nmechanism = \"GSSAPI\"\nusername = \"u\"\npassword = \"p\"\n"
+        ))
+        .expect_err("mechanism");
+        assert!(err.to_string().contains("target.sasl.mechanism"), "{err}");
+        let config =
+            MirrorConfig::from_toml(&sasl("password_env = \"KAFKA_MIRROR_TEST_UNSET_VARIABLE\""))
+                .expect("valid");
+        let err = config.target.connector("target").unwrap_err().to_string();
+        assert!(
+            err.contains("target.sasl.password_env")
+                && err.contains("KAFKA_MIRROR_TEST_UNSET_VARIABLE"),
+            "{err}"
+        );
+        let file = std::env::temp_dir().join(format!("km-pw-{}", std::process::id()));
+        std::fs::write(&file, "from-file\n").unwrap();
+        let config =
+            MirrorConfig::from_toml(&sasl(&format!("password_file = \"{}\"", file.display())))
+                .expect("valid");
+        let password = config
+            .target
+            .sasl
+            .as_ref()
+            .unwrap()
+            .resolve_secret("target");
+        assert_eq!(password.unwrap().expose(), "from-file");
+        let _ = std::fs::remove_file(file);
+        let err = MirrorConfig::from_toml(&format!("{MINIMAL}\n[source.tls]\ncafile = \"x\"\n"))
+            .expect_err("unknown");
+        assert!(err.to_string().contains("unknown field `cafile`"), "{err}");
+    }
+
+    #[test]
+    fn oauthbearer_takes_a_token_and_nothing_else() {
+        let sasl = |body: &str| {
+            MirrorConfig::from_toml(&format!(
+                "{MINIMAL}\n[source.sasl]\nmechanism = \"OAUTHBEARER\"\n{body}\n"
+            ))
+        };
+        let config = sasl("token = \"eyJhbGciOiJub25lIn0.e30.\"").expect("valid");
+        assert!(!format!("{config:?}").contains("eyJhbGci"));
+        let password = config
+            .source
+            .sasl
+            .as_ref()
+            .unwrap()
+            .resolve_secret("source");
+        assert_eq!(password.unwrap().expose(), "eyJhbGciOiJub25lIn0.e30.");
+        for (body, key) in [
+            ("", "source.sasl.token"),
+            ("token = \"t\"\nusername = \"u\"", "source.sasl.username"),
+            ("password = \"p\"", "source.sasl.username"),
+        ] {
+            let err = sasl(body).expect_err(body).to_string();
+            assert!(err.contains(key), "{body}: {err}");
+        }
+        let err = MirrorConfig::from_toml(&format!(
+            "{MINIMAL}\n[source.sasl]\nmechanism = \"PLAIN\"\nusername = \"u\"\npassword = \"p\"\ntoken = \"t\"\n"
+        ))
+        .expect_err("token with PLAIN")
+        .to_string();
+        assert!(err.contains("only OAUTHBEARER takes a token"), "{err}");
     }
 }

@@ -46,6 +46,13 @@ fn help_explains_every_option() {
     ] {
         assert!(stdout.contains(option), "--help lacks {option}:\n{stdout}");
     }
+    // Secrets are configured in the file only, never as flags.
+    for secret in ["password", "token"] {
+        assert!(
+            !stdout.to_lowercase().contains(secret),
+            "--help offers a {secret} flag:\n{stdout}"
+        );
+    }
 }
 
 #[test]

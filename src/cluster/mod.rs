@@ -21,7 +21,7 @@ pub use fetch::{fetch_request, response_partitions, PartitionFetch};
 pub use metadata::{Metadata, PartitionMetadata, TopicMetadata};
 pub use offsets::{OffsetLookupError, OffsetResult, OffsetSpec};
 
-use crate::net::{Connection, ConnectionOptions, NetError, PendingResponse};
+use crate::net::{Connection, Connector, NetError, PendingResponse};
 
 /// Which side of the mirror a cluster is, for messages that must say which.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,7 +109,7 @@ struct BrokerSlot {
 pub struct Cluster {
     role: Role,
     bootstrap: Vec<String>,
-    options: ConnectionOptions,
+    connector: Connector,
     /// Broker addresses from the latest metadata.
     addresses: Mutex<HashMap<i32, String>>,
     /// One slot per broker; the async lock makes concurrent callers share one connect.
@@ -118,11 +118,11 @@ pub struct Cluster {
 
 impl Cluster {
     /// A client for the cluster behind these bootstrap servers. Connects lazily.
-    pub fn new(role: Role, bootstrap: Vec<String>, options: ConnectionOptions) -> Arc<Self> {
+    pub fn new(role: Role, bootstrap: Vec<String>, connector: Connector) -> Arc<Self> {
         Arc::new(Cluster {
             role,
             bootstrap,
-            options,
+            connector,
             addresses: Mutex::new(HashMap::new()),
             slots: Mutex::new(HashMap::new()),
         })
@@ -144,6 +144,10 @@ impl Cluster {
     }
 
     /// Sends a request to any broker: a known one first, then the bootstrap servers.
+    ///
+    /// A TLS or SASL failure ends the search at once: it says the
+    /// configuration is wrong, and other brokers of the cluster would only
+    /// refuse the same way.
     pub async fn send_any<R>(&self, request: R) -> Result<R::Response, ClusterError>
     where
         R: kafka_protocol::protocol::Request + Clone + Send + 'static,
@@ -156,15 +160,19 @@ impl Cluster {
                     Ok(response) => return Ok(response),
                     Err(e) => attempts.push(format!("broker {broker}: {e}")),
                 },
+                Err(ClusterError::Net { source, .. }) if source.is_security_failure() => {
+                    return Err(self.net_error(source))
+                }
                 Err(e) => attempts.push(e.to_string()),
             }
         }
         for address in &self.bootstrap {
-            match Connection::connect(address, &self.options).await {
+            match self.connector.connect(address).await {
                 Ok(connection) => match connection.send(request.clone()).await {
                     Ok(response) => return Ok(response),
                     Err(e) => attempts.push(format!("{address}: {e}")),
                 },
+                Err(e) if e.is_security_failure() => return Err(self.net_error(e)),
                 Err(e) => attempts.push(format!("{address}: {e}")),
             }
         }
@@ -187,11 +195,17 @@ impl Cluster {
         let slot = lock(&self.slots).entry(broker).or_default().clone();
         let mut slot = slot.lock().await;
         if let Some(connection) = &slot.connection {
-            if !connection.is_closed() {
+            if connection.is_closed() {
+                slot.connection = None;
+                Self::note_failure(&mut slot);
+            } else if connection.is_expired() {
+                // The SASL session is about to end: requests already sent
+                // finish on the old connection, new ones go to a new one.
+                tracing::debug!(role = %self.role, broker, "SASL session lifetime reached; reconnecting");
+                slot.connection = None;
+            } else {
                 return Ok(connection.clone());
             }
-            slot.connection = None;
-            Self::note_failure(&mut slot);
         }
         if let Some(at) = slot.retry_at.filter(|at| *at > Instant::now()) {
             if !wait_backoff {
@@ -210,7 +224,7 @@ impl Cluster {
                     role: self.role,
                     broker,
                 })?;
-        match Connection::connect(&address, &self.options).await {
+        match self.connector.connect(&address).await {
             Ok(connection) => {
                 slot.failures = 0;
                 slot.retry_at = None;

@@ -96,6 +96,9 @@ struct Inner {
     next_correlation_id: AtomicI32,
     /// Set once the `ApiVersions` handshake is done.
     versions: OnceLock<NegotiatedVersions>,
+    /// When the broker will end an authenticated session (KIP-368), less a
+    /// margin; the owner opens a new connection instead from then on.
+    expires_at: OnceLock<tokio::time::Instant>,
 }
 
 /// What the handles and the two tasks share.
@@ -183,6 +186,7 @@ impl Connection {
                 request_timeout: options.request_timeout,
                 next_correlation_id: AtomicI32::new(0),
                 versions: OnceLock::new(),
+                expires_at: OnceLock::new(),
             }),
         }
     }
@@ -219,6 +223,24 @@ impl Connection {
     /// Whether the connection has failed and takes no more requests.
     pub fn is_closed(&self) -> bool {
         matches!(*self.inner.shared.lock(), State::Poisoned(_))
+    }
+
+    /// Marks the connection as due for replacement after `lifetime`: the
+    /// broker closes an authenticated session when its lifetime ends.
+    pub fn expire_after(&self, lifetime: Duration) {
+        let _ = self
+            .inner
+            .expires_at
+            .set(tokio::time::Instant::now() + lifetime);
+    }
+
+    /// Whether the session lifetime set by [`Connection::expire_after`] has
+    /// passed: requests already sent finish, new ones belong on a new connection.
+    pub fn is_expired(&self) -> bool {
+        self.inner
+            .expires_at
+            .get()
+            .is_some_and(|at| tokio::time::Instant::now() >= *at)
     }
 
     /// The connection's name in errors and logs.

@@ -1,4 +1,4 @@
-//! The connection layer: one TCP (or TLS, later) connection to one Kafka broker.
+//! The connection layer: one TCP or TLS connection to one Kafka broker.
 //!
 //! This layer owns sockets, framing, correlation and version negotiation, and
 //! nothing else: it knows no topics, partitions or offsets. Above it, the
@@ -12,6 +12,9 @@
 //! - [`Connection`]: a cheap, cloneable handle to a pipelined connection with a
 //!   writer task and a reader task; it matches responses to callers by
 //!   correlation id and poisons itself on the first failure.
+//! - [`tls`]: rustls client configuration and the TLS handshake.
+//! - [`sasl`]: SASL PLAIN, SCRAM and OAUTHBEARER over `SaslHandshake`/`SaslAuthenticate`.
+//! - [`Connector`]: TCP, then TLS and SASL when configured, for one cluster.
 //! - [`versions`]: the `ApiVersions` handshake ([KIP-35], [KIP-511]) that
 //!   picks, per API, the highest version both sides speak.
 //!
@@ -20,8 +23,11 @@
 //! [KIP-511]: https://cwiki.apache.org/confluence/display/KAFKA/KIP-511%3A+Collect+and+Expose+Client%27s+Name+and+Version+in+the+Brokers
 
 mod connection;
+mod connector;
 pub mod frame;
+pub mod sasl;
 pub mod socket;
+pub mod tls;
 pub mod versions;
 
 #[cfg(test)]
@@ -36,6 +42,7 @@ use kafka_protocol::messages::ApiKey;
 use kafka_protocol::protocol::VersionRange;
 
 pub use connection::{Connection, ConnectionOptions, PendingResponse};
+pub use connector::Connector;
 pub use socket::{connect_tcp, SocketOptions};
 pub use versions::NegotiatedVersions;
 
@@ -206,6 +213,51 @@ pub enum NetError {
         timeout: Duration,
     },
 
+    /// The TLS handshake failed: an untrusted or mismatched certificate, a
+    /// refused client certificate, or a peer that does not speak TLS.
+    #[error("TLS handshake with {addr} failed: {reason}")]
+    Tls {
+        /// The address as configured, `host:port`.
+        addr: String,
+        /// rustls's verdict or the I/O failure, with a hint when one helps.
+        reason: String,
+        /// False for certificate and protocol verdicts, which a retry repeats.
+        retriable: bool,
+    },
+
+    /// The Kafka handshake (ApiVersions, then SASL) did not finish within the
+    /// connect timeout.
+    #[error("{addr} did not complete the Kafka handshake within {timeout:?}{hint}")]
+    HandshakeTimeout {
+        /// The address as configured, `host:port`.
+        addr: String,
+        /// The configured connect timeout.
+        timeout: Duration,
+        /// A hint at the usual cause, or empty.
+        hint: &'static str,
+    },
+
+    /// The peer's first answer was not a Kafka response: typically a
+    /// plaintext client talking to a TLS listener.
+    #[error("{addr} did not answer in the Kafka protocol ({detail}){hint}")]
+    NotKafka {
+        /// The address as configured, `host:port`.
+        addr: String,
+        /// What the connection saw.
+        detail: String,
+        /// A hint at the usual cause.
+        hint: &'static str,
+    },
+
+    /// SASL authentication was refused, or could not be carried out.
+    #[error("{label}: {failure}")]
+    Sasl {
+        /// Which connection.
+        label: String,
+        /// What went wrong; never holds the secret.
+        failure: sasl::SaslFailure,
+    },
+
     /// The connection failed earlier (see `cause`) and takes no more requests.
     #[error("connection to {label} is closed")]
     Closed {
@@ -219,6 +271,19 @@ pub enum NetError {
 }
 
 impl NetError {
+    /// Whether this is a security failure (TLS or SASL) that says the
+    /// configuration is wrong, rather than that a broker is unavailable.
+    pub fn is_security_failure(&self) -> bool {
+        match self {
+            NetError::Tls { retriable, .. } => !retriable,
+            NetError::Sasl { .. } => true,
+            NetError::Closed { cause, .. } => {
+                cause.as_ref().is_some_and(|c| c.is_security_failure())
+            }
+            _ => false,
+        }
+    }
+
     /// Whether the same request may succeed on a new connection.
     ///
     /// Transport failures (resolve, connect, I/O, timeouts, a broker hang-up,
@@ -234,7 +299,11 @@ impl NetError {
             | NetError::PeerClosed { .. }
             | NetError::UnexpectedResponse { .. }
             | NetError::ShortFrame { .. }
+            | NetError::HandshakeTimeout { .. }
+            | NetError::NotKafka { .. }
             | NetError::Timeout { .. } => true,
+            NetError::Tls { retriable, .. } => *retriable,
+            NetError::Sasl { .. } => false,
             NetError::FrameTooLarge { .. }
             | NetError::Encode { .. }
             | NetError::Decode { .. }

@@ -26,12 +26,12 @@ pub(super) async fn start(
     let source = Cluster::new(
         Role::Source,
         config.source.bootstrap_list(),
-        config.source.connection_options(),
+        config.source.connector("source")?,
     );
     let target = Cluster::new(
         Role::Target,
         config.target.bootstrap_list(),
-        config.target.connection_options(),
+        config.target.connector("target")?,
     );
     let source_meta = source.metadata().await?;
     let specs: Vec<TopicSpec> = source_meta

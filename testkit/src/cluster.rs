@@ -26,6 +26,15 @@ pub struct ClusterSpec {
     pub broker_props: Vec<(String, String)>,
     /// JVM options for each broker; `None` means `-Xmx512m -Xms256m`.
     pub jvm_opts: Option<Vec<String>>,
+    /// Listeners besides PLAINTEXT and CONTROLLER, each on its own free port:
+    /// `(name, security protocol)`, e.g. `("SASL_SSL", "SASL_SSL")` or
+    /// `("MTLS", "SSL")`. Their `listener.name.<name>.*` settings go in
+    /// `broker_props`. The PLAINTEXT listener stays for readiness checks,
+    /// inter-broker traffic and the test clients.
+    pub extra_listeners: Vec<(String, String)>,
+    /// Extra arguments for `kafka-storage format`, e.g.
+    /// `["--add-scram", "SCRAM-SHA-512=[name=u,password=p]"]`.
+    pub format_args: Vec<String>,
 }
 
 impl Default for ClusterSpec {
@@ -35,6 +44,8 @@ impl Default for ClusterSpec {
             nodes: 1,
             broker_props: Vec::new(),
             jvm_opts: None,
+            extra_listeners: Vec::new(),
+            format_args: Vec::new(),
         }
     }
 }
@@ -59,6 +70,8 @@ struct NodeLayout {
     id: usize,
     broker_port: u16,
     controller_port: u16,
+    /// Ports of `ClusterSpec::extra_listeners`, by listener name.
+    extra_ports: BTreeMap<String, u16>,
     dir: PathBuf,
 }
 
@@ -257,12 +270,19 @@ impl KafkaCluster {
             Some(root)
         };
 
-        let ports = free_ports(spec.nodes * 2)?;
+        let per_node = 2 + spec.extra_listeners.len();
+        let ports = free_ports(spec.nodes * per_node)?;
         let layout: Vec<NodeLayout> = (0..spec.nodes)
             .map(|i| NodeLayout {
                 id: i,
-                broker_port: ports[2 * i],
-                controller_port: ports[2 * i + 1],
+                broker_port: ports[per_node * i],
+                controller_port: ports[per_node * i + 1],
+                extra_ports: spec
+                    .extra_listeners
+                    .iter()
+                    .enumerate()
+                    .map(|(j, (name, _))| (name.clone(), ports[per_node * i + 2 + j]))
+                    .collect(),
                 dir: root_path.join(format!("node-{i}")),
             })
             .collect();
@@ -282,21 +302,21 @@ impl KafkaCluster {
             set("process.roles", "broker,controller".into());
             set("node.id", n.id.to_string());
             set("controller.quorum.voters", voters.clone());
-            set(
-                "listeners",
-                format!(
-                    "PLAINTEXT://127.0.0.1:{},CONTROLLER://127.0.0.1:{}",
-                    n.broker_port, n.controller_port
-                ),
+            let mut listeners = format!(
+                "PLAINTEXT://127.0.0.1:{},CONTROLLER://127.0.0.1:{}",
+                n.broker_port, n.controller_port
             );
-            set(
-                "advertised.listeners",
-                format!("PLAINTEXT://127.0.0.1:{}", n.broker_port),
-            );
-            set(
-                "listener.security.protocol.map",
-                "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT".into(),
-            );
+            let mut advertised = format!("PLAINTEXT://127.0.0.1:{}", n.broker_port);
+            let mut protocols = String::from("PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT");
+            for (name, protocol) in &spec.extra_listeners {
+                let port = n.extra_ports[name];
+                listeners.push_str(&format!(",{name}://127.0.0.1:{port}"));
+                advertised.push_str(&format!(",{name}://127.0.0.1:{port}"));
+                protocols.push_str(&format!(",{name}:{protocol}"));
+            }
+            set("listeners", listeners);
+            set("advertised.listeners", advertised);
+            set("listener.security.protocol.map", protocols);
             set("controller.listener.names", "CONTROLLER".into());
             set("inter.broker.listener.name", "PLAINTEXT".into());
             set("log.dirs", n.data_dir().display().to_string());
@@ -337,7 +357,8 @@ impl KafkaCluster {
                 .map(|n| {
                     let dist = &dist;
                     let cluster_id = &cluster_id;
-                    s.spawn(move || format_storage(dist, cluster_id, n))
+                    let extra = &spec.format_args;
+                    s.spawn(move || format_storage(dist, cluster_id, n, extra))
                 })
                 .collect();
             handles
@@ -497,6 +518,18 @@ impl KafkaCluster {
             .join(",")
     }
 
+    /// "127.0.0.1:p1,..." of the extra listener `name` on every node.
+    pub fn listener_bootstrap(&self, name: &str) -> String {
+        self.layout
+            .iter()
+            .map(|n| match n.extra_ports.get(name) {
+                Some(port) => format!("127.0.0.1:{port}"),
+                None => panic!("no extra listener named {name}"),
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     /// The PLAINTEXT address of node `i`.
     pub fn broker_addr(&self, i: usize) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.layout[i].broker_port))
@@ -634,10 +667,16 @@ impl Drop for KafkaCluster {
     }
 }
 
-fn format_storage(dist: &KafkaDist, cluster_id: &str, n: &NodeLayout) -> Result<()> {
+fn format_storage(
+    dist: &KafkaDist,
+    cluster_id: &str,
+    n: &NodeLayout,
+    extra_args: &[String],
+) -> Result<()> {
     let mut cmd = dist.tool_command(dist.storage_tool_class());
     cmd.args(["format", "-t", cluster_id, "-c"])
         .arg(n.props_file())
+        .args(extra_args)
         .stdin(Stdio::null());
     let out = cmd.output().context("running the Kafka storage tool")?;
     if !out.status.success() {
