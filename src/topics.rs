@@ -2,7 +2,9 @@
 //!
 //! A batch is produced to the same partition number it was fetched from, so a
 //! target topic needs at least as many partitions as its source. Missing
-//! topics are created with the source's partition count; a target with fewer
+//! topics are created with the source's partition count and its topic-level
+//! configs (cleanup.policy, retention, max.message.bytes, ...), less the ones
+//! that describe the source cluster's own operation; a target with fewer
 //! partitions is an error that names the topic rather than a silent reshuffle.
 
 use std::collections::BTreeMap;
@@ -11,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use kafka_protocol::error::ParseResponseErrorCode;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
-use kafka_protocol::messages::{CreateTopicsRequest, TopicName};
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::{CreateTopicsRequest, DescribeConfigsRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
@@ -52,6 +55,16 @@ pub enum TopicError {
         /// How long the mirror waited.
         waited: Duration,
     },
+    /// The source would not describe a topic's configs.
+    #[error("cannot read the configs of source topic `{topic}`: {error:?}{}", message.as_deref().map(|m| format!(" ({m})")).unwrap_or_default())]
+    DescribeRefused {
+        /// The topic.
+        topic: String,
+        /// The broker's error code.
+        error: ResponseError,
+        /// The broker's explanation, when it gave one.
+        message: Option<String>,
+    },
     /// The cluster could not be queried.
     #[error(transparent)]
     Cluster(#[from] ClusterError),
@@ -66,6 +79,67 @@ pub struct TopicSpec {
     pub partitions: i32,
     /// Configs set when the mirror creates it (ignored for an existing topic).
     pub configs: Vec<(String, String)>,
+}
+
+/// Topic configs never copied to the target, as MirrorMaker 2 does: they
+/// describe how the source cluster runs (replication throttles, ISR and
+/// election rules) or how it validated timestamps when the data was new. A
+/// LogAppendTime target would also overwrite the copied timestamps.
+const NOT_COPIED: &[&str] = &[
+    "follower.replication.throttled.replicas",
+    "leader.replication.throttled.replicas",
+    "min.insync.replicas",
+    "unclean.leader.election.enable",
+    "message.timestamp.type",
+    "message.timestamp.difference.max.ms",
+    "message.timestamp.before.max.ms",
+    "message.timestamp.after.max.ms",
+];
+
+/// `DescribeConfigs` resource type of a topic.
+const TOPIC_RESOURCE: i8 = 2;
+/// `DescribeConfigs` config source of a value set on the topic itself.
+const DYNAMIC_TOPIC_CONFIG: i8 = 1;
+
+/// The configs set on each source topic (not inherited from broker
+/// defaults), minus [`NOT_COPIED`] and sensitive values: what a created
+/// target topic gets.
+pub async fn copied_configs(
+    source: &Arc<Cluster>,
+    topics: &[String],
+) -> Result<BTreeMap<String, Vec<(String, String)>>, TopicError> {
+    let request = DescribeConfigsRequest::default().with_resources(
+        topics
+            .iter()
+            .map(|topic| {
+                DescribeConfigsResource::default()
+                    .with_resource_type(TOPIC_RESOURCE)
+                    .with_resource_name(StrBytes::from_string(topic.clone()))
+                    .with_configuration_keys(None)
+            })
+            .collect(),
+    );
+    let response = source.send_any(request).await?;
+    let mut configs = BTreeMap::new();
+    for result in response.results {
+        let topic = result.resource_name.to_string();
+        if let Some(error) = result.error_code.err() {
+            return Err(TopicError::DescribeRefused {
+                topic,
+                error,
+                message: result.error_message.map(|m| m.to_string()),
+            });
+        }
+        let copied = result
+            .configs
+            .into_iter()
+            .filter(|c| c.config_source == DYNAMIC_TOPIC_CONFIG && !c.is_sensitive)
+            .filter(|c| !NOT_COPIED.contains(&c.name.as_str()))
+            .filter_map(|c| Some((c.name.to_string(), c.value?.to_string())))
+            .collect();
+        configs.insert(topic, copied);
+    }
+    Ok(configs)
 }
 
 /// How long created topics may take to get leaders.

@@ -28,7 +28,10 @@ fn clusters() -> &'static Clusters {
     CLUSTERS.get_or_init(|| Clusters {
         // The cleaner looks for work every 200 ms instead of every 15 s.
         source: start_cluster(KAFKA, 1, &[("log.cleaner.backoff.ms", "200")]),
-        target: start_cluster(KAFKA, 1, &[]),
+        // The target topics are created compacted too (their configs are
+        // copied); its cleaner stays off so that what arrived can be compared
+        // record by record before the target compacts it further.
+        target: start_cluster(KAFKA, 1, &[("log.cleaner.enable", "false")]),
     })
 }
 
@@ -207,6 +210,18 @@ fn compacted_batches_with_offset_gaps_are_renumbered_and_arrive_as_retained() {
         // The target holds no gapped batches: every renumbered batch landed
         // as records_count == lastOffsetDelta + 1.
         assert_eq!(gapped(&stored(target, topic)), 0, "{topic}");
+        // The source topic's own configs came along.
+        let configs = topic_configs(target, topic);
+        assert_eq!(
+            configs.get("cleanup.policy").map(String::as_str),
+            Some("compact"),
+            "{topic}: {configs:?}"
+        );
+        assert_eq!(
+            configs.get("delete.retention.ms").map(String::as_str),
+            Some("1000"),
+            "{topic}: {configs:?}"
+        );
     }
     eprintln!("{summary}{tombstones} tombstones copied");
 }

@@ -515,3 +515,40 @@ fn a_partition_idle_past_producer_expiration_goes_on() {
         );
     }
 }
+
+/// A created target topic gets the source topic's own configs, except those
+/// that describe how the source cluster runs.
+#[test]
+fn created_target_topics_get_the_source_topic_configs() {
+    let Clusters { source, target } = clusters();
+    let topic = "configured";
+    source
+        .create_topic(
+            topic,
+            2,
+            1,
+            &[
+                ("retention.ms", "123456789"),
+                ("max.message.bytes", "2000000"),
+                ("min.insync.replicas", "1"),
+            ],
+        )
+        .expect("create topic");
+    let produced = produce_keyed(source, topic, 50, 2, "c", None);
+    let mut args = run_args(source, target, "configured");
+    args.extend(["--topics".into(), topic.into()]);
+    mirror_until_caught_up(&args);
+    assert_eq!(assert_same_records(source, target, topic), produced.len());
+    let configs = topic_configs(target, topic);
+    assert_eq!(
+        configs.get("retention.ms").map(String::as_str),
+        Some("123456789"),
+        "{configs:?}"
+    );
+    assert_eq!(
+        configs.get("max.message.bytes").map(String::as_str),
+        Some("2000000"),
+        "{configs:?}"
+    );
+    assert!(!configs.contains_key("min.insync.replicas"), "{configs:?}");
+}

@@ -15,7 +15,7 @@ use super::MirrorError;
 use crate::checkpoint::CheckpointStore;
 use crate::cluster::{Cluster, Metadata, OffsetSpec, Role};
 use crate::config::{MirrorConfig, StartPosition};
-use crate::topics::{ensure_topics, TopicSpec};
+use crate::topics::{copied_configs, ensure_topics, TopicSpec};
 
 /// Connects, prepares the target and builds the engine.
 pub(super) async fn start(
@@ -34,22 +34,27 @@ pub(super) async fn start(
         config.target.connector("target")?,
     );
     let source_meta = source.metadata().await?;
-    let specs: Vec<TopicSpec> = source_meta
+    let selected: Vec<String> = source_meta
         .topics
         .iter()
         .filter(|(name, topic)| topic.error.is_none() && filter.selects(name, topic.internal))
-        .map(|(name, topic)| TopicSpec {
-            name: name.clone(),
-            partitions: topic.partition_count(),
-            configs: Vec::new(),
-        })
+        .map(|(name, _)| name.clone())
         .collect();
-    if specs.is_empty() {
+    if selected.is_empty() {
         return Err(MirrorError::NoTopics {
             include: config.topics.include.clone(),
             exclude: config.topics.exclude.clone(),
         });
     }
+    let mut configs = copied_configs(&source, &selected).await?;
+    let specs: Vec<TopicSpec> = selected
+        .into_iter()
+        .map(|name| TopicSpec {
+            partitions: source_meta.topics[&name].partition_count(),
+            configs: configs.remove(&name).unwrap_or_default(),
+            name,
+        })
+        .collect();
     tracing::info!(topics = ?specs.iter().map(|s| &s.name).collect::<Vec<_>>(), "selected source topics");
     let replication_factor = config.replication.replication_factor;
     let target_meta = ensure_topics(&target, &specs, replication_factor).await?;

@@ -350,3 +350,32 @@ pub fn produce_with_both_clients(
     )
     .unwrap_or_else(|e| panic!("produce into {topic} with the Java producer: {e:#}"));
 }
+
+/// The configs set on a topic itself, as Kafka's own ConfigCommand lists them.
+pub fn topic_configs(cluster: &KafkaCluster, topic: &str) -> BTreeMap<String, String> {
+    let output = cluster
+        .run_tool(
+            "org.apache.kafka.tools.ConfigCommand",
+            [
+                "--bootstrap-server",
+                &cluster.bootstrap(),
+                "--describe",
+                "--entity-type",
+                "topics",
+                "--entity-name",
+                topic,
+            ],
+        )
+        .unwrap_or_else(|e| panic!("ConfigCommand --describe: {e:#}"));
+    // Lines look like `  cleanup.policy=compact sensitive=false synonyms={...}`.
+    output
+        .stdout
+        .lines()
+        .filter(|line| line.starts_with("  "))
+        .filter_map(|line| {
+            let setting = line.trim().split(' ').next()?;
+            let (key, value) = setting.split_once('=')?;
+            Some((key.to_owned(), value.to_owned()))
+        })
+        .collect()
+}
