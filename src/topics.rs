@@ -102,7 +102,7 @@ const TOPIC_RESOURCE: i8 = 2;
 const DYNAMIC_TOPIC_CONFIG: i8 = 1;
 
 /// The configs set on each source topic (not inherited from broker
-/// defaults), minus [`NOT_COPIED`] and sensitive values: what a created
+/// defaults), minus `NOT_COPIED` and sensitive values: what a created
 /// target topic gets.
 pub async fn copied_configs(
     source: &Arc<Cluster>,

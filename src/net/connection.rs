@@ -32,7 +32,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::frame::{
     api_key, decode_response, encode_request, peek_correlation_id, try_split_frame,
 };
-use super::socket::{connect_tcp, SocketOptions};
+use super::socket::SocketOptions;
 use super::versions::{self, NegotiatedVersions};
 use super::NetError;
 
@@ -49,7 +49,7 @@ const READ_CHUNK: usize = 64 * 1024;
 pub struct ConnectionOptions {
     /// Sent in every request header; brokers log it and apply quotas by it.
     pub client_id: String,
-    /// TCP options for [`Connection::connect`].
+    /// TCP options for the connections a [`Connector`](super::Connector) opens.
     pub socket: SocketOptions,
     /// Largest response frame accepted, excluding the 4-byte size prefix. Must
     /// exceed the largest fetch response asked for (`max_bytes`, plus one
@@ -128,19 +128,6 @@ struct InFlight {
 }
 
 impl Connection {
-    /// Opens a TCP connection to `addr` (`host:port`) and negotiates API
-    /// versions. The connection is labelled with `addr` (and the resolved
-    /// peer address); use [`connect_tcp`] and [`Connection::from_stream`] to
-    /// give it a better label, such as the broker id.
-    pub async fn connect(addr: &str, options: &ConnectionOptions) -> Result<Self, NetError> {
-        let stream = connect_tcp(addr, &options.socket).await?;
-        let label = match stream.peer_addr() {
-            Ok(peer) if peer.to_string() != addr => format!("{addr} ({peer})"),
-            _ => addr.to_owned(),
-        };
-        Self::from_stream(stream, options, label).await
-    }
-
     /// Runs a connection over an already connected stream (plain TCP, TLS,
     /// anything that reads and writes bytes) and negotiates API versions.
     pub async fn from_stream<S>(
@@ -1027,7 +1014,10 @@ mod tests {
             socket
         });
 
-        let connection = Connection::connect(&addr, &options()).await.unwrap();
+        let connection = crate::net::Connector::plain(options())
+            .connect(&addr)
+            .await
+            .unwrap();
         assert_eq!(connection.label(), addr);
         assert_eq!(connection.api_version(ApiKey::Metadata), Some(12));
         drop(broker.await.unwrap());

@@ -10,7 +10,7 @@
 //!                                              └──Produce (one batch per partition)──▶ target broker
 //! ```
 //!
-//! One task ([`engine::Engine`]) owns every partition's state and decides what
+//! One task (`engine::Engine`) owns every partition's state and decides what
 //! to send; requests run as spawned tasks whose answers come back as events.
 //! No locks guard the pipeline state, so every ordering decision is made in one
 //! place, and the stages are plain methods that can be read (and tested) alone.
