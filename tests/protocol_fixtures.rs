@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use bytes::{Bytes, BytesMut};
 use kafka_mirror::batch::{
-    renumber, split_batches, AbortedTransactions, BatchError, BatchFate, Compression, ControlType,
+    reencode, split_batches, AbortedTransactions, BatchError, BatchFate, Compression, ControlType,
     ProducerStamp, RecordBatch, TimestampType,
 };
 use kafka_mirror::net::frame::{decode_response, try_split_frame};
@@ -542,7 +542,7 @@ fn compacted_fetch_has_offset_gaps_and_an_empty_batch() {
 /// value, headers, timestamp), numbered 0..n-1 in a batch the broker accepts.
 fn assert_renumbered(name: &str, input: &RecordBatch) -> RecordBatch {
     input.verify_crc().unwrap();
-    let output = renumber(input).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let output = reencode(input).unwrap_or_else(|e| panic!("{name}: {e}"));
     let output = RecordBatch::parse(output.as_bytes().clone()).unwrap();
     output
         .verify_crc()

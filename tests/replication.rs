@@ -552,3 +552,44 @@ fn created_target_topics_get_the_source_topic_configs() {
     );
     assert!(!configs.contains_key("min.insync.replicas"), "{configs:?}");
 }
+
+/// A LogAppendTime source topic: its consumers see the broker's append time
+/// on every record. The target topic is created CreateTime (the timestamp type
+/// is not copied, or the target would stamp its own append time), so the
+/// mirror writes the append time into the records: consumers of the copy see
+/// the same timestamps as consumers of the source.
+#[test]
+fn log_append_time_batches_keep_their_timestamps() {
+    let Clusters { source, target } = clusters();
+    let topic = "append-time";
+    source
+        .create_topic(topic, 2, 1, &[("message.timestamp.type", "LogAppendTime")])
+        .expect("create topic");
+    let produced = produce_keyed(source, topic, 200, 2, "t", None);
+    let mut args = run_args(source, target, "append-time");
+    args.extend(["--topics".into(), topic.into()]);
+    let summary = mirror_until_caught_up(&args);
+    assert!(summary.contains("re-encoded: "), "{summary}");
+    let expected = records_by_partition(&source.bootstrap(), topic);
+    let actual = records_by_partition(&target.bootstrap(), topic);
+    let mut compared = 0;
+    for (partition, source_records) in &expected {
+        let target_records = &actual[partition];
+        assert_eq!(source_records.len(), target_records.len());
+        for (s, t) in source_records.iter().zip(target_records) {
+            assert_eq!(
+                s.timestamp_type,
+                kafka_testkit::TimestampType::LogAppendTime
+            );
+            assert_eq!(t.timestamp_type, kafka_testkit::TimestampType::CreateTime);
+            assert_eq!(
+                (&s.key, &s.value, &s.headers, s.timestamp),
+                (&t.key, &t.value, &t.headers, t.timestamp),
+                "{topic}-{partition} offset {}",
+                s.offset
+            );
+            compared += 1;
+        }
+    }
+    assert_eq!(compared, produced.len());
+}

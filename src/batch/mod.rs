@@ -4,15 +4,18 @@
 //! straight from the `Bytes` the Fetch response arrived in, its records stay
 //! opaque (and compressed), and only the few header fields the destination
 //! broker insists on are rewritten before the batch is produced. Inflating
-//! (decompressing records) is the exception: only [`renumber`] does it, for
-//! compacted batches with offset gaps, which no broker accepts as they are.
+//! (decompressing records) is the exception: only [`reencode`] does it, for
+//! compacted batches with offset gaps, which no broker accepts as they are,
+//! and for LogAppendTime batches, whose timestamps a CreateTime target would
+//! otherwise replace with the producer's.
 //!
 //! - [`split_batches`] cuts a partition's `records` into [`RecordBatch`]es
 //!   without copying, treating a cut-off last batch as the end of the data.
 //! - [`RecordBatch`] reads the v2 header, checks the CRC, reads control
 //!   markers and rewrites the producer fields for a Produce request.
-//! - [`renumber`] re-encodes a compacted batch whose offsets have gaps,
-//!   records numbered `0..n-1`, same codec, every other record byte kept.
+//! - [`reencode`] re-encodes such a batch: records numbered `0..n-1`, a
+//!   LogAppendTime batch's append time written into every record, same
+//!   codec, every other record byte kept.
 //! - [`AbortedTransactions`] drops aborted transactional data and control
 //!   batches for READ_COMMITTED mirroring.
 //!
@@ -23,7 +26,7 @@
 
 mod aborted;
 mod error;
-mod renumber;
+mod reencode;
 mod split;
 #[cfg(test)]
 mod test_support;
@@ -31,6 +34,6 @@ mod view;
 
 pub use aborted::{AbortedTransactions, BatchFate};
 pub use error::BatchError;
-pub use renumber::{renumber, renumber_with_limit, MAX_INFLATED_BYTES};
+pub use reencode::{reencode, reencode_with_limit, MAX_INFLATED_BYTES};
 pub use split::{split_batches, Batches};
 pub use view::{Compression, ControlType, ProducerStamp, RecordBatch, TimestampType};

@@ -35,7 +35,7 @@ pub(super) const MIN_BATCH_LENGTH: i32 = (HEADER_LEN - LOG_OVERHEAD) as i32;
 pub(super) const MAGIC_V2: i8 = 2;
 
 const CODEC_MASK: i16 = 0b111;
-const TIMESTAMP_TYPE_BIT: i16 = 1 << 3;
+pub(super) const TIMESTAMP_TYPE_BIT: i16 = 1 << 3;
 const TRANSACTIONAL_BIT: i16 = 1 << 4;
 const CONTROL_BIT: i16 = 1 << 5;
 const DELETE_HORIZON_BIT: i16 = 1 << 6;

@@ -15,7 +15,7 @@ use kafka_protocol::messages::FetchResponse;
 use kafka_protocol::ResponseError;
 
 use super::engine::{Engine, Event, Status};
-use crate::batch::{renumber, split_batches, AbortedTransactions, BatchFate};
+use crate::batch::{reencode, split_batches, AbortedTransactions, BatchFate, TimestampType};
 use crate::cluster::{fetch_request, response_partitions, ClusterError, PartitionFetch, Role};
 use crate::config::IsolationLevel;
 
@@ -226,26 +226,32 @@ impl Engine {
                     self.counters.empty_batches_skipped += 1;
                     slot.state.push_skip(batch.next_offset());
                 }
-                BatchFate::Forward if batch.has_offset_gaps() => {
-                    // Compaction left fewer records than offsets: the target
-                    // refuses that, so renumber the records (the slow path).
+                BatchFate::Forward
+                    if batch.has_offset_gaps()
+                        || batch.timestamp_type() == TimestampType::LogAppendTime =>
+                {
+                    // Compaction left fewer records than offsets (the target
+                    // refuses that), or the records' timestamps are the
+                    // source's append time (a CreateTime target would show
+                    // the producer's): re-encode the records, the slow path.
                     // The checkpoint still moves past the source batch's range.
-                    match renumber(&batch) {
-                        Ok(renumbered) => {
+                    match reencode(&batch) {
+                        Ok(reencoded) => {
                             self.counters.reencoded_batches += 1;
-                            self.held += renumbered.len();
+                            self.held += reencoded.len();
                             slot.state
-                                .push_batch_with_next_offset(renumbered, batch.next_offset());
+                                .push_batch_with_next_offset(reencoded, batch.next_offset());
                         }
                         Err(e) => {
                             let reason = format!(
-                                "cannot renumber the compacted batch at offset {} of {}-{} \
-                                 ({} records for {} offsets): {e}",
+                                "cannot re-encode the batch at offset {} of {}-{} \
+                                 ({} records for {} offsets, {:?}): {e}",
                                 batch.base_offset(),
                                 slot.topic,
                                 slot.partition,
                                 batch.records_count(),
-                                i64::from(batch.last_offset_delta()) + 1
+                                i64::from(batch.last_offset_delta()) + 1,
+                                batch.timestamp_type()
                             );
                             self.stop(i, reason);
                             return;

@@ -18,7 +18,7 @@ pub(crate) struct Counters {
     pub(crate) aborted_batches_skipped: u64,
     /// Batches that compaction emptied, not forwarded.
     pub(crate) empty_batches_skipped: u64,
-    /// Compacted batches with offset gaps, renumbered before forwarding.
+    /// Batches re-encoded before forwarding: compacted with offset gaps, or LogAppendTime.
     pub(crate) reencoded_batches: u64,
     /// Source offsets deleted before they were copied.
     pub(crate) offsets_lost: u64,
@@ -56,8 +56,9 @@ pub struct Summary {
     pub aborted_batches_skipped: u64,
     /// Batches emptied by compaction, not forwarded.
     pub empty_batches_skipped: u64,
-    /// Compacted batches with offset gaps that were decompressed, renumbered
-    /// and recompressed (the only batches not forwarded as the same bytes).
+    /// Batches decompressed, re-encoded and recompressed: compacted ones with
+    /// offset gaps and LogAppendTime ones (the only batches not forwarded as
+    /// the same bytes).
     pub reencoded_batches: u64,
     /// Source offsets deleted by retention before they were copied.
     pub offsets_lost: u64,
@@ -129,7 +130,7 @@ impl fmt::Display for Summary {
         if self.reencoded_batches > 0 {
             writeln!(
                 f,
-                "re-encoded: {} compacted batches with offset gaps (records renumbered, same codec)",
+                "re-encoded: {} batches (compacted with offset gaps, or LogAppendTime; same codec)",
                 self.reencoded_batches
             )?;
         }

@@ -1,5 +1,5 @@
-//! Renumbering compacted batches: the exception path where the mirror
-//! *inflates* a batch.
+//! Re-encoding the batches a target would refuse or misread: the exception
+//! path where the mirror *inflates* a batch.
 //!
 //! Everywhere else a batch is forwarded deflated (see the module above): its
 //! records stay compressed and opaque. Log compaction breaks that for one kind
@@ -9,16 +9,24 @@
 //! Produce request ("Inconsistent batch offset range"), so it cannot be
 //! forwarded as it is.
 //!
-//! [`renumber`] re-encodes it. It decompresses the records section with the
+//! LogAppendTime batches are the other kind. Consumers give every record of
+//! such a batch its maxTimestamp (the source's append time), but a target
+//! topic with CreateTime, which the mirror creates so as not to stamp its own
+//! append time, turns the batch into CreateTime and its consumers would see
+//! the producer's original timestamps instead. So each record's
+//! timestampDelta is set to 0, the base timestamp to the append time, and the
+//! batch marked CreateTime: the target's consumers see what the source's saw.
+//!
+//! [`reencode`] does both. It decompresses the records section with the
 //! batch's own codec, walks each record's varint fields (length, attributes,
 //! timestampDelta, offsetDelta, then key, value and headers, only checked),
-//! rewrites the offsetDelta to the record's index, copies every other byte as
+//! rewrites the offsetDelta to the record's index (and a LogAppendTime
+//! record's timestampDelta to 0), copies every other byte as
 //! it is, recompresses with the same codec and writes a header with
 //! `lastOffsetDelta = count - 1` and a fresh CRC. Records are never decoded
 //! into a map-based model: Kafka allows repeated header names, and they must
-//! arrive as they left, byte for byte. Only offsets change: the target assigns
-//! its own anyway, so consumers see the same keys, values, headers and
-//! timestamps, in the same order.
+//! arrive as they left, byte for byte. Consumers see the same keys, values,
+//! headers and timestamps, in the same order.
 //!
 //! This costs a decompression and a compression per batch, so it is counted
 //! and only taken for batches that need it. Every length read from the input
@@ -43,8 +51,8 @@ use std::io::Read;
 use bytes::{BufMut, BytesMut};
 use kafka_protocol::compression::{Compressor, Gzip, Lz4, Snappy, Zstd};
 
-use super::view::{at, read_varint, read_varlong, HEADER_LEN, LOG_OVERHEAD};
-use super::{BatchError, Compression, RecordBatch};
+use super::view::{at, read_varint, read_varlong, HEADER_LEN, LOG_OVERHEAD, TIMESTAMP_TYPE_BIT};
+use super::{BatchError, Compression, RecordBatch, TimestampType};
 
 /// The most bytes one batch's records may decompress to. Far above what a
 /// broker accepts in one batch with default settings (1 MiB), and low enough
@@ -59,19 +67,21 @@ const ZSTD_WINDOW_LOG_MAX: u32 = 27;
 const XERIAL_MAGIC: &[u8] = b"\x82SNAPPY\x00";
 const XERIAL_HEADER_LEN: usize = 16;
 
-/// Re-encodes `batch` so that its records are numbered `0..n-1`, as
-/// [`renumber_with_limit`] with [`MAX_INFLATED_BYTES`].
-pub fn renumber(batch: &RecordBatch) -> Result<RecordBatch, BatchError> {
-    renumber_with_limit(batch, MAX_INFLATED_BYTES)
+/// Re-encodes `batch` as [`reencode_with_limit`] with [`MAX_INFLATED_BYTES`].
+pub fn reencode(batch: &RecordBatch) -> Result<RecordBatch, BatchError> {
+    reencode_with_limit(batch, MAX_INFLATED_BYTES)
 }
 
-/// Re-encodes `batch` with the same records renumbered `0..n-1`.
+/// Re-encodes `batch` with the same records renumbered `0..n-1`, and for a
+/// LogAppendTime batch, each record's timestamp set to the append time.
 ///
 /// The result has the same base offset, partition leader epoch, attributes
-/// (so the same codec), base and max timestamps, producer fields and record
-/// count as `batch`; `lastOffsetDelta` becomes `count - 1`, `batchLength` and
-/// the CRC are recomputed. Each record keeps every byte but its offsetDelta
-/// (and its length prefix, when the shorter offsetDelta shortens it).
+/// (so the same codec; the LogAppendTime flag cleared), max timestamp,
+/// producer fields and record count as `batch`; `lastOffsetDelta` becomes
+/// `count - 1`, a LogAppendTime batch's base timestamp becomes its max
+/// timestamp, `batchLength` and the CRC are recomputed. Each record keeps
+/// every byte but its offsetDelta and, for LogAppendTime, its timestampDelta
+/// (and its length prefix, when those shrink it).
 ///
 /// Verify the CRC of `batch` first: the new CRC would otherwise bless a batch
 /// damaged in transit.
@@ -80,7 +90,7 @@ pub fn renumber(batch: &RecordBatch) -> Result<RecordBatch, BatchError> {
 /// to more than `max_inflated_bytes`, and with [`BatchError::Corrupt`] when
 /// they do not decompress, or do not hold `records_count` well-formed records
 /// with increasing offsets inside the batch's range.
-pub fn renumber_with_limit(
+pub fn reencode_with_limit(
     batch: &RecordBatch,
     max_inflated_bytes: usize,
 ) -> Result<RecordBatch, BatchError> {
@@ -107,10 +117,18 @@ pub fn renumber_with_limit(
             },
             InflateError::Invalid(reason) => corrupt(reason),
         })?;
-    // Each new offsetDelta is at most the old one, so the output never grows.
+    let append_time = batch.timestamp_type() == TimestampType::LogAppendTime;
+    // Each new offsetDelta (and timestampDelta 0) is at most as long as the
+    // old one, so the output never grows.
     let mut renumbered = Vec::with_capacity(records.len());
-    renumber_records(&records, count, batch.last_offset_delta(), &mut renumbered)
-        .map_err(corrupt)?;
+    renumber_records(
+        &records,
+        count,
+        batch.last_offset_delta(),
+        append_time,
+        &mut renumbered,
+    )
+    .map_err(corrupt)?;
     drop(records);
 
     let mut out = BytesMut::with_capacity(HEADER_LEN + renumbered.len());
@@ -123,17 +141,25 @@ pub fn renumber_with_limit(
     out[at::BATCH_LENGTH..at::BATCH_LENGTH + 4].copy_from_slice(&batch_length.to_be_bytes());
     out[at::LAST_OFFSET_DELTA..at::LAST_OFFSET_DELTA + 4]
         .copy_from_slice(&(count - 1).to_be_bytes());
+    if append_time {
+        let attributes = batch.attributes() & !TIMESTAMP_TYPE_BIT;
+        out[at::ATTRIBUTES..at::ATTRIBUTES + 2].copy_from_slice(&attributes.to_be_bytes());
+        out[at::BASE_TIMESTAMP..at::BASE_TIMESTAMP + 8]
+            .copy_from_slice(&batch.max_timestamp().to_be_bytes());
+    }
     let crc = crc32c::crc32c(&out[at::ATTRIBUTES..]);
     out[at::CRC..at::CRC + 4].copy_from_slice(&crc.to_be_bytes());
     RecordBatch::parse(out.freeze())
 }
 
 /// Writes the `count` records of `records` into `out` with offsetDelta `i`
-/// for the i-th record, everything else copied.
+/// for the i-th record (and timestampDelta 0 with `zero_timestamps`),
+/// everything else copied.
 fn renumber_records(
     records: &[u8],
     count: i32,
     last_offset_delta: i32,
+    zero_timestamps: bool,
     out: &mut Vec<u8>,
 ) -> Result<(), String> {
     let mut rest = records;
@@ -152,7 +178,11 @@ fn renumber_records(
             .ok_or_else(|| fail("record ends before its attributes"))?;
         let timestamp_start = fields;
         read_varlong(&mut fields).map_err(fail)?;
-        let timestamp_delta = &timestamp_start[..timestamp_start.len() - fields.len()];
+        let timestamp_delta: &[u8] = if zero_timestamps {
+            &[0] // the zigzag varlong 0
+        } else {
+            &timestamp_start[..timestamp_start.len() - fields.len()]
+        };
         let offset_delta = read_varint(&mut fields).map_err(fail)?;
         let in_order = match previous_delta {
             None => offset_delta >= 0,
@@ -565,7 +595,7 @@ mod tests {
     /// Renumbers `input` and checks everything the target and consumers see.
     fn check_renumber(input: &RecordBatch) -> RecordBatch {
         input.verify_crc().unwrap();
-        let output = renumber(input).unwrap();
+        let output = reencode(input).unwrap();
         let output = RecordBatch::parse(output.as_bytes().clone()).unwrap();
         output.verify_crc().unwrap();
         let n = input.records_count();
@@ -728,11 +758,11 @@ mod tests {
                 (batch(&[(-1, record(1))], None, 6), "out of order"),
             ];
             for (input, expected) in cases {
-                let reason = corrupt_reason(renumber(&input));
+                let reason = corrupt_reason(reencode(&input));
                 assert!(reason.contains(expected), "{codec:?}: {reason}");
             }
             let empty = batch(&[], None, 3);
-            assert!(corrupt_reason(renumber(&empty)).contains("nothing to renumber"));
+            assert!(corrupt_reason(reencode(&empty)).contains("nothing to renumber"));
         }
         // Record fields running past their record (uncompressed, so the bytes
         // are exactly what the walker sees).
@@ -754,7 +784,7 @@ mod tests {
         ];
         for (body, expected) in bodies {
             let input = RecordBatch::parse(with_header(Codec::None, body, 1, 3, 0)).unwrap();
-            let reason = corrupt_reason(renumber(&input));
+            let reason = corrupt_reason(reencode(&input));
             assert!(reason.contains(expected), "{body:?}: {reason}");
         }
     }
@@ -767,7 +797,7 @@ mod tests {
                 body[..8].copy_from_slice(XERIAL_MAGIC);
             }
             let input = RecordBatch::parse(with_header(codec, &body, 1, 3, 0)).unwrap();
-            let reason = corrupt_reason(renumber(&input));
+            let reason = corrupt_reason(reencode(&input));
             assert!(reason.contains("do not decompress"), "{codec:?}: {reason}");
         }
     }
@@ -780,7 +810,7 @@ mod tests {
             let body = compress(codec, &zeros);
             assert!(body.len() < 1 << 16, "{codec:?}");
             let input = RecordBatch::parse(with_header(codec, &body, 1, 3, 0)).unwrap();
-            match renumber_with_limit(&input, 64 << 10) {
+            match reencode_with_limit(&input, 64 << 10) {
                 Err(BatchError::InflatedTooLarge {
                     base_offset: 5_000,
                     limit,
@@ -793,7 +823,7 @@ mod tests {
         let body = [0xff, 0xff, 0xff, 0xff, 0x0f, 0x00];
         let input = RecordBatch::parse(with_header(Codec::RawSnappy, &body, 1, 3, 0)).unwrap();
         assert!(matches!(
-            renumber(&input),
+            reencode(&input),
             Err(BatchError::InflatedTooLarge { .. })
         ));
     }
@@ -867,7 +897,7 @@ mod tests {
         ) {
             let body = if compress_first { compress(codec, &body) } else { body };
             let input = RecordBatch::parse(with_header(codec, &body, count, 6, 0)).unwrap();
-            if let Ok(output) = renumber(&input) {
+            if let Ok(output) = reencode(&input) {
                 output.verify_crc().unwrap();
                 prop_assert_eq!(output.last_offset_delta(), count - 1);
             }
