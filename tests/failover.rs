@@ -78,12 +78,7 @@ fn broker_restarts_on_both_sides_mid_stream_lose_and_reorder_nothing() {
                 >= produced as i64
         },
     );
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &mirror.id().to_string()])
-        .status()
-        .expect("send SIGTERM");
-    assert!(status.success());
-    let output = wait_with_limit(mirror, Duration::from_secs(60));
+    let output = terminate(mirror);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),

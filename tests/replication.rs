@@ -346,13 +346,7 @@ fn data_deleted_before_it_was_copied_is_reported_not_skipped() {
         .remove(&0)
         .expect("partition 0");
     let expected: Vec<&DumpedRecord> = first.iter().chain(&after).collect();
-    assert_eq!(copied.len(), expected.len());
-    for (e, c) in expected.iter().zip(&copied) {
-        assert_eq!(
-            (&e.key, &e.value, &e.headers, e.timestamp),
-            (&c.key, &c.value, &c.headers, c.timestamp)
-        );
-    }
+    assert_records(&expected, &copied);
 }
 
 /// A source topic deleted and created again under the same name restarts its
@@ -494,12 +488,7 @@ fn a_partition_idle_past_producer_expiration_goes_on() {
         Duration::from_secs(60),
         || offset_of(target, topic, 0, -1) == 200,
     );
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &mirror.id().to_string()])
-        .status()
-        .expect("send SIGTERM");
-    assert!(status.success());
-    let output = wait_with_limit(mirror, Duration::from_secs(60));
+    let output = terminate(mirror);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout}");
     assert!(stdout.contains(": 200 records"), "{stdout}");
@@ -507,13 +496,7 @@ fn a_partition_idle_past_producer_expiration_goes_on() {
         .remove(&0)
         .expect("partition 0");
     let expected: Vec<&DumpedRecord> = first.iter().chain(&second).collect();
-    assert_eq!(copied.len(), expected.len());
-    for (e, c) in expected.iter().zip(&copied) {
-        assert_eq!(
-            (&e.key, &e.value, &e.headers, e.timestamp),
-            (&c.key, &c.value, &c.headers, c.timestamp)
-        );
-    }
+    assert_records(&expected, &copied);
 }
 
 /// A created target topic gets the source topic's own configs, except those

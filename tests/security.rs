@@ -407,12 +407,7 @@ fn sasl_sessions_are_renewed_before_the_broker_ends_them() {
         });
         std::thread::sleep(Duration::from_secs(4));
     }
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &mirror.id().to_string()])
-        .status()
-        .expect("send SIGTERM");
-    assert!(status.success());
-    let output = wait_with_limit(mirror, Duration::from_secs(60));
+    let output = terminate(mirror);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(0), "{}", tail(&stderr, 40));
     assert!(

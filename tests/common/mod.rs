@@ -379,3 +379,27 @@ pub fn topic_configs(cluster: &KafkaCluster, topic: &str) -> BTreeMap<String, St
         })
         .collect()
 }
+
+/// Sends SIGTERM to a running mirror and waits for it to exit (the shutdown
+/// a service manager does).
+pub fn terminate(mirror: Child) -> Output {
+    let status = Command::new("kill")
+        .args(["-TERM", &mirror.id().to_string()])
+        .status()
+        .expect("send SIGTERM");
+    assert!(status.success(), "kill -TERM failed");
+    wait_with_limit(mirror, Duration::from_secs(60))
+}
+
+/// Asserts `actual` holds exactly the `expected` records, in order: key,
+/// value, headers and timestamp.
+pub fn assert_records(expected: &[&DumpedRecord], actual: &[DumpedRecord]) {
+    assert_eq!(actual.len(), expected.len(), "record count differs");
+    for (i, (e, a)) in expected.iter().zip(actual).enumerate() {
+        assert_eq!(
+            (&e.key, &e.value, &e.headers, e.timestamp),
+            (&a.key, &a.value, &a.headers, a.timestamp),
+            "record {i}"
+        );
+    }
+}
