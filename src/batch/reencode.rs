@@ -659,6 +659,41 @@ mod tests {
     }
 
     #[test]
+    fn log_append_time_batches_get_the_append_time_in_every_record() {
+        for codec in ALL_CODECS {
+            let spec = BatchSpec {
+                compression: codec,
+                ..BatchSpec::default()
+            };
+            let records = data_records(&spec, &super::super::test_support::sample_contents());
+            // The encoder never sets the LogAppendTime bit (bit 3 of byte 22);
+            // a broker sets it, with the append time as max timestamp.
+            let append_time: i64 = 1_800_000_000_000;
+            let bytes =
+                super::super::test_support::edit_and_fix_crc(&encode(&records, codec), |b| {
+                    b[22] |= 1 << 3;
+                    b[35..43].copy_from_slice(&append_time.to_be_bytes());
+                });
+            let input = RecordBatch::parse(bytes).expect("parse");
+            assert_eq!(input.timestamp_type(), TimestampType::LogAppendTime);
+
+            let output = reencode(&input).expect("reencode");
+            output.verify_crc().expect("valid CRC");
+            assert_eq!(output.timestamp_type(), TimestampType::CreateTime);
+            assert_eq!(output.compression(), input.compression());
+            assert_eq!(output.base_timestamp(), append_time);
+            assert_eq!(output.max_timestamp(), append_time);
+            assert_eq!(output.records_count(), input.records_count());
+            let decoded = decode(&output);
+            assert_eq!(decoded.len(), records.len());
+            for (before, after) in records.iter().zip(&decoded) {
+                assert_eq!((&before.key, &before.value), (&after.key, &after.value));
+                assert_eq!(after.timestamp, append_time, "{codec:?}");
+            }
+        }
+    }
+
+    #[test]
     fn gaps_anywhere_are_renumbered_for_every_codec_and_duplicate_headers_kept() {
         let all: Vec<RawRecord> = (0..10).map(record).collect();
         let subsets: &[&[usize]] = &[&[9], &[0, 9], &[3, 4, 8], &[1, 2, 3, 4, 5, 6, 7, 8], &[5]];
