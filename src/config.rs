@@ -16,6 +16,8 @@ use crate::net::sasl::{Mechanism, SaslOptions, Secret};
 use crate::net::tls::{TlsConnector, TlsOptions};
 use crate::net::{ConnectionOptions, Connector, SocketOptions};
 
+pub mod properties;
+
 /// A configuration that cannot be used, naming the key and the problem.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -42,6 +44,16 @@ pub enum ConfigError {
         /// The dotted key, as written in the file.
         key: String,
         /// What is wrong with its value.
+        reason: String,
+    },
+    /// A key of a Kafka client properties file cannot be used.
+    #[error("properties file {path}: key `{key}`: {reason}")]
+    Property {
+        /// The file's path.
+        path: String,
+        /// The Kafka client key, as written in the file.
+        key: String,
+        /// What is wrong with it (never its value, which may be a secret).
         reason: String,
     },
 }
@@ -124,6 +136,20 @@ pub struct TlsConfig {
     /// Accept any server certificate. Never in production; warned about on every connect.
     #[serde(default)]
     pub insecure_skip_verify: bool,
+}
+
+impl Default for TlsConfig {
+    /// TLS on, verifying against the system roots.
+    fn default() -> Self {
+        TlsConfig {
+            enabled: true,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            server_name: None,
+            insecure_skip_verify: false,
+        }
+    }
 }
 
 /// `[source.sasl]` / `[target.sasl]`: SASL authentication. With PLAIN and
