@@ -509,6 +509,7 @@ impl JaasLogin {
             token: None,
             token_env: None,
             token_file: None,
+            token_command: None,
         })
     }
 }
@@ -728,6 +729,7 @@ mod tests {
             token: None,
             token_env: None,
             token_file: None,
+            token_command: None,
         });
         let props = Properties::parse("security.protocol=SASL_SSL\nsasl.mechanism=SCRAM-SHA-256");
         apply(&mut cluster, &props, "p").expect("valid");
