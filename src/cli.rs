@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use kafka_mirror::config::properties::{self, Properties};
 use kafka_mirror::config::{
     parse_start_position, ClusterConfig, ConfigError, DataLossPolicy, IsolationLevel, MirrorConfig,
     StartPosition,
@@ -42,6 +43,14 @@ pub(crate) struct RunArgs {
     /// Target bootstrap servers, host:port,... (overrides target.bootstrap_servers).
     #[arg(long, value_name = "HOST:PORT,...")]
     pub(crate) target: Option<String>,
+    /// Kafka client .properties file for the source cluster (bootstrap.servers,
+    /// security.protocol, ssl.*, sasl.*: see README), applied after --config
+    /// and before the other flags.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) source_properties: Option<PathBuf>,
+    /// Kafka client .properties file for the target cluster, as --source-properties.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) target_properties: Option<PathBuf>,
     /// Regex of topics to replicate, matched against the whole name (overrides topics.include).
     #[arg(long, value_name = "REGEX")]
     pub(crate) topics: Option<String>,
@@ -102,22 +111,17 @@ impl RunArgs {
     pub(crate) fn to_config(&self) -> Result<MirrorConfig, ConfigError> {
         let mut config = match &self.config {
             Some(path) => MirrorConfig::from_file(path)?,
-            None => {
-                let missing = |key: &str| ConfigError::Invalid {
-                    key: key.to_owned(),
-                    reason: "required: give --config FILE, or both --source and --target".into(),
-                };
-                let source = self
-                    .source
-                    .clone()
-                    .ok_or_else(|| missing("source.bootstrap_servers"))?;
-                let target = self
-                    .target
-                    .clone()
-                    .ok_or_else(|| missing("target.bootstrap_servers"))?;
-                MirrorConfig::new(ClusterConfig::new(source), ClusterConfig::new(target))
-            }
+            None => MirrorConfig::new(ClusterConfig::new(""), ClusterConfig::new("")),
         };
+        for (file, cluster) in [
+            (&self.source_properties, &mut config.source),
+            (&self.target_properties, &mut config.target),
+        ] {
+            if let Some(path) = file {
+                let props = Properties::from_file(path)?;
+                properties::apply(cluster, &props, &path.display().to_string())?;
+            }
+        }
         if let Some(source) = &self.source {
             config.source.bootstrap_servers = source.clone();
         }
@@ -148,6 +152,16 @@ impl RunArgs {
         }
         if let Some(bytes) = self.in_flight_bytes {
             replication.in_flight_bytes = bytes;
+        }
+        for (side, cluster) in [("source", &config.source), ("target", &config.target)] {
+            if cluster.bootstrap_servers.trim().is_empty() {
+                return Err(ConfigError::Invalid {
+                    key: format!("{side}.bootstrap_servers"),
+                    reason: format!(
+                        "required: give --config FILE, --{side}, or --{side}-properties FILE with bootstrap.servers"
+                    ),
+                });
+            }
         }
         config.validate()?;
         Ok(config)

@@ -14,7 +14,9 @@ use serde::Deserialize;
 
 use crate::net::sasl::{Mechanism, SaslOptions, Secret};
 use crate::net::tls::{TlsConnector, TlsOptions};
-use crate::net::{ConnectionOptions, Connector, SocketOptions};
+use crate::net::{ConnectionOptions, Connector, SocketOptions, TokenCommand};
+
+pub mod properties;
 
 /// A configuration that cannot be used, naming the key and the problem.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +44,16 @@ pub enum ConfigError {
         /// The dotted key, as written in the file.
         key: String,
         /// What is wrong with its value.
+        reason: String,
+    },
+    /// A key of a Kafka client properties file cannot be used.
+    #[error("properties file {path}: key `{key}`: {reason}")]
+    Property {
+        /// The file's path.
+        path: String,
+        /// The Kafka client key, as written in the file.
+        key: String,
+        /// What is wrong with it (never its value, which may be a secret).
         reason: String,
     },
 }
@@ -126,10 +138,24 @@ pub struct TlsConfig {
     pub insecure_skip_verify: bool,
 }
 
+impl Default for TlsConfig {
+    /// TLS on, verifying against the system roots.
+    fn default() -> Self {
+        TlsConfig {
+            enabled: true,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            server_name: None,
+            insecure_skip_verify: false,
+        }
+    }
+}
+
 /// `[source.sasl]` / `[target.sasl]`: SASL authentication. With PLAIN and
 /// SCRAM, exactly one of `password`, `password_env` and `password_file` gives
-/// the password; with OAUTHBEARER, exactly one of `token`, `token_env` and
-/// `token_file` gives the token.
+/// the password; with OAUTHBEARER, exactly one of `token`, `token_env`,
+/// `token_file` and `token_command` gives the token.
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SaslConfig {
@@ -156,6 +182,10 @@ pub struct SaslConfig {
     /// A file holding the token (one trailing newline is ignored).
     #[serde(default)]
     pub token_file: Option<PathBuf>,
+    /// A command run with `sh -c` before every connection; its trimmed
+    /// stdout is the token, so refreshed tokens are picked up.
+    #[serde(default)]
+    pub token_command: Option<String>,
 }
 
 impl fmt::Debug for SaslConfig {
@@ -170,6 +200,10 @@ impl fmt::Debug for SaslConfig {
             .field("token", &self.token.as_ref().map(|_| "[redacted]"))
             .field("token_env", &self.token_env)
             .field("token_file", &self.token_file)
+            .field(
+                "token_command",
+                &self.token_command.as_ref().map(|_| "[set]"),
+            )
             .finish()
     }
 }
@@ -439,10 +473,24 @@ impl ClusterConfig {
             Some(sasl) => Some(SaslOptions {
                 mechanism: sasl_mechanism(sasl).map_err(|r| invalid("sasl.mechanism", r))?,
                 username: sasl.username.clone(),
-                password: sasl.resolve_secret(side)?,
+                password: match sasl.token_command {
+                    // Run before every connection, by the connector.
+                    Some(_) => Secret::new(""),
+                    None => sasl.resolve_secret(side)?,
+                },
             }),
         };
-        Ok(Connector::plain(self.connection_options()).secured(tls, sasl))
+        let token_command = self
+            .sasl
+            .as_ref()
+            .and_then(|sasl| sasl.token_command.clone())
+            .map(|command| TokenCommand {
+                key: format!("{side}.sasl.token_command"),
+                command,
+            });
+        Ok(Connector::plain(self.connection_options())
+            .secured(tls, sasl)
+            .with_token_command(token_command))
     }
 
     /// Checks the TLS and SASL keys that need no file access.
@@ -481,19 +529,27 @@ impl ClusterConfig {
                 sasl.token.is_some(),
                 sasl.token_env.is_some(),
                 sasl.token_file.is_some(),
+                sasl.token_command.is_some(),
             ];
             let count = |set: &[bool]| set.iter().filter(|set| **set).count();
             if mechanism == Mechanism::OAuthBearer {
                 if !sasl.username.is_empty() || count(&passwords) != 0 {
                     return invalid(
                         "sasl.username",
-                        "OAUTHBEARER takes a token (token, token_env or token_file), no username or password",
+                        "OAUTHBEARER takes a token (token, token_env, token_file or token_command), no username or password",
                     );
+                }
+                if sasl
+                    .token_command
+                    .as_ref()
+                    .is_some_and(|c| c.trim().is_empty())
+                {
+                    return invalid("sasl.token_command", "must be a non-empty command");
                 }
                 if count(&tokens) != 1 {
                     return invalid(
                         "sasl.token",
-                        "set exactly one of token, token_env, token_file",
+                        "set exactly one of token, token_env, token_file, token_command",
                     );
                 }
             } else {
@@ -977,6 +1033,40 @@ mod tests {
             "{MINIMAL}\n[source.sasl]\nmechanism = \"PLAIN\"\nusername = \"u\"\npassword = \"p\"\ntoken = \"t\"\n"
         ))
         .expect_err("token with PLAIN")
+        .to_string();
+        assert!(err.contains("only OAUTHBEARER takes a token"), "{err}");
+    }
+
+    #[test]
+    fn a_token_command_is_one_of_the_token_sources() {
+        let sasl = |body: &str| {
+            MirrorConfig::from_toml(&format!(
+                "{MINIMAL}\n[source.sasl]\nmechanism = \"OAUTHBEARER\"\n{body}\n"
+            ))
+        };
+        let config = sasl("token_command = \"get-token --secret=hunter2\"").expect("valid");
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        let connector = config.source.connector("source").expect("no file to read");
+        assert!(!format!("{connector:?}").contains("hunter2"));
+        for body in [
+            "token_command = \"a\"\ntoken = \"t\"",
+            "token_command = \"a\"\ntoken_file = \"/t\"",
+        ] {
+            let err = sasl(body).expect_err(body).to_string();
+            assert!(
+                err.contains("source.sasl.token") && err.contains("exactly one"),
+                "{err}"
+            );
+        }
+        let err = sasl("token_command = \" \"")
+            .expect_err("empty")
+            .to_string();
+        assert!(err.contains("source.sasl.token_command"), "{err}");
+        let err = MirrorConfig::from_toml(&format!(
+            "{MINIMAL}\n[source.sasl]\nmechanism = \"PLAIN\"\nusername = \"u\"\npassword = \"p\"\ntoken_command = \"t\"\n"
+        ))
+        .expect_err("token command with PLAIN")
         .to_string();
         assert!(err.contains("only OAUTHBEARER takes a token"), "{err}");
     }

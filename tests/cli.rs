@@ -43,6 +43,8 @@ fn help_explains_every_option() {
         "--isolation-level",
         "--replication-factor",
         "--in-flight-bytes",
+        "--source-properties",
+        "--target-properties",
     ] {
         assert!(stdout.contains(option), "--help lacks {option}:\n{stdout}");
     }
@@ -119,4 +121,26 @@ fn an_unreachable_cluster_is_a_clear_error() {
     assert_eq!(code, Some(1));
     assert!(stderr.contains("source cluster unreachable"), "{stderr}");
     assert!(stderr.contains("127.0.0.1:1"), "{stderr}");
+}
+
+#[test]
+fn a_jks_trust_store_in_a_properties_file_is_refused_by_key() {
+    let path = config_file(
+        "jks.properties",
+        "bootstrap.servers=127.0.0.1:9093\nsecurity.protocol=SSL\n\
+         ssl.truststore.location=/etc/kafka/truststore.jks\nssl.truststore.type=JKS\n\
+         ssl.truststore.password=changeit-s3cr3t\n",
+    );
+    let (code, _, stderr) = run(&[
+        "run",
+        "--source-properties",
+        &path,
+        "--target",
+        "127.0.0.1:9094",
+    ]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("ssl.truststore.type"), "{stderr}");
+    assert!(stderr.contains("PEM"), "{stderr}");
+    assert!(stderr.contains(&path), "the error names the file: {stderr}");
+    assert!(!stderr.contains("changeit-s3cr3t"), "{stderr}");
 }

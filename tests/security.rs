@@ -465,6 +465,87 @@ fn oauthbearer_with_a_static_token() {
     );
 }
 
+#[test]
+fn oauthbearer_with_a_token_command() {
+    let Clusters {
+        certs,
+        source,
+        target,
+    } = clusters();
+    let token_file = certs.dir.join("oauth-token");
+    std::fs::write(&token_file, unsigned_jwt(3600)).expect("token file");
+    let config = [
+        section("source", &source.bootstrap(), ""),
+        section("target", &target.listener_bootstrap("OAUTH"), ""),
+        format!(
+            "[target.sasl]\nmechanism = \"OAUTHBEARER\"\ntoken_command = \"cat '{}'\"\n",
+            token_file.display()
+        ),
+        "[topics]\ninclude = \"oauth-command\"\n".into(),
+    ]
+    .concat();
+    copy_and_check("oauth-command", "oauth-command", &config, &[]);
+
+    let failing = config.replace(
+        &format!("cat '{}'", token_file.display()),
+        "cat /nonexistent/token; exit 7",
+    );
+    let run = run_config("oauth-command-fails", &failing, &["--until-caught-up"], &[]);
+    assert_fails_with(&run, &["target.sasl.token_command", "exit status: 7"]);
+}
+
+#[test]
+fn scram_sha512_over_tls_from_a_properties_file() {
+    let Clusters {
+        certs,
+        source,
+        target,
+    } = clusters();
+    let properties = certs.dir.join("source.properties");
+    std::fs::write(
+        &properties,
+        format!(
+            "# as a Java client would have it\n\
+             bootstrap.servers={}\n\
+             security.protocol=SASL_SSL\n\
+             ssl.truststore.location={}\n\
+             ssl.truststore.type=PEM\n\
+             ssl.endpoint.identification.algorithm=https\n\
+             sasl.mechanism=SCRAM-SHA-512\n\
+             sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required \\\n\
+             \x20   username=\"mirror\" \\\n\
+             \x20   password=\"{SCRAM512_PASSWORD}\";\n\
+             group.id=ignored-group\n",
+            source.listener_bootstrap("SASL_SSL"),
+            certs.path("ca.pem"),
+        ),
+    )
+    .expect("properties file");
+    // The TOML's source is unreachable: only the properties file makes this work.
+    let config = [
+        section("source", "127.0.0.1:1", ""),
+        section("target", &target.bootstrap(), ""),
+        "[topics]\ninclude = \"from-properties\"\n".into(),
+    ]
+    .concat();
+    let topic = "from-properties";
+    source.create_topic(topic, 3, 1, &[]).expect("create topic");
+    produce_keyed(source, topic, 3000, 3, topic, None);
+    let run = run_config(
+        topic,
+        &config,
+        &[
+            "--until-caught-up",
+            "--source-properties",
+            &properties.display().to_string(),
+        ],
+        &[],
+    );
+    assert_eq!(run.code, Some(0), "stderr:\n{}", tail(&run.stderr, 40));
+    assert_eq!(assert_same_records(source, target, topic), 3000);
+    assert!(run.stderr.contains("group.id"), "the ignored key is named");
+}
+
 /// A config whose target is fine (the failures are all on the source side).
 fn with_good_target(source: &str) -> String {
     let target = &clusters().target;

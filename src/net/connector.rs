@@ -3,10 +3,14 @@
 //! then SASL when configured), all of it after TCP within the connect timeout
 //! so a security mismatch fails instead of hanging.
 
+use std::fmt;
+use std::process::Stdio;
+use std::time::Duration;
+
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::connection::{Connection, ConnectionOptions};
-use super::sasl::{self, SaslOptions};
+use super::sasl::{self, SaslOptions, Secret};
 use super::socket::connect_tcp;
 use super::tls::{self, TlsConnector};
 use super::NetError;
@@ -17,6 +21,68 @@ pub struct Connector {
     options: ConnectionOptions,
     tls: Option<TlsConnector>,
     sasl: Option<SaslOptions>,
+    token_command: Option<TokenCommand>,
+}
+
+/// A shell command whose trimmed standard output is the OAUTHBEARER token,
+/// run before every connection so a refreshed token is picked up.
+#[derive(Clone)]
+pub struct TokenCommand {
+    /// The config key, named in errors (`source.sasl.token_command`).
+    pub key: String,
+    /// Run with `sh -c`.
+    pub command: String,
+}
+
+impl fmt::Debug for TokenCommand {
+    // The command line may embed credentials of the token service.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenCommand")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenCommand {
+    /// Runs the command (stdin empty, stderr passed through, killed after
+    /// `timeout`) and returns its trimmed stdout. Errors give the exit
+    /// status, never the output, which may hold the token.
+    pub async fn run(&self, timeout: Duration) -> Result<Secret, NetError> {
+        let fail = |reason: String| NetError::TokenCommand {
+            key: self.key.clone(),
+            reason,
+        };
+        let mut command = tokio::process::Command::new("sh");
+        command
+            .arg("-c")
+            .arg(&self.command)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        let output = match tokio::time::timeout(timeout, command.output()).await {
+            Err(_) => {
+                return Err(fail(format!(
+                    "the command did not finish within {timeout:?}"
+                )))
+            }
+            Ok(Err(e)) => return Err(fail(format!("could not run sh -c: {e}"))),
+            Ok(Ok(output)) => output,
+        };
+        if !output.status.success() {
+            return Err(fail(format!(
+                "the command failed ({}); its output is not shown, as it may hold the token",
+                output.status
+            )));
+        }
+        let token = String::from_utf8(output.stdout)
+            .map_err(|_| fail("the command printed something that is not UTF-8".into()))?;
+        let token = token.trim();
+        if token.is_empty() {
+            return Err(fail("the command printed no token".into()));
+        }
+        Ok(Secret::new(token))
+    }
 }
 
 /// Sessions are renewed at this share of the broker's lifetime, as Kafka's
@@ -31,6 +97,7 @@ impl Connector {
             options,
             tls: None,
             sasl: None,
+            token_command: None,
         }
     }
 
@@ -38,6 +105,13 @@ impl Connector {
     pub fn secured(mut self, tls: Option<TlsConnector>, sasl: Option<SaslOptions>) -> Self {
         self.tls = tls;
         self.sasl = sasl;
+        self
+    }
+
+    /// Takes the SASL token from `command`'s output, run before every
+    /// connection, instead of the fixed one in the SASL options.
+    pub fn with_token_command(mut self, command: Option<TokenCommand>) -> Self {
+        self.token_command = command;
         self
     }
 
@@ -49,22 +123,35 @@ impl Connector {
     /// Connects to `addr` (`host:port`), secures and authenticates the
     /// connection, and negotiates API versions.
     pub async fn connect(&self, addr: &str) -> Result<Connection, NetError> {
+        let timeout = self.options.socket.connect_timeout;
+        // A fresh token for every connection, fetched before the TCP connect.
+        let fresh;
+        let sasl = match (&self.sasl, &self.token_command) {
+            (Some(sasl), Some(command)) => {
+                fresh = SaslOptions {
+                    password: command.run(timeout).await?,
+                    ..sasl.clone()
+                };
+                Some(&fresh)
+            }
+            (sasl, _) => sasl.as_ref(),
+        };
         let tcp = connect_tcp(addr, &self.options.socket).await?;
         let label = match tcp.peer_addr() {
             Ok(peer) if peer.to_string() != addr => format!("{addr} ({peer})"),
             _ => addr.to_owned(),
         };
-        let timeout = self.options.socket.connect_timeout;
         match &self.tls {
             Some(tls) => {
                 let stream = tls.handshake(tcp, addr, timeout).await?;
-                self.handshake(stream, addr, label, "")
+                self.handshake(stream, sasl, addr, label, "")
                     .await
                     .map_err(|e| tls::refused_after_handshake(addr, &e).unwrap_or(e))
             }
             None => {
                 self.handshake(
                     tcp,
+                    sasl,
                     addr,
                     label,
                     " (is the listener TLS? then set tls.enabled = true)",
@@ -78,6 +165,7 @@ impl Connector {
     async fn handshake<S>(
         &self,
         stream: S,
+        sasl: Option<&SaslOptions>,
         addr: &str,
         label: String,
         plaintext_hint: &'static str,
@@ -90,7 +178,7 @@ impl Connector {
             let connection = Connection::from_stream(stream, &self.options, label)
                 .await
                 .map_err(|e| with_hint(e, addr, plaintext_hint))?;
-            if let Some(sasl) = &self.sasl {
+            if let Some(sasl) = sasl {
                 if let Some(lifetime) = sasl::authenticate(&connection, sasl).await? {
                     tracing::debug!(%addr, ?lifetime, "SASL session lifetime set by the broker");
                     connection.expire_after(lifetime.mul_f64(REAUTH_AT));
@@ -179,6 +267,60 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, NetError::Tls { .. }), "{err:?}");
         assert!(err.to_string().contains("no TLS handshake within"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn the_token_command_runs_before_every_connection_and_hides_its_output() {
+        let command = |command: &str| TokenCommand {
+            key: "source.sasl.token_command".into(),
+            command: command.into(),
+        };
+        let token = command("printf '  eyJ.token  \\n'")
+            .run(Duration::from_secs(5))
+            .await
+            .expect("token");
+        assert_eq!(token.expose(), "eyJ.token");
+
+        let counter = std::env::temp_dir().join(format!("km-token-{}", std::process::id()));
+        let _ = std::fs::remove_file(&counter);
+        let failing = command(&format!(
+            "echo run >> '{}'; echo leaked-s3cr3t; exit 3",
+            counter.display()
+        ));
+        let connector = Connector::plain(options())
+            .secured(
+                None,
+                Some(SaslOptions {
+                    mechanism: sasl::Mechanism::OAuthBearer,
+                    username: String::new(),
+                    password: Secret::new(""),
+                }),
+            )
+            .with_token_command(Some(failing));
+        for _ in 0..2 {
+            let addr = peer(b"").await;
+            let err = connector.connect(&addr).await.unwrap_err();
+            assert!(matches!(err, NetError::TokenCommand { .. }), "{err:?}");
+            assert!(err.is_security_failure() && err.is_retriable());
+            let message = err.to_string();
+            assert!(message.contains("source.sasl.token_command"), "{message}");
+            assert!(message.contains("exit status: 3"), "{message}");
+            assert!(!message.contains("leaked-s3cr3t"), "{message}");
+        }
+        let runs = std::fs::read_to_string(&counter).unwrap();
+        assert_eq!(runs.lines().count(), 2, "run once per connection");
+        let _ = std::fs::remove_file(counter);
+
+        let err = command("sleep 5")
+            .run(Duration::from_millis(100))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("did not finish"), "{err}");
+        let err = command("true")
+            .run(Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("no token"), "{err}");
     }
 
     #[tokio::test]

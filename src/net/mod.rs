@@ -42,7 +42,7 @@ use kafka_protocol::messages::ApiKey;
 use kafka_protocol::protocol::VersionRange;
 
 pub use connection::{Connection, ConnectionOptions, PendingResponse};
-pub use connector::Connector;
+pub use connector::{Connector, TokenCommand};
 pub use socket::{connect_tcp, SocketOptions};
 pub use versions::NegotiatedVersions;
 
@@ -249,6 +249,16 @@ pub enum NetError {
         hint: &'static str,
     },
 
+    /// The command that prints the OAUTHBEARER token failed. Its output is
+    /// never included: it may hold the token.
+    #[error("{key}: {reason}")]
+    TokenCommand {
+        /// The config key, e.g. `source.sasl.token_command`.
+        key: String,
+        /// What went wrong (exit status, timeout), without the command's output.
+        reason: String,
+    },
+
     /// SASL authentication was refused, or could not be carried out.
     #[error("{label}: {failure}")]
     Sasl {
@@ -276,7 +286,7 @@ impl NetError {
     pub fn is_security_failure(&self) -> bool {
         match self {
             NetError::Tls { retriable, .. } => !retriable,
-            NetError::Sasl { .. } => true,
+            NetError::Sasl { .. } | NetError::TokenCommand { .. } => true,
             NetError::Closed { cause, .. } => {
                 cause.as_ref().is_some_and(|c| c.is_security_failure())
             }
@@ -304,6 +314,8 @@ impl NetError {
             | NetError::Timeout { .. } => true,
             NetError::Tls { retriable, .. } => *retriable,
             NetError::Sasl { .. } => false,
+            // A token service may be briefly down: reconnects try again, with backoff.
+            NetError::TokenCommand { .. } => true,
             NetError::FrameTooLarge { .. }
             | NetError::Encode { .. }
             | NetError::Decode { .. }
