@@ -240,7 +240,7 @@ impl RecordBatch {
     /// Whether compaction removed records but kept their offsets: the batch
     /// holds records yet fewer than its offset range. The destination refuses
     /// such a batch as it is ("Inconsistent batch offset range");
-    /// [`renumber`](super::renumber) re-encodes it.
+    /// [`reencode`](super::reencode) re-encodes it.
     pub fn has_offset_gaps(&self) -> bool {
         let count = self.records_count();
         count > 0 && i64::from(count) != i64::from(self.last_offset_delta()) + 1
