@@ -1,0 +1,70 @@
+//! Arbitrary bytes as a partition's `records`: every batch split off is
+//! CRC-checked, read through every accessor, rewritten for Produce and
+//! classified for READ_COMMITTED.
+#![no_main]
+
+use bytes::Bytes;
+use kafka_mirror::batch::{split_batches, AbortedTransactions, ProducerStamp};
+use kafka_protocol::messages::fetch_response::AbortedTransaction;
+use kafka_protocol::messages::ProducerId;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let records = Bytes::copy_from_slice(data);
+    // Aborted transactions taken from the batches themselves, so the
+    // classifier sees producer ids that occur in the data.
+    let mut list = Vec::new();
+    for batch in split_batches(&records).flatten() {
+        list.push(
+            AbortedTransaction::default()
+                .with_producer_id(ProducerId(batch.producer_id()))
+                .with_first_offset(batch.base_offset()),
+        );
+    }
+    let mut aborted = AbortedTransactions::new(&list[..list.len() / 2]);
+    let mut batches = split_batches(&records);
+    for batch in batches.by_ref() {
+        let Ok(batch) = batch else { break };
+        let _ = batch.verify_crc();
+        let _ = batch.control_type();
+        let _ = (
+            batch.base_offset(),
+            batch.batch_length(),
+            batch.partition_leader_epoch(),
+            batch.magic(),
+            batch.crc(),
+            batch.attributes(),
+            batch.compression(),
+            batch.timestamp_type(),
+            batch.is_transactional(),
+            batch.is_control(),
+            batch.has_delete_horizon(),
+            batch.last_offset_delta(),
+            batch.has_offset_gaps(),
+            batch.last_offset(),
+            batch.next_offset(),
+            batch.base_timestamp(),
+            batch.max_timestamp(),
+            batch.producer_id(),
+            batch.producer_epoch(),
+            batch.base_sequence(),
+            batch.records_count(),
+            batch.len(),
+            batch.is_empty(),
+        );
+        let _ = format!("{batch:?}");
+        for stamp in [
+            ProducerStamp::NONE,
+            ProducerStamp {
+                producer_id: 7,
+                producer_epoch: 3,
+                base_sequence: i32::MAX,
+            },
+        ] {
+            let rewritten = batch.rewrite_for_produce(stamp);
+            assert_eq!(rewritten.len(), batch.len());
+        }
+        let _ = aborted.classify(&batch);
+    }
+    let _ = batches.partial_tail();
+});
