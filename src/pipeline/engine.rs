@@ -145,8 +145,6 @@ pub(crate) struct Engine {
     pub(super) fetches_in_flight: HashSet<i32>,
     pub(super) produces_in_flight: HashMap<i32, usize>,
     pub(super) produce_lanes: HashMap<i32, super::produce::ProduceLane>,
-    /// Bytes held by partition queues (fetched, not yet checkpointed).
-    pub(super) held: usize,
     /// Bytes reserved by Fetch requests in flight.
     pub(super) reserved: usize,
     pub(super) fetch_cursor: usize,
@@ -202,7 +200,6 @@ impl Engine {
             fetches_in_flight: HashSet::new(),
             produces_in_flight: HashMap::new(),
             produce_lanes: HashMap::new(),
-            held: 0,
             reserved: 0,
             fetch_cursor: 0,
             counters: Counters::default(),
@@ -264,7 +261,7 @@ impl Engine {
             tracing::info!(
                 records = self.counters.records,
                 megabytes = self.counters.bytes as f64 / 1e6,
-                held_bytes = self.held,
+                held_bytes = self.held(),
                 "progress"
             );
         }
@@ -379,8 +376,7 @@ impl Engine {
         }
         tracing::error!(topic = %s.topic, partition = s.partition, "partition stopped: {reason}");
         s.status = Status::Stopped(reason);
-        let released = s.state.drop_unsent();
-        self.held -= released;
+        s.state.drop_unsent();
     }
 
     fn start_checkpoint(&mut self, now: Instant) {
@@ -388,7 +384,7 @@ impl Engine {
             return;
         }
         let interval = Duration::from_millis(self.config.checkpoints.interval_ms);
-        let pressure = self.held > self.config.replication.in_flight_bytes / 2;
+        let pressure = self.held() > self.config.replication.in_flight_bytes / 2;
         if now.duration_since(self.last_checkpoint) < interval
             && !pressure
             && self.draining.is_none()
@@ -439,7 +435,7 @@ impl Engine {
         match result {
             Ok(()) => {
                 for (i, offset) in written {
-                    self.held -= self.slots[i].state.checkpoint_stored(offset);
+                    self.slots[i].state.checkpoint_stored(offset);
                 }
             }
             Err(e) => tracing::warn!(error = %e, "checkpoint write failed; retrying"),
@@ -463,7 +459,7 @@ impl Engine {
             match self.checkpoints.write(&entries).await {
                 Ok(()) => {
                     for (i, offset) in written {
-                        self.held -= self.slots[i].state.checkpoint_stored(offset);
+                        self.slots[i].state.checkpoint_stored(offset);
                     }
                     return;
                 }
@@ -485,7 +481,7 @@ impl Engine {
         let timeout = Duration::from_millis(self.config.replication.shutdown_timeout_ms);
         self.draining = Some(Instant::now() + timeout);
         for slot in &mut self.slots {
-            self.held -= slot.state.drop_unsent();
+            slot.state.drop_unsent();
         }
     }
 
@@ -534,6 +530,12 @@ impl Engine {
         {
             self.begin_drain("caught up with the source");
         }
+    }
+
+    /// Bytes the partition queues hold against the budget (fetched, not yet
+    /// checkpointed), summed from the partitions so it cannot drift.
+    pub(super) fn held(&self) -> usize {
+        self.slots.iter().map(|s| s.state.held_bytes()).sum()
     }
 
     fn summary(&self) -> Summary {

@@ -51,10 +51,11 @@ impl Engine {
         if leaderless {
             self.want_refresh(Role::Source);
         }
+        let held = self.held();
         for (broker, slots) in by_leader {
             let free = replication
                 .in_flight_bytes
-                .saturating_sub(self.held + self.reserved);
+                .saturating_sub(held + self.reserved);
             if free < partition_bytes {
                 break;
             }
@@ -238,7 +239,6 @@ impl Engine {
                     match reencode(&batch) {
                         Ok(reencoded) => {
                             self.counters.reencoded_batches += 1;
-                            self.held += reencoded.len();
                             slot.state
                                 .push_batch_with_next_offset(reencoded, batch.next_offset());
                         }
@@ -259,7 +259,6 @@ impl Engine {
                     }
                 }
                 BatchFate::Forward => {
-                    self.held += batch.len();
                     slot.state.push_batch(batch);
                 }
             }

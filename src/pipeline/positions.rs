@@ -54,8 +54,7 @@ impl Engine {
                     spec: OffsetSpec::Earliest,
                     asked: false,
                 };
-                let released = s.state.drop_unsent();
-                self.held -= released;
+                s.state.drop_unsent();
             }
         }
     }
