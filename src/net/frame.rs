@@ -274,6 +274,40 @@ mod tests {
     }
 
     #[test]
+    fn a_huge_array_count_is_a_decode_error_not_an_abort() {
+        // Fetch v4 response: correlation id, throttle time, then `responses`
+        // claiming 2^31-1 topics. kafka-protocol reserves ~206 GB for them
+        // before reading one; src/alloc.rs makes that a reservation, not an
+        // abort, and the decode fails at the end of the frame.
+        #[rustfmt::skip]
+        let frame = Bytes::from_static(&[
+            0x00, 0x00, 0x00, 0x01,
+            0x00, 0x00, 0x00, 0x00,
+            0x7f, 0xff, 0xff, 0xff,
+        ]);
+        let err = decode_response::<kafka_protocol::messages::FetchRequest>(frame, 4).unwrap_err();
+        assert!(
+            matches!(err, NetError::Decode { version: 4, .. }),
+            "{err:?}"
+        );
+
+        // The same through a flexible version: a COMPACT_ARRAY of 2^32-2.
+        #[rustfmt::skip]
+        let frame = Bytes::from_static(&[
+            0x00, 0x00, 0x00, 0x01, 0x00,       // correlation id, header tags
+            0x00, 0x00, 0x00, 0x00,             // throttle time
+            0x00, 0x00,                         // error code
+            0x00, 0x00, 0x00, 0x00,             // session id
+            0xff, 0xff, 0xff, 0xff, 0x0f,       // responses: varint 2^32-1
+        ]);
+        let err = decode_response::<kafka_protocol::messages::FetchRequest>(frame, 12).unwrap_err();
+        assert!(
+            matches!(err, NetError::Decode { version: 12, .. }),
+            "{err:?}"
+        );
+    }
+
+    #[test]
     fn decoding_from_bytes_does_not_copy() {
         // A response's `Bytes` fields must point into the frame, which is what
         // keeps fetched record batches zero-copy.
