@@ -15,7 +15,9 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::partition::{Backoff, PartitionState};
+use super::produce::ProducerIdentity;
 use super::stats::{Counters, PartitionProblem, Summary};
+use super::MirrorError;
 use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore};
 use crate::cluster::{Cluster, ClusterError, Metadata, OffsetResult, OffsetSpec, Role};
 use crate::config::MirrorConfig;
@@ -92,6 +94,10 @@ pub(super) enum Event {
         earliest: HashMap<(String, i32), OffsetResult>,
         latest: HashMap<(String, i32), OffsetResult>,
     },
+    ProducerRenewed {
+        reason: String,
+        result: Result<(i64, i16), MirrorError>,
+    },
 }
 
 /// Everything the engine starts from, gathered by `startup.rs`.
@@ -133,8 +139,7 @@ pub(crate) struct Engine {
     pub(super) source: Arc<Cluster>,
     pub(super) target: Arc<Cluster>,
     pub(super) checkpoints: Arc<CheckpointStore>,
-    pub(super) producer_id: i64,
-    pub(super) producer_epoch: i16,
+    pub(super) producer: ProducerIdentity,
     pub(super) source_cluster_id: Option<String>,
     pub(super) slots: Vec<Slot>,
     pub(super) index: HashMap<(Arc<str>, i32), usize>,
@@ -188,8 +193,7 @@ impl Engine {
             source,
             target,
             checkpoints,
-            producer_id: producer.0,
-            producer_epoch: producer.1,
+            producer: ProducerIdentity::new(producer),
             source_cluster_id: source_meta.cluster_id.clone(),
             slots,
             index,
@@ -252,6 +256,7 @@ impl Engine {
             self.start_fetches(now);
         }
         self.start_produces(now);
+        self.start_producer_renewal(now);
         self.start_checkpoint(now);
         if self.draining.is_none() {
             self.check_finished();
@@ -288,6 +293,7 @@ impl Engine {
                 earliest,
                 latest,
             } => self.on_loss_checked(slots, earliest, latest),
+            Event::ProducerRenewed { reason, result } => self.on_producer_renewed(reason, result),
         }
     }
 

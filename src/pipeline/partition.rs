@@ -11,6 +11,11 @@
 //!   retry, so the broker drops a duplicate and refuses a gap;
 //! - after a failure the partition waits until every batch sent before the
 //!   failure has an answer, then resends the failed ones in order;
+//! - when the target stops taking our producer id (fenced, or its sequence
+//!   state for us lost), a new one is used only once no batch may have been
+//!   written under the old one without our knowing: [`PartitionState::unresolved`]
+//!   says whether one might, and [`PartitionState::new_producer`] restarts the
+//!   sequences;
 //! - the checkpointable offset is the end of the longest acknowledged prefix,
 //!   and a batch's memory is released only once a checkpoint covers it, so
 //!   everything a crash could make us send again is inside the memory budget.
@@ -34,7 +39,10 @@ enum EntryState {
     /// Sent in a request not yet answered.
     InFlight { sent_in_round: u64 },
     /// Its request failed: to be sent again, same bytes, same sequence.
-    Failed,
+    /// `maybe_written` when the broker may have appended it anyway (a timeout,
+    /// a lost connection): only a resend under the same producer id and
+    /// sequence can tell, because the broker then answers "duplicate".
+    Failed { maybe_written: bool },
     /// On the target (or nothing to send: a skipped control or aborted batch).
     Acked,
 }
@@ -178,10 +186,13 @@ impl PartitionState {
 
     /// The next batch to send, if the ordering rules allow one now. Stamps it
     /// with our producer id and the next sequence when it is sent the first time.
+    /// With `resolving_only`, only a batch that may already be on the target
+    /// is sent (again): the producer id is about to change.
     pub(crate) fn next_to_send(
         &mut self,
         producer_id: i64,
         producer_epoch: i16,
+        resolving_only: bool,
     ) -> Option<Outgoing> {
         let in_flight = self
             .entries
@@ -205,11 +216,14 @@ impl PartitionState {
         let position = self
             .entries
             .iter()
-            .position(|e| matches!(e.state, EntryState::Failed))
+            .position(|e| match e.state {
+                EntryState::Failed { maybe_written } => maybe_written || !resolving_only,
+                _ => false,
+            })
             .or_else(|| {
                 self.entries
                     .iter()
-                    .position(|e| matches!(e.state, EntryState::Queued))
+                    .position(|e| matches!(e.state, EntryState::Queued) && !resolving_only)
             })?;
         let entry = &mut self.entries[position];
         let base_sequence = match entry.sequence {
@@ -257,14 +271,47 @@ impl PartitionState {
         acknowledged
     }
 
-    /// The batch's request failed in a way a resend can fix.
-    pub(crate) fn failed(&mut self, entry: u64) {
+    /// The batch's request failed in a way a resend can fix; `maybe_written`
+    /// if the broker may have appended it all the same.
+    pub(crate) fn failed(&mut self, entry: u64, maybe_written: bool) {
         if let Some(e) = self.entry_mut(entry) {
             if matches!(e.state, EntryState::InFlight { .. }) {
-                e.state = EntryState::Failed;
+                e.state = EntryState::Failed { maybe_written };
                 self.round += 1;
             }
         }
+    }
+
+    /// Whether a batch is in flight or may be on the target without our
+    /// knowing: while one is, the producer id must not change, or its resend
+    /// under a new id could land twice.
+    pub(crate) fn unresolved(&self) -> bool {
+        self.entries.iter().any(|e| {
+            matches!(
+                e.state,
+                EntryState::InFlight { .. }
+                    | EntryState::Failed {
+                        maybe_written: true
+                    }
+            )
+        })
+    }
+
+    /// The target gave us a new producer id: every batch it has not
+    /// acknowledged is sent again in order with sequences from 0, one at a
+    /// time until the first acknowledgement (the broker has no state for the
+    /// new id). Only valid when nothing is [`unresolved`](Self::unresolved).
+    pub(crate) fn new_producer(&mut self) {
+        debug_assert!(!self.unresolved());
+        for entry in &mut self.entries {
+            if !matches!(entry.state, EntryState::Acked) {
+                entry.state = EntryState::Queued;
+                entry.sequence = None;
+            }
+        }
+        self.next_sequence = 0;
+        self.established = false;
+        self.round += 1;
     }
 
     /// Whether the failed entry is the first one the target has not
@@ -292,7 +339,7 @@ impl PartitionState {
     pub(crate) fn has_failed(&self) -> bool {
         self.entries
             .iter()
-            .any(|e| matches!(e.state, EntryState::Failed))
+            .any(|e| matches!(e.state, EntryState::Failed { .. }))
     }
 
     /// The next source offset to copy, counting only what the target acknowledged
@@ -433,7 +480,7 @@ mod tests {
     fn established() -> PartitionState {
         let mut p = PartitionState::new(9);
         p.push_batch(batch(9, 1));
-        let first = p.next_to_send(7, 1).expect("first batch");
+        let first = p.next_to_send(7, 1, false).expect("first batch");
         p.acked(first.entry);
         p
     }
@@ -450,12 +497,15 @@ mod tests {
         let mut p = PartitionState::new(20);
         p.push_batch_with_next_offset(batch(20, 2), 30);
         assert_eq!(p.fetch_offset, 30);
-        let sent = p.next_to_send(7, 1).expect("batch");
+        let sent = p.next_to_send(7, 1, false).expect("batch");
         assert_eq!(p.acked(sent.entry).records, 2);
         assert_eq!(p.committed(), 30);
         // Sequences count the records sent, not the source offsets.
         p.push_batch(batch(30, 1));
-        assert_eq!(sequence_of(&p.next_to_send(7, 1).expect("next").bytes), 2);
+        assert_eq!(
+            sequence_of(&p.next_to_send(7, 1, false).expect("next").bytes),
+            2
+        );
     }
 
     #[test]
@@ -465,19 +515,19 @@ mod tests {
             p.push_batch(batch(10 + i * 3, 3));
         }
         assert_eq!(p.fetch_offset, 31);
-        let first = p.next_to_send(7, 1).expect("first batch");
+        let first = p.next_to_send(7, 1, false).expect("first batch");
         assert!(
-            p.next_to_send(7, 1).is_none(),
+            p.next_to_send(7, 1, false).is_none(),
             "one batch at a time until the target knows our producer"
         );
         assert_eq!(p.acked(first.entry).records, 3);
-        let sent: Vec<Outgoing> = std::iter::from_fn(|| p.next_to_send(7, 1)).collect();
+        let sent: Vec<Outgoing> = std::iter::from_fn(|| p.next_to_send(7, 1, false)).collect();
         assert_eq!(sent.len(), MAX_IN_FLIGHT);
         let sequences: Vec<i32> = sent.iter().map(|o| sequence_of(&o.bytes)).collect();
         assert_eq!(sequence_of(&first.bytes), 0);
         assert_eq!(sequences, [3, 6, 9, 12, 15]);
         assert_eq!(p.acked(sent[0].entry).records, 3);
-        let seventh = p.next_to_send(7, 1).expect("room for one more");
+        let seventh = p.next_to_send(7, 1, false).expect("room for one more");
         assert_eq!(sequence_of(&seventh.bytes), 18);
         assert_eq!(p.committed(), 16);
     }
@@ -488,18 +538,18 @@ mod tests {
         for i in 0..4 {
             p.push_batch(batch(10 + i * 2, 2));
         }
-        let sent: Vec<Outgoing> = std::iter::from_fn(|| p.next_to_send(7, 1)).collect();
+        let sent: Vec<Outgoing> = std::iter::from_fn(|| p.next_to_send(7, 1, false)).collect();
         assert_eq!(sent.len(), 4);
-        p.failed(sent[1].entry);
+        p.failed(sent[1].entry, true);
         assert!(
-            p.next_to_send(7, 1).is_none(),
+            p.next_to_send(7, 1, false).is_none(),
             "answers for 2 and 3 still due"
         );
         p.acked(sent[0].entry);
-        p.failed(sent[2].entry);
-        assert!(p.next_to_send(7, 1).is_none());
-        p.failed(sent[3].entry);
-        let resent: Vec<Outgoing> = std::iter::from_fn(|| p.next_to_send(7, 1)).collect();
+        p.failed(sent[2].entry, true);
+        assert!(p.next_to_send(7, 1, false).is_none());
+        p.failed(sent[3].entry, true);
+        let resent: Vec<Outgoing> = std::iter::from_fn(|| p.next_to_send(7, 1, false)).collect();
         assert_eq!(resent.len(), 3);
         for (again, first) in resent.iter().zip(&sent[1..]) {
             assert_eq!(again.entry, first.entry);
@@ -519,13 +569,13 @@ mod tests {
         let mut p = established();
         p.push_batch(batch(10, 1));
         p.push_batch(batch(11, 1));
-        let a = p.next_to_send(7, 1).expect("a");
-        let b = p.next_to_send(7, 1).expect("b");
-        p.failed(a.entry);
+        let a = p.next_to_send(7, 1, false).expect("a");
+        let b = p.next_to_send(7, 1, false).expect("b");
+        p.failed(a.entry, true);
         p.acked(b.entry);
         assert_eq!(p.committed(), 10, "b is on the target but a is not yet");
         assert!(p.is_first_unacked(a.entry));
-        let again = p.next_to_send(7, 1).expect("resend a");
+        let again = p.next_to_send(7, 1, false).expect("resend a");
         assert_eq!(again.entry, a.entry);
         p.acked(a.entry);
         assert_eq!(p.committed(), 12);
@@ -537,8 +587,11 @@ mod tests {
         p.push_batch(batch(0, 2));
         p.push_skip(3);
         assert_eq!(p.committed(), 0);
-        let a = p.next_to_send(7, 1).expect("a");
-        assert!(p.next_to_send(7, 1).is_none(), "a skip is never sent");
+        let a = p.next_to_send(7, 1, false).expect("a");
+        assert!(
+            p.next_to_send(7, 1, false).is_none(),
+            "a skip is never sent"
+        );
         p.acked(a.entry);
         assert_eq!(p.committed(), 3);
         let size = p.held_bytes();
@@ -554,8 +607,8 @@ mod tests {
         let mut p = established();
         p.push_batch(batch(10, 2));
         p.push_batch(batch(12, 2));
-        let a = p.next_to_send(7, 1).expect("a");
-        let b = p.next_to_send(7, 1).expect("b");
+        let a = p.next_to_send(7, 1, false).expect("a");
+        let b = p.next_to_send(7, 1, false).expect("b");
         p.acked(a.entry);
         p.acked(b.entry);
         let before = p.held_bytes();
@@ -571,12 +624,54 @@ mod tests {
         for i in 0..3 {
             p.push_batch(batch(i, 1));
         }
-        let a = p.next_to_send(7, 1).expect("a");
+        let a = p.next_to_send(7, 1, false).expect("a");
         assert!(p.drop_unsent() > 0);
         assert_eq!(p.fetch_offset, 1);
-        assert!(p.next_to_send(7, 1).is_none());
+        assert!(p.next_to_send(7, 1, false).is_none());
         p.acked(a.entry);
         assert_eq!(p.committed(), 1);
+    }
+
+    #[test]
+    fn a_new_producer_waits_for_unknown_fates_then_resends_from_sequence_zero() {
+        let mut p = established();
+        for base in 10..14 {
+            p.push_batch(batch(base, 1));
+        }
+        let sent: Vec<Outgoing> = std::iter::from_fn(|| p.next_to_send(7, 1, false)).collect();
+        assert_eq!(sent.len(), 4);
+        // The first is refused for our producer id (not written), the second
+        // times out (maybe written), the last two are still unanswered.
+        p.failed(sent[0].entry, false);
+        p.failed(sent[1].entry, true);
+        assert!(p.unresolved());
+        p.failed(sent[2].entry, false);
+        p.failed(sent[3].entry, false);
+        assert!(p.unresolved(), "the timed-out batch may be on the target");
+
+        // While resolving, only the maybe-written batch goes out, same sequence.
+        let again = p.next_to_send(7, 1, true).expect("the maybe-written batch");
+        assert_eq!(again.entry, sent[1].entry);
+        assert_eq!(sequence_of(&again.bytes), sequence_of(&sent[1].bytes));
+        assert!(p.next_to_send(7, 1, true).is_none());
+        // It had landed: the broker answers "duplicate", which is an ack.
+        assert_eq!(p.acked(again.entry).records, 1);
+        assert!(!p.unresolved());
+
+        p.new_producer();
+        let first = p.next_to_send(8, 0, false).expect("first under the new id");
+        assert_eq!(first.entry, sent[0].entry, "source order is kept");
+        assert_eq!(sequence_of(&first.bytes), 0);
+        assert!(
+            p.next_to_send(8, 0, false).is_none(),
+            "one in flight until the new id is acknowledged"
+        );
+        p.acked(first.entry);
+        let rest: Vec<Outgoing> = std::iter::from_fn(|| p.next_to_send(8, 0, false)).collect();
+        let entries: Vec<u64> = rest.iter().map(|o| o.entry).collect();
+        assert_eq!(entries, vec![sent[2].entry, sent[3].entry]);
+        let sequences: Vec<i32> = rest.iter().map(|o| sequence_of(&o.bytes)).collect();
+        assert_eq!(sequences, vec![1, 2]);
     }
 
     #[test]
@@ -591,7 +686,7 @@ mod tests {
     fn unknown_or_repeated_answers_change_nothing() {
         let mut p = PartitionState::new(0);
         p.push_batch(batch(0, 1));
-        let a = p.next_to_send(7, 1).expect("a");
+        let a = p.next_to_send(7, 1, false).expect("a");
         assert_eq!(p.acked(a.entry + 10).records, 0);
         assert_eq!(p.acked(a.entry).records, 1);
         assert_eq!(
@@ -599,7 +694,7 @@ mod tests {
             0,
             "a second answer is not counted twice"
         );
-        p.failed(a.entry);
+        p.failed(a.entry, true);
         assert!(!p.has_failed());
     }
 }

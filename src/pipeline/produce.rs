@@ -7,15 +7,25 @@
 //! batch that had in fact landed is dropped by the broker as a duplicate, and
 //! a batch that would land after a lost one is refused: pipelining keeps order.
 //! [`classify`] is the one place that decides what a produce error means.
+//!
+//! When the target stops taking our producer id (fenced, its state for us
+//! gone, or its sequences for a partition persistently disagreeing with ours),
+//! the engine gets a new one from InitProducerId, as Kafka's own producer bumps
+//! its epoch. It does so only once every batch whose fate is unknown (a
+//! timeout, a lost connection) has been resolved under the old id: a batch the
+//! broker may have appended is resent with its old id and sequence until the
+//! answer is "written" or "not written", so nothing lands twice.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kafka_protocol::error::ParseResponseErrorCode;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
+use kafka_protocol::messages::{
+    InitProducerIdRequest, ProduceRequest, ProduceResponse, ProducerId, TopicName,
+};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use uuid::Uuid;
@@ -23,6 +33,7 @@ use uuid::Uuid;
 use tokio::sync::mpsc;
 
 use super::engine::{Engine, Event, Status};
+use super::MirrorError;
 use crate::cluster::{Cluster, ClusterError, Role};
 
 /// Stop adding partitions to a Produce request past this size (one batch is
@@ -40,9 +51,12 @@ enum Outcome {
     /// On the target (including a duplicate the broker recognised).
     Landed,
     /// Send again, after a metadata refresh when `refresh` is set.
-    Retry { refresh: bool },
+    /// `maybe_written`: the broker may have appended it all the same.
+    Retry { refresh: bool, maybe_written: bool },
     /// The sequence does not follow the last one the broker has.
     OutOfOrder,
+    /// Not written: the broker no longer takes our producer id and epoch.
+    IdentityRefused,
     /// Cannot succeed by retrying.
     Fatal,
 }
@@ -53,22 +67,43 @@ fn classify(error: Option<ResponseError>) -> Outcome {
         None | Some(ResponseError::DuplicateSequenceNumber) => Outcome::Landed,
         Some(ResponseError::OutOfOrderSequenceNumber) => Outcome::OutOfOrder,
         Some(
+            ResponseError::UnknownProducerId
+            | ResponseError::InvalidProducerEpoch
+            | ResponseError::ProducerFenced,
+        ) => Outcome::IdentityRefused,
+        // Refused before the append.
+        Some(
             ResponseError::NotLeaderOrFollower
             | ResponseError::LeaderNotAvailable
             | ResponseError::UnknownTopicOrPartition
             | ResponseError::UnknownTopicId
-            | ResponseError::FencedLeaderEpoch
-            | ResponseError::KafkaStorageError,
-        ) => Outcome::Retry { refresh: true },
+            | ResponseError::FencedLeaderEpoch,
+        ) => Outcome::Retry {
+            refresh: true,
+            maybe_written: false,
+        },
         Some(
-            ResponseError::RequestTimedOut
-            | ResponseError::NotEnoughReplicas
-            | ResponseError::NotEnoughReplicasAfterAppend
-            | ResponseError::NetworkException
+            ResponseError::NotEnoughReplicas
             | ResponseError::ThrottlingQuotaExceeded
             | ResponseError::ConcurrentTransactions,
-        ) => Outcome::Retry { refresh: false },
-        Some(error) if error.is_retriable() => Outcome::Retry { refresh: true },
+        ) => Outcome::Retry {
+            refresh: false,
+            maybe_written: false,
+        },
+        // The leader may have appended it and lost track (a timeout waiting for
+        // the replicas, a failing disk, a dropped connection).
+        Some(
+            ResponseError::RequestTimedOut
+            | ResponseError::NotEnoughReplicasAfterAppend
+            | ResponseError::NetworkException,
+        ) => Outcome::Retry {
+            refresh: false,
+            maybe_written: true,
+        },
+        Some(error) if error.is_retriable() => Outcome::Retry {
+            refresh: true,
+            maybe_written: true,
+        },
         Some(_) => Outcome::Fatal,
     }
 }
@@ -93,7 +128,8 @@ impl Engine {
             self.want_refresh(Role::Target);
         }
         let limit = self.config.replication.max_in_flight_requests;
-        let (producer_id, producer_epoch) = (self.producer_id, self.producer_epoch);
+        let (producer_id, producer_epoch) = (self.producer.id, self.producer.epoch);
+        let resolving_only = self.producer.renewal.is_some();
         for (broker, slots) in by_leader {
             while self.produces_in_flight.get(&broker).copied().unwrap_or(0) < limit {
                 let mut sent = Vec::new();
@@ -104,7 +140,9 @@ impl Engine {
                         break;
                     }
                     let slot = &mut self.slots[i];
-                    let Some(outgoing) = slot.state.next_to_send(producer_id, producer_epoch)
+                    let Some(outgoing) =
+                        slot.state
+                            .next_to_send(producer_id, producer_epoch, resolving_only)
                     else {
                         continue;
                     };
@@ -179,7 +217,7 @@ impl Engine {
                 tracing::warn!(broker, error = %e, "Produce failed; resending after a metadata refresh");
                 self.counters.produce_retries += 1;
                 for (i, entry) in sent {
-                    self.slots[i].state.failed(entry);
+                    self.slots[i].state.failed(entry, true);
                     self.slots[i].produce_backoff.fail(now);
                 }
                 self.want_refresh(Role::Target);
@@ -219,11 +257,14 @@ impl Engine {
                     self.counters.bytes += acked.bytes as u64;
                     self.counters.batches += u64::from(acked.bytes > 0);
                 }
-                Outcome::Retry { refresh } => {
+                Outcome::Retry {
+                    refresh,
+                    maybe_written,
+                } => {
                     retried = true;
                     let slot = &mut self.slots[i];
                     tracing::debug!(topic = %slot.topic, partition = slot.partition, ?error, "Produce refused; resending");
-                    slot.state.failed(entry);
+                    slot.state.failed(entry, maybe_written);
                     slot.produce_backoff.fail(now);
                     if refresh {
                         self.want_refresh(Role::Target);
@@ -237,18 +278,26 @@ impl Engine {
                     if slot.state.is_first_unacked(entry) {
                         slot.out_of_order_streak += 1;
                     }
+                    // Refused, so not written.
+                    slot.state.failed(entry, false);
+                    slot.produce_backoff.fail(now);
                     if slot.out_of_order_streak >= OUT_OF_ORDER_LIMIT {
+                        slot.out_of_order_streak = 0;
                         let reason = self.refusal(i, entry, error, message.as_deref());
-                        self.stop(i, reason);
-                    } else {
-                        let slot = &mut self.slots[i];
-                        slot.state.failed(entry);
-                        slot.produce_backoff.fail(now);
+                        self.renew_producer(reason);
                     }
+                }
+                Outcome::IdentityRefused => {
+                    retried = true;
+                    let slot = &mut self.slots[i];
+                    slot.state.failed(entry, false);
+                    slot.produce_backoff.fail(now);
+                    let reason = self.refusal(i, entry, error, message.as_deref());
+                    self.renew_producer(reason);
                 }
                 Outcome::Fatal => {
                     let reason = self.refusal(i, entry, error, message.as_deref());
-                    self.slots[i].state.failed(entry);
+                    self.slots[i].state.failed(entry, false);
                     self.stop(i, reason);
                 }
             }
@@ -279,6 +328,137 @@ impl Engine {
             message.map(|m| format!(" ({m})")).unwrap_or_default()
         )
     }
+}
+
+/// kafka-mirror's producer id and epoch on the target, and whether a new one
+/// is due.
+#[derive(Debug)]
+pub(super) struct ProducerIdentity {
+    pub(super) id: i64,
+    pub(super) epoch: i16,
+    /// Set when the target stopped taking this identity; `None` otherwise.
+    renewal: Option<Renewal>,
+}
+
+#[derive(Debug)]
+enum Renewal {
+    /// Resolving every batch of unknown fate under the old identity.
+    Resolving { reason: String, not_before: Instant },
+    /// InitProducerId in flight.
+    Asking,
+}
+
+/// Wait between a failed InitProducerId and the next.
+const RENEWAL_BACKOFF: Duration = Duration::from_secs(1);
+
+impl ProducerIdentity {
+    /// The identity the target gave at startup.
+    pub(super) fn new((id, epoch): (i64, i16)) -> Self {
+        ProducerIdentity {
+            id,
+            epoch,
+            renewal: None,
+        }
+    }
+}
+
+impl Engine {
+    /// The target refused our producer identity: stop sending new batches,
+    /// resolve the ones of unknown fate, then get a new id.
+    fn renew_producer(&mut self, reason: String) {
+        if self.producer.renewal.is_none() {
+            tracing::warn!(
+                producer_id = self.producer.id,
+                epoch = self.producer.epoch,
+                %reason,
+                "the target refused our producer id; getting a new one once in-flight batches are answered"
+            );
+            self.producer.renewal = Some(Renewal::Resolving {
+                reason,
+                not_before: Instant::now(),
+            });
+        }
+    }
+
+    /// Asks for the new producer id once no batch is in flight or of unknown fate.
+    pub(super) fn start_producer_renewal(&mut self, now: Instant) {
+        let Some(Renewal::Resolving { not_before, .. }) = &self.producer.renewal else {
+            return;
+        };
+        if *not_before > now
+            || self.produces_in_flight.values().any(|&n| n > 0)
+            || self.slots.iter().any(|slot| slot.state.unresolved())
+        {
+            return;
+        }
+        let Some(Renewal::Resolving { reason, .. }) =
+            self.producer.renewal.replace(Renewal::Asking)
+        else {
+            return;
+        };
+        let target = self.target.clone();
+        self.spawn(async move {
+            Event::ProducerRenewed {
+                reason,
+                result: init_producer_id(&target).await,
+            }
+        });
+    }
+
+    pub(super) fn on_producer_renewed(
+        &mut self,
+        reason: String,
+        result: Result<(i64, i16), MirrorError>,
+    ) {
+        match result {
+            Ok((id, epoch)) => {
+                tracing::info!(
+                    old_producer_id = self.producer.id,
+                    producer_id = id,
+                    epoch,
+                    "new producer id; unacknowledged batches are sent again from sequence 0"
+                );
+                self.producer = ProducerIdentity::new((id, epoch));
+                for slot in &mut self.slots {
+                    slot.state.new_producer();
+                    slot.out_of_order_streak = 0;
+                }
+                self.counters.producer_renewals += 1;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "InitProducerId failed; retrying");
+                self.producer.renewal = Some(Renewal::Resolving {
+                    reason,
+                    not_before: Instant::now() + RENEWAL_BACKOFF,
+                });
+            }
+        }
+    }
+}
+
+/// Gets a fresh idempotent producer id from the target.
+pub(super) async fn init_producer_id(target: &Arc<Cluster>) -> Result<(i64, i16), MirrorError> {
+    let request = InitProducerIdRequest::default()
+        .with_transactional_id(None)
+        .with_transaction_timeout_ms(i32::MAX)
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1);
+    let mut last_error = None;
+    for attempt in 0..30u32 {
+        let response = target.send_any(request.clone()).await?;
+        match response.error_code.err() {
+            None => return Ok((response.producer_id.0, response.producer_epoch)),
+            Some(error) if error.is_retriable() => {
+                tracing::debug!(?error, attempt, "InitProducerId not ready; retrying");
+                last_error = Some(error);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Some(error) => return Err(MirrorError::ProducerId(format!("{error:?}"))),
+        }
+    }
+    Err(MirrorError::ProducerId(format!(
+        "{last_error:?} after 30 attempts"
+    )))
 }
 
 /// Queues one broker's Produce requests in the order the engine made them.
@@ -342,12 +522,32 @@ mod tests {
         );
         assert_eq!(
             classify(Some(ResponseError::NotLeaderOrFollower)),
-            Outcome::Retry { refresh: true }
+            Outcome::Retry {
+                refresh: true,
+                maybe_written: false
+            }
         );
         assert_eq!(
             classify(Some(ResponseError::NotEnoughReplicasAfterAppend)),
-            Outcome::Retry { refresh: false }
+            Outcome::Retry {
+                refresh: false,
+                maybe_written: true
+            }
         );
+        assert_eq!(
+            classify(Some(ResponseError::RequestTimedOut)),
+            Outcome::Retry {
+                refresh: false,
+                maybe_written: true
+            }
+        );
+        for error in [
+            ResponseError::UnknownProducerId,
+            ResponseError::InvalidProducerEpoch,
+            ResponseError::ProducerFenced,
+        ] {
+            assert_eq!(classify(Some(error)), Outcome::IdentityRefused);
+        }
         assert_eq!(
             classify(Some(ResponseError::OutOfOrderSequenceNumber)),
             Outcome::OutOfOrder

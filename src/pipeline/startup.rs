@@ -6,9 +6,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kafka_protocol::error::ParseResponseErrorCode;
-use kafka_protocol::messages::{InitProducerIdRequest, ProducerId};
-
 use super::engine::{Engine, Prepared, RunOptions, Slot, Status};
 use super::partition::{Backoff, PartitionState};
 use super::MirrorError;
@@ -66,7 +63,7 @@ pub(super) async fn start(
     )
     .await?;
     let stored = checkpoints.load().await?;
-    let producer = init_producer_id(&target).await?;
+    let producer = super::produce::init_producer_id(&target).await?;
     tracing::info!(
         producer_id = producer.0,
         epoch = producer.1,
@@ -193,29 +190,4 @@ async fn end_offsets(
             ),
         },
     ))
-}
-
-/// Gets kafka-mirror's own idempotent producer id from the target.
-async fn init_producer_id(target: &Arc<Cluster>) -> Result<(i64, i16), MirrorError> {
-    let request = InitProducerIdRequest::default()
-        .with_transactional_id(None)
-        .with_transaction_timeout_ms(i32::MAX)
-        .with_producer_id(ProducerId(-1))
-        .with_producer_epoch(-1);
-    let mut last_error = None;
-    for attempt in 0..30u32 {
-        let response = target.send_any(request.clone()).await?;
-        match response.error_code.err() {
-            None => return Ok((response.producer_id.0, response.producer_epoch)),
-            Some(error) if error.is_retriable() => {
-                tracing::debug!(?error, attempt, "InitProducerId not ready; retrying");
-                last_error = Some(error);
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Some(error) => return Err(MirrorError::ProducerId(format!("{error:?}"))),
-        }
-    }
-    Err(MirrorError::ProducerId(format!(
-        "{last_error:?} after 30 attempts"
-    )))
 }

@@ -24,6 +24,8 @@ pub(crate) struct Counters {
     pub(crate) offsets_lost: u64,
     /// Produce requests that failed and were retried.
     pub(crate) produce_retries: u64,
+    /// New producer ids taken because the target refused the old one.
+    pub(crate) producer_renewals: u64,
 }
 
 /// A partition that stopped, and why.
@@ -64,6 +66,9 @@ pub struct Summary {
     pub offsets_lost: u64,
     /// Produce requests retried.
     pub produce_retries: u64,
+    /// New producer ids taken because the target refused the old one (fenced,
+    /// its state for us lost, or its sequences disagreeing with ours).
+    pub producer_renewals: u64,
     /// Wall time of the run.
     pub elapsed: Duration,
     /// Partitions that stopped with an error.
@@ -90,6 +95,7 @@ impl Summary {
             reencoded_batches: counters.reencoded_batches,
             offsets_lost: counters.offsets_lost,
             produce_retries: counters.produce_retries,
+            producer_renewals: counters.producer_renewals,
             elapsed,
             stopped,
         }
@@ -132,6 +138,13 @@ impl fmt::Display for Summary {
                 f,
                 "re-encoded: {} batches (compacted with offset gaps, or LogAppendTime; same codec)",
                 self.reencoded_batches
+            )?;
+        }
+        if self.producer_renewals > 0 {
+            writeln!(
+                f,
+                "producer: {} new producer ids (the target refused the previous one)",
+                self.producer_renewals
             )?;
         }
         if self.offsets_lost > 0 {

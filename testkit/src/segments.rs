@@ -52,6 +52,12 @@ impl RawBatch {
     pub fn producer_id(&self) -> i64 {
         i64::from_be_bytes(self.bytes[43..51].try_into().expect("8 bytes"))
     }
+    pub fn producer_epoch(&self) -> i16 {
+        i16::from_be_bytes(self.bytes[51..53].try_into().expect("2 bytes"))
+    }
+    pub fn base_sequence(&self) -> i32 {
+        i32::from_be_bytes(self.bytes[53..57].try_into().expect("4 bytes"))
+    }
     pub fn records_count(&self) -> i32 {
         i32::from_be_bytes(self.bytes[57..61].try_into().expect("4 bytes"))
     }
