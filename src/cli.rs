@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use kafka_mirror::config::properties::{self, Properties};
 use kafka_mirror::config::{
     parse_start_position, ClusterConfig, ConfigError, DataLossPolicy, IsolationLevel, MirrorConfig,
-    StartPosition,
+    RefusedBatchPolicy, StartPosition,
 };
 
 /// Replicates Kafka topics between clusters by forwarding raw record batches:
@@ -74,6 +74,11 @@ pub(crate) struct RunArgs {
     /// (default), or report it and `continue` from the source's earliest offset.
     #[arg(long, value_name = "POLICY", value_parser = parse_data_loss)]
     pub(crate) on_data_loss: Option<DataLossPolicy>,
+    /// When the target refuses a batch for its topic settings (over its
+    /// max.message.bytes, a timestamp it does not accept): `stop` the partition
+    /// (default), or `skip` the batch, logging and counting it.
+    #[arg(long, value_name = "POLICY", value_parser = parse_refused_batch)]
+    pub(crate) on_refused_batch: Option<RefusedBatchPolicy>,
     /// read_committed (default: only committed transactions are copied) or
     /// read_uncommitted (open and aborted transactions are copied as plain data).
     #[arg(long, value_name = "LEVEL", value_parser = parse_isolation)]
@@ -93,6 +98,14 @@ fn parse_data_loss(text: &str) -> Result<DataLossPolicy, String> {
         "stop" => Ok(DataLossPolicy::Stop),
         "continue" => Ok(DataLossPolicy::Continue),
         other => Err(format!("`{other}` is not stop or continue")),
+    }
+}
+
+fn parse_refused_batch(text: &str) -> Result<RefusedBatchPolicy, String> {
+    match text {
+        "stop" => Ok(RefusedBatchPolicy::Stop),
+        "skip" => Ok(RefusedBatchPolicy::Skip),
+        other => Err(format!("`{other}` is not stop or skip")),
     }
 }
 
@@ -143,6 +156,9 @@ impl RunArgs {
         }
         if let Some(policy) = self.on_data_loss {
             replication.on_data_loss = policy;
+        }
+        if let Some(policy) = self.on_refused_batch {
+            replication.on_refused_batch = policy;
         }
         if let Some(level) = self.isolation_level {
             replication.isolation_level = level;

@@ -241,6 +241,19 @@ pub enum DataLossPolicy {
     Continue,
 }
 
+/// What to do with a batch the target refuses because of its own topic
+/// settings: larger than its `max.message.bytes`, a timestamp outside its
+/// `message.timestamp.*.max.ms`, a null key on a compacted topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RefusedBatchPolicy {
+    /// Stop the partition with the target's reason; an operator changes the
+    /// target topic's settings and restarts.
+    Stop,
+    /// Skip the batch, log its source offsets and count it in the summary.
+    Skip,
+}
+
 /// Which source records are visible to the mirror.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -294,6 +307,9 @@ pub struct ReplicationConfig {
     /// `stop` (default) or `continue` when uncopied data is gone from the source.
     #[serde(default = "default_data_loss")]
     pub on_data_loss: DataLossPolicy,
+    /// `stop` (default) or `skip` when the target refuses a batch for its topic settings.
+    #[serde(default = "default_refused_batch")]
+    pub on_refused_batch: RefusedBatchPolicy,
     /// Time allowed at shutdown for in-flight batches to land before exiting.
     #[serde(default = "default_shutdown_timeout_ms")]
     pub shutdown_timeout_ms: u64,
@@ -359,6 +375,9 @@ fn default_replication_factor() -> i16 {
 fn default_data_loss() -> DataLossPolicy {
     DataLossPolicy::Stop
 }
+fn default_refused_batch() -> RefusedBatchPolicy {
+    RefusedBatchPolicy::Stop
+}
 fn default_shutdown_timeout_ms() -> u64 {
     30_000
 }
@@ -390,6 +409,7 @@ impl Default for ReplicationConfig {
             max_in_flight_requests: default_max_in_flight_requests(),
             replication_factor: default_replication_factor(),
             on_data_loss: default_data_loss(),
+            on_refused_batch: default_refused_batch(),
             shutdown_timeout_ms: default_shutdown_timeout_ms(),
         }
     }

@@ -576,3 +576,106 @@ fn log_append_time_batches_keep_their_timestamps() {
     }
     assert_eq!(compared, produced.len());
 }
+
+/// Batches the target topic's own settings refuse (a timestamp older than its
+/// `message.timestamp.before.max.ms`, a batch over its `max.message.bytes`)
+/// stop their partition with the target's reason by default; with
+/// `--on-refused-batch skip` they are skipped and counted, and everything
+/// else is copied in order.
+#[test]
+fn batches_the_target_topic_refuses_stop_or_are_skipped_by_policy() {
+    let Clusters { source, target } = clusters();
+    let (too_old, too_large) = ("refused-old", "refused-large");
+    for topic in [too_old, too_large] {
+        source.create_topic(topic, 1, 1, &[]).expect("create topic");
+    }
+    target
+        .create_topic(
+            too_old,
+            1,
+            1,
+            &[("message.timestamp.before.max.ms", "7200000")],
+        )
+        .expect("create target topic");
+    target
+        .create_topic(too_large, 1, 1, &[("max.message.bytes", "4000")])
+        .expect("create target topic");
+    let two_days_ago = now_ms() - 2 * 24 * 3600 * 1000;
+    produce_keyed(source, too_old, 50, 1, "old", Some(two_days_ago));
+    let recent = produce_keyed(source, too_old, 50, 1, "recent", None);
+    kafka_testkit::produce_with_librdkafka(
+        &source.bootstrap(),
+        too_large,
+        &kafka_testkit::ProduceOpts {
+            count: 300,
+            partitions: Some(1),
+            key_prefix: "large".into(),
+            config: vec![("linger.ms".into(), "200".into())],
+            ..kafka_testkit::ProduceOpts::default()
+        },
+    )
+    .expect("produce large batches");
+    let small = kafka_testkit::produce_with_librdkafka(
+        &source.bootstrap(),
+        too_large,
+        &kafka_testkit::ProduceOpts {
+            count: 30,
+            partitions: Some(1),
+            key_prefix: "small".into(),
+            config: vec![("batch.num.messages".into(), "1".into())],
+            ..kafka_testkit::ProduceOpts::default()
+        },
+    )
+    .expect("produce one-record batches");
+    let batches = kafka_testkit::read_partition_batches(&source.log_dir(0), too_large, 0)
+        .expect("read source segments");
+    assert!(
+        batches[0].batch_length() > 4000,
+        "the first batch is over the target's limit"
+    );
+
+    let mut args = run_args(source, target, "refused");
+    args.extend(["--topics".into(), format!("{too_old}|{too_large}")]);
+    let stopping = [&args[..], &["--until-caught-up".to_owned()]].concat();
+    let output = run_mirror(&stopping, Duration::from_secs(180));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(2), "stdout:\n{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "STOPPED {too_old}-0: target refused source offsets 0..49"
+        )) && stdout.contains("InvalidTimestamp")
+            && stdout.contains(&format!(
+                "STOPPED {too_large}-0: target refused source offsets 0.."
+            ))
+            && stdout.contains("MessageTooLarge")
+            && stdout.contains("--on-refused-batch skip"),
+        "{stdout}"
+    );
+    assert_eq!(
+        offset_of(target, too_old, 0, -1),
+        0,
+        "nothing copied past a refusal"
+    );
+
+    args.extend(["--on-refused-batch".into(), "skip".into()]);
+    let stdout = mirror_until_caught_up(&args);
+    let skipped_large = batches
+        .iter()
+        .filter(|b| b.batch_length() > 4000)
+        .map(|b| b.records_count())
+        .sum::<i32>();
+    assert_eq!(skipped_large, 300, "every large batch is over the limit");
+    assert!(
+        stdout.contains("records) the target refused for its topic settings")
+            && stdout.contains(&format!("({} records)", 50 + skipped_large)),
+        "{stdout}"
+    );
+    let copied = records_by_partition(&target.bootstrap(), too_old)
+        .remove(&0)
+        .expect("partition 0");
+    assert_records(&recent.iter().collect::<Vec<_>>(), &copied);
+    let copied = records_by_partition(&target.bootstrap(), too_large)
+        .remove(&0)
+        .expect("partition 0");
+    assert_records(&small.iter().collect::<Vec<_>>(), &copied);
+}

@@ -282,6 +282,35 @@ impl PartitionState {
         }
     }
 
+    /// The target refused the batch for its topic settings and it is to be
+    /// skipped: the batch counts as done, and since the broker never took its
+    /// sequences, the batches after it take them over (those already sent get
+    /// an out-of-order answer and are resent with the new ones). Returns the
+    /// records skipped.
+    pub(crate) fn skip_refused(&mut self, entry: u64) -> i32 {
+        let Some(e) = self.entry_mut(entry) else {
+            return 0;
+        };
+        if !matches!(e.state, EntryState::InFlight { .. }) {
+            return 0;
+        }
+        e.state = EntryState::Acked;
+        e.batch = None;
+        let (records, refused_sequence) = (e.records, e.sequence);
+        if let Some(freed) = refused_sequence {
+            let mut next = freed;
+            for later in self.entries.iter_mut().filter(|l| l.id > entry) {
+                if later.sequence.is_some() {
+                    later.sequence = Some(next);
+                    next = increment_sequence(next, later.records);
+                }
+            }
+            self.next_sequence = next;
+        }
+        self.round += 1;
+        records
+    }
+
     /// Whether a batch is in flight or may be on the target without our
     /// knowing: while one is, the producer id must not change, or its resend
     /// under a new id could land twice.
@@ -672,6 +701,35 @@ mod tests {
         assert_eq!(entries, vec![sent[2].entry, sent[3].entry]);
         let sequences: Vec<i32> = rest.iter().map(|o| sequence_of(&o.bytes)).collect();
         assert_eq!(sequences, vec![1, 2]);
+    }
+
+    #[test]
+    fn a_skipped_refused_batch_gives_its_sequences_to_the_batches_after_it() {
+        let mut p = established();
+        p.push_batch(batch(10, 3));
+        p.push_batch(batch(13, 2));
+        p.push_batch(batch(15, 1));
+        let refused = p.next_to_send(7, 1, false).expect("refused batch");
+        let behind = p.next_to_send(7, 1, false).expect("batch behind it");
+        assert_eq!(
+            (sequence_of(&refused.bytes), sequence_of(&behind.bytes)),
+            (1, 4)
+        );
+        assert_eq!(p.skip_refused(refused.entry), 3);
+        // The one behind was sent with sequence 4; the broker answers out of order.
+        p.failed(behind.entry, false);
+        let again = p.next_to_send(7, 1, false).expect("resend");
+        assert_eq!(again.entry, behind.entry);
+        assert_eq!(
+            sequence_of(&again.bytes),
+            1,
+            "takes the refused batch's sequence"
+        );
+        let last = p.next_to_send(7, 1, false).expect("last");
+        assert_eq!(sequence_of(&last.bytes), 3);
+        p.acked(again.entry);
+        p.acked(last.entry);
+        assert_eq!(p.committed(), 16, "the skipped range is done too");
     }
 
     #[test]

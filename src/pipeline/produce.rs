@@ -35,6 +35,7 @@ use tokio::sync::mpsc;
 use super::engine::{Engine, Event, Status};
 use super::MirrorError;
 use crate::cluster::{Cluster, ClusterError, Role};
+use crate::config::RefusedBatchPolicy;
 
 /// Stop adding partitions to a Produce request past this size (one batch is
 /// always added, whatever its size).
@@ -57,6 +58,8 @@ enum Outcome {
     OutOfOrder,
     /// Not written: the broker no longer takes our producer id and epoch.
     IdentityRefused,
+    /// Not written: the target topic's settings refuse this batch.
+    RefusedByTopic,
     /// Cannot succeed by retrying.
     Fatal,
 }
@@ -71,6 +74,12 @@ fn classify(error: Option<ResponseError>) -> Outcome {
             | ResponseError::InvalidProducerEpoch
             | ResponseError::ProducerFenced,
         ) => Outcome::IdentityRefused,
+        Some(
+            ResponseError::MessageTooLarge
+            | ResponseError::RecordListTooLarge
+            | ResponseError::InvalidTimestamp
+            | ResponseError::InvalidRecord,
+        ) => Outcome::RefusedByTopic,
         // Refused before the append.
         Some(
             ResponseError::NotLeaderOrFollower
@@ -294,6 +303,21 @@ impl Engine {
                     slot.produce_backoff.fail(now);
                     let reason = self.refusal(i, entry, error, message.as_deref());
                     self.renew_producer(reason);
+                }
+                Outcome::RefusedByTopic => {
+                    let reason = self.refusal(i, entry, error, message.as_deref());
+                    match self.config.replication.on_refused_batch {
+                        RefusedBatchPolicy::Stop => {
+                            self.slots[i].state.failed(entry, false);
+                            self.stop(i, format!("{reason}; change the target topic's settings, or restart with --on-refused-batch skip"));
+                        }
+                        RefusedBatchPolicy::Skip => {
+                            tracing::warn!("{reason}; skipped (on_refused_batch = skip)");
+                            let records = self.slots[i].state.skip_refused(entry);
+                            self.counters.refused_batches_skipped += 1;
+                            self.counters.refused_records_skipped += records as u64;
+                        }
+                    }
                 }
                 Outcome::Fatal => {
                     let reason = self.refusal(i, entry, error, message.as_deref());
@@ -552,11 +576,18 @@ mod tests {
             classify(Some(ResponseError::OutOfOrderSequenceNumber)),
             Outcome::OutOfOrder
         );
+        for error in [
+            ResponseError::MessageTooLarge,
+            ResponseError::RecordListTooLarge,
+            ResponseError::InvalidTimestamp,
+            ResponseError::InvalidRecord,
+        ] {
+            assert_eq!(classify(Some(error)), Outcome::RefusedByTopic);
+        }
         assert_eq!(
-            classify(Some(ResponseError::MessageTooLarge)),
+            classify(Some(ResponseError::CorruptMessage)),
             Outcome::Fatal
         );
-        assert_eq!(classify(Some(ResponseError::InvalidRecord)), Outcome::Fatal);
         assert_eq!(
             classify(Some(ResponseError::TopicAuthorizationFailed)),
             Outcome::Fatal

@@ -26,6 +26,10 @@ pub(crate) struct Counters {
     pub(crate) produce_retries: u64,
     /// New producer ids taken because the target refused the old one.
     pub(crate) producer_renewals: u64,
+    /// Batches the target refused for its topic settings, skipped by policy.
+    pub(crate) refused_batches_skipped: u64,
+    /// Records in those batches.
+    pub(crate) refused_records_skipped: u64,
 }
 
 /// A partition that stopped, and why.
@@ -69,6 +73,11 @@ pub struct Summary {
     /// New producer ids taken because the target refused the old one (fenced,
     /// its state for us lost, or its sequences disagreeing with ours).
     pub producer_renewals: u64,
+    /// Batches the target refused for its topic settings and that were skipped
+    /// (`on_refused_batch = skip`).
+    pub refused_batches_skipped: u64,
+    /// Records in those batches.
+    pub refused_records_skipped: u64,
     /// Wall time of the run.
     pub elapsed: Duration,
     /// Partitions that stopped with an error.
@@ -96,6 +105,8 @@ impl Summary {
             offsets_lost: counters.offsets_lost,
             produce_retries: counters.produce_retries,
             producer_renewals: counters.producer_renewals,
+            refused_batches_skipped: counters.refused_batches_skipped,
+            refused_records_skipped: counters.refused_records_skipped,
             elapsed,
             stopped,
         }
@@ -145,6 +156,13 @@ impl fmt::Display for Summary {
                 f,
                 "producer: {} new producer ids (the target refused the previous one)",
                 self.producer_renewals
+            )?;
+        }
+        if self.refused_batches_skipped > 0 {
+            writeln!(
+                f,
+                "SKIPPED: {} batches ({} records) the target refused for its topic settings",
+                self.refused_batches_skipped, self.refused_records_skipped
             )?;
         }
         if self.offsets_lost > 0 {
