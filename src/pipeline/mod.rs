@@ -10,12 +10,15 @@
 //!                                              └──Produce (one batch per partition)──▶ target broker
 //! ```
 //!
-//! One task (`engine::Engine`) owns every partition's state and decides what
-//! to send; requests run as spawned tasks whose answers come back as events.
-//! No locks guard the pipeline state, so every ordering decision is made in one
-//! place, and the stages are plain methods that can be read (and tested) alone.
+//! One task (`engine::Engine`) per flow owns every partition's state of that
+//! flow and decides what to send; requests run as spawned tasks whose answers
+//! come back as events. No locks guard the pipeline state, so every ordering
+//! decision is made in one place, and the stages are plain methods that can
+//! be read (and tested) alone. [`run`] starts one engine per flow, all sharing
+//! one [`Cluster`] per cluster alias and side, and combines their summaries.
 //!
 //! - `startup.rs`: select topics, create target topics, load checkpoints, get a producer id.
+//! - `lifecycle.rs`: new topics and partitions, and changed configs, while running.
 //! - `fetch.rs`: one Fetch in flight per source broker carrying all its partitions.
 //! - `produce.rs`: up to `max_in_flight_requests` Produce requests per target
 //!   broker, one batch per partition each, as kafka-mirror's own idempotent producer.
@@ -25,20 +28,25 @@
 
 mod engine;
 mod fetch;
+mod lifecycle;
 mod partition;
 mod positions;
 mod produce;
 mod startup;
 mod stats;
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::sync::Arc;
+
+use tokio::sync::watch;
 
 pub use engine::RunOptions;
-pub use stats::{PartitionProblem, Summary};
+pub use stats::{FlowTotals, PartitionProblem, Summary};
 
 use crate::checkpoint::CheckpointError;
-use crate::cluster::ClusterError;
-use crate::config::MirrorConfig;
+use crate::cluster::{Cluster, ClusterError, Role};
+use crate::config::{ClusterConfig, MirrorConfig};
 use crate::topics::TopicError;
 
 /// A failure that stops the whole mirror (partition-level problems only stop
@@ -82,17 +90,117 @@ pub enum MirrorError {
     /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    /// One flow of several could not start.
+    #[error("flow `{flow}`: {source}")]
+    Flow {
+        /// The flow's name.
+        flow: String,
+        /// Why it could not start.
+        #[source]
+        source: Box<MirrorError>,
+    },
 }
 
-/// Runs the mirror until `shutdown` resolves (or, with `until_caught_up`,
-/// until the target holds everything the source held at the start), then lets
-/// in-flight batches land, stores the checkpoints and returns the summary.
+/// Runs every flow until `shutdown` resolves (or, with `until_caught_up`,
+/// until each target holds everything its source held at the start), then
+/// lets in-flight batches land, stores the checkpoints and returns the
+/// summary of all flows. A flow that cannot start stops the whole run before
+/// anything is copied, so a config mistake is never half applied.
 pub async fn run(
     config: MirrorConfig,
     options: RunOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<Summary, MirrorError> {
-    config.validate()?;
-    let engine = startup::start(config, options).await?;
-    Ok(engine.run(shutdown).await)
+    let flows = config.flows()?;
+    let several = flows.len() > 1;
+    let mut clusters = SharedClusters::default();
+    let mut engines = Vec::new();
+    for flow in flows {
+        let name = flow.name.clone();
+        let started = async {
+            let source = clusters.get(
+                &flow.source_alias,
+                Role::Source,
+                &flow.source,
+                &flow.source_key,
+            )?;
+            let target = clusters.get(
+                &flow.target_alias,
+                Role::Target,
+                &flow.target,
+                &flow.target_key,
+            )?;
+            startup::start(flow, source, target, options).await
+        };
+        match started.await {
+            Ok(engine) => engines.push((name, engine)),
+            Err(e) if several => {
+                return Err(MirrorError::Flow {
+                    flow: name,
+                    source: Box::new(e),
+                })
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let (stop, stopped) = watch::channel(false);
+    let running: Vec<_> = engines
+        .into_iter()
+        .map(|(name, engine)| {
+            let mut stopped = stopped.clone();
+            let until_stopped = async move {
+                // An error means the sender is gone: the run is over either way.
+                let _ = stopped.wait_for(|stop| *stop).await;
+            };
+            (name, tokio::spawn(engine.run(until_stopped)))
+        })
+        .collect();
+    tokio::pin!(shutdown);
+    let mut shutdown_seen = false;
+    let mut summaries = Vec::new();
+    for (name, mut engine) in running {
+        let summary = loop {
+            tokio::select! {
+                joined = &mut engine => break joined,
+                () = &mut shutdown, if !shutdown_seen => {
+                    shutdown_seen = true;
+                    let _ = stop.send(true);
+                }
+            }
+        };
+        match summary {
+            Ok(summary) => summaries.push((name, summary)),
+            // An engine that panicked is a bug: let it surface as one.
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+    Ok(Summary::combine(summaries))
+}
+
+/// One [`Cluster`] per cluster alias and side: flows that read the same
+/// cluster share its connections and metadata, and so do flows that write
+/// the same cluster. A cluster read by one flow and written by another
+/// (active-active) has one of each, since a `Cluster` reports errors as its
+/// role's.
+#[derive(Debug, Default)]
+struct SharedClusters {
+    clusters: HashMap<(String, bool), Arc<Cluster>>,
+}
+
+impl SharedClusters {
+    fn get(
+        &mut self,
+        alias: &str,
+        role: Role,
+        config: &ClusterConfig,
+        key: &str,
+    ) -> Result<Arc<Cluster>, MirrorError> {
+        let slot = (alias.to_owned(), role == Role::Source);
+        if let Some(cluster) = self.clusters.get(&slot) {
+            return Ok(cluster.clone());
+        }
+        let cluster = Cluster::new(role, config.bootstrap_list(), config.connector(key)?);
+        self.clusters.insert(slot, cluster.clone());
+        Ok(cluster)
+    }
 }

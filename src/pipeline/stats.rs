@@ -29,6 +29,8 @@ pub(crate) struct Counters {
 /// A partition that stopped, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionProblem {
+    /// The flow the partition belongs to.
+    pub flow: String,
     /// The source topic.
     pub topic: String,
     /// The partition.
@@ -68,6 +70,23 @@ pub struct Summary {
     pub elapsed: Duration,
     /// Partitions that stopped with an error.
     pub stopped: Vec<PartitionProblem>,
+    /// Each flow's own totals, when the run had several flows.
+    pub flows: Vec<FlowTotals>,
+}
+
+/// What one flow of a run with several flows did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowTotals {
+    /// The flow's name.
+    pub name: String,
+    /// Topics it replicated.
+    pub topics: usize,
+    /// Partitions it replicated.
+    pub partitions: usize,
+    /// Records the target acknowledged.
+    pub records: u64,
+    /// Partitions that stopped with an error.
+    pub stopped: usize,
 }
 
 impl Summary {
@@ -92,7 +111,42 @@ impl Summary {
             produce_retries: counters.produce_retries,
             elapsed,
             stopped,
+            flows: Vec::new(),
         }
+    }
+
+    /// One summary of a run with several flows: the totals of all, and each
+    /// flow's own line. The run lasted as long as its longest flow.
+    pub(crate) fn combine(mut parts: Vec<(String, Summary)>) -> Summary {
+        if parts.len() == 1 {
+            if let Some((_, only)) = parts.pop() {
+                return only;
+            }
+        }
+        let mut total = Summary::new(0, 0, &Counters::default(), Duration::ZERO, Vec::new());
+        for (name, part) in parts {
+            total.flows.push(FlowTotals {
+                name,
+                topics: part.topics,
+                partitions: part.partitions,
+                records: part.records,
+                stopped: part.stopped.len(),
+            });
+            total.topics += part.topics;
+            total.partitions += part.partitions;
+            total.records += part.records;
+            total.bytes += part.bytes;
+            total.batches += part.batches;
+            total.control_batches_skipped += part.control_batches_skipped;
+            total.aborted_batches_skipped += part.aborted_batches_skipped;
+            total.empty_batches_skipped += part.empty_batches_skipped;
+            total.reencoded_batches += part.reencoded_batches;
+            total.offsets_lost += part.offsets_lost;
+            total.produce_retries += part.produce_retries;
+            total.elapsed = total.elapsed.max(part.elapsed);
+            total.stopped.extend(part.stopped);
+        }
+        total
     }
 
     /// Megabytes (10^6 bytes) per second of record batches.
@@ -141,10 +195,30 @@ impl fmt::Display for Summary {
                 self.offsets_lost
             )?;
         }
-        for problem in &self.stopped {
+        for flow in &self.flows {
             writeln!(
                 f,
-                "STOPPED {}-{}: {}",
+                "flow {}: {} topics, {} partitions: {} records{}",
+                flow.name,
+                flow.topics,
+                flow.partitions,
+                flow.records,
+                if flow.stopped > 0 {
+                    format!(", {} partitions stopped", flow.stopped)
+                } else {
+                    String::new()
+                }
+            )?;
+        }
+        for problem in &self.stopped {
+            let flow = if self.flows.is_empty() {
+                String::new()
+            } else {
+                format!("[{}] ", problem.flow)
+            };
+            writeln!(
+                f,
+                "STOPPED {flow}{}-{}: {}",
                 problem.topic, problem.partition, problem.reason
             )?;
         }
