@@ -17,15 +17,6 @@ fn run(args: &[&str]) -> (Option<i32>, String, String) {
     )
 }
 
-fn config_file(name: &str, text: &str) -> String {
-    let path = std::env::temp_dir().join(format!(
-        "kafka-mirror-cli-{}-{name}.toml",
-        std::process::id()
-    ));
-    std::fs::write(&path, text).expect("write config");
-    path.display().to_string()
-}
-
 #[test]
 fn help_explains_every_option() {
     let (code, stdout, _) = run(&["run", "--help"]);
