@@ -225,3 +225,56 @@ impl fmt::Display for Summary {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn part(flow: &str, records: u64, seconds: u64, stopped: &[&str]) -> (String, Summary) {
+        let counters = Counters {
+            records,
+            bytes: records * 100,
+            batches: records / 10,
+            ..Counters::default()
+        };
+        let stopped = stopped
+            .iter()
+            .map(|topic| PartitionProblem {
+                flow: flow.to_owned(),
+                topic: (*topic).to_owned(),
+                partition: 0,
+                reason: "broken".to_owned(),
+            })
+            .collect();
+        let summary = Summary::new(2, 3, &counters, Duration::from_secs(seconds), stopped);
+        (flow.to_owned(), summary)
+    }
+
+    #[test]
+    fn one_flow_prints_as_before() {
+        let (_, alone) = part("source->target", 50, 1, &["orders"]);
+        let text = Summary::combine(vec![part("source->target", 50, 1, &["orders"])]).to_string();
+        assert_eq!(text, alone.to_string());
+        assert!(text.contains("STOPPED orders-0: broken"), "{text}");
+        assert!(!text.contains("flow "), "{text}");
+    }
+
+    #[test]
+    fn several_flows_add_up_and_name_each_flow() {
+        let total = Summary::combine(vec![
+            part("eu->hub", 100, 2, &[]),
+            part("us->hub", 30, 5, &["sales"]),
+        ]);
+        assert_eq!((total.topics, total.partitions, total.records), (4, 6, 130));
+        assert_eq!(total.elapsed, Duration::from_secs(5));
+        let text = total.to_string();
+        for line in [
+            "replicated 4 topics, 6 partitions: 130 records, 13 batches",
+            "flow eu->hub: 2 topics, 3 partitions: 100 records\n",
+            "flow us->hub: 2 topics, 3 partitions: 30 records, 1 partitions stopped",
+            "STOPPED [us->hub] sales-0: broken",
+        ] {
+            assert!(text.contains(line), "{line}:\n{text}");
+        }
+    }
+}
