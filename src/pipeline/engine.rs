@@ -8,8 +8,8 @@
 //! There is one engine per flow rather than one for all flows: a flow is then
 //! exactly the single-copy pipeline this engine already was (its own producer
 //! id, memory budget, checkpoints and summary), a stopped or slow flow cannot
-//! stall another's loop, and the flows still share their clusters'
-//! connections and metadata through the same `Arc<Cluster>`.
+//! stall another's loop, and flows writing the same cluster still share its
+//! connections through one `Arc<Cluster>` (see `Targets` in `mod.rs`).
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;

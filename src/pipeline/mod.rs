@@ -14,8 +14,8 @@
 //! flow and decides what to send; requests run as spawned tasks whose answers
 //! come back as events. No locks guard the pipeline state, so every ordering
 //! decision is made in one place, and the stages are plain methods that can
-//! be read (and tested) alone. [`run`] starts one engine per flow, all sharing
-//! one [`Cluster`] per cluster alias and side, and combines their summaries.
+//! be read (and tested) alone. [`run`] starts one engine per flow and combines
+//! their summaries; flows writing the same cluster share one [`Cluster`].
 //!
 //! - `startup.rs`: select topics, create target topics, load checkpoints, get a producer id.
 //! - `lifecycle.rs`: new topics and partitions, and changed configs, while running.
@@ -113,23 +113,17 @@ pub async fn run(
 ) -> Result<Summary, MirrorError> {
     let flows = config.flows()?;
     let several = flows.len() > 1;
-    let mut clusters = SharedClusters::default();
+    let mut targets = Targets::default();
     let mut engines = Vec::new();
     for flow in flows {
         let name = flow.name.clone();
         let started = async {
-            let source = clusters.get(
-                &flow.source_alias,
+            let source = Cluster::new(
                 Role::Source,
-                &flow.source,
-                &flow.source_key,
-            )?;
-            let target = clusters.get(
-                &flow.target_alias,
-                Role::Target,
-                &flow.target,
-                &flow.target_key,
-            )?;
+                flow.source.bootstrap_list(),
+                flow.source.connector(&flow.source_key)?,
+            );
+            let target = targets.get(&flow.target_alias, &flow.target, &flow.target_key)?;
             startup::start(flow, source, target, options).await
         };
         match started.await {
@@ -177,30 +171,34 @@ pub async fn run(
     Ok(Summary::combine(summaries))
 }
 
-/// One [`Cluster`] per cluster alias and side: flows that read the same
-/// cluster share its connections and metadata, and so do flows that write
-/// the same cluster. A cluster read by one flow and written by another
-/// (active-active) has one of each, since a `Cluster` reports errors as its
-/// role's.
+/// One target [`Cluster`] per cluster alias: flows that write the same
+/// cluster share its connections, where their Produce requests pipeline
+/// well. Each flow reads over connections of its own instead: a Fetch waits
+/// up to `fetch_max_wait_ms` for data and a broker answers one connection's
+/// requests in order, so flows sharing a source connection would wait behind
+/// each other's fetches (and a cluster both read and written, as in
+/// active-active, would hold its produces behind them).
 #[derive(Debug, Default)]
-struct SharedClusters {
-    clusters: HashMap<(String, bool), Arc<Cluster>>,
+struct Targets {
+    clusters: HashMap<String, Arc<Cluster>>,
 }
 
-impl SharedClusters {
+impl Targets {
     fn get(
         &mut self,
         alias: &str,
-        role: Role,
         config: &ClusterConfig,
         key: &str,
     ) -> Result<Arc<Cluster>, MirrorError> {
-        let slot = (alias.to_owned(), role == Role::Source);
-        if let Some(cluster) = self.clusters.get(&slot) {
+        if let Some(cluster) = self.clusters.get(alias) {
             return Ok(cluster.clone());
         }
-        let cluster = Cluster::new(role, config.bootstrap_list(), config.connector(key)?);
-        self.clusters.insert(slot, cluster.clone());
+        let cluster = Cluster::new(
+            Role::Target,
+            config.bootstrap_list(),
+            config.connector(key)?,
+        );
+        self.clusters.insert(alias.to_owned(), cluster.clone());
         Ok(cluster)
     }
 }
