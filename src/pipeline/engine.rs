@@ -459,8 +459,10 @@ impl Engine {
             if committed == slot.state.checkpointed {
                 continue;
             }
+            // Keyed by the target topic: a changed naming policy writes new
+            // target topics, which must be copied from the start.
             entries.push((
-                slot.topic.to_string(),
+                slot.target_topic.to_string(),
                 slot.partition,
                 Checkpoint {
                     next_offset: committed,

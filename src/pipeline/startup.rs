@@ -61,7 +61,7 @@ pub(super) async fn start(
         for &partition in topic.partitions.keys() {
             // A checkpoint of an older incarnation of the topic keeps its
             // topic id here, so the engine's recreated-topic check reports it.
-            let (offset, topic_id, status) = match stored.get(&(source_name.clone(), partition)) {
+            let (offset, topic_id, status) = match stored.get(&(spec.name.clone(), partition)) {
                 None => (
                     0,
                     topic.id,
