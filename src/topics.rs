@@ -193,31 +193,19 @@ async fn topic_configs(
 /// Brings each target topic's configs in step with its spec: a copyable
 /// config the spec sets is set where it differs, and one set on the target
 /// but no longer on the source goes back to the target's default. Configs in
-/// `never_copy` are the target's own and never touched. Returns how many
-/// topics changed.
+/// `never_copy` are the target's own and never touched.
 pub async fn sync_configs(
     target: &Arc<Cluster>,
     specs: &[TopicSpec],
     never_copy: &[String],
-) -> Result<usize, TopicError> {
+) -> Result<(), TopicError> {
     let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
     let current = topic_configs(target, &names).await?;
     let mut resources = Vec::new();
     for spec in specs {
         let empty = BTreeMap::new();
         let now = current.get(&spec.name).unwrap_or(&empty);
-        let mut changes: Vec<AlterableConfig> = spec
-            .configs
-            .iter()
-            .filter(|(name, value)| now.get(name) != Some(value))
-            .map(|(name, value)| alterable(name, SET, Some(value)))
-            .collect();
-        changes.extend(
-            now.keys()
-                .filter(|name| !never_copy.contains(name))
-                .filter(|name| !spec.configs.iter().any(|(wanted, _)| wanted == *name))
-                .map(|name| alterable(name, DELETE, None)),
-        );
+        let changes = config_changes(&spec.configs, now, never_copy);
         if changes.is_empty() {
             continue;
         }
@@ -230,9 +218,8 @@ pub async fn sync_configs(
         );
     }
     if resources.is_empty() {
-        return Ok(0);
+        return Ok(());
     }
-    let changed = resources.len();
     let request = IncrementalAlterConfigsRequest::default().with_resources(resources);
     let response = target.send_any(request).await?;
     for result in response.responses {
@@ -244,7 +231,30 @@ pub async fn sync_configs(
             });
         }
     }
-    Ok(changed)
+    Ok(())
+}
+
+/// What makes a target topic's configs (`current`) those of its source
+/// (`wanted`): set what differs, and reset what the source no longer sets,
+/// except the `never_copy` ones.
+fn config_changes(
+    wanted: &[(String, String)],
+    current: &BTreeMap<String, String>,
+    never_copy: &[String],
+) -> Vec<AlterableConfig> {
+    let mut changes: Vec<AlterableConfig> = wanted
+        .iter()
+        .filter(|(name, value)| current.get(name) != Some(value))
+        .map(|(name, value)| alterable(name, SET, Some(value)))
+        .collect();
+    changes.extend(
+        current
+            .keys()
+            .filter(|name| !never_copy.contains(name))
+            .filter(|name| !wanted.iter().any(|(set, _)| set == *name))
+            .map(|name| alterable(name, DELETE, None)),
+    );
+    changes
 }
 
 fn alterable(name: &str, operation: i8, value: Option<&String>) -> AlterableConfig {
@@ -405,5 +415,51 @@ async fn wait_until_led(
             });
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn config_changes_follow_the_source_but_keep_the_targets_own() {
+        let wanted = pairs(&[("retention.ms", "1000"), ("cleanup.policy", "compact")]);
+        let current: BTreeMap<String, String> = pairs(&[
+            ("retention.ms", "5000"),
+            ("cleanup.policy", "compact"),
+            ("max.message.bytes", "2000000"),
+            ("segment.ms", "3600000"),
+        ])
+        .into_iter()
+        .collect();
+        let never_copy = vec!["segment.ms".to_owned()];
+        let changes: Vec<(String, i8, Option<String>)> =
+            config_changes(&wanted, &current, &never_copy)
+                .into_iter()
+                .map(|c| {
+                    (
+                        c.name.to_string(),
+                        c.config_operation,
+                        c.value.map(|v| v.to_string()),
+                    )
+                })
+                .collect();
+        assert_eq!(
+            changes,
+            [
+                ("retention.ms".to_owned(), SET, Some("1000".to_owned())),
+                // Set on the target but no longer on the source: back to the default.
+                ("max.message.bytes".to_owned(), DELETE, None),
+            ]
+        );
+        let same: BTreeMap<String, String> = wanted.iter().cloned().collect();
+        assert!(config_changes(&wanted, &same, &never_copy).is_empty());
     }
 }
