@@ -183,9 +183,6 @@ fn identity_active_active_is_refused_before_connecting() {
 #[test]
 fn new_topics_partitions_and_configs_reach_the_target_while_running() {
     let (c, hub) = (cluster("c"), cluster("hub"));
-    c.create_topic("life-a", 1, 1, &[("segment.ms", "7200000")])
-        .expect("create topic");
-    produce_keyed(c, "life-a", 40, 1, "first", None);
     let path = flows_config(
         "lifecycle.toml",
         &["c", "hub"],
@@ -201,6 +198,10 @@ fn new_topics_partitions_and_configs_reach_the_target_while_running() {
         .spawn()
         .expect("start kafka-mirror");
     let limit = Duration::from_secs(90);
+    // The flow starts with no matching topic and waits for one.
+    c.create_topic("life-a", 1, 1, &[("segment.ms", "7200000")])
+        .expect("create topic");
+    produce_keyed(c, "life-a", 40, 1, "first", None);
     eventually("life-a is copied", limit, || {
         copied_count(hub, "c.life-a") == 40
     });
@@ -221,7 +222,7 @@ fn new_topics_partitions_and_configs_reach_the_target_while_running() {
     )
     .expect("set the target's own segment.ms");
 
-    // A topic created while running.
+    // Another topic created while running, with two partitions.
     c.create_topic("life-new", 2, 1, &[]).expect("create topic");
     produce_keyed(c, "life-new", 60, 2, "new", None);
     eventually("life-new is copied", limit, || {

@@ -559,10 +559,12 @@ impl Engine {
             .slots
             .iter()
             .filter(|s| !matches!(s.status, Status::Stopped(_)));
-        if self
-            .slots
-            .iter()
-            .all(|s| matches!(s.status, Status::Stopped(_)))
+        // A flow without partitions yet waits for the topic refresh to find some.
+        if !self.slots.is_empty()
+            && self
+                .slots
+                .iter()
+                .all(|s| matches!(s.status, Status::Stopped(_)))
         {
             self.begin_drain("every partition stopped");
             return;

@@ -3,6 +3,7 @@
 //!
 //! - A new source topic the flow selects gets its target topic and is copied
 //!   from its earliest offset (everything in it is new since the run began).
+//!   A flow may start with no topic at all and wait for its first one.
 //! - A partition added on the source is added on the target (CreatePartitions)
 //!   and copied from its earliest offset.
 //! - Changed copyable configs are applied to the target (IncrementalAlterConfigs);

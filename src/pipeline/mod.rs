@@ -63,7 +63,7 @@ pub enum MirrorError {
     /// Checkpoints could not be read or written.
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
-    /// No source topic matches the selection.
+    /// No source topic matches the selection of a run that stops when caught up.
     #[error("no topic on the source cluster matches topics.include `{include}`{}", exclude.as_deref().map(|e| format!(" and not topics.exclude `{e}`")).unwrap_or_default())]
     NoTopics {
         /// The include regex.

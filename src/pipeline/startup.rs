@@ -27,10 +27,21 @@ pub(super) async fn start(
     let source_meta = source.metadata().await?;
     let specs = target_specs(&flow, &source, &source_meta).await?;
     if specs.is_empty() {
-        return Err(MirrorError::NoTopics {
-            include: flow.topics.include_pattern().to_owned(),
-            exclude: flow.topics.exclude.clone(),
-        });
+        // Nothing would ever be copied by a run that stops when caught up; a
+        // long-running flow picks topics up as they appear.
+        if options.until_caught_up {
+            return Err(MirrorError::NoTopics {
+                include: flow.topics.include_pattern().to_owned(),
+                exclude: flow.topics.exclude.clone(),
+            });
+        }
+        tracing::warn!(
+            flow = %flow.name,
+            include = flow.topics.include_pattern(),
+            exclude = flow.topics.exclude.as_deref().unwrap_or(""),
+            every = ?flow.topic_refresh_interval,
+            "no source topic matches yet; looking again at every topic refresh"
+        );
     }
     tracing::info!(flow = %flow.name, topics = ?specs.iter().map(|(source, _)| source).collect::<Vec<_>>(), "selected source topics");
     let replication_factor = flow.replication.replication_factor;
