@@ -922,9 +922,9 @@ impl TopicFilter {
 }
 
 /// Topics that hold some system's own state rather than data, by the naming
-/// conventions MirrorMaker 2 also skips: Kafka's `__*`, MirrorMaker 2's and
-/// Kafka Connect's `mm2-*` and `*.internal`/`*-internal` (which covers
-/// `*.checkpoints.internal`), and MirrorMaker 2's heartbeats.
+/// conventions MirrorMaker 2 also skips: Kafka's `__*`, MirrorMaker 2's
+/// `mm2-*` and `*.internal`/`*-internal` (its checkpoints, offset syncs and
+/// the Connect topics of its dedicated mode), and its heartbeats.
 pub fn looks_internal(topic: &str) -> bool {
     topic.starts_with("__")
         || topic.starts_with("mm2-")

@@ -105,7 +105,7 @@ pub enum MirrorError {
 /// until each target holds everything its source held at the start), then
 /// lets in-flight batches land, stores the checkpoints and returns the
 /// summary of all flows. A flow that cannot start stops the whole run before
-/// anything is copied, so a config mistake is never half applied.
+/// any data is copied.
 pub async fn run(
     config: MirrorConfig,
     options: RunOptions,
@@ -164,7 +164,8 @@ pub async fn run(
         };
         match summary {
             Ok(summary) => summaries.push((name, summary)),
-            // An engine that panicked is a bug: let it surface as one.
+            // Nothing aborts an engine task, so it only fails by panicking:
+            // a bug, surfaced as one.
             Err(e) => std::panic::resume_unwind(e.into_panic()),
         }
     }
