@@ -128,7 +128,7 @@ impl MirrorConfig {
                 "no flow: give [source] and [target], or [clusters.<alias>] and [[flows]]".into(),
             );
         }
-        for alias in self.clusters.keys() {
+        for (alias, cluster) in &self.clusters {
             let valid = !alias.is_empty()
                 && alias
                     .chars()
@@ -140,6 +140,7 @@ impl MirrorConfig {
                         .into(),
                 );
             }
+            cluster.validate(&format!("clusters.{alias}"))?;
         }
         let mut flows: Vec<Flow> = Vec::new();
         for (i, declared) in self.flows.iter().enumerate() {
