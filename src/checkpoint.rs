@@ -5,7 +5,12 @@
 //!
 //! - key `{"mirror":NAME,"topic":T,"partition":P}`, value
 //!   `{"next_offset":N,"topic_id":UUID,"source_cluster":ID}` (JSON, so an
-//!   operator can read them with any console consumer);
+//!   operator can read them with any console consumer). `T` is the target
+//!   topic (the source topic's name under the flow's policy, so a changed
+//!   policy copies its new topics from the start); `NAME` is the flow's
+//!   checkpoint name (`Flow::checkpoint_name`: the mirror name, or
+//!   `<mirror name>/<flow name>` for declared flows), so flows into one target
+//!   never share a key;
 //! - compaction keeps the latest value per key forever, unlike consumer group
 //!   offsets, which expire after `offsets.retention.minutes`;
 //! - on the target, because that is where the data lands: any instance on any

@@ -1,7 +1,9 @@
 //! Command-line interface: flags, and how they combine with a config file.
 //!
 //! Flags override the file; without a file, `--source` and `--target` are
-//! enough and everything else takes its default.
+//! enough and everything else takes its default. A file of named clusters and
+//! flows takes the flags that apply to every flow, and refuses the ones that
+//! name one source or target.
 
 use std::path::PathBuf;
 
@@ -27,7 +29,8 @@ pub(crate) struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// Replicate the selected topics from the source cluster to the target cluster.
+    /// Replicate the selected topics from the source cluster to the target
+    /// cluster, or run every flow of the config file.
     Run(RunArgs),
 }
 
@@ -126,27 +129,69 @@ impl RunArgs {
             Some(path) => MirrorConfig::from_file(path)?,
             None => MirrorConfig::new(ClusterConfig::new(""), ClusterConfig::new("")),
         };
+        let (Some(source), Some(target)) = (config.source.as_mut(), config.target.as_mut()) else {
+            // A config of named clusters and flows: the one-flow flags have no
+            // single cluster or flow to apply to.
+            self.refuse_one_flow_flags()?;
+            return self.apply_common(config);
+        };
         for (file, cluster) in [
-            (&self.source_properties, &mut config.source),
-            (&self.target_properties, &mut config.target),
+            (&self.source_properties, &mut *source),
+            (&self.target_properties, &mut *target),
         ] {
             if let Some(path) = file {
                 let props = Properties::from_file(path)?;
                 properties::apply(cluster, &props, &path.display().to_string())?;
             }
         }
-        if let Some(source) = &self.source {
-            config.source.bootstrap_servers = source.clone();
+        if let Some(servers) = &self.source {
+            source.bootstrap_servers = servers.clone();
         }
-        if let Some(target) = &self.target {
-            config.target.bootstrap_servers = target.clone();
+        if let Some(servers) = &self.target {
+            target.bootstrap_servers = servers.clone();
+        }
+        for (side, cluster) in [("source", &*source), ("target", &*target)] {
+            if cluster.bootstrap_servers.trim().is_empty() {
+                return Err(ConfigError::Invalid {
+                    key: format!("{side}.bootstrap_servers"),
+                    reason: format!(
+                        "required: give --config FILE, --{side}, or --{side}-properties FILE with bootstrap.servers"
+                    ),
+                });
+            }
         }
         if let Some(topics) = &self.topics {
-            config.topics.include = topics.clone();
+            config.topics.include = Some(topics.clone());
         }
         if let Some(exclude) = &self.exclude {
             config.topics.exclude = Some(exclude.clone());
         }
+        self.apply_common(config)
+    }
+
+    /// Refuses the flags that only mean something with one source and one target.
+    fn refuse_one_flow_flags(&self) -> Result<(), ConfigError> {
+        let given = [
+            ("--source", self.source.is_some()),
+            ("--target", self.target.is_some()),
+            ("--source-properties", self.source_properties.is_some()),
+            ("--target-properties", self.target_properties.is_some()),
+            ("--topics", self.topics.is_some()),
+            ("--exclude", self.exclude.is_some()),
+        ];
+        match given.iter().find(|(_, set)| *set) {
+            None => Ok(()),
+            Some((flag, _)) => Err(ConfigError::Invalid {
+                key: (*flag).to_owned(),
+                reason: "applies to a config with one [source] and [target]; with [clusters] and [[flows]], \
+                         set the cluster's or the flow's keys in the file"
+                    .to_owned(),
+            }),
+        }
+    }
+
+    /// Lays the flags every config takes over it, and validates the result.
+    fn apply_common(&self, mut config: MirrorConfig) -> Result<MirrorConfig, ConfigError> {
         if let Some(name) = &self.name {
             config.name = name.clone();
         }
@@ -168,16 +213,6 @@ impl RunArgs {
         }
         if let Some(bytes) = self.in_flight_bytes {
             replication.in_flight_bytes = bytes;
-        }
-        for (side, cluster) in [("source", &config.source), ("target", &config.target)] {
-            if cluster.bootstrap_servers.trim().is_empty() {
-                return Err(ConfigError::Invalid {
-                    key: format!("{side}.bootstrap_servers"),
-                    reason: format!(
-                        "required: give --config FILE, --{side}, or --{side}-properties FILE with bootstrap.servers"
-                    ),
-                });
-            }
         }
         config.validate()?;
         Ok(config)

@@ -1,10 +1,13 @@
 //! The mirror's configuration: the TOML file, its defaults, and validation.
 //!
-//! Every key has a default except the two clusters' bootstrap servers, so the
-//! smallest useful file names a source and a target. Unknown keys are refused
-//! (a typo must not silently fall back to a default), and every error names the
-//! key that is wrong and why. The CLI (`cli.rs`) overlays its flags on this.
+//! Every key has a default except the clusters' bootstrap servers, so the
+//! smallest useful file names a source and a target. Larger topologies name
+//! their clusters and declare flows between them (`flows.rs`). Unknown keys
+//! are refused (a typo must not silently fall back to a default), and every
+//! error names the key that is wrong and why. The CLI (`cli.rs`) overlays its
+//! flags on this.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -15,8 +18,13 @@ use serde::Deserialize;
 use crate::net::sasl::{Mechanism, SaslOptions, Secret};
 use crate::net::tls::{TlsConnector, TlsOptions};
 use crate::net::{ConnectionOptions, Connector, SocketOptions, TokenCommand};
+use crate::policy::ReplicationPolicy;
+use crate::topics::NOT_COPIED;
 
+pub mod flows;
 pub mod properties;
+
+pub use flows::{Flow, FlowConfig};
 
 /// A configuration that cannot be used, naming the key and the problem.
 #[derive(Debug, thiserror::Error)]
@@ -58,7 +66,8 @@ pub enum ConfigError {
     },
 }
 
-/// The whole configuration of one mirror: one source cluster into one target cluster.
+/// The whole configuration of one mirror process: one source into one
+/// target, or named clusters and flows between them.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MirrorConfig {
@@ -66,11 +75,20 @@ pub struct MirrorConfig {
     /// from each other's progress; different names replicate independently.
     #[serde(default = "default_name")]
     pub name: String,
-    /// The cluster that is read.
-    pub source: ClusterConfig,
-    /// The cluster that is written.
-    pub target: ClusterConfig,
-    /// Which source topics are replicated.
+    /// The cluster that is read, in a one-flow config.
+    #[serde(default)]
+    pub source: Option<ClusterConfig>,
+    /// The cluster that is written, in a one-flow config.
+    #[serde(default)]
+    pub target: Option<ClusterConfig>,
+    /// Clusters by alias, for `flows` to refer to.
+    #[serde(default)]
+    pub clusters: BTreeMap<String, ClusterConfig>,
+    /// Copies between the `clusters`, each run by its own engine.
+    #[serde(default)]
+    pub flows: Vec<FlowConfig>,
+    /// Which source topics are replicated and how they are named: the
+    /// defaults of every flow.
     #[serde(default)]
     pub topics: TopicsConfig,
     /// How data moves.
@@ -114,7 +132,7 @@ pub struct ClusterConfig {
     pub sasl: Option<SaslConfig>,
 }
 
-/// `[source.tls]` / `[target.tls]`: TLS to the brokers (rustls).
+/// `[source.tls]`, `[target.tls]`, `[clusters.<alias>.tls]`: TLS to the brokers (rustls).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
@@ -152,7 +170,7 @@ impl Default for TlsConfig {
     }
 }
 
-/// `[source.sasl]` / `[target.sasl]`: SASL authentication. With PLAIN and
+/// `[source.sasl]`, `[target.sasl]`, `[clusters.<alias>.sasl]`: SASL authentication. With PLAIN and
 /// SCRAM, exactly one of `password`, `password_env` and `password_file` gives
 /// the password; with OAUTHBEARER, exactly one of `token`, `token_env`,
 /// `token_file` and `token_command` gives the token.
@@ -208,16 +226,51 @@ impl fmt::Debug for SaslConfig {
     }
 }
 
-/// Topic selection by regular expressions over the full topic name.
-#[derive(Debug, Clone, Deserialize)]
+/// Topic selection, naming and lifecycle. Every key is optional: a flow's
+/// `topics` table overrides the top-level `[topics]` key by key, which
+/// overrides the defaults.
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TopicsConfig {
-    /// Topics to replicate: a regex that must match the whole name.
-    #[serde(default = "default_include")]
-    pub include: String,
+    /// Topics to replicate: a regex that must match the whole name (default `.*`).
+    #[serde(default)]
+    pub include: Option<String>,
     /// Topics never replicated even when included: a regex over the whole name.
     #[serde(default)]
     pub exclude: Option<String>,
+    /// Internal-looking topics (`__*`, `mm2-*`, `*.internal`, `*-internal`,
+    /// heartbeats) that are copied anyway: a regex over the whole name.
+    #[serde(default)]
+    pub include_internal: Option<String>,
+    /// How target topics are named (default `identity`).
+    #[serde(default)]
+    pub replication_policy: Option<PolicyKind>,
+    /// Between source alias and topic with the `prefix` policy (default `.`).
+    #[serde(default)]
+    pub separator: Option<String>,
+    /// The target name with the `template` policy, from `{source}` and `{topic}`.
+    #[serde(default)]
+    pub topic_template: Option<String>,
+    /// How often the source is checked for new topics and partitions and
+    /// changed configs (default 10 minutes, as MirrorMaker 2).
+    #[serde(default)]
+    pub refresh_interval_ms: Option<u64>,
+    /// Topic configs never copied, on top of the built-in list: settings the
+    /// target keeps its own.
+    #[serde(default)]
+    pub never_copy_configs: Option<Vec<String>>,
+}
+
+/// `topics.replication_policy`: the kinds of [`ReplicationPolicy`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyKind {
+    /// Same names as on the source.
+    Identity,
+    /// `<source alias><separator><topic>`, as MirrorMaker 2.
+    Prefix,
+    /// `topic_template`.
+    Template,
 }
 
 /// Where a partition with no checkpoint starts.
@@ -345,9 +398,6 @@ fn default_request_timeout_ms() -> u64 {
 fn default_max_frame_bytes() -> usize {
     128 * 1024 * 1024
 }
-fn default_include() -> String {
-    ".*".to_owned()
-}
 fn default_isolation() -> IsolationLevel {
     IsolationLevel::ReadCommitted
 }
@@ -386,15 +436,6 @@ fn default_checkpoint_topic() -> String {
 }
 fn default_checkpoint_interval_ms() -> u64 {
     100
-}
-
-impl Default for TopicsConfig {
-    fn default() -> Self {
-        TopicsConfig {
-            include: default_include(),
-            exclude: None,
-        }
-    }
 }
 
 impl Default for ReplicationConfig {
@@ -511,6 +552,31 @@ impl ClusterConfig {
         Ok(Connector::plain(self.connection_options())
             .secured(tls, sasl)
             .with_token_command(token_command))
+    }
+
+    /// Checks what needs no network or file access; `side` (`source`,
+    /// `target` or `clusters.<alias>`) prefixes the keys in errors.
+    pub fn validate(&self, side: &str) -> Result<(), ConfigError> {
+        let key = format!("{side}.bootstrap_servers");
+        let servers = self.bootstrap_list();
+        if servers.is_empty() {
+            return invalid(&key, "needs at least one host:port".into());
+        }
+        for server in servers {
+            let port_ok = server
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !port_ok {
+                return invalid(&key, format!("`{server}` is not host:port"));
+            }
+        }
+        if self.max_frame_bytes < 1024 * 1024 {
+            return invalid(
+                &format!("{side}.max_frame_bytes"),
+                "must be at least 1 MiB".into(),
+            );
+        }
+        self.validate_security(side)
     }
 
     /// Checks the TLS and SASL keys that need no file access.
@@ -653,8 +719,10 @@ impl MirrorConfig {
     pub fn new(source: ClusterConfig, target: ClusterConfig) -> Self {
         MirrorConfig {
             name: default_name(),
-            source,
-            target,
+            source: Some(source),
+            target: Some(target),
+            clusters: BTreeMap::new(),
+            flows: Vec::new(),
             topics: TopicsConfig::default(),
             replication: ReplicationConfig::default(),
             checkpoints: CheckpointConfig::default(),
@@ -687,54 +755,12 @@ impl MirrorConfig {
         Ok(config)
     }
 
-    /// Checks what the types cannot: non-empty lists, valid regexes, consistent sizes.
+    /// Checks what the types cannot: non-empty lists, valid regexes, consistent
+    /// sizes, flows between declared clusters without loops.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key: &str, reason: String| {
-            Err(ConfigError::Invalid {
-                key: key.to_owned(),
-                reason,
-            })
-        };
         if self.name.is_empty() || self.name.contains(['\n', '/']) {
             return invalid("name", "must be non-empty, without '/' or newlines".into());
         }
-        for (key, cluster) in [
-            ("source.bootstrap_servers", &self.source),
-            ("target.bootstrap_servers", &self.target),
-        ] {
-            let servers = cluster.bootstrap_list();
-            if servers.is_empty() {
-                return invalid(key, "needs at least one host:port".into());
-            }
-            for server in servers {
-                let port_ok = server
-                    .rsplit_once(':')
-                    .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-                if !port_ok {
-                    return invalid(key, format!("`{server}` is not host:port"));
-                }
-            }
-        }
-        for (key, cluster) in [
-            ("source.max_frame_bytes", &self.source),
-            ("target.max_frame_bytes", &self.target),
-        ] {
-            if cluster.max_frame_bytes < 1024 * 1024 {
-                return invalid(key, "must be at least 1 MiB".into());
-            }
-        }
-        if self.source.max_frame_bytes < self.replication.fetch_max_bytes + 1024 * 1024 {
-            return invalid(
-                "source.max_frame_bytes",
-                format!(
-                    "must exceed replication.fetch_max_bytes ({}) by at least 1 MiB, or Fetch responses would be refused",
-                    self.replication.fetch_max_bytes
-                ),
-            );
-        }
-        self.source.validate_security("source")?;
-        self.target.validate_security("target")?;
-        self.topic_filter()?;
         let r = &self.replication;
         if r.partition_fetch_bytes == 0 || r.partition_fetch_bytes > r.fetch_max_bytes {
             return invalid(
@@ -766,26 +792,119 @@ impl MirrorConfig {
         if self.checkpoints.topic.is_empty() {
             return invalid("checkpoints.topic", "must be non-empty".into());
         }
-        Ok(())
+        self.flows().map(|_| ())
+    }
+}
+
+/// An [`ConfigError::Invalid`] for a key.
+fn invalid<T>(key: &str, reason: String) -> Result<T, ConfigError> {
+    Err(ConfigError::Invalid {
+        key: key.to_owned(),
+        reason,
+    })
+}
+
+/// Default of `topics.refresh_interval_ms`: MirrorMaker 2's `refresh.topics.interval.seconds`.
+const DEFAULT_TOPIC_REFRESH: Duration = Duration::from_secs(600);
+
+/// What a [`TopicsConfig`] resolves to.
+#[derive(Debug)]
+struct ResolvedTopics {
+    filter: TopicFilter,
+    policy: ReplicationPolicy,
+    refresh_interval: Duration,
+    never_copy_configs: Vec<String>,
+}
+
+impl TopicsConfig {
+    /// These settings, with `defaults` filling in the keys not set here.
+    fn over(&self, defaults: &TopicsConfig) -> TopicsConfig {
+        TopicsConfig {
+            include: self.include.clone().or_else(|| defaults.include.clone()),
+            exclude: self.exclude.clone().or_else(|| defaults.exclude.clone()),
+            include_internal: self
+                .include_internal
+                .clone()
+                .or_else(|| defaults.include_internal.clone()),
+            replication_policy: self.replication_policy.or(defaults.replication_policy),
+            separator: self
+                .separator
+                .clone()
+                .or_else(|| defaults.separator.clone()),
+            topic_template: self
+                .topic_template
+                .clone()
+                .or_else(|| defaults.topic_template.clone()),
+            refresh_interval_ms: self.refresh_interval_ms.or(defaults.refresh_interval_ms),
+            never_copy_configs: self
+                .never_copy_configs
+                .clone()
+                .or_else(|| defaults.never_copy_configs.clone()),
+        }
     }
 
-    /// The compiled topic selection.
-    pub fn topic_filter(&self) -> Result<TopicFilter, ConfigError> {
-        let anchored = |key, pattern: &str| {
+    /// The include regex as written, `.*` by default.
+    pub fn include_pattern(&self) -> &str {
+        self.include.as_deref().unwrap_or(".*")
+    }
+
+    /// Compiles and checks the settings; `key` (`topics` or `flows[i].topics`)
+    /// prefixes the errors.
+    fn resolve(&self, key: &str, checkpoint_topic: &str) -> Result<ResolvedTopics, ConfigError> {
+        let anchored = |name: &str, pattern: &str| {
             Regex::new(&format!("^(?:{pattern})$")).map_err(|e| ConfigError::Invalid {
-                key: String::from(key),
+                key: format!("{key}.{name}"),
                 reason: format!("not a valid regex: {e}"),
             })
         };
-        Ok(TopicFilter {
-            include: anchored("topics.include", &self.topics.include)?,
+        let filter = TopicFilter {
+            include: anchored("include", self.include_pattern())?,
             exclude: self
-                .topics
                 .exclude
                 .as_deref()
-                .map(|p| anchored("topics.exclude", p))
+                .map(|p| anchored("exclude", p))
                 .transpose()?,
-            checkpoint_topic: self.checkpoints.topic.clone(),
+            include_internal: self
+                .include_internal
+                .as_deref()
+                .map(|p| anchored("include_internal", p))
+                .transpose()?,
+            checkpoint_topic: checkpoint_topic.to_owned(),
+        };
+        let separator = self.separator.as_deref().unwrap_or(".");
+        let policy = match self.replication_policy.unwrap_or(PolicyKind::Identity) {
+            PolicyKind::Identity => Ok(ReplicationPolicy::identity()),
+            PolicyKind::Prefix => ReplicationPolicy::prefix(separator)
+                .map_err(|reason| (format!("{key}.separator"), reason)),
+            PolicyKind::Template => match &self.topic_template {
+                Some(text) => ReplicationPolicy::template(text)
+                    .map_err(|reason| (format!("{key}.topic_template"), reason)),
+                None => Err((
+                    format!("{key}.topic_template"),
+                    "required with replication_policy = \"template\", e.g. \"{source}.{topic}\""
+                        .to_owned(),
+                )),
+            },
+        }
+        .map_err(|(key, reason)| ConfigError::Invalid { key, reason })?;
+        let refresh_interval = match self.refresh_interval_ms {
+            None => DEFAULT_TOPIC_REFRESH,
+            Some(ms) if ms >= 100 => Duration::from_millis(ms),
+            Some(_) => {
+                return invalid(
+                    &format!("{key}.refresh_interval_ms"),
+                    "must be at least 100".into(),
+                )
+            }
+        };
+        let mut never_copy_configs: Vec<String> =
+            NOT_COPIED.iter().map(|name| (*name).to_owned()).collect();
+        never_copy_configs.extend(self.never_copy_configs.iter().flatten().cloned());
+        Ok(ResolvedTopics {
+            filter,
+            policy,
+            refresh_interval,
+            never_copy_configs,
         })
     }
 }
@@ -795,21 +914,44 @@ impl MirrorConfig {
 pub struct TopicFilter {
     include: Regex,
     exclude: Option<Regex>,
+    include_internal: Option<Regex>,
     checkpoint_topic: String,
 }
 
 impl TopicFilter {
-    /// Whether the topic is copied. Internal topics (`__consumer_offsets`,
-    /// `__transaction_state`, anything starting with `__`) and the mirror's own
+    /// Whether the topic is copied. Topics the broker calls internal
+    /// (`__consumer_offsets`, `__transaction_state`) and the mirror's own
     /// checkpoint topic never are: copying them would corrupt the target's
-    /// group and transaction state, or feed a mirror its own progress.
+    /// group and transaction state, or feed a mirror its own progress. Other
+    /// internal-looking topics (see [`looks_internal`]) only when
+    /// `include_internal` names them.
     pub fn selects(&self, topic: &str, internal: bool) -> bool {
-        !internal
-            && !topic.starts_with("__")
-            && topic != self.checkpoint_topic
-            && self.include.is_match(topic)
-            && !self.exclude.as_ref().is_some_and(|e| e.is_match(topic))
+        if internal || topic == self.checkpoint_topic {
+            return false;
+        }
+        if looks_internal(topic)
+            && !self
+                .include_internal
+                .as_ref()
+                .is_some_and(|r| r.is_match(topic))
+        {
+            return false;
+        }
+        self.include.is_match(topic) && !self.exclude.as_ref().is_some_and(|e| e.is_match(topic))
     }
+}
+
+/// Topics that hold some system's own state rather than data, by the naming
+/// conventions MirrorMaker 2 also skips: Kafka's `__*`, MirrorMaker 2's
+/// `mm2-*` and `*.internal`/`*-internal` (its checkpoints, offset syncs and
+/// the Connect topics of its dedicated mode), and its heartbeats.
+pub fn looks_internal(topic: &str) -> bool {
+    topic.starts_with("__")
+        || topic.starts_with("mm2-")
+        || topic.ends_with(".internal")
+        || topic.ends_with("-internal")
+        || topic == "heartbeats"
+        || topic.ends_with(".heartbeats")
 }
 
 fn deserialize_start<'de, D: serde::Deserializer<'de>>(d: D) -> Result<StartPosition, D::Error> {
@@ -864,7 +1006,7 @@ mod tests {
         let config = MirrorConfig::from_toml(MINIMAL).expect("valid");
         assert_eq!(config.name, "kafka-mirror");
         assert_eq!(
-            config.target.bootstrap_list(),
+            config.target.as_ref().unwrap().bootstrap_list(),
             ["127.0.0.1:9093", "127.0.0.1:9094"]
         );
         assert_eq!(
@@ -891,7 +1033,7 @@ mod tests {
     fn missing_target_is_named() {
         let err = MirrorConfig::from_toml("[source]\nbootstrap_servers = \"a:1\"\n")
             .expect_err("no target");
-        assert!(err.to_string().contains("missing field `target`"), "{err}");
+        assert!(err.to_string().contains("`target`: missing"), "{err}");
     }
 
     #[test]
@@ -945,8 +1087,10 @@ mod tests {
         );
         let filter = MirrorConfig::from_toml(&text)
             .expect("valid")
-            .topic_filter()
-            .expect("regex");
+            .flows()
+            .expect("flows")[0]
+            .filter
+            .clone();
         assert!(filter.selects("orders", false));
         assert!(filter.selects("orders.eu", false));
         assert!(!filter.selects("orders-internal", false));
@@ -955,11 +1099,36 @@ mod tests {
         assert!(!filter.selects("orders.x", true));
         let all = MirrorConfig::from_toml(MINIMAL)
             .expect("valid")
-            .topic_filter()
-            .expect("regex");
+            .flows()
+            .expect("flows")[0]
+            .filter
+            .clone();
         assert!(!all.selects("__consumer_offsets", false));
         assert!(!all.selects("kafka-mirror-checkpoints", false));
         assert!(all.selects("anything", false));
+        for internal in [
+            "__schemas",
+            "mm2-offset-syncs.b.internal",
+            "eu.checkpoints.internal",
+            "connect-internal",
+            "heartbeats",
+            "eu.heartbeats",
+        ] {
+            assert!(!all.selects(internal, false), "{internal}");
+        }
+        let text = format!("{MINIMAL}\n[topics]\ninclude_internal = \"heartbeats|__.*\"\n");
+        let explicit = MirrorConfig::from_toml(&text)
+            .expect("valid")
+            .flows()
+            .expect("flows")[0]
+            .filter
+            .clone();
+        assert!(explicit.selects("heartbeats", false));
+        assert!(explicit.selects("__schemas", false));
+        assert!(!explicit.selects("eu.heartbeats", false));
+        // The broker's own internal topics and the checkpoints: never.
+        assert!(!explicit.selects("__consumer_offsets", true));
+        assert!(!explicit.selects("kafka-mirror-checkpoints", false));
     }
 
     #[test]
@@ -969,13 +1138,19 @@ mod tests {
              [source.sasl]\nmechanism = \"SCRAM-SHA-512\"\nusername = \"mirror\"\npassword = \"s3cr3t-pw-123\"\n"
         );
         let config = MirrorConfig::from_toml(&text).expect("valid");
-        let tls = config.source.tls.as_ref().expect("tls");
+        let tls = config.source.as_ref().unwrap().tls.as_ref().expect("tls");
         assert!(tls.enabled && !tls.insecure_skip_verify);
         let debug = format!("{config:?}");
         assert!(!debug.contains("s3cr3t-pw-123"), "{debug}");
         assert!(debug.contains("[redacted]"), "{debug}");
         // The CA file is read when connecting; its absence names the key and the file.
-        let err = config.source.connector("source").unwrap_err().to_string();
+        let err = config
+            .source
+            .as_ref()
+            .unwrap()
+            .connector("source")
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("source.tls") && err.contains("/etc/ca.pem"),
             "{err}"
@@ -1001,7 +1176,13 @@ mod tests {
         let config =
             MirrorConfig::from_toml(&sasl("password_env = \"KAFKA_MIRROR_TEST_UNSET_VARIABLE\""))
                 .expect("valid");
-        let err = config.target.connector("target").unwrap_err().to_string();
+        let err = config
+            .target
+            .as_ref()
+            .unwrap()
+            .connector("target")
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("target.sasl.password_env")
                 && err.contains("KAFKA_MIRROR_TEST_UNSET_VARIABLE"),
@@ -1014,6 +1195,8 @@ mod tests {
                 .expect("valid");
         let password = config
             .target
+            .as_ref()
+            .unwrap()
             .sasl
             .as_ref()
             .unwrap()
@@ -1036,6 +1219,8 @@ mod tests {
         assert!(!format!("{config:?}").contains("eyJhbGci"));
         let password = config
             .source
+            .as_ref()
+            .unwrap()
             .sasl
             .as_ref()
             .unwrap()
@@ -1067,7 +1252,12 @@ mod tests {
         let config = sasl("token_command = \"get-token --secret=hunter2\"").expect("valid");
         let debug = format!("{config:?}");
         assert!(!debug.contains("hunter2"), "{debug}");
-        let connector = config.source.connector("source").expect("no file to read");
+        let connector = config
+            .source
+            .as_ref()
+            .unwrap()
+            .connector("source")
+            .expect("no file to read");
         assert!(!format!("{connector:?}").contains("hunter2"));
         for body in [
             "token_command = \"a\"\ntoken = \"t\"",

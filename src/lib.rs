@@ -14,9 +14,10 @@
 //! - [`batch`]: record batches viewed in place: split, CRC check, header rewrite,
 //!   READ_COMMITTED filtering.
 //! - [`pipeline`]: the fetch-to-produce engine, its ordering and memory rules.
-//! - [`topics`]: target topic creation and checks.
+//! - [`topics`]: target topic creation, partitions and config updates.
+//! - [`policy`]: target topic names, and the loops they reveal.
 //! - [`checkpoint`]: progress stored in a compacted topic on the target.
-//! - [`config`]: the TOML configuration and its validation.
+//! - [`config`]: the TOML configuration, its flows and their validation.
 //!
 //! The binary (`src/main.rs`, `src/cli.rs`) turns flags and a file into a
 //! [`config::MirrorConfig`] and calls [`pipeline::run`].
@@ -29,6 +30,7 @@ pub mod cluster;
 pub mod config;
 pub mod net;
 pub mod pipeline;
+pub mod policy;
 pub mod topics;
 
 /// Every binary built on this crate (the mirror, its tests, benches and fuzz

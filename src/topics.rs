@@ -1,20 +1,31 @@
-//! Topic management on the target: create what is missing, refuse what cannot work.
+//! Topic management on the target: create what is missing, add partitions,
+//! keep configs in step with the source.
 //!
 //! A batch is produced to the same partition number it was fetched from, so a
 //! target topic needs at least as many partitions as its source. Missing
 //! topics are created with the source's partition count and its topic-level
 //! configs (cleanup.policy, retention, max.message.bytes, ...), less the ones
-//! that describe the source cluster's own operation; a target with fewer
-//! partitions is an error that names the topic rather than a silent reshuffle.
+//! that describe the source cluster's own operation or that the flow keeps
+//! for the target (`never_copy_configs`). A target topic with fewer
+//! partitions gets the missing ones (CreatePartitions), as a partition added
+//! on the source must be. While running, changed source configs are applied
+//! to the target with IncrementalAlterConfigs (`sync_configs`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kafka_protocol::error::ParseResponseErrorCode;
+use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
-use kafka_protocol::messages::{CreateTopicsRequest, DescribeConfigsRequest, TopicName};
+use kafka_protocol::messages::incremental_alter_configs_request::{
+    AlterConfigsResource, AlterableConfig,
+};
+use kafka_protocol::messages::{
+    CreatePartitionsRequest, CreateTopicsRequest, DescribeConfigsRequest,
+    IncrementalAlterConfigsRequest, TopicName,
+};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
@@ -24,18 +35,29 @@ use crate::cluster::{Cluster, ClusterError, Metadata};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TopicError {
-    /// The target topic exists with fewer partitions than the source.
-    #[error(
-        "target topic `{topic}` has {target} partitions but the source has {source_count}: \
-         add partitions on the target (kafka-topics --alter --partitions {source_count}) or exclude the topic"
-    )]
-    TooFewPartitions {
+    /// The target refused to add partitions to a topic that has fewer than its source.
+    #[error("cannot add partitions to target topic `{topic}` ({target} of the source's {source_count}): {error:?}{}", message.as_deref().map(|m| format!(" ({m})")).unwrap_or_default())]
+    PartitionsRefused {
         /// The topic.
         topic: String,
         /// Partitions on the source.
         source_count: i32,
         /// Partitions on the target.
         target: i32,
+        /// The broker's error code.
+        error: ResponseError,
+        /// The broker's explanation, when it gave one.
+        message: Option<String>,
+    },
+    /// The target refused to change a topic's configs.
+    #[error("cannot update the configs of target topic `{topic}`: {error:?}{}", message.as_deref().map(|m| format!(" ({m})")).unwrap_or_default())]
+    AlterRefused {
+        /// The topic.
+        topic: String,
+        /// The broker's error code.
+        error: ResponseError,
+        /// The broker's explanation, when it gave one.
+        message: Option<String>,
     },
     /// The target refused to create the topic.
     #[error("cannot create target topic `{topic}`: {error:?}{}", message.as_deref().map(|m| format!(" ({m})")).unwrap_or_default())]
@@ -55,8 +77,8 @@ pub enum TopicError {
         /// How long the mirror waited.
         waited: Duration,
     },
-    /// The source would not describe a topic's configs.
-    #[error("cannot read the configs of source topic `{topic}`: {error:?}{}", message.as_deref().map(|m| format!(" ({m})")).unwrap_or_default())]
+    /// A cluster would not describe a topic's configs.
+    #[error("cannot read the configs of topic `{topic}`: {error:?}{}", message.as_deref().map(|m| format!(" ({m})")).unwrap_or_default())]
     DescribeRefused {
         /// The topic.
         topic: String,
@@ -84,8 +106,9 @@ pub struct TopicSpec {
 /// Topic configs never copied to the target, as MirrorMaker 2 does: they
 /// describe how the source cluster runs (replication throttles, ISR and
 /// election rules) or how it validated timestamps when the data was new. A
-/// LogAppendTime target would also overwrite the copied timestamps.
-const NOT_COPIED: &[&str] = &[
+/// LogAppendTime target would also overwrite the copied timestamps. A flow's
+/// `never_copy_configs` adds to them.
+pub const NOT_COPIED: &[&str] = &[
     "follower.replication.throttled.replicas",
     "leader.replication.throttled.replicas",
     "min.insync.replicas",
@@ -101,13 +124,39 @@ const TOPIC_RESOURCE: i8 = 2;
 /// `DescribeConfigs` config source of a value set on the topic itself.
 const DYNAMIC_TOPIC_CONFIG: i8 = 1;
 
+/// `IncrementalAlterConfigs` operations.
+const SET: i8 = 0;
+const DELETE: i8 = 1;
+
 /// The configs set on each source topic (not inherited from broker
-/// defaults), minus `NOT_COPIED` and sensitive values: what a created
-/// target topic gets.
+/// defaults), minus `never_copy` and sensitive values: what its target topic
+/// gets.
 pub async fn copied_configs(
     source: &Arc<Cluster>,
     topics: &[String],
+    never_copy: &[String],
 ) -> Result<BTreeMap<String, Vec<(String, String)>>, TopicError> {
+    Ok(topic_configs(source, topics)
+        .await?
+        .into_iter()
+        .map(|(topic, configs)| {
+            let copied = configs
+                .into_iter()
+                .filter(|(name, _)| !never_copy.contains(name))
+                .collect();
+            (topic, copied)
+        })
+        .collect())
+}
+
+/// The configs set on each topic itself, without sensitive ones.
+async fn topic_configs(
+    cluster: &Arc<Cluster>,
+    topics: &[String],
+) -> Result<BTreeMap<String, BTreeMap<String, String>>, TopicError> {
+    if topics.is_empty() {
+        return Ok(BTreeMap::new());
+    }
     let request = DescribeConfigsRequest::default().with_resources(
         topics
             .iter()
@@ -119,7 +168,7 @@ pub async fn copied_configs(
             })
             .collect(),
     );
-    let response = source.send_any(request).await?;
+    let response = cluster.send_any(request).await?;
     let mut configs = BTreeMap::new();
     for result in response.results {
         let topic = result.resource_name.to_string();
@@ -130,23 +179,97 @@ pub async fn copied_configs(
                 message: result.error_message.map(|m| m.to_string()),
             });
         }
-        let copied = result
+        let set = result
             .configs
             .into_iter()
             .filter(|c| c.config_source == DYNAMIC_TOPIC_CONFIG && !c.is_sensitive)
-            .filter(|c| !NOT_COPIED.contains(&c.name.as_str()))
             .filter_map(|c| Some((c.name.to_string(), c.value?.to_string())))
             .collect();
-        configs.insert(topic, copied);
+        configs.insert(topic, set);
     }
     Ok(configs)
+}
+
+/// Brings each target topic's configs in step with its spec: a copyable
+/// config the spec sets is set where it differs, and one set on the target
+/// but no longer on the source goes back to the target's default. Configs in
+/// `never_copy` are the target's own and never touched.
+pub async fn sync_configs(
+    target: &Arc<Cluster>,
+    specs: &[TopicSpec],
+    never_copy: &[String],
+) -> Result<(), TopicError> {
+    let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
+    let current = topic_configs(target, &names).await?;
+    let mut resources = Vec::new();
+    for spec in specs {
+        let empty = BTreeMap::new();
+        let now = current.get(&spec.name).unwrap_or(&empty);
+        let changes = config_changes(&spec.configs, now, never_copy);
+        if changes.is_empty() {
+            continue;
+        }
+        tracing::info!(topic = %spec.name, changes = ?changes.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), "updating target topic configs");
+        resources.push(
+            AlterConfigsResource::default()
+                .with_resource_type(TOPIC_RESOURCE)
+                .with_resource_name(StrBytes::from_string(spec.name.clone()))
+                .with_configs(changes),
+        );
+    }
+    if resources.is_empty() {
+        return Ok(());
+    }
+    let request = IncrementalAlterConfigsRequest::default().with_resources(resources);
+    let response = target.send_any(request).await?;
+    for result in response.responses {
+        if let Some(error) = result.error_code.err() {
+            return Err(TopicError::AlterRefused {
+                topic: result.resource_name.to_string(),
+                error,
+                message: result.error_message.map(|m| m.to_string()),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// What makes a target topic's configs (`current`) those of its source
+/// (`wanted`): set what differs, and reset what the source no longer sets,
+/// except the `never_copy` ones.
+fn config_changes(
+    wanted: &[(String, String)],
+    current: &BTreeMap<String, String>,
+    never_copy: &[String],
+) -> Vec<AlterableConfig> {
+    let mut changes: Vec<AlterableConfig> = wanted
+        .iter()
+        .filter(|(name, value)| current.get(name) != Some(value))
+        .map(|(name, value)| alterable(name, SET, Some(value)))
+        .collect();
+    changes.extend(
+        current
+            .keys()
+            .filter(|name| !never_copy.contains(name))
+            .filter(|name| !wanted.iter().any(|(set, _)| set == *name))
+            .map(|name| alterable(name, DELETE, None)),
+    );
+    changes
+}
+
+fn alterable(name: &str, operation: i8, value: Option<&String>) -> AlterableConfig {
+    AlterableConfig::default()
+        .with_name(StrBytes::from_string(name.to_owned()))
+        .with_config_operation(operation)
+        .with_value(value.map(|v| StrBytes::from_string(v.clone())))
 }
 
 /// How long created topics may take to get leaders.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Makes sure every topic exists on the target with enough partitions and a
-/// leader for each, creating missing ones. Returns the target metadata after.
+/// leader for each, creating missing topics and partitions. Returns the
+/// target metadata after.
 pub async fn ensure_topics(
     target: &Arc<Cluster>,
     wanted: &[TopicSpec],
@@ -154,15 +277,12 @@ pub async fn ensure_topics(
 ) -> Result<Metadata, TopicError> {
     let metadata = target.metadata().await?;
     let mut missing = Vec::new();
+    let mut short = Vec::new();
     for spec in wanted {
         match metadata.topics.get(&spec.name) {
             Some(existing) if existing.error.is_none() => {
                 if existing.partition_count() < spec.partitions {
-                    return Err(TopicError::TooFewPartitions {
-                        topic: spec.name.clone(),
-                        source_count: spec.partitions,
-                        target: existing.partition_count(),
-                    });
+                    short.push((spec, existing.partition_count()));
                 }
             }
             _ => missing.push(spec),
@@ -171,7 +291,55 @@ pub async fn ensure_topics(
     if !missing.is_empty() {
         create(target, &missing, replication_factor).await?;
     }
+    if !short.is_empty() {
+        add_partitions(target, &short).await?;
+    }
     wait_until_led(target, wanted).await
+}
+
+/// Grows target topics to their spec's partition count.
+async fn add_partitions(
+    target: &Arc<Cluster>,
+    short: &[(&TopicSpec, i32)],
+) -> Result<(), TopicError> {
+    let request = CreatePartitionsRequest::default()
+        .with_timeout_ms(30_000)
+        .with_topics(
+            short
+                .iter()
+                .map(|(spec, _)| {
+                    CreatePartitionsTopic::default()
+                        .with_name(TopicName(StrBytes::from_string(spec.name.clone())))
+                        .with_count(spec.partitions)
+                        .with_assignments(None)
+                })
+                .collect(),
+        );
+    let response = target.send_any(request).await?;
+    for result in response.results {
+        let name = result.name.0.to_string();
+        let Some((spec, had)) = short.iter().find(|(spec, _)| spec.name == name) else {
+            continue;
+        };
+        match result.error_code.err() {
+            None => {
+                tracing::info!(topic = %name, from = had, to = spec.partitions, "added partitions to target topic");
+            }
+            // It has them already (another instance added them first); the
+            // wait for leaders below checks the count.
+            Some(ResponseError::InvalidPartitions) => {}
+            Some(error) => {
+                return Err(TopicError::PartitionsRefused {
+                    topic: name,
+                    source_count: spec.partitions,
+                    target: *had,
+                    error,
+                    message: result.error_message.map(|m| m.to_string()),
+                })
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn create(
@@ -247,5 +415,51 @@ async fn wait_until_led(
             });
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn config_changes_follow_the_source_but_keep_the_targets_own() {
+        let wanted = pairs(&[("retention.ms", "1000"), ("cleanup.policy", "compact")]);
+        let current: BTreeMap<String, String> = pairs(&[
+            ("retention.ms", "5000"),
+            ("cleanup.policy", "compact"),
+            ("max.message.bytes", "2000000"),
+            ("segment.ms", "3600000"),
+        ])
+        .into_iter()
+        .collect();
+        let never_copy = vec!["segment.ms".to_owned()];
+        let changes: Vec<(String, i8, Option<String>)> =
+            config_changes(&wanted, &current, &never_copy)
+                .into_iter()
+                .map(|c| {
+                    (
+                        c.name.to_string(),
+                        c.config_operation,
+                        c.value.map(|v| v.to_string()),
+                    )
+                })
+                .collect();
+        assert_eq!(
+            changes,
+            [
+                ("retention.ms".to_owned(), SET, Some("1000".to_owned())),
+                // Set on the target but no longer on the source: back to the default.
+                ("max.message.bytes".to_owned(), DELETE, None),
+            ]
+        );
+        let same: BTreeMap<String, String> = wanted.iter().cloned().collect();
+        assert!(config_changes(&wanted, &same, &never_copy).is_empty());
     }
 }

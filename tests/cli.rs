@@ -17,15 +17,6 @@ fn run(args: &[&str]) -> (Option<i32>, String, String) {
     )
 }
 
-fn config_file(name: &str, text: &str) -> String {
-    let path = std::env::temp_dir().join(format!(
-        "kafka-mirror-cli-{}-{name}.toml",
-        std::process::id()
-    ));
-    std::fs::write(&path, text).expect("write config");
-    path.display().to_string()
-}
-
 #[test]
 fn help_explains_every_option() {
     let (code, stdout, _) = run(&["run", "--help"]);
@@ -143,4 +134,28 @@ fn a_jks_trust_store_in_a_properties_file_is_refused_by_key() {
     assert!(stderr.contains("PEM"), "{stderr}");
     assert!(stderr.contains(&path), "the error names the file: {stderr}");
     assert!(!stderr.contains("changeit-s3cr3t"), "{stderr}");
+}
+
+#[test]
+fn one_flow_flags_are_refused_with_a_flows_config() {
+    let path = config_file(
+        "flows",
+        "[clusters.a]\nbootstrap_servers = \"127.0.0.1:1\"\n\
+         [clusters.b]\nbootstrap_servers = \"127.0.0.1:2\"\n\
+         [[flows]]\nsource = \"a\"\ntarget = \"b\"\n",
+    );
+    for flag in ["--source", "--topics"] {
+        let (code, _, stderr) = run(&["run", "--config", &path, flag, "x:1"]);
+        assert_eq!(code, Some(1), "{stderr}");
+        assert!(
+            stderr.contains(&format!("config key `{flag}`")) && stderr.contains("[[flows]]"),
+            "{stderr}"
+        );
+    }
+    let (code, _, stderr) = run(&["run", "--config", &path, "--in-flight-bytes", "10"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("replication.in_flight_bytes"),
+        "flags common to all flows apply: {stderr}"
+    );
 }

@@ -634,8 +634,21 @@ fn batches_the_target_topic_refuses_stop_or_are_skipped_by_policy() {
         "the first batch is over the target's limit"
     );
 
-    let mut args = run_args(source, target, "refused");
-    args.extend(["--topics".into(), format!("{too_old}|{too_large}")]);
+    // The target keeps its own max.message.bytes (the timestamp settings are
+    // never copied anyway).
+    let config = config_file(
+        "refused.toml",
+        &format!(
+            "name = \"refused\"\n\
+             [source]\nbootstrap_servers = \"{}\"\n\
+             [target]\nbootstrap_servers = \"{}\"\n\
+             [topics]\ninclude = \"{too_old}|{too_large}\"\n\
+             never_copy_configs = [\"max.message.bytes\"]\n",
+            source.bootstrap(),
+            target.bootstrap()
+        ),
+    );
+    let mut args = vec!["run".to_owned(), "--config".to_owned(), config];
     let stopping = [&args[..], &["--until-caught-up".to_owned()]].concat();
     let output = run_mirror(&stopping, Duration::from_secs(180));
     let stdout = String::from_utf8_lossy(&output.stdout);

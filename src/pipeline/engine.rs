@@ -1,9 +1,15 @@
-//! The engine: the one task that owns all partition state and runs the loop
-//! "start what may start, wait for an answer, apply it".
+//! The engine: the one task that owns all partition state of one flow and
+//! runs the loop "start what may start, wait for an answer, apply it".
 //!
 //! Requests are spawned tasks that send their answer back as an [`Event`];
 //! nothing else touches the state, so there are no locks on the data path and
 //! the order of decisions is the order of events.
+//!
+//! There is one engine per flow rather than one for all flows: a flow is then
+//! exactly the single-copy pipeline this engine already was (its own producer
+//! id, memory budget, checkpoints and summary), a stopped or slow flow cannot
+//! stall another's loop, and flows writing the same cluster still share its
+//! connections through one `Arc<Cluster>` (see `Targets` in `mod.rs`).
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -20,7 +26,7 @@ use super::stats::{Counters, PartitionProblem, Summary};
 use super::MirrorError;
 use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore};
 use crate::cluster::{Cluster, ClusterError, Metadata, OffsetResult, OffsetSpec, Role};
-use crate::config::MirrorConfig;
+use crate::config::Flow;
 
 /// How a run ends besides a shutdown signal.
 #[derive(Debug, Clone, Copy, Default)]
@@ -45,7 +51,10 @@ pub(super) enum Status {
 /// One source partition and everything the engine knows about it.
 #[derive(Debug)]
 pub(super) struct Slot {
+    /// The source topic.
     pub(super) topic: Arc<str>,
+    /// The target topic it is copied into (named by the flow's policy).
+    pub(super) target_topic: Arc<str>,
     pub(super) partition: i32,
     /// The source topic id the copied data came from.
     pub(super) source_topic_id: Uuid,
@@ -59,6 +68,32 @@ pub(super) struct Slot {
     pub(super) caught_up_at: Option<i64>,
     /// Out-of-order answers in a row for the first unacknowledged batch.
     pub(super) out_of_order_streak: u32,
+}
+
+impl Slot {
+    /// A partition about to be copied from `offset`.
+    pub(super) fn new(
+        topic: Arc<str>,
+        target_topic: Arc<str>,
+        partition: i32,
+        source_topic_id: Uuid,
+        offset: i64,
+        status: Status,
+    ) -> Self {
+        Slot {
+            topic,
+            target_topic,
+            partition,
+            source_topic_id,
+            state: PartitionState::new(offset),
+            status,
+            fetching: false,
+            fetch_backoff: Backoff::default(),
+            produce_backoff: Backoff::default(),
+            caught_up_at: None,
+            out_of_order_streak: 0,
+        }
+    }
 }
 
 /// The answer to a request the engine started.
@@ -98,12 +133,15 @@ pub(super) enum Event {
         reason: String,
         result: Result<(i64, i16), MirrorError>,
     },
+    TopicsRefreshed {
+        result: Result<super::lifecycle::Refreshed, MirrorError>,
+    },
 }
 
 /// Everything the engine starts from, gathered by `startup.rs`.
 #[derive(Debug)]
 pub(super) struct Prepared {
-    pub(super) config: MirrorConfig,
+    pub(super) config: Flow,
     pub(super) options: RunOptions,
     pub(super) source: Arc<Cluster>,
     pub(super) target: Arc<Cluster>,
@@ -134,7 +172,7 @@ const PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
 /// The pipeline's state and its loop.
 #[derive(Debug)]
 pub(crate) struct Engine {
-    pub(super) config: Arc<MirrorConfig>,
+    pub(super) config: Arc<Flow>,
     pub(super) options: RunOptions,
     pub(super) source: Arc<Cluster>,
     pub(super) target: Arc<Cluster>,
@@ -155,6 +193,7 @@ pub(crate) struct Engine {
     pub(super) fetch_cursor: usize,
     pub(super) counters: Counters,
     pub(super) topic_count: usize,
+    pub(super) topic_refresh: super::lifecycle::TopicRefresh,
     checkpoint_in_flight: bool,
     last_checkpoint: Instant,
     refresh: [Refresh; 2],
@@ -187,6 +226,7 @@ impl Engine {
             .map(|(i, s)| ((s.topic.clone(), s.partition), i))
             .collect();
         let now = Instant::now();
+        let topic_refresh = super::lifecycle::TopicRefresh::new(now, config.topic_refresh_interval);
         let mut engine = Engine {
             config: Arc::new(config),
             options,
@@ -208,6 +248,7 @@ impl Engine {
             fetch_cursor: 0,
             counters: Counters::default(),
             topic_count,
+            topic_refresh,
             checkpoint_in_flight: false,
             last_checkpoint: now,
             refresh: Default::default(),
@@ -251,6 +292,7 @@ impl Engine {
     fn dispatch(&mut self) {
         let now = Instant::now();
         self.start_refreshes(now);
+        self.start_topic_refresh(now);
         self.start_lookups(now);
         if self.draining.is_none() {
             self.start_fetches(now);
@@ -294,6 +336,7 @@ impl Engine {
                 latest,
             } => self.on_loss_checked(slots, earliest, latest),
             Event::ProducerRenewed { reason, result } => self.on_producer_renewed(reason, result),
+            Event::TopicsRefreshed { result } => self.on_topics_refreshed(result),
         }
     }
 
@@ -355,7 +398,7 @@ impl Engine {
         }
     }
 
-    fn set_metadata(&mut self, role: Role, metadata: Metadata) {
+    pub(super) fn set_metadata(&mut self, role: Role, metadata: Metadata) {
         let names = metadata
             .topics
             .iter()
@@ -422,8 +465,10 @@ impl Engine {
             if committed == slot.state.checkpointed {
                 continue;
             }
+            // Keyed by the target topic: a changed naming policy writes new
+            // target topics, which must be copied from the start.
             entries.push((
-                slot.topic.to_string(),
+                slot.target_topic.to_string(),
                 slot.partition,
                 Checkpoint {
                     next_offset: committed,
@@ -520,10 +565,12 @@ impl Engine {
             .slots
             .iter()
             .filter(|s| !matches!(s.status, Status::Stopped(_)));
-        if self
-            .slots
-            .iter()
-            .all(|s| matches!(s.status, Status::Stopped(_)))
+        // A flow without partitions yet waits for the topic refresh to find some.
+        if !self.slots.is_empty()
+            && self
+                .slots
+                .iter()
+                .all(|s| matches!(s.status, Status::Stopped(_)))
         {
             self.begin_drain("every partition stopped");
             return;
@@ -550,6 +597,7 @@ impl Engine {
             .iter()
             .filter_map(|s| match &s.status {
                 Status::Stopped(reason) => Some(PartitionProblem {
+                    flow: self.config.name.clone(),
                     topic: s.topic.to_string(),
                     partition: s.partition,
                     reason: reason.clone(),

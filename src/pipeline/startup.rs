@@ -1,79 +1,71 @@
-//! Everything before the first Fetch: reach both clusters, select topics,
-//! create target topics, load checkpoints, get a producer id, and decide
-//! where each partition starts.
+//! Everything before the first Fetch of one flow: select topics, create
+//! target topics, load checkpoints, get a producer id, and decide where each
+//! partition starts.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::engine::{Engine, Prepared, RunOptions, Slot, Status};
-use super::partition::{Backoff, PartitionState};
 use super::MirrorError;
 use crate::checkpoint::CheckpointStore;
 use crate::cluster::{Cluster, Metadata, OffsetSpec, Role};
-use crate::config::{MirrorConfig, StartPosition};
-use crate::topics::{copied_configs, ensure_topics, TopicSpec};
+use crate::config::{Flow, StartPosition};
+use crate::topics::{copied_configs, ensure_topics, sync_configs, TopicError, TopicSpec};
 
-/// Connects, prepares the target and builds the engine.
+/// Prepares the target for one flow and builds its engine. The clusters may
+/// be shared with other flows.
 pub(super) async fn start(
-    config: MirrorConfig,
+    flow: Flow,
+    source: Arc<Cluster>,
+    target: Arc<Cluster>,
     options: RunOptions,
 ) -> Result<Engine, MirrorError> {
-    let filter = config.topic_filter()?;
-    let source = Cluster::new(
-        Role::Source,
-        config.source.bootstrap_list(),
-        config.source.connector("source")?,
-    );
-    let target = Cluster::new(
-        Role::Target,
-        config.target.bootstrap_list(),
-        config.target.connector("target")?,
-    );
     let source_meta = source.metadata().await?;
-    let selected: Vec<String> = source_meta
-        .topics
-        .iter()
-        .filter(|(name, topic)| topic.error.is_none() && filter.selects(name, topic.internal))
-        .map(|(name, _)| name.clone())
-        .collect();
-    if selected.is_empty() {
-        return Err(MirrorError::NoTopics {
-            include: config.topics.include.clone(),
-            exclude: config.topics.exclude.clone(),
-        });
+    let specs = target_specs(&flow, &source, &source_meta).await?;
+    if specs.is_empty() {
+        // Nothing would ever be copied by a run that stops when caught up; a
+        // long-running flow picks topics up as they appear.
+        if options.until_caught_up {
+            return Err(MirrorError::NoTopics {
+                include: flow.topics.include_pattern().to_owned(),
+                exclude: flow.topics.exclude.clone(),
+            });
+        }
+        tracing::warn!(
+            flow = %flow.name,
+            include = flow.topics.include_pattern(),
+            exclude = flow.topics.exclude.as_deref().unwrap_or(""),
+            every = ?flow.topic_refresh_interval,
+            "no source topic matches yet; looking again at every topic refresh"
+        );
     }
-    let mut configs = copied_configs(&source, &selected).await?;
-    let specs: Vec<TopicSpec> = selected
-        .into_iter()
-        .map(|name| TopicSpec {
-            partitions: source_meta.topics[&name].partition_count(),
-            configs: configs.remove(&name).unwrap_or_default(),
-            name,
-        })
-        .collect();
-    tracing::info!(topics = ?specs.iter().map(|s| &s.name).collect::<Vec<_>>(), "selected source topics");
-    let replication_factor = config.replication.replication_factor;
-    let target_meta = ensure_topics(&target, &specs, replication_factor).await?;
+    tracing::info!(flow = %flow.name, topics = ?specs.iter().map(|(source, _)| source).collect::<Vec<_>>(), "selected source topics");
+    let replication_factor = flow.replication.replication_factor;
+    let target_specs: Vec<TopicSpec> = specs.iter().map(|(_, spec)| spec.clone()).collect();
+    let target_meta = ensure_topics(&target, &target_specs, replication_factor).await?;
+    sync_configs(&target, &target_specs, &flow.never_copy_configs).await?;
     let checkpoints = CheckpointStore::open(
         target.clone(),
-        &config.checkpoints.topic,
-        &config.name,
+        &flow.checkpoints.topic,
+        &flow.checkpoint_name,
         replication_factor,
     )
     .await?;
     let stored = checkpoints.load().await?;
     let producer = super::produce::init_producer_id(&target).await?;
     tracing::info!(
+        flow = %flow.name,
         producer_id = producer.0,
         epoch = producer.1,
         "target producer id"
     );
 
     let mut slots = Vec::new();
-    for spec in &specs {
-        let topic = &source_meta.topics[&spec.name];
-        let name: Arc<str> = spec.name.as_str().into();
+    for (source_name, spec) in &specs {
+        let topic = &source_meta.topics[source_name];
+        let name: Arc<str> = source_name.as_str().into();
+        let target_name: Arc<str> = spec.name.as_str().into();
         for &partition in topic.partitions.keys() {
             // A checkpoint of an older incarnation of the topic keeps its
             // topic id here, so the engine's recreated-topic check reports it.
@@ -82,7 +74,7 @@ pub(super) async fn start(
                     0,
                     topic.id,
                     Status::Resolving {
-                        spec: start_spec(config.replication.start_position),
+                        spec: start_spec(flow.replication.start_position),
                         asked: false,
                     },
                 ),
@@ -92,7 +84,7 @@ pub(super) async fn start(
                     {
                         if stored != current {
                             return Err(MirrorError::WrongSourceCluster {
-                                mirror: config.name.clone(),
+                                mirror: flow.checkpoint_name.clone(),
                                 stored: stored.clone(),
                                 current: current.clone(),
                             });
@@ -101,28 +93,24 @@ pub(super) async fn start(
                     (checkpoint.next_offset, checkpoint.topic_id, Status::Copying)
                 }
             };
-            slots.push(Slot {
-                topic: name.clone(),
+            slots.push(Slot::new(
+                name.clone(),
+                target_name.clone(),
                 partition,
-                source_topic_id: topic_id,
-                state: PartitionState::new(offset),
+                topic_id,
+                offset,
                 status,
-                fetching: false,
-                fetch_backoff: Backoff::default(),
-                produce_backoff: Backoff::default(),
-                caught_up_at: None,
-                out_of_order_streak: 0,
-            });
+            ));
         }
     }
     if options.until_caught_up {
-        let ends = end_offsets(&source, &source_meta, &slots, &config).await?;
+        let ends = end_offsets(&source, &source_meta, &slots, &flow).await?;
         for slot in &mut slots {
             slot.caught_up_at = ends.get(&(slot.topic.to_string(), slot.partition)).copied();
         }
     }
     Ok(Engine::new(Prepared {
-        config,
+        config: flow,
         options,
         source,
         target,
@@ -133,6 +121,33 @@ pub(super) async fn start(
         slots,
         topic_count: specs.len(),
     }))
+}
+
+/// The source topics the flow copies now, each with the target topic it
+/// needs: the target name, the source's partition count and copyable configs.
+pub(super) async fn target_specs(
+    flow: &Flow,
+    source: &Arc<Cluster>,
+    source_meta: &Metadata,
+) -> Result<Vec<(String, TopicSpec)>, TopicError> {
+    let selected: Vec<String> = source_meta
+        .topics
+        .iter()
+        .filter(|(name, topic)| topic.error.is_none() && flow.selects(name, topic.internal))
+        .map(|(name, _)| name.clone())
+        .collect();
+    let mut configs = copied_configs(source, &selected, &flow.never_copy_configs).await?;
+    Ok(selected
+        .into_iter()
+        .map(|name| {
+            let spec = TopicSpec {
+                name: flow.target_topic(&name),
+                partitions: source_meta.topics[&name].partition_count(),
+                configs: configs.remove(&name).unwrap_or_default(),
+            };
+            (name, spec)
+        })
+        .collect())
 }
 
 fn start_spec(position: StartPosition) -> OffsetSpec {
@@ -148,13 +163,13 @@ async fn end_offsets(
     source: &Arc<Cluster>,
     metadata: &Metadata,
     slots: &[Slot],
-    config: &MirrorConfig,
+    flow: &Flow,
 ) -> Result<HashMap<(String, i32), i64>, MirrorError> {
     let mut wanted: Vec<(String, i32)> = slots
         .iter()
         .map(|s| (s.topic.to_string(), s.partition))
         .collect();
-    let isolation = config.replication.isolation_level.wire_value();
+    let isolation = flow.replication.isolation_level.wire_value();
     let mut ends = HashMap::new();
     let mut metadata = metadata.clone();
     for attempt in 1..=20u32 {

@@ -35,6 +35,8 @@ pub(crate) struct Counters {
 /// A partition that stopped, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionProblem {
+    /// The flow the partition belongs to.
+    pub flow: String,
     /// The source topic.
     pub topic: String,
     /// The partition.
@@ -82,6 +84,23 @@ pub struct Summary {
     pub elapsed: Duration,
     /// Partitions that stopped with an error.
     pub stopped: Vec<PartitionProblem>,
+    /// Each flow's own totals, when the run had several flows.
+    pub flows: Vec<FlowTotals>,
+}
+
+/// What one flow of a run with several flows did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowTotals {
+    /// The flow's name.
+    pub name: String,
+    /// Topics it replicated.
+    pub topics: usize,
+    /// Partitions it replicated.
+    pub partitions: usize,
+    /// Records the target acknowledged.
+    pub records: u64,
+    /// Partitions that stopped with an error.
+    pub stopped: usize,
 }
 
 impl Summary {
@@ -109,7 +128,42 @@ impl Summary {
             refused_records_skipped: counters.refused_records_skipped,
             elapsed,
             stopped,
+            flows: Vec::new(),
         }
+    }
+
+    /// One summary of a run with several flows: the totals of all, and each
+    /// flow's own line. The run lasted as long as its longest flow.
+    pub(crate) fn combine(mut parts: Vec<(String, Summary)>) -> Summary {
+        if parts.len() == 1 {
+            if let Some((_, only)) = parts.pop() {
+                return only;
+            }
+        }
+        let mut total = Summary::new(0, 0, &Counters::default(), Duration::ZERO, Vec::new());
+        for (name, part) in parts {
+            total.flows.push(FlowTotals {
+                name,
+                topics: part.topics,
+                partitions: part.partitions,
+                records: part.records,
+                stopped: part.stopped.len(),
+            });
+            total.topics += part.topics;
+            total.partitions += part.partitions;
+            total.records += part.records;
+            total.bytes += part.bytes;
+            total.batches += part.batches;
+            total.control_batches_skipped += part.control_batches_skipped;
+            total.aborted_batches_skipped += part.aborted_batches_skipped;
+            total.empty_batches_skipped += part.empty_batches_skipped;
+            total.reencoded_batches += part.reencoded_batches;
+            total.offsets_lost += part.offsets_lost;
+            total.produce_retries += part.produce_retries;
+            total.elapsed = total.elapsed.max(part.elapsed);
+            total.stopped.extend(part.stopped);
+        }
+        total
     }
 
     /// Megabytes (10^6 bytes) per second of record batches.
@@ -172,13 +226,86 @@ impl fmt::Display for Summary {
                 self.offsets_lost
             )?;
         }
-        for problem in &self.stopped {
+        for flow in &self.flows {
             writeln!(
                 f,
-                "STOPPED {}-{}: {}",
+                "flow {}: {} topics, {} partitions: {} records{}",
+                flow.name,
+                flow.topics,
+                flow.partitions,
+                flow.records,
+                if flow.stopped > 0 {
+                    format!(", {} partitions stopped", flow.stopped)
+                } else {
+                    String::new()
+                }
+            )?;
+        }
+        for problem in &self.stopped {
+            let flow = if self.flows.is_empty() {
+                String::new()
+            } else {
+                format!("[{}] ", problem.flow)
+            };
+            writeln!(
+                f,
+                "STOPPED {flow}{}-{}: {}",
                 problem.topic, problem.partition, problem.reason
             )?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn part(flow: &str, records: u64, seconds: u64, stopped: &[&str]) -> (String, Summary) {
+        let counters = Counters {
+            records,
+            bytes: records * 100,
+            batches: records / 10,
+            ..Counters::default()
+        };
+        let stopped = stopped
+            .iter()
+            .map(|topic| PartitionProblem {
+                flow: flow.to_owned(),
+                topic: (*topic).to_owned(),
+                partition: 0,
+                reason: "broken".to_owned(),
+            })
+            .collect();
+        let summary = Summary::new(2, 3, &counters, Duration::from_secs(seconds), stopped);
+        (flow.to_owned(), summary)
+    }
+
+    #[test]
+    fn one_flow_prints_as_before() {
+        let (_, alone) = part("source->target", 50, 1, &["orders"]);
+        let text = Summary::combine(vec![part("source->target", 50, 1, &["orders"])]).to_string();
+        assert_eq!(text, alone.to_string());
+        assert!(text.contains("STOPPED orders-0: broken"), "{text}");
+        assert!(!text.contains("flow "), "{text}");
+    }
+
+    #[test]
+    fn several_flows_add_up_and_name_each_flow() {
+        let total = Summary::combine(vec![
+            part("eu->hub", 100, 2, &[]),
+            part("us->hub", 30, 5, &["sales"]),
+        ]);
+        assert_eq!((total.topics, total.partitions, total.records), (4, 6, 130));
+        assert_eq!(total.elapsed, Duration::from_secs(5));
+        let text = total.to_string();
+        for line in [
+            "replicated 4 topics, 6 partitions: 130 records, 13 batches",
+            "flow eu->hub: 2 topics, 3 partitions: 100 records\n",
+            "flow us->hub: 2 topics, 3 partitions: 30 records, 1 partitions stopped",
+            "STOPPED [us->hub] sales-0: broken",
+        ] {
+            assert!(text.contains(line), "{line}:\n{text}");
+        }
     }
 }

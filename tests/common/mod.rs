@@ -243,6 +243,15 @@ fn data_batches(log_dir: &Path, topic: &str, partition: i32) -> Vec<RawBatch> {
         .collect()
 }
 
+/// Writes a file for the mirror to read (a config, a properties file) into
+/// the temp directory; `name` is unique within one test binary. Returns its path.
+pub fn config_file(name: &str, text: &str) -> String {
+    let path =
+        std::env::temp_dir().join(format!("kafka-mirror-test-{}-{name}", std::process::id()));
+    std::fs::write(&path, text).expect("write config");
+    path.display().to_string()
+}
+
 /// Polls until `check` holds or the limit passes.
 pub fn eventually(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
     let started = Instant::now();
