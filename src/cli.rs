@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use kafka_mirror::config::mirrormaker::{self, Mm1Options, Translation};
 use kafka_mirror::config::properties::{self, Properties};
 use kafka_mirror::config::{
     parse_start_position, ClusterConfig, ConfigError, DataLossPolicy, IsolationLevel, MirrorConfig,
@@ -32,6 +33,125 @@ pub(crate) enum Command {
     /// Replicate the selected topics from the source cluster to the target
     /// cluster, or run every flow of the config file.
     Run(RunArgs),
+    /// Run a MirrorMaker 1 command line as it is (kafka-mirror-maker.sh's
+    /// options): the consumer file is the source, the producer file the target.
+    #[command(name = "mm1")]
+    Mm1(Mm1Args),
+    /// Run a MirrorMaker 2 dedicated-mode properties file as it is
+    /// (connect-mirror-maker.sh mm2.properties).
+    #[command(name = "mm2")]
+    Mm2(Mm2Args),
+    /// Print the kafka-mirror TOML config equivalent to a MirrorMaker 2
+    /// properties file.
+    Convert(ConvertArgs),
+}
+
+/// Options of `kafka-mirror mm1`: MirrorMaker 1's, spelled the same.
+#[derive(Debug, Args)]
+pub(crate) struct Mm1Args {
+    /// Consumer properties: the source cluster (bootstrap.servers, security),
+    /// group.id (names the checkpoints), auto.offset.reset, isolation.level.
+    #[arg(long = "consumer.config", value_name = "FILE")]
+    pub(crate) consumer_config: PathBuf,
+    /// Producer properties: the target cluster (bootstrap.servers, security).
+    #[arg(long = "producer.config", value_name = "FILE")]
+    pub(crate) producer_config: PathBuf,
+    /// Topics to mirror: a regex matched against the whole name; `,` separates alternatives.
+    #[arg(long, value_name = "REGEX", conflicts_with = "include")]
+    pub(crate) whitelist: Option<String>,
+    /// Same as --whitelist (its newer name).
+    #[arg(long, value_name = "REGEX")]
+    pub(crate) include: Option<String>,
+    /// Consumer threads in MirrorMaker 1; accepted and ignored.
+    #[arg(long = "num.streams", value_name = "N")]
+    pub(crate) num_streams: Option<u32>,
+    /// How often progress is stored, in ms.
+    #[arg(long = "offset.commit.interval.ms", value_name = "MS")]
+    pub(crate) offset_commit_interval_ms: Option<u64>,
+    /// true (default): a batch the target refuses stops its partition; false:
+    /// it is skipped, logged and counted.
+    #[arg(long = "abort.on.send.failure", value_name = "BOOL")]
+    pub(crate) abort_on_send_failure: Option<bool>,
+    /// Accepted for old command lines; has no effect (as in MirrorMaker 1).
+    #[arg(long = "new.consumer")]
+    pub(crate) new_consumer: bool,
+    /// Custom Java message handler: refused (records are forwarded as they are).
+    #[arg(long = "message.handler", value_name = "CLASS")]
+    pub(crate) message_handler: Option<String>,
+    /// Arguments of --message.handler: refused with it.
+    #[arg(long = "message.handler.args", value_name = "ARGS")]
+    pub(crate) message_handler_args: Option<String>,
+    /// Custom Java rebalance listener: refused.
+    #[arg(long = "consumer.rebalance.listener", value_name = "CLASS")]
+    pub(crate) rebalance_listener: Option<String>,
+    /// Arguments of --consumer.rebalance.listener: refused with it.
+    #[arg(long = "rebalance.listener.args", value_name = "ARGS")]
+    pub(crate) rebalance_listener_args: Option<String>,
+}
+
+impl Mm1Args {
+    /// The equivalent config, with what was not carried over.
+    pub(crate) fn to_translation(&self) -> Result<Translation, ConfigError> {
+        let custom_classes = [
+            ("--message.handler", &self.message_handler),
+            ("--message.handler.args", &self.message_handler_args),
+            ("--consumer.rebalance.listener", &self.rebalance_listener),
+            ("--rebalance.listener.args", &self.rebalance_listener_args),
+        ]
+        .into_iter()
+        .filter_map(|(flag, value)| Some((flag.to_owned(), value.clone()?)))
+        .collect();
+        let translation = mirrormaker::mm1(&Mm1Options {
+            consumer_config: self.consumer_config.clone(),
+            producer_config: self.producer_config.clone(),
+            include: self.whitelist.clone().or_else(|| self.include.clone()),
+            num_streams: self.num_streams,
+            offset_commit_interval_ms: self.offset_commit_interval_ms,
+            abort_on_send_failure: self.abort_on_send_failure,
+            custom_classes,
+        })?;
+        translation.config.validate()?;
+        Ok(translation)
+    }
+}
+
+/// Options of `kafka-mirror mm2`.
+#[derive(Debug, Args)]
+pub(crate) struct Mm2Args {
+    /// The MirrorMaker 2 properties file.
+    #[arg(value_name = "MM2_PROPERTIES")]
+    pub(crate) file: PathBuf,
+    /// Only the flows into these target clusters (connect-mirror-maker.sh's --clusters).
+    #[arg(long, value_name = "ALIAS", num_args = 1..)]
+    pub(crate) clusters: Vec<String>,
+}
+
+impl Mm2Args {
+    /// The equivalent config, with what was not carried over.
+    pub(crate) fn to_translation(&self) -> Result<Translation, ConfigError> {
+        let props = Properties::from_file(&self.file)?;
+        let mut translation = mirrormaker::mm2(&props, &self.file.display().to_string())?;
+        if !self.clusters.is_empty() {
+            let flows = &mut translation.config.flows;
+            flows.retain(|flow| self.clusters.contains(&flow.target));
+            if flows.is_empty() {
+                return Err(ConfigError::Invalid {
+                    key: "--clusters".to_owned(),
+                    reason: format!("no enabled flow writes into {}", self.clusters.join(", ")),
+                });
+            }
+        }
+        translation.config.validate()?;
+        Ok(translation)
+    }
+}
+
+/// Options of `kafka-mirror convert`.
+#[derive(Debug, Args)]
+pub(crate) struct ConvertArgs {
+    /// The MirrorMaker 2 properties file.
+    #[arg(value_name = "MM2_PROPERTIES")]
+    pub(crate) file: PathBuf,
 }
 
 /// Options of `kafka-mirror run`.

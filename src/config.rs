@@ -22,6 +22,7 @@ use crate::policy::ReplicationPolicy;
 use crate::topics::NOT_COPIED;
 
 pub mod flows;
+pub mod mirrormaker;
 pub mod properties;
 
 pub use flows::{Flow, FlowConfig};

@@ -14,14 +14,17 @@ use tokio::signal::unix::{signal, SignalKind};
 use tracing_subscriber::EnvFilter;
 
 use cli::{Cli, Command};
+use kafka_mirror::config::mirrormaker;
+use kafka_mirror::config::properties::Properties;
+use kafka_mirror::config::{ConfigError, MirrorConfig};
 use kafka_mirror::pipeline::{self, RunOptions};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
-    let Command::Run(args) = cli.command;
-    let config = match args.to_config() {
-        Ok(config) => config,
+    let (config, options) = match configure(cli.command) {
+        Ok(Some(configured)) => configured,
+        Ok(None) => return ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("kafka-mirror: {e}");
             return ExitCode::from(1);
@@ -36,9 +39,6 @@ fn main() -> ExitCode {
             eprintln!("kafka-mirror: cannot start the async runtime: {e}");
             return ExitCode::from(1);
         }
-    };
-    let options = RunOptions {
-        until_caught_up: args.until_caught_up,
     };
     let result = runtime.block_on(async {
         let shutdown = match shutdown_signal() {
@@ -65,6 +65,32 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// The config and options to run, or `None` when the command was done
+/// without running (`convert`).
+fn configure(command: Command) -> Result<Option<(MirrorConfig, RunOptions)>, ConfigError> {
+    let translation = match command {
+        Command::Run(args) => {
+            let options = RunOptions {
+                until_caught_up: args.until_caught_up,
+            };
+            return Ok(Some((args.to_config()?, options)));
+        }
+        Command::Mm1(args) => args.to_translation()?,
+        Command::Mm2(args) => args.to_translation()?,
+        Command::Convert(args) => {
+            let props = Properties::from_file(&args.file)?;
+            let translation = mirrormaker::mm2(&props, &args.file.display().to_string())?;
+            translation.config.validate()?;
+            print!("{}", mirrormaker::to_toml(&translation, &args.file));
+            return Ok(None);
+        }
+    };
+    for notice in &translation.notices {
+        tracing::warn!("{notice}");
+    }
+    Ok(Some((translation.config, RunOptions::default())))
 }
 
 /// Quiet by default (warnings and errors only); `-v` shows progress.

@@ -80,6 +80,44 @@ impl Properties {
     pub fn keys(&self) -> impl Iterator<Item = &str> {
         self.entries.keys().map(String::as_str)
     }
+
+    /// The entries whose key starts with `prefix`, with the prefix removed:
+    /// MirrorMaker 2's `<alias>.bootstrap.servers` becomes `bootstrap.servers`.
+    pub fn with_prefix(&self, prefix: &str) -> Properties {
+        let entries = self
+            .entries
+            .iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix(prefix)?.to_owned(), v.clone())))
+            .collect();
+        Properties { entries }
+    }
+
+    /// The entries for which `keep` holds.
+    pub fn filtered(&self, keep: impl Fn(&str) -> bool) -> Properties {
+        let entries = self
+            .entries
+            .iter()
+            .filter(|(k, _)| keep(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        Properties { entries }
+    }
+
+    /// These entries with `other`'s laid over them.
+    pub fn overlaid(&self, other: &Properties) -> Properties {
+        let mut entries = self.entries.clone();
+        entries.extend(other.entries.iter().map(|(k, v)| (k.clone(), v.clone())));
+        Properties { entries }
+    }
+}
+
+/// Whether [`apply`] reads `key` as a setting of the connection to a cluster
+/// (its address, identity, TLS or SASL), as opposed to client tuning.
+pub fn is_connection_key(key: &str) -> bool {
+    MAPPED_KEYS.contains(&key)
+        || key.starts_with("ssl.")
+        || key.starts_with("sasl.")
+        || key.starts_with("security.")
 }
 
 fn ends_in_continuation(line: &str) -> bool {
