@@ -44,6 +44,10 @@ pub(crate) enum Command {
     /// Print the kafka-mirror TOML config equivalent to a MirrorMaker 2
     /// properties file.
     Convert(ConvertArgs),
+    /// List, for each flow, the topics a run would replicate, their target
+    /// names, partitions and configs, and what it would create or change on
+    /// the target, without changing anything. Takes the options of `run`.
+    Plan(RunArgs),
 }
 
 /// Options of `kafka-mirror mm1`: MirrorMaker 1's, spelled the same.

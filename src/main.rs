@@ -22,9 +22,8 @@ use kafka_mirror::pipeline::{self, RunOptions};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
-    let (config, options) = match configure(cli.command) {
-        Ok(Some(configured)) => configured,
-        Ok(None) => return ExitCode::SUCCESS,
+    let job = match configure(cli.command) {
+        Ok(job) => job,
         Err(e) => {
             eprintln!("kafka-mirror: {e}");
             return ExitCode::from(1);
@@ -38,6 +37,25 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("kafka-mirror: cannot start the async runtime: {e}");
             return ExitCode::from(1);
+        }
+    };
+    let (config, options) = match job {
+        Job::Run(config, options) => (config, options),
+        Job::Plan(config) => {
+            return match runtime.block_on(pipeline::plan(config)) {
+                Ok(plan) => {
+                    print!("{plan}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("kafka-mirror: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Job::Print(text) => {
+            print!("{text}");
+            return ExitCode::SUCCESS;
         }
     };
     let result = runtime.block_on(async {
@@ -67,30 +85,39 @@ fn main() -> ExitCode {
     }
 }
 
-/// The config and options to run, or `None` when the command was done
-/// without running (`convert`).
-fn configure(command: Command) -> Result<Option<(MirrorConfig, RunOptions)>, ConfigError> {
+/// What a command line asks for.
+enum Job {
+    /// Replicate.
+    Run(MirrorConfig, RunOptions),
+    /// Show what a run would do to the targets.
+    Plan(MirrorConfig),
+    /// Print this and exit (`convert`).
+    Print(String),
+}
+
+/// Reads the command line's config into a job.
+fn configure(command: Command) -> Result<Job, ConfigError> {
     let translation = match command {
         Command::Run(args) => {
             let options = RunOptions {
                 until_caught_up: args.until_caught_up,
             };
-            return Ok(Some((args.to_config()?, options)));
+            return Ok(Job::Run(args.to_config()?, options));
         }
+        Command::Plan(args) => return Ok(Job::Plan(args.to_config()?)),
         Command::Mm1(args) => args.to_translation()?,
         Command::Mm2(args) => args.to_translation()?,
         Command::Convert(args) => {
             let props = Properties::from_file(&args.file)?;
             let translation = mirrormaker::mm2(&props, &args.file.display().to_string())?;
             translation.config.validate()?;
-            print!("{}", mirrormaker::to_toml(&translation, &args.file));
-            return Ok(None);
+            return Ok(Job::Print(mirrormaker::to_toml(&translation, &args.file)));
         }
     };
     for notice in &translation.notices {
         tracing::warn!("{notice}");
     }
-    Ok(Some((translation.config, RunOptions::default())))
+    Ok(Job::Run(translation.config, RunOptions::default()))
 }
 
 /// Quiet by default (warnings and errors only); `-v` shows progress.

@@ -190,6 +190,38 @@ async fn topic_configs(
     Ok(configs)
 }
 
+/// One change to a target topic's configs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigChange {
+    /// Set to the source's value.
+    Set(String, String),
+    /// Set on the target but no longer on the source: back to the target's default.
+    Reset(String),
+}
+
+/// What each existing target topic's configs need to follow their spec (the
+/// topics that need nothing are left out).
+async fn pending_config_changes(
+    target: &Arc<Cluster>,
+    specs: &[&TopicSpec],
+    never_copy: &[String],
+) -> Result<BTreeMap<String, Vec<ConfigChange>>, TopicError> {
+    let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
+    let current = topic_configs(target, &names).await?;
+    let empty = BTreeMap::new();
+    Ok(specs
+        .iter()
+        .map(|spec| {
+            let now = current.get(&spec.name).unwrap_or(&empty);
+            (
+                spec.name.clone(),
+                config_changes(&spec.configs, now, never_copy),
+            )
+        })
+        .filter(|(_, changes)| !changes.is_empty())
+        .collect())
+}
+
 /// Brings each target topic's configs in step with its spec: a copyable
 /// config the spec sets is set where it differs, and one set on the target
 /// but no longer on the source goes back to the target's default. Configs in
@@ -199,22 +231,15 @@ pub async fn sync_configs(
     specs: &[TopicSpec],
     never_copy: &[String],
 ) -> Result<(), TopicError> {
-    let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
-    let current = topic_configs(target, &names).await?;
+    let specs: Vec<&TopicSpec> = specs.iter().collect();
     let mut resources = Vec::new();
-    for spec in specs {
-        let empty = BTreeMap::new();
-        let now = current.get(&spec.name).unwrap_or(&empty);
-        let changes = config_changes(&spec.configs, now, never_copy);
-        if changes.is_empty() {
-            continue;
-        }
-        tracing::info!(topic = %spec.name, changes = ?changes.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), "updating target topic configs");
+    for (topic, changes) in pending_config_changes(target, &specs, never_copy).await? {
+        tracing::info!(topic = %topic, ?changes, "updating target topic configs");
         resources.push(
             AlterConfigsResource::default()
                 .with_resource_type(TOPIC_RESOURCE)
-                .with_resource_name(StrBytes::from_string(spec.name.clone()))
-                .with_configs(changes),
+                .with_resource_name(StrBytes::from_string(topic))
+                .with_configs(changes.iter().map(alterable).collect()),
         );
     }
     if resources.is_empty() {
@@ -241,27 +266,91 @@ fn config_changes(
     wanted: &[(String, String)],
     current: &BTreeMap<String, String>,
     never_copy: &[String],
-) -> Vec<AlterableConfig> {
-    let mut changes: Vec<AlterableConfig> = wanted
+) -> Vec<ConfigChange> {
+    let mut changes: Vec<ConfigChange> = wanted
         .iter()
         .filter(|(name, value)| current.get(name) != Some(value))
-        .map(|(name, value)| alterable(name, SET, Some(value)))
+        .map(|(name, value)| ConfigChange::Set(name.clone(), value.clone()))
         .collect();
     changes.extend(
         current
             .keys()
             .filter(|name| !never_copy.contains(name))
             .filter(|name| !wanted.iter().any(|(set, _)| set == *name))
-            .map(|name| alterable(name, DELETE, None)),
+            .map(|name| ConfigChange::Reset(name.clone())),
     );
     changes
 }
 
-fn alterable(name: &str, operation: i8, value: Option<&String>) -> AlterableConfig {
+fn alterable(change: &ConfigChange) -> AlterableConfig {
+    let (name, operation, value) = match change {
+        ConfigChange::Set(name, value) => (name, SET, Some(value)),
+        ConfigChange::Reset(name) => (name, DELETE, None),
+    };
     AlterableConfig::default()
-        .with_name(StrBytes::from_string(name.to_owned()))
+        .with_name(StrBytes::from_string(name.clone()))
         .with_config_operation(operation)
         .with_value(value.map(|v| StrBytes::from_string(v.clone())))
+}
+
+/// What the mirror would do to one target topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicPlan {
+    /// The target topic as the source wants it.
+    pub spec: TopicSpec,
+    /// `None` if the topic is missing (created from the spec), else its partition count.
+    pub existing_partitions: Option<i32>,
+    /// Config changes to an existing topic.
+    pub config_changes: Vec<ConfigChange>,
+}
+
+/// What [`ensure_topics`] and [`sync_configs`] would do to the target for
+/// these specs, without doing it.
+pub async fn plan(
+    target: &Arc<Cluster>,
+    specs: &[TopicSpec],
+    never_copy: &[String],
+) -> Result<Vec<TopicPlan>, TopicError> {
+    let metadata = target.metadata().await?;
+    let (missing, _) = partition_gaps(&metadata, specs);
+    let existing: Vec<&TopicSpec> = specs
+        .iter()
+        .filter(|spec| !missing.iter().any(|m| m.name == spec.name))
+        .collect();
+    let mut changes = pending_config_changes(target, &existing, never_copy).await?;
+    Ok(specs
+        .iter()
+        .map(|spec| TopicPlan {
+            spec: spec.clone(),
+            existing_partitions: metadata
+                .topics
+                .get(&spec.name)
+                .filter(|t| t.error.is_none())
+                .map(|t| t.partition_count()),
+            config_changes: changes.remove(&spec.name).unwrap_or_default(),
+        })
+        .collect())
+}
+
+/// The wanted topics the target lacks, and those with fewer partitions than
+/// wanted (with the count they have).
+fn partition_gaps<'a>(
+    metadata: &Metadata,
+    wanted: &'a [TopicSpec],
+) -> (Vec<&'a TopicSpec>, Vec<(&'a TopicSpec, i32)>) {
+    let mut missing = Vec::new();
+    let mut short = Vec::new();
+    for spec in wanted {
+        match metadata.topics.get(&spec.name) {
+            Some(existing) if existing.error.is_none() => {
+                if existing.partition_count() < spec.partitions {
+                    short.push((spec, existing.partition_count()));
+                }
+            }
+            _ => missing.push(spec),
+        }
+    }
+    (missing, short)
 }
 
 /// How long created topics may take to get leaders.
@@ -276,18 +365,7 @@ pub async fn ensure_topics(
     replication_factor: i16,
 ) -> Result<Metadata, TopicError> {
     let metadata = target.metadata().await?;
-    let mut missing = Vec::new();
-    let mut short = Vec::new();
-    for spec in wanted {
-        match metadata.topics.get(&spec.name) {
-            Some(existing) if existing.error.is_none() => {
-                if existing.partition_count() < spec.partitions {
-                    short.push((spec, existing.partition_count()));
-                }
-            }
-            _ => missing.push(spec),
-        }
-    }
+    let (missing, short) = partition_gaps(&metadata, wanted);
     if !missing.is_empty() {
         create(target, &missing, replication_factor).await?;
     }
@@ -440,25 +518,23 @@ mod tests {
         .into_iter()
         .collect();
         let never_copy = vec!["segment.ms".to_owned()];
-        let changes: Vec<(String, i8, Option<String>)> =
-            config_changes(&wanted, &current, &never_copy)
-                .into_iter()
-                .map(|c| {
-                    (
-                        c.name.to_string(),
-                        c.config_operation,
-                        c.value.map(|v| v.to_string()),
-                    )
-                })
-                .collect();
         assert_eq!(
-            changes,
+            config_changes(&wanted, &current, &never_copy),
             [
-                ("retention.ms".to_owned(), SET, Some("1000".to_owned())),
+                ConfigChange::Set("retention.ms".to_owned(), "1000".to_owned()),
                 // Set on the target but no longer on the source: back to the default.
-                ("max.message.bytes".to_owned(), DELETE, None),
+                ConfigChange::Reset("max.message.bytes".to_owned()),
             ]
         );
+        let operations: Vec<(i8, Option<String>)> = [
+            ConfigChange::Set("retention.ms".to_owned(), "1000".to_owned()),
+            ConfigChange::Reset("max.message.bytes".to_owned()),
+        ]
+        .iter()
+        .map(alterable)
+        .map(|a| (a.config_operation, a.value.map(|v| v.to_string())))
+        .collect();
+        assert_eq!(operations, [(SET, Some("1000".to_owned())), (DELETE, None)]);
         let same: BTreeMap<String, String> = wanted.iter().cloned().collect();
         assert!(config_changes(&wanted, &same, &never_copy).is_empty());
     }

@@ -296,3 +296,72 @@ fn new_topics_partitions_and_configs_reach_the_target_while_running() {
         "{stdout}"
     );
 }
+
+/// `plan` lists what a run would do for each flow (created topics with their
+/// configs, added partitions, config changes, topics already in step) and
+/// changes nothing.
+#[test]
+fn plan_lists_what_a_run_would_change_and_changes_nothing() {
+    let (a, hub) = (cluster("a"), cluster("hub"));
+    a.create_topic("plan-new", 2, 1, &[("retention.ms", "7200000")])
+        .expect("create topic");
+    a.create_topic("plan-grow", 3, 1, &[])
+        .expect("create topic");
+    a.create_topic("plan-same", 1, 1, &[("cleanup.policy", "compact")])
+        .expect("create topic");
+    hub.create_topic("a.plan-grow", 1, 1, &[("retention.ms", "5000")])
+        .expect("create topic");
+    hub.create_topic("a.plan-same", 1, 1, &[("cleanup.policy", "compact")])
+        .expect("create topic");
+    let config = flows_config(
+        "plan.toml",
+        &["a", "hub"],
+        "name = \"plan\"\n\
+         [topics]\ninclude = \"plan-.*\"\nreplication_policy = \"prefix\"\n\
+         [[flows]]\nsource = \"a\"\ntarget = \"hub\"\n",
+    );
+    let output = run_mirror(
+        &["plan".into(), "--config".into(), config],
+        Duration::from_secs(60),
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        [
+            "flow a->hub: a -> hub, 3 topics",
+            "  plan-grow -> a.plan-grow: 3 partitions; exists: add partitions 1 -> 3, reset retention.ms",
+            "  plan-new -> a.plan-new: 2 partitions; create with retention.ms=7200000",
+            "  plan-same -> a.plan-same: 1 partitions; exists, up to date",
+        ]
+    );
+    // Nothing changed on the hub.
+    assert!(!topic_names(hub).contains(&"a.plan-new".to_owned()));
+    assert_eq!(
+        topic_configs(hub, "a.plan-grow")
+            .get("retention.ms")
+            .map(String::as_str),
+        Some("5000")
+    );
+    let described = hub
+        .run_tool(
+            "org.apache.kafka.tools.TopicCommand",
+            [
+                "--bootstrap-server",
+                &hub.bootstrap(),
+                "--describe",
+                "--topic",
+                "a.plan-grow",
+            ],
+        )
+        .expect("describe a.plan-grow");
+    assert!(
+        described.stdout.contains("PartitionCount: 1"),
+        "{}",
+        described.stdout
+    );
+}

@@ -357,14 +357,16 @@ pub fn mm2(props: &Properties, path: &str) -> Result<Translation, ConfigError> {
                 topics.replication_policy = Some(match class.trim() {
                     MM2_DEFAULT_POLICY => PolicyKind::Prefix,
                     MM2_IDENTITY_POLICY => PolicyKind::Identity,
-                    other => return Err(error(
-                        &key,
-                        &format!(
+                    other => {
+                        return Err(error(
+                            &key,
+                            &format!(
                             "`{other}` is custom Java code; kafka-mirror offers MirrorMaker 2's \
                                  default (prefix) and identity policies, and topic_template for \
                                  other names"
                         ),
-                    )),
+                        ))
+                    }
                 });
                 used.push(key);
             } else {

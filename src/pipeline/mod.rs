@@ -30,6 +30,7 @@ mod engine;
 mod fetch;
 mod lifecycle;
 mod partition;
+mod plan;
 mod positions;
 mod produce;
 mod startup;
@@ -42,11 +43,12 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 pub use engine::RunOptions;
+pub use plan::{plan, FlowPlan, Plan, PlannedTopic};
 pub use stats::{FlowTotals, PartitionProblem, Summary};
 
 use crate::checkpoint::CheckpointError;
 use crate::cluster::{Cluster, ClusterError, Role};
-use crate::config::{ClusterConfig, MirrorConfig};
+use crate::config::{ClusterConfig, Flow, MirrorConfig};
 use crate::topics::TopicError;
 
 /// A failure that stops the whole mirror (partition-level problems only stop
@@ -118,12 +120,7 @@ pub async fn run(
     for flow in flows {
         let name = flow.name.clone();
         let started = async {
-            let source = Cluster::new(
-                Role::Source,
-                flow.source.bootstrap_list(),
-                flow.source.connector(&flow.source_key)?,
-            );
-            let target = targets.get(&flow.target_alias, &flow.target, &flow.target_key)?;
+            let (source, target) = targets.flow_clusters(&flow)?;
             startup::start(flow, source, target, options).await
         };
         match started.await {
@@ -185,6 +182,17 @@ struct Targets {
 }
 
 impl Targets {
+    /// A flow's own source cluster and its (shared) target cluster.
+    fn flow_clusters(&mut self, flow: &Flow) -> Result<(Arc<Cluster>, Arc<Cluster>), MirrorError> {
+        let source = Cluster::new(
+            Role::Source,
+            flow.source.bootstrap_list(),
+            flow.source.connector(&flow.source_key)?,
+        );
+        let target = self.get(&flow.target_alias, &flow.target, &flow.target_key)?;
+        Ok((source, target))
+    }
+
     fn get(
         &mut self,
         alias: &str,
