@@ -305,3 +305,50 @@ fn jvms_die_with_a_sigkilled_test_process() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// ZooKeeper mode at an old inter-broker protocol: topics store the message
+/// format their `message.format.version` names, magic 0 and 1, which librdkafka
+/// reads back; dropping the cluster stops the ZooKeeper server too.
+#[test]
+fn zookeeper_mode_stores_old_message_formats() {
+    let mut spec = ClusterSpec::new(OLD_KAFKA_VERSION, 1);
+    spec.zookeeper = true;
+    spec.broker_props = vec![
+        ("inter.broker.protocol.version".into(), "2.8".into()),
+        ("log.message.format.version".into(), "2.8".into()),
+    ];
+    let cluster = KafkaCluster::start(spec).unwrap();
+    let zookeeper = cluster.zookeeper_connect().expect("a ZooKeeper address");
+    assert!(!cluster.cluster_id().is_empty());
+    for (topic, format, magic) in [("v0", "0.9.0", 0i8), ("v1", "0.10.2", 1)] {
+        cluster
+            .create_topic(topic, 1, 1, &[("message.format.version", format)])
+            .unwrap();
+        let opts = ProduceOpts {
+            count: 50,
+            compression: Compression::Gzip,
+            no_headers: true,
+            ..ProduceOpts::default()
+        };
+        let produced = produce_with_librdkafka(&cluster.bootstrap(), topic, &opts).unwrap();
+        let dumped = dump_topic(&cluster.bootstrap(), topic).unwrap();
+        assert_eq!(dumped.len(), produced.len());
+        for (got, sent) in dumped.iter().zip(&produced) {
+            assert_eq!((&got.key, &got.value), (&sent.key, &sent.value));
+        }
+        let stored = read_partition_batches(&cluster.log_dir(0), topic, 0).unwrap();
+        assert!(!stored.is_empty());
+        for entry in &stored {
+            assert_eq!(entry.magic(), magic, "{topic} at {}", entry.base_offset());
+        }
+    }
+    let root = cluster.root_dir().to_path_buf();
+    drop(cluster);
+    assert!(!root.exists(), "{} left behind", root.display());
+    let port = zookeeper.rsplit(':').next().unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    assert!(
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err(),
+        "ZooKeeper still listening on {addr}"
+    );
+}
