@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use bytes::{Bytes, BytesMut};
 use kafka_mirror::batch::{
     reencode, split_batches, AbortedTransactions, BatchError, BatchFate, Compression, ControlType,
-    ProducerStamp, RecordBatch, TimestampType,
+    Fetched, ProducerStamp, RecordBatch, TimestampType,
 };
 use kafka_mirror::net::frame::{decode_response, try_split_frame};
 use kafka_mirror::net::NetError;
@@ -221,7 +221,11 @@ fn split_and_check(name: &str, records: &Bytes, want: &SidecarPartition) -> Vec<
     let mut split = split_batches(records);
     let batches: Vec<RecordBatch> = split
         .by_ref()
-        .map(|b| b.unwrap_or_else(|e| panic!("{name}: {e}")))
+        .map(|item| match item {
+            Ok(Fetched::Batch(batch)) => batch,
+            Ok(Fetched::Legacy(messages)) => panic!("{name}: unexpected {messages:?}"),
+            Err(e) => panic!("{name}: {e}"),
+        })
         .collect();
     assert_eq!(batches.len(), want.batches.len(), "{name}: batch count");
     for (batch, expected) in batches.iter().zip(&want.batches) {
