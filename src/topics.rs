@@ -84,7 +84,9 @@ pub struct TopicSpec {
 /// Topic configs never copied to the target, as MirrorMaker 2 does: they
 /// describe how the source cluster runs (replication throttles, ISR and
 /// election rules) or how it validated timestamps when the data was new. A
-/// LogAppendTime target would also overwrite the copied timestamps.
+/// LogAppendTime target would also overwrite the copied timestamps. The
+/// message format settings describe how the source stores data; the mirror
+/// always writes v2, and Kafka 4 no longer knows them.
 const NOT_COPIED: &[&str] = &[
     "follower.replication.throttled.replicas",
     "leader.replication.throttled.replicas",
@@ -94,6 +96,8 @@ const NOT_COPIED: &[&str] = &[
     "message.timestamp.difference.max.ms",
     "message.timestamp.before.max.ms",
     "message.timestamp.after.max.ms",
+    "message.format.version",
+    "message.downconversion.enable",
 ];
 
 /// `DescribeConfigs` resource type of a topic.
