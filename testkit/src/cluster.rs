@@ -33,6 +33,10 @@ pub struct ClusterSpec {
     /// `broker_props`. The PLAINTEXT listener stays for readiness checks,
     /// inter-broker traffic and the test clients.
     pub extra_listeners: Vec<(String, String)>,
+    /// Addresses advertised instead of an extra listener's own (1-node
+    /// clusters): `(listener name, host:port)`, e.g. a recording proxy in
+    /// front of it, so that clients stay on the proxy after bootstrapping.
+    pub advertise: Vec<(String, String)>,
     /// Extra arguments for `kafka-storage format`, e.g.
     /// `["--add-scram", "SCRAM-SHA-512=[name=u,password=p]"]`. KRaft only.
     pub format_args: Vec<String>,
@@ -52,6 +56,7 @@ impl Default for ClusterSpec {
             broker_props: Vec::new(),
             jvm_opts: None,
             extra_listeners: Vec::new(),
+            advertise: Vec::new(),
             format_args: Vec::new(),
             zookeeper: false,
         }
@@ -421,7 +426,12 @@ impl KafkaCluster {
             for (name, protocol) in &spec.extra_listeners {
                 let port = n.extra_ports[name];
                 listeners.push_str(&format!(",{name}://127.0.0.1:{port}"));
-                advertised.push_str(&format!(",{name}://127.0.0.1:{port}"));
+                let shown = spec
+                    .advertise
+                    .iter()
+                    .find(|(listener, _)| listener == name)
+                    .map_or_else(|| format!("127.0.0.1:{port}"), |(_, a)| a.clone());
+                advertised.push_str(&format!(",{name}://{shown}"));
                 protocols.push_str(&format!(",{name}:{protocol}"));
             }
             set("listeners", listeners);
