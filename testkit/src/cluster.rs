@@ -707,13 +707,24 @@ impl KafkaCluster {
         &self.root_path
     }
 
-    /// Pids of the running broker JVMs.
+    /// Pids of the running JVMs: the brokers, then the ZooKeeper server in
+    /// ZooKeeper mode.
     pub fn jvm_pids(&self) -> Vec<u32> {
-        self.procs()
+        let mut pids: Vec<u32> = self
+            .procs()
             .iter_mut()
             .flatten()
             .filter_map(|w| w.is_running().then_some(w.jvm_pid))
-            .collect()
+            .collect();
+        if let Some(zookeeper) = &self.zookeeper {
+            let mut proc = zookeeper.proc.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(w) = proc.as_mut() {
+                if w.is_running() {
+                    pids.push(w.jvm_pid);
+                }
+            }
+        }
+        pids
     }
 
     pub fn is_node_running(&self, i: usize) -> bool {

@@ -225,15 +225,24 @@ fn old_version_starts() {
 const HOLDER_ENV: &str = "KAFKA_TESTKIT_WATCHDOG_HOLDER";
 
 /// Not a test on its own: run by `jvms_die_with_a_sigkilled_test_process` in a child
-/// process, it starts a cluster, keeps it in a static (never dropped) and waits.
+/// process, it starts a cluster (a KRaft one, or with `zookeeper` in the
+/// environment variable a ZooKeeper-mode one), keeps it in a static (never
+/// dropped) and waits.
 #[test]
 fn watchdog_holder() {
-    if std::env::var_os(HOLDER_ENV).is_none() {
+    let Some(mode) = std::env::var_os(HOLDER_ENV) else {
         return;
-    }
+    };
+    let spec = if mode == "zookeeper" {
+        ClusterSpec {
+            zookeeper: true,
+            ..ClusterSpec::new(OLD_KAFKA_VERSION, 1)
+        }
+    } else {
+        ClusterSpec::new(DEFAULT_KAFKA_VERSION, 1)
+    };
     static HELD: std::sync::OnceLock<KafkaCluster> = std::sync::OnceLock::new();
-    let c = HELD
-        .get_or_init(|| KafkaCluster::start(ClusterSpec::new(DEFAULT_KAFKA_VERSION, 1)).unwrap());
+    let c = HELD.get_or_init(|| KafkaCluster::start(spec).unwrap());
     println!("ROOT {}", c.root_dir().display());
     println!(
         "JVM_PIDS {}",
@@ -248,6 +257,18 @@ fn watchdog_holder() {
 
 #[test]
 fn jvms_die_with_a_sigkilled_test_process() {
+    sigkill_holder("kraft", 1);
+}
+
+/// The ZooKeeper server dies with the test process too.
+#[test]
+fn zookeeper_dies_with_a_sigkilled_test_process() {
+    sigkill_holder("zookeeper", 2);
+}
+
+/// Runs `watchdog_holder` in `mode`, checks it reports `jvms` live JVMs,
+/// SIGKILLs it and waits for the JVMs and the cluster's files to go.
+fn sigkill_holder(mode: &str, jvms: usize) {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
@@ -255,7 +276,7 @@ fn jvms_die_with_a_sigkilled_test_process() {
             "--nocapture",
             "--test-threads=1",
         ])
-        .env(HOLDER_ENV, "1")
+        .env(HOLDER_ENV, mode)
         .env_remove("KAFKA_TESTKIT_KEEP")
         .stdout(Stdio::piped())
         .spawn()
@@ -276,7 +297,11 @@ fn jvms_die_with_a_sigkilled_test_process() {
             break;
         }
     }
-    assert!(!pids.is_empty(), "holder did not report JVM pids");
+    assert_eq!(
+        pids.len(),
+        jvms,
+        "holder in {mode} mode reported JVMs {pids:?}"
+    );
     let alive = |pid: u32| {
         std::path::Path::new(&format!("/proc/{pid}")).exists()
             && std::fs::read_to_string(format!("/proc/{pid}/stat"))
