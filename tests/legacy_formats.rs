@@ -153,16 +153,6 @@ fn assert_copied(
     count
 }
 
-/// The number in a summary line `<prefix> N ...`.
-fn summary_number(summary: &str, prefix: &str) -> u64 {
-    summary
-        .lines()
-        .find_map(|line| line.strip_prefix(prefix))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no `{prefix}` line in the summary:\n{summary}"))
-}
-
 #[test]
 fn magic_0_and_1_topics_are_up_converted_into_kafka_4() {
     let source = old_format_source();
@@ -285,7 +275,7 @@ fn magic_0_and_1_topics_are_up_converted_into_kafka_4() {
     );
     // At least one batch per partition holding old-format data; the
     // upgraded topic's v2 batches are forwarded as they are.
-    let up_converted = summary_number(&summary, "up-converted:");
+    let up_converted = summary_count(&summary, "up-converted: ");
     assert!(
         up_converted >= (topics.len() + 1) as u64 * u64::from(PARTITIONS),
         "{summary}"
