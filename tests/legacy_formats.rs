@@ -7,6 +7,8 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::process::Stdio;
+use std::time::Duration;
 
 use common::*;
 use kafka_testkit::{
@@ -153,6 +155,20 @@ fn assert_copied(
     count
 }
 
+/// `text` without the ANSI color sequences the mirror's log lines carry.
+fn without_ansi_colors(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            chars.by_ref().find(|&c| c == 'm');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 #[test]
 fn magic_0_and_1_topics_are_up_converted_into_kafka_4() {
     let source = old_format_source();
@@ -255,7 +271,54 @@ fn magic_0_and_1_topics_are_up_converted_into_kafka_4() {
         records_by_partition(&source.bootstrap(), upgraded),
     );
 
-    let summary = mirror_until_caught_up(&run_args(&source, &target, "legacy"));
+    // Run with the version negotiation logged, to see which Fetch version the
+    // 3.9 broker is asked with: one that allows v2 batches (4 and up), at
+    // which a broker returns what it stores; the up-converted count below
+    // shows that this was the old formats.
+    let mut args = run_args(&source, &target, "legacy");
+    args.push("--until-caught-up".into());
+    let mirror = mirror_command()
+        .env(
+            "RUST_LOG",
+            "kafka_mirror=info,kafka_mirror::net::versions=debug",
+        )
+        .args(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start kafka-mirror");
+    let output = wait_with_limit(mirror, Duration::from_secs(180));
+    let summary = String::from_utf8_lossy(&output.stdout).to_string();
+    let log = without_ansi_colors(&String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "kafka-mirror failed ({}):\n{summary}\n{}",
+        output.status,
+        tail(&log, 60)
+    );
+    let source_fetch_versions: Vec<i16> = log
+        .lines()
+        .filter(|line| {
+            line.contains("negotiated API versions")
+                && line.contains(&format!("\"{}\"", source.bootstrap()))
+        })
+        .filter_map(|line| {
+            line.split("fetch=Some(")
+                .nth(1)?
+                .split(')')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    eprintln!(
+        "Fetch versions negotiated with Kafka 3.9 (ZooKeeper mode): {source_fetch_versions:?}"
+    );
+    assert!(
+        !source_fetch_versions.is_empty() && source_fetch_versions.iter().all(|&v| v >= 4),
+        "{}",
+        tail(&log, 60)
+    );
 
     let mut copied = 0;
     for (topic, records) in &source_records {
