@@ -1,5 +1,6 @@
 //! The fetch stage: one Fetch in flight per source broker, carrying every
-//! partition it leads that has room, and the split of its answer into batches.
+//! partition it leads that has room, and the split of its answer into batches
+//! (messages in the old formats, magic 0 and 1, up-converted to v2 first).
 //!
 //! Room is decided twice: a partition is asked for only while its queue holds
 //! less than two fetches' worth (so one slow target partition cannot take the
