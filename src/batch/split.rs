@@ -98,11 +98,17 @@ impl Batches {
     }
 
     /// Splits off the complete old-format entries at the start of `rest`;
-    /// `None` (a partial tail) when the first one is cut off.
+    /// `None` (a partial tail) when the first one is cut off. A bad entry
+    /// after good ones ends the run; the next call reports it.
     fn legacy_run(&mut self) -> Result<Option<LegacyMessages>, BatchError> {
         let mut len = 0;
-        while let Some(entry) = entry_len(&self.rest[len..])? {
-            len += entry;
+        loop {
+            match entry_len(&self.rest[len..]) {
+                Ok(Some(entry)) => len += entry,
+                Ok(None) => break,
+                Err(e) if len == 0 => return Err(e),
+                Err(_) => break,
+            }
         }
         if len == 0 {
             self.partial_tail = true;
@@ -296,14 +302,20 @@ mod tests {
     }
 
     #[test]
-    fn an_old_entry_with_a_negative_size_is_corrupt() {
-        let mut entry = old_entry(7, 1);
-        entry[8..12].copy_from_slice(&(-5i32).to_be_bytes());
-        let items: Vec<_> = split_batches(&entry.into()).collect();
-        assert!(matches!(
-            items[..],
-            [Err(BatchError::Corrupt { base_offset: 7, .. })]
-        ));
+    fn an_old_entry_with_a_negative_size_is_corrupt_after_the_good_ones() {
+        let mut bytes = old_entry(6, 1);
+        let mut bad = old_entry(7, 1);
+        bad[8..12].copy_from_slice(&(-5i32).to_be_bytes());
+        bytes.extend_from_slice(&bad);
+        let items: Vec<_> = split_batches(&bytes.into()).collect();
+        assert!(
+            matches!(
+                &items[..],
+                [Ok(Fetched::Legacy(run)), Err(BatchError::Corrupt { base_offset: 7, .. })]
+                    if run.base_offset() == 6 && run.as_bytes().len() == old_entry(6, 1).len()
+            ),
+            "{items:?}"
+        );
     }
 
     #[test]
