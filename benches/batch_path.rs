@@ -8,7 +8,7 @@
 
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use kafka_mirror::batch::{split_batches, ProducerStamp, RecordBatch};
+use kafka_mirror::batch::{split_batches, Fetched, ProducerStamp, RecordBatch};
 use kafka_mirror::net::frame::encode_request;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{ProduceRequest, TopicName};
@@ -67,8 +67,11 @@ fn fetched_records() -> Bytes {
 fn batch_path(c: &mut Criterion) {
     let records = fetched_records();
     let batches: Vec<RecordBatch> = split_batches(&records)
-        .collect::<Result<_, _>>()
-        .expect("valid batches");
+        .map(|item| match item {
+            Ok(Fetched::Batch(batch)) => batch,
+            other => panic!("not a valid v2 batch: {other:?}"),
+        })
+        .collect();
     let stamp = ProducerStamp {
         producer_id: 7,
         producer_epoch: 0,

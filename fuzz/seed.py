@@ -7,7 +7,8 @@ writes OUT_DIR/frame, OUT_DIR/batch and OUT_DIR/reencode:
 - frame: a version byte (so that the `frame` target decodes Fetch at the
   fixture's version), the 4-byte size prefix, the frame; the corrupted prefix
   fixture as it is.
-- batch: each partition's `records` bytes, located through the sidecar.
+- batch: each partition's `records` bytes (v2 batches or old-format
+  entries), located through the sidecar.
 - reencode: each complete batch.
 """
 import json
@@ -20,17 +21,22 @@ FETCH_MIN_VERSION = 4  # kafka-protocol 0.18's FetchResponse::VERSIONS.min
 
 
 def records_of(frame, partition):
-    """The records field of one partition, found by its first batch header."""
-    batches = partition["batches"]
-    if not batches:
+    """The records field of one partition, found by its first batch header
+    (or its first old-format entry's offset and size)."""
+    if partition["batches"]:
+        b = partition["batches"][0]
+        first = (b["base_offset"], b["batch_length"], b["position"])
+    elif partition.get("legacy_entries"):
+        e = partition["legacy_entries"][0]
+        first = (e["offset"], e["size"], e["position"])
+    else:
         return None
-    first = batches[0]
-    header = struct.pack(">qi", first["base_offset"], first["batch_length"])
+    header = struct.pack(">qi", first[0], first[1])
     at = frame.find(header)
     while at >= 0:
-        start = at - first["position"]
+        start = at - first[2]
         end = start + partition["records_bytes"]
-        if start >= 0 and end <= len(frame) and frame[at + 16] == 2:
+        if start >= 0 and end <= len(frame) and frame[at + 16] in (0, 1, 2):
             return frame[start:end]
         at = frame.find(header, at + 1)
     return None

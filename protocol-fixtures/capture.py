@@ -19,13 +19,15 @@ Subcommands (run with the kafka-testkit venv's python; stdlib + confluent-kafka 
   extract  --record DIR --plan PLAN.json --out DIR
            Picks frames out of a recording, checks them against the plan's
            expectations, writes <name>.bin (frame without its size prefix) and a
-           <name>.json sidecar describing the batches, and makes corrupted copies.
+           <name>.json sidecar describing the batches (and old-format entries),
+           and makes corrupted copies when the plan names a fixture to corrupt.
 
 The frame parsing here is a small, separate implementation of the Kafka protocol
 (Fetch response and Produce request only), so fixtures do not depend on the Rust
 code they test.
 """
 import argparse
+import base64
 import json
 import os
 import signal
@@ -34,6 +36,7 @@ import struct
 import sys
 import threading
 import time
+import zlib
 
 FETCH = 1
 PRODUCE = 0
@@ -430,17 +433,74 @@ def control_type(batch):
     return {0: "abort", 1: "commit"}.get(ctype, f"other({ctype})")
 
 
+def b64(b):
+    return None if b is None else base64.b64encode(b).decode("ascii")
+
+
+def legacy_messages(data, pos=0):
+    """Old-format (magic 0/1) entries of a complete message set, as dicts
+    (the entry's position relative to pos); `inner` holds a gzip wrapper's
+    decompressed entries (zlib is stdlib; snappy and lz4 are not)."""
+    entries = []
+    while pos < len(data):
+        offset, size = struct.unpack_from(">qi", data, pos)
+        msg = data[pos + 12:pos + 12 + size]
+        if len(msg) != size:
+            break
+        crc, magic, attrs = struct.unpack_from(">Ibb", msg, 0)
+        r = Reader(msg, 6)
+        timestamp = r.i64() if magic == 1 else None
+        klen = r.i32()
+        key = None if klen < 0 else r.take(klen)
+        vlen = r.i32()
+        value = None if vlen < 0 else r.take(vlen)
+        codec = CODECS.get(attrs & 7, f"unknown({attrs & 7})")
+        e = {
+            "offset": offset,
+            "size": size,
+            "magic": magic,
+            "crc": crc,
+            "crc_ok": crc == zlib.crc32(msg[4:]),
+            "attributes": attrs,
+            "codec": codec,
+            "timestamp_type": "log_append_time" if magic == 1 and attrs & 8 else (
+                "create_time" if magic == 1 else None),
+            "timestamp": timestamp,
+            "key": b64(key),
+            "value": b64(value) if codec == "none" else None,
+            "value_bytes": None if value is None else len(value),
+            "inner": None,
+        }
+        if codec == "gzip":
+            e["inner"] = legacy_messages(zlib.decompress(value, 47))
+        e["position"] = pos
+        entries.append(e)
+        pos += 12 + size
+    return entries
+
+
 def split_batches(records):
-    """(complete batches as header dicts, bytes of a cut-off tail)."""
+    """(complete v2 batches as header dicts, complete old-format entries,
+    bytes of a cut-off tail)."""
     batches = []
+    legacy = []
     pos = 0
     while pos < len(records):
-        if len(records) - pos < 61:
+        if len(records) - pos < 17:
             break
         base_offset, length = struct.unpack_from(">qi", records, pos)
         magic = records[pos + 16]
+        if magic in (0, 1):
+            end = pos + 12 + length
+            if end > len(records):
+                break
+            legacy.extend(legacy_messages(records[:end], pos))
+            pos = end
+            continue
         if magic != 2:
             raise ValueError(f"magic {magic} at {base_offset}")
+        if len(records) - pos < 61:
+            break
         end = pos + 12 + length
         if end > len(records):
             break
@@ -473,7 +533,7 @@ def split_batches(records):
             h["control_type"] = control_type(b)
         batches.append(h)
         pos = end
-    return batches, len(records) - pos
+    return batches, legacy, len(records) - pos
 
 
 # ---------------------------------------------------------------------------
@@ -502,14 +562,21 @@ def pick(record_dir, index, fx):
     raise SystemExit(f"extract: no {direction} with records from client {fx['client_id']!r}")
 
 
-def check(fx, partition, batches, tail):
+def check(fx, partition, batches, legacy, tail):
     """Fails the capture when the broker did not give what the fixture is for."""
     want = fx.get("expect", {})
     problems = []
-    if not batches:
+    if not batches and not legacy:
         problems.append("no complete batch")
-    if not all(b["crc_ok"] for b in batches):
+    if not all(b["crc_ok"] for b in batches + legacy):
         problems.append("a captured batch fails its CRC")
+    if "magic" in want:
+        if batches or any(e["magic"] != want["magic"] for e in legacy):
+            problems.append(f"not all entries have magic {want['magic']}")
+        if "codec" in want and any(e["codec"] != want["codec"] for e in legacy):
+            problems.append(f"codec is not {want['codec']}")
+        if want.get("min_entries", 1) > len(legacy):
+            problems.append(f"fewer than {want.get('min_entries', 1)} entries")
     if "codec" in want and any(b["codec"] != want["codec"] for b in batches if not b["control"]):
         problems.append(f"codec is not {want['codec']}")
     if want.get("partial_tail") and tail == 0:
@@ -530,7 +597,7 @@ def check(fx, partition, batches, tail):
         problems.append("no batch with records_count != last_offset_delta + 1")
     if want.get("empty_batch") and not any(b["records_count"] == 0 for b in batches):
         problems.append("no empty batch")
-    if want.get("min_batches", 1) > len(batches):
+    if "magic" not in want and want.get("min_batches", 1) > len(batches):
         problems.append(f"fewer than {want['min_batches']} batches")
     if problems:
         raise SystemExit(f"extract: fixture {fx['name']}: " + "; ".join(problems))
@@ -541,12 +608,14 @@ def sidecar(fx, entry, parsed, extra=None):
     for p in parsed["partitions"]:
         if p["records"] is None:
             continue
-        batches, tail = split_batches(p["records"])
-        check(fx, p, batches, tail)
+        batches, legacy, tail = split_batches(p["records"])
+        check(fx, p, batches, legacy, tail)
         q = {k: v for k, v in p.items() if k != "records"}
         q["records_bytes"] = len(p["records"])
         q["partial_tail_bytes"] = tail
         q["batches"] = batches
+        if legacy:
+            q["legacy_entries"] = legacy
         parts.append(q)
     doc = {
         "name": fx["name"],
@@ -561,6 +630,7 @@ def sidecar(fx, entry, parsed, extra=None):
         "description": fx["description"],
         "capture": fx.get("capture", {}),
         "frame_bytes": None,
+        **({"produced": fx["produced"]} if "produced" in fx else {}),
         "partitions": parts,
     }
     if entry["api_key"] == FETCH:
@@ -670,9 +740,10 @@ def cmd_extract(a):
         print(f"{fx['name']}: {entry['direction']} api {entry['api_key']} "
               f"v{entry['api_version']}, {len(frame)} bytes, "
               f"{sum(len(p['batches']) for p in doc['partitions'])} batches")
-    src = plan["corrupt_from"]
-    entry, frame, doc = captured[src]
-    corrupt(a.out, src, frame, entry, doc)
+    src = plan.get("corrupt_from")
+    if src:
+        entry, frame, doc = captured[src]
+        corrupt(a.out, src, frame, entry, doc)
 
 
 def main():

@@ -106,7 +106,9 @@ pub struct TopicSpec {
 /// Topic configs never copied to the target, as MirrorMaker 2 does: they
 /// describe how the source cluster runs (replication throttles, ISR and
 /// election rules) or how it validated timestamps when the data was new. A
-/// LogAppendTime target would also overwrite the copied timestamps. A flow's
+/// LogAppendTime target would also overwrite the copied timestamps. The
+/// message format settings describe how the source stores data; the mirror
+/// always writes v2, and Kafka 4 no longer knows them. A flow's
 /// `never_copy_configs` adds to them.
 pub const NOT_COPIED: &[&str] = &[
     "follower.replication.throttled.replicas",
@@ -117,6 +119,8 @@ pub const NOT_COPIED: &[&str] = &[
     "message.timestamp.difference.max.ms",
     "message.timestamp.before.max.ms",
     "message.timestamp.after.max.ms",
+    "message.format.version",
+    "message.downconversion.enable",
 ];
 
 /// `DescribeConfigs` resource type of a topic.

@@ -111,16 +111,6 @@ fn wait_for_cleaner(source: &KafkaCluster, topics: &[String]) -> Vec<Vec<(i32, V
     }
 }
 
-/// The count after `label` in the summary, e.g. `re-encoded: 12 compacted`.
-fn summary_count(summary: &str, label: &str) -> u64 {
-    summary
-        .split(label)
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
-}
-
 #[test]
 fn compacted_batches_with_offset_gaps_are_renumbered_and_arrive_as_retained() {
     let Clusters { source, target } = clusters();

@@ -1,4 +1,5 @@
-//! Frames captured from a real Apache Kafka 4.4.0 broker and librdkafka
+//! Frames captured from real Apache Kafka brokers (4.4.0, and 3.9.1 in
+//! ZooKeeper mode for the old message formats) and librdkafka
 //! (`protocol-fixtures/`, see its README), decoded with kafka-mirror's framing
 //! and batch code and checked against the sidecars that `capture.py` wrote with
 //! its own, independent parser. No broker needed.
@@ -10,7 +11,7 @@ use std::path::PathBuf;
 use bytes::{Bytes, BytesMut};
 use kafka_mirror::batch::{
     reencode, split_batches, AbortedTransactions, BatchError, BatchFate, Compression, ControlType,
-    ProducerStamp, RecordBatch, TimestampType,
+    Fetched, ProducerStamp, RecordBatch, TimestampType,
 };
 use kafka_mirror::net::frame::{decode_response, try_split_frame};
 use kafka_mirror::net::NetError;
@@ -37,6 +38,26 @@ const FIXTURES: &[&str] = &[
     "corrupt-bad-crc",
     "corrupt-batch-length",
     "corrupt-frame-prefix",
+    "fetch-v0-none",
+    "fetch-v0-gzip",
+    "fetch-v0-snappy",
+    "fetch-v0-lz4",
+    "fetch-v1-none",
+    "fetch-v1-gzip",
+    "fetch-v1-snappy",
+    "fetch-v1-lz4",
+];
+
+/// Fetch responses of topics in the old message formats: name, magic, codec.
+const LEGACY_FIXTURES: &[(&str, i8, Compression)] = &[
+    ("fetch-v0-none", 0, Compression::None),
+    ("fetch-v0-gzip", 0, Compression::Gzip),
+    ("fetch-v0-snappy", 0, Compression::Snappy),
+    ("fetch-v0-lz4", 0, Compression::Lz4),
+    ("fetch-v1-none", 1, Compression::None),
+    ("fetch-v1-gzip", 1, Compression::Gzip),
+    ("fetch-v1-snappy", 1, Compression::Snappy),
+    ("fetch-v1-lz4", 1, Compression::Lz4),
 ];
 
 const CODEC_FIXTURES: &[(&str, Compression)] = &[
@@ -62,6 +83,17 @@ struct Sidecar {
     partitions: Vec<SidecarPartition>,
     #[serde(default)]
     corruption: Option<serde_json::Value>,
+    /// Records as the producer had them acknowledged (old-format fixtures).
+    #[serde(default)]
+    produced: Vec<SidecarProduced>,
+}
+
+#[derive(Debug, Deserialize)]
+struct SidecarProduced {
+    offset: i64,
+    key: Option<String>,
+    value: Option<String>,
+    timestamp: i64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -82,6 +114,23 @@ struct SidecarPartition {
     records_bytes: usize,
     partial_tail_bytes: usize,
     batches: Vec<SidecarBatch>,
+    #[serde(default)]
+    legacy_entries: Vec<SidecarEntry>,
+}
+
+/// An old-format (magic 0/1) message as `capture.py` parsed it.
+#[derive(Debug, Deserialize)]
+struct SidecarEntry {
+    offset: i64,
+    size: usize,
+    magic: i8,
+    crc_ok: bool,
+    codec: String,
+    timestamp_type: Option<String>,
+    timestamp: Option<i64>,
+    position: usize,
+    /// A gzip wrapper's inner messages, offsets as stored.
+    inner: Option<Vec<SidecarEntry>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -221,7 +270,11 @@ fn split_and_check(name: &str, records: &Bytes, want: &SidecarPartition) -> Vec<
     let mut split = split_batches(records);
     let batches: Vec<RecordBatch> = split
         .by_ref()
-        .map(|b| b.unwrap_or_else(|e| panic!("{name}: {e}")))
+        .map(|item| match item {
+            Ok(Fetched::Batch(batch)) => batch,
+            Ok(Fetched::Legacy(messages)) => panic!("{name}: unexpected {messages:?}"),
+            Err(e) => panic!("{name}: {e}"),
+        })
         .collect();
     assert_eq!(batches.len(), want.batches.len(), "{name}: batch count");
     for (batch, expected) in batches.iter().zip(&want.batches) {
@@ -808,4 +861,137 @@ fn an_oversized_frame_prefix_is_refused_before_allocating() {
     assert!(buf.is_empty());
     let (correlation_id, _) = decode_response::<FetchRequest>(frame, sidecar.api_version).unwrap();
     assert_eq!(correlation_id, sidecar.correlation_id);
+}
+
+fn base64_decode(text: &Option<String>) -> Option<Bytes> {
+    use base64::Engine as _;
+    text.as_ref().map(|t| {
+        base64::engine::general_purpose::STANDARD
+            .decode(t)
+            .expect("base64 in a sidecar")
+            .into()
+    })
+}
+
+/// The one partition with records of an old-format fixture, its records,
+/// and the sidecar's view of it.
+fn legacy_fetch(name: &str) -> (Sidecar, Bytes) {
+    let (frame, sidecar) = load(name);
+    let response = decode_fetch(name, frame, &sidecar);
+    let parts = partitions_with_records(&response);
+    assert_eq!(parts.len(), 1, "{name}");
+    let records = parts[0].records.clone().expect("records");
+    assert_eq!(records.len(), sidecar.partitions[0].records_bytes, "{name}");
+    (sidecar, records)
+}
+
+/// Brokers answer a Fetch at the version librdkafka (and kafka-mirror)
+/// negotiate with the old formats as they are stored, never up-converted:
+/// the records split into one run of old-format entries, which up-converts
+/// to v2 batches holding exactly what the producer wrote.
+#[test]
+fn old_format_fetches_up_convert_to_what_the_producer_wrote() {
+    for &(name, magic, codec) in LEGACY_FIXTURES {
+        let (sidecar, records) = legacy_fetch(name);
+        assert!(sidecar.api_version >= 4, "{name}: a Fetch that allows v2");
+        let want = &sidecar.partitions[0];
+        assert_eq!(want.partial_tail_bytes, 0, "{name}");
+        assert!(want.batches.is_empty(), "{name}: no v2 batch");
+        let entries = &want.legacy_entries;
+        assert!(entries.len() >= 2, "{name}");
+        for entry in entries {
+            assert_eq!(entry.magic, magic, "{name} at {}", entry.offset);
+            assert_eq!(entry.codec, compression_name(codec), "{name}");
+            assert!(entry.crc_ok, "{name}");
+            assert_eq!(entry.timestamp.is_some(), magic == 1, "{name}");
+            let timestamp_type = (magic == 1).then(|| "create_time".to_string());
+            assert_eq!(entry.timestamp_type, timestamp_type, "{name}");
+        }
+        // Inner offsets as stored: absolute in magic 0, relative to the
+        // first inner message in magic 1; the wrapper has the last one's.
+        for entry in entries.iter().filter(|e| e.inner.is_some()) {
+            let inner: Vec<i64> = entry.inner.iter().flatten().map(|m| m.offset).collect();
+            let first = entry.offset - (inner.len() as i64 - 1);
+            let expected: Vec<i64> = (0..inner.len() as i64)
+                .map(|i| if magic == 0 { first + i } else { i })
+                .collect();
+            assert_eq!(inner, expected, "{name}: wrapper at {}", entry.offset);
+        }
+
+        let mut split = split_batches(&records);
+        let items: Vec<Fetched> = split.by_ref().map(Result::unwrap).collect();
+        assert!(!split.partial_tail(), "{name}");
+        let [Fetched::Legacy(run)] = &items[..] else {
+            panic!("{name}: {items:?}");
+        };
+        assert_eq!(run.as_bytes().as_ptr(), records.as_ptr(), "{name}: a copy");
+        assert_eq!(run.as_bytes().len(), records.len(), "{name}");
+        assert_eq!(run.magic(), magic, "{name}");
+        assert_eq!(run.base_offset(), entries[0].offset, "{name}");
+
+        let batches = run.up_convert().unwrap_or_else(|e| panic!("{name}: {e}"));
+        // One batch per wrapper; consecutive plain messages in one.
+        let bases: Vec<i64> = batches.iter().map(RecordBatch::base_offset).collect();
+        let expected_bases: Vec<i64> = if codec == Compression::None {
+            vec![entries[0].offset]
+        } else {
+            entries
+                .iter()
+                .scan(0, |next, e| Some(std::mem::replace(next, e.offset + 1)))
+                .collect()
+        };
+        assert_eq!(bases, expected_bases, "{name}");
+        let mut got = Vec::new();
+        for batch in &batches {
+            assert_eq!(batch.magic(), 2, "{name}");
+            assert_eq!(batch.compression(), codec, "{name}");
+            assert_eq!(batch.timestamp_type(), TimestampType::CreateTime, "{name}");
+            assert_eq!(batch.producer_id(), -1, "{name}");
+            assert!(!batch.has_offset_gaps(), "{name}");
+            assert_rewrite_keeps_records(name, batch);
+            for record in decode_records(batch.as_bytes()) {
+                assert!(record.headers.is_empty(), "{name}");
+                got.push((record.offset, record.key, record.value, record.timestamp));
+            }
+        }
+        let expected: Vec<_> = sidecar
+            .produced
+            .iter()
+            .map(|p| {
+                // Magic 0 has no timestamps: CreateTime -1, as Kafka up-converts.
+                let timestamp = if magic == 0 { -1 } else { p.timestamp };
+                (
+                    p.offset,
+                    base64_decode(&p.key),
+                    base64_decode(&p.value),
+                    timestamp,
+                )
+            })
+            .collect();
+        assert_eq!(expected.len(), 20, "{name}");
+        assert_eq!(got, expected, "{name}");
+    }
+}
+
+/// A byte flipped under an old-format message's CRC-32 (in a plain message's
+/// value, or in a wrapper's compressed value) is a CRC mismatch naming that
+/// message's offset.
+#[test]
+fn a_damaged_old_format_message_is_a_crc_mismatch_naming_it() {
+    for name in ["fetch-v1-none", "fetch-v0-lz4"] {
+        let (sidecar, records) = legacy_fetch(name);
+        let entry = &sidecar.partitions[0].legacy_entries[1];
+        let mut damaged = records.to_vec();
+        damaged[entry.position + 12 + entry.size - 1] ^= 0xFF;
+        let damaged = Bytes::from(damaged);
+        let Some(Ok(Fetched::Legacy(run))) = split_batches(&damaged).next() else {
+            panic!("{name}: not an old-format run");
+        };
+        match run.up_convert() {
+            Err(BatchError::CrcMismatch { base_offset, .. }) => {
+                assert_eq!(base_offset, entry.offset, "{name}")
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+    }
 }

@@ -16,8 +16,8 @@ pub enum BatchError {
         min: usize,
     },
 
-    /// Not a v2 batch: magic 0 and 1 are the old MessageSet formats, which
-    /// need up-converting before they can be produced.
+    /// A magic byte this module cannot read: not 2, and (for the splitter)
+    /// not 0 or 1 either, the old formats it hands over for up-conversion.
     #[error("record batch at offset {base_offset} has magic {magic}; only magic 2 is supported")]
     UnsupportedMagic {
         /// Offset of the first entry with that magic.

@@ -4,13 +4,16 @@
 //! straight from the `Bytes` the Fetch response arrived in, its records stay
 //! opaque (and compressed), and only the few header fields the destination
 //! broker insists on are rewritten before the batch is produced. Inflating
-//! (decompressing records) is the exception: only [`reencode`] does it, for
+//! (decompressing records) is the exception: [`reencode`] does it for
 //! compacted batches with offset gaps, which no broker accepts as they are,
 //! and for LogAppendTime batches, whose timestamps a CreateTime target would
 //! otherwise replace with the producer's.
 //!
 //! - [`split_batches`] cuts a partition's `records` into [`RecordBatch`]es
 //!   without copying, treating a cut-off last batch as the end of the data.
+//!   Entries in the old message formats (magic 0 and 1) come out as
+//!   [`LegacyMessages`], which [`LegacyMessages::up_convert`] rebuilds as v2
+//!   batches: the other inflating path, since Kafka 4 takes magic 2 only.
 //! - [`RecordBatch`] reads the v2 header, checks the CRC, reads control
 //!   markers and rewrites the producer fields for a Produce request.
 //! - [`reencode`] re-encodes such a batch: records numbered `0..n-1`, a
@@ -26,6 +29,7 @@
 
 mod aborted;
 mod error;
+mod legacy;
 mod reencode;
 mod split;
 #[cfg(test)]
@@ -34,6 +38,7 @@ mod view;
 
 pub use aborted::{AbortedTransactions, BatchFate};
 pub use error::BatchError;
+pub use legacy::{LegacyMessages, MAX_RUN_SOURCE_BYTES, NO_TIMESTAMP};
 pub use reencode::{reencode, reencode_with_limit, MAX_INFLATED_BYTES};
-pub use split::{split_batches, Batches};
+pub use split::{split_batches, Batches, Fetched};
 pub use view::{Compression, ControlType, ProducerStamp, RecordBatch, TimestampType};

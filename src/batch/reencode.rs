@@ -51,7 +51,10 @@ use std::io::Read;
 use bytes::{BufMut, BytesMut};
 use kafka_protocol::compression::{Compressor, Gzip, Lz4, Snappy, Zstd};
 
-use super::view::{at, read_varint, read_varlong, HEADER_LEN, LOG_OVERHEAD, TIMESTAMP_TYPE_BIT};
+use super::view::{
+    at, read_varint, read_varlong, varint_len, write_varint, HEADER_LEN, LOG_OVERHEAD,
+    TIMESTAMP_TYPE_BIT,
+};
 use super::{BatchError, Compression, RecordBatch, TimestampType};
 
 /// The most bytes one batch's records may decompress to. Far above what a
@@ -110,13 +113,7 @@ pub fn reencode_with_limit(
     let codec = Codec::of(batch.compression(), body);
     let records = codec
         .inflate(body, max_inflated_bytes)
-        .map_err(|e| match e {
-            InflateError::TooLarge => BatchError::InflatedTooLarge {
-                base_offset,
-                limit: max_inflated_bytes,
-            },
-            InflateError::Invalid(reason) => corrupt(reason),
-        })?;
+        .map_err(|e| e.at(base_offset, max_inflated_bytes))?;
     let append_time = batch.timestamp_type() == TimestampType::LogAppendTime;
     // Each new offsetDelta (and timestampDelta 0) is at most as long as the
     // old one, so the output never grows.
@@ -136,9 +133,6 @@ pub fn reencode_with_limit(
     codec
         .deflate(&renumbered, &mut out)
         .map_err(|e| corrupt(format!("recompressing the renumbered records failed: {e}")))?;
-    let batch_length = i32::try_from(out.len() - LOG_OVERHEAD)
-        .map_err(|_| corrupt("the renumbered batch is larger than 2 GiB".into()))?;
-    out[at::BATCH_LENGTH..at::BATCH_LENGTH + 4].copy_from_slice(&batch_length.to_be_bytes());
     out[at::LAST_OFFSET_DELTA..at::LAST_OFFSET_DELTA + 4]
         .copy_from_slice(&(count - 1).to_be_bytes());
     if append_time {
@@ -147,6 +141,18 @@ pub fn reencode_with_limit(
         out[at::BASE_TIMESTAMP..at::BASE_TIMESTAMP + 8]
             .copy_from_slice(&batch.max_timestamp().to_be_bytes());
     }
+    seal(out, base_offset)
+}
+
+/// Finishes a batch built in `out` (header and records, `batchLength` and
+/// CRC not yet set): writes both and views the result.
+pub(super) fn seal(mut out: BytesMut, base_offset: i64) -> Result<RecordBatch, BatchError> {
+    let batch_length =
+        i32::try_from(out.len() - LOG_OVERHEAD).map_err(|_| BatchError::Corrupt {
+            base_offset,
+            reason: "the re-encoded batch is larger than 2 GiB".into(),
+        })?;
+    out[at::BATCH_LENGTH..at::BATCH_LENGTH + 4].copy_from_slice(&batch_length.to_be_bytes());
     let crc = crc32c::crc32c(&out[at::ATTRIBUTES..]);
     out[at::CRC..at::CRC + 4].copy_from_slice(&crc.to_be_bytes());
     RecordBatch::parse(out.freeze())
@@ -248,24 +254,10 @@ fn skip_nullable_bytes(rest: &mut &[u8], past_end: &'static str) -> Result<(), &
     Ok(())
 }
 
-/// Writes a zigzag varint (Kafka's `varint`).
-fn write_varint(out: &mut Vec<u8>, value: i32) {
-    let mut raw = ((value << 1) ^ (value >> 31)) as u32;
-    while raw >= 0x80 {
-        out.push((raw as u8 & 0x7f) | 0x80);
-        raw >>= 7;
-    }
-    out.push(raw as u8);
-}
-
-fn varint_len(value: i32) -> usize {
-    let raw = ((value << 1) ^ (value >> 31)) as u32;
-    (32 - raw.leading_zeros() as usize).max(1).div_ceil(7)
-}
-
-/// A codec as found in one batch: snappy in its two framings.
+/// A codec as found in one batch: snappy in its two framings. Also the
+/// codec of the old message formats' compressed wrappers (see `legacy`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Codec {
+pub(super) enum Codec {
     None,
     Gzip,
     XerialSnappy,
@@ -275,13 +267,13 @@ enum Codec {
 }
 
 #[derive(Debug)]
-enum InflateError {
+pub(super) enum InflateError {
     TooLarge,
     Invalid(String),
 }
 
 impl Codec {
-    fn of(compression: Compression, body: &[u8]) -> Self {
+    pub(super) fn of(compression: Compression, body: &[u8]) -> Self {
         match compression {
             Compression::None => Codec::None,
             Compression::Gzip => Codec::Gzip,
@@ -310,7 +302,7 @@ impl Codec {
     }
 
     /// The records section decompressed, at most `limit` bytes of it.
-    fn inflate(self, body: &[u8], limit: usize) -> Result<Cow<'_, [u8]>, InflateError> {
+    pub(super) fn inflate(self, body: &[u8], limit: usize) -> Result<Cow<'_, [u8]>, InflateError> {
         self.inflate_unnamed(body, limit).map_err(|e| match e {
             InflateError::Invalid(reason) => InflateError::Invalid(format!(
                 "records do not decompress as {}: {reason}",
@@ -359,7 +351,7 @@ impl Codec {
     }
 
     /// Appends `records` compressed with this codec to `out`.
-    fn deflate(self, records: &[u8], out: &mut BytesMut) -> Result<(), String> {
+    pub(super) fn deflate(self, records: &[u8], out: &mut BytesMut) -> Result<(), String> {
         let fill = |tmp: &mut BytesMut| {
             tmp.put_slice(records);
             Ok(())
@@ -382,6 +374,19 @@ impl Codec {
             }
         };
         result.map_err(|e| format!("{}: {e}", self.name()))
+    }
+}
+
+impl InflateError {
+    /// The batch error for the batch at `base_offset`, inflated with `limit`.
+    pub(super) fn at(self, base_offset: i64, limit: usize) -> BatchError {
+        match self {
+            InflateError::TooLarge => BatchError::InflatedTooLarge { base_offset, limit },
+            InflateError::Invalid(reason) => BatchError::Corrupt {
+                base_offset,
+                reason,
+            },
+        }
     }
 }
 

@@ -3,19 +3,27 @@
 
 use bytes::{Buf, Bytes};
 
-use super::view::{LOG_OVERHEAD, MAGIC_V2, MIN_BATCH_LENGTH};
+use super::legacy::{entry_len, LegacyMessages};
+use super::view::{at, LOG_OVERHEAD, MAGIC_V2, MIN_BATCH_LENGTH};
 use super::{BatchError, RecordBatch};
 
-/// Where the magic byte sits, in v2 batches and old MessageSet entries alike.
-const MAGIC_AT: usize = 16;
+/// What a Fetch response's `records` are made of.
+#[derive(Debug)]
+pub enum Fetched {
+    /// A v2 record batch, forwarded as it is.
+    Batch(RecordBatch),
+    /// Consecutive entries in the old message formats (magic 0 and 1), which
+    /// must be up-converted before a 4.x broker takes them.
+    Legacy(LegacyMessages),
+}
 
-/// Iterates over the batches in `records`, each a slice of the same buffer.
+/// Iterates over the batches in `records`, each a slice of the same buffer;
+/// consecutive old-format entries come as one [`Fetched::Legacy`].
 ///
 /// A batch cut off at the end (the broker stops at the fetch size limit) ends
 /// the iteration without an error; [`Batches::partial_tail`] tells whether
 /// that happened. The first error also ends it: past a bad length nothing
-/// can be trusted, and an old-format entry means the rest of the response
-/// goes to the up-converting fallback from that offset.
+/// can be trusted.
 pub fn split_batches(records: &Bytes) -> Batches {
     Batches {
         rest: records.clone(),
@@ -41,7 +49,7 @@ impl Batches {
         self.partial_tail
     }
 
-    fn next_batch(&mut self) -> Result<Option<RecordBatch>, BatchError> {
+    fn next_batch(&mut self) -> Result<Option<Fetched>, BatchError> {
         let rest = &self.rest;
         if rest.is_empty() {
             return Ok(None);
@@ -59,12 +67,17 @@ impl Batches {
             });
         }
         // Before the length check: old-format entries are shorter than a v2
-        // header, and the fallback needs to know where they start.
-        if let Some(&magic) = rest.get(MAGIC_AT) {
-            let magic = magic as i8;
-            if magic != MAGIC_V2 {
-                return Err(BatchError::UnsupportedMagic { base_offset, magic });
-            }
+        // header. Until the magic byte has arrived the format is unknown.
+        let Some(&magic) = rest.get(at::MAGIC) else {
+            self.partial_tail = true;
+            return Ok(None);
+        };
+        if matches!(magic, 0 | 1) {
+            return Ok(self.legacy_run()?.map(Fetched::Legacy));
+        }
+        let magic = magic as i8;
+        if magic != MAGIC_V2 {
+            return Err(BatchError::UnsupportedMagic { base_offset, magic });
         }
         if batch_length < MIN_BATCH_LENGTH {
             return Err(BatchError::Corrupt {
@@ -81,12 +94,32 @@ impl Batches {
             return Ok(None);
         }
         let batch = self.rest.split_to(total);
-        RecordBatch::parse(batch).map(Some)
+        RecordBatch::parse(batch).map(|batch| Some(Fetched::Batch(batch)))
+    }
+
+    /// Splits off the complete old-format entries at the start of `rest`;
+    /// `None` (a partial tail) when the first one is cut off. A bad entry
+    /// after good ones ends the run; the next call reports it.
+    fn legacy_run(&mut self) -> Result<Option<LegacyMessages>, BatchError> {
+        let mut len = 0;
+        loop {
+            match entry_len(&self.rest[len..]) {
+                Ok(Some(entry)) => len += entry,
+                Ok(None) => break,
+                Err(e) if len == 0 => return Err(e),
+                Err(_) => break,
+            }
+        }
+        if len == 0 {
+            self.partial_tail = true;
+            return Ok(None);
+        }
+        Ok(Some(LegacyMessages::new(self.rest.split_to(len))))
     }
 }
 
 impl Iterator for Batches {
-    type Item = Result<RecordBatch, BatchError>;
+    type Item = Result<Fetched, BatchError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.done {
@@ -127,14 +160,22 @@ mod tests {
         (all.into(), starts)
     }
 
+    /// The split of `records`, v2 batches unwrapped (old-format runs are an
+    /// error here); and whether there was a partial tail.
     fn collect(records: &Bytes) -> (Vec<Result<RecordBatch, BatchError>>, bool) {
         let mut batches = split_batches(records);
-        let items = batches.by_ref().collect();
+        let items = batches
+            .by_ref()
+            .map(|item| match item? {
+                Fetched::Batch(batch) => Ok(batch),
+                Fetched::Legacy(messages) => panic!("unexpected {messages:?}"),
+            })
+            .collect();
         (items, batches.partial_tail())
     }
 
-    /// A magic 0 or 1 MessageSet entry: offset, size, crc, magic,
-    /// attributes, (v1: timestamp), null key, value.
+    /// A magic 0 or 1 MessageSet entry: offset, size, crc (not checked by
+    /// the split), magic, attributes, (v1: timestamp), null key, value.
     fn old_entry(offset: i64, magic: u8) -> Vec<u8> {
         let mut message = vec![0, 0, 0, 0, magic, 0];
         if magic == 1 {
@@ -226,29 +267,70 @@ mod tests {
         assert!(partial);
     }
 
+    /// One v2 batch, then old entries of both formats (an upgrade seen
+    /// backwards never happens, but the split does not care), then v2 again.
     #[test]
-    fn old_message_formats_are_unsupported_magic() {
-        for magic in [0u8, 1] {
-            let (records, starts) = fetched();
-            let mut bytes = records[..starts[1].0].to_vec();
-            bytes.extend_from_slice(&old_entry(104, magic));
-            bytes.extend_from_slice(&old_entry(105, magic));
-            let (items, partial) = collect(&bytes.into());
-            assert_eq!(items.len(), 2);
-            assert!(items[0].is_ok());
-            assert!(matches!(
-                items[1],
-                Err(BatchError::UnsupportedMagic { base_offset: 104, magic: m }) if m == magic as i8
-            ));
-            assert!(!partial);
-
-            // Also when the old entry is the one cut off.
-            let (items, _) = collect(&old_entry(7, magic)[..20].to_vec().into());
-            assert!(matches!(
-                items[..],
-                [Err(BatchError::UnsupportedMagic { base_offset: 7, .. })]
-            ));
+    fn old_format_entries_come_as_one_run_between_v2_batches() {
+        let (records, starts) = fetched();
+        let mut bytes = records[..starts[1].0].to_vec();
+        let run_start = bytes.len();
+        for (offset, magic) in [(104, 0), (105, 0), (106, 1)] {
+            bytes.extend_from_slice(&old_entry(offset, magic));
         }
+        let run_end = bytes.len();
+        let v2 = &records[starts[1].0..starts[2].0];
+        bytes.extend_from_slice(v2);
+        // A cut old entry at the end: every cut is a partial tail.
+        let whole = old_entry(200, 1);
+        for cut in 1..whole.len() {
+            let mut bytes = bytes.clone();
+            bytes.extend_from_slice(&whole[..cut]);
+            let bytes = Bytes::from(bytes);
+            let mut split = split_batches(&bytes);
+            let items: Vec<Fetched> = split.by_ref().map(Result::unwrap).collect();
+            assert!(split.partial_tail(), "cut at {cut}");
+            let [Fetched::Batch(first), Fetched::Legacy(run), Fetched::Batch(last)] = &items[..]
+            else {
+                panic!("cut at {cut}: {items:?}");
+            };
+            assert_eq!(first.base_offset(), 100);
+            assert_eq!(run.base_offset(), 104);
+            assert_eq!(run.magic(), 0);
+            assert_eq!(run.as_bytes()[..], bytes[run_start..run_end]);
+            assert_eq!(last.base_offset(), starts[1].1);
+        }
+    }
+
+    #[test]
+    fn an_old_entry_with_a_negative_size_is_corrupt_after_the_good_ones() {
+        let mut bytes = old_entry(6, 1);
+        let mut bad = old_entry(7, 1);
+        bad[8..12].copy_from_slice(&(-5i32).to_be_bytes());
+        bytes.extend_from_slice(&bad);
+        let items: Vec<_> = split_batches(&bytes.into()).collect();
+        assert!(
+            matches!(
+                &items[..],
+                [Ok(Fetched::Legacy(run)), Err(BatchError::Corrupt { base_offset: 7, .. })]
+                    if run.base_offset() == 6 && run.as_bytes().len() == old_entry(6, 1).len()
+            ),
+            "{items:?}"
+        );
+    }
+
+    #[test]
+    fn unknown_magic_is_unsupported() {
+        let (records, _) = fetched();
+        let mut bytes = records.to_vec();
+        bytes[at::MAGIC] = 3;
+        let (items, _) = collect(&bytes.into());
+        assert!(matches!(
+            items[..],
+            [Err(BatchError::UnsupportedMagic {
+                base_offset: 100,
+                magic: 3
+            })]
+        ));
     }
 
     proptest! {
@@ -257,9 +339,11 @@ mod tests {
             bytes in proptest::collection::vec(any::<u8>(), 0..300),
         ) {
             // Errors are fine; panics are not.
-            for batch in split_batches(&bytes.into()).flatten() {
-                let _ = batch.verify_crc();
-                let _ = batch.control_type();
+            for item in split_batches(&bytes.into()).flatten() {
+                if let Fetched::Batch(batch) = item {
+                    let _ = batch.verify_crc();
+                    let _ = batch.control_type();
+                }
             }
         }
 
@@ -275,10 +359,12 @@ mod tests {
                 bytes[at] = value;
             }
             bytes.truncate(cut.index(bytes.len() + 1));
-            for batch in split_batches(&bytes.into()).flatten() {
-                let _ = batch.verify_crc();
-                let _ = batch.control_type();
-                let _ = batch.next_offset();
+            for item in split_batches(&bytes.into()).flatten() {
+                if let Fetched::Batch(batch) = item {
+                    let _ = batch.verify_crc();
+                    let _ = batch.control_type();
+                    let _ = batch.next_offset();
+                }
             }
         }
     }

@@ -56,7 +56,7 @@ pub enum Compression {
 }
 
 impl Compression {
-    fn from_codec(codec: u8) -> Option<Self> {
+    pub(super) fn from_codec(codec: u8) -> Option<Self> {
         Some(match codec {
             0 => Self::None,
             1 => Self::Gzip,
@@ -65,6 +65,17 @@ impl Compression {
             4 => Self::Zstd,
             _ => return None,
         })
+    }
+
+    /// The id in attribute bits 0-2.
+    pub(super) fn codec(self) -> u8 {
+        match self {
+            Self::None => 0,
+            Self::Gzip => 1,
+            Self::Snappy => 2,
+            Self::Lz4 => 3,
+            Self::Zstd => 4,
+        }
     }
 }
 
@@ -453,6 +464,27 @@ pub(super) fn read_varint(buf: &mut &[u8]) -> Result<i32, &'static str> {
 pub(super) fn read_varlong(buf: &mut &[u8]) -> Result<i64, &'static str> {
     let raw = read_unsigned_varint(buf, 10)?;
     Ok((raw >> 1) as i64 ^ -((raw & 1) as i64))
+}
+
+/// Writes a zigzag varint (Kafka's `varint`).
+pub(super) fn write_varint(out: &mut Vec<u8>, value: i32) {
+    write_varlong(out, i64::from(value));
+}
+
+/// Writes a zigzag varint of an i64 (Kafka's `varlong`).
+pub(super) fn write_varlong(out: &mut Vec<u8>, value: i64) {
+    let mut raw = ((value << 1) ^ (value >> 63)) as u64;
+    while raw >= 0x80 {
+        out.push((raw as u8 & 0x7f) | 0x80);
+        raw >>= 7;
+    }
+    out.push(raw as u8);
+}
+
+/// Bytes [`write_varint`] takes for `value`.
+pub(super) fn varint_len(value: i32) -> usize {
+    let raw = ((value << 1) ^ (value >> 31)) as u32;
+    (32 - raw.leading_zeros() as usize).max(1).div_ceil(7)
 }
 
 fn read_unsigned_varint(buf: &mut &[u8], max_bytes: u32) -> Result<u64, &'static str> {

@@ -1,5 +1,6 @@
 //! The fetch stage: one Fetch in flight per source broker, carrying every
-//! partition it leads that has room, and the split of its answer into batches.
+//! partition it leads that has room, and the split of its answer into batches
+//! (messages in the old formats, magic 0 and 1, up-converted to v2 first).
 //!
 //! Room is decided twice: a partition is asked for only while its queue holds
 //! less than two fetches' worth (so one slow target partition cannot take the
@@ -15,7 +16,10 @@ use kafka_protocol::messages::FetchResponse;
 use kafka_protocol::ResponseError;
 
 use super::engine::{Engine, Event, Status};
-use crate::batch::{reencode, split_batches, AbortedTransactions, BatchFate, TimestampType};
+use crate::batch::{
+    reencode, split_batches, AbortedTransactions, BatchError, BatchFate, Fetched, LegacyMessages,
+    RecordBatch, TimestampType,
+};
 use crate::cluster::{fetch_request, response_partitions, ClusterError, PartitionFetch, Role};
 use crate::config::IsolationLevel;
 
@@ -192,77 +196,113 @@ impl Engine {
             IsolationLevel::ReadUncommitted => AbortedTransactions::new(&[]),
         };
         for item in split_batches(&records) {
-            let slot = &mut self.slots[i];
-            let checked = item.and_then(|batch| {
-                batch.verify_crc()?;
-                let fate = aborted.classify(&batch)?;
-                Ok((batch, fate))
-            });
-            let (batch, fate) = match checked {
-                Ok(ok) => ok,
-                Err(e) => {
-                    let reason = format!(
-                        "unusable data from the source in {}-{} at offset {}: {e}",
-                        slot.topic, slot.partition, slot.state.fetch_offset
-                    );
-                    self.stop(i, reason);
-                    return;
-                }
+            let outcome = match item {
+                Ok(Fetched::Batch(batch)) => self.on_batch(i, batch, &mut aborted),
+                Ok(Fetched::Legacy(messages)) => self.on_legacy(i, &messages, &mut aborted),
+                Err(e) => Err(self.unusable(i, &e)),
             };
-            // A batch that ends before the fetch position was asked for
-            // earlier (the position fell inside a compressed batch).
-            if batch.next_offset() <= slot.state.fetch_offset {
-                continue;
-            }
-            match fate {
-                BatchFate::SkipControl => {
-                    self.counters.control_batches_skipped += 1;
-                    slot.state.push_skip(batch.next_offset());
-                }
-                BatchFate::SkipAborted => {
-                    self.counters.aborted_batches_skipped += 1;
-                    slot.state.push_skip(batch.next_offset());
-                }
-                BatchFate::Forward if batch.records_count() == 0 => {
-                    self.counters.empty_batches_skipped += 1;
-                    slot.state.push_skip(batch.next_offset());
-                }
-                BatchFate::Forward
-                    if batch.has_offset_gaps()
-                        || batch.timestamp_type() == TimestampType::LogAppendTime =>
-                {
-                    // Compaction left fewer records than offsets (the target
-                    // refuses that), or the records' timestamps are the
-                    // source's append time (a CreateTime target would show
-                    // the producer's): re-encode the records, the slow path.
-                    // The checkpoint still moves past the source batch's range.
-                    match reencode(&batch) {
-                        Ok(reencoded) => {
-                            self.counters.reencoded_batches += 1;
-                            slot.state
-                                .push_batch_with_next_offset(reencoded, batch.next_offset());
-                        }
-                        Err(e) => {
-                            let reason = format!(
-                                "cannot re-encode the batch at offset {} of {}-{} \
-                                 ({} records for {} offsets, {:?}): {e}",
-                                batch.base_offset(),
-                                slot.topic,
-                                slot.partition,
-                                batch.records_count(),
-                                i64::from(batch.last_offset_delta()) + 1,
-                                batch.timestamp_type()
-                            );
-                            self.stop(i, reason);
-                            return;
-                        }
-                    }
-                }
-                BatchFate::Forward => {
-                    slot.state.push_batch(batch);
-                }
+            if let Err(reason) = outcome {
+                self.stop(i, reason);
+                return;
             }
         }
+    }
+
+    /// Up-converts old-format entries and takes each resulting batch.
+    fn on_legacy(
+        &mut self,
+        i: usize,
+        messages: &LegacyMessages,
+        aborted: &mut AbortedTransactions,
+    ) -> Result<(), String> {
+        let batches = messages.up_convert().map_err(|e| {
+            let slot = &self.slots[i];
+            format!(
+                "cannot up-convert the magic {} messages at offset {} of {}-{}: {e}",
+                messages.magic(),
+                messages.base_offset(),
+                slot.topic,
+                slot.partition
+            )
+        })?;
+        self.counters.up_converted_batches += batches.len() as u64;
+        for batch in batches {
+            self.on_batch(i, batch, aborted)?;
+        }
+        Ok(())
+    }
+
+    /// Checks one fetched batch and queues it (re-encoded if it must be) or
+    /// skips it; `Err` is why the partition must stop.
+    fn on_batch(
+        &mut self,
+        i: usize,
+        batch: RecordBatch,
+        aborted: &mut AbortedTransactions,
+    ) -> Result<(), String> {
+        let checked = batch.verify_crc().and_then(|()| aborted.classify(&batch));
+        let fate = match checked {
+            Ok(fate) => fate,
+            Err(e) => return Err(self.unusable(i, &e)),
+        };
+        let slot = &mut self.slots[i];
+        // A batch that ends before the fetch position was asked for
+        // earlier (the position fell inside a compressed batch).
+        if batch.next_offset() <= slot.state.fetch_offset {
+            return Ok(());
+        }
+        match fate {
+            BatchFate::SkipControl => {
+                self.counters.control_batches_skipped += 1;
+                slot.state.push_skip(batch.next_offset());
+            }
+            BatchFate::SkipAborted => {
+                self.counters.aborted_batches_skipped += 1;
+                slot.state.push_skip(batch.next_offset());
+            }
+            BatchFate::Forward if batch.records_count() == 0 => {
+                self.counters.empty_batches_skipped += 1;
+                slot.state.push_skip(batch.next_offset());
+            }
+            BatchFate::Forward
+                if batch.has_offset_gaps()
+                    || batch.timestamp_type() == TimestampType::LogAppendTime =>
+            {
+                // Compaction left fewer records than offsets (the target
+                // refuses that), or the records' timestamps are the
+                // source's append time (a CreateTime target would show
+                // the producer's): re-encode the records, the slow path.
+                // The checkpoint still moves past the source batch's range.
+                let reencoded = reencode(&batch).map_err(|e| {
+                    format!(
+                        "cannot re-encode the batch at offset {} of {}-{} \
+                         ({} records for {} offsets, {:?}): {e}",
+                        batch.base_offset(),
+                        slot.topic,
+                        slot.partition,
+                        batch.records_count(),
+                        i64::from(batch.last_offset_delta()) + 1,
+                        batch.timestamp_type()
+                    )
+                })?;
+                self.counters.reencoded_batches += 1;
+                slot.state
+                    .push_batch_with_next_offset(reencoded, batch.next_offset());
+            }
+            BatchFate::Forward => {
+                slot.state.push_batch(batch);
+            }
+        }
+        Ok(())
+    }
+
+    /// Why the partition stops on data it cannot use.
+    fn unusable(&self, i: usize, e: &BatchError) -> String {
+        let slot = &self.slots[i];
+        format!(
+            "unusable data from the source in {}-{} at offset {}: {e}",
+            slot.topic, slot.partition, slot.state.fetch_offset
+        )
     }
 }
 

@@ -20,6 +20,8 @@ pub(crate) struct Counters {
     pub(crate) empty_batches_skipped: u64,
     /// Batches re-encoded before forwarding: compacted with offset gaps, or LogAppendTime.
     pub(crate) reencoded_batches: u64,
+    /// v2 batches built from old-format (magic 0 and 1) messages.
+    pub(crate) up_converted_batches: u64,
     /// Source offsets deleted before they were copied.
     pub(crate) offsets_lost: u64,
     /// Produce requests that failed and were retried.
@@ -68,6 +70,9 @@ pub struct Summary {
     /// offset gaps and LogAppendTime ones (the only batches not forwarded as
     /// the same bytes).
     pub reencoded_batches: u64,
+    /// v2 batches built from messages in the old formats (magic 0 and 1),
+    /// decoded and re-encoded since Kafka 4 refuses those formats.
+    pub up_converted_batches: u64,
     /// Source offsets deleted by retention before they were copied.
     pub offsets_lost: u64,
     /// Produce requests retried.
@@ -121,6 +126,7 @@ impl Summary {
             aborted_batches_skipped: counters.aborted_batches_skipped,
             empty_batches_skipped: counters.empty_batches_skipped,
             reencoded_batches: counters.reencoded_batches,
+            up_converted_batches: counters.up_converted_batches,
             offsets_lost: counters.offsets_lost,
             produce_retries: counters.produce_retries,
             producer_renewals: counters.producer_renewals,
@@ -203,6 +209,13 @@ impl fmt::Display for Summary {
                 f,
                 "re-encoded: {} batches (compacted with offset gaps, or LogAppendTime; same codec)",
                 self.reencoded_batches
+            )?;
+        }
+        if self.up_converted_batches > 0 {
+            writeln!(
+                f,
+                "up-converted: {} batches (message formats v0/v1 rebuilt as v2; same codec)",
+                self.up_converted_batches
             )?;
         }
         if self.producer_renewals > 0 {

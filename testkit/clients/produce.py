@@ -4,8 +4,9 @@
 Record i: key "<prefix>-<i>" (with --distinct-keys N, "<prefix>-<i % N>": many
 updates to few keys, for compacted topics); value a JSON-like document whose size varies with i
 (every 10th value is null); headers: none for i % 4 == 0, one for i % 4 == 1, several
-(with a repeated name and a null value) otherwise; explicit CreateTime timestamp
-base + i ms. With --partitions N record i goes to partition i % N.
+(with a repeated name and a null value) otherwise, or none at all with
+--no-headers (topics in the old message formats refuse headers); explicit
+CreateTime timestamp base + i ms. With --partitions N record i goes to partition i % N.
 
 Prints one JSON line per acknowledged record, in production order:
 {"partition", "offset", "key", "value", "headers": [[name, b64|null]...],
@@ -24,7 +25,7 @@ def b64(b):
     return None if b is None else base64.b64encode(b).decode("ascii")
 
 
-def record(i, prefix, base_ts, distinct_keys=None):
+def record(i, prefix, base_ts, distinct_keys=None, headers_on=True):
     key = f"{prefix}-{i if distinct_keys is None else i % distinct_keys}".encode()
     if i % 10 == 9:
         value = None
@@ -35,7 +36,7 @@ def record(i, prefix, base_ts, distinct_keys=None):
             separators=(",", ":"),
         ).encode()
     m = i % 4
-    if m == 0:
+    if m == 0 or not headers_on:
         headers = []
     elif m == 1:
         headers = [("trace-id", f"t-{i}".encode())]
@@ -65,6 +66,7 @@ def main():
     ap.add_argument("--idempotence", action="store_true")
     ap.add_argument("--transactional-id", default=None)
     ap.add_argument("--abort", action="store_true")
+    ap.add_argument("--no-headers", action="store_true")
     ap.add_argument("--config", action="append", default=[], help="k=v librdkafka setting")
     a = ap.parse_args()
 
@@ -99,7 +101,7 @@ def main():
         p.begin_transaction()
     recs = []
     for i in range(a.count):
-        key, value, headers, ts = record(i, a.key_prefix, base_ts, a.distinct_keys)
+        key, value, headers, ts = record(i, a.key_prefix, base_ts, a.distinct_keys, not a.no_headers)
         recs.append((key, value, headers, ts))
         kw = dict(key=key, value=value, headers=headers, timestamp=ts, on_delivery=on_delivery(i))
         if a.partitions:

@@ -1,13 +1,16 @@
-//! Regenerates `protocol-fixtures/`: frames captured from a real Kafka broker.
+//! Regenerates `protocol-fixtures/`: frames captured from real Kafka brokers.
 //!
-//!     cargo run -p kafka-testkit --example capture_fixtures
+//!     cargo run -p kafka-testkit --example capture_fixtures           # all of them
+//!     cargo run -p kafka-testkit --example capture_fixtures -- legacy # the old formats only
 //!
 //! Starts a 1-node cluster whose PLAINTEXT listener *advertises* the port of a
 //! recording proxy (`protocol-fixtures/capture.py proxy`), so every client that
 //! bootstraps (through the proxy or not) then talks to the broker through the proxy.
 //! Writes topics with librdkafka, reads them back with librdkafka consumers whose
 //! `client.id` names the fixture, and lets `capture.py extract` pick, check and
-//! write the frames. See protocol-fixtures/README.md.
+//! write the frames. The v2 fixtures come from Kafka 4.4 (KRaft), the old
+//! message formats (magic 0 and 1) from Kafka 3.9 in ZooKeeper mode. See
+//! protocol-fixtures/README.md.
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -17,9 +20,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use base64::Engine as _;
 use kafka_testkit::{
     produce_with_librdkafka, read_partition_batches, ClusterSpec, Compression, KafkaCluster,
-    ProduceOpts, Venv, DEFAULT_KAFKA_VERSION,
+    ProduceOpts, Venv, DEFAULT_KAFKA_VERSION, OLD_KAFKA_VERSION,
 };
 use serde_json::{json, Value};
 
@@ -106,27 +110,33 @@ fn setup(config: &[(&str, &str)]) -> Vec<(String, String)> {
 
 fn main() -> Result<()> {
     let venv = Venv::get()?;
-    let proxy_port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let bootstrap = format!("127.0.0.1:{proxy_port}");
-    let mut spec = ClusterSpec::new(DEFAULT_KAFKA_VERSION, 1);
-    spec.broker_props = vec![
-        (
-            "advertised.listeners".into(),
-            format!("PLAINTEXT://{bootstrap}"),
-        ),
-        // The cleaner looks for work every 100 ms instead of every 15 s.
-        ("log.cleaner.backoff.ms".into(), "100".into()),
-    ];
-    let cluster = KafkaCluster::start(spec)?;
-    let upstream = cluster.broker_addr(0).to_string();
+    let out_dir = fixtures_dir().join("frames");
+    match std::env::args().nth(1).as_deref() {
+        None => {
+            if out_dir.exists() {
+                std::fs::remove_dir_all(&out_dir)?;
+            }
+            capture_v2(&venv, &out_dir)?;
+        }
+        Some("legacy") => {}
+        Some(other) => bail!("unknown argument {other:?}; the only one is `legacy`"),
+    }
+    capture_legacy(&venv, &out_dir)
+}
 
-    let work = tempfile::tempdir()?;
-    let record_dir = work.path().join("recording");
+/// A free loopback port for the proxy, and the address clients bootstrap from.
+fn proxy_address() -> Result<(u16, String)> {
+    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    Ok((port, format!("127.0.0.1:{port}")))
+}
+
+/// Starts the recording proxy in front of `upstream`.
+fn start_proxy(venv: &Venv, upstream: &str, proxy_port: u16, record_dir: &Path) -> Result<Proxy> {
     let mut child = Command::new(venv.python())
         .arg(capture_py())
         .args(["proxy", "--listen", &proxy_port.to_string()])
-        .args(["--upstream", &upstream, "--record"])
-        .arg(&record_dir)
+        .args(["--upstream", upstream, "--record"])
+        .arg(record_dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -139,7 +149,50 @@ fn main() -> Result<()> {
     if line.trim() != "listening" {
         bail!("proxy did not start: {line:?}");
     }
-    eprintln!("capture_fixtures: proxy {bootstrap} -> {upstream}, recording in {record_dir:?}");
+    eprintln!("capture_fixtures: proxy :{proxy_port} -> {upstream}, recording in {record_dir:?}");
+    Ok(proxy)
+}
+
+/// Lets `capture.py extract` pick the frames of `plan` out of the recording.
+fn extract(
+    venv: &Venv,
+    record_dir: &Path,
+    plan: &Value,
+    work: &Path,
+    out_dir: &Path,
+) -> Result<()> {
+    let plan_file = work.join("plan.json");
+    std::fs::write(&plan_file, serde_json::to_string_pretty(plan)?)?;
+    let args = vec![
+        "extract".to_string(),
+        "--record".into(),
+        record_dir.display().to_string(),
+        "--plan".into(),
+        plan_file.display().to_string(),
+        "--out".into(),
+        out_dir.display().to_string(),
+    ];
+    print!("{}", run_capture(venv, &args)?);
+    Ok(())
+}
+
+/// The v2 fixtures, from Kafka 4.4 (KRaft).
+fn capture_v2(venv: &Venv, out_dir: &Path) -> Result<()> {
+    let (proxy_port, bootstrap) = proxy_address()?;
+    let mut spec = ClusterSpec::new(DEFAULT_KAFKA_VERSION, 1);
+    spec.broker_props = vec![
+        (
+            "advertised.listeners".into(),
+            format!("PLAINTEXT://{bootstrap}"),
+        ),
+        // The cleaner looks for work every 100 ms instead of every 15 s.
+        ("log.cleaner.backoff.ms".into(), "100".into()),
+    ];
+    let cluster = KafkaCluster::start(spec)?;
+    let work = tempfile::tempdir()?;
+    let record_dir = work.path().join("recording");
+    let upstream = cluster.broker_addr(0).to_string();
+    let proxy = start_proxy(venv, &upstream, proxy_port, &record_dir)?;
 
     // One codec each: two producer runs, so at least two batches.
     for codec in [
@@ -165,7 +218,7 @@ fn main() -> Result<()> {
             )?;
         }
         consume(
-            &venv,
+            venv,
             &bootstrap,
             &topic,
             &format!("fetch-{}", codec.as_str()),
@@ -195,7 +248,7 @@ fn main() -> Result<()> {
         )?;
     }
     consume(
-        &venv,
+        venv,
         &bootstrap,
         "txn",
         "fetch-txn-read-uncommitted",
@@ -203,7 +256,7 @@ fn main() -> Result<()> {
         &[],
     )?;
     consume(
-        &venv,
+        venv,
         &bootstrap,
         "txn",
         "fetch-txn-read-committed",
@@ -225,7 +278,7 @@ fn main() -> Result<()> {
         },
     )?;
     consume(
-        &venv,
+        venv,
         &bootstrap,
         "idempotent",
         "fetch-idempotent",
@@ -263,7 +316,7 @@ fn main() -> Result<()> {
     ];
     let mut a = strings(&base);
     a.extend(strings(&["--rounds", "5", "--idempotent", "--tag", "A"]));
-    run_capture(&venv, &a)?;
+    run_capture(venv, &a)?;
     let mut b = strings(&base);
     b.extend(strings(&[
         "--rounds",
@@ -274,22 +327,15 @@ fn main() -> Result<()> {
         "--tag",
         "B",
     ]));
-    run_capture(&venv, &b)?;
+    run_capture(venv, &b)?;
     // One more record after segment.ms rolls the segment holding B's last batch, so
     // the cleaner may clean it.
     let mut roll = strings(&base);
     roll.extend(strings(&["--rounds", "1", "--unique", "roll"]));
     roll[8] = "0".into(); // --keys 0
-    run_capture(&venv, &roll)?;
+    run_capture(venv, &roll)?;
     wait_for_cleaner(&cluster)?;
-    consume(
-        &venv,
-        &bootstrap,
-        "compacted",
-        "fetch-compacted",
-        false,
-        &[],
-    )?;
+    consume(venv, &bootstrap, "compacted", "fetch-compacted", false, &[])?;
 
     // A Fetch cut off by the size limit: batches of 0.7 to 2.5 KB, an 8000-byte limit.
     cluster.create_topic("truncated", 1, 1, &[])?;
@@ -303,7 +349,7 @@ fn main() -> Result<()> {
         },
     )?;
     consume(
-        &venv,
+        venv,
         &bootstrap,
         "truncated",
         "fetch-truncated",
@@ -333,24 +379,98 @@ fn main() -> Result<()> {
     }
 
     drop(proxy);
-    let plan = plan(&cluster);
-    let plan_file = work.path().join("plan.json");
-    std::fs::write(&plan_file, serde_json::to_string_pretty(&plan)?)?;
-    let out_dir = fixtures_dir().join("frames");
-    if out_dir.exists() {
-        std::fs::remove_dir_all(&out_dir)?;
-    }
-    let args = vec![
-        "extract".to_string(),
-        "--record".into(),
-        record_dir.display().to_string(),
-        "--plan".into(),
-        plan_file.display().to_string(),
-        "--out".into(),
-        out_dir.display().to_string(),
+    extract(venv, &record_dir, &plan(&cluster), work.path(), out_dir)
+}
+
+/// The old message formats: a Kafka 3.9 broker in ZooKeeper mode at
+/// inter-broker protocol 2.8, one topic per format (`message.format.version`
+/// 0.9.0 stores magic 0, 0.10.2 magic 1) and codec, each written by two
+/// librdkafka producer runs of 10 records (so two wrappers when compressed).
+/// The sidecars also list the records as the producer had them acknowledged.
+fn capture_legacy(venv: &Venv, out_dir: &Path) -> Result<()> {
+    let (proxy_port, bootstrap) = proxy_address()?;
+    // In ZooKeeper mode the controller reaches the broker at its advertised
+    // PLAINTEXT address before any proxy runs, so clients get a listener of
+    // their own that advertises the proxy.
+    let mut spec = ClusterSpec::new(OLD_KAFKA_VERSION, 1);
+    spec.zookeeper = true;
+    spec.extra_listeners = vec![("CLIENTS".into(), "PLAINTEXT".into())];
+    spec.advertise = vec![("CLIENTS".into(), bootstrap.clone())];
+    spec.broker_props = vec![
+        ("inter.broker.protocol.version".into(), "2.8".into()),
+        ("log.message.format.version".into(), "2.8".into()),
     ];
-    print!("{}", run_capture(&venv, &args)?);
-    Ok(())
+    let cluster = KafkaCluster::start(spec)?;
+    let work = tempfile::tempdir()?;
+    let record_dir = work.path().join("recording");
+    let upstream = cluster.listener_bootstrap("CLIENTS");
+    let proxy = start_proxy(venv, &upstream, proxy_port, &record_dir)?;
+    let b64 = |bytes: &Option<Vec<u8>>| {
+        bytes
+            .as_ref()
+            .map(|b| base64::engine::general_purpose::STANDARD.encode(b))
+    };
+    let mut fixtures = Vec::new();
+    for (magic, format) in [(0, "0.9.0"), (1, "0.10.2")] {
+        for codec in [
+            Compression::None,
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+        ] {
+            let name = format!("fetch-v{magic}-{}", codec.as_str());
+            let topic = format!("magic{magic}-{}", codec.as_str());
+            cluster.create_topic(&topic, 1, 1, &[("message.format.version", format)])?;
+            let mut produced = Vec::new();
+            for prefix in ["a", "b"] {
+                let opts = ProduceOpts {
+                    count: 10,
+                    compression: codec,
+                    key_prefix: prefix.into(),
+                    base_timestamp_ms: Some(1_700_000_000_000),
+                    no_headers: true,
+                    config: setup(&[]),
+                    ..Default::default()
+                };
+                produced.extend(produce_with_librdkafka(&bootstrap, &topic, &opts)?);
+            }
+            consume(venv, &bootstrap, &topic, &name, false, &[])?;
+            let produced: Vec<Value> = produced
+                .iter()
+                .map(|r| {
+                    json!({"offset": r.offset, "key": b64(&r.key), "value": b64(&r.value),
+                           "timestamp": r.timestamp})
+                })
+                .collect();
+            fixtures.push(json!({
+                "name": name,
+                "client_id": name,
+                "api_key": 1,
+                "topic": topic,
+                "description": format!(
+                    "Fetch response of a magic {magic} topic (message.format.version={format}) \
+                     written by two librdkafka producer runs of 10 records, \
+                     compression.type={}: keys a-0..9 and b-0..9, every 10th value null, \
+                     CreateTime timestamps from 1700000000000, no headers.", codec.as_str()),
+                "capture": {"topic_config": {"message.format.version": format},
+                            "broker": {"inter.broker.protocol.version": "2.8"},
+                            "producer": {"compression.type": codec.as_str(), "linger.ms": 20}},
+                "expect": {"magic": magic, "codec": codec.as_str(), "min_entries": 2},
+                "produced": produced,
+            }));
+        }
+    }
+    drop(proxy);
+    let plan = json!({
+        "broker": format!(
+            "Apache Kafka {} (ZooKeeper mode, 1 broker, inter.broker.protocol.version=2.8)",
+            cluster.version()
+        ),
+        "client": format!("confluent-kafka {}", kafka_testkit::PYTHON_REQUIREMENTS[0]
+            .trim_start_matches("confluent-kafka==")),
+        "fixtures": fixtures,
+    });
+    extract(venv, &record_dir, &plan, work.path(), out_dir)
 }
 
 /// Waits until the cleaner has left its marks on the stored batches of `compacted`:

@@ -1,4 +1,5 @@
-//! KRaft clusters of real Kafka brokers, each JVM under a watchdog.
+//! Clusters of real Kafka brokers (KRaft, or ZooKeeper mode for 3.x), each JVM
+//! under a watchdog.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -32,9 +33,19 @@ pub struct ClusterSpec {
     /// `broker_props`. The PLAINTEXT listener stays for readiness checks,
     /// inter-broker traffic and the test clients.
     pub extra_listeners: Vec<(String, String)>,
+    /// Addresses advertised instead of an extra listener's own (1-node
+    /// clusters): `(listener name, host:port)`, e.g. a recording proxy in
+    /// front of it, so that clients stay on the proxy after bootstrapping.
+    pub advertise: Vec<(String, String)>,
     /// Extra arguments for `kafka-storage format`, e.g.
-    /// `["--add-scram", "SCRAM-SHA-512=[name=u,password=p]"]`.
+    /// `["--add-scram", "SCRAM-SHA-512=[name=u,password=p]"]`. KRaft only.
     pub format_args: Vec<String>,
+    /// Keep metadata in a ZooKeeper (one server, from the same Kafka
+    /// distribution's jars) instead of KRaft. Kafka 3.x only: it is the one
+    /// mode where `inter.broker.protocol.version` below 3.0 is allowed, so
+    /// topics can still store the old message formats (magic 0 and 1) through
+    /// `log.message.format.version` / `message.format.version`.
+    pub zookeeper: bool,
 }
 
 impl Default for ClusterSpec {
@@ -45,7 +56,9 @@ impl Default for ClusterSpec {
             broker_props: Vec::new(),
             jvm_opts: None,
             extra_listeners: Vec::new(),
+            advertise: Vec::new(),
             format_args: Vec::new(),
+            zookeeper: false,
         }
     }
 }
@@ -69,7 +82,8 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 struct NodeLayout {
     id: usize,
     broker_port: u16,
-    controller_port: u16,
+    /// The KRaft controller listener's port (none in ZooKeeper mode).
+    controller_port: Option<u16>,
     /// Ports of `ClusterSpec::extra_listeners`, by listener name.
     extra_ports: BTreeMap<String, u16>,
     dir: PathBuf,
@@ -226,7 +240,89 @@ impl Watched {
     }
 }
 
-/// A running KRaft cluster of `nodes` combined broker+controller JVMs on loopback.
+/// The single ZooKeeper server of a ZooKeeper-mode cluster, under a watchdog
+/// like the brokers.
+#[derive(Debug)]
+struct ZooKeeper {
+    port: u16,
+    proc: Mutex<Option<Watched>>,
+}
+
+/// How long `start` waits for the ZooKeeper server to accept connections.
+const ZOOKEEPER_READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl ZooKeeper {
+    /// Starts `ZooKeeperServerMain` from the distribution's jars with its data
+    /// in `dir`, and returns once it accepts connections on `port`.
+    fn start(dist: &KafkaDist, dir: &Path, port: u16, keep: bool) -> Result<ZooKeeper> {
+        fs::create_dir_all(dir.join("data"))?;
+        let config = dir.join("zookeeper.properties");
+        fs::write(
+            &config,
+            format!(
+                "# written by kafka-testkit\n\
+                 dataDir={}\n\
+                 clientPort={port}\n\
+                 clientPortAddress=127.0.0.1\n\
+                 maxClientCnxns=0\n\
+                 admin.enableServer=false\n",
+                dir.join("data").display()
+            ),
+        )?;
+        let log = dir.join("zookeeper.log");
+        let mut java = Command::new(java_bin());
+        java.args(["-Xmx128m", "-Xms64m", "-XX:+ExitOnOutOfMemoryError"])
+            .args(dist.log_config_jvm_args("INFO"))
+            .arg("-cp")
+            .arg(dist.java_classpath())
+            .arg("org.apache.zookeeper.server.ZooKeeperServerMain")
+            .arg(&config)
+            .current_dir(dir);
+        let clean = (!keep).then_some(dir);
+        let mut watched = Watched::spawn(java, &log, clean)?;
+        let deadline = Instant::now() + ZOOKEEPER_READY_TIMEOUT;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        while TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err() {
+            let log_tail = || {
+                fs::read(&log)
+                    .map(|b| tail(&String::from_utf8_lossy(&b), 40))
+                    .unwrap_or_default()
+            };
+            if !watched.is_running() {
+                bail!(
+                    "ZooKeeper exited during startup; tail of {}:\n{}",
+                    log.display(),
+                    log_tail()
+                );
+            }
+            if Instant::now() >= deadline {
+                watched.kill();
+                bail!(
+                    "ZooKeeper not accepting connections on {addr} after {ZOOKEEPER_READY_TIMEOUT:?}; tail of {}:\n{}",
+                    log.display(),
+                    log_tail()
+                );
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+        Ok(ZooKeeper {
+            port,
+            proc: Mutex::new(Some(watched)),
+        })
+    }
+}
+
+impl Drop for ZooKeeper {
+    fn drop(&mut self) {
+        let proc = self.proc.get_mut().unwrap_or_else(|e| e.into_inner());
+        if let Some(mut w) = proc.take() {
+            w.kill();
+        }
+    }
+}
+
+/// A running cluster of `nodes` JVMs on loopback: combined broker+controller
+/// nodes in KRaft mode, or brokers and one ZooKeeper server in ZooKeeper mode.
 ///
 /// Methods take `&self` so a cluster can be shared between tests through a `static`
 /// `OnceLock`. Dropping it kills every JVM and removes its directories (set
@@ -236,6 +332,8 @@ pub struct KafkaCluster {
     dist: KafkaDist,
     layout: Vec<NodeLayout>,
     procs: Mutex<Vec<Option<Watched>>>,
+    /// Dropped after the brokers (see `Drop`), so they never lose it while running.
+    zookeeper: Option<ZooKeeper>,
     jvm_opts: Vec<String>,
     cluster_id: String,
     keep: bool,
@@ -270,25 +368,34 @@ impl KafkaCluster {
             Some(root)
         };
 
-        let per_node = 2 + spec.extra_listeners.len();
-        let ports = free_ports(spec.nodes * per_node)?;
+        if spec.zookeeper && dist.major() >= 4 {
+            bail!(
+                "Kafka {} has no ZooKeeper mode (removed in 4.0); use 3.x",
+                dist.version()
+            );
+        }
+        // The broker port, the controller's (KRaft), then the extra listeners'.
+        let own_ports = if spec.zookeeper { 1 } else { 2 };
+        let per_node = own_ports + spec.extra_listeners.len();
+        let mut ports = free_ports(spec.nodes * per_node + 1)?;
+        let zookeeper_port = ports.pop().unwrap_or_default();
         let layout: Vec<NodeLayout> = (0..spec.nodes)
             .map(|i| NodeLayout {
                 id: i,
                 broker_port: ports[per_node * i],
-                controller_port: ports[per_node * i + 1],
+                controller_port: (!spec.zookeeper).then(|| ports[per_node * i + 1]),
                 extra_ports: spec
                     .extra_listeners
                     .iter()
                     .enumerate()
-                    .map(|(j, (name, _))| (name.clone(), ports[per_node * i + 2 + j]))
+                    .map(|(j, (name, _))| (name.clone(), ports[per_node * i + own_ports + j]))
                     .collect(),
                 dir: root_path.join(format!("node-{i}")),
             })
             .collect();
         let voters = layout
             .iter()
-            .map(|n| format!("{}@127.0.0.1:{}", n.id, n.controller_port))
+            .filter_map(|n| Some(format!("{}@127.0.0.1:{}", n.id, n.controller_port?)))
             .collect::<Vec<_>>()
             .join(",");
         let rf = spec.nodes.min(3);
@@ -299,25 +406,37 @@ impl KafkaCluster {
             let mut set = |k: &str, v: String| {
                 props.insert(k.to_string(), v);
             };
-            set("process.roles", "broker,controller".into());
-            set("node.id", n.id.to_string());
-            set("controller.quorum.voters", voters.clone());
-            let mut listeners = format!(
-                "PLAINTEXT://127.0.0.1:{},CONTROLLER://127.0.0.1:{}",
-                n.broker_port, n.controller_port
-            );
-            let mut advertised = format!("PLAINTEXT://127.0.0.1:{}", n.broker_port);
-            let mut protocols = String::from("PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT");
+            let mut listeners = format!("PLAINTEXT://127.0.0.1:{}", n.broker_port);
+            let mut advertised = listeners.clone();
+            let mut protocols = String::from("PLAINTEXT:PLAINTEXT");
+            if let Some(controller_port) = n.controller_port {
+                set("process.roles", "broker,controller".into());
+                set("node.id", n.id.to_string());
+                set("controller.quorum.voters", voters.clone());
+                set("controller.listener.names", "CONTROLLER".into());
+                listeners.push_str(&format!(",CONTROLLER://127.0.0.1:{controller_port}"));
+                protocols.push_str(",CONTROLLER:PLAINTEXT");
+            } else {
+                set("broker.id", n.id.to_string());
+                set("zookeeper.connect", format!("127.0.0.1:{zookeeper_port}"));
+                // Generous: both cores may be busy while the session starts.
+                set("zookeeper.connection.timeout.ms", "60000".into());
+                set("zookeeper.session.timeout.ms", "30000".into());
+            }
             for (name, protocol) in &spec.extra_listeners {
                 let port = n.extra_ports[name];
                 listeners.push_str(&format!(",{name}://127.0.0.1:{port}"));
-                advertised.push_str(&format!(",{name}://127.0.0.1:{port}"));
+                let shown = spec
+                    .advertise
+                    .iter()
+                    .find(|(listener, _)| listener == name)
+                    .map_or_else(|| format!("127.0.0.1:{port}"), |(_, a)| a.clone());
+                advertised.push_str(&format!(",{name}://{shown}"));
                 protocols.push_str(&format!(",{name}:{protocol}"));
             }
             set("listeners", listeners);
             set("advertised.listeners", advertised);
             set("listener.security.protocol.map", protocols);
-            set("controller.listener.names", "CONTROLLER".into());
             set("inter.broker.listener.name", "PLAINTEXT".into());
             set("log.dirs", n.data_dir().display().to_string());
             set("num.partitions", "1".into());
@@ -349,10 +468,17 @@ impl KafkaCluster {
             fs::write(n.props_file(), text)?;
         }
 
-        let cluster_id = random_cluster_id()?;
+        // ZooKeeper mode: the cluster id is generated by the first broker (read
+        // back from Metadata below); nothing to format.
+        let cluster_id = if spec.zookeeper {
+            String::new()
+        } else {
+            random_cluster_id()?
+        };
+        let formatted = if spec.zookeeper { &[][..] } else { &layout[..] };
         // Format every node's storage in parallel (a JVM start each).
         let results: Vec<Result<()>> = thread::scope(|s| {
-            let handles: Vec<_> = layout
+            let handles: Vec<_> = formatted
                 .iter()
                 .map(|n| {
                     let dist = &dist;
@@ -377,8 +503,13 @@ impl KafkaCluster {
             .jvm_opts
             .clone()
             .unwrap_or_else(|| vec!["-Xmx512m".into(), "-Xms256m".into()]);
-        let cluster = KafkaCluster {
+        let zookeeper = spec
+            .zookeeper
+            .then(|| ZooKeeper::start(&dist, &root_path.join("zookeeper"), zookeeper_port, keep))
+            .transpose()?;
+        let mut cluster = KafkaCluster {
             dist,
+            zookeeper,
             procs: Mutex::new((0..layout.len()).map(|_| None).collect()),
             layout,
             jvm_opts,
@@ -391,6 +522,9 @@ impl KafkaCluster {
             cluster.spawn_node(i)?;
         }
         cluster.wait_ready(&(0..cluster.layout.len()).collect::<Vec<_>>())?;
+        if cluster.zookeeper.is_some() {
+            cluster.cluster_id = zookeeper_cluster_id(&cluster.layout[0].data_dir())?;
+        }
         eprintln!(
             "kafka-testkit: Kafka {} cluster of {} node(s) ready at {} in {:.1}s",
             cluster.dist.version(),
@@ -509,6 +643,13 @@ impl KafkaCluster {
         }
     }
 
+    /// `127.0.0.1:port` of the ZooKeeper server; `None` for a KRaft cluster.
+    pub fn zookeeper_connect(&self) -> Option<String> {
+        self.zookeeper
+            .as_ref()
+            .map(|z| format!("127.0.0.1:{}", z.port))
+    }
+
     /// "127.0.0.1:p1,127.0.0.1:p2,..." for every node (running or not).
     pub fn bootstrap(&self) -> String {
         self.layout
@@ -566,13 +707,24 @@ impl KafkaCluster {
         &self.root_path
     }
 
-    /// Pids of the running broker JVMs.
+    /// Pids of the running JVMs: the brokers, then the ZooKeeper server in
+    /// ZooKeeper mode.
     pub fn jvm_pids(&self) -> Vec<u32> {
-        self.procs()
+        let mut pids: Vec<u32> = self
+            .procs()
             .iter_mut()
             .flatten()
             .filter_map(|w| w.is_running().then_some(w.jvm_pid))
-            .collect()
+            .collect();
+        if let Some(zookeeper) = &self.zookeeper {
+            let mut proc = zookeeper.proc.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(w) = proc.as_mut() {
+                if w.is_running() {
+                    pids.push(w.jvm_pid);
+                }
+            }
+        }
+        pids
     }
 
     pub fn is_node_running(&self, i: usize) -> bool {
@@ -691,6 +843,17 @@ fn format_storage(
         );
     }
     Ok(())
+}
+
+/// The cluster id a ZooKeeper-mode broker generated (or read from ZooKeeper)
+/// and wrote into its data directory's `meta.properties`.
+fn zookeeper_cluster_id(data_dir: &Path) -> Result<String> {
+    let file = data_dir.join("meta.properties");
+    let text = fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+    text.lines()
+        .find_map(|line| line.strip_prefix("cluster.id="))
+        .map(|id| id.trim().to_string())
+        .ok_or_else(|| anyhow!("{} has no cluster.id", file.display()))
 }
 
 /// Picks `n` distinct free loopback ports (all listeners held until all are chosen).

@@ -217,6 +217,9 @@ pub struct ProduceOpts {
     pub transactional_id: Option<String>,
     /// Abort the transaction instead of committing it.
     pub abort: bool,
+    /// No record gets headers: topics in the old message formats (magic 0
+    /// and 1) refuse them.
+    pub no_headers: bool,
     /// Extra librdkafka producer configuration.
     pub config: Vec<(String, String)>,
 }
@@ -233,6 +236,7 @@ impl Default for ProduceOpts {
             idempotence: false,
             transactional_id: None,
             abort: false,
+            no_headers: false,
             config: Vec::new(),
         }
     }
@@ -276,6 +280,9 @@ pub fn produce_with_librdkafka(
     }
     if opts.abort {
         args.push("--abort".into());
+    }
+    if opts.no_headers {
+        args.push("--no-headers".into());
     }
     for (k, v) in &opts.config {
         args.extend(["--config".into(), format!("{k}={v}")]);

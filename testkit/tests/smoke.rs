@@ -225,15 +225,24 @@ fn old_version_starts() {
 const HOLDER_ENV: &str = "KAFKA_TESTKIT_WATCHDOG_HOLDER";
 
 /// Not a test on its own: run by `jvms_die_with_a_sigkilled_test_process` in a child
-/// process, it starts a cluster, keeps it in a static (never dropped) and waits.
+/// process, it starts a cluster (a KRaft one, or with `zookeeper` in the
+/// environment variable a ZooKeeper-mode one), keeps it in a static (never
+/// dropped) and waits.
 #[test]
 fn watchdog_holder() {
-    if std::env::var_os(HOLDER_ENV).is_none() {
+    let Some(mode) = std::env::var_os(HOLDER_ENV) else {
         return;
-    }
+    };
+    let spec = if mode == "zookeeper" {
+        ClusterSpec {
+            zookeeper: true,
+            ..ClusterSpec::new(OLD_KAFKA_VERSION, 1)
+        }
+    } else {
+        ClusterSpec::new(DEFAULT_KAFKA_VERSION, 1)
+    };
     static HELD: std::sync::OnceLock<KafkaCluster> = std::sync::OnceLock::new();
-    let c = HELD
-        .get_or_init(|| KafkaCluster::start(ClusterSpec::new(DEFAULT_KAFKA_VERSION, 1)).unwrap());
+    let c = HELD.get_or_init(|| KafkaCluster::start(spec).unwrap());
     println!("ROOT {}", c.root_dir().display());
     println!(
         "JVM_PIDS {}",
@@ -248,6 +257,18 @@ fn watchdog_holder() {
 
 #[test]
 fn jvms_die_with_a_sigkilled_test_process() {
+    sigkill_holder("kraft", 1);
+}
+
+/// The ZooKeeper server dies with the test process too.
+#[test]
+fn zookeeper_dies_with_a_sigkilled_test_process() {
+    sigkill_holder("zookeeper", 2);
+}
+
+/// Runs `watchdog_holder` in `mode`, checks it reports `jvms` live JVMs,
+/// SIGKILLs it and waits for the JVMs and the cluster's files to go.
+fn sigkill_holder(mode: &str, jvms: usize) {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
@@ -255,7 +276,7 @@ fn jvms_die_with_a_sigkilled_test_process() {
             "--nocapture",
             "--test-threads=1",
         ])
-        .env(HOLDER_ENV, "1")
+        .env(HOLDER_ENV, mode)
         .env_remove("KAFKA_TESTKIT_KEEP")
         .stdout(Stdio::piped())
         .spawn()
@@ -276,7 +297,11 @@ fn jvms_die_with_a_sigkilled_test_process() {
             break;
         }
     }
-    assert!(!pids.is_empty(), "holder did not report JVM pids");
+    assert_eq!(
+        pids.len(),
+        jvms,
+        "holder in {mode} mode reported JVMs {pids:?}"
+    );
     let alive = |pid: u32| {
         std::path::Path::new(&format!("/proc/{pid}")).exists()
             && std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -304,4 +329,51 @@ fn jvms_die_with_a_sigkilled_test_process() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// ZooKeeper mode at an old inter-broker protocol: topics store the message
+/// format their `message.format.version` names, magic 0 and 1, which librdkafka
+/// reads back; dropping the cluster stops the ZooKeeper server too.
+#[test]
+fn zookeeper_mode_stores_old_message_formats() {
+    let mut spec = ClusterSpec::new(OLD_KAFKA_VERSION, 1);
+    spec.zookeeper = true;
+    spec.broker_props = vec![
+        ("inter.broker.protocol.version".into(), "2.8".into()),
+        ("log.message.format.version".into(), "2.8".into()),
+    ];
+    let cluster = KafkaCluster::start(spec).unwrap();
+    let zookeeper = cluster.zookeeper_connect().expect("a ZooKeeper address");
+    assert!(!cluster.cluster_id().is_empty());
+    for (topic, format, magic) in [("v0", "0.9.0", 0i8), ("v1", "0.10.2", 1)] {
+        cluster
+            .create_topic(topic, 1, 1, &[("message.format.version", format)])
+            .unwrap();
+        let opts = ProduceOpts {
+            count: 50,
+            compression: Compression::Gzip,
+            no_headers: true,
+            ..ProduceOpts::default()
+        };
+        let produced = produce_with_librdkafka(&cluster.bootstrap(), topic, &opts).unwrap();
+        let dumped = dump_topic(&cluster.bootstrap(), topic).unwrap();
+        assert_eq!(dumped.len(), produced.len());
+        for (got, sent) in dumped.iter().zip(&produced) {
+            assert_eq!((&got.key, &got.value), (&sent.key, &sent.value));
+        }
+        let stored = read_partition_batches(&cluster.log_dir(0), topic, 0).unwrap();
+        assert!(!stored.is_empty());
+        for entry in &stored {
+            assert_eq!(entry.magic(), magic, "{topic} at {}", entry.base_offset());
+        }
+    }
+    let root = cluster.root_dir().to_path_buf();
+    drop(cluster);
+    assert!(!root.exists(), "{} left behind", root.display());
+    let port = zookeeper.rsplit(':').next().unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    assert!(
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err(),
+        "ZooKeeper still listening on {addr}"
+    );
 }

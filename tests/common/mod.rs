@@ -252,6 +252,17 @@ pub fn config_file(name: &str, text: &str) -> String {
     path.display().to_string()
 }
 
+/// The count after `label` in the summary, e.g. `re-encoded: 12 compacted`;
+/// 0 when the summary has no such line.
+pub fn summary_count(summary: &str, label: &str) -> u64 {
+    summary
+        .split(label)
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Polls until `check` holds or the limit passes.
 pub fn eventually(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
     let started = Instant::now();
