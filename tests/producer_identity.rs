@@ -1,11 +1,13 @@
-//! kafka-mirror's idempotent producer when the target stops taking its
-//! producer id, against a real broker: another writer fences our epoch, or
-//! moves the broker's sequence for us so that ours no longer follows.
+//! kafka-mirror's idempotent producer under stress, against a real broker:
+//! another writer fences its epoch or moves the broker's sequence for it so
+//! that ours no longer follows, and a target that stops answering so that
+//! batches time out with their fate unknown.
 //!
-//! Kafka's own producer meets both (a zombie instance, a truncated log after
-//! an unclean leader election) and bumps its epoch. The mirror must get a new
-//! producer id, resend exactly what the target has not acknowledged, and lose
-//! or repeat nothing.
+//! Kafka's own producer meets all of these (a zombie instance, a truncated log
+//! after an unclean leader election, a stalled broker). The mirror must
+//! resend what may or may not have landed under the same producer id and
+//! sequence, get a new producer id when the old one is refused, and lose or
+//! repeat nothing.
 //!
 //! The interfering write is a raw Produce with our producer id, built with
 //! kafka-protocol's own encoder: no client nobody wrote lets one choose a
@@ -189,4 +191,66 @@ fn a_sequence_the_broker_disagrees_with_leads_to_a_new_producer_id() {
     copies_through("sequence", |target, producer_id, epoch, next_sequence| {
         interfere(target, "sequence", producer_id, epoch, next_sequence);
     });
+}
+
+/// The target broker stops (SIGSTOP) with Produce requests on the wire: they
+/// time out, so the mirror cannot know whether they were appended. When the
+/// broker comes back it may append the requests it had buffered, and the
+/// mirror's resends (same producer id, same sequences) are then answered as
+/// duplicates: every record exactly once, in order.
+#[test]
+fn batches_that_time_out_with_their_fate_unknown_land_exactly_once() {
+    let Clusters { source, target } = clusters();
+    let topic = "stalled";
+    source.create_topic(topic, 3, 1, &[]).expect("create topic");
+    let config = config_file(
+        "stalled.toml",
+        &format!(
+            "name = \"stalled\"\n\
+             [source]\nbootstrap_servers = \"{}\"\n\
+             [target]\nbootstrap_servers = \"{}\"\nrequest_timeout_ms = 2000\n\
+             [topics]\ninclude = \"{topic}\"\n",
+            source.bootstrap(),
+            target.bootstrap()
+        ),
+    );
+    produce_keyed(source, topic, 300, 3, "before", None);
+    let mirror = mirror_command()
+        .args(["run", "--config", &config])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start kafka-mirror");
+    eventually(
+        "the first records are copied",
+        Duration::from_secs(90),
+        || (0..3).map(|p| offset_of(target, topic, p, -1)).sum::<i64>() == 300,
+    );
+    let broker = target.jvm_pids();
+    let signal = |name: &str| {
+        for pid in &broker {
+            let status = std::process::Command::new("kill")
+                .args([name, &pid.to_string()])
+                .status()
+                .expect("kill");
+            assert!(status.success(), "kill {name} {pid}");
+        }
+    };
+    signal("-STOP");
+    produce_keyed(source, topic, 1500, 3, "during", None);
+    // Several request timeouts pass while the broker is stopped.
+    std::thread::sleep(Duration::from_secs(7));
+    signal("-CONT");
+    eventually("everything is copied", Duration::from_secs(120), || {
+        (0..3).map(|p| offset_of(target, topic, p, -1)).sum::<i64>() >= 1800
+    });
+    let output = terminate(mirror);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{}", tail(&stderr, 30));
+    assert!(
+        !stdout.contains("; 0 produce retries"),
+        "requests timed out and were resent: {stdout}"
+    );
+    assert_eq!(assert_same_records(source, target, topic), 1800);
 }
