@@ -1,4 +1,6 @@
-//! Building Fetch requests and reading their responses by topic name.
+//! Building Fetch requests and reading their responses by topic name, and
+//! the incremental fetch sessions (KIP-227) that keep idle partitions out of
+//! every request.
 //!
 //! Fetch v13+ names topics by id, older versions by name; requests carry both
 //! (the codec writes the one the negotiated version has) and responses are
@@ -7,14 +9,15 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::error::ParseResponseErrorCode;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ForgottenTopic};
 use kafka_protocol::messages::fetch_response::PartitionData;
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
 /// One partition to fetch, and from where.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionFetch {
     /// The topic's name.
     pub topic: String,
@@ -32,10 +35,23 @@ pub struct PartitionFetch {
     pub max_bytes: i32,
 }
 
-/// A Fetch request for these partitions, outside any fetch session (KIP-227
-/// sessions are an optimisation for many idle partitions, not needed for correctness).
+/// A one-off Fetch request for these partitions, outside any fetch session.
 pub fn fetch_request(
     partitions: &[PartitionFetch],
+    isolation_level: i8,
+    max_wait: Duration,
+    max_bytes: i32,
+) -> FetchRequest {
+    let wanted: Vec<&PartitionFetch> = partitions.iter().collect();
+    build_request(&wanted, &[], isolation_level, max_wait, max_bytes)
+        .with_session_id(0)
+        .with_session_epoch(FINAL_EPOCH)
+}
+
+/// Groups partitions by topic into a Fetch request; `forgotten` leave the session.
+fn build_request(
+    partitions: &[&PartitionFetch],
+    forgotten: &[&PartitionFetch],
     isolation_level: i8,
     max_wait: Duration,
     max_bytes: i32,
@@ -59,15 +75,142 @@ pub fn fetch_request(
                 .with_partition_max_bytes(p.max_bytes),
         );
     }
+    let mut forgotten_topics: Vec<ForgottenTopic> = Vec::new();
+    for p in forgotten {
+        match forgotten_topics
+            .iter_mut()
+            .find(|t| t.topic_id == p.topic_id && t.topic.0.as_str() == p.topic)
+        {
+            Some(topic) => topic.partitions.push(p.partition),
+            None => forgotten_topics.push(
+                ForgottenTopic::default()
+                    .with_topic(TopicName(StrBytes::from_string(p.topic.clone())))
+                    .with_topic_id(p.topic_id)
+                    .with_partitions(vec![p.partition]),
+            ),
+        }
+    }
     FetchRequest::default()
         .with_replica_id(BrokerId(-1))
         .with_max_wait_ms(max_wait.as_millis().min(i32::MAX as u128) as i32)
         .with_min_bytes(1)
         .with_max_bytes(max_bytes)
         .with_isolation_level(isolation_level)
-        .with_session_id(0)
-        .with_session_epoch(-1)
         .with_topics(topics)
+        .with_forgotten_topics_data(forgotten_topics)
+}
+
+/// `session_epoch` of a request that opens a session.
+const INITIAL_EPOCH: i32 = 0;
+/// `session_epoch` of a request outside any session.
+const FINAL_EPOCH: i32 = -1;
+
+/// An incremental fetch session (KIP-227) with one broker.
+///
+/// The broker remembers the partitions of the session and where each is
+/// read from, so a request names only what changed: a partition added, one
+/// whose fetch offset, size or leader epoch moved, and in `forgotten` the
+/// ones to drop. A partition with no new data costs nothing per Fetch, which
+/// is what lets thousands of idle partitions be mirrored without thousands
+/// of entries in every request and response.
+///
+/// The partitions given to [`FetchSession::request`] are the complete set
+/// wanted from the broker this time: one left out is forgotten, or the broker
+/// would keep answering for it. Any failure, a refused session or an
+/// unanswered request, falls back to a full request that opens a new session.
+/// Pure state: the caller sends the request and reports the outcome.
+#[derive(Debug, Default)]
+pub struct FetchSession {
+    /// The broker's id for the session; 0 while there is none.
+    id: i32,
+    /// The epoch of the next request in the session.
+    epoch: i32,
+    /// What the broker holds for each partition, by topic and partition.
+    sent: HashMap<(String, i32), PartitionFetch>,
+}
+
+impl FetchSession {
+    /// The next Fetch for exactly these partitions.
+    pub fn request(
+        &mut self,
+        wanted: &[PartitionFetch],
+        isolation_level: i8,
+        max_wait: Duration,
+        max_bytes: i32,
+    ) -> FetchRequest {
+        if self.id == 0 {
+            // A full request, which asks the broker to open a session.
+            self.sent = wanted
+                .iter()
+                .map(|p| ((p.topic.clone(), p.partition), p.clone()))
+                .collect();
+            let all: Vec<&PartitionFetch> = wanted.iter().collect();
+            return build_request(&all, &[], isolation_level, max_wait, max_bytes)
+                .with_session_id(0)
+                .with_session_epoch(INITIAL_EPOCH);
+        }
+        let changed: Vec<&PartitionFetch> = wanted
+            .iter()
+            .filter(|p| self.sent.get(&(p.topic.clone(), p.partition)) != Some(*p))
+            .collect();
+        let keep: std::collections::HashSet<(&str, i32)> = wanted
+            .iter()
+            .map(|p| (p.topic.as_str(), p.partition))
+            .collect();
+        let forgotten: Vec<PartitionFetch> = self
+            .sent
+            .values()
+            .filter(|p| !keep.contains(&(p.topic.as_str(), p.partition)))
+            .cloned()
+            .collect();
+        let forgotten_refs: Vec<&PartitionFetch> = forgotten.iter().collect();
+        let request = build_request(
+            &changed,
+            &forgotten_refs,
+            isolation_level,
+            max_wait,
+            max_bytes,
+        )
+        .with_session_id(self.id)
+        .with_session_epoch(self.epoch);
+        for p in &forgotten {
+            self.sent.remove(&(p.topic.clone(), p.partition));
+        }
+        for p in changed {
+            self.sent.insert((p.topic.clone(), p.partition), p.clone());
+        }
+        self.epoch = if self.epoch == i32::MAX {
+            1
+        } else {
+            self.epoch + 1
+        };
+        request
+    }
+
+    /// Takes in the answer to the last request: the session the broker
+    /// opened or kept, or, on a session error, none.
+    pub fn answered(&mut self, response: &FetchResponse) {
+        if response.error_code.is_err() {
+            self.reset();
+        } else if self.id == 0 {
+            // 0: the broker keeps no session (its cache is full, or it is
+            // too old); every request stays a full one.
+            self.id = response.session_id;
+            self.epoch = 1;
+        }
+    }
+
+    /// Forgets the session: the next request is a full one. For a request
+    /// that failed or was never answered, after which the epochs of the two
+    /// sides may differ.
+    pub fn reset(&mut self) {
+        *self = FetchSession::default();
+    }
+
+    /// Whether requests are incremental.
+    pub fn is_open(&self) -> bool {
+        self.id != 0
+    }
 }
 
 /// The partitions of a Fetch response with their topic names, whichever way
@@ -91,4 +234,135 @@ pub fn response_partitions(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::ResponseError;
+
+    fn partition(topic: &str, partition: i32, offset: i64) -> PartitionFetch {
+        PartitionFetch {
+            topic: topic.to_owned(),
+            topic_id: Uuid::nil(),
+            partition,
+            offset,
+            leader_epoch: 3,
+            max_bytes: 1 << 20,
+        }
+    }
+
+    fn request(session: &mut FetchSession, wanted: &[PartitionFetch]) -> FetchRequest {
+        session.request(wanted, 1, Duration::from_millis(500), 1 << 24)
+    }
+
+    /// (topic, partition, offset) of every partition the request names.
+    fn named(request: &FetchRequest) -> Vec<(String, i32, i64)> {
+        request
+            .topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .map(|p| (t.topic.0.to_string(), p.partition, p.fetch_offset))
+            })
+            .collect()
+    }
+
+    fn forgotten(request: &FetchRequest) -> Vec<(String, i32)> {
+        request
+            .forgotten_topics_data
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|&p| (t.topic.0.to_string(), p)))
+            .collect()
+    }
+
+    fn opened(id: i32) -> FetchResponse {
+        FetchResponse::default().with_session_id(id)
+    }
+
+    #[test]
+    fn after_a_full_request_only_changes_are_sent() {
+        let mut session = FetchSession::default();
+        let idle = partition("idle", 0, 100);
+        let busy = partition("busy", 0, 10);
+        let full = request(&mut session, &[idle.clone(), busy.clone()]);
+        assert_eq!((full.session_id, full.session_epoch), (0, INITIAL_EPOCH));
+        assert_eq!(named(&full).len(), 2);
+        session.answered(&opened(77));
+        assert!(session.is_open());
+
+        // Only the partition that moved is named; the idle one stays in the session.
+        let moved = partition("busy", 0, 42);
+        let next = request(&mut session, &[idle.clone(), moved.clone()]);
+        assert_eq!((next.session_id, next.session_epoch), (77, 1));
+        assert_eq!(named(&next), [("busy".to_owned(), 0, 42)]);
+        assert!(forgotten(&next).is_empty());
+        session.answered(&opened(77));
+
+        // Nothing changed: an empty request, the next epoch.
+        let quiet = request(&mut session, &[idle.clone(), moved.clone()]);
+        assert_eq!((quiet.session_epoch, named(&quiet).len()), (2, 0));
+        session.answered(&opened(77));
+
+        // A partition left out is forgotten; a new one is added.
+        let added = partition("busy", 1, 0);
+        let changed = request(&mut session, &[moved, added]);
+        assert_eq!(named(&changed), [("busy".to_owned(), 1, 0)]);
+        assert_eq!(forgotten(&changed), [("idle".to_owned(), 0)]);
+        // Coming back, it is named again in full.
+        session.answered(&opened(77));
+        let back = request(&mut session, &[idle]);
+        assert_eq!(named(&back), [("idle".to_owned(), 0, 100)]);
+    }
+
+    #[test]
+    fn session_errors_and_failures_fall_back_to_a_full_request() {
+        let wanted = [partition("t", 0, 5), partition("t", 1, 9)];
+        for error in [
+            ResponseError::FetchSessionIdNotFound,
+            ResponseError::InvalidFetchSessionEpoch,
+        ] {
+            let mut session = FetchSession::default();
+            request(&mut session, &wanted);
+            session.answered(&opened(5));
+            request(&mut session, &wanted);
+            session.answered(&FetchResponse::default().with_error_code(error.code()));
+            assert!(!session.is_open());
+            let full = request(&mut session, &wanted);
+            assert_eq!((full.session_id, full.session_epoch), (0, INITIAL_EPOCH));
+            assert_eq!(named(&full).len(), 2);
+        }
+
+        // A request that got no answer leaves the epochs unknown.
+        let mut session = FetchSession::default();
+        request(&mut session, &wanted);
+        session.answered(&opened(5));
+        request(&mut session, &wanted);
+        session.reset();
+        assert_eq!(named(&request(&mut session, &wanted)).len(), 2);
+    }
+
+    #[test]
+    fn a_broker_that_opens_no_session_gets_full_requests() {
+        let mut session = FetchSession::default();
+        let wanted = [partition("t", 0, 5)];
+        for _ in 0..3 {
+            let full = request(&mut session, &wanted);
+            assert_eq!((full.session_id, full.session_epoch), (0, INITIAL_EPOCH));
+            assert_eq!(named(&full).len(), 1);
+            session.answered(&opened(0));
+        }
+    }
+
+    #[test]
+    fn epochs_wrap_to_one() {
+        let mut session = FetchSession::default();
+        let wanted = [partition("t", 0, 5)];
+        request(&mut session, &wanted);
+        session.answered(&opened(9));
+        session.epoch = i32::MAX;
+        assert_eq!(request(&mut session, &wanted).session_epoch, i32::MAX);
+        assert_eq!(request(&mut session, &wanted).session_epoch, 1);
+    }
 }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use kafka_protocol::messages::MetadataRequest;
 use tokio::sync::Mutex as AsyncMutex;
 
-pub use fetch::{fetch_request, response_partitions, PartitionFetch};
+pub use fetch::{fetch_request, response_partitions, FetchSession, PartitionFetch};
 pub use metadata::{Metadata, PartitionMetadata, TopicMetadata};
 pub use offsets::{OffsetLookupError, OffsetResult, OffsetSpec};
 

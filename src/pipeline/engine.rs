@@ -25,7 +25,9 @@ use super::produce::ProducerIdentity;
 use super::stats::{Counters, PartitionProblem, Summary};
 use super::MirrorError;
 use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore};
-use crate::cluster::{Cluster, ClusterError, Metadata, OffsetResult, OffsetSpec, Role};
+use crate::cluster::{
+    Cluster, ClusterError, FetchSession, Metadata, OffsetResult, OffsetSpec, Role,
+};
 use crate::config::Flow;
 
 /// How a run ends besides a shutdown signal.
@@ -186,6 +188,8 @@ pub(crate) struct Engine {
     pub(super) source_names: HashMap<Uuid, String>,
     pub(super) target_names: HashMap<Uuid, String>,
     pub(super) fetches_in_flight: HashSet<i32>,
+    /// The incremental fetch session with each source broker.
+    pub(super) fetch_sessions: HashMap<i32, FetchSession>,
     pub(super) produces_in_flight: HashMap<i32, usize>,
     pub(super) produce_lanes: HashMap<i32, super::produce::ProduceLane>,
     /// Bytes reserved by Fetch requests in flight.
@@ -242,6 +246,7 @@ impl Engine {
             source_names: HashMap::new(),
             target_names: HashMap::new(),
             fetches_in_flight: HashSet::new(),
+            fetch_sessions: HashMap::new(),
             produces_in_flight: HashMap::new(),
             produce_lanes: HashMap::new(),
             reserved: 0,

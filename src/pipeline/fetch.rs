@@ -20,7 +20,7 @@ use crate::batch::{
     reencode, split_batches, AbortedTransactions, BatchError, BatchFate, Fetched, LegacyMessages,
     RecordBatch, TimestampType,
 };
-use crate::cluster::{fetch_request, response_partitions, ClusterError, PartitionFetch, Role};
+use crate::cluster::{response_partitions, ClusterError, PartitionFetch, Role};
 use crate::config::IsolationLevel;
 
 impl Engine {
@@ -81,7 +81,7 @@ impl Engine {
                     }
                 })
                 .collect();
-            let request = fetch_request(
+            let request = self.fetch_sessions.entry(broker).or_default().request(
                 &partitions,
                 replication.isolation_level.wire_value(),
                 replication.fetch_max_wait(),
@@ -121,19 +121,37 @@ impl Engine {
             self.slots[i].fetching = false;
         }
         let now = Instant::now();
+        let session = self.fetch_sessions.entry(broker).or_default();
         let response = match result {
-            Ok(response) if response.error_code.is_ok() => response,
             Ok(response) => {
-                tracing::warn!(broker, error = ?response.error_code.err(), "source broker refused the Fetch");
-                self.fetch_failed(&asked, now);
-                return;
+                session.answered(&response);
+                response
             }
             Err(e) => {
+                session.reset();
                 tracing::warn!(broker, error = %e, "Fetch failed; retrying after a metadata refresh");
                 self.fetch_failed(&asked, now);
                 return;
             }
         };
+        match response.error_code.err() {
+            None => {}
+            // The session was evicted or fell out of step: the next Fetch
+            // opens a new one, at once.
+            Some(
+                error @ (ResponseError::FetchSessionIdNotFound
+                | ResponseError::InvalidFetchSessionEpoch
+                | ResponseError::FetchSessionTopicIdError),
+            ) => {
+                tracing::debug!(broker, ?error, "fetch session reset");
+                return;
+            }
+            Some(error) => {
+                tracing::warn!(broker, ?error, "source broker refused the Fetch");
+                self.fetch_failed(&asked, now);
+                return;
+            }
+        }
         if self.draining.is_some() {
             return;
         }
