@@ -412,10 +412,13 @@ impl Engine {
         let Some(Renewal::Resolving { not_before, .. }) = &self.producer.renewal else {
             return;
         };
-        if *not_before > now
-            || self.produces_in_flight.values().any(|&n| n > 0)
-            || self.slots.iter().any(|slot| slot.state.unresolved())
-        {
+        // A stopped partition sends nothing more in this run, so its batches
+        // of unknown fate can never be resolved; they do not hold up the others.
+        let unresolved = self
+            .slots
+            .iter()
+            .any(|slot| !matches!(slot.status, Status::Stopped(_)) && slot.state.unresolved());
+        if *not_before > now || self.produces_in_flight.values().any(|&n| n > 0) || unresolved {
             return;
         }
         let Some(Renewal::Resolving { reason, .. }) =
@@ -447,8 +450,10 @@ impl Engine {
                 );
                 self.producer = ProducerIdentity::new((id, epoch));
                 for slot in &mut self.slots {
-                    slot.state.new_producer();
-                    slot.out_of_order_streak = 0;
+                    if !matches!(slot.status, Status::Stopped(_)) {
+                        slot.state.new_producer();
+                        slot.out_of_order_streak = 0;
+                    }
                 }
                 self.counters.producer_renewals += 1;
             }
