@@ -32,6 +32,11 @@ pub struct ClusterSpec {
     /// `broker_props`. The PLAINTEXT listener stays for readiness checks,
     /// inter-broker traffic and the test clients.
     pub extra_listeners: Vec<(String, String)>,
+    /// Addresses some extra listeners advertise instead of their own, one per node:
+    /// `(listener name, [node 0's address, ...])`. For a proxy in front of the
+    /// broker (a counting proxy, toxiproxy): clients that bootstrap through it are
+    /// sent back to it by metadata, so no connection bypasses it.
+    pub advertised: Vec<(String, Vec<SocketAddr>)>,
     /// Extra arguments for `kafka-storage format`, e.g.
     /// `["--add-scram", "SCRAM-SHA-512=[name=u,password=p]"]`.
     pub format_args: Vec<String>,
@@ -45,6 +50,7 @@ impl Default for ClusterSpec {
             broker_props: Vec::new(),
             jvm_opts: None,
             extra_listeners: Vec::new(),
+            advertised: Vec::new(),
             format_args: Vec::new(),
         }
     }
@@ -270,6 +276,18 @@ impl KafkaCluster {
             Some(root)
         };
 
+        for (name, addrs) in &spec.advertised {
+            if !spec.extra_listeners.iter().any(|(l, _)| l == name) {
+                bail!("advertised address for {name}, which is not an extra listener");
+            }
+            if addrs.len() != spec.nodes {
+                bail!(
+                    "{} advertised address(es) for {name}, one per node ({}) needed",
+                    addrs.len(),
+                    spec.nodes
+                );
+            }
+        }
         let per_node = 2 + spec.extra_listeners.len();
         let ports = free_ports(spec.nodes * per_node)?;
         let layout: Vec<NodeLayout> = (0..spec.nodes)
@@ -311,7 +329,12 @@ impl KafkaCluster {
             for (name, protocol) in &spec.extra_listeners {
                 let port = n.extra_ports[name];
                 listeners.push_str(&format!(",{name}://127.0.0.1:{port}"));
-                advertised.push_str(&format!(",{name}://127.0.0.1:{port}"));
+                let shown = spec
+                    .advertised
+                    .iter()
+                    .find(|(l, _)| l == name)
+                    .map_or_else(|| format!("127.0.0.1:{port}"), |(_, a)| a[n.id].to_string());
+                advertised.push_str(&format!(",{name}://{shown}"));
                 protocols.push_str(&format!(",{name}:{protocol}"));
             }
             set("listeners", listeners);
@@ -528,6 +551,13 @@ impl KafkaCluster {
             })
             .collect::<Vec<_>>()
             .join(",")
+    }
+
+    /// The address node `i`'s extra listener `name` listens on (not the one it
+    /// advertises), or `None` without such a listener.
+    pub fn listener_addr(&self, i: usize, name: &str) -> Option<SocketAddr> {
+        let port = *self.layout.get(i)?.extra_ports.get(name)?;
+        Some(SocketAddr::from(([127, 0, 0, 1], port)))
     }
 
     /// The PLAINTEXT address of node `i`.
