@@ -10,7 +10,18 @@ use anyhow::{anyhow, bail, Context, Result};
 /// and `build.target-dir` are honoured. Uses `$CARGO` when set (as under `cargo run`).
 pub fn cargo_build_release(manifest_dir: &Path, bin: &str) -> Result<PathBuf> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let out = Command::new(&cargo)
+    let mut cmd = Command::new(&cargo);
+    // Under `cargo run`/`cargo bench` the environment carries the outer build's
+    // variables (CARGO_PKG_*, CARGO_MANIFEST_DIR, ...); build scripts that watch
+    // them would make this build differ from a plain `cargo build --release` and
+    // rebuild half the dependency tree every time one follows the other.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if key.starts_with("CARGO_") && key != "CARGO_HOME" && key != "CARGO_TARGET_DIR" {
+            cmd.env_remove(&*key);
+        }
+    }
+    let out = cmd
         .args(["build", "--release", "--bin", bin])
         .arg("--message-format=json-render-diagnostics")
         .current_dir(manifest_dir)

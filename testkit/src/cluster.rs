@@ -104,7 +104,7 @@ impl NodeLayout {
 /// returns, it kills the watcher (so nothing is removed) and exits too; only then is
 /// the pipe closed.
 #[derive(Debug)]
-struct Watched {
+pub(crate) struct Watched {
     shell: Child,
     stdin: Option<ChildStdin>,
     jvm_pid: u32,
@@ -134,7 +134,7 @@ exit "$rc"
 "#;
 
 impl Watched {
-    fn spawn(java: Command, log: &Path, clean_dir: Option<&Path>) -> Result<Watched> {
+    pub(crate) fn spawn(java: Command, log: &Path, clean_dir: Option<&Path>) -> Result<Watched> {
         let mut cmd = Command::new("bash");
         cmd.arg("-c")
             .arg(WATCHDOG_SCRIPT)
@@ -181,7 +181,7 @@ impl Watched {
         })
     }
 
-    fn is_running(&mut self) -> bool {
+    pub(crate) fn is_running(&mut self) -> bool {
         matches!(self.shell.try_wait(), Ok(None))
     }
 
@@ -207,7 +207,7 @@ impl Watched {
         }
     }
 
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         self.signal("KILL");
         // stdin is closed only once the shell is gone (and took its watcher with it), so
         // the watcher's cleanup does not run for a node that may be restarted.
@@ -724,7 +724,7 @@ fn format_storage(
 }
 
 /// Picks `n` distinct free loopback ports (all listeners held until all are chosen).
-fn free_ports(n: usize) -> Result<Vec<u16>> {
+pub(crate) fn free_ports(n: usize) -> Result<Vec<u16>> {
     let listeners: Vec<TcpListener> = (0..n)
         .map(|_| TcpListener::bind("127.0.0.1:0"))
         .collect::<std::io::Result<_>>()

@@ -11,6 +11,7 @@ mod mirrormaker;
 mod proxy;
 mod python;
 mod segments;
+mod toxiproxy;
 
 pub use build::cargo_build_release;
 pub use cache::cache_root;
@@ -28,6 +29,7 @@ pub use python::{
     DumpedRecord, Generate, Generated, ProduceOpts, TimestampType, Venv, PYTHON_REQUIREMENTS,
 };
 pub use segments::{read_partition_batches, segment_files, RawBatch};
+pub use toxiproxy::{Toxiproxy, TOXIPROXY_VERSION};
 
 pub use anyhow::{Error, Result};
 
