@@ -73,6 +73,27 @@ impl Admin {
     }
 }
 
+impl Admin {
+    /// Waits until every one of the `partitions` partitions of `topics` answers
+    /// ListOffsets from its leader: a topic just created can still refuse writes with
+    /// NOT_LEADER_OR_FOLLOWER after metadata lists its leaders.
+    pub(crate) fn wait_ready(
+        &self,
+        rt: &Runtime,
+        topics: &[String],
+        partitions: usize,
+    ) -> Result<()> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while self.end_offsets(rt, topics)?.len() < partitions {
+            if std::time::Instant::now() > deadline {
+                anyhow::bail!("{topics:?} not ready on {} after 60 s", self.bootstrap);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        Ok(())
+    }
+}
+
 /// Deletes every topic on `cluster` that is not Kafka's own and not in `keep`.
 pub(crate) fn delete_topics_except(
     rt: &Runtime,
@@ -97,4 +118,35 @@ pub(crate) fn per_topic(ends: &Ends) -> BTreeMap<&str, i64> {
         *sums.entry(topic.as_str()).or_default() += end;
     }
     sums
+}
+
+/// Records per topic on `cluster` as Kafka's own GetOffsetShell reports them (end
+/// offsets summed): the check after each run that does not rely on our code.
+pub(crate) fn offsets_by_kafka_tool(
+    cluster: &KafkaCluster,
+    topics: &[String],
+) -> Result<BTreeMap<String, i64>> {
+    let out = cluster.run_tool(
+        "org.apache.kafka.tools.GetOffsetShell",
+        [
+            "--bootstrap-server".to_string(),
+            cluster.bootstrap(),
+            "--topic".into(),
+            format!("^({})$", topics.join("|")),
+        ],
+    )?;
+    let mut sums = BTreeMap::new();
+    for line in out.stdout.lines().filter(|l| !l.trim().is_empty()) {
+        // topic:partition:offset (topic names here have no ':')
+        let mut fields = line.rsplitn(3, ':');
+        let (Some(offset), Some(_), Some(topic)) = (fields.next(), fields.next(), fields.next())
+        else {
+            anyhow::bail!("unexpected GetOffsetShell line {line:?}");
+        };
+        let offset: i64 = offset
+            .parse()
+            .with_context(|| format!("GetOffsetShell line {line:?}"))?;
+        *sums.entry(topic.to_string()).or_default() += offset;
+    }
+    Ok(sums)
 }

@@ -1,6 +1,7 @@
 //! The two clusters, the proxies in front of them, and the data sets on the source.
 
 use std::fs;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::thread;
 
@@ -13,6 +14,7 @@ use kafka_testkit::{
 use tokio::runtime::Runtime;
 
 use crate::kafka::{per_topic, Admin, Ends};
+use crate::tools::Route;
 
 /// The broker listener the tools reach the target through, advertised at the
 /// counting proxy's address so that every connection passes the proxy.
@@ -36,14 +38,14 @@ pub(crate) struct Lab {
 }
 
 impl Lab {
-    /// Starts both clusters side by side. `extra` adds listeners (name, advertised
-    /// address per cluster) for the WAN proxies.
+    /// Starts both clusters side by side, with extra listeners (name, advertised
+    /// address) for the WAN proxies.
     pub(crate) fn start(
-        target_extra: Vec<(String, std::net::SocketAddr)>,
-        source_extra: Vec<(String, std::net::SocketAddr)>,
+        source_extra: Vec<(String, SocketAddr)>,
+        target_extra: Vec<(String, SocketAddr)>,
     ) -> Result<Lab> {
         let metered = CountingProxy::bind()?;
-        let spec = |extra: &[(String, std::net::SocketAddr)]| {
+        let spec = |extra: &[(String, SocketAddr)]| {
             let mut spec = ClusterSpec::new(DEFAULT_KAFKA_VERSION, 1);
             spec.jvm_opts = Some(BROKER_JVM_OPTS.iter().map(|s| s.to_string()).collect());
             for (name, addr) in extra {
@@ -96,7 +98,9 @@ pub(crate) fn join<T>(handle: thread::ScopedJoinHandle<'_, T>) -> T {
 #[derive(Debug, Clone)]
 pub(crate) struct DataSet {
     pub(crate) topics: Vec<String>,
+    /// Over all topics.
     pub(crate) partitions: u32,
+    pub(crate) partitions_per_topic: u32,
     /// Record batches as stored (the `.log` segment files).
     pub(crate) stored_bytes: u64,
     /// Keys, values and headers before compression.
@@ -160,11 +164,25 @@ impl DataSet {
         Ok(DataSet {
             topics,
             partitions: partitions * codecs.len() as u32,
+            partitions_per_topic: partitions,
             stored_bytes,
             raw_bytes,
             records,
             ends,
         })
+    }
+}
+
+impl DataSet {
+    /// Copying this data set from `source` to `target` (bootstrap addresses).
+    pub(crate) fn route(&self, source: String, target: String) -> Route {
+        Route {
+            source,
+            target,
+            topics: self.topics.clone(),
+            partitions_per_topic: self.partitions_per_topic,
+            target_configs: Vec::new(),
+        }
     }
 }
 

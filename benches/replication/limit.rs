@@ -51,6 +51,8 @@ pub(crate) fn section(lab: &Lab, data: &DataSet, mirror_mb_s: Option<f64>) -> Re
         let partitions = data.ends.keys().filter(|(t, _)| t == topic).count() as u32;
         lab.target.create_topic(topic, partitions, 1, &[])?;
     }
+    lab.dst_admin
+        .wait_ready(&lab.rt, &data.topics, data.partitions as usize)?;
     let requests = produce_requests(lab, batches)?;
     let started = Instant::now();
     lab.rt

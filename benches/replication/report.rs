@@ -59,6 +59,17 @@ pub(crate) fn median(values: &mut [f64]) -> f64 {
     }
 }
 
+/// The value below which a fraction `q` (0..=1) of `values` lies (nearest rank);
+/// `None` for no values.
+pub(crate) fn percentile(values: &mut [f64], q: f64) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let rank = ((q * values.len() as f64).ceil() as usize).clamp(1, values.len());
+    Some(values[rank - 1])
+}
+
 /// One tool's runs summarised.
 #[derive(Debug, Clone)]
 pub(crate) struct ToolSummary {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use kafka_testkit::{CountingProxy, MeteredChild, Usage};
 
-use crate::kafka::{delete_topics_except, per_topic, Ends};
+use crate::kafka::{delete_topics_except, offsets_by_kafka_tool, per_topic, Ends};
 use crate::lab::{DataSet, Lab};
 use crate::tools::{Route, Tool, Tools};
 
@@ -43,8 +43,8 @@ pub(crate) struct Runner<'a> {
 }
 
 impl Runner<'_> {
-    /// Runs `tool` once along `route` and measures it. `proxy` is the one the target
-    /// address of `route` passes through.
+    /// Runs `tool` once along `route` and measures it until the target holds what
+    /// `data` holds.
     pub(crate) fn run(
         &self,
         tool: Tool,
@@ -52,6 +52,20 @@ impl Runner<'_> {
         data: &DataSet,
         proxy: &CountingProxy,
         label: &str,
+    ) -> Result<Measured> {
+        self.run_while(tool, route, proxy, label, || Ok(data.ends.clone()))
+    }
+
+    /// Runs `tool` once along `route`; `during` runs once the tool has started (to
+    /// produce while it copies) and returns the source's end offsets the target must
+    /// reach. `proxy` is the one the target address of `route` passes through.
+    pub(crate) fn run_while(
+        &self,
+        tool: Tool,
+        route: &Route,
+        proxy: &CountingProxy,
+        label: &str,
+        during: impl FnOnce() -> Result<Ends>,
     ) -> Result<Measured> {
         let Runner {
             lab,
@@ -62,10 +76,15 @@ impl Runner<'_> {
         let timeout = *timeout;
         delete_topics_except(&lab.rt, &lab.dst_admin, &lab.target, &[])?;
         delete_topics_except(&lab.rt, &lab.src_admin, &lab.source, keep_source)?;
-        if tool.needs_target_topics() {
+        if tool.needs_target_topics() || !route.target_configs.is_empty() {
+            let configs: Vec<(&str, &str)> = route
+                .target_configs
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
             for topic in &route.topics {
-                let partitions = data.ends.keys().filter(|(t, _)| t == topic).count() as u32;
-                lab.target.create_topic(topic, partitions, 1, &[])?;
+                lab.target
+                    .create_topic(topic, route.partitions_per_topic, 1, &configs)?;
             }
         }
         let dir = lab.dir.path().join(label);
@@ -78,6 +97,7 @@ impl Runner<'_> {
         proxy.reset_counters();
         let child = MeteredChild::spawn(cmd)?;
         let started = Instant::now();
+        let source_ends = during()?;
         let log_tail = || {
             let text = std::fs::read_to_string(&log_path).unwrap_or_default();
             let lines: Vec<&str> = text.lines().collect();
@@ -87,7 +107,7 @@ impl Runner<'_> {
             thread::sleep(POLL);
             let exited = child.has_exited();
             let ends = lab.dst_admin.end_offsets(&lab.rt, &route.topics)?;
-            if caught_up(tool, &data.ends, &ends) {
+            if caught_up(tool, &source_ends, &ends) {
                 break (child.usage(), proxy.bytes_to_upstream(), ends);
             }
             if exited {
@@ -115,7 +135,14 @@ impl Runner<'_> {
                 log_tail()
             );
         }
-        let source_total: i64 = data.ends.values().sum();
+        let by_kafka = offsets_by_kafka_tool(&lab.target, &route.topics)?;
+        for (topic, want) in per_topic(&source_ends) {
+            let got = by_kafka.get(topic).copied().unwrap_or(0);
+            if got < want {
+                bail!("Kafka's GetOffsetShell counts {got} records in {topic} on the target, the source has {want}");
+            }
+        }
+        let source_total: i64 = source_ends.values().sum();
         let target_total: i64 = ends.values().sum();
         Ok(Measured {
             wall: usage.wall,

@@ -18,10 +18,24 @@ pub(crate) struct Settings {
     pub(crate) tools: Vec<Tool>,
     /// `BENCH_REPS`: how many times the tool sequence runs (default 2: A B C A B C).
     pub(crate) reps: u32,
-    /// `BENCH_SECTIONS`: which parts run (default `throughput,limit`).
+    /// `BENCH_SECTIONS`: which parts run (default `throughput,limit,wan,sweep,latency`).
     pub(crate) sections: Vec<Section>,
     /// `BENCH_TIMEOUT_S`: one run's limit before it counts as failed (default 1800).
     pub(crate) run_timeout_s: u64,
+    /// `BENCH_WAN_DATA_MB`: MiB stored in the WAN topics (default 128).
+    pub(crate) wan_data_mib: u64,
+    /// `BENCH_WAN_LATENCY_MS`: one-way delay added in each direction (default 50).
+    pub(crate) wan_latency_ms: u32,
+    /// `BENCH_WAN_CAP_MBIT`: bandwidth cap per direction and per proxy (default 400).
+    pub(crate) wan_cap_mbit: u32,
+    /// `BENCH_RTTS`: round-trip times of the sweep, ms (default `0,10,50,100,200`).
+    pub(crate) rtts_ms: Vec<u32>,
+    /// `BENCH_SWEEP_DATA_MB`: MiB stored in the sweep's topics (default 32).
+    pub(crate) sweep_data_mib: u64,
+    /// `BENCH_LATENCY_RATE`: records per second of the latency run (default 2000).
+    pub(crate) latency_rate: u32,
+    /// `BENCH_LATENCY_SECONDS`: how long it produces (default 30).
+    pub(crate) latency_seconds: u32,
     /// `BENCH_OUT`: the markdown file written (default `target/bench/replication.md`).
     pub(crate) out: Option<String>,
 }
@@ -31,12 +45,18 @@ pub(crate) struct Settings {
 pub(crate) enum Section {
     Throughput,
     Limit,
+    Wan,
+    Sweep,
+    Latency,
 }
 
 impl Section {
-    const ALL: [(Section, &'static str); 2] = [
+    const ALL: [(Section, &'static str); 5] = [
         (Section::Throughput, "throughput"),
         (Section::Limit, "limit"),
+        (Section::Wan, "wan"),
+        (Section::Sweep, "sweep"),
+        (Section::Latency, "latency"),
     ];
 }
 
@@ -50,7 +70,7 @@ impl Settings {
                 .map(|t| Tool::parse(t))
                 .collect::<Result<_>>()?,
             reps: num("BENCH_REPS", 2)?,
-            sections: list("BENCH_SECTIONS", "throughput,limit")?
+            sections: list("BENCH_SECTIONS", "throughput,limit,wan,sweep,latency")?
                 .iter()
                 .map(|s| {
                     Section::ALL
@@ -58,11 +78,26 @@ impl Settings {
                         .find(|(_, n)| n == s)
                         .map(|(s, _)| *s)
                         .with_context(|| {
-                            format!("BENCH_SECTIONS: unknown section {s:?} (throughput, limit)")
+                            format!(
+                                "BENCH_SECTIONS: unknown section {s:?} (throughput, limit, wan, sweep, latency)"
+                            )
                         })
                 })
                 .collect::<Result<_>>()?,
             run_timeout_s: num("BENCH_TIMEOUT_S", 1800)?,
+            wan_data_mib: num("BENCH_WAN_DATA_MB", 128)?,
+            wan_latency_ms: num("BENCH_WAN_LATENCY_MS", 50)?,
+            wan_cap_mbit: num("BENCH_WAN_CAP_MBIT", 400)?,
+            rtts_ms: list("BENCH_RTTS", "0,10,50,100,200")?
+                .iter()
+                .map(|r| {
+                    r.parse()
+                        .with_context(|| format!("BENCH_RTTS: {r:?} is not a number of ms"))
+                })
+                .collect::<Result<_>>()?,
+            sweep_data_mib: num("BENCH_SWEEP_DATA_MB", 32)?,
+            latency_rate: num("BENCH_LATENCY_RATE", 2000)?,
+            latency_seconds: num("BENCH_LATENCY_SECONDS", 30)?,
             out: std::env::var("BENCH_OUT").ok().filter(|s| !s.is_empty()),
         })
     }

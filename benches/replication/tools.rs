@@ -82,8 +82,17 @@ pub(crate) struct Route {
     pub(crate) source: String,
     pub(crate) target: String,
     pub(crate) topics: Vec<String>,
+    pub(crate) partitions_per_topic: u32,
+    /// When not empty, the harness creates the target topics with these configs
+    /// before the tool starts (it does anyway for tools that create none).
+    pub(crate) target_configs: Vec<(String, String)>,
+}
+
+impl Route {
     /// Partitions over all topics.
-    pub(crate) partitions: u32,
+    pub(crate) fn partitions(&self) -> u32 {
+        self.partitions_per_topic * self.topics.len() as u32
+    }
 }
 
 /// What the tools need, fetched or built once.
@@ -141,9 +150,11 @@ impl Tools {
                     bail!("kafka-mirror was not built");
                 };
                 let mut cmd = Command::new(bin);
+                // Not `--until-caught-up`: like the others it runs until the harness
+                // stops it (SIGTERM, a clean exit 0), also when the source is still
+                // being written (the latency runs).
                 cmd.args(["run", "--source", &route.source, "--target", &route.target])
-                    .args(["--topics", &format!("^({})$", route.topics.join("|"))])
-                    .arg("--until-caught-up");
+                    .args(["--topics", &format!("^({})$", route.topics.join("|"))]);
                 Ok(cmd)
             }
             Tool::Mm2 | Tool::Mm2Tuned => {
@@ -214,7 +225,7 @@ fn mm2_properties(tuned: bool, route: &Route) -> Vec<(String, String)> {
         ("sync.topic.acls.enabled", "false"),
     ]);
     if tuned {
-        let tasks = route.partitions.to_string();
+        let tasks = route.partitions().to_string();
         p.extend(props(&[
             ("tasks.max", &tasks),
             ("dst.producer.batch.size", "524288"),

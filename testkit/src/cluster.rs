@@ -723,8 +723,9 @@ fn format_storage(
     Ok(())
 }
 
-/// Picks `n` distinct free loopback ports (all listeners held until all are chosen).
-pub(crate) fn free_ports(n: usize) -> Result<Vec<u16>> {
+/// Picks `n` distinct free loopback ports (all listeners held until all are chosen;
+/// released on return, so another process could take one before it is used).
+pub fn free_ports(n: usize) -> Result<Vec<u16>> {
     let listeners: Vec<TcpListener> = (0..n)
         .map(|_| TcpListener::bind("127.0.0.1:0"))
         .collect::<std::io::Result<_>>()

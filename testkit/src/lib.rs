@@ -15,7 +15,7 @@ mod toxiproxy;
 
 pub use build::cargo_build_release;
 pub use cache::cache_root;
-pub use cluster::{ClusterSpec, KafkaCluster};
+pub use cluster::{free_ports, ClusterSpec, KafkaCluster};
 pub use dist::KafkaDist;
 pub use java::{java_bin, produce_with_java, JavaProduceOpts, ToolOutput, TOOL_JVM_OPTS};
 pub use measure::{read_all_on_thread, Finished, MeteredChild, Usage};
@@ -25,8 +25,9 @@ pub use mirrormaker::{
 };
 pub use proxy::CountingProxy;
 pub use python::{
-    clients_dir, dump_topic, dump_topic_with, generate_with_librdkafka, produce_with_librdkafka,
-    DumpedRecord, Generate, Generated, ProduceOpts, TimestampType, Venv, PYTHON_REQUIREMENTS,
+    clients_dir, consume_latency, dump_topic, dump_topic_with, generate_with_librdkafka,
+    produce_with_librdkafka, ConsumeLatency, DumpedRecord, Generate, Generated, ProduceOpts,
+    TimestampType, Venv, PYTHON_REQUIREMENTS,
 };
 pub use segments::{read_partition_batches, segment_files, RawBatch};
 pub use toxiproxy::{Toxiproxy, TOXIPROXY_VERSION};

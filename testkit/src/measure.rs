@@ -7,6 +7,9 @@
 //! it as a zombie, whose `stat` still holds its final CPU times. A descendant that
 //! exits between two samples loses at most one interval of CPU time.
 //!
+//! A guard shell waits on a pipe from this process and SIGKILLs the child when the
+//! pipe closes, so a tool outlives neither a panic nor a `kill -9` of the harness.
+//!
 //! Linux only; elsewhere the numbers stay zero.
 
 use std::collections::HashMap;
@@ -60,7 +63,13 @@ pub struct MeteredChild {
     stop: Arc<AtomicBool>,
     sampler: Option<JoinHandle<std::io::Result<ExitStatus>>>,
     ticks_per_second: f64,
+    /// `bash` blocked reading a pipe only this process writes: at EOF (this process
+    /// died) it SIGKILLs the child. Killed itself once the child is reaped.
+    guard: Child,
 }
+
+/// The guard's script; `$0` is the pid to kill.
+const GUARD_SCRIPT: &str = r#"read -r _; kill -9 "$0" 2>/dev/null"#;
 
 impl MeteredChild {
     /// Spawns `cmd` (stdin from /dev/null; stdout and stderr as the command sets them)
@@ -73,6 +82,20 @@ impl MeteredChild {
             .spawn()
             .with_context(|| format!("starting {}", cmd.get_program().to_string_lossy()))?;
         let pid = child.id();
+        let guard = match Command::new("bash")
+            .args(["-c", GUARD_SCRIPT, &pid.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+        {
+            Ok(g) => g,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(e).context("starting the guard shell (bash)");
+            }
+        };
         let stdout = child.stdout.take();
         let shared = Arc::new(Mutex::new(Shared::default()));
         let stop = Arc::new(AtomicBool::new(false));
@@ -91,6 +114,7 @@ impl MeteredChild {
             stop,
             sampler: Some(sampler),
             ticks_per_second,
+            guard,
         })
     }
 
@@ -146,10 +170,19 @@ impl MeteredChild {
             .join()
             .map_err(|_| anyhow!("the sampler of process {} panicked", self.pid))?
             .with_context(|| format!("waiting for process {}", self.pid))?;
+        self.disarm_guard();
         Ok(Finished {
             status,
             usage: self.usage(),
         })
+    }
+}
+
+impl MeteredChild {
+    /// Once the child is reaped its pid may be reused: the guard must not fire.
+    fn disarm_guard(&mut self) {
+        let _ = self.guard.kill();
+        let _ = self.guard.wait();
     }
 }
 
@@ -160,6 +193,7 @@ impl Drop for MeteredChild {
             signal(self.pid, "KILL");
             let _ = sampler.join();
         }
+        self.disarm_guard();
     }
 }
 
@@ -291,7 +325,7 @@ mod tests {
     }
 
     #[test]
-    fn stop_ends_a_process_that_ignores_nothing() {
+    fn stop_ends_a_running_process() {
         let mut cmd = Command::new("sleep");
         cmd.arg("60");
         let child = MeteredChild::spawn(cmd).unwrap();

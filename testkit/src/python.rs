@@ -397,3 +397,36 @@ pub fn generate_with_librdkafka(
     let last = out.lines().last().unwrap_or_default();
     serde_json::from_str(last).with_context(|| format!("generate.py printed {last:?}"))
 }
+
+/// Produce-to-consume delays a consumer saw (`clients/consume_latency.py`), in ms.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+pub struct ConsumeLatency {
+    pub records: u64,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub max_ms: Option<f64>,
+}
+
+/// Consumes the LogAppendTime `topic` from its end for `seconds` with confluent-kafka
+/// and measures receive time minus append time, leaving out records appended in the
+/// first `skip_seconds`.
+pub fn consume_latency(
+    bootstrap: &str,
+    topic: &str,
+    seconds: f64,
+    skip_seconds: f64,
+) -> Result<ConsumeLatency> {
+    let args = vec![
+        "--bootstrap".to_string(),
+        bootstrap.to_string(),
+        "--topic".into(),
+        topic.into(),
+        "--seconds".into(),
+        seconds.to_string(),
+        "--skip-seconds".into(),
+        skip_seconds.to_string(),
+    ];
+    let out = Venv::get()?.run_client("consume_latency.py", &args)?;
+    let last = out.lines().last().unwrap_or_default();
+    serde_json::from_str(last).with_context(|| format!("consume_latency.py printed {last:?}"))
+}
