@@ -140,7 +140,8 @@ fn run() -> Result<()> {
         }
         text.push_str(
             "\nMB = 10^6 bytes of stored record batches; time from the tool's start (JVM start included) \
-             until the target's end offsets reach the source's. CPU and peak RSS: the tool's process tree, from /proc. \
+             until the target's end offsets reach the source's; \"after the first record\" starts the clock when the \
+             target's first record appears instead (start-up left out). CPU and peak RSS: the tool's process tree, from /proc. \
              \"MB sent to target\": every byte the tool sent to the target broker, counted by a proxy the broker advertises.\n",
         );
         report.push(&text);

@@ -23,6 +23,9 @@ const STOP_GRACE: Duration = Duration::from_secs(30);
 pub(crate) struct Measured {
     /// From the tool's start until the harness saw the target caught up.
     pub(crate) wall: Duration,
+    /// From the first record seen on the target until caught up: the copy rate
+    /// without the tool's start-up (JVM, Connect's task assignment, topic creation).
+    pub(crate) copying: Duration,
     /// CPU and memory of the tool's process tree at that moment.
     pub(crate) usage: Usage,
     /// Bytes the tool sent to the target broker, counted by the proxy.
@@ -103,10 +106,14 @@ impl Runner<'_> {
             let lines: Vec<&str> = text.lines().collect();
             lines[lines.len().saturating_sub(30)..].join("\n")
         };
+        let mut first_record = None;
         let (usage, wire_to_target, ends) = loop {
             thread::sleep(POLL);
             let exited = child.has_exited();
             let ends = lab.dst_admin.end_offsets(&lab.rt, &route.topics)?;
+            if first_record.is_none() && ends.values().any(|&e| e > 0) {
+                first_record = Some(started.elapsed());
+            }
             if caught_up(tool, &source_ends, &ends) {
                 break (child.usage(), proxy.bytes_to_upstream(), ends);
             }
@@ -146,6 +153,10 @@ impl Runner<'_> {
         let target_total: i64 = ends.values().sum();
         Ok(Measured {
             wall: usage.wall,
+            copying: usage
+                .wall
+                .saturating_sub(first_record.unwrap_or_default())
+                .max(POLL),
             usage,
             wire_to_target,
             extra_records: target_total - source_total,
