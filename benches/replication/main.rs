@@ -122,14 +122,17 @@ fn run() -> Result<()> {
             settings.partitions
         ));
     }
-    let mut mirror_mb_s = None;
+    let mut mirror_rates = None;
     if let (true, Some(data)) = (settings.runs(Section::Throughput), &main_data) {
         let route = data.route(lab.source.bootstrap(), lab.metered.addr().to_string());
         let summaries = alternate(&runner, &settings, &route, data, &lab.metered, "lan")?;
-        mirror_mb_s = summaries
+        mirror_rates = summaries
             .iter()
             .find(|s| s.tool == Tool::KafkaMirror && !s.mb_s.is_empty())
-            .map(ToolSummary::median_mb_s);
+            .map(|s| limit::MirrorRates {
+                end_to_end: s.median_mb_s(),
+                copying: s.copying_mb_s,
+            });
         let mut text = format!(
             "### Throughput, {} run(s) per tool, alternating\n\n{}\n",
             settings.reps,
@@ -147,7 +150,7 @@ fn run() -> Result<()> {
         report.push(&text);
     }
     if let (true, Some(data)) = (settings.runs(Section::Limit), &main_data) {
-        report.push(&limit::section(&lab, data, mirror_mb_s)?);
+        report.push(&limit::section(&lab, data, settings.reps, mirror_rates)?);
     }
 
     if let (Some(w), Some(data)) = (&wan, &wan_data) {
@@ -157,7 +160,8 @@ fn run() -> Result<()> {
         let mut text = format!(
             "### WAN: {} ms each way, {} Mbit/s cap each way ({cap_mb_s:.1} MB/s)\n\n\
              Data set: {}. {}.\n\n\
-             | tool | MB/s (median) | of the cap | MB sent to target |\n|---|---|---|---|\n",
+             | tool | MB/s (median) | of the cap | MB/s after the first record | of the cap | MB sent to target |\n\
+             |---|---|---|---|---|---|\n",
             settings.wan_latency_ms,
             settings.wan_cap_mbit,
             describe(data),
@@ -165,14 +169,16 @@ fn run() -> Result<()> {
         );
         for s in &summaries {
             if s.mb_s.is_empty() {
-                let _ = writeln!(text, "| {} | failed | | |", s.tool.name());
+                let _ = writeln!(text, "| {} | failed | | | | |", s.tool.name());
             } else {
                 let _ = writeln!(
                     text,
-                    "| {} | {:.1} | {:.0}% | {:.1} |",
+                    "| {} | {:.1} | {:.0}% | {:.1} | {:.0}% | {:.1} |",
                     s.tool.name(),
                     s.median_mb_s(),
                     100.0 * s.median_mb_s() / cap_mb_s,
+                    s.copying_mb_s,
+                    100.0 * s.copying_mb_s / cap_mb_s,
                     s.wire_mb
                 );
             }
@@ -197,12 +203,15 @@ fn run() -> Result<()> {
                 let cell = summaries
                     .iter()
                     .find(|s| s.tool == *tool && !s.mb_s.is_empty())
-                    .map_or("failed".to_string(), |s| format!("{:.1}", s.median_mb_s()));
+                    .map_or("failed".to_string(), |s| {
+                        format!("{:.1} ({:.1})", s.median_mb_s(), s.copying_mb_s)
+                    });
                 cells.push(cell);
             }
         }
         let mut text = format!(
-            "### RTT sweep: MB/s by round-trip time (no bandwidth cap)\n\nData set: {}. {}.\n\n| tool |",
+            "### RTT sweep: MB/s by round-trip time (no bandwidth cap)\n\nData set: {}. {}. \
+             Each cell: end to end (after the first record).\n\n| tool |",
             describe(data),
             wan::describe_link()
         );
