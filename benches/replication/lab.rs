@@ -51,7 +51,7 @@ impl Lab {
             for (name, addr) in extra {
                 spec.extra_listeners
                     .push((name.clone(), "PLAINTEXT".into()));
-                spec.advertised.push((name.clone(), vec![*addr]));
+                spec.advertise.push((name.clone(), addr.to_string()));
             }
             spec
         };

@@ -32,11 +32,10 @@ pub struct ClusterSpec {
     /// `broker_props`. The PLAINTEXT listener stays for readiness checks,
     /// inter-broker traffic and the test clients.
     pub extra_listeners: Vec<(String, String)>,
-    /// Addresses some extra listeners advertise instead of their own, one per node:
-    /// `(listener name, [node 0's address, ...])`. For a proxy in front of the
-    /// broker (a counting proxy, toxiproxy): clients that bootstrap through it are
-    /// sent back to it by metadata, so no connection bypasses it.
-    pub advertised: Vec<(String, Vec<SocketAddr>)>,
+    /// Addresses advertised instead of an extra listener's own (1-node
+    /// clusters): `(listener name, host:port)`, e.g. a recording proxy in
+    /// front of it, so that clients stay on the proxy after bootstrapping.
+    pub advertise: Vec<(String, String)>,
     /// Extra arguments for `kafka-storage format`, e.g.
     /// `["--add-scram", "SCRAM-SHA-512=[name=u,password=p]"]`.
     pub format_args: Vec<String>,
@@ -50,7 +49,7 @@ impl Default for ClusterSpec {
             broker_props: Vec::new(),
             jvm_opts: None,
             extra_listeners: Vec::new(),
-            advertised: Vec::new(),
+            advertise: Vec::new(),
             format_args: Vec::new(),
         }
     }
@@ -181,7 +180,7 @@ impl Watched {
         })
     }
 
-    pub(crate) fn is_running(&mut self) -> bool {
+    fn is_running(&mut self) -> bool {
         matches!(self.shell.try_wait(), Ok(None))
     }
 
@@ -276,18 +275,6 @@ impl KafkaCluster {
             Some(root)
         };
 
-        for (name, addrs) in &spec.advertised {
-            if !spec.extra_listeners.iter().any(|(l, _)| l == name) {
-                bail!("advertised address for {name}, which is not an extra listener");
-            }
-            if addrs.len() != spec.nodes {
-                bail!(
-                    "{} advertised address(es) for {name}, one per node ({}) needed",
-                    addrs.len(),
-                    spec.nodes
-                );
-            }
-        }
         let per_node = 2 + spec.extra_listeners.len();
         let ports = free_ports(spec.nodes * per_node)?;
         let layout: Vec<NodeLayout> = (0..spec.nodes)
@@ -330,10 +317,10 @@ impl KafkaCluster {
                 let port = n.extra_ports[name];
                 listeners.push_str(&format!(",{name}://127.0.0.1:{port}"));
                 let shown = spec
-                    .advertised
+                    .advertise
                     .iter()
-                    .find(|(l, _)| l == name)
-                    .map_or_else(|| format!("127.0.0.1:{port}"), |(_, a)| a[n.id].to_string());
+                    .find(|(listener, _)| listener == name)
+                    .map_or_else(|| format!("127.0.0.1:{port}"), |(_, a)| a.clone());
                 advertised.push_str(&format!(",{name}://{shown}"));
                 protocols.push_str(&format!(",{name}:{protocol}"));
             }
@@ -723,8 +710,7 @@ fn format_storage(
     Ok(())
 }
 
-/// Picks `n` distinct free loopback ports (all listeners held until all are chosen;
-/// released on return, so another process could take one before it is used).
+/// Picks `n` distinct free loopback ports (all listeners held until all are chosen).
 pub fn free_ports(n: usize) -> Result<Vec<u16>> {
     let listeners: Vec<TcpListener> = (0..n)
         .map(|_| TcpListener::bind("127.0.0.1:0"))
