@@ -165,7 +165,7 @@ fn run() -> Result<()> {
             settings.wan_latency_ms,
             settings.wan_cap_mbit,
             describe(data),
-            wan::describe_link()
+            wan::describe_link(true)
         );
         for s in &summaries {
             if s.mb_s.is_empty() {
@@ -213,7 +213,7 @@ fn run() -> Result<()> {
             "### RTT sweep: MB/s by round-trip time (no bandwidth cap)\n\nData set: {}. {}. \
              Each cell: end to end (after the first record).\n\n| tool |",
             describe(data),
-            wan::describe_link()
+            wan::describe_link(false)
         );
         for rtt in &settings.rtts_ms {
             let _ = write!(text, " {rtt} ms |");

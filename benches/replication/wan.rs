@@ -88,6 +88,11 @@ impl Wan {
 }
 
 /// How the WAN sections describe the link.
-pub(crate) fn describe_link() -> String {
-    format!("toxiproxy {TOXIPROXY_VERSION} in front of each broker (latency and bandwidth toxics on both directions)")
+pub(crate) fn describe_link(capped: bool) -> String {
+    let toxics = if capped {
+        "latency and bandwidth toxics"
+    } else {
+        "a latency toxic"
+    };
+    format!("toxiproxy {TOXIPROXY_VERSION} in front of each broker ({toxics} on both directions)")
 }
