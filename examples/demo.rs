@@ -23,15 +23,15 @@
 use std::collections::BTreeMap;
 use std::error::Error;
 use std::fmt::Write as _;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use kafka_testkit::{
-    dump_topic, produce_with_java, produce_with_librdkafka, ClusterSpec, Compression, DumpedRecord,
-    JavaProduceOpts, KafkaCluster, ProduceOpts, Venv,
+    cargo_build_release, dump_topic, produce_with_java, produce_with_librdkafka,
+    read_all_on_thread, ClusterSpec, Compression, DumpedRecord, JavaProduceOpts, KafkaCluster,
+    MeteredChild, ProduceOpts, Venv,
 };
 
 type Result<T, E = Box<dyn Error + Send + Sync>> = std::result::Result<T, E>;
@@ -70,7 +70,7 @@ fn run() -> Result<()> {
         "building kafka-mirror (cargo build --release --bin kafka-mirror)",
     );
     let t = Instant::now();
-    let mirror_bin = build_mirror()?;
+    let mirror_bin = cargo_build_release(Path::new(env!("CARGO_MANIFEST_DIR")), "kafka-mirror")?;
     println!("  {} ({:.1} s)", mirror_bin.display(), secs(t));
 
     step(
@@ -346,33 +346,6 @@ impl XorShift {
 // ---------------------------------------------------------------------------------------
 // Building and running the mirror
 
-/// Builds the release binary (a no-op when it is up to date) and returns its path, as
-/// cargo reports it (so CARGO_TARGET_DIR and build.target-dir are honoured).
-fn build_mirror() -> Result<PathBuf> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let out = Command::new(&cargo)
-        .args(["build", "--release", "--bin", "kafka-mirror"])
-        .arg("--message-format=json-render-diagnostics")
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdin(Stdio::null())
-        .stderr(Stdio::inherit())
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", cargo.to_string_lossy()))?;
-    if !out.status.success() {
-        return Err(format!(
-            "`cargo build --release --bin kafka-mirror` failed ({})",
-            out.status
-        )
-        .into());
-    }
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "kafka-mirror")
-        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
-        .ok_or_else(|| "cargo built kafka-mirror but did not say where the executable is".into())
-}
-
 /// What one run of the mirror printed and cost.
 struct MeasuredRun {
     success: bool,
@@ -383,85 +356,32 @@ struct MeasuredRun {
     peak_rss_kib: u64,
 }
 
-/// Runs the binary, sampling /proc/<pid>/stat (user + system CPU time) and
-/// /proc/<pid>/status (VmHWM, the peak resident set) every 50 ms. The process is reaped
-/// only after /proc shows it as a zombie, whose stat still holds its final CPU times.
+/// Runs the binary, measuring its CPU time and peak memory from /proc (testkit's
+/// `MeteredChild`).
 fn run_measured(bin: &Path, args: &[&str]) -> Result<MeasuredRun> {
-    let ticks_per_second = clock_ticks_per_second();
-    let started = Instant::now();
-    let mut child = Command::new(bin)
-        .args(args)
-        .stdin(Stdio::null())
+    let mut cmd = Command::new(bin);
+    cmd.args(args)
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
-    let mut pipe = child.stdout.take().expect("stdout is piped");
-    let reader = thread::spawn(move || {
-        let mut text = String::new();
-        pipe.read_to_string(&mut text).map(|_| text)
-    });
-
-    let proc_dir = PathBuf::from(format!("/proc/{}", child.id()));
-    let (mut cpu_ticks, mut peak_rss_kib) = (0u64, 0u64);
-    // Stops sampling once the process is a zombie, or if /proc cannot be read (not Linux).
-    while let Some((state, ticks)) = read_stat(&proc_dir) {
-        cpu_ticks = ticks;
-        if state == 'Z' || state == 'X' {
-            break;
-        }
-        if let Some(hwm) = read_vm_hwm_kib(&proc_dir) {
-            peak_rss_kib = peak_rss_kib.max(hwm);
-        }
-        if started.elapsed() > MIRROR_TIMEOUT {
-            let _ = child.kill();
-            let _ = child.wait();
+        .stderr(Stdio::inherit());
+    let mut child = MeteredChild::spawn(cmd)?;
+    let reader = read_all_on_thread(child.take_stdout().ok_or("stdout is not piped")?);
+    while !child.has_exited() {
+        if child.usage().wall > MIRROR_TIMEOUT {
+            child.stop(Duration::from_secs(5))?;
             return Err(format!("kafka-mirror did not catch up within {MIRROR_TIMEOUT:?}").into());
         }
         thread::sleep(Duration::from_millis(50));
     }
-    let status = child.wait()?;
-    let wall = started.elapsed();
-    let stdout = reader.join().expect("stdout reader panicked")?;
+    let finished = child.wait()?;
+    let stdout = reader.join().map_err(|_| "the stdout reader panicked")??;
     Ok(MeasuredRun {
-        success: status.success(),
-        status,
+        success: finished.status.success(),
+        status: finished.status,
         stdout,
-        wall,
-        cpu_seconds: cpu_ticks as f64 / ticks_per_second,
-        peak_rss_kib,
+        wall: finished.usage.wall,
+        cpu_seconds: finished.usage.cpu_seconds,
+        peak_rss_kib: finished.usage.peak_rss_kib,
     })
-}
-
-/// The process state letter and utime + stime (in clock ticks) from /proc/<pid>/stat.
-fn read_stat(proc_dir: &Path) -> Option<(char, u64)> {
-    let stat = std::fs::read_to_string(proc_dir.join("stat")).ok()?;
-    // "pid (comm) state ppid ..." and comm may contain spaces or parentheses.
-    let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
-    let state = fields.first()?.chars().next()?;
-    // Fields 14 and 15 of proc(5), counted from the state (field 3).
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some((state, utime + stime))
-}
-
-/// VmHWM from /proc/<pid>/status, in KiB (absent once the process has exited).
-fn read_vm_hwm_kib(proc_dir: &Path) -> Option<u64> {
-    let status = std::fs::read_to_string(proc_dir.join("status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
-/// `getconf CLK_TCK`, or 100 (the Linux value for user-visible ticks).
-fn clock_ticks_per_second() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse::<f64>().ok())
-        .filter(|&t| t > 0.0)
-        .unwrap_or(100.0)
 }
 
 /// The numbers in the mirror's `replicated ...` summary line.

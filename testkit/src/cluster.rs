@@ -112,7 +112,7 @@ impl NodeLayout {
 /// returns, it kills the watcher (so nothing is removed) and exits too; only then is
 /// the pipe closed.
 #[derive(Debug)]
-struct Watched {
+pub(crate) struct Watched {
     shell: Child,
     stdin: Option<ChildStdin>,
     jvm_pid: u32,
@@ -142,7 +142,7 @@ exit "$rc"
 "#;
 
 impl Watched {
-    fn spawn(java: Command, log: &Path, clean_dir: Option<&Path>) -> Result<Watched> {
+    pub(crate) fn spawn(java: Command, log: &Path, clean_dir: Option<&Path>) -> Result<Watched> {
         let mut cmd = Command::new("bash");
         cmd.arg("-c")
             .arg(WATCHDOG_SCRIPT)
@@ -215,7 +215,7 @@ impl Watched {
         }
     }
 
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         self.signal("KILL");
         // stdin is closed only once the shell is gone (and took its watcher with it), so
         // the watcher's cleanup does not run for a node that may be restarted.
@@ -671,6 +671,13 @@ impl KafkaCluster {
             .join(",")
     }
 
+    /// The address node `i`'s extra listener `name` listens on (not the one it
+    /// advertises), or `None` without such a listener.
+    pub fn listener_addr(&self, i: usize, name: &str) -> Option<SocketAddr> {
+        let port = *self.layout.get(i)?.extra_ports.get(name)?;
+        Some(SocketAddr::from(([127, 0, 0, 1], port)))
+    }
+
     /// The PLAINTEXT address of node `i`.
     pub fn broker_addr(&self, i: usize) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.layout[i].broker_port))
@@ -857,7 +864,7 @@ fn zookeeper_cluster_id(data_dir: &Path) -> Result<String> {
 }
 
 /// Picks `n` distinct free loopback ports (all listeners held until all are chosen).
-fn free_ports(n: usize) -> Result<Vec<u16>> {
+pub fn free_ports(n: usize) -> Result<Vec<u16>> {
     let listeners: Vec<TcpListener> = (0..n)
         .map(|_| TcpListener::bind("127.0.0.1:0"))
         .collect::<std::io::Result<_>>()

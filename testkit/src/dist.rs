@@ -38,88 +38,17 @@ impl KafkaDist {
     }
 
     fn fetch(version: &str) -> Result<KafkaDist> {
-        if version.is_empty()
-            || !version
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
-        {
-            bail!("invalid Kafka version {version:?}");
-        }
-        require_java()?;
-        let root = cache_root()?.join("kafka");
-        let dir = root.join(version);
-        let dist = KafkaDist {
+        let dir = fetch_maven_lib(
+            "kafka",
+            version,
+            &format!("Apache Kafka {version}"),
+            &pom_xml(version),
+            &format!("kafka_2.13-{version}.jar"),
+        )?;
+        Ok(KafkaDist {
             version: version.to_string(),
-            dir: dir.clone(),
-        };
-        if dist.is_complete() {
-            return Ok(dist);
-        }
-        let _lock = CacheLock::acquire(&root.join(format!("{version}.lock")))?;
-        if dist.is_complete() {
-            return Ok(dist);
-        }
-        require_mvn()?;
-        let tmp = tempfile::Builder::new()
-            .prefix(&format!(".tmp-{version}-"))
-            .tempdir_in(&root)
-            .with_context(|| format!("creating a temporary directory in {}", root.display()))?;
-        fs::write(tmp.path().join("pom.xml"), pom_xml(version))?;
-        let started = Instant::now();
-        eprintln!(
-            "kafka-testkit: fetching Apache Kafka {version} from Maven Central into {}",
-            dir.display()
-        );
-        let out = Command::new("mvn")
-            .args([
-                "-q",
-                "-B",
-                "dependency:copy-dependencies",
-                "-DoutputDirectory=lib",
-                "-DincludeScope=runtime",
-            ])
-            .current_dir(tmp.path())
-            .stdin(Stdio::null())
-            .output()
-            .context("running mvn")?;
-        if !out.status.success() {
-            bail!(
-                "mvn could not fetch Apache Kafka {version} (is Maven Central reachable?): {}\n{}{}",
-                out.status,
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        let fetched = KafkaDist {
-            version: version.to_string(),
-            dir: tmp.path().to_path_buf(),
-        };
-        if !fetched.is_complete() {
-            bail!(
-                "mvn finished but {} has no Kafka broker jar",
-                fetched.lib_dir().display()
-            );
-        }
-        if dir.exists() {
-            // A leftover from an interrupted, pre-rename layout: nobody can be using it
-            // because it never passed is_complete().
-            fs::remove_dir_all(&dir)
-                .with_context(|| format!("removing stale {}", dir.display()))?;
-        }
-        let tmp_path = tmp.keep();
-        fs::rename(&tmp_path, &dir)
-            .with_context(|| format!("renaming {} to {}", tmp_path.display(), dir.display()))?;
-        eprintln!(
-            "kafka-testkit: fetched Apache Kafka {version} in {:.1}s",
-            started.elapsed().as_secs_f64()
-        );
-        Ok(dist)
-    }
-
-    fn is_complete(&self) -> bool {
-        self.lib_dir()
-            .join(format!("kafka_2.13-{}.jar", self.version))
-            .is_file()
+            dir,
+        })
     }
 
     /// The Kafka version, e.g. "4.4.0".
@@ -178,6 +107,84 @@ impl KafkaDist {
     pub fn console_consumer_class(&self) -> &'static str {
         "org.apache.kafka.tools.consumer.ConsoleConsumer"
     }
+}
+
+/// Fetches the runtime dependencies of `pom` with Maven into `<cache>/<kind>/<version>/lib`
+/// (unless `marker_jar` is already there) and returns `<cache>/<kind>/<version>`. The
+/// fetch happens in a temporary directory renamed into place, under a lock file, so
+/// parallel users never see a half-filled `lib/` and a second run needs no network.
+pub(crate) fn fetch_maven_lib(
+    kind: &str,
+    version: &str,
+    label: &str,
+    pom: &str,
+    marker_jar: &str,
+) -> Result<PathBuf> {
+    if version.is_empty()
+        || !version
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+    {
+        bail!("invalid version {version:?} of {kind}");
+    }
+    require_java()?;
+    let root = cache_root()?.join(kind);
+    let dir = root.join(version);
+    let complete = |d: &Path| d.join("lib").join(marker_jar).is_file();
+    if complete(&dir) {
+        return Ok(dir);
+    }
+    let _lock = CacheLock::acquire(&root.join(format!("{version}.lock")))?;
+    if complete(&dir) {
+        return Ok(dir);
+    }
+    require_mvn()?;
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".tmp-{version}-"))
+        .tempdir_in(&root)
+        .with_context(|| format!("creating a temporary directory in {}", root.display()))?;
+    fs::write(tmp.path().join("pom.xml"), pom)?;
+    let started = Instant::now();
+    eprintln!(
+        "kafka-testkit: fetching {label} from Maven Central into {}",
+        dir.display()
+    );
+    let out = Command::new("mvn")
+        .args([
+            "-q",
+            "-B",
+            "dependency:copy-dependencies",
+            "-DoutputDirectory=lib",
+            "-DincludeScope=runtime",
+        ])
+        .current_dir(tmp.path())
+        .stdin(Stdio::null())
+        .output()
+        .context("running mvn")?;
+    if !out.status.success() {
+        bail!(
+            "mvn could not fetch {label} (is Maven Central reachable?): {}\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    if !complete(tmp.path()) {
+        bail!("mvn finished but fetched no {marker_jar} for {label}");
+    }
+    if dir.exists() {
+        // A leftover from an interrupted, pre-rename layout: nobody can be using it
+        // because it never passed `complete`.
+        fs::remove_dir_all(&dir).with_context(|| format!("removing stale {}", dir.display()))?;
+    }
+    let tmp_path = tmp.keep();
+    fs::rename(&tmp_path, &dir)
+        .with_context(|| format!("renaming {} to {}", tmp_path.display(), dir.display()))?;
+    eprintln!(
+        "kafka-testkit: fetched {label} in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(dir)
 }
 
 fn pom_xml(version: &str) -> String {

@@ -1,22 +1,36 @@
 //! kafka-testkit: fetches, caches and runs real Apache Kafka (KRaft) for kafka-mirror's
 //! integration tests and demo. See README.md.
 
+mod build;
 mod cache;
 mod cluster;
 mod dist;
 mod java;
+mod measure;
+mod mirrormaker;
+mod proxy;
 mod python;
 mod segments;
+mod toxiproxy;
 
+pub use build::cargo_build_release;
 pub use cache::cache_root;
-pub use cluster::{ClusterSpec, KafkaCluster};
+pub use cluster::{free_ports, ClusterSpec, KafkaCluster};
 pub use dist::KafkaDist;
 pub use java::{java_bin, produce_with_java, JavaProduceOpts, ToolOutput, TOOL_JVM_OPTS};
+pub use measure::{read_all_on_thread, Finished, MeteredChild, Usage};
+pub use mirrormaker::{
+    mirror_maker1_command, write_properties, MirrorMaker2, MIRROR_MAKER1_JVM_OPTS,
+    MIRROR_MAKER2_JVM_OPTS, MIRROR_MAKER2_VERSION,
+};
+pub use proxy::CountingProxy;
 pub use python::{
-    clients_dir, dump_topic, dump_topic_with, produce_with_librdkafka, DumpedRecord, ProduceOpts,
+    clients_dir, consume_latency, dump_topic, dump_topic_with, generate_with_librdkafka,
+    produce_with_librdkafka, ConsumeLatency, DumpedRecord, Generate, Generated, ProduceOpts,
     TimestampType, Venv, PYTHON_REQUIREMENTS,
 };
 pub use segments::{read_partition_batches, segment_files, RawBatch};
+pub use toxiproxy::{Toxiproxy, TOXIPROXY_VERSION};
 
 pub use anyhow::{Error, Result};
 

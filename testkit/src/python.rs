@@ -348,3 +348,92 @@ pub(crate) fn delete_topic(bootstrap: &str, name: &str) -> Result<()> {
     ];
     Venv::get()?.run_client("admin.py", &args).map(drop)
 }
+
+/// How much `generate_with_librdkafka` writes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Generate {
+    /// As fast as possible until this many bytes (keys + values + headers) are acknowledged.
+    Bytes(u64),
+    /// This many records per second for this long, every key unique (`lat-<i>`).
+    Rate { per_second: u32, seconds: f64 },
+}
+
+/// What `generate_with_librdkafka` wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+pub struct Generated {
+    pub records: u64,
+    /// Keys + values + headers, before compression.
+    pub bytes: u64,
+    pub seconds: f64,
+}
+
+/// Writes benchmark data with confluent-kafka (`clients/generate.py`): order events as
+/// JSON values of 200 B to 3 kB, keys from a large key space, one to three headers,
+/// compressed with `compression`, acks=all, linger.ms=20, batch.size=128 KiB. `seed`
+/// picks the documents, so each call can write different ones.
+pub fn generate_with_librdkafka(
+    bootstrap: &str,
+    topic: &str,
+    compression: Compression,
+    amount: Generate,
+    seed: u64,
+) -> Result<Generated> {
+    let mut args = vec![
+        "--bootstrap".to_string(),
+        bootstrap.to_string(),
+        "--topic".into(),
+        topic.into(),
+        "--compression".into(),
+        compression.as_str().into(),
+        "--seed".into(),
+        seed.to_string(),
+    ];
+    match amount {
+        Generate::Bytes(n) => args.extend(["--bytes".into(), n.to_string()]),
+        Generate::Rate {
+            per_second,
+            seconds,
+        } => args.extend([
+            "--rate".into(),
+            per_second.to_string(),
+            "--seconds".into(),
+            seconds.to_string(),
+        ]),
+    }
+    let out = Venv::get()?.run_client("generate.py", &args)?;
+    let last = out.lines().last().unwrap_or_default();
+    serde_json::from_str(last).with_context(|| format!("generate.py printed {last:?}"))
+}
+
+/// Produce-to-consume delays a consumer saw (`clients/consume_latency.py`), in ms.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+pub struct ConsumeLatency {
+    pub records: u64,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub max_ms: Option<f64>,
+}
+
+/// Consumes the LogAppendTime `topic` from its end for `seconds` with confluent-kafka
+/// and measures receive time minus append time, leaving out records appended in the
+/// first `skip_seconds`.
+pub fn consume_latency(
+    bootstrap: &str,
+    topic: &str,
+    seconds: f64,
+    skip_seconds: f64,
+) -> Result<ConsumeLatency> {
+    let args = vec![
+        "--bootstrap".to_string(),
+        bootstrap.to_string(),
+        "--topic".into(),
+        topic.into(),
+        "--seconds".into(),
+        seconds.to_string(),
+        "--skip-seconds".into(),
+        skip_seconds.to_string(),
+    ];
+    let out = Venv::get()?.run_client("consume_latency.py", &args)?;
+    let last = out.lines().last().unwrap_or_default();
+    serde_json::from_str(last).with_context(|| format!("consume_latency.py printed {last:?}"))
+}

@@ -1,0 +1,265 @@
+//! What the two brokers manage alone with this data, the ceiling for any replicator
+//! on this machine: the source's fetch-only rate and the target's produce-only rate
+//! for the same batches.
+//!
+//! Both use kafka-mirror's own protocol layer (`cluster`, `batch`) rather than
+//! Kafka's perf tools: `kafka-consumer-perf-test` decompresses every record and
+//! `kafka-producer-perf-test` makes its own data and batches, so neither measures
+//! moving *these* stored batches. The loops here do only what the brokers must:
+//! - fetch: one Fetch at a time for every unfinished partition (64 MiB per
+//!   response, 8 MiB per partition), batches split without copying;
+//! - produce: the fetched batches, rewritten beforehand (base offset 0, no producer
+//!   id) so the clock sees only the wire and the broker, one batch per partition per
+//!   Produce (Kafka's rule), acks=all, 5 requests pipelined on the connection.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use bytes::Bytes;
+use kafka_mirror::batch::{split_batches, ProducerStamp};
+use kafka_mirror::cluster::{fetch_request, response_partitions, Cluster, PartitionFetch};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{ProduceRequest, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use uuid::Uuid;
+
+use crate::kafka::delete_topics_except;
+use crate::lab::{DataSet, Lab};
+use crate::report::median;
+
+const FETCH_MAX_BYTES: i32 = 64 << 20;
+const PARTITION_MAX_BYTES: i32 = 8 << 20;
+const IN_FLIGHT: usize = 5;
+
+type Batches = BTreeMap<(String, i32), VecDeque<Bytes>>;
+
+/// kafka-mirror's median rates from the throughput section: end to end, and from
+/// the first record on the target.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MirrorRates {
+    pub(crate) end_to_end: f64,
+    pub(crate) copying: f64,
+}
+
+/// Runs both loops `reps` times and returns the report section (medians).
+pub(crate) fn section(
+    lab: &Lab,
+    data: &DataSet,
+    reps: u32,
+    mirror: Option<MirrorRates>,
+) -> Result<String> {
+    let mb = data.stored_bytes as f64 / 1e6;
+    let (mut fetch_mb_s, mut produce_mb_s) = (Vec::new(), Vec::new());
+    for rep in 1..=reps {
+        let (fetch, produce) = fetch_then_produce(lab, data, rep)?;
+        fetch_mb_s.push(mb / fetch.as_secs_f64());
+        produce_mb_s.push(mb / produce.as_secs_f64());
+    }
+    let (fetch_mb_s, produce_mb_s) = (median(&mut fetch_mb_s), median(&mut produce_mb_s));
+    let limit = fetch_mb_s.min(produce_mb_s);
+    let mut text = format!(
+        "### Limit of these brokers for this data (median of {reps})\n\n\
+         | | MB/s |\n|---|---|\n\
+         | source, fetch only | {fetch_mb_s:.1} |\n\
+         | target, produce only (the same batches) | {produce_mb_s:.1} |\n"
+    );
+    if let Some(m) = mirror {
+        text.push_str(&format!(
+            "| kafka-mirror, end to end (throughput table) | {:.1} = {:.0}% of the smaller |\n\
+             | kafka-mirror, after the first record | {:.1} = {:.0}% of the smaller |\n",
+            m.end_to_end,
+            100.0 * m.end_to_end / limit,
+            m.copying,
+            100.0 * m.copying / limit
+        ));
+    }
+    text.push_str(
+        "\nFetch and produce loops written with kafka-mirror's own protocol layer: one Fetch at a time \
+         (64 MiB, 8 MiB per partition); batches rewritten before the clock starts, one per partition per \
+         Produce, acks=all, 5 requests pipelined. Kafka's perf tools would decompress or re-batch the data.\n",
+    );
+    Ok(text)
+}
+
+/// One fetch-only pass over the source and one produce-only pass of what it fetched
+/// into emptied target topics; returns how long each took.
+fn fetch_then_produce(lab: &Lab, data: &DataSet, rep: u32) -> Result<(Duration, Duration)> {
+    eprintln!("bench: limit-{rep}: fetch-only from the source");
+    let started = Instant::now();
+    let batches = lab
+        .rt
+        .block_on(fetch_all(lab.src_admin.cluster(), data))
+        .context("fetch-only loop")?;
+    let fetch_time = started.elapsed();
+    let fetched: u64 = batches.values().flatten().map(|b| b.len() as u64).sum();
+    anyhow::ensure!(
+        fetched == data.stored_bytes,
+        "fetched {fetched} bytes of batches, the source stores {}",
+        data.stored_bytes
+    );
+
+    eprintln!("bench: limit-{rep}: produce-only into the target");
+    delete_topics_except(&lab.rt, &lab.dst_admin, &lab.target, &[])?;
+    for topic in &data.topics {
+        lab.target
+            .create_topic(topic, data.partitions_per_topic, 1, &[])?;
+    }
+    lab.dst_admin
+        .wait_ready(&lab.rt, &data.topics, data.partitions as usize)?;
+    let requests = produce_requests(lab, batches)?;
+    let started = Instant::now();
+    lab.rt
+        .block_on(produce_all(lab.dst_admin.cluster(), requests))
+        .context("produce-only loop")?;
+    Ok((fetch_time, started.elapsed()))
+}
+
+/// Fetches every partition of `data` from offset 0 to its end.
+async fn fetch_all(cluster: &Arc<Cluster>, data: &DataSet) -> Result<Batches> {
+    let metadata = cluster.metadata().await?;
+    let names_by_id: HashMap<Uuid, String> = metadata
+        .topics
+        .iter()
+        .map(|(name, t)| (t.id, name.clone()))
+        .collect();
+    let mut next: BTreeMap<(String, i32), i64> =
+        data.ends.keys().map(|tp| (tp.clone(), 0)).collect();
+    let mut out: Batches = BTreeMap::new();
+    loop {
+        let mut by_leader: BTreeMap<i32, Vec<PartitionFetch>> = BTreeMap::new();
+        for ((topic, partition), offset) in &next {
+            if *offset >= data.ends[&(topic.clone(), *partition)] {
+                continue;
+            }
+            let leader = metadata
+                .leader(topic, *partition)
+                .ok_or_else(|| anyhow!("{topic}-{partition} has no leader"))?;
+            by_leader.entry(leader).or_default().push(PartitionFetch {
+                topic: topic.clone(),
+                topic_id: metadata.topics[topic].id,
+                partition: *partition,
+                offset: *offset,
+                leader_epoch: -1,
+                max_bytes: PARTITION_MAX_BYTES,
+            });
+        }
+        if by_leader.is_empty() {
+            return Ok(out);
+        }
+        for (leader, partitions) in by_leader {
+            let request =
+                fetch_request(&partitions, 0, Duration::from_millis(100), FETCH_MAX_BYTES);
+            let response = cluster.send(leader, request).await?;
+            for (topic, partition) in response_partitions(response, &names_by_id) {
+                if partition.error_code != 0 {
+                    bail!(
+                        "fetching {topic}-{}: error code {}",
+                        partition.partition_index,
+                        partition.error_code
+                    );
+                }
+                let key = (topic, partition.partition_index);
+                let Some(records) = partition.records else {
+                    continue;
+                };
+                for batch in split_batches(&records) {
+                    let batch = batch.with_context(|| format!("a batch of {}-{}", key.0, key.1))?;
+                    if let Some(n) = next.get_mut(&key) {
+                        *n = batch.next_offset();
+                    }
+                    out.entry(key.clone())
+                        .or_default()
+                        .push_back(batch.rewrite_for_produce(ProducerStamp::NONE));
+                }
+            }
+        }
+    }
+}
+
+/// Produce requests carrying batch i of every partition, in order.
+fn produce_requests(lab: &Lab, mut batches: Batches) -> Result<Vec<(i32, ProduceRequest)>> {
+    let metadata = lab.dst_admin.metadata(&lab.rt)?;
+    let mut requests = Vec::new();
+    loop {
+        let mut by_leader: BTreeMap<i32, BTreeMap<String, Vec<(i32, Bytes)>>> = BTreeMap::new();
+        for ((topic, partition), queue) in batches.iter_mut() {
+            if let Some(batch) = queue.pop_front() {
+                let leader = metadata
+                    .leader(topic, *partition)
+                    .ok_or_else(|| anyhow!("target {topic}-{partition} has no leader"))?;
+                by_leader
+                    .entry(leader)
+                    .or_default()
+                    .entry(topic.clone())
+                    .or_default()
+                    .push((*partition, batch));
+            }
+        }
+        if by_leader.is_empty() {
+            return Ok(requests);
+        }
+        for (leader, topics) in by_leader {
+            let topic_data = topics
+                .into_iter()
+                .map(|(topic, partitions)| {
+                    let id = metadata.topics.get(&topic).map_or(Uuid::nil(), |t| t.id);
+                    TopicProduceData::default()
+                        .with_name(TopicName(StrBytes::from_string(topic)))
+                        .with_topic_id(id)
+                        .with_partition_data(
+                            partitions
+                                .into_iter()
+                                .map(|(index, records)| {
+                                    PartitionProduceData::default()
+                                        .with_index(index)
+                                        .with_records(Some(records))
+                                })
+                                .collect(),
+                        )
+                })
+                .collect();
+            let request = ProduceRequest::default()
+                .with_acks(-1)
+                .with_timeout_ms(30_000)
+                .with_topic_data(topic_data);
+            requests.push((leader, request));
+        }
+    }
+}
+
+/// Sends the requests in order, at most `IN_FLIGHT` unanswered, and checks every answer.
+async fn produce_all(cluster: &Arc<Cluster>, requests: Vec<(i32, ProduceRequest)>) -> Result<()> {
+    let mut pending = VecDeque::new();
+    for (leader, request) in requests {
+        if pending.len() >= IN_FLIGHT {
+            check(pending.pop_front())?.await?;
+        }
+        let response = cluster.enqueue(leader, request).await?;
+        pending.push_back(Box::pin(async move {
+            let response = response.response().await.map_err(|e| anyhow!("{e}"))?;
+            for topic in response.responses {
+                for p in topic.partition_responses {
+                    if p.error_code != 0 {
+                        bail!(
+                            "producing to {}-{}: error code {}",
+                            topic.name.0,
+                            p.index,
+                            p.error_code
+                        );
+                    }
+                }
+            }
+            Ok(())
+        }));
+    }
+    while let Some(p) = pending.pop_front() {
+        p.await?;
+    }
+    Ok(())
+}
+
+fn check<T>(item: Option<T>) -> Result<T> {
+    item.ok_or_else(|| anyhow!("no request in flight"))
+}

@@ -1,0 +1,206 @@
+//! The markdown report: the machine, the settings, and one table per section.
+
+use std::fmt::Write as _;
+
+use crate::run::Measured;
+use crate::tools::Tool;
+
+/// Adds `text` as a paragraph or table.
+#[derive(Debug, Default)]
+pub(crate) struct Report {
+    text: String,
+}
+
+impl Report {
+    pub(crate) fn push(&mut self, text: &str) {
+        self.text.push_str(text);
+        if !text.ends_with('\n') {
+            self.text.push('\n');
+        }
+        self.text.push('\n');
+    }
+
+    pub(crate) fn text(&self) -> &str {
+        &self.text
+    }
+}
+
+/// "N cores (model), M GiB RAM", from /proc.
+pub(crate) fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map_or("unknown CPU", |(_, m)| m.trim())
+        .to_string();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem_gib = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|kib| kib.parse::<f64>().ok())
+        .map_or(0.0, |kib| kib / 1024.0 / 1024.0);
+    format!("{cores} cores ({model}), {mem_gib:.0} GiB RAM")
+}
+
+/// Median of a non-empty slice (the mean of the middle two for an even count).
+pub(crate) fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
+/// The value below which a fraction `q` (0..=1) of `values` lies (nearest rank);
+/// `None` for no values.
+pub(crate) fn percentile(values: &mut [f64], q: f64) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let rank = ((q * values.len() as f64).ceil() as usize).clamp(1, values.len());
+    Some(values[rank - 1])
+}
+
+/// One tool's runs summarised.
+#[derive(Debug, Clone)]
+pub(crate) struct ToolSummary {
+    pub(crate) tool: Tool,
+    pub(crate) runs: usize,
+    pub(crate) failures: Vec<String>,
+    pub(crate) mb_s: Vec<f64>,
+    /// Median MB/s from the first record on the target until caught up.
+    pub(crate) copying_mb_s: f64,
+    pub(crate) cpu_s_per_gb: f64,
+    pub(crate) peak_rss_mib: f64,
+    pub(crate) wire_mb: f64,
+    pub(crate) extra_records: i64,
+}
+
+impl ToolSummary {
+    pub(crate) fn new(
+        tool: Tool,
+        stored_bytes: u64,
+        results: &[&Result<Measured, String>],
+    ) -> ToolSummary {
+        let ok: Vec<&Measured> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+        let failures = results
+            .iter()
+            .filter_map(|r| r.as_ref().err().cloned())
+            .collect();
+        let gb = stored_bytes as f64 / 1e9;
+        let mut cpu: Vec<f64> = ok.iter().map(|m| m.usage.cpu_seconds / gb).collect();
+        let mut rss: Vec<f64> = ok
+            .iter()
+            .map(|m| m.usage.peak_rss_kib as f64 / 1024.0)
+            .collect();
+        let mut wire: Vec<f64> = ok.iter().map(|m| m.wire_to_target as f64 / 1e6).collect();
+        let mut copying: Vec<f64> = ok
+            .iter()
+            .map(|m| stored_bytes as f64 / 1e6 / m.copying.as_secs_f64())
+            .collect();
+        ToolSummary {
+            tool,
+            runs: results.len(),
+            failures,
+            mb_s: ok
+                .iter()
+                .map(|m| stored_bytes as f64 / 1e6 / m.wall.as_secs_f64())
+                .collect(),
+            copying_mb_s: median(&mut copying),
+            cpu_s_per_gb: median(&mut cpu),
+            peak_rss_mib: median(&mut rss),
+            wire_mb: median(&mut wire),
+            extra_records: ok.iter().map(|m| m.extra_records).max().unwrap_or(0),
+        }
+    }
+
+    pub(crate) fn median_mb_s(&self) -> f64 {
+        median(&mut self.mb_s.clone())
+    }
+}
+
+/// The throughput table, then each tool against kafka-mirror when it ran.
+pub(crate) fn throughput_table(summaries: &[ToolSummary], stored_bytes: u64) -> String {
+    let mut t = String::from(
+        "| tool | MB/s (median, min–max) | MB/s after the first record | CPU s per GB | peak RSS MiB | MB sent to target | sent / stored |\n\
+         |---|---|---|---|---|---|---|\n",
+    );
+    for s in summaries {
+        if s.mb_s.is_empty() {
+            let _ = writeln!(
+                t,
+                "| {} | failed ({} of {} runs): {} | | | | | |",
+                s.tool.name(),
+                s.failures.len(),
+                s.runs,
+                s.failures
+                    .first()
+                    .map_or("", |f| f.lines().next().unwrap_or(""))
+            );
+            continue;
+        }
+        let min = s.mb_s.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = s.mb_s.iter().copied().fold(0.0, f64::max);
+        let mut notes = String::new();
+        if !s.failures.is_empty() {
+            let _ = write!(notes, " ({} of {} runs failed)", s.failures.len(), s.runs);
+        }
+        if s.extra_records > 0 {
+            let _ = write!(notes, " ({} duplicate records)", s.extra_records);
+        }
+        let _ = writeln!(
+            t,
+            "| {}{notes} | {:.1} ({:.1}–{:.1}) | {:.1} | {:.2} | {:.0} | {:.1} | {:.2} |",
+            s.tool.name(),
+            s.median_mb_s(),
+            min,
+            max,
+            s.copying_mb_s,
+            s.cpu_s_per_gb,
+            s.peak_rss_mib,
+            s.wire_mb,
+            s.wire_mb * 1e6 / stored_bytes as f64,
+        );
+    }
+    let Some(base) = summaries
+        .iter()
+        .find(|s| s.tool == Tool::KafkaMirror && !s.mb_s.is_empty())
+    else {
+        return t;
+    };
+    t.push_str(
+        "\nAgainst kafka-mirror (how many times kafka-mirror is faster, or uses less):\n\n\
+         | tool | MB/s | CPU per GB | peak RSS | bytes sent |\n|---|---|---|---|---|\n",
+    );
+    let ratio = |num: f64, den: f64| {
+        if den > 0.0 && num.is_finite() {
+            format!("{:.1}×", num / den)
+        } else {
+            "–".into()
+        }
+    };
+    for s in summaries
+        .iter()
+        .filter(|s| s.tool != Tool::KafkaMirror && !s.mb_s.is_empty())
+    {
+        let _ = writeln!(
+            t,
+            "| {} | {} | {} | {} | {} |",
+            s.tool.name(),
+            ratio(base.median_mb_s(), s.median_mb_s()),
+            ratio(s.cpu_s_per_gb, base.cpu_s_per_gb),
+            ratio(s.peak_rss_mib, base.peak_rss_mib),
+            ratio(s.wire_mb, base.wire_mb),
+        );
+    }
+    t
+}

@@ -1,0 +1,146 @@
+//! What the bench runs, from environment variables (all optional).
+
+use std::fmt::Write as _;
+
+use anyhow::{bail, Context, Result};
+
+use crate::tools::Tool;
+
+/// Every knob, with the environment variable that sets it.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    /// `BENCH_DATA_MB`: MiB of record batches stored on the source (default 1024).
+    pub(crate) data_mib: u64,
+    /// `BENCH_PARTITIONS`: partitions of each of the two data topics (default 12).
+    pub(crate) partitions: u32,
+    /// `BENCH_TOOLS`: comma-separated, in the order they alternate
+    /// (default `kafka-mirror,mm2,mm2-tuned,mm1`).
+    pub(crate) tools: Vec<Tool>,
+    /// `BENCH_REPS`: how many times the tool sequence runs (default 2: A B C A B C).
+    pub(crate) reps: u32,
+    /// `BENCH_SECTIONS`: which parts run (default `throughput,limit,wan,sweep,latency`).
+    pub(crate) sections: Vec<Section>,
+    /// `BENCH_TIMEOUT_S`: one run's limit before it counts as failed (default 1800).
+    pub(crate) run_timeout_s: u64,
+    /// `BENCH_WAN_DATA_MB`: MiB stored in the WAN topics (default 128).
+    pub(crate) wan_data_mib: u64,
+    /// `BENCH_WAN_LATENCY_MS`: one-way delay added in each direction (default 50).
+    pub(crate) wan_latency_ms: u32,
+    /// `BENCH_WAN_CAP_MBIT`: bandwidth cap per direction and per proxy (default 400).
+    pub(crate) wan_cap_mbit: u32,
+    /// `BENCH_RTTS`: round-trip times of the sweep, ms (default `0,10,50,100,200`).
+    pub(crate) rtts_ms: Vec<u32>,
+    /// `BENCH_SWEEP_DATA_MB`: MiB stored in the sweep's topics (default 32).
+    pub(crate) sweep_data_mib: u64,
+    /// `BENCH_LATENCY_RATE`: records per second of the latency run (default 2000).
+    pub(crate) latency_rate: u32,
+    /// `BENCH_LATENCY_SECONDS`: how long it produces (default 30).
+    pub(crate) latency_seconds: u32,
+    /// `BENCH_OUT`: the markdown file written (default `target/bench/replication.md`).
+    pub(crate) out: Option<String>,
+}
+
+/// A part of the bench.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Section {
+    Throughput,
+    Limit,
+    Wan,
+    Sweep,
+    Latency,
+}
+
+impl Section {
+    const ALL: [(Section, &'static str); 5] = [
+        (Section::Throughput, "throughput"),
+        (Section::Limit, "limit"),
+        (Section::Wan, "wan"),
+        (Section::Sweep, "sweep"),
+        (Section::Latency, "latency"),
+    ];
+}
+
+impl Settings {
+    pub(crate) fn from_env() -> Result<Settings> {
+        Ok(Settings {
+            data_mib: num("BENCH_DATA_MB", 1024)?,
+            partitions: num("BENCH_PARTITIONS", 12)?,
+            tools: list("BENCH_TOOLS", "kafka-mirror,mm2,mm2-tuned,mm1")?
+                .iter()
+                .map(|t| Tool::parse(t))
+                .collect::<Result<_>>()?,
+            reps: num("BENCH_REPS", 2)?,
+            sections: list("BENCH_SECTIONS", "throughput,limit,wan,sweep,latency")?
+                .iter()
+                .map(|s| {
+                    Section::ALL
+                        .iter()
+                        .find(|(_, n)| n == s)
+                        .map(|(s, _)| *s)
+                        .with_context(|| {
+                            format!(
+                                "BENCH_SECTIONS: unknown section {s:?} (throughput, limit, wan, sweep, latency)"
+                            )
+                        })
+                })
+                .collect::<Result<_>>()?,
+            run_timeout_s: num("BENCH_TIMEOUT_S", 1800)?,
+            wan_data_mib: num("BENCH_WAN_DATA_MB", 128)?,
+            wan_latency_ms: num("BENCH_WAN_LATENCY_MS", 50)?,
+            wan_cap_mbit: num("BENCH_WAN_CAP_MBIT", 400)?,
+            rtts_ms: list("BENCH_RTTS", "0,10,50,100,200")?
+                .iter()
+                .map(|r| {
+                    r.parse()
+                        .with_context(|| format!("BENCH_RTTS: {r:?} is not a number of ms"))
+                })
+                .collect::<Result<_>>()?,
+            sweep_data_mib: num("BENCH_SWEEP_DATA_MB", 32)?,
+            latency_rate: num("BENCH_LATENCY_RATE", 2000)?,
+            latency_seconds: num("BENCH_LATENCY_SECONDS", 30)?,
+            out: std::env::var("BENCH_OUT").ok().filter(|s| !s.is_empty()),
+        })
+    }
+
+    pub(crate) fn runs(&self, section: Section) -> bool {
+        self.sections.contains(&section)
+    }
+
+    /// The environment variables that differ from the defaults, as a command prefix.
+    pub(crate) fn command_line(&self) -> String {
+        let mut vars: Vec<(String, String)> = std::env::vars()
+            .filter(|(k, _)| k.starts_with("BENCH_"))
+            .collect();
+        vars.sort();
+        let mut line = String::new();
+        for (key, value) in vars {
+            let _ = write!(line, "{key}={value} ");
+        }
+        line.push_str("cargo bench --bench replication");
+        line
+    }
+}
+
+fn num<T: std::str::FromStr>(key: &str, default: T) -> Result<T> {
+    match std::env::var(key) {
+        Ok(v) if !v.trim().is_empty() => v
+            .trim()
+            .parse()
+            .map_err(|_| anyhow::anyhow!("{key}={v:?} is not a valid number")),
+        Ok(_) | Err(std::env::VarError::NotPresent) => Ok(default),
+        Err(e) => bail!("{key}: {e}"),
+    }
+}
+
+fn list(key: &str, default: &str) -> Result<Vec<String>> {
+    let value = match std::env::var(key) {
+        Ok(v) if !v.trim().is_empty() => v,
+        Ok(_) | Err(std::env::VarError::NotPresent) => default.to_string(),
+        Err(e) => bail!("{key}: {e}"),
+    };
+    Ok(value
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect())
+}

@@ -1,0 +1,241 @@
+//! The replicators compared, and how each is started.
+//!
+//! Every tool copies the same topics from the same source into freshly emptied
+//! target topics with the same names, and runs until the harness has seen the
+//! target catch up and stops it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Result};
+use kafka_testkit::{
+    cargo_build_release, mirror_maker1_command, write_properties, KafkaDist, MirrorMaker2,
+    MIRROR_MAKER1_JVM_OPTS, MIRROR_MAKER2_JVM_OPTS, MIRROR_MAKER2_VERSION, OLD_KAFKA_VERSION,
+};
+
+/// A replicator, as configured for the bench.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Tool {
+    /// This project's release binary.
+    KafkaMirror,
+    /// MirrorMaker 2, dedicated mode, defaults (plus the identity replication policy
+    /// and replication factors of 1).
+    Mm2,
+    /// MirrorMaker 2 tuned as its documentation advises: a task per partition, larger
+    /// producer batches with linger, larger fetches, lz4 on the producer.
+    Mm2Tuned,
+    /// MirrorMaker 1 (Kafka 3.9.1), defaults: one stream.
+    Mm1,
+}
+
+impl Tool {
+    pub(crate) fn parse(name: &str) -> Result<Tool> {
+        Ok(match name {
+            "kafka-mirror" => Tool::KafkaMirror,
+            "mm2" => Tool::Mm2,
+            "mm2-tuned" => Tool::Mm2Tuned,
+            "mm1" => Tool::Mm1,
+            other => {
+                bail!("BENCH_TOOLS: unknown tool {other:?} (kafka-mirror, mm2, mm2-tuned, mm1)")
+            }
+        })
+    }
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Tool::KafkaMirror => "kafka-mirror",
+            Tool::Mm2 => "mm2",
+            Tool::Mm2Tuned => "mm2-tuned",
+            Tool::Mm1 => "mm1",
+        }
+    }
+
+    /// Whether record i of source partition p lands in target partition p. MirrorMaker 1
+    /// re-partitions with its producer's partitioner, so only totals per topic compare.
+    pub(crate) fn keeps_partitions(self) -> bool {
+        self != Tool::Mm1
+    }
+
+    /// Whether the target topics must exist before it starts (MirrorMaker 1 creates none).
+    pub(crate) fn needs_target_topics(self) -> bool {
+        self == Tool::Mm1
+    }
+
+    /// One line on how it is set up, for the report.
+    pub(crate) fn describe(self) -> String {
+        match self {
+            Tool::KafkaMirror => "release build, default settings".into(),
+            Tool::Mm2 => format!(
+                "connect-mirror {MIRROR_MAKER2_VERSION}, dedicated mode, defaults; IdentityReplicationPolicy"
+            ),
+            Tool::Mm2Tuned => format!(
+                "connect-mirror {MIRROR_MAKER2_VERSION}: tasks.max = partitions, producer batch.size 512 KiB, linger.ms 50, lz4, consumer fetch.max.bytes 50 MiB, max.partition.fetch.bytes 4 MiB, max.poll.records 2000"
+            ),
+            Tool::Mm1 => format!("kafka.tools.MirrorMaker {OLD_KAFKA_VERSION}, defaults (1 stream)"),
+        }
+    }
+}
+
+/// Where one run copies from and to.
+#[derive(Debug, Clone)]
+pub(crate) struct Route {
+    pub(crate) source: String,
+    pub(crate) target: String,
+    pub(crate) topics: Vec<String>,
+    pub(crate) partitions_per_topic: u32,
+    /// When not empty, the harness creates the target topics with these configs
+    /// before the tool starts (it does anyway for tools that create none).
+    pub(crate) target_configs: Vec<(String, String)>,
+}
+
+impl Route {
+    /// Partitions over all topics.
+    pub(crate) fn partitions(&self) -> u32 {
+        self.partitions_per_topic * self.topics.len() as u32
+    }
+}
+
+/// What the tools need, fetched or built once.
+#[derive(Debug)]
+pub(crate) struct Tools {
+    mirror_bin: Option<PathBuf>,
+    mm2: Option<MirrorMaker2>,
+    mm1: Option<KafkaDist>,
+}
+
+impl Tools {
+    /// Builds kafka-mirror (release) and fetches MirrorMaker 2 and Kafka 3.9.1 into the
+    /// cache, as far as `tools` need them.
+    pub(crate) fn prepare(tools: &[Tool]) -> Result<Tools> {
+        let mirror_bin = if tools.contains(&Tool::KafkaMirror) {
+            Some(cargo_build_release(
+                Path::new(env!("CARGO_MANIFEST_DIR")),
+                "kafka-mirror",
+            )?)
+        } else {
+            None
+        };
+        let mm2 = if tools
+            .iter()
+            .any(|t| matches!(t, Tool::Mm2 | Tool::Mm2Tuned))
+        {
+            Some(MirrorMaker2::get(MIRROR_MAKER2_VERSION)?)
+        } else {
+            None
+        };
+        let mm1 = if tools.contains(&Tool::Mm1) {
+            Some(KafkaDist::get(OLD_KAFKA_VERSION)?)
+        } else {
+            None
+        };
+        Ok(Tools {
+            mirror_bin,
+            mm2,
+            mm1,
+        })
+    }
+
+    /// The command that runs `tool` along `route`, its config files written into `dir`.
+    /// `run` names this run (consumer groups must not resume an earlier one).
+    pub(crate) fn command(
+        &self,
+        tool: Tool,
+        route: &Route,
+        dir: &Path,
+        run: &str,
+    ) -> Result<Command> {
+        match tool {
+            Tool::KafkaMirror => {
+                let Some(bin) = &self.mirror_bin else {
+                    bail!("kafka-mirror was not built");
+                };
+                let mut cmd = Command::new(bin);
+                // Not `--until-caught-up`: like the others it runs until the harness
+                // stops it (SIGTERM, a clean exit 0), also when the source is still
+                // being written (the latency runs).
+                cmd.args(["run", "--source", &route.source, "--target", &route.target])
+                    .args(["--topics", &format!("^({})$", route.topics.join("|"))]);
+                Ok(cmd)
+            }
+            Tool::Mm2 | Tool::Mm2Tuned => {
+                let Some(mm2) = &self.mm2 else {
+                    bail!("MirrorMaker 2 was not fetched");
+                };
+                let file = dir.join("mm2.properties");
+                write_properties(&file, &mm2_properties(tool == Tool::Mm2Tuned, route))?;
+                Ok(mm2.command(&file, MIRROR_MAKER2_JVM_OPTS))
+            }
+            Tool::Mm1 => {
+                let Some(dist) = &self.mm1 else {
+                    bail!("Kafka {OLD_KAFKA_VERSION} was not fetched");
+                };
+                let consumer = dir.join("mm1-consumer.properties");
+                let producer = dir.join("mm1-producer.properties");
+                write_properties(
+                    &consumer,
+                    &props(&[
+                        ("bootstrap.servers", &route.source),
+                        ("group.id", &format!("bench-mm1-{run}")),
+                        ("auto.offset.reset", "earliest"),
+                    ]),
+                )?;
+                write_properties(&producer, &props(&[("bootstrap.servers", &route.target)]))?;
+                mirror_maker1_command(
+                    dist,
+                    &consumer,
+                    &producer,
+                    &format!("^({})$", route.topics.join("|")),
+                    1,
+                    MIRROR_MAKER1_JVM_OPTS,
+                )
+            }
+        }
+    }
+}
+
+fn props(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// MirrorMaker 2's dedicated-mode configuration: clusters `src` and `dst`, one flow.
+fn mm2_properties(tuned: bool, route: &Route) -> Vec<(String, String)> {
+    let mut p = props(&[
+        ("clusters", "src,dst"),
+        ("src.bootstrap.servers", &route.source),
+        ("dst.bootstrap.servers", &route.target),
+        ("src->dst.enabled", "true"),
+        ("dst->src.enabled", "false"),
+        ("src->dst.topics", &route.topics.join(",")),
+        (
+            "replication.policy.class",
+            "org.apache.kafka.connect.mirror.IdentityReplicationPolicy",
+        ),
+        // Single-broker clusters.
+        ("replication.factor", "1"),
+        ("checkpoints.topic.replication.factor", "1"),
+        ("heartbeats.topic.replication.factor", "1"),
+        ("offset-syncs.topic.replication.factor", "1"),
+        ("offset.storage.replication.factor", "1"),
+        ("config.storage.replication.factor", "1"),
+        ("status.storage.replication.factor", "1"),
+        // No authorizer on the brokers.
+        ("sync.topic.acls.enabled", "false"),
+    ]);
+    if tuned {
+        let tasks = route.partitions().to_string();
+        p.extend(props(&[
+            ("tasks.max", &tasks),
+            ("dst.producer.batch.size", "524288"),
+            ("dst.producer.linger.ms", "50"),
+            ("dst.producer.compression.type", "lz4"),
+            ("dst.producer.buffer.memory", "134217728"),
+            ("src.consumer.fetch.max.bytes", "52428800"),
+            ("src.consumer.max.partition.fetch.bytes", "4194304"),
+            ("src.consumer.max.poll.records", "2000"),
+        ]));
+    }
+    p
+}
