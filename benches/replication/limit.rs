@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
-use kafka_mirror::batch::{split_batches, ProducerStamp};
+use kafka_mirror::batch::{split_batches, Fetched, ProducerStamp};
 use kafka_mirror::cluster::{fetch_request, response_partitions, Cluster, PartitionFetch};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{ProduceRequest, TopicName};
@@ -166,6 +166,10 @@ async fn fetch_all(cluster: &Arc<Cluster>, data: &DataSet) -> Result<Batches> {
                 };
                 for batch in split_batches(&records) {
                     let batch = batch.with_context(|| format!("a batch of {}-{}", key.0, key.1))?;
+                    // The bench writes its data with a 4.x producer: v2 batches only.
+                    let Fetched::Batch(batch) = batch else {
+                        bail!("{}-{} holds old-format messages", key.0, key.1);
+                    };
                     if let Some(n) = next.get_mut(&key) {
                         *n = batch.next_offset();
                     }
