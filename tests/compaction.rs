@@ -9,7 +9,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -18,21 +17,15 @@ use kafka_testkit::{
     RawBatch,
 };
 
-struct Clusters {
-    source: KafkaCluster,
-    target: KafkaCluster,
-}
-
 fn clusters() -> &'static Clusters {
-    static CLUSTERS: OnceLock<Clusters> = OnceLock::new();
-    CLUSTERS.get_or_init(|| Clusters {
+    shared_clusters(
         // The cleaner looks for work every 200 ms instead of every 15 s.
-        source: start_cluster(KAFKA, 1, &[("log.cleaner.backoff.ms", "200")]),
+        &[("log.cleaner.backoff.ms", "200")],
         // The target topics are created compacted too (their configs are
         // copied); its cleaner stays off so that what arrived can be compared
         // record by record before the target compacts it further.
-        target: start_cluster(KAFKA, 1, &[("log.cleaner.enable", "false")]),
-    })
+        &[("log.cleaner.enable", "false")],
+    )
 }
 
 const CODECS: [Compression; 5] = [

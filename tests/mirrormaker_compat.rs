@@ -6,24 +6,13 @@
 mod common;
 
 use std::process::{Child, Stdio};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::*;
 use kafka_mirror::config::MirrorConfig;
-use kafka_testkit::KafkaCluster;
-
-struct Clusters {
-    source: KafkaCluster,
-    target: KafkaCluster,
-}
 
 fn clusters() -> &'static Clusters {
-    static CLUSTERS: OnceLock<Clusters> = OnceLock::new();
-    CLUSTERS.get_or_init(|| Clusters {
-        source: start_cluster(KAFKA, 1, &[]),
-        target: start_cluster(KAFKA, 1, &[]),
-    })
+    shared_clusters(&[], &[])
 }
 
 fn spawn(args: &[&str]) -> Child {

@@ -16,7 +16,6 @@
 mod common;
 
 use std::process::{Child, Stdio};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -30,17 +29,8 @@ use kafka_protocol::records::{
 };
 use kafka_testkit::{read_partition_batches, DumpedRecord, KafkaCluster};
 
-struct Clusters {
-    source: KafkaCluster,
-    target: KafkaCluster,
-}
-
 fn clusters() -> &'static Clusters {
-    static CLUSTERS: OnceLock<Clusters> = OnceLock::new();
-    CLUSTERS.get_or_init(|| Clusters {
-        source: start_cluster(KAFKA, 1, &[]),
-        target: start_cluster(KAFKA, 1, &[]),
-    })
+    shared_clusters(&[], &[])
 }
 
 /// The producer id, epoch and next sequence the mirror used last on a target partition.

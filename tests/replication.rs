@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::*;
@@ -14,27 +13,17 @@ use kafka_testkit::{
     produce_with_librdkafka, Compression, DumpedRecord, KafkaCluster, ProduceOpts,
 };
 
-struct Clusters {
-    source: KafkaCluster,
-    target: KafkaCluster,
-}
-
 fn clusters() -> &'static Clusters {
-    static CLUSTERS: OnceLock<Clusters> = OnceLock::new();
-    CLUSTERS.get_or_init(|| Clusters {
+    shared_clusters(
         // Retention is checked every half second so the data-loss test need not wait minutes.
-        source: start_cluster(KAFKA, 1, &[("log.retention.check.interval.ms", "500")]),
+        &[("log.retention.check.interval.ms", "500")],
         // The target forgets idle producers after two seconds (a day by
         // default), so the idle-partition test need not wait a day.
-        target: start_cluster(
-            KAFKA,
-            1,
-            &[
-                ("producer.id.expiration.ms", "2000"),
-                ("producer.id.expiration.check.interval.ms", "500"),
-            ],
-        ),
-    })
+        &[
+            ("producer.id.expiration.ms", "2000"),
+            ("producer.id.expiration.check.interval.ms", "500"),
+        ],
+    )
 }
 
 const CODECS: [Compression; 5] = [

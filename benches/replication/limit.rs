@@ -19,10 +19,10 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
 use kafka_mirror::batch::{split_batches, Fetched, ProducerStamp};
-use kafka_mirror::cluster::{fetch_request, response_partitions, Cluster, PartitionFetch};
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{ProduceRequest, TopicName};
-use kafka_protocol::protocol::StrBytes;
+use kafka_mirror::cluster::{
+    fetch_request, produce_request, response_partitions, Cluster, PartitionFetch,
+};
+use kafka_protocol::messages::ProduceRequest;
 use uuid::Uuid;
 
 use crate::kafka::delete_topics_except;
@@ -205,29 +205,7 @@ fn produce_requests(lab: &Lab, mut batches: Batches) -> Result<Vec<(i32, Produce
             return Ok(requests);
         }
         for (leader, topics) in by_leader {
-            let topic_data = topics
-                .into_iter()
-                .map(|(topic, partitions)| {
-                    let id = metadata.topics.get(&topic).map_or(Uuid::nil(), |t| t.id);
-                    TopicProduceData::default()
-                        .with_name(TopicName(StrBytes::from_string(topic)))
-                        .with_topic_id(id)
-                        .with_partition_data(
-                            partitions
-                                .into_iter()
-                                .map(|(index, records)| {
-                                    PartitionProduceData::default()
-                                        .with_index(index)
-                                        .with_records(Some(records))
-                                })
-                                .collect(),
-                        )
-                })
-                .collect();
-            let request = ProduceRequest::default()
-                .with_acks(-1)
-                .with_timeout_ms(30_000)
-                .with_topic_data(topic_data);
+            let request = produce_request(&metadata, topics, 30_000);
             requests.push((leader, request));
         }
     }

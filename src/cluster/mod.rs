@@ -9,6 +9,7 @@
 mod fetch;
 mod metadata;
 mod offsets;
+mod produce;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -20,6 +21,7 @@ use tokio::sync::Mutex as AsyncMutex;
 pub use fetch::{fetch_request, response_partitions, FetchSession, PartitionFetch};
 pub use metadata::{Metadata, PartitionMetadata, TopicMetadata};
 pub use offsets::{OffsetLookupError, OffsetResult, OffsetSpec};
+pub use produce::produce_request;
 
 use crate::net::{Connection, Connector, NetError, PendingResponse};
 

@@ -22,19 +22,15 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kafka_protocol::error::ParseResponseErrorCode;
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    InitProducerIdRequest, ProduceRequest, ProduceResponse, ProducerId, TopicName,
+    InitProducerIdRequest, ProduceRequest, ProduceResponse, ProducerId,
 };
-use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
-use uuid::Uuid;
-
 use tokio::sync::mpsc;
 
 use super::engine::{Engine, Event, Status};
 use super::MirrorError;
-use crate::cluster::{Cluster, ClusterError, Role};
+use crate::cluster::{produce_request, Cluster, ClusterError, Role};
 use crate::config::RefusedBatchPolicy;
 
 /// Stop adding partitions to a Produce request past this size (one batch is
@@ -165,7 +161,7 @@ impl Engine {
                 if sent.is_empty() {
                     break;
                 }
-                let request = self.produce_request(topics);
+                let request = produce_request(&self.target_meta, topics, PRODUCE_TIMEOUT_MS);
                 *self.produces_in_flight.entry(broker).or_default() += 1;
                 self.produce_lane(broker).submit(request, sent);
             }
@@ -178,36 +174,6 @@ impl Engine {
         self.produce_lanes
             .entry(broker)
             .or_insert_with(|| ProduceLane::start(target, broker, events))
-    }
-
-    fn produce_request(&self, topics: BTreeMap<Arc<str>, Vec<(i32, Bytes)>>) -> ProduceRequest {
-        let topic_data = topics
-            .into_iter()
-            .map(|(topic, partitions)| {
-                let topic_id = self
-                    .target_meta
-                    .topics
-                    .get(&*topic)
-                    .map_or(Uuid::nil(), |t| t.id);
-                TopicProduceData::default()
-                    .with_name(TopicName(StrBytes::from_string(topic.to_string())))
-                    .with_topic_id(topic_id)
-                    .with_partition_data(
-                        partitions
-                            .into_iter()
-                            .map(|(index, records)| {
-                                PartitionProduceData::default()
-                                    .with_index(index)
-                                    .with_records(Some(records))
-                            })
-                            .collect(),
-                    )
-            })
-            .collect();
-        ProduceRequest::default()
-            .with_acks(-1)
-            .with_timeout_ms(PRODUCE_TIMEOUT_MS)
-            .with_topic_data(topic_data)
     }
 
     pub(super) fn on_produced(

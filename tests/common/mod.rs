@@ -18,6 +18,25 @@ use kafka_testkit::{
 /// The Kafka version of the clusters most tests use.
 pub const KAFKA: &str = kafka_testkit::DEFAULT_KAFKA_VERSION;
 
+/// A source and a target cluster, shared by the tests of one test binary.
+pub struct Clusters {
+    pub source: KafkaCluster,
+    pub target: KafkaCluster,
+}
+
+/// This test binary's source and target (one node each, the default
+/// version, these broker settings), started by the first test that asks.
+pub fn shared_clusters(
+    source_props: &[(&str, &str)],
+    target_props: &[(&str, &str)],
+) -> &'static Clusters {
+    static CLUSTERS: std::sync::OnceLock<Clusters> = std::sync::OnceLock::new();
+    CLUSTERS.get_or_init(|| Clusters {
+        source: start_cluster(KAFKA, 1, source_props),
+        target: start_cluster(KAFKA, 1, target_props),
+    })
+}
+
 /// Starts a cluster or fails the test with the testkit's explanation.
 pub fn start_cluster(version: &str, nodes: usize, props: &[(&str, &str)]) -> KafkaCluster {
     let mut spec = ClusterSpec::new(version, nodes);
