@@ -72,26 +72,6 @@ fn produce_java(cluster: &KafkaCluster, topic: &str, codec: Compression, count: 
     .unwrap_or_else(|e| panic!("produce into {topic} with the Java producer: {e:#}"));
 }
 
-/// Sets (or changes) a topic config on the 3.9 source with Kafka's own tool.
-fn alter_topic_config(cluster: &KafkaCluster, topic: &str, config: &str) {
-    cluster
-        .run_tool(
-            "kafka.admin.ConfigCommand",
-            [
-                "--bootstrap-server",
-                &cluster.bootstrap(),
-                "--alter",
-                "--entity-type",
-                "topics",
-                "--entity-name",
-                topic,
-                "--add-config",
-                config,
-            ],
-        )
-        .unwrap_or_else(|e| panic!("ConfigCommand --alter {topic} {config}: {e:#}"));
-}
-
 /// The magic of every entry stored in each partition of `topic`, in order.
 fn stored_magics(cluster: &KafkaCluster, topic: &str) -> Vec<Vec<i8>> {
     (0..PARTITIONS as i32)

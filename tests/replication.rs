@@ -290,22 +290,7 @@ fn data_deleted_before_it_was_copied_is_reported_not_skipped() {
     std::thread::sleep(Duration::from_millis(400));
     let after = produce_keyed(source, topic, 10, 1, "c", Some(now_ms()));
     // Now let retention take everything but the active segment.
-    source
-        .run_tool(
-            "org.apache.kafka.tools.ConfigCommand",
-            [
-                "--bootstrap-server",
-                &source.bootstrap(),
-                "--alter",
-                "--entity-type",
-                "topics",
-                "--entity-name",
-                topic,
-                "--add-config",
-                "retention.ms=600000",
-            ],
-        )
-        .expect("shorten retention");
+    alter_topic_config(source, topic, "retention.ms=600000");
     eventually(
         "retention deleted offsets 0..49",
         Duration::from_secs(60),

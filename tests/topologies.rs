@@ -206,21 +206,7 @@ fn new_topics_partitions_and_configs_reach_the_target_while_running() {
         copied_count(hub, "c.life-a") == 40
     });
     // The target keeps its own segment.ms (never copied) through every refresh.
-    hub.run_tool(
-        "org.apache.kafka.tools.ConfigCommand",
-        [
-            "--bootstrap-server",
-            &hub.bootstrap(),
-            "--alter",
-            "--entity-type",
-            "topics",
-            "--entity-name",
-            "c.life-a",
-            "--add-config",
-            "segment.ms=3600000",
-        ],
-    )
-    .expect("set the target's own segment.ms");
+    alter_topic_config(hub, "c.life-a", "segment.ms=3600000");
 
     // Another topic created while running, with two partitions.
     c.create_topic("life-new", 2, 1, &[]).expect("create topic");
@@ -257,21 +243,7 @@ fn new_topics_partitions_and_configs_reach_the_target_while_running() {
     assert_eq!(assert_copied("c", "life-a", "hub", "c.life-a"), 70);
 
     // A changed config.
-    c.run_tool(
-        "org.apache.kafka.tools.ConfigCommand",
-        [
-            "--bootstrap-server",
-            &c.bootstrap(),
-            "--alter",
-            "--entity-type",
-            "topics",
-            "--entity-name",
-            "life-a",
-            "--add-config",
-            "retention.ms=987654321",
-        ],
-    )
-    .expect("change retention.ms");
+    alter_topic_config(c, "life-a", "retention.ms=987654321");
     eventually("retention.ms reaches the target", limit, || {
         topic_configs(hub, "c.life-a")
             .get("retention.ms")

@@ -94,6 +94,15 @@ impl KafkaDist {
         }
     }
 
+    /// Main class of `kafka-configs`: moved to `org.apache.kafka.tools` in 4.0.
+    pub fn config_command_class(&self) -> &'static str {
+        if self.major() >= 4 {
+            "org.apache.kafka.tools.ConfigCommand"
+        } else {
+            "kafka.admin.ConfigCommand"
+        }
+    }
+
     /// Main class of `kafka-console-producer`: moved to `org.apache.kafka.tools` in 4.0.
     pub fn console_producer_class(&self) -> &'static str {
         if self.major() >= 4 {

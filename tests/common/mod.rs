@@ -390,11 +390,31 @@ pub fn produce_with_both_clients(
     .unwrap_or_else(|e| panic!("produce into {topic} with the Java producer: {e:#}"));
 }
 
+/// Sets (or changes) a topic config with Kafka's own ConfigCommand.
+pub fn alter_topic_config(cluster: &KafkaCluster, topic: &str, config: &str) {
+    cluster
+        .run_tool(
+            cluster.dist().config_command_class(),
+            [
+                "--bootstrap-server",
+                &cluster.bootstrap(),
+                "--alter",
+                "--entity-type",
+                "topics",
+                "--entity-name",
+                topic,
+                "--add-config",
+                config,
+            ],
+        )
+        .unwrap_or_else(|e| panic!("ConfigCommand --alter {topic} {config}: {e:#}"));
+}
+
 /// The configs set on a topic itself, as Kafka's own ConfigCommand lists them.
 pub fn topic_configs(cluster: &KafkaCluster, topic: &str) -> BTreeMap<String, String> {
     let output = cluster
         .run_tool(
-            "org.apache.kafka.tools.ConfigCommand",
+            cluster.dist().config_command_class(),
             [
                 "--bootstrap-server",
                 &cluster.bootstrap(),
