@@ -69,7 +69,7 @@ impl Tool {
                 "connect-mirror {MIRROR_MAKER2_VERSION}, dedicated mode, defaults; IdentityReplicationPolicy"
             ),
             Tool::Mm2Tuned => format!(
-                "connect-mirror {MIRROR_MAKER2_VERSION}: tasks.max = partitions, producer batch.size 512 KiB, linger.ms 50, lz4, consumer fetch.max.bytes 50 MiB, max.partition.fetch.bytes 4 MiB, max.poll.records 2000"
+                "connect-mirror {MIRROR_MAKER2_VERSION}: tasks.max = partitions, producer batch.size 256 KiB, linger.ms 50, lz4, consumer fetch.max.bytes 8 MiB, max.poll.records 2000"
             ),
             Tool::Mm1 => format!("kafka.tools.MirrorMaker {OLD_KAFKA_VERSION}, defaults (1 stream)"),
         }
@@ -228,12 +228,13 @@ fn mm2_properties(tuned: bool, route: &Route) -> Vec<(String, String)> {
         let tasks = route.partitions().to_string();
         p.extend(props(&[
             ("tasks.max", &tasks),
-            ("dst.producer.batch.size", "524288"),
+            // Every task has its own consumer and producer: per-task buffers
+            // must fit 24 tasks in the 2 GiB heap of connect-mirror-maker.sh
+            // (128 MiB producer buffers and 50 MiB fetches ran out of it).
+            ("dst.producer.batch.size", "262144"),
             ("dst.producer.linger.ms", "50"),
             ("dst.producer.compression.type", "lz4"),
-            ("dst.producer.buffer.memory", "134217728"),
-            ("src.consumer.fetch.max.bytes", "52428800"),
-            ("src.consumer.max.partition.fetch.bytes", "4194304"),
+            ("src.consumer.fetch.max.bytes", "8388608"),
             ("src.consumer.max.poll.records", "2000"),
         ]));
     }
