@@ -125,8 +125,9 @@ pub struct FetchSession {
     id: i32,
     /// The epoch of the next request in the session.
     epoch: i32,
-    /// What the broker holds for each partition, by topic and partition.
-    sent: HashMap<(String, i32), PartitionFetch>,
+    /// What the broker holds for each partition, by topic, then partition
+    /// (looked up by `&str`, so a Fetch clones only the names that changed).
+    sent: HashMap<String, HashMap<i32, PartitionFetch>>,
 }
 
 impl FetchSession {
@@ -140,10 +141,10 @@ impl FetchSession {
     ) -> FetchRequest {
         if self.id == 0 {
             // A full request, which asks the broker to open a session.
-            self.sent = wanted
-                .iter()
-                .map(|p| ((p.topic.clone(), p.partition), p.clone()))
-                .collect();
+            self.sent.clear();
+            for p in wanted {
+                self.remember(p);
+            }
             let all: Vec<&PartitionFetch> = wanted.iter().collect();
             return build_request(&all, &[], isolation_level, max_wait, max_bytes)
                 .with_session_id(0)
@@ -151,7 +152,13 @@ impl FetchSession {
         }
         let changed: Vec<&PartitionFetch> = wanted
             .iter()
-            .filter(|p| self.sent.get(&(p.topic.clone(), p.partition)) != Some(*p))
+            .filter(|p| {
+                let held = self
+                    .sent
+                    .get(p.topic.as_str())
+                    .and_then(|t| t.get(&p.partition));
+                held != Some(*p)
+            })
             .collect();
         let keep: std::collections::HashSet<(&str, i32)> = wanted
             .iter()
@@ -160,6 +167,7 @@ impl FetchSession {
         let forgotten: Vec<PartitionFetch> = self
             .sent
             .values()
+            .flat_map(HashMap::values)
             .filter(|p| !keep.contains(&(p.topic.as_str(), p.partition)))
             .cloned()
             .collect();
@@ -174,10 +182,13 @@ impl FetchSession {
         .with_session_id(self.id)
         .with_session_epoch(self.epoch);
         for p in &forgotten {
-            self.sent.remove(&(p.topic.clone(), p.partition));
+            if let Some(topic) = self.sent.get_mut(p.topic.as_str()) {
+                topic.remove(&p.partition);
+            }
         }
+        self.sent.retain(|_, partitions| !partitions.is_empty());
         for p in changed {
-            self.sent.insert((p.topic.clone(), p.partition), p.clone());
+            self.remember(p);
         }
         self.epoch = if self.epoch == i32::MAX {
             1
@@ -185,6 +196,14 @@ impl FetchSession {
             self.epoch + 1
         };
         request
+    }
+
+    /// Notes what the broker now holds for `p`.
+    fn remember(&mut self, p: &PartitionFetch) {
+        self.sent
+            .entry(p.topic.clone())
+            .or_default()
+            .insert(p.partition, p.clone());
     }
 
     /// Takes in the answer to the last request: the session the broker
