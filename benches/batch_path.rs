@@ -1,15 +1,20 @@
 //! Micro benchmarks of the per-byte work on the fetch-to-produce path, in
 //! bytes per second over realistic batches: what kafka-mirror does to every
-//! batch (split, CRC check, header rewrite) and what encoding a Produce
-//! request through kafka-protocol costs (it copies the records in).
+//! batch (split, CRC check, header rewrite), and putting a Produce request on
+//! a socket two ways: encoded by kafka-protocol with the records copied in,
+//! or spliced (new headers, records by reference) and written with `writev`.
 //!
 //! `cargo bench --bench batch_path`. The end-to-end comparison with
 //! MirrorMaker lives in its own bench.
 
-use bytes::{Bytes, BytesMut};
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use std::io::{IoSlice, Read, Write};
+use std::os::unix::net::UnixStream;
+
+use bytes::{Buf, Bytes, BytesMut};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use kafka_mirror::batch::{split_batches, Fetched, ProducerStamp, RecordBatch};
 use kafka_mirror::net::frame::encode_request;
+use kafka_mirror::net::splice::{RequestFrame, Splice, Splices};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{ProduceRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
@@ -84,46 +89,91 @@ fn batch_path(c: &mut Criterion) {
         b.iter(|| split_batches(&records).filter(Result::is_ok).count())
     });
     group.bench_function("verify_crc", |b| {
-        b.iter_batched(
-            || fresh(&batches),
-            |fresh| fresh.iter().all(|batch| batch.verify_crc().is_ok()),
-            BatchSize::SmallInput,
-        )
+        b.iter(|| batches.iter().all(|batch| batch.verify_crc().is_ok()))
     });
-    group.bench_function("verify_crc+rewrite", |b| {
-        b.iter_batched(
-            || fresh(&batches),
-            |fresh| {
-                fresh
-                    .iter()
-                    .map(|batch| {
-                        batch.verify_crc().expect("valid");
-                        batch.rewrite_for_produce(stamp).len()
-                    })
-                    .sum::<usize>()
-            },
-            BatchSize::SmallInput,
-        )
-    });
-    let rewritten: Vec<Bytes> = batches
-        .iter()
-        .map(|batch| batch.rewrite_for_produce(stamp))
-        .collect();
-    group.bench_function("encode_produce_request", |b| {
+    group.bench_function("produce_header", |b| {
         b.iter(|| {
-            let request = produce_request(&rewritten);
-            encode_request(1, None, 9, &request).expect("encode").len()
+            batches
+                .iter()
+                .map(|batch| batch.produce_header(stamp).len())
+                .sum::<usize>()
         })
     });
+
+    // The two ways to build a Produce frame: the records copied into a
+    // rewritten batch and again into the frame kafka-protocol encodes, or
+    // the frame spliced (61-byte headers, records by reference). Then each
+    // written to a Unix socket drained by another thread, with `write` or
+    // `writev`: the kernel copies the bytes once in both.
+    let copied = || {
+        let copied: Vec<Bytes> = batches
+            .iter()
+            .map(|batch| copy_with_new_header(batch, stamp))
+            .collect();
+        encode_request(1, None, 9, &produce_request(&copied), &Splices::default()).expect("encode")
+    };
+    let spliced = || {
+        let mut splices = Splices::default();
+        for batch in &batches {
+            let header = batch.produce_header(stamp);
+            splices.push(Splice::new(batch.as_bytes().clone(), header).expect("fits"));
+        }
+        let values: Vec<Bytes> = batches.iter().map(|b| b.as_bytes().clone()).collect();
+        encode_request(1, None, 9, &produce_request(&values), &splices).expect("encode")
+    };
+    group.bench_function("produce_frame/copied", |b| b.iter(copied));
+    group.bench_function("produce_frame/spliced", |b| b.iter(spliced));
+    let (mut socket, drain) = drained_socket();
+    group.bench_function("produce_frame+write/copied", |b| {
+        b.iter(|| write_frame(&mut socket, copied()))
+    });
+    group.bench_function("produce_frame+write/spliced", |b| {
+        b.iter(|| write_frame(&mut socket, spliced()))
+    });
     group.finish();
+    drop(socket);
+    drain.join().expect("drain thread");
 }
 
-/// The batches again, without the body CRC a verified view remembers.
-fn fresh(batches: &[RecordBatch]) -> Vec<RecordBatch> {
-    batches
-        .iter()
-        .map(|batch| RecordBatch::parse(batch.as_bytes().clone()).expect("valid"))
-        .collect()
+/// What producing cost before frames were spliced: a copy of the batch with
+/// the new header, its CRC computed over the whole batch again.
+fn copy_with_new_header(batch: &RecordBatch, stamp: ProducerStamp) -> Bytes {
+    let header = batch.produce_header(stamp);
+    let mut out = BytesMut::with_capacity(batch.len());
+    out.extend_from_slice(&header);
+    out.extend_from_slice(&batch.as_bytes()[header.len()..]);
+    let crc = crc32c::crc32c(&out[21..]);
+    out[17..21].copy_from_slice(&crc.to_be_bytes());
+    out.freeze()
+}
+
+/// A Unix socket whose peer a thread reads and discards until it closes;
+/// 4 MiB buffers, so that a frame rarely waits for the reader.
+fn drained_socket() -> (UnixStream, std::thread::JoinHandle<()>) {
+    let (ours, mut theirs) = UnixStream::pair().expect("socketpair");
+    for socket in [&ours, &theirs] {
+        let socket = socket2::SockRef::from(socket);
+        socket.set_send_buffer_size(4 << 20).expect("SO_SNDBUF");
+        socket.set_recv_buffer_size(4 << 20).expect("SO_RCVBUF");
+    }
+    let drain = std::thread::spawn(move || {
+        let mut sink = vec![0u8; 1 << 20];
+        while matches!(theirs.read(&mut sink), Ok(n) if n > 0) {}
+    });
+    (ours, drain)
+}
+
+/// Writes a frame with vectored writes, as the connection's writer does.
+fn write_frame(socket: &mut UnixStream, mut frame: RequestFrame) -> usize {
+    let mut written = 0;
+    while frame.has_remaining() {
+        let mut slices = [IoSlice::new(&[]); 64];
+        let count = frame.chunks_vectored(&mut slices);
+        let n = socket.write_vectored(&slices[..count]).expect("write");
+        frame.advance(n);
+        written += n;
+    }
+    written
 }
 
 /// One Produce request with each batch for its own partition (one batch per

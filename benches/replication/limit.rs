@@ -17,11 +17,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use bytes::Bytes;
 use kafka_mirror::batch::{split_batches, Fetched, ProducerStamp};
 use kafka_mirror::cluster::{
     fetch_request, produce_request, response_partitions, Cluster, PartitionFetch,
 };
+use kafka_mirror::net::splice::{Splice, Splices};
 use kafka_protocol::messages::ProduceRequest;
 use uuid::Uuid;
 
@@ -33,7 +33,10 @@ const FETCH_MAX_BYTES: i32 = 64 << 20;
 const PARTITION_MAX_BYTES: i32 = 8 << 20;
 const IN_FLIGHT: usize = 5;
 
-type Batches = BTreeMap<(String, i32), VecDeque<Bytes>>;
+/// A Produce request and the splices its frame is encoded with.
+type Produce = (ProduceRequest, Splices);
+
+type Batches = BTreeMap<(String, i32), VecDeque<Splice>>;
 
 /// kafka-mirror's median rates from the throughput section: end to end, and from
 /// the first record on the target.
@@ -93,7 +96,11 @@ fn fetch_then_produce(lab: &Lab, data: &DataSet, rep: u32) -> Result<(Duration, 
         .block_on(fetch_all(lab.src_admin.cluster(), data))
         .context("fetch-only loop")?;
     let fetch_time = started.elapsed();
-    let fetched: u64 = batches.values().flatten().map(|b| b.len() as u64).sum();
+    let fetched: u64 = batches
+        .values()
+        .flatten()
+        .map(|b| b.value().len() as u64)
+        .sum();
     anyhow::ensure!(
         fetched == data.stored_bytes,
         "fetched {fetched} bytes of batches, the source stores {}",
@@ -173,9 +180,10 @@ async fn fetch_all(cluster: &Arc<Cluster>, data: &DataSet) -> Result<Batches> {
                     if let Some(n) = next.get_mut(&key) {
                         *n = batch.next_offset();
                     }
-                    out.entry(key.clone())
-                        .or_default()
-                        .push_back(batch.rewrite_for_produce(ProducerStamp::NONE));
+                    let header = batch.produce_header(ProducerStamp::NONE);
+                    let splice = Splice::new(batch.as_bytes().clone(), header)
+                        .context("a batch is longer than its header")?;
+                    out.entry(key.clone()).or_default().push_back(splice);
                 }
             }
         }
@@ -183,11 +191,11 @@ async fn fetch_all(cluster: &Arc<Cluster>, data: &DataSet) -> Result<Batches> {
 }
 
 /// Produce requests carrying batch i of every partition, in order.
-fn produce_requests(lab: &Lab, mut batches: Batches) -> Result<Vec<(i32, ProduceRequest)>> {
+fn produce_requests(lab: &Lab, mut batches: Batches) -> Result<Vec<(i32, Produce)>> {
     let metadata = lab.dst_admin.metadata(&lab.rt)?;
     let mut requests = Vec::new();
     loop {
-        let mut by_leader: BTreeMap<i32, BTreeMap<String, Vec<(i32, Bytes)>>> = BTreeMap::new();
+        let mut by_leader: BTreeMap<i32, BTreeMap<String, Vec<(i32, Splice)>>> = BTreeMap::new();
         for ((topic, partition), queue) in batches.iter_mut() {
             if let Some(batch) = queue.pop_front() {
                 let leader = metadata
@@ -212,13 +220,13 @@ fn produce_requests(lab: &Lab, mut batches: Batches) -> Result<Vec<(i32, Produce
 }
 
 /// Sends the requests in order, at most `IN_FLIGHT` unanswered, and checks every answer.
-async fn produce_all(cluster: &Arc<Cluster>, requests: Vec<(i32, ProduceRequest)>) -> Result<()> {
+async fn produce_all(cluster: &Arc<Cluster>, requests: Vec<(i32, Produce)>) -> Result<()> {
     let mut pending = VecDeque::new();
-    for (leader, request) in requests {
+    for (leader, (request, splices)) in requests {
         if pending.len() >= IN_FLIGHT {
             check(pending.pop_front())?.await?;
         }
-        let response = cluster.enqueue(leader, request).await?;
+        let response = cluster.enqueue_spliced(leader, request, splices).await?;
         pending.push_back(Box::pin(async move {
             let response = response.response().await.map_err(|e| anyhow!("{e}"))?;
             for topic in response.responses {

@@ -15,7 +15,8 @@
 //!   [`LegacyMessages`], which [`LegacyMessages::up_convert`] rebuilds as v2
 //!   batches: the other inflating path, since Kafka 4 takes magic 2 only.
 //! - [`RecordBatch`] reads the v2 header, checks the CRC, reads control
-//!   markers and rewrites the producer fields for a Produce request.
+//!   markers and writes the header a Produce request carries in front of the
+//!   untouched records, its CRC patched rather than recomputed (`crc.rs`).
 //! - [`reencode`] re-encodes such a batch: records numbered `0..n-1`, a
 //!   LogAppendTime batch's append time written into every record, same
 //!   codec, every other record byte kept.
@@ -28,6 +29,7 @@
 //! [KIP-98](https://cwiki.apache.org/confluence/display/KAFKA/KIP-98+-+Exactly+Once+Delivery+and+Transactional+Messaging).
 
 mod aborted;
+mod crc;
 mod error;
 mod legacy;
 mod reencode;

@@ -1,11 +1,11 @@
-//! [`RecordBatch`]: one v2 record batch viewed in place, and its rewrite for
-//! producing.
+//! [`RecordBatch`]: one v2 record batch viewed in place, and the header it
+//! is produced with.
 
 use std::fmt;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use super::BatchError;
+use super::{crc, BatchError};
 
 /// Byte offsets of the v2 header fields (see the table in `kafka-notes.md`).
 pub(super) mod at {
@@ -100,7 +100,7 @@ pub enum ControlType {
     Other(i16),
 }
 
-/// The producer fields `rewrite_for_produce` writes into a batch header.
+/// The producer fields [`RecordBatch::produce_header`] writes into a batch header.
 ///
 /// The destination broker checks these against its own producer state, so
 /// the source's values can never be forwarded as they are.
@@ -318,10 +318,6 @@ impl RecordBatch {
     }
 
     /// Checks the stored CRC-32C against bytes 21..end.
-    ///
-    /// Remembers the records' share of the CRC so that a later
-    /// [`rewrite_for_produce`](Self::rewrite_for_produce) does not read the
-    /// records again.
     pub fn verify_crc(&self) -> Result<(), BatchError> {
         let computed = crc32c::crc32c(&self.bytes[at::ATTRIBUTES..]);
         let stored = self.crc();
@@ -336,35 +332,39 @@ impl RecordBatch {
         }
     }
 
-    /// A copy of the batch ready for a Produce request to the destination:
-    /// `baseOffset` 0 (the broker refuses anything else), the transactional
-    /// bit cleared, the producer fields from `stamp`, and the CRC recomputed.
+    /// The 61-byte header the batch takes in a Produce request to the
+    /// destination, in front of its records as they are: `baseOffset` 0 (the
+    /// broker refuses anything else), the transactional bit cleared, the
+    /// producer fields from `stamp`, and the CRC updated.
     ///
     /// `partitionLeaderEpoch` is kept as it is: it lies outside the CRC and
     /// the destination broker overwrites it on append, so touching it would
-    /// only widen the rewrite. The records are copied, never decompressed.
+    /// only widen the rewrite.
     ///
-    /// Call [`verify_crc`](Self::verify_crc) first: the new CRC covers the
-    /// records as they are, so a batch damaged in transit would otherwise
-    /// leave with a valid CRC.
-    pub fn rewrite_for_produce(&self, stamp: ProducerStamp) -> Bytes {
-        let mut out = BytesMut::with_capacity(self.bytes.len());
-        out.put_i64(0);
-        out.put_slice(&self.bytes[at::BATCH_LENGTH..at::CRC]);
-        out.put_u32(0); // CRC, filled in below
-        out.put_i16(self.attributes() & !TRANSACTIONAL_BIT);
-        out.put_slice(&self.bytes[at::LAST_OFFSET_DELTA..at::PRODUCER_ID]);
-        out.put_i64(stamp.producer_id);
-        out.put_i16(stamp.producer_epoch);
-        out.put_i32(stamp.base_sequence);
-        out.put_slice(&self.bytes[at::RECORDS_COUNT..]);
-
-        // A full hardware CRC pass (many GB/s) is cheaper than combining a
-        // cached records CRC with the new header: zlib's crc32c_combine costs
-        // tens of microseconds, more than the pass over a typical batch.
-        let crc = crc32c::crc32c(&out[at::ATTRIBUTES..]);
-        out[at::CRC..at::ATTRIBUTES].copy_from_slice(&crc.to_be_bytes());
-        out.freeze()
+    /// The new CRC is the stored one patched for the changed header bytes
+    /// ([`crc::patch`]), so the records are not read again. Call
+    /// [`verify_crc`](Self::verify_crc) first: a batch damaged in transit
+    /// would otherwise leave with a CRC that still does not match.
+    pub fn produce_header(&self, stamp: ProducerStamp) -> Bytes {
+        let old = &self.bytes[..HEADER_LEN];
+        let mut header = BytesMut::with_capacity(HEADER_LEN);
+        header.put_i64(0);
+        header.put_slice(&old[at::BATCH_LENGTH..at::CRC]);
+        header.put_u32(0); // CRC, filled in below
+        header.put_i16(self.attributes() & !TRANSACTIONAL_BIT);
+        header.put_slice(&old[at::LAST_OFFSET_DELTA..at::PRODUCER_ID]);
+        header.put_i64(stamp.producer_id);
+        header.put_i16(stamp.producer_epoch);
+        header.put_i32(stamp.base_sequence);
+        header.put_slice(&old[at::RECORDS_COUNT..]);
+        let crc = crc::patch(
+            self.crc(),
+            &old[at::ATTRIBUTES..],
+            &header[at::ATTRIBUTES..],
+            self.bytes.len() - HEADER_LEN,
+        );
+        header[at::CRC..at::ATTRIBUTES].copy_from_slice(&crc.to_be_bytes());
+        header.freeze()
     }
 
     /// Kind of marker in a control batch; `None` for a data batch, or for a
@@ -525,6 +525,15 @@ mod tests {
 
     fn decode(bytes: &Bytes) -> kp::RecordSet {
         RecordBatchDecoder::decode(&mut bytes.clone()).expect("kafka-protocol decodes the batch")
+    }
+
+    /// The batch as the destination receives it: the produce header, then
+    /// the records as they came.
+    fn produced(batch: &RecordBatch, stamp: ProducerStamp) -> Bytes {
+        let header = batch.produce_header(stamp);
+        [&header[..], &batch.as_bytes()[HEADER_LEN..]]
+            .concat()
+            .into()
     }
 
     #[test]
@@ -693,7 +702,7 @@ mod tests {
     }
 
     #[test]
-    fn rewrite_produces_what_kafka_protocol_decodes_as_the_same_records() {
+    fn produced_batch_is_what_kafka_protocol_decodes_as_the_same_records() {
         let stamp = ProducerStamp {
             producer_id: 77,
             producer_epoch: 9,
@@ -708,7 +717,7 @@ mod tests {
             let original = data_batch(&spec, &sample_contents());
             let batch = RecordBatch::parse(original.clone()).unwrap();
             batch.verify_crc().unwrap();
-            let rewritten = batch.rewrite_for_produce(stamp);
+            let rewritten = produced(&batch, stamp);
 
             let view = RecordBatch::parse(rewritten.clone()).unwrap();
             view.verify_crc().unwrap();
@@ -747,13 +756,13 @@ mod tests {
     }
 
     #[test]
-    fn rewrite_allocates_exactly_the_batch() {
+    fn produce_header_is_the_header_alone() {
         let batch =
             RecordBatch::parse(data_batch(&BatchSpec::default(), &sample_contents())).unwrap();
-        let rewritten = batch.rewrite_for_produce(ProducerStamp::NONE);
-        assert_eq!(rewritten.len(), batch.len());
-        let reclaimed: BytesMut = rewritten.try_into_mut().expect("sole owner");
-        assert_eq!(reclaimed.capacity(), batch.len());
+        let header = batch.produce_header(ProducerStamp::NONE);
+        assert_eq!(header.len(), HEADER_LEN);
+        let reclaimed: BytesMut = header.try_into_mut().expect("sole owner");
+        assert_eq!(reclaimed.capacity(), HEADER_LEN);
     }
 
     #[test]
@@ -862,7 +871,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn rewrite_changes_only_the_producer_fields(
+        fn produce_header_changes_only_the_producer_fields(
             contents in proptest::collection::vec(content(), 1..8),
             codec in codec(),
             transactional in any::<bool>(),
@@ -881,7 +890,7 @@ mod tests {
             let batch = RecordBatch::parse(original.clone()).unwrap();
             batch.verify_crc().unwrap();
             let stamp = ProducerStamp { producer_id, producer_epoch, base_sequence };
-            let rewritten = batch.rewrite_for_produce(stamp);
+            let rewritten = produced(&batch, stamp);
 
             prop_assert_eq!(rewritten.len(), original.len());
             RecordBatch::parse(rewritten.clone()).unwrap().verify_crc().unwrap();

@@ -23,6 +23,7 @@ pub use metadata::{Metadata, PartitionMetadata, TopicMetadata};
 pub use offsets::{OffsetLookupError, OffsetResult, OffsetSpec};
 pub use produce::produce_request;
 
+use crate::net::splice::Splices;
 use crate::net::{Connection, Connector, NetError, PendingResponse};
 
 /// Which side of the mirror a cluster is, for messages that must say which.
@@ -265,9 +266,24 @@ impl Cluster {
     where
         R: kafka_protocol::protocol::Request + Send + 'static,
     {
+        self.enqueue_spliced(broker, request, Splices::default())
+            .await
+    }
+
+    /// [`Cluster::enqueue`] for a request whose record batches go out by
+    /// reference ([`Splices`]).
+    pub async fn enqueue_spliced<R>(
+        &self,
+        broker: i32,
+        request: R,
+        splices: Splices,
+    ) -> Result<PendingResponse<R>, ClusterError>
+    where
+        R: kafka_protocol::protocol::Request + Send + 'static,
+    {
         let connection = self.broker(broker).await?;
         connection
-            .enqueue(request)
+            .enqueue_spliced(request, splices)
             .await
             .map_err(|source| self.net_error(source))
     }

@@ -3,22 +3,28 @@
 //!
 //! Produce v13+ names topics by id, older versions by name; the request
 //! carries both and the codec writes the one the negotiated version has.
+//!
+//! The batches go in as [`Splice`]s: the request holds each source batch as
+//! it came, and its frame sends the new header in front of the untouched
+//! records, by reference ([`crate::net::splice`]).
 
-use bytes::Bytes;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{ProduceRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
 use super::Metadata;
+use crate::net::splice::{Splice, Splices};
 
 /// A Produce request, `acks=all`, for each topic's `(partition, batch)`
-/// pairs; topic ids come from the target's `metadata` (nil if unknown).
+/// pairs, and the splices its frame is encoded with; topic ids come from the
+/// target's `metadata` (nil if unknown).
 pub fn produce_request<T: AsRef<str>>(
     metadata: &Metadata,
-    topics: impl IntoIterator<Item = (T, Vec<(i32, Bytes)>)>,
+    topics: impl IntoIterator<Item = (T, Vec<(i32, Splice)>)>,
     timeout_ms: i32,
-) -> ProduceRequest {
+) -> (ProduceRequest, Splices) {
+    let mut splices = Splices::default();
     let topic_data = topics
         .into_iter()
         .map(|(topic, partitions)| {
@@ -30,7 +36,9 @@ pub fn produce_request<T: AsRef<str>>(
                 .with_partition_data(
                     partitions
                         .into_iter()
-                        .map(|(index, records)| {
+                        .map(|(index, batch)| {
+                            let records = batch.value().clone();
+                            splices.push(batch);
                             PartitionProduceData::default()
                                 .with_index(index)
                                 .with_records(Some(records))
@@ -39,8 +47,9 @@ pub fn produce_request<T: AsRef<str>>(
                 )
         })
         .collect();
-    ProduceRequest::default()
+    let request = ProduceRequest::default()
         .with_acks(-1)
         .with_timeout_ms(timeout_ms)
-        .with_topic_data(topic_data)
+        .with_topic_data(topic_data);
+    (request, splices)
 }

@@ -33,6 +33,7 @@ use super::frame::{
     api_key, decode_response, encode_request, peek_correlation_id, try_split_frame,
 };
 use super::socket::SocketOptions;
+use super::splice::{RequestFrame, Splices};
 use super::versions::{self, NegotiatedVersions};
 use super::NetError;
 
@@ -89,7 +90,7 @@ pub struct Connection {
 struct Inner {
     shared: Arc<Shared>,
     /// The writer task's queue of encoded frames.
-    frames: mpsc::Sender<Bytes>,
+    frames: mpsc::Sender<RequestFrame>,
     client_id: StrBytes,
     request_timeout: Duration,
     /// Next correlation id; `fetch_add` wraps at `i32::MAX`, which Kafka allows.
@@ -257,7 +258,10 @@ impl Connection {
         request: &R,
         version: i16,
     ) -> Result<Bytes, NetError> {
-        self.queue(request, version).await?.frame().await
+        self.queue(request, version, &Splices::default())
+            .await?
+            .frame()
+            .await
     }
 
     /// Puts a request on the wire queue and returns without waiting for the
@@ -266,8 +270,18 @@ impl Connection {
     /// (Produce with sequences) needs: spawned `send` calls give no such
     /// guarantee, since tasks may run in any order.
     pub async fn enqueue<R: Request>(&self, request: R) -> Result<PendingResponse<R>, NetError> {
+        self.enqueue_spliced(request, Splices::default()).await
+    }
+
+    /// [`Connection::enqueue`] for a request whose frame carries `splices`
+    /// (record batches sent by reference, with rewritten headers).
+    pub async fn enqueue_spliced<R: Request>(
+        &self,
+        request: R,
+        splices: Splices,
+    ) -> Result<PendingResponse<R>, NetError> {
         let version = self.version_for(api_key::<R>())?;
-        let queued = self.queue(&request, version).await?;
+        let queued = self.queue(&request, version, &splices).await?;
         Ok(PendingResponse {
             queued,
             version,
@@ -275,11 +289,22 @@ impl Connection {
         })
     }
 
-    async fn queue<R: Request>(&self, request: &R, version: i16) -> Result<Queued, NetError> {
+    async fn queue<R: Request>(
+        &self,
+        request: &R,
+        version: i16,
+        splices: &Splices,
+    ) -> Result<Queued, NetError> {
         let inner = &self.inner;
         inner.shared.check_open()?;
         let correlation_id = inner.next_correlation_id.fetch_add(1, Ordering::Relaxed);
-        let frame = encode_request(correlation_id, Some(&inner.client_id), version, request)?;
+        let frame = encode_request(
+            correlation_id,
+            Some(&inner.client_id),
+            version,
+            request,
+            splices,
+        )?;
         let deadline = tokio::time::Instant::now() + inner.request_timeout;
         let timeout = || {
             let err = NetError::Timeout {
@@ -429,8 +454,8 @@ impl Shared {
     fn register(
         &self,
         correlation_id: i32,
-        permit: mpsc::Permit<'_, Bytes>,
-        frame: Bytes,
+        permit: mpsc::Permit<'_, RequestFrame>,
+        frame: RequestFrame,
     ) -> Result<oneshot::Receiver<Bytes>, NetError> {
         let mut state = self.lock();
         match &mut *state {
@@ -573,11 +598,11 @@ async fn read_loop<R: AsyncRead + Unpin>(
 async fn write_loop<W: AsyncWrite + Unpin>(
     shared: Arc<Shared>,
     mut writer: W,
-    mut queued: mpsc::Receiver<Bytes>,
+    mut queued: mpsc::Receiver<RequestFrame>,
 ) {
     let mut closed = shared.close.subscribe();
     loop {
-        let frame = tokio::select! {
+        let mut frame = tokio::select! {
             biased;
             _ = closed.wait_for(|closed| *closed) => return,
             frame = queued.recv() => match frame {
@@ -588,7 +613,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         let written = tokio::select! {
             biased;
             _ = closed.wait_for(|closed| *closed) => return,
-            written = write_frame(&mut writer, &frame) => written,
+            written = write_frame(&mut writer, &mut frame) => written,
         };
         if let Err(err) = written {
             shared.poison(NetError::Io {
@@ -600,8 +625,12 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     }
 }
 
-async fn write_frame<W: AsyncWrite + Unpin>(writer: &mut W, frame: &[u8]) -> std::io::Result<()> {
-    writer.write_all(frame).await?;
+/// Writes a frame's segments with vectored writes (`writev` on TCP).
+async fn write_frame<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    frame: &mut RequestFrame,
+) -> std::io::Result<()> {
+    writer.write_all_buf(frame).await?;
     // A no-op for TCP; TLS streams need it to push the record out.
     writer.flush().await
 }

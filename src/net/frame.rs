@@ -21,6 +21,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
 
+use super::splice::{RequestFrame, Splices, SplicingWriter};
 use super::{CodecError, NetError};
 
 /// Length of the size prefix in front of every frame.
@@ -36,14 +37,16 @@ pub fn api_key<R: Request>() -> ApiKey {
 /// Encodes `request` as a complete frame: size prefix, header (at the header
 /// version this API and version call for), body.
 ///
-/// The frame is built in one buffer of exactly the right size so the writer can
-/// send it with a single `write_all`.
+/// The codec's bytes go into one buffer sized for the whole frame; values
+/// named in `splices` (record batches) are taken by reference instead, so
+/// the frame leaves in one vectored write without copying them.
 pub fn encode_request<R: Request>(
     correlation_id: i32,
     client_id: Option<&StrBytes>,
     version: i16,
     request: &R,
-) -> Result<Bytes, NetError> {
+    splices: &Splices,
+) -> Result<RequestFrame, NetError> {
     let api = api_key::<R>();
     let encode_error = |source| NetError::Encode {
         api,
@@ -68,7 +71,7 @@ pub fn encode_request<R: Request>(
         )),
     })?;
 
-    let mut buf = BytesMut::with_capacity(SIZE_PREFIX + size);
+    let mut buf = SplicingWriter::new(splices, SIZE_PREFIX + size);
     buf.put_i32(size_prefix);
     header
         .encode(&mut buf, header_version)
@@ -79,7 +82,11 @@ pub fn encode_request<R: Request>(
         SIZE_PREFIX + size,
         "compute_size disagrees with encode"
     );
-    Ok(buf.freeze())
+    buf.finish().map_err(|unused| NetError::Encode {
+        api,
+        version,
+        source: codec_error(unused),
+    })
 }
 
 /// Splits one complete frame (without its size prefix) off the front of `buf`.
@@ -168,7 +175,9 @@ mod tests {
             .with_client_software_name(StrBytes::from_static_str("kafka-mirror"))
             .with_client_software_version(StrBytes::from_static_str("0.1.0"));
         let client_id = StrBytes::from_static_str("km");
-        let frame = encode_request(7, Some(&client_id), 3, &request).unwrap();
+        let frame = encode_request(7, Some(&client_id), 3, &request, &Splices::default())
+            .unwrap()
+            .to_bytes();
 
         #[rustfmt::skip]
         let expected: &[u8] = &[
@@ -191,7 +200,9 @@ mod tests {
     #[test]
     fn metadata_v1_request_golden_bytes() {
         let request = MetadataRequest::default().with_topics(None);
-        let frame = encode_request(1, None, 1, &request).unwrap();
+        let frame = encode_request(1, None, 1, &request, &Splices::default())
+            .unwrap()
+            .to_bytes();
 
         #[rustfmt::skip]
         let expected: &[u8] = &[
@@ -207,9 +218,63 @@ mod tests {
         assert_eq!(&frame[..], expected);
     }
 
+    /// A spliced Produce frame is byte for byte the frame kafka-protocol
+    /// writes when the replaced bytes are copied into the request, at every
+    /// version (non-flexible and flexible length prefixes alike).
+    #[test]
+    fn spliced_produce_frame_equals_the_copied_encoding() {
+        use super::super::splice::Splice;
+        use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+        use kafka_protocol::messages::{ProduceRequest, TopicName};
+
+        let batches: Vec<Bytes> = (0..3u8)
+            .map(|p| Bytes::from(vec![p; 100 + usize::from(p) * 150]))
+            .collect();
+        let heads: Vec<Bytes> = (0..3u8).map(|p| Bytes::from(vec![0xa0 + p; 61])).collect();
+        let request = |records: &[Bytes]| {
+            let partitions = records
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    PartitionProduceData::default()
+                        .with_index(i as i32)
+                        .with_records(Some(r.clone()))
+                })
+                .collect();
+            ProduceRequest::default()
+                .with_acks(-1)
+                .with_topic_data(vec![TopicProduceData::default()
+                    .with_name(TopicName(StrBytes::from_static_str("t")))
+                    .with_partition_data(partitions)])
+        };
+        let mut splices = Splices::default();
+        let mut copied = Vec::new();
+        for (batch, head) in batches.iter().zip(&heads) {
+            splices.push(Splice::new(batch.clone(), head.clone()).unwrap());
+            let mut whole = head.to_vec();
+            whole.extend_from_slice(&batch[head.len()..]);
+            copied.push(Bytes::from(whole));
+        }
+        for version in 3..=12 {
+            let spliced = encode_request(5, None, version, &request(&batches), &splices).unwrap();
+            assert!(spliced.segment_count() > 2 * batches.len());
+            let plain =
+                encode_request(5, None, version, &request(&copied), &Splices::default()).unwrap();
+            assert_eq!(plain.segment_count(), 1);
+            assert_eq!(spliced.to_bytes(), plain.to_bytes(), "Produce v{version}");
+        }
+    }
+
     #[test]
     fn encoding_an_unsupported_version_names_the_api() {
-        let err = encode_request(1, None, 99, &MetadataRequest::default()).unwrap_err();
+        let err = encode_request(
+            1,
+            None,
+            99,
+            &MetadataRequest::default(),
+            &Splices::default(),
+        )
+        .unwrap_err();
         assert!(matches!(
             err,
             NetError::Encode {

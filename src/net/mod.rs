@@ -7,6 +7,8 @@
 //!
 //! - [`frame`]: sans-io encoding of request frames and splitting/decoding of
 //!   response frames (the [protocol guide]'s "size, header, body" framing).
+//! - [`splice`]: request frames that carry record batches by reference, so
+//!   a Produce request never copies the records it forwards.
 //! - [`socket`]: TCP connect with the socket options that matter for WAN
 //!   replication (buffer sizes set before connect, keepalive, nodelay).
 //! - [`Connection`]: a cheap, cloneable handle to a pipelined connection with a
@@ -27,6 +29,7 @@ mod connector;
 pub mod frame;
 pub mod sasl;
 pub mod socket;
+pub mod splice;
 pub mod tls;
 pub mod versions;
 

@@ -23,9 +23,8 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use bytes::Bytes;
-
 use crate::batch::{ProducerStamp, RecordBatch};
+use crate::net::splice::Splice;
 
 /// Kafka keeps the sequence state of the last five batches per producer and
 /// partition; more in flight would make a retried duplicate undetectable.
@@ -58,8 +57,7 @@ struct Entry {
     records: i32,
     state: EntryState,
     /// The source batch, until the target has it. Only the source bytes are
-    /// kept: a retry rewrites the header again (one copy and one CRC pass,
-    /// both at memory speed), so an in-flight batch is not held twice.
+    /// kept: each send writes a new 61-byte header to go in front of them.
     batch: Option<RecordBatch>,
     /// Our producer sequence, handed out at the first send and kept for retries.
     sequence: Option<i32>,
@@ -70,8 +68,9 @@ struct Entry {
 pub(crate) struct Outgoing {
     /// The entry, to report the outcome against.
     pub(crate) entry: u64,
-    /// The bytes to produce: rewritten header, untouched records.
-    pub(crate) bytes: Bytes,
+    /// The batch as it is produced: its new header in front of the
+    /// untouched records, sent by reference.
+    pub(crate) splice: Splice,
 }
 
 /// The state of one source partition.
@@ -235,17 +234,19 @@ impl PartitionState {
                 sequence
             }
         };
-        let bytes = entry.batch.as_ref()?.rewrite_for_produce(ProducerStamp {
+        let batch = entry.batch.as_ref()?;
+        let header = batch.produce_header(ProducerStamp {
             producer_id,
             producer_epoch,
             base_sequence,
         });
+        let splice = Splice::new(batch.as_bytes().clone(), header)?;
         entry.state = EntryState::InFlight {
             sent_in_round: round,
         };
         Some(Outgoing {
             entry: entry.id,
-            bytes,
+            splice,
         })
     }
 
@@ -466,7 +467,7 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::BytesMut;
+    use bytes::{Bytes, BytesMut};
     use kafka_protocol::records::{
         Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
         TimestampType,
@@ -514,9 +515,13 @@ mod tests {
         p
     }
 
-    fn sequence_of(bytes: &Bytes) -> i32 {
-        let mut buf = bytes.clone();
-        let set = RecordBatchDecoder::decode(&mut buf).expect("decode");
+    /// The batch as the target receives it.
+    fn wire(outgoing: &Outgoing) -> Bytes {
+        outgoing.splice.parts().concat().into()
+    }
+
+    fn sequence_of(outgoing: &Outgoing) -> i32 {
+        let set = RecordBatchDecoder::decode(&mut wire(outgoing)).expect("decode");
         set.records[0].sequence
     }
 
@@ -531,10 +536,7 @@ mod tests {
         assert_eq!(p.committed(), 30);
         // Sequences count the records sent, not the source offsets.
         p.push_batch(batch(30, 1));
-        assert_eq!(
-            sequence_of(&p.next_to_send(7, 1, false).expect("next").bytes),
-            2
-        );
+        assert_eq!(sequence_of(&p.next_to_send(7, 1, false).expect("next")), 2);
     }
 
     #[test]
@@ -552,12 +554,12 @@ mod tests {
         assert_eq!(p.acked(first.entry).records, 3);
         let sent: Vec<Outgoing> = std::iter::from_fn(|| p.next_to_send(7, 1, false)).collect();
         assert_eq!(sent.len(), MAX_IN_FLIGHT);
-        let sequences: Vec<i32> = sent.iter().map(|o| sequence_of(&o.bytes)).collect();
-        assert_eq!(sequence_of(&first.bytes), 0);
+        let sequences: Vec<i32> = sent.iter().map(sequence_of).collect();
+        assert_eq!(sequence_of(&first), 0);
         assert_eq!(sequences, [3, 6, 9, 12, 15]);
         assert_eq!(p.acked(sent[0].entry).records, 3);
         let seventh = p.next_to_send(7, 1, false).expect("room for one more");
-        assert_eq!(sequence_of(&seventh.bytes), 18);
+        assert_eq!(sequence_of(&seventh), 18);
         assert_eq!(p.committed(), 16);
     }
 
@@ -583,7 +585,8 @@ mod tests {
         for (again, first) in resent.iter().zip(&sent[1..]) {
             assert_eq!(again.entry, first.entry);
             assert_eq!(
-                again.bytes, first.bytes,
+                wire(again),
+                wire(first),
                 "a retry keeps its sequence and bytes"
             );
         }
@@ -681,7 +684,7 @@ mod tests {
         // While resolving, only the maybe-written batch goes out, same sequence.
         let again = p.next_to_send(7, 1, true).expect("the maybe-written batch");
         assert_eq!(again.entry, sent[1].entry);
-        assert_eq!(sequence_of(&again.bytes), sequence_of(&sent[1].bytes));
+        assert_eq!(sequence_of(&again), sequence_of(&sent[1]));
         assert!(p.next_to_send(7, 1, true).is_none());
         // It had landed: the broker answers "duplicate", which is an ack.
         assert_eq!(p.acked(again.entry).records, 1);
@@ -690,7 +693,7 @@ mod tests {
         p.new_producer();
         let first = p.next_to_send(8, 0, false).expect("first under the new id");
         assert_eq!(first.entry, sent[0].entry, "source order is kept");
-        assert_eq!(sequence_of(&first.bytes), 0);
+        assert_eq!(sequence_of(&first), 0);
         assert!(
             p.next_to_send(8, 0, false).is_none(),
             "one in flight until the new id is acknowledged"
@@ -699,7 +702,7 @@ mod tests {
         let rest: Vec<Outgoing> = std::iter::from_fn(|| p.next_to_send(8, 0, false)).collect();
         let entries: Vec<u64> = rest.iter().map(|o| o.entry).collect();
         assert_eq!(entries, vec![sent[2].entry, sent[3].entry]);
-        let sequences: Vec<i32> = rest.iter().map(|o| sequence_of(&o.bytes)).collect();
+        let sequences: Vec<i32> = rest.iter().map(sequence_of).collect();
         assert_eq!(sequences, vec![1, 2]);
     }
 
@@ -711,22 +714,15 @@ mod tests {
         p.push_batch(batch(15, 1));
         let refused = p.next_to_send(7, 1, false).expect("refused batch");
         let behind = p.next_to_send(7, 1, false).expect("batch behind it");
-        assert_eq!(
-            (sequence_of(&refused.bytes), sequence_of(&behind.bytes)),
-            (1, 4)
-        );
+        assert_eq!((sequence_of(&refused), sequence_of(&behind)), (1, 4));
         assert_eq!(p.skip_refused(refused.entry), 3);
         // The one behind was sent with sequence 4; the broker answers out of order.
         p.failed(behind.entry, false);
         let again = p.next_to_send(7, 1, false).expect("resend");
         assert_eq!(again.entry, behind.entry);
-        assert_eq!(
-            sequence_of(&again.bytes),
-            1,
-            "takes the refused batch's sequence"
-        );
+        assert_eq!(sequence_of(&again), 1, "takes the refused batch's sequence");
         let last = p.next_to_send(7, 1, false).expect("last");
-        assert_eq!(sequence_of(&last.bytes), 3);
+        assert_eq!(sequence_of(&last), 3);
         p.acked(again.entry);
         p.acked(last.entry);
         assert_eq!(p.committed(), 16, "the skipped range is done too");

@@ -20,7 +20,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use kafka_protocol::error::ParseResponseErrorCode;
 use kafka_protocol::messages::{
     InitProducerIdRequest, ProduceRequest, ProduceResponse, ProducerId,
@@ -32,6 +31,7 @@ use super::engine::{Engine, Event, Status};
 use super::MirrorError;
 use crate::cluster::{produce_request, Cluster, ClusterError, Role};
 use crate::config::RefusedBatchPolicy;
+use crate::net::splice::{Splice, Splices};
 
 /// Stop adding partitions to a Produce request past this size (one batch is
 /// always added, whatever its size).
@@ -138,7 +138,7 @@ impl Engine {
         for (broker, slots) in by_leader {
             while self.produces_in_flight.get(&broker).copied().unwrap_or(0) < limit {
                 let mut sent = Vec::new();
-                let mut topics: BTreeMap<Arc<str>, Vec<(i32, Bytes)>> = BTreeMap::new();
+                let mut topics: BTreeMap<Arc<str>, Vec<(i32, Splice)>> = BTreeMap::new();
                 let mut size = 0;
                 for &i in &slots {
                     if size >= PRODUCE_REQUEST_BYTES {
@@ -151,19 +151,20 @@ impl Engine {
                     else {
                         continue;
                     };
-                    size += outgoing.bytes.len();
+                    size += outgoing.splice.value().len();
                     sent.push((i, outgoing.entry));
                     topics
                         .entry(slot.target_topic.clone())
                         .or_default()
-                        .push((slot.partition, outgoing.bytes));
+                        .push((slot.partition, outgoing.splice));
                 }
                 if sent.is_empty() {
                     break;
                 }
-                let request = produce_request(&self.target_meta, topics, PRODUCE_TIMEOUT_MS);
+                let (request, splices) =
+                    produce_request(&self.target_meta, topics, PRODUCE_TIMEOUT_MS);
                 *self.produces_in_flight.entry(broker).or_default() += 1;
-                self.produce_lane(broker).submit(request, sent);
+                self.produce_lane(broker).submit(request, splices, sent);
             }
         }
     }
@@ -459,6 +460,9 @@ pub(super) async fn init_producer_id(target: &Arc<Cluster>) -> Result<(i64, i16)
     )))
 }
 
+/// A Produce request, its splices, and the `(slot, entry)` of each batch in it.
+type ProduceJob = (ProduceRequest, Splices, Vec<(usize, u64)>);
+
 /// Queues one broker's Produce requests in the order the engine made them.
 ///
 /// Spawning a task per request would let the runtime reorder them on the
@@ -467,15 +471,15 @@ pub(super) async fn init_producer_id(target: &Arc<Cluster>) -> Result<(i64, i16)
 /// only the waits for the answers run concurrently.
 #[derive(Debug)]
 pub(super) struct ProduceLane {
-    jobs: mpsc::UnboundedSender<(ProduceRequest, Vec<(usize, u64)>)>,
+    jobs: mpsc::UnboundedSender<ProduceJob>,
 }
 
 impl ProduceLane {
     fn start(target: Arc<Cluster>, broker: i32, events: mpsc::UnboundedSender<Event>) -> Self {
-        let (jobs, mut queue) = mpsc::unbounded_channel::<(ProduceRequest, Vec<(usize, u64)>)>();
+        let (jobs, mut queue) = mpsc::unbounded_channel::<ProduceJob>();
         tokio::spawn(async move {
-            while let Some((request, sent)) = queue.recv().await {
-                match target.enqueue(broker, request).await {
+            while let Some((request, splices, sent)) = queue.recv().await {
+                match target.enqueue_spliced(broker, request, splices).await {
                     Ok(pending) => {
                         let (target, events) = (target.clone(), events.clone());
                         tokio::spawn(async move {
@@ -501,9 +505,9 @@ impl ProduceLane {
     }
 
     /// Queues a request; its answer arrives as an [`Event::Produced`].
-    fn submit(&self, request: ProduceRequest, sent: Vec<(usize, u64)>) {
+    fn submit(&self, request: ProduceRequest, splices: Splices, sent: Vec<(usize, u64)>) {
         // The lane task lives as long as this sender: the send cannot fail.
-        let _ = self.jobs.send((request, sent));
+        let _ = self.jobs.send((request, splices, sent));
     }
 }
 
