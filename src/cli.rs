@@ -218,6 +218,9 @@ pub(crate) struct RunArgs {
     /// (overrides replication.in_flight_bytes).
     #[arg(long, value_name = "BYTES")]
     pub(crate) in_flight_bytes: Option<usize>,
+    /// Threads that run the pipeline (overrides replication.threads).
+    #[arg(long, value_name = "N")]
+    pub(crate) threads: Option<usize>,
 }
 
 fn parse_data_loss(text: &str) -> Result<DataLossPolicy, String> {
@@ -337,6 +340,9 @@ impl RunArgs {
         }
         if let Some(bytes) = self.in_flight_bytes {
             replication.in_flight_bytes = bytes;
+        }
+        if let Some(threads) = self.threads {
+            replication.threads = threads;
         }
         config.validate()?;
         Ok(config)

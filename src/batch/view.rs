@@ -317,6 +317,12 @@ impl RecordBatch {
         &self.bytes
     }
 
+    /// Copies the batch into memory of its own, releasing the buffer it was
+    /// a slice of (a Fetch response that its other batches no longer need).
+    pub fn detach(&mut self) {
+        self.bytes = Bytes::copy_from_slice(&self.bytes);
+    }
+
     /// Checks the stored CRC-32C against bytes 21..end.
     pub fn verify_crc(&self) -> Result<(), BatchError> {
         let computed = crc32c::crc32c(&self.bytes[at::ATTRIBUTES..]);
@@ -753,6 +759,19 @@ mod tests {
             assert!(!a.transactional);
             assert!(!a.control);
         }
+    }
+
+    #[test]
+    fn a_detached_batch_releases_the_buffer_it_came_in() {
+        let bytes = data_batch(&BatchSpec::default(), &sample_contents());
+        let mut batch = RecordBatch::parse(bytes.clone()).unwrap();
+        batch.detach();
+        assert_eq!(batch.as_bytes(), &bytes);
+        assert!(
+            bytes.try_into_mut().is_ok(),
+            "the original has no other owner"
+        );
+        batch.verify_crc().unwrap();
     }
 
     #[test]

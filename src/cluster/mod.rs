@@ -24,7 +24,7 @@ pub use offsets::{OffsetLookupError, OffsetResult, OffsetSpec};
 pub use produce::produce_request;
 
 use crate::net::splice::Splices;
-use crate::net::{Connection, Connector, NetError, PendingResponse};
+use crate::net::{Connection, Connector, FrameMemory, NetError, PendingResponse};
 
 /// Which side of the mirror a cluster is, for messages that must say which.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,6 +134,11 @@ impl Cluster {
     /// Which side of the mirror this cluster is.
     pub fn role(&self) -> Role {
         self.role
+    }
+
+    /// The memory this cluster's large responses (Fetch) are held in.
+    pub fn frame_memory(&self) -> &FrameMemory {
+        &self.connector.options().frame_memory
     }
 
     /// Fetches metadata for all topics from any reachable broker and

@@ -23,15 +23,17 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::ApiKey;
 use kafka_protocol::protocol::{Request, StrBytes};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::frame::{
-    api_key, decode_response, encode_request, peek_correlation_id, try_split_frame,
+    api_key, decode_response, encode_request, frame_len, peek_correlation_id, try_split_frame,
+    SIZE_PREFIX,
 };
+use super::frame_memory::FrameMemory;
 use super::socket::SocketOptions;
 use super::splice::{RequestFrame, Splices};
 use super::versions::{self, NegotiatedVersions};
@@ -61,6 +63,10 @@ pub struct ConnectionOptions {
     /// exceed the `max_wait_ms` of any fetch, which the broker may hold that
     /// long before answering.
     pub request_timeout: Duration,
+    /// Where large response frames are read into and counted; share one per
+    /// cluster, so its [`FrameMemory::live_bytes`] is what that cluster's
+    /// responses hold.
+    pub frame_memory: FrameMemory,
 }
 
 impl Default for ConnectionOptions {
@@ -72,6 +78,7 @@ impl Default for ConnectionOptions {
             // further MiB covers response headers around the record data.
             max_frame_bytes: 101 * 1024 * 1024,
             request_timeout: Duration::from_secs(30),
+            frame_memory: FrameMemory::default(),
         }
     }
 }
@@ -164,6 +171,7 @@ impl Connection {
             Arc::clone(&shared),
             reader,
             options.max_frame_bytes,
+            options.frame_memory.clone(),
         ));
         tokio::spawn(write_loop(Arc::clone(&shared), writer, queued));
         Self {
@@ -549,15 +557,32 @@ fn error_chain(err: &dyn std::error::Error) -> String {
 
 /// Reads response frames and delivers them until the stream fails or the
 /// connection is closed.
+///
+/// Frames of `READ_CHUNK` bytes or more are read straight into a buffer of
+/// their own from `memory`, which counts them while any slice of them lives
+/// and reuses their buffers; smaller ones are split off the read buffer.
 async fn read_loop<R: AsyncRead + Unpin>(
     shared: Arc<Shared>,
     mut reader: R,
     max_frame_bytes: usize,
+    memory: FrameMemory,
 ) {
     let mut closed = shared.close.subscribe();
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let failure = loop {
-        match try_split_frame(&mut buf, max_frame_bytes) {
+        let next = match frame_len(&buf, max_frame_bytes) {
+            Ok(Some(len)) if len >= READ_CHUNK && buf.len() < SIZE_PREFIX + len => {
+                let read = tokio::select! {
+                    biased;
+                    _ = closed.wait_for(|closed| *closed) => return,
+                    read = read_large_frame(&mut reader, &mut buf, len, &memory, &shared.label) => read,
+                };
+                read.map(Some)
+            }
+            Ok(_) => try_split_frame(&mut buf, max_frame_bytes),
+            Err(err) => Err(err),
+        };
+        match next {
             Ok(Some(frame)) => match shared.deliver(frame) {
                 Ok(()) => continue,
                 Err(err) => break err,
@@ -590,6 +615,41 @@ async fn read_loop<R: AsyncRead + Unpin>(
         }
     };
     shared.poison(failure);
+}
+
+/// Reads the frame of `len` bytes whose size prefix is at the front of `buf`
+/// into a buffer of its own: the bytes already buffered are moved over (at
+/// most one read's worth), the rest is read straight into it.
+async fn read_large_frame<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &mut BytesMut,
+    len: usize,
+    memory: &FrameMemory,
+    label: &str,
+) -> Result<Bytes, NetError> {
+    buf.advance(SIZE_PREFIX);
+    let mut frame = memory.buffer(len);
+    let bytes = frame.bytes_mut();
+    bytes.extend_from_slice(&buf.split_to(buf.len().min(len)));
+    while bytes.len() < len {
+        let want = len - bytes.len();
+        match reader.read_buf(&mut (&mut *bytes).limit(want)).await {
+            Ok(0) => {
+                return Err(NetError::PeerClosed {
+                    label: label.to_owned(),
+                    buffered_bytes: SIZE_PREFIX + bytes.len(),
+                })
+            }
+            Ok(_) => {}
+            Err(err) => {
+                return Err(NetError::Io {
+                    label: label.to_owned(),
+                    source: Arc::new(err),
+                })
+            }
+        }
+    }
+    Ok(frame.freeze())
 }
 
 /// Writes queued frames, each in full, until the stream fails or the

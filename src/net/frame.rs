@@ -25,7 +25,7 @@ use super::splice::{RequestFrame, Splices, SplicingWriter};
 use super::{CodecError, NetError};
 
 /// Length of the size prefix in front of every frame.
-const SIZE_PREFIX: usize = 4;
+pub const SIZE_PREFIX: usize = 4;
 
 /// The [`ApiKey`] of a request type.
 pub fn api_key<R: Request>() -> ApiKey {
@@ -89,28 +89,37 @@ pub fn encode_request<R: Request>(
     })
 }
 
-/// Splits one complete frame (without its size prefix) off the front of `buf`.
-///
-/// Returns `Ok(None)` until the whole frame is buffered; once the size is known
-/// it reserves room for the rest, so a large fetch response is read into one
-/// allocation. The size is checked against `max_frame_bytes` (which excludes
-/// the 4-byte prefix) before anything is reserved, so a corrupt or hostile
-/// length cannot make us allocate.
-pub fn try_split_frame(
-    buf: &mut BytesMut,
-    max_frame_bytes: usize,
-) -> Result<Option<Bytes>, NetError> {
+/// The length of the frame at the front of `buf` (without its size prefix),
+/// once the prefix is there, checked against `max_frame_bytes` (which
+/// excludes the 4-byte prefix): a corrupt or hostile length is refused
+/// before anything is allocated for it.
+pub fn frame_len(buf: &[u8], max_frame_bytes: usize) -> Result<Option<usize>, NetError> {
     let Some(prefix) = buf.first_chunk::<SIZE_PREFIX>() else {
         return Ok(None);
     };
     let size = i32::from_be_bytes(*prefix);
-    let len = usize::try_from(size)
+    usize::try_from(size)
         .ok()
         .filter(|&len| len <= max_frame_bytes)
+        .map(Some)
         .ok_or(NetError::FrameTooLarge {
             size,
             max: max_frame_bytes,
-        })?;
+        })
+}
+
+/// Splits one complete frame (without its size prefix) off the front of `buf`.
+///
+/// Returns `Ok(None)` until the whole frame is buffered; once the size is
+/// known (and checked, see [`frame_len`]) it reserves room for the rest, so
+/// the frame is read into one allocation.
+pub fn try_split_frame(
+    buf: &mut BytesMut,
+    max_frame_bytes: usize,
+) -> Result<Option<Bytes>, NetError> {
+    let Some(len) = frame_len(buf, max_frame_bytes)? else {
+        return Ok(None);
+    };
     let needed = SIZE_PREFIX + len;
     if buf.len() < needed {
         buf.reserve(needed - buf.len());

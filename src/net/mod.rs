@@ -9,6 +9,8 @@
 //!   response frames (the [protocol guide]'s "size, header, body" framing).
 //! - [`splice`]: request frames that carry record batches by reference, so
 //!   a Produce request never copies the records it forwards.
+//! - [`FrameMemory`]: the buffers large responses (Fetch) are read into,
+//!   counted for the memory budget and reused.
 //! - [`socket`]: TCP connect with the socket options that matter for WAN
 //!   replication (buffer sizes set before connect, keepalive, nodelay).
 //! - [`Connection`]: a cheap, cloneable handle to a pipelined connection with a
@@ -27,6 +29,7 @@
 mod connection;
 mod connector;
 pub mod frame;
+mod frame_memory;
 pub mod sasl;
 pub mod socket;
 pub mod splice;
@@ -46,6 +49,7 @@ use kafka_protocol::protocol::VersionRange;
 
 pub use connection::{Connection, ConnectionOptions, PendingResponse};
 pub use connector::{Connector, TokenCommand};
+pub use frame_memory::FrameMemory;
 pub use socket::{connect_tcp, SocketOptions};
 pub use versions::NegotiatedVersions;
 

@@ -590,9 +590,17 @@ impl Engine {
         }
     }
 
-    /// Bytes the partition queues hold against the budget (fetched, not yet
-    /// checkpointed), summed from the partitions so it cannot drift.
+    /// Bytes held against the budget: what the partition queues hold
+    /// (fetched, not yet checkpointed; summed from the partitions so it cannot
+    /// drift), or the source's Fetch responses still in memory if that is
+    /// more: a response lives until the last of its batches is acknowledged.
     pub(super) fn held(&self) -> usize {
+        self.queued_bytes()
+            .max(self.source.frame_memory().live_bytes())
+    }
+
+    /// Bytes the partition queues hold (fetched, not yet checkpointed).
+    pub(super) fn queued_bytes(&self) -> usize {
         self.slots.iter().map(|s| s.state.held_bytes()).sum()
     }
 

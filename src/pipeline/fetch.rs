@@ -55,6 +55,7 @@ impl Engine {
         if leaderless {
             self.want_refresh(Role::Source);
         }
+        self.detach_stalled_batches();
         let held = self.held();
         for (broker, slots) in by_leader {
             let free = replication
@@ -106,6 +107,29 @@ impl Engine {
                 }
             });
         }
+    }
+
+    /// A partition whose target is slow or down keeps its batches, and each
+    /// keeps its whole Fetch response alive although the other partitions'
+    /// batches in it are long gone. When the responses in memory pass the
+    /// budget and hold over twice what the queues do, the batches are copied
+    /// out, so one stalled partition cannot stop the others from fetching.
+    fn detach_stalled_batches(&mut self) {
+        let live = self.source.frame_memory().live_bytes();
+        if live <= self.config.replication.in_flight_bytes || live <= 2 * self.queued_bytes() {
+            return;
+        }
+        let copied: usize = self
+            .slots
+            .iter_mut()
+            .map(|slot| slot.state.detach_batches())
+            .sum();
+        tracing::debug!(
+            copied,
+            responses_before = live,
+            responses_after = self.source.frame_memory().live_bytes(),
+            "batches copied out of the Fetch responses they kept alive"
+        );
     }
 
     pub(super) fn on_fetched(

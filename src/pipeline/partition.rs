@@ -136,6 +136,18 @@ impl PartitionState {
         self.held
     }
 
+    /// Moves the batches not yet acknowledged into memory of their own, so
+    /// that they no longer keep the Fetch responses they came in alive;
+    /// returns the bytes copied.
+    pub(crate) fn detach_batches(&mut self) -> usize {
+        let mut copied = 0;
+        for batch in self.entries.iter_mut().filter_map(|e| e.batch.as_mut()) {
+            copied += batch.len();
+            batch.detach();
+        }
+        copied
+    }
+
     /// Whether nothing is queued, in flight or waiting for a checkpoint.
     pub(crate) fn is_empty(&self) -> bool {
         self.entries.is_empty()
