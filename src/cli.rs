@@ -250,12 +250,18 @@ fn parse_isolation(text: &str) -> Result<IsolationLevel, String> {
 }
 
 impl RunArgs {
-    /// The config file (if any) with the flags laid over it, validated.
+    /// The config file (if any) with the flags laid over it, validated as a
+    /// whole: a file may hold only tuning keys and leave the clusters to the flags.
     pub(crate) fn to_config(&self) -> Result<MirrorConfig, ConfigError> {
         let mut config = match &self.config {
-            Some(path) => MirrorConfig::from_file(path)?,
+            Some(path) => MirrorConfig::read_file(path)?,
             None => MirrorConfig::new(ClusterConfig::new(""), ClusterConfig::new("")),
         };
+        if config.clusters.is_empty() && config.flows.is_empty() {
+            // A one-flow config: the file may leave either cluster to the flags.
+            config.source.get_or_insert_with(|| ClusterConfig::new(""));
+            config.target.get_or_insert_with(|| ClusterConfig::new(""));
+        }
         let (Some(source), Some(target)) = (config.source.as_mut(), config.target.as_mut()) else {
             // A config of named clusters and flows: the one-flow flags have no
             // single cluster or flow to apply to.

@@ -742,18 +742,22 @@ impl MirrorConfig {
 
     /// Reads and validates a TOML file.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let config = Self::read_file(path)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads a TOML file without validating it, for callers that lay
+    /// command-line flags over it first (a file may hold only tuning keys).
+    pub fn read_file(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.display().to_string(),
             source,
         })?;
-        let config = Self::from_toml(&text).map_err(|e| match e {
-            ConfigError::Parse { message, .. } => ConfigError::Parse {
-                path: path.display().to_string(),
-                message,
-            },
-            other => other,
-        })?;
-        Ok(config)
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })
     }
 
     /// Parses and validates TOML text.

@@ -159,3 +159,38 @@ fn one_flow_flags_are_refused_with_a_flows_config() {
         "flags common to all flows apply: {stderr}"
     );
 }
+
+#[test]
+fn a_tuning_file_takes_its_clusters_from_the_flags() {
+    let path = config_file(
+        "tuning.toml",
+        "[replication]\nin_flight_bytes = 5\npartition_fetch_bytes = 4\n",
+    );
+    // The file's values are checked with the flags laid over them...
+    let (code, _, stderr) = run(&[
+        "run",
+        "--config",
+        &path,
+        "--source",
+        "127.0.0.1:1",
+        "--target",
+        "127.0.0.1:2",
+        "--in-flight-bytes",
+        "3",
+    ]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("replication.in_flight_bytes"), "{stderr}");
+    // ...and a valid combination gets as far as the (unreachable) source.
+    let (code, _, stderr) = run(&[
+        "run",
+        "--config",
+        &path,
+        "--source",
+        "127.0.0.1:1",
+        "--target",
+        "127.0.0.1:2",
+        "--until-caught-up",
+    ]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("source cluster unreachable"), "{stderr}");
+}

@@ -60,7 +60,7 @@ fn main() -> ExitCode {
 fn run() -> Result<()> {
     let settings = Settings::from_env()?;
     eprintln!("bench: {settings:?}");
-    let tools = Tools::prepare(&settings.tools)?;
+    let tools = Tools::prepare(&settings.tools, &settings.mirror_args)?;
     let wan = if settings.runs(Section::Wan) || settings.runs(Section::Sweep) {
         Some(Wan::prepare()?)
     } else {

@@ -38,6 +38,9 @@ pub(crate) struct Settings {
     pub(crate) latency_seconds: u32,
     /// `BENCH_OUT`: the markdown file written (default `target/bench/replication.md`).
     pub(crate) out: Option<String>,
+    /// `BENCH_MIRROR_ARGS`: extra arguments for `kafka-mirror run`, split on
+    /// whitespace (e.g. `--config tuning.toml` to try other settings; default none).
+    pub(crate) mirror_args: Vec<String>,
 }
 
 /// A part of the bench.
@@ -99,6 +102,11 @@ impl Settings {
             latency_rate: num("BENCH_LATENCY_RATE", 2000)?,
             latency_seconds: num("BENCH_LATENCY_SECONDS", 30)?,
             out: std::env::var("BENCH_OUT").ok().filter(|s| !s.is_empty()),
+            mirror_args: std::env::var("BENCH_MIRROR_ARGS")
+                .unwrap_or_default()
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect(),
         })
     }
 

@@ -99,6 +99,8 @@ impl Route {
 #[derive(Debug)]
 pub(crate) struct Tools {
     mirror_bin: Option<PathBuf>,
+    /// Appended to kafka-mirror's command line.
+    mirror_args: Vec<String>,
     mm2: Option<MirrorMaker2>,
     mm1: Option<KafkaDist>,
 }
@@ -106,7 +108,7 @@ pub(crate) struct Tools {
 impl Tools {
     /// Builds kafka-mirror (release) and fetches MirrorMaker 2 and Kafka 3.9.1 into the
     /// cache, as far as `tools` need them.
-    pub(crate) fn prepare(tools: &[Tool]) -> Result<Tools> {
+    pub(crate) fn prepare(tools: &[Tool], mirror_args: &[String]) -> Result<Tools> {
         let mirror_bin = if tools.contains(&Tool::KafkaMirror) {
             Some(cargo_build_release(
                 Path::new(env!("CARGO_MANIFEST_DIR")),
@@ -130,6 +132,7 @@ impl Tools {
         };
         Ok(Tools {
             mirror_bin,
+            mirror_args: mirror_args.to_vec(),
             mm2,
             mm1,
         })
@@ -154,7 +157,8 @@ impl Tools {
                 // stops it (SIGTERM, a clean exit 0), also when the source is still
                 // being written (the latency runs).
                 cmd.args(["run", "--source", &route.source, "--target", &route.target])
-                    .args(["--topics", &format!("^({})$", route.topics.join("|"))]);
+                    .args(["--topics", &format!("^({})$", route.topics.join("|"))])
+                    .args(&self.mirror_args);
                 Ok(cmd)
             }
             Tool::Mm2 | Tool::Mm2Tuned => {
