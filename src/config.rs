@@ -411,10 +411,10 @@ fn default_start() -> StartPosition {
     StartPosition::Earliest
 }
 fn default_in_flight_bytes() -> usize {
-    32 * 1024 * 1024
+    24 * 1024 * 1024
 }
 fn default_fetch_max_bytes() -> usize {
-    8 * 1024 * 1024
+    6 * 1024 * 1024
 }
 fn default_partition_fetch_bytes() -> usize {
     1024 * 1024

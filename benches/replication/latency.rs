@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::thread;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use kafka_testkit::{consume_latency, dump_topic, generate_with_librdkafka, Compression, Generate};
@@ -113,7 +114,7 @@ fn tool_delays(
         target_configs: vec![(LOG_APPEND_TIME.0.into(), LOG_APPEND_TIME.1.into())],
     };
     let topics = route.topics.clone();
-    runner.run_while(tool, &route, &lab.metered, label, || {
+    runner.run_while(tool, &route, &lab.metered, label, Duration::ZERO, || {
         generate_with_librdkafka(&lab.source.bootstrap(), TOPIC, Compression::Lz4, amount, 7)?;
         lab.src_admin.end_offsets(&lab.rt, &topics)
     })?;

@@ -80,8 +80,8 @@ pub(crate) fn section(
     }
     text.push_str(
         "\nFetch and produce loops written with kafka-mirror's own protocol layer: one Fetch at a time \
-         (64 MiB, 8 MiB per partition); batches rewritten before the clock starts, one per partition per \
-         Produce, acks=all, 5 requests pipelined. Kafka's perf tools would decompress or re-batch the data.\n",
+         (64 MiB, 8 MiB per partition); new batch headers written before the clock starts, one batch per \
+         partition per Produce, sent spliced as kafka-mirror sends them, acks=all, 5 requests pipelined. Kafka's perf tools would decompress or re-batch the data.\n",
     );
     Ok(text)
 }

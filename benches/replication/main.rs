@@ -18,9 +18,12 @@
 //!   and a bandwidth cap), MB/s as a fraction of the cap.
 //! - **sweep**: throughput at several round-trip times, no cap.
 //! - **latency**: append-to-append delay at a steady produce rate.
+//! - **idle**: thousands of partitions holding little data, copied and then left
+//!   idle: CPU while idle and peak memory.
 //!
 //! It writes a markdown report (default `target/bench/replication.md`) and prints it.
 
+mod idle;
 mod kafka;
 mod lab;
 mod latency;
@@ -103,8 +106,18 @@ fn run() -> Result<()> {
     } else {
         None
     };
+    let idle_data = if settings.runs(Section::Idle) {
+        let partitions = settings.idle_partitions.div_ceil(2);
+        eprintln!("bench: creating the idle topics ({partitions} partitions each)");
+        Some(DataSet::write(&lab, "idle", 1, partitions)?)
+    } else {
+        None
+    };
     let mut keep_source = vec![latency::TOPIC.to_string()];
-    for d in [&main_data, &wan_data, &sweep_data].into_iter().flatten() {
+    for d in [&main_data, &wan_data, &sweep_data, &idle_data]
+        .into_iter()
+        .flatten()
+    {
         keep_source.extend(d.topics.iter().cloned());
     }
     let runner = Runner {
@@ -229,6 +242,10 @@ fn run() -> Result<()> {
 
     if settings.runs(Section::Latency) {
         report.push(&latency::section(&runner, &settings)?);
+    }
+
+    if let Some(data) = &idle_data {
+        report.push(&idle::section(&runner, &settings, data)?);
     }
 
     let out = settings.out.clone().map(PathBuf::from).unwrap_or_else(|| {

@@ -32,6 +32,8 @@ pub(crate) struct Measured {
     pub(crate) wire_to_target: u64,
     /// Records on the target beyond the source's (duplicates).
     pub(crate) extra_records: i64,
+    /// CPU seconds spent in the idle time after catching up, if asked for.
+    pub(crate) idle_cpu_seconds: Option<f64>,
 }
 
 /// What every run shares.
@@ -56,18 +58,23 @@ impl Runner<'_> {
         proxy: &CountingProxy,
         label: &str,
     ) -> Result<Measured> {
-        self.run_while(tool, route, proxy, label, || Ok(data.ends.clone()))
+        self.run_while(tool, route, proxy, label, Duration::ZERO, || {
+            Ok(data.ends.clone())
+        })
     }
 
     /// Runs `tool` once along `route`; `during` runs once the tool has started (to
     /// produce while it copies) and returns the source's end offsets the target must
-    /// reach. `proxy` is the one the target address of `route` passes through.
+    /// reach. `proxy` is the one the target address of `route` passes through. Once
+    /// caught up, the tool is left running for `idle_for` and its CPU in that time
+    /// is measured too.
     pub(crate) fn run_while(
         &self,
         tool: Tool,
         route: &Route,
         proxy: &CountingProxy,
         label: &str,
+        idle_for: Duration,
         during: impl FnOnce() -> Result<Ends>,
     ) -> Result<Measured> {
         let Runner {
@@ -134,6 +141,11 @@ impl Runner<'_> {
                 );
             }
         };
+        let idle_cpu_seconds = (!idle_for.is_zero()).then(|| {
+            thread::sleep(idle_for);
+            child.usage().cpu_seconds - usage.cpu_seconds
+        });
+        let peak_rss_kib = child.usage().peak_rss_kib;
         let finished = child.stop(STOP_GRACE)?;
         if tool == Tool::KafkaMirror && !finished.status.success() {
             bail!(
@@ -157,9 +169,13 @@ impl Runner<'_> {
                 .wall
                 .saturating_sub(first_record.unwrap_or_default())
                 .max(POLL),
-            usage,
+            usage: Usage {
+                peak_rss_kib,
+                ..usage
+            },
             wire_to_target,
             extra_records: target_total - source_total,
+            idle_cpu_seconds,
         })
     }
 }

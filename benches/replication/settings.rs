@@ -18,7 +18,7 @@ pub(crate) struct Settings {
     pub(crate) tools: Vec<Tool>,
     /// `BENCH_REPS`: how many times the tool sequence runs (default 2: A B C A B C).
     pub(crate) reps: u32,
-    /// `BENCH_SECTIONS`: which parts run (default `throughput,limit,wan,sweep,latency`).
+    /// `BENCH_SECTIONS`: which parts run (default `throughput,limit,wan,sweep,latency,idle`).
     pub(crate) sections: Vec<Section>,
     /// `BENCH_TIMEOUT_S`: one run's limit before it counts as failed (default 1800).
     pub(crate) run_timeout_s: u64,
@@ -36,6 +36,10 @@ pub(crate) struct Settings {
     pub(crate) latency_rate: u32,
     /// `BENCH_LATENCY_SECONDS`: how long it produces (default 30).
     pub(crate) latency_seconds: u32,
+    /// `BENCH_IDLE_PARTITIONS`: partitions of the idle section's two topics together (default 5000).
+    pub(crate) idle_partitions: u32,
+    /// `BENCH_IDLE_SECONDS`: how long the tools run idle after catching up (default 60).
+    pub(crate) idle_seconds: u32,
     /// `BENCH_OUT`: the markdown file written (default `target/bench/replication.md`).
     pub(crate) out: Option<String>,
     /// `BENCH_MIRROR_ARGS`: extra arguments for `kafka-mirror run`, split on
@@ -51,15 +55,17 @@ pub(crate) enum Section {
     Wan,
     Sweep,
     Latency,
+    Idle,
 }
 
 impl Section {
-    const ALL: [(Section, &'static str); 5] = [
+    const ALL: [(Section, &'static str); 6] = [
         (Section::Throughput, "throughput"),
         (Section::Limit, "limit"),
         (Section::Wan, "wan"),
         (Section::Sweep, "sweep"),
         (Section::Latency, "latency"),
+        (Section::Idle, "idle"),
     ];
 }
 
@@ -73,7 +79,7 @@ impl Settings {
                 .map(|t| Tool::parse(t))
                 .collect::<Result<_>>()?,
             reps: num("BENCH_REPS", 2)?,
-            sections: list("BENCH_SECTIONS", "throughput,limit,wan,sweep,latency")?
+            sections: list("BENCH_SECTIONS", "throughput,limit,wan,sweep,latency,idle")?
                 .iter()
                 .map(|s| {
                     Section::ALL
@@ -82,7 +88,7 @@ impl Settings {
                         .map(|(s, _)| *s)
                         .with_context(|| {
                             format!(
-                                "BENCH_SECTIONS: unknown section {s:?} (throughput, limit, wan, sweep, latency)"
+                                "BENCH_SECTIONS: unknown section {s:?} (throughput, limit, wan, sweep, latency, idle)"
                             )
                         })
                 })
@@ -101,6 +107,8 @@ impl Settings {
             sweep_data_mib: num("BENCH_SWEEP_DATA_MB", 32)?,
             latency_rate: num("BENCH_LATENCY_RATE", 2000)?,
             latency_seconds: num("BENCH_LATENCY_SECONDS", 30)?,
+            idle_partitions: num("BENCH_IDLE_PARTITIONS", 5000)?,
+            idle_seconds: num("BENCH_IDLE_SECONDS", 60)?,
             out: std::env::var("BENCH_OUT").ok().filter(|s| !s.is_empty()),
             mirror_args: std::env::var("BENCH_MIRROR_ARGS")
                 .unwrap_or_default()

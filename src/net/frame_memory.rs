@@ -16,9 +16,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 
-/// Spare buffers kept for the next frames. Frames are released in roughly the
-/// order they arrived, so a couple is enough for a steady stream.
-const SPARE_BUFFERS: usize = 2;
+/// Spare buffers kept for the next frames. One Fetch is in flight per broker
+/// and responses are released in roughly the order they arrived, so one spare
+/// serves a steady stream; each more would stay resident for little gain.
+const SPARE_BUFFERS: usize = 1;
 
 /// One cluster's large-frame memory. Clones share it.
 #[derive(Debug, Clone, Default)]
@@ -180,7 +181,8 @@ mod tests {
             .map(Vec::capacity)
             .collect();
         kept.sort_unstable();
-        assert_eq!(kept, [400, 500]);
+        assert_eq!(kept.len(), SPARE_BUFFERS);
+        assert_eq!(kept.last(), Some(&500));
         assert_eq!(memory.live_bytes(), 0);
     }
 }
