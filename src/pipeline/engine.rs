@@ -166,8 +166,10 @@ struct Refresh {
 
 /// Shortest time between two metadata refreshes of one cluster.
 const REFRESH_MIN_INTERVAL: Duration = Duration::from_millis(250);
-/// How often the engine wakes without an event (backoffs, checkpoint interval).
-const TICK: Duration = Duration::from_millis(20);
+/// How often the engine wakes without an event (backoffs, checkpoint interval):
+/// the shortest backoff. Each wake looks at every partition, which is what an
+/// idle mirror spends its CPU on (5,000 partitions: 2.8% of a core at 20 ms).
+const TICK: Duration = Duration::from_millis(50);
 /// How often progress is logged.
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
 
