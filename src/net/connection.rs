@@ -892,6 +892,67 @@ mod tests {
         );
     }
 
+    /// A Metadata response of about 200 KiB: a "large" frame for the reader.
+    fn large_metadata_response(correlation_id: i32) -> Vec<u8> {
+        let topics = (0..4000)
+            .map(|i| {
+                MetadataResponseTopic::default().with_name(Some(TopicName(StrBytes::from_string(
+                    format!("a-topic-with-a-long-name-{i:08}"),
+                ))))
+            })
+            .collect();
+        crate::net::test_peer::response_frame(
+            ApiKey::Metadata,
+            METADATA_VERSION,
+            correlation_id,
+            &MetadataResponse::default().with_topics(topics),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_large_frame_read_in_pieces_is_counted_while_referenced() {
+        let options = options();
+        let memory = options.frame_memory.clone();
+        let (connection, mut peer) = start(&options);
+        let pending = spawn_metadata(&connection, "a");
+        let request = peer.read_request().await;
+        let frame = large_metadata_response(request.header.correlation_id);
+        assert!(frame.len() > 3 * READ_CHUNK);
+        for piece in frame.chunks(frame.len() / 3 + 1) {
+            peer.write(piece).await;
+            tokio::task::yield_now().await;
+        }
+        let response = pending.await.unwrap().unwrap();
+        assert_eq!(response.topics.len(), 4000);
+        assert_eq!(
+            response.topics[3999].name.as_ref().map(|n| n.0.as_str()),
+            Some("a-topic-with-a-long-name-00003999")
+        );
+        // The decoded names are slices of the frame: it is still counted.
+        assert_eq!(memory.live_bytes(), frame.len() - 4);
+        drop(response);
+        assert_eq!(memory.live_bytes(), 0);
+        assert!(!connection.is_closed());
+    }
+
+    #[tokio::test]
+    async fn eof_inside_a_large_frame_fails_and_releases_its_memory() {
+        let options = options();
+        let memory = options.frame_memory.clone();
+        let (connection, mut peer) = start(&options);
+        let pending = spawn_metadata(&connection, "a");
+        let request = peer.read_request().await;
+        let frame = large_metadata_response(request.header.correlation_id);
+        peer.write(&frame[..frame.len() / 2]).await;
+        drop(peer);
+        let err = pending.await.unwrap().unwrap_err();
+        assert!(
+            matches!(err, NetError::PeerClosed { buffered_bytes, .. } if buffered_bytes == frame.len() / 2),
+            "{err:?}"
+        );
+        assert_eq!(memory.live_bytes(), 0);
+    }
+
     #[tokio::test]
     async fn partial_frame_then_eof_fails_every_waiter_and_later_calls_fast() {
         let (connection, mut peer) = start(&options());
