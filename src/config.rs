@@ -352,6 +352,14 @@ pub struct ReplicationConfig {
     /// How long a source broker may hold a Fetch waiting for new data.
     #[serde(default = "default_fetch_max_wait_ms")]
     pub fetch_max_wait_ms: u64,
+    /// Fetches in flight at once per source broker, each for its own share of
+    /// the partitions, on its own connection and fetch session (like Kafka's
+    /// `num.replica.fetchers`). One Fetch per round trip caps a broker at about
+    /// `fetch_max_bytes / (RTT + fetch_max_bytes / bandwidth)`; over a WAN,
+    /// overlapping fetches lift that cap. (In the WAN bench, 100 ms RTT,
+    /// producing was the bound: 2 gave 16.3 MB/s against 17.1 with 1.)
+    #[serde(default = "default_fetchers_per_broker")]
+    pub fetchers_per_broker: usize,
     /// Produce requests in flight per target broker connection.
     #[serde(default = "default_max_in_flight_requests")]
     pub max_in_flight_requests: usize,
@@ -422,6 +430,9 @@ fn default_partition_fetch_bytes() -> usize {
 fn default_fetch_max_wait_ms() -> u64 {
     500
 }
+fn default_fetchers_per_broker() -> usize {
+    1
+}
 fn default_max_in_flight_requests() -> usize {
     5
 }
@@ -456,6 +467,7 @@ impl Default for ReplicationConfig {
             fetch_max_bytes: default_fetch_max_bytes(),
             partition_fetch_bytes: default_partition_fetch_bytes(),
             fetch_max_wait_ms: default_fetch_max_wait_ms(),
+            fetchers_per_broker: default_fetchers_per_broker(),
             max_in_flight_requests: default_max_in_flight_requests(),
             replication_factor: default_replication_factor(),
             on_data_loss: default_data_loss(),
@@ -792,6 +804,12 @@ impl MirrorConfig {
                 "must be at least replication.partition_fetch_bytes".into(),
             );
         }
+        if !(1..=16).contains(&r.fetchers_per_broker) {
+            return invalid(
+                "replication.fetchers_per_broker",
+                "must be between 1 and 16".into(),
+            );
+        }
         if !(1..=256).contains(&r.threads) {
             return invalid("replication.threads", "must be between 1 and 256".into());
         }
@@ -1068,6 +1086,10 @@ mod tests {
                 "replication.in_flight_bytes",
             ),
             ("[replication]\nthreads = 0", "replication.threads"),
+            (
+                "[replication]\nfetchers_per_broker = 0",
+                "replication.fetchers_per_broker",
+            ),
             ("[replication]\nstart_position = \"yesterday\"", "yesterday"),
         ];
         for (extra, expected) in cases {

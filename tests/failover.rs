@@ -42,7 +42,15 @@ fn broker_restarts_on_both_sides_mid_stream_lose_and_reorder_nothing() {
         })
     };
     let mut args = run_args(&source, &target, "failover");
-    args.extend(["--replication-factor".into(), "3".into()]);
+    // Two fetchers per source broker: each its own connection and fetch
+    // session, and both must survive the restarts.
+    let tuning = config_file("failover.toml", "[replication]\nfetchers_per_broker = 2\n");
+    args.extend([
+        "--replication-factor".into(),
+        "3".into(),
+        "--config".into(),
+        tuning,
+    ]);
     let log_path =
         std::env::temp_dir().join(format!("kafka-mirror-failover-{}.log", std::process::id()));
     let log = std::fs::File::create(&log_path).expect("create log file");

@@ -107,6 +107,9 @@ struct BrokerSlot {
     retry_at: Option<Instant>,
 }
 
+/// A slot that concurrent callers wait on together.
+type SharedSlot = Arc<AsyncMutex<BrokerSlot>>;
+
 /// A client for one cluster, shared by every task that talks to it.
 #[derive(Debug)]
 pub struct Cluster {
@@ -115,8 +118,9 @@ pub struct Cluster {
     connector: Connector,
     /// Broker addresses from the latest metadata.
     addresses: Mutex<HashMap<i32, String>>,
-    /// One slot per broker; the async lock makes concurrent callers share one connect.
-    slots: Mutex<HashMap<i32, Arc<AsyncMutex<BrokerSlot>>>>,
+    /// One slot per broker and connection number (0 unless a caller asks for
+    /// more); the async lock makes concurrent callers share one connect.
+    slots: Mutex<HashMap<(i32, usize), SharedSlot>>,
 }
 
 impl Cluster {
@@ -163,7 +167,7 @@ impl Cluster {
         let mut attempts = Vec::new();
         let known: Vec<i32> = lock(&self.addresses).keys().copied().collect();
         for broker in known {
-            match self.connect(broker, false).await {
+            match self.connect((broker, 0), false).await {
                 Ok(connection) => match connection.send(request.clone()).await {
                     Ok(response) => return Ok(response),
                     Err(e) => attempts.push(format!("broker {broker}: {e}")),
@@ -194,13 +198,37 @@ impl Cluster {
     /// recently is not dialled again before its backoff has passed: the caller
     /// waits here instead, so no caller can spin on a dead broker.
     pub async fn broker(&self, broker: i32) -> Result<Connection, ClusterError> {
-        self.connect(broker, true).await
+        self.connect((broker, 0), true).await
+    }
+
+    /// Sends a request on the broker's `nth` connection (0 is the one every
+    /// other call uses) and waits for the answer. A broker handles one request
+    /// of a connection at a time, so requests that must overlap on the wire
+    /// (Fetches over a long round trip) need connections of their own.
+    pub async fn send_on<R>(
+        &self,
+        broker: i32,
+        nth: usize,
+        request: R,
+    ) -> Result<R::Response, ClusterError>
+    where
+        R: kafka_protocol::protocol::Request + Send + 'static,
+    {
+        let connection = self.connect((broker, nth), true).await?;
+        connection
+            .send(request)
+            .await
+            .map_err(|source| self.net_error(source))
     }
 
     /// The connection to one broker; `wait_backoff` false fails at once
     /// instead of waiting out a backoff (for callers with other brokers to try).
-    async fn connect(&self, broker: i32, wait_backoff: bool) -> Result<Connection, ClusterError> {
-        let slot = lock(&self.slots).entry(broker).or_default().clone();
+    async fn connect(
+        &self,
+        (broker, nth): (i32, usize),
+        wait_backoff: bool,
+    ) -> Result<Connection, ClusterError> {
+        let slot = lock(&self.slots).entry((broker, nth)).or_default().clone();
         let mut slot = slot.lock().await;
         if let Some(connection) = &slot.connection {
             if connection.is_closed() {

@@ -98,11 +98,16 @@ impl Slot {
     }
 }
 
+/// One of a source broker's fetchers: `(broker, n)`, `n` below
+/// `replication.fetchers_per_broker`. Each has its own connection and fetch
+/// session, and a partition always goes to the same one.
+pub(super) type Fetcher = (i32, usize);
+
 /// The answer to a request the engine started.
 #[derive(Debug)]
 pub(super) enum Event {
     Fetched {
-        broker: i32,
+        fetcher: Fetcher,
         /// Slots asked for and the offset asked.
         asked: Vec<(usize, i64)>,
         reserved: usize,
@@ -189,9 +194,9 @@ pub(crate) struct Engine {
     pub(super) target_meta: Arc<Metadata>,
     pub(super) source_names: HashMap<Uuid, String>,
     pub(super) target_names: HashMap<Uuid, String>,
-    pub(super) fetches_in_flight: HashSet<i32>,
-    /// The incremental fetch session with each source broker.
-    pub(super) fetch_sessions: HashMap<i32, FetchSession>,
+    pub(super) fetches_in_flight: HashSet<Fetcher>,
+    /// The incremental fetch session of each fetcher.
+    pub(super) fetch_sessions: HashMap<Fetcher, FetchSession>,
     pub(super) produces_in_flight: HashMap<i32, usize>,
     pub(super) produce_lanes: HashMap<i32, super::produce::ProduceLane>,
     /// Bytes reserved by Fetch requests in flight.
@@ -324,11 +329,11 @@ impl Engine {
     fn handle(&mut self, event: Event) {
         match event {
             Event::Fetched {
-                broker,
+                fetcher,
                 asked,
                 reserved,
                 result,
-            } => self.on_fetched(broker, asked, reserved, result),
+            } => self.on_fetched(fetcher, asked, reserved, result),
             Event::Produced {
                 broker,
                 sent,

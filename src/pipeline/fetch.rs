@@ -1,11 +1,14 @@
-//! The fetch stage: one Fetch in flight per source broker, carrying every
-//! partition it leads that has room, and the split of its answer into batches
-//! (messages in the old formats, magic 0 and 1, up-converted to v2 first).
+//! The fetch stage: one Fetch in flight per fetcher of a source broker
+//! (`replication.fetchers_per_broker`, each with its share of the broker's
+//! partitions), carrying every partition of its share that has room, and the
+//! split of its answer into batches (messages in the old formats, magic 0
+//! and 1, up-converted to v2 first).
 //!
 //! Room is decided twice: a partition is asked for only while its queue holds
 //! less than two fetches' worth (so one slow target partition cannot take the
-//! whole budget from the others), and a Fetch asks for at most the bytes left
-//! in the global budget (so memory stays bounded whatever the two clusters' speeds).
+//! whole budget from the others), and a Fetch asks for at most its share of the
+//! bytes left in the global budget (so memory stays bounded whatever the two
+//! clusters' speeds, and no fetcher is starved by the ones ahead of it).
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -15,7 +18,7 @@ use kafka_protocol::messages::fetch_response::PartitionData;
 use kafka_protocol::messages::FetchResponse;
 use kafka_protocol::ResponseError;
 
-use super::engine::{Engine, Event, Status};
+use super::engine::{Engine, Event, Fetcher, Status};
 use crate::batch::{
     reencode, split_batches, AbortedTransactions, BatchError, BatchFate, Fetched, LegacyMessages,
     RecordBatch, TimestampType,
@@ -24,12 +27,12 @@ use crate::cluster::{response_partitions, ClusterError, PartitionFetch, Role};
 use crate::config::IsolationLevel;
 
 impl Engine {
-    /// Starts a Fetch on every source broker that has none in flight.
+    /// Starts a Fetch on every fetcher that has none in flight.
     pub(super) fn start_fetches(&mut self, now: Instant) {
         let config = self.config.clone();
         let replication = &config.replication;
         let partition_bytes = replication.partition_fetch_bytes;
-        let mut by_leader: BTreeMap<i32, Vec<usize>> = BTreeMap::new();
+        let mut by_fetcher: BTreeMap<Fetcher, Vec<usize>> = BTreeMap::new();
         let mut leaderless = false;
         let count = self.slots.len();
         // Rotate the starting partition: a broker fills a response in request
@@ -45,10 +48,12 @@ impl Engine {
                 continue;
             }
             match self.source_meta.leader(&slot.topic, slot.partition) {
-                Some(leader) if !self.fetches_in_flight.contains(&leader) => {
-                    by_leader.entry(leader).or_default().push(i)
+                Some(leader) => {
+                    let fetcher = (leader, i % replication.fetchers_per_broker);
+                    if !self.fetches_in_flight.contains(&fetcher) {
+                        by_fetcher.entry(fetcher).or_default().push(i);
+                    }
                 }
-                Some(_) => {}
                 None => leaderless = true,
             }
         }
@@ -57,14 +62,26 @@ impl Engine {
         }
         self.detach_stalled_batches();
         let held = self.held();
-        for (broker, slots) in by_leader {
+        // The free budget is split between the fetchers that want to fetch,
+        // and the first to go rotates: taken in a fixed order, the first
+        // fetchers would take the whole budget every time it frees up.
+        let free = replication
+            .in_flight_bytes
+            .saturating_sub(held + self.reserved);
+        let share = (free / by_fetcher.len().max(1))
+            .max(partition_bytes)
+            .min(replication.fetch_max_bytes);
+        let first = self.fetch_cursor % by_fetcher.len().max(1);
+        let mut waiting: Vec<(Fetcher, Vec<usize>)> = by_fetcher.into_iter().collect();
+        waiting.rotate_left(first);
+        for (fetcher, slots) in waiting {
             let free = replication
                 .in_flight_bytes
                 .saturating_sub(held + self.reserved);
             if free < partition_bytes {
                 break;
             }
-            let max_bytes = free.min(replication.fetch_max_bytes);
+            let max_bytes = share.min(free);
             let partitions: Vec<PartitionFetch> = slots
                 .iter()
                 .map(|&i| {
@@ -82,7 +99,7 @@ impl Engine {
                     }
                 })
                 .collect();
-            let request = self.fetch_sessions.entry(broker).or_default().request(
+            let request = self.fetch_sessions.entry(fetcher).or_default().request(
                 &partitions,
                 replication.isolation_level.wire_value(),
                 replication.fetch_max_wait(),
@@ -95,15 +112,16 @@ impl Engine {
             for &i in &slots {
                 self.slots[i].fetching = true;
             }
-            self.fetches_in_flight.insert(broker);
+            self.fetches_in_flight.insert(fetcher);
             self.reserved += max_bytes;
             let source = self.source.clone();
+            let (broker, nth) = fetcher;
             self.spawn(async move {
                 Event::Fetched {
-                    broker,
+                    fetcher,
                     asked,
                     reserved: max_bytes,
-                    result: source.send(broker, request).await,
+                    result: source.send_on(broker, nth, request).await,
                 }
             });
         }
@@ -134,18 +152,19 @@ impl Engine {
 
     pub(super) fn on_fetched(
         &mut self,
-        broker: i32,
+        fetcher: Fetcher,
         asked: Vec<(usize, i64)>,
         reserved: usize,
         result: Result<FetchResponse, ClusterError>,
     ) {
-        self.fetches_in_flight.remove(&broker);
+        self.fetches_in_flight.remove(&fetcher);
         self.reserved -= reserved;
         for &(i, _) in &asked {
             self.slots[i].fetching = false;
         }
         let now = Instant::now();
-        let session = self.fetch_sessions.entry(broker).or_default();
+        let broker = fetcher.0;
+        let session = self.fetch_sessions.entry(fetcher).or_default();
         let response = match result {
             Ok(response) => {
                 session.answered(&response);
