@@ -166,31 +166,25 @@ fn a_tuning_file_takes_its_clusters_from_the_flags() {
         "tuning.toml",
         "[replication]\nin_flight_bytes = 5\npartition_fetch_bytes = 4\n",
     );
+    let run_with = |extra: &str| {
+        let mut args = vec![
+            "run",
+            "--config",
+            &path,
+            "--source",
+            "127.0.0.1:1",
+            "--target",
+            "127.0.0.1:2",
+        ];
+        args.extend(extra.split_whitespace());
+        run(&args)
+    };
     // The file's values are checked with the flags laid over them...
-    let (code, _, stderr) = run(&[
-        "run",
-        "--config",
-        &path,
-        "--source",
-        "127.0.0.1:1",
-        "--target",
-        "127.0.0.1:2",
-        "--in-flight-bytes",
-        "3",
-    ]);
+    let (code, _, stderr) = run_with("--in-flight-bytes 3");
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("replication.in_flight_bytes"), "{stderr}");
     // ...and a valid combination gets as far as the (unreachable) source.
-    let (code, _, stderr) = run(&[
-        "run",
-        "--config",
-        &path,
-        "--source",
-        "127.0.0.1:1",
-        "--target",
-        "127.0.0.1:2",
-        "--until-caught-up",
-    ]);
+    let (code, _, stderr) = run_with("--until-caught-up");
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("source cluster unreachable"), "{stderr}");
 }

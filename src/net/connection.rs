@@ -909,48 +909,67 @@ mod tests {
         )
     }
 
-    #[tokio::test]
-    async fn a_large_frame_read_in_pieces_is_counted_while_referenced() {
+    /// A connection whose Metadata request the peer has read, and the large
+    /// frame that answers it.
+    struct AwaitingLargeFrame {
+        connection: Connection,
+        peer: Peer,
+        memory: FrameMemory,
+        pending: tokio::task::JoinHandle<Result<MetadataResponse, NetError>>,
+        frame: Vec<u8>,
+    }
+
+    async fn awaiting_large_frame() -> AwaitingLargeFrame {
         let options = options();
         let memory = options.frame_memory.clone();
         let (connection, mut peer) = start(&options);
         let pending = spawn_metadata(&connection, "a");
         let request = peer.read_request().await;
         let frame = large_metadata_response(request.header.correlation_id);
+        AwaitingLargeFrame {
+            connection,
+            peer,
+            memory,
+            pending,
+            frame,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_large_frame_read_in_pieces_is_counted_while_referenced() {
+        let mut exchange = awaiting_large_frame().await;
+        let frame = &exchange.frame;
         assert!(frame.len() > 3 * READ_CHUNK);
         for piece in frame.chunks(frame.len() / 3 + 1) {
-            peer.write(piece).await;
+            exchange.peer.write(piece).await;
             tokio::task::yield_now().await;
         }
-        let response = pending.await.unwrap().unwrap();
+        let response = exchange.pending.await.unwrap().unwrap();
         assert_eq!(response.topics.len(), 4000);
         assert_eq!(
             response.topics[3999].name.as_ref().map(|n| n.0.as_str()),
             Some("a-topic-with-a-long-name-00003999")
         );
         // The decoded names are slices of the frame: it is still counted.
-        assert_eq!(memory.live_bytes(), frame.len() - 4);
+        assert_eq!(exchange.memory.live_bytes(), frame.len() - 4);
         drop(response);
-        assert_eq!(memory.live_bytes(), 0);
-        assert!(!connection.is_closed());
+        assert_eq!(exchange.memory.live_bytes(), 0);
+        assert!(!exchange.connection.is_closed());
     }
 
     #[tokio::test]
     async fn eof_inside_a_large_frame_fails_and_releases_its_memory() {
-        let options = options();
-        let memory = options.frame_memory.clone();
-        let (connection, mut peer) = start(&options);
-        let pending = spawn_metadata(&connection, "a");
-        let request = peer.read_request().await;
-        let frame = large_metadata_response(request.header.correlation_id);
-        peer.write(&frame[..frame.len() / 2]).await;
-        drop(peer);
-        let err = pending.await.unwrap().unwrap_err();
+        let mut exchange = awaiting_large_frame().await;
+        let half = exchange.frame.len() / 2;
+        exchange.peer.write(&exchange.frame[..half]).await;
+        drop(exchange.peer);
+        let err = exchange.pending.await.unwrap().unwrap_err();
         assert!(
-            matches!(err, NetError::PeerClosed { buffered_bytes, .. } if buffered_bytes == frame.len() / 2),
+            matches!(err, NetError::PeerClosed { buffered_bytes, .. } if buffered_bytes == half),
             "{err:?}"
         );
-        assert_eq!(memory.live_bytes(), 0);
+        assert_eq!(exchange.memory.live_bytes(), 0);
+        assert!(exchange.connection.is_closed());
     }
 
     #[tokio::test]
