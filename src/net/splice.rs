@@ -4,7 +4,7 @@
 //!
 //! kafka-protocol encodes a request into one contiguous buffer, so encoding a
 //! Produce request would copy every record into it. Instead, the request is
-//! encoded through a [`SplicingWriter`]: when the codec writes a value that a
+//! encoded through a `SplicingWriter`: when the codec writes a value that a
 //! [`Splice`] names (the `records` of a partition, written with one
 //! `put_slice`), the writer ends the current segment and takes the spliced
 //! bytes by reference. The frame leaves as a list of segments in one vectored
@@ -148,7 +148,7 @@ impl Buf for RequestFrame {
 /// The buffer a request is encoded into: the codec's bytes are copied into
 /// the current segment, spliced values are taken by reference.
 #[derive(Debug)]
-pub struct SplicingWriter<'a> {
+pub(super) struct SplicingWriter<'a> {
     splices: &'a Splices,
     /// Splices applied so far: the index of the next one.
     spliced: usize,
@@ -160,7 +160,7 @@ pub struct SplicingWriter<'a> {
 
 impl<'a> SplicingWriter<'a> {
     /// A writer whose first segment has room for `capacity` bytes.
-    pub fn new(splices: &'a Splices, capacity: usize) -> Self {
+    pub(super) fn new(splices: &'a Splices, capacity: usize) -> Self {
         SplicingWriter {
             splices,
             spliced: 0,
@@ -171,19 +171,14 @@ impl<'a> SplicingWriter<'a> {
     }
 
     /// Total bytes written so far.
-    pub fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.done_len + self.current.len()
-    }
-
-    /// Whether nothing has been written.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// The finished frame, or how many splices were not applied: their
     /// values were not written, or not in the order given, and the frame
     /// would carry the values as they are.
-    pub fn finish(mut self) -> Result<RequestFrame, UnusedSplices> {
+    pub(super) fn finish(mut self) -> Result<RequestFrame, UnusedSplices> {
         if self.spliced != self.splices.len() {
             return Err(UnusedSplices {
                 unused: self.splices.len() - self.spliced,

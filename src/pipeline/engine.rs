@@ -602,8 +602,12 @@ impl Engine {
     /// drift), or the source's Fetch responses still in memory if that is
     /// more: a response lives until the last of its batches is acknowledged.
     pub(super) fn held(&self) -> usize {
-        self.queued_bytes()
-            .max(self.source.frame_memory().live_bytes())
+        self.held_given(self.queued_bytes())
+    }
+
+    /// [`Engine::held`] for callers that have summed the queues already.
+    pub(super) fn held_given(&self, queued: usize) -> usize {
+        queued.max(self.source.frame_memory().live_bytes())
     }
 
     /// Bytes the partition queues hold (fetched, not yet checkpointed).

@@ -60,8 +60,10 @@ impl Engine {
         if leaderless {
             self.want_refresh(Role::Source);
         }
-        self.detach_stalled_batches();
-        let held = self.held();
+        // Copying batches out does not change what the queues hold.
+        let queued = self.queued_bytes();
+        self.detach_stalled_batches(queued);
+        let held = self.held_given(queued);
         // The free budget is split between the fetchers that want to fetch,
         // and the first to go rotates: taken in a fixed order, the first
         // fetchers would take the whole budget every time it frees up.
@@ -132,9 +134,9 @@ impl Engine {
     /// batches in it are long gone. When the responses in memory pass the
     /// budget and hold over twice what the queues do, the batches are copied
     /// out, so one stalled partition cannot stop the others from fetching.
-    fn detach_stalled_batches(&mut self) {
+    fn detach_stalled_batches(&mut self, queued: usize) {
         let live = self.source.frame_memory().live_bytes();
-        if live <= self.config.replication.in_flight_bytes || live <= 2 * self.queued_bytes() {
+        if live <= self.config.replication.in_flight_bytes || live <= 2 * queued {
             return;
         }
         let copied: usize = self
