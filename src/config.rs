@@ -354,12 +354,13 @@ pub struct ReplicationConfig {
     pub fetch_max_wait_ms: u64,
     /// Fetches in flight at once per source broker, each for its own share of
     /// the partitions, on its own connection and fetch session (like Kafka's
-    /// `num.replica.fetchers`). One Fetch per round trip caps a broker at about
-    /// `fetch_max_bytes / (RTT + fetch_max_bytes / bandwidth)`; over a WAN,
-    /// overlapping fetches lift that cap. (In the WAN bench, 100 ms RTT,
-    /// producing was the bound: 2 gave 16.3 MB/s against 17.1 with 1.)
-    #[serde(default = "default_fetchers_per_broker")]
-    pub fetchers_per_broker: usize,
+    /// `num.replica.fetchers`). Unset, the count adapts: one on a LAN, more
+    /// while a long round trip leaves the link idle (up to 8; see
+    /// `pipeline/fetch_window.rs`), each adding `fetch_max_bytes` to the
+    /// memory budget, up to four times `in_flight_bytes`. Set, it is fixed
+    /// and the budget is `in_flight_bytes` alone.
+    #[serde(default)]
+    pub fetchers_per_broker: Option<usize>,
     /// Produce requests in flight per target broker connection.
     #[serde(default = "default_max_in_flight_requests")]
     pub max_in_flight_requests: usize,
@@ -430,9 +431,6 @@ fn default_partition_fetch_bytes() -> usize {
 fn default_fetch_max_wait_ms() -> u64 {
     500
 }
-fn default_fetchers_per_broker() -> usize {
-    1
-}
 fn default_max_in_flight_requests() -> usize {
     5
 }
@@ -467,7 +465,7 @@ impl Default for ReplicationConfig {
             fetch_max_bytes: default_fetch_max_bytes(),
             partition_fetch_bytes: default_partition_fetch_bytes(),
             fetch_max_wait_ms: default_fetch_max_wait_ms(),
-            fetchers_per_broker: default_fetchers_per_broker(),
+            fetchers_per_broker: None,
             max_in_flight_requests: default_max_in_flight_requests(),
             replication_factor: default_replication_factor(),
             on_data_loss: default_data_loss(),
@@ -804,7 +802,9 @@ impl MirrorConfig {
                 "must be at least replication.partition_fetch_bytes".into(),
             );
         }
-        if !(1..=16).contains(&r.fetchers_per_broker) {
+        if r.fetchers_per_broker
+            .is_some_and(|n| !(1..=16).contains(&n))
+        {
             return invalid(
                 "replication.fetchers_per_broker",
                 "must be between 1 and 16".into(),

@@ -167,7 +167,11 @@ fn run() -> Result<()> {
     }
 
     if let (Some(w), Some(data)) = (&wan, &wan_data) {
-        w.set(2 * settings.wan_latency_ms, Some(settings.wan_cap_mbit))?;
+        w.set(
+            settings.wan_legs,
+            2 * settings.wan_latency_ms,
+            Some(settings.wan_cap_mbit),
+        )?;
         let summaries = alternate(&runner, &settings, &w.route(data), data, &w.metered, "wan")?;
         let cap_mb_s = f64::from(settings.wan_cap_mbit) / 8.0;
         let mut text = format!(
@@ -178,7 +182,7 @@ fn run() -> Result<()> {
             settings.wan_latency_ms,
             settings.wan_cap_mbit,
             describe(data),
-            wan::describe_link(true)
+            wan::describe_link(settings.wan_legs, true)
         );
         for s in &summaries {
             if s.mb_s.is_empty() {
@@ -203,7 +207,7 @@ fn run() -> Result<()> {
         let mut rows: Vec<(Tool, Vec<String>)> =
             settings.tools.iter().map(|&t| (t, Vec::new())).collect();
         for &rtt in &settings.rtts_ms {
-            w.set(rtt, None)?;
+            w.set(settings.wan_legs, rtt, None)?;
             let summaries = alternate(
                 &runner,
                 &settings,
@@ -226,7 +230,7 @@ fn run() -> Result<()> {
             "### RTT sweep: MB/s by round-trip time (no bandwidth cap)\n\nData set: {}. {}. \
              Each cell: end to end (after the first record).\n\n| tool |",
             describe(data),
-            wan::describe_link(false)
+            wan::describe_link(settings.wan_legs, false)
         );
         for rtt in &settings.rtts_ms {
             let _ = write!(text, " {rtt} ms |");

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use anyhow::{bail, Context, Result};
 
 use crate::tools::Tool;
+use crate::wan::WanLegs;
 
 /// Every knob, with the environment variable that sets it.
 #[derive(Debug, Clone)]
@@ -28,6 +29,8 @@ pub(crate) struct Settings {
     pub(crate) wan_latency_ms: u32,
     /// `BENCH_WAN_CAP_MBIT`: bandwidth cap per direction and per proxy (default 400).
     pub(crate) wan_cap_mbit: u32,
+    /// `BENCH_WAN_LEGS`: where the WAN sections put the tools (default `source`).
+    pub(crate) wan_legs: WanLegs,
     /// `BENCH_RTTS`: round-trip times of the sweep, ms (default `0,10,50,100,200`).
     pub(crate) rtts_ms: Vec<u32>,
     /// `BENCH_SWEEP_DATA_MB`: MiB stored in the sweep's topics (default 32).
@@ -97,6 +100,9 @@ impl Settings {
             wan_data_mib: num("BENCH_WAN_DATA_MB", 128)?,
             wan_latency_ms: num("BENCH_WAN_LATENCY_MS", 50)?,
             wan_cap_mbit: num("BENCH_WAN_CAP_MBIT", 400)?,
+            wan_legs: WanLegs::parse(
+                &std::env::var("BENCH_WAN_LEGS").unwrap_or_else(|_| "source".into()),
+            )?,
             rtts_ms: list("BENCH_RTTS", "0,10,50,100,200")?
                 .iter()
                 .map(|r| {

@@ -1,6 +1,11 @@
-//! A WAN between the tools and both clusters: toxiproxy adds latency and a bandwidth
-//! cap in front of each broker, and the brokers advertise the proxies on a listener
-//! of their own, so every connection a tool opens crosses the "WAN".
+//! A WAN between the tools and the clusters: toxiproxy adds latency and a bandwidth
+//! cap in front of the brokers, and the brokers advertise the proxies on a listener
+//! of their own, so every connection a tool opens crosses the proxies.
+//!
+//! Where the tool sits is [`WanLegs`]: by default beside the target, so only its
+//! connections to the source cross the WAN (what MirrorMaker's docs advise:
+//! consume from the remote cluster, produce to the local one); or halfway, with
+//! the WAN on both legs.
 //!
 //! ```text
 //! tool ──▶ toxiproxy "source" ──▶ source broker (WAN listener)
@@ -9,7 +14,7 @@
 
 use std::net::SocketAddr;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use kafka_testkit::{free_ports, CountingProxy, Toxiproxy, TOXIPROXY_VERSION};
 
 use crate::lab::{DataSet, Lab};
@@ -67,15 +72,16 @@ impl Wan {
             .create_proxy("target", self.target_listen, self.metered.addr())
     }
 
-    /// Sets both links: `rtt_ms` round trip (half each way) and an optional cap per
-    /// direction in Mbit/s.
-    pub(crate) fn set(&self, rtt_ms: u32, cap_mbit: Option<u32>) -> Result<()> {
+    /// Sets the WAN legs to `rtt_ms` round trip (half each way) and an optional cap
+    /// per direction in Mbit/s; a leg off the WAN gets no toxics.
+    pub(crate) fn set(&self, legs: WanLegs, rtt_ms: u32, cap_mbit: Option<u32>) -> Result<()> {
         // toxiproxy's bandwidth rate is in KB/s of 1000 bytes.
         let cap = cap_mbit.map(|m| u64::from(m) * 125);
-        for proxy in ["source", "target"] {
-            self.toxiproxy.set_link(proxy, rtt_ms / 2, cap)?;
+        self.toxiproxy.set_link("source", rtt_ms / 2, cap)?;
+        match legs {
+            WanLegs::Both => self.toxiproxy.set_link("target", rtt_ms / 2, cap),
+            WanLegs::Source => self.toxiproxy.set_link("target", 0, None),
         }
-        Ok(())
     }
 
     /// The route across the WAN for `data`.
@@ -87,12 +93,44 @@ impl Wan {
     }
 }
 
+/// Which of the tool's connections cross the WAN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WanLegs {
+    /// The tool runs beside the target: only the source is across the WAN.
+    Source,
+    /// The tool runs halfway: both clusters are across a WAN of their own.
+    Both,
+}
+
+impl WanLegs {
+    pub(crate) fn parse(text: &str) -> Result<WanLegs> {
+        match text {
+            "source" => Ok(WanLegs::Source),
+            "both" => Ok(WanLegs::Both),
+            other => bail!("BENCH_WAN_LEGS: {other:?} is neither \"source\" nor \"both\""),
+        }
+    }
+}
+
 /// How the WAN sections describe the link.
-pub(crate) fn describe_link(capped: bool) -> String {
+pub(crate) fn describe_link(legs: WanLegs, capped: bool) -> String {
     let toxics = if capped {
         "latency and bandwidth toxics"
     } else {
         "a latency toxic"
     };
-    format!("toxiproxy {TOXIPROXY_VERSION} in front of each broker ({toxics} on both directions)")
+    let (brokers, place) = match legs {
+        WanLegs::Source => (
+            "the source broker",
+            "the tool runs beside the target, as MirrorMaker's docs advise",
+        ),
+        WanLegs::Both => (
+            "each broker",
+            "the tool is across the WAN from both clusters",
+        ),
+    };
+    format!(
+        "toxiproxy {TOXIPROXY_VERSION} in front of {brokers} ({toxics} on both directions; {place}). \
+         toxiproxy caps each connection on its own"
+    )
 }

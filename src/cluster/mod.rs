@@ -221,6 +221,20 @@ impl Cluster {
             .map_err(|source| self.net_error(source))
     }
 
+    /// The shortest round trip of the open connections to `broker` (see
+    /// [`Connection::round_trip`]); `None` before one is open.
+    pub fn round_trip(&self, broker: i32) -> Option<Duration> {
+        let slots: Vec<SharedSlot> = lock(&self.slots)
+            .iter()
+            .filter(|((id, _), _)| *id == broker)
+            .map(|(_, slot)| Arc::clone(slot))
+            .collect();
+        slots
+            .iter()
+            .filter_map(|slot| slot.try_lock().ok()?.connection.as_ref()?.round_trip())
+            .min()
+    }
+
     /// The connection to one broker; `wait_backoff` false fails at once
     /// instead of waiting out a backoff (for callers with other brokers to try).
     async fn connect(

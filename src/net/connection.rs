@@ -104,6 +104,8 @@ struct Inner {
     next_correlation_id: AtomicI32,
     /// Set once the `ApiVersions` handshake is done.
     versions: OnceLock<NegotiatedVersions>,
+    /// How long that handshake took: a round trip with no data and no waiting.
+    round_trip: OnceLock<Duration>,
     /// When the broker will end an authenticated session (KIP-368), less a
     /// margin; the owner opens a new connection instead from then on.
     expires_at: OnceLock<tokio::time::Instant>,
@@ -147,7 +149,12 @@ impl Connection {
         S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
         let connection = Self::start(stream, options, label);
+        let started = tokio::time::Instant::now();
         let negotiated = versions::negotiate(&connection).await?;
+        connection
+            .inner
+            .round_trip
+            .get_or_init(|| started.elapsed());
         connection.inner.versions.get_or_init(|| negotiated);
         Ok(connection)
     }
@@ -182,6 +189,7 @@ impl Connection {
                 request_timeout: options.request_timeout,
                 next_correlation_id: AtomicI32::new(0),
                 versions: OnceLock::new(),
+                round_trip: OnceLock::new(),
                 expires_at: OnceLock::new(),
             }),
         }
@@ -214,6 +222,12 @@ impl Connection {
     /// the broker and `kafka-protocol` support. `None` if there is none.
     pub fn api_version(&self, api: ApiKey) -> Option<i16> {
         self.inner.versions.get()?.version(api)
+    }
+
+    /// The round trip of the version handshake, which the broker answers at
+    /// once: the network's share of every request's time.
+    pub fn round_trip(&self) -> Option<Duration> {
+        self.inner.round_trip.get().copied()
     }
 
     /// Whether the connection has failed and takes no more requests.

@@ -20,6 +20,7 @@ use kafka_protocol::messages::{FetchResponse, ProduceResponse};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
+use super::fetch_window::FetchWindow;
 use super::partition::{Backoff, PartitionState};
 use super::produce::ProducerIdentity;
 use super::stats::{Counters, PartitionProblem, Summary};
@@ -98,9 +99,9 @@ impl Slot {
     }
 }
 
-/// One of a source broker's fetchers: `(broker, n)`, `n` below
-/// `replication.fetchers_per_broker`. Each has its own connection and fetch
-/// session, and a partition always goes to the same one.
+/// One of a source broker's fetchers: `(broker, n)`, `n` below the count of
+/// the broker's [`FetchWindow`]. Each has its own connection and fetch
+/// session, and a partition goes to the same one while the count holds.
 pub(super) type Fetcher = (i32, usize);
 
 /// The answer to a request the engine started.
@@ -111,6 +112,8 @@ pub(super) enum Event {
         /// Slots asked for and the offset asked.
         asked: Vec<(usize, i64)>,
         reserved: usize,
+        /// From sending the Fetch to its answer.
+        elapsed: Duration,
         result: Result<FetchResponse, ClusterError>,
     },
     Produced {
@@ -197,6 +200,8 @@ pub(crate) struct Engine {
     pub(super) fetches_in_flight: HashSet<Fetcher>,
     /// The incremental fetch session of each fetcher.
     pub(super) fetch_sessions: HashMap<Fetcher, FetchSession>,
+    /// How many Fetches each source broker gets at once.
+    pub(super) fetch_windows: HashMap<i32, FetchWindow>,
     pub(super) produces_in_flight: HashMap<i32, usize>,
     pub(super) produce_lanes: HashMap<i32, super::produce::ProduceLane>,
     /// Bytes reserved by Fetch requests in flight.
@@ -254,6 +259,7 @@ impl Engine {
             target_names: HashMap::new(),
             fetches_in_flight: HashSet::new(),
             fetch_sessions: HashMap::new(),
+            fetch_windows: HashMap::new(),
             produces_in_flight: HashMap::new(),
             produce_lanes: HashMap::new(),
             reserved: 0,
@@ -332,8 +338,9 @@ impl Engine {
                 fetcher,
                 asked,
                 reserved,
+                elapsed,
                 result,
-            } => self.on_fetched(fetcher, asked, reserved, result),
+            } => self.on_fetched(fetcher, asked, reserved, elapsed, result),
             Event::Produced {
                 broker,
                 sent,
@@ -445,7 +452,7 @@ impl Engine {
             return;
         }
         let interval = Duration::from_millis(self.config.checkpoints.interval_ms);
-        let pressure = self.held() > self.config.replication.in_flight_bytes / 2;
+        let pressure = self.held() > self.budget() / 2;
         if now.duration_since(self.last_checkpoint) < interval
             && !pressure
             && self.draining.is_none()
@@ -595,6 +602,16 @@ impl Engine {
         {
             self.begin_drain("caught up with the source");
         }
+    }
+
+    /// The memory budget: `in_flight_bytes`, plus `fetch_max_bytes` for each
+    /// Fetch the fetch windows added (a long round trip keeps more data on
+    /// the way), up to four times `in_flight_bytes`.
+    pub(super) fn budget(&self) -> usize {
+        let replication = &self.config.replication;
+        let added: usize = self.fetch_windows.values().map(FetchWindow::added).sum();
+        (replication.in_flight_bytes + added * replication.fetch_max_bytes)
+            .min(4 * replication.in_flight_bytes)
     }
 
     /// Bytes held against the budget: what the partition queues hold

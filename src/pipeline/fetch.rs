@@ -1,8 +1,8 @@
-//! The fetch stage: one Fetch in flight per fetcher of a source broker
-//! (`replication.fetchers_per_broker`, each with its share of the broker's
-//! partitions), carrying every partition of its share that has room, and the
-//! split of its answer into batches (messages in the old formats, magic 0
-//! and 1, up-converted to v2 first).
+//! The fetch stage: one Fetch in flight per fetcher of a source broker (as
+//! many fetchers as the broker's fetch window says, each with its share of
+//! the broker's partitions), carrying every partition of its share that has
+//! room, and the split of its answer into batches (messages in the old
+//! formats, magic 0 and 1, up-converted to v2 first).
 //!
 //! Room is decided twice: a partition is asked for only while its queue holds
 //! less than two fetches' worth (so one slow target partition cannot take the
@@ -11,7 +11,7 @@
 //! clusters' speeds, and no fetcher is starved by the ones ahead of it).
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use kafka_protocol::error::ParseResponseErrorCode;
 use kafka_protocol::messages::fetch_response::PartitionData;
@@ -19,6 +19,7 @@ use kafka_protocol::messages::FetchResponse;
 use kafka_protocol::ResponseError;
 
 use super::engine::{Engine, Event, Fetcher, Status};
+use super::fetch_window::{FetchAnswer, FetchWindow};
 use crate::batch::{
     reencode, split_batches, AbortedTransactions, BatchError, BatchFate, Fetched, LegacyMessages,
     RecordBatch, TimestampType,
@@ -49,7 +50,12 @@ impl Engine {
             }
             match self.source_meta.leader(&slot.topic, slot.partition) {
                 Some(leader) => {
-                    let fetcher = (leader, i % replication.fetchers_per_broker);
+                    let fetchers = self
+                        .fetch_windows
+                        .entry(leader)
+                        .or_insert_with(|| FetchWindow::new(replication.fetchers_per_broker))
+                        .fetchers();
+                    let fetcher = (leader, i % fetchers);
                     if !self.fetches_in_flight.contains(&fetcher) {
                         by_fetcher.entry(fetcher).or_default().push(i);
                     }
@@ -67,9 +73,8 @@ impl Engine {
         // The free budget is split between the fetchers that want to fetch,
         // and the first to go rotates: taken in a fixed order, the first
         // fetchers would take the whole budget every time it frees up.
-        let free = replication
-            .in_flight_bytes
-            .saturating_sub(held + self.reserved);
+        let budget = self.budget();
+        let free = budget.saturating_sub(held + self.reserved);
         let share = (free / by_fetcher.len().max(1))
             .max(partition_bytes)
             .min(replication.fetch_max_bytes);
@@ -77,9 +82,7 @@ impl Engine {
         let mut waiting: Vec<(Fetcher, Vec<usize>)> = by_fetcher.into_iter().collect();
         waiting.rotate_left(first);
         for (fetcher, slots) in waiting {
-            let free = replication
-                .in_flight_bytes
-                .saturating_sub(held + self.reserved);
+            let free = budget.saturating_sub(held + self.reserved);
             if free < partition_bytes {
                 break;
             }
@@ -119,11 +122,14 @@ impl Engine {
             let source = self.source.clone();
             let (broker, nth) = fetcher;
             self.spawn(async move {
+                let sent = Instant::now();
+                let result = source.send_on(broker, nth, request).await;
                 Event::Fetched {
                     fetcher,
                     asked,
                     reserved: max_bytes,
-                    result: source.send_on(broker, nth, request).await,
+                    elapsed: sent.elapsed(),
+                    result,
                 }
             });
         }
@@ -136,7 +142,7 @@ impl Engine {
     /// out, so one stalled partition cannot stop the others from fetching.
     fn detach_stalled_batches(&mut self, queued: usize) {
         let live = self.source.frame_memory().live_bytes();
-        if live <= self.config.replication.in_flight_bytes || live <= 2 * queued {
+        if live <= self.budget() || live <= 2 * queued {
             return;
         }
         let copied: usize = self
@@ -157,6 +163,7 @@ impl Engine {
         fetcher: Fetcher,
         asked: Vec<(usize, i64)>,
         reserved: usize,
+        elapsed: Duration,
         result: Result<FetchResponse, ClusterError>,
     ) {
         self.fetches_in_flight.remove(&fetcher);
@@ -200,6 +207,7 @@ impl Engine {
         if self.draining.is_some() {
             return;
         }
+        self.note_fetch_answer(fetcher, &response, &asked, reserved, elapsed, now);
         let asked_offsets: std::collections::HashMap<usize, i64> = asked.into_iter().collect();
         for (topic, data) in response_partitions(response, &self.source_names) {
             let Some(&i) = self
@@ -216,6 +224,47 @@ impl Engine {
                 continue;
             }
             self.on_partition_data(i, data, now);
+        }
+    }
+
+    /// Tells the broker's fetch window how full the answer was and how long
+    /// it took.
+    fn note_fetch_answer(
+        &mut self,
+        (broker, _): Fetcher,
+        response: &FetchResponse,
+        asked: &[(usize, i64)],
+        reserved: usize,
+        elapsed: Duration,
+        now: Instant,
+    ) {
+        let bytes = response
+            .responses
+            .iter()
+            .flat_map(|topic| &topic.partitions)
+            .filter_map(|partition| partition.records.as_ref())
+            .map(bytes::Bytes::len)
+            .sum();
+        let answer = FetchAnswer {
+            bytes,
+            capacity: reserved.min(asked.len() * self.config.replication.partition_fetch_bytes),
+            elapsed,
+            round_trip: self.source.round_trip(broker),
+        };
+        let fixed = self.config.replication.fetchers_per_broker;
+        let window = self
+            .fetch_windows
+            .entry(broker)
+            .or_insert_with(|| FetchWindow::new(fixed));
+        let before = window.fetchers();
+        window.answered(now, answer);
+        if window.fetchers() != before {
+            tracing::debug!(
+                broker,
+                fetchers = window.fetchers(),
+                round_trip = ?answer.round_trip,
+                "fetch window changed"
+            );
         }
     }
 

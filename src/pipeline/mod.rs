@@ -28,6 +28,7 @@
 
 mod engine;
 mod fetch;
+mod fetch_window;
 mod lifecycle;
 mod partition;
 mod plan;

@@ -1,0 +1,289 @@
+//! How many Fetches a source broker gets at once: its fetch window.
+//!
+//! A broker answers one request of a connection at a time, and a Fetch's
+//! offsets depend on the answer before it, so one connection carries one
+//! Fetch per round trip. Across a WAN that idles the link for a round trip
+//! per answer and caps the broker at about
+//! `fetch_max_bytes / (RTT + fetch_max_bytes / bandwidth)`: 28 MB/s for
+//! 6 MiB over 100 ms and 50 MB/s. More Fetches at once, each on a connection
+//! of its own for its own share of the partitions, fill that idle time.
+//!
+//! The window probes for the count that fills the link, as TCP probes for its
+//! congestion window, since the bandwidth is not known in advance: while a
+//! broker's answers come back full (the mirror is behind) and the round trip
+//! is a real share of a Fetch's time, it adds a Fetch after each round of
+//! measurement that raised the broker's rate by [`GAIN`], up to
+//! [`MAX_FETCHERS`]. A round that did not goes back one and settles there.
+//! Once no answer has come back full for [`CAUGHT_UP_AFTER`] (caught up), it
+//! returns to one. On a LAN the round trip is no real share of a Fetch's
+//! time, so it stays at one.
+//!
+//! Pure state: the engine reports each answer and reads [`FetchWindow::fetchers`].
+
+use std::time::{Duration, Instant};
+
+/// The most Fetches at once per source broker the window grows to.
+pub(crate) const MAX_FETCHERS: usize = 8;
+/// A round must raise the rate by this factor for the window to grow again.
+const GAIN: f64 = 1.1;
+/// The round trip must be at least this share of a Fetch's time for more
+/// Fetches to help, and at least [`MIN_ROUND_TRIP`]: below that the network
+/// is a LAN, where a Fetch's time is the brokers' and the mirror's work.
+const LATENCY_SHARE: f64 = 0.1;
+const MIN_ROUND_TRIP: Duration = Duration::from_millis(1);
+/// A round lasts at least this long, and at least [`ROUND_FETCHES`] mean
+/// Fetch times, so that it averages over several answers per fetcher.
+const ROUND_MIN: Duration = Duration::from_millis(500);
+const ROUND_FETCHES: u32 = 3;
+/// No full answer for this long means the mirror has caught up. (One short
+/// answer does not: a few partitions at their end make one.)
+const CAUGHT_UP_AFTER: Duration = Duration::from_secs(2);
+
+/// One Fetch answer, as the window sees it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FetchAnswer {
+    /// Record bytes in the answer.
+    pub(crate) bytes: usize,
+    /// The most the answer could have held: the Fetch's byte limit, or the
+    /// sum of its partitions' limits if that is smaller.
+    pub(crate) capacity: usize,
+    /// From sending the Fetch to its answer.
+    pub(crate) elapsed: Duration,
+    /// The connection's round trip with no data and no waiting, if known.
+    pub(crate) round_trip: Option<Duration>,
+}
+
+impl FetchAnswer {
+    /// Whether the broker stopped for lack of room rather than of data.
+    fn is_full(&self) -> bool {
+        self.capacity > 0 && self.bytes * 2 >= self.capacity
+    }
+}
+
+/// The fetch window of one source broker.
+#[derive(Debug, Clone)]
+pub(crate) struct FetchWindow {
+    /// Set by `replication.fetchers_per_broker`: no probing.
+    fixed: Option<usize>,
+    fetchers: usize,
+    /// The rate before the last step up, bytes per second.
+    best_rate: Option<f64>,
+    /// A step up gained too little: stay until caught up.
+    settled: bool,
+    round: Option<Round>,
+    /// When the last full answer came.
+    last_full: Option<Instant>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Round {
+    started: Instant,
+    bytes: usize,
+    fetches: u32,
+    elapsed: Duration,
+}
+
+impl FetchWindow {
+    /// A window that probes from one Fetch, or a fixed one.
+    pub(crate) fn new(fixed: Option<usize>) -> Self {
+        FetchWindow {
+            fixed,
+            fetchers: fixed.unwrap_or(1),
+            best_rate: None,
+            settled: false,
+            round: None,
+            last_full: None,
+        }
+    }
+
+    /// Fetches the broker gets at once now.
+    pub(crate) fn fetchers(&self) -> usize {
+        self.fetchers
+    }
+
+    /// Fetches added by probing (none when fixed): each brings its own room
+    /// in the memory budget.
+    pub(crate) fn added(&self) -> usize {
+        match self.fixed {
+            Some(_) => 0,
+            None => self.fetchers - 1,
+        }
+    }
+
+    /// Takes in one answer of the broker's; may change [`FetchWindow::fetchers`].
+    pub(crate) fn answered(&mut self, now: Instant, answer: FetchAnswer) {
+        if self.fixed.is_some() {
+            return;
+        }
+        if answer.is_full() {
+            self.last_full = Some(now);
+        } else if self
+            .last_full
+            .is_none_or(|last| now.duration_since(last) >= CAUGHT_UP_AFTER)
+        {
+            *self = FetchWindow::new(None);
+            return;
+        }
+        let Some(round_trip) = answer.round_trip.filter(|_| !self.settled) else {
+            return;
+        };
+        let Some(round) = &mut self.round else {
+            // The first answer starts a round; its bytes came before it.
+            self.round = Some(Round {
+                started: now,
+                bytes: 0,
+                fetches: 0,
+                elapsed: Duration::ZERO,
+            });
+            return;
+        };
+        round.bytes += answer.bytes;
+        round.fetches += 1;
+        round.elapsed += answer.elapsed;
+        let mean_fetch = round.elapsed / round.fetches;
+        let length = now.duration_since(round.started);
+        if length < ROUND_MIN.max(mean_fetch * ROUND_FETCHES)
+            || (round.fetches as usize) < 2 * self.fetchers
+        {
+            return;
+        }
+        let rate = round.bytes as f64 / length.as_secs_f64();
+        self.round = None;
+        if round_trip < MIN_ROUND_TRIP
+            || round_trip.as_secs_f64() < LATENCY_SHARE * mean_fetch.as_secs_f64()
+        {
+            return;
+        }
+        match self.best_rate {
+            Some(best) if rate < best * GAIN => {
+                self.fetchers = self.fetchers.saturating_sub(1).max(1);
+                self.settled = true;
+            }
+            _ if self.fetchers >= MAX_FETCHERS => self.settled = true,
+            _ => {
+                self.best_rate = Some(rate);
+                self.fetchers += 1;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: usize = 1 << 20;
+
+    /// Feeds `window` answers of a simulated link until `seconds` pass: each
+    /// of the broker's `fetchers()` Fetches of `fetch` bytes takes the round
+    /// trip plus its share of the link's time (`link` bytes per second shared
+    /// by all Fetches, as on a real WAN).
+    fn simulate(window: &mut FetchWindow, round_trip: Duration, link: f64, seconds: f64) {
+        let start = Instant::now();
+        let mut now = start;
+        let fetch = 6 * MIB;
+        while now.duration_since(start).as_secs_f64() < seconds {
+            let n = window.fetchers() as u32;
+            // n Fetches share one link: each comes back after a cycle, the
+            // transfer of all n answers or a round trip plus one, whichever
+            // is longer; their answers are spread over the cycle.
+            let transfer = Duration::from_secs_f64(fetch as f64 / link);
+            let cycle = (transfer * n).max(round_trip + transfer);
+            for _ in 0..n {
+                now += cycle / n;
+                window.answered(
+                    now,
+                    FetchAnswer {
+                        bytes: fetch,
+                        capacity: fetch,
+                        elapsed: cycle,
+                        round_trip: Some(round_trip),
+                    },
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn stays_at_one_fetch_on_a_lan() {
+        let mut window = FetchWindow::new(None);
+        simulate(&mut window, Duration::from_micros(200), 300e6, 30.0);
+        assert_eq!(window.fetchers(), 1);
+        // Even where the round trip is a large share of a quick Fetch.
+        simulate(&mut window, Duration::from_micros(500), 10e9, 30.0);
+        assert_eq!(window.fetchers(), 1);
+    }
+
+    #[test]
+    fn grows_until_the_link_is_full_then_settles() {
+        // 100 ms and 50 MB/s: one Fetch of 6 MiB gets 28 MB/s, two fill the
+        // link, a third gains nothing and is given back.
+        let mut window = FetchWindow::new(None);
+        simulate(&mut window, Duration::from_millis(100), 50e6, 30.0);
+        assert_eq!(window.fetchers(), 2);
+        // 200 ms: two leave it a third idle, three fill it.
+        let mut window = FetchWindow::new(None);
+        simulate(&mut window, Duration::from_millis(200), 50e6, 30.0);
+        assert_eq!(window.fetchers(), 3);
+    }
+
+    #[test]
+    fn never_passes_the_most_fetchers() {
+        // A fast link a long way off would take more than the window allows.
+        let mut window = FetchWindow::new(None);
+        simulate(&mut window, Duration::from_millis(300), 10e9, 60.0);
+        assert_eq!(window.fetchers(), MAX_FETCHERS);
+    }
+
+    #[test]
+    fn returns_to_one_fetch_once_caught_up() {
+        let mut window = FetchWindow::new(None);
+        simulate(&mut window, Duration::from_millis(200), 50e6, 30.0);
+        assert_eq!(window.fetchers(), 3);
+        let short = FetchAnswer {
+            bytes: 1000,
+            capacity: 6 * MIB,
+            elapsed: Duration::from_millis(700),
+            round_trip: Some(Duration::from_millis(200)),
+        };
+        // A few partitions at their end: short answers among full ones.
+        let last_full = window.last_full.expect("full answers came");
+        window.answered(last_full + Duration::from_millis(100), short);
+        window.answered(last_full + Duration::from_millis(200), short);
+        assert_eq!(window.fetchers(), 3);
+        // Nothing but short answers for a while: caught up.
+        window.answered(last_full + CAUGHT_UP_AFTER, short);
+        assert_eq!(window.fetchers(), 1);
+        // Behind again, it probes again.
+        simulate(&mut window, Duration::from_millis(200), 50e6, 30.0);
+        assert_eq!(window.fetchers(), 3);
+    }
+
+    #[test]
+    fn a_fixed_count_never_changes() {
+        let mut window = FetchWindow::new(Some(2));
+        simulate(&mut window, Duration::from_millis(200), 50e6, 30.0);
+        assert_eq!(window.fetchers(), 2);
+        let mut window = FetchWindow::new(Some(1));
+        simulate(&mut window, Duration::from_millis(200), 50e6, 30.0);
+        assert_eq!(window.fetchers(), 1);
+    }
+
+    #[test]
+    fn an_unknown_round_trip_keeps_one_fetch() {
+        let mut window = FetchWindow::new(None);
+        let now = Instant::now();
+        for k in 1..100u32 {
+            window.answered(
+                now + Duration::from_millis(u64::from(k) * 300),
+                FetchAnswer {
+                    bytes: 6 * MIB,
+                    capacity: 6 * MIB,
+                    elapsed: Duration::from_millis(300),
+                    round_trip: None,
+                },
+            );
+        }
+        assert_eq!(window.fetchers(), 1);
+    }
+}
