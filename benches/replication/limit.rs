@@ -1,8 +1,8 @@
-//! What the two brokers manage alone with this data, the ceiling for any replicator
-//! on this machine: the source's fetch-only rate and the target's produce-only rate
-//! for the same batches.
+//! What the two brokers manage with this data, the ceiling for any replicator on
+//! this machine: the source's fetch-only rate and the target's produce-only rate for
+//! the same batches, each alone, and both at once (a copy with no replicator logic).
 //!
-//! Both use kafka-mirror's own protocol layer (`cluster`, `batch`) rather than
+//! All use kafka-mirror's own protocol layer (`cluster`, `batch`) rather than
 //! Kafka's perf tools: `kafka-consumer-perf-test` decompresses every record and
 //! `kafka-producer-perf-test` makes its own data and batches, so neither measures
 //! moving *these* stored batches. The loops here do only what the brokers must:
@@ -10,9 +10,15 @@
 //!   response, 8 MiB per partition), batches split without copying;
 //! - produce: the fetched batches, rewritten beforehand (base offset 0, no producer
 //!   id) so the clock sees only the wire and the broker, one batch per partition per
-//!   Produce (Kafka's rule), acks=all, 5 requests pipelined on the connection.
+//!   Produce (Kafka's rule), acks=all, 5 requests pipelined on the connection;
+//! - both at once: the fetch loop over the source while the produce loop sends the
+//!   batches of the first pass, in one process, as a replicator's two halves run.
+//!   Each alone has a broker and the machine to itself; a replicator never does,
+//!   so this is the fair ceiling, and its CPU per GB (the bench process's) is the
+//!   floor of what moving these bytes through user space costs.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,6 +29,7 @@ use kafka_mirror::cluster::{
 };
 use kafka_mirror::net::splice::{Splice, Splices};
 use kafka_protocol::messages::ProduceRequest;
+use kafka_testkit::own_cpu_seconds;
 use uuid::Uuid;
 
 use crate::kafka::delete_topics_except;
@@ -46,7 +53,7 @@ pub(crate) struct MirrorRates {
     pub(crate) copying: f64,
 }
 
-/// Runs both loops `reps` times and returns the report section (medians).
+/// Runs the loops `reps` times and returns the report section (medians).
 pub(crate) fn section(
     lab: &Lab,
     data: &DataSet,
@@ -54,48 +61,106 @@ pub(crate) fn section(
     mirror: Option<MirrorRates>,
 ) -> Result<String> {
     let mb = data.stored_bytes as f64 / 1e6;
-    let (mut fetch_mb_s, mut produce_mb_s) = (Vec::new(), Vec::new());
+    let rate = |time: Duration| mb / time.as_secs_f64();
+    let (mut fetch_mb_s, mut produce_mb_s, mut copy_mb_s, mut copy_cpu) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for rep in 1..=reps {
-        let (fetch, produce) = fetch_then_produce(lab, data, rep)?;
-        fetch_mb_s.push(mb / fetch.as_secs_f64());
-        produce_mb_s.push(mb / produce.as_secs_f64());
+        let passes = passes(lab, data, rep)?;
+        fetch_mb_s.push(rate(passes.fetch));
+        produce_mb_s.push(rate(passes.produce));
+        copy_mb_s.push(rate(passes.copy));
+        copy_cpu.push(passes.copy_cpu_seconds / (mb / 1e3));
     }
     let (fetch_mb_s, produce_mb_s) = (median(&mut fetch_mb_s), median(&mut produce_mb_s));
-    let limit = fetch_mb_s.min(produce_mb_s);
+    let (copy_mb_s, copy_cpu) = (median(&mut copy_mb_s), median(&mut copy_cpu));
+    let alone = fetch_mb_s.min(produce_mb_s);
     let mut text = format!(
         "### Limit of these brokers for this data (median of {reps})\n\n\
-         | | MB/s |\n|---|---|\n\
-         | source, fetch only | {fetch_mb_s:.1} |\n\
-         | target, produce only (the same batches) | {produce_mb_s:.1} |\n"
+         | | MB/s | CPU s/GB |\n|---|---|---|\n\
+         | source, fetch only | {fetch_mb_s:.1} | |\n\
+         | target, produce only (the same batches) | {produce_mb_s:.1} | |\n\
+         | both at once (fetch the source while producing to the target) | {copy_mb_s:.1} | {copy_cpu:.2} |\n"
     );
     if let Some(m) = mirror {
-        text.push_str(&format!(
-            "| kafka-mirror, end to end (throughput table) | {:.1} = {:.0}% of the smaller |\n\
-             | kafka-mirror, after the first record | {:.1} = {:.0}% of the smaller |\n",
-            m.end_to_end,
-            100.0 * m.end_to_end / limit,
-            m.copying,
-            100.0 * m.copying / limit
-        ));
+        for (what, value) in [
+            ("end to end (throughput table)", m.end_to_end),
+            ("after the first record", m.copying),
+        ] {
+            let _ = writeln!(
+                text,
+                "| kafka-mirror, {what} | {value:.1} = {:.0}% of the smaller alone, {:.0}% of both at once | |",
+                100.0 * value / alone,
+                100.0 * value / copy_mb_s
+            );
+        }
     }
     text.push_str(
         "\nFetch and produce loops written with kafka-mirror's own protocol layer: one Fetch at a time \
          (64 MiB, 8 MiB per partition); new batch headers written before the clock starts, one batch per \
-         partition per Produce, sent spliced as kafka-mirror sends them, acks=all, 5 requests pipelined. Kafka's perf tools would decompress or re-batch the data.\n",
+         partition per Produce, sent spliced as kafka-mirror sends them, acks=all, 5 requests pipelined. \
+         Kafka's perf tools would decompress or re-batch the data. \"Both at once\" runs the two loops \
+         together in one process, as a replicator's halves run; its CPU is the bench process's, \
+         with no replicator logic: a floor for moving these bytes through user space.\n",
     );
     Ok(text)
 }
 
-/// One fetch-only pass over the source and one produce-only pass of what it fetched
-/// into emptied target topics; returns how long each took.
-fn fetch_then_produce(lab: &Lab, data: &DataSet, rep: u32) -> Result<(Duration, Duration)> {
+/// How long each pass took.
+struct Passes {
+    fetch: Duration,
+    produce: Duration,
+    copy: Duration,
+    copy_cpu_seconds: f64,
+}
+
+/// A fetch-only pass over the source, a produce-only pass of what it fetched into
+/// emptied target topics, then both at once.
+fn passes(lab: &Lab, data: &DataSet, rep: u32) -> Result<Passes> {
     eprintln!("bench: limit-{rep}: fetch-only from the source");
     let started = Instant::now();
+    let batches = fetch_checked(lab, data)?;
+    let fetch = started.elapsed();
+
+    eprintln!("bench: limit-{rep}: produce-only into the target");
+    let requests = produce_requests(lab, data, batches.clone())?;
+    let started = Instant::now();
+    lab.rt
+        .block_on(produce_all(lab.dst_admin.cluster(), requests))
+        .context("produce-only loop")?;
+    let produce = started.elapsed();
+
+    eprintln!("bench: limit-{rep}: fetch and produce at once");
+    let requests = produce_requests(lab, data, batches)?;
+    let (started, cpu_before) = (Instant::now(), own_cpu_seconds()?);
+    let (fetched, produced) = lab.rt.block_on(async {
+        tokio::join!(
+            fetch_all(lab.src_admin.cluster(), data),
+            produce_all(lab.dst_admin.cluster(), requests)
+        )
+    });
+    let copy = started.elapsed();
+    let copy_cpu_seconds = own_cpu_seconds()? - cpu_before;
+    produced.context("produce loop, with the fetch loop")?;
+    check_fetched(&fetched.context("fetch loop, with the produce loop")?, data)?;
+    Ok(Passes {
+        fetch,
+        produce,
+        copy,
+        copy_cpu_seconds,
+    })
+}
+
+/// The fetch loop, checked to have read every stored byte.
+fn fetch_checked(lab: &Lab, data: &DataSet) -> Result<Batches> {
     let batches = lab
         .rt
         .block_on(fetch_all(lab.src_admin.cluster(), data))
         .context("fetch-only loop")?;
-    let fetch_time = started.elapsed();
+    check_fetched(&batches, data)?;
+    Ok(batches)
+}
+
+fn check_fetched(batches: &Batches, data: &DataSet) -> Result<()> {
     let fetched: u64 = batches
         .values()
         .flatten()
@@ -106,21 +171,7 @@ fn fetch_then_produce(lab: &Lab, data: &DataSet, rep: u32) -> Result<(Duration, 
         "fetched {fetched} bytes of batches, the source stores {}",
         data.stored_bytes
     );
-
-    eprintln!("bench: limit-{rep}: produce-only into the target");
-    delete_topics_except(&lab.rt, &lab.dst_admin, &lab.target, &[])?;
-    for topic in &data.topics {
-        lab.target
-            .create_topic(topic, data.partitions_per_topic, 1, &[])?;
-    }
-    lab.dst_admin
-        .wait_ready(&lab.rt, &data.topics, data.partitions as usize)?;
-    let requests = produce_requests(lab, batches)?;
-    let started = Instant::now();
-    lab.rt
-        .block_on(produce_all(lab.dst_admin.cluster(), requests))
-        .context("produce-only loop")?;
-    Ok((fetch_time, started.elapsed()))
+    Ok(())
 }
 
 /// Fetches every partition of `data` from offset 0 to its end.
@@ -190,8 +241,20 @@ async fn fetch_all(cluster: &Arc<Cluster>, data: &DataSet) -> Result<Batches> {
     }
 }
 
-/// Produce requests carrying batch i of every partition, in order.
-fn produce_requests(lab: &Lab, mut batches: Batches) -> Result<Vec<(i32, Produce)>> {
+/// Empties the target topics, then builds Produce requests carrying batch i of
+/// every partition, in order.
+fn produce_requests(
+    lab: &Lab,
+    data: &DataSet,
+    mut batches: Batches,
+) -> Result<Vec<(i32, Produce)>> {
+    delete_topics_except(&lab.rt, &lab.dst_admin, &lab.target, &[])?;
+    for topic in &data.topics {
+        lab.target
+            .create_topic(topic, data.partitions_per_topic, 1, &[])?;
+    }
+    lab.dst_admin
+        .wait_ready(&lab.rt, &data.topics, data.partitions as usize)?;
     let metadata = lab.dst_admin.metadata(&lab.rt)?;
     let mut requests = Vec::new();
     loop {

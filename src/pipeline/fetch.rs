@@ -245,13 +245,18 @@ impl Engine {
             .filter_map(|partition| partition.records.as_ref())
             .map(bytes::Bytes::len)
             .sum();
+        let replication = &self.config.replication;
+        let capacity = replication
+            .fetch_max_bytes
+            .min(asked.len() * replication.partition_fetch_bytes);
         let answer = FetchAnswer {
             bytes,
-            capacity: reserved.min(asked.len() * self.config.replication.partition_fetch_bytes),
+            capacity: reserved.min(capacity),
+            short_of_budget: 2 * reserved < capacity,
             elapsed,
             round_trip: self.source.round_trip(broker),
         };
-        let fixed = self.config.replication.fetchers_per_broker;
+        let fixed = replication.fetchers_per_broker;
         let window = self
             .fetch_windows
             .entry(broker)

@@ -13,7 +13,9 @@
 //! broker's answers come back full (the mirror is behind) and the round trip
 //! is a real share of a Fetch's time, it adds a Fetch after each round of
 //! measurement that raised the broker's rate by [`GAIN`], up to
-//! [`MAX_FETCHERS`]. A round that did not goes back one and settles there.
+//! [`MAX_FETCHERS`]. A round that did not goes back one and settles there. A
+//! Fetch cut short by the memory budget voids the round: the target or the
+//! budget is the bound then, not the round trip.
 //! Once no answer has come back full for [`CAUGHT_UP_AFTER`] (caught up), it
 //! returns to one. On a LAN the round trip is no real share of a Fetch's
 //! time, so it stays at one.
@@ -47,6 +49,10 @@ pub(crate) struct FetchAnswer {
     /// The most the answer could have held: the Fetch's byte limit, or the
     /// sum of its partitions' limits if that is smaller.
     pub(crate) capacity: usize,
+    /// The Fetch asked for less than half a full one because the memory
+    /// budget was nearly spent: the mirror is bound by the target or by
+    /// memory, and more Fetches cannot help.
+    pub(crate) short_of_budget: bool,
     /// From sending the Fetch to its answer.
     pub(crate) elapsed: Duration,
     /// The connection's round trip with no data and no waiting, if known.
@@ -124,6 +130,10 @@ impl FetchWindow {
             *self = FetchWindow::new(None);
             return;
         }
+        if answer.short_of_budget {
+            self.round = None;
+            return;
+        }
         let Some(round_trip) = answer.round_trip.filter(|_| !self.settled) else {
             return;
         };
@@ -196,6 +206,7 @@ mod tests {
                     FetchAnswer {
                         bytes: fetch,
                         capacity: fetch,
+                        short_of_budget: false,
                         elapsed: cycle,
                         round_trip: Some(round_trip),
                     },
@@ -243,6 +254,7 @@ mod tests {
         let short = FetchAnswer {
             bytes: 1000,
             capacity: 6 * MIB,
+            short_of_budget: false,
             elapsed: Duration::from_millis(700),
             round_trip: Some(Duration::from_millis(200)),
         };
@@ -257,6 +269,29 @@ mod tests {
         // Behind again, it probes again.
         simulate(&mut window, Duration::from_millis(200), 50e6, 30.0);
         assert_eq!(window.fetchers(), 3);
+    }
+
+    #[test]
+    fn fetches_cut_short_by_the_budget_never_add_one() {
+        // A far source and a target (or budget) that cannot keep up: more
+        // Fetches would only hold more memory. The rate still grows (the
+        // target warming up), which alone would pass for a gain.
+        let mut window = FetchWindow::new(None);
+        let start = Instant::now();
+        for k in 1..60i32 {
+            let bytes = (MIB as f64 * 1.05f64.powi(k)) as usize;
+            window.answered(
+                start + Duration::from_millis(150 * k as u64),
+                FetchAnswer {
+                    bytes,
+                    capacity: bytes,
+                    short_of_budget: true,
+                    elapsed: Duration::from_millis(150),
+                    round_trip: Some(Duration::from_millis(100)),
+                },
+            );
+        }
+        assert_eq!(window.fetchers(), 1);
     }
 
     #[test]
@@ -279,6 +314,7 @@ mod tests {
                 FetchAnswer {
                     bytes: 6 * MIB,
                     capacity: 6 * MIB,
+                    short_of_budget: false,
                     elapsed: Duration::from_millis(300),
                     round_trip: None,
                 },

@@ -18,7 +18,7 @@ pub use cache::cache_root;
 pub use cluster::{free_ports, ClusterSpec, KafkaCluster};
 pub use dist::KafkaDist;
 pub use java::{java_bin, produce_with_java, JavaProduceOpts, ToolOutput, TOOL_JVM_OPTS};
-pub use measure::{read_all_on_thread, Finished, MeteredChild, Usage};
+pub use measure::{own_cpu_seconds, read_all_on_thread, Finished, MeteredChild, Usage};
 pub use mirrormaker::{
     mirror_maker1_command, write_properties, MirrorMaker2, MIRROR_MAKER1_JVM_OPTS,
     MIRROR_MAKER2_JVM_OPTS, MIRROR_MAKER2_VERSION,

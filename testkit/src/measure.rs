@@ -258,6 +258,13 @@ fn sample(root: u32, shared: &Mutex<Shared>) -> Option<char> {
     root_state
 }
 
+/// CPU seconds (user + system, all threads) this process has used so far.
+pub fn own_cpu_seconds() -> Result<f64> {
+    let (_, ticks) =
+        read_stat(Path::new("/proc/self")).ok_or_else(|| anyhow!("cannot read /proc/self/stat"))?;
+    Ok(ticks as f64 / clock_ticks_per_second())
+}
+
 /// The process state letter and utime + stime (in clock ticks) from `<dir>/stat`.
 fn read_stat(proc_dir: &Path) -> Option<(char, u64)> {
     let stat = std::fs::read_to_string(proc_dir.join("stat")).ok()?;
