@@ -263,6 +263,7 @@ impl Engine {
             .or_insert_with(|| FetchWindow::new(fixed));
         let before = window.fetchers();
         window.answered(now, answer);
+        self.counters.most_fetchers = self.counters.most_fetchers.max(window.fetchers());
         if window.fetchers() != before {
             tracing::debug!(
                 broker,

@@ -32,6 +32,8 @@ pub(crate) struct Counters {
     pub(crate) refused_batches_skipped: u64,
     /// Records in those batches.
     pub(crate) refused_records_skipped: u64,
+    /// The most Fetches any source broker had at once (its fetch window).
+    pub(crate) most_fetchers: usize,
 }
 
 /// A partition that stopped, and why.
@@ -85,6 +87,9 @@ pub struct Summary {
     pub refused_batches_skipped: u64,
     /// Records in those batches.
     pub refused_records_skipped: u64,
+    /// The most Fetches any source broker had at once: more than one when a
+    /// long round trip made the fetch window grow (or when set so).
+    pub most_fetchers: usize,
     /// Wall time of the run.
     pub elapsed: Duration,
     /// Partitions that stopped with an error.
@@ -132,6 +137,7 @@ impl Summary {
             producer_renewals: counters.producer_renewals,
             refused_batches_skipped: counters.refused_batches_skipped,
             refused_records_skipped: counters.refused_records_skipped,
+            most_fetchers: counters.most_fetchers,
             elapsed,
             stopped,
             flows: Vec::new(),
@@ -164,8 +170,13 @@ impl Summary {
             total.aborted_batches_skipped += part.aborted_batches_skipped;
             total.empty_batches_skipped += part.empty_batches_skipped;
             total.reencoded_batches += part.reencoded_batches;
+            total.up_converted_batches += part.up_converted_batches;
             total.offsets_lost += part.offsets_lost;
             total.produce_retries += part.produce_retries;
+            total.producer_renewals += part.producer_renewals;
+            total.refused_batches_skipped += part.refused_batches_skipped;
+            total.refused_records_skipped += part.refused_records_skipped;
+            total.most_fetchers = total.most_fetchers.max(part.most_fetchers);
             total.elapsed = total.elapsed.max(part.elapsed);
             total.stopped.extend(part.stopped);
         }
@@ -216,6 +227,13 @@ impl fmt::Display for Summary {
                 f,
                 "up-converted: {} batches (message formats v0/v1 rebuilt as v2; same codec)",
                 self.up_converted_batches
+            )?;
+        }
+        if self.most_fetchers > 1 {
+            writeln!(
+                f,
+                "fetch window: up to {} Fetches at once from a source broker",
+                self.most_fetchers
             )?;
         }
         if self.producer_renewals > 0 {
@@ -301,6 +319,47 @@ mod tests {
         assert_eq!(text, alone.to_string());
         assert!(text.contains("STOPPED orders-0: broken"), "{text}");
         assert!(!text.contains("flow "), "{text}");
+    }
+
+    #[test]
+    fn every_count_adds_up_across_flows() {
+        let flow = |k: u64, fetchers: usize| {
+            let counters = Counters {
+                control_batches_skipped: k,
+                aborted_batches_skipped: k,
+                empty_batches_skipped: k,
+                reencoded_batches: k,
+                up_converted_batches: k,
+                offsets_lost: k,
+                produce_retries: k,
+                producer_renewals: k,
+                refused_batches_skipped: k,
+                refused_records_skipped: k,
+                most_fetchers: fetchers,
+                ..Counters::default()
+            };
+            Summary::new(1, 1, &counters, Duration::ZERO, Vec::new())
+        };
+        let total = Summary::combine(vec![("a".into(), flow(1, 3)), ("b".into(), flow(2, 1))]);
+        let counts = [
+            total.control_batches_skipped,
+            total.aborted_batches_skipped,
+            total.empty_batches_skipped,
+            total.reencoded_batches,
+            total.up_converted_batches,
+            total.offsets_lost,
+            total.produce_retries,
+            total.producer_renewals,
+            total.refused_batches_skipped,
+            total.refused_records_skipped,
+        ];
+        assert_eq!(counts, [3; 10]);
+        assert_eq!(total.most_fetchers, 3);
+        let text = total.to_string();
+        assert!(
+            text.contains("fetch window: up to 3 Fetches at once from a source broker"),
+            "{text}"
+        );
     }
 
     #[test]
