@@ -113,6 +113,12 @@ fn run() -> Result<()> {
     } else {
         None
     };
+    // The data just written is still being flushed to disk; the first run
+    // would pay for that (77.5 MB/s against 161.5 for the next kafka-mirror run).
+    let synced = std::process::Command::new("sync")
+        .status()
+        .context("running sync")?;
+    anyhow::ensure!(synced.success(), "sync failed: {synced}");
     let mut keep_source = vec![latency::TOPIC.to_string()];
     for d in [&main_data, &wan_data, &sweep_data, &idle_data]
         .into_iter()
