@@ -426,6 +426,15 @@ impl Engine {
         match role {
             Role::Source => {
                 self.source_names = names;
+                // A broker that no longer leads any of our partitions gets no
+                // more answers: its window would hold its budget for good.
+                let leaders: HashSet<i32> = self
+                    .slots
+                    .iter()
+                    .filter_map(|slot| metadata.leader(&slot.topic, slot.partition))
+                    .collect();
+                self.fetch_windows
+                    .retain(|broker, _| leaders.contains(broker));
                 self.source_meta = Arc::new(metadata);
             }
             Role::Target => {
