@@ -184,6 +184,17 @@ mod tests {
 
     const MIB: usize = 1 << 20;
 
+    /// A full answer of `bytes` that took `elapsed`.
+    fn full(bytes: usize, elapsed: Duration, round_trip: Option<Duration>) -> FetchAnswer {
+        FetchAnswer {
+            bytes,
+            capacity: bytes,
+            short_of_budget: false,
+            elapsed,
+            round_trip,
+        }
+    }
+
     /// Feeds `window` answers of a simulated link until `seconds` pass: each
     /// of the broker's `fetchers()` Fetches of `fetch` bytes takes the round
     /// trip plus its share of the link's time (`link` bytes per second shared
@@ -201,16 +212,7 @@ mod tests {
             let cycle = (transfer * n).max(round_trip + transfer);
             for _ in 0..n {
                 now += cycle / n;
-                window.answered(
-                    now,
-                    FetchAnswer {
-                        bytes: fetch,
-                        capacity: fetch,
-                        short_of_budget: false,
-                        elapsed: cycle,
-                        round_trip: Some(round_trip),
-                    },
-                );
+                window.answered(now, full(fetch, cycle, Some(round_trip)));
             }
         }
     }
@@ -253,10 +255,11 @@ mod tests {
         assert_eq!(window.fetchers(), 3);
         let short = FetchAnswer {
             bytes: 1000,
-            capacity: 6 * MIB,
-            short_of_budget: false,
-            elapsed: Duration::from_millis(700),
-            round_trip: Some(Duration::from_millis(200)),
+            ..full(
+                6 * MIB,
+                Duration::from_millis(700),
+                Some(Duration::from_millis(200)),
+            )
         };
         // A few partitions at their end: short answers among full ones.
         let last_full = window.last_full.expect("full answers came");
@@ -283,11 +286,12 @@ mod tests {
             window.answered(
                 start + Duration::from_millis(150 * k as u64),
                 FetchAnswer {
-                    bytes,
-                    capacity: bytes,
                     short_of_budget: true,
-                    elapsed: Duration::from_millis(150),
-                    round_trip: Some(Duration::from_millis(100)),
+                    ..full(
+                        bytes,
+                        Duration::from_millis(150),
+                        Some(Duration::from_millis(100)),
+                    )
                 },
             );
         }
@@ -311,13 +315,7 @@ mod tests {
         for k in 1..100u32 {
             window.answered(
                 now + Duration::from_millis(u64::from(k) * 300),
-                FetchAnswer {
-                    bytes: 6 * MIB,
-                    capacity: 6 * MIB,
-                    short_of_budget: false,
-                    elapsed: Duration::from_millis(300),
-                    round_trip: None,
-                },
+                full(6 * MIB, Duration::from_millis(300), None),
             );
         }
         assert_eq!(window.fetchers(), 1);
