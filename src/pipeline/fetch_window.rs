@@ -13,12 +13,12 @@
 //! broker's answers come back full (the mirror is behind) and the round trip
 //! is a real share of a Fetch's time, it adds a Fetch after each round of
 //! measurement that raised the broker's rate by [`GAIN`], up to
-//! [`MAX_FETCHERS`]. A round that did not goes back one and settles there. A
-//! Fetch cut short by the memory budget voids the round: the target or the
-//! budget is the bound then, not the round trip.
-//! Once no answer has come back full for [`CAUGHT_UP_AFTER`] (caught up), it
-//! returns to one. On a LAN the round trip is no real share of a Fetch's
-//! time, so it stays at one.
+//! [`MAX_FETCHERS`]. A round that did not goes back one and settles there
+//! until the mirror catches up. A Fetch the memory budget cut to under half
+//! voids the round: the target or the budget is the bound then, not the
+//! round trip. Once no answer has come back full for [`CAUGHT_UP_AFTER`]
+//! (caught up), it returns to one. On a LAN the round trip is no real share
+//! of a Fetch's time, so it stays at one.
 //!
 //! Pure state: the engine reports each answer and reads [`FetchWindow::fetchers`].
 
