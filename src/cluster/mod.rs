@@ -224,14 +224,11 @@ impl Cluster {
     /// The shortest round trip of the open connections to `broker` (see
     /// [`Connection::round_trip`]); `None` before one is open.
     pub fn round_trip(&self, broker: i32) -> Option<Duration> {
-        let slots: Vec<SharedSlot> = lock(&self.slots)
+        // `try_lock` never waits, so the slots' map stays locked only briefly.
+        lock(&self.slots)
             .iter()
             .filter(|((id, _), _)| *id == broker)
-            .map(|(_, slot)| Arc::clone(slot))
-            .collect();
-        slots
-            .iter()
-            .filter_map(|slot| slot.try_lock().ok()?.connection.as_ref()?.round_trip())
+            .filter_map(|(_, slot)| slot.try_lock().ok()?.connection.as_ref()?.round_trip())
             .min()
     }
 

@@ -39,7 +39,8 @@ impl Engine {
         // Rotate the starting partition: a broker fills a response in request
         // order, so a fixed order would favour the first partitions.
         self.fetch_cursor = (self.fetch_cursor + 1) % count.max(1);
-        for i in (0..count).map(|k| (k + self.fetch_cursor) % count) {
+        let cursor = self.fetch_cursor;
+        for i in (0..count).map(|k| (k + cursor) % count) {
             let slot = &self.slots[i];
             if slot.status != Status::Copying
                 || slot.fetching
@@ -50,12 +51,7 @@ impl Engine {
             }
             match self.source_meta.leader(&slot.topic, slot.partition) {
                 Some(leader) => {
-                    let fetchers = self
-                        .fetch_windows
-                        .entry(leader)
-                        .or_insert_with(|| FetchWindow::new(replication.fetchers_per_broker))
-                        .fetchers();
-                    let fetcher = (leader, i % fetchers);
+                    let fetcher = (leader, i % self.fetch_window(leader).fetchers());
                     if !self.fetches_in_flight.contains(&fetcher) {
                         by_fetcher.entry(fetcher).or_default().push(i);
                     }
@@ -227,6 +223,14 @@ impl Engine {
         }
     }
 
+    /// The fetch window of a source broker, opened on first use.
+    fn fetch_window(&mut self, broker: i32) -> &mut FetchWindow {
+        let fixed = self.config.replication.fetchers_per_broker;
+        self.fetch_windows
+            .entry(broker)
+            .or_insert_with(|| FetchWindow::new(fixed))
+    }
+
     /// Tells the broker's fetch window how full the answer was and how long
     /// it took.
     fn note_fetch_answer(
@@ -256,18 +260,15 @@ impl Engine {
             elapsed,
             round_trip: self.source.round_trip(broker),
         };
-        let fixed = replication.fetchers_per_broker;
-        let window = self
-            .fetch_windows
-            .entry(broker)
-            .or_insert_with(|| FetchWindow::new(fixed));
+        let window = self.fetch_window(broker);
         let before = window.fetchers();
         window.answered(now, answer);
-        self.counters.most_fetchers = self.counters.most_fetchers.max(window.fetchers());
-        if window.fetchers() != before {
+        let fetchers = window.fetchers();
+        self.counters.most_fetchers = self.counters.most_fetchers.max(fetchers);
+        if fetchers != before {
             tracing::debug!(
                 broker,
-                fetchers = window.fetchers(),
+                fetchers,
                 round_trip = ?answer.round_trip,
                 "fetch window changed"
             );
