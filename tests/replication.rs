@@ -680,3 +680,71 @@ fn batches_the_target_topic_refuses_stop_or_are_skipped_by_policy() {
         .expect("partition 0");
     assert_records(&small.iter().collect::<Vec<_>>(), &copied);
 }
+
+/// A batch damaged in the source's log (one byte of a record flipped on
+/// disk, which the broker serves as it is) is refused by the target, whose
+/// CRC check is the one the mirror relies on for batches it sends unchanged.
+/// Its partition stops naming the damage and the offsets; what came before
+/// it is on the target and nothing after it. Once the log is repaired, a
+/// second run copies the rest from the checkpoint: nothing was lost.
+#[test]
+fn a_batch_damaged_in_the_source_log_stops_its_partition_and_loses_nothing() {
+    let Clusters { source, target } = clusters();
+    let topic = "damaged-log";
+    source.create_topic(topic, 1, 1, &[]).expect("create topic");
+    let produced: Vec<DumpedRecord> = ["before", "damaged", "after"]
+        .iter()
+        .flat_map(|prefix| produce_keyed(source, topic, 10, 1, prefix, None))
+        .collect();
+    let batches = read_partition_batches(&source.log_dir(0), topic, 0).expect("read segments");
+    let damaged = batches
+        .iter()
+        .find(|b| b.base_offset() <= 10 && 10 < b.base_offset() + i64::from(b.records_count()))
+        .expect("the batch holding offset 10");
+    let last_offset = damaged.base_offset() + i64::from(damaged.last_offset_delta());
+    // The last byte of the batch: inside its last record.
+    let at = damaged.position + damaged.bytes.len() as u64 - 1;
+    let flip = |segment: &std::path::Path| {
+        use std::io::{Read, Seek, SeekFrom, Write};
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(segment)
+            .expect("open the segment");
+        let mut byte = [0u8];
+        file.seek(SeekFrom::Start(at)).expect("seek");
+        file.read_exact(&mut byte).expect("read");
+        file.seek(SeekFrom::Start(at)).expect("seek");
+        file.write_all(&[byte[0] ^ 0x40]).expect("write");
+    };
+    flip(&damaged.segment);
+
+    let args = run_args(source, target, "damaged-log");
+    let args = [&args[..], &["--topics".into(), topic.into()]].concat();
+    let stopping = [&args[..], &["--until-caught-up".to_owned()]].concat();
+    let output = run_mirror(&stopping, Duration::from_secs(180));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    flip(&damaged.segment);
+    assert_eq!(output.status.code(), Some(2), "stdout:\n{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "STOPPED {topic}-0: target refused source offsets {}..{last_offset} of {topic}-0: CorruptMessage",
+            damaged.base_offset()
+        )) && stdout.contains(&format!(
+            "the source sent it damaged: record batch at offset {} fails its CRC",
+            damaged.base_offset()
+        )),
+        "{stdout}"
+    );
+    let copied = records_by_partition(&target.bootstrap(), topic)
+        .remove(&0)
+        .unwrap_or_default();
+    let before = usize::try_from(damaged.base_offset()).expect("offset");
+    assert_records(&produced[..before].iter().collect::<Vec<_>>(), &copied);
+
+    mirror_until_caught_up(&args);
+    let copied = records_by_partition(&target.bootstrap(), topic)
+        .remove(&0)
+        .expect("partition 0");
+    assert_records(&produced.iter().collect::<Vec<_>>(), &copied);
+}

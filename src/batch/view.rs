@@ -348,9 +348,10 @@ impl RecordBatch {
     /// only widen the rewrite.
     ///
     /// The new CRC is the stored one patched for the changed header bytes
-    /// ([`crc::patch`]), so the records are not read again. Call
-    /// [`verify_crc`](Self::verify_crc) first: a batch damaged in transit
-    /// would otherwise leave with a CRC that still does not match.
+    /// ([`crc::patch`]), so the records are not read again. Damage keeps
+    /// showing: a batch whose stored CRC did not match its bytes leaves with
+    /// a CRC that does not match either, and the target broker, which checks
+    /// every batch it appends, refuses it as `CORRUPT_MESSAGE`.
     pub fn produce_header(&self, stamp: ProducerStamp) -> Bytes {
         let old = &self.bytes[..HEADER_LEN];
         let mut header = BytesMut::with_capacity(HEADER_LEN);
@@ -689,6 +690,34 @@ mod tests {
                     other => panic!("flip at {at}: expected CrcMismatch, got {other:?}"),
                 }
             }
+        }
+    }
+
+    /// The mirror leaves the CRC check of a batch it sends unchanged to the
+    /// target broker, so damage must survive the header rewrite. It does
+    /// even in the fields the rewrite replaces: the patch carries the
+    /// difference from the damaged bytes, not from the stored CRC's.
+    #[test]
+    fn damage_under_the_crc_survives_the_header_rewrite() {
+        let stamp = ProducerStamp {
+            producer_id: 77,
+            producer_epoch: 9,
+            base_sequence: 123,
+        };
+        let good = data_batch(&BatchSpec::default(), &sample_contents());
+        for at in 21..good.len() {
+            let mut bytes = good.to_vec();
+            bytes[at] ^= 0x10;
+            let Ok(batch) = RecordBatch::parse(bytes.into()) else {
+                // Only a flip into an unknown codec is refused earlier.
+                assert_eq!(at, 22);
+                continue;
+            };
+            let out = RecordBatch::parse(produced(&batch, stamp)).unwrap();
+            assert!(
+                matches!(out.verify_crc(), Err(BatchError::CrcMismatch { .. })),
+                "a flip at byte {at} left with a matching CRC"
+            );
         }
     }
 

@@ -353,23 +353,41 @@ impl Engine {
 
     /// Checks one fetched batch and queues it (re-encoded if it must be) or
     /// skips it; `Err` is why the partition must stop.
+    ///
+    /// The CRC is checked here only when the batch is not sent as it is: the
+    /// target broker checks the CRC of every batch it appends, and the
+    /// patched CRC of a produced batch keeps any damage in the records
+    /// visible to it ([`RecordBatch::produce_header`]), so checking a batch
+    /// sent as it is would be a second pass over its bytes for nothing.
+    /// Every other path decides from, or rewrites, bytes the CRC covers, so
+    /// a damaged batch must be caught before.
     fn on_batch(
         &mut self,
         i: usize,
         batch: RecordBatch,
         aborted: &mut AbortedTransactions,
     ) -> Result<(), String> {
-        let checked = batch.verify_crc().and_then(|()| aborted.classify(&batch));
-        let fate = match checked {
-            Ok(fate) => fate,
-            Err(e) => return Err(self.unusable(i, &e)),
-        };
-        let slot = &mut self.slots[i];
+        // Bytes that cannot be read are reported as damage when they are.
+        let fate = aborted
+            .classify(&batch)
+            .map_err(|e| self.unusable(i, &batch.verify_crc().err().unwrap_or(e)))?;
         // A batch that ends before the fetch position was asked for
         // earlier (the position fell inside a compressed batch).
-        if batch.next_offset() <= slot.state.fetch_offset {
+        let behind = batch.next_offset() <= self.slots[i].state.fetch_offset;
+        // Compaction left fewer records than offsets (the target refuses
+        // that), or the records' timestamps are the source's append time (a
+        // CreateTime target would show the producer's).
+        let needs_reencoding =
+            batch.has_offset_gaps() || batch.timestamp_type() == TimestampType::LogAppendTime;
+        let sent_as_it_is =
+            fate == BatchFate::Forward && !behind && batch.records_count() > 0 && !needs_reencoding;
+        if !sent_as_it_is {
+            batch.verify_crc().map_err(|e| self.unusable(i, &e))?;
+        }
+        if behind {
             return Ok(());
         }
+        let slot = &mut self.slots[i];
         match fate {
             BatchFate::SkipControl => {
                 self.counters.control_batches_skipped += 1;
@@ -383,15 +401,9 @@ impl Engine {
                 self.counters.empty_batches_skipped += 1;
                 slot.state.push_skip(batch.next_offset());
             }
-            BatchFate::Forward
-                if batch.has_offset_gaps()
-                    || batch.timestamp_type() == TimestampType::LogAppendTime =>
-            {
-                // Compaction left fewer records than offsets (the target
-                // refuses that), or the records' timestamps are the
-                // source's append time (a CreateTime target would show
-                // the producer's): re-encode the records, the slow path.
-                // The checkpoint still moves past the source batch's range.
+            BatchFate::Forward if needs_reencoding => {
+                // The slow path. The checkpoint still moves past the source
+                // batch's range.
                 let reencoded = reencode(&batch).map_err(|e| {
                     format!(
                         "cannot re-encode the batch at offset {} of {}-{} \

@@ -23,7 +23,7 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use crate::batch::{ProducerStamp, RecordBatch};
+use crate::batch::{BatchError, ProducerStamp, RecordBatch};
 use crate::net::splice::Splice;
 
 /// Kafka keeps the sequence state of the last five batches per producer and
@@ -375,6 +375,18 @@ impl PartitionState {
             self.entries[position - 1].next_offset
         };
         Some((start, self.entries[position].next_offset))
+    }
+
+    /// Checks the CRC of an entry's source batch, as the source sent it:
+    /// after the target refused the batch as corrupt, whether the damage
+    /// came with it from the source (`Err`) or happened on the way to the
+    /// target. An entry without a batch has nothing to check.
+    pub(crate) fn verify_crc(&self, entry: u64) -> Result<(), BatchError> {
+        let position = self.entries.iter().position(|e| e.id == entry);
+        match position.and_then(|p| self.entries[p].batch.as_ref()) {
+            Some(batch) => batch.verify_crc(),
+            None => Ok(()),
+        }
     }
 
     /// Whether failed batches wait to be sent again.

@@ -56,6 +56,9 @@ enum Outcome {
     IdentityRefused,
     /// Not written: the target topic's settings refuse this batch.
     RefusedByTopic,
+    /// Not written: the batch fails its CRC on the target. Our copy of the
+    /// source batch tells whether it came damaged from the source.
+    Corrupt,
     /// Cannot succeed by retrying.
     Fatal,
 }
@@ -76,6 +79,7 @@ fn classify(error: Option<ResponseError>) -> Outcome {
             | ResponseError::InvalidTimestamp
             | ResponseError::InvalidRecord,
         ) => Outcome::RefusedByTopic,
+        Some(ResponseError::CorruptMessage) => Outcome::Corrupt,
         // Refused before the append.
         Some(
             ResponseError::NotLeaderOrFollower
@@ -226,7 +230,23 @@ impl Engine {
                 Some("partition missing from the answer".into()),
             ));
             let error = code.err();
-            match classify(error) {
+            let outcome = match classify(error) {
+                // Whole as it came from the source: damaged on the way to the
+                // target, and refused before the append.
+                Outcome::Corrupt if self.slots[i].state.verify_crc(entry).is_ok() => {
+                    tracing::warn!(
+                        topic = %self.slots[i].topic,
+                        partition = self.slots[i].partition,
+                        "the target refused a batch as corrupt that left whole; resending"
+                    );
+                    Outcome::Retry {
+                        refresh: false,
+                        maybe_written: false,
+                    }
+                }
+                outcome => outcome,
+            };
+            match outcome {
                 Outcome::Landed => {
                     let slot = &mut self.slots[i];
                     let acked = slot.state.acked(entry);
@@ -289,6 +309,19 @@ impl Engine {
                         }
                     }
                 }
+                Outcome::Corrupt => {
+                    // Our copy fails its CRC too (else it was resent above).
+                    let damage = self.slots[i]
+                        .state
+                        .verify_crc(entry)
+                        .err()
+                        .map(|damage| format!("; the source sent it damaged: {damage}"))
+                        .unwrap_or_default();
+                    let refusal = self.refusal(i, entry, error, message.as_deref());
+                    let reason = format!("{refusal}{damage}");
+                    self.slots[i].state.failed(entry, false);
+                    self.stop(i, reason);
+                }
                 Outcome::Fatal => {
                     let reason = self.refusal(i, entry, error, message.as_deref());
                     self.slots[i].state.failed(entry, false);
@@ -315,8 +348,9 @@ impl Engine {
             .entry_range(entry)
             .map(|(start, end)| format!("source offsets {start}..{}", end - 1))
             .unwrap_or_else(|| "a batch".to_owned());
+        let error = error.map_or_else(|| "no error code".to_owned(), |e| format!("{e:?}"));
         format!(
-            "target refused {range} of {}-{}: {error:?}{}",
+            "target refused {range} of {}-{}: {error}{}",
             slot.topic,
             slot.partition,
             message.map(|m| format!(" ({m})")).unwrap_or_default()
@@ -562,6 +596,10 @@ mod tests {
         ] {
             assert_eq!(classify(Some(error)), Outcome::RefusedByTopic);
         }
+        assert_eq!(
+            classify(Some(ResponseError::CorruptMessage)),
+            Outcome::Corrupt
+        );
         assert_eq!(
             classify(Some(ResponseError::TopicAuthorizationFailed)),
             Outcome::Fatal
