@@ -9,17 +9,22 @@
 //!
 //! Why keep: memory fresh from the kernel is zeroed page by page as it is
 //! first touched. Reading every Fetch response into new memory cost 16% of the
-//! mirror's CPU in profiles; a few spare buffers make that cost disappear.
+//! mirror's CPU in profiles. Several responses live at once (each until a
+//! checkpoint covers its last batch), so one spare was not enough either: page
+//! faults were still 8% of the CPU. Spares are now kept while the frames and
+//! spares together stay within the most the frames ever held at once, so
+//! keeping them never raises the peak. The pipeline gives them back when no
+//! large response came for a while ([`FrameMemory::release_unused_spares`]).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 
-/// Spare buffers kept for the next frames. One Fetch is in flight per broker
-/// and responses are released in roughly the order they arrived, so one spare
-/// serves a steady stream; each more would stay resident for little gain.
-const SPARE_BUFFERS: usize = 1;
+/// New buffers are a whole number of these: Fetch responses of one stream are
+/// of about the same size, and a buffer rounded up fits the next ones. Pages
+/// beyond a frame's end are never touched, so they cost no memory.
+const ROUNDING: usize = 1024 * 1024;
 
 /// One cluster's large-frame memory. Clones share it.
 #[derive(Debug, Clone, Default)]
@@ -31,6 +36,14 @@ pub struct FrameMemory {
 struct Shared {
     /// Bytes of the frames being read or still referenced.
     live: AtomicUsize,
+    /// The capacity of their buffers.
+    resident: AtomicUsize,
+    /// The most `resident` has been: what spares and frames together may hold.
+    peak: AtomicUsize,
+    /// Buffers handed out so far, and the count at the last
+    /// [`FrameMemory::release_unused_spares`].
+    handed_out: AtomicUsize,
+    handed_out_at_release: AtomicUsize,
     /// Buffers no frame uses any more, empty, ready for the next.
     spare: Mutex<Vec<Vec<u8>>>,
 }
@@ -50,28 +63,55 @@ impl FrameMemory {
         self.shared.live.load(Ordering::Relaxed)
     }
 
+    /// Frees the spares if no buffer was handed out since the last call: the
+    /// large responses have stopped (caught up, or only small ones), and the
+    /// spares would stay resident for nothing. Called every few seconds.
+    pub fn release_unused_spares(&self) {
+        let handed_out = self.shared.handed_out.load(Ordering::Relaxed);
+        let before = self
+            .shared
+            .handed_out_at_release
+            .swap(handed_out, Ordering::Relaxed);
+        if before == handed_out {
+            self.shared.lock_spare().clear();
+        }
+    }
+
     /// An empty buffer with room for a frame of `len` bytes: the smallest
-    /// spare that fits, else the largest spare grown to fit, else a new one.
-    /// Reusing the spares' capacity, even a large one for a small frame, is
-    /// the point: their pages are already mapped.
+    /// spare that fits, else a new one of `len` rounded up to whole
+    /// [`ROUNDING`]s, so that the next frames, of about the same size, fit
+    /// it too. Reusing a spare, even a large one for a small frame, is the
+    /// point: its pages are already mapped. When none fits, the largest is
+    /// freed rather than grown: growing would copy its whole capacity.
     pub(super) fn buffer(&self, len: usize) -> FrameBuffer {
-        let spare = {
+        let bytes = {
             let mut spare = self.shared.lock_spare();
-            let fitting = spare
+            let smallest_fitting = spare
                 .iter()
                 .enumerate()
                 .filter(|(_, b)| b.capacity() >= len)
                 .min_by_key(|(_, b)| b.capacity())
-                .or_else(|| spare.iter().enumerate().max_by_key(|(_, b)| b.capacity()))
                 .map(|(i, _)| i);
-            fitting.map(|i| spare.swap_remove(i))
+            match smallest_fitting {
+                Some(i) => spare.swap_remove(i),
+                None => {
+                    let largest = spare.iter().enumerate().max_by_key(|(_, b)| b.capacity());
+                    if let Some((i, _)) = largest {
+                        spare.swap_remove(i);
+                    }
+                    Vec::with_capacity(len.next_multiple_of(ROUNDING))
+                }
+            }
         };
-        let mut bytes = spare.unwrap_or_default();
-        bytes.reserve_exact(len);
+        let capacity = bytes.capacity();
+        self.shared.handed_out.fetch_add(1, Ordering::Relaxed);
         self.shared.live.fetch_add(len, Ordering::Relaxed);
+        let resident = self.shared.resident.fetch_add(capacity, Ordering::Relaxed) + capacity;
+        self.shared.peak.fetch_max(resident, Ordering::Relaxed);
         FrameBuffer {
             bytes,
             len,
+            capacity,
             shared: Arc::clone(&self.shared),
         }
     }
@@ -85,12 +125,14 @@ impl Shared {
 }
 
 /// A frame's buffer: counted in [`FrameMemory::live_bytes`] until dropped,
-/// then kept as a spare (or freed when there are enough).
+/// then kept as a spare (or freed, see the module docs).
 #[derive(Debug)]
 pub(super) struct FrameBuffer {
     bytes: Vec<u8>,
     /// The frame's length: what it adds to the live bytes.
     len: usize,
+    /// The buffer's capacity when handed out: what it adds to the resident bytes.
+    capacity: usize,
     shared: Arc<Shared>,
 }
 
@@ -117,14 +159,16 @@ impl Drop for FrameBuffer {
         let mut bytes = std::mem::take(&mut self.bytes);
         bytes.clear();
         self.shared.live.fetch_sub(self.len, Ordering::Relaxed);
+        let resident = self
+            .shared
+            .resident
+            .fetch_sub(self.capacity, Ordering::Relaxed)
+            - self.capacity;
         let mut spare = self.shared.lock_spare();
-        if spare.len() < SPARE_BUFFERS {
+        let spare_bytes: usize = spare.iter().map(Vec::capacity).sum();
+        let peak = self.shared.peak.load(Ordering::Relaxed);
+        if spare.is_empty() || resident + spare_bytes + bytes.capacity() <= peak {
             spare.push(bytes);
-        } else if let Some(smallest) = spare.iter_mut().min_by_key(|b| b.capacity()) {
-            // Keep the larger buffers: they fit any frame.
-            if smallest.capacity() < bytes.capacity() {
-                *smallest = bytes;
-            }
         }
     }
 }
@@ -152,37 +196,69 @@ mod tests {
     fn released_buffers_are_reused() {
         let memory = FrameMemory::default();
         let mut first = memory.buffer(1000);
+        assert_eq!(first.bytes_mut().capacity(), ROUNDING, "rounded up");
         first.bytes_mut().extend_from_slice(&[1; 1000]);
         let address = first.bytes_mut().as_ptr();
         drop(first.freeze());
 
-        let mut again = memory.buffer(400);
+        let mut again = memory.buffer(400_000);
         assert_eq!(again.bytes_mut().as_ptr(), address, "the spare is reused");
         assert!(again.bytes_mut().is_empty());
-        assert_eq!(memory.live_bytes(), 400);
+        assert_eq!(memory.live_bytes(), 400_000);
         drop(again);
-        let mut bigger = memory.buffer(4000);
+        let mut bigger = memory.buffer(ROUNDING + 1);
+        assert_eq!(bigger.bytes_mut().capacity(), 2 * ROUNDING);
         assert!(
-            bigger.bytes_mut().capacity() >= 4000,
-            "a spare too small grows"
+            spare_capacities(&memory).is_empty(),
+            "the spare too small is freed"
         );
-        assert_eq!(memory.live_bytes(), 4000);
+        assert_eq!(memory.live_bytes(), ROUNDING + 1);
     }
 
-    #[test]
-    fn only_a_few_spares_are_kept_the_largest() {
-        let memory = FrameMemory::default();
-        let buffers: Vec<FrameBuffer> = (1..=5).map(|i| memory.buffer(100 * i)).collect();
-        drop(buffers);
+    fn spare_capacities(memory: &FrameMemory) -> Vec<usize> {
         let mut kept: Vec<usize> = memory
             .shared
             .lock_spare()
             .iter()
-            .map(Vec::capacity)
+            .map(|b| b.capacity() / ROUNDING)
             .collect();
         kept.sort_unstable();
-        assert_eq!(kept.len(), SPARE_BUFFERS);
-        assert_eq!(kept.last(), Some(&500));
+        kept
+    }
+
+    /// Sizes in [`ROUNDING`]s.
+    #[test]
+    fn spares_and_frames_together_stay_within_the_peak() {
+        let memory = FrameMemory::default();
+        let mut frames: Vec<FrameBuffer> = (1..=5).map(|i| memory.buffer(i * ROUNDING)).collect();
+        // Peak 15. Released while others live: kept, since frames and
+        // spares still hold no more than the frames did at their peak.
+        let last = frames.pop().expect("five frames");
+        drop(frames.drain(..3));
+        assert_eq!(spare_capacities(&memory), [1, 2, 3]);
+        // None fits a larger frame: the largest is freed for it.
+        let large = memory.buffer(10 * ROUNDING);
+        assert_eq!(spare_capacities(&memory), [1, 2]);
+        // Peak 19: 9 resident, 3 spare, and 10 more would pass it.
+        drop(large);
+        assert_eq!(spare_capacities(&memory), [1, 2]);
+        drop(frames);
+        assert_eq!(spare_capacities(&memory), [1, 2, 4]);
+        drop(last);
+        assert_eq!(spare_capacities(&memory), [1, 2, 4, 5]);
         assert_eq!(memory.live_bytes(), 0);
+    }
+
+    #[test]
+    fn spares_are_released_once_no_frame_came_since_the_last_call() {
+        let memory = FrameMemory::default();
+        drop(memory.buffer(ROUNDING));
+        memory.release_unused_spares();
+        assert_eq!(spare_capacities(&memory), [1], "a frame came since");
+        drop(memory.buffer(ROUNDING));
+        memory.release_unused_spares();
+        assert_eq!(spare_capacities(&memory), [1], "and another");
+        memory.release_unused_spares();
+        assert!(spare_capacities(&memory).is_empty());
     }
 }

@@ -323,6 +323,7 @@ impl Engine {
         }
         if now.duration_since(self.last_progress) >= PROGRESS_INTERVAL {
             self.last_progress = now;
+            self.source.frame_memory().release_unused_spares();
             tracing::info!(
                 records = self.counters.records,
                 megabytes = self.counters.bytes as f64 / 1e6,
