@@ -16,8 +16,9 @@
 //! keeping them never raises the peak. The pipeline gives them back when no
 //! large response came for a while ([`FrameMemory::release_unused_spares`]).
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
 
@@ -40,6 +41,9 @@ struct Shared {
     resident: AtomicUsize,
     /// The most `resident` has been: what spares and frames together may hold.
     peak: AtomicUsize,
+    /// Where each live frame is: its first byte's address and its length,
+    /// to tell which frame a slice keeps alive.
+    frames: Mutex<BTreeMap<usize, usize>>,
     /// Buffers handed out so far, and the count at the last
     /// [`FrameMemory::release_unused_spares`].
     handed_out: AtomicUsize,
@@ -61,6 +65,15 @@ impl FrameMemory {
     /// Bytes of frames being read or still referenced.
     pub fn live_bytes(&self) -> usize {
         self.shared.live.load(Ordering::Relaxed)
+    }
+
+    /// The live frame `slice` lies in, as its first byte's address and its
+    /// length; `None` for memory that is not a live frame's.
+    pub fn frame_of(&self, slice: &[u8]) -> Option<(usize, usize)> {
+        let address = slice.as_ptr() as usize;
+        let frames = self.shared.lock_frames();
+        let (&start, &len) = frames.range(..=address).next_back()?;
+        (address + slice.len() <= start + len).then_some((start, len))
     }
 
     /// Frees the spares if no buffer was handed out since the last call: the
@@ -104,6 +117,9 @@ impl FrameMemory {
             }
         };
         let capacity = bytes.capacity();
+        self.shared
+            .lock_frames()
+            .insert(bytes.as_ptr() as usize, len);
         self.shared.handed_out.fetch_add(1, Ordering::Relaxed);
         self.shared.live.fetch_add(len, Ordering::Relaxed);
         let resident = self.shared.resident.fetch_add(capacity, Ordering::Relaxed) + capacity;
@@ -118,9 +134,13 @@ impl FrameMemory {
 }
 
 impl Shared {
-    fn lock_spare(&self) -> std::sync::MutexGuard<'_, Vec<Vec<u8>>> {
-        // The list holds plain buffers; a panic elsewhere cannot leave it inconsistent.
+    // Both hold plain values; a panic elsewhere cannot leave them inconsistent.
+    fn lock_spare(&self) -> MutexGuard<'_, Vec<Vec<u8>>> {
         self.spare.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn lock_frames(&self) -> MutexGuard<'_, BTreeMap<usize, usize>> {
+        self.frames.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -158,6 +178,7 @@ impl Drop for FrameBuffer {
     fn drop(&mut self) {
         let mut bytes = std::mem::take(&mut self.bytes);
         bytes.clear();
+        self.shared.lock_frames().remove(&(bytes.as_ptr() as usize));
         self.shared.live.fetch_sub(self.len, Ordering::Relaxed);
         let resident = self
             .shared
@@ -213,6 +234,28 @@ mod tests {
             "the spare too small is freed"
         );
         assert_eq!(memory.live_bytes(), ROUNDING + 1);
+    }
+
+    #[test]
+    fn a_slice_is_traced_to_its_live_frame() {
+        let memory = FrameMemory::default();
+        let mut buffers: Vec<FrameBuffer> = (0..3).map(|_| memory.buffer(1000)).collect();
+        for buffer in &mut buffers {
+            buffer.bytes_mut().extend_from_slice(&[0; 1000]);
+        }
+        let frames: Vec<Bytes> = buffers.into_iter().map(FrameBuffer::freeze).collect();
+        for frame in &frames {
+            let start = frame.as_ptr() as usize;
+            assert_eq!(memory.frame_of(&frame[..]), Some((start, 1000)));
+            assert_eq!(memory.frame_of(&frame[999..]), Some((start, 1000)));
+        }
+        assert_eq!(memory.frame_of(&[0u8; 10]), None, "not a frame");
+        let middle = frames[1].slice(10..20);
+        let start = frames[1].as_ptr() as usize;
+        drop(frames);
+        assert_eq!(memory.frame_of(&middle), Some((start, 1000)), "kept alive");
+        drop(middle);
+        assert!(memory.shared.lock_frames().is_empty());
     }
 
     fn spare_capacities(memory: &FrameMemory) -> Vec<usize> {

@@ -10,7 +10,7 @@
 //! bytes left in the global budget (so memory stays bounded whatever the two
 //! clusters' speeds, and no fetcher is starved by the ones ahead of it).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use kafka_protocol::error::ParseResponseErrorCode;
@@ -134,22 +134,58 @@ impl Engine {
     /// A partition whose target is slow or down keeps its batches, and each
     /// keeps its whole Fetch response alive although the other partitions'
     /// batches in it are long gone. When the responses in memory pass the
-    /// budget and hold over twice what the queues do, the batches are copied
-    /// out, so one stalled partition cannot stop the others from fetching.
+    /// budget and hold over twice what the queues do, the batches of the
+    /// sparsest responses are copied out, so one stalled partition cannot
+    /// stop the others from fetching. Sparsest first, and only responses
+    /// less than half in use, until they are within half the budget: each
+    /// copied byte frees at least two, and the copies are few (they are
+    /// counted in the run summary).
     fn detach_stalled_batches(&mut self, queued: usize) {
-        let live = self.source.frame_memory().live_bytes();
+        let memory = self.source.frame_memory().clone();
+        let live = memory.live_bytes();
         if live <= self.budget() || live <= 2 * queued {
             return;
+        }
+        // Each response's length and the bytes our batches use of it.
+        let mut responses: HashMap<usize, (usize, usize)> = HashMap::new();
+        for batch in self.slots.iter().flat_map(|slot| slot.state.batches()) {
+            if let Some((start, len)) = memory.frame_of(batch.as_bytes()) {
+                responses.entry(start).or_insert((len, 0)).1 += batch.len();
+            }
+        }
+        let mut by_use: Vec<(usize, usize, usize)> = responses
+            .into_iter()
+            .map(|(start, (len, used))| (start, len, used))
+            .collect();
+        // Ascending used / len, compared without division.
+        by_use.sort_unstable_by(|a, b| (a.2 * b.1).cmp(&(b.2 * a.1)));
+        let goal = self.budget() / 2;
+        let mut freed = 0;
+        let mut evacuated = HashSet::new();
+        for (start, len, used) in by_use {
+            if live - freed <= goal || 2 * used > len {
+                break;
+            }
+            evacuated.insert(start);
+            freed += len;
         }
         let copied: usize = self
             .slots
             .iter_mut()
-            .map(|slot| slot.state.detach_batches())
+            .map(|slot| {
+                slot.state.detach_batches(|batch| {
+                    memory
+                        .frame_of(batch.as_bytes())
+                        .is_some_and(|(start, _)| evacuated.contains(&start))
+                })
+            })
             .sum();
+        self.counters.bytes_copied += copied as u64;
         tracing::debug!(
             copied,
+            responses = evacuated.len(),
             responses_before = live,
-            responses_after = self.source.frame_memory().live_bytes(),
+            responses_after = memory.live_bytes(),
             "batches copied out of the Fetch responses they kept alive"
         );
     }

@@ -136,14 +136,21 @@ impl PartitionState {
         self.held
     }
 
-    /// Moves the batches not yet acknowledged into memory of their own, so
-    /// that they no longer keep the Fetch responses they came in alive;
-    /// returns the bytes copied.
-    pub(crate) fn detach_batches(&mut self) -> usize {
+    /// The batches not yet acknowledged: what keeps Fetch responses alive.
+    pub(crate) fn batches(&self) -> impl Iterator<Item = &RecordBatch> {
+        self.entries.iter().filter_map(|e| e.batch.as_ref())
+    }
+
+    /// Moves the batches not yet acknowledged that `which` picks into memory
+    /// of their own, so that they no longer keep the Fetch responses they
+    /// came in alive; returns the bytes copied.
+    pub(crate) fn detach_batches(&mut self, mut which: impl FnMut(&RecordBatch) -> bool) -> usize {
         let mut copied = 0;
         for batch in self.entries.iter_mut().filter_map(|e| e.batch.as_mut()) {
-            copied += batch.len();
-            batch.detach();
+            if which(batch) {
+                copied += batch.len();
+                batch.detach();
+            }
         }
         copied
     }

@@ -34,6 +34,8 @@ pub(crate) struct Counters {
     pub(crate) refused_records_skipped: u64,
     /// The most Fetches any source broker had at once (its fetch window).
     pub(crate) most_fetchers: usize,
+    /// Batch bytes copied out of Fetch responses to free them.
+    pub(crate) bytes_copied: u64,
 }
 
 /// A partition that stopped, and why.
@@ -90,6 +92,11 @@ pub struct Summary {
     /// The most Fetches any source broker had at once: more than one when a
     /// long round trip made the fetch window grow (or when set so).
     pub most_fetchers: usize,
+    /// Batch bytes copied in memory, out of the Fetch responses they came in,
+    /// so that partitions slower than the others do not keep whole responses
+    /// alive. Every other byte goes from the source's socket to the target's
+    /// without a copy in the process.
+    pub bytes_copied: u64,
     /// Wall time of the run.
     pub elapsed: Duration,
     /// Partitions that stopped with an error.
@@ -138,6 +145,7 @@ impl Summary {
             refused_batches_skipped: counters.refused_batches_skipped,
             refused_records_skipped: counters.refused_records_skipped,
             most_fetchers: counters.most_fetchers,
+            bytes_copied: counters.bytes_copied,
             elapsed,
             stopped,
             flows: Vec::new(),
@@ -177,6 +185,7 @@ impl Summary {
             total.refused_batches_skipped += part.refused_batches_skipped;
             total.refused_records_skipped += part.refused_records_skipped;
             total.most_fetchers = total.most_fetchers.max(part.most_fetchers);
+            total.bytes_copied += part.bytes_copied;
             total.elapsed = total.elapsed.max(part.elapsed);
             total.stopped.extend(part.stopped);
         }
@@ -234,6 +243,13 @@ impl fmt::Display for Summary {
                 f,
                 "fetch window: up to {} Fetches at once from a source broker",
                 self.most_fetchers
+            )?;
+        }
+        if self.bytes_copied > 0 {
+            writeln!(
+                f,
+                "copied in memory: {:.1} MB of batches, to free the Fetch responses slower partitions kept alive",
+                self.bytes_copied as f64 / 1e6
             )?;
         }
         if self.producer_renewals > 0 {
@@ -336,6 +352,7 @@ mod tests {
                 refused_batches_skipped: k,
                 refused_records_skipped: k,
                 most_fetchers: fetchers,
+                bytes_copied: k * 1_000_000,
                 ..Counters::default()
             };
             Summary::new(1, 1, &counters, Duration::ZERO, Vec::new())
@@ -355,11 +372,18 @@ mod tests {
         ];
         assert_eq!(counts, [3; 10]);
         assert_eq!(total.most_fetchers, 3);
+        assert_eq!(total.bytes_copied, 3_000_000);
         let text = total.to_string();
-        assert!(
-            text.contains("fetch window: up to 3 Fetches at once from a source broker"),
-            "{text}"
-        );
+        for line in [
+            "fetch window: up to 3 Fetches at once from a source broker",
+            "copied in memory: 3.0 MB of batches",
+        ] {
+            assert!(
+                text.contains(line),
+                "{line}:
+{text}"
+            );
+        }
     }
 
     #[test]
