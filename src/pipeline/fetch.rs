@@ -163,7 +163,7 @@ impl Engine {
         let mut freed = 0;
         let mut evacuated = HashSet::new();
         for (start, len, used) in by_use {
-            if live - freed <= goal || 2 * used > len {
+            if live.saturating_sub(freed) <= goal || 2 * used > len {
                 break;
             }
             evacuated.insert(start);
