@@ -71,6 +71,9 @@ pub(super) struct Slot {
     pub(super) caught_up_at: Option<i64>,
     /// Out-of-order answers in a row for the first unacknowledged batch.
     pub(super) out_of_order_streak: u32,
+    /// Batches the target refused as corrupt since the last one it took,
+    /// though they left whole.
+    pub(super) corrupt_refusals: u32,
 }
 
 impl Slot {
@@ -95,6 +98,7 @@ impl Slot {
             produce_backoff: Backoff::default(),
             caught_up_at: None,
             out_of_order_streak: 0,
+            corrupt_refusals: 0,
         }
     }
 }

@@ -13,8 +13,9 @@
 //! broker's answers come back full (the mirror is behind) and the round trip
 //! is a real share of a Fetch's time, it adds a Fetch after each round of
 //! measurement that raised the broker's rate by [`GAIN`], up to
-//! [`MAX_FETCHERS`]. A round that did not goes back one and settles there
-//! until the mirror catches up. A Fetch the memory budget cut to under half
+//! [`MAX_FETCHERS`]. A round that did not goes back one and settles there;
+//! [`PROBE_AGAIN_AFTER`] later it probes again from there, in case the link
+//! got faster or its other traffic went away. A Fetch the memory budget cut to under half
 //! voids the round: the target or the budget is the bound then, not the
 //! round trip. Once no answer has come back full for [`CAUGHT_UP_AFTER`]
 //! (caught up), it returns to one. On a LAN the round trip is no real share
@@ -37,6 +38,9 @@ const MIN_ROUND_TRIP: Duration = Duration::from_millis(1);
 /// Fetch times, so that it averages over several answers per fetcher.
 const ROUND_MIN: Duration = Duration::from_millis(500);
 const ROUND_FETCHES: u32 = 3;
+/// A settled window probes again after this long. Each probe holds one more
+/// Fetch's worth of memory for a round or two.
+const PROBE_AGAIN_AFTER: Duration = Duration::from_secs(30);
 /// No full answer for this long means the mirror has caught up. (One short
 /// answer does not: a few partitions at their end make one.)
 const CAUGHT_UP_AFTER: Duration = Duration::from_secs(2);
@@ -74,8 +78,9 @@ pub(crate) struct FetchWindow {
     fetchers: usize,
     /// The rate before the last step up, bytes per second.
     best_rate: Option<f64>,
-    /// A step up gained too little: stay until caught up.
-    settled: bool,
+    /// When a step up gained too little: stay until [`PROBE_AGAIN_AFTER`]
+    /// has passed, or the mirror caught up.
+    settled: Option<Instant>,
     round: Option<Round>,
     /// When the last full answer came.
     last_full: Option<Instant>,
@@ -96,7 +101,7 @@ impl FetchWindow {
             fixed,
             fetchers: fixed.unwrap_or(1),
             best_rate: None,
-            settled: false,
+            settled: None,
             round: None,
             last_full: None,
         }
@@ -134,7 +139,16 @@ impl FetchWindow {
             self.round = None;
             return;
         }
-        let Some(round_trip) = answer.round_trip.filter(|_| !self.settled) else {
+        if let Some(since) = self.settled {
+            if now.duration_since(since) < PROBE_AGAIN_AFTER {
+                return;
+            }
+            // The next round measures the rate at this count, the one after
+            // it with one more Fetch.
+            self.settled = None;
+            self.best_rate = None;
+        }
+        let Some(round_trip) = answer.round_trip else {
             return;
         };
         let Some(round) = &mut self.round else {
@@ -167,9 +181,9 @@ impl FetchWindow {
         match self.best_rate {
             Some(best) if rate < best * GAIN => {
                 self.fetchers = self.fetchers.saturating_sub(1).max(1);
-                self.settled = true;
+                self.settled = Some(now);
             }
-            _ if self.fetchers >= MAX_FETCHERS => self.settled = true,
+            _ if self.fetchers >= MAX_FETCHERS => self.settled = Some(now),
             _ => {
                 self.best_rate = Some(rate);
                 self.fetchers += 1;
@@ -200,7 +214,17 @@ mod tests {
     /// trip plus its share of the link's time (`link` bytes per second shared
     /// by all Fetches, as on a real WAN).
     fn simulate(window: &mut FetchWindow, round_trip: Duration, link: f64, seconds: f64) {
-        let start = Instant::now();
+        simulate_from(Instant::now(), window, round_trip, link, seconds);
+    }
+
+    /// [`simulate`] from `start`; returns when it ended.
+    fn simulate_from(
+        start: Instant,
+        window: &mut FetchWindow,
+        round_trip: Duration,
+        link: f64,
+        seconds: f64,
+    ) -> Instant {
         let mut now = start;
         let fetch = 6 * MIB;
         while now.duration_since(start).as_secs_f64() < seconds {
@@ -215,6 +239,7 @@ mod tests {
                 window.answered(now, full(fetch, cycle, Some(round_trip)));
             }
         }
+        now
     }
 
     #[test]
@@ -237,6 +262,25 @@ mod tests {
         // 200 ms: two leave it a third idle, three fill it.
         let mut window = FetchWindow::new(None);
         simulate(&mut window, Duration::from_millis(200), 50e6, 30.0);
+        assert_eq!(window.fetchers(), 3);
+    }
+
+    #[test]
+    fn a_settled_window_probes_again_and_finds_a_faster_link() {
+        // 100 ms and 25 MB/s: two Fetches fill it.
+        let mut window = FetchWindow::new(None);
+        let later = simulate_from(
+            Instant::now(),
+            &mut window,
+            Duration::from_millis(100),
+            25e6,
+            20.0,
+        );
+        assert_eq!(window.fetchers(), 2);
+        // The link gets four times faster: three fill it, found at the next probe.
+        let later = simulate_from(later, &mut window, Duration::from_millis(100), 100e6, 5.0);
+        assert_eq!(window.fetchers(), 2, "settled: no probe yet");
+        simulate_from(later, &mut window, Duration::from_millis(100), 100e6, 60.0);
         assert_eq!(window.fetchers(), 3);
     }
 

@@ -556,6 +556,32 @@ mod tests {
         set.records[0].sequence
     }
 
+    /// After a CORRUPT_MESSAGE answer, the entry's source batch tells where
+    /// the damage happened; the batch sent carries it, under a patched CRC.
+    #[test]
+    fn an_entry_is_checked_against_the_source_batch_it_holds() {
+        let mut p = established();
+        p.push_batch(batch(10, 2));
+        let mut damaged = batch(12, 2).as_bytes().to_vec();
+        let last = damaged.len() - 1;
+        damaged[last] ^= 1;
+        p.push_batch(RecordBatch::parse(damaged.into()).expect("parse"));
+        let whole = p.next_to_send(7, 1, false).expect("whole batch");
+        let hurt = p.next_to_send(7, 1, false).expect("damaged batch");
+        assert!(p.verify_crc(whole.entry).is_ok());
+        assert!(matches!(
+            p.verify_crc(hurt.entry),
+            Err(BatchError::CrcMismatch {
+                base_offset: 12,
+                ..
+            })
+        ));
+        let sent = RecordBatch::parse(wire(&hurt)).expect("parse");
+        assert!(sent.verify_crc().is_err(), "the damage leaves with it");
+        p.acked(whole.entry);
+        assert!(p.verify_crc(whole.entry).is_ok(), "nothing left to check");
+    }
+
     #[test]
     fn a_renumbered_batch_checkpoints_past_the_source_range_it_replaces() {
         // Source batch 20..=29 after compaction kept 2 records, renumbered 20..=21.

@@ -41,6 +41,10 @@ const PRODUCE_TIMEOUT_MS: i32 = 30_000;
 /// Out-of-order answers in a row for a partition's first unacknowledged batch
 /// before it is stopped: the broker's sequence state no longer matches ours.
 const OUT_OF_ORDER_LIMIT: u32 = 5;
+/// Whole batches a partition resends after the target refused them as corrupt
+/// (damage on the way there) before it stops: past that, the target cannot
+/// read what the source stored, and resending will not change it.
+const CORRUPT_RESEND_LIMIT: u32 = 3;
 
 /// What a produce answer means for one batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -230,13 +234,18 @@ impl Engine {
                 Some("partition missing from the answer".into()),
             ));
             let error = code.err();
+            let slot = &mut self.slots[i];
             let outcome = match classify(error) {
                 // Whole as it came from the source: damaged on the way to the
                 // target, and refused before the append.
-                Outcome::Corrupt if self.slots[i].state.verify_crc(entry).is_ok() => {
+                Outcome::Corrupt
+                    if slot.corrupt_refusals < CORRUPT_RESEND_LIMIT
+                        && slot.state.verify_crc(entry).is_ok() =>
+                {
+                    slot.corrupt_refusals += 1;
                     tracing::warn!(
-                        topic = %self.slots[i].topic,
-                        partition = self.slots[i].partition,
+                        topic = %slot.topic,
+                        partition = slot.partition,
                         "the target refused a batch as corrupt that left whole; resending"
                     );
                     Outcome::Retry {
@@ -252,6 +261,7 @@ impl Engine {
                     let acked = slot.state.acked(entry);
                     slot.produce_backoff.reset();
                     slot.out_of_order_streak = 0;
+                    slot.corrupt_refusals = 0;
                     self.counters.records += acked.records as u64;
                     self.counters.bytes += acked.bytes as u64;
                     self.counters.batches += u64::from(acked.bytes > 0);
@@ -310,15 +320,15 @@ impl Engine {
                     }
                 }
                 Outcome::Corrupt => {
-                    // Our copy fails its CRC too (else it was resent above).
-                    let damage = self.slots[i]
-                        .state
-                        .verify_crc(entry)
-                        .err()
-                        .map(|damage| format!("; the source sent it damaged: {damage}"))
-                        .unwrap_or_default();
+                    let cause = match self.slots[i].state.verify_crc(entry) {
+                        Err(damage) => format!("the source sent it damaged: {damage}"),
+                        Ok(()) => format!(
+                            "refused {CORRUPT_RESEND_LIMIT} times though its CRC matches: \
+                             the target cannot read what the source stored"
+                        ),
+                    };
                     let refusal = self.refusal(i, entry, error, message.as_deref());
-                    let reason = format!("{refusal}{damage}");
+                    let reason = format!("{refusal}; {cause}");
                     self.slots[i].state.failed(entry, false);
                     self.stop(i, reason);
                 }
