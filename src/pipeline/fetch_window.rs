@@ -15,9 +15,9 @@
 //! measurement that raised the broker's rate by [`GAIN`], up to
 //! [`MAX_FETCHERS`]. A round that did not goes back one and settles there;
 //! [`PROBE_AGAIN_AFTER`] later it probes again from there, in case the link
-//! got faster or its other traffic went away. A Fetch the memory budget cut to under half
-//! voids the round: the target or the budget is the bound then, not the
-//! round trip. Once no answer has come back full for [`CAUGHT_UP_AFTER`]
+//! got faster or its other traffic went away. A Fetch the memory budget cut
+//! to under half voids the round: the target or the budget is the bound
+//! then, not the round trip. Once no answer has come back full for [`CAUGHT_UP_AFTER`]
 //! (caught up), it returns to one. On a LAN the round trip is no real share
 //! of a Fetch's time, so it stays at one.
 //!

@@ -583,6 +583,26 @@ mod tests {
     }
 
     #[test]
+    fn only_the_picked_batches_are_copied_out() {
+        let mut p = PartitionState::new(10);
+        let (first, second) = (batch(10, 2), batch(12, 2));
+        let addresses = [first.as_bytes().as_ptr(), second.as_bytes().as_ptr()];
+        let second_len = second.len();
+        p.push_batch(first);
+        p.push_batch(second);
+        let copied = p.detach_batches(|batch| batch.base_offset() == 12);
+        assert_eq!(copied, second_len);
+        let now: Vec<*const u8> = p.batches().map(|b| b.as_bytes().as_ptr()).collect();
+        assert_eq!(now[0], addresses[0], "left in place");
+        assert_ne!(now[1], addresses[1], "copied");
+        assert_eq!(
+            p.held_bytes(),
+            2 * second_len,
+            "the budget still counts both"
+        );
+    }
+
+    #[test]
     fn a_renumbered_batch_checkpoints_past_the_source_range_it_replaces() {
         // Source batch 20..=29 after compaction kept 2 records, renumbered 20..=21.
         let mut p = PartitionState::new(20);
