@@ -20,8 +20,12 @@ const PARTITIONS: u32 = 3;
 /// `message.format.version` values that store magic 0 and magic 1.
 const MAGIC_0: &str = "0.9.0";
 const MAGIC_1: &str = "0.10.2";
-/// Where CreateTime timestamps start: an hour-aligned time in the past.
+/// Where CreateTime timestamps start: an hour-aligned time in the past,
+/// long past the default 7-day retention: both clusters keep data forever
+/// ([`NO_RETENTION`]), or their first retention check, 30 s after start,
+/// deletes it mid-test.
 const BASE_TIMESTAMP: i64 = 1_700_000_000_000;
+const NO_RETENTION: (&str, &str) = ("log.retention.ms", "-1");
 
 /// A Kafka 3.9 cluster in ZooKeeper mode that can store the old formats.
 fn old_format_source() -> KafkaCluster {
@@ -31,6 +35,7 @@ fn old_format_source() -> KafkaCluster {
         ("inter.broker.protocol.version".into(), "2.8".into()),
         // Topics without their own message.format.version store v2.
         ("log.message.format.version".into(), "2.8".into()),
+        (NO_RETENTION.0.into(), NO_RETENTION.1.into()),
     ];
     KafkaCluster::start(spec).unwrap_or_else(|e| panic!("cannot start Kafka 3.9 (ZK): {e:#}"))
 }
@@ -138,7 +143,7 @@ fn assert_copied(
 #[test]
 fn magic_0_and_1_topics_are_up_converted_into_kafka_4() {
     let source = old_format_source();
-    let target = start_cluster(KAFKA, 1, &[]);
+    let target = start_cluster(KAFKA, 1, &[NO_RETENTION]);
     let codecs = [
         Compression::None,
         Compression::Gzip,
