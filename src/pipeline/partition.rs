@@ -375,7 +375,7 @@ impl PartitionState {
 
     /// The source offset and range of an entry, for error messages.
     pub(crate) fn entry_range(&self, entry: u64) -> Option<(i64, i64)> {
-        let position = self.entries.iter().position(|e| e.id == entry)?;
+        let position = self.index_of(entry)?;
         let start = if position == 0 {
             self.acked_through
         } else {
@@ -389,8 +389,8 @@ impl PartitionState {
     /// came with it from the source (`Err`) or happened on the way to the
     /// target. An entry without a batch has nothing to check.
     pub(crate) fn verify_crc(&self, entry: u64) -> Result<(), BatchError> {
-        let position = self.entries.iter().position(|e| e.id == entry);
-        match position.and_then(|p| self.entries[p].batch.as_ref()) {
+        let index = self.index_of(entry);
+        match index.and_then(|i| self.entries[i].batch.as_ref()) {
             Some(batch) => batch.verify_crc(),
             None => Ok(()),
         }
@@ -452,9 +452,15 @@ impl PartitionState {
         released
     }
 
-    fn entry_mut(&mut self, id: u64) -> Option<&mut Entry> {
+    /// Where entry `id` is in the queue: ids are consecutive from the front.
+    fn index_of(&self, id: u64) -> Option<usize> {
         let front = self.entries.front()?.id;
         let index = usize::try_from(id.checked_sub(front)?).ok()?;
+        (index < self.entries.len()).then_some(index)
+    }
+
+    fn entry_mut(&mut self, id: u64) -> Option<&mut Entry> {
+        let index = self.index_of(id)?;
         self.entries.get_mut(index)
     }
 }
