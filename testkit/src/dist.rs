@@ -1,15 +1,25 @@
-//! Fetching Apache Kafka's jars from Maven Central into the cache.
+//! One Apache Kafka version's jars in the cache, and the JVM commands that run them:
+//! the broker's, ZooKeeper's and Kafka's own tools.
 
-use std::fs;
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{Mutex, OnceLock};
-use std::time::Instant;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::Result;
 
-use crate::cache::{cache_root, CacheLock};
-use crate::java::require_java;
+use crate::java::java_bin;
+use crate::lock;
+use crate::maven::fetch_maven_lib;
+use crate::process::{output_checked, ToolOutput};
+
+/// JVM options for short-lived tools: small heap, fast start.
+pub const TOOL_JVM_OPTS: &[&str] = &[
+    "-Xmx256m",
+    "-XX:+UseSerialGC",
+    "-XX:TieredStopAtLevel=1",
+    "-Djava.awt.headless=true",
+];
 
 /// Kafka's jars for one version, unpacked as a `lib/` directory in the cache.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,7 +38,7 @@ impl KafkaDist {
         // One fetch per version per process; other processes are held off by the lock file.
         static MEMO: OnceLock<Mutex<Vec<KafkaDist>>> = OnceLock::new();
         let memo = MEMO.get_or_init(|| Mutex::new(Vec::new()));
-        let mut memo = memo.lock().unwrap_or_else(|e| e.into_inner());
+        let mut memo = lock(memo);
         if let Some(d) = memo.iter().find(|d| d.version == version) {
             return Ok(d.clone());
         }
@@ -116,84 +126,75 @@ impl KafkaDist {
     pub fn console_consumer_class(&self) -> &'static str {
         "org.apache.kafka.tools.consumer.ConsoleConsumer"
     }
-}
 
-/// Fetches the runtime dependencies of `pom` with Maven into `<cache>/<kind>/<version>/lib`
-/// (unless `marker_jar` is already there) and returns `<cache>/<kind>/<version>`. The
-/// fetch happens in a temporary directory renamed into place, under a lock file, so
-/// parallel users never see a half-filled `lib/` and a second run needs no network.
-pub(crate) fn fetch_maven_lib(
-    kind: &str,
-    version: &str,
-    label: &str,
-    pom: &str,
-    marker_jar: &str,
-) -> Result<PathBuf> {
-    if version.is_empty()
-        || !version
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+    /// `java <jvm_opts> <logger at log_level> -cp lib/* <class>`: every JVM the kit
+    /// starts from this distribution (brokers, ZooKeeper, tools, MirrorMaker 1).
+    pub(crate) fn java_command<I>(&self, jvm_opts: I, log_level: &str, class: &str) -> Command
+    where
+        I: IntoIterator,
+        I::Item: AsRef<OsStr>,
     {
-        bail!("invalid version {version:?} of {kind}");
+        let mut cmd = Command::new(java_bin());
+        cmd.args(jvm_opts)
+            .args(self.log_config_jvm_args(log_level))
+            .arg("-cp")
+            .arg(self.java_classpath())
+            .arg(class);
+        cmd
     }
-    require_java()?;
-    let root = cache_root()?.join(kind);
-    let dir = root.join(version);
-    let complete = |d: &Path| d.join("lib").join(marker_jar).is_file();
-    if complete(&dir) {
-        return Ok(dir);
+
+    /// Runs `java -Xmx256m -cp lib/* <class> <args>` and fails (with its output) if it exits non-zero.
+    pub fn run_tool<I, S>(&self, class: &str, args: I) -> Result<ToolOutput>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+        output_checked(
+            self.tool_command(class).args(&args),
+            &format!("{class} {args:?}"),
+        )
     }
-    let _lock = CacheLock::acquire(&root.join(format!("{version}.lock")))?;
-    if complete(&dir) {
-        return Ok(dir);
+
+    /// A `Command` for `java <tool opts> -cp lib/* <class>`; add args and run it yourself
+    /// (e.g. to feed ConsoleProducer's stdin).
+    pub fn tool_command(&self, class: &str) -> Command {
+        self.java_command(TOOL_JVM_OPTS, "WARN", class)
     }
-    require_mvn()?;
-    let tmp = tempfile::Builder::new()
-        .prefix(&format!(".tmp-{version}-"))
-        .tempdir_in(&root)
-        .with_context(|| format!("creating a temporary directory in {}", root.display()))?;
-    fs::write(tmp.path().join("pom.xml"), pom)?;
-    let started = Instant::now();
-    eprintln!(
-        "kafka-testkit: fetching {label} from Maven Central into {}",
-        dir.display()
-    );
-    let out = Command::new("mvn")
-        .args([
-            "-q",
-            "-B",
-            "dependency:copy-dependencies",
-            "-DoutputDirectory=lib",
-            "-DincludeScope=runtime",
-        ])
-        .current_dir(tmp.path())
-        .stdin(Stdio::null())
-        .output()
-        .context("running mvn")?;
-    if !out.status.success() {
-        bail!(
-            "mvn could not fetch {label} (is Maven Central reachable?): {}\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+
+    /// System properties that configure the logger shipped in `lib/` at `level`.
+    fn log_config_jvm_args(&self, level: &str) -> Vec<String> {
+        if self.major() >= 4 {
+            // slf4j-simple (added by the pom), to stderr.
+            vec![
+                format!(
+                    "-Dorg.slf4j.simpleLogger.defaultLogLevel={}",
+                    level.to_lowercase()
+                ),
+                "-Dorg.slf4j.simpleLogger.showDateTime=true".into(),
+                "-Dorg.slf4j.simpleLogger.dateTimeFormat=HH:mm:ss.SSS".into(),
+            ]
+        } else {
+            // reload4j; the file is written next to lib/ once.
+            let file = self
+                .dir()
+                .join(format!("log4j-{}.properties", level.to_lowercase()));
+            if !file.is_file() {
+                let text = format!(
+                    "log4j.rootLogger={level}, stderr\n\
+                     log4j.appender.stderr=org.apache.log4j.ConsoleAppender\n\
+                     log4j.appender.stderr.Target=System.err\n\
+                     log4j.appender.stderr.layout=org.apache.log4j.PatternLayout\n\
+                     log4j.appender.stderr.layout.ConversionPattern=[%d] %p %m (%c)%n\n"
+                );
+                let tmp = file.with_extension(format!("tmp{}", std::process::id()));
+                if std::fs::write(&tmp, text).is_ok() {
+                    let _ = std::fs::rename(&tmp, &file);
+                }
+            }
+            vec![format!("-Dlog4j.configuration=file:{}", file.display())]
+        }
     }
-    if !complete(tmp.path()) {
-        bail!("mvn finished but fetched no {marker_jar} for {label}");
-    }
-    if dir.exists() {
-        // A leftover from an interrupted, pre-rename layout: nobody can be using it
-        // because it never passed `complete`.
-        fs::remove_dir_all(&dir).with_context(|| format!("removing stale {}", dir.display()))?;
-    }
-    let tmp_path = tmp.keep();
-    fs::rename(&tmp_path, &dir)
-        .with_context(|| format!("renaming {} to {}", tmp_path.display(), dir.display()))?;
-    eprintln!(
-        "kafka-testkit: fetched {label} in {:.1}s",
-        started.elapsed().as_secs_f64()
-    );
-    Ok(dir)
 }
 
 fn pom_xml(version: &str) -> String {
@@ -222,18 +223,4 @@ fn pom_xml(version: &str) -> String {
 </project>
 "#
     )
-}
-
-fn require_mvn() -> Result<()> {
-    match Command::new("mvn")
-        .arg("-v")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-    {
-        Ok(s) if s.success() => Ok(()),
-        Ok(s) => Err(anyhow!("`mvn -v` failed ({s}); kafka-testkit needs Apache Maven 3.8+ to fetch Kafka (Debian: apt-get install maven)")),
-        Err(e) => Err(anyhow!("Apache Maven (`mvn`) not found ({e}); kafka-testkit needs Maven 3.8+ on PATH to fetch Kafka from Maven Central (Debian: apt-get install maven)")),
-    }
 }

@@ -7,8 +7,8 @@
 //! it as a zombie, whose `stat` still holds its final CPU times. A descendant that
 //! exits between two samples loses at most one interval of CPU time.
 //!
-//! A guard shell waits on a pipe from this process and SIGKILLs the child when the
-//! pipe closes, so a tool outlives neither a panic nor a `kill -9` of the harness.
+//! A [`DeathGuard`] SIGKILLs the child when this process dies, so a tool outlives
+//! neither a panic nor a `kill -9` of the harness.
 //!
 //! Linux only; elsewhere the numbers stay zero.
 
@@ -22,6 +22,9 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
+
+use crate::lock;
+use crate::process::{signal, wait_until, DeathGuard};
 
 /// How often the sampler reads /proc.
 const SAMPLE_INTERVAL: Duration = Duration::from_millis(50);
@@ -63,13 +66,9 @@ pub struct MeteredChild {
     stop: Arc<AtomicBool>,
     sampler: Option<JoinHandle<std::io::Result<ExitStatus>>>,
     ticks_per_second: f64,
-    /// `bash` blocked reading a pipe only this process writes: at EOF (this process
-    /// died) it SIGKILLs the child. Killed itself once the child is reaped.
-    guard: Child,
+    /// Kills the child if this process dies; disarmed once the child is reaped.
+    guard: DeathGuard,
 }
-
-/// The guard's script; `$0` is the pid to kill.
-const GUARD_SCRIPT: &str = r#"read -r _; kill -9 "$0" 2>/dev/null"#;
 
 impl MeteredChild {
     /// Spawns `cmd` (stdin from /dev/null; stdout and stderr as the command sets them)
@@ -82,18 +81,12 @@ impl MeteredChild {
             .spawn()
             .with_context(|| format!("starting {}", cmd.get_program().to_string_lossy()))?;
         let pid = child.id();
-        let guard = match Command::new("bash")
-            .args(["-c", GUARD_SCRIPT, &pid.to_string()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-        {
+        let guard = match DeathGuard::arm(pid) {
             Ok(g) => g,
             Err(e) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(e).context("starting the guard shell (bash)");
+                return Err(e);
             }
         };
         let stdout = child.stdout.take();
@@ -135,7 +128,7 @@ impl MeteredChild {
 
     /// What the tree has used so far.
     pub fn usage(&self) -> Usage {
-        let shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        let shared = lock(&self.shared);
         Usage {
             wall: self.started.elapsed(),
             cpu_seconds: shared.ticks.values().sum::<u64>() as f64 / self.ticks_per_second,
@@ -151,11 +144,7 @@ impl MeteredChild {
     /// SIGTERM, then SIGKILL if it is still running after `grace`; waits for the exit.
     pub fn stop(mut self, grace: Duration) -> Result<Finished> {
         signal(self.pid, "TERM");
-        let deadline = Instant::now() + grace;
-        while !self.has_exited() && Instant::now() < deadline {
-            thread::sleep(SAMPLE_INTERVAL);
-        }
-        if !self.has_exited() {
+        if !wait_until(grace, SAMPLE_INTERVAL, || self.has_exited()) {
             signal(self.pid, "KILL");
         }
         self.join()
@@ -170,19 +159,11 @@ impl MeteredChild {
             .join()
             .map_err(|_| anyhow!("the sampler of process {} panicked", self.pid))?
             .with_context(|| format!("waiting for process {}", self.pid))?;
-        self.disarm_guard();
+        self.guard.disarm();
         Ok(Finished {
             status,
             usage: self.usage(),
         })
-    }
-}
-
-impl MeteredChild {
-    /// Once the child is reaped its pid may be reused: the guard must not fire.
-    fn disarm_guard(&mut self) {
-        let _ = self.guard.kill();
-        let _ = self.guard.wait();
     }
 }
 
@@ -193,7 +174,7 @@ impl Drop for MeteredChild {
             signal(self.pid, "KILL");
             let _ = sampler.join();
         }
-        self.disarm_guard();
+        self.guard.disarm();
     }
 }
 
@@ -203,14 +184,6 @@ pub fn read_all_on_thread(mut pipe: ChildStdout) -> JoinHandle<std::io::Result<S
         let mut text = String::new();
         pipe.read_to_string(&mut text).map(|_| text)
     })
-}
-
-fn signal(pid: u32, sig: &str) {
-    let _ = Command::new("kill")
-        .args(["-s", sig, &pid.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
 }
 
 fn sample_until_exit(
@@ -249,7 +222,7 @@ fn sample(root: u32, shared: &Mutex<Shared>) -> Option<char> {
         seen.push((pid, ticks));
         pending.extend(children(&dir));
     }
-    let mut shared = shared.lock().unwrap_or_else(|e| e.into_inner());
+    let mut shared = lock(shared);
     for (pid, ticks) in seen {
         let slot = shared.ticks.entry(pid).or_default();
         *slot = (*slot).max(ticks);

@@ -3,14 +3,14 @@
 //! the legacy MirrorMaker 1 (`kafka.tools.MirrorMaker`, in the Kafka 3.x broker jar;
 //! removed in 4.0, but its clients talk to 4.x brokers).
 
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
-use crate::dist::{fetch_maven_lib, KafkaDist};
+use crate::dist::KafkaDist;
 use crate::java::java_bin;
+use crate::maven::fetch_maven_lib;
 
 /// The connect-mirror version used by default: the newest one Maven Central serves
 /// here (4.4.0 is not published there), talking to 4.4.0 brokers.
@@ -111,29 +111,12 @@ pub fn mirror_maker1_command(
             dist.version()
         );
     }
-    let mut cmd = Command::new(java_bin());
-    cmd.args(jvm_opts)
-        .args(dist.log_config_jvm_args("WARN"))
-        .arg("-cp")
-        .arg(dist.java_classpath())
-        .arg("kafka.tools.MirrorMaker")
-        .arg("--consumer.config")
+    let mut cmd = dist.java_command(jvm_opts, "WARN", "kafka.tools.MirrorMaker");
+    cmd.arg("--consumer.config")
         .arg(consumer_config)
         .arg("--producer.config")
         .arg(producer_config)
         .args(["--include", include])
         .args(["--num.streams", &streams.to_string()]);
     Ok(cmd)
-}
-
-/// Writes a Java properties file (keys and values must not need escaping).
-pub fn write_properties(path: &Path, props: &[(String, String)]) -> Result<()> {
-    let mut text = String::from("# written by kafka-testkit\n");
-    for (k, v) in props {
-        if k.contains(['=', ':', '\n', ' ']) || v.contains('\n') {
-            bail!("property {k:?}={v:?} would need escaping");
-        }
-        let _ = writeln!(text, "{k}={v}");
-    }
-    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }

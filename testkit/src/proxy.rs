@@ -1,7 +1,7 @@
 //! A TCP proxy on loopback that counts the bytes it forwards in each direction.
 //!
 //! Benchmarks put it in front of a broker's listener, with the broker advertising
-//! the proxy's address ([`crate::ClusterSpec::advertised`]), so every connection a
+//! the proxy's address ([`crate::ClusterSpec::advertise`]), so every connection a
 //! client opens after reading metadata goes through it too. The proxy binds first
 //! (the broker must know its address before it starts) and learns its upstream later
 //! ([`CountingProxy::forward_to`]).
@@ -16,6 +16,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 
 use anyhow::{Context, Result};
+
+use crate::lock;
 
 const BUFFER: usize = 256 * 1024;
 
@@ -59,11 +61,7 @@ impl CountingProxy {
 
     /// Where new connections are forwarded from now on.
     pub fn forward_to(&self, upstream: SocketAddr) {
-        *self
-            .state
-            .upstream
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(upstream);
+        *lock(&self.state.upstream) = Some(upstream);
     }
 
     /// Bytes sent by clients to the upstream since the start (or the last reset).
@@ -88,13 +86,7 @@ impl Drop for CountingProxy {
         self.state.closing.store(true, Ordering::Relaxed);
         // Wake the accept loop so it sees the flag.
         let _ = TcpStream::connect(self.addr);
-        for s in self
-            .state
-            .open
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain(..)
-        {
+        for s in lock(&self.state.open).drain(..) {
             let _ = s.shutdown(Shutdown::Both);
         }
     }
@@ -106,7 +98,7 @@ fn accept_loop(listener: TcpListener, state: Arc<State>) {
             return;
         }
         let Ok(client) = client else { continue };
-        let upstream = *state.upstream.lock().unwrap_or_else(|e| e.into_inner());
+        let upstream = *lock(&state.upstream);
         let Some(upstream) = upstream else { continue };
         let Ok(server) = TcpStream::connect(upstream) else {
             continue;
@@ -117,7 +109,7 @@ fn accept_loop(listener: TcpListener, state: Arc<State>) {
             continue;
         };
         {
-            let mut open = state.open.lock().unwrap_or_else(|e| e.into_inner());
+            let mut open = lock(&state.open);
             open.retain(|s| s.peer_addr().is_ok());
             if let (Ok(a), Ok(b)) = (client.try_clone(), server.try_clone()) {
                 open.extend([a, b]);

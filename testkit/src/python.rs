@@ -11,7 +11,7 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 use crate::cache::{cache_root, CacheLock};
-use crate::java::tail;
+use crate::process::output_checked;
 use crate::Compression;
 
 /// Pinned client packages (confluent-kafka's wheels bundle librdkafka).
@@ -74,21 +74,18 @@ impl Venv {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        let out = Command::new(venv.python())
-            .args(["-m", "pip", "install", "-q", "--disable-pip-version-check"])
-            .args(PYTHON_REQUIREMENTS)
-            .stdin(Stdio::null())
-            .output()
-            .context("running pip")?;
-        if !out.status.success() {
-            bail!(
-                "pip could not install {} (is PyPI reachable?) ({}):\n{}{}",
-                PYTHON_REQUIREMENTS.join(" "),
-                out.status,
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
+        output_checked(
+            Command::new(venv.python())
+                .args(["-m", "pip", "install", "-q", "--disable-pip-version-check"])
+                .args(PYTHON_REQUIREMENTS),
+            "pip install",
+        )
+        .with_context(|| {
+            format!(
+                "pip could not install {} (is PyPI reachable?)",
+                PYTHON_REQUIREMENTS.join(" ")
+            )
+        })?;
         fs::write(dir.join(READY_MARKER), &want)?;
         eprintln!(
             "kafka-testkit: venv ready in {:.1}s",
@@ -109,21 +106,11 @@ impl Venv {
     /// Runs one of the scripts in `testkit/clients/` and returns its stdout.
     pub fn run_client(&self, script: &str, args: &[String]) -> Result<String> {
         let path = clients_dir().join(script);
-        let out = Command::new(self.python())
-            .arg(&path)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .with_context(|| format!("running {}", path.display()))?;
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        if !out.status.success() {
-            bail!(
-                "{script} {args:?} failed ({}):\n--- stderr ---\n{}",
-                out.status,
-                tail(&String::from_utf8_lossy(&out.stderr), 40)
-            );
-        }
-        Ok(stdout)
+        let out = output_checked(
+            Command::new(self.python()).arg(&path).args(args),
+            &format!("{script} {args:?}"),
+        )?;
+        Ok(out.stdout)
     }
 }
 

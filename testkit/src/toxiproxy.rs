@@ -10,15 +10,15 @@
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use crate::cache::{cache_root, CacheLock};
-use crate::cluster::{free_ports, Watched};
+use crate::cache::{cache_root, fill_once};
+use crate::ports::{free_ports, loopback};
+use crate::process::{wait_until, Watched};
 
 /// The toxiproxy release built; its server command is `cmd/server`.
 pub const TOXIPROXY_VERSION: &str = "v2.12.0";
@@ -47,20 +47,19 @@ impl Toxiproxy {
         let log = dir.path().join("toxiproxy.log");
         let process = Watched::spawn(cmd, &log, None)?;
         let proxy = Toxiproxy {
-            api: SocketAddr::from(([127, 0, 0, 1], port)),
+            api: loopback(port),
             process,
             _dir: dir,
         };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while proxy.request("GET", "/version", None).is_err() {
-            if Instant::now() > deadline {
-                bail!(
-                    "toxiproxy did not answer on {} within 20 s: {}",
-                    proxy.api,
-                    fs::read_to_string(&log).unwrap_or_default()
-                );
-            }
-            thread::sleep(Duration::from_millis(100));
+        let answering = wait_until(Duration::from_secs(20), Duration::from_millis(100), || {
+            proxy.request("GET", "/version", None).is_ok()
+        });
+        if !answering {
+            bail!(
+                "toxiproxy did not answer on {} within 20 s: {}",
+                proxy.api,
+                fs::read_to_string(&log).unwrap_or_default()
+            );
         }
         Ok(proxy)
     }
@@ -172,46 +171,34 @@ impl Drop for Toxiproxy {
 /// `<cache>/toxiproxy/<version>/bin/toxiproxy-server`, built with `go install` if absent.
 fn install() -> Result<PathBuf> {
     let root = cache_root()?.join("toxiproxy");
-    let dir = root.join(TOXIPROXY_VERSION);
-    let bin = dir.join("bin").join("toxiproxy-server");
-    if bin.is_file() {
-        return Ok(bin);
-    }
-    let _lock = CacheLock::acquire(&root.join(format!("{TOXIPROXY_VERSION}.lock")))?;
-    if bin.is_file() {
-        return Ok(bin);
-    }
-    let tmp = tempfile::Builder::new()
-        .prefix(&format!(".tmp-{TOXIPROXY_VERSION}-"))
-        .tempdir_in(&root)
-        .with_context(|| format!("creating a temporary directory in {}", root.display()))?;
-    let gobin = tmp.path().join("bin");
-    eprintln!(
-        "kafka-testkit: building toxiproxy {TOXIPROXY_VERSION} with go install into {}",
-        dir.display()
-    );
-    let out = Command::new("go")
-        .args(["install", &format!("{MODULE}@{TOXIPROXY_VERSION}")])
-        .env("GOBIN", &gobin)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| {
-            anyhow!("Go (`go`) not found ({e}); building toxiproxy needs Go 1.22+ on PATH")
-        })?;
-    if !out.status.success() {
-        bail!(
-            "go install {MODULE}@{TOXIPROXY_VERSION} failed (is the Go module proxy reachable?): {}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    fs::rename(gobin.join("server"), gobin.join("toxiproxy-server"))
-        .context("naming the toxiproxy binary")?;
-    if dir.exists() {
-        fs::remove_dir_all(&dir).with_context(|| format!("removing stale {}", dir.display()))?;
-    }
-    let tmp_path = tmp.keep();
-    fs::rename(&tmp_path, &dir)
-        .with_context(|| format!("renaming {} to {}", tmp_path.display(), dir.display()))?;
-    Ok(bin)
+    let bin = |d: &Path| d.join("bin").join("toxiproxy-server");
+    let dir = fill_once(
+        &root,
+        TOXIPROXY_VERSION,
+        |d| bin(d).is_file(),
+        |tmp| {
+            let gobin = tmp.join("bin");
+            eprintln!(
+                "kafka-testkit: building toxiproxy {TOXIPROXY_VERSION} with go install into {}",
+                root.join(TOXIPROXY_VERSION).display()
+            );
+            let out = Command::new("go")
+                .args(["install", &format!("{MODULE}@{TOXIPROXY_VERSION}")])
+                .env("GOBIN", &gobin)
+                .stdin(Stdio::null())
+                .output()
+                .map_err(|e| {
+                    anyhow!("Go (`go`) not found ({e}); building toxiproxy needs Go 1.22+ on PATH")
+                })?;
+            if !out.status.success() {
+                bail!(
+                "go install {MODULE}@{TOXIPROXY_VERSION} failed (is the Go module proxy reachable?): {}\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+            }
+            fs::rename(gobin.join("server"), bin(tmp)).context("naming the toxiproxy binary")
+        },
+    )?;
+    Ok(bin(&dir))
 }
