@@ -16,6 +16,16 @@ Subcommands (run with the kafka-testkit venv's python; stdlib + confluent-kafka 
            A librdkafka consumer reading partition 0 from the beginning to its end.
   updates  --bootstrap B --topic T --keys N --rounds R [--idempotent] [--unique PREFIX]
            Many updates to few keys (for a compacted topic), one flushed batch a round.
+  topic    --bootstrap B --name T --assignment 0,1 [--assignment ...] [--config k=v]...
+           Creates a topic with the given replicas per partition (the first leads).
+  requests --broker ID=HOST:PORT... --steps STEPS.json --record DIR
+           A raw client for what librdkafka will not send (a bad CRC, a sequence
+           gap, a stale epoch, a request to a broker that does not lead): runs
+           the steps (init_producer_id, produce, fetch, metadata, wait_isr) in
+           order against the named brokers, each request under its step's
+           client id, at the highest version both the broker and kafka-mirror's
+           codec know, and records every request and response as the proxy does.
+           Prints one JSON result per step.
   extract  --record DIR --plan PLAN.json --out DIR
            Picks frames out of a recording, checks them against the plan's
            expectations, writes <name>.bin (frame without its size prefix) and a
@@ -23,8 +33,8 @@ Subcommands (run with the kafka-testkit venv's python; stdlib + confluent-kafka 
            and makes corrupted copies when the plan names a fixture to corrupt.
 
 The frame parsing here is a small, separate implementation of the Kafka protocol
-(Fetch response and Produce request only), so fixtures do not depend on the Rust
-code they test.
+(Fetch and Produce requests and responses, Metadata responses), so fixtures do
+not depend on the Rust code they test.
 """
 import argparse
 import base64
@@ -52,8 +62,10 @@ class Recorder:
         self.dir = dir_
         os.makedirs(dir_, exist_ok=True)
         self.lock = threading.Lock()
-        self.seq = 0
-        self.index = open(os.path.join(dir_, "index.jsonl"), "a", encoding="utf-8")
+        path = os.path.join(dir_, "index.jsonl")
+        # Several recording runs may share a directory: keep numbering.
+        self.seq = sum(1 for _ in open(path, encoding="utf-8")) if os.path.exists(path) else 0
+        self.index = open(path, "a", encoding="utf-8")
 
     def record(self, conn, direction, api_key, api_version, correlation_id, client_id, frame):
         with self.lock:
@@ -348,16 +360,22 @@ def parse_fetch_response(frame, version):
                 r.i32()  # preferred_read_replica
             p["records"] = r.bytes_(flex)
             if flex:
-                r.tagged()
+                # KIP-951: a refusal for a stale leader names the current one (tag 1).
+                tags = tagged_fields(r)
+                if 1 in tags:
+                    p["current_leader"] = parse_leader_id_and_epoch(tags[1])
             out.append(p)
         if flex:
             r.tagged()
+    parsed = {"correlation_id": corr, "error_code": error_code, "session_id": session_id,
+              "partitions": out}
     if flex:
-        r.tagged()
+        tags = tagged_fields(r)
+        if 0 in tags:
+            parsed["node_endpoints"] = parse_node_endpoints(tags[0])
     if r.p != len(frame):
         raise ValueError(f"Fetch v{version} response: {len(frame) - r.p} bytes left over")
-    return {"correlation_id": corr, "error_code": error_code, "session_id": session_id,
-            "partitions": out}
+    return parsed
 
 
 def parse_produce_request(frame, version):
@@ -371,7 +389,7 @@ def parse_produce_request(frame, version):
         r.tagged()
     transactional_id = r.string(flex)
     acks = r.i16()
-    r.i32()  # timeout
+    timeout_ms = r.i32()
     out = []
     for _ in range(r.array_len(flex)):
         if version >= 13:
@@ -392,7 +410,7 @@ def parse_produce_request(frame, version):
     if r.p != len(frame):
         raise ValueError(f"Produce v{version} request: {len(frame) - r.p} bytes left over")
     return {"correlation_id": corr, "client_id": client_id, "transactional_id": transactional_id,
-            "acks": acks, "partitions": out}
+            "acks": acks, "timeout_ms": timeout_ms, "partitions": out}
 
 
 # CRC-32C (Castagnoli), reflected polynomial 0x82F63B78, table driven.
@@ -534,6 +552,403 @@ def split_batches(records):
         batches.append(h)
         pos = end
     return batches, legacy, len(records) - pos
+
+
+# ---------------------------------------------------------------------------
+# raw client (crafted Produce requests, Metadata, Fetch to a chosen broker)
+
+METADATA = 3
+INIT_PRODUCER_ID = 22
+API_VERSIONS = 18
+# The highest versions kafka-protocol 0.18 (kafka-mirror's codec) knows; the raw
+# client asks for min(this, the broker's max), as kafka-mirror negotiates.
+CLIENT_MAX = {PRODUCE: 13, FETCH: 18, METADATA: 13, INIT_PRODUCER_ID: 5}
+# Versions below these are not written here (all of them are flexible).
+CLIENT_MIN = {PRODUCE: 9, FETCH: 12, METADATA: 10, INIT_PRODUCER_ID: 3}
+
+
+def uvarint(n):
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def varint(n):
+    return uvarint((n << 1) ^ (n >> 63))
+
+
+def cstring(s):
+    """Compact nullable string."""
+    if s is None:
+        return uvarint(0)
+    b = s.encode()
+    return uvarint(len(b) + 1) + b
+
+
+def carray(items):
+    return uvarint(len(items) + 1) + b"".join(items)
+
+
+def cbytes(b):
+    return uvarint(0) if b is None else uvarint(len(b) + 1) + b
+
+
+NO_TAGS = uvarint(0)
+
+
+def record(offset_delta, key, value):
+    body = (b"\x00" + varint(0) + varint(offset_delta)
+            + (varint(-1) if key is None else varint(len(key)) + key)
+            + (varint(-1) if value is None else varint(len(value)) + value)
+            + varint(0))
+    return varint(len(body)) + body
+
+
+def build_batch(spec):
+    """An uncompressed v2 batch, base offset 0, CreateTime now, from a spec:
+    producer_id/producer_epoch/base_sequence (default -1), records: list of
+    [key, value] (strings or null), value_bytes: pad every value to this size,
+    timestamp (ms, default now; the same one makes a resend byte-identical),
+    bad_crc: store the CRC with its low byte flipped."""
+    now = spec.get("timestamp") or int(time.time() * 1000)
+    recs = []
+    for i, (k, v) in enumerate(spec["records"]):
+        v = None if v is None else v.encode()
+        if v is not None and spec.get("value_bytes"):
+            v = v.ljust(spec["value_bytes"], b".")
+        recs.append(record(i, None if k is None else k.encode(), v))
+    n = len(recs)
+    after_crc = struct.pack(">hiqqqhii", 0, n - 1, now, now, spec.get("producer_id", -1),
+                            spec.get("producer_epoch", -1), spec.get("base_sequence", -1),
+                            n) + b"".join(recs)
+    crc = crc32c(after_crc)
+    if spec.get("bad_crc"):
+        crc ^= 0xFF
+    after_length = struct.pack(">ibI", 0, 2, crc) + after_crc
+    return struct.pack(">qi", 0, len(after_length)) + after_length
+
+
+class RawClient:
+    """One connection per broker, frames recorded as the proxy records them."""
+
+    def __init__(self, brokers, recorder):
+        self.brokers = brokers  # node id -> (host, port)
+        self.recorder = recorder
+        self.conns = {}  # (node, client_id) -> (socket, conn id, versions)
+        self.corr = 0
+        self.topics = {}  # name -> topic id (16 bytes)
+
+    def conn(self, node, client_id):
+        key = (node, client_id)
+        if key not in self.conns:
+            s = socket.create_connection(self.brokers[node], timeout=60)
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            # Unique across runs recording into one directory.
+            self.conns[key] = [s, f"{os.getpid()}.{len(self.conns) + 1}", None]
+            # ApiVersions v0 (header v1, response header v0): the broker's ranges.
+            frame = self.exchange(key, API_VERSIONS, 0, b"", record=False, flexible=False)
+            r = Reader(frame, 4)
+            if r.i16() != 0:
+                raise SystemExit(f"raw: ApiVersions refused by node {node}")
+            self.conns[key][2] = {}
+            for _ in range(r.i32()):
+                api, lo, hi = r.i16(), r.i16(), r.i16()
+                self.conns[key][2][api] = (lo, hi)
+        return key
+
+    def version(self, key, api):
+        lo, hi = self.conns[key][2][api]
+        v = min(hi, CLIENT_MAX[api])
+        if v < max(lo, CLIENT_MIN[api]):
+            raise SystemExit(f"raw: no common version of api {api}")
+        return v
+
+    def exchange(self, key, api, version, body, record=True, flexible=True):
+        sock, conn_id, _ = self.conns[key]
+        self.corr += 1
+        header = struct.pack(">hhih", api, version, self.corr, len(key[1])) + key[1].encode()
+        if flexible:
+            header += NO_TAGS
+        request = header + body
+        sock.sendall(struct.pack(">i", len(request)) + request)
+        if record:
+            self.recorder.record(conn_id, "request", api, version, self.corr, key[1], request)
+        size = struct.unpack(">i", self.read(sock, 4))[0]
+        response = self.read(sock, size)
+        if struct.unpack_from(">i", response, 0)[0] != self.corr:
+            raise SystemExit("raw: correlation id mismatch")
+        if record:
+            self.recorder.record(conn_id, "response", api, version, self.corr, key[1], response)
+        return response
+
+    @staticmethod
+    def read(sock, n):
+        buf = bytearray()
+        while len(buf) < n:
+            chunk = sock.recv(n - len(buf))
+            if not chunk:
+                raise SystemExit("raw: connection closed by the broker")
+            buf += chunk
+        return bytes(buf)
+
+    def metadata(self, node, client_id, topics):
+        key = self.conn(node, client_id)
+        v = self.version(key, METADATA)
+        body = (carray([bytes(16) + cstring(t) + NO_TAGS for t in topics])
+                + b"\x00\x00" + NO_TAGS)
+        frame = self.exchange(key, METADATA, v, body)
+        parsed = parse_metadata_response(frame, v)
+        for t in parsed["topics"]:
+            if t["error_code"] == 0:
+                self.topics[t["name"]] = bytes.fromhex(t["topic_id"])
+        return parsed
+
+    def topic_field(self, node, version, topic, at_least_id):
+        """The topic's id (from Metadata, asked of `node`) or name, by version."""
+        if version >= at_least_id:
+            if topic not in self.topics:
+                self.metadata(node, "setup", [topic])
+            return self.topics[topic]
+        return cstring(topic)
+
+    def init_producer_id(self, node, client_id):
+        key = self.conn(node, client_id)
+        v = self.version(key, INIT_PRODUCER_ID)
+        body = cstring(None) + struct.pack(">iqh", 60000, -1, -1) + NO_TAGS
+        deadline = time.time() + 60
+        while True:
+            frame = self.exchange(key, INIT_PRODUCER_ID, v, body)
+            r = Reader(frame, 4)
+            r.tagged()
+            r.i32()
+            error, pid, epoch = r.i16(), r.i64(), r.i16()
+            # A fresh cluster answers COORDINATOR_LOAD_IN_PROGRESS / NOT_AVAILABLE a while.
+            if error in (14, 15) and time.time() < deadline:
+                time.sleep(0.5)
+                continue
+            if error:
+                raise SystemExit(f"raw: InitProducerId error {error}")
+            return {"producer_id": pid, "producer_epoch": epoch}
+
+    def produce(self, node, client_id, partitions, acks, timeout_ms):
+        key = self.conn(node, client_id)
+        v = self.version(key, PRODUCE)
+        by_topic = {}
+        for p in partitions:
+            by_topic.setdefault(p["topic"], []).append(p)
+        topics = []
+        for topic, parts in by_topic.items():
+            topics.append(self.topic_field(node, v, topic, 13) + carray([
+                struct.pack(">i", p["partition"]) + cbytes(build_batch(p)) + NO_TAGS
+                for p in parts]) + NO_TAGS)
+        body = cstring(None) + struct.pack(">hi", acks, timeout_ms) + carray(topics) + NO_TAGS
+        frame = self.exchange(key, PRODUCE, v, body)
+        return parse_produce_response(frame, v)
+
+    def fetch(self, node, client_id, topic, partition, offset, leader_epoch):
+        key = self.conn(node, client_id)
+        v = self.version(key, FETCH)
+        part = struct.pack(">iiqiqi", partition, leader_epoch, offset, -1, -1, 1 << 20) + NO_TAGS
+        body = b""
+        if v < 15:
+            body += struct.pack(">i", -1)  # replica id: a consumer
+        body += struct.pack(">iiibii", 500, 1, 1 << 20, 0, 0, -1)
+        body += carray([self.topic_field(node, v, topic, 13) + carray([part]) + NO_TAGS])
+        body += carray([]) + cstring("") + NO_TAGS
+        frame = self.exchange(key, FETCH, v, body)
+        return parse_fetch_response(frame, v)
+
+
+def cmd_requests(a):
+    """Runs the steps of a JSON list against the brokers, one result line each."""
+    brokers = {}
+    for b in a.broker:
+        node, _, addr = b.partition("=")
+        host, port = addr.rsplit(":", 1)
+        brokers[int(node)] = (host, int(port))
+    with open(a.steps, encoding="utf-8") as f:
+        steps = json.load(f)
+    client = RawClient(brokers, Recorder(a.record))
+    for step in steps:
+        op, node, cid = step["op"], step.get("node"), step.get("client_id", "setup")
+        if op == "init_producer_id":
+            out = client.init_producer_id(node, cid)
+        elif op == "metadata":
+            out = client.metadata(node, cid, step["topics"])
+        elif op == "produce":
+            out = client.produce(node, cid, step["partitions"], step.get("acks", -1),
+                                 step.get("timeout_ms", 30000))
+        elif op == "fetch":
+            out = client.fetch(node, cid, step["topic"], step["partition"],
+                               step.get("offset", 0), step["leader_epoch"])
+            for p in out["partitions"]:
+                p["records"] = None if p["records"] is None else len(p["records"])
+        elif op == "wait_isr":
+            # Polls Metadata (unrecorded client id) until the partition's ISR is `isr`.
+            deadline = time.time() + step.get("timeout_s", 90)
+            while True:
+                out = client.metadata(node, cid, [step["topic"]])
+                part = out["topics"][0]["partitions"]
+                part = next((p for p in part if p["partition_index"] == step["partition"]),
+                            None)
+                if part and sorted(part["isr_nodes"]) == sorted(step["isr"]):
+                    break
+                if time.time() > deadline:
+                    raise SystemExit(f"raw: ISR of {step['topic']} is not {step['isr']}: {part}")
+                time.sleep(0.5)
+        else:
+            raise SystemExit(f"raw: unknown step {op!r}")
+        print(json.dumps({"op": op, "client_id": cid, "result": out}), flush=True)
+
+
+def cmd_topic(a):
+    """Creates a topic with an explicit replica assignment (the first replica of
+    each partition leads it) and waits until every partition has its leader."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": a.bootstrap})
+    assignment = [[int(n) for n in p.split(",")] for p in a.assignment]
+    fut = admin.create_topics([NewTopic(a.name, num_partitions=len(assignment),
+                                        replica_assignment=assignment,
+                                        config=config_pairs(a.config))])[a.name]
+    fut.result(60)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        md = admin.list_topics(a.name, timeout=10).topics.get(a.name)
+        if md and not md.error and len(md.partitions) == len(assignment) and all(
+                md.partitions[i].leader == assignment[i][0] for i in range(len(assignment))):
+            return
+        time.sleep(0.3)
+    raise SystemExit(f"topic: {a.name} has no leaders within 60 s")
+
+
+# ---------------------------------------------------------------------------
+# protocol parsing of the raw client's answers (Produce and Metadata responses)
+
+
+def tagged_fields(r):
+    """{tag: raw bytes} of a tagged-field section."""
+    out = {}
+    for _ in range(r.uvarint()):
+        tag = r.uvarint()
+        out[tag] = r.take(r.uvarint())
+    return out
+
+
+def parse_leader_id_and_epoch(raw):
+    r = Reader(raw)
+    leader, epoch = r.i32(), r.i32()
+    r.tagged()
+    return {"leader_id": leader, "leader_epoch": epoch}
+
+
+def parse_node_endpoints(raw):
+    r = Reader(raw)
+    out = []
+    for _ in range(r.array_len(True)):
+        node = {"node_id": r.i32(), "host": r.string(True), "port": r.i32(),
+                "rack": r.string(True)}
+        r.tagged()
+        out.append(node)
+    return out
+
+
+def parse_produce_response(frame, version):
+    flex = produce_flexible(version)
+    r = Reader(frame)
+    corr = r.i32()
+    if flex:
+        r.tagged()
+    out = []
+    for _ in range(r.array_len(flex)):
+        if version >= 13:
+            topic = {"topic_id": r.take(16).hex()}
+        else:
+            topic = {"topic": r.string(flex)}
+        for _ in range(r.array_len(flex)):
+            p = dict(topic)
+            p["partition"] = r.i32()
+            p["error_code"] = r.i16()
+            p["error_name"] = ERRORS.get(p["error_code"], "?")
+            p["base_offset"] = r.i64()
+            p["log_append_time_ms"] = r.i64()
+            p["log_start_offset"] = r.i64()
+            p["record_errors"] = []
+            for _ in range(r.array_len(flex)):
+                p["record_errors"].append({"batch_index": r.i32(),
+                                           "batch_index_error_message": r.string(flex)})
+                if flex:
+                    r.tagged()
+            p["error_message"] = r.string(flex)
+            p["current_leader"] = None
+            if flex:
+                tags = tagged_fields(r)
+                if 0 in tags:
+                    p["current_leader"] = parse_leader_id_and_epoch(tags[0])
+            out.append(p)
+        if flex:
+            r.tagged()
+    throttle = r.i32()
+    endpoints = None
+    if flex:
+        tags = tagged_fields(r)
+        if 0 in tags:
+            endpoints = parse_node_endpoints(tags[0])
+    if r.p != len(frame):
+        raise ValueError(f"Produce v{version} response: {len(frame) - r.p} bytes left over")
+    return {"correlation_id": corr, "throttle_time_ms": throttle, "partitions": out,
+            "node_endpoints": endpoints}
+
+
+def parse_metadata_response(frame, version):
+    r = Reader(frame)
+    corr = r.i32()
+    r.tagged()
+    throttle = r.i32()
+    brokers = []
+    for _ in range(r.array_len(True)):
+        brokers.append({"node_id": r.i32(), "host": r.string(True), "port": r.i32(),
+                        "rack": r.string(True)})
+        r.tagged()
+    cluster_id = r.string(True)
+    controller_id = r.i32()
+    topics = []
+    for _ in range(r.array_len(True)):
+        t = {"error_code": r.i16(), "name": r.string(True), "topic_id": r.take(16).hex(),
+             "is_internal": bool(r.i8()), "partitions": []}
+        for _ in range(r.array_len(True)):
+            p = {"error_code": r.i16(), "partition_index": r.i32(), "leader_id": r.i32(),
+                 "leader_epoch": r.i32()}
+            for field in ("replica_nodes", "isr_nodes", "offline_replicas"):
+                p[field] = [r.i32() for _ in range(r.array_len(True))]
+            r.tagged()
+            t["partitions"].append(p)
+        t["topic_authorized_operations"] = r.i32()
+        r.tagged()
+        topics.append(t)
+    error_code = r.i16() if version >= 13 else None
+    r.tagged()
+    if r.p != len(frame):
+        raise ValueError(f"Metadata v{version} response: {len(frame) - r.p} bytes left over")
+    return {"correlation_id": corr, "throttle_time_ms": throttle, "brokers": brokers,
+            "cluster_id": cluster_id, "controller_id": controller_id, "topics": topics,
+            "error_code": error_code}
+
+
+# The error codes these fixtures meet (Kafka's Errors enum).
+ERRORS = {0: "NONE", 2: "CORRUPT_MESSAGE", 3: "UNKNOWN_TOPIC_OR_PARTITION", 6:
+          "NOT_LEADER_OR_FOLLOWER", 7: "REQUEST_TIMED_OUT", 10: "MESSAGE_TOO_LARGE",
+          19: "NOT_ENOUGH_REPLICAS", 20: "NOT_ENOUGH_REPLICAS_AFTER_APPEND",
+          45: "OUT_OF_ORDER_SEQUENCE_NUMBER", 46: "DUPLICATE_SEQUENCE_NUMBER",
+          47: "INVALID_PRODUCER_EPOCH", 59: "UNKNOWN_PRODUCER_ID", 74: "FENCED_LEADER_EPOCH",
+          75: "UNKNOWN_LEADER_EPOCH", 87: "INVALID_RECORD", 90: "PRODUCER_FENCED",
+          100: "UNKNOWN_TOPIC_ID"}
 
 
 # ---------------------------------------------------------------------------
@@ -725,13 +1140,128 @@ def corrupt(out, base_name, frame, entry, base_doc):
     write(out, "corrupt-frame-prefix", wire, doc)
 
 
+def topic_names(record_dir, index):
+    """topic id (hex) -> name, from every Metadata response in the recording."""
+    names = {}
+    for e in index:
+        if e["api_key"] == METADATA and e["direction"] == "response":
+            with open(os.path.join(record_dir, e["file"]), "rb") as f:
+                parsed = parse_metadata_response(f.read(), e["api_version"])
+            names.update({t["topic_id"]: t["name"] for t in parsed["topics"]})
+    return names
+
+
+def raw_exchange(record_dir, index, fx):
+    """The first request of fx's client id and api, and its response: (index
+    entry of the response, request frame, response frame)."""
+    for e in index:
+        if e["client_id"] == fx["client_id"] and e["api_key"] == fx["api_key"] \
+                and e["direction"] == "request":
+            response = next((r for r in index if r["direction"] == "response"
+                             and r["conn"] == e["conn"]
+                             and r["correlation_id"] == e["correlation_id"]), None)
+            if response is None:
+                break
+            frames = []
+            for x in (e, response):
+                with open(os.path.join(record_dir, x["file"]), "rb") as f:
+                    frames.append(f.read())
+            return response, frames[0], frames[1]
+    raise SystemExit(f"extract: no answered request from client {fx['client_id']!r}")
+
+
+def check_errors(fx, got):
+    """got: {"topic/partition": error code}; fx["expect"]["errors"] lists the
+    codes each partition may have (a broker may answer either way)."""
+    want = fx["expect"]["errors"]
+    if set(got) != set(want):
+        raise SystemExit(f"extract: fixture {fx['name']}: partitions {sorted(got)}, "
+                         f"expected {sorted(want)}")
+    wrong = {k: v for k, v in got.items() if v not in want[k]}
+    if wrong:
+        raise SystemExit(f"extract: fixture {fx['name']}: error codes {wrong}, expected "
+                         f"{ {k: want[k] for k in wrong} }")
+
+
+def raw_sidecar(record_dir, index, fx, names):
+    """Sidecar of a raw-client fixture: the response as parsed here, and for
+    Produce the batch each partition was sent."""
+    entry, request, response = raw_exchange(record_dir, index, fx)
+    version = entry["api_version"]
+    doc = {
+        "name": fx["name"], "file": fx["name"] + ".bin", "api_key": entry["api_key"],
+        "api_name": {PRODUCE: "Produce", FETCH: "Fetch", METADATA: "Metadata"}[entry["api_key"]],
+        "direction": "response", "api_version": version,
+        "correlation_id": entry["correlation_id"], "client_id": entry["client_id"],
+        "description": fx["description"], "capture": fx.get("capture", {}),
+        "frame_bytes": None,
+    }
+    want = fx.get("expect", {})
+    if entry["api_key"] == PRODUCE:
+        sent = parse_produce_request(request, version)
+        parsed = parse_produce_response(response, version)
+        doc["acks"] = sent["acks"]
+        doc["timeout_ms"] = sent["timeout_ms"]
+        doc["throttle_time_ms"] = parsed["throttle_time_ms"]
+        doc["node_endpoints"] = parsed["node_endpoints"]
+        batches = {}
+        for p in sent["partitions"]:
+            topic = p.get("topic") or names[p["topic_id"]]
+            found, _, tail = split_batches(p["records"])
+            if len(found) != 1 or tail:
+                raise SystemExit(f"extract: fixture {fx['name']}: not one batch sent")
+            batches[(topic, p["partition"])] = found[0]
+        doc["partitions"] = []
+        for p in parsed["partitions"]:
+            p["topic"] = p.get("topic") or names[p["topic_id"]]
+            p["sent_batch"] = batches.pop((p["topic"], p["partition"]))
+            doc["partitions"].append(p)
+        if batches:
+            raise SystemExit(f"extract: fixture {fx['name']}: no answer for {list(batches)}")
+        check_errors(fx, {f"{p['topic']}/{p['partition']}": p["error_code"]
+                          for p in doc["partitions"]})
+    elif entry["api_key"] == FETCH:
+        parsed = parse_fetch_response(response, version)
+        doc["error_code"] = parsed["error_code"]
+        doc["node_endpoints"] = parsed.get("node_endpoints")
+        doc["partitions"] = []
+        for p in parsed["partitions"]:
+            p["topic"] = names[p["topic_id"]] if "topic_id" in p else p["topic"]
+            p["error_name"] = ERRORS.get(p["error_code"], "?")
+            p["current_leader"] = p.get("current_leader")
+            recs = p.pop("records")
+            p["records_bytes"] = None if recs is None else len(recs)
+            doc["partitions"].append(p)
+        check_errors(fx, {f"{p['topic']}/{p['partition']}": p["error_code"]
+                          for p in doc["partitions"]})
+    else:
+        parsed = parse_metadata_response(response, version)
+        doc.update({k: v for k, v in parsed.items() if k != "correlation_id"})
+        for key, leader in want.get("leaders", {}).items():
+            topic, part = key.rsplit("/", 1)
+            t = next(t for t in parsed["topics"] if t["name"] == topic)
+            p = next(p for p in t["partitions"] if p["partition_index"] == int(part))
+            if p["leader_id"] != leader:
+                raise SystemExit(f"extract: fixture {fx['name']}: {key} led by "
+                                 f"{p['leader_id']}, expected {leader}")
+    return doc, response
+
+
 def cmd_extract(a):
     with open(a.plan, encoding="utf-8") as f:
         plan = json.load(f)
     index = load_index(a.record)
     os.makedirs(a.out, exist_ok=True)
     captured = {}
+    names = topic_names(a.record, index)
     for fx in plan["fixtures"]:
+        if fx.get("raw"):
+            doc, frame = raw_sidecar(a.record, index, fx, names)
+            doc.update({"broker": plan.get("broker"), "client": plan.get("client")})
+            write(a.out, fx["name"], frame, doc)
+            print(f"{fx['name']}: {doc['api_name']} v{doc['api_version']} response, "
+                  f"{len(frame)} bytes")
+            continue
         entry, frame, parsed = pick(a.record, index, fx)
         doc = sidecar(fx, entry, parsed, {"broker": plan.get("broker"),
                                           "client": plan.get("client")})
@@ -770,13 +1300,23 @@ def main():
     p.add_argument("--tombstone", action="store_true")
     p.add_argument("--tag", default="v")
     p.add_argument("--sleep", type=float, default=0.0)
+    p = sub.add_parser("requests")
+    p.add_argument("--broker", action="append", required=True, help="NODE=HOST:PORT")
+    p.add_argument("--steps", required=True)
+    p.add_argument("--record", required=True)
+    p = sub.add_parser("topic")
+    p.add_argument("--bootstrap", required=True)
+    p.add_argument("--name", required=True)
+    p.add_argument("--assignment", action="append", required=True,
+                   help="one per partition: comma-separated node ids, leader first")
+    p.add_argument("--config", action="append", default=[])
     p = sub.add_parser("extract")
     p.add_argument("--record", required=True)
     p.add_argument("--plan", required=True)
     p.add_argument("--out", required=True)
     a = ap.parse_args()
     {"proxy": cmd_proxy, "consume": cmd_consume, "updates": cmd_updates,
-     "extract": cmd_extract}[a.cmd](a)
+     "requests": cmd_requests, "topic": cmd_topic, "extract": cmd_extract}[a.cmd](a)
 
 
 if __name__ == "__main__":

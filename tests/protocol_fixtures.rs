@@ -15,10 +15,14 @@ use kafka_mirror::batch::{
 };
 use kafka_mirror::net::frame::{decode_response, try_split_frame};
 use kafka_mirror::net::NetError;
+use kafka_protocol::error::ParseResponseErrorCode;
 use kafka_protocol::messages::fetch_response::{FetchResponse, PartitionData};
-use kafka_protocol::messages::{ApiKey, FetchRequest, ProduceRequest, RequestHeader};
+use kafka_protocol::messages::{
+    ApiKey, FetchRequest, MetadataRequest, MetadataResponse, ProduceRequest, RequestHeader,
+};
 use kafka_protocol::protocol::Decodable;
 use kafka_protocol::records::{Record, RecordBatchDecoder};
+use kafka_protocol::ResponseError;
 use serde::Deserialize;
 
 /// Every fixture the capture writes; a regeneration that loses one fails here.
@@ -411,7 +415,11 @@ fn every_fixture_is_there_with_a_sidecar() {
             _ => panic!("unexpected file {}", path.display()),
         }
     }
-    let want: BTreeSet<String> = FIXTURES.iter().map(|s| s.to_string()).collect();
+    let want: BTreeSet<String> = FIXTURES
+        .iter()
+        .chain(RAW_FIXTURES)
+        .map(|s| s.to_string())
+        .collect();
     assert_eq!(found, want);
     for name in FIXTURES {
         load(name);
@@ -991,4 +999,555 @@ fn a_damaged_old_format_message_is_a_crc_mismatch_naming_it() {
             other => panic!("{name}: {other:?}"),
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// Produce refusals and a leader change: responses to requests `capture.py
+// requests` crafted against a 3-node Kafka 4.4 cluster, decoded with
+// kafka-protocol (through kafka-mirror's framing) and checked against the
+// sidecars its own parser wrote.
+
+/// The responses to crafted requests, each fixture named after what it holds.
+const RAW_FIXTURES: &[&str] = &[
+    "produce-ok",
+    "produce-duplicate",
+    "produce-out-of-order",
+    "produce-stale-epoch",
+    "produce-unknown-producer",
+    "produce-refused-by-topic",
+    "produce-corrupt",
+    "produce-not-leader",
+    "produce-not-enough-replicas",
+    "produce-old-leader",
+    "produce-timeout",
+    "fetch-old-leader-stale-epoch",
+    "fetch-old-leader-current-epoch",
+    "metadata-before-leader-change",
+    "metadata-after-leader-change",
+];
+
+/// What each Produce fixture is for: the error per `(topic, partition)`, in
+/// the terms `classify` matches on (`None`: written).
+fn produce_outcomes(name: &str) -> Vec<(&'static str, i32, Option<ResponseError>)> {
+    use ResponseError as E;
+    match name {
+        "produce-ok" => vec![
+            ("seq", 0, None),
+            ("seq", 1, None),
+            ("seq", 2, None),
+            ("seq", 3, None),
+        ],
+        // Kafka 4.4 answers a resent batch (one of the last 5) as written.
+        "produce-duplicate" => vec![("seq", 0, None)],
+        "produce-out-of-order" => vec![("seq", 1, Some(E::OutOfOrderSequenceNumber))],
+        "produce-stale-epoch" => vec![("seq", 2, Some(E::InvalidProducerEpoch))],
+        // It keeps no list of the producer ids it handed out: written.
+        "produce-unknown-producer" => vec![("seq", 4, None)],
+        "produce-refused-by-topic" => vec![
+            ("small", 0, Some(E::MessageTooLarge)),
+            ("compacted", 0, Some(E::InvalidRecord)),
+            ("seq", 3, None),
+        ],
+        "produce-corrupt" => vec![("seq", 5, Some(E::CorruptMessage)), ("seq", 3, None)],
+        "produce-not-leader" => vec![
+            ("seq", 3, Some(E::NotLeaderOrFollower)),
+            ("seq", 9, Some(E::UnknownTopicOrPartition)),
+            ("on1", 0, None),
+        ],
+        "produce-not-enough-replicas" => vec![("isr", 0, Some(E::NotEnoughReplicas))],
+        "produce-old-leader" => vec![("moving", 0, Some(E::NotLeaderOrFollower))],
+        "produce-timeout" => vec![("slow", 0, Some(E::RequestTimedOut))],
+        other => panic!("no outcomes for {other}"),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct RawSidecar {
+    name: String,
+    api_key: i16,
+    api_version: i16,
+    correlation_id: i32,
+    #[serde(default)]
+    error_code: Option<i16>,
+    #[serde(default)]
+    throttle_time_ms: Option<i32>,
+    #[serde(default)]
+    node_endpoints: Option<Vec<SidecarNode>>,
+    #[serde(default)]
+    partitions: Vec<RawPartition>,
+    /// Metadata only.
+    #[serde(default)]
+    brokers: Vec<SidecarNode>,
+    #[serde(default)]
+    controller_id: Option<i32>,
+    #[serde(default)]
+    topics: Vec<SidecarTopic>,
+}
+
+#[derive(Debug, Deserialize, PartialEq, Clone)]
+struct SidecarNode {
+    node_id: i32,
+    host: String,
+    port: i32,
+    rack: Option<String>,
+}
+
+#[derive(Debug, Deserialize, PartialEq, Clone, Copy)]
+struct SidecarLeader {
+    leader_id: i32,
+    leader_epoch: i32,
+}
+
+#[derive(Debug, Deserialize)]
+struct SidecarRecordError {
+    batch_index: i32,
+    batch_index_error_message: Option<String>,
+}
+
+/// A partition of a Produce or Fetch response as `capture.py` parsed it.
+#[derive(Debug, Deserialize)]
+struct RawPartition {
+    topic: String,
+    topic_id: String,
+    partition: i32,
+    error_code: i16,
+    current_leader: Option<SidecarLeader>,
+    #[serde(default)]
+    base_offset: Option<i64>,
+    #[serde(default)]
+    log_append_time_ms: Option<i64>,
+    #[serde(default)]
+    log_start_offset: Option<i64>,
+    #[serde(default)]
+    record_errors: Vec<SidecarRecordError>,
+    #[serde(default)]
+    error_message: Option<String>,
+    /// The batch the request carried for this partition (Produce).
+    #[serde(default)]
+    sent_batch: Option<SidecarBatch>,
+    #[serde(default)]
+    high_watermark: Option<i64>,
+    #[serde(default)]
+    records_bytes: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+struct SidecarTopic {
+    error_code: i16,
+    name: String,
+    topic_id: String,
+    partitions: Vec<SidecarMetadataPartition>,
+}
+
+#[derive(Debug, Deserialize)]
+struct SidecarMetadataPartition {
+    error_code: i16,
+    partition_index: i32,
+    leader_id: i32,
+    leader_epoch: i32,
+    replica_nodes: Vec<i32>,
+    isr_nodes: Vec<i32>,
+    offline_replicas: Vec<i32>,
+}
+
+fn load_raw(name: &str) -> (Bytes, RawSidecar) {
+    let dir = frames_dir();
+    let frame = fs::read(dir.join(format!("{name}.bin"))).unwrap_or_else(|e| {
+        panic!("{name}.bin: {e} (regenerate: see protocol-fixtures/README.md)")
+    });
+    let json = fs::read_to_string(dir.join(format!("{name}.json")))
+        .unwrap_or_else(|e| panic!("{name}.json: {e}"));
+    let sidecar: RawSidecar =
+        serde_json::from_str(&json).unwrap_or_else(|e| panic!("{name}.json: {e}"));
+    assert_eq!(sidecar.name, name);
+    (Bytes::from(frame), sidecar)
+}
+
+/// kafka-protocol's leader hint, `None` when the broker sent none (-1/-1).
+fn leader_hint(leader_id: i32, leader_epoch: i32) -> Option<SidecarLeader> {
+    (leader_id >= 0).then_some(SidecarLeader {
+        leader_id,
+        leader_epoch,
+    })
+}
+
+fn endpoints<'a>(
+    nodes: impl IntoIterator<Item = (i32, &'a str, i32, Option<&'a str>)>,
+) -> Vec<SidecarNode> {
+    nodes
+        .into_iter()
+        .map(|(node_id, host, port, rack)| SidecarNode {
+            node_id,
+            host: host.to_string(),
+            port,
+            rack: rack.map(str::to_string),
+        })
+        .collect()
+}
+
+/// Decodes a Produce response fixture and checks every field against the
+/// sidecar; returns the sidecar.
+fn checked_produce_response(name: &str) -> RawSidecar {
+    let (frame, sidecar) = load_raw(name);
+    assert_eq!(sidecar.api_key, ApiKey::Produce as i16, "{name}");
+    let (correlation_id, response) = decode_response::<ProduceRequest>(frame, sidecar.api_version)
+        .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+    assert_eq!(correlation_id, sidecar.correlation_id, "{name}");
+    assert_eq!(
+        Some(response.throttle_time_ms),
+        sidecar.throttle_time_ms,
+        "{name}"
+    );
+    let nodes = endpoints(
+        response
+            .node_endpoints
+            .iter()
+            .map(|n| (n.node_id.0, n.host.as_str(), n.port, n.rack.as_deref())),
+    );
+    assert_eq!(
+        nodes.as_slice(),
+        sidecar.node_endpoints.as_deref().unwrap_or_default(),
+        "{name}"
+    );
+    let parts: Vec<_> = response
+        .responses
+        .iter()
+        .flat_map(|t| t.partition_responses.iter().map(move |p| (t, p)))
+        .collect();
+    assert_eq!(parts.len(), sidecar.partitions.len(), "{name}");
+    for ((topic, got), want) in parts.into_iter().zip(&sidecar.partitions) {
+        let at = format!("{name}: {}/{}", want.topic, want.partition);
+        // Produce v13 names topics by id only.
+        assert!(sidecar.api_version >= 13, "{at}");
+        assert_eq!(topic.topic_id.simple().to_string(), want.topic_id, "{at}");
+        assert_eq!(got.index, want.partition, "{at}");
+        assert_eq!(got.error_code, want.error_code, "{at}");
+        assert_eq!(Some(got.base_offset), want.base_offset, "{at}");
+        assert_eq!(
+            Some(got.log_append_time_ms),
+            want.log_append_time_ms,
+            "{at}"
+        );
+        assert_eq!(Some(got.log_start_offset), want.log_start_offset, "{at}");
+        let errors: Vec<(i32, Option<&str>)> = got
+            .record_errors
+            .iter()
+            .map(|e| (e.batch_index, e.batch_index_error_message.as_deref()))
+            .collect();
+        let want_errors: Vec<(i32, Option<&str>)> = want
+            .record_errors
+            .iter()
+            .map(|e| (e.batch_index, e.batch_index_error_message.as_deref()))
+            .collect();
+        assert_eq!(errors, want_errors, "{at}");
+        assert_eq!(
+            got.error_message.as_deref(),
+            want.error_message.as_deref(),
+            "{at}"
+        );
+        let leader = &got.current_leader;
+        assert_eq!(
+            leader_hint(leader.leader_id.0, leader.leader_epoch),
+            want.current_leader,
+            "{at}"
+        );
+    }
+    sidecar
+}
+
+/// The partition of `sidecar` for `topic`/`partition`.
+fn raw_partition<'a>(sidecar: &'a RawSidecar, topic: &str, partition: i32) -> &'a RawPartition {
+    sidecar
+        .partitions
+        .iter()
+        .find(|p| p.topic == topic && p.partition == partition)
+        .unwrap_or_else(|| panic!("{}: no {topic}/{partition}", sidecar.name))
+}
+
+#[test]
+fn produce_responses_hold_each_error_class() {
+    for name in RAW_FIXTURES.iter().filter(|n| n.starts_with("produce-")) {
+        let sidecar = checked_produce_response(name);
+        let outcomes = produce_outcomes(name);
+        assert_eq!(sidecar.partitions.len(), outcomes.len(), "{name}");
+        for (topic, partition, error) in outcomes {
+            let p = raw_partition(&sidecar, topic, partition);
+            let at = format!("{name}: {topic}/{partition}");
+            assert_eq!(p.error_code.err(), error, "{at}");
+            let sent = p.sent_batch.as_ref().expect("the batch sent");
+            assert_eq!(sent.base_offset, 0, "{at}");
+            // Only the corrupt batch was sent with a CRC that does not verify.
+            assert_eq!(
+                sent.crc_ok,
+                error != Some(ResponseError::CorruptMessage),
+                "{at}"
+            );
+            match error {
+                // Written: the offset the target assigned.
+                None => assert!(p.base_offset.unwrap() >= 0, "{at}"),
+                // Appended, then the wait for the replicas timed out.
+                Some(ResponseError::RequestTimedOut) => {
+                    assert!(p.base_offset.unwrap() >= 0, "{at}")
+                }
+                Some(_) => assert_eq!(p.base_offset, Some(-1), "{at}"),
+            }
+        }
+    }
+}
+
+/// The sequence cases, against the batches `produce-ok` wrote first.
+#[test]
+fn produce_sequence_answers_follow_the_first_writes() {
+    let ok = checked_produce_response("produce-ok");
+    let first = |partition| {
+        raw_partition(&ok, "seq", partition)
+            .sent_batch
+            .as_ref()
+            .unwrap()
+    };
+    for partition in [0, 1, 2] {
+        let b = first(partition);
+        assert!(
+            b.producer_id >= 0 && b.base_sequence == 0,
+            "seq/{partition}"
+        );
+        assert_eq!(b.records_count, 5);
+    }
+    assert_eq!(first(2).producer_epoch, first(0).producer_epoch + 1);
+    assert_eq!(first(3).producer_id, -1);
+
+    // The same bytes again: answered as written, at the first write's offset.
+    let dup = checked_produce_response("produce-duplicate");
+    let p = raw_partition(&dup, "seq", 0);
+    let resent = p.sent_batch.as_ref().unwrap();
+    assert_eq!(resent.crc, first(0).crc, "not a byte-identical resend");
+    assert_eq!(p.base_offset, raw_partition(&ok, "seq", 0).base_offset);
+
+    // Sequence 8 after 0..4.
+    let gap = checked_produce_response("produce-out-of-order");
+    let b = raw_partition(&gap, "seq", 1).sent_batch.as_ref().unwrap();
+    assert_eq!(
+        (b.producer_id, b.producer_epoch),
+        (first(1).producer_id, first(1).producer_epoch)
+    );
+    assert!(b.base_sequence > first(1).base_sequence + first(1).records_count);
+
+    // The epoch before the one seq/2 was written at.
+    let stale = checked_produce_response("produce-stale-epoch");
+    let b = raw_partition(&stale, "seq", 2).sent_batch.as_ref().unwrap();
+    assert_eq!(b.producer_id, first(2).producer_id);
+    assert!(b.producer_epoch < first(2).producer_epoch);
+
+    let unknown = checked_produce_response("produce-unknown-producer");
+    let b = raw_partition(&unknown, "seq", 4)
+        .sent_batch
+        .as_ref()
+        .unwrap();
+    assert_ne!(b.producer_id, first(0).producer_id);
+    assert!(b.base_sequence > 0);
+}
+
+#[test]
+fn topic_refusals_say_why() {
+    let sidecar = checked_produce_response("produce-refused-by-topic");
+    let large = raw_partition(&sidecar, "small", 0);
+    assert!(large.sent_batch.as_ref().unwrap().batch_length > 1000);
+    let keyless = raw_partition(&sidecar, "compacted", 0);
+    assert_eq!(keyless.record_errors.len(), 1);
+    assert_eq!(keyless.record_errors[0].batch_index, 0);
+    let message = keyless.record_errors[0]
+        .batch_index_error_message
+        .as_deref();
+    assert!(message.unwrap().contains("without key"), "{message:?}");
+}
+
+/// Leader, epoch, replicas and ISR of `moving`/0 in a Metadata fixture,
+/// decoded and checked against the sidecar.
+fn checked_metadata(name: &str) -> (RawSidecar, MetadataResponse) {
+    let (frame, sidecar) = load_raw(name);
+    assert_eq!(sidecar.api_key, ApiKey::Metadata as i16, "{name}");
+    let (correlation_id, response) = decode_response::<MetadataRequest>(frame, sidecar.api_version)
+        .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+    assert_eq!(correlation_id, sidecar.correlation_id, "{name}");
+    assert_eq!(
+        Some(response.throttle_time_ms),
+        sidecar.throttle_time_ms,
+        "{name}"
+    );
+    assert_eq!(
+        Some(response.controller_id.0),
+        sidecar.controller_id,
+        "{name}"
+    );
+    assert_eq!(response.error_code, 0, "{name}");
+    let brokers = endpoints(
+        response
+            .brokers
+            .iter()
+            .map(|b| (b.node_id.0, b.host.as_str(), b.port, b.rack.as_deref())),
+    );
+    assert_eq!(brokers, sidecar.brokers, "{name}");
+    assert_eq!(response.topics.len(), sidecar.topics.len(), "{name}");
+    for (got, want) in response.topics.iter().zip(&sidecar.topics) {
+        assert_eq!(got.error_code, want.error_code, "{name}");
+        assert_eq!(
+            got.name.as_ref().map(|n| n.as_str()),
+            Some(want.name.as_str()),
+            "{name}"
+        );
+        assert_eq!(got.topic_id.simple().to_string(), want.topic_id, "{name}");
+        assert_eq!(got.partitions.len(), want.partitions.len(), "{name}");
+        for (p, w) in got.partitions.iter().zip(&want.partitions) {
+            let ids = |v: &[kafka_protocol::messages::BrokerId]| -> Vec<i32> {
+                v.iter().map(|b| b.0).collect()
+            };
+            assert_eq!(p.error_code, w.error_code, "{name}");
+            assert_eq!(p.partition_index, w.partition_index, "{name}");
+            assert_eq!(p.leader_id.0, w.leader_id, "{name}");
+            assert_eq!(p.leader_epoch, w.leader_epoch, "{name}");
+            assert_eq!(ids(&p.replica_nodes), w.replica_nodes, "{name}");
+            assert_eq!(ids(&p.isr_nodes), w.isr_nodes, "{name}");
+            assert_eq!(ids(&p.offline_replicas), w.offline_replicas, "{name}");
+        }
+    }
+    (sidecar, response)
+}
+
+/// `moving`/0 of a Metadata fixture.
+fn moving(sidecar: &RawSidecar) -> &SidecarMetadataPartition {
+    let topic = sidecar.topics.iter().find(|t| t.name == "moving").unwrap();
+    &topic.partitions[0]
+}
+
+#[test]
+fn metadata_shows_the_leader_change() {
+    let (before, _) = checked_metadata("metadata-before-leader-change");
+    let (after, _) = checked_metadata("metadata-after-leader-change");
+    let (b, a) = (moving(&before), moving(&after));
+    assert_eq!(b.leader_id, 0);
+    assert_eq!(b.replica_nodes, [0, 1, 2]);
+    assert_eq!(b.isr_nodes, [0, 1, 2]);
+    assert!(b.offline_replicas.is_empty());
+    assert_ne!(a.leader_id, b.leader_id);
+    assert!(a.leader_epoch > b.leader_epoch);
+    assert_eq!(a.replica_nodes, b.replica_nodes, "no reassignment");
+    assert!(!a.isr_nodes.contains(&0));
+    assert_eq!(a.offline_replicas, [0]);
+    let ids = |s: &RawSidecar| -> Vec<i32> { s.brokers.iter().map(|n| n.node_id).collect() };
+    assert_eq!(ids(&before), [0, 1, 2]);
+    assert_eq!(ids(&after), [1, 2], "a stopped broker leaves the list");
+}
+
+/// The old leader's refusals name the leader the Metadata after the change
+/// shows, with its address (KIP-951).
+#[test]
+fn the_old_leader_names_the_new_one() {
+    let (after, _) = checked_metadata("metadata-after-leader-change");
+    let now = moving(&after);
+    let new_leader = SidecarLeader {
+        leader_id: now.leader_id,
+        leader_epoch: now.leader_epoch,
+    };
+    let address = after
+        .brokers
+        .iter()
+        .find(|b| b.node_id == now.leader_id)
+        .unwrap();
+
+    let produce = checked_produce_response("produce-old-leader");
+    assert_eq!(
+        raw_partition(&produce, "moving", 0).current_leader,
+        Some(new_leader)
+    );
+    assert_eq!(
+        produce.node_endpoints.as_deref(),
+        Some(std::slice::from_ref(address))
+    );
+
+    let (frame, stale) = load_raw("fetch-old-leader-stale-epoch");
+    let response = decode_raw_fetch("fetch-old-leader-stale-epoch", frame, &stale);
+    let part = &response.responses[0].partitions[0];
+    assert_eq!(
+        part.error_code.err(),
+        Some(ResponseError::FencedLeaderEpoch)
+    );
+    let hint = leader_hint(
+        part.current_leader.leader_id.0,
+        part.current_leader.leader_epoch,
+    );
+    assert_eq!(hint, Some(new_leader));
+    assert_eq!(hint, stale.partitions[0].current_leader);
+    assert_eq!(part.records.as_ref().map_or(0, Bytes::len), 0);
+    let nodes = endpoints(
+        response
+            .node_endpoints
+            .iter()
+            .map(|n| (n.node_id.0, n.host.as_str(), n.port, n.rack.as_deref())),
+    );
+    assert_eq!(nodes.as_slice(), std::slice::from_ref(address));
+    assert_eq!(stale.node_endpoints.as_deref(), Some(nodes.as_slice()));
+}
+
+/// Decodes a Fetch fixture of `capture.py requests` and checks each
+/// partition's error, offsets, leader hint and records size against the sidecar.
+fn decode_raw_fetch(name: &str, frame: Bytes, sidecar: &RawSidecar) -> FetchResponse {
+    assert_eq!(sidecar.api_key, ApiKey::Fetch as i16, "{name}");
+    let (correlation_id, response) = decode_response::<FetchRequest>(frame, sidecar.api_version)
+        .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+    assert_eq!(correlation_id, sidecar.correlation_id, "{name}");
+    assert_eq!(Some(response.error_code), sidecar.error_code, "{name}");
+    let parts: Vec<_> = response
+        .responses
+        .iter()
+        .flat_map(|t| t.partitions.iter().map(move |p| (t, p)))
+        .collect();
+    assert_eq!(parts.len(), sidecar.partitions.len(), "{name}");
+    for ((topic, got), want) in parts.into_iter().zip(&sidecar.partitions) {
+        assert_eq!(topic.topic_id.simple().to_string(), want.topic_id, "{name}");
+        assert_eq!(got.partition_index, want.partition, "{name}");
+        assert_eq!(got.error_code, want.error_code, "{name}");
+        assert_eq!(Some(got.high_watermark), want.high_watermark, "{name}");
+        assert_eq!(Some(got.log_start_offset), want.log_start_offset, "{name}");
+        let leader = &got.current_leader;
+        assert_eq!(
+            leader_hint(leader.leader_id.0, leader.leader_epoch),
+            want.current_leader,
+            "{name}"
+        );
+        assert_eq!(
+            got.records.as_ref().map(Bytes::len),
+            want.records_bytes,
+            "{name}"
+        );
+    }
+    response
+}
+
+/// A fetch at the current leader epoch from the old leader, now a follower,
+/// is served (consumers may fetch from followers since KIP-392): the records
+/// up to the follower's high watermark, whole and verified.
+#[test]
+fn the_old_leader_serves_a_fetch_at_the_current_epoch() {
+    let name = "fetch-old-leader-current-epoch";
+    let (frame, sidecar) = load_raw(name);
+    let response = decode_raw_fetch(name, frame, &sidecar);
+    let part = &response.responses[0].partitions[0];
+    assert_eq!(part.error_code, 0);
+    assert!(response.node_endpoints.is_empty());
+    let records = part.records.clone().unwrap();
+    let mut split = split_batches(&records);
+    let mut next = 0;
+    for item in split.by_ref() {
+        let Ok(Fetched::Batch(batch)) = item else {
+            panic!("{name}: {item:?}");
+        };
+        batch.verify_crc().unwrap();
+        assert_eq!(batch.base_offset(), next);
+        next = batch.next_offset();
+    }
+    assert!(!split.partial_tail());
+    assert_eq!(
+        next, part.high_watermark,
+        "{name}: up to the high watermark"
+    );
 }

@@ -2,6 +2,7 @@
 //!
 //!     cargo run -p kafka-testkit --example capture_fixtures           # all of them
 //!     cargo run -p kafka-testkit --example capture_fixtures -- legacy # the old formats only
+//!     cargo run -p kafka-testkit --example capture_fixtures -- errors # produce errors, leader change
 //!
 //! Starts a 1-node cluster whose PLAINTEXT listener *advertises* the port of a
 //! recording proxy (`protocol-fixtures/capture.py proxy`), so every client that
@@ -9,8 +10,10 @@
 //! Writes topics with librdkafka, reads them back with librdkafka consumers whose
 //! `client.id` names the fixture, and lets `capture.py extract` pick, check and
 //! write the frames. The v2 fixtures come from Kafka 4.4 (KRaft), the old
-//! message formats (magic 0 and 1) from Kafka 3.9 in ZooKeeper mode. See
-//! protocol-fixtures/README.md.
+//! message formats (magic 0 and 1) from Kafka 3.9 in ZooKeeper mode. Produce
+//! refusals and a leader change come from a 3-node Kafka 4.4 cluster, through
+//! requests `capture.py requests` crafts and records itself (librdkafka will
+//! not send a bad CRC or a sequence gap). See protocol-fixtures/README.md.
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -117,11 +120,13 @@ fn main() -> Result<()> {
                 std::fs::remove_dir_all(&out_dir)?;
             }
             capture_v2(&venv, &out_dir)?;
+            capture_errors(&venv, &out_dir)?;
+            capture_legacy(&venv, &out_dir)
         }
-        Some("legacy") => {}
-        Some(other) => bail!("unknown argument {other:?}; the only one is `legacy`"),
+        Some("legacy") => capture_legacy(&venv, &out_dir),
+        Some("errors") => capture_errors(&venv, &out_dir),
+        Some(other) => bail!("unknown argument {other:?}; `legacy` or `errors`"),
     }
-    capture_legacy(&venv, &out_dir)
 }
 
 /// A free loopback port for the proxy, and the address clients bootstrap from.
@@ -601,6 +606,377 @@ fn plan(cluster: &KafkaCluster) -> Value {
         "client": format!("confluent-kafka {}", kafka_testkit::PYTHON_REQUIREMENTS[0]
             .trim_start_matches("confluent-kafka==")),
         "corrupt_from": "fetch-none",
+        "fixtures": fixtures,
+    })
+}
+
+/// Creates a topic whose partition `i` is on the nodes `assignment[i]`, led by
+/// the first (the kit's `create_topic` leaves placement to the controller).
+fn topic_on(
+    venv: &Venv,
+    cluster: &KafkaCluster,
+    name: &str,
+    assignment: &[&str],
+    config: &[&str],
+) -> Result<()> {
+    let mut args = strings(&[
+        "topic",
+        "--bootstrap",
+        &cluster.running_bootstrap(),
+        "--name",
+        name,
+    ]);
+    for a in assignment {
+        args.extend(["--assignment".into(), a.to_string()]);
+    }
+    for c in config {
+        args.extend(["--config".into(), c.to_string()]);
+    }
+    run_capture(venv, &args)?;
+    Ok(())
+}
+
+/// Runs `steps` with `capture.py requests` (recording into `record_dir`) and
+/// returns each step's result.
+fn requests(
+    venv: &Venv,
+    cluster: &KafkaCluster,
+    record_dir: &Path,
+    steps: Value,
+) -> Result<Vec<Value>> {
+    let file = record_dir.with_extension("steps.json");
+    std::fs::write(&file, serde_json::to_string_pretty(&steps)?)?;
+    let mut args = strings(&["requests", "--steps"]);
+    args.push(file.display().to_string());
+    args.extend(["--record".into(), record_dir.display().to_string()]);
+    for i in 0..cluster.node_count() {
+        args.extend(["--broker".into(), format!("{i}={}", cluster.broker_addr(i))]);
+    }
+    let out = run_capture(venv, &args)?;
+    out.lines()
+        .map(|line| {
+            eprintln!("capture_fixtures: {line}");
+            Ok(serde_json::from_str::<Value>(line)?["result"].clone())
+        })
+        .collect()
+}
+
+/// A batch for `capture.py requests`: `count` records `<key>-<i>` of `topic`
+/// partition `partition`, with the producer fields (and more) from `fields`.
+fn batch(topic: &str, partition: i32, key: &str, count: usize, fields: Value) -> Value {
+    let records: Vec<Value> = (0..count)
+        .map(|i| json!([format!("{key}-{i}"), format!("value {i}")]))
+        .collect();
+    let mut b = json!({"topic": topic, "partition": partition, "records": records});
+    if let (Some(b), Some(fields)) = (b.as_object_mut(), fields.as_object()) {
+        b.extend(fields.clone());
+    }
+    b
+}
+
+/// Leader and leader epoch of `topic` partition 0 in a Metadata result.
+fn leader_of(metadata: &Value, topic: &str) -> Result<(i64, i64)> {
+    let topics = metadata["topics"].as_array().context("no topics")?;
+    let t = topics
+        .iter()
+        .find(|t| t["name"] == topic)
+        .with_context(|| format!("no {topic} in {metadata}"))?;
+    let p = &t["partitions"][0];
+    Ok((
+        p["leader_id"].as_i64().context("leader")?,
+        p["leader_epoch"].as_i64().context("epoch")?,
+    ))
+}
+
+/// Produce refusals of every kind `classify` tells apart, and a leader change,
+/// from a 3-node Kafka 4.4 cluster. Requests are crafted and recorded by
+/// `capture.py requests`, each fixture's under a client id of its own name.
+fn capture_errors(venv: &Venv, out_dir: &Path) -> Result<()> {
+    let mut spec = ClusterSpec::new(DEFAULT_KAFKA_VERSION, 3);
+    spec.jvm_opts = Some(vec!["-Xmx384m".into(), "-Xms128m".into()]);
+    // Leadership stays where the leader change put it.
+    spec.broker_props = vec![("auto.leader.rebalance.enable".into(), "false".into())];
+    let cluster = KafkaCluster::start(spec)?;
+    let work = tempfile::tempdir()?;
+    let record_dir = work.path().join("recording");
+
+    // Every partition on node 0 unless said otherwise, so one request reaches them all.
+    topic_on(venv, &cluster, "seq", &["0"; 6], &[])?;
+    topic_on(venv, &cluster, "small", &["0"], &["max.message.bytes=1000"])?;
+    topic_on(
+        venv,
+        &cluster,
+        "compacted",
+        &["0"],
+        &["cleanup.policy=compact"],
+    )?;
+    topic_on(venv, &cluster, "on1", &["1"], &[])?;
+    // Kafka 4 caps min.insync.replicas at the replication factor: two replicas,
+    // one of them stopped below.
+    topic_on(venv, &cluster, "isr", &["1,0"], &["min.insync.replicas=2"])?;
+    topic_on(venv, &cluster, "moving", &["0,1,2"], &[])?;
+    topic_on(venv, &cluster, "slow", &["1,2"], &[])?;
+
+    let init = requests(
+        venv,
+        &cluster,
+        &record_dir,
+        json!([{"op": "init_producer_id", "node": 0}]),
+    )?;
+    let pid = init[0]["producer_id"].as_i64().context("producer id")?;
+    let epoch = init[0]["producer_epoch"]
+        .as_i64()
+        .context("producer epoch")?;
+    let ts = 1_700_000_000_000_i64;
+    let idem = |e: i64, seq: i32| json!({"producer_id": pid, "producer_epoch": e, "base_sequence": seq, "timestamp": ts});
+    let produce = |name: &str, node: i32, partitions: Vec<Value>| json!({"op": "produce", "node": node, "client_id": name, "partitions": partitions});
+    requests(
+        venv,
+        &cluster,
+        &record_dir,
+        json!([
+            produce("produce-ok", 0, vec![
+                batch("seq", 0, "a", 5, idem(epoch, 0)),
+                batch("seq", 1, "b", 5, idem(epoch, 0)),
+                batch("seq", 2, "c", 5, idem(epoch + 1, 0)),
+                batch("seq", 3, "d", 3, json!({})),
+            ]),
+            // The first batch again, byte for byte.
+            produce("produce-duplicate", 0, vec![batch("seq", 0, "a", 5, idem(epoch, 0))]),
+            // seq 1 holds sequences 0..4: 8 leaves a gap.
+            produce("produce-out-of-order", 0, vec![batch("seq", 1, "b", 2, idem(epoch, 8))]),
+            // seq 2 was written at epoch + 1.
+            produce("produce-stale-epoch", 0, vec![batch("seq", 2, "c", 2, idem(epoch, 5))]),
+            // A producer id no InitProducerId handed out, mid-sequence.
+            produce("produce-unknown-producer", 0, vec![batch("seq", 4, "u", 2,
+                json!({"producer_id": pid + 100_000, "producer_epoch": 0, "base_sequence": 5}))]),
+            produce("produce-refused-by-topic", 0, vec![
+                batch("small", 0, "big", 1, json!({"value_bytes": 2000})),
+                json!({"topic": "compacted", "partition": 0, "records": [[null, "no key"]]}),
+                batch("seq", 3, "e", 2, json!({})),
+            ]),
+            produce("produce-corrupt", 0, vec![
+                batch("seq", 5, "f", 3, json!({"bad_crc": true})),
+                batch("seq", 3, "g", 2, json!({})),
+            ]),
+            // Node 1 leads on1 only; seq has no partition 9.
+            produce("produce-not-leader", 1, vec![
+                batch("seq", 3, "h", 2, json!({})),
+                batch("seq", 9, "i", 2, json!({})),
+                batch("on1", 0, "j", 2, json!({})),
+            ]),
+            // Data for the leader-change fetches.
+            produce("setup", 0, vec![batch("moving", 0, "m", 4, json!({}))]),
+            {"op": "metadata", "node": 1, "client_id": "metadata-before-leader-change",
+             "topics": ["moving"]},
+        ]),
+    )?;
+
+    // The leader change: node 0, leader of `moving`, shuts down (controlled),
+    // node 1 takes over; node 0 comes back as a follower.
+    cluster.stop_node(0)?;
+    let after = requests(
+        venv,
+        &cluster,
+        &record_dir,
+        json!([
+            {"op": "metadata", "node": 1, "client_id": "metadata-after-leader-change",
+             "topics": ["moving"]},
+            // Node 0 left the ISR of `isr` too, leaving 1 of the 2 it needs.
+            produce("produce-not-enough-replicas", 1, vec![batch("isr", 0, "k", 2, json!({}))]),
+        ]),
+    )?;
+    let (new_leader, new_epoch) = leader_of(&after[0], "moving")?;
+    eprintln!("capture_fixtures: moving led by {new_leader} at epoch {new_epoch}");
+    cluster.start_node(0)?;
+    let back = requests(
+        venv,
+        &cluster,
+        &record_dir,
+        json!([{"op": "wait_isr", "node": 1, "topic": "moving", "partition": 0,
+                "isr": [0, 1, 2]}]),
+    )?;
+    let (leader, current_epoch) = leader_of(&back[0], "moving")?;
+    if leader == 0 {
+        bail!("node 0 leads `moving` again");
+    }
+    requests(
+        venv,
+        &cluster,
+        &record_dir,
+        json!([
+            produce("produce-old-leader", 0, vec![batch("moving", 0, "n", 2, json!({}))]),
+            {"op": "fetch", "node": 0, "client_id": "fetch-old-leader-stale-epoch",
+             "topic": "moving", "partition": 0, "leader_epoch": new_epoch - 1},
+            {"op": "fetch", "node": 0, "client_id": "fetch-old-leader-current-epoch",
+             "topic": "moving", "partition": 0, "leader_epoch": current_epoch},
+        ]),
+    )?;
+
+    // A write whose fate is unknown: the follower of `slow` dies without leaving
+    // the ISR (that takes replica.lag.time.max.ms), the leader appends and waits
+    // for it past the request's timeout.
+    cluster.kill_node(2)?;
+    requests(
+        venv,
+        &cluster,
+        &record_dir,
+        json!([{"op": "produce", "node": 1, "client_id": "produce-timeout",
+                "timeout_ms": 1000, "partitions": [batch("slow", 0, "t", 2, json!({}))]}]),
+    )?;
+    extract(
+        venv,
+        &record_dir,
+        &errors_plan(&cluster),
+        work.path(),
+        out_dir,
+    )
+}
+
+/// What each frame of `capture_errors` is, and the error codes it must hold
+/// (per `topic/partition`; where a broker may answer either way, both).
+fn errors_plan(cluster: &KafkaCluster) -> Value {
+    let fx = |name: &str, api_key: i16, description: &str, errors: Value| {
+        json!({"name": name, "client_id": name, "api_key": api_key, "raw": true,
+               "description": description, "expect": {"errors": errors}})
+    };
+    let fixtures = vec![
+        fx(
+            "produce-ok",
+            0,
+            "Produce response: every batch written. seq/0 and seq/1 \
+            idempotent (epoch E, sequences 0..4), seq/2 idempotent at epoch E+1, seq/3 \
+            without a producer id.",
+            json!({"seq/0": [0], "seq/1": [0], "seq/2": [0], "seq/3": [0]}),
+        ),
+        fx(
+            "produce-duplicate",
+            0,
+            "Produce response to produce-ok's seq/0 batch sent \
+            again byte for byte (same producer id, epoch and sequences): the broker \
+            recognises one of the last 5 batches and answers success with the \
+            original base offset, or DUPLICATE_SEQUENCE_NUMBER.",
+            json!({"seq/0": [0, 46]}),
+        ),
+        fx(
+            "produce-out-of-order",
+            0,
+            "Produce response to a batch with sequence 8 on \
+            seq/1, whose last sequence is 4 (a gap).",
+            json!({"seq/1": [45]}),
+        ),
+        fx(
+            "produce-stale-epoch",
+            0,
+            "Produce response to a batch at epoch E on seq/2, \
+            which the same producer id wrote at epoch E+1.",
+            json!({"seq/2": [47, 90]}),
+        ),
+        fx(
+            "produce-unknown-producer",
+            0,
+            "Produce response to a batch of a producer id \
+            that no InitProducerId handed out, at sequence 5, on a partition it never \
+            wrote (seq/4). Kafka 4 keeps no list of issued ids and takes it as a \
+            producer whose earlier state expired: written.",
+            json!({"seq/4": [0, 45, 59]}),
+        ),
+        fx(
+            "produce-refused-by-topic",
+            0,
+            "Produce response to one request refused \
+            partly by topic settings: a 2 KB batch to small/0 (max.message.bytes=1000), \
+            a null key to compacted/0 (cleanup.policy=compact, with record_errors), \
+            and a good batch to seq/3.",
+            json!({"small/0": [10], "compacted/0": [87], "seq/3": [0]}),
+        ),
+        fx(
+            "produce-corrupt",
+            0,
+            "Produce response to a batch whose stored CRC has its \
+            low byte flipped (seq/5) next to a good one (seq/3).",
+            json!({"seq/5": [2], "seq/3": [0]}),
+        ),
+        fx(
+            "produce-not-leader",
+            0,
+            "Produce response from node 1 to one request for \
+            seq/3 (led by node 0: the answer names the current leader, KIP-951), \
+            seq/9 (no such partition) and on1/0 (led by node 1).",
+            json!({"seq/3": [6], "seq/9": [3], "on1/0": [0]}),
+        ),
+        fx(
+            "produce-not-enough-replicas",
+            0,
+            "Produce response (acks=all) from node 1 \
+            for isr/0 (replicas [1, 0], min.insync.replicas=2) while node 0 is shut \
+            down, so the ISR is [1]: refused before the append.",
+            json!({"isr/0": [19]}),
+        ),
+        fx(
+            "produce-old-leader",
+            0,
+            "Produce response from node 0 after the leader \
+            change (see metadata-after-leader-change), node 0 back as a follower: \
+            refused, naming the new leader and epoch.",
+            json!({"moving/0": [6]}),
+        ),
+        fx(
+            "produce-timeout",
+            0,
+            "Produce response (acks=all, timeout_ms=1000) for \
+            slow/0, replicas [1, 2], right after node 2 was killed (SIGKILL): the \
+            leader appended the batch, and the follower, still in the ISR, never \
+            fetched it. Written or not is unknown to the client.",
+            json!({"slow/0": [7]}),
+        ),
+        fx(
+            "fetch-old-leader-stale-epoch",
+            1,
+            "Fetch response from node 0, the old \
+            leader of moving/0, now a follower, to a fetch with the old leader epoch: \
+            FENCED_LEADER_EPOCH, naming the current leader (KIP-951).",
+            json!({"moving/0": [74]}),
+        ),
+        fx(
+            "fetch-old-leader-current-epoch",
+            1,
+            "Fetch response from node 0, the old \
+            leader of moving/0, now a follower, to a fetch with the current leader \
+            epoch: consumers may fetch from followers (KIP-392, Fetch v11+), so it is \
+            served from the follower, up to its high watermark.",
+            json!({"moving/0": [0, 6]}),
+        ),
+    ];
+    let mut fixtures = fixtures;
+    for (name, leader, description) in [
+        (
+            "metadata-before-leader-change",
+            0,
+            "Metadata response (from node 1) for moving: \
+          1 partition, replicas [0, 1, 2], led by node 0, all in the ISR.",
+        ),
+        (
+            "metadata-after-leader-change",
+            1,
+            "Metadata response (from node 1) for moving \
+          after node 0 shut down (controlled): led by node 1 at a higher leader epoch, \
+          node 0 out of the ISR and of the broker list.",
+        ),
+    ] {
+        fixtures.push(json!({
+            "name": name, "client_id": name, "api_key": 3, "raw": true,
+            "description": description, "expect": {"leaders": {"moving/0": leader}},
+        }));
+    }
+    for f in &mut fixtures {
+        f["capture"] = json!({"cluster": "3 nodes (ids 0, 1, 2)",
+                              "broker": {"auto.leader.rebalance.enable": false},
+                              "client": "capture.py requests"});
+    }
+    json!({
+        "broker": format!("Apache Kafka {} (KRaft, 3 nodes)", cluster.version()),
+        "client": "capture.py requests (crafted requests, versions negotiated as kafka-mirror does)",
         "fixtures": fixtures,
     })
 }
