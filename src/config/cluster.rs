@@ -5,14 +5,18 @@
 //! connection).
 //! Errors name the key, the variable or the file, never the secret.
 
+use std::env::VarError;
 use std::time::Duration;
+
+use secrecy::zeroize::Zeroizing;
+use secrecy::SecretString;
 
 use super::schema::{
     default_client_id, default_connect_timeout_ms, default_max_frame_bytes,
     default_request_timeout_ms,
 };
 use super::{invalid, ClusterConfig, ConfigError, SaslConfig};
-use crate::net::sasl::{Mechanism, SaslOptions, Secret};
+use crate::net::sasl::{Mechanism, SaslOptions};
 use crate::net::tls::{TlsConnector, TlsOptions};
 use crate::net::{ConnectionOptions, Connector, FrameMemory, SocketOptions, TokenCommand};
 
@@ -86,7 +90,7 @@ impl ClusterConfig {
                 username: sasl.username.clone(),
                 password: match sasl.token_command {
                     // Run before every connection, by the connector.
-                    Some(_) => Secret::new(""),
+                    Some(_) => SecretString::default(),
                     None => sasl.resolve_secret(side)?,
                 },
             }),
@@ -219,7 +223,7 @@ fn sasl_mechanism(sasl: &SaslConfig) -> Result<Mechanism, String> {
 impl SaslConfig {
     /// The password, or the OAUTHBEARER token, from wherever it is
     /// configured. Errors name the key, the variable or the file, never the value.
-    fn resolve_secret(&self, side: &str) -> Result<Secret, ConfigError> {
+    fn resolve_secret(&self, side: &str) -> Result<SecretString, ConfigError> {
         let (kind, value, env, file) =
             if self.token.is_some() || self.token_env.is_some() || self.token_file.is_some() {
                 ("token", &self.token, &self.token_env, &self.token_file)
@@ -239,23 +243,32 @@ impl SaslConfig {
             return Ok(secret.clone());
         }
         if let Some(var) = env {
-            return std::env::var(var).map(Secret::new).map_err(|e| {
+            // Wiped when dropped, as the file's text below; the secret keeps a copy.
+            let value = std::env::var(var).map(Zeroizing::new).map_err(|e| {
+                let reason = match e {
+                    VarError::NotPresent => e.to_string(),
+                    // Its `Display` would quote the value.
+                    VarError::NotUnicode(_) => "not valid unicode".to_owned(),
+                };
                 invalid(
                     format!("{kind}_env"),
-                    format!("environment variable {var}: {e}"),
-                )
-            });
-        }
-        if let Some(path) = file {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                invalid(
-                    format!("{kind}_file"),
-                    format!("cannot read {}: {e}", path.display()),
+                    format!("environment variable {var}: {reason}"),
                 )
             })?;
+            return Ok(SecretString::from(value.as_str()));
+        }
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path)
+                .map(Zeroizing::new)
+                .map_err(|e| {
+                    invalid(
+                        format!("{kind}_file"),
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })?;
             let secret = text.strip_suffix('\n').unwrap_or(&text);
             let secret = secret.strip_suffix('\r').unwrap_or(secret);
-            return Ok(Secret::new(secret));
+            return Ok(SecretString::from(secret));
         }
         Err(invalid(
             kind.to_owned(),
@@ -266,6 +279,8 @@ impl SaslConfig {
 
 #[cfg(test)]
 mod tests {
+    use secrecy::ExposeSecret;
+
     use crate::config::tests::MINIMAL;
     use crate::config::MirrorConfig;
 
@@ -339,7 +354,7 @@ mod tests {
             .as_ref()
             .unwrap()
             .resolve_secret("target");
-        assert_eq!(password.unwrap().expose(), "from-file");
+        assert_eq!(password.unwrap().expose_secret(), "from-file");
         let _ = std::fs::remove_file(file);
         let err = MirrorConfig::from_toml(&format!("{MINIMAL}\n[source.tls]\ncafile = \"x\"\n"))
             .expect_err("unknown");
@@ -363,7 +378,10 @@ mod tests {
             .as_ref()
             .unwrap()
             .resolve_secret("source");
-        assert_eq!(password.unwrap().expose(), "eyJhbGciOiJub25lIn0.e30.");
+        assert_eq!(
+            password.unwrap().expose_secret(),
+            "eyJhbGciOiJub25lIn0.e30."
+        );
         for (body, key) in [
             ("", "source.sasl.token"),
             ("token = \"t\"\nusername = \"u\"", "source.sasl.username"),

@@ -10,14 +10,15 @@
 //! never silently ignored; consumer and producer tuning keys that mean nothing
 //! to a batch forwarder (`group.id`, `acks`, `linger.ms`, ...) are reported
 //! once each at warn level and ignored. Secrets (the JAAS password) go into a
-//! [`Secret`] and never reach a log line, an error or `Debug` output.
+//! [`SecretString`] and never reach a log line, an error or `Debug` output.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use secrecy::{ExposeSecret, SecretString};
+
 use super::{ClusterConfig, ConfigError, SaslConfig, TlsConfig};
-use crate::net::sasl::Secret;
 
 /// The entries of a properties file; a later duplicate key wins, as in Java.
 ///
@@ -504,7 +505,7 @@ pub fn apply(
 /// One JAAS login module entry: its class and options. `Debug` hides the values.
 struct JaasLogin {
     module: String,
-    options: BTreeMap<String, Secret>,
+    options: BTreeMap<String, SecretString>,
 }
 
 impl JaasLogin {
@@ -540,7 +541,7 @@ impl JaasLogin {
         }
         Ok(SaslConfig {
             mechanism: mechanism.to_owned(),
-            username: username.expose().to_owned(),
+            username: username.expose_secret().to_owned(),
             password: Some(password),
             password_env: None,
             password_file: None,
@@ -626,7 +627,7 @@ fn parse_jaas(text: &str) -> Result<JaasLogin, String> {
             }
             v
         };
-        options.insert(key, Secret::new(value));
+        options.insert(key, SecretString::from(value));
     }
     Ok(JaasLogin { module, options })
 }
@@ -701,7 +702,10 @@ mod tests {
         let sasl = c.sasl.as_ref().expect("sasl");
         assert_eq!(sasl.mechanism, "SCRAM-SHA-512");
         assert_eq!(sasl.username, "mirror");
-        assert_eq!(sasl.password.as_ref().unwrap().expose(), "pa\"ss-s3cr3t");
+        assert_eq!(
+            sasl.password.as_ref().unwrap().expose_secret(),
+            "pa\"ss-s3cr3t"
+        );
         assert_eq!(ignored, ["acks", "group.id"]);
         let debug = format!("{c:?} {:?}", Properties::parse(SCRAM));
         assert!(!debug.contains("s3cr3t"), "{debug}");

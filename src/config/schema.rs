@@ -8,10 +8,10 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use secrecy::SecretString;
 use serde::Deserialize;
 
 use super::FlowConfig;
-use crate::net::sasl::Secret;
 
 /// The whole configuration of one mirror process: one source into one
 /// target, or named clusters and flows between them.
@@ -131,7 +131,7 @@ pub struct SaslConfig {
     pub username: String,
     /// The password itself; redacted in `Debug`.
     #[serde(default)]
-    pub password: Option<Secret>,
+    pub password: Option<SecretString>,
     /// The environment variable holding the password.
     #[serde(default)]
     pub password_env: Option<String>,
@@ -140,7 +140,7 @@ pub struct SaslConfig {
     pub password_file: Option<PathBuf>,
     /// The OAUTHBEARER token (a JWT) itself; redacted in `Debug`.
     #[serde(default)]
-    pub token: Option<Secret>,
+    pub token: Option<SecretString>,
     /// The environment variable holding the token.
     #[serde(default)]
     pub token_env: Option<String>,
