@@ -65,6 +65,14 @@ pub enum ConfigError {
         /// What is wrong with its value.
         reason: String,
     },
+    /// A Kafka client properties file is not valid Java properties syntax.
+    #[error("properties file {path}: {message}")]
+    PropertiesSyntax {
+        /// The file's path.
+        path: String,
+        /// What is wrong and on which line (never the line's text).
+        message: String,
+    },
     /// A key of a Kafka client properties file cannot be used.
     #[error("properties file {path}: key `{key}`: {reason}")]
     Property {
