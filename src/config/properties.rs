@@ -1,4 +1,4 @@
-//! Kafka client `.properties` files: a parser for the Java properties syntax
+//! Kafka client `.properties` files: read with the `java-properties` crate,
 //! and the mapping of the client keys kafka-mirror understands onto a
 //! [`ClusterConfig`].
 //!
@@ -10,14 +10,18 @@
 //! never silently ignored; consumer and producer tuning keys that mean nothing
 //! to a batch forwarder (`group.id`, `acks`, `linger.ms`, ...) are reported
 //! once each at warn level and ignored. Secrets (the JAAS password) go into a
-//! [`Secret`] and never reach a log line, an error or `Debug` output.
+//! [`SecretString`] and never reach a log line, an error or `Debug` output.
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
+use encoding_rs::UTF_8;
+use java_properties::PropertiesIter;
+use secrecy::{ExposeSecret, SecretString};
+
 use super::{ClusterConfig, ConfigError, SaslConfig, TlsConfig};
-use crate::net::sasl::Secret;
 
 /// The entries of a properties file; a later duplicate key wins, as in Java.
 ///
@@ -38,28 +42,10 @@ impl Properties {
     /// `#` and `!` comment lines; a line ending in an odd number of
     /// backslashes continues on the next (whose leading blanks are dropped);
     /// `\t`, `\n`, `\r`, `\f`, `\uXXXX` and `\` before any other character
-    /// (which stands for itself) in keys and values.
-    pub fn parse(text: &str) -> Self {
-        let mut entries = BTreeMap::new();
-        let text = text.replace("\r\n", "\n");
-        let mut lines = text.split(['\n', '\r']);
-        while let Some(line) = lines.next() {
-            let line = line.trim_start_matches([' ', '\t', '\x0c']);
-            if line.is_empty() || line.starts_with(['#', '!']) {
-                continue;
-            }
-            let mut logical = String::from(line);
-            while ends_in_continuation(&logical) {
-                logical.pop();
-                match lines.next() {
-                    Some(next) => logical.push_str(next.trim_start_matches([' ', '\t', '\x0c'])),
-                    None => break,
-                }
-            }
-            let (key, value) = split_entry(&logical);
-            entries.insert(key, value);
-        }
-        Properties { entries }
+    /// (which stands for itself) in keys and values. A malformed `\uXXXX` is
+    /// an error giving the line, as in Java.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        Self::parse_named(text, "<text>")
     }
 
     /// Reads and parses a file.
@@ -68,7 +54,26 @@ impl Properties {
             path: path.display().to_string(),
             source,
         })?;
-        Ok(Self::parse(&text))
+        Self::parse_named(&text, &path.display().to_string())
+    }
+
+    /// [`Properties::parse`], naming the file `path` in errors.
+    fn parse_named(text: &str, path: &str) -> Result<Self, ConfigError> {
+        let mut entries = BTreeMap::new();
+        // The text was read as UTF-8 (the crate's default is ISO-8859-1, as
+        // Java's). The crate drops a last line that ends in a continuation
+        // backslash when no newline follows it, where Java keeps it: hence
+        // the newline added.
+        PropertiesIter::new_with_encoding(text.as_bytes().chain(&b"\n"[..]), UTF_8)
+            .read_into(|key, value| {
+                entries.insert(key, value);
+            })
+            // The crate's messages name the fault and the line, never the text.
+            .map_err(|e| ConfigError::PropertiesSyntax {
+                path: path.to_owned(),
+                message: e.to_string(),
+            })?;
+        Ok(Properties { entries })
     }
 
     /// The value of `key`, if set.
@@ -118,78 +123,6 @@ pub fn is_connection_key(key: &str) -> bool {
         || key.starts_with("ssl.")
         || key.starts_with("sasl.")
         || key.starts_with("security.")
-}
-
-fn ends_in_continuation(line: &str) -> bool {
-    line.chars().rev().take_while(|c| *c == '\\').count() % 2 == 1
-}
-
-/// Splits one logical line into its unescaped key and value.
-fn split_entry(line: &str) -> (String, String) {
-    let mut chars = line.chars().peekable();
-    let mut key = String::new();
-    let mut separated = false;
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => {
-                if let Some(escaped) = unescape(&mut chars) {
-                    key.push(escaped);
-                }
-            }
-            '=' | ':' => {
-                separated = true;
-                break;
-            }
-            ' ' | '\t' | '\x0c' => break,
-            c => key.push(c),
-        }
-    }
-    while chars
-        .peek()
-        .is_some_and(|c| matches!(c, ' ' | '\t' | '\x0c'))
-    {
-        chars.next();
-    }
-    if !separated && chars.peek().is_some_and(|c| matches!(c, '=' | ':')) {
-        chars.next();
-        while chars
-            .peek()
-            .is_some_and(|c| matches!(c, ' ' | '\t' | '\x0c'))
-        {
-            chars.next();
-        }
-    }
-    let mut value = String::new();
-    while let Some(c) = chars.next() {
-        if c == '\\' {
-            if let Some(escaped) = unescape(&mut chars) {
-                value.push(escaped);
-            }
-        } else {
-            value.push(c);
-        }
-    }
-    (key, value)
-}
-
-/// The character an escape stands for, the backslash already consumed.
-/// `None` for a backslash at the very end (dropped, as Java does).
-fn unescape(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Option<char> {
-    let c = chars.next()?;
-    Some(match c {
-        't' => '\t',
-        'n' => '\n',
-        'r' => '\r',
-        'f' => '\x0c',
-        'u' => {
-            let hex: String = (0..4).filter_map(|_| chars.next()).collect();
-            u32::from_str_radix(&hex, 16)
-                .ok()
-                .and_then(char::from_u32)
-                .unwrap_or(char::REPLACEMENT_CHARACTER)
-        }
-        other => other,
-    })
 }
 
 /// Keys a batch forwarder has no use for and can ignore without weakening
@@ -504,7 +437,7 @@ pub fn apply(
 /// One JAAS login module entry: its class and options. `Debug` hides the values.
 struct JaasLogin {
     module: String,
-    options: BTreeMap<String, Secret>,
+    options: BTreeMap<String, SecretString>,
 }
 
 impl JaasLogin {
@@ -540,7 +473,7 @@ impl JaasLogin {
         }
         Ok(SaslConfig {
             mechanism: mechanism.to_owned(),
-            username: username.expose().to_owned(),
+            username: username.expose_secret().to_owned(),
             password: Some(password),
             password_env: None,
             password_file: None,
@@ -626,7 +559,7 @@ fn parse_jaas(text: &str) -> Result<JaasLogin, String> {
             }
             v
         };
-        options.insert(key, Secret::new(value));
+        options.insert(key, SecretString::from(value));
     }
     Ok(JaasLogin { module, options })
 }
@@ -641,7 +574,7 @@ mod tests {
                     long = one, \\\n     two, \\\r\n  three\n\
                     esc\\=key = tab\\there\\nnl \\u0041 \\\\ \\q\n\
                     empty=\n  # indented comment\nlast=x\\\n";
-        let p = Properties::parse(text);
+        let p = Properties::parse(text).expect("valid");
         assert_eq!(p.get("a"), Some("1"));
         assert_eq!(p.get("b"), Some("2"));
         assert_eq!(p.get("c"), Some("3"));
@@ -652,12 +585,33 @@ mod tests {
         assert_eq!(p.get("last"), Some("x"));
         assert_eq!(p.keys().count(), 8);
         // An even number of trailing backslashes is an escaped backslash, not a continuation.
-        let p = Properties::parse("k=a\\\\\nnext=b\nk2:=v");
+        let p = Properties::parse("k=a\\\\\nnext=b\nk2:=v").expect("valid");
         assert_eq!(p.get("k"), Some("a\\"));
         assert_eq!(p.get("next"), Some("b"));
         assert_eq!(p.get("k2"), Some("=v"));
         // Later duplicates win.
-        assert_eq!(Properties::parse("k=1\nk=2").get("k"), Some("2"));
+        assert_eq!(
+            Properties::parse("k=1\nk=2").expect("valid").get("k"),
+            Some("2")
+        );
+    }
+
+    #[test]
+    fn parser_reads_utf8_keeps_a_last_continued_line_and_names_bad_escapes() {
+        let p = Properties::parse("pw=päss-wörd\nname=M\\u00fcller\nlast=x\\").expect("valid");
+        assert_eq!(p.get("pw"), Some("päss-wörd"));
+        assert_eq!(p.get("name"), Some("Müller"));
+        // No newline after the backslash: the entry is kept, as Java keeps it.
+        assert_eq!(p.get("last"), Some("x"));
+        let path = std::env::temp_dir().join(format!("km-props-{}", std::process::id()));
+        std::fs::write(&path, "a=1\nsasl.password=s3cr3t\\u00zz\n").unwrap();
+        let err = Properties::from_file(&path)
+            .expect_err("malformed")
+            .to_string();
+        let _ = std::fs::remove_file(&path);
+        assert!(err.contains(&path.display().to_string()), "{err}");
+        assert!(err.contains("line_number = 2"), "{err}");
+        assert!(!err.contains("s3cr3t"), "{err}");
     }
 
     const SCRAM: &str = "bootstrap.servers=b1:9093,b2:9093\nclient.id=mirror-1\n\
@@ -673,7 +627,7 @@ mod tests {
     fn applied(text: &str) -> Result<(ClusterConfig, Vec<String>), ConfigError> {
         let mut cluster = ClusterConfig::new("toml:9092");
         cluster.receive_buffer_bytes = 7;
-        let ignored = apply(&mut cluster, &Properties::parse(text), "client.properties")?;
+        let ignored = apply(&mut cluster, &Properties::parse(text)?, "client.properties")?;
         Ok((cluster, ignored))
     }
 
@@ -701,9 +655,12 @@ mod tests {
         let sasl = c.sasl.as_ref().expect("sasl");
         assert_eq!(sasl.mechanism, "SCRAM-SHA-512");
         assert_eq!(sasl.username, "mirror");
-        assert_eq!(sasl.password.as_ref().unwrap().expose(), "pa\"ss-s3cr3t");
+        assert_eq!(
+            sasl.password.as_ref().unwrap().expose_secret(),
+            "pa\"ss-s3cr3t"
+        );
         assert_eq!(ignored, ["acks", "group.id"]);
-        let debug = format!("{c:?} {:?}", Properties::parse(SCRAM));
+        let debug = format!("{c:?} {:?}", Properties::parse(SCRAM).expect("valid"));
         assert!(!debug.contains("s3cr3t"), "{debug}");
 
         let plain = "security.protocol=SASL_PLAINTEXT\nsasl.mechanism=PLAIN\nsasl.jaas.config=\
@@ -769,7 +726,8 @@ mod tests {
             token_file: None,
             token_command: None,
         });
-        let props = Properties::parse("security.protocol=SASL_SSL\nsasl.mechanism=SCRAM-SHA-256");
+        let props = Properties::parse("security.protocol=SASL_SSL\nsasl.mechanism=SCRAM-SHA-256")
+            .expect("valid");
         apply(&mut cluster, &props, "p").expect("valid");
         let sasl = cluster.sasl.expect("kept");
         assert_eq!(sasl.mechanism, "SCRAM-SHA-256");

@@ -10,7 +10,10 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::connection::{Connection, ConnectionOptions};
-use super::sasl::{self, SaslOptions, Secret};
+use secrecy::zeroize::Zeroizing;
+use secrecy::SecretString;
+
+use super::sasl::{self, SaslOptions};
 use super::socket::connect_tcp;
 use super::tls::{self, TlsConnector};
 use super::NetError;
@@ -47,7 +50,7 @@ impl TokenCommand {
     /// Runs the command (stdin empty, stderr passed through, killed after
     /// `timeout`) and returns its trimmed stdout. Errors give the exit
     /// status, never the output, which may hold the token.
-    pub async fn run(&self, timeout: Duration) -> Result<Secret, NetError> {
+    pub async fn run(&self, timeout: Duration) -> Result<SecretString, NetError> {
         let fail = |reason: String| NetError::TokenCommand {
             key: self.key.clone(),
             reason,
@@ -75,13 +78,15 @@ impl TokenCommand {
                 output.status
             )));
         }
-        let token = String::from_utf8(output.stdout)
-            .map_err(|_| fail("the command printed something that is not UTF-8".into()))?;
-        let token = token.trim();
+        // Wiped when dropped: only the trimmed copy in the secret remains.
+        let stdout = Zeroizing::new(output.stdout);
+        let token = std::str::from_utf8(&stdout)
+            .map_err(|_| fail("the command printed something that is not UTF-8".into()))?
+            .trim();
         if token.is_empty() {
             return Err(fail("the command printed no token".into()));
         }
-        Ok(Secret::new(token))
+        Ok(SecretString::from(token))
     }
 }
 
@@ -217,6 +222,7 @@ fn with_hint(error: NetError, addr: &str, hint: &'static str) -> NetError {
 mod tests {
     use std::time::Duration;
 
+    use secrecy::ExposeSecret;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
@@ -279,7 +285,7 @@ mod tests {
             .run(Duration::from_secs(5))
             .await
             .expect("token");
-        assert_eq!(token.expose(), "eyJ.token");
+        assert_eq!(token.expose_secret(), "eyJ.token");
 
         let counter = std::env::temp_dir().join(format!("km-token-{}", std::process::id()));
         let _ = std::fs::remove_file(&counter);
@@ -293,7 +299,7 @@ mod tests {
                 Some(SaslOptions {
                     mechanism: sasl::Mechanism::OAuthBearer,
                     username: String::new(),
-                    password: Secret::new(""),
+                    password: SecretString::from(""),
                 }),
             )
             .with_token_command(Some(failing));

@@ -7,8 +7,9 @@
 //! with a static token from the configuration (no token refresh). Kafka does not SASLprep
 //! usernames or passwords, so neither do we.
 //!
-//! The password lives in a [`Secret`], whose `Debug` is redacted, and no
-//! error built here quotes it.
+//! The password lives in a [`SecretString`], which has no `Display`, is
+//! redacted in `Debug` and is wiped from memory when dropped; no error built
+//! here quotes it.
 //!
 //! [KIP-152]: https://cwiki.apache.org/confluence/display/KAFKA/KIP-152+-+Improve+diagnostics+for+SASL+authentication+failures
 //! [RFC 4616]: https://www.rfc-editor.org/rfc/rfc4616
@@ -27,32 +28,10 @@ use kafka_protocol::error::ParseResponseErrorCode;
 use kafka_protocol::messages::{ApiKey, SaslAuthenticateRequest, SaslHandshakeRequest};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
+use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256, Sha512};
 
 use super::{Connection, NetError};
-
-/// A secret string: printed as `[redacted]` by `Debug`, and without `Display`.
-#[derive(Clone, PartialEq, Eq, serde::Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret.
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    /// The secret itself, for the one place that must send it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
 
 /// A SASL mechanism kafka-mirror speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,14 +77,25 @@ impl fmt::Display for Mechanism {
 }
 
 /// Credentials for one cluster.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct SaslOptions {
     /// The mechanism to use.
     pub mechanism: Mechanism,
     /// The user to authenticate as (empty for OAUTHBEARER).
     pub username: String,
     /// The password, or the OAUTHBEARER token; redacted in `Debug`.
-    pub password: Secret,
+    pub password: SecretString,
+}
+
+impl fmt::Debug for SaslOptions {
+    // By hand, to print the password as the config's `Debug` does.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SaslOptions")
+            .field("mechanism", &self.mechanism)
+            .field("username", &self.username)
+            .field("password", &"[redacted]")
+            .finish()
+    }
 }
 
 /// Why SASL authentication did not succeed. Never holds the password.
@@ -212,13 +202,16 @@ pub async fn authenticate(
             token.push(0);
             token.extend_from_slice(options.username.as_bytes());
             token.push(0);
-            token.extend_from_slice(options.password.expose().as_bytes());
+            token.extend_from_slice(options.password.expose_secret().as_bytes());
             exchange.step(token).await?;
         }
         Mechanism::OAuthBearer => {
             // RFC 7628 section 3.1: gs2 header, then key=value pairs
             // separated by ^A.
-            let token = format!("n,,\x01auth=Bearer {}\x01\x01", options.password.expose());
+            let token = format!(
+                "n,,\x01auth=Bearer {}\x01\x01",
+                options.password.expose_secret()
+            );
             let challenge = exchange.step(token.into_bytes()).await?;
             if !challenge.is_empty() {
                 // An error challenge (JSON with the status); the RFC has the
@@ -364,7 +357,11 @@ impl<'a> Scram<'a> {
             ));
         }
         let hash = Hash::of(self.options.mechanism);
-        let salted = hash.pbkdf2(self.options.password.expose().as_bytes(), &salt, iterations);
+        let salted = hash.pbkdf2(
+            self.options.password.expose_secret().as_bytes(),
+            &salt,
+            iterations,
+        );
         let client_key = hash.hmac(&salted, b"Client Key");
         let stored_key = hash.digest(&client_key);
         // "biws" is base64("n,,"): no channel binding, no authzid.
@@ -460,7 +457,7 @@ mod tests {
         SaslOptions {
             mechanism,
             username: username.into(),
-            password: Secret::new(password),
+            password: SecretString::from(password),
         }
     }
 
