@@ -473,3 +473,371 @@ fn fetch_failed(slots: &mut Slots, cx: FetchContext<'_>, asked: &[SlotOffset], n
     }
     cx.meta.want_refresh(Role::Source);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::RecordBatch;
+    use crate::pipeline::error::Cause;
+    use crate::pipeline::testing::{batch, metadata, slot};
+    use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+    use uuid::Uuid;
+
+    const TOPIC: Uuid = Uuid::from_u128(0x7);
+
+    /// Partitions 0 and 1 led by broker 1, 2 by broker 2, 3 leaderless.
+    fn table() -> (Slots, MetadataView) {
+        let mut slots = Slots::default();
+        for partition in 0..4 {
+            slots.push(slot("t", TOPIC, partition, 100 * i64::from(partition)));
+        }
+        let mut meta = MetadataView::default();
+        meta.set(
+            Role::Source,
+            metadata(
+                "t",
+                TOPIC,
+                &[(0, Some(1)), (1, Some(1)), (2, Some(2)), (3, None)],
+            ),
+        );
+        (slots, meta)
+    }
+
+    struct Fixture {
+        config: ReplicationConfig,
+        memory: FrameMemory,
+        meta: MetadataView,
+        slots: Slots,
+        stage: FetchStage,
+        counters: Counters,
+    }
+
+    impl Fixture {
+        fn new(config: ReplicationConfig) -> Self {
+            let (slots, meta) = table();
+            Fixture {
+                config,
+                memory: FrameMemory::default(),
+                meta,
+                slots,
+                stage: FetchStage::default(),
+                counters: Counters::default(),
+            }
+        }
+
+        fn start(&mut self, now: Instant) -> Vec<FetchJob> {
+            let cx = FetchContext {
+                config: &self.config,
+                meta: &self.meta,
+                memory: &self.memory,
+            };
+            self.stage
+                .start(&mut self.slots, cx, &mut self.counters, now)
+        }
+
+        fn answer(
+            &mut self,
+            job: FetchJob,
+            result: Result<FetchResponse, ClusterError>,
+            now: Instant,
+        ) {
+            let cx = FetchContext {
+                config: &self.config,
+                meta: &self.meta,
+                memory: &self.memory,
+            };
+            let reply = FetchReply {
+                fetcher: job.fetcher,
+                asked: job.asked,
+                reserved: job.reserved,
+                elapsed: Duration::from_millis(5),
+                round_trip: None,
+                result,
+            };
+            self.stage
+                .answered(&mut self.slots, cx, &mut self.counters, reply, false, now);
+        }
+
+        fn id(&self, partition: i32) -> SlotId {
+            self.slots.find("t", partition).expect("slot")
+        }
+    }
+
+    /// A Fetch v13+ answer naming the topic by id, one entry per partition.
+    fn response(partitions: Vec<PartitionData>) -> FetchResponse {
+        FetchResponse::default().with_responses(vec![FetchableTopicResponse::default()
+            .with_topic_id(TOPIC)
+            .with_partitions(partitions)])
+    }
+
+    fn data(partition: i32, records: &[RecordBatch]) -> PartitionData {
+        let bytes: Vec<u8> = records.iter().flat_map(|b| b.as_bytes().to_vec()).collect();
+        PartitionData::default()
+            .with_partition_index(partition)
+            .with_records(Some(bytes.into()))
+    }
+
+    fn refused(partition: i32, error: ResponseError) -> PartitionData {
+        PartitionData::default()
+            .with_partition_index(partition)
+            .with_error_code(error.code())
+    }
+
+    /// (partition, offset) asked by each job, by broker.
+    fn asked(f: &Fixture, jobs: &[FetchJob]) -> Vec<(i32, Vec<(i32, i64)>)> {
+        jobs.iter()
+            .map(|job| {
+                let parts = job
+                    .asked
+                    .iter()
+                    .map(|&(id, offset)| (f.slots[id].partition, offset))
+                    .collect();
+                (job.fetcher.0, parts)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn partitions_are_grouped_by_leader_and_a_leaderless_one_asks_for_metadata() {
+        let mut f = Fixture::new(ReplicationConfig::default());
+        let now = Instant::now();
+        let jobs = f.start(now);
+        let mut got = asked(&f, &jobs);
+        // Sorted: the partition order rotates from one round to the next.
+        for (_, partitions) in &mut got {
+            partitions.sort();
+        }
+        got.sort();
+        assert_eq!(got, [(1, vec![(0, 0), (1, 100)]), (2, vec![(2, 200)])]);
+        assert_eq!(f.meta.due_refreshes(now), [Role::Source]);
+        // Each request names the partitions and offsets its job asks for.
+        for job in &jobs {
+            let named: Vec<(i32, i64)> = job
+                .request
+                .topics
+                .iter()
+                .flat_map(|t| t.partitions.iter().map(|p| (p.partition, p.fetch_offset)))
+                .collect();
+            let wanted: Vec<(i32, i64)> = job
+                .asked
+                .iter()
+                .map(|&(id, offset)| (f.slots[id].partition, offset))
+                .collect();
+            assert_eq!(named, wanted);
+        }
+        assert!(f.start(now).is_empty(), "one Fetch in flight per fetcher");
+    }
+
+    #[test]
+    fn fetches_stay_within_the_budget() {
+        let config = ReplicationConfig {
+            partition_fetch_bytes: 1000,
+            in_flight_bytes: 1500,
+            ..ReplicationConfig::default()
+        };
+        let mut f = Fixture::new(config);
+        let now = Instant::now();
+        let jobs = f.start(now);
+        assert_eq!(
+            jobs.len(),
+            1,
+            "the second broker's Fetch would pass the budget"
+        );
+        assert_eq!(jobs[0].reserved, 1000);
+        assert!(
+            f.start(now).is_empty(),
+            "500 bytes left: less than one partition's"
+        );
+        let job = jobs.into_iter().next().expect("job");
+        f.answer(job, Ok(response(Vec::new())), now);
+        assert_eq!(f.stage.reserved, 0, "the answer frees what the Fetch held");
+        let next = f.start(now);
+        assert_eq!(next.len(), 1);
+        assert_eq!(next[0].reserved, 1000);
+    }
+
+    #[test]
+    fn a_partition_whose_queue_is_full_is_not_asked() {
+        let config = ReplicationConfig {
+            partition_fetch_bytes: 50,
+            ..ReplicationConfig::default()
+        };
+        let mut f = Fixture::new(config);
+        let full = f.id(0);
+        f.slots[full].state.push_batch(batch(0, 10));
+        assert!(f.slots[full].state.held_bytes() >= 100);
+        let jobs = f.start(Instant::now());
+        let asked: Vec<SlotId> = jobs
+            .iter()
+            .flat_map(|j| j.asked.iter().map(|a| a.0))
+            .collect();
+        assert!(!asked.contains(&full));
+        assert!(asked.contains(&f.id(1)));
+    }
+
+    #[test]
+    fn records_are_queued_and_stale_answers_skipped() {
+        let mut f = Fixture::new(ReplicationConfig::default());
+        let now = Instant::now();
+        let job = f
+            .start(now)
+            .into_iter()
+            .find(|j| j.fetcher.0 == 1)
+            .expect("broker 1");
+        // Partition 1 moved elsewhere while the Fetch was out (a reset).
+        let moved = f.id(1);
+        f.slots[moved].state.restart_at(500);
+        let answer = response(vec![
+            data(0, &[batch(0, 3), batch(3, 2)]),
+            data(1, &[batch(100, 4)]),
+        ]);
+        f.answer(job, Ok(answer), now);
+        let zero = &f.slots[f.id(0)];
+        assert_eq!(zero.state.fetch_offset, 5);
+        assert_eq!(zero.state.batches().count(), 2);
+        assert!(!zero.fetching);
+        let one = &f.slots[moved];
+        assert_eq!(
+            one.state.fetch_offset, 500,
+            "data for the old position is dropped"
+        );
+        assert!(one.state.is_empty());
+    }
+
+    #[test]
+    fn partition_errors_retry_check_for_loss_or_stop() {
+        let mut f = Fixture::new(ReplicationConfig::default());
+        let now = Instant::now();
+        let job = f
+            .start(now)
+            .into_iter()
+            .find(|j| j.fetcher.0 == 1)
+            .expect("broker 1");
+        // The leaderless partition's refresh goes and is answered.
+        f.meta.due_refreshes(now);
+        f.meta.refresh_answered(Role::Source, true);
+        let answer = response(vec![
+            refused(0, ResponseError::NotLeaderOrFollower),
+            refused(1, ResponseError::TopicAuthorizationFailed),
+        ]);
+        f.answer(job, Ok(answer), now);
+
+        let moved = &f.slots[f.id(0)];
+        assert!(moved.status.is_copying());
+        assert!(moved.fetch_backoff.waiting(now), "retried after a backoff");
+        assert_eq!(moved.state.fetch_offset, 0, "from the same offset");
+        assert_eq!(
+            f.meta.due_refreshes(now + Duration::from_secs(1)),
+            [Role::Source],
+            "after a metadata refresh"
+        );
+
+        let Status::Stopped(error) = &f.slots[f.id(1)].status else {
+            panic!("stopped: {:?}", f.slots[f.id(1)].status);
+        };
+        assert!(matches!(
+            error.cause,
+            Cause::FetchRefused {
+                error: ResponseError::TopicAuthorizationFailed,
+                offset: 100
+            }
+        ));
+
+        // Once the backoff passed, partition 0 is asked again; out of range
+        // sends it to the data-loss check.
+        let later = now + Duration::from_secs(1);
+        let job = f
+            .start(later)
+            .into_iter()
+            .find(|j| j.fetcher.0 == 1)
+            .expect("broker 1 again");
+        assert_eq!(asked(&f, std::slice::from_ref(&job)), [(1, vec![(0, 0)])]);
+        f.answer(
+            job,
+            Ok(response(vec![refused(0, ResponseError::OffsetOutOfRange)])),
+            later,
+        );
+        assert!(matches!(
+            f.slots[f.id(0)].status,
+            Status::CheckingLoss { asked: false }
+        ));
+    }
+
+    #[test]
+    fn a_failed_fetch_frees_its_budget_and_backs_its_partitions_off() {
+        let config = ReplicationConfig {
+            partition_fetch_bytes: 1000,
+            in_flight_bytes: 1500,
+            ..ReplicationConfig::default()
+        };
+        let mut f = Fixture::new(config);
+        let now = Instant::now();
+        let job = f.start(now).into_iter().next().expect("job");
+        let ids: Vec<SlotId> = job.asked.iter().map(|a| a.0).collect();
+        let lost = ClusterError::UnknownBroker {
+            role: Role::Source,
+            broker: job.fetcher.0,
+        };
+        f.answer(job, Err(lost), now);
+        for id in ids {
+            assert!(f.slots[id].fetch_backoff.waiting(now));
+            assert!(!f.slots[id].fetching);
+        }
+        assert_eq!(f.stage.reserved, 0);
+        assert_eq!(f.start(now).len(), 1, "the other broker gets the budget");
+    }
+
+    #[test]
+    fn a_lost_session_is_reopened_at_once() {
+        let mut f = Fixture::new(ReplicationConfig::default());
+        let now = Instant::now();
+        let job = f
+            .start(now)
+            .into_iter()
+            .find(|j| j.fetcher.0 == 2)
+            .expect("broker 2");
+        let opened = response(Vec::new()).with_session_id(9);
+        f.answer(job, Ok(opened), now);
+        let job = f
+            .start(now)
+            .into_iter()
+            .find(|j| j.fetcher.0 == 2)
+            .expect("broker 2");
+        assert_eq!(job.request.session_id, 9, "incremental in the session");
+        let lost =
+            FetchResponse::default().with_error_code(ResponseError::FetchSessionIdNotFound.code());
+        f.answer(job, Ok(lost), now);
+        let slot = &f.slots[f.id(2)];
+        assert!(!slot.fetch_backoff.waiting(now), "no backoff");
+        let job = f
+            .start(now)
+            .into_iter()
+            .find(|j| j.fetcher.0 == 2)
+            .expect("asked again at once");
+        assert_eq!(
+            (job.request.session_id, job.request.session_epoch),
+            (0, 0),
+            "a full request"
+        );
+    }
+
+    #[test]
+    fn fetch_errors_are_classified_once() {
+        use FetchErrorKind::*;
+        for (error, kind) in [
+            (ResponseError::FetchSessionIdNotFound, SessionLost),
+            (ResponseError::InvalidFetchSessionEpoch, SessionLost),
+            (ResponseError::OffsetOutOfRange, OutOfRange),
+            (ResponseError::NotLeaderOrFollower, Retry),
+            (ResponseError::FencedLeaderEpoch, Retry),
+            (ResponseError::UnknownTopicId, Retry),
+            (ResponseError::KafkaStorageError, Retry),
+            (ResponseError::RequestTimedOut, Retry),
+            (ResponseError::TopicAuthorizationFailed, Fatal),
+            (ResponseError::CorruptMessage, Retry),
+            (ResponseError::UnsupportedVersion, Fatal),
+        ] {
+            assert_eq!(classify_fetch_error(error), kind, "{error:?}");
+        }
+    }
+}

@@ -69,6 +69,8 @@ mod producer;
 mod slots;
 mod startup;
 mod stats;
+#[cfg(test)]
+mod testing;
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -482,43 +482,8 @@ fn increment_sequence(sequence: i32, records: i32) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::BytesMut;
-    use kafka_protocol::records::{
-        Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
-        TimestampType,
-    };
-
-    /// A real v2 batch of `count` records starting at `base` from Kafka's codec crate.
-    fn batch(base: i64, count: i32) -> RecordBatch {
-        let records: Vec<Record> = (0..count)
-            .map(|i| Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: 0,
-                producer_id: 99,
-                producer_epoch: 3,
-                timestamp_type: TimestampType::Creation,
-                offset: base + i64::from(i),
-                sequence: 40 + i,
-                timestamp: 1_700_000_000_000 + i64::from(i),
-                key: Some(Bytes::from(format!("k{i}"))),
-                value: Some(Bytes::from(format!("v{i}"))),
-                headers: Default::default(),
-            })
-            .collect();
-        let mut buf = BytesMut::new();
-        RecordBatchEncoder::encode(
-            &mut buf,
-            &records,
-            &RecordEncodeOptions {
-                version: 2,
-                compression: Compression::None,
-            },
-        )
-        .expect("encode");
-        RecordBatch::parse(buf.freeze()).expect("parse")
-    }
+    use crate::pipeline::testing::batch;
+    use kafka_protocol::records::RecordBatchDecoder;
 
     /// A partition at offset 10 whose first batch (offset 9, sequence 0) the
     /// target acknowledged, so pipelining is allowed.
