@@ -426,6 +426,396 @@ fn refusal(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::batch::RecordBatch;
+    use crate::net::frame::encode_request;
+    use crate::pipeline::error::Cause;
+    use crate::pipeline::testing::{batch, metadata, slot};
+    use kafka_protocol::messages::produce_response::{
+        PartitionProduceResponse, TopicProduceResponse,
+    };
+    use kafka_protocol::messages::{ApiKey, RequestHeader, TopicName};
+    use kafka_protocol::protocol::{Decodable, StrBytes};
+    use std::time::Duration;
+    use uuid::Uuid;
+
+    const TARGET: Uuid = Uuid::from_u128(0x9);
+
+    struct Fixture {
+        config: ReplicationConfig,
+        meta: MetadataView,
+        slots: Slots,
+        stage: ProduceStage,
+        counters: Counters,
+        id: SlotId,
+    }
+
+    impl Fixture {
+        /// One partition `t-0` with batches 0..2, 2..4 and 4..6 queued,
+        /// copied into `copy.t`, led by broker 1.
+        fn new(config: ReplicationConfig) -> Self {
+            let mut slots = Slots::default();
+            let id = slots.push(slot("t", Uuid::from_u128(1), 0, 0));
+            for base in [0, 2, 4] {
+                slots[id].state.push_batch(batch(base, 2));
+            }
+            let mut meta = MetadataView::default();
+            meta.set(Role::Target, metadata("copy.t", TARGET, &[(0, Some(1))]));
+            Fixture {
+                config,
+                meta,
+                slots,
+                stage: ProduceStage::new((7, 0)),
+                counters: Counters::default(),
+                id,
+            }
+        }
+
+        fn start(&mut self, now: Instant) -> Vec<ProduceJob> {
+            let cx = ProduceContext {
+                config: &self.config,
+                meta: &self.meta,
+            };
+            self.stage.start(&mut self.slots, cx, now)
+        }
+
+        /// Sends what may go and answers it with `error` (and a message).
+        fn answer(&mut self, error: Option<ResponseError>, now: Instant) -> usize {
+            let jobs = self.start(now);
+            let count = jobs.len();
+            for job in jobs {
+                let response = answer_by_id(error, Some("from the broker"));
+                self.reply(job, Ok(response), now);
+            }
+            count
+        }
+
+        fn reply(
+            &mut self,
+            job: ProduceJob,
+            result: Result<ProduceResponse, ClusterError>,
+            now: Instant,
+        ) {
+            let cx = ProduceContext {
+                config: &self.config,
+                meta: &self.meta,
+            };
+            let reply = ProduceReply {
+                broker: job.broker,
+                sent: job.sent,
+                result,
+            };
+            self.stage
+                .answered(&mut self.slots, cx, &mut self.counters, reply, now);
+        }
+
+        fn stopped(&self) -> &PartitionError {
+            match &self.slots[self.id].status {
+                Status::Stopped(error) => error,
+                other => panic!("not stopped: {other:?}"),
+            }
+        }
+    }
+
+    /// A Produce v13+ answer naming the target topic by id.
+    fn answer_by_id(
+        error: Option<ResponseError>,
+        message: Option<&'static str>,
+    ) -> ProduceResponse {
+        ProduceResponse::default().with_responses(vec![TopicProduceResponse::default()
+            .with_topic_id(TARGET)
+            .with_partition_responses(vec![PartitionProduceResponse::default()
+                .with_index(0)
+                .with_error_code(error.map_or(0, |e| e.code()))
+                .with_error_message(message.map(StrBytes::from_static_str))])])
+    }
+
+    /// The batch a job carries, as the target receives it.
+    fn sent(job: &ProduceJob) -> RecordBatch {
+        const VERSION: i16 = 9;
+        let frame = encode_request(1, None, VERSION, &job.request, &job.splices)
+            .expect("encode")
+            .to_bytes();
+        let mut body = frame.slice(4..);
+        RequestHeader::decode(&mut body, ApiKey::Produce.request_header_version(VERSION))
+            .expect("header");
+        let request = ProduceRequest::decode(&mut body, VERSION).expect("request");
+        let records = request.topic_data[0].partition_data[0].records.clone();
+        RecordBatch::parse(records.expect("records")).expect("parse")
+    }
+
+    #[test]
+    fn a_landed_batch_is_counted_and_moves_the_checkpoint() {
+        let mut f = Fixture::new(ReplicationConfig::default());
+        let now = Instant::now();
+        let job = f.start(now).pop().expect("job");
+        let wire = sent(&job);
+        assert_eq!(
+            (wire.base_offset(), wire.producer_id(), wire.base_sequence()),
+            (0, 7, 0)
+        );
+        // An older broker names the topic, not its id.
+        let by_name =
+            ProduceResponse::default().with_responses(vec![TopicProduceResponse::default()
+                .with_name(TopicName(StrBytes::from_static_str("copy.t")))
+                .with_partition_responses(
+                    vec![PartitionProduceResponse::default().with_index(0)],
+                )]);
+        f.reply(job, Ok(by_name), now);
+        assert_eq!((f.counters.records, f.counters.batches), (2, 1));
+        assert_eq!(f.slots[f.id].state.committed(), 2);
+        // Established: the other two go pipelined, a request each; a
+        // duplicate is written too.
+        assert_eq!(
+            f.answer(Some(ResponseError::DuplicateSequenceNumber), now),
+            2
+        );
+        assert_eq!(f.slots[f.id].state.committed(), 6);
+        assert_eq!(f.counters.records, 6);
+    }
+
+    #[test]
+    fn a_retriable_refusal_resends_the_same_batch_after_a_backoff() {
+        let mut f = Fixture::new(ReplicationConfig::default());
+        let now = Instant::now();
+        let job = f.start(now).pop().expect("job");
+        let first = sent(&job).as_bytes().clone();
+        f.reply(
+            job,
+            Ok(answer_by_id(Some(ResponseError::NotLeaderOrFollower), None)),
+            now,
+        );
+        assert_eq!(f.counters.produce_retries, 1);
+        assert!(f.start(now).is_empty(), "backing off");
+        assert_eq!(
+            f.meta.due_refreshes(now),
+            [Role::Target],
+            "leaders looked up again"
+        );
+        let later = now + Duration::from_secs(1);
+        let again = f.start(later).pop().expect("resent");
+        assert_eq!(sent(&again).as_bytes(), &first, "same bytes, same sequence");
+        assert!(f.slots[f.id].status.is_copying());
+    }
+
+    #[test]
+    fn a_batch_that_may_be_written_blocks_a_new_producer_id_until_resolved() {
+        let mut f = Fixture::new(ReplicationConfig::default());
+        let now = Instant::now();
+        f.answer(None, now);
+        let mut jobs = f.start(now).into_iter();
+        let (timed_out, refused) = (jobs.next().expect("2..4"), jobs.next().expect("4..6"));
+        assert_eq!(
+            (
+                sent(&timed_out).base_sequence(),
+                sent(&refused).base_sequence()
+            ),
+            (2, 4)
+        );
+        f.reply(
+            timed_out,
+            Ok(answer_by_id(Some(ResponseError::RequestTimedOut), None)),
+            now,
+        );
+        f.reply(
+            refused,
+            Ok(answer_by_id(Some(ResponseError::UnknownProducerId), None)),
+            now,
+        );
+        assert!(f.stage.producer.renewing());
+        // Not while the timed-out batch may be on the target.
+        assert!(f.slots[f.id].state.unresolved());
+        let later = now + Duration::from_secs(1);
+        assert!(f.stage.producer().due(&f.slots, false, later).is_none());
+        // Only that batch goes, again under the old id; it had landed.
+        let mut resolving = f.start(later);
+        assert_eq!(resolving.len(), 1);
+        let job = resolving.pop().expect("resolving");
+        assert_eq!(
+            (sent(&job).producer_id(), sent(&job).base_sequence()),
+            (7, 2)
+        );
+        f.reply(
+            job,
+            Ok(answer_by_id(
+                Some(ResponseError::DuplicateSequenceNumber),
+                None,
+            )),
+            later,
+        );
+        let reason = f
+            .stage
+            .producer()
+            .due(&f.slots, false, later)
+            .expect("renewal due");
+        assert!(matches!(
+            reason.cause,
+            Cause::TargetRefused(Refusal {
+                kind: RefusalKind::ProducerIdentity,
+                error: Some(ResponseError::UnknownProducerId),
+                ..
+            })
+        ));
+        f.stage
+            .producer()
+            .renewed(&mut f.slots, &mut f.counters, reason, Ok((8, 0)), later);
+        assert_eq!(f.counters.producer_renewals, 1);
+        let job = f.start(later).pop().expect("the last batch, new id");
+        let wire = sent(&job);
+        assert_eq!(
+            (wire.producer_id(), wire.base_sequence(), wire.base_offset()),
+            (8, 0, 0)
+        );
+        assert_eq!(f.slots[f.id].state.committed(), 4);
+    }
+
+    #[test]
+    fn out_of_order_answers_for_the_first_batch_renew_the_producer_id() {
+        let mut f = Fixture::new(ReplicationConfig::default());
+        let mut now = Instant::now();
+        for _ in 0..OUT_OF_ORDER_LIMIT - 1 {
+            f.answer(Some(ResponseError::OutOfOrderSequenceNumber), now);
+            assert!(!f.stage.producer.renewing());
+            now += Duration::from_secs(10);
+        }
+        f.answer(Some(ResponseError::OutOfOrderSequenceNumber), now);
+        assert!(f.stage.producer.renewing());
+        assert!(f.slots[f.id].status.is_copying(), "the partition goes on");
+    }
+
+    #[test]
+    fn a_batch_the_topic_refuses_stops_the_partition_by_default() {
+        let mut f = Fixture::new(ReplicationConfig::default());
+        let now = Instant::now();
+        f.answer(Some(ResponseError::MessageTooLarge), now);
+        assert_eq!(
+            f.stopped().to_string(),
+            "target refused source offsets 0..1 of t-0: MessageTooLarge (from the broker); change \
+             the target topic's settings, or restart with --on-refused-batch skip"
+        );
+        assert!(
+            f.start(now + Duration::from_secs(10)).is_empty(),
+            "nothing more is sent"
+        );
+        assert_eq!(f.slots[f.id].state.committed(), 0);
+    }
+
+    #[test]
+    fn a_batch_the_topic_refuses_is_skipped_when_told_so() {
+        let config = ReplicationConfig {
+            on_refused_batch: RefusedBatchPolicy::Skip,
+            ..ReplicationConfig::default()
+        };
+        let mut f = Fixture::new(config);
+        let now = Instant::now();
+        f.answer(None, now);
+        let mut jobs = f.start(now).into_iter();
+        let (too_large, behind) = (jobs.next().expect("2..4"), jobs.next().expect("4..6"));
+        f.reply(
+            too_large,
+            Ok(answer_by_id(Some(ResponseError::RecordListTooLarge), None)),
+            now,
+        );
+        // The broker never took the refused batch's sequences.
+        f.reply(
+            behind,
+            Ok(answer_by_id(
+                Some(ResponseError::OutOfOrderSequenceNumber),
+                None,
+            )),
+            now,
+        );
+        assert_eq!(f.counters.refused_batches_skipped, 1);
+        assert_eq!(f.counters.refused_records_skipped, 2);
+        let later = now + Duration::from_secs(1);
+        let job = f.start(later).pop().expect("the batch after it");
+        assert_eq!(
+            sent(&job).base_sequence(),
+            2,
+            "takes the skipped batch's sequence"
+        );
+        f.reply(job, Ok(answer_by_id(None, None)), later);
+        assert_eq!(
+            f.slots[f.id].state.committed(),
+            6,
+            "the skipped range is done too"
+        );
+        assert!(f.slots[f.id].status.is_copying());
+    }
+
+    #[test]
+    fn a_whole_batch_refused_as_corrupt_is_resent_three_times_then_stops() {
+        let mut f = Fixture::new(ReplicationConfig::default());
+        let mut now = Instant::now();
+        for _ in 0..CORRUPT_RESEND_LIMIT {
+            f.answer(Some(ResponseError::CorruptMessage), now);
+            assert!(f.slots[f.id].status.is_copying());
+            now += Duration::from_secs(10);
+        }
+        f.answer(Some(ResponseError::CorruptMessage), now);
+        assert!(matches!(
+            f.stopped().cause,
+            Cause::TargetRefused(Refusal {
+                kind: RefusalKind::Corrupt { damage: None },
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_batch_damaged_at_the_source_stops_at_once_naming_the_damage() {
+        let mut f = Fixture::new(ReplicationConfig::default());
+        let mut slots = Slots::default();
+        let id = slots.push(slot("t", Uuid::from_u128(1), 0, 0));
+        let mut damaged = batch(0, 2).as_bytes().to_vec();
+        let last = damaged.len() - 1;
+        damaged[last] ^= 1;
+        slots[id]
+            .state
+            .push_batch(RecordBatch::parse(damaged.into()).expect("parse"));
+        f.slots = slots;
+        f.answer(Some(ResponseError::CorruptMessage), Instant::now());
+        let message = f.stopped().to_string();
+        assert!(
+            message.starts_with("target refused source offsets 0..1 of t-0: CorruptMessage (from the broker); the source sent it damaged: "),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn other_errors_stop_the_partition_naming_the_error() {
+        let mut f = Fixture::new(ReplicationConfig::default());
+        f.answer(
+            Some(ResponseError::TopicAuthorizationFailed),
+            Instant::now(),
+        );
+        assert_eq!(
+            f.stopped().to_string(),
+            "target refused source offsets 0..1 of t-0: TopicAuthorizationFailed (from the broker)"
+        );
+    }
+
+    #[test]
+    fn a_lost_connection_resends_everything_it_carried() {
+        let mut f = Fixture::new(ReplicationConfig::default());
+        let now = Instant::now();
+        f.answer(None, now);
+        for job in f.start(now) {
+            assert_eq!(job.sent.len(), 1, "one batch per partition per request");
+            let lost = ClusterError::UnknownBroker {
+                role: Role::Target,
+                broker: 1,
+            };
+            f.reply(job, Err(lost), now);
+        }
+        assert_eq!(f.stage.in_flight(), 0);
+        assert!(f.slots[f.id].state.unresolved(), "it may have been written");
+        let resent: Vec<i32> = f
+            .start(now + Duration::from_secs(1))
+            .iter()
+            .map(|job| sent(job).base_sequence())
+            .collect();
+        assert_eq!(resent, [2, 4], "in order, same sequences");
+    }
 
     #[test]
     fn classification() {
