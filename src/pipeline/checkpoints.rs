@@ -112,3 +112,79 @@ pub(super) fn stored(slots: &mut Slots, written: Vec<SlotOffset>) {
         slots[id].state.checkpoint_stored(offset);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::OffsetSpec;
+    use crate::pipeline::slots::SlotId;
+    use crate::pipeline::testing::{batch, slot};
+    use uuid::Uuid;
+
+    /// Partition 0 copied a batch the target acknowledged, 1 did nothing,
+    /// 2 acknowledged one but is resolving a reset.
+    fn table() -> (Slots, [SlotId; 3]) {
+        let mut slots = Slots::default();
+        let ids = [0, 1, 2].map(|p| slots.push(slot("t", Uuid::from_u128(5), p, 100)));
+        for &id in &[ids[0], ids[2]] {
+            slots[id].state.push_batch(batch(100, 3));
+            let sent = slots[id].state.next_to_send(7, 0, false).expect("batch");
+            slots[id].state.acked(sent.entry);
+        }
+        slots[ids[2]].status = Status::Resolving {
+            spec: OffsetSpec::Earliest,
+            asked: false,
+        };
+        (slots, ids)
+    }
+
+    #[test]
+    fn only_partitions_that_moved_are_written() {
+        let (mut slots, ids) = table();
+        let now = Instant::now();
+        let mut schedule = CheckpointSchedule::new(Duration::from_secs(5), Some("src".into()), now);
+        assert!(
+            schedule.due(&slots, false, now).is_none(),
+            "the interval has not passed"
+        );
+        let write = schedule.due(&slots, true, now).expect("memory is short");
+        assert_eq!(write.written, [(ids[0], 103)]);
+        let (topic, partition, checkpoint) = &write.entries[0];
+        assert_eq!(
+            (topic.as_str(), *partition),
+            ("copy.t", 0),
+            "keyed by the target topic"
+        );
+        assert_eq!(checkpoint.next_offset, 103);
+        assert_eq!(checkpoint.source_cluster.as_deref(), Some("src"));
+        assert!(
+            schedule.due(&slots, true, now).is_none(),
+            "one write at a time"
+        );
+
+        schedule.answered(&mut slots, write.written, Ok(()));
+        assert_eq!(slots[ids[0]].state.checkpointed, 103);
+        assert_eq!(slots[ids[0]].state.held_bytes(), 0, "the batch is released");
+        assert!(
+            schedule.dirty(&slots).entries.is_empty(),
+            "nothing moved since"
+        );
+    }
+
+    #[test]
+    fn a_failed_write_is_tried_again() {
+        let (mut slots, ids) = table();
+        let now = Instant::now();
+        let mut schedule = CheckpointSchedule::new(Duration::from_secs(5), None, now);
+        let later = now + Duration::from_secs(5);
+        let write = schedule.due(&slots, false, later).expect("due");
+        let failed = Err(CheckpointError::NotReady {
+            topic: "checkpoints".into(),
+            reason: "no leader yet".into(),
+        });
+        schedule.answered(&mut slots, write.written, failed);
+        assert_eq!(slots[ids[0]].state.checkpointed, 100);
+        let again = schedule.due(&slots, true, later).expect("again");
+        assert_eq!(again.written, [(ids[0], 103)]);
+    }
+}

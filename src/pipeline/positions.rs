@@ -189,3 +189,163 @@ impl Positions {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::testing::{batch, metadata, slot};
+    use std::time::Duration;
+    use uuid::Uuid;
+
+    const OLD: Uuid = Uuid::from_u128(1);
+    const NEW: Uuid = Uuid::from_u128(2);
+
+    /// A partition whose Fetch at `at` was out of range, with the source now
+    /// holding `first..end`: what the loss check leaves.
+    fn checked(policy: DataLossPolicy, at: i64, first: i64, end: i64) -> (Slots, Counters) {
+        let mut slots = Slots::default();
+        let id = slots.push(slot("t", OLD, 0, at));
+        slots[id].status = Status::CheckingLoss { asked: false };
+        let positions = Positions::new(policy);
+        let now = Instant::now();
+        let lookups = positions.due_lookups(&mut slots, now);
+        assert_eq!(lookups.loss, [id]);
+        assert!(
+            positions.due_lookups(&mut slots, now).loss.is_empty(),
+            "asked once"
+        );
+        let key = ("t".to_owned(), 0);
+        let mut counters = Counters::default();
+        positions.loss_checked(
+            &mut slots,
+            &MetadataView::default(),
+            &mut counters,
+            lookups.loss,
+            HashMap::from([(key.clone(), Ok(first))]),
+            HashMap::from([(key, Ok(end))]),
+            now,
+        );
+        (slots, counters)
+    }
+
+    fn stopped(slots: &Slots) -> String {
+        let (_, slot) = slots.iter().next().expect("slot");
+        match &slot.status {
+            Status::Stopped(error) => error.to_string(),
+            other => panic!("not stopped: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn data_deleted_before_it_was_copied_is_reported_with_its_range() {
+        let (slots, counters) = checked(DataLossPolicy::Stop, 10, 25, 40);
+        assert_eq!(
+            stopped(&slots),
+            "source offsets 10..24 (15 offsets) of t-0 were deleted by the source before they \
+             were copied (retention ran ahead of the mirror); restart with --on-data-loss \
+             continue to copy on from offset 25"
+        );
+        assert_eq!(counters.offsets_lost, 15);
+
+        let (slots, counters) = checked(DataLossPolicy::Continue, 10, 25, 40);
+        let (_, slot) = slots.iter().next().expect("slot");
+        assert!(slot.status.is_copying());
+        assert_eq!(
+            slot.state.fetch_offset, 25,
+            "copies on from the source's first offset"
+        );
+        assert_eq!(
+            slot.state.committed(),
+            25,
+            "the lost range is not copied again"
+        );
+        assert_eq!(counters.offsets_lost, 15, "counted either way");
+    }
+
+    #[test]
+    fn a_source_that_lost_copied_data_is_reported() {
+        let (slots, counters) = checked(DataLossPolicy::Stop, 50, 0, 40);
+        assert!(stopped(&slots).starts_with(
+            "the mirror's next offset 50 of t-0 is past the source's log end 40: the source lost \
+             data that was already copied"
+        ));
+        assert_eq!(counters.offsets_lost, 0);
+        let (slots, _) = checked(DataLossPolicy::Continue, 50, 0, 40);
+        let (_, slot) = slots.iter().next().expect("slot");
+        assert_eq!(
+            slot.state.fetch_offset, 40,
+            "copies on from the source's end"
+        );
+    }
+
+    #[test]
+    fn an_offset_back_in_range_is_fetched_again() {
+        let (slots, counters) = checked(DataLossPolicy::Stop, 30, 25, 40);
+        let (_, slot) = slots.iter().next().expect("slot");
+        assert!(slot.status.is_copying());
+        assert_eq!(slot.state.fetch_offset, 30);
+        assert_eq!(counters.offsets_lost, 0);
+    }
+
+    #[test]
+    fn a_recreated_source_topic_stops_or_restarts_from_its_start() {
+        let renamed = metadata("t", NEW, &[(0, Some(1))]);
+        let mut slots = Slots::default();
+        slots.push(slot("t", OLD, 0, 500));
+        Positions::new(DataLossPolicy::Stop).detect_recreated_topics(&mut slots, &renamed);
+        assert!(stopped(&slots).contains(&format!(
+            "was deleted and recreated since its data was copied (topic id {OLD} is now {NEW})"
+        )));
+
+        let mut slots = Slots::default();
+        let id2 = slots.push(slot("t", OLD, 0, 500));
+        slots[id2].state.push_batch(batch(500, 2));
+        Positions::new(DataLossPolicy::Continue).detect_recreated_topics(&mut slots, &renamed);
+        let restarted = &slots[id2];
+        assert_eq!(restarted.source_topic_id, NEW);
+        assert!(matches!(
+            restarted.status,
+            Status::Resolving {
+                spec: OffsetSpec::Earliest,
+                asked: false
+            }
+        ));
+        assert!(
+            restarted.state.is_empty(),
+            "the old topic's unsent batches are dropped"
+        );
+
+        // A nil id (an old broker) or the same id changes nothing.
+        let mut slots = Slots::default();
+        slots.push(slot("t", OLD, 0, 500));
+        let positions = Positions::new(DataLossPolicy::Stop);
+        positions.detect_recreated_topics(&mut slots, &metadata("t", Uuid::nil(), &[]));
+        positions.detect_recreated_topics(&mut slots, &metadata("t", OLD, &[]));
+        assert!(slots.all().all(|s| s.status.is_copying()));
+    }
+
+    #[test]
+    fn a_start_position_is_looked_up_once_then_copying_begins_there() {
+        let mut slots = Slots::default();
+        let id = slots.push(slot("t", OLD, 0, 0));
+        slots[id].status = Status::Resolving {
+            spec: OffsetSpec::Latest,
+            asked: false,
+        };
+        let positions = Positions::new(DataLossPolicy::Stop);
+        let meta = MetadataView::default();
+        let now = Instant::now();
+        let lookups = positions.due_lookups(&mut slots, now);
+        assert_eq!(lookups.resolve[&OffsetSpec::Latest], [id]);
+        // Not answered: retried after a backoff and a metadata refresh.
+        positions.resolved(&mut slots, &meta, vec![id], HashMap::new(), now);
+        assert!(positions.due_lookups(&mut slots, now).resolve.is_empty());
+        let later = now + Duration::from_secs(10);
+        let lookups = positions.due_lookups(&mut slots, later);
+        assert_eq!(lookups.resolve[&OffsetSpec::Latest], [id]);
+        let answer = HashMap::from([(("t".to_owned(), 0), Ok(1234))]);
+        positions.resolved(&mut slots, &meta, vec![id], answer, later);
+        assert!(slots[id].status.is_copying());
+        assert_eq!(slots[id].state.fetch_offset, 1234);
+    }
+}

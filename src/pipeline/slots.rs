@@ -238,16 +238,10 @@ impl std::ops::IndexMut<SlotId> for Slots {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::testing;
 
     fn slot(topic: &str, partition: i32) -> Slot {
-        Slot::new(
-            topic.into(),
-            format!("copy.{topic}").into(),
-            partition,
-            Uuid::nil(),
-            0,
-            Status::Copying,
-        )
+        testing::slot(topic, Uuid::nil(), partition, 0)
     }
 
     #[test]
