@@ -40,6 +40,7 @@ use uuid::Uuid;
 
 use crate::cluster::{
     fetch_request, response_partitions, Cluster, ClusterError, OffsetSpec, PartitionFetch,
+    TopicNames,
 };
 use crate::topics::{ensure_topics, TopicError, TopicSpec};
 
@@ -233,7 +234,7 @@ impl CheckpointStore {
             .partition(&self.topic, 0)
             .map_or(-1, |p| p.leader_epoch);
         let leader = self.leader_or_refresh().await?;
-        let names = HashMap::from([(topic_id, self.topic.clone())]);
+        let names = TopicNames::from_iter([(topic_id, self.topic.clone())]);
         let mut checkpoints = HashMap::new();
         let mut offset = 0;
         while offset < end {
@@ -251,7 +252,7 @@ impl CheckpointStore {
                 LOAD_FETCH_BYTES,
             );
             let response = self.cluster_result(self.target.send(leader, request).await)?;
-            let Some((_, data)) = response_partitions(response, &names).into_iter().next() else {
+            let Some((_, data)) = response_partitions(response, &names).next() else {
                 return Err(self.broker_error(ResponseError::UnknownServerError, "reading"));
             };
             if let Some(error) = data.error_code.err() {

@@ -18,12 +18,14 @@
 //! - [`policy`]: target topic names, and the loops they reveal.
 //! - [`checkpoint`]: progress stored in a compacted topic on the target.
 //! - [`config`]: the TOML configuration, its flows and their validation.
+//! - `backoff`: the one exponential backoff every retry loop uses.
 //!
 //! The binary (`src/main.rs`, `src/cli.rs`) turns flags and a file into a
 //! [`config::MirrorConfig`] and calls [`pipeline::run`].
 
 #[cfg(target_os = "linux")]
 mod alloc;
+mod backoff;
 pub mod batch;
 pub mod checkpoint;
 pub mod cluster;

@@ -17,7 +17,7 @@
 //!   so this is the fair ceiling, and its CPU per GB (the bench process's) is the
 //!   floor of what moving these bytes through user space costs.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,12 +25,11 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use kafka_mirror::batch::{split_batches, Fetched, ProducerStamp, RecordBatch};
 use kafka_mirror::cluster::{
-    fetch_request, produce_request, response_partitions, Cluster, PartitionFetch,
+    fetch_request, produce_request, response_partitions, Cluster, PartitionFetch, TopicNames,
 };
 use kafka_mirror::net::splice::{Splice, Splices};
 use kafka_protocol::messages::ProduceRequest;
 use kafka_testkit::own_cpu_seconds;
-use uuid::Uuid;
 
 use crate::kafka::delete_topics_except;
 use crate::lab::{DataSet, Lab};
@@ -193,11 +192,7 @@ async fn fetch_all(
     mut on_batch: impl FnMut(&(String, i32), RecordBatch) -> Result<()>,
 ) -> Result<()> {
     let metadata = cluster.metadata().await?;
-    let names_by_id: HashMap<Uuid, String> = metadata
-        .topics
-        .iter()
-        .map(|(name, t)| (t.id, name.clone()))
-        .collect();
+    let names_by_id = TopicNames::of(&metadata);
     let mut next: BTreeMap<(String, i32), i64> =
         data.ends.keys().map(|tp| (tp.clone(), 0)).collect();
     loop {
@@ -233,7 +228,7 @@ async fn fetch_all(
                         partition.error_code
                     );
                 }
-                let key = (topic, partition.partition_index);
+                let key = (topic.to_string(), partition.partition_index);
                 let Some(records) = partition.records else {
                     continue;
                 };

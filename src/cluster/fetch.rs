@@ -16,6 +16,8 @@ use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName}
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
+use super::TopicNames;
+
 /// One partition to fetch, and from where.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionFetch {
@@ -234,25 +236,28 @@ impl FetchSession {
 
 /// The partitions of a Fetch response with their topic names, whichever way
 /// the response named them. A topic id the caller did not ask for is skipped.
+///
+/// Each topic is resolved once, and its name handed to each of its
+/// partitions as a shared [`StrBytes`]: reading a response allocates nothing
+/// per topic or partition.
 pub fn response_partitions(
     response: FetchResponse,
-    names_by_id: &HashMap<Uuid, String>,
-) -> Vec<(String, PartitionData)> {
-    let mut out = Vec::new();
-    for topic in response.responses {
-        let name = if topic.topic_id.is_nil() {
-            topic.topic.0.to_string()
-        } else {
-            match names_by_id.get(&topic.topic_id) {
-                Some(name) => name.clone(),
-                None => continue,
-            }
-        };
-        for partition in topic.partitions {
-            out.push((name.clone(), partition));
-        }
-    }
-    out
+    names: &TopicNames,
+) -> impl Iterator<Item = (StrBytes, PartitionData)> + '_ {
+    response
+        .responses
+        .into_iter()
+        .filter_map(|topic| {
+            Some((
+                names.resolve(topic.topic_id, &topic.topic)?,
+                topic.partitions,
+            ))
+        })
+        .flat_map(|(name, partitions)| {
+            partitions
+                .into_iter()
+                .map(move |partition| (name.clone(), partition))
+        })
 }
 
 #[cfg(test)]

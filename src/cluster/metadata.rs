@@ -6,7 +6,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use kafka_protocol::error::ParseResponseErrorCode;
-use kafka_protocol::messages::MetadataResponse;
+use kafka_protocol::messages::{MetadataResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use uuid::Uuid;
 
@@ -95,6 +96,46 @@ impl Metadata {
     }
 }
 
+/// Topic names by topic id: Fetch and Produce from v13 on name topics by
+/// id in their responses, older versions by name. Names are held as
+/// [`StrBytes`], so handing one out per response topic is a reference-count
+/// increment, not an allocation.
+#[derive(Debug, Clone, Default)]
+pub struct TopicNames(HashMap<Uuid, StrBytes>);
+
+impl TopicNames {
+    /// The names of every topic a metadata snapshot lists.
+    pub fn of(metadata: &Metadata) -> Self {
+        metadata
+            .topics
+            .iter()
+            .map(|(name, topic)| (topic.id, name.clone()))
+            .collect()
+    }
+
+    /// The name of a topic as a response gives it: `name` when `id` is nil
+    /// (an older version named it), else the name known for `id`; `None`
+    /// for an id this map does not know (a topic the caller did not ask for).
+    pub fn resolve(&self, id: Uuid, name: &TopicName) -> Option<StrBytes> {
+        if id.is_nil() {
+            Some(name.0.clone())
+        } else {
+            self.0.get(&id).cloned()
+        }
+    }
+}
+
+impl FromIterator<(Uuid, String)> for TopicNames {
+    fn from_iter<I: IntoIterator<Item = (Uuid, String)>>(names: I) -> Self {
+        TopicNames(
+            names
+                .into_iter()
+                .map(|(id, name)| (id, StrBytes::from_string(name)))
+                .collect(),
+        )
+    }
+}
+
 impl TopicMetadata {
     /// The number of partitions, as Kafka counts them (indices 0..n).
     pub fn partition_count(&self) -> i32 {
@@ -115,8 +156,7 @@ mod tests {
     use kafka_protocol::messages::metadata_response::{
         MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
     };
-    use kafka_protocol::messages::{BrokerId, TopicName};
-    use kafka_protocol::protocol::StrBytes;
+    use kafka_protocol::messages::BrokerId;
 
     #[test]
     fn snapshot_from_response() {
@@ -150,5 +190,12 @@ mod tests {
         assert_eq!(meta.partition("orders", 0).map(|p| p.leader_epoch), Some(3));
         assert_eq!(meta.leader("orders", 1), None);
         assert_eq!(meta.leader("missing", 0), None);
+
+        let names = TopicNames::of(&meta);
+        let unnamed = TopicName::default();
+        assert_eq!(names.resolve(id, &unnamed).as_deref(), Some("orders"));
+        assert_eq!(names.resolve(Uuid::from_u128(8), &unnamed), None);
+        let old = TopicName(StrBytes::from_static_str("by-name"));
+        assert_eq!(names.resolve(Uuid::nil(), &old).as_deref(), Some("by-name"));
     }
 }

@@ -19,10 +19,11 @@ use kafka_protocol::messages::MetadataRequest;
 use tokio::sync::Mutex as AsyncMutex;
 
 pub use fetch::{fetch_request, response_partitions, FetchSession, PartitionFetch};
-pub use metadata::{Metadata, PartitionMetadata, TopicMetadata};
+pub use metadata::{Metadata, PartitionMetadata, TopicMetadata, TopicNames};
 pub use offsets::{OffsetLookupError, OffsetResult, OffsetSpec};
 pub use produce::produce_request;
 
+use crate::backoff::Backoff;
 use crate::net::splice::Splices;
 use crate::net::{Connection, Connector, FrameMemory, NetError, PendingResponse};
 
@@ -96,19 +97,27 @@ impl ClusterError {
 }
 
 /// Backoff between reconnects to one broker: 100 ms doubling up to 10 s.
-const BACKOFF_BASE: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(10);
+const RECONNECT_BASE: Duration = Duration::from_millis(100);
+const RECONNECT_MAX: Duration = Duration::from_secs(10);
 
-/// A connection slot for one broker: the open connection, or when to try again.
-#[derive(Debug, Default)]
-struct BrokerSlot {
+/// The link to one broker: the open connection, or when to try again.
+#[derive(Debug)]
+struct BrokerLink {
     connection: Option<Connection>,
-    failures: u32,
-    retry_at: Option<Instant>,
+    backoff: Backoff,
 }
 
-/// A slot that concurrent callers wait on together.
-type SharedSlot = Arc<AsyncMutex<BrokerSlot>>;
+impl Default for BrokerLink {
+    fn default() -> Self {
+        BrokerLink {
+            connection: None,
+            backoff: Backoff::new(RECONNECT_BASE, RECONNECT_MAX),
+        }
+    }
+}
+
+/// A link that concurrent callers wait on together.
+type SharedLink = Arc<AsyncMutex<BrokerLink>>;
 
 /// A client for one cluster, shared by every task that talks to it.
 #[derive(Debug)]
@@ -118,9 +127,9 @@ pub struct Cluster {
     connector: Connector,
     /// Broker addresses from the latest metadata.
     addresses: Mutex<HashMap<i32, String>>,
-    /// One slot per broker and connection number (0 unless a caller asks for
+    /// One link per broker and connection number (0 unless a caller asks for
     /// more); the async lock makes concurrent callers share one connect.
-    slots: Mutex<HashMap<(i32, usize), SharedSlot>>,
+    links: Mutex<HashMap<(i32, usize), SharedLink>>,
 }
 
 impl Cluster {
@@ -131,7 +140,7 @@ impl Cluster {
             bootstrap,
             connector,
             addresses: Mutex::new(HashMap::new()),
-            slots: Mutex::new(HashMap::new()),
+            links: Mutex::new(HashMap::new()),
         })
     }
 
@@ -224,11 +233,11 @@ impl Cluster {
     /// The shortest round trip of the open connections to `broker` (see
     /// [`Connection::round_trip`]); `None` before one is open.
     pub fn round_trip(&self, broker: i32) -> Option<Duration> {
-        // `try_lock` never waits, so the slots' map stays locked only briefly.
-        lock(&self.slots)
+        // `try_lock` never waits, so the links' map stays locked only briefly.
+        lock(&self.links)
             .iter()
             .filter(|((id, _), _)| *id == broker)
-            .filter_map(|(_, slot)| slot.try_lock().ok()?.connection.as_ref()?.round_trip())
+            .filter_map(|(_, link)| link.try_lock().ok()?.connection.as_ref()?.round_trip())
             .min()
     }
 
@@ -239,22 +248,22 @@ impl Cluster {
         (broker, nth): (i32, usize),
         wait_backoff: bool,
     ) -> Result<Connection, ClusterError> {
-        let slot = lock(&self.slots).entry((broker, nth)).or_default().clone();
-        let mut slot = slot.lock().await;
-        if let Some(connection) = &slot.connection {
+        let link = lock(&self.links).entry((broker, nth)).or_default().clone();
+        let mut link = link.lock().await;
+        if let Some(connection) = &link.connection {
             if connection.is_closed() {
-                slot.connection = None;
-                Self::note_failure(&mut slot);
+                link.connection = None;
+                link.backoff.fail(Instant::now());
             } else if connection.is_expired() {
                 // The SASL session is about to end: requests already sent
                 // finish on the old connection, new ones go to a new one.
                 tracing::debug!(role = %self.role, broker, "SASL session lifetime reached; reconnecting");
-                slot.connection = None;
+                link.connection = None;
             } else {
                 return Ok(connection.clone());
             }
         }
-        if let Some(at) = slot.retry_at.filter(|at| *at > Instant::now()) {
+        if let Some(at) = link.backoff.until().filter(|at| *at > Instant::now()) {
             if !wait_backoff {
                 return Err(ClusterError::Backoff {
                     role: self.role,
@@ -273,13 +282,12 @@ impl Cluster {
                 })?;
         match self.connector.connect(&address).await {
             Ok(connection) => {
-                slot.failures = 0;
-                slot.retry_at = None;
-                slot.connection = Some(connection.clone());
+                link.backoff.reset();
+                link.connection = Some(connection.clone());
                 Ok(connection)
             }
             Err(source) => {
-                Self::note_failure(&mut slot);
+                link.backoff.fail(Instant::now());
                 Err(ClusterError::Net {
                     role: self.role,
                     source,
@@ -338,13 +346,6 @@ impl Cluster {
             role: self.role,
             source,
         }
-    }
-
-    fn note_failure(slot: &mut BrokerSlot) {
-        let exponent = slot.failures.min(16);
-        let delay = BACKOFF_BASE.saturating_mul(1 << exponent).min(BACKOFF_MAX);
-        slot.failures = slot.failures.saturating_add(1);
-        slot.retry_at = Some(Instant::now() + delay);
     }
 }
 

@@ -1,134 +1,249 @@
 //! The fetch stage: one Fetch in flight per fetcher of a source broker (as
 //! many fetchers as the broker's fetch window says, each with its share of
 //! the broker's partitions), carrying every partition of its share that has
-//! room, and the split of its answer into batches (messages in the old
-//! formats, magic 0 and 1, up-converted to v2 first).
+//! room; and the answers, whose records go to each partition's intake.
 //!
 //! Room is decided twice: a partition is asked for only while its queue holds
 //! less than two fetches' worth (so one slow target partition cannot take the
 //! whole budget from the others), and a Fetch asks for at most its share of the
 //! bytes left in the global budget (so memory stays bounded whatever the two
 //! clusters' speeds, and no fetcher is starved by the ones ahead of it).
+//!
+//! [`FetchStage`] owns what only fetching needs: the fetchers in flight, their
+//! fetch sessions, the brokers' fetch windows, the bytes reserved by Fetches
+//! in flight and the rotation cursor. It decides and returns [`FetchJob`]s;
+//! the engine sends them and hands back the answers. Whether a Fetch error
+//! is worth a retry is decided in one place, [`classify_fetch_error`].
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use kafka_protocol::error::ParseResponseErrorCode;
-use kafka_protocol::messages::fetch_response::PartitionData;
-use kafka_protocol::messages::FetchResponse;
+use kafka_protocol::messages::{FetchRequest, FetchResponse};
 use kafka_protocol::ResponseError;
 
-use super::engine::{Engine, Event, Fetcher, Status};
+use super::error::Cause;
 use super::fetch_window::{FetchAnswer, FetchWindow};
-use crate::batch::{
-    reencode, split_batches, AbortedTransactions, BatchError, BatchFate, Fetched, LegacyMessages,
-    RecordBatch, TimestampType,
-};
-use crate::cluster::{response_partitions, ClusterError, PartitionFetch, Role};
-use crate::config::IsolationLevel;
+use super::intake;
+use super::metadata::MetadataView;
+use super::slots::{SlotId, SlotOffset, Slots, Status};
+use super::stats::Counters;
+use crate::batch::AbortedTransactions;
+use crate::cluster::{response_partitions, ClusterError, FetchSession, PartitionFetch, Role};
+use crate::config::{IsolationLevel, ReplicationConfig};
+use crate::net::FrameMemory;
 
-impl Engine {
-    /// Starts a Fetch on every fetcher that has none in flight.
-    pub(super) fn start_fetches(&mut self, now: Instant) {
-        let config = self.config.clone();
-        let replication = &config.replication;
-        let partition_bytes = replication.partition_fetch_bytes;
-        let mut by_fetcher: BTreeMap<Fetcher, Vec<usize>> = BTreeMap::new();
+/// One of a source broker's fetchers: `(broker, n)`, `n` below the count of
+/// the broker's [`FetchWindow`]. Each has its own connection and fetch
+/// session, and a partition goes to the same one while the count holds.
+pub(super) type Fetcher = (i32, usize);
+
+/// A Fetch to send: on which fetcher, the request, the slots it asks for
+/// and from which offset, and the bytes it holds of the budget.
+#[derive(Debug)]
+pub(super) struct FetchJob {
+    pub(super) fetcher: Fetcher,
+    pub(super) request: FetchRequest,
+    pub(super) asked: Vec<SlotOffset>,
+    pub(super) reserved: usize,
+}
+
+/// The answer to a [`FetchJob`].
+#[derive(Debug)]
+pub(super) struct FetchReply {
+    pub(super) fetcher: Fetcher,
+    /// Slots asked for and the offset asked.
+    pub(super) asked: Vec<SlotOffset>,
+    pub(super) reserved: usize,
+    /// From sending the Fetch to its answer.
+    pub(super) elapsed: Duration,
+    /// The connection's round trip with no data and no waiting, if known.
+    pub(super) round_trip: Option<Duration>,
+    pub(super) result: Result<FetchResponse, ClusterError>,
+}
+
+/// What the stage reads and owns nothing of.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct FetchContext<'a> {
+    pub(super) config: &'a ReplicationConfig,
+    pub(super) meta: &'a MetadataView,
+    /// Where the source's Fetch responses live.
+    pub(super) memory: &'a FrameMemory,
+}
+
+/// What a Fetch error means, for a whole response or one partition of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum FetchErrorKind {
+    /// The fetch session was evicted or fell out of step: the next Fetch
+    /// opens a new one, at once.
+    SessionLost,
+    /// The fetch offset is not in the source's log: find out why.
+    OutOfRange,
+    /// A metadata refresh and a retry can fix it.
+    Retry,
+    /// No retry fixes it.
+    Fatal,
+}
+
+/// Decides what a Fetch error code means.
+pub(super) fn classify_fetch_error(error: ResponseError) -> FetchErrorKind {
+    match error {
+        ResponseError::FetchSessionIdNotFound
+        | ResponseError::InvalidFetchSessionEpoch
+        | ResponseError::FetchSessionTopicIdError => FetchErrorKind::SessionLost,
+        ResponseError::OffsetOutOfRange => FetchErrorKind::OutOfRange,
+        ResponseError::NotLeaderOrFollower
+        | ResponseError::LeaderNotAvailable
+        | ResponseError::FencedLeaderEpoch
+        | ResponseError::UnknownLeaderEpoch
+        | ResponseError::UnknownTopicOrPartition
+        | ResponseError::UnknownTopicId
+        | ResponseError::InconsistentTopicId
+        | ResponseError::ReplicaNotAvailable
+        | ResponseError::KafkaStorageError
+        | ResponseError::OffsetNotAvailable
+        | ResponseError::NotCoordinator => FetchErrorKind::Retry,
+        error if error.is_retriable() => FetchErrorKind::Retry,
+        _ => FetchErrorKind::Fatal,
+    }
+}
+
+/// Bytes held against the budget: what the partition queues hold (`queued`:
+/// fetched, not yet checkpointed; summed from the partitions so it cannot
+/// drift), or the source's Fetch responses still in memory if that is more:
+/// a response lives until the last of its batches is acknowledged.
+pub(super) fn held(queued: usize, memory: &FrameMemory) -> usize {
+    queued.max(memory.live_bytes())
+}
+
+/// The fetch stage's own state.
+#[derive(Debug, Default)]
+pub(super) struct FetchStage {
+    in_flight: HashSet<Fetcher>,
+    /// The incremental fetch session of each fetcher.
+    sessions: HashMap<Fetcher, FetchSession>,
+    /// How many Fetches each source broker gets at once.
+    windows: HashMap<i32, FetchWindow>,
+    /// Bytes reserved by Fetch requests in flight.
+    reserved: usize,
+    /// Where the next round of partitions starts.
+    cursor: usize,
+}
+
+impl FetchStage {
+    /// The memory budget: `in_flight_bytes`, plus `fetch_max_bytes` for each
+    /// Fetch the fetch windows added (a long round trip keeps more data on
+    /// the way), up to four times `in_flight_bytes`.
+    pub(super) fn budget(&self, config: &ReplicationConfig) -> usize {
+        let added: usize = self.windows.values().map(FetchWindow::added).sum();
+        (config.in_flight_bytes + added * config.fetch_max_bytes).min(4 * config.in_flight_bytes)
+    }
+
+    /// The Fetches to start now: one on every fetcher that has none in
+    /// flight and partitions with room, while the budget lasts.
+    pub(super) fn start(
+        &mut self,
+        slots: &mut Slots,
+        cx: FetchContext<'_>,
+        counters: &mut Counters,
+        now: Instant,
+    ) -> Vec<FetchJob> {
+        let config = cx.config;
+        let partition_bytes = config.partition_fetch_bytes;
+        let mut by_fetcher: BTreeMap<Fetcher, Vec<SlotId>> = BTreeMap::new();
         let mut leaderless = false;
-        let count = self.slots.len();
+        let count = slots.len();
         // Rotate the starting partition: a broker fills a response in request
         // order, so a fixed order would favour the first partitions.
-        self.fetch_cursor = (self.fetch_cursor + 1) % count.max(1);
-        let cursor = self.fetch_cursor;
-        for i in (0..count).map(|k| (k + cursor) % count) {
-            let slot = &self.slots[i];
-            if slot.status != Status::Copying
+        self.cursor = (self.cursor + 1) % count.max(1);
+        let cursor = self.cursor;
+        let ids: Vec<SlotId> = slots.ids().collect();
+        for k in 0..count {
+            let id = ids[(k + cursor) % count];
+            let slot = &slots[id];
+            if !slot.status.is_copying()
                 || slot.fetching
                 || slot.fetch_backoff.waiting(now)
                 || slot.state.held_bytes() >= 2 * partition_bytes
             {
                 continue;
             }
-            match self.source_meta.leader(&slot.topic, slot.partition) {
+            match cx.meta.source().leader(&slot.topic, slot.partition) {
                 Some(leader) => {
-                    let fetcher = (leader, i % self.fetch_window(leader).fetchers());
-                    if !self.fetches_in_flight.contains(&fetcher) {
-                        by_fetcher.entry(fetcher).or_default().push(i);
+                    let fetcher = (leader, id.index() % self.window(leader, config).fetchers());
+                    if !self.in_flight.contains(&fetcher) {
+                        by_fetcher.entry(fetcher).or_default().push(id);
                     }
                 }
                 None => leaderless = true,
             }
         }
         if leaderless {
-            self.want_refresh(Role::Source);
+            cx.meta.want_refresh(Role::Source);
         }
         // Copying batches out does not change what the queues hold.
-        let queued = self.queued_bytes();
-        self.detach_stalled_batches(queued);
-        let held = self.held_given(queued);
+        let queued = slots.queued_bytes();
+        self.detach_stalled_batches(slots, cx, counters, queued);
+        let held = held(queued, cx.memory);
         // The free budget is split between the fetchers that want to fetch,
         // and the first to go rotates: taken in a fixed order, the first
         // fetchers would take the whole budget every time it frees up.
-        let budget = self.budget();
+        let budget = self.budget(config);
         let free = budget.saturating_sub(held + self.reserved);
         let share = (free / by_fetcher.len().max(1))
             .max(partition_bytes)
-            .min(replication.fetch_max_bytes);
-        let first = self.fetch_cursor % by_fetcher.len().max(1);
-        let mut waiting: Vec<(Fetcher, Vec<usize>)> = by_fetcher.into_iter().collect();
+            .min(config.fetch_max_bytes);
+        let first = self.cursor % by_fetcher.len().max(1);
+        let mut waiting: Vec<(Fetcher, Vec<SlotId>)> = by_fetcher.into_iter().collect();
         waiting.rotate_left(first);
-        for (fetcher, slots) in waiting {
+        let mut jobs = Vec::new();
+        for (fetcher, ids) in waiting {
             let free = budget.saturating_sub(held + self.reserved);
             if free < partition_bytes {
                 break;
             }
             let max_bytes = share.min(free);
-            let partitions: Vec<PartitionFetch> = slots
+            let partitions: Vec<PartitionFetch> = ids
                 .iter()
-                .map(|&i| {
-                    let slot = &self.slots[i];
+                .map(|&id| {
+                    let slot = &slots[id];
                     PartitionFetch {
                         topic: slot.topic.to_string(),
                         topic_id: slot.source_topic_id,
                         partition: slot.partition,
                         offset: slot.state.fetch_offset,
-                        leader_epoch: self
-                            .source_meta
+                        leader_epoch: cx
+                            .meta
+                            .source()
                             .partition(&slot.topic, slot.partition)
                             .map_or(-1, |p| p.leader_epoch),
                         max_bytes: partition_bytes as i32,
                     }
                 })
                 .collect();
-            let request = self.fetch_sessions.entry(fetcher).or_default().request(
+            let request = self.sessions.entry(fetcher).or_default().request(
                 &partitions,
-                replication.isolation_level.wire_value(),
-                replication.fetch_max_wait(),
+                config.isolation_level.wire_value(),
+                config.fetch_max_wait(),
                 max_bytes as i32,
             );
-            let asked: Vec<(usize, i64)> = slots
+            let asked: Vec<SlotOffset> = ids
                 .iter()
-                .map(|&i| (i, self.slots[i].state.fetch_offset))
+                .map(|&id| (id, slots[id].state.fetch_offset))
                 .collect();
-            for &i in &slots {
-                self.slots[i].fetching = true;
+            for &id in &ids {
+                slots[id].fetching = true;
             }
-            self.fetches_in_flight.insert(fetcher);
+            self.in_flight.insert(fetcher);
             self.reserved += max_bytes;
-            let source = self.source.clone();
-            let (broker, nth) = fetcher;
-            self.spawn(async move {
-                let sent = Instant::now();
-                let result = source.send_on(broker, nth, request).await;
-                Event::Fetched {
-                    fetcher,
-                    asked,
-                    reserved: max_bytes,
-                    elapsed: sent.elapsed(),
-                    result,
-                }
+            jobs.push(FetchJob {
+                fetcher,
+                request,
+                asked,
+                reserved: max_bytes,
             });
         }
+        jobs
     }
 
     /// A partition whose target is slow or down keeps its batches, and each
@@ -140,15 +255,22 @@ impl Engine {
     /// less than half in use, until they are within half the budget: each
     /// copied byte frees at least two, and the copies are few (they are
     /// counted in the run summary).
-    fn detach_stalled_batches(&mut self, queued: usize) {
-        let memory = self.source.frame_memory().clone();
+    fn detach_stalled_batches(
+        &self,
+        slots: &mut Slots,
+        cx: FetchContext<'_>,
+        counters: &mut Counters,
+        queued: usize,
+    ) {
+        let memory = cx.memory;
         let live = memory.live_bytes();
-        if live <= self.budget() || live <= 2 * queued {
+        let budget = self.budget(cx.config);
+        if live <= budget || live <= 2 * queued {
             return;
         }
         // Each response's length and the bytes our batches use of it.
         let mut responses: HashMap<usize, (usize, usize)> = HashMap::new();
-        for batch in self.slots.iter().flat_map(|slot| slot.state.batches()) {
+        for batch in slots.all().flat_map(|slot| slot.state.batches()) {
             if let Some((start, len)) = memory.frame_of(batch.as_bytes()) {
                 responses.entry(start).or_insert((len, 0)).1 += batch.len();
             }
@@ -159,7 +281,7 @@ impl Engine {
             .collect();
         // Ascending used / len, compared without division.
         by_use.sort_unstable_by(|a, b| (a.2 * b.1).cmp(&(b.2 * a.1)));
-        let goal = self.budget() / 2;
+        let goal = budget / 2;
         let mut freed = 0;
         let mut evacuated = HashSet::new();
         for (start, len, used) in by_use {
@@ -169,9 +291,8 @@ impl Engine {
             evacuated.insert(start);
             freed += len;
         }
-        let copied: usize = self
-            .slots
-            .iter_mut()
+        let copied: usize = slots
+            .all_mut()
             .map(|slot| {
                 slot.state.detach_batches(|batch| {
                     memory
@@ -180,7 +301,7 @@ impl Engine {
                 })
             })
             .sum();
-        self.counters.bytes_copied += copied as u64;
+        counters.bytes_copied += copied as u64;
         tracing::debug!(
             copied,
             responses = evacuated.len(),
@@ -190,22 +311,33 @@ impl Engine {
         );
     }
 
-    pub(super) fn on_fetched(
+    /// Applies a Fetch answer: each partition's records go to its intake,
+    /// each partition's error to its retry or stop. While `draining`, the
+    /// answer only frees what the Fetch held.
+    pub(super) fn answered(
         &mut self,
-        fetcher: Fetcher,
-        asked: Vec<(usize, i64)>,
-        reserved: usize,
-        elapsed: Duration,
-        result: Result<FetchResponse, ClusterError>,
+        slots: &mut Slots,
+        cx: FetchContext<'_>,
+        counters: &mut Counters,
+        reply: FetchReply,
+        draining: bool,
+        now: Instant,
     ) {
-        self.fetches_in_flight.remove(&fetcher);
+        let FetchReply {
+            fetcher,
+            asked,
+            reserved,
+            elapsed,
+            round_trip,
+            result,
+        } = reply;
+        self.in_flight.remove(&fetcher);
         self.reserved -= reserved;
-        for &(i, _) in &asked {
-            self.slots[i].fetching = false;
+        for &(id, _) in &asked {
+            slots[id].fetching = false;
         }
-        let now = Instant::now();
         let broker = fetcher.0;
-        let session = self.fetch_sessions.entry(fetcher).or_default();
+        let session = self.sessions.entry(fetcher).or_default();
         let response = match result {
             Ok(response) => {
                 session.answered(&response);
@@ -214,93 +346,115 @@ impl Engine {
             Err(e) => {
                 session.reset();
                 tracing::warn!(broker, error = %e, "Fetch failed; retrying after a metadata refresh");
-                self.fetch_failed(&asked, now);
+                fetch_failed(slots, cx, &asked, now);
                 return;
             }
         };
-        match response.error_code.err() {
-            None => {}
-            // The session was evicted or fell out of step: the next Fetch
-            // opens a new one, at once.
-            Some(
-                error @ (ResponseError::FetchSessionIdNotFound
-                | ResponseError::InvalidFetchSessionEpoch
-                | ResponseError::FetchSessionTopicIdError),
-            ) => {
+        if let Some(error) = response.error_code.err() {
+            if classify_fetch_error(error) == FetchErrorKind::SessionLost {
                 tracing::debug!(broker, ?error, "fetch session reset");
-                return;
-            }
-            Some(error) => {
+            } else {
                 tracing::warn!(broker, ?error, "source broker refused the Fetch");
-                self.fetch_failed(&asked, now);
-                return;
+                fetch_failed(slots, cx, &asked, now);
             }
-        }
-        if self.draining.is_some() {
             return;
         }
-        self.note_fetch_answer(fetcher, &response, &asked, reserved, elapsed, now);
-        let asked_offsets: std::collections::HashMap<usize, i64> = asked.into_iter().collect();
-        for (topic, data) in response_partitions(response, &self.source_names) {
-            let Some(&i) = self
-                .index
-                .get(&(topic.as_str().into(), data.partition_index))
-            else {
+        if draining {
+            return;
+        }
+        let capacity = cx
+            .config
+            .fetch_max_bytes
+            .min(asked.len() * cx.config.partition_fetch_bytes);
+        let answer = FetchAnswer {
+            bytes: response
+                .responses
+                .iter()
+                .flat_map(|topic| &topic.partitions)
+                .filter_map(|partition| partition.records.as_ref())
+                .map(bytes::Bytes::len)
+                .sum(),
+            capacity: reserved.min(capacity),
+            short_of_budget: 2 * reserved < capacity,
+            elapsed,
+            round_trip,
+        };
+        self.note_answer(broker, cx.config, answer, counters, now);
+        let asked: HashMap<SlotId, i64> = asked.into_iter().collect();
+        for (topic, data) in response_partitions(response, cx.meta.names(Role::Source)) {
+            let Some(id) = slots.find(&topic, data.partition_index) else {
                 continue;
             };
-            let slot = &self.slots[i];
+            let slot = &mut slots[id];
             // Data for a position the partition has since left (a reset) is stale.
-            if asked_offsets.get(&i) != Some(&slot.state.fetch_offset)
-                || slot.status != Status::Copying
-            {
+            if asked.get(&id) != Some(&slot.state.fetch_offset) || !slot.status.is_copying() {
                 continue;
             }
-            self.on_partition_data(i, data, now);
+            if let Some(error) = data.error_code.err() {
+                match classify_fetch_error(error) {
+                    FetchErrorKind::OutOfRange => {
+                        slot.status = Status::CheckingLoss { asked: false };
+                    }
+                    FetchErrorKind::SessionLost | FetchErrorKind::Retry => {
+                        tracing::debug!(topic = %slot.topic, partition = slot.partition, ?error, "Fetch refused; retrying after a metadata refresh");
+                        slot.fetch_backoff.fail(now);
+                        cx.meta.want_refresh(Role::Source);
+                    }
+                    FetchErrorKind::Fatal => {
+                        let offset = slot.state.fetch_offset;
+                        let error = slot.error(Cause::FetchRefused { error, offset });
+                        slot.stop(error);
+                    }
+                }
+                continue;
+            }
+            slot.fetch_backoff.reset();
+            let aborted = match cx.config.isolation_level {
+                IsolationLevel::ReadCommitted => AbortedTransactions::new(
+                    data.aborted_transactions.as_deref().unwrap_or_default(),
+                ),
+                IsolationLevel::ReadUncommitted => AbortedTransactions::new(&[]),
+            };
+            let records = data.records.unwrap_or_default();
+            if let Err(error) = intake::take_records(slot, &records, aborted, counters) {
+                slot.stop(error);
+            }
         }
     }
 
+    /// A source broker no longer leads any of our partitions: its window
+    /// would hold its budget for good, since it gets no more answers.
+    pub(super) fn keep_windows_of(&mut self, slots: &Slots, meta: &MetadataView) {
+        let leaders: HashSet<i32> = slots
+            .all()
+            .filter_map(|slot| meta.source().leader(&slot.topic, slot.partition))
+            .collect();
+        self.windows.retain(|broker, _| leaders.contains(broker));
+    }
+
     /// The fetch window of a source broker, opened on first use.
-    fn fetch_window(&mut self, broker: i32) -> &mut FetchWindow {
-        let fixed = self.config.replication.fetchers_per_broker;
-        self.fetch_windows
+    fn window(&mut self, broker: i32, config: &ReplicationConfig) -> &mut FetchWindow {
+        let fixed = config.fetchers_per_broker;
+        self.windows
             .entry(broker)
             .or_insert_with(|| FetchWindow::new(fixed))
     }
 
     /// Tells the broker's fetch window how full the answer was and how long
     /// it took.
-    fn note_fetch_answer(
+    fn note_answer(
         &mut self,
-        (broker, _): Fetcher,
-        response: &FetchResponse,
-        asked: &[(usize, i64)],
-        reserved: usize,
-        elapsed: Duration,
+        broker: i32,
+        config: &ReplicationConfig,
+        answer: FetchAnswer,
+        counters: &mut Counters,
         now: Instant,
     ) {
-        let bytes = response
-            .responses
-            .iter()
-            .flat_map(|topic| &topic.partitions)
-            .filter_map(|partition| partition.records.as_ref())
-            .map(bytes::Bytes::len)
-            .sum();
-        let replication = &self.config.replication;
-        let capacity = replication
-            .fetch_max_bytes
-            .min(asked.len() * replication.partition_fetch_bytes);
-        let answer = FetchAnswer {
-            bytes,
-            capacity: reserved.min(capacity),
-            short_of_budget: 2 * reserved < capacity,
-            elapsed,
-            round_trip: self.source.round_trip(broker),
-        };
-        let window = self.fetch_window(broker);
+        let window = self.window(broker, config);
         let before = window.fetchers();
         window.answered(now, answer);
         let fetchers = window.fetchers();
-        self.counters.most_fetchers = self.counters.most_fetchers.max(fetchers);
+        counters.most_fetchers = counters.most_fetchers.max(fetchers);
         if fetchers != before {
             tracing::debug!(
                 broker,
@@ -310,183 +464,380 @@ impl Engine {
             );
         }
     }
-
-    fn fetch_failed(&mut self, asked: &[(usize, i64)], now: Instant) {
-        for &(i, _) in asked {
-            self.slots[i].fetch_backoff.fail(now);
-        }
-        self.want_refresh(Role::Source);
-    }
-
-    fn on_partition_data(&mut self, i: usize, data: PartitionData, now: Instant) {
-        match data.error_code.err() {
-            None => {}
-            Some(ResponseError::OffsetOutOfRange) => {
-                self.slots[i].status = Status::CheckingLoss { asked: false };
-                return;
-            }
-            Some(error) if is_retriable_fetch_error(error) => {
-                let slot = &mut self.slots[i];
-                tracing::debug!(topic = %slot.topic, partition = slot.partition, ?error, "Fetch refused; retrying after a metadata refresh");
-                slot.fetch_backoff.fail(now);
-                self.want_refresh(Role::Source);
-                return;
-            }
-            Some(error) => {
-                let slot = &self.slots[i];
-                let reason = format!(
-                    "source answered {error:?} to a Fetch of {}-{} at offset {}",
-                    slot.topic, slot.partition, slot.state.fetch_offset
-                );
-                self.stop(i, reason);
-                return;
-            }
-        }
-        self.slots[i].fetch_backoff.reset();
-        let records = data.records.unwrap_or_default();
-        let mut aborted = match self.config.replication.isolation_level {
-            IsolationLevel::ReadCommitted => {
-                AbortedTransactions::new(data.aborted_transactions.as_deref().unwrap_or_default())
-            }
-            IsolationLevel::ReadUncommitted => AbortedTransactions::new(&[]),
-        };
-        for item in split_batches(&records) {
-            let outcome = match item {
-                Ok(Fetched::Batch(batch)) => self.on_batch(i, batch, &mut aborted),
-                Ok(Fetched::Legacy(messages)) => self.on_legacy(i, &messages, &mut aborted),
-                Err(e) => Err(self.unusable(i, &e)),
-            };
-            if let Err(reason) = outcome {
-                self.stop(i, reason);
-                return;
-            }
-        }
-    }
-
-    /// Up-converts old-format entries and takes each resulting batch.
-    fn on_legacy(
-        &mut self,
-        i: usize,
-        messages: &LegacyMessages,
-        aborted: &mut AbortedTransactions,
-    ) -> Result<(), String> {
-        let batches = messages.up_convert().map_err(|e| {
-            let slot = &self.slots[i];
-            format!(
-                "cannot up-convert the magic {} messages at offset {} of {}-{}: {e}",
-                messages.magic(),
-                messages.base_offset(),
-                slot.topic,
-                slot.partition
-            )
-        })?;
-        self.counters.up_converted_batches += batches.len() as u64;
-        for batch in batches {
-            self.on_batch(i, batch, aborted)?;
-        }
-        Ok(())
-    }
-
-    /// Checks one fetched batch and queues it (re-encoded if it must be) or
-    /// skips it; `Err` is why the partition must stop.
-    ///
-    /// The CRC is checked here only when the batch is not sent as it is: the
-    /// target broker checks the CRC of every batch it appends, and the
-    /// patched CRC of a produced batch keeps any damage in the records
-    /// visible to it ([`RecordBatch::produce_header`]), so checking a batch
-    /// sent as it is would be a second pass over its bytes for nothing.
-    /// Every other path decides from, or rewrites, bytes the CRC covers, so
-    /// a damaged batch must be caught before.
-    fn on_batch(
-        &mut self,
-        i: usize,
-        batch: RecordBatch,
-        aborted: &mut AbortedTransactions,
-    ) -> Result<(), String> {
-        // Bytes that cannot be read are reported as damage when they are.
-        let fate = aborted
-            .classify(&batch)
-            .map_err(|e| self.unusable(i, &batch.verify_crc().err().unwrap_or(e)))?;
-        // A batch that ends before the fetch position was asked for
-        // earlier (the position fell inside a compressed batch).
-        let behind = batch.next_offset() <= self.slots[i].state.fetch_offset;
-        // Compaction left fewer records than offsets (the target refuses
-        // that), or the records' timestamps are the source's append time (a
-        // CreateTime target would show the producer's).
-        let needs_reencoding =
-            batch.has_offset_gaps() || batch.timestamp_type() == TimestampType::LogAppendTime;
-        let sent_as_it_is =
-            fate == BatchFate::Forward && !behind && batch.records_count() > 0 && !needs_reencoding;
-        if !sent_as_it_is {
-            batch.verify_crc().map_err(|e| self.unusable(i, &e))?;
-        }
-        if behind {
-            return Ok(());
-        }
-        let slot = &mut self.slots[i];
-        match fate {
-            BatchFate::SkipControl => {
-                self.counters.control_batches_skipped += 1;
-                slot.state.push_skip(batch.next_offset());
-            }
-            BatchFate::SkipAborted => {
-                self.counters.aborted_batches_skipped += 1;
-                slot.state.push_skip(batch.next_offset());
-            }
-            BatchFate::Forward if batch.records_count() == 0 => {
-                self.counters.empty_batches_skipped += 1;
-                slot.state.push_skip(batch.next_offset());
-            }
-            BatchFate::Forward if needs_reencoding => {
-                // The slow path. The checkpoint still moves past the source
-                // batch's range.
-                let reencoded = reencode(&batch).map_err(|e| {
-                    format!(
-                        "cannot re-encode the batch at offset {} of {}-{} \
-                         ({} records for {} offsets, {:?}): {e}",
-                        batch.base_offset(),
-                        slot.topic,
-                        slot.partition,
-                        batch.records_count(),
-                        i64::from(batch.last_offset_delta()) + 1,
-                        batch.timestamp_type()
-                    )
-                })?;
-                self.counters.reencoded_batches += 1;
-                slot.state
-                    .push_batch_with_next_offset(reencoded, batch.next_offset());
-            }
-            BatchFate::Forward => {
-                slot.state.push_batch(batch);
-            }
-        }
-        Ok(())
-    }
-
-    /// Why the partition stops on data it cannot use.
-    fn unusable(&self, i: usize, e: &BatchError) -> String {
-        let slot = &self.slots[i];
-        format!(
-            "unusable data from the source in {}-{} at offset {}: {e}",
-            slot.topic, slot.partition, slot.state.fetch_offset
-        )
-    }
 }
 
-/// Fetch errors that a metadata refresh and a retry can fix.
-fn is_retriable_fetch_error(error: ResponseError) -> bool {
-    matches!(
-        error,
-        ResponseError::NotLeaderOrFollower
-            | ResponseError::LeaderNotAvailable
-            | ResponseError::FencedLeaderEpoch
-            | ResponseError::UnknownLeaderEpoch
-            | ResponseError::UnknownTopicOrPartition
-            | ResponseError::UnknownTopicId
-            | ResponseError::InconsistentTopicId
-            | ResponseError::ReplicaNotAvailable
-            | ResponseError::KafkaStorageError
-            | ResponseError::OffsetNotAvailable
-            | ResponseError::NotCoordinator
-    ) || error.is_retriable()
+/// A whole Fetch failed: its partitions wait, and the leaders are looked up again.
+fn fetch_failed(slots: &mut Slots, cx: FetchContext<'_>, asked: &[SlotOffset], now: Instant) {
+    for &(id, _) in asked {
+        slots[id].fetch_backoff.fail(now);
+    }
+    cx.meta.want_refresh(Role::Source);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::RecordBatch;
+    use crate::pipeline::error::Cause;
+    use crate::pipeline::testing::{batch, metadata, slot};
+    use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+    use uuid::Uuid;
+
+    const TOPIC: Uuid = Uuid::from_u128(0x7);
+
+    /// Partitions 0 and 1 led by broker 1, 2 by broker 2, 3 leaderless.
+    fn table() -> (Slots, MetadataView) {
+        let mut slots = Slots::default();
+        for partition in 0..4 {
+            slots.push(slot("t", TOPIC, partition, 100 * i64::from(partition)));
+        }
+        let mut meta = MetadataView::default();
+        meta.set(
+            Role::Source,
+            metadata(
+                "t",
+                TOPIC,
+                &[(0, Some(1)), (1, Some(1)), (2, Some(2)), (3, None)],
+            ),
+        );
+        (slots, meta)
+    }
+
+    struct Fixture {
+        config: ReplicationConfig,
+        memory: FrameMemory,
+        meta: MetadataView,
+        slots: Slots,
+        stage: FetchStage,
+        counters: Counters,
+    }
+
+    impl Fixture {
+        fn new(config: ReplicationConfig) -> Self {
+            let (slots, meta) = table();
+            Fixture {
+                config,
+                memory: FrameMemory::default(),
+                meta,
+                slots,
+                stage: FetchStage::default(),
+                counters: Counters::default(),
+            }
+        }
+
+        fn start(&mut self, now: Instant) -> Vec<FetchJob> {
+            let cx = FetchContext {
+                config: &self.config,
+                meta: &self.meta,
+                memory: &self.memory,
+            };
+            self.stage
+                .start(&mut self.slots, cx, &mut self.counters, now)
+        }
+
+        fn answer(
+            &mut self,
+            job: FetchJob,
+            result: Result<FetchResponse, ClusterError>,
+            now: Instant,
+        ) {
+            let cx = FetchContext {
+                config: &self.config,
+                meta: &self.meta,
+                memory: &self.memory,
+            };
+            let reply = FetchReply {
+                fetcher: job.fetcher,
+                asked: job.asked,
+                reserved: job.reserved,
+                elapsed: Duration::from_millis(5),
+                round_trip: None,
+                result,
+            };
+            self.stage
+                .answered(&mut self.slots, cx, &mut self.counters, reply, false, now);
+        }
+
+        fn id(&self, partition: i32) -> SlotId {
+            self.slots.find("t", partition).expect("slot")
+        }
+    }
+
+    /// A Fetch v13+ answer naming the topic by id, one entry per partition.
+    fn response(partitions: Vec<PartitionData>) -> FetchResponse {
+        FetchResponse::default().with_responses(vec![FetchableTopicResponse::default()
+            .with_topic_id(TOPIC)
+            .with_partitions(partitions)])
+    }
+
+    fn data(partition: i32, records: &[RecordBatch]) -> PartitionData {
+        let bytes: Vec<u8> = records.iter().flat_map(|b| b.as_bytes().to_vec()).collect();
+        PartitionData::default()
+            .with_partition_index(partition)
+            .with_records(Some(bytes.into()))
+    }
+
+    fn refused(partition: i32, error: ResponseError) -> PartitionData {
+        PartitionData::default()
+            .with_partition_index(partition)
+            .with_error_code(error.code())
+    }
+
+    /// (partition, offset) asked by each job, by broker.
+    fn asked(f: &Fixture, jobs: &[FetchJob]) -> Vec<(i32, Vec<(i32, i64)>)> {
+        jobs.iter()
+            .map(|job| {
+                let parts = job
+                    .asked
+                    .iter()
+                    .map(|&(id, offset)| (f.slots[id].partition, offset))
+                    .collect();
+                (job.fetcher.0, parts)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn partitions_are_grouped_by_leader_and_a_leaderless_one_asks_for_metadata() {
+        let mut f = Fixture::new(ReplicationConfig::default());
+        let now = Instant::now();
+        let jobs = f.start(now);
+        let mut got = asked(&f, &jobs);
+        // Sorted: the partition order rotates from one round to the next.
+        for (_, partitions) in &mut got {
+            partitions.sort();
+        }
+        got.sort();
+        assert_eq!(got, [(1, vec![(0, 0), (1, 100)]), (2, vec![(2, 200)])]);
+        assert_eq!(f.meta.due_refreshes(now), [Role::Source]);
+        // Each request names the partitions and offsets its job asks for.
+        for job in &jobs {
+            let named: Vec<(i32, i64)> = job
+                .request
+                .topics
+                .iter()
+                .flat_map(|t| t.partitions.iter().map(|p| (p.partition, p.fetch_offset)))
+                .collect();
+            let wanted: Vec<(i32, i64)> = job
+                .asked
+                .iter()
+                .map(|&(id, offset)| (f.slots[id].partition, offset))
+                .collect();
+            assert_eq!(named, wanted);
+        }
+        assert!(f.start(now).is_empty(), "one Fetch in flight per fetcher");
+    }
+
+    #[test]
+    fn fetches_stay_within_the_budget() {
+        let config = ReplicationConfig {
+            partition_fetch_bytes: 1000,
+            in_flight_bytes: 1500,
+            ..ReplicationConfig::default()
+        };
+        let mut f = Fixture::new(config);
+        let now = Instant::now();
+        let jobs = f.start(now);
+        assert_eq!(
+            jobs.len(),
+            1,
+            "the second broker's Fetch would pass the budget"
+        );
+        assert_eq!(jobs[0].reserved, 1000);
+        assert!(
+            f.start(now).is_empty(),
+            "500 bytes left: less than one partition's"
+        );
+        let job = jobs.into_iter().next().expect("job");
+        f.answer(job, Ok(response(Vec::new())), now);
+        assert_eq!(f.stage.reserved, 0, "the answer frees what the Fetch held");
+        let next = f.start(now);
+        assert_eq!(next.len(), 1);
+        assert_eq!(next[0].reserved, 1000);
+    }
+
+    #[test]
+    fn a_partition_whose_queue_is_full_is_not_asked() {
+        let config = ReplicationConfig {
+            partition_fetch_bytes: 50,
+            ..ReplicationConfig::default()
+        };
+        let mut f = Fixture::new(config);
+        let full = f.id(0);
+        f.slots[full].state.push_batch(batch(0, 10));
+        assert!(f.slots[full].state.held_bytes() >= 100);
+        let jobs = f.start(Instant::now());
+        let asked: Vec<SlotId> = jobs
+            .iter()
+            .flat_map(|j| j.asked.iter().map(|a| a.0))
+            .collect();
+        assert!(!asked.contains(&full));
+        assert!(asked.contains(&f.id(1)));
+    }
+
+    #[test]
+    fn records_are_queued_and_stale_answers_skipped() {
+        let mut f = Fixture::new(ReplicationConfig::default());
+        let now = Instant::now();
+        let job = f
+            .start(now)
+            .into_iter()
+            .find(|j| j.fetcher.0 == 1)
+            .expect("broker 1");
+        // Partition 1 moved elsewhere while the Fetch was out (a reset).
+        let moved = f.id(1);
+        f.slots[moved].state.restart_at(500);
+        let answer = response(vec![
+            data(0, &[batch(0, 3), batch(3, 2)]),
+            data(1, &[batch(100, 4)]),
+        ]);
+        f.answer(job, Ok(answer), now);
+        let zero = &f.slots[f.id(0)];
+        assert_eq!(zero.state.fetch_offset, 5);
+        assert_eq!(zero.state.batches().count(), 2);
+        assert!(!zero.fetching);
+        let one = &f.slots[moved];
+        assert_eq!(
+            one.state.fetch_offset, 500,
+            "data for the old position is dropped"
+        );
+        assert!(one.state.is_empty());
+    }
+
+    #[test]
+    fn partition_errors_retry_check_for_loss_or_stop() {
+        let mut f = Fixture::new(ReplicationConfig::default());
+        let now = Instant::now();
+        let job = f
+            .start(now)
+            .into_iter()
+            .find(|j| j.fetcher.0 == 1)
+            .expect("broker 1");
+        // The leaderless partition's refresh goes and is answered.
+        f.meta.due_refreshes(now);
+        f.meta.refresh_answered(Role::Source, true);
+        let answer = response(vec![
+            refused(0, ResponseError::NotLeaderOrFollower),
+            refused(1, ResponseError::TopicAuthorizationFailed),
+        ]);
+        f.answer(job, Ok(answer), now);
+
+        let moved = &f.slots[f.id(0)];
+        assert!(moved.status.is_copying());
+        assert!(moved.fetch_backoff.waiting(now), "retried after a backoff");
+        assert_eq!(moved.state.fetch_offset, 0, "from the same offset");
+        assert_eq!(
+            f.meta.due_refreshes(now + Duration::from_secs(1)),
+            [Role::Source],
+            "after a metadata refresh"
+        );
+
+        let Status::Stopped(error) = &f.slots[f.id(1)].status else {
+            panic!("stopped: {:?}", f.slots[f.id(1)].status);
+        };
+        assert!(matches!(
+            error.cause,
+            Cause::FetchRefused {
+                error: ResponseError::TopicAuthorizationFailed,
+                offset: 100
+            }
+        ));
+
+        // Once the backoff passed, partition 0 is asked again; out of range
+        // sends it to the data-loss check.
+        let later = now + Duration::from_secs(1);
+        let job = f
+            .start(later)
+            .into_iter()
+            .find(|j| j.fetcher.0 == 1)
+            .expect("broker 1 again");
+        assert_eq!(asked(&f, std::slice::from_ref(&job)), [(1, vec![(0, 0)])]);
+        f.answer(
+            job,
+            Ok(response(vec![refused(0, ResponseError::OffsetOutOfRange)])),
+            later,
+        );
+        assert!(matches!(
+            f.slots[f.id(0)].status,
+            Status::CheckingLoss { asked: false }
+        ));
+    }
+
+    #[test]
+    fn a_failed_fetch_frees_its_budget_and_backs_its_partitions_off() {
+        let config = ReplicationConfig {
+            partition_fetch_bytes: 1000,
+            in_flight_bytes: 1500,
+            ..ReplicationConfig::default()
+        };
+        let mut f = Fixture::new(config);
+        let now = Instant::now();
+        let job = f.start(now).into_iter().next().expect("job");
+        let ids: Vec<SlotId> = job.asked.iter().map(|a| a.0).collect();
+        let lost = ClusterError::UnknownBroker {
+            role: Role::Source,
+            broker: job.fetcher.0,
+        };
+        f.answer(job, Err(lost), now);
+        for id in ids {
+            assert!(f.slots[id].fetch_backoff.waiting(now));
+            assert!(!f.slots[id].fetching);
+        }
+        assert_eq!(f.stage.reserved, 0);
+        assert_eq!(f.start(now).len(), 1, "the other broker gets the budget");
+    }
+
+    #[test]
+    fn a_lost_session_is_reopened_at_once() {
+        let mut f = Fixture::new(ReplicationConfig::default());
+        let now = Instant::now();
+        let job = f
+            .start(now)
+            .into_iter()
+            .find(|j| j.fetcher.0 == 2)
+            .expect("broker 2");
+        let opened = response(Vec::new()).with_session_id(9);
+        f.answer(job, Ok(opened), now);
+        let job = f
+            .start(now)
+            .into_iter()
+            .find(|j| j.fetcher.0 == 2)
+            .expect("broker 2");
+        assert_eq!(job.request.session_id, 9, "incremental in the session");
+        let lost =
+            FetchResponse::default().with_error_code(ResponseError::FetchSessionIdNotFound.code());
+        f.answer(job, Ok(lost), now);
+        let slot = &f.slots[f.id(2)];
+        assert!(!slot.fetch_backoff.waiting(now), "no backoff");
+        let job = f
+            .start(now)
+            .into_iter()
+            .find(|j| j.fetcher.0 == 2)
+            .expect("asked again at once");
+        assert_eq!(
+            (job.request.session_id, job.request.session_epoch),
+            (0, 0),
+            "a full request"
+        );
+    }
+
+    #[test]
+    fn fetch_errors_are_classified_once() {
+        use FetchErrorKind::*;
+        for (error, kind) in [
+            (ResponseError::FetchSessionIdNotFound, SessionLost),
+            (ResponseError::InvalidFetchSessionEpoch, SessionLost),
+            (ResponseError::OffsetOutOfRange, OutOfRange),
+            (ResponseError::NotLeaderOrFollower, Retry),
+            (ResponseError::FencedLeaderEpoch, Retry),
+            (ResponseError::UnknownTopicId, Retry),
+            (ResponseError::KafkaStorageError, Retry),
+            (ResponseError::RequestTimedOut, Retry),
+            (ResponseError::TopicAuthorizationFailed, Fatal),
+            (ResponseError::CorruptMessage, Retry),
+            (ResponseError::UnsupportedVersion, Fatal),
+        ] {
+            assert_eq!(classify_fetch_error(error), kind, "{error:?}");
+        }
+    }
 }

@@ -21,7 +21,7 @@
 //! (caught up), it returns to one. On a LAN the round trip is no real share
 //! of a Fetch's time, so it stays at one.
 //!
-//! Pure state: the engine reports each answer and reads [`FetchWindow::fetchers`].
+//! Pure state: the fetch stage reports each answer and reads [`FetchWindow::fetchers`].
 
 use std::time::{Duration, Instant};
 

@@ -9,35 +9,29 @@
 //! - Changed copyable configs are applied to the target (IncrementalAlterConfigs);
 //!   `never_copy_configs` stay the target's own.
 //!
-//! The work runs as one spawned request like any other, and its answer adds
-//! slots to the engine. A run with `until_caught_up` copies what the source
-//! held at the start and so skips the refresh.
+//! [`TopicRefresh`] owns the schedule and the topic count; the work runs as
+//! one request the engine spawns like any other ([`refresh_topics`]), and
+//! its answer adds slots to the partition table. A run with
+//! `until_caught_up` copies what the source held at the start and so skips
+//! the refresh.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::engine::{Engine, Event, Slot, Status};
-use super::startup::target_specs;
+use super::slots::{Slot, Slots, Status};
 use super::MirrorError;
-use crate::cluster::{Cluster, Metadata, OffsetSpec, Role};
+use crate::cluster::{Cluster, Metadata, OffsetSpec};
 use crate::config::Flow;
-use crate::topics::{ensure_topics, sync_configs, TopicSpec};
+use crate::topics::{copied_configs, ensure_topics, sync_configs, TopicError, TopicSpec};
 
-/// When the next topic refresh is due, and whether one is running.
+/// When the next topic refresh is due, whether one is running, and how many
+/// topics the flow copies.
 #[derive(Debug)]
 pub(super) struct TopicRefresh {
+    interval: Duration,
     next: Instant,
     in_flight: bool,
-}
-
-impl TopicRefresh {
-    /// The first refresh comes one interval after startup, which did the same work.
-    pub(super) fn new(started: Instant, interval: Duration) -> Self {
-        TopicRefresh {
-            next: started + interval,
-            in_flight: false,
-        }
-    }
+    topic_count: usize,
 }
 
 /// What a refresh found and made ready on the target.
@@ -49,34 +43,43 @@ pub(super) struct Refreshed {
     specs: Vec<(String, TopicSpec)>,
 }
 
-impl Engine {
-    /// Starts a topic refresh when one is due.
-    pub(super) fn start_topic_refresh(&mut self, now: Instant) {
-        let refresh = &mut self.topic_refresh;
-        if refresh.next > now
-            || refresh.in_flight
-            || self.options.until_caught_up
-            || self.draining.is_some()
-        {
-            return;
+impl TopicRefresh {
+    /// The first refresh comes one interval after startup, which did the
+    /// same work and found `topic_count` topics.
+    pub(super) fn new(started: Instant, interval: Duration, topic_count: usize) -> Self {
+        TopicRefresh {
+            interval,
+            next: started + interval,
+            in_flight: false,
+            topic_count,
         }
-        refresh.in_flight = true;
-        let (flow, source, target) = (
-            self.config.clone(),
-            self.source.clone(),
-            self.target.clone(),
-        );
-        self.spawn(async move {
-            Event::TopicsRefreshed {
-                result: refresh_topics(&flow, &source, &target).await,
-            }
-        });
     }
 
-    /// Adds the partitions the source gained, and takes the fresh metadata.
-    pub(super) fn on_topics_refreshed(&mut self, result: Result<Refreshed, MirrorError>) {
-        self.topic_refresh.in_flight = false;
-        self.topic_refresh.next = Instant::now() + self.config.topic_refresh_interval;
+    /// Topics the flow copies.
+    pub(super) fn topic_count(&self) -> usize {
+        self.topic_count
+    }
+
+    /// Whether a refresh should start now; if so it is marked in flight.
+    pub(super) fn due(&mut self, now: Instant) -> bool {
+        if self.next > now || self.in_flight {
+            return false;
+        }
+        self.in_flight = true;
+        true
+    }
+
+    /// Adds the partitions the source gained, each copied from its start,
+    /// and hands back the fresh metadata for the engine to take in.
+    pub(super) fn answered(
+        &mut self,
+        slots: &mut Slots,
+        flow: &str,
+        result: Result<Refreshed, MirrorError>,
+        now: Instant,
+    ) -> Option<(Metadata, Metadata)> {
+        self.in_flight = false;
+        self.next = now + self.interval;
         let Refreshed {
             source_meta,
             target_meta,
@@ -84,8 +87,8 @@ impl Engine {
         } = match result {
             Ok(refreshed) => refreshed,
             Err(e) => {
-                tracing::warn!(flow = %self.config.name, error = %e, "topic refresh failed; trying again at the next interval");
-                return;
+                tracing::warn!(flow, error = %e, "topic refresh failed; trying again at the next interval");
+                return None;
             }
         };
         for (source_name, spec) in &specs {
@@ -95,14 +98,12 @@ impl Engine {
             let name: Arc<str> = source_name.as_str().into();
             let mut new_topic = true;
             for &partition in topic.partitions.keys() {
-                if self.index.contains_key(&(name.clone(), partition)) {
+                if slots.find(&name, partition).is_some() {
                     new_topic = false;
                     continue;
                 }
-                tracing::info!(flow = %self.config.name, topic = %name, partition, target = %spec.name, "new source partition; copying it from its start");
-                self.index
-                    .insert((name.clone(), partition), self.slots.len());
-                self.slots.push(Slot::new(
+                tracing::info!(flow, topic = %name, partition, target = %spec.name, "new source partition; copying it from its start");
+                slots.push(Slot::new(
                     name.clone(),
                     spec.name.as_str().into(),
                     partition,
@@ -118,14 +119,12 @@ impl Engine {
                 self.topic_count += 1;
             }
         }
-        self.detect_recreated_topics(&source_meta);
-        self.set_metadata(Role::Source, source_meta);
-        self.set_metadata(Role::Target, target_meta);
+        Some((source_meta, target_meta))
     }
 }
 
 /// Lists the source, and creates, grows and reconfigures the target topics to match.
-async fn refresh_topics(
+pub(super) async fn refresh_topics(
     flow: &Flow,
     source: &Arc<Cluster>,
     target: &Arc<Cluster>,
@@ -140,4 +139,31 @@ async fn refresh_topics(
         target_meta,
         specs,
     })
+}
+
+/// The source topics the flow copies now, each with the target topic it
+/// needs: the target name, the source's partition count and copyable configs.
+pub(super) async fn target_specs(
+    flow: &Flow,
+    source: &Arc<Cluster>,
+    source_meta: &Metadata,
+) -> Result<Vec<(String, TopicSpec)>, TopicError> {
+    let selected: Vec<String> = source_meta
+        .topics
+        .iter()
+        .filter(|(name, topic)| topic.error.is_none() && flow.selects(name, topic.internal))
+        .map(|(name, _)| name.clone())
+        .collect();
+    let mut configs = copied_configs(source, &selected, &flow.never_copy_configs).await?;
+    Ok(selected
+        .into_iter()
+        .map(|name| {
+            let spec = TopicSpec {
+                name: flow.target_topic(&name),
+                partitions: source_meta.topics[&name].partition_count(),
+                configs: configs.remove(&name).unwrap_or_default(),
+            };
+            (name, spec)
+        })
+        .collect())
 }

@@ -13,29 +13,64 @@
 //! One task (`engine::Engine`) per flow owns every partition's state of that
 //! flow and decides what to send; requests run as spawned tasks whose answers
 //! come back as events. No locks guard the pipeline state, so every ordering
-//! decision is made in one place, and the stages are plain methods that can
-//! be read (and tested) alone. [`run`] starts one engine per flow and combines
-//! their summaries; flows writing the same cluster share one [`Cluster`].
+//! decision is made in one place. [`run`] starts one engine per flow and
+//! combines their summaries; flows writing the same cluster share one [`Cluster`].
 //!
+//! Each stage owns its own state and is a plain value: its methods take the
+//! partition table (`slots.rs`) and what they read (config, metadata), and
+//! return the requests to start, or apply an answer. The engine only sends
+//! the requests and routes each answer back to the stage that asked, so a
+//! stage is read, and unit-tested, without a broker or the engine. Stages
+//! import the shared vocabulary (slots, errors, counters), never the engine
+//! nor each other's state.
+//!
+//! - `engine.rs`: the event loop, spawning, draining and shutdown, the summary.
+//! - `event.rs`: the answers that come back to the engine.
+//! - `slots.rs`: the partition table; `partition.rs`: one partition's queue,
+//!   sequences and acknowledgements.
+//! - `error.rs`: [`PartitionError`](error::PartitionError), why a partition stopped.
+//! - `metadata.rs`: both clusters' metadata, topic names by id, refreshes.
 //! - `startup.rs`: select topics, create target topics, load checkpoints, get a producer id.
 //! - `lifecycle.rs`: new topics and partitions, and changed configs, while running.
-//! - `fetch.rs`: one Fetch in flight per source broker carrying all its partitions.
+//! - `fetch.rs`: one Fetch in flight per source fetcher carrying all its
+//!   partitions (`fetch_window.rs`: how many fetchers a broker gets);
+//!   `intake.rs`: one partition's fetched records into its queue.
 //! - `produce.rs`: up to `max_in_flight_requests` Produce requests per target
-//!   broker, one batch per partition each, as kafka-mirror's own idempotent producer.
-//! - `partition.rs`: per-partition ordering, sequences, acknowledgements.
+//!   broker, one batch per partition each; `producer.rs`: kafka-mirror's own
+//!   idempotent producer id and its renewal; `lane.rs`: the per-broker queue
+//!   that puts them on the wire in order.
 //! - `positions.rs`: start offsets, and data the source lost before it was copied.
+//! - `checkpoints.rs`: when checkpoints are written, and which.
 //! - `stats.rs`: counters and the run summary.
+//!
+//! One batch's path: `fetch.rs` asks for its partition in a Fetch; the answer
+//! comes back as `Event::FetchAnswered` and `intake.rs` splits, filters and
+//! (if it must) re-encodes it into the partition's queue (`partition.rs`);
+//! `produce.rs` takes it as the partition's next batch with a new header and
+//! our sequence, `lane.rs` sends it; `Event::ProduceAnswered` acknowledges it
+//! in the queue; `checkpoints.rs` stores the acknowledged offset, and the
+//! queue releases the batch, and with it the Fetch response's memory.
 
+mod checkpoints;
 mod engine;
+mod error;
+mod event;
 mod fetch;
 mod fetch_window;
+mod intake;
+mod lane;
 mod lifecycle;
+mod metadata;
 mod partition;
 mod plan;
 mod positions;
 mod produce;
+mod producer;
+mod slots;
 mod startup;
 mod stats;
+#[cfg(test)]
+mod testing;
 
 use std::collections::HashMap;
 use std::future::Future;

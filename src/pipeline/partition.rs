@@ -21,10 +21,10 @@
 //!   everything a crash could make us send again is inside the memory budget.
 
 use std::collections::VecDeque;
-use std::time::Instant;
+
+use bytes::Bytes;
 
 use crate::batch::{BatchError, ProducerStamp, RecordBatch};
-use crate::net::splice::Splice;
 
 /// Kafka keeps the sequence state of the last five batches per producer and
 /// partition; more in flight would make a retried duplicate undetectable.
@@ -63,14 +63,18 @@ struct Entry {
     sequence: Option<i32>,
 }
 
-/// A batch handed to the sender.
+/// A batch handed to the sender: the source batch as it came, and the new
+/// header that goes on the wire in place of its first 61 bytes. How the two
+/// are put on the wire is the sender's business.
 #[derive(Debug, Clone)]
 pub(crate) struct Outgoing {
     /// The entry, to report the outcome against.
     pub(crate) entry: u64,
-    /// The batch as it is produced: its new header in front of the
-    /// untouched records, sent by reference.
-    pub(crate) splice: Splice,
+    /// The source batch, untouched (shares the Fetch response's memory).
+    pub(crate) batch: RecordBatch,
+    /// Its header as produced: base offset 0, our producer id, epoch and
+    /// sequence, the transactional bit cleared, the CRC patched.
+    pub(crate) header: Bytes,
 }
 
 /// The state of one source partition.
@@ -259,13 +263,14 @@ impl PartitionState {
             producer_epoch,
             base_sequence,
         });
-        let splice = Splice::new(batch.as_bytes().clone(), header)?;
+        let batch = batch.clone();
         entry.state = EntryState::InFlight {
             sent_in_round: round,
         };
         Some(Outgoing {
             entry: entry.id,
-            splice,
+            batch,
+            header,
         })
     }
 
@@ -474,73 +479,11 @@ fn increment_sequence(sequence: i32, records: i32) -> i32 {
     }
 }
 
-/// When a partition may next be tried after an error.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Backoff {
-    until: Option<Instant>,
-    failures: u32,
-}
-
-impl Backoff {
-    /// Whether the partition must still wait.
-    pub(crate) fn waiting(&self, now: Instant) -> bool {
-        self.until.is_some_and(|until| until > now)
-    }
-
-    /// Notes a failure: waits 50 ms, doubling up to 5 s.
-    pub(crate) fn fail(&mut self, now: Instant) {
-        let delay_ms = 50u64.saturating_mul(1 << self.failures.min(7)).min(5_000);
-        self.failures = self.failures.saturating_add(1);
-        self.until = Some(now + std::time::Duration::from_millis(delay_ms));
-    }
-
-    /// Notes a success: the next failure starts from the shortest wait.
-    pub(crate) fn reset(&mut self) {
-        self.failures = 0;
-        self.until = None;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::{Bytes, BytesMut};
-    use kafka_protocol::records::{
-        Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
-        TimestampType,
-    };
-
-    /// A real v2 batch of `count` records starting at `base` from Kafka's codec crate.
-    fn batch(base: i64, count: i32) -> RecordBatch {
-        let records: Vec<Record> = (0..count)
-            .map(|i| Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: 0,
-                producer_id: 99,
-                producer_epoch: 3,
-                timestamp_type: TimestampType::Creation,
-                offset: base + i64::from(i),
-                sequence: 40 + i,
-                timestamp: 1_700_000_000_000 + i64::from(i),
-                key: Some(Bytes::from(format!("k{i}"))),
-                value: Some(Bytes::from(format!("v{i}"))),
-                headers: Default::default(),
-            })
-            .collect();
-        let mut buf = BytesMut::new();
-        RecordBatchEncoder::encode(
-            &mut buf,
-            &records,
-            &RecordEncodeOptions {
-                version: 2,
-                compression: Compression::None,
-            },
-        )
-        .expect("encode");
-        RecordBatch::parse(buf.freeze()).expect("parse")
-    }
+    use crate::pipeline::testing::batch;
+    use kafka_protocol::records::RecordBatchDecoder;
 
     /// A partition at offset 10 whose first batch (offset 9, sequence 0) the
     /// target acknowledged, so pipelining is allowed.
@@ -554,7 +497,8 @@ mod tests {
 
     /// The batch as the target receives it.
     fn wire(outgoing: &Outgoing) -> Bytes {
-        outgoing.splice.parts().concat().into()
+        let body = &outgoing.batch.as_bytes()[outgoing.header.len()..];
+        [&outgoing.header[..], body].concat().into()
     }
 
     fn sequence_of(outgoing: &Outgoing) -> i32 {

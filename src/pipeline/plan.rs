@@ -9,7 +9,7 @@
 
 use std::fmt;
 
-use super::{startup, MirrorError, Targets};
+use super::{lifecycle, MirrorError, Targets};
 use crate::config::MirrorConfig;
 use crate::topics::{self, ConfigChange, TopicPlan};
 
@@ -52,7 +52,7 @@ pub async fn plan(config: MirrorConfig) -> Result<Plan, MirrorError> {
     for flow in config.flows()? {
         let (source, target) = targets.flow_clusters(&flow)?;
         let source_meta = source.metadata().await?;
-        let specs = startup::target_specs(&flow, &source, &source_meta).await?;
+        let specs = lifecycle::target_specs(&flow, &source, &source_meta).await?;
         let (names, wanted): (Vec<String>, Vec<_>) = specs.into_iter().unzip();
         let planned = topics::plan(&target, &wanted, &flow.never_copy_configs).await?;
         flows.push(FlowPlan {

@@ -8,62 +8,74 @@
 //!   means the source topic was deleted and recreated. Each is reported with
 //!   the exact range and handled by the `on_data_loss` policy: stop the
 //!   partition (default) or report, count and copy on. Never silently.
+//!
+//! The state of a lookup is the partition's [`Status`] (`Resolving`,
+//! `CheckingLoss`), so [`Positions`] holds only the policy: it says which
+//! lookups are due and applies their answers; the engine sends them.
 
 use std::collections::HashMap;
 use std::time::Instant;
 
-use uuid::Uuid;
-
-use super::engine::{Engine, Event, Status};
+use super::error::{Cause, PartitionError};
+use super::metadata::MetadataView;
+use super::slots::{Slot, SlotId, Slots, Status};
+use super::stats::Counters;
 use crate::cluster::{Metadata, OffsetResult, OffsetSpec, Role};
 use crate::config::DataLossPolicy;
 
-impl Engine {
+/// Offset lookups to send: start positions by spec, and partitions whose
+/// fetch offset the source refused.
+#[derive(Debug, Default)]
+pub(super) struct Lookups {
+    pub(super) resolve: HashMap<OffsetSpec, Vec<SlotId>>,
+    pub(super) loss: Vec<SlotId>,
+}
+
+/// The start-position and data-loss stage.
+#[derive(Debug)]
+pub(super) struct Positions {
+    on_data_loss: DataLossPolicy,
+}
+
+impl Positions {
+    pub(super) fn new(on_data_loss: DataLossPolicy) -> Self {
+        Positions { on_data_loss }
+    }
+
     /// A selected source topic whose id changed was deleted and created again:
     /// its offsets restarted, so copying on from the old position would skip
     /// or mix data. Reported, never silently appended to the old copy.
-    pub(super) fn detect_recreated_topics(&mut self, metadata: &Metadata) {
-        for i in 0..self.slots.len() {
-            let slot = &self.slots[i];
+    pub(super) fn detect_recreated_topics(&self, slots: &mut Slots, metadata: &Metadata) {
+        for (_, slot) in slots.iter_mut() {
             let Some(topic) = metadata.topics.get(&*slot.topic) else {
                 continue;
             };
             if topic.id.is_nil() || topic.id == slot.source_topic_id {
                 continue;
             }
-            let reason = format!(
-                "source topic `{}` was deleted and recreated since its data was copied (topic id {} is now {}); its offsets restarted",
-                slot.topic, slot.source_topic_id, topic.id
-            );
-            self.on_source_reset(i, topic.id, reason);
-        }
-    }
-
-    /// Applies the data-loss policy to a partition whose source restarted.
-    fn on_source_reset(&mut self, slot: usize, new_topic_id: Uuid, reason: String) {
-        match self.config.replication.on_data_loss {
-            DataLossPolicy::Stop => self.stop(
-                slot,
-                format!("{reason}; to copy the new topic on top of the old copy, restart with --on-data-loss continue"),
-            ),
-            DataLossPolicy::Continue => {
-                let s = &mut self.slots[slot];
-                tracing::error!(topic = %s.topic, partition = s.partition, "{reason}; copying the new topic from its start (on_data_loss = continue)");
-                s.source_topic_id = new_topic_id;
-                s.status = Status::Resolving {
-                    spec: OffsetSpec::Earliest,
-                    asked: false,
-                };
-                s.state.drop_unsent();
+            let error = slot.error(Cause::TopicRecreated {
+                copied_from: slot.source_topic_id,
+                now: topic.id,
+            });
+            match self.on_data_loss {
+                DataLossPolicy::Stop => slot.stop(error),
+                DataLossPolicy::Continue => {
+                    tracing::error!(topic = %slot.topic, partition = slot.partition, "{}; copying the new topic from its start (on_data_loss = continue)", error.problem());
+                    slot.source_topic_id = topic.id;
+                    slot.status = Status::Resolving {
+                        spec: OffsetSpec::Earliest,
+                        asked: false,
+                    };
+                    slot.state.drop_unsent();
+                }
             }
         }
     }
 
-    /// Looks up start offsets and investigates out-of-range fetches.
-    pub(super) fn start_lookups(&mut self, now: Instant) {
-        let mut resolve: HashMap<OffsetSpec, Vec<usize>> = HashMap::new();
-        let mut loss = Vec::new();
-        for (i, slot) in self.slots.iter_mut().enumerate() {
+    /// The lookups due now, each partition marked asked.
+    pub(super) fn due_lookups(&self, slots: &mut Slots, now: Instant) -> Lookups {
+        let mut lookups = Lookups::default();
+        for (id, slot) in slots.iter_mut() {
             if slot.fetch_backoff.waiting(now) || slot.fetching {
                 continue;
             }
@@ -71,65 +83,34 @@ impl Engine {
                 // A reset waits until what was in flight has landed and is checkpointed.
                 Status::Resolving { spec, asked } if !*asked && slot.state.is_empty() => {
                     *asked = true;
-                    resolve.entry(*spec).or_default().push(i);
+                    lookups.resolve.entry(*spec).or_default().push(id);
                 }
                 Status::CheckingLoss { asked } if !*asked => {
                     *asked = true;
-                    loss.push(i);
+                    lookups.loss.push(id);
                 }
                 _ => {}
             }
         }
-        let isolation = self.config.replication.isolation_level.wire_value();
-        for (spec, slots) in resolve {
-            let partitions = self.partition_keys(&slots);
-            let (source, metadata) = (self.source.clone(), self.source_meta.clone());
-            self.spawn(async move {
-                let results = source
-                    .list_offsets(&metadata, &partitions, spec, isolation)
-                    .await;
-                Event::Resolved { slots, results }
-            });
-        }
-        if !loss.is_empty() {
-            let partitions = self.partition_keys(&loss);
-            let (source, metadata) = (self.source.clone(), self.source_meta.clone());
-            self.spawn(async move {
-                let earliest = source
-                    .list_offsets(&metadata, &partitions, OffsetSpec::Earliest, 0)
-                    .await;
-                let latest = source
-                    .list_offsets(&metadata, &partitions, OffsetSpec::Latest, 0)
-                    .await;
-                Event::LossChecked {
-                    slots: loss,
-                    earliest,
-                    latest,
-                }
-            });
-        }
+        lookups
     }
 
-    fn partition_keys(&self, slots: &[usize]) -> Vec<(String, i32)> {
-        slots
-            .iter()
-            .map(|&i| (self.slots[i].topic.to_string(), self.slots[i].partition))
-            .collect()
-    }
-
-    pub(super) fn on_resolved(
-        &mut self,
-        slots: Vec<usize>,
+    /// Start offsets answered: copying begins there, or the lookup is
+    /// retried after a backoff.
+    pub(super) fn resolved(
+        &self,
+        slots: &mut Slots,
+        meta: &MetadataView,
+        ids: Vec<SlotId>,
         mut results: HashMap<(String, i32), OffsetResult>,
+        now: Instant,
     ) {
-        let now = Instant::now();
-        for i in slots {
-            let key = (self.slots[i].topic.to_string(), self.slots[i].partition);
-            let slot = &mut self.slots[i];
+        for id in ids {
+            let slot = &mut slots[id];
             let Status::Resolving { spec, .. } = slot.status else {
                 continue;
             };
-            match results.remove(&key) {
+            match results.remove(&(slot.topic.to_string(), slot.partition)) {
                 Some(Ok(offset)) => {
                     tracing::info!(topic = %slot.topic, partition = slot.partition, offset, ?spec, "starting position");
                     slot.state.restart_at(offset);
@@ -140,55 +121,55 @@ impl Engine {
                     tracing::warn!(topic = %slot.topic, partition = slot.partition, result = ?other, "cannot look up the start offset yet; retrying");
                     slot.status = Status::Resolving { spec, asked: false };
                     slot.fetch_backoff.fail(now);
-                    self.want_refresh(Role::Source);
+                    meta.want_refresh(Role::Source);
                 }
             }
         }
     }
 
-    /// The source refused a fetch offset: data was deleted before it was copied
-    /// (retention ran ahead), or the source lost data the mirror already copied.
-    pub(super) fn on_loss_checked(
-        &mut self,
-        slots: Vec<usize>,
+    /// The source refused a fetch offset: data was deleted before it was
+    /// copied (retention ran ahead), or the source lost data the mirror
+    /// already copied; `earliest` and `latest` are the source's offsets now.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn loss_checked(
+        &self,
+        slots: &mut Slots,
+        meta: &MetadataView,
+        counters: &mut Counters,
+        ids: Vec<SlotId>,
         mut earliest: HashMap<(String, i32), OffsetResult>,
         mut latest: HashMap<(String, i32), OffsetResult>,
+        now: Instant,
     ) {
-        let now = Instant::now();
-        for i in slots {
-            let key = (self.slots[i].topic.to_string(), self.slots[i].partition);
+        for id in ids {
+            let slot = &mut slots[id];
+            let key = (slot.topic.to_string(), slot.partition);
             let (first, end) = match (earliest.remove(&key), latest.remove(&key)) {
                 (Some(Ok(first)), Some(Ok(end))) => (first, end),
                 other => {
-                    let slot = &mut self.slots[i];
                     tracing::warn!(topic = %slot.topic, partition = slot.partition, result = ?other, "cannot look up the source's offsets yet; retrying");
                     slot.status = Status::CheckingLoss { asked: false };
                     slot.fetch_backoff.fail(now);
-                    self.want_refresh(Role::Source);
+                    meta.want_refresh(Role::Source);
                     continue;
                 }
             };
-            let slot = &self.slots[i];
             let at = slot.state.fetch_offset;
             if at < first {
-                let lost = first - at;
-                self.counters.offsets_lost += lost as u64;
-                let reason = format!(
-                    "source offsets {at}..{} ({lost} offsets) of {}-{} were deleted by the source before they were copied (retention ran ahead of the mirror)",
-                    first - 1,
-                    slot.topic,
-                    slot.partition
-                );
-                self.apply_loss_policy(i, reason, first);
+                counters.offsets_lost += (first - at) as u64;
+                let error = slot.error(Cause::DeletedBeforeCopied {
+                    from: at,
+                    to: first - 1,
+                });
+                self.apply_loss_policy(slot, error, first);
             } else if at > end {
-                let reason = format!(
-                    "the mirror's next offset {at} of {}-{} is past the source's log end {end}: the source lost data that was already copied (unclean leader election or truncation)",
-                    slot.topic, slot.partition
-                );
-                self.apply_loss_policy(i, reason, end);
+                let error = slot.error(Cause::SourceTruncated {
+                    next: at,
+                    log_end: end,
+                });
+                self.apply_loss_policy(slot, error, end);
             } else {
                 // In range again (a leader change raced the fetch): just fetch again.
-                let slot = &mut self.slots[i];
                 slot.status = Status::Copying;
                 slot.fetch_backoff.fail(now);
             }
@@ -197,18 +178,174 @@ impl Engine {
 
     /// Stops the partition, or with `on_data_loss = continue` reports the
     /// loss and copies on from `resume_at`.
-    fn apply_loss_policy(&mut self, i: usize, reason: String, resume_at: i64) {
-        match self.config.replication.on_data_loss {
-            DataLossPolicy::Stop => self.stop(
-                i,
-                format!("{reason}; restart with --on-data-loss continue to copy on from offset {resume_at}"),
-            ),
+    fn apply_loss_policy(&self, slot: &mut Slot, error: PartitionError, resume_at: i64) {
+        match self.on_data_loss {
+            DataLossPolicy::Stop => slot.stop(error),
             DataLossPolicy::Continue => {
-                let slot = &mut self.slots[i];
-                tracing::error!(topic = %slot.topic, partition = slot.partition, "{reason}; continuing from offset {resume_at} (on_data_loss = continue)");
+                tracing::error!(topic = %slot.topic, partition = slot.partition, "{}; continuing from offset {resume_at} (on_data_loss = continue)", error.problem());
                 slot.state.push_skip(resume_at);
                 slot.status = Status::Copying;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::testing::{batch, metadata, slot};
+    use std::time::Duration;
+    use uuid::Uuid;
+
+    const OLD: Uuid = Uuid::from_u128(1);
+    const NEW: Uuid = Uuid::from_u128(2);
+
+    /// A partition whose Fetch at `at` was out of range, with the source now
+    /// holding `first..end`: what the loss check leaves.
+    fn checked(policy: DataLossPolicy, at: i64, first: i64, end: i64) -> (Slots, Counters) {
+        let mut slots = Slots::default();
+        let id = slots.push(slot("t", OLD, 0, at));
+        slots[id].status = Status::CheckingLoss { asked: false };
+        let positions = Positions::new(policy);
+        let now = Instant::now();
+        let lookups = positions.due_lookups(&mut slots, now);
+        assert_eq!(lookups.loss, [id]);
+        assert!(
+            positions.due_lookups(&mut slots, now).loss.is_empty(),
+            "asked once"
+        );
+        let key = ("t".to_owned(), 0);
+        let mut counters = Counters::default();
+        positions.loss_checked(
+            &mut slots,
+            &MetadataView::default(),
+            &mut counters,
+            lookups.loss,
+            HashMap::from([(key.clone(), Ok(first))]),
+            HashMap::from([(key, Ok(end))]),
+            now,
+        );
+        (slots, counters)
+    }
+
+    fn stopped(slots: &Slots) -> String {
+        let (_, slot) = slots.iter().next().expect("slot");
+        match &slot.status {
+            Status::Stopped(error) => error.to_string(),
+            other => panic!("not stopped: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn data_deleted_before_it_was_copied_is_reported_with_its_range() {
+        let (slots, counters) = checked(DataLossPolicy::Stop, 10, 25, 40);
+        assert_eq!(
+            stopped(&slots),
+            "source offsets 10..24 (15 offsets) of t-0 were deleted by the source before they \
+             were copied (retention ran ahead of the mirror); restart with --on-data-loss \
+             continue to copy on from offset 25"
+        );
+        assert_eq!(counters.offsets_lost, 15);
+
+        let (slots, counters) = checked(DataLossPolicy::Continue, 10, 25, 40);
+        let (_, slot) = slots.iter().next().expect("slot");
+        assert!(slot.status.is_copying());
+        assert_eq!(
+            slot.state.fetch_offset, 25,
+            "copies on from the source's first offset"
+        );
+        assert_eq!(
+            slot.state.committed(),
+            25,
+            "the lost range is not copied again"
+        );
+        assert_eq!(counters.offsets_lost, 15, "counted either way");
+    }
+
+    #[test]
+    fn a_source_that_lost_copied_data_is_reported() {
+        let (slots, counters) = checked(DataLossPolicy::Stop, 50, 0, 40);
+        assert!(stopped(&slots).starts_with(
+            "the mirror's next offset 50 of t-0 is past the source's log end 40: the source lost \
+             data that was already copied"
+        ));
+        assert_eq!(counters.offsets_lost, 0);
+        let (slots, _) = checked(DataLossPolicy::Continue, 50, 0, 40);
+        let (_, slot) = slots.iter().next().expect("slot");
+        assert_eq!(
+            slot.state.fetch_offset, 40,
+            "copies on from the source's end"
+        );
+    }
+
+    #[test]
+    fn an_offset_back_in_range_is_fetched_again() {
+        let (slots, counters) = checked(DataLossPolicy::Stop, 30, 25, 40);
+        let (_, slot) = slots.iter().next().expect("slot");
+        assert!(slot.status.is_copying());
+        assert_eq!(slot.state.fetch_offset, 30);
+        assert_eq!(counters.offsets_lost, 0);
+    }
+
+    #[test]
+    fn a_recreated_source_topic_stops_or_restarts_from_its_start() {
+        let renamed = metadata("t", NEW, &[(0, Some(1))]);
+        let mut slots = Slots::default();
+        slots.push(slot("t", OLD, 0, 500));
+        Positions::new(DataLossPolicy::Stop).detect_recreated_topics(&mut slots, &renamed);
+        assert!(stopped(&slots).contains(&format!(
+            "was deleted and recreated since its data was copied (topic id {OLD} is now {NEW})"
+        )));
+
+        let mut slots = Slots::default();
+        let id2 = slots.push(slot("t", OLD, 0, 500));
+        slots[id2].state.push_batch(batch(500, 2));
+        Positions::new(DataLossPolicy::Continue).detect_recreated_topics(&mut slots, &renamed);
+        let restarted = &slots[id2];
+        assert_eq!(restarted.source_topic_id, NEW);
+        assert!(matches!(
+            restarted.status,
+            Status::Resolving {
+                spec: OffsetSpec::Earliest,
+                asked: false
+            }
+        ));
+        assert!(
+            restarted.state.is_empty(),
+            "the old topic's unsent batches are dropped"
+        );
+
+        // A nil id (an old broker) or the same id changes nothing.
+        let mut slots = Slots::default();
+        slots.push(slot("t", OLD, 0, 500));
+        let positions = Positions::new(DataLossPolicy::Stop);
+        positions.detect_recreated_topics(&mut slots, &metadata("t", Uuid::nil(), &[]));
+        positions.detect_recreated_topics(&mut slots, &metadata("t", OLD, &[]));
+        assert!(slots.all().all(|s| s.status.is_copying()));
+    }
+
+    #[test]
+    fn a_start_position_is_looked_up_once_then_copying_begins_there() {
+        let mut slots = Slots::default();
+        let id = slots.push(slot("t", OLD, 0, 0));
+        slots[id].status = Status::Resolving {
+            spec: OffsetSpec::Latest,
+            asked: false,
+        };
+        let positions = Positions::new(DataLossPolicy::Stop);
+        let meta = MetadataView::default();
+        let now = Instant::now();
+        let lookups = positions.due_lookups(&mut slots, now);
+        assert_eq!(lookups.resolve[&OffsetSpec::Latest], [id]);
+        // Not answered: retried after a backoff and a metadata refresh.
+        positions.resolved(&mut slots, &meta, vec![id], HashMap::new(), now);
+        assert!(positions.due_lookups(&mut slots, now).resolve.is_empty());
+        let later = now + Duration::from_secs(10);
+        let lookups = positions.due_lookups(&mut slots, later);
+        assert_eq!(lookups.resolve[&OffsetSpec::Latest], [id]);
+        let answer = HashMap::from([(("t".to_owned(), 0), Ok(1234))]);
+        positions.resolved(&mut slots, &meta, vec![id], answer, later);
+        assert!(slots[id].status.is_copying());
+        assert_eq!(slots[id].state.fetch_offset, 1234);
     }
 }

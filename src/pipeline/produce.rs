@@ -2,35 +2,33 @@
 //! partition per request (Kafka's rule), many partitions per request, and up
 //! to `max_in_flight_requests` requests pipelined on each connection.
 //!
-//! Every batch is written as kafka-mirror's own idempotent producer (the
-//! producer id from InitProducerId, a sequence per partition), so a retried
-//! batch that had in fact landed is dropped by the broker as a duplicate, and
-//! a batch that would land after a lost one is refused: pipelining keeps order.
-//! [`classify`] is the one place that decides what a produce error means.
+//! Every batch is written as kafka-mirror's own idempotent producer
+//! ([`ProducerIdentity`]: the producer id from InitProducerId, a sequence
+//! per partition), so a retried batch that had in fact landed is dropped by
+//! the broker as a duplicate, and a batch that would land after a lost one
+//! is refused: pipelining keeps order. [`classify`] is the one place that
+//! decides what a produce error means; [`ProduceStage::answered`] applies it.
 //!
-//! When the target stops taking our producer id (fenced, its state for us
-//! gone, or its sequences for a partition persistently disagreeing with ours),
-//! the engine gets a new one from InitProducerId, as Kafka's own producer bumps
-//! its epoch. It does so only once every batch whose fate is unknown (a
-//! timeout, a lost connection) has been resolved under the old id: a batch the
-//! broker may have appended is resent with its old id and sequence until the
-//! answer is "written" or "not written", so nothing lands twice.
+//! [`ProduceStage`] owns the requests in flight per broker and the producer
+//! identity. It decides and returns [`ProduceJob`]s; putting them on the
+//! wire in order is the engine's per-broker lane (`lane.rs`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use kafka_protocol::error::ParseResponseErrorCode;
-use kafka_protocol::messages::{
-    InitProducerIdRequest, ProduceRequest, ProduceResponse, ProducerId,
-};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::ResponseError;
-use tokio::sync::mpsc;
 
-use super::engine::{Engine, Event, Status};
-use super::MirrorError;
-use crate::cluster::{produce_request, Cluster, ClusterError, Role};
-use crate::config::RefusedBatchPolicy;
+use super::error::{Cause, PartitionError, Refusal, RefusalKind, CORRUPT_RESEND_LIMIT};
+use super::metadata::MetadataView;
+use super::partition::Outgoing;
+use super::producer::ProducerIdentity;
+use super::slots::{Slot, SlotId, Slots, Status};
+use super::stats::Counters;
+use crate::cluster::{produce_request, ClusterError, Role};
+use crate::config::{RefusedBatchPolicy, ReplicationConfig};
 use crate::net::splice::{Splice, Splices};
 
 /// Stop adding partitions to a Produce request past this size (one batch is
@@ -39,12 +37,9 @@ const PRODUCE_REQUEST_BYTES: usize = 16 * 1024 * 1024;
 /// The broker waits this long for the in-sync replicas (acks=all).
 const PRODUCE_TIMEOUT_MS: i32 = 30_000;
 /// Out-of-order answers in a row for a partition's first unacknowledged batch
-/// before it is stopped: the broker's sequence state no longer matches ours.
+/// before the producer id is renewed: the broker's sequence state no longer
+/// matches ours.
 const OUT_OF_ORDER_LIMIT: u32 = 5;
-/// Whole batches a partition resends after the target refused them as corrupt
-/// (damage on the way there) before it stops: past that, the target cannot
-/// read what the source stored, and resending will not change it.
-const CORRUPT_RESEND_LIMIT: u32 = 3;
 
 /// What a produce answer means for one batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,7 +61,6 @@ enum Outcome {
     /// Cannot succeed by retrying.
     Fatal,
 }
-
 /// Decides what a produce error code means.
 fn classify(error: Option<ResponseError>) -> Outcome {
     match error {
@@ -121,120 +115,195 @@ fn classify(error: Option<ResponseError>) -> Outcome {
     }
 }
 
-impl Engine {
-    /// Starts Produce requests on every target broker with room for more.
-    pub(super) fn start_produces(&mut self, now: Instant) {
-        let mut by_leader: BTreeMap<i32, Vec<usize>> = BTreeMap::new();
+/// A Produce request to send to `broker`, its splices, and the `(slot,
+/// entry)` of each batch in it.
+#[derive(Debug)]
+pub(super) struct ProduceJob {
+    pub(super) broker: i32,
+    pub(super) request: ProduceRequest,
+    pub(super) splices: Splices,
+    pub(super) sent: Vec<(SlotId, u64)>,
+}
+
+/// The answer to a [`ProduceJob`].
+#[derive(Debug)]
+pub(super) struct ProduceReply {
+    pub(super) broker: i32,
+    /// Slots and the entry of each that the request carried.
+    pub(super) sent: Vec<(SlotId, u64)>,
+    pub(super) result: Result<ProduceResponse, ClusterError>,
+}
+
+/// What the stage reads and owns nothing of.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ProduceContext<'a> {
+    pub(super) config: &'a ReplicationConfig,
+    pub(super) meta: &'a MetadataView,
+}
+
+/// The produce stage's own state.
+#[derive(Debug)]
+pub(super) struct ProduceStage {
+    /// Requests in flight per target broker.
+    in_flight: HashMap<i32, usize>,
+    producer: ProducerIdentity,
+}
+
+impl ProduceStage {
+    /// A stage writing as the producer id and epoch the target gave at startup.
+    pub(super) fn new(producer: (i64, i16)) -> Self {
+        ProduceStage {
+            in_flight: HashMap::new(),
+            producer: ProducerIdentity::new(producer),
+        }
+    }
+
+    /// Produce requests in flight, over all brokers.
+    pub(super) fn in_flight(&self) -> usize {
+        self.in_flight.values().sum()
+    }
+
+    /// The producer identity, whose renewal the engine drives.
+    pub(super) fn producer(&mut self) -> &mut ProducerIdentity {
+        &mut self.producer
+    }
+
+    /// The Produce requests to start now: on every target broker with room
+    /// for more, each carrying the next batch of every partition that may
+    /// send one.
+    pub(super) fn start(
+        &mut self,
+        slots: &mut Slots,
+        cx: ProduceContext<'_>,
+        now: Instant,
+    ) -> Vec<ProduceJob> {
+        let mut by_leader: BTreeMap<i32, Vec<SlotId>> = BTreeMap::new();
         let mut leaderless = false;
-        for (i, slot) in self.slots.iter().enumerate() {
+        for (id, slot) in slots.iter() {
             let may_send = matches!(slot.status, Status::Copying | Status::CheckingLoss { .. })
                 || (matches!(slot.status, Status::Resolving { .. }) && !slot.state.is_empty());
             if !may_send || slot.produce_backoff.waiting(now) {
                 continue;
             }
-            match self.target_meta.leader(&slot.target_topic, slot.partition) {
-                Some(leader) => by_leader.entry(leader).or_default().push(i),
+            match cx.meta.target().leader(&slot.target_topic, slot.partition) {
+                Some(leader) => by_leader.entry(leader).or_default().push(id),
                 None => leaderless = true,
             }
         }
         if leaderless {
-            self.want_refresh(Role::Target);
+            cx.meta.want_refresh(Role::Target);
         }
-        let limit = self.config.replication.max_in_flight_requests;
+        let limit = cx.config.max_in_flight_requests;
         let (producer_id, producer_epoch) = (self.producer.id, self.producer.epoch);
-        let resolving_only = self.producer.renewal.is_some();
-        for (broker, slots) in by_leader {
-            while self.produces_in_flight.get(&broker).copied().unwrap_or(0) < limit {
+        let resolving_only = self.producer.renewing();
+        let mut jobs = Vec::new();
+        for (broker, ids) in by_leader {
+            let in_flight = self.in_flight.entry(broker).or_default();
+            while *in_flight < limit {
                 let mut sent = Vec::new();
                 let mut topics: BTreeMap<Arc<str>, Vec<(i32, Splice)>> = BTreeMap::new();
                 let mut size = 0;
-                for &i in &slots {
+                for &id in &ids {
                     if size >= PRODUCE_REQUEST_BYTES {
                         break;
                     }
-                    let slot = &mut self.slots[i];
-                    let Some(outgoing) =
-                        slot.state
-                            .next_to_send(producer_id, producer_epoch, resolving_only)
+                    let slot = &mut slots[id];
+                    let Some(Outgoing {
+                        entry,
+                        batch,
+                        header,
+                    }) = slot
+                        .state
+                        .next_to_send(producer_id, producer_epoch, resolving_only)
                     else {
                         continue;
                     };
-                    size += outgoing.splice.value().len();
-                    sent.push((i, outgoing.entry));
+                    // The new header goes on the wire in place of the
+                    // batch's own, the records by reference.
+                    let Some(splice) = Splice::new(batch.as_bytes().clone(), header) else {
+                        // A parsed batch always holds a whole header; were
+                        // it not so, resending would not help either.
+                        slot.state.failed(entry, false);
+                        continue;
+                    };
+                    size += batch.len();
+                    sent.push((id, entry));
                     topics
                         .entry(slot.target_topic.clone())
                         .or_default()
-                        .push((slot.partition, outgoing.splice));
+                        .push((slot.partition, splice));
                 }
                 if sent.is_empty() {
                     break;
                 }
                 let (request, splices) =
-                    produce_request(&self.target_meta, topics, PRODUCE_TIMEOUT_MS);
-                *self.produces_in_flight.entry(broker).or_default() += 1;
-                self.produce_lane(broker).submit(request, splices, sent);
+                    produce_request(cx.meta.target(), topics, PRODUCE_TIMEOUT_MS);
+                *in_flight += 1;
+                jobs.push(ProduceJob {
+                    broker,
+                    request,
+                    splices,
+                    sent,
+                });
             }
         }
+        jobs
     }
 
-    /// The lane that queues Produce requests to one broker in order.
-    fn produce_lane(&mut self, broker: i32) -> &ProduceLane {
-        let (target, events) = (self.target.clone(), self.events_tx.clone());
-        self.produce_lanes
-            .entry(broker)
-            .or_insert_with(|| ProduceLane::start(target, broker, events))
-    }
-
-    pub(super) fn on_produced(
+    /// Applies a Produce answer to each batch it carried.
+    pub(super) fn answered(
         &mut self,
-        broker: i32,
-        sent: Vec<(usize, u64)>,
-        result: Result<ProduceResponse, ClusterError>,
+        slots: &mut Slots,
+        cx: ProduceContext<'_>,
+        counters: &mut Counters,
+        reply: ProduceReply,
+        now: Instant,
     ) {
-        if let Some(count) = self.produces_in_flight.get_mut(&broker) {
+        let ProduceReply {
+            broker,
+            sent,
+            result,
+        } = reply;
+        if let Some(count) = self.in_flight.get_mut(&broker) {
             *count -= 1;
         }
-        let now = Instant::now();
         let response = match result {
             Ok(response) => response,
             Err(e) => {
                 tracing::warn!(broker, error = %e, "Produce failed; resending after a metadata refresh");
-                self.counters.produce_retries += 1;
-                for (i, entry) in sent {
-                    self.slots[i].state.failed(entry, true);
-                    self.slots[i].produce_backoff.fail(now);
+                counters.produce_retries += 1;
+                for (id, entry) in sent {
+                    slots[id].state.failed(entry, true);
+                    slots[id].produce_backoff.fail(now);
                 }
-                self.want_refresh(Role::Target);
+                cx.meta.want_refresh(Role::Target);
                 return;
             }
         };
-        let mut answers: HashMap<(String, i32), (i16, Option<String>)> = HashMap::new();
+        // Each partition's error code and message, by target topic and partition.
+        let mut answers: HashMap<String, HashMap<i32, (i16, Option<String>)>> = HashMap::new();
+        let names = cx.meta.names(Role::Target);
         for topic in response.responses {
-            let name = if topic.topic_id.is_nil() {
-                topic.name.0.to_string()
-            } else {
-                self.target_names
-                    .get(&topic.topic_id)
-                    .cloned()
-                    .unwrap_or_default()
+            let Some(name) = names.resolve(topic.topic_id, &topic.name) else {
+                continue;
             };
+            let partitions = answers.entry(name.to_string()).or_default();
             for p in topic.partition_responses {
                 let message = p.error_message.map(|m| m.to_string());
-                answers.insert((name.clone(), p.index), (p.error_code, message));
+                partitions.insert(p.index, (p.error_code, message));
             }
         }
         let mut retried = false;
-        for (i, entry) in sent {
-            let key = (
-                self.slots[i].target_topic.to_string(),
-                self.slots[i].partition,
-            );
-            let (code, message) = answers.remove(&key).unwrap_or((
-                ResponseError::UnknownServerError.code(),
-                Some("partition missing from the answer".into()),
-            ));
+        for (id, entry) in sent {
+            let slot = &mut slots[id];
+            let (code, message) = answers
+                .get_mut(&*slot.target_topic)
+                .and_then(|partitions| partitions.remove(&slot.partition))
+                .unwrap_or((
+                    ResponseError::UnknownServerError.code(),
+                    Some("partition missing from the answer".into()),
+                ));
             let error = code.err();
-            let slot = &mut self.slots[i];
             let outcome = match classify(error) {
                 // Whole as it came from the source: damaged on the way to the
                 // target, and refused before the append.
@@ -255,33 +324,31 @@ impl Engine {
                 }
                 outcome => outcome,
             };
+            let refused = |slot: &Slot, kind| refusal(slot, entry, error, message.clone(), kind);
             match outcome {
                 Outcome::Landed => {
-                    let slot = &mut self.slots[i];
                     let acked = slot.state.acked(entry);
                     slot.produce_backoff.reset();
                     slot.out_of_order_streak = 0;
                     slot.corrupt_refusals = 0;
-                    self.counters.records += acked.records as u64;
-                    self.counters.bytes += acked.bytes as u64;
-                    self.counters.batches += u64::from(acked.bytes > 0);
+                    counters.records += acked.records as u64;
+                    counters.bytes += acked.bytes as u64;
+                    counters.batches += u64::from(acked.bytes > 0);
                 }
                 Outcome::Retry {
                     refresh,
                     maybe_written,
                 } => {
                     retried = true;
-                    let slot = &mut self.slots[i];
                     tracing::debug!(topic = %slot.topic, partition = slot.partition, ?error, "Produce refused; resending");
                     slot.state.failed(entry, maybe_written);
                     slot.produce_backoff.fail(now);
                     if refresh {
-                        self.want_refresh(Role::Target);
+                        cx.meta.want_refresh(Role::Target);
                     }
                 }
                 Outcome::OutOfOrder => {
                     retried = true;
-                    let slot = &mut self.slots[i];
                     // Behind an earlier failed batch this is expected; for the
                     // first unacknowledged batch it means the broker lost our state.
                     if slot.state.is_first_unacked(entry) {
@@ -292,272 +359,463 @@ impl Engine {
                     slot.produce_backoff.fail(now);
                     if slot.out_of_order_streak >= OUT_OF_ORDER_LIMIT {
                         slot.out_of_order_streak = 0;
-                        let reason = self.refusal(i, entry, error, message.as_deref());
-                        self.renew_producer(reason);
+                        let reason = refused(slot, RefusalKind::ProducerIdentity);
+                        self.producer.refused(reason, now);
                     }
                 }
                 Outcome::IdentityRefused => {
                     retried = true;
-                    let slot = &mut self.slots[i];
                     slot.state.failed(entry, false);
                     slot.produce_backoff.fail(now);
-                    let reason = self.refusal(i, entry, error, message.as_deref());
-                    self.renew_producer(reason);
+                    let reason = refused(slot, RefusalKind::ProducerIdentity);
+                    self.producer.refused(reason, now);
                 }
                 Outcome::RefusedByTopic => {
-                    let reason = self.refusal(i, entry, error, message.as_deref());
-                    match self.config.replication.on_refused_batch {
+                    let error = refused(slot, RefusalKind::ByTopic);
+                    match cx.config.on_refused_batch {
                         RefusedBatchPolicy::Stop => {
-                            self.slots[i].state.failed(entry, false);
-                            self.stop(i, format!("{reason}; change the target topic's settings, or restart with --on-refused-batch skip"));
+                            slot.state.failed(entry, false);
+                            slot.stop(error);
                         }
                         RefusedBatchPolicy::Skip => {
-                            tracing::warn!("{reason}; skipped (on_refused_batch = skip)");
-                            let records = self.slots[i].state.skip_refused(entry);
-                            self.counters.refused_batches_skipped += 1;
-                            self.counters.refused_records_skipped += records as u64;
+                            tracing::warn!(
+                                "{}; skipped (on_refused_batch = skip)",
+                                error.problem()
+                            );
+                            let records = slot.state.skip_refused(entry);
+                            counters.refused_batches_skipped += 1;
+                            counters.refused_records_skipped += records as u64;
                         }
                     }
                 }
                 Outcome::Corrupt => {
-                    let cause = match self.slots[i].state.verify_crc(entry) {
-                        Err(damage) => format!("the source sent it damaged: {damage}"),
-                        Ok(()) => format!(
-                            "refused {CORRUPT_RESEND_LIMIT} times though its CRC matches: \
-                             the target cannot read what the source stored"
-                        ),
-                    };
-                    let refusal = self.refusal(i, entry, error, message.as_deref());
-                    let reason = format!("{refusal}; {cause}");
-                    self.slots[i].state.failed(entry, false);
-                    self.stop(i, reason);
+                    let damage = slot.state.verify_crc(entry).err();
+                    let error = refused(slot, RefusalKind::Corrupt { damage });
+                    slot.state.failed(entry, false);
+                    slot.stop(error);
                 }
                 Outcome::Fatal => {
-                    let reason = self.refusal(i, entry, error, message.as_deref());
-                    self.slots[i].state.failed(entry, false);
-                    self.stop(i, reason);
+                    let error = refused(slot, RefusalKind::Fatal);
+                    slot.state.failed(entry, false);
+                    slot.stop(error);
                 }
             }
         }
         if retried {
-            self.counters.produce_retries += 1;
-        }
-    }
-
-    /// Words for a batch the target refused.
-    fn refusal(
-        &self,
-        i: usize,
-        entry: u64,
-        error: Option<ResponseError>,
-        message: Option<&str>,
-    ) -> String {
-        let slot = &self.slots[i];
-        let range = slot
-            .state
-            .entry_range(entry)
-            .map(|(start, end)| format!("source offsets {start}..{}", end - 1))
-            .unwrap_or_else(|| "a batch".to_owned());
-        let error = error.map_or_else(|| "no error code".to_owned(), |e| format!("{e:?}"));
-        format!(
-            "target refused {range} of {}-{}: {error}{}",
-            slot.topic,
-            slot.partition,
-            message.map(|m| format!(" ({m})")).unwrap_or_default()
-        )
-    }
-}
-
-/// kafka-mirror's producer id and epoch on the target, and whether a new one
-/// is due.
-#[derive(Debug)]
-pub(super) struct ProducerIdentity {
-    pub(super) id: i64,
-    pub(super) epoch: i16,
-    /// Set when the target stopped taking this identity; `None` otherwise.
-    renewal: Option<Renewal>,
-}
-
-#[derive(Debug)]
-enum Renewal {
-    /// Resolving every batch of unknown fate under the old identity.
-    Resolving { reason: String, not_before: Instant },
-    /// InitProducerId in flight.
-    Asking,
-}
-
-/// Wait between a failed InitProducerId and the next.
-const RENEWAL_BACKOFF: Duration = Duration::from_secs(1);
-
-impl ProducerIdentity {
-    /// The identity the target gave at startup.
-    pub(super) fn new((id, epoch): (i64, i16)) -> Self {
-        ProducerIdentity {
-            id,
-            epoch,
-            renewal: None,
+            counters.produce_retries += 1;
         }
     }
 }
 
-impl Engine {
-    /// The target refused our producer identity: stop sending new batches,
-    /// resolve the ones of unknown fate, then get a new id.
-    fn renew_producer(&mut self, reason: String) {
-        if self.producer.renewal.is_none() {
-            tracing::warn!(
-                producer_id = self.producer.id,
-                epoch = self.producer.epoch,
-                %reason,
-                "the target refused our producer id; getting a new one once in-flight batches are answered"
-            );
-            self.producer.renewal = Some(Renewal::Resolving {
-                reason,
-                not_before: Instant::now(),
-            });
-        }
-    }
-
-    /// Asks for the new producer id once no batch is in flight or of unknown fate.
-    pub(super) fn start_producer_renewal(&mut self, now: Instant) {
-        let Some(Renewal::Resolving { not_before, .. }) = &self.producer.renewal else {
-            return;
-        };
-        // A stopped partition sends nothing more in this run, so its batches
-        // of unknown fate can never be resolved; they do not hold up the others.
-        let unresolved = self
-            .slots
-            .iter()
-            .any(|slot| !matches!(slot.status, Status::Stopped(_)) && slot.state.unresolved());
-        if *not_before > now || self.produces_in_flight.values().any(|&n| n > 0) || unresolved {
-            return;
-        }
-        let Some(Renewal::Resolving { reason, .. }) =
-            self.producer.renewal.replace(Renewal::Asking)
-        else {
-            return;
-        };
-        let target = self.target.clone();
-        self.spawn(async move {
-            Event::ProducerRenewed {
-                reason,
-                result: init_producer_id(&target).await,
-            }
-        });
-    }
-
-    pub(super) fn on_producer_renewed(
-        &mut self,
-        reason: String,
-        result: Result<(i64, i16), MirrorError>,
-    ) {
-        match result {
-            Ok((id, epoch)) => {
-                tracing::info!(
-                    old_producer_id = self.producer.id,
-                    producer_id = id,
-                    epoch,
-                    "new producer id; unacknowledged batches are sent again from sequence 0"
-                );
-                self.producer = ProducerIdentity::new((id, epoch));
-                for slot in &mut self.slots {
-                    if !matches!(slot.status, Status::Stopped(_)) {
-                        slot.state.new_producer();
-                        slot.out_of_order_streak = 0;
-                    }
-                }
-                self.counters.producer_renewals += 1;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "InitProducerId failed; retrying");
-                self.producer.renewal = Some(Renewal::Resolving {
-                    reason,
-                    not_before: Instant::now() + RENEWAL_BACKOFF,
-                });
-            }
-        }
-    }
-}
-
-/// Gets a fresh idempotent producer id from the target.
-pub(super) async fn init_producer_id(target: &Arc<Cluster>) -> Result<(i64, i16), MirrorError> {
-    let request = InitProducerIdRequest::default()
-        .with_transactional_id(None)
-        .with_transaction_timeout_ms(i32::MAX)
-        .with_producer_id(ProducerId(-1))
-        .with_producer_epoch(-1);
-    let mut last_error = None;
-    for attempt in 0..30u32 {
-        let response = target.send_any(request.clone()).await?;
-        match response.error_code.err() {
-            None => return Ok((response.producer_id.0, response.producer_epoch)),
-            Some(error) if error.is_retriable() => {
-                tracing::debug!(?error, attempt, "InitProducerId not ready; retrying");
-                last_error = Some(error);
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Some(error) => return Err(MirrorError::ProducerId(format!("{error:?}"))),
-        }
-    }
-    Err(MirrorError::ProducerId(format!(
-        "{last_error:?} after 30 attempts"
-    )))
-}
-
-/// A Produce request, its splices, and the `(slot, entry)` of each batch in it.
-type ProduceJob = (ProduceRequest, Splices, Vec<(usize, u64)>);
-
-/// Queues one broker's Produce requests in the order the engine made them.
-///
-/// Spawning a task per request would let the runtime reorder them on the
-/// wire, and a partition's sequences would arrive out of order. One task per
-/// broker queues each request on the connection before taking the next, and
-/// only the waits for the answers run concurrently.
-#[derive(Debug)]
-pub(super) struct ProduceLane {
-    jobs: mpsc::UnboundedSender<ProduceJob>,
-}
-
-impl ProduceLane {
-    fn start(target: Arc<Cluster>, broker: i32, events: mpsc::UnboundedSender<Event>) -> Self {
-        let (jobs, mut queue) = mpsc::unbounded_channel::<ProduceJob>();
-        tokio::spawn(async move {
-            while let Some((request, splices, sent)) = queue.recv().await {
-                match target.enqueue_spliced(broker, request, splices).await {
-                    Ok(pending) => {
-                        let (target, events) = (target.clone(), events.clone());
-                        tokio::spawn(async move {
-                            let result = pending.response().await.map_err(|e| target.net_error(e));
-                            let _ = events.send(Event::Produced {
-                                broker,
-                                sent,
-                                result,
-                            });
-                        });
-                    }
-                    Err(e) => {
-                        let _ = events.send(Event::Produced {
-                            broker,
-                            sent,
-                            result: Err(e),
-                        });
-                    }
-                }
-            }
-        });
-        ProduceLane { jobs }
-    }
-
-    /// Queues a request; its answer arrives as an [`Event::Produced`].
-    fn submit(&self, request: ProduceRequest, splices: Splices, sent: Vec<(usize, u64)>) {
-        // The lane task lives as long as this sender: the send cannot fail.
-        let _ = self.jobs.send((request, splices, sent));
-    }
+/// The error for a batch the target refused.
+fn refusal(
+    slot: &Slot,
+    entry: u64,
+    error: Option<ResponseError>,
+    message: Option<String>,
+    kind: RefusalKind,
+) -> PartitionError {
+    slot.error(Cause::TargetRefused(Refusal {
+        range: slot.state.entry_range(entry),
+        error,
+        message,
+        kind,
+    }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::batch::RecordBatch;
+    use crate::net::frame::encode_request;
+    use crate::pipeline::error::Cause;
+    use crate::pipeline::testing::{batch, metadata, slot};
+    use kafka_protocol::messages::produce_response::{
+        PartitionProduceResponse, TopicProduceResponse,
+    };
+    use kafka_protocol::messages::{ApiKey, RequestHeader, TopicName};
+    use kafka_protocol::protocol::{Decodable, StrBytes};
+    use std::time::Duration;
+    use uuid::Uuid;
+
+    const TARGET: Uuid = Uuid::from_u128(0x9);
+
+    struct Fixture {
+        config: ReplicationConfig,
+        meta: MetadataView,
+        slots: Slots,
+        stage: ProduceStage,
+        counters: Counters,
+        id: SlotId,
+    }
+
+    impl Fixture {
+        /// One partition `t-0` with batches 0..2, 2..4 and 4..6 queued,
+        /// copied into `copy.t`, led by broker 1.
+        fn new(config: ReplicationConfig) -> Self {
+            let mut slots = Slots::default();
+            let id = slots.push(slot("t", Uuid::from_u128(1), 0, 0));
+            for base in [0, 2, 4] {
+                slots[id].state.push_batch(batch(base, 2));
+            }
+            let mut meta = MetadataView::default();
+            meta.set(Role::Target, metadata("copy.t", TARGET, &[(0, Some(1))]));
+            Fixture {
+                config,
+                meta,
+                slots,
+                stage: ProduceStage::new((7, 0)),
+                counters: Counters::default(),
+                id,
+            }
+        }
+
+        fn start(&mut self, now: Instant) -> Vec<ProduceJob> {
+            let cx = ProduceContext {
+                config: &self.config,
+                meta: &self.meta,
+            };
+            self.stage.start(&mut self.slots, cx, now)
+        }
+
+        /// Sends what may go and answers it with `error` (and a message).
+        fn answer(&mut self, error: Option<ResponseError>, now: Instant) -> usize {
+            let jobs = self.start(now);
+            let count = jobs.len();
+            for job in jobs {
+                let response = answer_by_id(error, Some("from the broker"));
+                self.reply(job, Ok(response), now);
+            }
+            count
+        }
+
+        fn reply(
+            &mut self,
+            job: ProduceJob,
+            result: Result<ProduceResponse, ClusterError>,
+            now: Instant,
+        ) {
+            let cx = ProduceContext {
+                config: &self.config,
+                meta: &self.meta,
+            };
+            let reply = ProduceReply {
+                broker: job.broker,
+                sent: job.sent,
+                result,
+            };
+            self.stage
+                .answered(&mut self.slots, cx, &mut self.counters, reply, now);
+        }
+
+        fn stopped(&self) -> &PartitionError {
+            match &self.slots[self.id].status {
+                Status::Stopped(error) => error,
+                other => panic!("not stopped: {other:?}"),
+            }
+        }
+    }
+
+    /// A Produce v13+ answer naming the target topic by id.
+    fn answer_by_id(
+        error: Option<ResponseError>,
+        message: Option<&'static str>,
+    ) -> ProduceResponse {
+        ProduceResponse::default().with_responses(vec![TopicProduceResponse::default()
+            .with_topic_id(TARGET)
+            .with_partition_responses(vec![PartitionProduceResponse::default()
+                .with_index(0)
+                .with_error_code(error.map_or(0, |e| e.code()))
+                .with_error_message(message.map(StrBytes::from_static_str))])])
+    }
+
+    /// The batch a job carries, as the target receives it.
+    fn sent(job: &ProduceJob) -> RecordBatch {
+        const VERSION: i16 = 9;
+        let frame = encode_request(1, None, VERSION, &job.request, &job.splices)
+            .expect("encode")
+            .to_bytes();
+        let mut body = frame.slice(4..);
+        RequestHeader::decode(&mut body, ApiKey::Produce.request_header_version(VERSION))
+            .expect("header");
+        let request = ProduceRequest::decode(&mut body, VERSION).expect("request");
+        let records = request.topic_data[0].partition_data[0].records.clone();
+        RecordBatch::parse(records.expect("records")).expect("parse")
+    }
+
+    #[test]
+    fn a_landed_batch_is_counted_and_moves_the_checkpoint() {
+        let mut f = Fixture::new(ReplicationConfig::default());
+        let now = Instant::now();
+        let job = f.start(now).pop().expect("job");
+        let wire = sent(&job);
+        assert_eq!(
+            (wire.base_offset(), wire.producer_id(), wire.base_sequence()),
+            (0, 7, 0)
+        );
+        // An older broker names the topic, not its id.
+        let by_name =
+            ProduceResponse::default().with_responses(vec![TopicProduceResponse::default()
+                .with_name(TopicName(StrBytes::from_static_str("copy.t")))
+                .with_partition_responses(
+                    vec![PartitionProduceResponse::default().with_index(0)],
+                )]);
+        f.reply(job, Ok(by_name), now);
+        assert_eq!((f.counters.records, f.counters.batches), (2, 1));
+        assert_eq!(f.slots[f.id].state.committed(), 2);
+        // Established: the other two go pipelined, a request each; a
+        // duplicate is written too.
+        assert_eq!(
+            f.answer(Some(ResponseError::DuplicateSequenceNumber), now),
+            2
+        );
+        assert_eq!(f.slots[f.id].state.committed(), 6);
+        assert_eq!(f.counters.records, 6);
+    }
+
+    #[test]
+    fn a_retriable_refusal_resends_the_same_batch_after_a_backoff() {
+        let mut f = Fixture::new(ReplicationConfig::default());
+        let now = Instant::now();
+        let job = f.start(now).pop().expect("job");
+        let first = sent(&job).as_bytes().clone();
+        f.reply(
+            job,
+            Ok(answer_by_id(Some(ResponseError::NotLeaderOrFollower), None)),
+            now,
+        );
+        assert_eq!(f.counters.produce_retries, 1);
+        assert!(f.start(now).is_empty(), "backing off");
+        assert_eq!(
+            f.meta.due_refreshes(now),
+            [Role::Target],
+            "leaders looked up again"
+        );
+        let later = now + Duration::from_secs(1);
+        let again = f.start(later).pop().expect("resent");
+        assert_eq!(sent(&again).as_bytes(), &first, "same bytes, same sequence");
+        assert!(f.slots[f.id].status.is_copying());
+    }
+
+    #[test]
+    fn a_batch_that_may_be_written_blocks_a_new_producer_id_until_resolved() {
+        let mut f = Fixture::new(ReplicationConfig::default());
+        let now = Instant::now();
+        f.answer(None, now);
+        let mut jobs = f.start(now).into_iter();
+        let (timed_out, refused) = (jobs.next().expect("2..4"), jobs.next().expect("4..6"));
+        assert_eq!(
+            (
+                sent(&timed_out).base_sequence(),
+                sent(&refused).base_sequence()
+            ),
+            (2, 4)
+        );
+        f.reply(
+            timed_out,
+            Ok(answer_by_id(Some(ResponseError::RequestTimedOut), None)),
+            now,
+        );
+        f.reply(
+            refused,
+            Ok(answer_by_id(Some(ResponseError::UnknownProducerId), None)),
+            now,
+        );
+        assert!(f.stage.producer.renewing());
+        // Not while the timed-out batch may be on the target.
+        assert!(f.slots[f.id].state.unresolved());
+        let later = now + Duration::from_secs(1);
+        assert!(f.stage.producer().due(&f.slots, false, later).is_none());
+        // Only that batch goes, again under the old id; it had landed.
+        let mut resolving = f.start(later);
+        assert_eq!(resolving.len(), 1);
+        let job = resolving.pop().expect("resolving");
+        assert_eq!(
+            (sent(&job).producer_id(), sent(&job).base_sequence()),
+            (7, 2)
+        );
+        f.reply(
+            job,
+            Ok(answer_by_id(
+                Some(ResponseError::DuplicateSequenceNumber),
+                None,
+            )),
+            later,
+        );
+        let reason = f
+            .stage
+            .producer()
+            .due(&f.slots, false, later)
+            .expect("renewal due");
+        assert!(matches!(
+            reason.cause,
+            Cause::TargetRefused(Refusal {
+                kind: RefusalKind::ProducerIdentity,
+                error: Some(ResponseError::UnknownProducerId),
+                ..
+            })
+        ));
+        f.stage
+            .producer()
+            .renewed(&mut f.slots, &mut f.counters, reason, Ok((8, 0)), later);
+        assert_eq!(f.counters.producer_renewals, 1);
+        let job = f.start(later).pop().expect("the last batch, new id");
+        let wire = sent(&job);
+        assert_eq!(
+            (wire.producer_id(), wire.base_sequence(), wire.base_offset()),
+            (8, 0, 0)
+        );
+        assert_eq!(f.slots[f.id].state.committed(), 4);
+    }
+
+    #[test]
+    fn out_of_order_answers_for_the_first_batch_renew_the_producer_id() {
+        let mut f = Fixture::new(ReplicationConfig::default());
+        let mut now = Instant::now();
+        for _ in 0..OUT_OF_ORDER_LIMIT - 1 {
+            f.answer(Some(ResponseError::OutOfOrderSequenceNumber), now);
+            assert!(!f.stage.producer.renewing());
+            now += Duration::from_secs(10);
+        }
+        f.answer(Some(ResponseError::OutOfOrderSequenceNumber), now);
+        assert!(f.stage.producer.renewing());
+        assert!(f.slots[f.id].status.is_copying(), "the partition goes on");
+    }
+
+    #[test]
+    fn a_batch_the_topic_refuses_stops_the_partition_by_default() {
+        let mut f = Fixture::new(ReplicationConfig::default());
+        let now = Instant::now();
+        f.answer(Some(ResponseError::MessageTooLarge), now);
+        assert_eq!(
+            f.stopped().to_string(),
+            "target refused source offsets 0..1 of t-0: MessageTooLarge (from the broker); change \
+             the target topic's settings, or restart with --on-refused-batch skip"
+        );
+        assert!(
+            f.start(now + Duration::from_secs(10)).is_empty(),
+            "nothing more is sent"
+        );
+        assert_eq!(f.slots[f.id].state.committed(), 0);
+    }
+
+    #[test]
+    fn a_batch_the_topic_refuses_is_skipped_when_told_so() {
+        let config = ReplicationConfig {
+            on_refused_batch: RefusedBatchPolicy::Skip,
+            ..ReplicationConfig::default()
+        };
+        let mut f = Fixture::new(config);
+        let now = Instant::now();
+        f.answer(None, now);
+        let mut jobs = f.start(now).into_iter();
+        let (too_large, behind) = (jobs.next().expect("2..4"), jobs.next().expect("4..6"));
+        f.reply(
+            too_large,
+            Ok(answer_by_id(Some(ResponseError::RecordListTooLarge), None)),
+            now,
+        );
+        // The broker never took the refused batch's sequences.
+        f.reply(
+            behind,
+            Ok(answer_by_id(
+                Some(ResponseError::OutOfOrderSequenceNumber),
+                None,
+            )),
+            now,
+        );
+        assert_eq!(f.counters.refused_batches_skipped, 1);
+        assert_eq!(f.counters.refused_records_skipped, 2);
+        let later = now + Duration::from_secs(1);
+        let job = f.start(later).pop().expect("the batch after it");
+        assert_eq!(
+            sent(&job).base_sequence(),
+            2,
+            "takes the skipped batch's sequence"
+        );
+        f.reply(job, Ok(answer_by_id(None, None)), later);
+        assert_eq!(
+            f.slots[f.id].state.committed(),
+            6,
+            "the skipped range is done too"
+        );
+        assert!(f.slots[f.id].status.is_copying());
+    }
+
+    #[test]
+    fn a_whole_batch_refused_as_corrupt_is_resent_three_times_then_stops() {
+        let mut f = Fixture::new(ReplicationConfig::default());
+        let mut now = Instant::now();
+        for _ in 0..CORRUPT_RESEND_LIMIT {
+            f.answer(Some(ResponseError::CorruptMessage), now);
+            assert!(f.slots[f.id].status.is_copying());
+            now += Duration::from_secs(10);
+        }
+        f.answer(Some(ResponseError::CorruptMessage), now);
+        assert!(matches!(
+            f.stopped().cause,
+            Cause::TargetRefused(Refusal {
+                kind: RefusalKind::Corrupt { damage: None },
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_batch_damaged_at_the_source_stops_at_once_naming_the_damage() {
+        let mut f = Fixture::new(ReplicationConfig::default());
+        let mut slots = Slots::default();
+        let id = slots.push(slot("t", Uuid::from_u128(1), 0, 0));
+        let mut damaged = batch(0, 2).as_bytes().to_vec();
+        let last = damaged.len() - 1;
+        damaged[last] ^= 1;
+        slots[id]
+            .state
+            .push_batch(RecordBatch::parse(damaged.into()).expect("parse"));
+        f.slots = slots;
+        f.answer(Some(ResponseError::CorruptMessage), Instant::now());
+        let message = f.stopped().to_string();
+        assert!(
+            message.starts_with("target refused source offsets 0..1 of t-0: CorruptMessage (from the broker); the source sent it damaged: "),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn other_errors_stop_the_partition_naming_the_error() {
+        let mut f = Fixture::new(ReplicationConfig::default());
+        f.answer(
+            Some(ResponseError::TopicAuthorizationFailed),
+            Instant::now(),
+        );
+        assert_eq!(
+            f.stopped().to_string(),
+            "target refused source offsets 0..1 of t-0: TopicAuthorizationFailed (from the broker)"
+        );
+    }
+
+    #[test]
+    fn a_lost_connection_resends_everything_it_carried() {
+        let mut f = Fixture::new(ReplicationConfig::default());
+        let now = Instant::now();
+        f.answer(None, now);
+        for job in f.start(now) {
+            assert_eq!(job.sent.len(), 1, "one batch per partition per request");
+            let lost = ClusterError::UnknownBroker {
+                role: Role::Target,
+                broker: 1,
+            };
+            f.reply(job, Err(lost), now);
+        }
+        assert_eq!(f.stage.in_flight(), 0);
+        assert!(f.slots[f.id].state.unresolved(), "it may have been written");
+        let resent: Vec<i32> = f
+            .start(now + Duration::from_secs(1))
+            .iter()
+            .map(|job| sent(job).base_sequence())
+            .collect();
+        assert_eq!(resent, [2, 4], "in order, same sequences");
+    }
 
     #[test]
     fn classification() {

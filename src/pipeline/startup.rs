@@ -6,12 +6,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::engine::{Engine, Prepared, RunOptions, Slot, Status};
+use super::engine::{Engine, Prepared, RunOptions};
+use super::lifecycle::target_specs;
+use super::producer::init_producer_id;
+use super::slots::{Slot, Slots, Status};
 use super::MirrorError;
 use crate::checkpoint::CheckpointStore;
 use crate::cluster::{Cluster, Metadata, OffsetSpec, Role};
 use crate::config::{Flow, StartPosition};
-use crate::topics::{copied_configs, ensure_topics, sync_configs, TopicError, TopicSpec};
+use crate::topics::{ensure_topics, sync_configs, TopicSpec};
 
 /// Prepares the target for one flow and builds its engine. The clusters may
 /// be shared with other flows.
@@ -53,7 +56,7 @@ pub(super) async fn start(
     )
     .await?;
     let stored = checkpoints.load().await?;
-    let producer = super::produce::init_producer_id(&target).await?;
+    let producer = init_producer_id(&target).await?;
     tracing::info!(
         flow = %flow.name,
         producer_id = producer.0,
@@ -61,7 +64,7 @@ pub(super) async fn start(
         "target producer id"
     );
 
-    let mut slots = Vec::new();
+    let mut slots = Slots::default();
     for (source_name, spec) in &specs {
         let topic = &source_meta.topics[source_name];
         let name: Arc<str> = source_name.as_str().into();
@@ -105,7 +108,7 @@ pub(super) async fn start(
     }
     if options.until_caught_up {
         let ends = end_offsets(&source, &source_meta, &slots, &flow).await?;
-        for slot in &mut slots {
+        for (_, slot) in slots.iter_mut() {
             slot.caught_up_at = ends.get(&(slot.topic.to_string(), slot.partition)).copied();
         }
     }
@@ -123,33 +126,6 @@ pub(super) async fn start(
     }))
 }
 
-/// The source topics the flow copies now, each with the target topic it
-/// needs: the target name, the source's partition count and copyable configs.
-pub(super) async fn target_specs(
-    flow: &Flow,
-    source: &Arc<Cluster>,
-    source_meta: &Metadata,
-) -> Result<Vec<(String, TopicSpec)>, TopicError> {
-    let selected: Vec<String> = source_meta
-        .topics
-        .iter()
-        .filter(|(name, topic)| topic.error.is_none() && flow.selects(name, topic.internal))
-        .map(|(name, _)| name.clone())
-        .collect();
-    let mut configs = copied_configs(source, &selected, &flow.never_copy_configs).await?;
-    Ok(selected
-        .into_iter()
-        .map(|name| {
-            let spec = TopicSpec {
-                name: flow.target_topic(&name),
-                partitions: source_meta.topics[&name].partition_count(),
-                configs: configs.remove(&name).unwrap_or_default(),
-            };
-            (name, spec)
-        })
-        .collect())
-}
-
 fn start_spec(position: StartPosition) -> OffsetSpec {
     match position {
         StartPosition::Earliest => OffsetSpec::Earliest,
@@ -162,13 +138,11 @@ fn start_spec(position: StartPosition) -> OffsetSpec {
 async fn end_offsets(
     source: &Arc<Cluster>,
     metadata: &Metadata,
-    slots: &[Slot],
+    slots: &Slots,
     flow: &Flow,
 ) -> Result<HashMap<(String, i32), i64>, MirrorError> {
-    let mut wanted: Vec<(String, i32)> = slots
-        .iter()
-        .map(|s| (s.topic.to_string(), s.partition))
-        .collect();
+    let ids: Vec<_> = slots.ids().collect();
+    let mut wanted = slots.keys(&ids);
     let isolation = flow.replication.isolation_level.wire_value();
     let mut ends = HashMap::new();
     let mut metadata = metadata.clone();

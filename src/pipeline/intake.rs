@@ -1,0 +1,290 @@
+//! The intake of one partition's fetched records: split them into batches,
+//! up-convert old-format messages, drop what must not be forwarded (control
+//! batches, aborted transactions, batches compaction emptied, data before
+//! the fetch position), re-encode what the target would refuse or misread,
+//! and queue the rest in the partition's [`PartitionState`].
+//!
+//! Plain functions over one [`Slot`] and the counters, apart from the fetch
+//! stage that calls them: this is where the bytes of a real Fetch response
+//! meet the rules of the target, so it is tested on captured frames.
+//!
+//! [`PartitionState`]: super::partition::PartitionState
+
+use bytes::Bytes;
+
+use super::error::{Cause, PartitionError};
+use super::slots::Slot;
+use super::stats::Counters;
+use crate::batch::{
+    reencode, split_batches, AbortedTransactions, BatchError, BatchFate, Fetched, LegacyMessages,
+    RecordBatch, TimestampType,
+};
+
+/// Takes a partition's fetched `records` into its queue; `aborted` is the
+/// response's aborted-transactions list (empty for READ_UNCOMMITTED). `Err`
+/// is why the partition must stop; what came before the failing batch is
+/// queued.
+pub(super) fn take_records(
+    slot: &mut Slot,
+    records: &Bytes,
+    mut aborted: AbortedTransactions,
+    counters: &mut Counters,
+) -> Result<(), PartitionError> {
+    for item in split_batches(records) {
+        match item {
+            Ok(Fetched::Batch(batch)) => take_batch(slot, batch, &mut aborted, counters)?,
+            Ok(Fetched::Legacy(messages)) => take_legacy(slot, &messages, &mut aborted, counters)?,
+            Err(e) => return Err(unusable(slot, e)),
+        }
+    }
+    Ok(())
+}
+
+/// Up-converts old-format entries and takes each resulting batch.
+fn take_legacy(
+    slot: &mut Slot,
+    messages: &LegacyMessages,
+    aborted: &mut AbortedTransactions,
+    counters: &mut Counters,
+) -> Result<(), PartitionError> {
+    let batches = messages.up_convert().map_err(|error| {
+        slot.error(Cause::UpConvert {
+            magic: messages.magic(),
+            offset: messages.base_offset(),
+            error,
+        })
+    })?;
+    counters.up_converted_batches += batches.len() as u64;
+    for batch in batches {
+        take_batch(slot, batch, aborted, counters)?;
+    }
+    Ok(())
+}
+
+/// Checks one fetched batch and queues it (re-encoded if it must be) or
+/// skips it.
+///
+/// The CRC is checked here only when the batch is not sent as it is: the
+/// target broker checks the CRC of every batch it appends, and the patched
+/// CRC of a produced batch keeps any damage in the records visible to it
+/// ([`RecordBatch::produce_header`]), so checking a batch sent as it is
+/// would be a second pass over its bytes for nothing. Every other path
+/// decides from, or rewrites, bytes the CRC covers, so a damaged batch must
+/// be caught before.
+fn take_batch(
+    slot: &mut Slot,
+    batch: RecordBatch,
+    aborted: &mut AbortedTransactions,
+    counters: &mut Counters,
+) -> Result<(), PartitionError> {
+    // Bytes that cannot be read are reported as damage when they are.
+    let fate = aborted
+        .classify(&batch)
+        .map_err(|e| unusable(slot, batch.verify_crc().err().unwrap_or(e)))?;
+    // A batch that ends before the fetch position was asked for earlier
+    // (the position fell inside a compressed batch).
+    let behind = batch.next_offset() <= slot.state.fetch_offset;
+    // Compaction left fewer records than offsets (the target refuses that),
+    // or the records' timestamps are the source's append time (a CreateTime
+    // target would show the producer's).
+    let needs_reencoding =
+        batch.has_offset_gaps() || batch.timestamp_type() == TimestampType::LogAppendTime;
+    let sent_as_it_is =
+        fate == BatchFate::Forward && !behind && batch.records_count() > 0 && !needs_reencoding;
+    if !sent_as_it_is {
+        batch.verify_crc().map_err(|e| unusable(slot, e))?;
+    }
+    if behind {
+        return Ok(());
+    }
+    match fate {
+        BatchFate::SkipControl => {
+            counters.control_batches_skipped += 1;
+            slot.state.push_skip(batch.next_offset());
+        }
+        BatchFate::SkipAborted => {
+            counters.aborted_batches_skipped += 1;
+            slot.state.push_skip(batch.next_offset());
+        }
+        BatchFate::Forward if batch.records_count() == 0 => {
+            counters.empty_batches_skipped += 1;
+            slot.state.push_skip(batch.next_offset());
+        }
+        BatchFate::Forward if needs_reencoding => {
+            // The slow path. The checkpoint still moves past the source
+            // batch's range.
+            let reencoded = reencode(&batch).map_err(|error| {
+                slot.error(Cause::Reencode {
+                    offset: batch.base_offset(),
+                    records: batch.records_count(),
+                    offsets: i64::from(batch.last_offset_delta()) + 1,
+                    timestamp_type: batch.timestamp_type(),
+                    error,
+                })
+            })?;
+            counters.reencoded_batches += 1;
+            slot.state
+                .push_batch_with_next_offset(reencoded, batch.next_offset());
+        }
+        BatchFate::Forward => slot.state.push_batch(batch),
+    }
+    Ok(())
+}
+
+/// Why the partition stops on data it cannot use.
+fn unusable(slot: &Slot, error: BatchError) -> PartitionError {
+    slot.error(Cause::Unusable {
+        offset: slot.state.fetch_offset,
+        error,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::error::Cause;
+    use crate::pipeline::testing::{fixture, slot};
+    use uuid::Uuid;
+
+    /// Takes a captured partition's records into a partition copying from
+    /// `offset`, READ_COMMITTED when `committed`.
+    fn take(
+        name: &str,
+        offset: i64,
+        committed: bool,
+    ) -> (Slot, Counters, Result<(), PartitionError>) {
+        let data = fixture(name);
+        let mut slot = slot("t", Uuid::nil(), 0, offset);
+        let mut counters = Counters::default();
+        let aborted = match (committed, data.aborted_transactions.as_deref()) {
+            (true, Some(list)) => AbortedTransactions::new(list),
+            _ => AbortedTransactions::new(&[]),
+        };
+        let records = data.records.clone().unwrap_or_default();
+        let result = take_records(&mut slot, &records, aborted, &mut counters);
+        (slot, counters, result)
+    }
+
+    /// (base offset, records) of each batch queued, in order.
+    fn queued(slot: &Slot) -> Vec<(i64, i32)> {
+        slot.state
+            .batches()
+            .map(|b| (b.base_offset(), b.records_count()))
+            .collect()
+    }
+
+    #[test]
+    fn read_committed_forwards_committed_data_only_and_never_a_marker() {
+        let (slot, counters, result) = take("fetch-txn-read-committed", 0, true);
+        result.expect("usable");
+        // 0..=5 committed, 6 its marker, 7..=12 aborted, 13 the abort
+        // marker, 14..=17 committed, 18 its marker.
+        assert_eq!(queued(&slot), [(0, 6), (14, 4)]);
+        assert_eq!(counters.aborted_batches_skipped, 1);
+        assert_eq!(counters.control_batches_skipped, 3);
+        assert_eq!(
+            slot.state.fetch_offset, 19,
+            "the next Fetch starts after the last marker"
+        );
+    }
+
+    #[test]
+    fn read_uncommitted_forwards_the_aborted_data_too() {
+        let (slot, counters, result) = take("fetch-txn-read-committed", 0, false);
+        result.expect("usable");
+        assert_eq!(queued(&slot), [(0, 6), (7, 6), (14, 4)]);
+        assert_eq!(counters.aborted_batches_skipped, 0);
+        assert_eq!(counters.control_batches_skipped, 3);
+    }
+
+    #[test]
+    fn batches_before_the_fetch_position_are_dropped() {
+        let (slot, counters, result) = take("fetch-txn-read-committed", 7, false);
+        result.expect("usable");
+        assert_eq!(queued(&slot), [(7, 6), (14, 4)]);
+        assert_eq!(
+            counters.control_batches_skipped, 2,
+            "the marker at 6 was behind"
+        );
+    }
+
+    #[test]
+    fn compacted_gaps_are_renumbered_and_empty_batches_skipped() {
+        let (slot, counters, result) = take("fetch-compacted", 16, true);
+        result.expect("usable");
+        // 16..=19 was emptied; 20, 25, .., 40 each kept 1 record of 5
+        // offsets; 45..=49 is whole.
+        assert_eq!(counters.empty_batches_skipped, 1);
+        assert_eq!(counters.reencoded_batches, 5);
+        let batches: Vec<&RecordBatch> = slot.state.batches().collect();
+        assert_eq!(batches.len(), 6);
+        for b in &batches[..5] {
+            assert!(!b.has_offset_gaps(), "renumbered: {}", b.base_offset());
+            assert_eq!(b.records_count(), 1);
+        }
+        assert_eq!(queued(&slot)[5], (45, 5), "forwarded as it came");
+        assert_eq!(slot.state.fetch_offset, 50);
+    }
+
+    #[test]
+    fn a_damaged_batch_that_must_be_rewritten_stops_the_partition_at_its_offset() {
+        let data = fixture("fetch-compacted");
+        let records = data.records.unwrap_or_default();
+        // Flip the last byte of the second batch (offsets 20..=24), which
+        // needs re-encoding, so its CRC is checked.
+        let lens: Vec<usize> = split_batches(&records)
+            .map(|b| match b {
+                Ok(Fetched::Batch(b)) => b.len(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        let mut damaged = records.to_vec();
+        damaged[lens[0] + lens[1] - 1] ^= 0xff;
+        let mut slot = slot("t", Uuid::nil(), 0, 16);
+        let mut counters = Counters::default();
+        let error = take_records(
+            &mut slot,
+            &Bytes::from(damaged),
+            AbortedTransactions::new(&[]),
+            &mut counters,
+        )
+        .expect_err("damaged");
+        assert!(
+            matches!(
+                error.cause,
+                Cause::Unusable {
+                    offset: 20,
+                    error: BatchError::CrcMismatch {
+                        base_offset: 20,
+                        ..
+                    }
+                }
+            ),
+            "{error:?}"
+        );
+        assert!(error
+            .to_string()
+            .starts_with("unusable data from the source in t-0 at offset 20: "));
+        assert!(
+            slot.state.batches().next().is_none(),
+            "only the empty batch before it was taken"
+        );
+        assert_eq!(slot.state.fetch_offset, 20);
+    }
+
+    #[test]
+    fn old_format_messages_are_up_converted_in_order() {
+        for name in ["fetch-v1-none", "fetch-v1-gzip", "fetch-v0-snappy"] {
+            let (slot, counters, result) = take(name, 0, true);
+            result.unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(counters.up_converted_batches > 0, "{name}");
+            let mut next = 0;
+            for b in slot.state.batches() {
+                assert_eq!(b.base_offset(), next, "{name}: contiguous, in order");
+                next = b.next_offset();
+            }
+            assert_eq!(next, 20, "{name}: all 20 messages");
+            assert_eq!(slot.state.fetch_offset, 20, "{name}");
+        }
+    }
+}

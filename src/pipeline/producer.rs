@@ -1,0 +1,164 @@
+//! kafka-mirror's idempotent producer identity on the target, and its renewal.
+//!
+//! When the target stops taking our producer id (fenced, its state for us
+//! gone, or its sequences for a partition persistently disagreeing with
+//! ours), a new one is taken from InitProducerId, as Kafka's own producer
+//! bumps its epoch. Only once every batch whose fate is unknown (a timeout,
+//! a lost connection) has been resolved under the old id: a batch the broker
+//! may have appended is resent with its old id and sequence until the answer
+//! is "written" or "not written", so nothing lands twice.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kafka_protocol::error::ParseResponseErrorCode;
+use kafka_protocol::messages::{InitProducerIdRequest, ProducerId};
+
+use super::error::PartitionError;
+use super::slots::Slots;
+use super::stats::Counters;
+use super::MirrorError;
+use crate::cluster::Cluster;
+
+/// Wait between a failed InitProducerId and the next.
+const RENEWAL_BACKOFF: Duration = Duration::from_secs(1);
+
+/// kafka-mirror's producer id and epoch on the target, and whether a new one
+/// is due.
+#[derive(Debug)]
+pub(super) struct ProducerIdentity {
+    pub(super) id: i64,
+    pub(super) epoch: i16,
+    /// Set when the target stopped taking this identity; `None` otherwise.
+    renewal: Option<Renewal>,
+}
+
+#[derive(Debug)]
+enum Renewal {
+    /// Resolving every batch of unknown fate under the old identity.
+    Resolving {
+        reason: PartitionError,
+        not_before: Instant,
+    },
+    /// InitProducerId in flight.
+    Asking,
+}
+
+impl ProducerIdentity {
+    /// The identity the target gave at startup.
+    pub(super) fn new((id, epoch): (i64, i16)) -> Self {
+        ProducerIdentity {
+            id,
+            epoch,
+            renewal: None,
+        }
+    }
+
+    /// Whether a renewal is under way: then only batches that may already be
+    /// on the target are sent (again), under the old identity.
+    pub(super) fn renewing(&self) -> bool {
+        self.renewal.is_some()
+    }
+
+    /// The target refused this identity: stop sending new batches, resolve
+    /// the ones of unknown fate, then get a new id.
+    pub(super) fn refused(&mut self, reason: PartitionError, now: Instant) {
+        if self.renewal.is_none() {
+            tracing::warn!(
+                producer_id = self.id,
+                epoch = self.epoch,
+                %reason,
+                "the target refused our producer id; getting a new one once in-flight batches are answered"
+            );
+            self.renewal = Some(Renewal::Resolving {
+                reason,
+                not_before: now,
+            });
+        }
+    }
+
+    /// Whether InitProducerId should be asked now: a renewal is waiting, no
+    /// Produce is in flight and no batch's fate is unknown. If so, the
+    /// renewal is marked asking and its reason returned (it comes back with
+    /// the answer).
+    pub(super) fn due(
+        &mut self,
+        slots: &Slots,
+        produces_in_flight: bool,
+        now: Instant,
+    ) -> Option<PartitionError> {
+        let Some(Renewal::Resolving { not_before, .. }) = &self.renewal else {
+            return None;
+        };
+        if *not_before > now || produces_in_flight || slots.any_unresolved() {
+            return None;
+        }
+        match self.renewal.replace(Renewal::Asking) {
+            Some(Renewal::Resolving { reason, .. }) => Some(reason),
+            _ => None,
+        }
+    }
+
+    /// InitProducerId answered: with a new identity, every partition that is
+    /// not stopped sends its unacknowledged batches again from sequence 0;
+    /// after a failure the renewal waits and asks again.
+    pub(super) fn renewed(
+        &mut self,
+        slots: &mut Slots,
+        counters: &mut Counters,
+        reason: PartitionError,
+        result: Result<(i64, i16), MirrorError>,
+        now: Instant,
+    ) {
+        match result {
+            Ok((id, epoch)) => {
+                tracing::info!(
+                    old_producer_id = self.id,
+                    producer_id = id,
+                    epoch,
+                    "new producer id; unacknowledged batches are sent again from sequence 0"
+                );
+                *self = ProducerIdentity::new((id, epoch));
+                for slot in slots.all_mut() {
+                    if !slot.status.is_stopped() {
+                        slot.state.new_producer();
+                        slot.out_of_order_streak = 0;
+                    }
+                }
+                counters.producer_renewals += 1;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "InitProducerId failed; retrying");
+                self.renewal = Some(Renewal::Resolving {
+                    reason,
+                    not_before: now + RENEWAL_BACKOFF,
+                });
+            }
+        }
+    }
+}
+
+/// Gets a fresh idempotent producer id from the target.
+pub(super) async fn init_producer_id(target: &Arc<Cluster>) -> Result<(i64, i16), MirrorError> {
+    let request = InitProducerIdRequest::default()
+        .with_transactional_id(None)
+        .with_transaction_timeout_ms(i32::MAX)
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1);
+    let mut last_error = None;
+    for attempt in 0..30u32 {
+        let response = target.send_any(request.clone()).await?;
+        match response.error_code.err() {
+            None => return Ok((response.producer_id.0, response.producer_epoch)),
+            Some(error) if error.is_retriable() => {
+                tracing::debug!(?error, attempt, "InitProducerId not ready; retrying");
+                last_error = Some(error);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Some(error) => return Err(MirrorError::ProducerId(format!("{error:?}"))),
+        }
+    }
+    Err(MirrorError::ProducerId(format!(
+        "{last_error:?} after 30 attempts"
+    )))
+}

@@ -1,0 +1,280 @@
+//! The partition table: one [`Slot`] per source partition of the flow, named
+//! by a [`SlotId`], and looked up by `(topic, partition)` without allocating.
+//!
+//! A slot is the record every stage reads and writes for its partition (its
+//! queue in [`PartitionState`], its [`Status`], its backoffs); the table only
+//! keeps them and their index. Stopping a partition is here because every
+//! stage can stop one, and it must happen one way: logged, with its unsent
+//! batches dropped, and only once.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use super::error::PartitionError;
+use super::partition::PartitionState;
+use crate::backoff::Backoff;
+use crate::cluster::OffsetSpec;
+
+/// A partition's place in the [`Slots`] table. Stable for the run: slots are
+/// added, never removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(super) struct SlotId(u32);
+
+impl SlotId {
+    /// The position in the table, for spreading partitions over fetchers.
+    pub(super) fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// A slot and an offset of it: a fetch position asked, a checkpoint written.
+pub(super) type SlotOffset = (SlotId, i64);
+
+/// What a partition is doing.
+#[derive(Debug)]
+pub(super) enum Status {
+    /// Its start offset is being looked up (no checkpoint, or a reset).
+    Resolving { spec: OffsetSpec, asked: bool },
+    /// Copying batches.
+    Copying,
+    /// The source said its fetch offset is out of range: finding out why.
+    CheckingLoss { asked: bool },
+    /// Stopped with an error an operator must act on.
+    Stopped(PartitionError),
+}
+
+impl Status {
+    pub(super) fn is_stopped(&self) -> bool {
+        matches!(self, Status::Stopped(_))
+    }
+
+    pub(super) fn is_copying(&self) -> bool {
+        matches!(self, Status::Copying)
+    }
+}
+
+/// A partition's wait after a failed Fetch or Produce: 50 ms doubling up to 5 s.
+const PARTITION_BACKOFF: (Duration, Duration) = (Duration::from_millis(50), Duration::from_secs(5));
+
+/// One source partition and everything the pipeline knows about it.
+#[derive(Debug)]
+pub(super) struct Slot {
+    /// The source topic.
+    pub(super) topic: Arc<str>,
+    /// The target topic it is copied into (named by the flow's policy).
+    pub(super) target_topic: Arc<str>,
+    pub(super) partition: i32,
+    /// The source topic id the copied data came from.
+    pub(super) source_topic_id: Uuid,
+    pub(super) state: PartitionState,
+    pub(super) status: Status,
+    /// Part of a Fetch in flight.
+    pub(super) fetching: bool,
+    pub(super) fetch_backoff: Backoff,
+    pub(super) produce_backoff: Backoff,
+    /// With `until_caught_up`: the source's end offset at the start of the run.
+    pub(super) caught_up_at: Option<i64>,
+    /// Out-of-order answers in a row for the first unacknowledged batch.
+    pub(super) out_of_order_streak: u32,
+    /// Batches the target refused as corrupt since the last one it took,
+    /// though they left whole.
+    pub(super) corrupt_refusals: u32,
+}
+
+impl Slot {
+    /// A partition about to be copied from `offset`.
+    pub(super) fn new(
+        topic: Arc<str>,
+        target_topic: Arc<str>,
+        partition: i32,
+        source_topic_id: Uuid,
+        offset: i64,
+        status: Status,
+    ) -> Self {
+        let (base, max) = PARTITION_BACKOFF;
+        Slot {
+            topic,
+            target_topic,
+            partition,
+            source_topic_id,
+            state: PartitionState::new(offset),
+            status,
+            fetching: false,
+            fetch_backoff: Backoff::new(base, max),
+            produce_backoff: Backoff::new(base, max),
+            caught_up_at: None,
+            out_of_order_streak: 0,
+            corrupt_refusals: 0,
+        }
+    }
+
+    /// An error of this partition.
+    pub(super) fn error(&self, cause: super::error::Cause) -> PartitionError {
+        PartitionError::new(self.topic.clone(), self.partition, cause)
+    }
+
+    /// Stops the partition with an error an operator must act on; the first
+    /// error stays. Other partitions go on; what was acknowledged is still
+    /// checkpointed.
+    pub(super) fn stop(&mut self, error: PartitionError) {
+        if self.status.is_stopped() {
+            return;
+        }
+        tracing::error!(topic = %self.topic, partition = self.partition, "partition stopped: {error}");
+        self.status = Status::Stopped(error);
+        self.state.drop_unsent();
+    }
+}
+
+/// Every partition of the flow.
+#[derive(Debug, Default)]
+pub(super) struct Slots {
+    slots: Vec<Slot>,
+    /// Slot by source topic, then partition: looked up by `&str`.
+    index: HashMap<Arc<str>, HashMap<i32, SlotId>>,
+}
+
+impl Slots {
+    /// Adds a partition; the table must not hold it yet.
+    pub(super) fn push(&mut self, slot: Slot) -> SlotId {
+        let id = SlotId(u32::try_from(self.slots.len()).unwrap_or(u32::MAX));
+        debug_assert!(self.find(&slot.topic, slot.partition).is_none());
+        self.index
+            .entry(slot.topic.clone())
+            .or_default()
+            .insert(slot.partition, id);
+        self.slots.push(slot);
+        id
+    }
+
+    /// The slot of a source partition.
+    pub(super) fn find(&self, topic: &str, partition: i32) -> Option<SlotId> {
+        self.index.get(topic)?.get(&partition).copied()
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Every slot id, in table order.
+    pub(super) fn ids(&self) -> impl Iterator<Item = SlotId> {
+        (0..self.slots.len()).map(|i| SlotId(i as u32))
+    }
+
+    pub(super) fn iter(&self) -> impl Iterator<Item = (SlotId, &Slot)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .map(|(i, slot)| (SlotId(i as u32), slot))
+    }
+
+    pub(super) fn iter_mut(&mut self) -> impl Iterator<Item = (SlotId, &mut Slot)> {
+        self.slots
+            .iter_mut()
+            .enumerate()
+            .map(|(i, slot)| (SlotId(i as u32), slot))
+    }
+
+    /// The slots themselves, for folds over every partition.
+    pub(super) fn all(&self) -> impl Iterator<Item = &Slot> {
+        self.slots.iter()
+    }
+
+    pub(super) fn all_mut(&mut self) -> impl Iterator<Item = &mut Slot> {
+        self.slots.iter_mut()
+    }
+
+    /// Bytes the partition queues hold (fetched, not yet checkpointed).
+    pub(super) fn queued_bytes(&self) -> usize {
+        self.slots.iter().map(|s| s.state.held_bytes()).sum()
+    }
+
+    /// `(topic, partition)` of each slot, as the offset lookups key them.
+    pub(super) fn keys(&self, ids: &[SlotId]) -> Vec<(String, i32)> {
+        ids.iter()
+            .map(|&id| (self[id].topic.to_string(), self[id].partition))
+            .collect()
+    }
+
+    /// Whether every partition is stopped (and there is at least one).
+    pub(super) fn all_stopped(&self) -> bool {
+        !self.slots.is_empty() && self.slots.iter().all(|s| s.status.is_stopped())
+    }
+
+    /// Whether a partition that is not stopped has batches of unknown fate or
+    /// in flight. A stopped partition sends nothing more in this run, so its
+    /// batches can never be resolved; they do not hold up the others.
+    pub(super) fn any_unresolved(&self) -> bool {
+        self.slots
+            .iter()
+            .any(|s| !s.status.is_stopped() && s.state.unresolved())
+    }
+
+    /// Whether a partition that is not stopped has failed batches to resend.
+    pub(super) fn any_failed(&self) -> bool {
+        self.slots
+            .iter()
+            .any(|s| !s.status.is_stopped() && s.state.has_failed())
+    }
+}
+
+impl std::ops::Index<SlotId> for Slots {
+    type Output = Slot;
+
+    fn index(&self, id: SlotId) -> &Slot {
+        &self.slots[id.index()]
+    }
+}
+
+impl std::ops::IndexMut<SlotId> for Slots {
+    fn index_mut(&mut self, id: SlotId) -> &mut Slot {
+        &mut self.slots[id.index()]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::testing;
+
+    fn slot(topic: &str, partition: i32) -> Slot {
+        testing::slot(topic, Uuid::nil(), partition, 0)
+    }
+
+    #[test]
+    fn partitions_are_found_by_topic_and_partition() {
+        let mut slots = Slots::default();
+        let a0 = slots.push(slot("a", 0));
+        let b0 = slots.push(slot("b", 0));
+        let a1 = slots.push(slot("a", 1));
+        assert_eq!(slots.find("a", 1), Some(a1));
+        assert_eq!(slots.find("b", 0), Some(b0));
+        assert_eq!(slots.find("a", 2), None);
+        assert_eq!(slots.find("c", 0), None);
+        let listed: Vec<SlotId> = slots.iter().map(|(id, _)| id).collect();
+        assert_eq!(listed, [a0, b0, a1]);
+        assert_eq!(&*slots[a1].target_topic, "copy.a");
+    }
+
+    #[test]
+    fn a_stopped_partition_keeps_its_first_error() {
+        use super::super::error::Cause;
+        let mut slots = Slots::default();
+        let id = slots.push(slot("a", 0));
+        let first = slots[id].error(Cause::SourceTruncated {
+            next: 9,
+            log_end: 5,
+        });
+        slots[id].stop(first);
+        let second = slots[id].error(Cause::DeletedBeforeCopied { from: 0, to: 1 });
+        slots[id].stop(second);
+        assert!(slots.all_stopped());
+        match &slots[id].status {
+            Status::Stopped(error) => assert!(matches!(error.cause, Cause::SourceTruncated { .. })),
+            other => panic!("{other:?}"),
+        }
+    }
+}
