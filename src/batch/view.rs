@@ -179,6 +179,7 @@ impl RecordBatch {
         let Some(compression) = Compression::from_codec(codec) else {
             return Err(BatchError::UnknownCompression { base_offset, codec });
         };
+        check_offset_range(&bytes, base_offset)?;
         Ok(Self { bytes, compression })
     }
 
@@ -259,15 +260,14 @@ impl RecordBatch {
 
     /// Offset of the batch's last record.
     pub fn last_offset(&self) -> i64 {
-        // Wrapping: a corrupt header must not panic the mirror.
-        self.base_offset()
-            .wrapping_add(i64::from(self.last_offset_delta()))
+        // `parse` checked that the range fits.
+        self.base_offset() + i64::from(self.last_offset_delta())
     }
 
     /// Where the next fetch starts: after the batch's offset range, which
     /// compaction may have left with gaps.
     pub fn next_offset(&self) -> i64 {
-        self.last_offset().wrapping_add(1)
+        self.last_offset() + 1
     }
 
     /// Timestamp of the first record (or the delete horizon, see
@@ -435,6 +435,41 @@ impl fmt::Debug for RecordBatch {
             .field("len", &self.len())
             .finish()
     }
+}
+
+/// Checks the header fields that offsets and producer sequences are computed
+/// from, so that no arithmetic on a batch can overflow whatever the network
+/// sent: `lastOffsetDelta` of at least 0 with the range
+/// `base..=base + lastOffsetDelta` inside an i64, and a record count between
+/// 0 (an empty batch compaction left) and the offsets in the range (fewer
+/// when compaction removed records, never more).
+fn check_offset_range(bytes: &[u8], base_offset: i64) -> Result<(), BatchError> {
+    let last_offset_delta = (&bytes[at::LAST_OFFSET_DELTA..]).get_i32();
+    let count = (&bytes[at::RECORDS_COUNT..]).get_i32();
+    let corrupt = |reason: String| BatchError::Corrupt {
+        base_offset,
+        reason,
+    };
+    if last_offset_delta < 0 {
+        return Err(corrupt(format!(
+            "negative lastOffsetDelta {last_offset_delta}"
+        )));
+    }
+    if base_offset
+        .checked_add(i64::from(last_offset_delta) + 1)
+        .is_none()
+    {
+        return Err(corrupt(format!(
+            "lastOffsetDelta {last_offset_delta} takes the offsets past the largest one"
+        )));
+    }
+    if count < 0 || i64::from(count) > i64::from(last_offset_delta) + 1 {
+        return Err(corrupt(format!(
+            "{count} records in a range of {} offsets",
+            i64::from(last_offset_delta) + 1
+        )));
+    }
+    Ok(())
 }
 
 /// Key of the first record in uncompressed `records`: `Ok(None)` for a
@@ -681,10 +716,18 @@ mod tests {
             for at in 21..good.len() {
                 let mut bytes = good.to_vec();
                 bytes[at] ^= 0x10;
-                let Ok(batch) = RecordBatch::parse(bytes.into()) else {
-                    // Only a flip into an unknown codec is refused earlier.
-                    assert_eq!(at, 22);
-                    continue;
+                let batch = match RecordBatch::parse(bytes.into()) {
+                    Ok(batch) => batch,
+                    // Only a flip into an unknown codec is refused earlier,
+                    // or one that makes the offset range or the record
+                    // count impossible: such a batch is never sent.
+                    Err(BatchError::UnknownCompression { .. }) if at == 22 => continue,
+                    Err(BatchError::Corrupt { .. })
+                        if (23..27).contains(&at) || (57..61).contains(&at) =>
+                    {
+                        continue
+                    }
+                    Err(e) => panic!("flip at {at}: refused by parse: {e}"),
                 };
                 match batch.verify_crc() {
                     Err(BatchError::CrcMismatch {
@@ -884,6 +927,10 @@ mod tests {
         ));
     }
 
+    fn batch_base(header: &[u8]) -> i64 {
+        i64::from_be_bytes(header[..8].try_into().unwrap())
+    }
+
     fn content() -> impl Strategy<Value = Content> {
         let bytes = || proptest::option::of(proptest::collection::vec(any::<u8>(), 0..40));
         let header = ("[a-z]{0,6}", bytes());
@@ -951,6 +998,44 @@ mod tests {
             }
         }
 
+        /// Any header the network can send either is refused or gives
+        /// fields the pipeline can do arithmetic on: offsets that do not
+        /// overflow, and a record count from 0 to the offsets in the range
+        /// (producer sequences advance by it).
+        #[test]
+        fn every_header_field_from_the_network_is_bounded_or_refused(
+            header in proptest::collection::vec(any::<u8>(), HEADER_LEN),
+        ) {
+            let good = data_batch(&BatchSpec::default(), &sample_contents());
+            let mut bytes = good.to_vec();
+            bytes[..HEADER_LEN].copy_from_slice(&header);
+            // Keep what makes it a v2 batch of this length.
+            bytes[at::BATCH_LENGTH..at::PARTITION_LEADER_EPOCH]
+                .copy_from_slice(&good[at::BATCH_LENGTH..at::PARTITION_LEADER_EPOCH]);
+            bytes[at::MAGIC] = 2;
+            bytes[at::ATTRIBUTES + 1] &= !0b111;
+            let count = i32::from_be_bytes(bytes[57..61].try_into().unwrap());
+            let delta = i32::from_be_bytes(bytes[23..27].try_into().unwrap());
+            match RecordBatch::parse(bytes.into()) {
+                Ok(batch) => {
+                    prop_assert!(delta >= 0 && count >= 0);
+                    prop_assert!(i64::from(count) <= i64::from(delta) + 1);
+                    prop_assert_eq!(batch.records_count(), count);
+                    prop_assert!(batch.next_offset() > batch.base_offset());
+                    prop_assert_eq!(batch.next_offset() - 1, batch.last_offset());
+                    let _ = batch.has_offset_gaps();
+                    let _ = batch.control_type();
+                }
+                Err(e) => {
+                    let impossible = delta < 0
+                        || count < 0
+                        || i64::from(count) > i64::from(delta) + 1
+                        || batch_base(&header).checked_add(i64::from(delta) + 1).is_none();
+                    prop_assert!(impossible, "refused: {}", e);
+                }
+            }
+        }
+
         #[test]
         fn control_type_never_panics_on_arbitrary_records(
             body in proptest::collection::vec(any::<u8>(), 0..64),
@@ -960,7 +1045,14 @@ mod tests {
             let bytes = edit_and_fix_crc(batch.as_bytes(), |b| {
                 b[57..61].copy_from_slice(&count.to_be_bytes());
             });
-            let _ = RecordBatch::parse(bytes).unwrap().control_type();
+            // A count other than 0 or 1 does not fit the marker's one offset.
+            match RecordBatch::parse(bytes) {
+                Ok(batch) => {
+                    prop_assert!((0..=1).contains(&count));
+                    let _ = batch.control_type();
+                }
+                Err(e) => prop_assert!(matches!(e, BatchError::Corrupt { .. }), "{}", e),
+            }
         }
     }
 }

@@ -272,6 +272,49 @@ mod tests {
         assert_eq!(slot.state.fetch_offset, 20);
     }
 
+    /// `batch` with its header edited at `at` and its CRC made to match
+    /// again: what a crafted (not a damaged) batch looks like.
+    fn crafted(batch: &RecordBatch, at: usize, value: i32) -> Bytes {
+        let mut bytes = batch.as_bytes().to_vec();
+        bytes[at..at + 4].copy_from_slice(&value.to_be_bytes());
+        let crc = crc32c::crc32c(&bytes[21..]);
+        bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+        bytes.into()
+    }
+
+    /// A crafted header with a valid CRC reaches the partition's sequence
+    /// arithmetic only if the batch view lets it through: it must stop the
+    /// partition with an error, never panic or hand out a sequence.
+    #[test]
+    fn a_batch_with_a_negative_or_impossible_record_count_stops_the_partition() {
+        use crate::pipeline::testing::batch;
+        // recordsCount at 57, lastOffsetDelta at 23.
+        for (at, value) in [(57, -1), (57, i32::MIN), (57, 4), (23, -2), (23, i32::MIN)] {
+            let records = crafted(&batch(0, 3), at, value);
+            let mut slot = slot("t", Uuid::nil(), 0, 0);
+            let mut counters = Counters::default();
+            let result = take_records(
+                &mut slot,
+                &records,
+                AbortedTransactions::new(&[]),
+                &mut counters,
+            );
+            let sent = slot.state.next_to_send(7, 1, false);
+            let error = result.expect_err(&format!("field at {at} = {value}"));
+            assert!(
+                matches!(
+                    error.cause,
+                    Cause::Unusable {
+                        offset: 0,
+                        error: BatchError::Corrupt { .. }
+                    }
+                ),
+                "{error}"
+            );
+            assert!(sent.is_none(), "nothing queued");
+        }
+    }
+
     #[test]
     fn old_format_messages_are_up_converted_in_order() {
         for name in ["fetch-v1-none", "fetch-v1-gzip", "fetch-v0-snappy"] {

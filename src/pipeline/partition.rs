@@ -181,8 +181,20 @@ impl PartitionState {
 
     /// Records that the source range up to `next_offset` holds nothing to send
     /// (a control batch, an aborted transaction, an empty batch, a reported loss).
+    ///
+    /// A skip holds no bytes, so the memory budget never stops a run of them:
+    /// one that follows an entry already done (a skip, an acknowledged batch)
+    /// widens that entry instead of queueing one, so skips are never more
+    /// than the batches between them, whatever the length of the run behind
+    /// a batch the target has not taken yet.
     pub(crate) fn push_skip(&mut self, next_offset: i64) {
-        self.push(next_offset, 0, 0, None);
+        match self.entries.back_mut() {
+            Some(last) if last.batch.is_none() && matches!(last.state, EntryState::Acked) => {
+                last.next_offset = next_offset;
+                self.fetch_offset = next_offset;
+            }
+            _ => self.push(next_offset, 0, 0, None),
+        }
     }
 
     /// Appends an entry: a batch to send, or with none, a range already done.
@@ -659,6 +671,37 @@ mod tests {
         assert_eq!(p.held_bytes(), 0);
         assert!(p.is_empty());
         assert_eq!(p.committed(), 3);
+    }
+
+    /// A long run of control, aborted or empty batches behind a batch the
+    /// target has not taken yet holds no bytes, so the budget never stops it:
+    /// the queue must stay short however long the run.
+    #[test]
+    fn a_run_of_skipped_ranges_behind_an_unanswered_batch_stays_bounded() {
+        let mut p = established();
+        p.push_batch(batch(10, 1));
+        let stuck = p.next_to_send(7, 1, false).expect("in flight");
+        for next in 12..100_012 {
+            p.push_skip(next);
+        }
+        assert_eq!(p.fetch_offset, 100_011);
+        assert!(
+            p.entries.len() <= 3,
+            "{} entries queued behind one batch",
+            p.entries.len()
+        );
+        p.push_batch(batch(100_011, 2));
+        p.push_skip(100_020);
+        p.acked(stuck.entry);
+        assert_eq!(p.committed(), 100_011, "the skips count once acknowledged");
+        let next = p
+            .next_to_send(7, 1, false)
+            .expect("the batch after the skips");
+        assert_eq!(p.entry_range(next.entry), Some((100_011, 100_013)));
+        p.acked(next.entry);
+        assert_eq!(p.committed(), 100_020);
+        p.checkpoint_stored(100_020);
+        assert!(p.is_empty());
     }
 
     #[test]
