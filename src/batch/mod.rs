@@ -19,7 +19,8 @@
 //!   untouched records, its CRC patched rather than recomputed (`crc.rs`).
 //! - [`reencode`] re-encodes such a batch: records numbered `0..n-1`, a
 //!   LogAppendTime batch's append time written into every record, same
-//!   codec, every other record byte kept.
+//!   codec, every other record byte kept; [`trim`] also drops the records
+//!   below a fetch position that fell inside the batch.
 //! - [`AbortedTransactions`] drops aborted transactional data and control
 //!   batches for READ_COMMITTED mirroring.
 //!
@@ -41,6 +42,6 @@ mod view;
 pub use aborted::{AbortedTransactions, BatchFate};
 pub use error::BatchError;
 pub use legacy::{LegacyMessages, MAX_RUN_SOURCE_BYTES, NO_TIMESTAMP};
-pub use reencode::{reencode, reencode_with_limit, MAX_INFLATED_BYTES};
+pub use reencode::{reencode, reencode_with_limit, trim, MAX_INFLATED_BYTES};
 pub use split::{split_batches, Batches, Fetched};
 pub use view::{Compression, ControlType, ProducerStamp, RecordBatch, TimestampType};

@@ -17,6 +17,10 @@
 //! timestampDelta is set to 0, the base timestamp to the append time, and the
 //! batch marked CreateTime: the target's consumers see what the source's saw.
 //!
+//! A batch that starts before the position a Fetch asked for is the third
+//! kind: [`trim`] drops the records below the position (data the source
+//! purged, or that the user did not ask for) in the same pass.
+//!
 //! [`reencode`] does both. It decompresses the records section with the
 //! batch's own codec, walks each record's varint fields (length, attributes,
 //! timestampDelta, offsetDelta, then key, value and headers, only checked),
@@ -75,6 +79,18 @@ pub fn reencode(batch: &RecordBatch) -> Result<RecordBatch, BatchError> {
     reencode_with_limit(batch, MAX_INFLATED_BYTES)
 }
 
+/// Re-encodes `batch` as [`reencode`] does, keeping only its records at
+/// source offset `from` or above; `Ok(None)` when it has none there.
+///
+/// A Fetch from inside a batch (the source's log start after DeleteRecords
+/// or retention, a start position found by timestamp) returns the whole
+/// batch: the records below the position are ones the source purged or the
+/// user did not ask for, and must never reach the target. The result starts
+/// at `from`, its kept records numbered from there.
+pub fn trim(batch: &RecordBatch, from: i64) -> Result<Option<RecordBatch>, BatchError> {
+    rewrite(batch, from, MAX_INFLATED_BYTES)
+}
+
 /// Re-encodes `batch` with the same records renumbered `0..n-1`, and for a
 /// LogAppendTime batch, each record's timestamp set to the append time.
 ///
@@ -97,6 +113,20 @@ pub fn reencode_with_limit(
     batch: &RecordBatch,
     max_inflated_bytes: usize,
 ) -> Result<RecordBatch, BatchError> {
+    rewrite(batch, batch.base_offset(), max_inflated_bytes)?.ok_or_else(|| BatchError::Corrupt {
+        base_offset: batch.base_offset(),
+        reason: "no record was kept".into(),
+    })
+}
+
+/// The re-encoding of [`reencode_with_limit`] and [`trim`]: the records at
+/// source offset `from` or above (`Ok(None)` if none), renumbered from the
+/// larger of `from` and the batch's base offset.
+fn rewrite(
+    batch: &RecordBatch,
+    from: i64,
+    max_inflated_bytes: usize,
+) -> Result<Option<RecordBatch>, BatchError> {
     let base_offset = batch.base_offset();
     let corrupt = |reason: String| BatchError::Corrupt {
         base_offset,
@@ -118,30 +148,41 @@ pub fn reencode_with_limit(
     // Each new offsetDelta (and timestampDelta 0) is at most as long as the
     // old one, so the output never grows.
     let mut renumbered = Vec::with_capacity(records.len());
-    renumber_records(
+    // Records whose offsetDelta is below this are left out.
+    let keep_from = from.saturating_sub(base_offset).max(0);
+    let kept = renumber_records(
         &records,
         count,
         batch.last_offset_delta(),
+        keep_from,
         append_time,
         &mut renumbered,
     )
     .map_err(corrupt)?;
     drop(records);
+    if kept == 0 {
+        return Ok(None);
+    }
 
     let mut out = BytesMut::with_capacity(HEADER_LEN + renumbered.len());
     out.put_slice(&source[..HEADER_LEN]);
     codec
         .deflate(&renumbered, &mut out)
         .map_err(|e| corrupt(format!("recompressing the renumbered records failed: {e}")))?;
+    // keep_from is at most lastOffsetDelta here (a record was kept), so the
+    // sum stays inside the batch's range.
+    let new_base = base_offset + keep_from;
+    out[at::BASE_OFFSET..at::BASE_OFFSET + 8].copy_from_slice(&new_base.to_be_bytes());
     out[at::LAST_OFFSET_DELTA..at::LAST_OFFSET_DELTA + 4]
-        .copy_from_slice(&(count - 1).to_be_bytes());
+        .copy_from_slice(&(kept - 1).to_be_bytes());
+    out[at::RECORDS_COUNT..at::RECORDS_COUNT + 4].copy_from_slice(&kept.to_be_bytes());
     if append_time {
         let attributes = batch.attributes() & !TIMESTAMP_TYPE_BIT;
         out[at::ATTRIBUTES..at::ATTRIBUTES + 2].copy_from_slice(&attributes.to_be_bytes());
         out[at::BASE_TIMESTAMP..at::BASE_TIMESTAMP + 8]
             .copy_from_slice(&batch.max_timestamp().to_be_bytes());
     }
-    seal(out, base_offset)
+    seal(out, new_base).map(Some)
 }
 
 /// Finishes a batch built in `out` (header and records, `batchLength` and
@@ -158,18 +199,21 @@ pub(super) fn seal(mut out: BytesMut, base_offset: i64) -> Result<RecordBatch, B
     RecordBatch::parse(out.freeze())
 }
 
-/// Writes the `count` records of `records` into `out` with offsetDelta `i`
-/// for the i-th record (and timestampDelta 0 with `zero_timestamps`),
-/// everything else copied.
+/// Writes those of the `count` records of `records` whose offsetDelta is at
+/// least `keep_from` into `out`, with offsetDelta `i` for the i-th one
+/// written (and timestampDelta 0 with `zero_timestamps`), everything else
+/// copied; every record is checked. Returns the records written.
 fn renumber_records(
     records: &[u8],
     count: i32,
     last_offset_delta: i32,
+    keep_from: i64,
     zero_timestamps: bool,
     out: &mut Vec<u8>,
-) -> Result<(), String> {
+) -> Result<i32, String> {
     let mut rest = records;
     let mut previous_delta: Option<i32> = None;
+    let mut kept = 0;
     for index in 0..count {
         let fail = |reason: &str| format!("record {index} of {count}: {reason}");
         let length = read_varint(&mut rest).map_err(fail)?;
@@ -201,14 +245,19 @@ fn renumber_records(
         }
         previous_delta = Some(offset_delta);
         check_record_tail(fields).map_err(fail)?;
+        if i64::from(offset_delta) < keep_from {
+            continue;
+        }
 
-        let new_length = 1 + timestamp_delta.len() + varint_len(index) + fields.len();
+        // kept <= index <= offsetDelta: its varint is no longer than the old one.
+        let new_length = 1 + timestamp_delta.len() + varint_len(kept) + fields.len();
         // new_length <= length, which came from an i32.
         write_varint(out, new_length as i32);
         out.push(attributes);
         out.extend_from_slice(timestamp_delta);
-        write_varint(out, index);
+        write_varint(out, kept);
         out.extend_from_slice(fields);
+        kept += 1;
     }
     if !rest.is_empty() {
         return Err(format!(
@@ -216,7 +265,7 @@ fn renumber_records(
             rest.len()
         ));
     }
-    Ok(())
+    Ok(kept)
 }
 
 /// Checks that key, value and headers fill the rest of a record exactly.
@@ -869,6 +918,37 @@ mod tests {
     }
 
     #[test]
+    fn a_trim_from_the_batch_start_is_a_plain_reencoding() {
+        let kept: Vec<(i32, RawRecord)> =
+            [1, 4, 6].iter().map(|&i| (i, record(i as usize))).collect();
+        for codec in ALL_TEST_CODECS {
+            let input = RecordBatch::parse(raw_batch(codec, &kept, 9, 0)).unwrap();
+            let whole = reencode(&input).unwrap();
+            for from in [0, 4_999, 5_000] {
+                let trimmed = trim(&input, from).unwrap().expect("records kept");
+                assert_eq!(
+                    trimmed.as_bytes(),
+                    whole.as_bytes(),
+                    "{codec:?} from {from}"
+                );
+            }
+            // No record below 5_001 (the first is at 5_001): the same
+            // records, the batch starting at the position.
+            let trimmed = trim(&input, 5_001).unwrap().expect("records kept");
+            assert_eq!(trimmed.base_offset(), 5_001);
+            assert_eq!(&trimmed.as_bytes()[8..], &whole.as_bytes()[8..]);
+            let tail = trim(&input, 5_005).unwrap().expect("the record at 5006");
+            assert_eq!((tail.base_offset(), tail.records_count()), (5_005, 1));
+            for past in [5_007, 5_010, i64::MAX] {
+                assert!(
+                    trim(&input, past).unwrap().is_none(),
+                    "{codec:?} from {past}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn varint_len_matches_the_encoding() {
         for value in [0, 1, -1, 63, 64, -65, 8191, 8192, i32::MAX, i32::MIN] {
             let mut out = Vec::new();
@@ -925,6 +1005,62 @@ mod tests {
                 prop_assert_eq!(*delta, i as i32);
                 let original = record_body(r, 0);
                 prop_assert!(original.ends_with(tail));
+            }
+        }
+
+        /// Trimming at any position keeps exactly the records at or above
+        /// it, byte for byte but their offsetDelta, renumbered from the
+        /// position; a batch with none there is gone.
+        #[test]
+        fn a_trim_keeps_exactly_the_records_at_or_above_the_position(
+            records in proptest::collection::vec((raw_record(), any::<bool>()), 1..12),
+            codec in proptest::sample::select(ALL_TEST_CODECS.to_vec()),
+            append_time in any::<bool>(),
+            from in 4_990i64..5_016,
+        ) {
+            let mut kept: Vec<(i32, RawRecord)> = records
+                .iter()
+                .enumerate()
+                .filter(|(_, (_, keep))| *keep)
+                .map(|(i, (r, _))| (i as i32, r.clone()))
+                .collect();
+            if kept.is_empty() {
+                kept.push((0, records[0].0.clone()));
+            }
+            let last_offset_delta = records.len() as i32 - 1;
+            let attributes = if append_time { TIMESTAMP_TYPE_BIT } else { 0 };
+            let bytes = raw_batch(codec, &kept, last_offset_delta, attributes);
+            let input = RecordBatch::parse(bytes).unwrap();
+            let wanted: Vec<&RawRecord> = kept
+                .iter()
+                .filter(|(delta, _)| 5_000 + i64::from(*delta) >= from)
+                .map(|(_, r)| r)
+                .collect();
+            let Some(output) = trim(&input, from).unwrap() else {
+                prop_assert!(wanted.is_empty());
+                return Ok(());
+            };
+            output.verify_crc().unwrap();
+            prop_assert_eq!(output.base_offset(), from.max(5_000));
+            prop_assert_eq!(output.records_count(), wanted.len() as i32);
+            prop_assert_eq!(output.last_offset_delta(), wanted.len() as i32 - 1);
+            prop_assert_eq!(output.compression(), input.compression());
+            prop_assert_eq!(output.timestamp_type(), TimestampType::CreateTime);
+            prop_assert_eq!(output.producer_id(), input.producer_id());
+            let raw = split_records(&plain_records(&output));
+            prop_assert_eq!(raw.len(), wanted.len());
+            for (i, (r, (delta, _, tail))) in wanted.iter().zip(&raw).enumerate() {
+                prop_assert_eq!(*delta, i as i32);
+                prop_assert!(record_body(r, 0).ends_with(tail));
+            }
+            let decoded = decode(&output);
+            for (r, d) in wanted.iter().zip(&decoded) {
+                let timestamp = if append_time {
+                    input.max_timestamp()
+                } else {
+                    input.base_timestamp() + r.timestamp_delta
+                };
+                prop_assert_eq!(d.timestamp, timestamp);
             }
         }
 

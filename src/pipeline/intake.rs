@@ -16,7 +16,7 @@ use super::error::{Cause, PartitionError};
 use super::slots::Slot;
 use super::stats::Counters;
 use crate::batch::{
-    reencode, split_batches, AbortedTransactions, BatchError, BatchFate, Fetched, LegacyMessages,
+    split_batches, trim, AbortedTransactions, BatchError, BatchFate, Fetched, LegacyMessages,
     RecordBatch, TimestampType,
 };
 
@@ -81,14 +81,19 @@ fn take_batch(
     let fate = aborted
         .classify(&batch)
         .map_err(|e| unusable(slot, batch.verify_crc().err().unwrap_or(e)))?;
+    let position = slot.state.fetch_offset;
     // A batch that ends before the fetch position was asked for earlier
     // (the position fell inside a compressed batch).
-    let behind = batch.next_offset() <= slot.state.fetch_offset;
+    let behind = batch.next_offset() <= position;
+    // The position falls inside the batch: the records below it are not
+    // to be copied (the source purged them, or the user started later).
+    let straddles = batch.base_offset() < position && !behind;
     // Compaction left fewer records than offsets (the target refuses that),
     // or the records' timestamps are the source's append time (a CreateTime
     // target would show the producer's).
-    let needs_reencoding =
-        batch.has_offset_gaps() || batch.timestamp_type() == TimestampType::LogAppendTime;
+    let needs_reencoding = straddles
+        || batch.has_offset_gaps()
+        || batch.timestamp_type() == TimestampType::LogAppendTime;
     let sent_as_it_is =
         fate == BatchFate::Forward && !behind && batch.records_count() > 0 && !needs_reencoding;
     if !sent_as_it_is {
@@ -113,7 +118,7 @@ fn take_batch(
         BatchFate::Forward if needs_reencoding => {
             // The slow path. The checkpoint still moves past the source
             // batch's range.
-            let reencoded = reencode(&batch).map_err(|error| {
+            let reencoded = trim(&batch, position).map_err(|error| {
                 slot.error(Cause::Reencode {
                     offset: batch.base_offset(),
                     records: batch.records_count(),
@@ -123,8 +128,13 @@ fn take_batch(
                 })
             })?;
             counters.reencoded_batches += 1;
-            slot.state
-                .push_batch_with_next_offset(reencoded, batch.next_offset());
+            match reencoded {
+                Some(reencoded) => slot
+                    .state
+                    .push_batch_with_next_offset(reencoded, batch.next_offset()),
+                // Compaction had left no record at or above the position.
+                None => slot.state.push_skip(batch.next_offset()),
+            }
         }
         BatchFate::Forward => slot.state.push_batch(batch),
     }
@@ -270,6 +280,87 @@ mod tests {
             "only the empty batch before it was taken"
         );
         assert_eq!(slot.state.fetch_offset, 20);
+    }
+
+    /// Source offset, key and value of every data record in `records`, as
+    /// Kafka's codec crate decodes them (not this crate).
+    fn source_records(records: &Bytes) -> Vec<(i64, Option<Bytes>, Option<Bytes>)> {
+        let mut rest = records.clone();
+        let mut out = Vec::new();
+        while let Ok(set) = kafka_protocol::records::RecordBatchDecoder::decode(&mut rest) {
+            out.extend(
+                set.records
+                    .into_iter()
+                    .filter(|r| !r.control)
+                    .map(|r| (r.offset, r.key, r.value)),
+            );
+        }
+        out
+    }
+
+    /// A Fetch from inside a batch (a log start offset after DeleteRecords,
+    /// a start position by timestamp) gets the whole batch back: only the
+    /// records at or above the position may be queued, or data the source
+    /// purged comes back on the target.
+    #[test]
+    fn a_batch_the_fetch_position_falls_inside_is_trimmed_to_it() {
+        for name in ["fetch-none", "fetch-gzip", "fetch-zstd", "fetch-compacted"] {
+            let data = fixture(name);
+            let records = data.records.clone().unwrap_or_default();
+            let all = source_records(&records);
+            let (first, end) = (all[0].0, all[all.len() - 1].0 + 1);
+            for position in first..=end {
+                let (slot, counters, result) = take(name, position, false);
+                result.unwrap_or_else(|e| panic!("{name} at {position}: {e}"));
+                let mut queued = Vec::new();
+                for b in slot.state.batches() {
+                    assert!(b.base_offset() >= position, "{name} at {position}: {b:?}");
+                    queued.extend(
+                        source_records(b.as_bytes())
+                            .into_iter()
+                            .map(|(_, k, v)| (k, v)),
+                    );
+                }
+                let wanted: Vec<_> = all
+                    .iter()
+                    .filter(|(offset, _, _)| *offset >= position)
+                    .map(|(_, k, v)| (k.clone(), v.clone()))
+                    .collect();
+                assert_eq!(queued, wanted, "{name} at {position}");
+                let straddled = split_batches(&records)
+                    .filter_map(|b| match b {
+                        Ok(Fetched::Batch(b)) => Some(b),
+                        _ => None,
+                    })
+                    .filter(|b| b.base_offset() < position && b.next_offset() > position)
+                    .count() as u64;
+                if name != "fetch-compacted" {
+                    assert_eq!(
+                        counters.reencoded_batches, straddled,
+                        "{name} at {position}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_batch_from_before_the_log_start_is_trimmed_to_it() {
+        use crate::pipeline::testing::batch;
+        // One batch of 2,000 records; the source deleted up to 1,499.
+        let whole = batch(0, 2000);
+        let mut slot = slot("t", Uuid::nil(), 0, 1500);
+        let mut counters = Counters::default();
+        take_records(
+            &mut slot,
+            whole.as_bytes(),
+            AbortedTransactions::new(&[]),
+            &mut counters,
+        )
+        .expect("usable");
+        assert_eq!(queued(&slot), [(1500, 500)]);
+        assert_eq!(counters.reencoded_batches, 1);
+        assert_eq!(slot.state.fetch_offset, 2000);
     }
 
     /// `batch` with its header edited at `at` and its CRC made to match
