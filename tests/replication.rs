@@ -324,6 +324,86 @@ fn data_deleted_before_it_was_copied_is_reported_not_skipped() {
     assert_records(&expected, &copied);
 }
 
+/// Records purged with DeleteRecords from the middle of a batch the mirror
+/// had not copied yet: the Fetch from the new log start returns the whole
+/// batch, and only its records at or above the log start may reach the
+/// target, or the target holds data the source deleted.
+#[test]
+fn records_the_source_purged_inside_a_batch_never_reach_the_target() {
+    let Clusters { source, target } = clusters();
+    let topic = "purged";
+    source.create_topic(topic, 1, 1, &[]).expect("create topic");
+    let first = produce_keyed(source, topic, 1000, 1, "a", None);
+    let mut args = run_args(source, target, "purged");
+    args.extend(["--topics".into(), topic.into()]);
+    mirror_until_caught_up(&args);
+
+    // 2,000 records in one batch (offsets 1000..2999).
+    let batch = kafka_testkit::produce_with_librdkafka(
+        &source.bootstrap(),
+        topic,
+        &ProduceOpts {
+            count: 2000,
+            partitions: Some(1),
+            key_prefix: "b".into(),
+            compression: Compression::Gzip,
+            config: [
+                ("linger.ms", "2000"),
+                ("batch.num.messages", "10000"),
+                ("batch.size", "4000000"),
+                // librdkafka caps a batch at this before compression.
+                ("message.max.bytes", "4000000"),
+            ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .to_vec(),
+            ..ProduceOpts::default()
+        },
+    )
+    .expect("produce one batch");
+    let batches: Vec<(i64, i32)> = read_partition_batches(&source.log_dir(0), topic, 0)
+        .expect("read the source segments")
+        .iter()
+        .filter(|b| !b.is_control())
+        .map(|b| (b.base_offset(), b.records_count()))
+        .filter(|&(base, _)| base >= 1000)
+        .collect();
+    assert_eq!(batches, [(1000, 2000)], "the 2,000 records form one batch");
+
+    source
+        .delete_records(topic, 0, 1500)
+        .expect("delete records below 1500");
+    assert_eq!(offset_of(source, topic, 0, -2), 1500);
+
+    let mut until = args.clone();
+    until.push("--until-caught-up".into());
+    let output = run_mirror(&until, Duration::from_secs(120));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(2), "stdout:\n{stdout}");
+    assert!(
+        stdout.contains("source offsets 1000..1499 (500 offsets) of purged-0 were deleted by the source before they were copied"),
+        "{stdout}"
+    );
+
+    args.extend(["--on-data-loss".into(), "continue".into()]);
+    let summary = mirror_until_caught_up(&args);
+    assert!(summary.contains("LOST: 500 source offsets"), "{summary}");
+    assert_eq!(summary_count(&summary, "re-encoded: "), 1, "{summary}");
+    let copied = records_by_partition(&target.bootstrap(), topic)
+        .remove(&0)
+        .expect("partition 0");
+    let on_source = records_by_partition(&source.bootstrap(), topic)
+        .remove(&0)
+        .expect("partition 0");
+    assert_eq!(on_source.len(), 1500, "the source keeps 1500..2999");
+    let expected: Vec<&DumpedRecord> = first.iter().chain(&batch[500..]).collect();
+    assert_records(&expected, &copied);
+    assert_eq!(
+        copied.len(),
+        2500,
+        "1,000 copied before, 1,500 after the purge"
+    );
+}
+
 /// A source topic deleted and created again under the same name restarts its
 /// offsets; the mirror notices from the topic id and never silently appends
 /// the new topic's data to the old copy.

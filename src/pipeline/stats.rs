@@ -18,7 +18,8 @@ pub(crate) struct Counters {
     pub(crate) aborted_batches_skipped: u64,
     /// Batches that compaction emptied, not forwarded.
     pub(crate) empty_batches_skipped: u64,
-    /// Batches re-encoded before forwarding: compacted with offset gaps, or LogAppendTime.
+    /// Batches re-encoded before forwarding: compacted with offset gaps,
+    /// LogAppendTime, or starting before the fetch position (trimmed to it).
     pub(crate) reencoded_batches: u64,
     /// v2 batches built from old-format (magic 0 and 1) messages.
     pub(crate) up_converted_batches: u64,
@@ -227,7 +228,7 @@ impl fmt::Display for Summary {
         if self.reencoded_batches > 0 {
             writeln!(
                 f,
-                "re-encoded: {} batches (compacted with offset gaps, or LogAppendTime; same codec)",
+                "re-encoded: {} batches (compacted with offset gaps, LogAppendTime, or trimmed to the fetch position; same codec)",
                 self.reencoded_batches
             )?;
         }

@@ -442,6 +442,37 @@ impl KafkaCluster {
         crate::python::delete_topic(&self.running_bootstrap(), name)
     }
 
+    /// Deletes the records of `topic`-`partition` below `before` with Kafka's
+    /// DeleteRecordsCommand (the DeleteRecords API): the partition's log
+    /// start offset becomes `before`, even inside a batch.
+    pub fn delete_records(&self, topic: &str, partition: i32, before: i64) -> Result<()> {
+        let plan = self
+            .root_path
+            .join(format!("delete-records-{topic}-{partition}-{before}.json"));
+        let json = format!(
+            r#"{{"version":1,"partitions":[{{"topic":"{topic}","partition":{partition},"offset":{before}}}]}}"#
+        );
+        std::fs::write(&plan, json).with_context(|| format!("write {}", plan.display()))?;
+        let bootstrap = self.running_bootstrap();
+        let output = self.run_tool(
+            "org.apache.kafka.tools.DeleteRecordsCommand",
+            [
+                "--bootstrap-server".as_ref(),
+                bootstrap.as_ref(),
+                "--offset-json-file".as_ref(),
+                plan.as_os_str(),
+            ],
+        )?;
+        // It prints `partition: <topic>-<p>  low_watermark: <offset>` or `error: ...`.
+        anyhow::ensure!(
+            output.stdout.contains(&format!("low_watermark: {before}")),
+            "DeleteRecordsCommand did not move the log start to {before}:\n{}\n{}",
+            output.stdout,
+            output.stderr
+        );
+        Ok(())
+    }
+
     /// Runs a Kafka tool from this cluster's distribution (see [`KafkaDist::run_tool`]).
     pub fn run_tool<I, S>(&self, class: &str, args: I) -> Result<ToolOutput>
     where
