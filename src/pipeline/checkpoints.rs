@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::slots::{SlotOffset, Slots, Status};
+use super::slots::{SlotOffset, Slots};
 use crate::checkpoint::{Checkpoint, CheckpointError};
 
 /// Checkpoints to store, and the `(slot, offset)` each stands for.
@@ -67,9 +67,9 @@ impl CheckpointSchedule {
     pub(super) fn dirty(&self, slots: &Slots) -> CheckpointWrite {
         let mut write = CheckpointWrite::default();
         for (id, slot) in slots.iter() {
-            if matches!(slot.status, Status::Resolving { .. }) {
-                continue;
-            }
+            // A partition resolving its start after a reset still has the old
+            // topic's batches to settle: they are checkpointed under its id,
+            // or the reset would wait for them for ever.
             let committed = slot.state.committed();
             if committed == slot.state.checkpointed {
                 continue;
@@ -117,12 +117,13 @@ pub(super) fn stored(slots: &mut Slots, written: Vec<SlotOffset>) {
 mod tests {
     use super::*;
     use crate::cluster::OffsetSpec;
-    use crate::pipeline::slots::SlotId;
+    use crate::pipeline::slots::{SlotId, Status};
     use crate::pipeline::testing::{batch, slot};
     use uuid::Uuid;
 
     /// Partition 0 copied a batch the target acknowledged, 1 did nothing,
-    /// 2 acknowledged one but is resolving a reset.
+    /// 2 acknowledged one and is resolving a reset (its topic recreated):
+    /// the reset waits for that batch to be checkpointed, so it is written.
     fn table() -> (Slots, [SlotId; 3]) {
         let mut slots = Slots::default();
         let ids = [0, 1, 2].map(|p| slots.push(slot("t", Uuid::from_u128(5), p, 100)));
@@ -148,7 +149,7 @@ mod tests {
             "the interval has not passed"
         );
         let write = schedule.due(&slots, true, now).expect("memory is short");
-        assert_eq!(write.written, [(ids[0], 103)]);
+        assert_eq!(write.written, [(ids[0], 103), (ids[2], 103)]);
         let (topic, partition, checkpoint) = &write.entries[0];
         assert_eq!(
             (topic.as_str(), *partition),
@@ -185,6 +186,6 @@ mod tests {
         schedule.answered(&mut slots, write.written, failed);
         assert_eq!(slots[ids[0]].state.checkpointed, 100);
         let again = schedule.due(&slots, true, later).expect("again");
-        assert_eq!(again.written, [(ids[0], 103)]);
+        assert_eq!(again.written, [(ids[0], 103), (ids[2], 103)]);
     }
 }

@@ -135,6 +135,13 @@ impl PartitionState {
         self.acked_through = offset;
     }
 
+    /// The stored checkpoint is of a topic since deleted and recreated: the
+    /// first checkpoint of the new one is written even at the same offset.
+    pub(crate) fn forget_checkpoint(&mut self) {
+        // Offsets are never negative, so any acknowledged offset differs.
+        self.checkpointed = -1;
+    }
+
     /// Bytes this partition holds against the memory budget.
     pub(crate) fn held_bytes(&self) -> usize {
         self.held

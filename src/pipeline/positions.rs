@@ -45,12 +45,19 @@ impl Positions {
     /// A selected source topic whose id changed was deleted and created again:
     /// its offsets restarted, so copying on from the old position would skip
     /// or mix data. Reported, never silently appended to the old copy.
+    ///
+    /// With `continue`, the partition keeps the old topic's id until what it
+    /// had fetched of the old topic has landed and is checkpointed (under
+    /// that id); the start of the new topic is then looked up, and its id
+    /// taken with the answer ([`resolved`](Self::resolved)). A partition
+    /// already resolving its start is left to that.
     pub(super) fn detect_recreated_topics(&self, slots: &mut Slots, metadata: &Metadata) {
         for (_, slot) in slots.iter_mut() {
             let Some(topic) = metadata.topics.get(&*slot.topic) else {
                 continue;
             };
-            if topic.id.is_nil() || topic.id == slot.source_topic_id {
+            let settled = matches!(slot.status, Status::Copying | Status::CheckingLoss { .. });
+            if !settled || topic.id.is_nil() || topic.id == slot.source_topic_id {
                 continue;
             }
             let error = slot.error(Cause::TopicRecreated {
@@ -61,7 +68,6 @@ impl Positions {
                 DataLossPolicy::Stop => slot.stop(error),
                 DataLossPolicy::Continue => {
                     tracing::error!(topic = %slot.topic, partition = slot.partition, "{}; copying the new topic from its start (on_data_loss = continue)", error.problem());
-                    slot.source_topic_id = topic.id;
                     slot.status = Status::Resolving {
                         spec: OffsetSpec::Earliest,
                         asked: false,
@@ -114,6 +120,14 @@ impl Positions {
                 Some(Ok(offset)) => {
                     tracing::info!(topic = %slot.topic, partition = slot.partition, offset, ?spec, "starting position");
                     slot.state.restart_at(offset);
+                    // The offset is the topic's the source lists now: after a
+                    // reset, a new topic, which no stored checkpoint describes.
+                    if let Some(topic) = meta.source().topics.get(&*slot.topic) {
+                        if !topic.id.is_nil() && topic.id != slot.source_topic_id {
+                            slot.source_topic_id = topic.id;
+                            slot.state.forget_checkpoint();
+                        }
+                    }
                     slot.status = Status::Copying;
                     slot.fetch_backoff.reset();
                 }
@@ -143,6 +157,11 @@ impl Positions {
     ) {
         for id in ids {
             let slot = &mut slots[id];
+            // Since asked, the partition may have been reset (its topic
+            // recreated: the answer is the new topic's) or stopped.
+            if !matches!(slot.status, Status::CheckingLoss { .. }) {
+                continue;
+            }
             let key = (slot.topic.to_string(), slot.partition);
             let (first, end) = match (earliest.remove(&key), latest.remove(&key)) {
                 (Some(Ok(first)), Some(Ok(end))) => (first, end),
@@ -193,6 +212,7 @@ impl Positions {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::checkpoints::{self, CheckpointSchedule};
     use crate::pipeline::testing::{batch, metadata, slot};
     use std::time::Duration;
     use uuid::Uuid;
@@ -302,7 +322,10 @@ mod tests {
         slots[id2].state.push_batch(batch(500, 2));
         Positions::new(DataLossPolicy::Continue).detect_recreated_topics(&mut slots, &renamed);
         let restarted = &slots[id2];
-        assert_eq!(restarted.source_topic_id, NEW);
+        assert_eq!(
+            restarted.source_topic_id, OLD,
+            "the new id is taken with the new start (see below)"
+        );
         assert!(matches!(
             restarted.status,
             Status::Resolving {
@@ -322,6 +345,103 @@ mod tests {
         positions.detect_recreated_topics(&mut slots, &metadata("t", Uuid::nil(), &[]));
         positions.detect_recreated_topics(&mut slots, &metadata("t", OLD, &[]));
         assert!(slots.all().all(|s| s.status.is_copying()));
+    }
+
+    /// The sequence the code allows: the source topic is recreated while
+    /// batches of the old one are acknowledged but not yet checkpointed, or
+    /// still in flight. The reset waits for them to be checkpointed, so they
+    /// must be (under the old topic's id); then the new topic is copied from
+    /// its start, and its first checkpoint is written even where its offset
+    /// equals the old topic's.
+    #[test]
+    fn a_topic_recreated_with_old_batches_unsettled_is_copied_once_they_settle() {
+        let mut slots = Slots::default();
+        let id = slots.push(slot("t", OLD, 0, 500));
+        let state = &mut slots[id].state;
+        state.push_batch(batch(500, 2));
+        let acked = state.next_to_send(7, 1, false).expect("first");
+        state.acked(acked.entry);
+        state.push_batch(batch(502, 2));
+        let in_flight = state.next_to_send(7, 1, false).expect("second");
+        state.push_batch(batch(504, 2));
+
+        let positions = Positions::new(DataLossPolicy::Continue);
+        let renamed = metadata("t", NEW, &[(0, Some(1))]);
+        positions.detect_recreated_topics(&mut slots, &renamed);
+        let now = Instant::now();
+        assert!(positions.due_lookups(&mut slots, now).resolve.is_empty());
+        slots[id].state.acked(in_flight.entry);
+
+        let schedule = CheckpointSchedule::new(Duration::ZERO, None, now);
+        let write = schedule.dirty(&slots);
+        let written: Vec<(i64, Uuid)> = write
+            .entries
+            .iter()
+            .map(|(_, _, c)| (c.next_offset, c.topic_id))
+            .collect();
+        assert_eq!(written, [(504, OLD)], "the old topic's copy, under its id");
+        checkpoints::stored(&mut slots, write.written);
+
+        let lookups = positions.due_lookups(&mut slots, now);
+        assert_eq!(lookups.resolve.get(&OffsetSpec::Earliest), Some(&vec![id]));
+        let mut meta = MetadataView::default();
+        meta.set(Role::Source, renamed);
+        let answer = HashMap::from([(("t".to_owned(), 0), Ok(0))]);
+        positions.resolved(&mut slots, &meta, vec![id], answer, now);
+        let slot = &mut slots[id];
+        assert!(slot.status.is_copying());
+        assert_eq!(slot.source_topic_id, NEW);
+        assert_eq!(slot.state.fetch_offset, 0);
+
+        // The new topic holds exactly as many offsets as the old copy had.
+        slot.state.push_batch(batch(0, 504));
+        let sent = slot.state.next_to_send(7, 1, false).expect("new data");
+        slot.state.acked(sent.entry);
+        let write = schedule.dirty(&slots);
+        let written: Vec<(i64, Uuid)> = write
+            .entries
+            .iter()
+            .map(|(_, _, c)| (c.next_offset, c.topic_id))
+            .collect();
+        assert_eq!(written, [(504, NEW)], "the new topic's first checkpoint");
+    }
+
+    /// A loss check sent before the topic was seen recreated answers for the
+    /// new topic: it must not move or stop the partition, which is resolving
+    /// its start in the new topic.
+    #[test]
+    fn a_loss_check_answered_after_a_reset_is_ignored() {
+        for policy in [DataLossPolicy::Stop, DataLossPolicy::Continue] {
+            let mut slots = Slots::default();
+            let id = slots.push(slot("t", OLD, 0, 500));
+            slots[id].status = Status::CheckingLoss { asked: false };
+            let positions = Positions::new(policy);
+            let now = Instant::now();
+            let lookups = positions.due_lookups(&mut slots, now);
+            assert_eq!(lookups.loss, [id]);
+            let renamed = metadata("t", NEW, &[(0, Some(1))]);
+            positions.detect_recreated_topics(&mut slots, &renamed);
+            let key = ("t".to_owned(), 0);
+            let mut counters = Counters::default();
+            positions.loss_checked(
+                &mut slots,
+                &MetadataView::default(),
+                &mut counters,
+                lookups.loss,
+                HashMap::from([(key.clone(), Ok(0))]),
+                HashMap::from([(key, Ok(50))]),
+                now,
+            );
+            let slot = &slots[id];
+            assert_eq!(slot.state.fetch_offset, 500, "{policy:?}: not moved");
+            match (policy, &slot.status) {
+                (DataLossPolicy::Stop, Status::Stopped(e)) => {
+                    assert!(matches!(e.cause, Cause::TopicRecreated { .. }), "{e}")
+                }
+                (DataLossPolicy::Continue, Status::Resolving { .. }) => {}
+                (_, other) => panic!("{policy:?}: {other:?}"),
+            }
+        }
     }
 
     #[test]
