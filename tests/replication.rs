@@ -404,6 +404,78 @@ fn records_the_source_purged_inside_a_batch_never_reach_the_target() {
     );
 }
 
+/// A source topic deleted while the mirror runs is no longer asked for from
+/// the next topic refresh on, with one log line; the other topics go on
+/// being copied, and the summary names the deleted one.
+#[test]
+fn a_source_topic_deleted_while_running_is_dropped_and_the_others_go_on() {
+    let Clusters { source, target } = clusters();
+    let (gone, stays) = ("vanishing", "staying");
+    for topic in [gone, stays] {
+        source.create_topic(topic, 1, 1, &[]).expect("create topic");
+    }
+    let config = config_file(
+        "deleted.toml",
+        &format!(
+            "name = \"deleted\"\n\
+             [source]\nbootstrap_servers = \"{}\"\n\
+             [target]\nbootstrap_servers = \"{}\"\n\
+             [topics]\ninclude = \"{gone}|{stays}\"\nrefresh_interval_ms = 1000\n",
+            source.bootstrap(),
+            target.bootstrap()
+        ),
+    );
+    produce_keyed(source, gone, 20, 1, "gone", None);
+    produce_keyed(source, stays, 20, 1, "first", None);
+    let mirror = mirror_command()
+        .args(["run", "--config", &config])
+        // Debug shows each refused Fetch and metadata retry.
+        .env("RUST_LOG", "kafka_mirror=debug")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start kafka-mirror");
+    let limit = Duration::from_secs(60);
+    let copied = |topic: &str| offset_of(target, topic, 0, -1);
+    eventually("both topics are copied", limit, || {
+        copied(gone) == 20 && copied(stays) == 20
+    });
+    source.delete_topic(gone).expect("delete topic");
+    produce_keyed(source, stays, 30, 1, "second", None);
+    eventually("the other topic goes on", limit, || copied(stays) == 50);
+    // Several refresh intervals: the topic is dropped once, not asked for again.
+    std::thread::sleep(Duration::from_secs(4));
+    produce_keyed(source, stays, 10, 1, "third", None);
+    eventually("the other topic still goes on", limit, || {
+        copied(stays) == 60
+    });
+
+    let output = terminate(mirror);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{}", tail(&stderr, 40));
+    let dropped = stderr
+        .lines()
+        .filter(|l| l.contains("source topic deleted; no longer copied") && l.contains(gone))
+        .count();
+    assert_eq!(dropped, 1, "one log line:\n{}", tail(&stderr, 40));
+    // Asked for after the drop, a deleted topic's partition would log a
+    // refused Fetch or a missing leader at every try.
+    let after_drop = stderr
+        .lines()
+        .skip_while(|l| !l.contains("source topic deleted"))
+        .filter(|l| l.contains(gone) && !l.contains("source topic deleted"))
+        .count();
+    assert_eq!(after_drop, 0, "{}", tail(&stderr, 40));
+    assert!(
+        stdout.contains(&format!(
+            "deleted on the source while running, no longer copied: 1 topics ({gone})"
+        )),
+        "{stdout}"
+    );
+    assert_same_records(source, target, stays);
+}
+
 /// A source topic deleted and created again under the same name restarts its
 /// offsets; the mirror notices from the topic id and never silently appends
 /// the new topic's data to the old copy.

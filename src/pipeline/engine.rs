@@ -22,7 +22,7 @@ use super::checkpoints::{self, CheckpointSchedule};
 use super::event::Event;
 use super::fetch::{self, FetchContext, FetchJob, FetchReply, FetchStage};
 use super::lane::ProduceLane;
-use super::lifecycle::{refresh_topics, TopicRefresh};
+use super::lifecycle::{deleted_topics, refresh_topics, TopicRefresh};
 use super::metadata::MetadataView;
 use super::positions::{Lookups, Positions};
 use super::produce::{ProduceContext, ProduceStage};
@@ -484,7 +484,7 @@ impl Engine {
             && self
                 .slots
                 .all()
-                .filter(|s| !s.status.is_stopped())
+                .filter(|s| !s.status.is_stopped() && !matches!(s.status, Status::Deleted))
                 .all(|s| {
                     s.status.is_copying()
                         && s.caught_up_at.is_some_and(|end| s.state.committed() >= end)
@@ -508,12 +508,14 @@ impl Engine {
                 _ => None,
             })
             .collect();
-        Summary::new(
+        let mut summary = Summary::new(
             self.topics.topic_count(),
             self.slots.len(),
             &self.counters,
             self.started.elapsed(),
             stopped,
-        )
+        );
+        summary.deleted_topics = deleted_topics(&self.slots);
+        summary
     }
 }

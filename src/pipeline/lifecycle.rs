@@ -8,6 +8,10 @@
 //!   and copied from its earliest offset.
 //! - Changed copyable configs are applied to the target (IncrementalAlterConfigs);
 //!   `never_copy_configs` stay the target's own.
+//! - A source topic deleted while running is no longer asked for: its
+//!   partitions become [`Status::Deleted`], with one log line per topic, and
+//!   the run summary lists it. Should a topic of that name come back, the
+//!   recreated-topic check decides (see `positions`).
 //!
 //! [`TopicRefresh`] owns the schedule and the topic count; the work runs as
 //! one request the engine spawns like any other ([`refresh_topics`]), and
@@ -119,8 +123,44 @@ impl TopicRefresh {
                 self.topic_count += 1;
             }
         }
+        drop_deleted_topics(slots, flow, &source_meta);
         Some((source_meta, target_meta))
     }
+}
+
+/// Partitions whose topic the source no longer lists (a full listing) stop
+/// being fetched: otherwise they are asked for, and refused, until a
+/// restart. Their unsent batches are dropped; those sent still land.
+fn drop_deleted_topics(slots: &mut Slots, flow: &str, source_meta: &Metadata) {
+    let mut deleted: Vec<Arc<str>> = Vec::new();
+    for slot in slots.all_mut() {
+        let fetching = matches!(
+            slot.status,
+            Status::Copying | Status::CheckingLoss { .. } | Status::Resolving { .. }
+        );
+        if !fetching || source_meta.topics.contains_key(&*slot.topic) {
+            continue;
+        }
+        slot.status = Status::Deleted;
+        slot.state.drop_unsent();
+        if !deleted.contains(&slot.topic) {
+            deleted.push(slot.topic.clone());
+        }
+    }
+    for topic in deleted {
+        tracing::warn!(flow, topic = %topic, "source topic deleted; no longer copied");
+    }
+}
+
+/// The source topics deleted while running, each once, in table order.
+pub(super) fn deleted_topics(slots: &Slots) -> Vec<String> {
+    let mut topics: Vec<String> = Vec::new();
+    for slot in slots.all() {
+        if matches!(slot.status, Status::Deleted) && !topics.iter().any(|t| **t == *slot.topic) {
+            topics.push(slot.topic.to_string());
+        }
+    }
+    topics
 }
 
 /// Lists the source, and creates, grows and reconfigures the target topics to match.
@@ -166,4 +206,57 @@ pub(super) async fn target_specs(
             (name, spec)
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::testing::{batch, metadata, slot};
+    use uuid::Uuid;
+
+    const KEPT: Uuid = Uuid::from_u128(1);
+    const GONE: Uuid = Uuid::from_u128(2);
+
+    fn spec(name: &str) -> (String, TopicSpec) {
+        let spec = TopicSpec {
+            name: format!("copy.{name}"),
+            partitions: 1,
+            configs: Vec::new(),
+        };
+        (name.to_owned(), spec)
+    }
+
+    /// A source topic deleted while running is no longer fetched from the
+    /// next refresh on; what was sent of it still lands and is checkpointed,
+    /// and the other topics go on.
+    #[test]
+    fn a_topic_deleted_on_the_source_is_dropped_at_the_next_refresh() {
+        let mut slots = Slots::default();
+        let kept = slots.push(slot("kept", KEPT, 0, 0));
+        let gone = slots.push(slot("gone", GONE, 0, 10));
+        let state = &mut slots[gone].state;
+        state.push_batch(batch(10, 2));
+        let sent = state.next_to_send(7, 1, false).expect("in flight");
+        state.push_batch(batch(12, 2));
+
+        let now = Instant::now();
+        let mut refresh = TopicRefresh::new(now, Duration::from_secs(1), 2);
+        let refreshed = || Refreshed {
+            source_meta: metadata("kept", KEPT, &[(0, Some(1))]),
+            target_meta: Metadata::default(),
+            specs: vec![spec("kept")],
+        };
+        for _ in 0..2 {
+            assert!(refresh.due(now + Duration::from_secs(5)));
+            refresh.answered(&mut slots, "flow", Ok(refreshed()), now);
+            assert!(slots[kept].status.is_copying());
+            assert!(matches!(slots[gone].status, Status::Deleted));
+        }
+        let state = &mut slots[gone].state;
+        assert_eq!(state.fetch_offset, 12, "the unsent batch is dropped");
+        assert_eq!(state.acked(sent.entry).records, 2, "the sent one lands");
+        assert_eq!(state.committed(), 12);
+        assert!(!slots.all_stopped(), "a deleted topic is not a failure");
+        assert_eq!(deleted_topics(&slots), ["gone"]);
+    }
 }

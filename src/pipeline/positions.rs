@@ -56,8 +56,19 @@ impl Positions {
             let Some(topic) = metadata.topics.get(&*slot.topic) else {
                 continue;
             };
-            let settled = matches!(slot.status, Status::Copying | Status::CheckingLoss { .. });
-            if !settled || topic.id.is_nil() || topic.id == slot.source_topic_id {
+            let settled = matches!(
+                slot.status,
+                Status::Copying | Status::CheckingLoss { .. } | Status::Deleted
+            );
+            if !settled || topic.id.is_nil() {
+                continue;
+            }
+            if topic.id == slot.source_topic_id {
+                if matches!(slot.status, Status::Deleted) {
+                    // Listed again under its id: a broker that was behind.
+                    tracing::info!(topic = %slot.topic, partition = slot.partition, "source topic listed again; copying on");
+                    slot.status = Status::Copying;
+                }
                 continue;
             }
             let error = slot.error(Cause::TopicRecreated {

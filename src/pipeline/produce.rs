@@ -181,7 +181,8 @@ impl ProduceStage {
         let mut leaderless = false;
         for (id, slot) in slots.iter() {
             let may_send = matches!(slot.status, Status::Copying | Status::CheckingLoss { .. })
-                || (matches!(slot.status, Status::Resolving { .. }) && !slot.state.is_empty());
+                || (matches!(slot.status, Status::Resolving { .. } | Status::Deleted)
+                    && !slot.state.is_empty());
             if !may_send || slot.produce_backoff.waiting(now) {
                 continue;
             }

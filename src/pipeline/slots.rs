@@ -44,6 +44,9 @@ pub(super) enum Status {
     CheckingLoss { asked: bool },
     /// Stopped with an error an operator must act on.
     Stopped(PartitionError),
+    /// Its source topic was deleted while running: nothing more is fetched;
+    /// what was sent still lands and is checkpointed. Not a failure.
+    Deleted,
 }
 
 impl Status {

@@ -102,6 +102,8 @@ pub struct Summary {
     pub elapsed: Duration,
     /// Partitions that stopped with an error.
     pub stopped: Vec<PartitionProblem>,
+    /// Source topics deleted while running, no longer copied.
+    pub deleted_topics: Vec<String>,
     /// Each flow's own totals, when the run had several flows.
     pub flows: Vec<FlowTotals>,
 }
@@ -149,6 +151,7 @@ impl Summary {
             bytes_copied: counters.bytes_copied,
             elapsed,
             stopped,
+            deleted_topics: Vec::new(),
             flows: Vec::new(),
         }
     }
@@ -189,6 +192,7 @@ impl Summary {
             total.bytes_copied += part.bytes_copied;
             total.elapsed = total.elapsed.max(part.elapsed);
             total.stopped.extend(part.stopped);
+            total.deleted_topics.extend(part.deleted_topics);
         }
         total
     }
@@ -272,6 +276,14 @@ impl fmt::Display for Summary {
                 f,
                 "LOST: {} source offsets were deleted before they were copied",
                 self.offsets_lost
+            )?;
+        }
+        if !self.deleted_topics.is_empty() {
+            writeln!(
+                f,
+                "deleted on the source while running, no longer copied: {} topics ({})",
+                self.deleted_topics.len(),
+                self.deleted_topics.join(", ")
             )?;
         }
         for flow in &self.flows {
