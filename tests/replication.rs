@@ -561,9 +561,9 @@ fn start_position_latest_or_timestamp() {
     let summary = mirror_until_caught_up(&args);
     assert!(summary.contains(": 0 records"), "{summary}");
 
-    // Batches are copied whole, so a timestamp inside a batch starts at that
-    // batch: base + 70 is offset 70, in a batch that starts at 60 or later
-    // (librdkafka may have split the second run's 40 records).
+    // base + 70 is offset 70, inside a batch that starts at 60 or later
+    // (librdkafka may have split the second run's 40 records): that batch is
+    // trimmed, so copying starts at 70 exactly.
     let batch_start = read_partition_batches(&source.log_dir(0), topic, 0)
         .expect("read the source's batches")
         .iter()
@@ -572,7 +572,7 @@ fn start_position_latest_or_timestamp() {
         .max()
         .expect("a batch at or before offset 70");
     assert!(batch_start >= 60, "the second run starts a batch at 60");
-    let from = batch_start as usize;
+    let from = 70;
     let mut args = run_args(source, target, "start-timestamp");
     args.extend([
         "--topics".into(),
@@ -583,6 +583,12 @@ fn start_position_latest_or_timestamp() {
     let summary = mirror_until_caught_up(&args);
     assert!(
         summary.contains(&format!(": {} records", 100 - from)),
+        "{summary}"
+    );
+    let trimmed = u64::from(batch_start < 70);
+    assert_eq!(
+        summary_count(&summary, "re-encoded: "),
+        trimmed,
         "{summary}"
     );
     let copied = records_by_partition(&target.bootstrap(), topic)
