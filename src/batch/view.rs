@@ -7,7 +7,8 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::{crc, BatchError};
 
-/// Byte offsets of the v2 header fields (see the table in `kafka-notes.md`).
+/// Byte offsets of the v2 header fields, in the order of the protocol guide's
+/// [record batch section](https://kafka.apache.org/documentation/#recordbatch).
 pub(super) mod at {
     pub(in crate::batch) const BASE_OFFSET: usize = 0;
     pub(in crate::batch) const BATCH_LENGTH: usize = 8;
@@ -408,8 +409,6 @@ impl RecordBatch {
         }))
     }
 
-    /// CRC-32C of `header` (the 40 bytes 21..61) followed by the records,
-    /// with the records' CRC computed at most once per batch.
     fn i16_at(&self, at: usize) -> i16 {
         (&self.bytes[at..]).get_i16()
     }
