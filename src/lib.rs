@@ -33,6 +33,7 @@ pub mod config;
 pub mod net;
 pub mod pipeline;
 pub mod policy;
+mod sync;
 pub mod topics;
 
 /// Every binary built on this crate (the mirror, its tests, benches and fuzz
