@@ -83,10 +83,13 @@ pub enum ConfigError {
         message: String,
     },
     /// A key of a Kafka client properties file cannot be used.
-    #[error("properties file {path}: key `{key}`: {reason}")]
+    #[error("properties file {path}{}: key `{key}`: {reason}",
+        .line.map(|line| format!(", line {line}")).unwrap_or_default())]
     Property {
         /// The file's path.
         path: String,
+        /// The line the key is set on; none for a key that is missing.
+        line: Option<usize>,
         /// The Kafka client key, as written in the file.
         key: String,
         /// What is wrong with it (never its value, which may be a secret).
