@@ -94,6 +94,25 @@ fn a_broken_config_never_shows_the_password() {
 }
 
 #[test]
+fn plain_over_plaintext_is_warned_about_once() {
+    let path = config_file(
+        "plain-over-plaintext",
+        "[source]\nbootstrap_servers = \"127.0.0.1:1\"\n[target]\nbootstrap_servers = \"127.0.0.1:2\"\n\
+         [source.sasl]\nmechanism = \"PLAIN\"\nusername = \"u\"\npassword = \"cli-pl41n-pw\"\n",
+    );
+    let (code, _, stderr) = run(&["run", "--config", &path, "--until-caught-up"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(
+        stderr
+            .matches("SASL PLAIN over a plaintext connection")
+            .count(),
+        1,
+        "{stderr}"
+    );
+    assert!(!stderr.contains("cli-pl41n-pw"), "{stderr}");
+}
+
+#[test]
 fn invalid_values_name_their_key() {
     let path = config_file(
         "invalid",
