@@ -499,6 +499,19 @@ mod tests {
     }
 
     #[test]
+    fn skipping_verification_with_a_ca_file_is_refused() {
+        let err = MirrorConfig::from_toml(&format!(
+            "{MINIMAL}\n[source.tls]\nca_file = \"/etc/ca.pem\"\ninsecure_skip_verify = true\n"
+        ))
+        .expect_err("contradiction");
+        assert!(
+            err.to_string()
+                .contains("config key `source.tls.insecure_skip_verify`: contradicts tls.ca_file"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn oauthbearer_takes_a_token_and_nothing_else() {
         let sasl = |body: &str| {
             MirrorConfig::from_toml(&format!(
