@@ -192,7 +192,10 @@ impl Cluster {
             match self.connector.connect(address).await {
                 Ok(connection) => match connection.send(request.clone()).await {
                     Ok(response) => return Ok(response),
-                    Err(e) => attempts.push(format!("{address}: {e}")),
+                    Err(e) => match self.connector.explain_first_request_failure(address, e) {
+                        e if e.is_security_failure() => return Err(self.net_error(e)),
+                        e => attempts.push(format!("{address}: {e}")),
+                    },
                 },
                 Err(e) if e.is_security_failure() => return Err(self.net_error(e)),
                 Err(e) => attempts.push(format!("{address}: {e}")),
