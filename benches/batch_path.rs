@@ -4,6 +4,11 @@
 //! a socket two ways: encoded by kafka-protocol with the records copied in,
 //! or spliced (new headers, records by reference) and written with `writev`.
 //!
+//! Before the timings it prints what two steps of the path allocate, counted
+//! by the crate's counting allocator (`count-allocations`, on for benches):
+//! encoding one spliced Produce request, and naming the partitions of one
+//! decoded Fetch response.
+//!
 //! `cargo bench --bench batch_path`. The end-to-end comparison with
 //! MirrorMaker lives in its own bench.
 
@@ -12,15 +17,19 @@ use std::os::unix::net::UnixStream;
 
 use bytes::{Buf, Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use kafka_mirror::alloc_count::Allocations;
 use kafka_mirror::batch::{split_batches, Fetched, ProducerStamp, RecordBatch};
+use kafka_mirror::cluster::{response_partitions, TopicNames};
 use kafka_mirror::net::frame::encode_request;
 use kafka_mirror::net::splice::{RequestFrame, Splice, Splices};
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{ProduceRequest, TopicName};
-use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::messages::{FetchResponse, ProduceRequest, TopicName};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
+use uuid::Uuid;
 
 /// Batches as a Java producer with `batch.size=65536` and lz4 writes them:
 /// about 64 KiB of JSON-like records each before compression.
@@ -113,14 +122,20 @@ fn batch_path(c: &mut Criterion) {
         encode_request(1, None, 9, &produce_request(&copied), &Splices::default()).expect("encode")
     };
     let spliced = || {
-        let mut splices = Splices::default();
-        for batch in &batches {
-            let header = batch.produce_header(stamp);
-            splices.push(Splice::new(batch.as_bytes().clone(), header).expect("fits"));
-        }
-        let values: Vec<Bytes> = batches.iter().map(|b| b.as_bytes().clone()).collect();
-        encode_request(1, None, 9, &produce_request(&values), &splices).expect("encode")
+        let (request, splices) = spliced_request(&batches, stamp);
+        encode_request(1, None, 9, &request, &splices).expect("encode")
     };
+    print_allocations(
+        &format!("encode_request/spliced ({BATCHES} partitions)"),
+        || spliced_request(&batches, stamp),
+        |(request, splices)| encode_request(1, None, 9, &request, &splices).expect("encode"),
+    );
+    let (response, names) = fetch_response(&batches);
+    print_allocations(
+        &format!("response_partitions ({FETCH_PARTITIONS} partitions)"),
+        || response.clone(),
+        |response| named_partitions(response, &names),
+    );
     group.bench_function("produce_frame/copied", |b| b.iter(copied));
     group.bench_function("produce_frame/spliced", |b| b.iter(spliced));
     let (mut socket, drain) = drained_socket();
@@ -133,6 +148,84 @@ fn batch_path(c: &mut Criterion) {
     group.finish();
     drop(socket);
     drain.join().expect("drain thread");
+}
+
+/// A Produce request of `batches`, one per partition, and the splices that
+/// put their new headers on the wire.
+fn spliced_request(batches: &[RecordBatch], stamp: ProducerStamp) -> (ProduceRequest, Splices) {
+    let mut splices = Splices::default();
+    for batch in batches {
+        let header = batch.produce_header(stamp);
+        splices.push(Splice::new(batch.as_bytes().clone(), header).expect("fits"));
+    }
+    let values: Vec<Bytes> = batches.iter().map(|b| b.as_bytes().clone()).collect();
+    (produce_request(&values), splices)
+}
+
+/// Partitions in the Fetch response whose naming is counted: a broker
+/// leading many small partitions answers with this many in one response.
+const FETCH_PARTITIONS: usize = 1024;
+const FETCH_TOPICS: usize = 8;
+
+/// A Fetch response (v16: topics named by id) of `FETCH_PARTITIONS`
+/// partitions with one batch each, decoded from its bytes as the connection
+/// decodes it, and the names of its topic ids.
+fn fetch_response(batches: &[RecordBatch]) -> (FetchResponse, TopicNames) {
+    let ids: Vec<Uuid> = (0..FETCH_TOPICS)
+        .map(|t| Uuid::from_u128(t as u128 + 1))
+        .collect();
+    let names = ids
+        .iter()
+        .enumerate()
+        .map(|(t, &id)| (id, format!("clicks-{t}")))
+        .collect();
+    let topics = ids
+        .iter()
+        .map(|&id| {
+            let partitions = (0..FETCH_PARTITIONS / FETCH_TOPICS)
+                .map(|p| {
+                    let batch = &batches[p % batches.len()];
+                    PartitionData::default()
+                        .with_partition_index(p as i32)
+                        .with_high_watermark(batch.next_offset())
+                        .with_records(Some(batch.as_bytes().clone()))
+                })
+                .collect();
+            FetchableTopicResponse::default()
+                .with_topic_id(id)
+                .with_partitions(partitions)
+        })
+        .collect();
+    let response = FetchResponse::default().with_responses(topics);
+    let mut encoded = BytesMut::new();
+    response
+        .encode(&mut encoded, 16)
+        .expect("encode fetch response");
+    let decoded = FetchResponse::decode(&mut encoded.freeze(), 16).expect("decode");
+    (decoded, names)
+}
+
+/// What the fetch stage does first with a decoded response: each partition's
+/// data with its topic's name. The one place to change when
+/// `response_partitions` does.
+fn named_partitions(response: FetchResponse, names: &TopicNames) -> usize {
+    response_partitions(response, names)
+        .map(|(topic, data)| topic.len() + data.records.map_or(0, |r| r.len()))
+        .sum()
+}
+
+/// Prints what one call of `step` allocates on an input from `input` (made
+/// outside the count), in every thread; the output is dropped outside it too.
+/// The second call is counted: the first may fill state set up once.
+fn print_allocations<I, O>(name: &str, mut input: impl FnMut() -> I, step: impl Fn(I) -> O) {
+    drop(step(input()));
+    let input = input();
+    let (output, spent) = Allocations::of(|| step(input));
+    drop(output);
+    println!(
+        "allocations/{name}: {} allocations, {} bytes",
+        spent.count, spent.bytes
+    );
 }
 
 /// What producing cost before frames were spliced: a copy of the batch with

@@ -21,8 +21,9 @@
 //! Remove this module once kafka-protocol bounds the capacity by the bytes left
 //! in the frame (upstream pull requests #152, #161 and #200 do).
 //!
-//! The only `unsafe` code in the crate is here: the `GlobalAlloc` contract and
-//! the `mmap`/`munmap` calls.
+//! The crate denies `unsafe` code but in the modules that allow it: this one,
+//! `net/splice.rs` and, with the `count-allocations` feature, `alloc_count.rs`.
+//! Here it is the `GlobalAlloc` contract and the `mmap`/`munmap` calls.
 #![allow(unsafe_code)]
 
 use std::alloc::{GlobalAlloc, Layout, System};

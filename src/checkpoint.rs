@@ -42,6 +42,7 @@ use crate::cluster::{
     fetch_request, response_partitions, Cluster, ClusterError, OffsetSpec, PartitionFetch,
     TopicNames,
 };
+use crate::sync::lock;
 use crate::topics::{ensure_topics, TopicError, TopicSpec};
 
 /// A failure to read or write checkpoints.
@@ -309,7 +310,7 @@ impl CheckpointStore {
         }
         let batch = self.encode(entries)?;
         let leader = self.leader_or_refresh().await?;
-        let topic_id = *self.topic_id.lock().unwrap_or_else(|p| p.into_inner());
+        let topic_id = *lock(&self.topic_id);
         let request = ProduceRequest::default()
             .with_acks(-1)
             .with_timeout_ms(30_000)
@@ -363,7 +364,7 @@ impl CheckpointStore {
     }
 
     async fn leader_or_refresh(&self) -> Result<i32, CheckpointError> {
-        if let Some(leader) = *self.leader.lock().unwrap_or_else(|p| p.into_inner()) {
+        if let Some(leader) = *lock(&self.leader) {
             return Ok(leader);
         }
         let metadata = self.cluster_result(self.target.metadata().await)?;
@@ -372,16 +373,16 @@ impl CheckpointStore {
             .and_then(|t| t.partitions.get(&0))
             .and_then(|p| p.leader);
         if let Some(t) = topic {
-            *self.topic_id.lock().unwrap_or_else(|p| p.into_inner()) = t.id;
+            *lock(&self.topic_id) = t.id;
         }
-        *self.leader.lock().unwrap_or_else(|p| p.into_inner()) = leader;
+        *lock(&self.leader) = leader;
         leader.ok_or_else(|| {
             self.broker_error(ResponseError::LeaderNotAvailable, "finding the leader")
         })
     }
 
     fn forget_leader(&self) {
-        *self.leader.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *lock(&self.leader) = None;
     }
 
     fn cluster_result<T>(&self, result: Result<T, ClusterError>) -> Result<T, CheckpointError> {

@@ -25,6 +25,8 @@
 
 #[cfg(target_os = "linux")]
 mod alloc;
+#[cfg(all(target_os = "linux", feature = "count-allocations"))]
+pub mod alloc_count;
 mod backoff;
 pub mod batch;
 pub mod checkpoint;
@@ -33,11 +35,17 @@ pub mod config;
 pub mod net;
 pub mod pipeline;
 pub mod policy;
+mod sync;
 pub mod topics;
 
 /// Every binary built on this crate (the mirror, its tests, benches and fuzz
 /// targets) decodes frames from the network, so they all get the allocator
 /// that keeps a bogus array length from aborting the process.
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", not(feature = "count-allocations")))]
 #[global_allocator]
 static ALLOCATOR: alloc::ReservingAllocator = alloc::ReservingAllocator;
+
+/// The same allocator, counted, for the benches' allocation figures.
+#[cfg(all(target_os = "linux", feature = "count-allocations"))]
+#[global_allocator]
+static ALLOCATOR: alloc_count::CountingAllocator = alloc_count::CountingAllocator;

@@ -65,6 +65,54 @@ fn an_unknown_config_key_is_named() {
 }
 
 #[test]
+fn a_broken_config_never_shows_the_password() {
+    let head = "[source]\nbootstrap_servers = \"127.0.0.1:9092\"\n[target]\n\
+                bootstrap_servers = \"127.0.0.1:9093\"\n[source.sasl]\nmechanism = \"PLAIN\"\n\
+                username = \"mirror\"\n";
+    for (name, line, key) in [
+        (
+            "misspelled",
+            "pasword = \"cli-s3cr3t-pw\"",
+            "source.sasl.pasword",
+        ),
+        (
+            "syntax",
+            "password = \"cli-s3cr3t-pw",
+            "source.sasl.password",
+        ),
+    ] {
+        let path = config_file(name, &format!("{head}{line}\n"));
+        let (code, _, stderr) = run(&["run", "--config", &path]);
+        assert_eq!(code, Some(1), "{stderr}");
+        assert!(!stderr.contains("cli-s3cr3t-pw"), "{stderr}");
+        assert!(
+            stderr.contains(&format!("config file {path}, line 8, column "))
+                && stderr.contains(&format!("key `{key}`")),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn plain_over_plaintext_is_warned_about_once() {
+    let path = config_file(
+        "plain-over-plaintext",
+        "[source]\nbootstrap_servers = \"127.0.0.1:1\"\n[target]\nbootstrap_servers = \"127.0.0.1:2\"\n\
+         [source.sasl]\nmechanism = \"PLAIN\"\nusername = \"u\"\npassword = \"cli-pl41n-pw\"\n",
+    );
+    let (code, _, stderr) = run(&["run", "--config", &path, "--until-caught-up"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(
+        stderr
+            .matches("SASL PLAIN over a plaintext connection")
+            .count(),
+        1,
+        "{stderr}"
+    );
+    assert!(!stderr.contains("cli-pl41n-pw"), "{stderr}");
+}
+
+#[test]
 fn invalid_values_name_their_key() {
     let path = config_file(
         "invalid",

@@ -9,6 +9,7 @@ use std::fs;
 use std::path::PathBuf;
 
 use bytes::{Bytes, BytesMut};
+use kafka_mirror::batch::test_support::plain_records;
 use kafka_mirror::batch::{
     reencode, split_batches, AbortedTransactions, BatchError, BatchFate, Compression, ControlType,
     Fetched, ProducerStamp, RecordBatch, TimestampType,
@@ -631,20 +632,6 @@ fn assert_renumbered(name: &str, input: &RecordBatch) -> RecordBatch {
         );
     }
     output
-}
-
-/// The records section of a batch, decompressed by kafka-protocol.
-fn plain_records(batch: &RecordBatch) -> Bytes {
-    use kafka_protocol::compression::{Decompressor, Gzip, Lz4, Snappy, Zstd};
-    let mut body = batch.as_bytes().slice(61..);
-    let take = |b: &mut Bytes| Ok(b.split_off(0));
-    match batch.compression() {
-        Compression::None => body,
-        Compression::Gzip => Gzip::decompress(&mut body, take).unwrap(),
-        Compression::Snappy => Snappy::decompress(&mut body, take).unwrap(),
-        Compression::Lz4 => Lz4::decompress(&mut body, take).unwrap(),
-        Compression::Zstd => Zstd::decompress(&mut body, take).unwrap(),
-    }
 }
 
 #[test]

@@ -66,14 +66,23 @@ fn make_certs() -> Certs {
     };
     let trusted = ca("kafka-mirror test CA");
     let untrusted = ca("some other CA");
-    let leaf = |names: Vec<String>, usage: ExtendedKeyUsagePurpose, cn: &str| {
+    let signed = |names: Vec<String>,
+                  usage: ExtendedKeyUsagePurpose,
+                  cn: &str,
+                  issuer: &CertifiedIssuer<'_, KeyPair>,
+                  expired: bool| {
         let mut params = CertificateParams::new(names).expect("leaf params");
         params.distinguished_name.push(DnType::CommonName, cn);
         params.extended_key_usages = vec![usage];
+        if expired {
+            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        }
         let key = KeyPair::generate().expect("leaf key");
-        let cert = params.signed_by(&key, &trusted).expect("sign leaf");
+        let cert = params.signed_by(&key, issuer).expect("sign leaf");
         (cert.pem(), key.serialize_pem())
     };
+    let leaf = |names, usage, cn: &str| signed(names, usage, cn, &trusted, false);
     let (broker_cert, broker_key) = leaf(
         vec!["127.0.0.1".into(), "localhost".into()],
         ExtendedKeyUsagePurpose::ServerAuth,
@@ -84,6 +93,17 @@ fn make_certs() -> Certs {
         ExtendedKeyUsagePurpose::ClientAuth,
         "kafka-mirror",
     );
+    // Client certificates the brokers refuse: signed by a CA they do not
+    // trust, and expired.
+    let client = ExtendedKeyUsagePurpose::ClientAuth;
+    let (untrusted_cert, untrusted_key) = signed(
+        Vec::new(),
+        client.clone(),
+        "kafka-mirror",
+        &untrusted,
+        false,
+    );
+    let (expired_cert, expired_key) = signed(Vec::new(), client, "kafka-mirror", &trusted, true);
     let write = |name: &str, text: String| std::fs::write(dir.join(name), text).expect(name);
     write("ca.pem", trusted.pem());
     write("other-ca.pem", untrusted.pem());
@@ -93,6 +113,18 @@ fn make_certs() -> Certs {
     );
     write("client.pem", format!("{client_cert}{}", trusted.pem()));
     write("client-key.pem", client_key);
+    write("untrusted-client.pem", untrusted_cert);
+    write("untrusted-client-key.pem", untrusted_key);
+    write("expired-client.pem", expired_cert);
+    write("expired-client-key.pem", expired_key);
+    // A password-protected key, as `openssl pkcs8 -topk8` writes it (the
+    // body is never decoded: the label is what kafka-mirror recognises).
+    write(
+        "encrypted-key.pem",
+        "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIFHDBOBgkqhkiG9w0BBQ0wQTApBgkqhkiG9w0BBQwwHAQI\n\
+         -----END ENCRYPTED PRIVATE KEY-----\n"
+            .to_owned(),
+    );
     Certs { dir }
 }
 
@@ -670,4 +702,108 @@ fn a_mechanism_the_listener_does_not_offer_lists_the_enabled_ones() {
             "SCRAM-SHA-256",
         ],
     );
+}
+
+#[test]
+fn a_client_certificate_the_broker_refuses_is_named() {
+    let Clusters { certs, source, .. } = clusters();
+    for refused in ["untrusted-client", "expired-client"] {
+        let config = with_good_target(
+            &[
+                section("source", &source.listener_bootstrap("MTLS"), ""),
+                tls(
+                    certs,
+                    "source",
+                    &format!(
+                        "cert_file = \"{}\"\nkey_file = \"{}\"",
+                        certs.path(&format!("{refused}.pem")),
+                        certs.path(&format!("{refused}-key.pem"))
+                    ),
+                ),
+            ]
+            .concat(),
+        );
+        let run = run_config(refused, &config, &["--until-caught-up"], &[]);
+        assert_fails_with(
+            &run,
+            &[
+                "source cluster",
+                &source.listener_bootstrap("MTLS"),
+                "refused the client certificate",
+                "expired, or not signed by a CA",
+                "tls.cert_file",
+            ],
+        );
+    }
+}
+
+#[test]
+fn tls_without_sasl_to_a_sasl_listener_is_named() {
+    let Clusters { certs, source, .. } = clusters();
+    let config = with_good_target(
+        &[
+            section("source", &source.listener_bootstrap("SASL_SSL"), ""),
+            tls(certs, "source", ""),
+        ]
+        .concat(),
+    );
+    let run = run_config("tls-without-sasl", &config, &["--until-caught-up"], &[]);
+    assert_fails_with(
+        &run,
+        &[
+            "source cluster",
+            &source.listener_bootstrap("SASL_SSL"),
+            "closed the connection before authentication",
+            "expects SASL",
+            "`sasl` section",
+        ],
+    );
+}
+
+#[test]
+fn sasl_to_a_plaintext_listener_is_named() {
+    let source = &clusters().source;
+    let config = with_good_target(
+        &[
+            section("source", &source.bootstrap(), ""),
+            sasl(
+                "source",
+                "SCRAM-SHA-512",
+                &format!("password = \"{SCRAM512_PASSWORD}\""),
+            ),
+        ]
+        .concat(),
+    );
+    let run = run_config("sasl-to-plaintext", &config, &["--until-caught-up"], &[]);
+    assert_fails_with(
+        &run,
+        &[
+            "source cluster",
+            &source.bootstrap(),
+            "does not use SASL",
+            "`sasl` section",
+        ],
+    );
+}
+
+#[test]
+fn an_encrypted_private_key_is_named() {
+    let Clusters { certs, source, .. } = clusters();
+    let key = certs.path("encrypted-key.pem");
+    let config = with_good_target(
+        &[
+            section("source", &source.listener_bootstrap("MTLS"), ""),
+            tls(
+                certs,
+                "source",
+                &format!(
+                    "cert_file = \"{}\"\nkey_file = \"{key}\"",
+                    certs.path("client.pem")
+                ),
+            ),
+        ]
+        .concat(),
+    );
+    let run = run_config("encrypted-key", &config, &["--until-caught-up"], &[]);
+    assert_fails_with(&run, &["source.tls", &key, "encrypted", "openssl pkey"]);
 }

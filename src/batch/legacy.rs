@@ -44,7 +44,7 @@
 //! is recomputed before decoding.
 //!
 //! Every length read is checked against the bytes that hold it, and each
-//! wrapper decompresses through the bounded codecs of `reencode`, so corrupt
+//! wrapper decompresses through the bounded codecs of `codec`, so corrupt
 //! input is a [`BatchError`] naming the offset, never a panic or an unbounded
 //! allocation.
 //!
@@ -55,9 +55,10 @@ use std::fmt;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::reencode::{seal, Codec};
-use super::view::{write_varint, write_varlong, HEADER_LEN, LOG_OVERHEAD, MAGIC_V2};
-use super::{BatchError, Compression, RecordBatch, MAX_INFLATED_BYTES};
+use super::codec::{seal, Codec, MAX_INFLATED_BYTES};
+use super::varint::{write_varint, write_varlong};
+use super::view::{HEADER_LEN, LOG_OVERHEAD, MAGIC_V2};
+use super::{BatchError, Compression, RecordBatch};
 
 /// The most source bytes of uncompressed messages grouped into one v2 batch.
 /// A v2 record is at most a few bytes larger than the same old message, so

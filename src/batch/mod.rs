@@ -30,18 +30,21 @@
 //! [KIP-98](https://cwiki.apache.org/confluence/display/KAFKA/KIP-98+-+Exactly+Once+Delivery+and+Transactional+Messaging).
 
 mod aborted;
+mod codec;
 mod crc;
 mod error;
 mod legacy;
 mod reencode;
 mod split;
-#[cfg(test)]
-mod test_support;
+#[cfg(any(test, feature = "test-support"))]
+pub mod test_support;
+mod varint;
 mod view;
 
 pub use aborted::{AbortedTransactions, BatchFate};
+pub use codec::MAX_INFLATED_BYTES;
 pub use error::BatchError;
 pub use legacy::{LegacyMessages, MAX_RUN_SOURCE_BYTES, NO_TIMESTAMP};
-pub use reencode::{reencode, reencode_with_limit, trim, MAX_INFLATED_BYTES};
+pub use reencode::{reencode, reencode_with_limit, trim};
 pub use split::{split_batches, Batches, Fetched};
 pub use view::{Compression, ControlType, ProducerStamp, RecordBatch, TimestampType};

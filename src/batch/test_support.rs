@@ -1,14 +1,20 @@
-//! Test batches built with kafka-protocol's encoder, an implementation
-//! written independently of this module.
+//! Test batches built with kafka-protocol's encoder, and records sections
+//! decompressed by its decompressors: an implementation written
+//! independently of this module, for the unit tests here and the
+//! integration tests (which get it with the `test-support` feature).
 
 use bytes::{Bytes, BytesMut};
+use kafka_protocol::compression::{Decompressor, Gzip, Lz4, Snappy, Zstd};
 use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 
-pub(super) const ALL_CODECS: [Compression; 5] = [
+use super::view::HEADER_LEN;
+use super::RecordBatch;
+
+pub const ALL_CODECS: [Compression; 5] = [
     Compression::None,
     Compression::Gzip,
     Compression::Snappy,
@@ -18,16 +24,16 @@ pub(super) const ALL_CODECS: [Compression; 5] = [
 
 /// Batch-level settings of a test batch.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct BatchSpec {
-    pub(super) base_offset: i64,
-    pub(super) partition_leader_epoch: i32,
-    pub(super) producer_id: i64,
-    pub(super) producer_epoch: i16,
-    pub(super) base_sequence: i32,
-    pub(super) transactional: bool,
-    pub(super) delete_horizon: bool,
-    pub(super) base_timestamp: i64,
-    pub(super) compression: Compression,
+pub struct BatchSpec {
+    pub base_offset: i64,
+    pub partition_leader_epoch: i32,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+    pub transactional: bool,
+    pub delete_horizon: bool,
+    pub base_timestamp: i64,
+    pub compression: Compression,
 }
 
 impl Default for BatchSpec {
@@ -47,10 +53,10 @@ impl Default for BatchSpec {
 }
 
 /// Key, value and headers of one record.
-pub(super) type Content = (Option<Bytes>, Option<Bytes>, Vec<(String, Option<Bytes>)>);
+pub type Content = (Option<Bytes>, Option<Bytes>, Vec<(String, Option<Bytes>)>);
 
 /// A mix of keys, tombstones, null keys and headers (one with a null value).
-pub(super) fn sample_contents() -> Vec<Content> {
+pub fn sample_contents() -> Vec<Content> {
     vec![
         (
             Some(Bytes::from_static(b"key-0")),
@@ -68,7 +74,7 @@ pub(super) fn sample_contents() -> Vec<Content> {
 }
 
 /// The records of a data batch as kafka-protocol models them.
-pub(super) fn data_records(spec: &BatchSpec, contents: &[Content]) -> Vec<Record> {
+pub fn data_records(spec: &BatchSpec, contents: &[Content]) -> Vec<Record> {
     contents
         .iter()
         .enumerate()
@@ -100,7 +106,7 @@ pub(super) fn data_records(spec: &BatchSpec, contents: &[Content]) -> Vec<Record
 }
 
 /// Encodes `records` (which must form one batch) into a `Bytes`.
-pub(super) fn encode(records: &[Record], compression: Compression) -> Bytes {
+pub fn encode(records: &[Record], compression: Compression) -> Bytes {
     let mut buf = BytesMut::new();
     let options = RecordEncodeOptions {
         version: 2,
@@ -111,13 +117,13 @@ pub(super) fn encode(records: &[Record], compression: Compression) -> Bytes {
 }
 
 /// One data batch of `contents` with the settings of `spec`.
-pub(super) fn data_batch(spec: &BatchSpec, contents: &[Content]) -> Bytes {
+pub fn data_batch(spec: &BatchSpec, contents: &[Content]) -> Bytes {
     encode(&data_records(spec, contents), spec.compression)
 }
 
 /// A transaction marker of `producer_id` at `offset`: type 0 aborts, 1
 /// commits.
-pub(super) fn control_batch(offset: i64, producer_id: i64, control_type: i16) -> Bytes {
+pub fn control_batch(offset: i64, producer_id: i64, control_type: i16) -> Bytes {
     let mut key = Vec::new();
     key.extend_from_slice(&0i16.to_be_bytes());
     key.extend_from_slice(&control_type.to_be_bytes());
@@ -144,10 +150,24 @@ pub(super) fn control_batch(offset: i64, producer_id: i64, control_type: i16) ->
 
 /// Applies `edit` to a copy of `batch` and restores a valid CRC, for
 /// header variants the encoder cannot produce.
-pub(super) fn edit_and_fix_crc(batch: &Bytes, edit: impl FnOnce(&mut [u8])) -> Bytes {
+pub fn edit_and_fix_crc(batch: &Bytes, edit: impl FnOnce(&mut [u8])) -> Bytes {
     let mut bytes = batch.to_vec();
     edit(&mut bytes);
     let crc = crc32c::crc32c(&bytes[21..]);
     bytes[17..21].copy_from_slice(&crc.to_be_bytes());
     bytes.into()
+}
+
+/// The records section of `batch`, decompressed by kafka-protocol.
+pub fn plain_records(batch: &RecordBatch) -> Bytes {
+    let mut body = batch.as_bytes().slice(HEADER_LEN..);
+    let take = |b: &mut Bytes| Ok(b.split_off(0));
+    let plain = match batch.compression() {
+        super::Compression::None => return body,
+        super::Compression::Gzip => Gzip::decompress(&mut body, take),
+        super::Compression::Snappy => Snappy::decompress(&mut body, take),
+        super::Compression::Lz4 => Lz4::decompress(&mut body, take),
+        super::Compression::Zstd => Zstd::decompress(&mut body, take),
+    };
+    plain.expect("kafka-protocol decompresses the records")
 }

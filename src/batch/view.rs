@@ -5,9 +5,11 @@ use std::fmt;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
+use super::varint::{read_varint, read_varlong};
 use super::{crc, BatchError};
 
-/// Byte offsets of the v2 header fields (see the table in `kafka-notes.md`).
+/// Byte offsets of the v2 header fields, in the order of the protocol guide's
+/// [record batch section](https://kafka.apache.org/documentation/#recordbatch).
 pub(super) mod at {
     pub(in crate::batch) const BASE_OFFSET: usize = 0;
     pub(in crate::batch) const BATCH_LENGTH: usize = 8;
@@ -408,8 +410,6 @@ impl RecordBatch {
         }))
     }
 
-    /// CRC-32C of `header` (the 40 bytes 21..61) followed by the records,
-    /// with the records' CRC computed at most once per batch.
     fn i16_at(&self, at: usize) -> i16 {
         (&self.bytes[at..]).get_i16()
     }
@@ -494,54 +494,6 @@ fn first_record_key(records: &[u8]) -> Result<Option<&[u8]>, &'static str> {
         .get(..key_length)
         .map(Some)
         .ok_or("key runs past the record")
-}
-
-/// Reads a zigzag varint of at most 5 bytes (Kafka's `varint`).
-pub(super) fn read_varint(buf: &mut &[u8]) -> Result<i32, &'static str> {
-    let raw = read_unsigned_varint(buf, 5)? as u32;
-    Ok((raw >> 1) as i32 ^ -((raw & 1) as i32))
-}
-
-/// Reads a zigzag varint of at most 10 bytes (Kafka's `varlong`).
-pub(super) fn read_varlong(buf: &mut &[u8]) -> Result<i64, &'static str> {
-    let raw = read_unsigned_varint(buf, 10)?;
-    Ok((raw >> 1) as i64 ^ -((raw & 1) as i64))
-}
-
-/// Writes a zigzag varint (Kafka's `varint`).
-pub(super) fn write_varint(out: &mut Vec<u8>, value: i32) {
-    write_varlong(out, i64::from(value));
-}
-
-/// Writes a zigzag varint of an i64 (Kafka's `varlong`).
-pub(super) fn write_varlong(out: &mut Vec<u8>, value: i64) {
-    let mut raw = ((value << 1) ^ (value >> 63)) as u64;
-    while raw >= 0x80 {
-        out.push((raw as u8 & 0x7f) | 0x80);
-        raw >>= 7;
-    }
-    out.push(raw as u8);
-}
-
-/// Bytes [`write_varint`] takes for `value`.
-pub(super) fn varint_len(value: i32) -> usize {
-    let raw = ((value << 1) ^ (value >> 31)) as u32;
-    (32 - raw.leading_zeros() as usize).max(1).div_ceil(7)
-}
-
-fn read_unsigned_varint(buf: &mut &[u8], max_bytes: u32) -> Result<u64, &'static str> {
-    let mut value = 0u64;
-    for i in 0..max_bytes {
-        let Some((&byte, rest)) = buf.split_first() else {
-            return Err("varint runs past the record");
-        };
-        *buf = rest;
-        value |= u64::from(byte & 0x7f) << (7 * i);
-        if byte & 0x80 == 0 {
-            return Ok(value);
-        }
-    }
-    Err("varint longer than its type allows")
 }
 
 #[cfg(test)]

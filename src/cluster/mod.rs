@@ -26,6 +26,7 @@ pub use produce::produce_request;
 use crate::backoff::Backoff;
 use crate::net::splice::Splices;
 use crate::net::{Connection, Connector, FrameMemory, NetError, PendingResponse};
+use crate::sync::lock;
 
 /// Which side of the mirror a cluster is, for messages that must say which.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -191,7 +192,10 @@ impl Cluster {
             match self.connector.connect(address).await {
                 Ok(connection) => match connection.send(request.clone()).await {
                     Ok(response) => return Ok(response),
-                    Err(e) => attempts.push(format!("{address}: {e}")),
+                    Err(e) => match self.connector.explain_first_request_failure(address, e) {
+                        e if e.is_security_failure() => return Err(self.net_error(e)),
+                        e => attempts.push(format!("{address}: {e}")),
+                    },
                 },
                 Err(e) if e.is_security_failure() => return Err(self.net_error(e)),
                 Err(e) => attempts.push(format!("{address}: {e}")),
@@ -347,12 +351,4 @@ impl Cluster {
             source,
         }
     }
-}
-
-/// Locks a std mutex; a panic elsewhere while holding it leaves plain data
-/// that is still consistent, so poisoning is ignored.
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -5,7 +5,10 @@
 //! connection).
 //! Errors name the key, the variable or the file, never the secret.
 
+use std::collections::BTreeSet;
 use std::env::VarError;
+use std::path::Path;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use secrecy::zeroize::Zeroizing;
@@ -66,6 +69,9 @@ impl ClusterConfig {
     /// How this cluster's connections are opened: reads the TLS files and
     /// the password. `side` is `source` or `target`, for error messages.
     pub fn connector(&self, side: &str) -> Result<Connector, ConfigError> {
+        for warning in self.security_warnings(side) {
+            warn_once(warning);
+        }
         let invalid = |key: &str, reason: String| ConfigError::Invalid {
             key: format!("{side}.{key}"),
             reason,
@@ -106,6 +112,47 @@ impl ClusterConfig {
         Ok(Connector::plain(self.connection_options())
             .secured(tls, sasl)
             .with_token_command(token_command))
+    }
+
+    /// What is weak in this cluster's security, as ssh warns about it: a
+    /// password sent in clear (SASL PLAIN without TLS), and a key or
+    /// secret file other users may read. Warned about, not refused: a lab
+    /// cluster may run so on purpose.
+    pub fn security_warnings(&self, side: &str) -> Vec<String> {
+        let mut warnings = Vec::new();
+        let tls = self.tls.as_ref().is_some_and(|tls| tls.enabled);
+        if let Some(sasl) = &self.sasl {
+            if !tls && Mechanism::from_name(&sasl.mechanism) == Some(Mechanism::Plain) {
+                warnings.push(format!(
+                    "{side}: SASL PLAIN over a plaintext connection sends the password in clear \
+                     to anyone on the network path; enable TLS ({side}.tls) or use SCRAM"
+                ));
+            }
+        }
+        let files = [
+            (
+                "tls.key_file",
+                self.tls.as_ref().and_then(|t| t.key_file.as_ref()),
+            ),
+            (
+                "sasl.password_file",
+                self.sasl.as_ref().and_then(|s| s.password_file.as_ref()),
+            ),
+            (
+                "sasl.token_file",
+                self.sasl.as_ref().and_then(|s| s.token_file.as_ref()),
+            ),
+        ];
+        for (key, path) in files {
+            if let Some(path) = path.filter(|path| readable_by_others(path)) {
+                warnings.push(format!(
+                    "{side}.{key}: {} can be read by other users; make it readable by \
+                     kafka-mirror's user only (chmod 600)",
+                    path.display()
+                ));
+            }
+        }
+        warnings
     }
 
     /// Checks what needs no network or file access; `side` (`source`,
@@ -208,6 +255,35 @@ impl ClusterConfig {
             }
         }
         Ok(())
+    }
+}
+
+/// Logs `warning` at warn level the first time it is seen in this process:
+/// a cluster's connector is built once per flow it is part of.
+fn warn_once(warning: String) {
+    static WARNED: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+    let first = WARNED
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(warning.clone());
+    if first {
+        tracing::warn!("{warning}");
+    }
+}
+
+/// Whether a group or other bit is set on `path`'s mode, as ssh checks a
+/// private key (`mode & 0o077 != 0`). False when it cannot be read (the
+/// read itself reports that) and on systems without Unix modes.
+fn readable_by_others(path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::metadata(path).is_ok_and(|meta| meta.permissions().mode() & 0o077 != 0)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        false
     }
 }
 
@@ -359,6 +435,80 @@ mod tests {
         let err = MirrorConfig::from_toml(&format!("{MINIMAL}\n[source.tls]\ncafile = \"x\"\n"))
             .expect_err("unknown");
         assert!(err.to_string().contains("unknown field `cafile`"), "{err}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn weak_security_is_warned_about() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = |name: &str, mode: u32| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, "x").expect("write");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+            path.display().to_string()
+        };
+        let (open_key, private_key) = (file("open.key", 0o644), file("private.key", 0o600));
+        let (group_pw, private_pw) = (file("group.pw", 0o640), file("private.pw", 0o400));
+        let warnings = |tls: &str, sasl: &str| {
+            let config =
+                MirrorConfig::from_toml(&format!("{MINIMAL}\n{tls}\n{sasl}\n")).expect("valid");
+            config.source.as_ref().unwrap().security_warnings("source")
+        };
+        let plain = |password: &str| {
+            format!("[source.sasl]\nmechanism = \"PLAIN\"\nusername = \"u\"\n{password}")
+        };
+        let tls = |key: &str| {
+            format!("[source.tls]\ncert_file = \"{key}\"\nkey_file = \"{key}\"\ninsecure_skip_verify = true")
+        };
+
+        let w = warnings("", &plain("password = \"p\""));
+        assert!(
+            w.len() == 1 && w[0].contains("SASL PLAIN over a plaintext connection"),
+            "{w:?}"
+        );
+        assert!(warnings(&tls(&private_key), &plain("password = \"p\"")).is_empty());
+        let scram = plain("password = \"p\"").replace("PLAIN", "SCRAM-SHA-256");
+        assert!(warnings("", &scram).is_empty());
+
+        let w = warnings(
+            &tls(&open_key),
+            &plain(&format!("password_file = \"{group_pw}\"")),
+        );
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(
+            w[0].starts_with("source.tls.key_file") && w[0].contains(&open_key),
+            "{w:?}"
+        );
+        assert!(
+            w[1].starts_with("source.sasl.password_file") && w[1].contains("chmod 600"),
+            "{w:?}"
+        );
+        let w = warnings(
+            &tls(&private_key),
+            &plain(&format!("password_file = \"{private_pw}\"")),
+        );
+        assert!(w.is_empty(), "{w:?}");
+        let token =
+            format!("[source.sasl]\nmechanism = \"OAUTHBEARER\"\ntoken_file = \"{group_pw}\"");
+        let w = warnings("", &token);
+        assert!(
+            w.len() == 1 && w[0].starts_with("source.sasl.token_file"),
+            "{w:?}"
+        );
+    }
+
+    #[test]
+    fn skipping_verification_with_a_ca_file_is_refused() {
+        let err = MirrorConfig::from_toml(&format!(
+            "{MINIMAL}\n[source.tls]\nca_file = \"/etc/ca.pem\"\ninsecure_skip_verify = true\n"
+        ))
+        .expect_err("contradiction");
+        assert!(
+            err.to_string()
+                .contains("config key `source.tls.insecure_skip_verify`: contradicts tls.ca_file"),
+            "{err}"
+        );
     }
 
     #[test]

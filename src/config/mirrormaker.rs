@@ -19,7 +19,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::properties::{self, is_connection_key, Properties};
+use super::properties::{self, is_connection_key, property_error, Properties};
 use super::{
     ClusterConfig, ConfigError, FlowConfig, IsolationLevel, MirrorConfig, PolicyKind,
     RefusedBatchPolicy, StartPosition, TopicsConfig,
@@ -101,9 +101,12 @@ pub fn mm1(options: &Mm1Options) -> Result<Translation, ConfigError> {
     properties::apply(&mut source, &consumer_connection, &consumer_path)?;
     let mut target = ClusterConfig::new("");
     properties::apply(&mut target, &producer, &producer_path)?;
-    for (path, cluster) in [(&consumer_path, &source), (&producer_path, &target)] {
+    for (path, props, cluster) in [
+        (&consumer_path, &consumer, &source),
+        (&producer_path, &producer, &target),
+    ] {
         if cluster.bootstrap_servers.trim().is_empty() {
-            return Err(property_error(path, "bootstrap.servers", "required"));
+            return Err(property_error(path, props, "bootstrap.servers", "required"));
         }
     }
 
@@ -121,11 +124,12 @@ pub fn mm1(options: &Mm1Options) -> Result<Translation, ConfigError> {
     replication.start_position = match consumer.get("auto.offset.reset") {
         None | Some("latest") => StartPosition::Latest,
         Some("earliest") => StartPosition::Earliest,
-        Some(other) => {
+        Some(_) => {
             return Err(property_error(
                 &consumer_path,
+                &consumer,
                 "auto.offset.reset",
-                &format!("`{other}` is not earliest or latest"),
+                "must be earliest or latest",
             ))
         }
     };
@@ -138,11 +142,12 @@ pub fn mm1(options: &Mm1Options) -> Result<Translation, ConfigError> {
              isolation.level=read_uncommitted"
                 .to_owned(),
         ),
-        Some(other) => {
+        Some(_) => {
             return Err(property_error(
                 &consumer_path,
+                &consumer,
                 "isolation.level",
-                &format!("`{other}` is not read_committed or read_uncommitted"),
+                "must be read_committed or read_uncommitted",
             ))
         }
     }
@@ -150,9 +155,9 @@ pub fn mm1(options: &Mm1Options) -> Result<Translation, ConfigError> {
         consumer
             .get(key)
             .map(|v| {
-                v.trim()
-                    .parse::<usize>()
-                    .map_err(|_| property_error(&consumer_path, key, "must be a size in bytes"))
+                v.trim().parse::<usize>().map_err(|_| {
+                    property_error(&consumer_path, &consumer, key, "must be a size in bytes")
+                })
             })
             .transpose()
     };
@@ -187,14 +192,6 @@ fn mm1_include(list: &str) -> String {
         .filter(|c| !matches!(c, ' ' | '"' | '\''))
         .map(|c| if c == ',' { '|' } else { c })
         .collect()
-}
-
-fn property_error(path: &str, key: &str, reason: &str) -> ConfigError {
-    ConfigError::Property {
-        path: path.to_owned(),
-        key: key.to_owned(),
-        reason: reason.to_owned(),
-    }
 }
 
 /// MirrorMaker 2 keys with no counterpart that change nothing about the data
@@ -280,7 +277,7 @@ const MM2_IDENTITY_POLICY: &str = "org.apache.kafka.connect.mirror.IdentityRepli
 
 /// Translates a MirrorMaker 2 dedicated-mode properties file.
 pub fn mm2(props: &Properties, path: &str) -> Result<Translation, ConfigError> {
-    let error = |key: &str, reason: &str| property_error(path, key, reason);
+    let error = |key: &str, reason: &str| property_error(path, props, key, reason);
     let aliases: Vec<&str> = props
         .get("clusters")
         .ok_or_else(|| error("clusters", "required: the cluster aliases, comma-separated"))?
@@ -335,12 +332,7 @@ pub fn mm2(props: &Properties, path: &str) -> Result<Translation, ConfigError> {
             match props.get(&enabled_key).map(str::trim) {
                 Some("true") => {}
                 None | Some("false") => continue,
-                Some(other) => {
-                    return Err(error(
-                        &enabled_key,
-                        &format!("`{other}` is not true or false"),
-                    ))
-                }
+                Some(_) => return Err(error(&enabled_key, "must be true or false")),
             }
             let mut topics = TopicsConfig::default();
             if let Some((key, list)) = setting(&flow, "topics") {
@@ -630,4 +622,82 @@ fn topics_table(topics: &TopicsConfig) -> toml::Table {
         );
     }
     table
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+
+    use super::*;
+    use crate::config::properties::tests::assert_named_without_secret;
+
+    const SECRET: &str = "Zq7-s3cr3t-Xv";
+
+    #[test]
+    fn broken_mirrormaker_files_never_show_a_secret() {
+        let plain = "org.apache.kafka.common.security.plain.PlainLoginModule";
+        let head =
+            "clusters=A,B\nA.bootstrap.servers=a:1\nB.bootstrap.servers=b:1\nA->B.enabled=true\n\
+                    A.security.protocol=SASL_SSL\nA.sasl.mechanism=PLAIN\n";
+        for (line, key) in [
+            (format!("A.ssl.key.password={SECRET}"), "ssl.key.password"),
+            (
+                format!("A.ssl.truststore.pasword={SECRET}"),
+                "ssl.truststore.pasword",
+            ),
+            (
+                format!("A.sasl.jaas.config={plain} required username=u password=abc {SECRET};"),
+                "sasl.jaas.config",
+            ),
+            (
+                format!("A.sasl.jaas.config={plain} required username=u password=\"{SECRET};"),
+                "sasl.jaas.config",
+            ),
+        ] {
+            let text = format!("{head}{line}\n");
+            let props = Properties::parse(&text).expect("valid syntax");
+            let err = mm2(&props, "mm2.properties").expect_err(&text);
+            assert_named_without_secret(&err, "mm2.properties (A.*)", 7, key, &text);
+        }
+
+        let file = |text: &str| {
+            let mut file = tempfile::NamedTempFile::new().expect("temp file");
+            file.write_all(text.as_bytes()).expect("write");
+            file
+        };
+        let consumer = file(&format!(
+            "bootstrap.servers=a:1\nsecurity.protocol=SSL\nssl.key.password={SECRET}\n"
+        ));
+        let producer = file(&format!(
+            "bootstrap.servers=b:1\nsecurity.protocol=SASL_SSL\nsasl.mechanism=PLAIN\n\
+             sasl.jaas.config={plain} required username=\"{SECRET}\" password={SECRET} x;\n"
+        ));
+        let options = |consumer: &Path, producer: &Path| Mm1Options {
+            consumer_config: consumer.to_owned(),
+            producer_config: producer.to_owned(),
+            include: Some("t".into()),
+            ..Mm1Options::default()
+        };
+        let good = file("bootstrap.servers=c:1\n");
+        for (consumer, producer, named, line, key) in [
+            (
+                consumer.path(),
+                good.path(),
+                consumer.path(),
+                3,
+                "ssl.key.password",
+            ),
+            (
+                good.path(),
+                producer.path(),
+                producer.path(),
+                4,
+                "sasl.jaas.config",
+            ),
+        ] {
+            let err = mm1(&options(consumer, producer)).expect_err("broken");
+            let path = named.display().to_string();
+            assert_named_without_secret(&err, &path, line, key, &path);
+        }
+    }
 }

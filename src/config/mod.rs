@@ -27,6 +27,7 @@ pub mod flows;
 pub mod mirrormaker;
 pub mod properties;
 mod schema;
+mod toml_error;
 mod topics;
 
 pub use flows::{Flow, FlowConfig};
@@ -49,12 +50,20 @@ pub enum ConfigError {
         /// Why the read failed.
         source: std::io::Error,
     },
-    /// The file is not valid TOML or does not match the schema (unknown key, wrong type).
-    #[error("config file {path}: {message}")]
+    /// The file is not valid TOML or does not match the schema (unknown key,
+    /// wrong type). Never shows the line or a value: either may be a secret.
+    #[error("config file {path}, line {line}, column {column}{}: {message}",
+        .key.as_ref().map(|key| format!(", key `{key}`")).unwrap_or_default())]
     Parse {
         /// The file's path.
         path: String,
-        /// The TOML parser's message, which names the key and its line.
+        /// Where the error is, from 1.
+        line: usize,
+        /// Where in the line, in characters from 1.
+        column: usize,
+        /// The dotted key at that place, when there is one.
+        key: Option<String>,
+        /// What is wrong, without the values the parser quotes.
         message: String,
     },
     /// A key has a value that parses but cannot be used.
@@ -74,10 +83,13 @@ pub enum ConfigError {
         message: String,
     },
     /// A key of a Kafka client properties file cannot be used.
-    #[error("properties file {path}: key `{key}`: {reason}")]
+    #[error("properties file {path}{}: key `{key}`: {reason}",
+        .line.map(|line| format!(", line {line}")).unwrap_or_default())]
     Property {
         /// The file's path.
         path: String,
+        /// The line the key is set on; none for a key that is missing.
+        line: Option<usize>,
         /// The Kafka client key, as written in the file.
         key: String,
         /// What is wrong with it (never its value, which may be a secret).
@@ -114,18 +126,14 @@ impl MirrorConfig {
             path: path.display().to_string(),
             source,
         })?;
-        toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        })
+        toml::from_str(&text)
+            .map_err(|e| toml_error::parse_error(&path.display().to_string(), &text, &e))
     }
 
     /// Parses and validates TOML text.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let config: MirrorConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: "<text>".to_owned(),
-            message: e.to_string(),
-        })?;
+        let config: MirrorConfig =
+            toml::from_str(text).map_err(|e| toml_error::parse_error("<text>", text, &e))?;
         config.validate()?;
         Ok(config)
     }
@@ -254,7 +262,10 @@ mod tests {
                 "[replication]\nfetchers_per_broker = 0",
                 "replication.fetchers_per_broker",
             ),
-            ("[replication]\nstart_position = \"yesterday\"", "yesterday"),
+            (
+                "[replication]\nstart_position = \"yesterday\"",
+                "key `replication.start_position`: not earliest, latest",
+            ),
         ];
         for (extra, expected) in cases {
             let err = MirrorConfig::from_toml(&format!("{MINIMAL}\n{extra}\n")).expect_err(extra);

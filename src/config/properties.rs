@@ -18,7 +18,7 @@ use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use encoding_rs::UTF_8;
-use java_properties::PropertiesIter;
+use java_properties::{LineContent, PropertiesIter};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::{ClusterConfig, ConfigError, SaslConfig, TlsConfig};
@@ -28,7 +28,15 @@ use super::{ClusterConfig, ConfigError, SaslConfig, TlsConfig};
 /// `Debug` prints the keys only: values may be passwords.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Properties {
-    entries: BTreeMap<String, String>,
+    entries: BTreeMap<String, Entry>,
+}
+
+/// One key's value, and the line it starts on, for errors (which never
+/// quote the value).
+#[derive(Clone, PartialEq, Eq)]
+struct Entry {
+    value: String,
+    line: usize,
 }
 
 impl fmt::Debug for Properties {
@@ -64,21 +72,34 @@ impl Properties {
         // Java's). The crate drops a last line that ends in a continuation
         // backslash when no newline follows it, where Java keeps it: hence
         // the newline added.
-        PropertiesIter::new_with_encoding(text.as_bytes().chain(&b"\n"[..]), UTF_8)
-            .read_into(|key, value| {
-                entries.insert(key, value);
-            })
+        for line in PropertiesIter::new_with_encoding(text.as_bytes().chain(&b"\n"[..]), UTF_8) {
             // The crate's messages name the fault and the line, never the text.
-            .map_err(|e| ConfigError::PropertiesSyntax {
+            let line = line.map_err(|e| ConfigError::PropertiesSyntax {
                 path: path.to_owned(),
                 message: e.to_string(),
             })?;
+            let number = line.line_number();
+            if let LineContent::KVPair(key, value) = line.consume_content() {
+                entries.insert(
+                    key,
+                    Entry {
+                        value,
+                        line: number,
+                    },
+                );
+            }
+        }
         Ok(Properties { entries })
     }
 
     /// The value of `key`, if set.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.entries.get(key).map(String::as_str)
+        self.entries.get(key).map(|entry| entry.value.as_str())
+    }
+
+    /// The line `key` is set on, if it is.
+    pub fn line(&self, key: &str) -> Option<usize> {
+        self.entries.get(key).map(|entry| entry.line)
     }
 
     /// Every key, sorted.
@@ -205,10 +226,17 @@ const MAPPED_KEYS: &[&str] = &[
     "socket.connection.setup.timeout.ms",
 ];
 
-/// A key of a properties file that cannot be used, naming the file and the key.
-fn property_error(path: &str, key: &str, reason: impl Into<String>) -> ConfigError {
+/// A key of `props`, read from `path`, that cannot be used: names the
+/// file, the key and the line it is set on (if it is), never its value.
+pub(super) fn property_error(
+    path: &str,
+    props: &Properties,
+    key: &str,
+    reason: impl Into<String>,
+) -> ConfigError {
     ConfigError::Property {
         path: path.to_owned(),
+        line: props.line(key),
         key: key.to_owned(),
         reason: reason.into(),
     }
@@ -230,7 +258,7 @@ pub fn apply(
     props: &Properties,
     path: &str,
 ) -> Result<Vec<String>, ConfigError> {
-    let err = |key: &str, reason: &str| property_error(path, key, reason);
+    let err = |key: &str, reason: &str| property_error(path, props, key, reason);
 
     let mut ignored = Vec::new();
     for key in props.keys() {
@@ -456,8 +484,8 @@ impl JaasLogin {
         };
         if self.module != expected {
             return Err(format!(
-                "login module `{}` does not go with sasl.mechanism={mechanism}: expected {expected}",
-                self.module
+                "{} does not go with sasl.mechanism={mechanism}: expected {expected}",
+                module_name(&self.module)
             ));
         }
         let username = self
@@ -468,8 +496,8 @@ impl JaasLogin {
             .options
             .remove("password")
             .ok_or("the login module needs password=\"...\"")?;
-        if let Some(option) = self.options.keys().next() {
-            return Err(format!("login module option `{option}` is not supported"));
+        if !self.options.is_empty() {
+            return Err("the login module takes only the username and password options".into());
         }
         Ok(SaslConfig {
             mechanism: mechanism.to_owned(),
@@ -485,8 +513,36 @@ impl JaasLogin {
     }
 }
 
+/// Kafka's login modules, which errors may name: any other word of the
+/// entry may be part of a secret (a password with a space, unquoted).
+const KNOWN_LOGIN_MODULES: &[&str] = &[
+    "org.apache.kafka.common.security.plain.PlainLoginModule",
+    "org.apache.kafka.common.security.scram.ScramLoginModule",
+    "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule",
+    "com.sun.security.auth.module.Krb5LoginModule",
+];
+
+/// How an error names the entry's login module class.
+fn module_name(module: &str) -> String {
+    if KNOWN_LOGIN_MODULES.contains(&module) {
+        format!("login module `{module}`")
+    } else {
+        "the login module class (not one of Kafka's)".to_owned()
+    }
+}
+
+/// How an error names the option `key`, the `number`th of the entry.
+fn option_name(key: &str, number: usize) -> String {
+    if matches!(key, "username" | "password") {
+        format!("option `{key}`")
+    } else {
+        format!("option {number}")
+    }
+}
+
 /// Parses `module.Class required key="value" key2=value2;` (one entry).
-/// Errors never quote option values.
+/// Errors never quote the text: only the names of Kafka's login modules
+/// and of the username and password options, else a position.
 fn parse_jaas(text: &str) -> Result<JaasLogin, String> {
     let mut chars = text.trim().chars().peekable();
     let skip_ws = |chars: &mut std::iter::Peekable<std::str::Chars<'_>>| {
@@ -513,7 +569,8 @@ fn parse_jaas(text: &str) -> Result<JaasLogin, String> {
     let flag = word(&mut chars);
     if flag != "required" {
         return Err(format!(
-            "expected the control flag `required` after the login module, found `{flag}`"
+            "expected the control flag `required` after {}",
+            module_name(&module)
         ));
     }
     let mut options = BTreeMap::new();
@@ -532,9 +589,12 @@ fn parse_jaas(text: &str) -> Result<JaasLogin, String> {
             Some(_) => {}
         }
         let key = word(&mut chars);
+        let name = option_name(&key, options.len() + 1);
         skip_ws(&mut chars);
         if key.is_empty() || chars.next() != Some('=') {
-            return Err(format!("expected key=value, found `{key}` without `=`"));
+            return Err(format!(
+                "expected key=value as {name} (a value with spaces needs quotes)"
+            ));
         }
         skip_ws(&mut chars);
         let value = if chars.peek() == Some(&'"') {
@@ -542,11 +602,11 @@ fn parse_jaas(text: &str) -> Result<JaasLogin, String> {
             let mut v = String::new();
             loop {
                 match chars.next() {
-                    None => return Err(format!("unterminated quoted value of option `{key}`")),
+                    None => return Err(format!("unterminated quoted value of {name}")),
                     Some('"') => break,
                     Some('\\') => match chars.next() {
                         Some(c) => v.push(c),
-                        None => return Err(format!("unterminated quoted value of option `{key}`")),
+                        None => return Err(format!("unterminated quoted value of {name}")),
                     },
                     Some(c) => v.push(c),
                 }
@@ -555,7 +615,7 @@ fn parse_jaas(text: &str) -> Result<JaasLogin, String> {
         } else {
             let v = word(&mut chars);
             if v.is_empty() {
-                return Err(format!("option `{key}` has no value"));
+                return Err(format!("{name} has no value"));
             }
             v
         };
@@ -565,7 +625,7 @@ fn parse_jaas(text: &str) -> Result<JaasLogin, String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -709,6 +769,132 @@ mod tests {
             assert!(err.contains(reason), "{text}: {err}");
             assert!(err.contains("client.properties"), "{text}: {err}");
             assert!(!err.contains("s3cr3t"), "{text}: {err}");
+        }
+    }
+
+    /// A recognisable secret, as a password and as a user name.
+    const SECRET: &str = "Zq7-s3cr3t-Xv";
+
+    /// Asserts that `err` names `path`, `line` and `key`, and shows no secret.
+    pub(crate) fn assert_named_without_secret(
+        err: &ConfigError,
+        path: &str,
+        line: usize,
+        key: &str,
+        what: &str,
+    ) {
+        for shown in [err.to_string(), format!("{err:?}")] {
+            assert!(
+                !shown.contains(SECRET),
+                "the secret is shown:\n{what}\n{shown}"
+            );
+        }
+        let shown = err.to_string();
+        assert!(
+            shown.contains(&format!("properties file {path}, line {line}: key `{key}`")),
+            "not named ({path}, line {line}, {key}):\n{what}\n{shown}"
+        );
+    }
+
+    #[test]
+    fn broken_properties_name_file_line_and_key_never_the_secret() {
+        let plain = "org.apache.kafka.common.security.plain.PlainLoginModule";
+        let scram = "org.apache.kafka.common.security.scram.ScramLoginModule";
+        let head = "bootstrap.servers=b:9093\nsecurity.protocol=SASL_SSL\nsasl.mechanism=PLAIN\n";
+        let jaas = |body: &str| format!("{head}sasl.jaas.config={body}\n");
+        let cases = [
+            // Secrets under keys kafka-mirror refuses, or misspelled ones.
+            (
+                format!("{head}ssl.key.password={SECRET}\n"),
+                "ssl.key.password",
+                4,
+            ),
+            (
+                format!("{head}ssl.keystore.pasword={SECRET}\n"),
+                "ssl.keystore.pasword",
+                4,
+            ),
+            (
+                format!("{head}ssl.truststore.pasword={SECRET}\n"),
+                "ssl.truststore.pasword",
+                4,
+            ),
+            (
+                format!(
+                    "{head}sasl.jaas.confg={plain} required username=u password=\"{SECRET}\";\n"
+                ),
+                "sasl.jaas.confg",
+                4,
+            ),
+            (
+                format!("{head}ssl.keystore.key={SECRET}\n"),
+                "ssl.keystore.key",
+                4,
+            ),
+            // A JAAS entry broken around its secrets.
+            (
+                jaas(&format!(
+                    "{plain} required username=u password=abc {SECRET};"
+                )),
+                "sasl.jaas.config",
+                4,
+            ),
+            (
+                jaas(&format!("{plain} required username=u password=\"{SECRET};")),
+                "sasl.jaas.config",
+                4,
+            ),
+            (
+                jaas(&format!("{plain} required username=u password={SECRET}")),
+                "sasl.jaas.config",
+                4,
+            ),
+            (
+                jaas(&format!(
+                    "{plain} required username=u password=\"p\" {SECRET}=x;"
+                )),
+                "sasl.jaas.config",
+                4,
+            ),
+            (
+                jaas(&format!("{plain} {SECRET} username=u password=p;")),
+                "sasl.jaas.config",
+                4,
+            ),
+            (jaas(SECRET), "sasl.jaas.config", 4),
+            (
+                jaas(&format!("{plain} required username=\"{SECRET}\";")),
+                "sasl.jaas.config",
+                4,
+            ),
+            (
+                jaas(&format!(
+                    "{scram} required username=\"{SECRET}\" password=\"{SECRET}\";"
+                )),
+                "sasl.jaas.config",
+                4,
+            ),
+            (
+                jaas(&format!(
+                    "{plain} required username=u password=\"{SECRET}\"; {plain} required;"
+                )),
+                "sasl.jaas.config",
+                4,
+            ),
+            (
+                format!(
+                    "bootstrap.servers=b:1\nsecurity.protocol=SSL\n\
+                         sasl.jaas.config={plain} required username=u password=\"{SECRET}\";\n"
+                ),
+                "sasl.jaas.config",
+                3,
+            ),
+        ];
+        for (text, key, line) in cases {
+            let mut cluster = ClusterConfig::new("toml:9092");
+            let props = Properties::parse(&text).expect("valid syntax");
+            let err = apply(&mut cluster, &props, "client.properties").expect_err(&text);
+            assert_named_without_secret(&err, "client.properties", line, key, &text);
         }
     }
 

@@ -447,7 +447,10 @@ fn deserialize_start<'de, D: serde::Deserializer<'de>>(d: D) -> Result<StartPosi
     }
     match Raw::deserialize(d)? {
         Raw::Millis(ms) => Ok(StartPosition::Timestamp(ms)),
-        Raw::Word(word) => parse_start_position(&word).map_err(serde::de::Error::custom),
+        // Not the parser's message, which quotes the value: config errors never do.
+        Raw::Word(word) => parse_start_position(&word).map_err(|_| {
+            serde::de::Error::custom("not earliest, latest or a timestamp in ms since the epoch")
+        }),
     }
 }
 

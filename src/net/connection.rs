@@ -20,7 +20,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::mem;
 use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -38,6 +38,7 @@ use super::socket::SocketOptions;
 use super::splice::{RequestFrame, Splices};
 use super::versions::{self, NegotiatedVersions};
 use super::NetError;
+use crate::sync::lock;
 
 /// Encoded frames queued for the writer. Bounded so that callers feel
 /// backpressure when the socket is slower than they are.
@@ -115,6 +116,8 @@ struct Inner {
 struct Shared {
     /// Names the connection in errors and logs.
     label: String,
+    /// Never held across code that can panic halfway through an update, so
+    /// a poisoned lock still guards a consistent state.
     state: Mutex<State>,
     /// Flipped to `true` to stop both tasks: on poisoning, or when the last
     /// handle is dropped. The tasks drop their halves of the stream, which
@@ -232,7 +235,7 @@ impl Connection {
 
     /// Whether the connection has failed and takes no more requests.
     pub fn is_closed(&self) -> bool {
-        matches!(*self.inner.shared.lock(), State::Poisoned(_))
+        matches!(*lock(&self.inner.shared.state), State::Poisoned(_))
     }
 
     /// Marks the connection as due for replacement after `lifetime`: the
@@ -440,15 +443,9 @@ impl Drop for Inner {
 }
 
 impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // The lock is never held across code that can panic halfway through
-        // an update, so a poisoned mutex still guards a consistent state.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
     /// Fails fast if the connection is already poisoned.
     fn check_open(&self) -> Result<(), NetError> {
-        match &*self.lock() {
+        match &*lock(&self.state) {
             State::Open { .. } => Ok(()),
             State::Poisoned(cause) => Err(self.closed(Some(Arc::clone(cause)))),
         }
@@ -464,7 +461,7 @@ impl Shared {
     /// The error for a request that was waiting when the connection failed:
     /// the failure itself, so that every waiter sees the same error.
     fn failure(&self) -> NetError {
-        match &*self.lock() {
+        match &*lock(&self.state) {
             State::Poisoned(cause) => NetError::clone(cause),
             // The tasks are gone without poisoning: the runtime is shutting down.
             State::Open { .. } => self.closed(None),
@@ -479,7 +476,7 @@ impl Shared {
         permit: mpsc::Permit<'_, RequestFrame>,
         frame: RequestFrame,
     ) -> Result<oneshot::Receiver<Bytes>, NetError> {
-        let mut state = self.lock();
+        let mut state = lock(&self.state);
         match &mut *state {
             State::Poisoned(cause) => Err(self.closed(Some(Arc::clone(cause)))),
             State::Open { in_flight } => {
@@ -503,7 +500,7 @@ impl Shared {
                 size: frame.len(),
             });
         };
-        let mut state = self.lock();
+        let mut state = lock(&self.state);
         let State::Open { in_flight } = &mut *state else {
             // Poisoned meanwhile; the reader is about to be told to stop.
             return Ok(());
@@ -530,7 +527,7 @@ impl Shared {
     fn poison(&self, err: NetError) {
         let cause = Arc::new(err);
         let waiting = {
-            let mut state = self.lock();
+            let mut state = lock(&self.state);
             if let State::Poisoned(_) = *state {
                 return;
             }

@@ -15,7 +15,7 @@ use secrecy::SecretString;
 
 use super::sasl::{self, SaslOptions};
 use super::socket::connect_tcp;
-use super::tls::{self, TlsConnector};
+use super::tls::TlsConnector;
 use super::NetError;
 
 /// How one cluster's connections are opened. Cheap to clone.
@@ -125,6 +125,25 @@ impl Connector {
         &self.options
     }
 
+    /// `error`, from the first request on a connection this connector just
+    /// opened: a broker that hangs up on it when no SASL is configured has a
+    /// SASL listener (it takes only ApiVersions before authentication), which
+    /// is said plainly instead of as a dropped connection.
+    pub fn explain_first_request_failure(&self, label: &str, error: NetError) -> NetError {
+        let hung_up = |e: &NetError| matches!(e, NetError::PeerClosed { .. } | NetError::Io { .. });
+        let closed = match &error {
+            NetError::Closed { cause, .. } => cause.as_deref().is_some_and(hung_up),
+            other => hung_up(other),
+        };
+        if self.sasl.is_some() || !closed {
+            return error;
+        }
+        NetError::Sasl {
+            label: label.to_owned(),
+            failure: sasl::SaslFailure::ListenerExpectsSasl,
+        }
+    }
+
     /// Connects to `addr` (`host:port`), secures and authenticates the
     /// connection, and negotiates API versions.
     pub async fn connect(&self, addr: &str) -> Result<Connection, NetError> {
@@ -151,7 +170,7 @@ impl Connector {
                 let stream = tls.handshake(tcp, addr, timeout).await?;
                 self.handshake(stream, sasl, addr, label, "")
                     .await
-                    .map_err(|e| tls::refused_after_handshake(addr, &e).unwrap_or(e))
+                    .map_err(|e| tls.refused_after_handshake(addr, &e).unwrap_or(e))
             }
             None => {
                 self.handshake(

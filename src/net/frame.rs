@@ -37,9 +37,9 @@ pub fn api_key<R: Request>() -> ApiKey {
 /// Encodes `request` as a complete frame: size prefix, header (at the header
 /// version this API and version call for), body.
 ///
-/// The codec's bytes go into one buffer sized for the whole frame; values
-/// named in `splices` (record batches) are taken by reference instead, so
-/// the frame leaves in one vectored write without copying them.
+/// The codec's bytes go into one buffer sized for them; values named in
+/// `splices` (record batches) are taken by reference instead, so the frame
+/// leaves in one vectored write without copying them.
 pub fn encode_request<R: Request>(
     correlation_id: i32,
     client_id: Option<&StrBytes>,

@@ -18,9 +18,11 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+
+use crate::sync::lock;
 
 /// New buffers are a whole number of these: Fetch responses of one stream are
 /// of about the same size, and a buffer rounded up fits the next ones. Pages
@@ -71,7 +73,7 @@ impl FrameMemory {
     /// length; `None` for memory that is not a live frame's.
     pub fn frame_of(&self, slice: &[u8]) -> Option<(usize, usize)> {
         let address = slice.as_ptr() as usize;
-        let frames = self.shared.lock_frames();
+        let frames = lock(&self.shared.frames);
         let (&start, &len) = frames.range(..=address).next_back()?;
         (address + slice.len() <= start + len).then_some((start, len))
     }
@@ -86,7 +88,7 @@ impl FrameMemory {
             .handed_out_at_release
             .swap(handed_out, Ordering::Relaxed);
         if before == handed_out {
-            self.shared.lock_spare().clear();
+            lock(&self.shared.spare).clear();
         }
     }
 
@@ -98,7 +100,7 @@ impl FrameMemory {
     /// freed rather than grown: growing would copy its whole capacity.
     pub(super) fn buffer(&self, len: usize) -> FrameBuffer {
         let bytes = {
-            let mut spare = self.shared.lock_spare();
+            let mut spare = lock(&self.shared.spare);
             let smallest_fitting = spare
                 .iter()
                 .enumerate()
@@ -117,9 +119,7 @@ impl FrameMemory {
             }
         };
         let capacity = bytes.capacity();
-        self.shared
-            .lock_frames()
-            .insert(bytes.as_ptr() as usize, len);
+        lock(&self.shared.frames).insert(bytes.as_ptr() as usize, len);
         self.shared.handed_out.fetch_add(1, Ordering::Relaxed);
         self.shared.live.fetch_add(len, Ordering::Relaxed);
         let resident = self.shared.resident.fetch_add(capacity, Ordering::Relaxed) + capacity;
@@ -130,17 +130,6 @@ impl FrameMemory {
             capacity,
             shared: Arc::clone(&self.shared),
         }
-    }
-}
-
-impl Shared {
-    // Both hold plain values; a panic elsewhere cannot leave them inconsistent.
-    fn lock_spare(&self) -> MutexGuard<'_, Vec<Vec<u8>>> {
-        self.spare.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn lock_frames(&self) -> MutexGuard<'_, BTreeMap<usize, usize>> {
-        self.frames.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -178,14 +167,14 @@ impl Drop for FrameBuffer {
     fn drop(&mut self) {
         let mut bytes = std::mem::take(&mut self.bytes);
         bytes.clear();
-        self.shared.lock_frames().remove(&(bytes.as_ptr() as usize));
+        lock(&self.shared.frames).remove(&(bytes.as_ptr() as usize));
         self.shared.live.fetch_sub(self.len, Ordering::Relaxed);
         let resident = self
             .shared
             .resident
             .fetch_sub(self.capacity, Ordering::Relaxed)
             - self.capacity;
-        let mut spare = self.shared.lock_spare();
+        let mut spare = lock(&self.shared.spare);
         let spare_bytes: usize = spare.iter().map(Vec::capacity).sum();
         let peak = self.shared.peak.load(Ordering::Relaxed);
         if spare.is_empty() || resident + spare_bytes + bytes.capacity() <= peak {
@@ -255,13 +244,11 @@ mod tests {
         drop(frames);
         assert_eq!(memory.frame_of(&middle), Some((start, 1000)), "kept alive");
         drop(middle);
-        assert!(memory.shared.lock_frames().is_empty());
+        assert!(lock(&memory.shared.frames).is_empty());
     }
 
     fn spare_capacities(memory: &FrameMemory) -> Vec<usize> {
-        let mut kept: Vec<usize> = memory
-            .shared
-            .lock_spare()
+        let mut kept: Vec<usize> = lock(&memory.shared.spare)
             .iter()
             .map(|b| b.capacity() / ROUNDING)
             .collect();

@@ -120,6 +120,22 @@ pub enum SaslFailure {
         /// What the broker's SaslHandshake response lists.
         enabled: Vec<String>,
     },
+    /// The listener is not a SASL one: the broker answers SaslHandshake
+    /// with ILLEGAL_SASL_STATE.
+    #[error("the listener does not use SASL (it is a PLAINTEXT or SSL listener) and refused {mechanism} authentication: \
+             remove this cluster's `sasl` section, or connect to the broker's SASL_PLAINTEXT or SASL_SSL listener")]
+    ListenerWithoutSasl {
+        /// The mechanism configured.
+        mechanism: Mechanism,
+    },
+    /// The broker closed a new connection at its first request after
+    /// ApiVersions, and no SASL is configured: the listener expects SASL.
+    #[error(
+        "the broker closed the connection before authentication: its listener expects SASL \
+             (SASL_PLAINTEXT or SASL_SSL); add this cluster's `sasl` section, or connect to the \
+             broker's PLAINTEXT or SSL listener"
+    )]
+    ListenerExpectsSasl,
     /// The exchange broke down: an unexpected error code, a malformed
     /// server message, or a server signature that does not verify.
     #[error("SASL {mechanism} exchange failed: {reason}")]
@@ -187,6 +203,9 @@ pub async fn authenticate(
                 mechanism,
                 enabled: handshake.mechanisms.iter().map(|m| m.to_string()).collect(),
             }))
+        }
+        Some(ResponseError::IllegalSaslState) => {
+            return Err(fail(SaslFailure::ListenerWithoutSasl { mechanism }))
         }
         Some(error) => return Err(protocol(format!("SaslHandshake returned {error:?}"))),
     }

@@ -62,6 +62,11 @@ impl Splices {
         self.in_order.push(splice);
     }
 
+    /// Bytes of the values replaced: what the writer takes by reference.
+    fn value_bytes(&self) -> usize {
+        self.in_order.iter().map(|splice| splice.value.len()).sum()
+    }
+
     /// The splice at `index` if `slice` is its value.
     fn get_if(&self, index: usize, slice: &[u8]) -> Option<&Splice> {
         self.in_order.get(index).filter(|splice| {
@@ -159,14 +164,19 @@ pub(super) struct SplicingWriter<'a> {
 }
 
 impl<'a> SplicingWriter<'a> {
-    /// A writer whose first segment has room for `capacity` bytes.
-    pub(super) fn new(splices: &'a Splices, capacity: usize) -> Self {
+    /// A writer for a frame of `frame_len` bytes. Its buffer has room for
+    /// the codec's bytes alone, the frame less the spliced values, which are
+    /// taken by reference; every segment cut from it shares that one
+    /// allocation.
+    pub(super) fn new(splices: &'a Splices, frame_len: usize) -> Self {
         SplicingWriter {
             splices,
             spliced: 0,
-            done: Vec::new(),
+            // Each splice ends a segment of the codec's bytes and adds its
+            // two parts; one segment of the codec's bytes ends the frame.
+            done: Vec::with_capacity(3 * splices.len() + 1),
             done_len: 0,
-            current: BytesMut::with_capacity(capacity),
+            current: BytesMut::with_capacity(frame_len.saturating_sub(splices.value_bytes())),
         }
     }
 
@@ -301,6 +311,23 @@ mod tests {
         assert_eq!(frame.to_bytes(), expected);
         assert_eq!(written(&mut frame), expected);
         assert_eq!(frame.remaining(), 0);
+    }
+
+    /// The buffer holds the codec's bytes alone, not the spliced value, and
+    /// they fill it without growing it.
+    #[test]
+    fn the_buffer_is_sized_for_the_bytes_written_into_it() {
+        let value = Bytes::from(vec![7u8; 1 << 20]);
+        let mut splices = Splices::default();
+        splices.push(Splice::new(value.clone(), Bytes::from_static(b"NEWHEAD")).unwrap());
+        let mut writer = SplicingWriter::new(&splices, 4 + value.len() + 4);
+        assert_eq!(writer.current.capacity(), 8);
+        writer.put_i32(value.len() as i32);
+        writer.put_slice(&value);
+        writer.put_slice(b"tail");
+        // What is left of the one allocation after the first segment was cut.
+        assert_eq!(writer.current.capacity(), 4);
+        assert_eq!(writer.finish().unwrap().remaining(), 4 + value.len() + 4);
     }
 
     #[test]

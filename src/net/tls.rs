@@ -99,7 +99,7 @@ impl TlsConnector {
                 let key = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsSetupError {
                     what: "client key file",
                     path: key.display().to_string(),
-                    reason: pem_reason(&e),
+                    reason: key_reason(key, &e),
                 })?;
                 builder
                     .with_client_auth_cert(chain, key)
@@ -162,7 +162,7 @@ impl TlsConnector {
         }
         match tokio::time::timeout(timeout, self.connector.connect(name, tcp)).await {
             Ok(Ok(stream)) => Ok(stream),
-            Ok(Err(e)) => Err(tls_error(addr, e)),
+            Ok(Err(e)) => Err(self.tls_error(addr, e)),
             Err(_) => Err(NetError::Tls {
                 addr: addr.to_owned(),
                 reason: format!("no TLS handshake within {timeout:?} (is the listener plaintext?)"),
@@ -170,72 +170,95 @@ impl TlsConnector {
             }),
         }
     }
-}
 
-/// A failed handshake: a rustls verdict (bad certificate, alert) is a
-/// configuration problem and not retriable; a dropped socket may be a broker
-/// restart, so it is, with a hint at the usual cause.
-fn tls_error(addr: &str, e: io::Error) -> NetError {
-    let rustls_error = e
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        .cloned();
-    match rustls_error {
-        Some(error) => NetError::Tls {
-            addr: addr.to_owned(),
-            reason: format!("{error}{}", rustls_hint(&error)),
-            retriable: false,
-        },
-        None => {
-            let hint = if e.kind() == io::ErrorKind::UnexpectedEof {
-                " (the broker closed the connection: is the listener plaintext?)"
-            } else {
-                ""
-            };
-            NetError::Tls {
+    /// A failed handshake: a rustls verdict (bad certificate, alert) is a
+    /// configuration problem and not retriable; a dropped socket may be a broker
+    /// restart, so it is, with a hint at the usual cause.
+    fn tls_error(&self, addr: &str, e: io::Error) -> NetError {
+        let rustls_error = e
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            .cloned();
+        match rustls_error {
+            Some(error) => NetError::Tls {
                 addr: addr.to_owned(),
-                reason: format!("{e}{hint}"),
-                retriable: true,
+                reason: format!("{error}{}", self.hint(&error)),
+                retriable: false,
+            },
+            None => {
+                let hint = if e.kind() == io::ErrorKind::UnexpectedEof {
+                    " (the broker closed the connection: is the listener plaintext?)"
+                } else {
+                    ""
+                };
+                NetError::Tls {
+                    addr: addr.to_owned(),
+                    reason: format!("{e}{hint}"),
+                    retriable: true,
+                }
             }
         }
     }
-}
 
-/// What to change for the usual rustls verdicts.
-pub(super) fn rustls_hint(error: &rustls::Error) -> &'static str {
-    use rustls::{AlertDescription, CertificateError};
-    match error {
-        rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => {
-            " (set tls.ca_file to the CA that signed the broker certificates)"
+    /// What to change for the usual rustls verdicts. The alerts a broker
+    /// sends about client certificates depend on whether one was sent.
+    fn hint(&self, error: &rustls::Error) -> &'static str {
+        use rustls::{AlertDescription, CertificateError};
+        match error {
+            rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => {
+                " (set tls.ca_file to the CA that signed the broker certificates)"
+            }
+            rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            ) => " (the certificate does not name this host; tls.server_name can set the name to check)",
+            rustls::Error::AlertReceived(
+                AlertDescription::CertificateUnknown
+                | AlertDescription::BadCertificate
+                | AlertDescription::UnknownCA
+                | AlertDescription::CertificateExpired
+                | AlertDescription::CertificateRevoked
+                | AlertDescription::UnsupportedCertificate
+                | AlertDescription::HandshakeFailure,
+            ) if self.client_auth => {
+                ": the broker refused the client certificate of tls.cert_file (expired, or not signed by a CA \
+                 in the broker's ssl.truststore); renew it, or have it signed by a CA the broker trusts"
+            }
+            rustls::Error::AlertReceived(
+                AlertDescription::CertificateRequired
+                | AlertDescription::CertificateUnknown
+                | AlertDescription::BadCertificate
+                | AlertDescription::UnknownCA
+                | AlertDescription::HandshakeFailure,
+            ) => " (does the listener require a client certificate it trusts? set tls.cert_file and tls.key_file)",
+            _ => "",
         }
-        rustls::Error::InvalidCertificate(
-            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-        ) => " (the certificate does not name this host; tls.server_name can set the name to check)",
-        rustls::Error::AlertReceived(
-            AlertDescription::CertificateRequired
-            | AlertDescription::BadCertificate
-            | AlertDescription::UnknownCA
-            | AlertDescription::HandshakeFailure,
-        ) => " (does the listener require a client certificate it trusts? set tls.cert_file and tls.key_file)",
-        _ => "",
     }
-}
 
-/// A TLS failure surfacing after the handshake, on the first read: with TLS
-/// 1.3 the broker refuses a client certificate (or its absence) only then.
-pub(super) fn refused_after_handshake(addr: &str, error: &NetError) -> Option<NetError> {
-    let NetError::Io { source, .. } = error else {
-        return None;
-    };
-    let rustls_error = source.get_ref()?.downcast_ref::<rustls::Error>()?;
-    Some(NetError::Tls {
-        addr: addr.to_owned(),
-        reason: format!(
-            "the broker refused the connection: {rustls_error}{}",
-            rustls_hint(rustls_error)
-        ),
-        retriable: false,
-    })
+    /// A TLS failure surfacing after the handshake, on the first read: with TLS
+    /// 1.3 the broker refuses a client certificate (or its absence) only then.
+    /// The request may see the read's failure itself, or the closed
+    /// connection it left behind, depending on which task notices first.
+    pub(super) fn refused_after_handshake(&self, addr: &str, error: &NetError) -> Option<NetError> {
+        let source = match error {
+            NetError::Io { source, .. } => source,
+            NetError::Closed {
+                cause: Some(cause), ..
+            } => match cause.as_ref() {
+                NetError::Io { source, .. } => source,
+                _ => return None,
+            },
+            _ => return None,
+        };
+        let rustls_error = source.get_ref()?.downcast_ref::<rustls::Error>()?;
+        Some(NetError::Tls {
+            addr: addr.to_owned(),
+            reason: format!(
+                "the broker refused the connection: {rustls_error}{}",
+                self.hint(rustls_error)
+            ),
+            retriable: false,
+        })
+    }
 }
 
 /// The host part of `host:port` (`[v6]:port` too).
@@ -292,6 +315,26 @@ fn load_certs(
         return Err(error("holds no PEM certificate".into()));
     }
     Ok(certs)
+}
+
+/// Why a private key could not be read. An encrypted key has no PEM item
+/// rustls reads, so without a look at its labels the reason would be a
+/// puzzling "no PEM item".
+fn key_reason(path: &Path, e: &rustls_pki_types::pem::Error) -> String {
+    let encrypted = std::fs::read_to_string(path).is_ok_and(|text| {
+        text.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----")
+            || text.contains("Proc-Type: 4,ENCRYPTED")
+    });
+    if encrypted {
+        format!(
+            "the private key is encrypted (password-protected), and kafka-mirror reads only \
+             unencrypted keys: decrypt it with `openssl pkey -in {0} -out {0}.plain`, set \
+             tls.key_file to the new file and make it readable by kafka-mirror's user only (chmod 600)",
+            path.display()
+        )
+    } else {
+        pem_reason(e)
+    }
 }
 
 fn pem_reason(e: &rustls_pki_types::pem::Error) -> String {
@@ -379,5 +422,66 @@ mod tests {
         })
         .unwrap_err();
         assert!(err.to_string().contains("must be set together"), "{err}");
+    }
+
+    #[test]
+    fn a_refusal_after_the_handshake_is_named_however_the_request_sees_it() {
+        let connector = TlsConnector::new(&TlsOptions {
+            insecure_skip_verify: true,
+            ..TlsOptions::default()
+        })
+        .expect("no files");
+        let alert = rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired);
+        let io = NetError::Io {
+            label: "b:1".into(),
+            source: Arc::new(io::Error::new(io::ErrorKind::InvalidData, alert)),
+        };
+        let closed = NetError::Closed {
+            label: "b:1".into(),
+            cause: Some(Arc::new(io.clone())),
+        };
+        for seen in [io, closed] {
+            let err = connector
+                .refused_after_handshake("b:1", &seen)
+                .unwrap_or_else(|| panic!("not recognised: {seen:?}"));
+            assert!(err.is_security_failure(), "{err:?}");
+            assert!(err.to_string().contains("tls.cert_file"), "{err}");
+        }
+    }
+
+    #[test]
+    fn an_encrypted_key_is_named_with_the_command_that_decrypts_it() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cert = dir.path().join("cert.pem");
+        let key = dir.path().join("key.pem");
+        let issued = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("cert");
+        std::fs::write(&cert, issued.cert.pem()).expect("write cert");
+        let options = TlsOptions {
+            cert_file: Some(cert),
+            key_file: Some(key.clone()),
+            insecure_skip_verify: true,
+            ..TlsOptions::default()
+        };
+        for encrypted in [
+            // PKCS#8, as `openssl pkcs8 -topk8` and most tools write it.
+            "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIFHDBOBgkqhkiG9w0BBQ0w\n-----END ENCRYPTED PRIVATE KEY-----\n",
+            // The legacy OpenSSL form.
+            "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-256-CBC,00\n\nMIIE\n-----END RSA PRIVATE KEY-----\n",
+        ] {
+            std::fs::write(&key, encrypted).expect("write key");
+            let err = TlsConnector::new(&options).unwrap_err().to_string();
+            assert!(
+                err.contains(&key.display().to_string())
+                    && err.contains("encrypted")
+                    && err.contains("openssl pkey"),
+                "{err}"
+            );
+        }
+        std::fs::write(&key, "not a key").expect("write key");
+        let err = TlsConnector::new(&options).unwrap_err().to_string();
+        assert!(
+            err.contains("no PEM item") && !err.contains("encrypted"),
+            "{err}"
+        );
     }
 }

@@ -478,29 +478,22 @@ fn fetch_failed(slots: &mut Slots, cx: FetchContext<'_>, asked: &[SlotOffset], n
 mod tests {
     use super::*;
     use crate::batch::RecordBatch;
+    use crate::cluster::Metadata;
     use crate::pipeline::error::Cause;
-    use crate::pipeline::testing::{batch, metadata, slot};
+    use crate::pipeline::testing::{batch, captured, captured_metadata, metadata, slot};
     use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
     use uuid::Uuid;
 
     const TOPIC: Uuid = Uuid::from_u128(0x7);
 
     /// Partitions 0 and 1 led by broker 1, 2 by broker 2, 3 leaderless.
-    fn table() -> (Slots, MetadataView) {
+    fn table() -> (Slots, Metadata) {
         let mut slots = Slots::default();
         for partition in 0..4 {
             slots.push(slot("t", TOPIC, partition, 100 * i64::from(partition)));
         }
-        let mut meta = MetadataView::default();
-        meta.set(
-            Role::Source,
-            metadata(
-                "t",
-                TOPIC,
-                &[(0, Some(1)), (1, Some(1)), (2, Some(2)), (3, None)],
-            ),
-        );
-        (slots, meta)
+        let leaders = [(0, Some(1)), (1, Some(1)), (2, Some(2)), (3, None)];
+        (slots, metadata("t", TOPIC, &leaders))
     }
 
     struct Fixture {
@@ -514,7 +507,13 @@ mod tests {
 
     impl Fixture {
         fn new(config: ReplicationConfig) -> Self {
-            let (slots, meta) = table();
+            let (slots, source) = table();
+            Fixture::of(slots, source, config)
+        }
+
+        fn of(slots: Slots, source: Metadata, config: ReplicationConfig) -> Self {
+            let mut meta = MetadataView::default();
+            meta.set(Role::Source, source);
             Fixture {
                 config,
                 memory: FrameMemory::default(),
@@ -761,6 +760,61 @@ mod tests {
             f.slots[f.id(0)].status,
             Status::CheckingLoss { asked: false }
         ));
+    }
+
+    /// The leader change the capture made: node 0 led `moving`/0 at epoch
+    /// 0, was stopped (node 1 took over at epoch 1) and came back as a
+    /// follower, which fences a Fetch at the old epoch.
+    #[test]
+    fn a_fenced_leader_epoch_is_fetched_again_from_the_new_leader_after_a_refresh() {
+        let before = captured_metadata("metadata-before-leader-change");
+        let id = before.topics["moving"].id;
+        let mut slots = Slots::default();
+        let moving = slots.push(slot("moving", id, 0, 0));
+        let mut f = Fixture::of(slots, before, ReplicationConfig::default());
+        // (broker, offset, leader epoch) a job asks `moving`/0 at.
+        let asked_at = |job: &FetchJob| {
+            let partition = &job.request.topics[0].partitions[0];
+            (
+                job.fetcher.0,
+                partition.fetch_offset,
+                partition.current_leader_epoch,
+            )
+        };
+        let now = Instant::now();
+        let job = f.start(now).pop().expect("job");
+        assert_eq!(asked_at(&job), (0, 0, 0), "the leader before");
+        f.answer(
+            job,
+            Ok(captured::<FetchRequest>("fetch-old-leader-stale-epoch")),
+            now,
+        );
+        let slot = &f.slots[moving];
+        assert!(slot.status.is_copying());
+        assert!(slot.fetch_backoff.waiting(now), "retried after a backoff");
+        assert!(slot.state.is_empty());
+        assert_eq!(f.meta.due_refreshes(now), [Role::Source], "after a refresh");
+
+        f.meta.set(
+            Role::Source,
+            captured_metadata("metadata-after-leader-change"),
+        );
+        f.meta.refresh_answered(Role::Source, true);
+        let later = now + Duration::from_secs(1);
+        let job = f.start(later).pop().expect("asked again");
+        assert_eq!(asked_at(&job), (1, 0, 1), "the new leader, its epoch");
+        // Answered with the 4 records up to the high watermark: the capture
+        // of node 0 serving a Fetch at epoch 1 as a follower (KIP-392), the
+        // same records node 1 holds.
+        let answer = captured::<FetchRequest>("fetch-old-leader-current-epoch");
+        f.answer(job, Ok(answer), later);
+        let slot = &f.slots[moving];
+        assert_eq!(slot.state.fetch_offset, 4);
+        assert_eq!(
+            slot.state.batches().map(|b| b.records_count()).sum::<i32>(),
+            4
+        );
+        assert!(f.meta.due_refreshes(later).is_empty());
     }
 
     #[test]

@@ -1,15 +1,18 @@
 //! What the stages' unit tests build on: real v2 batches, partitions,
-//! metadata snapshots, and Fetch responses captured from a real broker
-//! (`protocol-fixtures/`).
+//! metadata snapshots, and Fetch, Produce and Metadata responses captured
+//! from real brokers (`protocol-fixtures/`).
 
 use std::path::PathBuf;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::fetch_response::PartitionData;
-use kafka_protocol::messages::{FetchRequest, FetchResponse};
+use kafka_protocol::messages::{FetchRequest, MetadataRequest};
+use kafka_protocol::protocol::Request;
 use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use uuid::Uuid;
 
 use super::slots::{Slot, Status};
@@ -87,16 +90,71 @@ pub(super) fn metadata(topic: &str, id: Uuid, leaders: &[(i32, Option<i32>)]) ->
     metadata
 }
 
-/// The one partition with records of a captured Fetch response frame
-/// (Fetch v16, see `protocol-fixtures/README.md`).
-pub(super) fn fixture(name: &str) -> PartitionData {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("protocol-fixtures/frames")
-        .join(format!("{name}.bin"));
-    let frame = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let (_, response): (i32, FetchResponse) =
-        decode_response::<FetchRequest>(Bytes::from(frame), 16).expect("a Fetch v16 response");
+/// A captured frame and its sidecar's JSON (see `protocol-fixtures/README.md`).
+fn capture(name: &str) -> (Bytes, Vec<u8>) {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("protocol-fixtures/frames");
+    let read = |file: String| {
+        let path = dir.join(file);
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    };
+    (
+        Bytes::from(read(format!("{name}.bin"))),
+        read(format!("{name}.json")),
+    )
+}
+
+/// Reads a sidecar into what a test needs of it.
+fn sidecar<T: DeserializeOwned>(name: &str, json: &[u8]) -> T {
+    serde_json::from_slice(json).unwrap_or_else(|e| panic!("{name}.json: {e}"))
+}
+
+/// A captured response frame decoded as the answer to `R`, at the version
+/// the broker answered with.
+pub(super) fn captured<R: Request>(name: &str) -> R::Response {
+    #[derive(Deserialize)]
+    struct Version {
+        api_version: i16,
+    }
+    let (frame, json) = capture(name);
+    let Version { api_version } = sidecar(name, &json);
+    let (_, response) =
+        decode_response::<R>(frame, api_version).unwrap_or_else(|e| panic!("{name}: {e}"));
     response
+}
+
+/// The snapshot a captured Metadata response gives.
+pub(super) fn captured_metadata(name: &str) -> Metadata {
+    Metadata::from_response(captured::<MetadataRequest>(name))
+}
+
+/// `(topic, topic id, partition)` of each partition a captured response
+/// answers, in its order. Produce v13 names topics by id only; the sidecar
+/// holds the names the capture's Metadata gave those ids.
+pub(super) fn answered_partitions(name: &str) -> Vec<(String, Uuid, i32)> {
+    #[derive(Deserialize)]
+    struct Answered {
+        partitions: Vec<Partition>,
+    }
+    #[derive(Deserialize)]
+    struct Partition {
+        topic: String,
+        topic_id: String,
+        partition: i32,
+    }
+    let Answered { partitions } = sidecar(name, &capture(name).1);
+    partitions
+        .into_iter()
+        .map(|p| {
+            let id = Uuid::parse_str(&p.topic_id)
+                .unwrap_or_else(|e| panic!("{name}: topic id {}: {e}", p.topic_id));
+            (p.topic, id, p.partition)
+        })
+        .collect()
+}
+
+/// The one partition with records of a captured Fetch response.
+pub(super) fn fixture(name: &str) -> PartitionData {
+    captured::<FetchRequest>(name)
         .responses
         .into_iter()
         .flat_map(|topic| topic.partitions)
