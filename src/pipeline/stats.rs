@@ -449,4 +449,25 @@ mod tests {
             assert!(text.contains(line), "{line}:\n{text}");
         }
     }
+
+    #[test]
+    fn unsaved_checkpoints_are_carried_and_say_what_a_restart_does() {
+        let (name, mut part) = part("eu->hub", 100, 2, &[]);
+        part.unsaved_checkpoints.push(UnsavedCheckpoints {
+            flow: name.clone(),
+            partitions: 6000,
+            offsets: 48_000,
+            reason: "no leader".into(),
+        });
+        let total = Summary::combine(vec![(name, part), self::part("us->hub", 30, 5, &[])]);
+        assert_eq!(total.unsaved_checkpoints.len(), 1);
+        let text = total.to_string();
+        assert!(
+            text.contains(
+                "CHECKPOINTS NOT STORED [eu->hub]: 6000 partitions (48000 source offsets past \
+                 their stored checkpoints): no leader. A restart resumes them"
+            ),
+            "{text}"
+        );
+    }
 }
