@@ -21,6 +21,13 @@
 //! A checkpoint only ever names an offset whose data the target acknowledged,
 //! and the topic id and cluster id let a restart notice a source topic that was
 //! deleted and recreated, or a config that now points at another cluster.
+//!
+//! A write is split into record batches that each fit the checkpoint topic's
+//! `max.message.bytes` (read from the target; about 5,400 checkpoints fit the
+//! 1 MiB default), since the broker refuses a larger batch however often it
+//! is sent. A load reads every record up to the end offset or fails: a start
+//! with some checkpoints missing would copy those partitions again, or with
+//! `start_position = "latest"` skip their data.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -28,6 +35,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::error::ParseResponseErrorCode;
+use kafka_protocol::messages::fetch_response::PartitionData;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{ProduceRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
@@ -38,12 +46,13 @@ use kafka_protocol::ResponseError;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::batch::{split_batches, varint_len, Fetched};
 use crate::cluster::{
     fetch_request, response_partitions, Cluster, ClusterError, OffsetSpec, PartitionFetch,
     TopicNames,
 };
 use crate::sync::lock;
-use crate::topics::{ensure_topics, TopicError, TopicSpec};
+use crate::topics::{effective_config, ensure_topics, TopicError, TopicSpec};
 
 /// A failure to read or write checkpoints.
 #[derive(Debug, thiserror::Error)]
@@ -96,7 +105,11 @@ pub enum CheckpointError {
         reason: String,
     },
     /// A stored checkpoint could not be decoded.
-    #[error("checkpoint topic `{topic}`: unreadable record at offset {offset}: {reason}")]
+    #[error(
+        "checkpoint topic `{topic}` partition 0: unreadable record at offset {offset}: {reason}; \
+         refusing to start with only part of the checkpoints (the partitions missing would be \
+         copied again, or skipped with start_position = \"latest\")"
+    )]
     Corrupt {
         /// The checkpoint topic.
         topic: String,
@@ -105,13 +118,55 @@ pub enum CheckpointError {
         /// What was wrong.
         reason: String,
     },
+    /// Reading the checkpoints stopped short of the partition's end.
+    #[error(
+        "checkpoint topic `{topic}` partition 0: reading stopped at offset {offset}, before its \
+         end offset {end}; refusing to start with only part of the checkpoints"
+    )]
+    Stalled {
+        /// The checkpoint topic.
+        topic: String,
+        /// Where the read stopped.
+        offset: i64,
+        /// The partition's end offset when the read began.
+        end: i64,
+    },
+    /// The target refused a batch that fits the limit it reports.
+    #[error(
+        "checkpoint topic `{topic}`: the target refused a checkpoint batch of {bytes} bytes as too \
+         large, though the topic's max.message.bytes is {limit}"
+    )]
+    TooLarge {
+        /// The checkpoint topic.
+        topic: String,
+        /// The refused batch's size.
+        bytes: usize,
+        /// The topic's `max.message.bytes` as read after the refusal.
+        limit: usize,
+    },
 }
 
 impl CheckpointError {
+    /// Whether the broker refused a batch as larger than the topic allows.
+    fn is_too_large(&self) -> bool {
+        matches!(
+            self,
+            CheckpointError::Broker {
+                error: ResponseError::MessageTooLarge | ResponseError::RecordListTooLarge,
+                ..
+            }
+        )
+    }
+
     /// Whether trying again may succeed (leaders move, brokers restart).
     pub fn is_retriable(&self) -> bool {
         match self {
             CheckpointError::Cluster { source, .. } => source.is_retriable(),
+            // The same bytes sent again are refused again as corrupt.
+            CheckpointError::Broker {
+                error: ResponseError::CorruptMessage,
+                ..
+            } => false,
             CheckpointError::Broker { error, .. } => {
                 error.is_retriable()
                     || matches!(
@@ -119,10 +174,12 @@ impl CheckpointError {
                         ResponseError::NotLeaderOrFollower | ResponseError::LeaderNotAvailable
                     )
             }
-            CheckpointError::NotReady { .. } => true,
+            // A leader moving while the checkpoints were read; the load tries again.
+            CheckpointError::NotReady { .. } | CheckpointError::Stalled { .. } => true,
             CheckpointError::Topic { .. }
             | CheckpointError::Encode { .. }
-            | CheckpointError::Corrupt { .. } => false,
+            | CheckpointError::Corrupt { .. }
+            | CheckpointError::TooLarge { .. } => false,
         }
     }
 }
@@ -153,6 +210,17 @@ pub struct CheckpointStore {
     mirror: String,
     topic_id: Mutex<Uuid>,
     leader: Mutex<Option<i32>>,
+    /// The checkpoint topic's `max.message.bytes`: the largest batch it takes.
+    max_batch_bytes: Mutex<usize>,
+}
+
+/// How far a write got: it stores its entries in order, one batch at a time.
+#[derive(Debug)]
+pub struct Written {
+    /// How many of the entries, from the first, are stored.
+    pub stored: usize,
+    /// Why the others are not, when some are not.
+    pub result: Result<(), CheckpointError>,
 }
 
 /// Tries to read the checkpoints before giving up (at 250 ms each).
@@ -160,6 +228,9 @@ const LOAD_ATTEMPTS: u32 = 60;
 
 /// Bytes asked per Fetch while loading checkpoints.
 const LOAD_FETCH_BYTES: i32 = 8 * 1024 * 1024;
+
+/// The topic config that bounds a batch's size.
+const MAX_MESSAGE_BYTES: &str = "max.message.bytes";
 
 impl CheckpointStore {
     /// Opens the store, creating the compacted checkpoint topic if it is missing.
@@ -185,13 +256,36 @@ impl CheckpointStore {
             .get(topic)
             .map(|t| (t.id, t.partitions.get(&0).and_then(|p| p.leader)))
             .unwrap_or_default();
-        Ok(CheckpointStore {
+        let store = CheckpointStore {
             target,
             topic: topic.to_owned(),
             mirror: mirror.to_owned(),
             topic_id: Mutex::new(topic_id),
             leader: Mutex::new(leader),
-        })
+            max_batch_bytes: Mutex::new(0),
+        };
+        store.read_limit().await?;
+        Ok(store)
+    }
+
+    /// Reads the checkpoint topic's `max.message.bytes` from the target.
+    async fn read_limit(&self) -> Result<usize, CheckpointError> {
+        let value = effective_config(&self.target, &self.topic, MAX_MESSAGE_BYTES)
+            .await
+            .map_err(|source| CheckpointError::Topic {
+                topic: self.topic.clone(),
+                source,
+            })?;
+        let limit = value
+            .as_deref()
+            .and_then(|v| v.parse::<usize>().ok())
+            .ok_or_else(|| CheckpointError::NotReady {
+                topic: self.topic.clone(),
+                reason: format!("the target reports {MAX_MESSAGE_BYTES} = {value:?}"),
+            })?;
+        tracing::debug!(topic = %self.topic, limit, "checkpoint topic's {MAX_MESSAGE_BYTES}");
+        *lock(&self.max_batch_bytes) = limit;
+        Ok(limit)
     }
 
     /// The name of the checkpoint topic.
@@ -236,9 +330,8 @@ impl CheckpointStore {
             .map_or(-1, |p| p.leader_epoch);
         let leader = self.leader_or_refresh().await?;
         let names = TopicNames::from_iter([(topic_id, self.topic.clone())]);
-        let mut checkpoints = HashMap::new();
-        let mut offset = 0;
-        while offset < end {
+        let mut scan = Scan::new(&self.mirror, &self.topic, end);
+        while let Some(offset) = scan.next_offset() {
             let request = fetch_request(
                 &[PartitionFetch {
                     topic: self.topic.clone(),
@@ -256,59 +349,69 @@ impl CheckpointStore {
             let Some((_, data)) = response_partitions(response, &names).next() else {
                 return Err(self.broker_error(ResponseError::UnknownServerError, "reading"));
             };
-            if let Some(error) = data.error_code.err() {
-                if error == ResponseError::OffsetOutOfRange && offset == 0 {
-                    // Compaction or retention removed the head: start at the log start.
-                    offset = data.log_start_offset.max(1);
-                    continue;
-                }
-                return Err(self.broker_error(error, "reading"));
+            scan.take(data)?;
+        }
+        Ok(scan.checkpoints)
+    }
+
+    /// Writes checkpoints for these partitions, in batches that fit the
+    /// checkpoint topic, each acknowledged by the target (acks=all) before
+    /// the next is sent. One write at a time keeps them in order.
+    ///
+    /// A batch refused as too large makes the topic's limit be read again:
+    /// when it shrank, the rest is split again to fit; when it did not, the
+    /// write fails with [`CheckpointError::TooLarge`].
+    pub async fn write(&self, entries: &[(String, i32, Checkpoint)]) -> Written {
+        let mut stored = 0;
+        let mut batches = 0;
+        let mut bytes = 0;
+        let result = 'write: loop {
+            if stored == entries.len() {
+                break Ok(());
             }
-            let mut records = data.records.unwrap_or_default();
-            let before = offset;
-            while !records.is_empty() {
-                let set = match RecordBatchDecoder::decode(&mut records) {
-                    Ok(set) => set,
-                    // A cut-off last batch ends this response; fetch on from it.
-                    Err(_) => break,
-                };
-                for record in set.records {
-                    offset = offset.max(record.offset + 1);
-                    if record.control {
-                        continue;
+            let limit = *lock(&self.max_batch_bytes);
+            let encoded = match self.encode(&entries[stored..], limit) {
+                Ok(encoded) => encoded,
+                Err(e) => break Err(e),
+            };
+            for batch in encoded {
+                let size = batch.bytes.len();
+                match self.produce(batch.bytes).await {
+                    Ok(()) => {
+                        stored += batch.entries;
+                        batches += 1;
+                        bytes += size;
                     }
-                    self.apply(&record, &mut checkpoints)?;
+                    Err(e) if e.is_too_large() => match self.read_limit().await {
+                        Ok(lowered) if lowered < size => {
+                            tracing::info!(topic = %self.topic, limit = lowered, "the checkpoint topic's {MAX_MESSAGE_BYTES} was lowered; splitting again");
+                            continue 'write;
+                        }
+                        Ok(limit) => {
+                            break 'write Err(CheckpointError::TooLarge {
+                                topic: self.topic.clone(),
+                                bytes: size,
+                                limit,
+                            })
+                        }
+                        Err(e) => break 'write Err(e),
+                    },
+                    Err(e) => break 'write Err(e),
                 }
             }
-            if offset == before {
-                break;
-            }
-        }
-        Ok(checkpoints)
+        };
+        tracing::debug!(
+            checkpoints = stored,
+            batches,
+            bytes,
+            complete = result.is_ok(),
+            "checkpoints stored"
+        );
+        Written { stored, result }
     }
 
-    fn apply(
-        &self,
-        record: &Record,
-        checkpoints: &mut HashMap<(String, i32), Checkpoint>,
-    ) -> Result<(), CheckpointError> {
-        apply_record(&self.mirror, record, checkpoints).map_err(|reason| CheckpointError::Corrupt {
-            topic: self.topic.clone(),
-            offset: record.offset,
-            reason,
-        })
-    }
-
-    /// Writes checkpoints for these partitions and waits for the target's
-    /// acknowledgement (acks=all). One write at a time keeps them in order.
-    pub async fn write(
-        &self,
-        entries: &[(String, i32, Checkpoint)],
-    ) -> Result<(), CheckpointError> {
-        if entries.is_empty() {
-            return Ok(());
-        }
-        let batch = self.encode(entries)?;
+    /// Sends one batch and waits for its acknowledgement.
+    async fn produce(&self, batch: Bytes) -> Result<(), CheckpointError> {
         let leader = self.leader_or_refresh().await?;
         let topic_id = *lock(&self.topic_id);
         let request = ProduceRequest::default()
@@ -353,13 +456,19 @@ impl CheckpointStore {
         }
     }
 
-    fn encode(&self, entries: &[(String, i32, Checkpoint)]) -> Result<Bytes, CheckpointError> {
+    fn encode(
+        &self,
+        entries: &[(String, i32, Checkpoint)],
+        max_bytes: usize,
+    ) -> Result<Vec<EncodedBatch>, CheckpointError> {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
-        encode_batch(&self.mirror, entries, now).map_err(|reason| CheckpointError::Encode {
-            topic: self.topic.clone(),
-            reason,
+        encode_batches(&self.mirror, entries, now, max_bytes).map_err(|reason| {
+            CheckpointError::Encode {
+                topic: self.topic.clone(),
+                reason,
+            }
         })
     }
 
@@ -402,20 +511,144 @@ impl CheckpointStore {
     }
 }
 
-/// One uncompressed record batch with a record per partition (Produce v3+
-/// takes exactly one batch per partition).
-fn encode_batch(
+/// One read of the checkpoint partition, from its start up to the end
+/// offset it had when the read began.
+#[derive(Debug)]
+struct Scan<'a> {
+    mirror: &'a str,
+    topic: &'a str,
+    end: i64,
+    offset: i64,
+    checkpoints: HashMap<(String, i32), Checkpoint>,
+}
+
+impl<'a> Scan<'a> {
+    fn new(mirror: &'a str, topic: &'a str, end: i64) -> Self {
+        Scan {
+            mirror,
+            topic,
+            end,
+            offset: 0,
+            checkpoints: HashMap::new(),
+        }
+    }
+
+    /// Where the next Fetch starts, or `None` once the end is read.
+    fn next_offset(&self) -> Option<i64> {
+        (self.offset < self.end).then_some(self.offset)
+    }
+
+    /// Applies one Fetch answer for the partition.
+    fn take(&mut self, data: PartitionData) -> Result<(), CheckpointError> {
+        if let Some(error) = data.error_code.err() {
+            if error == ResponseError::OffsetOutOfRange && self.offset == 0 {
+                // Compaction or retention removed the head: start at the log start.
+                self.offset = data.log_start_offset.max(1);
+                return Ok(());
+            }
+            return Err(CheckpointError::Broker {
+                topic: self.topic.to_owned(),
+                error,
+                action: "reading",
+                message: None,
+            });
+        }
+        let records = data.records.unwrap_or_default();
+        let before = self.offset;
+        let mut batches = split_batches(&records);
+        for fetched in &mut batches {
+            let batch = match fetched {
+                Ok(Fetched::Batch(batch)) => batch,
+                Ok(Fetched::Legacy(_)) => {
+                    return Err(self.corrupt(
+                        self.offset,
+                        "a message in the old formats (magic 0 or 1)".into(),
+                    ))
+                }
+                Err(e) => return Err(self.corrupt(self.offset, e.to_string())),
+            };
+            if batch.is_control() {
+                self.offset = self.offset.max(batch.next_offset());
+                continue;
+            }
+            let mut bytes = batch.as_bytes().clone();
+            let set = RecordBatchDecoder::decode(&mut bytes)
+                .map_err(|e| self.corrupt(batch.base_offset(), e.to_string()))?;
+            for record in set.records {
+                // A batch starts before the fetch offset when it falls inside it.
+                if record.offset < self.offset {
+                    continue;
+                }
+                apply_record(self.mirror, &record, &mut self.checkpoints)
+                    .map_err(|reason| self.corrupt(record.offset, reason))?;
+            }
+            // Past the batch's last offset, records or not (compaction).
+            self.offset = self.offset.max(batch.next_offset());
+        }
+        // The broker returns a first batch whole, whatever the size asked
+        // (KIP-74), so an answer that moved nothing is not a cut-off one.
+        if self.offset == before {
+            return Err(CheckpointError::Stalled {
+                topic: self.topic.to_owned(),
+                offset: self.offset,
+                end: self.end,
+            });
+        }
+        Ok(())
+    }
+
+    fn corrupt(&self, offset: i64, reason: String) -> CheckpointError {
+        CheckpointError::Corrupt {
+            topic: self.topic.to_owned(),
+            offset,
+            reason,
+        }
+    }
+}
+
+/// A record batch of checkpoints, and how many of the entries it holds.
+#[derive(Debug)]
+struct EncodedBatch {
+    bytes: Bytes,
+    entries: usize,
+}
+
+/// A v2 batch's bytes before its first record (Kafka's `RECORD_BATCH_OVERHEAD`).
+const BATCH_HEADER_BYTES: usize = 61;
+
+/// The entries, in order, as uncompressed record batches (Produce v3+ takes
+/// exactly one batch per partition and request) of at most `max_bytes` each,
+/// each filled as far as the limit allows.
+fn encode_batches(
     mirror: &str,
     entries: &[(String, i32, Checkpoint)],
     timestamp: i64,
-) -> Result<Bytes, String> {
-    let mut records = Vec::with_capacity(entries.len());
-    for (i, (topic, partition, checkpoint)) in entries.iter().enumerate() {
+    max_bytes: usize,
+) -> Result<Vec<EncodedBatch>, String> {
+    let mut batches = Vec::new();
+    let mut records: Vec<Record> = Vec::new();
+    let mut size = BATCH_HEADER_BYTES;
+    for (topic, partition, checkpoint) in entries {
         let key = CheckpointKey {
             mirror,
             topic,
             partition: *partition,
         };
+        let key = Bytes::from(serde_json::to_vec(&key).map_err(|e| e.to_string())?);
+        let value = Bytes::from(serde_json::to_vec(checkpoint).map_err(|e| e.to_string())?);
+        let mut record_size = record_bytes(records.len(), key.len(), value.len());
+        if !records.is_empty() && size + record_size > max_bytes {
+            batches.push(encode_records(&mut records, max_bytes)?);
+            size = BATCH_HEADER_BYTES;
+            record_size = record_bytes(0, key.len(), value.len());
+        }
+        if size + record_size > max_bytes {
+            return Err(format!(
+                "the checkpoint of {topic}-{partition} takes {} bytes in a batch, over the topic's {MAX_MESSAGE_BYTES} {max_bytes}",
+                BATCH_HEADER_BYTES + record_size
+            ));
+        }
+        let i = records.len();
         records.push(Record {
             transactional: false,
             control: false,
@@ -430,22 +663,48 @@ fn encode_batch(
             // record's: -1, as a batch without a producer id must have.
             sequence: i as i32 - 1,
             timestamp,
-            key: Some(Bytes::from(
-                serde_json::to_vec(&key).map_err(|e| e.to_string())?,
-            )),
-            value: Some(Bytes::from(
-                serde_json::to_vec(checkpoint).map_err(|e| e.to_string())?,
-            )),
+            key: Some(key),
+            value: Some(value),
             headers: Default::default(),
         });
+        size += record_size;
     }
+    if !records.is_empty() {
+        batches.push(encode_records(&mut records, max_bytes)?);
+    }
+    Ok(batches)
+}
+
+/// The bytes a record without headers takes in a v2 batch, as the
+/// `index`-th record, all records sharing the batch's timestamp.
+fn record_bytes(index: usize, key: usize, value: usize) -> usize {
+    let len = |n: usize| varint_len(i32::try_from(n).unwrap_or(i32::MAX));
+    // attributes, timestamp delta (0), offset delta, key, value, header count (0)
+    let body = 1 + 1 + len(index) + len(key) + key + len(value) + value + 1;
+    len(body) + body
+}
+
+/// Encodes (and empties) `records` as one batch, which must fit `max_bytes`.
+fn encode_records(records: &mut Vec<Record>, max_bytes: usize) -> Result<EncodedBatch, String> {
     let mut buf = BytesMut::new();
     let options = RecordEncodeOptions {
         version: 2,
         compression: Compression::None,
     };
-    RecordBatchEncoder::encode(&mut buf, &records, &options).map_err(|e| e.to_string())?;
-    Ok(buf.freeze())
+    RecordBatchEncoder::encode(&mut buf, &*records, &options).map_err(|e| e.to_string())?;
+    if buf.len() > max_bytes {
+        return Err(format!(
+            "a batch of {} records came to {} bytes, over the {max_bytes} it was sized for",
+            records.len(),
+            buf.len()
+        ));
+    }
+    let entries = records.len();
+    records.clear();
+    Ok(EncodedBatch {
+        bytes: buf.freeze(),
+        entries,
+    })
 }
 
 /// Applies one stored record to the checkpoints of `mirror`: the latest
@@ -490,6 +749,13 @@ mod tests {
         }
     }
 
+    /// The entries as the one batch they fit in.
+    fn one_batch(entries: &[(String, i32, Checkpoint)], timestamp: i64) -> Bytes {
+        let mut batches = encode_batches("dr", entries, timestamp, 1 << 20).expect("encode");
+        assert_eq!(batches.len(), 1);
+        batches.remove(0).bytes
+    }
+
     #[test]
     fn a_write_is_one_batch_that_reads_back() {
         let entries = vec![
@@ -497,7 +763,7 @@ mod tests {
             ("orders".to_owned(), 1, checkpoint(20)),
             ("payments".to_owned(), 0, checkpoint(30)),
         ];
-        let bytes = encode_batch("dr", &entries, 1_700_000_000_000).expect("encode");
+        let bytes = one_batch(&entries, 1_700_000_000_000);
         let batch = RecordBatch::parse(bytes.clone()).expect("exactly one v2 batch");
         assert_eq!(batch.len(), bytes.len());
         assert_eq!(batch.records_count(), 3);
@@ -519,7 +785,7 @@ mod tests {
 
     #[test]
     fn other_mirrors_and_tombstones() {
-        let bytes = encode_batch("dr", &[("t".to_owned(), 0, checkpoint(5))], 0).expect("encode");
+        let bytes = one_batch(&[("t".to_owned(), 0, checkpoint(5))], 0);
         let mut buf = bytes;
         let set = RecordBatchDecoder::decode(&mut buf).expect("decode");
         let mut loaded = HashMap::new();
@@ -537,5 +803,163 @@ mod tests {
         garbage.value = Some(Bytes::from_static(b"not json"));
         let err = apply_record("dr", &garbage, &mut loaded).expect_err("corrupt");
         assert!(err.starts_with("value:"), "{err}");
+    }
+
+    /// Entries for `topics` x `partitions` partitions, every one at `offset`.
+    fn entries(topics: usize, partitions: i32, offset: i64) -> Vec<(String, i32, Checkpoint)> {
+        (0..topics)
+            .flat_map(|t| {
+                (0..partitions).map(move |p| {
+                    let topic = format!("eu-west.orders-and-payments-of-region-{t}");
+                    (topic, p, checkpoint(offset + i64::from(p)))
+                })
+            })
+            .collect()
+    }
+
+    /// Applies batches in order, as the loader reads them back.
+    fn reload(batches: &[EncodedBatch], into: &mut HashMap<(String, i32), Checkpoint>) {
+        for batch in batches {
+            let mut buf = batch.bytes.clone();
+            let set = RecordBatchDecoder::decode(&mut buf).expect("decode");
+            assert!(buf.is_empty(), "one batch each");
+            assert_eq!(set.records.len(), batch.entries);
+            for record in &set.records {
+                apply_record("dr", record, into).expect("apply");
+            }
+        }
+    }
+
+    #[test]
+    fn checkpoints_are_split_into_batches_that_fit_the_limit() {
+        const LIMIT: usize = 16 * 1024;
+        let first = entries(6, 100, 1_000);
+        let batches = encode_batches("dr", &first, 1_700_000_000_000, LIMIT).expect("encode");
+        let total: usize = batches.iter().map(|b| b.bytes.len()).sum();
+        assert!(
+            total > 4 * LIMIT,
+            "the test needs several batches: {total} bytes"
+        );
+        for (i, batch) in batches.iter().enumerate() {
+            assert!(batch.bytes.len() <= LIMIT, "{} bytes", batch.bytes.len());
+            // Well filled: the next entry would not have fitted.
+            if i + 1 < batches.len() {
+                assert!(
+                    batch.bytes.len() > LIMIT - 300,
+                    "{} bytes",
+                    batch.bytes.len()
+                );
+            }
+            let parsed = RecordBatch::parse(batch.bytes.clone()).expect("one v2 batch");
+            parsed.verify_crc().expect("valid CRC");
+            assert_eq!(parsed.records_count() as usize, batch.entries);
+            assert_eq!((parsed.producer_id(), parsed.base_sequence()), (-1, -1));
+        }
+        // Every partition is written exactly once.
+        let mut seen = HashMap::new();
+        for batch in &batches {
+            let mut buf = batch.bytes.clone();
+            for record in RecordBatchDecoder::decode(&mut buf)
+                .expect("decode")
+                .records
+            {
+                *seen.entry(record.key.expect("key")).or_insert(0) += 1;
+            }
+        }
+        assert_eq!(seen.len(), first.len());
+        assert!(seen.values().all(|&n| n == 1));
+
+        // A later write of some partitions wins over the first on reload.
+        let later: Vec<_> = first
+            .iter()
+            .filter(|(_, p, _)| p % 3 == 0)
+            .map(|(t, p, c)| (t.clone(), *p, checkpoint(c.next_offset + 500)))
+            .collect();
+        let again = encode_batches("dr", &later, 1_700_000_000_100, LIMIT).expect("encode");
+        let mut loaded = HashMap::new();
+        reload(&batches, &mut loaded);
+        reload(&again, &mut loaded);
+        assert_eq!(loaded.len(), first.len());
+        for (topic, partition, stored) in &first {
+            let expected = if partition % 3 == 0 {
+                stored.next_offset + 500
+            } else {
+                stored.next_offset
+            };
+            assert_eq!(loaded[&(topic.clone(), *partition)].next_offset, expected);
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_larger_than_the_limit_is_an_error() {
+        let err = encode_batches("dr", &entries(1, 1, 0), 0, 100).expect_err("too small");
+        assert!(err.contains("max.message.bytes 100"), "{err}");
+    }
+
+    /// A Fetch answer holding these batches, one after another.
+    fn answer(batches: &[Bytes]) -> PartitionData {
+        PartitionData::default().with_records(Some(batches.concat().into()))
+    }
+
+    /// `count` checkpoints of partitions `first..` stored at `base_offset`.
+    fn stored_batch(base_offset: i64, first: i32, count: i32) -> Bytes {
+        let entries: Vec<_> = (first..first + count)
+            .map(|p| ("t".to_owned(), p, checkpoint(7)))
+            .collect();
+        let mut bytes = BytesMut::from(&one_batch(&entries, 0)[..]);
+        bytes[..8].copy_from_slice(&base_offset.to_be_bytes());
+        bytes.freeze()
+    }
+
+    #[test]
+    fn the_loader_reads_up_to_the_end_across_answers() {
+        let mut scan = Scan::new("dr", "checkpoints", 6);
+        let second = stored_batch(3, 3, 3);
+        // The first answer ends in a cut-off batch: the next Fetch starts there.
+        scan.take(answer(&[stored_batch(0, 0, 3), second.slice(..20)]))
+            .expect("take");
+        assert_eq!(scan.next_offset(), Some(3));
+        scan.take(answer(&[second])).expect("take");
+        assert_eq!(scan.next_offset(), None);
+        assert_eq!(scan.checkpoints.len(), 6);
+    }
+
+    #[test]
+    fn an_undecodable_batch_fails_the_load_naming_its_offset() {
+        let mut bad = BytesMut::from(&stored_batch(3, 3, 3)[..]);
+        let last = bad.len() - 1;
+        bad[last] ^= 0xff; // the CRC no longer matches
+        let mut scan = Scan::new("dr", "checkpoints", 6);
+        let err = scan
+            .take(answer(&[stored_batch(0, 0, 3), bad.freeze()]))
+            .expect_err("a batch that cannot be decoded");
+        let text = err.to_string();
+        assert!(
+            matches!(err, CheckpointError::Corrupt { offset: 3, .. }),
+            "{text}"
+        );
+        assert!(
+            text.contains("`checkpoints` partition 0") && text.contains("offset 3"),
+            "{text}"
+        );
+        assert!(!err.is_retriable());
+    }
+
+    #[test]
+    fn a_read_that_stops_before_the_end_fails_the_load() {
+        // A complete answer that ends short of the end offset, then nothing.
+        let mut scan = Scan::new("dr", "checkpoints", 10);
+        scan.take(answer(&[stored_batch(0, 0, 3)])).expect("take");
+        assert_eq!(scan.next_offset(), Some(3));
+        let err = scan.take(answer(&[])).expect_err("no progress");
+        let text = err.to_string();
+        assert!(
+            text.contains("offset 3") && text.contains("end offset 10"),
+            "{text}"
+        );
+        // A cut-off first batch, the whole answer, is no progress either.
+        let mut scan = Scan::new("dr", "checkpoints", 10);
+        let cut = stored_batch(0, 0, 3).slice(..30);
+        assert!(scan.take(answer(&[cut])).is_err());
     }
 }

@@ -3,7 +3,9 @@
 //! Exit codes: 0 when the run ended normally (caught up, or stopped by a
 //! signal after in-flight batches landed); 1 when the mirror could not run
 //! (bad config, unreachable cluster, ...); 2 when some partitions stopped with
-//! an error (named in the summary on stdout) while the others were copied.
+//! an error (named in the summary on stdout) while the others were copied;
+//! 3 when the final checkpoints could not be stored, so a restart copies
+//! again what this run copied past the stored ones (the summary says how much).
 
 mod cli;
 
@@ -82,10 +84,12 @@ fn main() -> ExitCode {
         }
         Some(Ok(summary)) => {
             print!("{summary}");
-            if summary.stopped.is_empty() {
-                ExitCode::SUCCESS
-            } else {
+            if !summary.unsaved_checkpoints.is_empty() {
+                ExitCode::from(3)
+            } else if !summary.stopped.is_empty() {
                 ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
             }
         }
     }

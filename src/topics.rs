@@ -194,6 +194,36 @@ async fn topic_configs(
     Ok(configs)
 }
 
+/// The value a topic has for one config, wherever it comes from (set on the
+/// topic, or the broker's default): the limit the broker applies.
+pub async fn effective_config(
+    cluster: &Arc<Cluster>,
+    topic: &str,
+    key: &str,
+) -> Result<Option<String>, TopicError> {
+    let request =
+        DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
+            .with_resource_type(TOPIC_RESOURCE)
+            .with_resource_name(StrBytes::from_string(topic.to_owned()))
+            .with_configuration_keys(Some(vec![StrBytes::from_string(key.to_owned())]))]);
+    let response = cluster.send_any(request).await?;
+    let Some(result) = response.results.into_iter().next() else {
+        return Ok(None);
+    };
+    if let Some(error) = result.error_code.err() {
+        return Err(TopicError::DescribeRefused {
+            topic: topic.to_owned(),
+            error,
+            message: result.error_message.map(|m| m.to_string()),
+        });
+    }
+    Ok(result
+        .configs
+        .into_iter()
+        .find(|c| c.name.as_str() == key)
+        .and_then(|c| Some(c.value?.to_string())))
+}
+
 /// One change to a target topic's configs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConfigChange {

@@ -47,4 +47,5 @@ pub use error::BatchError;
 pub use legacy::{LegacyMessages, MAX_RUN_SOURCE_BYTES, NO_TIMESTAMP};
 pub use reencode::{reencode, reencode_with_limit, trim};
 pub use split::{split_batches, Batches, Fetched};
+pub(crate) use varint::varint_len;
 pub use view::{Compression, ControlType, ProducerStamp, RecordBatch, TimestampType};

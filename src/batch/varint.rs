@@ -36,7 +36,7 @@ pub(super) fn write_varlong(out: &mut Vec<u8>, value: i64) {
 }
 
 /// Bytes [`write_varint`] takes for `value`.
-pub(super) fn varint_len(value: i32) -> usize {
+pub(crate) fn varint_len(value: i32) -> usize {
     let raw = ((value << 1) ^ (value >> 31)) as u32;
     (32 - raw.leading_zeros() as usize).max(1).div_ceil(7)
 }

@@ -4,11 +4,15 @@
 //! since their last stored checkpoint. One write in flight at a time.
 //!
 //! [`CheckpointSchedule`] decides and returns the entries to write; the
-//! engine writes them (`crate::checkpoint`) and reports the outcome.
+//! engine writes them (`crate::checkpoint`) and reports the outcome. A write
+//! that failed for a reason that may pass (a leader moving) is tried again
+//! after a backoff; any other failure ends the flow's run, since its memory
+//! budget is only given back by stored checkpoints.
 
 use std::time::{Duration, Instant};
 
 use super::slots::{SlotOffset, Slots};
+use crate::backoff::Backoff;
 use crate::checkpoint::{Checkpoint, CheckpointError};
 
 /// Checkpoints to store, and the `(slot, offset)` each stands for.
@@ -16,6 +20,15 @@ use crate::checkpoint::{Checkpoint, CheckpointError};
 pub(super) struct CheckpointWrite {
     pub(super) entries: Vec<(String, i32, Checkpoint)>,
     pub(super) written: Vec<SlotOffset>,
+}
+
+impl CheckpointWrite {
+    /// What the first `count` entries, the part of the write that was
+    /// stored, stand for.
+    pub(super) fn stored_part(mut self, count: usize) -> Vec<SlotOffset> {
+        self.written.truncate(count);
+        self.written
+    }
 }
 
 /// The checkpoint writer's own state.
@@ -26,6 +39,10 @@ pub(super) struct CheckpointSchedule {
     source_cluster: Option<String>,
     in_flight: bool,
     last_write: Instant,
+    /// Spaces out the tries of a write that keeps failing.
+    backoff: Backoff,
+    /// A failure that trying again cannot mend: no more writes.
+    failure: Option<CheckpointError>,
 }
 
 impl CheckpointSchedule {
@@ -35,7 +52,14 @@ impl CheckpointSchedule {
             source_cluster,
             in_flight: false,
             last_write: now,
+            backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(5)),
+            failure: None,
         }
+    }
+
+    /// The failure that stopped the writes, if one did.
+    pub(super) fn failure(&self) -> Option<&CheckpointError> {
+        self.failure.as_ref()
     }
 
     /// Whether a write is in flight.
@@ -51,7 +75,11 @@ impl CheckpointSchedule {
         urgent: bool,
         now: Instant,
     ) -> Option<CheckpointWrite> {
-        if self.in_flight || (now.duration_since(self.last_write) < self.interval && !urgent) {
+        if self.in_flight
+            || self.failure.is_some()
+            || self.backoff.waiting(now)
+            || (now.duration_since(self.last_write) < self.interval && !urgent)
+        {
             return None;
         }
         let write = self.dirty(slots);
@@ -90,18 +118,29 @@ impl CheckpointSchedule {
         write
     }
 
-    /// A write answered: what it stored releases the batches it covers; a
-    /// failed one is tried again at the next occasion.
+    /// A write answered: what it stored (`stored`, the leading part of the
+    /// write) releases the batches it covers. A failed rest is tried again
+    /// after the backoff if that may succeed; otherwise writes stop and
+    /// [`failure`](Self::failure) says why.
     pub(super) fn answered(
         &mut self,
         slots: &mut Slots,
-        written: Vec<SlotOffset>,
+        stored_part: Vec<SlotOffset>,
         result: Result<(), CheckpointError>,
+        now: Instant,
     ) {
         self.in_flight = false;
+        stored(slots, stored_part);
         match result {
-            Ok(()) => stored(slots, written),
-            Err(e) => tracing::warn!(error = %e, "checkpoint write failed; retrying"),
+            Ok(()) => self.backoff.reset(),
+            Err(e) if e.is_retriable() => {
+                self.backoff.fail(now);
+                tracing::warn!(error = %e, "checkpoint write failed; retrying");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "checkpoints cannot be stored; stopping");
+                self.failure = Some(e);
+            }
         }
     }
 }
@@ -163,7 +202,7 @@ mod tests {
             "one write at a time"
         );
 
-        schedule.answered(&mut slots, write.written, Ok(()));
+        schedule.answered(&mut slots, write.written, Ok(()), now);
         assert_eq!(slots[ids[0]].state.checkpointed, 103);
         assert_eq!(slots[ids[0]].state.held_bytes(), 0, "the batch is released");
         assert!(
@@ -178,14 +217,59 @@ mod tests {
         let now = Instant::now();
         let mut schedule = CheckpointSchedule::new(Duration::from_secs(5), None, now);
         let later = now + Duration::from_secs(5);
-        let write = schedule.due(&slots, false, later).expect("due");
+        schedule.due(&slots, false, later).expect("due");
         let failed = Err(CheckpointError::NotReady {
             topic: "checkpoints".into(),
             reason: "no leader yet".into(),
         });
-        schedule.answered(&mut slots, write.written, failed);
+        schedule.answered(&mut slots, Vec::new(), failed, later);
         assert_eq!(slots[ids[0]].state.checkpointed, 100);
-        let again = schedule.due(&slots, true, later).expect("again");
+        assert!(
+            schedule.due(&slots, true, later).is_none(),
+            "not before the backoff"
+        );
+        let after = later + Duration::from_millis(100);
+        let again = schedule.due(&slots, true, after).expect("again");
         assert_eq!(again.written, [(ids[0], 103), (ids[2], 103)]);
+        assert!(schedule.failure().is_none());
+    }
+
+    #[test]
+    fn a_failure_that_cannot_pass_stops_the_writes() {
+        let (mut slots, ids) = table();
+        let now = Instant::now();
+        let mut schedule = CheckpointSchedule::new(Duration::from_secs(5), None, now);
+        schedule.due(&slots, true, now).expect("due");
+        let refused = Err(CheckpointError::TooLarge {
+            topic: "checkpoints".into(),
+            bytes: 2_000_000,
+            limit: 1_048_588,
+        });
+        schedule.answered(&mut slots, Vec::new(), refused, now);
+        assert!(schedule.failure().is_some());
+        let later = now + Duration::from_secs(60);
+        assert!(schedule.due(&slots, true, later).is_none(), "never again");
+        assert_eq!(slots[ids[0]].state.checkpointed, 100);
+        assert_eq!(
+            schedule.dirty(&slots).written,
+            [(ids[0], 103), (ids[2], 103)]
+        );
+    }
+
+    #[test]
+    fn what_a_failed_write_stored_is_released() {
+        let (mut slots, ids) = table();
+        let now = Instant::now();
+        let mut schedule = CheckpointSchedule::new(Duration::from_secs(5), None, now);
+        let write = schedule.due(&slots, true, now).expect("due");
+        let failed = Err(CheckpointError::NotReady {
+            topic: "checkpoints".into(),
+            reason: "no leader yet".into(),
+        });
+        // Both entries' batch was stored before the failure.
+        schedule.answered(&mut slots, write.written, failed, now);
+        assert_eq!(slots[ids[0]].state.checkpointed, 103);
+        assert_eq!(slots[ids[0]].state.held_bytes(), 0, "the batch is released");
+        assert!(schedule.dirty(&slots).entries.is_empty());
     }
 }

@@ -28,7 +28,7 @@ use super::positions::{Lookups, Positions};
 use super::produce::{ProduceContext, ProduceStage};
 use super::producer::init_producer_id;
 use super::slots::{Slots, Status};
-use super::stats::{Counters, PartitionProblem, Summary};
+use super::stats::{Counters, PartitionProblem, Summary, UnsavedCheckpoints};
 use crate::checkpoint::CheckpointStore;
 use crate::cluster::{Cluster, Metadata, OffsetSpec, Role};
 use crate::config::Flow;
@@ -62,6 +62,8 @@ pub(super) struct Prepared {
 const TICK: Duration = Duration::from_millis(50);
 /// How often progress is logged.
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
+/// Tries of the final checkpoint write, for failures that may pass.
+const FINAL_CHECKPOINT_TRIES: u32 = 5;
 
 /// The loop of one flow: the partition table, the stages that own the rest,
 /// and the clusters their requests go to.
@@ -157,8 +159,10 @@ impl Engine {
                 }
             }
         }
-        self.final_checkpoint().await;
-        self.summary()
+        let unsaved = self.final_checkpoint().await;
+        let mut summary = self.summary();
+        summary.unsaved_checkpoints.extend(unsaved);
+        summary
     }
 
     /// Starts whatever may start now.
@@ -229,10 +233,10 @@ impl Engine {
         if let Some(write) = self.checkpoint.due(&self.slots, urgent, now) {
             let store = self.checkpoints.clone();
             self.spawn(async move {
-                let result = store.write(&write.entries).await;
+                let written = store.write(&write.entries).await;
                 Event::CheckpointWritten {
-                    written: write.written,
-                    result,
+                    written: write.stored_part(written.stored),
+                    result: written.result,
                 }
             });
         }
@@ -337,7 +341,12 @@ impl Engine {
                     .answered(&mut self.slots, cx, &mut self.counters, reply, now);
             }
             Event::CheckpointWritten { written, result } => {
-                self.checkpoint.answered(&mut self.slots, written, result);
+                self.checkpoint
+                    .answered(&mut self.slots, written, result, now);
+                if let Some(e) = self.checkpoint.failure() {
+                    let why = format!("checkpoints cannot be stored ({e})");
+                    self.begin_drain(&why);
+                }
             }
             Event::MetadataRefreshed { role, result } => {
                 self.meta.refresh_answered(role, result.is_ok());
@@ -414,31 +423,53 @@ impl Engine {
     }
 
     /// The last checkpoint, awaited here: a few tries, since it decides how
-    /// much a restart sends again.
-    async fn final_checkpoint(&mut self) {
+    /// much a restart sends again. Returns what could not be stored.
+    async fn final_checkpoint(&mut self) -> Option<UnsavedCheckpoints> {
         while self.checkpoint.in_flight() {
             match self.events_rx.recv().await {
                 Some(event) => self.handle(event),
                 None => break,
             }
         }
-        for attempt in 1..=5 {
-            let write = self.checkpoint.dirty(&self.slots);
-            if write.entries.is_empty() {
-                return;
-            }
-            match self.checkpoints.write(&write.entries).await {
-                Ok(()) => {
-                    checkpoints::stored(&mut self.slots, write.written);
-                    return;
+        let mut reason = self.checkpoint.failure().map(ToString::to_string);
+        if reason.is_none() {
+            for attempt in 1..=FINAL_CHECKPOINT_TRIES {
+                let write = self.checkpoint.dirty(&self.slots);
+                if write.entries.is_empty() {
+                    return None;
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, attempt, "final checkpoint write failed");
-                    tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+                let written = self.checkpoints.write(&write.entries).await;
+                checkpoints::stored(&mut self.slots, write.stored_part(written.stored));
+                match written.result {
+                    Ok(()) => return None,
+                    Err(e) if e.is_retriable() && attempt < FINAL_CHECKPOINT_TRIES => {
+                        tracing::warn!(error = %e, attempt, "final checkpoint write failed");
+                        tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+                    }
+                    Err(e) => {
+                        reason = Some(e.to_string());
+                        break;
+                    }
                 }
             }
         }
-        tracing::error!("could not store the final checkpoints; a restart will copy again from the last stored ones");
+        let left = self.checkpoint.dirty(&self.slots);
+        if left.written.is_empty() {
+            return None;
+        }
+        let offsets = left
+            .written
+            .iter()
+            .map(|&(id, committed)| committed.saturating_sub(self.slots[id].state.checkpointed))
+            .sum::<i64>();
+        let unsaved = UnsavedCheckpoints {
+            flow: self.config.name.clone(),
+            partitions: left.written.len(),
+            offsets: u64::try_from(offsets).unwrap_or_default(),
+            reason: reason.unwrap_or_default(),
+        };
+        tracing::error!("{unsaved}");
+        Some(unsaved)
     }
 
     /// Stops fetching; what is in flight lands, then the loop ends.

@@ -80,7 +80,7 @@ use tokio::sync::watch;
 
 pub use engine::RunOptions;
 pub use plan::{plan, FlowPlan, Plan, PlannedTopic};
-pub use stats::{FlowTotals, PartitionProblem, Summary};
+pub use stats::{FlowTotals, PartitionProblem, Summary, UnsavedCheckpoints};
 
 use crate::checkpoint::CheckpointError;
 use crate::cluster::{Cluster, ClusterError, Role};

@@ -52,6 +52,31 @@ pub struct PartitionProblem {
     pub reason: String,
 }
 
+/// Progress a run made but could not store as checkpoints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnsavedCheckpoints {
+    /// The flow.
+    pub flow: String,
+    /// Partitions whose stored checkpoint is behind what the target holds.
+    pub partitions: usize,
+    /// Source offsets copied past those checkpoints: what a restart copies again.
+    pub offsets: u64,
+    /// Why they could not be stored.
+    pub reason: String,
+}
+
+impl fmt::Display for UnsavedCheckpoints {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "CHECKPOINTS NOT STORED [{}]: {} partitions ({} source offsets past their stored checkpoints): {}. \
+             A restart resumes them from their stored checkpoints (partitions without one from start_position), \
+             so the target gets those offsets' records again",
+            self.flow, self.partitions, self.offsets, self.reason
+        )
+    }
+}
+
 /// What a run did.
 #[derive(Debug, Clone)]
 pub struct Summary {
@@ -104,6 +129,8 @@ pub struct Summary {
     pub stopped: Vec<PartitionProblem>,
     /// Source topics deleted while running, no longer copied.
     pub deleted_topics: Vec<String>,
+    /// Flows whose final checkpoints could not be stored.
+    pub unsaved_checkpoints: Vec<UnsavedCheckpoints>,
     /// Each flow's own totals, when the run had several flows.
     pub flows: Vec<FlowTotals>,
 }
@@ -152,6 +179,7 @@ impl Summary {
             elapsed,
             stopped,
             deleted_topics: Vec::new(),
+            unsaved_checkpoints: Vec::new(),
             flows: Vec::new(),
         }
     }
@@ -193,6 +221,7 @@ impl Summary {
             total.elapsed = total.elapsed.max(part.elapsed);
             total.stopped.extend(part.stopped);
             total.deleted_topics.extend(part.deleted_topics);
+            total.unsaved_checkpoints.extend(part.unsaved_checkpoints);
         }
         total
     }
@@ -313,6 +342,9 @@ impl fmt::Display for Summary {
                 problem.topic, problem.partition, problem.reason
             )?;
         }
+        for unsaved in &self.unsaved_checkpoints {
+            writeln!(f, "{unsaved}")?;
+        }
         Ok(())
     }
 }
@@ -416,5 +448,26 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line}:\n{text}");
         }
+    }
+
+    #[test]
+    fn unsaved_checkpoints_are_carried_and_say_what_a_restart_does() {
+        let (name, mut part) = part("eu->hub", 100, 2, &[]);
+        part.unsaved_checkpoints.push(UnsavedCheckpoints {
+            flow: name.clone(),
+            partitions: 6000,
+            offsets: 48_000,
+            reason: "no leader".into(),
+        });
+        let total = Summary::combine(vec![(name, part), self::part("us->hub", 30, 5, &[])]);
+        assert_eq!(total.unsaved_checkpoints.len(), 1);
+        let text = total.to_string();
+        assert!(
+            text.contains(
+                "CHECKPOINTS NOT STORED [eu->hub]: 6000 partitions (48000 source offsets past \
+                 their stored checkpoints): no leader. A restart resumes them"
+            ),
+            "{text}"
+        );
     }
 }
