@@ -244,6 +244,7 @@ impl CheckpointStore {
                     topic_id,
                     partition: 0,
                     offset,
+                    last_fetched_epoch: -1,
                     leader_epoch,
                     max_bytes: LOAD_FETCH_BYTES,
                 }],
