@@ -31,6 +31,17 @@ pub(super) struct EpochHistory {
 }
 
 impl EpochHistory {
+    /// The history of a partition resumed from a checkpoint whose last copied
+    /// batch, ending at `next_offset`, was written in `epoch`: only that
+    /// epoch is known, and only that it held the offset before `next_offset`.
+    pub(super) fn resumed(epoch: Option<i32>, next_offset: i64) -> Self {
+        let mut history = EpochHistory::default();
+        if let Some(epoch) = epoch {
+            history.fetched(epoch, next_offset - 1);
+        }
+        history
+    }
+
     /// A batch starting at `base_offset` was fetched, written in `epoch`.
     /// Epochs only grow along a log; -1 (no epoch: old message formats) says nothing.
     pub(super) fn fetched(&mut self, epoch: i32, base_offset: i64) {
@@ -47,6 +58,16 @@ impl EpochHistory {
     /// `last_fetched_epoch` of the next Fetch.
     pub(super) fn last(&self) -> i32 {
         self.starts.back().map_or(-1, |&(epoch, _)| epoch)
+    }
+
+    /// The epoch the batch before `offset` was written in, if known: the one
+    /// a checkpoint at `offset` keeps.
+    pub(super) fn before(&self, offset: i64) -> Option<i32> {
+        self.starts
+            .iter()
+            .rev()
+            .find(|&&(_, start)| start < offset)
+            .map(|&(epoch, _)| epoch)
     }
 
     /// The first offset where the source's log and the copy differ, when the
@@ -90,6 +111,9 @@ mod tests {
         let mut h = history(&[(3, 0), (3, 10), (5, 20), (5, 30), (4, 40), (-1, 50)]);
         assert_eq!(h.starts, [(3, 0), (5, 20)]);
         assert_eq!(h.last(), 5);
+        assert_eq!(h.before(20), Some(3));
+        assert_eq!(h.before(21), Some(5));
+        assert_eq!(h.before(0), None);
         h.rewind(20);
         assert_eq!(h.last(), 3);
         h.forget();
@@ -112,5 +136,13 @@ mod tests {
         assert_eq!(h.divergence(3, 80), 80);
         // The leader has none of the copy's epochs: all of it differs.
         assert_eq!(h.divergence(1, 40), 0);
+    }
+
+    #[test]
+    fn a_resumed_partition_knows_the_epoch_of_its_last_copied_batch() {
+        let h = EpochHistory::resumed(Some(7), 150);
+        assert_eq!(h.last(), 7);
+        assert_eq!(h.divergence(7, 100), 100);
+        assert_eq!(EpochHistory::resumed(None, 150).last(), -1);
     }
 }
