@@ -209,6 +209,7 @@ async fn fetch_all(
                 topic_id: metadata.topics[topic].id,
                 partition: *partition,
                 offset: *offset,
+                last_fetched_epoch: -1,
                 leader_epoch: -1,
                 max_bytes: PARTITION_MAX_BYTES,
             });

@@ -5,6 +5,8 @@
 //! Fetch v13+ names topics by id, older versions by name; requests carry both
 //! (the codec writes the one the negotiated version has) and responses are
 //! mapped back to names here, so callers never care which version was used.
+//! Likewise each partition's `last_fetched_epoch` (v12+, KIP-320), which
+//! [`Cluster::fetch_on`] leaves out for a broker too old to take it.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -12,11 +14,11 @@ use std::time::Duration;
 use kafka_protocol::error::ParseResponseErrorCode;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ForgottenTopic};
 use kafka_protocol::messages::fetch_response::PartitionData;
-use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
-use super::TopicNames;
+use super::{Cluster, ClusterError, TopicNames};
 
 /// One partition to fetch, and from where.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +31,9 @@ pub struct PartitionFetch {
     pub partition: i32,
     /// The first offset wanted.
     pub offset: i64,
+    /// The source leader epoch of the batch fetched before `offset`, so the
+    /// leader can tell whether its log still holds it (KIP-320); -1 when unknown.
+    pub last_fetched_epoch: i32,
     /// The leader epoch the caller believes in, so a stale leader is refused;
     /// -1 to skip the check.
     pub leader_epoch: i32,
@@ -73,6 +78,7 @@ fn build_request(
             FetchPartition::default()
                 .with_partition(p.partition)
                 .with_fetch_offset(p.offset)
+                .with_last_fetched_epoch(p.last_fetched_epoch)
                 .with_current_leader_epoch(p.leader_epoch)
                 .with_partition_max_bytes(p.max_bytes),
         );
@@ -100,6 +106,43 @@ fn build_request(
         .with_isolation_level(isolation_level)
         .with_topics(topics)
         .with_forgotten_topics_data(forgotten_topics)
+}
+
+/// The first Fetch version that carries `last_fetched_epoch` (Kafka 2.7).
+const LAST_FETCHED_EPOCH_VERSION: i16 = 12;
+
+/// Leaves out of `request` what a Fetch at `version` cannot carry: below v12
+/// a partition's `last_fetched_epoch` (the codec refuses to encode one), so a
+/// broker that old answers without truncation detection.
+fn fit_to_version(request: &mut FetchRequest, version: i16) {
+    if version >= LAST_FETCHED_EPOCH_VERSION {
+        return;
+    }
+    for partition in request.topics.iter_mut().flat_map(|t| &mut t.partitions) {
+        partition.last_fetched_epoch = -1;
+    }
+}
+
+impl Cluster {
+    /// Sends a Fetch on the broker's `nth` connection (0 is the one every
+    /// other call uses) and waits for the answer. A broker handles one
+    /// request of a connection at a time, so Fetches that must overlap on the
+    /// wire (over a long round trip) need connections of their own.
+    pub async fn fetch_on(
+        &self,
+        broker: i32,
+        nth: usize,
+        mut request: FetchRequest,
+    ) -> Result<FetchResponse, ClusterError> {
+        let connection = self.connect((broker, nth), true).await?;
+        if let Some(version) = connection.api_version(ApiKey::Fetch) {
+            fit_to_version(&mut request, version);
+        }
+        connection
+            .send(request)
+            .await
+            .map_err(|source| self.net_error(source))
+    }
 }
 
 /// `session_epoch` of a request that opens a session.
@@ -271,6 +314,7 @@ mod tests {
             topic_id: Uuid::nil(),
             partition,
             offset,
+            last_fetched_epoch: -1,
             leader_epoch: 3,
             max_bytes: 1 << 20,
         }
@@ -377,6 +421,54 @@ mod tests {
             assert_eq!(named(&full).len(), 1);
             session.answered(&opened(0));
         }
+    }
+
+    /// What a broker reads of the request at `version`: (partition, offset,
+    /// last fetched epoch).
+    fn read_back(mut request: FetchRequest, version: i16) -> Vec<(i32, i64, i32)> {
+        use kafka_protocol::protocol::{Decodable, Encodable};
+        fit_to_version(&mut request, version);
+        let mut buf = bytes::BytesMut::new();
+        request.encode(&mut buf, version).expect("encode");
+        let read = FetchRequest::decode(&mut buf.freeze(), version).expect("decode");
+        read.topics
+            .iter()
+            .flat_map(|t| &t.partitions)
+            .map(|p| (p.partition, p.fetch_offset, p.last_fetched_epoch))
+            .collect()
+    }
+
+    #[test]
+    fn the_epoch_of_the_last_fetched_batch_goes_to_brokers_that_take_it() {
+        let mut known = partition("t", 0, 50);
+        known.last_fetched_epoch = 4;
+        let wanted = [known, partition("t", 1, 9)];
+        let request = fetch_request(&wanted, 0, Duration::from_millis(1), 1 << 20);
+        for version in [12, 13, 17] {
+            assert_eq!(
+                read_back(request.clone(), version),
+                [(0, 50, 4), (1, 9, -1)],
+                "v{version}"
+            );
+        }
+        // Kafka before 2.7: no such field, and the Fetch still goes.
+        assert_eq!(read_back(request, 11), [(0, 50, -1), (1, 9, -1)]);
+    }
+
+    /// As in Kafka's own fetch session handler, a partition whose last
+    /// fetched epoch alone changed is sent again, or the broker would keep
+    /// checking the old one.
+    #[test]
+    fn a_changed_last_fetched_epoch_is_sent_in_the_session() {
+        let mut session = FetchSession::default();
+        let mut p = partition("t", 0, 5);
+        request(&mut session, std::slice::from_ref(&p));
+        session.answered(&opened(3));
+        p.last_fetched_epoch = 2;
+        let next = request(&mut session, std::slice::from_ref(&p));
+        assert_eq!(next.topics[0].partitions[0].last_fetched_epoch, 2);
+        session.answered(&opened(3));
+        assert!(named(&request(&mut session, &[p])).is_empty());
     }
 
     #[test]

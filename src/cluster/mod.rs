@@ -214,26 +214,6 @@ impl Cluster {
         self.connect((broker, 0), true).await
     }
 
-    /// Sends a request on the broker's `nth` connection (0 is the one every
-    /// other call uses) and waits for the answer. A broker handles one request
-    /// of a connection at a time, so requests that must overlap on the wire
-    /// (Fetches over a long round trip) need connections of their own.
-    pub async fn send_on<R>(
-        &self,
-        broker: i32,
-        nth: usize,
-        request: R,
-    ) -> Result<R::Response, ClusterError>
-    where
-        R: kafka_protocol::protocol::Request + Send + 'static,
-    {
-        let connection = self.connect((broker, nth), true).await?;
-        connection
-            .send(request)
-            .await
-            .map_err(|source| self.net_error(source))
-    }
-
     /// The shortest round trip of the open connections to `broker` (see
     /// [`Connection::round_trip`]); `None` before one is open.
     pub fn round_trip(&self, broker: i32) -> Option<Duration> {

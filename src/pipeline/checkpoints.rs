@@ -111,6 +111,7 @@ impl CheckpointSchedule {
                     next_offset: committed,
                     topic_id: slot.source_topic_id,
                     source_cluster: self.source_cluster.clone(),
+                    leader_epoch: slot.epochs.before(committed),
                 },
             ));
             write.written.push((id, committed));
@@ -168,6 +169,7 @@ mod tests {
         let ids = [0, 1, 2].map(|p| slots.push(slot("t", Uuid::from_u128(5), p, 100)));
         for &id in &[ids[0], ids[2]] {
             slots[id].state.push_batch(batch(100, 3));
+            slots[id].epochs.fetched(4, 100);
             let sent = slots[id].state.next_to_send(7, 0, false).expect("batch");
             slots[id].state.acked(sent.entry);
         }
@@ -197,6 +199,11 @@ mod tests {
         );
         assert_eq!(checkpoint.next_offset, 103);
         assert_eq!(checkpoint.source_cluster.as_deref(), Some("src"));
+        assert_eq!(
+            checkpoint.leader_epoch,
+            Some(4),
+            "the source epoch of the last batch copied"
+        );
         assert!(
             schedule.due(&slots, true, now).is_none(),
             "one write at a time"

@@ -267,7 +267,7 @@ impl Engine {
         self.spawn(async move {
             let (broker, nth) = fetcher;
             let sent = Instant::now();
-            let result = source.send_on(broker, nth, request).await;
+            let result = source.fetch_on(broker, nth, request).await;
             Event::FetchAnswered(FetchReply {
                 fetcher,
                 asked,

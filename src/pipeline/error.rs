@@ -62,6 +62,11 @@ pub(crate) enum Cause {
     /// The source's log ends at `log_end`, before the mirror's `next` offset:
     /// it lost data that was already copied.
     SourceTruncated { next: i64, log_end: i64 },
+    /// The source's log diverges from the copy at `from` (`epoch`, the
+    /// largest leader epoch the source still has up to ours, ends there): an
+    /// unclean leader election truncated it, and source offsets `from..=to`,
+    /// copied to the target, no longer exist on the source.
+    SourceDiverged { from: i64, to: i64, epoch: i32 },
     /// The source topic was deleted and created again: its id changed.
     TopicRecreated { copied_from: Uuid, now: Uuid },
 }
@@ -118,6 +123,9 @@ impl PartitionError {
             ),
             Cause::SourceTruncated { log_end, .. } => format!(
                 "; restart with --on-data-loss continue to copy on from offset {log_end}"
+            ),
+            Cause::SourceDiverged { from, .. } => format!(
+                "; restart with --on-data-loss continue to copy on from offset {from}"
             ),
             Cause::TargetRefused(Refusal {
                 kind: RefusalKind::ByTopic,
@@ -209,6 +217,13 @@ impl fmt::Display for Problem<'_> {
                 "the mirror's next offset {next} of {topic}-{partition} is past the source's log \
                  end {log_end}: the source lost data that was already copied (unclean leader \
                  election or truncation)"
+            ),
+            Cause::SourceDiverged { from, to, epoch } => write!(
+                f,
+                "source offsets {from}..{to} ({} offsets) of {topic}-{partition} were copied but \
+                 no longer exist on the source: its log diverges from the copy at offset {from} \
+                 (leader epoch {epoch} ends there; an unclean leader election truncated it)",
+                to - from + 1
             ),
             Cause::TopicRecreated { copied_from, now } => write!(
                 f,

@@ -26,6 +26,7 @@ use super::error::Cause;
 use super::fetch_window::{FetchAnswer, FetchWindow};
 use super::intake;
 use super::metadata::MetadataView;
+use super::positions;
 use super::slots::{SlotId, SlotOffset, Slots, Status};
 use super::stats::Counters;
 use crate::batch::AbortedTransactions;
@@ -212,6 +213,7 @@ impl FetchStage {
                         topic_id: slot.source_topic_id,
                         partition: slot.partition,
                         offset: slot.state.fetch_offset,
+                        last_fetched_epoch: slot.epochs.last(),
                         leader_epoch: cx
                             .meta
                             .source()
@@ -390,6 +392,17 @@ impl FetchStage {
             if asked.get(&id) != Some(&slot.state.fetch_offset) || !slot.status.is_copying() {
                 continue;
             }
+            if data.error_code.is_ok() && data.diverging_epoch.epoch >= 0 {
+                let diverged = &data.diverging_epoch;
+                positions::source_diverged(
+                    slot,
+                    cx.config.on_data_loss,
+                    counters,
+                    diverged.epoch,
+                    diverged.end_offset,
+                );
+                continue;
+            }
             if let Some(error) = data.error_code.err() {
                 match classify_fetch_error(error) {
                     FetchErrorKind::OutOfRange => {
@@ -479,9 +492,15 @@ mod tests {
     use super::*;
     use crate::batch::RecordBatch;
     use crate::cluster::Metadata;
+    use crate::config::DataLossPolicy;
     use crate::pipeline::error::Cause;
-    use crate::pipeline::testing::{batch, captured, captured_metadata, metadata, slot};
-    use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+    use crate::pipeline::positions::Positions;
+    use crate::pipeline::testing::{
+        batch, batch_in_epoch, captured, captured_metadata, metadata, slot,
+    };
+    use kafka_protocol::messages::fetch_response::{
+        EpochEndOffset, FetchableTopicResponse, PartitionData,
+    };
     use uuid::Uuid;
 
     const TOPIC: Uuid = Uuid::from_u128(0x7);
@@ -875,6 +894,157 @@ mod tests {
         );
     }
 
+    /// Every partition of a request: (partition, fetch offset, last fetched epoch).
+    fn epochs_asked(job: &FetchJob) -> Vec<(i32, i64, i32)> {
+        let mut asked: Vec<(i32, i64, i32)> = job
+            .request
+            .topics
+            .iter()
+            .flat_map(|t| &t.partitions)
+            .map(|p| (p.partition, p.fetch_offset, p.last_fetched_epoch))
+            .collect();
+        asked.sort();
+        asked
+    }
+
+    fn broker_one(f: &mut Fixture, now: Instant) -> FetchJob {
+        f.start(now)
+            .into_iter()
+            .find(|j| j.fetcher.0 == 1)
+            .expect("broker 1")
+    }
+
+    /// A partition whose data came in `epoch`, sent and acknowledged for
+    /// `acked` batches and in flight for `in_flight` more (batches of 5 from 0).
+    fn copied(f: &mut Fixture, batches: i64, acked: usize, in_flight: usize, now: Instant) {
+        let job = broker_one(f, now);
+        let fetched: Vec<RecordBatch> = (0..batches).map(|i| batch_in_epoch(i * 5, 5, 4)).collect();
+        f.answer(job, Ok(response(vec![data(0, &fetched)])), now);
+        let id = f.id(0);
+        for _ in 0..acked {
+            let sent = f.slots[id].state.next_to_send(7, 1, false).expect("send");
+            f.slots[id].state.acked(sent.entry);
+        }
+        for _ in 0..in_flight {
+            f.slots[id].state.next_to_send(7, 1, false).expect("send");
+        }
+    }
+
+    fn diverged(epoch: i32, end_offset: i64) -> PartitionData {
+        PartitionData::default()
+            .with_partition_index(0)
+            .with_diverging_epoch(
+                EpochEndOffset::default()
+                    .with_epoch(epoch)
+                    .with_end_offset(end_offset),
+            )
+    }
+
+    #[test]
+    fn fetches_carry_the_leader_epoch_of_the_last_batch_fetched() {
+        let mut f = Fixture::new(ReplicationConfig::default());
+        let now = Instant::now();
+        let job = broker_one(&mut f, now);
+        assert_eq!(epochs_asked(&job), [(0, 0, -1), (1, 100, -1)], "none yet");
+        let answer = response(vec![data(
+            0,
+            &[batch_in_epoch(0, 3, 4), batch_in_epoch(3, 2, 6)],
+        )]);
+        f.answer(job, Ok(answer), now);
+        let job = broker_one(&mut f, now);
+        assert!(
+            epochs_asked(&job).contains(&(0, 5, 6)),
+            "{:?}",
+            epochs_asked(&job)
+        );
+    }
+
+    /// The source's new leader says its log diverges from ours at offset 5:
+    /// 5..9 are on the target (one batch acknowledged past 5, one in
+    /// flight), 10..14 were fetched and never sent.
+    #[test]
+    fn a_diverged_source_log_stops_the_partition_with_the_copied_range_gone() {
+        let mut f = Fixture::new(ReplicationConfig::default());
+        let now = Instant::now();
+        copied(&mut f, 3, 1, 1, now);
+        let job = broker_one(&mut f, now);
+        assert!(epochs_asked(&job).contains(&(0, 15, 4)));
+        f.answer(job, Ok(response(vec![diverged(4, 5)])), now);
+        let slot = &f.slots[f.id(0)];
+        let Status::Stopped(error) = &slot.status else {
+            panic!("not stopped: {:?}", slot.status);
+        };
+        assert_eq!(
+            error.to_string(),
+            "source offsets 5..9 (5 offsets) of t-0 were copied but no longer exist on the \
+             source: its log diverges from the copy at offset 5 (leader epoch 4 ends there; an \
+             unclean leader election truncated it); restart with --on-data-loss continue to copy \
+             on from offset 5"
+        );
+        assert_eq!(f.counters.offsets_truncated, 5);
+        assert_eq!(
+            slot.state.fetch_offset, 10,
+            "the batch fetched and never sent is dropped"
+        );
+    }
+
+    #[test]
+    fn with_continue_a_diverged_log_is_copied_on_from_where_it_diverges() {
+        let config = ReplicationConfig {
+            on_data_loss: DataLossPolicy::Continue,
+            ..ReplicationConfig::default()
+        };
+        let mut f = Fixture::new(config);
+        let now = Instant::now();
+        copied(&mut f, 3, 1, 1, now);
+        let id = f.id(0);
+        let job = broker_one(&mut f, now);
+        f.answer(job, Ok(response(vec![diverged(4, 5)])), now);
+        assert_eq!(f.counters.offsets_truncated, 5);
+        let jobs = f.start(now);
+        assert!(
+            !jobs.iter().any(|j| j.asked.iter().any(|a| a.0 == id)),
+            "not fetched while the batch in flight is unanswered"
+        );
+        for job in jobs {
+            f.answer(job, Ok(response(Vec::new())), now);
+        }
+        // The batch in flight lands (it is part of the range reported) and
+        // is checkpointed; then copying goes on from the divergence point.
+        let positions = Positions::new(DataLossPolicy::Continue);
+        let entry = f.slots[id].state.next_to_send(7, 1, false);
+        assert!(entry.is_none(), "nothing more is sent");
+        f.slots[id].state.acked(1);
+        assert_eq!(f.slots[id].state.committed(), 10);
+        f.slots[id].state.checkpoint_stored(10);
+        positions.due_lookups(&mut f.slots, now);
+        let slot = &f.slots[id];
+        assert!(slot.status.is_copying(), "{:?}", slot.status);
+        assert_eq!(slot.state.fetch_offset, 5);
+        assert_eq!(slot.state.committed(), 5, "the checkpoint goes back to 5");
+        let job = broker_one(&mut f, now);
+        assert!(
+            epochs_asked(&job).contains(&(0, 5, 4)),
+            "{:?}",
+            epochs_asked(&job)
+        );
+    }
+
+    /// Only batches never sent were above the divergence point: the target
+    /// holds nothing the source lost, so copying just goes on from there.
+    #[test]
+    fn a_divergence_above_what_was_sent_drops_the_unsent_batches_quietly() {
+        let mut f = Fixture::new(ReplicationConfig::default());
+        let now = Instant::now();
+        copied(&mut f, 3, 1, 0, now);
+        let job = broker_one(&mut f, now);
+        f.answer(job, Ok(response(vec![diverged(4, 5)])), now);
+        let slot = &f.slots[f.id(0)];
+        assert!(slot.status.is_copying(), "{:?}", slot.status);
+        assert_eq!(slot.state.fetch_offset, 5);
+        assert_eq!(f.counters.offsets_truncated, 0);
+    }
+
     #[test]
     fn fetch_errors_are_classified_once() {
         use FetchErrorKind::*;
@@ -884,6 +1054,7 @@ mod tests {
             (ResponseError::OffsetOutOfRange, OutOfRange),
             (ResponseError::NotLeaderOrFollower, Retry),
             (ResponseError::FencedLeaderEpoch, Retry),
+            (ResponseError::UnknownLeaderEpoch, Retry),
             (ResponseError::UnknownTopicId, Retry),
             (ResponseError::KafkaStorageError, Retry),
             (ResponseError::RequestTimedOut, Retry),

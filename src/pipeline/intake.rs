@@ -32,7 +32,15 @@ pub(super) fn take_records(
 ) -> Result<(), PartitionError> {
     for item in split_batches(records) {
         match item {
-            Ok(Fetched::Batch(batch)) => take_batch(slot, batch, &mut aborted, counters)?,
+            Ok(Fetched::Batch(batch)) => {
+                // The source's own batches carry the leader epoch they were
+                // written in; up-converted old-format messages have none.
+                if batch.next_offset() > slot.state.fetch_offset {
+                    slot.epochs
+                        .fetched(batch.partition_leader_epoch(), batch.base_offset());
+                }
+                take_batch(slot, batch, &mut aborted, counters)?
+            }
             Ok(Fetched::Legacy(messages)) => take_legacy(slot, &messages, &mut aborted, counters)?,
             Err(e) => return Err(unusable(slot, e)),
         }

@@ -39,7 +39,9 @@
 //!   broker, one batch per partition each; `producer.rs`: kafka-mirror's own
 //!   idempotent producer id and its renewal; `lane.rs`: the per-broker queue
 //!   that puts them on the wire in order.
-//! - `positions.rs`: start offsets, and data the source lost before it was copied.
+//! - `positions.rs`: start offsets, and data the source lost before it was
+//!   copied or after (`epochs.rs`: the source leader epochs of what was
+//!   fetched, which find where a truncated source log diverges from the copy).
 //! - `checkpoints.rs`: when checkpoints are written, and which.
 //! - `stats.rs`: counters and the run summary.
 //!
@@ -53,6 +55,7 @@
 
 mod checkpoints;
 mod engine;
+mod epochs;
 mod error;
 mod event;
 mod fetch;

@@ -4,10 +4,12 @@
 //! - Start positions: a partition without a checkpoint looks up the source's
 //!   earliest or latest offset, or the first offset at a timestamp.
 //! - Data loss: an out-of-range Fetch means retention deleted data before it
-//!   was copied, or the source lost data that was copied; a changed topic id
-//!   means the source topic was deleted and recreated. Each is reported with
-//!   the exact range and handled by the `on_data_loss` policy: stop the
-//!   partition (default) or report, count and copy on. Never silently.
+//!   was copied, or the source lost data that was copied; a diverging epoch
+//!   in a Fetch answer (KIP-320) means an unclean leader election truncated
+//!   the source's log below what was copied; a changed topic id means the
+//!   source topic was deleted and recreated. Each is reported with the exact
+//!   range and handled by the `on_data_loss` policy: stop the partition
+//!   (default) or report, count and copy on. Never silently.
 //!
 //! The state of a lookup is the partition's [`Status`] (`Resolving`,
 //! `CheckingLoss`), so [`Positions`] holds only the policy: it says which
@@ -106,6 +108,13 @@ impl Positions {
                     *asked = true;
                     lookups.loss.push(id);
                 }
+                // What was sent before the source diverged has landed and is
+                // checkpointed: copy on from where the source now goes on.
+                Status::Rewinding { to } if slot.state.is_empty() => {
+                    tracing::info!(topic = %slot.topic, partition = slot.partition, offset = *to, "copying on from where the source's log diverged");
+                    slot.state.restart_at(*to);
+                    slot.status = Status::Copying;
+                }
                 _ => {}
             }
         }
@@ -139,6 +148,7 @@ impl Positions {
                             slot.state.forget_checkpoint();
                         }
                     }
+                    slot.epochs.forget();
                     slot.status = Status::Copying;
                     slot.fetch_backoff.reset();
                 }
@@ -199,8 +209,11 @@ impl Positions {
                 });
                 self.apply_loss_policy(slot, error, end);
             } else {
-                // In range again (a leader change raced the fetch): just fetch again.
+                // In range again: a leader change raced the fetch, or the
+                // leader has no record of the epoch sent (it answers out of
+                // range then). Fetch again, without it.
                 slot.status = Status::Copying;
+                slot.epochs.forget();
                 slot.fetch_backoff.fail(now);
             }
         }
@@ -214,8 +227,60 @@ impl Positions {
             DataLossPolicy::Continue => {
                 tracing::error!(topic = %slot.topic, partition = slot.partition, "{}; continuing from offset {resume_at} (on_data_loss = continue)", error.problem());
                 slot.state.push_skip(resume_at);
+                slot.epochs.forget();
                 slot.status = Status::Copying;
             }
+        }
+    }
+}
+
+/// The source's leader answered a Fetch with a diverging epoch: the largest
+/// leader epoch it has up to the one of our last fetched batch is `epoch`,
+/// and ends at `end_offset`, before our fetch position. An unclean leader
+/// election truncated its log, and the offsets from where it diverges from
+/// the copy now hold other records, or none yet.
+///
+/// Batches fetched from there on and never sent are dropped: they have no
+/// producer sequence yet, so nothing the target knows of our sequences
+/// changes. Batches already sent stay, and are resent until they land
+/// (dropping one whose outcome is unknown could leave a gap in the
+/// sequences, or make the next batch a "duplicate" of it): they are part of
+/// the range reported as copied and gone, counted, and handled by the
+/// `on_data_loss` policy. With `continue`, copying starts again at the
+/// divergence point once they have landed and are checkpointed, so the
+/// target then holds what the source holds from there on.
+pub(super) fn source_diverged(
+    slot: &mut Slot,
+    policy: DataLossPolicy,
+    counters: &mut Counters,
+    epoch: i32,
+    end_offset: i64,
+) {
+    let from = slot.epochs.divergence(epoch, end_offset);
+    if from >= slot.state.fetch_offset {
+        // Nothing fetched differs: the leader could not use the epoch sent.
+        tracing::warn!(topic = %slot.topic, partition = slot.partition, epoch, end_offset, "source answered a diverging epoch past the fetch position; fetching again without an epoch");
+        slot.epochs.forget();
+        return;
+    }
+    slot.state.drop_unsent();
+    let sent_to = slot.state.fetch_offset;
+    slot.epochs.rewind(from.min(sent_to));
+    if sent_to <= from {
+        tracing::info!(topic = %slot.topic, partition = slot.partition, from, "the source's log diverges past what was sent to the target; fetching again from offset {sent_to}");
+        return;
+    }
+    counters.offsets_truncated += (sent_to - from) as u64;
+    let error = slot.error(Cause::SourceDiverged {
+        from,
+        to: sent_to - 1,
+        epoch,
+    });
+    match policy {
+        DataLossPolicy::Stop => slot.stop(error),
+        DataLossPolicy::Continue => {
+            tracing::error!(topic = %slot.topic, partition = slot.partition, "{}; copying on from offset {from} once the batches sent have landed (on_data_loss = continue)", error.problem());
+            slot.status = Status::Rewinding { to: from };
         }
     }
 }

@@ -180,9 +180,11 @@ impl ProduceStage {
         let mut by_leader: BTreeMap<i32, Vec<SlotId>> = BTreeMap::new();
         let mut leaderless = false;
         for (id, slot) in slots.iter() {
-            let may_send = matches!(slot.status, Status::Copying | Status::CheckingLoss { .. })
-                || (matches!(slot.status, Status::Resolving { .. } | Status::Deleted)
-                    && !slot.state.is_empty());
+            let may_send = matches!(
+                slot.status,
+                Status::Copying | Status::CheckingLoss { .. } | Status::Rewinding { .. }
+            ) || (matches!(slot.status, Status::Resolving { .. } | Status::Deleted)
+                && !slot.state.is_empty());
             if !may_send || slot.produce_backoff.waiting(now) {
                 continue;
             }

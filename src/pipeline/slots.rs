@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
+use super::epochs::EpochHistory;
 use super::error::PartitionError;
 use super::partition::PartitionState;
 use crate::backoff::Backoff;
@@ -42,6 +43,10 @@ pub(super) enum Status {
     Copying,
     /// The source said its fetch offset is out of range: finding out why.
     CheckingLoss { asked: bool },
+    /// The source's log diverged from the copy at `to` (truncated below what
+    /// was copied): the batches already sent land first, then copying
+    /// starts again at `to`.
+    Rewinding { to: i64 },
     /// Stopped with an error an operator must act on.
     Stopped(PartitionError),
     /// Its source topic was deleted while running: nothing more is fetched;
@@ -73,6 +78,8 @@ pub(super) struct Slot {
     /// The source topic id the copied data came from.
     pub(super) source_topic_id: Uuid,
     pub(super) state: PartitionState,
+    /// The source leader epochs of what was fetched.
+    pub(super) epochs: EpochHistory,
     pub(super) status: Status,
     /// Part of a Fetch in flight.
     pub(super) fetching: bool,
@@ -104,6 +111,7 @@ impl Slot {
             partition,
             source_topic_id,
             state: PartitionState::new(offset),
+            epochs: EpochHistory::default(),
             status,
             fetching: false,
             fetch_backoff: Backoff::new(base, max),

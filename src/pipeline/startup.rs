@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::engine::{Engine, Prepared, RunOptions};
+use super::epochs::EpochHistory;
 use super::lifecycle::target_specs;
 use super::producer::init_producer_id;
 use super::slots::{Slot, Slots, Status};
@@ -72,31 +73,38 @@ pub(super) async fn start(
         for &partition in topic.partitions.keys() {
             // A checkpoint of an older incarnation of the topic keeps its
             // topic id here, so the engine's recreated-topic check reports it.
-            let (offset, topic_id, status) = match stored.get(&(spec.name.clone(), partition)) {
-                None => (
-                    0,
-                    topic.id,
-                    Status::Resolving {
-                        spec: start_spec(flow.replication.start_position),
-                        asked: false,
-                    },
-                ),
-                Some(checkpoint) => {
-                    if let (Some(stored), Some(current)) =
-                        (&checkpoint.source_cluster, &source_meta.cluster_id)
-                    {
-                        if stored != current {
-                            return Err(MirrorError::WrongSourceCluster {
-                                mirror: flow.checkpoint_name.clone(),
-                                stored: stored.clone(),
-                                current: current.clone(),
-                            });
+            let (offset, topic_id, status, epoch) =
+                match stored.get(&(spec.name.clone(), partition)) {
+                    None => (
+                        0,
+                        topic.id,
+                        Status::Resolving {
+                            spec: start_spec(flow.replication.start_position),
+                            asked: false,
+                        },
+                        None,
+                    ),
+                    Some(checkpoint) => {
+                        if let (Some(stored), Some(current)) =
+                            (&checkpoint.source_cluster, &source_meta.cluster_id)
+                        {
+                            if stored != current {
+                                return Err(MirrorError::WrongSourceCluster {
+                                    mirror: flow.checkpoint_name.clone(),
+                                    stored: stored.clone(),
+                                    current: current.clone(),
+                                });
+                            }
                         }
+                        (
+                            checkpoint.next_offset,
+                            checkpoint.topic_id,
+                            Status::Copying,
+                            checkpoint.leader_epoch,
+                        )
                     }
-                    (checkpoint.next_offset, checkpoint.topic_id, Status::Copying)
-                }
-            };
-            slots.push(Slot::new(
+                };
+            let id = slots.push(Slot::new(
                 name.clone(),
                 target_name.clone(),
                 partition,
@@ -104,6 +112,9 @@ pub(super) async fn start(
                 offset,
                 status,
             ));
+            // The first Fetch checks that the source still holds the last
+            // batch copied: it may have been truncated while we were away.
+            slots[id].epochs = EpochHistory::resumed(epoch, offset);
         }
     }
     if options.until_caught_up {

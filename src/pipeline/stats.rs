@@ -25,6 +25,9 @@ pub(crate) struct Counters {
     pub(crate) up_converted_batches: u64,
     /// Source offsets deleted before they were copied.
     pub(crate) offsets_lost: u64,
+    /// Source offsets copied to the target that the source no longer holds:
+    /// its log was truncated below them (an unclean leader election).
+    pub(crate) offsets_truncated: u64,
     /// Produce requests that failed and were retried.
     pub(crate) produce_retries: u64,
     /// New producer ids taken because the target refused the old one.
@@ -105,6 +108,9 @@ pub struct Summary {
     pub up_converted_batches: u64,
     /// Source offsets deleted by retention before they were copied.
     pub offsets_lost: u64,
+    /// Source offsets copied to the target that the source no longer holds
+    /// (an unclean leader election truncated its log below them).
+    pub offsets_truncated: u64,
     /// Produce requests retried.
     pub produce_retries: u64,
     /// New producer ids taken because the target refused the old one (fenced,
@@ -170,6 +176,7 @@ impl Summary {
             reencoded_batches: counters.reencoded_batches,
             up_converted_batches: counters.up_converted_batches,
             offsets_lost: counters.offsets_lost,
+            offsets_truncated: counters.offsets_truncated,
             produce_retries: counters.produce_retries,
             producer_renewals: counters.producer_renewals,
             refused_batches_skipped: counters.refused_batches_skipped,
@@ -212,6 +219,7 @@ impl Summary {
             total.reencoded_batches += part.reencoded_batches;
             total.up_converted_batches += part.up_converted_batches;
             total.offsets_lost += part.offsets_lost;
+            total.offsets_truncated += part.offsets_truncated;
             total.produce_retries += part.produce_retries;
             total.producer_renewals += part.producer_renewals;
             total.refused_batches_skipped += part.refused_batches_skipped;
@@ -315,6 +323,14 @@ impl fmt::Display for Summary {
                 self.deleted_topics.join(", ")
             )?;
         }
+        if self.offsets_truncated > 0 {
+            writeln!(
+                f,
+                "TRUNCATED: {} source offsets were copied but no longer exist on the source \
+                 (its log was truncated below them)",
+                self.offsets_truncated
+            )?;
+        }
         for flow in &self.flows {
             writeln!(
                 f,
@@ -392,6 +408,7 @@ mod tests {
                 reencoded_batches: k,
                 up_converted_batches: k,
                 offsets_lost: k,
+                offsets_truncated: k,
                 produce_retries: k,
                 producer_renewals: k,
                 refused_batches_skipped: k,
@@ -410,18 +427,20 @@ mod tests {
             total.reencoded_batches,
             total.up_converted_batches,
             total.offsets_lost,
+            total.offsets_truncated,
             total.produce_retries,
             total.producer_renewals,
             total.refused_batches_skipped,
             total.refused_records_skipped,
         ];
-        assert_eq!(counts, [3; 10]);
+        assert_eq!(counts, [3; 11]);
         assert_eq!(total.most_fetchers, 3);
         assert_eq!(total.bytes_copied, 3_000_000);
         let text = total.to_string();
         for line in [
             "fetch window: up to 3 Fetches at once from a source broker",
             "copied in memory: 3.0 MB of batches",
+            "TRUNCATED: 3 source offsets were copied but no longer exist on the source",
         ] {
             assert!(
                 text.contains(line),

@@ -52,6 +52,14 @@ pub(super) fn batch(base: i64, count: i32) -> RecordBatch {
     RecordBatch::parse(buf.freeze()).expect("parse")
 }
 
+/// [`batch`] as the source's leader stamped it in leader `epoch` (bytes
+/// 12..16 of the header, outside the CRC).
+pub(super) fn batch_in_epoch(base: i64, count: i32, epoch: i32) -> RecordBatch {
+    let mut bytes = batch(base, count).as_bytes().to_vec();
+    bytes[12..16].copy_from_slice(&epoch.to_be_bytes());
+    RecordBatch::parse(bytes.into()).expect("parse")
+}
+
 /// Source topic `topic` (id `id`) copied into `copy.<topic>`, copying from `offset`.
 pub(super) fn slot(topic: &str, id: Uuid, partition: i32, offset: i64) -> Slot {
     Slot::new(

@@ -223,9 +223,17 @@ impl KafkaCluster {
         Ok(())
     }
 
+    /// Waits until each of `nodes` serves metadata listing every running
+    /// broker (not every broker: a node can be started while another is down,
+    /// as an unclean leader election needs).
     fn wait_ready(&self, nodes: &[usize]) -> Result<()> {
         let deadline = Instant::now() + READY_TIMEOUT;
-        let want = self.layout.len();
+        let want = self
+            .procs()
+            .iter_mut()
+            .filter_map(Option::as_mut)
+            .filter_map(|w| w.is_running().then_some(()))
+            .count();
         let mut pending: Vec<usize> = nodes.to_vec();
         let mut last_err: BTreeMap<usize, String> = BTreeMap::new();
         while !pending.is_empty() {
@@ -399,7 +407,7 @@ impl KafkaCluster {
     }
 
     /// Restarts a stopped node with the same ports and log dir and waits until it serves
-    /// metadata listing every broker.
+    /// metadata listing every running broker.
     pub fn start_node(&self, i: usize) -> Result<()> {
         self.spawn_node(i)?;
         self.wait_ready(&[i])
