@@ -26,7 +26,9 @@ use kafka_testkit::{ClusterSpec, KafkaCluster, ProduceOpts};
 
 const TOPIC: &str = "orders";
 const PARTITIONS: u32 = 4;
-const ROUNDS: u64 = 3;
+/// Enough lost answers that the mirror's warnings outgrow a pipe's buffer,
+/// so its output must be read while it runs.
+const ROUNDS: u64 = 8;
 const PER_ROUND: u64 = 5_000;
 /// One Produce answer in this many is lost.
 const DROP_EVERY: u64 = 25;
@@ -209,12 +211,7 @@ fn lost_answers_while_leaders_move_leave_every_record_once_in_order() {
     let at = args.iter().position(|a| a == "--target").expect("--target") + 1;
     args[at] = mirror_bootstrap;
     args.extend(["--topics".into(), TOPIC.into()]);
-    let mirror = mirror_command()
-        .args(&args)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start kafka-mirror");
+    let mirror = RunningMirror::spawn(mirror_command().args(&args));
 
     // Leaders move all along, on a thread of their own.
     let moving = Arc::new(AtomicBool::new(true));
