@@ -94,6 +94,10 @@ pub(crate) enum RefusalKind {
     /// The target no longer takes the mirror's producer id, or its sequences
     /// disagree with ours: the reason a new producer id is taken.
     ProducerIdentity,
+    /// As `ProducerIdentity`, while the batch named may already be on the
+    /// target (its answer was lost): no answer under the old id can tell any
+    /// more, and a new id could write it twice, so the partition stops.
+    OutcomeUnknown,
     /// Any other error no retry fixes.
     Fatal,
 }
@@ -200,6 +204,11 @@ impl fmt::Display for Problem<'_> {
                         f,
                         "; refused {CORRUPT_RESEND_LIMIT} times though its CRC matches: \
                          the target cannot read what the source stored"
+                    ),
+                    RefusalKind::OutcomeUnknown => f.write_str(
+                        "; an earlier send of these offsets may be on the target, and only \
+                         that producer id could have told: check the target's copy (a \
+                         restart sends them again)",
                     ),
                     RefusalKind::ByTopic | RefusalKind::ProducerIdentity | RefusalKind::Fatal => {
                         Ok(())

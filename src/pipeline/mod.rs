@@ -60,6 +60,8 @@ mod error;
 mod event;
 mod fetch;
 mod fetch_window;
+#[cfg(test)]
+mod idempotence_tests;
 mod intake;
 mod lane;
 mod lifecycle;

@@ -3,14 +3,20 @@
 //!
 //! Pure state, no I/O, so every ordering rule is unit-tested here:
 //!
-//! - batches leave in source order, at most [`MAX_IN_FLIGHT`] unacknowledged
-//!   (the broker's idempotence window), and only one until the target has
-//!   acknowledged a first batch of ours (before that the broker takes any
+//! - batches leave in source order, only from among the first
+//!   [`MAX_IN_FLIGHT`] the target has not acknowledged, failed ones included
+//!   (the broker's idempotence window: a batch that may have landed is still
+//!   among the five it remembers when resent), and only one until the target
+//!   has acknowledged a first batch of ours (before that the broker takes any
 //!   sequence, so nothing could refuse a batch that overtook a failed one);
 //! - a batch gets its producer sequence when first sent and keeps it on every
 //!   retry, so the broker drops a duplicate and refuses a gap;
 //! - after a failure the partition waits until every batch sent before the
 //!   failure has an answer, then resends the failed ones in order;
+//! - a batch whose fate is unknown (a request sent, its answer lost or a
+//!   timeout) stays so until the target answers it definitely ("written" or
+//!   "duplicate"), whatever later attempts were told: it is resent only with
+//!   the producer id, epoch and sequence it was sent with (KIP-360);
 //! - when the target stops taking our producer id (fenced, or its sequence
 //!   state for us lost), a new one is used only once no batch may have been
 //!   written under the old one without our knowing: [`PartitionState::unresolved`]
@@ -38,10 +44,7 @@ enum EntryState {
     /// Sent in a request not yet answered.
     InFlight { sent_in_round: u64 },
     /// Its request failed: to be sent again, same bytes, same sequence.
-    /// `maybe_written` when the broker may have appended it anyway (a timeout,
-    /// a lost connection): only a resend under the same producer id and
-    /// sequence can tell, because the broker then answers "duplicate".
-    Failed { maybe_written: bool },
+    Failed,
     /// On the target (or nothing to send: a skipped control or aborted batch).
     Acked,
 }
@@ -61,6 +64,13 @@ struct Entry {
     batch: Option<RecordBatch>,
     /// Our producer sequence, handed out at the first send and kept for retries.
     sequence: Option<i32>,
+    /// An attempt may have been appended without our hearing (a timeout, a
+    /// lost connection). Only a resend under the same producer id, epoch and
+    /// sequence can tell, because the broker then answers "duplicate"; an
+    /// answer to a later attempt that refuses it ("not leader", "out of
+    /// order") says nothing about the earlier one, so this stays set until
+    /// the batch is acknowledged.
+    fate_unknown: bool,
 }
 
 /// A batch handed to the sender: the source batch as it came, and the new
@@ -222,6 +232,7 @@ impl PartitionState {
             },
             batch,
             sequence: None,
+            fate_unknown: false,
         });
     }
 
@@ -235,37 +246,50 @@ impl PartitionState {
         producer_epoch: i16,
         resolving_only: bool,
     ) -> Option<Outgoing> {
-        let in_flight = self
-            .entries
-            .iter()
-            .filter(|e| matches!(e.state, EntryState::InFlight { .. }));
-        let mut count = 0;
-        for entry in in_flight {
-            if let EntryState::InFlight { sent_in_round } = entry.state {
-                if sent_in_round < self.round {
-                    // Answers to batches sent before the last failure are still due.
-                    return None;
-                }
-            }
-            count += 1;
-        }
         let limit = if self.established { MAX_IN_FLIGHT } else { 1 };
-        if count >= limit {
-            return None;
-        }
-        let round = self.round;
-        let position = self
+        // The window: `limit` batches from the first one not acknowledged,
+        // those acknowledged after it included. So a batch that may have
+        // landed is still among the last five the broker remembers for us
+        // when it is resent, however often it fails meanwhile.
+        let first = self
             .entries
             .iter()
-            .position(|e| match e.state {
-                EntryState::Failed { maybe_written } => maybe_written || !resolving_only,
-                _ => false,
+            .position(|e| !matches!(e.state, EntryState::Acked))?;
+        let window: Vec<usize> = (first..self.entries.len())
+            .filter(|&i| {
+                let e = &self.entries[i];
+                // Skipped ranges are no batches of ours.
+                !matches!(e.state, EntryState::Acked) || e.sequence.is_some()
             })
-            .or_else(|| {
-                self.entries
-                    .iter()
-                    .position(|e| matches!(e.state, EntryState::Queued) && !resolving_only)
-            })?;
+            .take(limit)
+            .collect();
+        let mut failed = None;
+        let mut queued = None;
+        let mut last_unknown = None;
+        for &i in &window {
+            match self.entries[i].state {
+                // Answers to batches sent before the last failure are still due.
+                EntryState::InFlight { sent_in_round } if sent_in_round < self.round => {
+                    return None
+                }
+                EntryState::Failed => {
+                    failed = failed.or(Some(i));
+                    if self.entries[i].fate_unknown {
+                        last_unknown = Some(i);
+                    }
+                }
+                EntryState::Queued => queued = queued.or(Some(i)),
+                EntryState::InFlight { .. } | EntryState::Acked => {}
+            }
+        }
+        let position = if resolving_only {
+            // Only what may be on the target, and the failed batches before
+            // it, which the broker needs first to tell its fate.
+            failed.filter(|&first| last_unknown.is_some_and(|last| first <= last))
+        } else {
+            failed.or(queued)
+        }?;
+        let round = self.round;
         let entry = &mut self.entries[position];
         let base_sequence = match entry.sequence {
             Some(sequence) => sequence,
@@ -299,6 +323,7 @@ impl PartitionState {
             Some(e) if matches!(e.state, EntryState::InFlight { .. }) => {
                 e.state = EntryState::Acked;
                 e.batch = None;
+                e.fate_unknown = false;
                 Acknowledged {
                     records: i64::from(e.records),
                     bytes: e.size,
@@ -316,11 +341,13 @@ impl PartitionState {
     }
 
     /// The batch's request failed in a way a resend can fix; `maybe_written`
-    /// if the broker may have appended it all the same.
+    /// if the broker may have appended it all the same. A batch whose fate
+    /// was already unknown stays so: this answer is about this attempt only.
     pub(crate) fn failed(&mut self, entry: u64, maybe_written: bool) {
         if let Some(e) = self.entry_mut(entry) {
             if matches!(e.state, EntryState::InFlight { .. }) {
-                e.state = EntryState::Failed { maybe_written };
+                e.state = EntryState::Failed;
+                e.fate_unknown |= maybe_written;
                 self.round += 1;
             }
         }
@@ -338,8 +365,10 @@ impl PartitionState {
         if !matches!(e.state, EntryState::InFlight { .. }) {
             return 0;
         }
+        // Refused for what it is: no attempt of it was ever appended.
         e.state = EntryState::Acked;
         e.batch = None;
+        e.fate_unknown = false;
         let (records, refused_sequence) = (e.records, e.sequence);
         if let Some(freed) = refused_sequence {
             let mut next = freed;
@@ -359,15 +388,14 @@ impl PartitionState {
     /// knowing: while one is, the producer id must not change, or its resend
     /// under a new id could land twice.
     pub(crate) fn unresolved(&self) -> bool {
-        self.entries.iter().any(|e| {
-            matches!(
-                e.state,
-                EntryState::InFlight { .. }
-                    | EntryState::Failed {
-                        maybe_written: true
-                    }
-            )
-        })
+        self.entries
+            .iter()
+            .any(|e| matches!(e.state, EntryState::InFlight { .. }) || e.fate_unknown)
+    }
+
+    /// The first batch that may be on the target without our knowing, if any.
+    pub(crate) fn first_of_unknown_fate(&self) -> Option<u64> {
+        self.entries.iter().find(|e| e.fate_unknown).map(|e| e.id)
     }
 
     /// The target gave us a new producer id: every batch it has not
@@ -424,7 +452,7 @@ impl PartitionState {
     pub(crate) fn has_failed(&self) -> bool {
         self.entries
             .iter()
-            .any(|e| matches!(e.state, EntryState::Failed { .. }))
+            .any(|e| matches!(e.state, EntryState::Failed))
     }
 
     /// The next source offset to copy, counting only what the target acknowledged
@@ -758,18 +786,35 @@ mod tests {
         p.failed(sent[3].entry, false);
         assert!(p.unresolved(), "the timed-out batch may be on the target");
 
-        // While resolving, only the maybe-written batch goes out, same sequence.
-        let again = p.next_to_send(7, 1, true).expect("the maybe-written batch");
-        assert_eq!(again.entry, sent[1].entry);
-        assert_eq!(sequence_of(&again), sequence_of(&sent[1]));
-        assert!(p.next_to_send(7, 1, true).is_none());
-        // It had landed: the broker answers "duplicate", which is an ack.
-        assert_eq!(p.acked(again.entry).records, 1);
+        // While resolving, the maybe-written batch goes out again with its
+        // sequence, behind the failed batch before it (the broker needs that
+        // one first to place it); nothing new goes.
+        let resolve = |p: &mut PartitionState| -> Vec<Outgoing> {
+            std::iter::from_fn(|| p.next_to_send(7, 1, true)).collect()
+        };
+        let first_try = resolve(&mut p);
+        let entries: Vec<u64> = first_try.iter().map(|o| o.entry).collect();
+        assert_eq!(entries, [sent[0].entry, sent[1].entry]);
+        assert_eq!(
+            wire(&first_try[1]),
+            wire(&sent[1]),
+            "same sequence, same bytes"
+        );
+        // Refused again, and so out of order behind it: that answers this
+        // attempt only, not whether the timed-out one landed.
+        p.failed(first_try[0].entry, false);
+        p.failed(first_try[1].entry, false);
+        assert!(p.unresolved(), "the first send may still be on the target");
+        let second_try = resolve(&mut p);
+        assert_eq!(second_try.len(), 2);
+        // The broker takes the first now, and the second had landed: "duplicate".
+        p.acked(second_try[0].entry);
+        assert_eq!(p.acked(second_try[1].entry).records, 1);
         assert!(!p.unresolved());
 
         p.new_producer();
         let first = p.next_to_send(8, 0, false).expect("first under the new id");
-        assert_eq!(first.entry, sent[0].entry, "source order is kept");
+        assert_eq!(first.entry, sent[2].entry, "source order is kept");
         assert_eq!(sequence_of(&first), 0);
         assert!(
             p.next_to_send(8, 0, false).is_none(),
@@ -778,9 +823,42 @@ mod tests {
         p.acked(first.entry);
         let rest: Vec<Outgoing> = std::iter::from_fn(|| p.next_to_send(8, 0, false)).collect();
         let entries: Vec<u64> = rest.iter().map(|o| o.entry).collect();
-        assert_eq!(entries, vec![sent[2].entry, sent[3].entry]);
-        let sequences: Vec<i32> = rest.iter().map(sequence_of).collect();
-        assert_eq!(sequences, vec![1, 2]);
+        assert_eq!(entries, vec![sent[3].entry]);
+        assert_eq!(sequence_of(&rest[0]), 1);
+    }
+
+    #[test]
+    fn a_batch_of_unknown_fate_holds_the_window_until_answered() {
+        let mut p = established();
+        for base in 10..20 {
+            p.push_batch(batch(base, 1));
+        }
+        let sent: Vec<Outgoing> = std::iter::from_fn(|| p.next_to_send(7, 1, false)).collect();
+        assert_eq!(sent.len(), MAX_IN_FLIGHT);
+        // The first one's answer is lost; the four after it land.
+        p.failed(sent[0].entry, true);
+        for later in &sent[1..] {
+            p.acked(later.entry);
+        }
+        // A fifth batch after it would push it out of the five the broker
+        // remembers, and its resend could no longer be told a duplicate.
+        let again = p.next_to_send(7, 1, false).expect("resend");
+        assert_eq!(again.entry, sent[0].entry);
+        assert!(
+            p.next_to_send(7, 1, false).is_none(),
+            "nothing past the window"
+        );
+        p.failed(again.entry, false);
+        assert!(
+            p.unresolved(),
+            "a refused resend says nothing of the first send"
+        );
+        let again = p.next_to_send(7, 1, false).expect("resend");
+        p.acked(again.entry);
+        assert!(!p.unresolved());
+        let next: Vec<Outgoing> = std::iter::from_fn(|| p.next_to_send(7, 1, false)).collect();
+        assert_eq!(next.len(), MAX_IN_FLIGHT);
+        assert_eq!(sequence_of(&next[0]), 6);
     }
 
     #[test]

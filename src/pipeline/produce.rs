@@ -36,9 +36,9 @@ use crate::net::splice::{Splice, Splices};
 const PRODUCE_REQUEST_BYTES: usize = 16 * 1024 * 1024;
 /// The broker waits this long for the in-sync replicas (acks=all).
 const PRODUCE_TIMEOUT_MS: i32 = 30_000;
-/// Out-of-order answers in a row for a partition's first unacknowledged batch
-/// before the producer id is renewed: the broker's sequence state no longer
-/// matches ours.
+/// Refusals in a row of a partition's batches, for our producer id or (for its
+/// first unacknowledged batch) out of order, before the broker's sequence
+/// state is taken to no longer match ours.
 const OUT_OF_ORDER_LIMIT: u32 = 5;
 
 /// What a produce answer means for one batch.
@@ -332,7 +332,7 @@ impl ProduceStage {
                 Outcome::Landed => {
                     let acked = slot.state.acked(entry);
                     slot.produce_backoff.reset();
-                    slot.out_of_order_streak = 0;
+                    slot.refusal_streak = 0;
                     slot.corrupt_refusals = 0;
                     counters.records += acked.records as u64;
                     counters.bytes += acked.bytes as u64;
@@ -355,23 +355,29 @@ impl ProduceStage {
                     // Behind an earlier failed batch this is expected; for the
                     // first unacknowledged batch it means the broker lost our state.
                     if slot.state.is_first_unacked(entry) {
-                        slot.out_of_order_streak += 1;
+                        slot.refusal_streak += 1;
                     }
-                    // Refused, so not written.
+                    // This attempt was not written; an earlier one may have been.
                     slot.state.failed(entry, false);
                     slot.produce_backoff.fail(now);
-                    if slot.out_of_order_streak >= OUT_OF_ORDER_LIMIT {
-                        slot.out_of_order_streak = 0;
-                        let reason = refused(slot, RefusalKind::ProducerIdentity);
-                        self.producer.refused(reason, now);
+                    if slot.refusal_streak >= OUT_OF_ORDER_LIMIT {
+                        self.sequences_refused(slot, entry, error, message, now);
                     }
                 }
                 Outcome::IdentityRefused => {
                     retried = true;
+                    slot.refusal_streak += 1;
                     slot.state.failed(entry, false);
                     slot.produce_backoff.fail(now);
-                    let reason = refused(slot, RefusalKind::ProducerIdentity);
-                    self.producer.refused(reason, now);
+                    // With a batch in doubt, its resends under this id may
+                    // still be answered; a few refusals in a row say they won't.
+                    let in_doubt = slot.state.first_of_unknown_fate().is_some();
+                    if in_doubt && slot.refusal_streak < OUT_OF_ORDER_LIMIT {
+                        let reason = refused(slot, RefusalKind::ProducerIdentity);
+                        self.producer.refused(reason, now);
+                    } else {
+                        self.sequences_refused(slot, entry, error, message, now);
+                    }
                 }
                 Outcome::RefusedByTopic => {
                     let error = refused(slot, RefusalKind::ByTopic);
@@ -406,6 +412,33 @@ impl ProduceStage {
         }
         if retried {
             counters.produce_retries += 1;
+        }
+    }
+
+    /// The target no longer takes the partition's sequences under our
+    /// producer id: a new id is due. Unless a batch of the partition may
+    /// already be on the target: no answer under the old id tells any more
+    /// whether it is, and resending it under a new one could write it twice,
+    /// so the partition stops instead (KIP-360 bumps the epoch only with no
+    /// batch in doubt).
+    fn sequences_refused(
+        &mut self,
+        slot: &mut Slot,
+        entry: u64,
+        error: Option<ResponseError>,
+        message: Option<String>,
+        now: Instant,
+    ) {
+        slot.refusal_streak = 0;
+        match slot.state.first_of_unknown_fate() {
+            Some(doubt) => {
+                let error = refusal(slot, doubt, error, message, RefusalKind::OutcomeUnknown);
+                slot.stop(error);
+            }
+            None => {
+                let reason = refusal(slot, entry, error, message, RefusalKind::ProducerIdentity);
+                self.producer.refused(reason, now);
+            }
         }
     }
 }

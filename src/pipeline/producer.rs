@@ -122,7 +122,7 @@ impl ProducerIdentity {
                 for slot in slots.all_mut() {
                     if !slot.status.is_stopped() {
                         slot.state.new_producer();
-                        slot.out_of_order_streak = 0;
+                        slot.refusal_streak = 0;
                     }
                 }
                 counters.producer_renewals += 1;

@@ -87,8 +87,9 @@ pub(super) struct Slot {
     pub(super) produce_backoff: Backoff,
     /// With `until_caught_up`: the source's end offset at the start of the run.
     pub(super) caught_up_at: Option<i64>,
-    /// Out-of-order answers in a row for the first unacknowledged batch.
-    pub(super) out_of_order_streak: u32,
+    /// Refusals in a row for our producer id, or out of order for the
+    /// first unacknowledged batch.
+    pub(super) refusal_streak: u32,
     /// Batches the target refused as corrupt since the last one it took,
     /// though they left whole.
     pub(super) corrupt_refusals: u32,
@@ -117,7 +118,7 @@ impl Slot {
             fetch_backoff: Backoff::new(base, max),
             produce_backoff: Backoff::new(base, max),
             caught_up_at: None,
-            out_of_order_streak: 0,
+            refusal_streak: 0,
             corrupt_refusals: 0,
         }
     }

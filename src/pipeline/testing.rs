@@ -169,3 +169,24 @@ pub(super) fn fixture(name: &str) -> PartitionData {
         .find(|partition| partition.records.is_some())
         .expect("a partition with records")
 }
+
+/// The batches a Produce job carries, as the target receives them.
+pub(super) fn produced(job: &super::produce::ProduceJob) -> Vec<RecordBatch> {
+    use kafka_protocol::messages::{ApiKey, ProduceRequest, RequestHeader};
+    use kafka_protocol::protocol::Decodable;
+    const VERSION: i16 = 9;
+    let frame = crate::net::frame::encode_request(1, None, VERSION, &job.request, &job.splices)
+        .expect("encode")
+        .to_bytes();
+    let mut body = frame.slice(4..);
+    RequestHeader::decode(&mut body, ApiKey::Produce.request_header_version(VERSION))
+        .expect("header");
+    let request = ProduceRequest::decode(&mut body, VERSION).expect("request");
+    request
+        .topic_data
+        .into_iter()
+        .flat_map(|topic| topic.partition_data)
+        .filter_map(|partition| partition.records)
+        .map(|records| RecordBatch::parse(records).expect("parse"))
+        .collect()
+}

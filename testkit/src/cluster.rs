@@ -40,9 +40,10 @@ pub struct ClusterSpec {
     /// `broker_props`. The PLAINTEXT listener stays for readiness checks,
     /// inter-broker traffic and the test clients.
     pub extra_listeners: Vec<(String, String)>,
-    /// Addresses advertised instead of an extra listener's own (1-node
-    /// clusters): `(listener name, host:port)`, e.g. a recording proxy in
-    /// front of it, so that clients stay on the proxy after bootstrapping.
+    /// Addresses advertised instead of an extra listener's own:
+    /// `(listener name, host:port)`, one entry per node in node order, e.g.
+    /// a recording proxy in front of each, so that clients stay on the
+    /// proxies after bootstrapping.
     pub advertise: Vec<(String, String)>,
     /// Extra arguments for `kafka-storage format`, e.g.
     /// `["--add-scram", "SCRAM-SHA-512=[name=u,password=p]"]`. KRaft only.

@@ -114,10 +114,12 @@ pub(crate) fn write_server_properties(spec: &ClusterSpec, layout: &[NodeLayout])
         for (name, protocol) in &spec.extra_listeners {
             let addr = loopback(n.extra_ports[name]);
             listeners.push_str(&format!(",{name}://{addr}"));
+            // The listener's entries are taken in node order: node i shows the i-th.
             let shown = spec
                 .advertise
                 .iter()
-                .find(|(listener, _)| listener == name)
+                .filter(|(listener, _)| listener == name)
+                .nth(n.id)
                 .map_or_else(|| addr.to_string(), |(_, a)| a.clone());
             advertised.push_str(&format!(",{name}://{shown}"));
             protocols.push_str(&format!(",{name}:{protocol}"));

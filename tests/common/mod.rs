@@ -7,8 +7,10 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
+use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use kafka_testkit::{
@@ -71,25 +73,82 @@ pub fn run_args(source: &KafkaCluster, target: &KafkaCluster, name: &str) -> Vec
 
 /// Runs the mirror to completion with a time limit; returns its output.
 pub fn run_mirror(args: &[String], limit: Duration) -> Output {
-    let child = mirror_command()
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start kafka-mirror");
-    wait_with_limit(child, limit)
+    wait_with_limit(RunningMirror::spawn(mirror_command().args(args)), limit)
 }
 
-/// Waits for a child, killing it if it overruns.
-pub fn wait_with_limit(mut child: Child, limit: Duration) -> Output {
+/// A mirror process whose stdout and stderr are read while it runs. A pipe
+/// nobody reads fills at 64 KiB; the mirror's next log line then blocks its
+/// runtime, which looks exactly like a stall of its own (and ignores SIGTERM).
+pub struct RunningMirror {
+    child: Child,
+    stdout: Option<JoinHandle<Vec<u8>>>,
+    stderr: Option<JoinHandle<Vec<u8>>>,
+}
+
+impl RunningMirror {
+    /// Starts `command` with both outputs piped and read from the start.
+    pub fn spawn(command: &mut Command) -> RunningMirror {
+        command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start kafka-mirror")
+            .into()
+    }
+
+    /// Waits for the exit and collects what it wrote.
+    fn output(mut self) -> Output {
+        let status = self.child.wait().expect("wait for kafka-mirror");
+        let collect = |reader: Option<JoinHandle<Vec<u8>>>| {
+            reader.map_or_else(Vec::new, |r| r.join().expect("output reader"))
+        };
+        Output {
+            status,
+            stdout: collect(self.stdout),
+            stderr: collect(self.stderr),
+        }
+    }
+}
+
+/// Reads the child's piped outputs from now on.
+impl From<Child> for RunningMirror {
+    fn from(mut child: Child) -> RunningMirror {
+        let stdout = child.stdout.take().map(read_to_end_aside);
+        let stderr = child.stderr.take().map(read_to_end_aside);
+        RunningMirror {
+            child,
+            stdout,
+            stderr,
+        }
+    }
+}
+
+/// Reads a pipe to its end on a thread of its own.
+fn read_to_end_aside(mut pipe: impl Read + Send + 'static) -> JoinHandle<Vec<u8>> {
+    thread::spawn(move || {
+        let mut all = Vec::new();
+        // A read error ends the output; the exit status tells the rest.
+        let _ = pipe.read_to_end(&mut all);
+        all
+    })
+}
+
+/// Waits for a mirror, killing it if it overruns.
+pub fn wait_with_limit(mirror: impl Into<RunningMirror>, limit: Duration) -> Output {
+    let mut mirror = mirror.into();
     let started = Instant::now();
     loop {
-        if child.try_wait().expect("poll kafka-mirror").is_some() {
-            return child.wait_with_output().expect("collect output");
+        if mirror
+            .child
+            .try_wait()
+            .expect("poll kafka-mirror")
+            .is_some()
+        {
+            return mirror.output();
         }
         if started.elapsed() > limit {
-            let _ = child.kill();
-            let output = child.wait_with_output().expect("collect output");
+            let _ = mirror.child.kill();
+            let output = mirror.output();
             panic!(
                 "kafka-mirror did not finish within {limit:?}\nstdout:\n{}\nstderr:\n{}",
                 String::from_utf8_lossy(&output.stdout),
@@ -441,9 +500,10 @@ pub fn topic_configs(cluster: &KafkaCluster, topic: &str) -> BTreeMap<String, St
 
 /// Sends SIGTERM to a running mirror and waits for it to exit (the shutdown
 /// a service manager does).
-pub fn terminate(mirror: Child) -> Output {
+pub fn terminate(mirror: impl Into<RunningMirror>) -> Output {
+    let mirror = mirror.into();
     let status = Command::new("kill")
-        .args(["-TERM", &mirror.id().to_string()])
+        .args(["-TERM", &mirror.child.id().to_string()])
         .status()
         .expect("send SIGTERM");
     assert!(status.success(), "kill -TERM failed");
