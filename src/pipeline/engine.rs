@@ -25,7 +25,7 @@ use super::lane::ProduceLane;
 use super::lifecycle::{deleted_topics, refresh_topics, TopicRefresh};
 use super::metadata::MetadataView;
 use super::positions::{Lookups, Positions};
-use super::produce::{ProduceContext, ProduceStage};
+use super::produce::{ProduceContext, ProduceStage, KAFKA_PRODUCER_EXPIRY};
 use super::producer::init_producer_id;
 use super::slots::{Slots, Status};
 use super::stats::{Counters, PartitionProblem, Summary, UnsavedCheckpoints};
@@ -50,6 +50,8 @@ pub(super) struct Prepared {
     pub(super) checkpoints: Arc<CheckpointStore>,
     /// kafka-mirror's producer id and epoch on the target.
     pub(super) producer: (i64, i16),
+    /// The target's `producer.id.expiration.ms`, if it could be read.
+    pub(super) producer_expiry: Option<Duration>,
     pub(super) source_meta: Metadata,
     pub(super) target_meta: Metadata,
     pub(super) slots: Slots,
@@ -102,6 +104,7 @@ impl Engine {
             target,
             checkpoints,
             producer,
+            producer_expiry,
             source_meta,
             target_meta,
             slots,
@@ -117,7 +120,8 @@ impl Engine {
             slots,
             meta: MetadataView::default(),
             fetch: FetchStage::default(),
-            produce: ProduceStage::new(producer),
+            produce: ProduceStage::new(producer)
+                .with_producer_expiry(producer_expiry.unwrap_or(KAFKA_PRODUCER_EXPIRY)),
             lanes: HashMap::new(),
             positions: Positions::new(config.replication.on_data_loss),
             checkpoint: CheckpointSchedule::new(

@@ -252,7 +252,8 @@ impl Harness {
             meta,
             slots,
             id,
-            stage: ProduceStage::new((1000, 0)),
+            // The model broker never forgets a producer.
+            stage: ProduceStage::new((1000, 0)).with_producer_expiry(Duration::MAX),
             counters: Counters::default(),
             broker: ModelBroker::default(),
             leader: 1,

@@ -448,6 +448,24 @@ impl PartitionState {
         }
     }
 
+    /// Whether the partition must send one batch at a time because the
+    /// target may forget our producer at any moment: a batch is in flight and
+    /// the first batch not acknowledged was written before `stale_before_ms`
+    /// (its maxTimestamp, the source's CreateTime, is what the broker expires
+    /// producer state by). A broker that forgot us takes any sequence, so a
+    /// batch behind a refused one would land in its place.
+    pub(crate) fn must_wait_for_old_data(&self, stale_before_ms: i64) -> bool {
+        let mut unacked = self
+            .entries
+            .iter()
+            .filter(|e| !matches!(e.state, EntryState::Acked));
+        let old = unacked
+            .clone()
+            .find_map(|e| e.batch.as_ref())
+            .is_some_and(|batch| batch.max_timestamp() < stale_before_ms);
+        old && unacked.any(|e| matches!(e.state, EntryState::InFlight { .. }))
+    }
+
     /// Whether failed batches wait to be sent again.
     pub(crate) fn has_failed(&self) -> bool {
         self.entries

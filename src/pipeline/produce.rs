@@ -15,7 +15,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use kafka_protocol::error::ParseResponseErrorCode;
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
@@ -34,6 +34,10 @@ use crate::net::splice::{Splice, Splices};
 /// Stop adding partitions to a Produce request past this size (one batch is
 /// always added, whatever its size).
 const PRODUCE_REQUEST_BYTES: usize = 16 * 1024 * 1024;
+/// Kafka's default `producer.id.expiration.ms`, used until the target says otherwise.
+pub(super) const KAFKA_PRODUCER_EXPIRY: Duration = Duration::from_secs(24 * 60 * 60);
+/// How much sooner than the target's expiry data counts as old.
+const EXPIRY_MARGIN: Duration = Duration::from_secs(10 * 60);
 /// The broker waits this long for the in-sync replicas (acks=all).
 const PRODUCE_TIMEOUT_MS: i32 = 30_000;
 /// Refusals in a row of a partition's batches, for our producer id or (for its
@@ -144,6 +148,9 @@ pub(super) struct ProduceContext<'a> {
 /// The produce stage's own state.
 #[derive(Debug)]
 pub(super) struct ProduceStage {
+    /// The target's `producer.id.expiration.ms`: how long after a batch's
+    /// maxTimestamp the target may forget our producer on that partition.
+    forgets_producers_after: Duration,
     /// Requests in flight per target broker.
     in_flight: HashMap<i32, usize>,
     producer: ProducerIdentity,
@@ -155,7 +162,29 @@ impl ProduceStage {
         ProduceStage {
             in_flight: HashMap::new(),
             producer: ProducerIdentity::new(producer),
+            forgets_producers_after: KAFKA_PRODUCER_EXPIRY,
         }
+    }
+
+    /// The target's `producer.id.expiration.ms`, when it is not Kafka's default.
+    pub(super) fn with_producer_expiry(mut self, expiry: Duration) -> Self {
+        self.forgets_producers_after = expiry;
+        self
+    }
+
+    /// Batches written before this wall-clock time (ms since the epoch) are
+    /// old enough for the target to forget our producer soon after it
+    /// appends them: the expiry, less a margin for the time a batch spends
+    /// on its way and for clocks that disagree.
+    fn stale_before_ms(&self) -> i64 {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let expiry = self.forgets_producers_after;
+        let margin = (expiry / 2).min(EXPIRY_MARGIN);
+        let expiry_ms =
+            i64::try_from(expiry.saturating_sub(margin).as_millis()).unwrap_or(i64::MAX);
+        now_ms.saturating_sub(expiry_ms)
     }
 
     /// Produce requests in flight, over all brokers.
@@ -199,6 +228,7 @@ impl ProduceStage {
         let limit = cx.config.max_in_flight_requests;
         let (producer_id, producer_epoch) = (self.producer.id, self.producer.epoch);
         let resolving_only = self.producer.renewing();
+        let stale_before_ms = self.stale_before_ms();
         let mut jobs = Vec::new();
         for (broker, ids) in by_leader {
             let in_flight = self.in_flight.entry(broker).or_default();
@@ -211,6 +241,9 @@ impl ProduceStage {
                         break;
                     }
                     let slot = &mut slots[id];
+                    if slot.state.must_wait_for_old_data(stale_before_ms) {
+                        continue;
+                    }
                     let Some(Outgoing {
                         entry,
                         batch,
@@ -556,7 +589,11 @@ mod tests {
                 meta,
                 id: slots.ids().next().expect("a partition"),
                 slots,
-                stage: ProduceStage::new((7, 0)),
+                // The captured batches are from 2023: a target that
+                // forgot producers by Kafka's default would send them one
+                // at a time. These tests are about pipelining, so the
+                // target here never forgets (see the test on old data).
+                stage: ProduceStage::new((7, 0)).with_producer_expiry(Duration::MAX),
                 counters: Counters::default(),
             }
         }
@@ -1275,6 +1312,48 @@ mod tests {
         assert_eq!(
             classify(Some(ResponseError::TopicAuthorizationFailed)),
             Outcome::Fatal
+        );
+    }
+
+    /// The target forgets our producer once `now - maxTimestamp` of the
+    /// last batch we wrote passes its `producer.id.expiration.ms`, and the
+    /// timestamps are the source's: copying old data, it may forget us right
+    /// after a batch lands, and then it takes any sequence. So old data goes
+    /// one batch at a time, and a batch behind a refused one is never sent
+    /// (seen against Kafka 4.4: offsets 20..29 written after 10..19 was
+    /// refused as corrupt, the target having expired our producer).
+    #[test]
+    fn old_data_goes_one_batch_at_a_time_so_nothing_overtakes_a_refused_batch() {
+        let mut f = Fixture::new(ReplicationConfig::default());
+        f.stage = ProduceStage::new((7, 0)).with_producer_expiry(Duration::from_secs(2));
+        let now = Instant::now();
+        assert_eq!(f.answer(None, now), 1, "0..2 lands alone");
+        let jobs = f.start(now);
+        assert_eq!(jobs.len(), 1, "the 2023 batches are older than the expiry");
+        let refused = jobs.into_iter().next().expect("2..4 goes");
+        assert!(f.start(now).is_empty(), "4..6 waits for 2..4's answer");
+        let refusal = answer_by_id(Some(ResponseError::MessageTooLarge), None);
+        f.reply(refused, Ok(refusal), now);
+        assert!(f.slots[f.id].status.is_stopped());
+        assert!(f.start(now).is_empty(), "nothing goes after the refusal");
+        assert_eq!(f.counters.records, 2, "only 0..2 is on the target");
+
+        // The same batches to a target that keeps producers for a day
+        // (Kafka's default) are recent enough to pipeline when stamped now.
+        let mut recent = crate::pipeline::partition::PartitionState::new(0);
+        let stale_before = 1_000;
+        recent.push_batch(crate::pipeline::testing::batch(0, 2));
+        recent.push_batch(crate::pipeline::testing::batch(2, 2));
+        let first = recent.next_to_send(7, 0, false).expect("first");
+        recent.acked(first.entry);
+        recent.next_to_send(7, 0, false).expect("second");
+        assert!(
+            !recent.must_wait_for_old_data(stale_before),
+            "batches newer than the threshold pipeline"
+        );
+        assert!(
+            recent.must_wait_for_old_data(i64::MAX),
+            "the same batches past it wait"
         );
     }
 }

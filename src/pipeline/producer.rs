@@ -12,13 +12,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kafka_protocol::error::ParseResponseErrorCode;
-use kafka_protocol::messages::{InitProducerIdRequest, ProducerId};
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::{DescribeConfigsRequest, InitProducerIdRequest, ProducerId};
+use kafka_protocol::protocol::StrBytes;
 
 use super::error::PartitionError;
 use super::slots::Slots;
 use super::stats::Counters;
 use super::MirrorError;
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, Metadata};
 
 /// Wait between a failed InitProducerId and the next.
 const RENEWAL_BACKOFF: Duration = Duration::from_secs(1);
@@ -161,4 +163,45 @@ pub(super) async fn init_producer_id(target: &Arc<Cluster>) -> Result<(i64, i16)
     Err(MirrorError::ProducerId(format!(
         "{last_error:?} after 30 attempts"
     )))
+}
+
+/// DescribeConfigs' resource type of a broker.
+const BROKER_RESOURCE: i8 = 4;
+
+/// The target's `producer.id.expiration.ms`, read from one of its brokers:
+/// how long the target remembers our sequences on a partition after the
+/// maxTimestamp of our last batch there. `None` when it cannot be read (an
+/// ACL, an old broker): the caller keeps Kafka's default.
+pub(super) async fn producer_expiry(
+    target: &Arc<Cluster>,
+    metadata: &Metadata,
+) -> Option<Duration> {
+    const KEY: &str = "producer.id.expiration.ms";
+    let broker = metadata.brokers.keys().min()?;
+    let request =
+        DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
+            .with_resource_type(BROKER_RESOURCE)
+            .with_resource_name(StrBytes::from_string(broker.to_string()))
+            .with_configuration_keys(Some(vec![StrBytes::from_static_str(KEY)]))]);
+    let response = match target.send_any(request).await {
+        Ok(response) => response,
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot read the target's {KEY}; assuming Kafka's default");
+            return None;
+        }
+    };
+    let result = response.results.into_iter().next()?;
+    if let Some(error) = result.error_code.err() {
+        tracing::debug!(
+            ?error,
+            "cannot read the target's {KEY}; assuming Kafka's default"
+        );
+        return None;
+    }
+    let value = result
+        .configs
+        .into_iter()
+        .find(|c| c.name.as_str() == KEY)?
+        .value?;
+    value.parse::<u64>().ok().map(Duration::from_millis)
 }

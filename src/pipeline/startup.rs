@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::engine::{Engine, Prepared, RunOptions};
 use super::epochs::EpochHistory;
 use super::lifecycle::target_specs;
-use super::producer::init_producer_id;
+use super::producer::{init_producer_id, producer_expiry};
 use super::slots::{Slot, Slots, Status};
 use super::MirrorError;
 use crate::checkpoint::CheckpointStore;
@@ -58,6 +58,7 @@ pub(super) async fn start(
     .await?;
     let stored = checkpoints.load().await?;
     let producer = init_producer_id(&target).await?;
+    let producer_expiry = producer_expiry(&target, &target_meta).await;
     tracing::info!(
         flow = %flow.name,
         producer_id = producer.0,
@@ -130,6 +131,7 @@ pub(super) async fn start(
         target,
         checkpoints: Arc::new(checkpoints),
         producer,
+        producer_expiry,
         source_meta,
         target_meta,
         slots,
