@@ -340,6 +340,15 @@ impl ProduceStage {
                     Some("partition missing from the answer".into()),
                 ));
             let error = code.err();
+            // Which batch got which answer: what a reordering on the target
+            // is traced back with.
+            tracing::debug!(
+                topic = %slot.topic,
+                partition = slot.partition,
+                range = ?slot.state.entry_range(entry),
+                ?error,
+                "Produce answered"
+            );
             let outcome = match classify(error) {
                 // Whole as it came from the source: damaged on the way to the
                 // target, and refused before the append.
