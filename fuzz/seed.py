@@ -23,7 +23,7 @@ FETCH_MIN_VERSION = 4  # kafka-protocol 0.18's FetchResponse::VERSIONS.min
 def records_of(frame, partition):
     """The records field of one partition, found by its first batch header
     (or its first old-format entry's offset and size)."""
-    if partition["batches"]:
+    if partition.get("batches"):
         b = partition["batches"][0]
         first = (b["base_offset"], b["batch_length"], b["position"])
     elif partition.get("legacy_entries"):
@@ -49,6 +49,10 @@ def main(out):
     for sidecar in sorted(FIXTURES.glob("*.json")):
         meta = json.loads(sidecar.read_text())
         name = meta["name"]
+        # The targets decode Fetch responses and the record batches in them;
+        # the Produce and Metadata captures hold neither.
+        if meta.get("api_name") != "Fetch":
+            continue
         frame = (FIXTURES / meta["file"]).read_bytes()
         if name == "corrupt-frame-prefix":
             (out / "frame" / name).write_bytes(bytes([12]) + frame)
@@ -62,7 +66,7 @@ def main(out):
             if records is None:
                 continue
             (out / "batch" / f"{name}-{i}").write_bytes(records)
-            for batch in partition["batches"]:
+            for batch in partition.get("batches", []):
                 start = batch["position"]
                 end = start + 12 + batch["batch_length"]
                 if end <= len(records):
