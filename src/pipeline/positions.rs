@@ -310,18 +310,32 @@ mod tests {
             positions.due_lookups(&mut slots, now).loss.is_empty(),
             "asked once"
         );
+        let counters = answer_loss_check(&positions, &mut slots, lookups.loss, first, end, now);
+        (slots, counters)
+    }
+
+    /// Answers the loss check of partition `t`-0 with the source holding
+    /// `first..end`; returns the counters it moved.
+    fn answer_loss_check(
+        positions: &Positions,
+        slots: &mut Slots,
+        asked: Vec<SlotId>,
+        first: i64,
+        end: i64,
+        now: Instant,
+    ) -> Counters {
         let key = ("t".to_owned(), 0);
         let mut counters = Counters::default();
         positions.loss_checked(
-            &mut slots,
+            slots,
             &MetadataView::default(),
             &mut counters,
-            lookups.loss,
+            asked,
             HashMap::from([(key.clone(), Ok(first))]),
             HashMap::from([(key, Ok(end))]),
             now,
         );
-        (slots, counters)
+        counters
     }
 
     fn stopped(slots: &Slots) -> String {
@@ -497,17 +511,7 @@ mod tests {
             assert_eq!(lookups.loss, [id]);
             let renamed = metadata("t", NEW, &[(0, Some(1))]);
             positions.detect_recreated_topics(&mut slots, &renamed);
-            let key = ("t".to_owned(), 0);
-            let mut counters = Counters::default();
-            positions.loss_checked(
-                &mut slots,
-                &MetadataView::default(),
-                &mut counters,
-                lookups.loss,
-                HashMap::from([(key.clone(), Ok(0))]),
-                HashMap::from([(key, Ok(50))]),
-                now,
-            );
+            answer_loss_check(&positions, &mut slots, lookups.loss, 0, 50, now);
             let slot = &slots[id];
             assert_eq!(slot.state.fetch_offset, 500, "{policy:?}: not moved");
             match (policy, &slot.status) {
