@@ -296,6 +296,17 @@ fn lost_answers_while_leaders_move_leave_every_record_once_in_order() {
         })
         .sum();
     eprintln!("duplicates on the target: {duplicates}");
+    let log = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("lost_answers-mirror.log");
+    if std::fs::write(&log, stderr.as_bytes()).is_ok() {
+        eprintln!("the mirror's log: {}", log.display());
+    }
+    // Shown only when the test fails: what the mirror warned of.
+    for line in stderr
+        .lines()
+        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+    {
+        eprintln!("mirror: {line}");
+    }
     let count = assert_same_content(&expected, &actual, TOPIC);
     assert_eq!(
         count as u64,

@@ -399,6 +399,8 @@ impl Engine {
     /// recreated topics first, and fetch windows of brokers that lead none of
     /// our partitions any more are closed.
     fn take_metadata(&mut self, role: Role, metadata: Metadata) {
+        self.slots
+            .leaders_moved(role, self.meta.get(role), &metadata);
         if role == Role::Source {
             self.positions
                 .detect_recreated_topics(&mut self.slots, &metadata);

@@ -343,6 +343,7 @@ impl ProduceStage {
             // Which batch got which answer: what a reordering on the target
             // is traced back with.
             tracing::debug!(
+                broker,
                 topic = %slot.topic,
                 partition = slot.partition,
                 range = ?slot.state.entry_range(entry),

@@ -17,7 +17,7 @@ use super::epochs::EpochHistory;
 use super::error::PartitionError;
 use super::partition::PartitionState;
 use crate::backoff::Backoff;
-use crate::cluster::OffsetSpec;
+use crate::cluster::{Metadata, OffsetSpec, Role};
 
 /// A partition's place in the [`Slots`] table. Stable for the run: slots are
 /// added, never removed.
@@ -225,6 +225,26 @@ impl Slots {
             .any(|s| !s.status.is_stopped() && s.state.unresolved())
     }
 
+    /// A refresh of `role`'s metadata moved some leaders: a partition whose
+    /// leader moved has nothing left to wait for, since its backoff was for
+    /// the old leader. Waiting it out meets a leader that has moved again by
+    /// then, and again: a backoff grown to its ceiling can fall into step
+    /// with leaders that keep moving, and the partition stops copying.
+    pub(super) fn leaders_moved(&mut self, role: Role, before: &Metadata, after: &Metadata) {
+        for slot in &mut self.slots {
+            let (topic, backoff) = match role {
+                Role::Source => (&slot.topic, &mut slot.fetch_backoff),
+                Role::Target => (&slot.target_topic, &mut slot.produce_backoff),
+            };
+            let was = before.partition(topic, slot.partition);
+            let now = after.partition(topic, slot.partition);
+            if was.is_some() && was != now {
+                tracing::debug!(?role, %topic, partition = slot.partition, ?was, ?now, "leader moved");
+                backoff.reset();
+            }
+        }
+    }
+
     /// Whether a partition that is not stopped has failed batches to resend.
     pub(super) fn any_failed(&self) -> bool {
         self.slots
@@ -269,6 +289,29 @@ mod tests {
         let listed: Vec<SlotId> = slots.iter().map(|(id, _)| id).collect();
         assert_eq!(listed, [a0, b0, a1]);
         assert_eq!(&*slots[a1].target_topic, "copy.a");
+    }
+
+    #[test]
+    fn a_leader_move_ends_the_wait_for_the_old_leader() {
+        use crate::pipeline::testing::metadata;
+        use std::time::Instant;
+        let mut slots = Slots::default();
+        let moved = slots.push(slot("a", 0));
+        let stayed = slots.push(slot("a", 1));
+        let now = Instant::now();
+        for id in [moved, stayed] {
+            for _ in 0..10 {
+                slots[id].produce_backoff.fail(now);
+                slots[id].fetch_backoff.fail(now);
+            }
+        }
+        let before = metadata("copy.a", Uuid::nil(), &[(0, Some(1)), (1, Some(1))]);
+        let after = metadata("copy.a", Uuid::nil(), &[(0, Some(2)), (1, Some(1))]);
+        slots.leaders_moved(Role::Target, &before, &after);
+        assert!(!slots[moved].produce_backoff.waiting(now));
+        assert!(slots[stayed].produce_backoff.waiting(now));
+        // The source's leaders did not move: fetches still wait.
+        assert!(slots[moved].fetch_backoff.waiting(now));
     }
 
     #[test]
