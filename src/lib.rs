@@ -17,6 +17,8 @@
 //! - [`topics`]: target topic creation, partitions and config updates.
 //! - [`policy`]: target topic names, and the loops they reveal.
 //! - [`checkpoint`]: progress stored in a compacted topic on the target.
+//! - [`offset_map`]: where copied source offsets landed on the target, for
+//!   translating consumer group offsets.
 //! - [`config`]: the TOML configuration, its flows and their validation.
 //! - `backoff`: the one exponential backoff every retry loop uses.
 //!
@@ -33,6 +35,7 @@ pub mod checkpoint;
 pub mod cluster;
 pub mod config;
 pub mod net;
+pub mod offset_map;
 pub mod pipeline;
 pub mod policy;
 mod sync;
