@@ -158,9 +158,11 @@ pub(crate) struct ConvertArgs {
     pub(crate) file: PathBuf,
 }
 
-/// Options of `kafka-mirror run`.
+/// The config, clusters, topics and consumer groups a command works on:
+/// the options `run` shares with the commands that read or act on the same
+/// flows and groups.
 #[derive(Debug, Args)]
-pub(crate) struct RunArgs {
+pub(crate) struct FlowArgs {
     /// TOML config file (see README: every key, its default and meaning).
     #[arg(short, long, value_name = "FILE")]
     pub(crate) config: Option<PathBuf>,
@@ -184,10 +186,22 @@ pub(crate) struct RunArgs {
     /// Regex of topics never replicated, matched against the whole name (overrides topics.exclude).
     #[arg(long, value_name = "REGEX")]
     pub(crate) exclude: Option<String>,
+    /// Regex of consumer groups whose committed offsets are translated onto
+    /// the target, matched against the whole group id (overrides
+    /// groups.include). No group is synced without it or groups.include.
+    #[arg(long, value_name = "REGEX")]
+    pub(crate) groups: Option<String>,
     /// Mirror name: checkpoints are kept per name, so a restart with the same
     /// name resumes where the last run stopped (overrides name).
     #[arg(long)]
     pub(crate) name: Option<String>,
+}
+
+/// Options of `kafka-mirror run`.
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    #[command(flatten)]
+    pub(crate) flow: FlowArgs,
     /// Stop once the target holds everything the source held when the run
     /// began; print a summary and exit 0.
     #[arg(long)]
@@ -249,14 +263,18 @@ fn parse_isolation(text: &str) -> Result<IsolationLevel, String> {
     }
 }
 
-impl RunArgs {
-    /// The config file (if any) with the flags laid over it, validated as a
-    /// whole: a file may hold only tuning keys and leave the clusters to the flags.
-    pub(crate) fn to_config(&self) -> Result<MirrorConfig, ConfigError> {
+impl FlowArgs {
+    /// The config file (if any) with these flags laid over it, not yet
+    /// validated: a file may hold only tuning keys and leave the clusters to
+    /// the flags, and the caller may lay more flags over it.
+    pub(crate) fn layered_config(&self) -> Result<MirrorConfig, ConfigError> {
         let mut config = match &self.config {
             Some(path) => MirrorConfig::read_file(path)?,
             None => MirrorConfig::new(ClusterConfig::new(""), ClusterConfig::new("")),
         };
+        if let Some(name) = &self.name {
+            config.name = name.clone();
+        }
         if config.clusters.is_empty() && config.flows.is_empty() {
             // A one-flow config: the file may leave either cluster to the flags.
             config.source.get_or_insert_with(|| ClusterConfig::new(""));
@@ -266,7 +284,7 @@ impl RunArgs {
             // A config of named clusters and flows: the one-flow flags have no
             // single cluster or flow to apply to.
             self.refuse_one_flow_flags()?;
-            return self.apply_common(config);
+            return Ok(config);
         };
         for (file, cluster) in [
             (&self.source_properties, &mut *source),
@@ -299,7 +317,10 @@ impl RunArgs {
         if let Some(exclude) = &self.exclude {
             config.topics.exclude = Some(exclude.clone());
         }
-        self.apply_common(config)
+        if let Some(groups) = &self.groups {
+            config.groups.include = Some(groups.clone());
+        }
+        Ok(config)
     }
 
     /// Refuses the flags that only mean something with one source and one target.
@@ -311,6 +332,7 @@ impl RunArgs {
             ("--target-properties", self.target_properties.is_some()),
             ("--topics", self.topics.is_some()),
             ("--exclude", self.exclude.is_some()),
+            ("--groups", self.groups.is_some()),
         ];
         match given.iter().find(|(_, set)| *set) {
             None => Ok(()),
@@ -322,12 +344,13 @@ impl RunArgs {
             }),
         }
     }
+}
 
-    /// Lays the flags every config takes over it, and validates the result.
-    fn apply_common(&self, mut config: MirrorConfig) -> Result<MirrorConfig, ConfigError> {
-        if let Some(name) = &self.name {
-            config.name = name.clone();
-        }
+impl RunArgs {
+    /// The config file (if any) with the flags laid over it, validated as a
+    /// whole: a file may hold only tuning keys and leave the clusters to the flags.
+    pub(crate) fn to_config(&self) -> Result<MirrorConfig, ConfigError> {
+        let mut config = self.flow.layered_config()?;
         let replication = &mut config.replication;
         if let Some(position) = self.start_position {
             replication.start_position = position;

@@ -27,6 +27,7 @@ fn help_explains_every_option() {
         "--target",
         "--topics",
         "--exclude",
+        "--groups",
         "--name",
         "--until-caught-up",
         "--start-position",
@@ -126,6 +127,22 @@ fn invalid_values_name_their_key() {
         "{stderr}"
     );
 
+    // --groups is groups.include, checked as the file's key would be.
+    let (code, _, stderr) = run(&[
+        "run",
+        "--source",
+        "127.0.0.1:1",
+        "--target",
+        "127.0.0.1:2",
+        "--groups",
+        "app-(",
+    ]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("config key `groups.include`: not a valid regex"),
+        "{stderr}"
+    );
+
     let (code, _, stderr) = run(&["run", "--source", "127.0.0.1:9092"]);
     assert_eq!(code, Some(1));
     assert!(stderr.contains("target.bootstrap_servers"), "{stderr}");
@@ -192,7 +209,7 @@ fn one_flow_flags_are_refused_with_a_flows_config() {
          [clusters.b]\nbootstrap_servers = \"127.0.0.1:2\"\n\
          [[flows]]\nsource = \"a\"\ntarget = \"b\"\n",
     );
-    for flag in ["--source", "--topics"] {
+    for flag in ["--source", "--topics", "--groups"] {
         let (code, _, stderr) = run(&["run", "--config", &path, flag, "x:1"]);
         assert_eq!(code, Some(1), "{stderr}");
         assert!(

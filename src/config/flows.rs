@@ -4,8 +4,9 @@
 //! A file declares either one `[source]` and one `[target]` (one flow, the
 //! original form, kept as it was: its checkpoints are keyed by the mirror
 //! `name` alone) or named `[clusters.<alias>]` and any number of `[[flows]]`
-//! between them. Each flow's `topics` table overrides the top-level `[topics]`
-//! key by key, so shared settings are written once.
+//! between them. Each flow's `topics` and `groups` tables override the
+//! top-level `[topics]` and `[groups]` key by key, so shared settings are
+//! written once.
 //!
 //! Loops are refused here, before anything connects: any cycle in the flow
 //! graph (active-active, rings) needs a replication policy whose names record
@@ -17,8 +18,8 @@ use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use super::{
-    invalid, CheckpointConfig, ClusterConfig, ConfigError, MirrorConfig, ReplicationConfig,
-    TopicFilter, TopicsConfig,
+    invalid, CheckpointConfig, ClusterConfig, ConfigError, GroupSync, GroupsConfig, MirrorConfig,
+    ReplicationConfig, TopicFilter, TopicsConfig,
 };
 use crate::policy::ReplicationPolicy;
 
@@ -37,6 +38,9 @@ pub struct FlowConfig {
     /// Overrides of the top-level `[topics]` for this flow.
     #[serde(default)]
     pub topics: TopicsConfig,
+    /// Overrides of the top-level `[groups]` for this flow.
+    #[serde(default)]
+    pub groups: GroupsConfig,
 }
 
 /// One flow, resolved: everything an engine needs to copy one source into one target.
@@ -70,6 +74,9 @@ pub struct Flow {
     pub topic_refresh_interval: Duration,
     /// Topic configs never copied: the built-in list plus the flow's own.
     pub never_copy_configs: Vec<String>,
+    /// Which consumer groups' offsets are synced onto the target, and how
+    /// often; `None` when no group is.
+    pub groups: Option<GroupSync>,
     /// How data moves.
     pub replication: ReplicationConfig,
     /// Where progress is stored.
@@ -95,6 +102,7 @@ impl MirrorConfig {
     pub fn flows(&self) -> Result<Vec<Flow>, ConfigError> {
         // The shared defaults are checked alone, so their errors name `topics.*`.
         self.topics.resolve("topics", &self.checkpoints.topic)?;
+        self.groups.resolve("groups")?;
         let legacy = self.source.is_some() || self.target.is_some();
         let declared = !self.clusters.is_empty() || !self.flows.is_empty();
         if legacy && declared {
@@ -117,8 +125,8 @@ impl MirrorConfig {
                 self.name.clone(),
                 ("source", "source", source),
                 ("target", "target", target),
-                &self.topics,
-                "topics",
+                (&self.topics, &self.groups),
+                "",
             )?;
             return Ok(vec![flow]);
         }
@@ -187,8 +195,11 @@ impl MirrorConfig {
                 format!("{}/{name}", self.name),
                 (&declared.source, &source_key, source),
                 (&declared.target, &target_key, target),
-                &declared.topics.over(&self.topics),
-                &format!("{key}.topics"),
+                (
+                    &declared.topics.over(&self.topics),
+                    &declared.groups.over(&self.groups),
+                ),
+                &format!("{key}."),
             )?;
             for alias in self.clusters.keys() {
                 if let Some(sep) = flow
@@ -212,15 +223,16 @@ impl MirrorConfig {
         Ok(flows)
     }
 
-    /// One resolved flow; `key` prefixes the errors of its topic settings.
+    /// One resolved flow; `scope` (`""` or `flows[i].`) prefixes the keys
+    /// in the errors of its topic and group settings.
     fn flow(
         &self,
         name: String,
         checkpoint_name: String,
         (source_alias, source_key, source): (&str, &str, &ClusterConfig),
         (target_alias, target_key, target): (&str, &str, &ClusterConfig),
-        topics: &TopicsConfig,
-        key: &str,
+        (topics, groups): (&TopicsConfig, &GroupsConfig),
+        scope: &str,
     ) -> Result<Flow, ConfigError> {
         source.validate(source_key)?;
         target.validate(target_key)?;
@@ -233,7 +245,8 @@ impl MirrorConfig {
                 ),
             );
         }
-        let resolved = topics.resolve(key, &self.checkpoints.topic)?;
+        let resolved = topics.resolve(&format!("{scope}topics"), &self.checkpoints.topic)?;
+        let groups = groups.resolve(&format!("{scope}groups"))?;
         Ok(Flow {
             name,
             checkpoint_name,
@@ -248,6 +261,7 @@ impl MirrorConfig {
             policy: resolved.policy,
             topic_refresh_interval: resolved.refresh_interval,
             never_copy_configs: resolved.never_copy_configs,
+            groups,
             replication: self.replication.clone(),
             checkpoints: self.checkpoints.clone(),
         })

@@ -6,7 +6,8 @@
 //!   target, and `--whitelist`/`--include`.
 //! - [`mm2`]: a MirrorMaker 2 dedicated-mode file (`connect-mirror-maker.sh
 //!   mm2.properties`): `clusters`, per-cluster client settings, `A->B.enabled`
-//!   flows, topic lists, replication policy.
+//!   flows, topic lists, replication policy, consumer group offset sync.
+//!   MirrorMaker 1 had no group offset sync, so [`mm1`] turns none on.
 //!
 //! Both give a [`Translation`]: the equivalent [`MirrorConfig`] and, once per
 //! key, what was not carried over and why. A key is ignored only where that
@@ -21,7 +22,7 @@ use std::path::Path;
 
 use super::properties::{self, is_connection_key, property_error, Properties};
 use super::{
-    ClusterConfig, ConfigError, FlowConfig, IsolationLevel, MirrorConfig, PolicyKind,
+    ClusterConfig, ConfigError, FlowConfig, GroupsConfig, IsolationLevel, MirrorConfig, PolicyKind,
     RefusedBatchPolicy, StartPosition, TopicsConfig,
 };
 
@@ -217,14 +218,7 @@ const MM2_IGNORED: &[(&str, &str)] = &[
         "emit.checkpoints.interval.seconds",
         "kafka-mirror does not translate consumer group offsets",
     ),
-    (
-        "sync.group.offsets.enabled",
-        "kafka-mirror does not translate consumer group offsets",
-    ),
-    (
-        "sync.group.offsets.interval.seconds",
-        "kafka-mirror does not translate consumer group offsets",
-    ),
+    ("sync.group.offsets.interval.seconds", GROUPS_UNUSED),
     (
         "emit.offset-syncs.enabled",
         "kafka-mirror keeps its progress in its checkpoint topic",
@@ -240,21 +234,19 @@ const MM2_IGNORED: &[(&str, &str)] = &[
     ),
     (
         "refresh.groups.enabled",
-        "kafka-mirror does not translate consumer group offsets",
+        "kafka-mirror looks for matching groups at every offset sync",
     ),
     (
         "refresh.groups.interval.seconds",
-        "kafka-mirror does not translate consumer group offsets",
+        "kafka-mirror looks for matching groups at every offset sync",
     ),
-    (
-        "groups",
-        "kafka-mirror does not translate consumer group offsets",
-    ),
-    (
-        "groups.exclude",
-        "kafka-mirror does not translate consumer group offsets",
-    ),
+    ("groups", GROUPS_UNUSED),
+    ("groups.exclude", GROUPS_UNUSED),
+    ("groups.blacklist", GROUPS_UNUSED),
 ];
+
+/// Why a group sync setting of a flow that does not sync groups is ignored.
+const GROUPS_UNUSED: &str = "used only where sync.group.offsets.enabled = true";
 
 /// Suffixes of MirrorMaker 2 and Kafka Connect settings for their own
 /// internal topics, storage and workers: nothing kafka-mirror has.
@@ -274,6 +266,12 @@ const MM2_CLIENT_SECTIONS: &[&str] = &["consumer.", "producer.", "admin."];
 
 const MM2_DEFAULT_POLICY: &str = "org.apache.kafka.connect.mirror.DefaultReplicationPolicy";
 const MM2_IDENTITY_POLICY: &str = "org.apache.kafka.connect.mirror.IdentityReplicationPolicy";
+/// MirrorMaker 2's `groups` and `groups.exclude` defaults: every group but
+/// the console consumers', Kafka Connect's and the internal ones.
+const MM2_DEFAULT_GROUPS: &str = ".*";
+const MM2_DEFAULT_GROUPS_EXCLUDE: &str = "console-consumer-.*, connect-.*, __.*";
+/// MirrorMaker 2's `sync.group.offsets.interval.seconds` default.
+const MM2_DEFAULT_GROUP_SYNC_SECONDS: u64 = 60;
 
 /// Translates a MirrorMaker 2 dedicated-mode properties file.
 pub fn mm2(props: &Properties, path: &str) -> Result<Translation, ConfigError> {
@@ -392,11 +390,52 @@ pub fn mm2(props: &Properties, path: &str) -> Result<Translation, ConfigError> {
                 topics.refresh_interval_ms = Some(seconds.saturating_mul(1000));
                 used.push(key);
             }
+            let mut groups = GroupsConfig::default();
+            let sync = setting(&flow, "sync.group.offsets.enabled");
+            if let Some((key, value)) = &sync {
+                match value.trim() {
+                    "true" | "false" => used.push(key.clone()),
+                    _ => return Err(error(key, "must be true or false")),
+                }
+            }
+            if sync.is_some_and(|(_, value)| value.trim() == "true") {
+                let include = setting(&flow, "groups");
+                let exclude =
+                    setting(&flow, "groups.exclude").or_else(|| setting(&flow, "groups.blacklist"));
+                let interval = setting(&flow, "sync.group.offsets.interval.seconds");
+                groups.include = Some(mm2_regex_list(
+                    include
+                        .as_ref()
+                        .map_or(MM2_DEFAULT_GROUPS, |(_, list)| list),
+                ));
+                groups.exclude = Some(mm2_regex_list(
+                    exclude
+                        .as_ref()
+                        .map_or(MM2_DEFAULT_GROUPS_EXCLUDE, |(_, list)| list),
+                ));
+                let seconds = match &interval {
+                    None => MM2_DEFAULT_GROUP_SYNC_SECONDS,
+                    Some((key, value)) => value
+                        .trim()
+                        .parse()
+                        .ok()
+                        .filter(|seconds| *seconds > 0)
+                        .ok_or_else(|| error(key, "must be a number of seconds, at least 1"))?,
+                };
+                groups.sync_interval_ms = Some(seconds.saturating_mul(1000));
+                used.extend(
+                    [include, exclude, interval]
+                        .into_iter()
+                        .flatten()
+                        .map(|(key, _)| key),
+                );
+            }
             flows.push(FlowConfig {
                 name: None,
                 source: (*source).to_owned(),
                 target: (*target).to_owned(),
                 topics,
+                groups,
             });
         }
     }
@@ -575,6 +614,10 @@ pub fn to_toml(translation: &Translation, origin: &Path) -> String {
             if !topics.is_empty() {
                 table.insert("topics".into(), Value::Table(topics));
             }
+            let groups = groups_table(&flow.groups);
+            if !groups.is_empty() {
+                table.insert("groups".into(), Value::Table(groups));
+            }
             Value::Table(table)
         })
         .collect();
@@ -619,6 +662,23 @@ fn topics_table(topics: &TopicsConfig) -> toml::Table {
         table.insert(
             "never_copy_configs".into(),
             Value::Array(names.iter().cloned().map(Value::String).collect()),
+        );
+    }
+    table
+}
+
+fn groups_table(groups: &GroupsConfig) -> toml::Table {
+    use toml::Value;
+    let mut table = toml::Table::new();
+    for (key, value) in [("include", &groups.include), ("exclude", &groups.exclude)] {
+        if let Some(value) = value {
+            table.insert(key.into(), Value::String(value.clone()));
+        }
+    }
+    if let Some(ms) = groups.sync_interval_ms {
+        table.insert(
+            "sync_interval_ms".into(),
+            Value::Integer(i64::try_from(ms).unwrap_or(i64::MAX)),
         );
     }
     table
@@ -698,6 +758,90 @@ mod tests {
             let err = mm1(&options(consumer, producer)).expect_err("broken");
             let path = named.display().to_string();
             assert_named_without_secret(&err, &path, line, key, &path);
+        }
+    }
+
+    #[test]
+    fn mm2_group_offset_sync_maps_per_flow_with_its_defaults() {
+        let text = "clusters=A,B,C\nA.bootstrap.servers=a:1\nB.bootstrap.servers=b:1\n\
+                    C.bootstrap.servers=c:1\n\
+                    A->B.enabled=true\nA->C.enabled=true\nB->C.enabled=true\n\
+                    A->B.sync.group.offsets.enabled=true\n\
+                    sync.group.offsets.enabled=false\n\
+                    A->C.sync.group.offsets.enabled=true\n\
+                    A->C.groups=app-.*, connect-.*\nA->C.groups.exclude=app-test\n\
+                    A->C.sync.group.offsets.interval.seconds=5\n\
+                    B->C.groups=orphans\nemit.checkpoints.enabled=true\n";
+        let props = Properties::parse(text).expect("valid syntax");
+        let translation = mm2(&props, "mm2.properties").expect("translates");
+        let flows = translation.config.flows().expect("flows");
+        let names: Vec<_> = flows.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["A->B", "A->C", "B->C"]);
+
+        // MirrorMaker 2's defaults: every group but its usual exclusions, each minute.
+        let defaults = flows[0].groups.clone().expect("A->B syncs");
+        assert_eq!(defaults.interval(), std::time::Duration::from_secs(60));
+        assert!(defaults.selects("app-orders"));
+        for excluded in ["console-consumer-4711", "connect-mm2", "__internal"] {
+            assert!(!defaults.selects(excluded), "{excluded}");
+        }
+        // The flow's own lists replace them, both of them.
+        let own = flows[1].groups.clone().expect("A->C syncs");
+        assert_eq!(own.interval(), std::time::Duration::from_secs(5));
+        assert!(own.selects("app-orders") && own.selects("connect-x"));
+        assert!(!own.selects("app-test") && !own.selects("billing"));
+        // Off unless enabled, whatever the group lists say.
+        assert!(flows[2].groups.is_none());
+        assert_eq!(
+            translation.notices,
+            [
+                "B->C.groups: ignored (used only where sync.group.offsets.enabled = true)",
+                "emit.checkpoints.enabled: ignored (kafka-mirror does not translate consumer group offsets)",
+            ]
+        );
+
+        // `convert` writes the same settings as a native file.
+        let converted =
+            MirrorConfig::from_toml(&to_toml(&translation, Path::new("mm2.properties")))
+                .expect("the converted file is valid")
+                .flows()
+                .expect("flows");
+        let own = converted[1].groups.clone().expect("A->C syncs");
+        assert_eq!(own.interval(), std::time::Duration::from_secs(5));
+        assert!(own.selects("connect-x") && !own.selects("app-test"));
+        assert!(!converted[0]
+            .groups
+            .clone()
+            .expect("A->B")
+            .selects("connect-mm2"));
+        assert!(converted[2].groups.is_none());
+    }
+
+    #[test]
+    fn mm2_group_sync_mistakes_name_their_key() {
+        let head =
+            "clusters=A,B\nA.bootstrap.servers=a:1\nB.bootstrap.servers=b:1\nA->B.enabled=true\n";
+        for (line, key) in [
+            (
+                "sync.group.offsets.enabled=yes",
+                "sync.group.offsets.enabled",
+            ),
+            (
+                "A->B.sync.group.offsets.enabled=true\nA->B.sync.group.offsets.interval.seconds=0",
+                "A->B.sync.group.offsets.interval.seconds",
+            ),
+            (
+                "sync.group.offsets.enabled=true\nA->B.groups=app-(",
+                "flows[0].groups.include",
+            ),
+        ] {
+            let text = format!("{head}{line}\n");
+            let props = Properties::parse(&text).expect("valid syntax");
+            let err = mm2(&props, "mm2.properties")
+                .and_then(|t| t.config.validate().map(|()| t))
+                .expect_err(&text)
+                .to_string();
+            assert!(err.contains(&format!("key `{key}`")), "{text}: {err}");
         }
     }
 }

@@ -15,6 +15,9 @@
 //!   SASL and where its secrets come from);
 //! - `topics.rs`: which topics a flow copies ([`TopicFilter`]) and how its
 //!   topic settings resolve;
+//! - `groups.rs`: which consumer groups' offsets a flow syncs onto its
+//!   target, and how often ([`GroupSync`]);
+//! - `name_filter.rs`: the include/exclude regexes both of them select by;
 //! - [`flows`]: the flows between clusters, checked for loops;
 //! - [`properties`] and [`mirrormaker`]: Kafka client properties files and
 //!   MirrorMaker 1 and 2 configurations, read as kafka-mirror's own.
@@ -24,17 +27,20 @@ use std::path::Path;
 
 mod cluster;
 pub mod flows;
+mod groups;
 pub mod mirrormaker;
+mod name_filter;
 pub mod properties;
 mod schema;
 mod toml_error;
 mod topics;
 
 pub use flows::{Flow, FlowConfig};
+pub use groups::GroupSync;
 pub use schema::{
-    parse_start_position, CheckpointConfig, ClusterConfig, DataLossPolicy, IsolationLevel,
-    MirrorConfig, PolicyKind, RefusedBatchPolicy, ReplicationConfig, SaslConfig, StartPosition,
-    TlsConfig, TopicsConfig,
+    parse_start_position, CheckpointConfig, ClusterConfig, DataLossPolicy, GroupsConfig,
+    IsolationLevel, MirrorConfig, PolicyKind, RefusedBatchPolicy, ReplicationConfig, SaslConfig,
+    StartPosition, TlsConfig, TopicsConfig,
 };
 pub use topics::{looks_internal, TopicFilter};
 
@@ -107,6 +113,7 @@ impl MirrorConfig {
             clusters: BTreeMap::new(),
             flows: Vec::new(),
             topics: TopicsConfig::default(),
+            groups: GroupsConfig::default(),
             replication: ReplicationConfig::default(),
             checkpoints: CheckpointConfig::default(),
         }

@@ -1,7 +1,7 @@
 //! The configuration file's schema: every table and key, what it means, and
 //! its default. Only what serde can check is checked here (types, unknown
-//! keys); the checks across keys are in `mod.rs`, `cluster.rs`, `topics.rs`
-//! and `flows.rs`.
+//! keys); the checks across keys are in `mod.rs`, `cluster.rs`, `topics.rs`,
+//! `groups.rs` and `flows.rs`.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -38,6 +38,11 @@ pub struct MirrorConfig {
     /// defaults of every flow.
     #[serde(default)]
     pub topics: TopicsConfig,
+    /// Which consumer groups' committed offsets are translated onto the
+    /// target, and how often: the defaults of every flow. Off unless
+    /// `include` is set.
+    #[serde(default)]
+    pub groups: GroupsConfig,
     /// How data moves.
     #[serde(default)]
     pub replication: ReplicationConfig,
@@ -206,6 +211,25 @@ pub struct TopicsConfig {
     /// target keeps its own.
     #[serde(default)]
     pub never_copy_configs: Option<Vec<String>>,
+}
+
+/// Consumer group offset sync: which groups' committed source offsets are
+/// translated and committed on the target. Every key is optional: a flow's
+/// `groups` table overrides the top-level `[groups]` key by key. No group is
+/// synced unless `include` is set, since moving a group's offsets on the
+/// target is the operator's decision.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupsConfig {
+    /// Groups to sync: a regex that must match the whole group id. Unset, none are.
+    #[serde(default)]
+    pub include: Option<String>,
+    /// Groups never synced even when included: a regex over the whole group id.
+    #[serde(default)]
+    pub exclude: Option<String>,
+    /// How often the groups' offsets are synced (default 10 s; at least 1 ms).
+    #[serde(default)]
+    pub sync_interval_ms: Option<u64>,
 }
 
 /// `topics.replication_policy`: the kinds of [`ReplicationPolicy`](crate::policy::ReplicationPolicy).

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use regex::Regex;
 
+use super::name_filter::{anchored, NameFilter};
 use super::{invalid, ConfigError, PolicyKind, TopicsConfig};
 use crate::policy::ReplicationPolicy;
 use crate::topics::NOT_COPIED;
@@ -62,23 +63,12 @@ impl TopicsConfig {
         key: &str,
         checkpoint_topic: &str,
     ) -> Result<ResolvedTopics, ConfigError> {
-        let anchored = |name: &str, pattern: &str| {
-            Regex::new(&format!("^(?:{pattern})$")).map_err(|e| ConfigError::Invalid {
-                key: format!("{key}.{name}"),
-                reason: format!("not a valid regex: {e}"),
-            })
-        };
         let filter = TopicFilter {
-            include: anchored("include", self.include_pattern())?,
-            exclude: self
-                .exclude
-                .as_deref()
-                .map(|p| anchored("exclude", p))
-                .transpose()?,
+            names: NameFilter::new(key, self.include_pattern(), self.exclude.as_deref())?,
             include_internal: self
                 .include_internal
                 .as_deref()
-                .map(|p| anchored("include_internal", p))
+                .map(|p| anchored(&format!("{key}.include_internal"), p))
                 .transpose()?,
             checkpoint_topic: checkpoint_topic.to_owned(),
         };
@@ -123,8 +113,7 @@ impl TopicsConfig {
 /// Decides which source topics are replicated.
 #[derive(Debug, Clone)]
 pub struct TopicFilter {
-    include: Regex,
-    exclude: Option<Regex>,
+    names: NameFilter,
     include_internal: Option<Regex>,
     checkpoint_topic: String,
 }
@@ -148,7 +137,7 @@ impl TopicFilter {
         {
             return false;
         }
-        self.include.is_match(topic) && !self.exclude.as_ref().is_some_and(|e| e.is_match(topic))
+        self.names.matches(topic)
     }
 }
 
