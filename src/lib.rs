@@ -19,6 +19,7 @@
 //! - [`checkpoint`]: progress stored in a compacted topic on the target.
 //! - [`offset_map`]: where copied source offsets landed on the target, for
 //!   translating consumer group offsets.
+//! - [`groups`]: consumer group offsets translated and committed on the target.
 //! - [`config`]: the TOML configuration, its flows and their validation.
 //! - `backoff`: the one exponential backoff every retry loop uses.
 //!
@@ -34,6 +35,7 @@ pub mod batch;
 pub mod checkpoint;
 pub mod cluster;
 pub mod config;
+pub mod groups;
 pub mod net;
 pub mod offset_map;
 pub mod pipeline;

@@ -7,6 +7,7 @@
 //! tight reconnect loop. Leader routing lives in [`Metadata`] snapshots.
 
 mod fetch;
+mod groups;
 mod metadata;
 mod offsets;
 mod produce;
@@ -19,6 +20,10 @@ use kafka_protocol::messages::MetadataRequest;
 use tokio::sync::Mutex as AsyncMutex;
 
 pub use fetch::{fetch_request, response_partitions, FetchSession, PartitionFetch};
+pub use groups::{
+    CommitOutcome, CommittedOffset, CommittedOffsets, GroupClient, GroupError, GroupOp, GroupState,
+    ListedGroup,
+};
 pub use metadata::{Metadata, PartitionMetadata, TopicMetadata, TopicNames};
 pub use offsets::{OffsetLookupError, OffsetResult, OffsetSpec};
 pub use produce::produce_request;
@@ -288,6 +293,27 @@ impl Cluster {
         let pending = self.enqueue(broker, request).await?;
         pending
             .response()
+            .await
+            .map_err(|source| self.net_error(source))
+    }
+
+    /// Sends one broker a request whose fields moved between versions:
+    /// `build` makes it for the version it goes at
+    /// ([`Connection::request_version`]).
+    pub async fn send_built<R>(
+        &self,
+        broker: i32,
+        build: impl FnOnce(i16) -> R,
+    ) -> Result<R::Response, ClusterError>
+    where
+        R: kafka_protocol::protocol::Request + Send + 'static,
+    {
+        let connection = self.broker(broker).await?;
+        let version = connection
+            .request_version::<R>()
+            .map_err(|source| self.net_error(source))?;
+        connection
+            .send_versioned(build(version), version)
             .await
             .map_err(|source| self.net_error(source))
     }

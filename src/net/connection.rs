@@ -205,7 +205,7 @@ impl Connection {
     /// from the broker, so it would time out and poison the connection.
     /// kafka-mirror always produces with `acks=all`.
     pub async fn send<R: Request>(&self, request: R) -> Result<R::Response, NetError> {
-        let version = self.version_for(api_key::<R>())?;
+        let version = self.request_version::<R>()?;
         self.send_versioned(request, version).await
     }
 
@@ -261,17 +261,23 @@ impl Connection {
         &self.inner.shared.label
     }
 
-    fn version_for(&self, api: ApiKey) -> Result<i16, NetError> {
-        self.api_version(api)
+    /// The version [`Connection::send`] sends `R` at: the highest that the
+    /// broker supports and `kafka-protocol` can encode for `R`. That can be
+    /// below [`Connection::api_version`]: for a few APIs the crate decodes a
+    /// newer response than it encodes a request (OffsetFetch and OffsetCommit
+    /// v10, InitProducerId v6). Callers whose request fields moved between
+    /// versions build the request for this one.
+    pub fn request_version<R: Request>(&self) -> Result<i16, NetError> {
+        let api = api_key::<R>();
+        let ours = api.valid_versions().intersect(&R::VERSIONS);
+        let versions = self.inner.versions.get();
+        versions
+            .and_then(|versions| versions.version_within(api, ours))
             .ok_or_else(|| NetError::UnsupportedApi {
                 label: self.label().to_owned(),
                 api,
-                broker: self
-                    .inner
-                    .versions
-                    .get()
-                    .and_then(|versions| versions.broker_range(api)),
-                ours: api.valid_versions(),
+                broker: versions.and_then(|versions| versions.broker_range(api)),
+                ours,
             })
     }
 
@@ -305,7 +311,7 @@ impl Connection {
         request: R,
         splices: Splices,
     ) -> Result<PendingResponse<R>, NetError> {
-        let version = self.version_for(api_key::<R>())?;
+        let version = self.request_version::<R>()?;
         let queued = self.queue(&request, version, &splices).await?;
         Ok(PendingResponse {
             queued,

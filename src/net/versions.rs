@@ -64,7 +64,12 @@ impl NegotiatedVersions {
     /// The highest version of `api` that both the broker and `kafka-protocol`
     /// support, or `None` if the ranges do not overlap.
     pub fn version(&self, api: ApiKey) -> Option<i16> {
-        let common = self.broker_range(api)?.intersect(&api.valid_versions());
+        self.version_within(api, api.valid_versions())
+    }
+
+    /// The highest version of `api` inside both the broker's range and `ours`.
+    pub fn version_within(&self, api: ApiKey, ours: VersionRange) -> Option<i16> {
+        let common = self.broker_range(api)?.intersect(&ours);
         (!common.is_empty()).then_some(common.max)
     }
 }
@@ -155,7 +160,7 @@ mod tests {
     use crate::net::test_peer::Peer;
     use crate::net::ConnectionOptions;
     use kafka_protocol::messages::api_versions_response::ApiVersion;
-    use kafka_protocol::messages::ListOffsetsRequest;
+    use kafka_protocol::messages::{ListOffsetsRequest, OffsetCommitRequest};
     use kafka_protocol::protocol::Decodable;
 
     fn range(api: i16, min: i16, max: i16) -> ApiVersion {
@@ -197,6 +202,7 @@ mod tests {
             range(ApiKey::Produce as i16, 3, 12),
             range(ApiKey::Fetch as i16, 4, 99),
             range(ApiKey::ListOffsets as i16, 50, 60),
+            range(ApiKey::OffsetCommit as i16, 2, 10),
             range(ApiKey::ApiVersions as i16, 0, 4),
             range(999, 0, 1),
         ]);
@@ -216,6 +222,13 @@ mod tests {
         );
         assert_eq!(connection.api_version(ApiKey::ListOffsets), None);
         assert_eq!(connection.api_version(ApiKey::Metadata), None);
+        // kafka-protocol decodes OffsetCommit v10 answers but encodes requests
+        // only up to v9: a request goes at v9.
+        assert_eq!(connection.api_version(ApiKey::OffsetCommit), Some(10));
+        assert_eq!(
+            connection.request_version::<OffsetCommitRequest>().unwrap(),
+            9
+        );
 
         // No common version: refused before anything is sent.
         let err = connection
