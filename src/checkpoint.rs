@@ -4,8 +4,10 @@
 //! (`kafka-mirror-checkpoints` by default), one record per source partition:
 //!
 //! - key `{"mirror":NAME,"topic":T,"partition":P}`, value
-//!   `{"next_offset":N,"topic_id":UUID,"source_cluster":ID,"leader_epoch":E}` (JSON, so an
-//!   operator can read them with any console consumer). `T` is the target
+//!   `{"next_offset":N,"topic_id":UUID,"source_cluster":ID,"leader_epoch":E,"offset_map":M}`
+//!   (JSON, so an operator can read them with any console consumer), where `M`
+//!   is the partition's offset map up to `N` (where each copied source offset
+//!   landed on the target, [`crate::offset_map::StoredMap`]). `T` is the target
 //!   topic (the source topic's name under the flow's policy, so a changed
 //!   policy copies its new topics from the start); `NAME` is the flow's
 //!   checkpoint name (`Flow::checkpoint_name`: the mirror name, or
@@ -23,9 +25,11 @@
 //! deleted and recreated, or a config that now points at another cluster.
 //!
 //! A write is split into record batches that each fit the checkpoint topic's
-//! `max.message.bytes` (read from the target; about 5,400 checkpoints fit the
-//! 1 MiB default), since the broker refuses a larger batch however often it
-//! is sent. A load reads every record up to the end offset or fails: a start
+//! `max.message.bytes` (read from the target), since the broker refuses a
+//! larger batch however often it is sent. A checkpoint whose map is one point
+//! (a plain topic) takes about 250 bytes, so about 4,000 fit the 1 MiB
+//! default; a full map ([`crate::offset_map::MAX_POINTS`] points) takes 4 to
+//! 20 KiB depending on the size of its steps, so about 50 fit at worst. A load reads every record up to the end offset or fails: a start
 //! with some checkpoints missing would copy those partitions again, or with
 //! `start_position = "latest"` skip their data.
 
@@ -51,6 +55,7 @@ use crate::cluster::{
     fetch_request, response_partitions, Cluster, ClusterError, OffsetSpec, PartitionFetch,
     TopicNames,
 };
+use crate::offset_map::StoredMap;
 use crate::sync::lock;
 use crate::topics::{effective_config, ensure_topics, TopicError, TopicSpec};
 
@@ -198,6 +203,12 @@ pub struct Checkpoint {
     /// holds it (KIP-320); absent when unknown, and in older checkpoints.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leader_epoch: Option<i32>,
+    /// Where the copied source offsets landed on the target, up to
+    /// `next_offset` (see [`crate::offset_map`]): stored with the checkpoint
+    /// so it is never older or newer than the copy it describes. Absent in
+    /// older checkpoints, which older versions ignore.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset_map: Option<StoredMap>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -746,6 +757,7 @@ fn apply_record(
 mod tests {
     use super::*;
     use crate::batch::RecordBatch;
+    use crate::offset_map::{OffsetMap, MAX_POINTS};
 
     fn checkpoint(offset: i64) -> Checkpoint {
         Checkpoint {
@@ -753,6 +765,7 @@ mod tests {
             topic_id: Uuid::from_u128(42),
             source_cluster: Some("src".into()),
             leader_epoch: Some(3),
+            offset_map: None,
         }
     }
 
@@ -970,17 +983,120 @@ mod tests {
         assert!(scan.take(answer(&[cut])).is_err());
     }
 
-    /// Checkpoints written before the leader epoch was kept still load.
+    /// Checkpoints written before the leader epoch and the offset map were
+    /// kept still load.
     #[test]
-    fn a_checkpoint_without_a_leader_epoch_loads() {
+    fn a_checkpoint_without_a_leader_epoch_or_an_offset_map_loads() {
         let old = br#"{"next_offset":7,"topic_id":"00000000-0000-0000-0000-00000000002a","source_cluster":null}"#;
         let loaded: Checkpoint = serde_json::from_slice(old).expect("old checkpoint");
         assert_eq!((loaded.next_offset, loaded.leader_epoch), (7, None));
+        assert_eq!(loaded.offset_map, None);
         let unknown = Checkpoint {
             leader_epoch: None,
             ..checkpoint(7)
         };
         let written = serde_json::to_string(&unknown).expect("json");
         assert!(!written.contains("leader_epoch"), "{written}");
+        assert!(!written.contains("offset_map"), "{written}");
+    }
+
+    /// Reads back what `entries` wrote, as the loader does.
+    fn written_and_loaded(
+        entries: &[(String, i32, Checkpoint)],
+        limit: usize,
+    ) -> (Vec<EncodedBatch>, HashMap<(String, i32), Checkpoint>) {
+        let batches = encode_batches("dr", entries, 1_700_000_000_000, limit).expect("encode");
+        let mut loaded = HashMap::new();
+        reload(&batches, &mut loaded);
+        (batches, loaded)
+    }
+
+    /// A checkpoint carries its partition's offset map, and an operator
+    /// reads it as JSON.
+    #[test]
+    fn the_offset_map_round_trips_through_the_checkpoint() {
+        // Records 100..150, a commit marker at 150, records 151..171.
+        let mut map = OffsetMap::starting_at(100);
+        map.copied(100, 0, 50);
+        map.skipped_to(151);
+        map.copied(151, 50, 20);
+        let with_map = Checkpoint {
+            offset_map: Some(map.stored()),
+            ..checkpoint(171)
+        };
+        let json = serde_json::to_string(&with_map).expect("json");
+        assert!(
+            json.ends_with(
+                r#","offset_map":{"from":100,"points":[0,0,51,50],"copied_end":[171,70]}}"#
+            ),
+            "{json}"
+        );
+        let (_, loaded) = written_and_loaded(&[("t".to_owned(), 0, with_map.clone())], 1 << 20);
+        let loaded = &loaded[&("t".to_owned(), 0)];
+        assert_eq!(loaded, &with_map);
+        let stored = loaded.offset_map.as_ref().expect("a map");
+        assert_eq!(
+            OffsetMap::from_stored(stored, loaded.next_offset),
+            Some(map)
+        );
+    }
+
+    /// The largest maps a checkpoint can carry still split into batches the
+    /// topic takes, and read back whole.
+    #[test]
+    fn checkpoints_with_full_offset_maps_fit_the_limit() {
+        const LIMIT: usize = 1 << 20;
+        // Steps as large as a long-lived topic's offsets make: 17 digits each.
+        let step = 10_000_000_000_000_000;
+        let mut map = OffsetMap::starting_at(0);
+        for i in 0..MAX_POINTS as i64 {
+            map.copied(i * step, i * (step - 1), 1);
+        }
+        let end = map.end();
+        let full: Vec<_> = entries(1, 200, 0)
+            .into_iter()
+            .map(|(topic, partition, _)| {
+                let offset_map = Some(map.stored());
+                (
+                    topic,
+                    partition,
+                    Checkpoint {
+                        offset_map,
+                        ..checkpoint(end)
+                    },
+                )
+            })
+            .collect();
+        let value = serde_json::to_vec(&full[0].2).expect("json").len();
+        assert!((16 << 10..24 << 10).contains(&value), "{value} bytes");
+        let (batches, loaded) = written_and_loaded(&full, LIMIT);
+        assert!(batches.len() >= 4, "{} batches", batches.len());
+        assert!(batches.iter().all(|b| b.bytes.len() <= LIMIT));
+        assert_eq!(loaded.len(), full.len());
+        for (topic, partition, written) in &full {
+            let read = &loaded[&(topic.clone(), *partition)];
+            assert_eq!(read, written);
+            let stored = read.offset_map.as_ref().expect("a map");
+            assert_eq!(OffsetMap::from_stored(stored, end).as_ref(), Some(&map));
+        }
+    }
+
+    /// The checkpoint of a plain topic, its map one point.
+    #[test]
+    fn a_plain_topic_checkpoint_is_about_250_bytes() {
+        let mut map = OffsetMap::starting_at(0);
+        map.copied(0, 0, 8);
+        let plain = Checkpoint {
+            offset_map: Some(map.stored()),
+            ..checkpoint(8)
+        };
+        let entries: Vec<_> = entries(6, 1000, 0)
+            .into_iter()
+            .map(|(t, p, _)| (t, p, plain.clone()))
+            .collect();
+        let (batches, _) = written_and_loaded(&entries, 1 << 20);
+        let total: usize = batches.iter().map(|b| b.bytes.len()).sum();
+        let each = total / entries.len();
+        assert!((200..300).contains(&each), "{each} bytes a checkpoint");
     }
 }

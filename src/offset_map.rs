@@ -92,6 +92,13 @@ impl OffsetMap {
         self.end
     }
 
+    /// After the last copied record, on both sides (`None` until one is
+    /// copied): where the records that follow it on the source land when
+    /// nothing is skipped in between.
+    pub fn copied_end(&self) -> Option<Point> {
+        self.copied_end
+    }
+
     /// The points kept, oldest first.
     pub fn points(&self) -> impl Iterator<Item = Point> + '_ {
         self.points.iter().copied()

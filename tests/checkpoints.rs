@@ -1,6 +1,7 @@
 //! Checkpoints against a real broker: thousands of partitions, whose
 //! checkpoints do not fit one batch of the checkpoint topic's
-//! `max.message.bytes`, and a checkpoint topic the loader cannot read.
+//! `max.message.bytes`, a checkpoint topic the loader cannot read, and the
+//! offset map each checkpoint carries, across a restart.
 //!
 //! One cluster plays both sides (a flow between two aliases of it, with
 //! prefixed target names), so the machine runs one broker holding all the
@@ -14,12 +15,14 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::*;
+use kafka_mirror::offset_map::{OffsetMap, Translation};
 use kafka_testkit::{
     produce_with_librdkafka, read_partition_batches, ClusterSpec, KafkaCluster, ProduceOpts,
 };
 
-/// 6 topics of 1,000 partitions: 6,000 checkpoints of about 190 bytes, more
-/// than one batch of the default 1 MiB `max.message.bytes` holds.
+/// 6 topics of 1,000 partitions: 6,000 checkpoints of about 250 bytes (an
+/// offset map of one point each), more than one batch of the default 1 MiB
+/// `max.message.bytes` holds.
 const TOPICS: usize = 6;
 const PARTITIONS: u32 = 1_000;
 /// Records per partition.
@@ -214,6 +217,18 @@ fn six_thousand_partitions_are_checkpointed_and_not_copied_twice() {
         sizes.iter().max().copied().unwrap_or_default(),
         sizes.iter().sum::<usize>()
     );
+    // Each plain partition copied into an empty one: its offset map is one
+    // point, every offset where it was on the source.
+    let checkpoints = stored_checkpoints(cluster, CHECKPOINT_TOPIC, "scale/a->b");
+    assert_eq!(checkpoints.len(), partitions);
+    for ((topic, partition), checkpoint) in &checkpoints {
+        let stored = checkpoint.offset_map.as_ref().expect("an offset map");
+        let map = OffsetMap::from_stored(stored, checkpoint.next_offset).expect("a map");
+        assert_eq!(map.points().count(), 1, "{topic}-{partition}: {stored:?}");
+        for offset in 0..=PER_PARTITION as i64 {
+            assert_eq!(map.translate(offset), Translation::Exact(offset));
+        }
+    }
 
     let second = Instant::now();
     let summary = mirror_quietly(&args);
@@ -319,4 +334,72 @@ fn checkpoints_the_target_cannot_store_end_the_run_with_exit_3() {
             && stdout.contains("A restart resumes them from their stored checkpoints"),
         "{stdout}"
     );
+}
+
+/// A target partition that held records before, a source partition with
+/// committed and aborted transactions and plain records between them, and
+/// a restart with more of both: the offset map the second run stores still
+/// starts where the first began, and translates every source offset to the
+/// copy of the record a consumer that committed it reads next.
+#[test]
+fn the_offset_map_translates_every_offset_across_a_restart() {
+    let cluster = cluster();
+    let (topic, copy, checkpoint_topic) = ("map-src", "a.map-src", "map-checkpoints");
+    cluster
+        .create_topic(topic, 1, 1, &[])
+        .expect("create topic");
+    cluster.create_topic(copy, 1, 1, &[]).expect("create topic");
+    // The target's own records: every copy lands 7 offsets further.
+    produce_keyed(cluster, copy, 7, 1, "earlier", None);
+    let produce = |prefix: &str, count: u64, transaction: Option<bool>| {
+        produce_with_librdkafka(
+            &cluster.bootstrap(),
+            topic,
+            &ProduceOpts {
+                count,
+                partitions: Some(1),
+                key_prefix: prefix.into(),
+                transactional_id: transaction.map(|_| format!("map-{prefix}")),
+                abort: transaction == Some(false),
+                ..ProduceOpts::default()
+            },
+        )
+        .unwrap_or_else(|e| panic!("produce {prefix}: {e:#}"));
+    };
+    produce("committed-1", 5, Some(true));
+    produce("aborted-1", 4, Some(false));
+    produce("plain-1", 3, None);
+    produce("committed-2", 4, Some(true));
+    let args = vec![
+        "run".into(),
+        "--config".into(),
+        flow_config("maps", topic, checkpoint_topic),
+    ];
+    mirror_quietly(&args);
+    produce("aborted-2", 2, Some(false));
+    produce("committed-3", 3, Some(true));
+    produce("plain-2", 2, None);
+    mirror_quietly(&args);
+
+    let source = records_by_partition(&cluster.bootstrap(), topic)
+        .remove(&0)
+        .expect("data");
+    let target = records_by_partition(&cluster.bootstrap(), copy)
+        .remove(&0)
+        .expect("data");
+    let (earlier, copies) = target.split_at(7);
+    assert!(earlier
+        .iter()
+        .all(|r| r.key.as_deref().is_some_and(|k| k.starts_with(b"earlier"))));
+    let expected: Vec<&_> = source.iter().collect();
+    assert_records(&expected, copies);
+    let checkpoints = stored_checkpoints(cluster, checkpoint_topic, "maps/a->b");
+    let checkpoint = &checkpoints[&(copy.to_owned(), 0)];
+    assert_eq!(
+        checkpoint.next_offset,
+        offset_of(cluster, topic, 0, -1),
+        "the whole partition is copied"
+    );
+    let checked = assert_translates_exactly(checkpoint, 0, &source, copies, topic);
+    eprintln!("{checked} source offsets translate exactly: {checkpoint:?}");
 }

@@ -45,7 +45,7 @@ pub use aborted::{AbortedTransactions, BatchFate};
 pub use codec::MAX_INFLATED_BYTES;
 pub use error::BatchError;
 pub use legacy::{LegacyMessages, MAX_RUN_SOURCE_BYTES, NO_TIMESTAMP};
-pub use reencode::{reencode, reencode_with_limit, trim};
+pub use reencode::{reencode, reencode_with_limit, trim, OffsetRun, Reencoded};
 pub use split::{split_batches, Batches, Fetched};
 pub(crate) use varint::varint_len;
 pub use view::{Compression, ControlType, ProducerStamp, RecordBatch, TimestampType};

@@ -19,7 +19,10 @@
 //!
 //! A batch that starts before the position a Fetch asked for is the third
 //! kind: [`trim`] drops the records below the position (data the source
-//! purged, or that the user did not ask for) in the same pass.
+//! purged, or that the user did not ask for) in the same pass, and reports
+//! the source offsets of the records it kept as [`OffsetRun`]s, so the
+//! pipeline knows where each copied record was on the source (the offset
+//! map) without reading the records again.
 //!
 //! [`reencode`] does both. It decompresses the records section with the
 //! batch's own codec, walks each record's varint fields (length, attributes,
@@ -46,6 +49,27 @@ use super::varint::{read_varint, read_varlong, varint_len, write_varint};
 use super::view::{at, HEADER_LEN, TIMESTAMP_TYPE_BIT};
 use super::{BatchError, RecordBatch, TimestampType};
 
+/// Consecutive source offsets of records a re-encoding kept: `count`
+/// records from `first` on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OffsetRun {
+    /// The source offset of the run's first record.
+    pub first: i64,
+    /// Records in the run.
+    pub count: i32,
+}
+
+/// A re-encoded batch and where its records were on the source.
+#[derive(Debug, Clone)]
+pub struct Reencoded {
+    /// The batch to produce.
+    pub batch: RecordBatch,
+    /// The source offsets of its records, in order, as runs of consecutive
+    /// offsets: one run for a batch without gaps, one more per gap
+    /// compaction left between kept records.
+    pub source_runs: Vec<OffsetRun>,
+}
+
 /// Re-encodes `batch` as [`reencode_with_limit`] with [`MAX_INFLATED_BYTES`].
 pub fn reencode(batch: &RecordBatch) -> Result<RecordBatch, BatchError> {
     reencode_with_limit(batch, MAX_INFLATED_BYTES)
@@ -58,8 +82,9 @@ pub fn reencode(batch: &RecordBatch) -> Result<RecordBatch, BatchError> {
 /// or retention, a start position found by timestamp) returns the whole
 /// batch: the records below the position are ones the source purged or the
 /// user did not ask for, and must never reach the target. The result starts
-/// at `from`, its kept records numbered from there.
-pub fn trim(batch: &RecordBatch, from: i64) -> Result<Option<RecordBatch>, BatchError> {
+/// at `from`, its kept records numbered from there; its source runs say
+/// which source offsets they had.
+pub fn trim(batch: &RecordBatch, from: i64) -> Result<Option<Reencoded>, BatchError> {
     rewrite(batch, from, MAX_INFLATED_BYTES)
 }
 
@@ -85,20 +110,22 @@ pub fn reencode_with_limit(
     batch: &RecordBatch,
     max_inflated_bytes: usize,
 ) -> Result<RecordBatch, BatchError> {
-    rewrite(batch, batch.base_offset(), max_inflated_bytes)?.ok_or_else(|| BatchError::Corrupt {
-        base_offset: batch.base_offset(),
-        reason: "no record was kept".into(),
-    })
+    rewrite(batch, batch.base_offset(), max_inflated_bytes)?
+        .map(|reencoded| reencoded.batch)
+        .ok_or_else(|| BatchError::Corrupt {
+            base_offset: batch.base_offset(),
+            reason: "no record was kept".into(),
+        })
 }
 
 /// The re-encoding of [`reencode_with_limit`] and [`trim`]: the records at
 /// source offset `from` or above (`Ok(None)` if none), renumbered from the
-/// larger of `from` and the batch's base offset.
+/// larger of `from` and the batch's base offset, and their source offsets.
 fn rewrite(
     batch: &RecordBatch,
     from: i64,
     max_inflated_bytes: usize,
-) -> Result<Option<RecordBatch>, BatchError> {
+) -> Result<Option<Reencoded>, BatchError> {
     let base_offset = batch.base_offset();
     let corrupt = |reason: String| BatchError::Corrupt {
         base_offset,
@@ -122,6 +149,7 @@ fn rewrite(
     let mut renumbered = Vec::with_capacity(records.len());
     // Records whose offsetDelta is below this are left out.
     let keep_from = from.saturating_sub(base_offset).max(0);
+    let mut kept_deltas = Vec::new();
     let kept = renumber_records(
         &records,
         count,
@@ -129,6 +157,7 @@ fn rewrite(
         keep_from,
         append_time,
         &mut renumbered,
+        &mut kept_deltas,
     )
     .map_err(corrupt)?;
     drop(records);
@@ -154,13 +183,22 @@ fn rewrite(
         out[at::BASE_TIMESTAMP..at::BASE_TIMESTAMP + 8]
             .copy_from_slice(&batch.max_timestamp().to_be_bytes());
     }
-    seal(out, new_base).map(Some)
+    let batch = seal(out, new_base)?;
+    let source_runs = kept_deltas
+        .into_iter()
+        .map(|run| OffsetRun {
+            first: base_offset + run.first,
+            count: run.count,
+        })
+        .collect();
+    Ok(Some(Reencoded { batch, source_runs }))
 }
 
 /// Writes those of the `count` records of `records` whose offsetDelta is at
 /// least `keep_from` into `out`, with offsetDelta `i` for the i-th one
 /// written (and timestampDelta 0 with `zero_timestamps`), everything else
-/// copied; every record is checked. Returns the records written.
+/// copied; every record is checked. Returns the records written; `kept`
+/// gets their original offsetDeltas as runs (`first` relative to the batch).
 fn renumber_records(
     records: &[u8],
     count: i32,
@@ -168,6 +206,7 @@ fn renumber_records(
     keep_from: i64,
     zero_timestamps: bool,
     out: &mut Vec<u8>,
+    kept_deltas: &mut Vec<OffsetRun>,
 ) -> Result<i32, String> {
     let mut rest = records;
     let mut previous_delta: Option<i32> = None;
@@ -216,6 +255,14 @@ fn renumber_records(
         write_varint(out, kept);
         out.extend_from_slice(fields);
         kept += 1;
+        let delta = i64::from(offset_delta);
+        match kept_deltas.last_mut() {
+            Some(run) if run.first + i64::from(run.count) == delta => run.count += 1,
+            _ => kept_deltas.push(OffsetRun {
+                first: delta,
+                count: 1,
+            }),
+        }
     }
     if !rest.is_empty() {
         return Err(format!(
@@ -691,7 +738,7 @@ mod tests {
             let input = RecordBatch::parse(raw_batch(codec, &kept, 9, 0)).unwrap();
             let whole = reencode(&input).unwrap();
             for from in [0, 4_999, 5_000] {
-                let trimmed = trim(&input, from).unwrap().expect("records kept");
+                let trimmed = trim(&input, from).unwrap().expect("records kept").batch;
                 assert_eq!(
                     trimmed.as_bytes(),
                     whole.as_bytes(),
@@ -700,11 +747,23 @@ mod tests {
             }
             // No record below 5_001 (the first is at 5_001): the same
             // records, the batch starting at the position.
-            let trimmed = trim(&input, 5_001).unwrap().expect("records kept");
+            let trimmed = trim(&input, 5_001).unwrap().expect("records kept").batch;
             assert_eq!(trimmed.base_offset(), 5_001);
             assert_eq!(&trimmed.as_bytes()[8..], &whole.as_bytes()[8..]);
             let tail = trim(&input, 5_005).unwrap().expect("the record at 5006");
-            assert_eq!((tail.base_offset(), tail.records_count()), (5_005, 1));
+            assert_eq!(
+                (tail.batch.base_offset(), tail.batch.records_count()),
+                (5_005, 1)
+            );
+            let one = OffsetRun {
+                first: 5_006,
+                count: 1,
+            };
+            assert_eq!(
+                tail.source_runs,
+                [one],
+                "{codec:?}: where it was on the source"
+            );
             for past in [5_007, 5_010, i64::MAX] {
                 assert!(
                     trim(&input, past).unwrap().is_none(),
@@ -766,7 +825,8 @@ mod tests {
 
         /// Trimming at any position keeps exactly the records at or above
         /// it, byte for byte but their offsetDelta, renumbered from the
-        /// position; a batch with none there is gone.
+        /// position, and names their source offsets in as few runs as
+        /// their gaps allow; a batch with none there is gone.
         #[test]
         fn a_trim_keeps_exactly_the_records_at_or_above_the_position(
             records in proptest::collection::vec((raw_record(), any::<bool>()), 1..12),
@@ -787,15 +847,25 @@ mod tests {
             let attributes = if append_time { TIMESTAMP_TYPE_BIT } else { 0 };
             let bytes = raw_batch(codec, &kept, last_offset_delta, attributes);
             let input = RecordBatch::parse(bytes).unwrap();
-            let wanted: Vec<&RawRecord> = kept
+            let wanted: Vec<(i64, &RawRecord)> = kept
                 .iter()
-                .filter(|(delta, _)| 5_000 + i64::from(*delta) >= from)
-                .map(|(_, r)| r)
+                .map(|(delta, r)| (5_000 + i64::from(*delta), r))
+                .filter(|(offset, _)| *offset >= from)
                 .collect();
-            let Some(output) = trim(&input, from).unwrap() else {
+            let Some(Reencoded { batch: output, source_runs }) = trim(&input, from).unwrap() else {
                 prop_assert!(wanted.is_empty());
                 return Ok(());
             };
+            let offsets: Vec<i64> = source_runs
+                .iter()
+                .flat_map(|run| run.first..run.first + i64::from(run.count))
+                .collect();
+            let wanted_offsets: Vec<i64> = wanted.iter().map(|(offset, _)| *offset).collect();
+            prop_assert_eq!(offsets, wanted_offsets);
+            for pair in source_runs.windows(2) {
+                prop_assert!(pair[0].first + i64::from(pair[0].count) < pair[1].first, "runs not merged: {:?}", source_runs);
+            }
+            let wanted: Vec<&RawRecord> = wanted.into_iter().map(|(_, r)| r).collect();
             output.verify_crc().unwrap();
             prop_assert_eq!(output.base_offset(), from.max(5_000));
             prop_assert_eq!(output.records_count(), wanted.len() as i32);

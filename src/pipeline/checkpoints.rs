@@ -102,6 +102,14 @@ impl CheckpointSchedule {
             if committed == slot.state.checkpointed {
                 continue;
             }
+            let offset_map = slot.state.offset_map();
+            debug_assert_eq!(
+                offset_map.end(),
+                committed,
+                "{}-{}",
+                slot.topic,
+                slot.partition
+            );
             // Keyed by the target topic: a changed naming policy writes new
             // target topics, which must be copied from the start.
             write.entries.push((
@@ -112,6 +120,7 @@ impl CheckpointSchedule {
                     topic_id: slot.source_topic_id,
                     source_cluster: self.source_cluster.clone(),
                     leader_epoch: slot.epochs.before(committed),
+                    offset_map: Some(offset_map.stored()),
                 },
             ));
             write.written.push((id, committed));
@@ -157,13 +166,15 @@ pub(super) fn stored(slots: &mut Slots, written: Vec<SlotOffset>) {
 mod tests {
     use super::*;
     use crate::cluster::OffsetSpec;
+    use crate::offset_map::{OffsetMap, Translation};
     use crate::pipeline::slots::{SlotId, Status};
     use crate::pipeline::testing::{batch, slot};
     use uuid::Uuid;
 
-    /// Partition 0 copied a batch the target acknowledged, 1 did nothing,
-    /// 2 acknowledged one and is resolving a reset (its topic recreated):
-    /// the reset waits for that batch to be checkpointed, so it is written.
+    /// Partition 0 copied a batch the target acknowledged (at its offset 0),
+    /// 1 did nothing, 2 acknowledged one and is resolving a reset (its topic
+    /// recreated): the reset waits for that batch to be checkpointed, so it
+    /// is written.
     fn table() -> (Slots, [SlotId; 3]) {
         let mut slots = Slots::default();
         let ids = [0, 1, 2].map(|p| slots.push(slot("t", Uuid::from_u128(5), p, 100)));
@@ -171,7 +182,7 @@ mod tests {
             slots[id].state.push_batch(batch(100, 3));
             slots[id].epochs.fetched(4, 100);
             let sent = slots[id].state.next_to_send(7, 0, false).expect("batch");
-            slots[id].state.acked(sent.entry);
+            slots[id].state.acked(sent.entry, 0);
         }
         slots[ids[2]].status = Status::Resolving {
             spec: OffsetSpec::Earliest,
@@ -203,6 +214,13 @@ mod tests {
             checkpoint.leader_epoch,
             Some(4),
             "the source epoch of the last batch copied"
+        );
+        let stored = checkpoint.offset_map.as_ref().expect("the offset map");
+        let map = OffsetMap::from_stored(stored, 103).expect("ends at the checkpoint");
+        assert_eq!(
+            (100..=103).map(|c| map.translate(c)).collect::<Vec<_>>(),
+            [0, 1, 2, 3].map(Translation::Exact),
+            "where each source offset landed"
         );
         assert!(
             schedule.due(&slots, true, now).is_none(),

@@ -923,7 +923,9 @@ mod tests {
         let id = f.id(0);
         for _ in 0..acked {
             let sent = f.slots[id].state.next_to_send(7, 1, false).expect("send");
-            f.slots[id].state.acked(sent.entry);
+            f.slots[id]
+                .state
+                .acked(sent.entry, sent.batch.base_offset());
         }
         for _ in 0..in_flight {
             f.slots[id].state.next_to_send(7, 1, false).expect("send");
@@ -1014,7 +1016,8 @@ mod tests {
         let positions = Positions::new(DataLossPolicy::Continue);
         let entry = f.slots[id].state.next_to_send(7, 1, false);
         assert!(entry.is_none(), "nothing more is sent");
-        f.slots[id].state.acked(1);
+        // Entry 1: the second batch, source offsets 5..10, on the target at 5.
+        f.slots[id].state.acked(1, 5);
         assert_eq!(f.slots[id].state.committed(), 10);
         f.slots[id].state.checkpoint_stored(10);
         positions.due_lookups(&mut f.slots, now);

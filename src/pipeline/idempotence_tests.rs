@@ -8,9 +8,14 @@
 //!
 //! The model keeps, per producer id, the epoch, the last five batches'
 //! sequence ranges and offsets, and the next expected sequence: a duplicate of
-//! one of the five is answered as a success with its original offset, a new
-//! epoch must start at sequence 0, a producer it has no state for may start at
-//! any sequence, anything else is OUT_OF_ORDER_SEQUENCE_NUMBER.
+//! one of the five is answered as a success with its original offset (or, as
+//! old brokers do, DUPLICATE_SEQUENCE_NUMBER without one), a new epoch must
+//! start at sequence 0, a producer it has no state for may start at any
+//! sequence, anything else is OUT_OF_ORDER_SEQUENCE_NUMBER. Its log may hold
+//! records written before the mirror's, and the source has commit markers
+//! between batches, so the partition's offset map is checked against the
+//! offsets the model gave: every committed source offset translates to the
+//! target offset of the first copied record at or after it.
 //!
 //! [`PartitionState`]: super::partition::PartitionState
 
@@ -32,13 +37,15 @@ use super::stats::Counters;
 use super::testing::{batch, metadata, produced, slot};
 use crate::cluster::{ClusterError, Role};
 use crate::config::ReplicationConfig;
+use crate::offset_map::Translation;
 
 const TARGET: &str = "copy.t";
 const BROKERS: [i32; 3] = [1, 2, 3];
 /// Batches the broker remembers per producer for duplicate detection.
 const REMEMBERED: usize = 5;
 
-/// A batch as the broker received it.
+/// A batch as the broker received it (and, in its log, the offset of its
+/// first record there).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Attempt {
     /// The source batch: its base offset.
@@ -47,6 +54,8 @@ struct Attempt {
     epoch: i16,
     sequence: i32,
     records: i32,
+    /// The target offset of its first record, once appended.
+    target: i64,
 }
 
 impl Attempt {
@@ -67,19 +76,30 @@ struct ProducerEntry {
 /// How the broker answers an attempt it processed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Verdict {
-    Appended,
-    Duplicate,
+    /// Appended, its first record at this offset.
+    Appended(i64),
+    /// Already in the log, its first record at this offset.
+    Duplicate(i64),
     OutOfOrder,
     /// Our producer id or epoch is no longer taken.
     Refused,
 }
 
+/// A Produce answer for the one partition: its error and base offset.
+type Answer = (Option<ResponseError>, i64);
+
 impl Verdict {
-    fn error(self) -> Option<ResponseError> {
+    /// The answer as a broker gives it; `old_broker` answers a duplicate
+    /// with DUPLICATE_SEQUENCE_NUMBER and no offset.
+    fn answer(self, old_broker: bool) -> Answer {
         match self {
-            Verdict::Appended | Verdict::Duplicate => None,
-            Verdict::OutOfOrder => Some(ResponseError::OutOfOrderSequenceNumber),
-            Verdict::Refused => Some(ResponseError::InvalidProducerEpoch),
+            Verdict::Appended(offset) => (None, offset),
+            Verdict::Duplicate(_) if old_broker => {
+                (Some(ResponseError::DuplicateSequenceNumber), -1)
+            }
+            Verdict::Duplicate(offset) => (None, offset),
+            Verdict::OutOfOrder => (Some(ResponseError::OutOfOrderSequenceNumber), -1),
+            Verdict::Refused => (Some(ResponseError::InvalidProducerEpoch), -1),
         }
     }
 }
@@ -89,6 +109,8 @@ impl Verdict {
 #[derive(Debug, Default)]
 struct ModelBroker {
     log: Vec<Attempt>,
+    /// The offset the next record appended gets.
+    next_offset: i64,
     producers: HashMap<i64, ProducerEntry>,
     /// Producer ids the broker no longer takes (fenced).
     refused: HashSet<i64>,
@@ -104,12 +126,12 @@ impl ModelBroker {
             Some(entry) if a.epoch < entry.epoch => return Verdict::Refused,
             Some(entry) if a.epoch > entry.epoch && a.sequence != 0 => return Verdict::OutOfOrder,
             Some(entry) if a.epoch == entry.epoch => {
-                if entry
+                if let Some(&(_, _, offset)) = entry
                     .last
                     .iter()
-                    .any(|&(first, last, _)| (first, last) == (a.sequence, last_sequence))
+                    .find(|&&(first, last, _)| (first, last) == (a.sequence, last_sequence))
                 {
-                    return Verdict::Duplicate;
+                    return Verdict::Duplicate(offset);
                 }
                 if a.sequence != entry.next {
                     return Verdict::OutOfOrder;
@@ -118,8 +140,12 @@ impl ModelBroker {
             // A new epoch at sequence 0, or no state: any first sequence.
             _ => {}
         }
-        let offset = self.log.len() as i64;
-        self.log.push(a);
+        let offset = self.next_offset;
+        self.next_offset += i64::from(a.records);
+        self.log.push(Attempt {
+            target: offset,
+            ..a
+        });
         let entry = self
             .producers
             .entry(a.producer_id)
@@ -137,7 +163,7 @@ impl ModelBroker {
             entry.last.pop_front();
         }
         entry.next = last_sequence + 1;
-        Verdict::Appended
+        Verdict::Appended(offset)
     }
 }
 
@@ -231,6 +257,10 @@ struct Harness {
     connections: HashMap<i32, VecDeque<Pending>>,
     /// Source batches as `(base offset, records)`, in source order.
     source: Vec<(i64, i32)>,
+    /// The source offset after the last batch or marker fetched.
+    source_end: i64,
+    /// The broker answers duplicates without their offset.
+    old_broker: bool,
     /// The source batches the stage was told may have been written, and the
     /// identity they were sent with, until it is told they were.
     unknown: HashMap<i64, (i64, i16)>,
@@ -239,7 +269,8 @@ struct Harness {
 }
 
 impl Harness {
-    fn new() -> Self {
+    /// A partition copied into a target that held `held` records before.
+    fn new(held: i64, old_broker: bool) -> Self {
         let mut slots = Slots::default();
         let id = slots.push(slot("t", Uuid::from_u128(1), 0, 0));
         let mut meta = MetadataView::default();
@@ -255,11 +286,16 @@ impl Harness {
             // The model broker never forgets a producer.
             stage: ProduceStage::new((1000, 0)).with_producer_expiry(Duration::MAX),
             counters: Counters::default(),
-            broker: ModelBroker::default(),
+            broker: ModelBroker {
+                next_offset: held,
+                ..ModelBroker::default()
+            },
             leader: 1,
             next_producer_id: 1001,
             connections: HashMap::new(),
             source: Vec::new(),
+            source_end: 0,
+            old_broker,
             unknown: HashMap::new(),
             committed: 0,
             now: Instant::now(),
@@ -273,15 +309,20 @@ impl Harness {
         }
     }
 
+    /// Queues source batches; every third is a transaction's last, its
+    /// commit marker (an offset with nothing to copy) after it.
     fn fetch(&mut self, batches: u8) {
         for _ in 0..batches {
-            let base = self
-                .source
-                .last()
-                .map_or(0, |&(base, n)| base + i64::from(n));
+            let base = self.source_end;
             let records = (self.source.len() % 3) as i32 + 1;
-            self.slots[self.id].state.push_batch(batch(base, records));
+            let state = &mut self.slots[self.id].state;
+            state.push_batch(batch(base, records));
             self.source.push((base, records));
+            self.source_end = base + i64::from(records);
+            if self.source.len() % 3 == 0 {
+                self.source_end += 1;
+                state.push_skip(self.source_end);
+            }
         }
     }
 
@@ -296,16 +337,21 @@ impl Harness {
         for job in jobs {
             let wire = produced(&job);
             prop_assert_eq!(wire.len(), 1, "one partition, one batch per request");
-            // Entries are numbered in the order they were queued: only
-            // batches here, so an entry is its source batch's index.
-            let index = usize::try_from(job.sent[0].1).unwrap_or(usize::MAX);
-            prop_assert!(index < self.source.len(), "unknown entry {}", index);
+            // The source batch the entry holds, by the end of its range.
+            let range = self.slots[self.id].state.entry_range(job.sent[0].1);
+            let index = self
+                .source
+                .iter()
+                .position(|&(base, n)| Some(base + i64::from(n)) == range.map(|(_, end)| end));
+            prop_assert!(index.is_some(), "unknown entry {:?}", range);
+            let index = index.unwrap_or_default();
             let attempt = Attempt {
                 source: self.source[index].0,
                 producer_id: wire[0].producer_id(),
                 epoch: wire[0].producer_epoch(),
                 sequence: wire[0].base_sequence(),
                 records: wire[0].records_count(),
+                target: -1,
             };
             if let Some(&identity) = self.unknown.get(&attempt.source) {
                 prop_assert_eq!(
@@ -351,32 +397,35 @@ impl Harness {
         else {
             return;
         };
-        let not_leader = Some(ResponseError::NotLeaderOrFollower);
+        let old_broker = self.old_broker;
+        let error = |e: ResponseError| Ok((Some(e), -1));
+        let not_leader = error(ResponseError::NotLeaderOrFollower);
         let answer = match fate {
-            Fate::Answered => Ok(self
-                .process(broker, attempt)
-                .map_or(not_leader, Verdict::error)),
+            Fate::Answered => match self.process(broker, attempt) {
+                Some(verdict) => Ok(verdict.answer(old_broker)),
+                None => not_leader,
+            },
             Fate::LostRequest => Err(()),
             Fate::LostAnswer => {
                 self.process(broker, attempt);
                 Err(())
             }
-            Fate::NotLeader => Ok(not_leader),
+            Fate::NotLeader => not_leader,
             Fate::NotEnoughReplicas if broker == self.leader => {
-                Ok(Some(ResponseError::NotEnoughReplicas))
+                error(ResponseError::NotEnoughReplicas)
             }
             Fate::TimedOut { appended } if broker == self.leader => {
                 if appended {
                     self.process(broker, attempt);
                 }
-                Ok(Some(ResponseError::RequestTimedOut))
+                error(ResponseError::RequestTimedOut)
             }
             Fate::AfterAppend => match self.process(broker, attempt) {
-                None => Ok(not_leader),
-                Some(Verdict::Appended) => Ok(Some(ResponseError::NotEnoughReplicasAfterAppend)),
-                Some(verdict) => Ok(verdict.error()),
+                None => not_leader,
+                Some(Verdict::Appended(_)) => error(ResponseError::NotEnoughReplicasAfterAppend),
+                Some(verdict) => Ok(verdict.answer(old_broker)),
             },
-            Fate::NotEnoughReplicas | Fate::TimedOut { .. } => Ok(not_leader),
+            Fate::NotEnoughReplicas | Fate::TimedOut { .. } => not_leader,
         };
         self.reply(job, attempt, answer);
     }
@@ -398,22 +447,18 @@ impl Harness {
         }
     }
 
-    /// Hands the stage an answer: an error code, or a lost connection.
-    fn reply(
-        &mut self,
-        job: ProduceJob,
-        attempt: Attempt,
-        answer: Result<Option<ResponseError>, ()>,
-    ) {
+    /// Hands the stage an answer: an error code and base offset, or a lost
+    /// connection.
+    fn reply(&mut self, job: ProduceJob, attempt: Attempt, answer: Result<Answer, ()>) {
         let maybe_written = match answer {
             Err(()) => true,
-            Ok(error) => matches!(
+            Ok((error, _)) => matches!(
                 error,
                 Some(ResponseError::RequestTimedOut | ResponseError::NotEnoughReplicasAfterAppend)
             ),
         };
         match answer {
-            Ok(None) => {
+            Ok((None | Some(ResponseError::DuplicateSequenceNumber), _)) => {
                 self.unknown.remove(&attempt.source);
             }
             _ if maybe_written => {
@@ -502,7 +547,8 @@ impl Harness {
 
     /// What holds after every event: the target holds a prefix of the source
     /// batches, each once, in order; the checkpointable offset never passes it
-    /// and never goes back.
+    /// and never goes back; the offset map ends there and translates every
+    /// offset before it to where the target has the record.
     fn check(&mut self) -> Result<(), TestCaseError> {
         let held: Vec<i64> = self.broker.log.iter().map(|a| a.source).collect();
         let expected: Vec<i64> = self
@@ -516,9 +562,11 @@ impl Harness {
             &expected,
             "the target's log is not the source's order, once each"
         );
-        let end = held.len().checked_sub(1).map_or(0, |last| {
-            self.source[last].0 + i64::from(self.source[last].1)
-        });
+        // The first source batch the target does not hold.
+        let end = self
+            .source
+            .get(held.len())
+            .map_or(self.source_end, |&(base, _)| base);
         let committed = self.slots[self.id].state.committed();
         prop_assert!(
             committed <= end,
@@ -529,6 +577,44 @@ impl Harness {
             "checkpointable offset went back"
         );
         self.committed = committed;
+        self.check_offset_map(committed)
+    }
+
+    /// Every source offset up to `committed` translates to the target offset
+    /// of the first record at or after it that the target holds, or to the
+    /// end of what it holds before `committed` (what is acknowledged). Only
+    /// a duplicate answered without an offset before anything was mapped may
+    /// leave offsets out of the map's reach, never mapped wrong.
+    fn check_offset_map(&self, committed: i64) -> Result<(), TestCaseError> {
+        let map = self.slots[self.id].state.offset_map();
+        prop_assert_eq!(map.end(), committed);
+        let acknowledged = self
+            .broker
+            .log
+            .iter()
+            .take_while(|a| a.source < committed)
+            .count();
+        let log = &self.broker.log[..acknowledged];
+        let copy_end = log.last().map_or(Translation::NothingCopied, |last| {
+            Translation::Exact(last.target + i64::from(last.records))
+        });
+        let mut next = 0;
+        for c in 0..=committed {
+            while log
+                .get(next)
+                .is_some_and(|a| a.source + i64::from(a.records) <= c)
+            {
+                next += 1;
+            }
+            let expected = log.get(next).map_or(copy_end, |a| {
+                Translation::Exact(a.target + (c - a.source).max(0))
+            });
+            match map.translate(c) {
+                // Not guessed: the map restarted after such a duplicate.
+                Translation::TooOld { .. } | Translation::NothingCopied if self.old_broker => {}
+                got => prop_assert_eq!(got, expected, "source offset {}", c),
+            }
+        }
         Ok(())
     }
 
@@ -549,7 +635,7 @@ impl Harness {
                 }
             }
             self.check()?;
-            if self.slots[self.id].state.committed() == self.source_end() {
+            if self.slots[self.id].state.committed() == self.source_end {
                 break;
             }
         }
@@ -578,7 +664,7 @@ impl Harness {
                 let held: Vec<i64> = self.broker.log.iter().map(|a| a.source).collect();
                 let all: Vec<i64> = self.source.iter().map(|&(b, _)| b).collect();
                 prop_assert_eq!(held, all, "every source batch on the target once, in order");
-                prop_assert_eq!(self.slots[self.id].state.committed(), self.source_end());
+                prop_assert_eq!(self.slots[self.id].state.committed(), self.source_end);
             }
         }
         Ok(())
@@ -596,21 +682,16 @@ impl Harness {
             self.deliver(pick as u8, Fate::Answered);
         }
     }
-
-    fn source_end(&self) -> i64 {
-        self.source
-            .last()
-            .map_or(0, |&(base, n)| base + i64::from(n))
-    }
 }
 
 /// A Produce answer for `copy.t-0`, the topic named (as brokers before v13 do).
-fn response(error: Option<ResponseError>) -> ProduceResponse {
+fn response((error, base_offset): Answer) -> ProduceResponse {
     ProduceResponse::default().with_responses(vec![TopicProduceResponse::default()
         .with_name(TopicName(StrBytes::from_static_str(TARGET)))
         .with_partition_responses(vec![PartitionProduceResponse::default()
             .with_index(0)
-            .with_error_code(error.map_or(0, |e| e.code()))])])
+            .with_error_code(error.map_or(0, |e| e.code()))
+            .with_base_offset(base_offset)])])
 }
 
 proptest! {
@@ -618,14 +699,17 @@ proptest! {
 
     /// Any interleaving of answers, losses, errors, leader moves and renewals
     /// leaves every source batch on the target once, in order, never moves
-    /// the checkpoint past what the target holds, and never resends a batch
-    /// of unknown fate under another producer id or epoch.
+    /// the checkpoint past what the target holds, never resends a batch of
+    /// unknown fate under another producer id or epoch, and maps every
+    /// checkpointed source offset to where the target holds its record.
     #[test]
     fn every_batch_lands_once_in_order(
         initial in 1u8..6,
         events in proptest::collection::vec(event(), 0..80),
+        held in 0i64..1000,
+        old_broker in any::<bool>(),
     ) {
-        let mut h = Harness::new();
+        let mut h = Harness::new(held, old_broker);
         h.fetch(initial);
         for event in &events {
             h.apply(event)?;

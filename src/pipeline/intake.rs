@@ -17,7 +17,7 @@ use super::slots::Slot;
 use super::stats::Counters;
 use crate::batch::{
     split_batches, trim, AbortedTransactions, BatchError, BatchFate, Fetched, LegacyMessages,
-    RecordBatch, TimestampType,
+    RecordBatch, Reencoded, TimestampType,
 };
 
 /// Takes a partition's fetched `records` into its queue; `aborted` is the
@@ -137,9 +137,12 @@ fn take_batch(
             })?;
             counters.reencoded_batches += 1;
             match reencoded {
-                Some(reencoded) => slot
+                Some(Reencoded {
+                    batch: kept,
+                    source_runs,
+                }) => slot
                     .state
-                    .push_batch_with_next_offset(reencoded, batch.next_offset()),
+                    .push_reencoded(kept, source_runs, batch.next_offset()),
                 // Compaction had left no record at or above the position.
                 None => slot.state.push_skip(batch.next_offset()),
             }
@@ -160,6 +163,7 @@ fn unusable(slot: &Slot, error: BatchError) -> PartitionError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::offset_map::Translation;
     use crate::pipeline::error::Cause;
     use crate::pipeline::testing::{fixture, slot};
     use uuid::Uuid;
@@ -242,6 +246,41 @@ mod tests {
         }
         assert_eq!(queued(&slot)[5], (45, 5), "forwarded as it came");
         assert_eq!(slot.state.fetch_offset, 50);
+    }
+
+    /// A consumer that committed any offset of a compacted partition
+    /// resumes on the target at the copy of the first record the source
+    /// kept at or after it: the re-encoded batches map record by record.
+    #[test]
+    fn the_offset_map_of_a_compacted_partition_names_each_kept_record() {
+        let (mut slot, _, result) = take("fetch-compacted", 16, true);
+        result.expect("usable");
+        let records = fixture("fetch-compacted").records.unwrap_or_default();
+        let kept: Vec<i64> = source_records(&records)
+            .into_iter()
+            .map(|(offset, _, _)| offset)
+            .filter(|&offset| offset >= 16)
+            .collect();
+        // An empty target appends them from offset 0, in order.
+        let mut target = 0;
+        while let Some(sent) = slot.state.next_to_send(7, 1, false) {
+            slot.state.acked(sent.entry, target);
+            target += i64::from(sent.batch.records_count());
+        }
+        assert_eq!(target, kept.len() as i64);
+        let map = slot.state.offset_map();
+        assert_eq!(map.end(), 50);
+        for committed in 16..=50 {
+            let resume = kept
+                .iter()
+                .position(|&o| o >= committed)
+                .unwrap_or(kept.len());
+            assert_eq!(
+                map.translate(committed),
+                Translation::Exact(resume as i64),
+                "committed {committed}"
+            );
+        }
     }
 
     #[test]

@@ -254,7 +254,11 @@ mod tests {
         }
         let state = &mut slots[gone].state;
         assert_eq!(state.fetch_offset, 12, "the unsent batch is dropped");
-        assert_eq!(state.acked(sent.entry).records, 2, "the sent one lands");
+        assert_eq!(
+            state.acked(sent.entry, sent.batch.base_offset()).records,
+            2,
+            "the sent one lands"
+        );
         assert_eq!(state.committed(), 12);
         assert!(!slots.all_stopped(), "a deleted topic is not a failure");
         assert_eq!(deleted_topics(&slots), ["gone"]);

@@ -24,13 +24,18 @@
 //!   sequences;
 //! - the checkpointable offset is the end of the longest acknowledged prefix,
 //!   and a batch's memory is released only once a checkpoint covers it, so
-//!   everything a crash could make us send again is inside the memory budget.
+//!   everything a crash could make us send again is inside the memory budget;
+//! - the [`OffsetMap`] records where the source offsets of that prefix
+//!   landed on the target, fed in source order as the prefix grows (answers
+//!   come out of order across pipelined requests), so it always ends at the
+//!   checkpointable offset and is stored with the checkpoint.
 
 use std::collections::VecDeque;
 
 use bytes::Bytes;
 
-use crate::batch::{BatchError, ProducerStamp, RecordBatch};
+use crate::batch::{BatchError, OffsetRun, ProducerStamp, RecordBatch};
+use crate::offset_map::OffsetMap;
 
 /// Kafka keeps the sequence state of the last five batches per producer and
 /// partition; more in flight would make a retried duplicate undetectable.
@@ -49,6 +54,19 @@ enum EntryState {
     Acked,
 }
 
+/// The source offsets of the records an entry carries.
+#[derive(Debug)]
+enum Carried {
+    /// None reach the target: a skipped range, or a refused batch skipped.
+    Nothing,
+    /// The entry's records, at consecutive source offsets from this one: a
+    /// batch forwarded whole, or re-encoded without gaps between its records.
+    From(i64),
+    /// A re-encoded batch whose records compaction left with gaps between
+    /// them: the runs of consecutive source offsets, in order.
+    Runs(Box<[OffsetRun]>),
+}
+
 /// A source batch, or a skipped range, in source order.
 #[derive(Debug)]
 struct Entry {
@@ -58,6 +76,11 @@ struct Entry {
     /// Bytes it holds against the memory budget.
     size: usize,
     records: i32,
+    /// Where its records were on the source.
+    carried: Carried,
+    /// The target offset its first record landed at, once acknowledged;
+    /// `None` while unknown (or when the target did not say).
+    landed_at: Option<i64>,
     state: EntryState,
     /// The source batch, until the target has it. Only the source bytes are
     /// kept: each send writes a new 61-byte header to go in front of them.
@@ -110,6 +133,11 @@ pub(crate) struct PartitionState {
     /// producer accepts *any* first sequence, so a second batch could land
     /// before a first one that failed, and the first could never follow it.
     established: bool,
+    /// Where the acknowledged prefix landed on the target: it ends at
+    /// [`committed`](Self::committed).
+    offset_map: OffsetMap,
+    /// The id of the first entry not in the offset map yet.
+    unmapped: u64,
 }
 
 /// What an acknowledgement or failure did to the partition.
@@ -134,15 +162,34 @@ impl PartitionState {
             round: 0,
             held: 0,
             established: false,
+            offset_map: OffsetMap::starting_at(offset),
+            unmapped: 0,
         }
     }
 
     /// Restarts copying from another offset (after a reported data loss or reset).
-    /// Only valid when nothing is queued or in flight.
+    /// Only valid when nothing is queued or in flight. The offset map starts
+    /// again there: the offsets before it are another topic's, or records
+    /// the source no longer holds, or were never copied.
     pub(crate) fn restart_at(&mut self, offset: i64) {
         debug_assert!(self.is_empty());
         self.fetch_offset = offset;
         self.acked_through = offset;
+        self.offset_map = OffsetMap::starting_at(offset);
+    }
+
+    /// Takes the offset map a checkpoint stored, for a partition resuming
+    /// from it. Only valid before anything is queued; the map must end
+    /// where the partition starts.
+    pub(crate) fn resume_offset_map(&mut self, map: OffsetMap) {
+        debug_assert!(self.is_empty() && map.end() == self.acked_through);
+        self.offset_map = map;
+    }
+
+    /// Where the source offsets copied so far landed on the target: the
+    /// map ends at [`committed`](Self::committed).
+    pub(crate) fn offset_map(&self) -> &OffsetMap {
+        &self.offset_map
     }
 
     /// The stored checkpoint is of a topic since deleted and recreated: the
@@ -181,19 +228,33 @@ impl PartitionState {
         self.entries.is_empty()
     }
 
-    /// Appends a fetched batch; it moves the fetch position past it.
+    /// Appends a fetched batch forwarded whole (its records at consecutive
+    /// source offsets from its base offset); it moves the fetch position past it.
     pub(crate) fn push_batch(&mut self, batch: RecordBatch) {
         let next_offset = batch.next_offset();
-        self.push_batch_with_next_offset(batch, next_offset);
+        let carried = Carried::From(batch.base_offset());
+        self.push(next_offset, carried, Some(batch));
     }
 
-    /// Appends a batch that stands for the source range up to `next_offset`:
-    /// a renumbered compacted batch, whose own offset range is shorter than
-    /// the source batch's it replaces.
-    pub(crate) fn push_batch_with_next_offset(&mut self, batch: RecordBatch, next_offset: i64) {
-        let size = batch.len();
-        let records = batch.records_count();
-        self.push(next_offset, size, records, Some(batch));
+    /// Appends a re-encoded batch that stands for the source range up to
+    /// `next_offset` (a renumbered compacted or trimmed batch, whose own
+    /// offset range is shorter than the source batch's it replaces); its
+    /// records had the source offsets of `source_runs`, in order.
+    pub(crate) fn push_reencoded(
+        &mut self,
+        batch: RecordBatch,
+        source_runs: Vec<OffsetRun>,
+        next_offset: i64,
+    ) {
+        debug_assert_eq!(
+            source_runs.iter().map(|r| i64::from(r.count)).sum::<i64>(),
+            i64::from(batch.records_count())
+        );
+        let carried = match source_runs[..] {
+            [one] => Carried::From(one.first),
+            _ => Carried::Runs(source_runs.into_boxed_slice()),
+        };
+        self.push(next_offset, carried, Some(batch));
     }
 
     /// Records that the source range up to `next_offset` holds nothing to send
@@ -209,15 +270,25 @@ impl PartitionState {
             Some(last) if last.batch.is_none() && matches!(last.state, EntryState::Acked) => {
                 last.next_offset = next_offset;
                 self.fetch_offset = next_offset;
+                // Already in the map: the map covers the wider range too.
+                if last.id < self.unmapped {
+                    map_through(&mut self.offset_map, next_offset);
+                }
             }
-            _ => self.push(next_offset, 0, 0, None),
+            _ => {
+                self.push(next_offset, Carried::Nothing, None);
+                self.map_acknowledged();
+            }
         }
     }
 
     /// Appends an entry: a batch to send, or with none, a range already done.
-    fn push(&mut self, next_offset: i64, size: usize, records: i32, batch: Option<RecordBatch>) {
+    fn push(&mut self, next_offset: i64, carried: Carried, batch: Option<RecordBatch>) {
         let id = self.next_entry_id;
         self.next_entry_id += 1;
+        let (size, records) = batch
+            .as_ref()
+            .map_or((0, 0), |b| (b.len(), b.records_count()));
         self.held += size;
         self.fetch_offset = next_offset;
         self.entries.push_back(Entry {
@@ -225,6 +296,8 @@ impl PartitionState {
             next_offset,
             size,
             records,
+            carried,
+            landed_at: None,
             state: if batch.is_some() {
                 EntryState::Queued
             } else {
@@ -317,13 +390,18 @@ impl PartitionState {
         })
     }
 
-    /// The target acknowledged the batch (or already had it: a duplicate sequence).
-    pub(crate) fn acked(&mut self, entry: u64) -> Acknowledged {
+    /// The target acknowledged the batch (or already had it: a duplicate
+    /// sequence), its first record at `target_base_offset`, the base offset
+    /// of the Produce answer (which a broker gives for a duplicate too);
+    /// negative when the target did not say, and the batch is then taken to
+    /// follow the one before it on the target.
+    pub(crate) fn acked(&mut self, entry: u64, target_base_offset: i64) -> Acknowledged {
         let acknowledged = match self.entry_mut(entry) {
             Some(e) if matches!(e.state, EntryState::InFlight { .. }) => {
                 e.state = EntryState::Acked;
                 e.batch = None;
                 e.fate_unknown = false;
+                e.landed_at = (target_base_offset >= 0).then_some(target_base_offset);
                 Acknowledged {
                     records: i64::from(e.records),
                     bytes: e.size,
@@ -337,7 +415,25 @@ impl PartitionState {
             }
         };
         self.established = true;
+        self.map_acknowledged();
         acknowledged
+    }
+
+    /// Adds the entries the acknowledged prefix gained to the offset map,
+    /// in source order.
+    fn map_acknowledged(&mut self) {
+        let Some(front) = self.entries.front().map(|e| e.id) else {
+            return;
+        };
+        let mut index = usize::try_from(self.unmapped.saturating_sub(front)).unwrap_or(usize::MAX);
+        while let Some(entry) = self.entries.get(index) {
+            if !matches!(entry.state, EntryState::Acked) {
+                break;
+            }
+            map_entry(&mut self.offset_map, entry);
+            self.unmapped = entry.id + 1;
+            index += 1;
+        }
     }
 
     /// The batch's request failed in a way a resend can fix; `maybe_written`
@@ -369,6 +465,7 @@ impl PartitionState {
         e.state = EntryState::Acked;
         e.batch = None;
         e.fate_unknown = false;
+        e.carried = Carried::Nothing;
         let (records, refused_sequence) = (e.records, e.sequence);
         if let Some(freed) = refused_sequence {
             let mut next = freed;
@@ -381,6 +478,7 @@ impl PartitionState {
             self.next_sequence = next;
         }
         self.round += 1;
+        self.map_acknowledged();
         records
     }
 
@@ -535,6 +633,55 @@ impl PartitionState {
     }
 }
 
+/// Adds an acknowledged entry to `map`: its records at consecutive target
+/// offsets from where the first landed, then the rest of its source range as
+/// holding nothing copied.
+fn map_entry(map: &mut OffsetMap, entry: &Entry) {
+    let whole;
+    let runs: &[OffsetRun] = match &entry.carried {
+        Carried::Nothing => &[],
+        Carried::From(first) => {
+            whole = [OffsetRun {
+                first: *first,
+                count: entry.records,
+            }];
+            &whole
+        }
+        Carried::Runs(runs) => runs,
+    };
+    if !runs.is_empty() {
+        // Unknown: right after the last record copied, as the target appends
+        // our batches of the partition in source order.
+        let Some(mut target) = entry
+            .landed_at
+            .or_else(|| map.copied_end().map(|end| end.target))
+        else {
+            // Nothing copied before it to follow either: the map restarts
+            // after it, and reports the offsets before as out of its reach
+            // rather than guess them.
+            *map = OffsetMap::starting_at(entry.next_offset);
+            return;
+        };
+        for run in runs {
+            map.copied(run.first, target, i64::from(run.count));
+            target += i64::from(run.count);
+        }
+    }
+    map_through(map, entry.next_offset);
+}
+
+/// The map covers the source range up to `next`, nothing copied in what is
+/// not yet covered. A `next` below the map's end means the source's log went
+/// back (truncated, copied on with `on_data_loss = continue`): its offsets
+/// from there will hold other records, so the map starts again there.
+fn map_through(map: &mut OffsetMap, next: i64) {
+    if next < map.end() {
+        *map = OffsetMap::starting_at(next);
+    } else {
+        map.skipped_to(next);
+    }
+}
+
 /// Kafka's sequence arithmetic: sequences wrap from i32::MAX to 0.
 fn increment_sequence(sequence: i32, records: i32) -> i32 {
     if sequence > i32::MAX - records {
@@ -547,6 +694,7 @@ fn increment_sequence(sequence: i32, records: i32) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::offset_map::Translation;
     use crate::pipeline::testing::batch;
     use kafka_protocol::records::RecordBatchDecoder;
 
@@ -556,7 +704,7 @@ mod tests {
         let mut p = PartitionState::new(9);
         p.push_batch(batch(9, 1));
         let first = p.next_to_send(7, 1, false).expect("first batch");
-        p.acked(first.entry);
+        p.acked(first.entry, first.batch.base_offset());
         p
     }
 
@@ -593,7 +741,7 @@ mod tests {
         ));
         let sent = RecordBatch::parse(wire(&hurt)).expect("parse");
         assert!(sent.verify_crc().is_err(), "the damage leaves with it");
-        p.acked(whole.entry);
+        p.acked(whole.entry, whole.batch.base_offset());
         assert!(p.verify_crc(whole.entry).is_ok(), "nothing left to check");
     }
 
@@ -619,12 +767,14 @@ mod tests {
 
     #[test]
     fn a_renumbered_batch_checkpoints_past_the_source_range_it_replaces() {
-        // Source batch 20..=29 after compaction kept 2 records, renumbered 20..=21.
+        // Source batch 20..=29 after compaction kept 2 records (23 and 27),
+        // renumbered 20..=21.
         let mut p = PartitionState::new(20);
-        p.push_batch_with_next_offset(batch(20, 2), 30);
+        let kept = [23, 27].map(|first| OffsetRun { first, count: 1 });
+        p.push_reencoded(batch(20, 2), kept.to_vec(), 30);
         assert_eq!(p.fetch_offset, 30);
         let sent = p.next_to_send(7, 1, false).expect("batch");
-        assert_eq!(p.acked(sent.entry).records, 2);
+        assert_eq!(p.acked(sent.entry, sent.batch.base_offset()).records, 2);
         assert_eq!(p.committed(), 30);
         // Sequences count the records sent, not the source offsets.
         p.push_batch(batch(30, 1));
@@ -643,13 +793,16 @@ mod tests {
             p.next_to_send(7, 1, false).is_none(),
             "one batch at a time until the target knows our producer"
         );
-        assert_eq!(p.acked(first.entry).records, 3);
+        assert_eq!(p.acked(first.entry, first.batch.base_offset()).records, 3);
         let sent: Vec<Outgoing> = std::iter::from_fn(|| p.next_to_send(7, 1, false)).collect();
         assert_eq!(sent.len(), MAX_IN_FLIGHT);
         let sequences: Vec<i32> = sent.iter().map(sequence_of).collect();
         assert_eq!(sequence_of(&first), 0);
         assert_eq!(sequences, [3, 6, 9, 12, 15]);
-        assert_eq!(p.acked(sent[0].entry).records, 3);
+        assert_eq!(
+            p.acked(sent[0].entry, sent[0].batch.base_offset()).records,
+            3
+        );
         let seventh = p.next_to_send(7, 1, false).expect("room for one more");
         assert_eq!(sequence_of(&seventh), 18);
         assert_eq!(p.committed(), 16);
@@ -668,7 +821,7 @@ mod tests {
             p.next_to_send(7, 1, false).is_none(),
             "answers for 2 and 3 still due"
         );
-        p.acked(sent[0].entry);
+        p.acked(sent[0].entry, sent[0].batch.base_offset());
         p.failed(sent[2].entry, true);
         assert!(p.next_to_send(7, 1, false).is_none());
         p.failed(sent[3].entry, true);
@@ -683,7 +836,7 @@ mod tests {
             );
         }
         for o in &resent {
-            p.acked(o.entry);
+            p.acked(o.entry, o.batch.base_offset());
         }
         assert_eq!(p.committed(), 18);
     }
@@ -696,12 +849,12 @@ mod tests {
         let a = p.next_to_send(7, 1, false).expect("a");
         let b = p.next_to_send(7, 1, false).expect("b");
         p.failed(a.entry, true);
-        p.acked(b.entry);
+        p.acked(b.entry, b.batch.base_offset());
         assert_eq!(p.committed(), 10, "b is on the target but a is not yet");
         assert!(p.is_first_unacked(a.entry));
         let again = p.next_to_send(7, 1, false).expect("resend a");
         assert_eq!(again.entry, a.entry);
-        p.acked(a.entry);
+        p.acked(a.entry, a.batch.base_offset());
         assert_eq!(p.committed(), 12);
     }
 
@@ -716,7 +869,7 @@ mod tests {
             p.next_to_send(7, 1, false).is_none(),
             "a skip is never sent"
         );
-        p.acked(a.entry);
+        p.acked(a.entry, a.batch.base_offset());
         assert_eq!(p.committed(), 3);
         let size = p.held_bytes();
         assert!(size > 0);
@@ -745,13 +898,13 @@ mod tests {
         );
         p.push_batch(batch(100_011, 2));
         p.push_skip(100_020);
-        p.acked(stuck.entry);
+        p.acked(stuck.entry, stuck.batch.base_offset());
         assert_eq!(p.committed(), 100_011, "the skips count once acknowledged");
         let next = p
             .next_to_send(7, 1, false)
             .expect("the batch after the skips");
         assert_eq!(p.entry_range(next.entry), Some((100_011, 100_013)));
-        p.acked(next.entry);
+        p.acked(next.entry, next.batch.base_offset());
         assert_eq!(p.committed(), 100_020);
         p.checkpoint_stored(100_020);
         assert!(p.is_empty());
@@ -764,8 +917,8 @@ mod tests {
         p.push_batch(batch(12, 2));
         let a = p.next_to_send(7, 1, false).expect("a");
         let b = p.next_to_send(7, 1, false).expect("b");
-        p.acked(a.entry);
-        p.acked(b.entry);
+        p.acked(a.entry, a.batch.base_offset());
+        p.acked(b.entry, b.batch.base_offset());
         let before = p.held_bytes();
         let released = p.checkpoint_stored(12);
         assert!(released > 0 && released < before);
@@ -783,7 +936,7 @@ mod tests {
         assert!(p.drop_unsent() > 0);
         assert_eq!(p.fetch_offset, 1);
         assert!(p.next_to_send(7, 1, false).is_none());
-        p.acked(a.entry);
+        p.acked(a.entry, a.batch.base_offset());
         assert_eq!(p.committed(), 1);
     }
 
@@ -826,8 +979,12 @@ mod tests {
         let second_try = resolve(&mut p);
         assert_eq!(second_try.len(), 2);
         // The broker takes the first now, and the second had landed: "duplicate".
-        p.acked(second_try[0].entry);
-        assert_eq!(p.acked(second_try[1].entry).records, 1);
+        p.acked(second_try[0].entry, second_try[0].batch.base_offset());
+        assert_eq!(
+            p.acked(second_try[1].entry, second_try[1].batch.base_offset())
+                .records,
+            1
+        );
         assert!(!p.unresolved());
 
         p.new_producer();
@@ -838,7 +995,7 @@ mod tests {
             p.next_to_send(8, 0, false).is_none(),
             "one in flight until the new id is acknowledged"
         );
-        p.acked(first.entry);
+        p.acked(first.entry, first.batch.base_offset());
         let rest: Vec<Outgoing> = std::iter::from_fn(|| p.next_to_send(8, 0, false)).collect();
         let entries: Vec<u64> = rest.iter().map(|o| o.entry).collect();
         assert_eq!(entries, vec![sent[3].entry]);
@@ -856,7 +1013,7 @@ mod tests {
         // The first one's answer is lost; the four after it land.
         p.failed(sent[0].entry, true);
         for later in &sent[1..] {
-            p.acked(later.entry);
+            p.acked(later.entry, later.batch.base_offset());
         }
         // A fifth batch after it would push it out of the five the broker
         // remembers, and its resend could no longer be told a duplicate.
@@ -872,7 +1029,7 @@ mod tests {
             "a refused resend says nothing of the first send"
         );
         let again = p.next_to_send(7, 1, false).expect("resend");
-        p.acked(again.entry);
+        p.acked(again.entry, again.batch.base_offset());
         assert!(!p.unresolved());
         let next: Vec<Outgoing> = std::iter::from_fn(|| p.next_to_send(7, 1, false)).collect();
         assert_eq!(next.len(), MAX_IN_FLIGHT);
@@ -896,8 +1053,8 @@ mod tests {
         assert_eq!(sequence_of(&again), 1, "takes the refused batch's sequence");
         let last = p.next_to_send(7, 1, false).expect("last");
         assert_eq!(sequence_of(&last), 3);
-        p.acked(again.entry);
-        p.acked(last.entry);
+        p.acked(again.entry, again.batch.base_offset());
+        p.acked(last.entry, last.batch.base_offset());
         assert_eq!(p.committed(), 16, "the skipped range is done too");
     }
 
@@ -914,14 +1071,237 @@ mod tests {
         let mut p = PartitionState::new(0);
         p.push_batch(batch(0, 1));
         let a = p.next_to_send(7, 1, false).expect("a");
-        assert_eq!(p.acked(a.entry + 10).records, 0);
-        assert_eq!(p.acked(a.entry).records, 1);
+        assert_eq!(p.acked(a.entry + 10, 0).records, 0);
+        assert_eq!(p.acked(a.entry, a.batch.base_offset()).records, 1);
         assert_eq!(
-            p.acked(a.entry).records,
+            p.acked(a.entry, a.batch.base_offset()).records,
             0,
             "a second answer is not counted twice"
         );
         p.failed(a.entry, true);
         assert!(!p.has_failed());
+    }
+
+    /// Sends every batch the rules allow now.
+    fn send_all(p: &mut PartitionState) -> Vec<Outgoing> {
+        std::iter::from_fn(|| p.next_to_send(7, 1, false)).collect()
+    }
+
+    /// Where a consumer that committed each of `offsets` resumes on the target.
+    fn translated(p: &PartitionState, offsets: std::ops::RangeInclusive<i64>) -> Vec<Translation> {
+        offsets.map(|c| p.offset_map().translate(c)).collect()
+    }
+
+    /// `Exact` for each target offset.
+    fn exact(targets: &[i64]) -> Vec<Translation> {
+        targets.iter().map(|&t| Translation::Exact(t)).collect()
+    }
+
+    #[test]
+    fn answers_out_of_order_feed_the_offset_map_in_source_order() {
+        // The target held 1,000 records before: ours land from 1,000 on.
+        let mut p = PartitionState::new(0);
+        p.push_batch(batch(0, 2));
+        let first = p.next_to_send(7, 1, false).expect("first");
+        p.acked(first.entry, 1000);
+        for (base, records) in [(2, 3), (5, 4), (9, 1)] {
+            p.push_batch(batch(base, records));
+        }
+        let sent = send_all(&mut p);
+        assert_eq!(sent.len(), 3);
+        p.acked(sent[2].entry, 1009);
+        p.acked(sent[1].entry, 1005);
+        assert_eq!(p.committed(), 2);
+        assert_eq!(p.offset_map().end(), 2, "nothing past the first gap");
+        assert_eq!(
+            p.offset_map().translate(5),
+            Translation::Behind {
+                target: 1002,
+                missing: 3
+            }
+        );
+        p.acked(sent[0].entry, 1002);
+        assert_eq!((p.committed(), p.offset_map().end()), (10, 10));
+        assert_eq!(p.offset_map().points().count(), 1, "one shift throughout");
+        let all: Vec<i64> = (1000..=1010).collect();
+        assert_eq!(translated(&p, 0..=10), exact(&all));
+    }
+
+    #[test]
+    fn a_skipped_range_maps_to_the_record_after_it() {
+        // Records 0..3, their commit marker at 3, then records 4..6; the
+        // marker is fetched while the batch before it is in flight.
+        let mut p = PartitionState::new(0);
+        p.push_batch(batch(0, 3));
+        let a = p.next_to_send(7, 1, false).expect("a");
+        p.push_skip(4);
+        assert_eq!(p.offset_map().end(), 0);
+        p.acked(a.entry, 0);
+        assert_eq!(
+            p.offset_map().end(),
+            4,
+            "the marker is covered once acknowledged"
+        );
+        p.push_batch(batch(4, 2));
+        let b = p.next_to_send(7, 1, false).expect("b");
+        p.acked(b.entry, 3);
+        // A marker after everything acknowledged widens what is covered at once.
+        p.push_skip(7);
+        assert_eq!((p.committed(), p.offset_map().end()), (7, 7));
+        assert_eq!(p.offset_map().points().count(), 2);
+        assert_eq!(translated(&p, 0..=7), exact(&[0, 1, 2, 3, 3, 4, 5, 5]));
+    }
+
+    #[test]
+    fn a_duplicate_answer_maps_the_batch_where_it_first_landed() {
+        let mut p = PartitionState::new(40);
+        p.push_batch(batch(40, 1));
+        let first = p.next_to_send(7, 1, false).expect("first");
+        p.acked(first.entry, 0);
+        p.push_batch(batch(41, 2));
+        p.push_batch(batch(43, 2));
+        let sent = send_all(&mut p);
+        // The first one landed at 1 but its answer was lost; the second
+        // landed after it, at 3.
+        p.failed(sent[0].entry, true);
+        p.acked(sent[1].entry, 3);
+        let again = p.next_to_send(7, 1, false).expect("resend");
+        // The broker recognises the resend and answers with its offset.
+        p.acked(again.entry, 1);
+        assert_eq!(p.offset_map().points().count(), 1);
+        assert_eq!(translated(&p, 40..=45), exact(&[0, 1, 2, 3, 4, 5]));
+    }
+
+    #[test]
+    fn a_batch_whose_offset_the_target_did_not_give_follows_the_one_before() {
+        let mut p = established();
+        p.push_batch(batch(10, 3));
+        p.push_skip(14);
+        p.push_batch(batch(14, 2));
+        let sent = send_all(&mut p);
+        // Answered first, but mapped after the batch before it.
+        p.acked(sent[1].entry, -1);
+        p.acked(sent[0].entry, 10);
+        assert_eq!(
+            translated(&p, 9..=16),
+            exact(&[9, 10, 11, 12, 13, 13, 14, 15])
+        );
+
+        // With nothing copied before it either, the map starts after it
+        // rather than guess.
+        let mut p = PartitionState::new(0);
+        p.push_batch(batch(0, 2));
+        let sent = p.next_to_send(7, 1, false).expect("batch");
+        p.acked(sent.entry, -1);
+        assert_eq!(p.offset_map().end(), 2);
+        assert_eq!(p.offset_map().translate(1), Translation::TooOld { from: 2 });
+    }
+
+    #[test]
+    fn a_compacted_batch_maps_record_by_record() {
+        // Source batch 10..=19 after compaction: records at 11, 12, 15 and 19.
+        let kept = vec![
+            OffsetRun {
+                first: 11,
+                count: 2,
+            },
+            OffsetRun {
+                first: 15,
+                count: 1,
+            },
+            OffsetRun {
+                first: 19,
+                count: 1,
+            },
+        ];
+        let mut p = PartitionState::new(10);
+        p.push_reencoded(batch(10, 4), kept, 20);
+        p.push_batch(batch(20, 2));
+        let sent = send_all(&mut p);
+        p.acked(sent[0].entry, 100);
+        let rest = send_all(&mut p);
+        p.acked(rest[0].entry, 104);
+        assert_eq!((p.committed(), p.offset_map().end()), (22, 22));
+        // A consumer that committed an offset compaction emptied resumes at
+        // the next record kept.
+        let targets = [
+            100, 100, 101, 102, 102, 102, 103, 103, 103, 103, 104, 105, 106,
+        ];
+        assert_eq!(translated(&p, 10..=22), exact(&targets));
+        assert_eq!(
+            p.offset_map().points().count(),
+            3,
+            "the record at 19 and the batch after it are one run"
+        );
+    }
+
+    #[test]
+    fn a_refused_batch_skipped_maps_to_nothing() {
+        let mut p = established();
+        p.push_batch(batch(10, 3));
+        p.push_batch(batch(13, 2));
+        let sent = send_all(&mut p);
+        p.skip_refused(sent[0].entry);
+        p.failed(sent[1].entry, false);
+        let again = p.next_to_send(7, 1, false).expect("resend");
+        p.acked(again.entry, 10);
+        assert_eq!(translated(&p, 10..=15), exact(&[10, 10, 10, 10, 11, 12]));
+    }
+
+    #[test]
+    fn a_restart_continues_the_stored_map() {
+        let mut p = PartitionState::new(0);
+        p.push_batch(batch(0, 5));
+        let sent = p.next_to_send(7, 1, false).expect("batch");
+        p.acked(sent.entry, 300);
+        p.push_skip(6);
+        let stored = p.offset_map().stored();
+
+        let mut resumed = PartitionState::new(6);
+        let map = OffsetMap::from_stored(&stored, 6).expect("a map");
+        resumed.resume_offset_map(map);
+        assert_eq!(resumed.offset_map(), p.offset_map());
+        resumed.push_batch(batch(6, 2));
+        let sent = resumed.next_to_send(7, 1, false).expect("batch");
+        resumed.acked(sent.entry, 305);
+        assert_eq!(
+            translated(&resumed, 0..=8),
+            exact(&[300, 301, 302, 303, 304, 305, 305, 306, 307])
+        );
+    }
+
+    #[test]
+    fn a_plain_copy_stays_one_point_across_a_restart() {
+        let mut p = PartitionState::new(0);
+        p.push_batch(batch(0, 4));
+        let sent = p.next_to_send(7, 1, false).expect("batch");
+        p.acked(sent.entry, 0);
+        let map = OffsetMap::from_stored(&p.offset_map().stored(), 4).expect("a map");
+        let mut resumed = PartitionState::new(4);
+        resumed.resume_offset_map(map);
+        resumed.push_batch(batch(4, 4));
+        let sent = resumed.next_to_send(7, 1, false).expect("batch");
+        resumed.acked(sent.entry, 4);
+        assert_eq!(resumed.offset_map().points().count(), 1);
+        assert_eq!(resumed.offset_map().translate(6), Translation::Exact(6));
+    }
+
+    #[test]
+    fn a_new_start_or_a_source_gone_back_starts_the_map_again() {
+        let mut p = PartitionState::new(0);
+        p.push_batch(batch(0, 10));
+        let sent = p.next_to_send(7, 1, false).expect("batch");
+        p.acked(sent.entry, 0);
+        // The source lost 6..10 (on_data_loss = continue copies on from 6).
+        p.push_skip(6);
+        assert_eq!((p.committed(), p.offset_map().end()), (6, 6));
+        assert_eq!(
+            p.offset_map().translate(3),
+            Translation::TooOld { from: 6 },
+            "offsets the source reuses are not translated from the old copy"
+        );
+        p.checkpoint_stored(6);
+        p.restart_at(50);
+        assert_eq!(p.offset_map(), &OffsetMap::starting_at(50));
     }
 }

@@ -450,7 +450,7 @@ mod tests {
         let state = &mut slots[id].state;
         state.push_batch(batch(500, 2));
         let acked = state.next_to_send(7, 1, false).expect("first");
-        state.acked(acked.entry);
+        state.acked(acked.entry, acked.batch.base_offset());
         state.push_batch(batch(502, 2));
         let in_flight = state.next_to_send(7, 1, false).expect("second");
         state.push_batch(batch(504, 2));
@@ -460,7 +460,9 @@ mod tests {
         positions.detect_recreated_topics(&mut slots, &renamed);
         let now = Instant::now();
         assert!(positions.due_lookups(&mut slots, now).resolve.is_empty());
-        slots[id].state.acked(in_flight.entry);
+        slots[id]
+            .state
+            .acked(in_flight.entry, in_flight.batch.base_offset());
 
         let schedule = CheckpointSchedule::new(Duration::ZERO, None, now);
         let write = schedule.dirty(&slots);
@@ -486,7 +488,7 @@ mod tests {
         // The new topic holds exactly as many offsets as the old copy had.
         slot.state.push_batch(batch(0, 504));
         let sent = slot.state.next_to_send(7, 1, false).expect("new data");
-        slot.state.acked(sent.entry);
+        slot.state.acked(sent.entry, sent.batch.base_offset());
         let write = schedule.dirty(&slots);
         let written: Vec<(i64, Uuid)> = write
             .entries

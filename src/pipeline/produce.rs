@@ -119,6 +119,10 @@ fn classify(error: Option<ResponseError>) -> Outcome {
     }
 }
 
+/// One partition's answer in a Produce response: error code, error message,
+/// and the target offset of the batch's first record (-1 when not given).
+type PartitionAnswer = (i16, Option<String>, i64);
+
 /// A Produce request to send to `broker`, its splices, and the `(slot,
 /// entry)` of each batch in it.
 #[derive(Debug)]
@@ -316,8 +320,8 @@ impl ProduceStage {
                 return;
             }
         };
-        // Each partition's error code and message, by target topic and partition.
-        let mut answers: HashMap<String, HashMap<i32, (i16, Option<String>)>> = HashMap::new();
+        // Each partition's answer, by target topic and partition.
+        let mut answers: HashMap<String, HashMap<i32, PartitionAnswer>> = HashMap::new();
         let names = cx.meta.names(Role::Target);
         for topic in response.responses {
             let Some(name) = names.resolve(topic.topic_id, &topic.name) else {
@@ -326,18 +330,19 @@ impl ProduceStage {
             let partitions = answers.entry(name.to_string()).or_default();
             for p in topic.partition_responses {
                 let message = p.error_message.map(|m| m.to_string());
-                partitions.insert(p.index, (p.error_code, message));
+                partitions.insert(p.index, (p.error_code, message, p.base_offset));
             }
         }
         let mut retried = false;
         for (id, entry) in sent {
             let slot = &mut slots[id];
-            let (code, message) = answers
+            let (code, message, base_offset) = answers
                 .get_mut(&*slot.target_topic)
                 .and_then(|partitions| partitions.remove(&slot.partition))
                 .unwrap_or((
                     ResponseError::UnknownServerError.code(),
                     Some("partition missing from the answer".into()),
+                    -1,
                 ));
             let error = code.err();
             // Which batch got which answer: what a reordering on the target
@@ -347,6 +352,7 @@ impl ProduceStage {
                 topic = %slot.topic,
                 partition = slot.partition,
                 range = ?slot.state.entry_range(entry),
+                base_offset,
                 ?error,
                 "Produce answered"
             );
@@ -373,7 +379,17 @@ impl ProduceStage {
             let refused = |slot: &Slot, kind| refusal(slot, entry, error, message.clone(), kind);
             match outcome {
                 Outcome::Landed => {
-                    let acked = slot.state.acked(entry);
+                    if base_offset < 0 {
+                        // DUPLICATE_SEQUENCE_NUMBER from an old broker.
+                        tracing::debug!(
+                            topic = %slot.topic,
+                            partition = slot.partition,
+                            ?error,
+                            "the target did not say where the batch landed; \
+                             taking it to follow the batch before it"
+                        );
+                    }
+                    let acked = slot.state.acked(entry, base_offset);
                     slot.produce_backoff.reset();
                     slot.refusal_streak = 0;
                     slot.corrupt_refusals = 0;
@@ -1355,7 +1371,7 @@ mod tests {
         recent.push_batch(crate::pipeline::testing::batch(0, 2));
         recent.push_batch(crate::pipeline::testing::batch(2, 2));
         let first = recent.next_to_send(7, 0, false).expect("first");
-        recent.acked(first.entry);
+        recent.acked(first.entry, first.batch.base_offset());
         recent.next_to_send(7, 0, false).expect("second");
         assert!(
             !recent.must_wait_for_old_data(stale_before),

@@ -15,6 +15,7 @@ use super::MirrorError;
 use crate::checkpoint::CheckpointStore;
 use crate::cluster::{Cluster, Metadata, OffsetSpec, Role};
 use crate::config::{Flow, StartPosition};
+use crate::offset_map::{OffsetMap, StoredMap};
 use crate::topics::{ensure_topics, sync_configs, TopicSpec};
 
 /// Prepares the target for one flow and builds its engine. The clusters may
@@ -67,6 +68,8 @@ pub(super) async fn start(
     );
 
     let mut slots = Slots::default();
+    // Checkpoints written before offset maps were kept.
+    let mut without_map = Vec::new();
     for (source_name, spec) in &specs {
         let topic = &source_meta.topics[source_name];
         let name: Arc<str> = source_name.as_str().into();
@@ -116,7 +119,27 @@ pub(super) async fn start(
             // The first Fetch checks that the source still holds the last
             // batch copied: it may have been truncated while we were away.
             slots[id].epochs = EpochHistory::resumed(epoch, offset);
+            if let Some(checkpoint) = stored.get(&(spec.name.clone(), partition)) {
+                let slot = &mut slots[id];
+                let map = match &checkpoint.offset_map {
+                    Some(stored) => resumed_map(slot, stored, offset),
+                    None => {
+                        without_map.push((name.clone(), partition));
+                        OffsetMap::starting_at(offset)
+                    }
+                };
+                slot.state.resume_offset_map(map);
+            }
         }
+    }
+    if let Some((topic, partition)) = without_map.first() {
+        tracing::info!(
+            flow = %flow.name,
+            partitions = without_map.len(),
+            example = %format!("{topic}-{partition}"),
+            "checkpoints without an offset map (written by an older kafka-mirror): \
+             their offsets translate from the checkpointed offset on"
+        );
     }
     if options.until_caught_up {
         let ends = end_offsets(&source, &source_meta, &slots, &flow).await?;
@@ -137,6 +160,20 @@ pub(super) async fn start(
         slots,
         topic_count: specs.len(),
     }))
+}
+
+/// The offset map a partition's checkpoint stored, ending at the checkpoint's
+/// `offset`; a map that does not hold together starts again there, logged.
+fn resumed_map(slot: &Slot, stored: &StoredMap, offset: i64) -> OffsetMap {
+    OffsetMap::from_stored(stored, offset).unwrap_or_else(|| {
+        tracing::info!(
+            topic = %slot.topic,
+            partition = slot.partition,
+            offset,
+            "the checkpoint's offset map is damaged; offsets translate from the checkpointed offset on"
+        );
+        OffsetMap::starting_at(offset)
+    })
 }
 
 fn start_spec(position: StartPosition) -> OffsetSpec {

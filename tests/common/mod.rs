@@ -13,6 +13,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use kafka_mirror::checkpoint::Checkpoint;
+use kafka_mirror::offset_map::{OffsetMap, Translation};
 use kafka_testkit::{
     dump_topic_with, read_partition_batches, ClusterSpec, DumpedRecord, KafkaCluster, RawBatch,
 };
@@ -319,6 +321,71 @@ fn data_batches(log_dir: &Path, topic: &str, partition: i32) -> Vec<RawBatch> {
         .into_iter()
         .filter(|b| !b.is_control())
         .collect()
+}
+
+/// The checkpoints mirror `mirror` stored in `checkpoint_topic`, read with an
+/// independent client: the latest value of each target topic and partition.
+pub fn stored_checkpoints(
+    cluster: &KafkaCluster,
+    checkpoint_topic: &str,
+    mirror: &str,
+) -> BTreeMap<(String, i32), Checkpoint> {
+    let mut stored = BTreeMap::new();
+    let records = records_by_partition(&cluster.bootstrap(), checkpoint_topic);
+    for record in records.into_values().flatten() {
+        let key: serde_json::Value =
+            serde_json::from_slice(record.key.as_deref().expect("keyed")).expect("a JSON key");
+        if key["mirror"] != mirror {
+            continue;
+        }
+        let topic = key["topic"].as_str().expect("a topic").to_owned();
+        let partition = key["partition"].as_i64().expect("a partition") as i32;
+        match &record.value {
+            Some(value) => {
+                let checkpoint = serde_json::from_slice(value).expect("a checkpoint");
+                stored.insert((topic, partition), checkpoint)
+            }
+            None => stored.remove(&(topic, partition)),
+        };
+    }
+    stored
+}
+
+/// Asserts that the offset map `checkpoint` stored translates every source
+/// offset from `from` to its next offset as a failed-over consumer needs:
+/// one that committed offset `c` on the source resumes on the target at the
+/// copy of the first record at or after `c` (`source[i]` was copied as
+/// `copies[i]`), or after the last copy when no record from `c` on is
+/// copied. Returns the offsets checked.
+pub fn assert_translates_exactly(
+    checkpoint: &Checkpoint,
+    from: i64,
+    source: &[DumpedRecord],
+    copies: &[DumpedRecord],
+    what: &str,
+) -> usize {
+    assert_eq!(source.len(), copies.len(), "{what}: records copied");
+    let stored = checkpoint
+        .offset_map
+        .as_ref()
+        .unwrap_or_else(|| panic!("{what}: the checkpoint holds no offset map"));
+    let map = OffsetMap::from_stored(stored, checkpoint.next_offset)
+        .unwrap_or_else(|| panic!("{what}: the stored offset map is damaged: {stored:?}"));
+    let copy_end = copies.last().map_or(Translation::NothingCopied, |last| {
+        Translation::Exact(last.offset + 1)
+    });
+    for committed in from..=checkpoint.next_offset {
+        let expected = source
+            .iter()
+            .position(|r| r.offset >= committed)
+            .map_or(copy_end, |i| Translation::Exact(copies[i].offset));
+        assert_eq!(
+            map.translate(committed),
+            expected,
+            "{what}: source offset {committed}"
+        );
+    }
+    (checkpoint.next_offset - from + 1) as usize
 }
 
 /// Writes a file for the mirror to read (a config, a properties file) into
