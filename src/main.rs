@@ -5,7 +5,9 @@
 //! (bad config, unreachable cluster, ...); 2 when some partitions stopped with
 //! an error (named in the summary on stdout) while the others were copied;
 //! 3 when the final checkpoints could not be stored, so a restart copies
-//! again what this run copied past the stored ones (the summary says how much).
+//! again what this run copied past the stored ones (the summary says how much);
+//! 4 when the data was copied but the last consumer group offset sync could
+//! not sync every selected group (the summary names them).
 
 mod cli;
 
@@ -88,6 +90,8 @@ fn main() -> ExitCode {
                 ExitCode::from(3)
             } else if !summary.stopped.is_empty() {
                 ExitCode::from(2)
+            } else if summary.groups.as_ref().is_some_and(|g| g.has_failures()) {
+                ExitCode::from(4)
             } else {
                 ExitCode::SUCCESS
             }

@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 use super::checkpoints::{self, CheckpointSchedule};
 use super::event::Event;
 use super::fetch::{self, FetchContext, FetchJob, FetchReply, FetchStage};
+use super::group_sync::{self, GroupSyncSchedule};
 use super::lane::ProduceLane;
 use super::lifecycle::{deleted_topics, refresh_topics, TopicRefresh};
 use super::metadata::MetadataView;
@@ -30,8 +31,9 @@ use super::producer::init_producer_id;
 use super::slots::{Slots, Status};
 use super::stats::{Counters, PartitionProblem, Summary, UnsavedCheckpoints};
 use crate::checkpoint::CheckpointStore;
-use crate::cluster::{Cluster, Metadata, OffsetSpec, Role};
+use crate::cluster::{Cluster, GroupError, Metadata, OffsetSpec, Role};
 use crate::config::Flow;
+use crate::groups::{self, SyncReport};
 
 /// How a run ends besides a shutdown signal.
 #[derive(Debug, Clone, Copy, Default)]
@@ -84,6 +86,8 @@ pub(crate) struct Engine {
     lanes: HashMap<i32, ProduceLane>,
     positions: Positions,
     checkpoint: CheckpointSchedule,
+    /// Consumer group offset syncs, when the flow syncs groups.
+    group_sync: Option<GroupSyncSchedule>,
     topics: TopicRefresh,
     counters: Counters,
     events_tx: mpsc::UnboundedSender<Event>,
@@ -129,6 +133,10 @@ impl Engine {
                 source_meta.cluster_id.clone(),
                 now,
             ),
+            group_sync: config
+                .groups
+                .clone()
+                .map(|settings| GroupSyncSchedule::new(settings, now)),
             topics: TopicRefresh::new(now, config.topic_refresh_interval, topic_count),
             config: Arc::new(config),
             counters: Counters::default(),
@@ -164,6 +172,7 @@ impl Engine {
             }
         }
         let unsaved = self.final_checkpoint().await;
+        self.final_group_sync().await;
         let mut summary = self.summary();
         summary.unsaved_checkpoints.extend(unsaved);
         summary
@@ -195,6 +204,15 @@ impl Engine {
                     result: refresh_topics(&flow, &source, &target).await,
                 }
             });
+        }
+        let sync_due = self.draining.is_none()
+            && self
+                .group_sync
+                .as_mut()
+                .is_some_and(|schedule| schedule.start_if_due(now));
+        if sync_due {
+            let sync = self.sync_groups();
+            self.spawn(async move { Event::GroupsSynced { result: sync.await } });
         }
         let lookups = self.positions.due_lookups(&mut self.slots, now);
         self.start_lookups(lookups);
@@ -352,6 +370,11 @@ impl Engine {
                     self.begin_drain(&why);
                 }
             }
+            Event::GroupsSynced { result } => {
+                if let Some(schedule) = &mut self.group_sync {
+                    schedule.answered(&result, now);
+                }
+            }
             Event::MetadataRefreshed { role, result } => {
                 self.meta.refresh_answered(role, result.is_ok());
                 match result {
@@ -408,6 +431,50 @@ impl Engine {
         self.meta.set(role, metadata);
         if role == Role::Source {
             self.fetch.keep_windows_of(&self.slots, &self.meta);
+        }
+    }
+
+    /// A sync of the flow's consumer groups with the offset maps as they
+    /// are now (see `group_sync.rs`).
+    fn sync_groups(&self) -> impl Future<Output = Result<SyncReport, GroupError>> {
+        let (source, target, config) = (
+            self.source.clone(),
+            self.target.clone(),
+            self.config.clone(),
+        );
+        let copied = group_sync::copied_partitions(&self.slots);
+        async move {
+            let select = |group: &str| {
+                config
+                    .groups
+                    .as_ref()
+                    .is_some_and(|settings| settings.selects(group))
+            };
+            groups::sync(&source, &target, &select, &copied).await
+        }
+    }
+
+    /// The last group sync, once the copy ended: the groups then stand
+    /// where this run's copy of their data ends.
+    async fn final_group_sync(&mut self) {
+        if self.group_sync.is_none() {
+            return;
+        }
+        // A periodic sync under way commits older translations; its answer
+        // comes first, so the final one is the last word.
+        while self
+            .group_sync
+            .as_ref()
+            .is_some_and(GroupSyncSchedule::in_flight)
+        {
+            match self.events_rx.recv().await {
+                Some(event) => self.handle(event),
+                None => break,
+            }
+        }
+        let result = self.sync_groups().await;
+        if let Some(schedule) = &mut self.group_sync {
+            schedule.answered(&result, Instant::now());
         }
     }
 
@@ -553,6 +620,10 @@ impl Engine {
             stopped,
         );
         summary.deleted_topics = deleted_topics(&self.slots);
+        summary.groups = self
+            .group_sync
+            .as_ref()
+            .and_then(|schedule| schedule.last().cloned());
         summary
     }
 }

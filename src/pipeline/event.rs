@@ -11,7 +11,8 @@ use super::produce::ProduceReply;
 use super::slots::{SlotId, SlotOffset};
 use super::MirrorError;
 use crate::checkpoint::CheckpointError;
-use crate::cluster::{ClusterError, Metadata, OffsetResult, Role};
+use crate::cluster::{ClusterError, GroupError, Metadata, OffsetResult, Role};
+use crate::groups::SyncReport;
 
 /// The answer to a request the engine started.
 #[derive(Debug)]
@@ -41,5 +42,8 @@ pub(super) enum Event {
     },
     TopicsRefreshed {
         result: Result<Refreshed, MirrorError>,
+    },
+    GroupsSynced {
+        result: Result<SyncReport, GroupError>,
     },
 }

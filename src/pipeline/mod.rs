@@ -43,6 +43,8 @@
 //!   copied or after (`epochs.rs`: the source leader epochs of what was
 //!   fetched, which find where a truncated source log diverges from the copy).
 //! - `checkpoints.rs`: when checkpoints are written, and which.
+//! - `group_sync.rs`: when consumer groups' offsets are synced onto the
+//!   target, with the partitions' offset maps.
 //! - `stats.rs`: counters and the run summary.
 //!
 //! One batch's path: `fetch.rs` asks for its partition in a Fetch; the answer
@@ -60,6 +62,7 @@ mod error;
 mod event;
 mod fetch;
 mod fetch_window;
+mod group_sync;
 #[cfg(test)]
 mod idempotence_tests;
 mod intake;
@@ -84,6 +87,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 pub use engine::RunOptions;
+pub use group_sync::GroupsSynced;
 pub use plan::{plan, FlowPlan, Plan, PlannedTopic};
 pub use stats::{FlowTotals, PartitionProblem, Summary, UnsavedCheckpoints};
 

@@ -3,6 +3,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use super::group_sync::GroupsSynced;
+
 /// Running totals, kept by the engine.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Counters {
@@ -139,6 +141,8 @@ pub struct Summary {
     pub unsaved_checkpoints: Vec<UnsavedCheckpoints>,
     /// Each flow's own totals, when the run had several flows.
     pub flows: Vec<FlowTotals>,
+    /// What the last consumer group offset sync did, when groups are synced.
+    pub groups: Option<GroupsSynced>,
 }
 
 /// What one flow of a run with several flows did.
@@ -188,6 +192,7 @@ impl Summary {
             deleted_topics: Vec::new(),
             unsaved_checkpoints: Vec::new(),
             flows: Vec::new(),
+            groups: None,
         }
     }
 
@@ -230,6 +235,12 @@ impl Summary {
             total.stopped.extend(part.stopped);
             total.deleted_topics.extend(part.deleted_topics);
             total.unsaved_checkpoints.extend(part.unsaved_checkpoints);
+            if let Some(groups) = part.groups {
+                total
+                    .groups
+                    .get_or_insert_with(GroupsSynced::default)
+                    .add(groups);
+            }
         }
         total
     }
@@ -330,6 +341,9 @@ impl fmt::Display for Summary {
                  (its log was truncated below them)",
                 self.offsets_truncated
             )?;
+        }
+        if let Some(groups) = &self.groups {
+            write!(f, "{groups}")?;
         }
         for flow in &self.flows {
             writeln!(
