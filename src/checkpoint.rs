@@ -52,10 +52,10 @@ use uuid::Uuid;
 
 use crate::batch::{split_batches, varint_len, Fetched};
 use crate::cluster::{
-    fetch_request, response_partitions, Cluster, ClusterError, OffsetSpec, PartitionFetch,
-    TopicNames,
+    fetch_request, response_partitions, Cluster, ClusterError, Metadata, OffsetSpec,
+    PartitionFetch, TopicNames,
 };
-use crate::offset_map::StoredMap;
+use crate::offset_map::{OffsetMap, StoredMap};
 use crate::sync::lock;
 use crate::topics::{effective_config, ensure_topics, TopicError, TopicSpec};
 
@@ -211,6 +211,15 @@ pub struct Checkpoint {
     pub offset_map: Option<StoredMap>,
 }
 
+impl Checkpoint {
+    /// The offset map stored with the checkpoint, ending at its next offset;
+    /// `None` when it has none (an older kafka-mirror wrote it) or the one it
+    /// has does not hold together.
+    pub fn stored_map(&self) -> Option<OffsetMap> {
+        OffsetMap::from_stored(self.offset_map.as_ref()?, self.next_offset)
+    }
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 struct CheckpointKey<'a> {
     mirror: &'a str,
@@ -267,21 +276,46 @@ impl CheckpointStore {
                 topic: topic.to_owned(),
                 source,
             })?;
+        let store = CheckpointStore::at(target, topic, mirror, &metadata);
+        store.read_limit().await?;
+        Ok(store)
+    }
+
+    /// Opens the store to read only: `None` when the checkpoint topic does
+    /// not exist (nothing was ever copied into this target). Creates nothing.
+    pub async fn open_existing(
+        target: Arc<Cluster>,
+        topic: &str,
+        mirror: &str,
+    ) -> Result<Option<Self>, CheckpointError> {
+        let metadata = target
+            .metadata()
+            .await
+            .map_err(|source| CheckpointError::Cluster {
+                topic: topic.to_owned(),
+                source,
+            })?;
+        Ok(metadata
+            .topics
+            .contains_key(topic)
+            .then(|| CheckpointStore::at(target, topic, mirror, &metadata)))
+    }
+
+    /// The store of `topic` as `metadata` describes it.
+    fn at(target: Arc<Cluster>, topic: &str, mirror: &str, metadata: &Metadata) -> Self {
         let (topic_id, leader) = metadata
             .topics
             .get(topic)
             .map(|t| (t.id, t.partitions.get(&0).and_then(|p| p.leader)))
             .unwrap_or_default();
-        let store = CheckpointStore {
+        CheckpointStore {
             target,
             topic: topic.to_owned(),
             mirror: mirror.to_owned(),
             topic_id: Mutex::new(topic_id),
             leader: Mutex::new(leader),
             max_batch_bytes: Mutex::new(0),
-        };
-        store.read_limit().await?;
-        Ok(store)
+        }
     }
 
     /// Reads the checkpoint topic's `max.message.bytes` from the target.

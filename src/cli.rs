@@ -48,6 +48,30 @@ pub(crate) enum Command {
     /// names, partitions and configs, and what it would create or change on
     /// the target, without changing anything. Takes the options of `run`.
     Plan(RunArgs),
+    /// List, for each consumer group --groups selects, its committed offsets
+    /// on the source, their translation through the offset maps stored with
+    /// the checkpoints, the group's offsets on the target and how much is not
+    /// copied yet. Commits nothing.
+    Offsets(OffsetsArgs),
+}
+
+/// Options of `kafka-mirror offsets`.
+#[derive(Debug, Args)]
+pub(crate) struct OffsetsArgs {
+    #[command(flatten)]
+    pub(crate) flow: FlowArgs,
+    /// How to print the listing.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub(crate) format: Format,
+}
+
+/// How a listing is printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Format {
+    /// Lines for people.
+    Text,
+    /// One JSON document, for scripts.
+    Json,
 }
 
 /// Options of `kafka-mirror mm1`: MirrorMaker 1's, spelled the same.

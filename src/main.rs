@@ -18,7 +18,7 @@ use clap::Parser;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing_subscriber::EnvFilter;
 
-use cli::{Cli, Command};
+use cli::{Cli, Command, Format};
 use kafka_mirror::config::mirrormaker;
 use kafka_mirror::config::properties::Properties;
 use kafka_mirror::config::{ConfigError, MirrorConfig};
@@ -36,7 +36,7 @@ fn main() -> ExitCode {
     };
     let threads = match &job {
         Job::Run(config, _) => config.replication.threads,
-        Job::Plan(_) | Job::Print(_) => 1,
+        Job::Plan(_) | Job::Offsets(..) | Job::Print(_) => 1,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
@@ -57,6 +57,15 @@ fn main() -> ExitCode {
                     print!("{plan}");
                     ExitCode::SUCCESS
                 }
+                Err(e) => {
+                    eprintln!("kafka-mirror: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Job::Offsets(config, format) => {
+            return match runtime.block_on(pipeline::offsets(config)) {
+                Ok(offsets) => print_listing(&offsets, format),
                 Err(e) => {
                     eprintln!("kafka-mirror: {e}");
                     ExitCode::from(1)
@@ -105,6 +114,8 @@ enum Job {
     Run(MirrorConfig, RunOptions),
     /// Show what a run would do to the targets.
     Plan(MirrorConfig),
+    /// List the selected consumer groups' offsets on both clusters.
+    Offsets(MirrorConfig, Format),
     /// Print this and exit (`convert`).
     Print(String),
 }
@@ -119,6 +130,11 @@ fn configure(command: Command) -> Result<Job, ConfigError> {
             return Ok(Job::Run(args.to_config()?, options));
         }
         Command::Plan(args) => return Ok(Job::Plan(args.to_config()?)),
+        Command::Offsets(args) => {
+            let config = args.flow.layered_config()?;
+            config.validate()?;
+            return Ok(Job::Offsets(config, args.format));
+        }
         Command::Mm1(args) => args.to_translation()?,
         Command::Mm2(args) => args.to_translation()?,
         Command::Convert(args) => {
@@ -132,6 +148,21 @@ fn configure(command: Command) -> Result<Job, ConfigError> {
         tracing::warn!("{notice}");
     }
     Ok(Job::Run(translation.config, RunOptions::default()))
+}
+
+/// Prints a listing as text or JSON.
+fn print_listing<T: std::fmt::Display + serde::Serialize>(listing: &T, format: Format) -> ExitCode {
+    match format {
+        Format::Text => print!("{listing}"),
+        Format::Json => match serde_json::to_string_pretty(listing) {
+            Ok(json) => println!("{json}"),
+            Err(e) => {
+                eprintln!("kafka-mirror: cannot write the listing as JSON: {e}");
+                return ExitCode::from(1);
+            }
+        },
+    }
+    ExitCode::SUCCESS
 }
 
 /// Quiet by default (warnings and errors only); `-v` shows progress.

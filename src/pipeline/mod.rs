@@ -43,6 +43,7 @@
 //!   copied or after (`epochs.rs`: the source leader epochs of what was
 //!   fetched, which find where a truncated source log diverges from the copy).
 //! - `checkpoints.rs`: when checkpoints are written, and which.
+//! - `offsets.rs`: the `offsets` command, groups listed with the stored maps.
 //! - `group_sync.rs`: when consumer groups' offsets are synced onto the
 //!   target, with the partitions' offset maps.
 //! - `stats.rs`: counters and the run summary.
@@ -69,6 +70,7 @@ mod intake;
 mod lane;
 mod lifecycle;
 mod metadata;
+mod offsets;
 mod partition;
 mod plan;
 mod positions;
@@ -88,6 +90,7 @@ use tokio::sync::watch;
 
 pub use engine::RunOptions;
 pub use group_sync::GroupsSynced;
+pub use offsets::{offsets, FlowOffsets, Offsets};
 pub use plan::{plan, FlowPlan, Plan, PlannedTopic};
 pub use stats::{FlowTotals, PartitionProblem, Summary, UnsavedCheckpoints};
 
@@ -131,6 +134,17 @@ pub enum MirrorError {
         /// The cluster id of the configured source.
         current: String,
     },
+    /// A command about consumer groups with none selected.
+    #[error(
+        "flow `{flow}` selects no consumer groups: pass --groups REGEX or set groups.include"
+    )]
+    NoGroups {
+        /// The flow's name.
+        flow: String,
+    },
+    /// Consumer groups could not be listed or read.
+    #[error(transparent)]
+    Groups(#[from] crate::cluster::GroupError),
     /// The target refused to give the mirror a producer id.
     #[error("target cluster refused InitProducerId: {0}")]
     ProducerId(String),

@@ -15,7 +15,7 @@ use super::MirrorError;
 use crate::checkpoint::CheckpointStore;
 use crate::cluster::{Cluster, Metadata, OffsetSpec, Role};
 use crate::config::{Flow, StartPosition};
-use crate::offset_map::{OffsetMap, StoredMap};
+use crate::offset_map::OffsetMap;
 use crate::topics::{ensure_topics, sync_configs, TopicSpec};
 
 /// Prepares the target for one flow and builds its engine. The clusters may
@@ -121,10 +121,19 @@ pub(super) async fn start(
             slots[id].epochs = EpochHistory::resumed(epoch, offset);
             if let Some(checkpoint) = stored.get(&(spec.name.clone(), partition)) {
                 let slot = &mut slots[id];
-                let map = match &checkpoint.offset_map {
-                    Some(stored) => resumed_map(slot, stored, offset),
-                    None => {
+                let map = match checkpoint.stored_map() {
+                    Some(map) => map,
+                    None if checkpoint.offset_map.is_none() => {
                         without_map.push((name.clone(), partition));
+                        OffsetMap::starting_at(offset)
+                    }
+                    None => {
+                        tracing::info!(
+                            topic = %slot.topic,
+                            partition,
+                            offset,
+                            "the checkpoint's offset map is damaged; offsets translate from the checkpointed offset on"
+                        );
                         OffsetMap::starting_at(offset)
                     }
                 };
@@ -160,20 +169,6 @@ pub(super) async fn start(
         slots,
         topic_count: specs.len(),
     }))
-}
-
-/// The offset map a partition's checkpoint stored, ending at the checkpoint's
-/// `offset`; a map that does not hold together starts again there, logged.
-fn resumed_map(slot: &Slot, stored: &StoredMap, offset: i64) -> OffsetMap {
-    OffsetMap::from_stored(stored, offset).unwrap_or_else(|| {
-        tracing::info!(
-            topic = %slot.topic,
-            partition = slot.partition,
-            offset,
-            "the checkpoint's offset map is damaged; offsets translate from the checkpointed offset on"
-        );
-        OffsetMap::starting_at(offset)
-    })
 }
 
 fn start_spec(position: StartPosition) -> OffsetSpec {
