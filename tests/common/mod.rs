@@ -6,6 +6,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod answer_dropper;
+
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
@@ -206,6 +208,34 @@ pub fn records_by_partition_with(
         assert!(records.windows(2).all(|w| w[0].offset < w[1].offset));
     }
     by_partition
+}
+
+/// Records whose key already came earlier in the same partition: on a
+/// target copied from distinct keys, the copies written twice.
+pub fn duplicate_keys(records: &BTreeMap<i32, Vec<DumpedRecord>>) -> usize {
+    records
+        .values()
+        .map(|records| {
+            let mut seen = std::collections::HashSet::new();
+            records.iter().filter(|r| !seen.insert(&r.key)).count()
+        })
+        .sum()
+}
+
+/// Keeps a mirror's log for after the test (`<test>-mirror.log` in Cargo's
+/// temp dir) and prints its warnings and errors, which the test harness
+/// shows when the test fails.
+pub fn show_mirror_log(test: &str, stderr: &str) {
+    let log = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{test}-mirror.log"));
+    if std::fs::write(&log, stderr.as_bytes()).is_ok() {
+        eprintln!("the mirror's log: {}", log.display());
+    }
+    for line in stderr
+        .lines()
+        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+    {
+        eprintln!("mirror: {line}");
+    }
 }
 
 /// What a user compares between a source record and its copy: everything but the offset.

@@ -1,0 +1,95 @@
+//! A backfill of old data keeps its idempotence when Produce answers are lost.
+//!
+//! A broker forgets a producer `producer.id.expiration.ms` after the
+//! maxTimestamp of its last batch on a partition, which for a copy is the
+//! source's CreateTime, at its next `producer.id.expiration.check.interval.ms`.
+//! Copying records from 2023, the target forgets kafka-mirror's producer
+//! right after each append. A lost answer leaves a batch of unknown fate; a
+//! broker that no longer knows our producer takes its resend (same producer
+//! id and sequence) as new, unless the mirror finds out first whether the
+//! batch is already there. The target lowers both settings so every resend
+//! crosses an expiry check; every source record must be on it once, in order.
+
+mod common;
+
+use std::time::Duration;
+
+use common::answer_dropper::AnswerDroppers;
+use common::*;
+use kafka_testkit::{ClusterSpec, ProduceOpts};
+
+const TOPIC: &str = "history";
+const PARTITIONS: u32 = 3;
+const RECORDS: u64 = 3_000;
+/// 2023-06-01T00:00:00Z: the CreateTime of the first record.
+const CREATED_IN_2023_MS: i64 = 1_685_577_600_000;
+/// One Produce answer in this many is lost.
+const DROP_EVERY: u64 = 8;
+
+#[test]
+fn a_backfill_of_2023_records_with_lost_answers_writes_every_record_once() {
+    let mut spec = ClusterSpec::new(KAFKA, 1);
+    spec.broker_props = vec![
+        // What the mirror reads from the target: 2023 data is long past it.
+        ("producer.id.expiration.ms".into(), "60000".into()),
+        // Forgets us within this long after each append, before any resend.
+        (
+            "producer.id.expiration.check.interval.ms".into(),
+            "100".into(),
+        ),
+    ];
+    let (target, droppers) = AnswerDroppers::start(spec, DROP_EVERY);
+    let source = start_cluster(KAFKA, 1, &[]);
+    // Time-based retention would delete 2023 records at once, on both sides
+    // (the mirror copies the topic's configs when it creates the target's).
+    source
+        .create_topic(TOPIC, PARTITIONS, 1, &[("retention.ms", "-1")])
+        .expect("create the source topic");
+    // Small batches: many Produce requests, many answers to lose.
+    kafka_testkit::produce_with_librdkafka(
+        &source.bootstrap(),
+        TOPIC,
+        &ProduceOpts {
+            count: RECORDS,
+            partitions: Some(PARTITIONS),
+            key_prefix: "old".into(),
+            base_timestamp_ms: Some(CREATED_IN_2023_MS),
+            config: vec![("batch.num.messages".into(), "10".into())],
+            ..ProduceOpts::default()
+        },
+    )
+    .expect("produce into the source");
+
+    let mut args = run_args(&source, &target, "old-data");
+    droppers.redirect_target(&mut args);
+    args.extend(["--topics".into(), TOPIC.into(), "--until-caught-up".into()]);
+    let output = run_mirror(&args, Duration::from_secs(120));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let (dropped, answers) = (droppers.dropped(), droppers.answers());
+    eprintln!("{RECORDS} records; {dropped} of {answers} Produce answers dropped");
+    show_mirror_log("old_data", &stderr);
+    assert!(
+        output.status.success(),
+        "kafka-mirror failed ({}):\n{stdout}\n{}",
+        output.status,
+        tail(&stderr, 30)
+    );
+    assert!(
+        dropped >= 10,
+        "too few answers lost to mean anything: {dropped}"
+    );
+    assert_eq!(
+        topic_configs(&target, TOPIC)
+            .get("retention.ms")
+            .map(String::as_str),
+        Some("-1"),
+        "the target topic must keep 2023 records"
+    );
+
+    let expected = records_by_partition(&source.bootstrap(), TOPIC);
+    let actual = records_by_partition(&target.bootstrap(), TOPIC);
+    eprintln!("duplicates on the target: {}", duplicate_keys(&actual));
+    let count = assert_same_content(&expected, &actual, TOPIC);
+    assert_eq!(count as u64, RECORDS, "{stdout}");
+}
