@@ -22,6 +22,7 @@ use super::checkpoints::{self, CheckpointSchedule};
 use super::event::Event;
 use super::fetch::{self, FetchContext, FetchJob, FetchReply, FetchStage};
 use super::group_sync::{self, GroupSyncSchedule};
+use super::landing;
 use super::lane::ProduceLane;
 use super::lifecycle::{deleted_topics, refresh_topics, TopicRefresh};
 use super::metadata::MetadataView;
@@ -229,6 +230,15 @@ impl Engine {
                 self.start_fetch(job);
             }
         }
+        let producer = self.produce.producer();
+        let producer = (producer.id, producer.epoch);
+        let stale_before_ms = self.produce.stale_before_ms();
+        for check in
+            landing::due_checks(&mut self.slots, &self.meta, stale_before_ms, producer, now)
+        {
+            let target = self.target.clone();
+            self.spawn(async move { Event::LandingChecked(landing::look(target, check).await) });
+        }
         let cx = ProduceContext {
             config: &self.config.replication,
             meta: &self.meta,
@@ -369,6 +379,9 @@ impl Engine {
                     let why = format!("checkpoints cannot be stored ({e})");
                     self.begin_drain(&why);
                 }
+            }
+            Event::LandingChecked(answer) => {
+                landing::answered(&mut self.slots, &self.meta, &mut self.counters, answer, now);
             }
             Event::GroupsSynced { result } => {
                 if let Some(schedule) = &mut self.group_sync {

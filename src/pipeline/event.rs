@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use super::error::PartitionError;
 use super::fetch::FetchReply;
+use super::landing::LandingAnswer;
 use super::lifecycle::Refreshed;
 use super::produce::ProduceReply;
 use super::slots::{SlotId, SlotOffset};
@@ -43,6 +44,7 @@ pub(super) enum Event {
     TopicsRefreshed {
         result: Result<Refreshed, MirrorError>,
     },
+    LandingChecked(LandingAnswer),
     GroupsSynced {
         result: Result<SyncReport, GroupError>,
     },

@@ -38,7 +38,8 @@
 //! - `produce.rs`: up to `max_in_flight_requests` Produce requests per target
 //!   broker, one batch per partition each; `producer.rs`: kafka-mirror's own
 //!   idempotent producer id and its renewal; `lane.rs`: the per-broker queue
-//!   that puts them on the wire in order.
+//!   that puts them on the wire in order; `landing.rs`: whether an old
+//!   batch whose answer was lost is on the target, read before resending it.
 //! - `positions.rs`: start offsets, and data the source lost before it was
 //!   copied or after (`epochs.rs`: the source leader epochs of what was
 //!   fetched, which find where a truncated source log diverges from the copy).
@@ -67,6 +68,7 @@ mod group_sync;
 #[cfg(test)]
 mod idempotence_tests;
 mod intake;
+mod landing;
 mod lane;
 mod lifecycle;
 mod metadata;
@@ -135,9 +137,7 @@ pub enum MirrorError {
         current: String,
     },
     /// A command about consumer groups with none selected.
-    #[error(
-        "flow `{flow}` selects no consumer groups: pass --groups REGEX or set groups.include"
-    )]
+    #[error("flow `{flow}` selects no consumer groups: pass --groups REGEX or set groups.include")]
     NoGroups {
         /// The flow's name.
         flow: String,

@@ -140,6 +140,16 @@ pub(crate) struct PartitionState {
     unmapped: u64,
 }
 
+/// An old batch of unknown fate to look for on the target before resending
+/// it: the target offset our acknowledged data ends at, where it would be,
+/// and the producer sequence it was sent with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LandingCheck {
+    pub(crate) entry: u64,
+    pub(crate) target_offset: i64,
+    pub(crate) sequence: i32,
+}
+
 /// What an acknowledgement or failure did to the partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Acknowledged {
@@ -396,8 +406,20 @@ impl PartitionState {
     /// negative when the target did not say, and the batch is then taken to
     /// follow the one before it on the target.
     pub(crate) fn acked(&mut self, entry: u64, target_base_offset: i64) -> Acknowledged {
+        self.acknowledge(entry, target_base_offset, |state| {
+            matches!(state, EntryState::InFlight { .. })
+        })
+    }
+
+    /// Acknowledges the entry if `was` accepts its state.
+    fn acknowledge(
+        &mut self,
+        entry: u64,
+        target_base_offset: i64,
+        was: impl Fn(&EntryState) -> bool,
+    ) -> Acknowledged {
         let acknowledged = match self.entry_mut(entry) {
-            Some(e) if matches!(e.state, EntryState::InFlight { .. }) => {
+            Some(e) if was(&e.state) => {
                 e.state = EntryState::Acked;
                 e.batch = None;
                 e.fate_unknown = false;
@@ -433,6 +455,49 @@ impl PartitionState {
             map_entry(&mut self.offset_map, entry);
             self.unmapped = entry.id + 1;
             index += 1;
+        }
+    }
+
+    /// The first unacknowledged batch, if it may be on the target without our
+    /// knowing and is old enough that the target may have forgotten our
+    /// producer (its maxTimestamp before `stale_before_ms`): a resend would
+    /// then be taken as a new batch, so the target's log is read first, from
+    /// where our acknowledged data ends on it. Old data goes one batch at a
+    /// time ([`must_wait_for_old_data`](Self::must_wait_for_old_data)), so
+    /// this batch is the only one of ours that can follow there. `None` too
+    /// when that target offset is unknown (nothing acknowledged in this map).
+    pub(crate) fn landing_check(&self, stale_before_ms: i64) -> Option<LandingCheck> {
+        let first = self
+            .entries
+            .iter()
+            .find(|e| !matches!(e.state, EntryState::Acked))?;
+        let old = first
+            .batch
+            .as_ref()
+            .is_some_and(|batch| batch.max_timestamp() < stale_before_ms);
+        if !(old && first.fate_unknown && matches!(first.state, EntryState::Failed)) {
+            return None;
+        }
+        Some(LandingCheck {
+            entry: first.id,
+            target_offset: self.offset_map.copied_end()?.target,
+            sequence: first.sequence?,
+        })
+    }
+
+    /// The landing check found the batch on the target, at `target_offset`.
+    pub(crate) fn found_on_target(&mut self, entry: u64, target_offset: i64) -> Acknowledged {
+        self.acknowledge(entry, target_offset, |state| {
+            matches!(state, EntryState::Failed)
+        })
+    }
+
+    /// The landing check read the target's log to its end without finding
+    /// the batch: no attempt of it was appended, so it is resent like any
+    /// failed batch (as new, should the target have forgotten our producer).
+    pub(crate) fn not_on_target(&mut self, entry: u64) {
+        if let Some(e) = self.entry_mut(entry) {
+            e.fate_unknown = false;
         }
     }
 
@@ -806,6 +871,70 @@ mod tests {
         let seventh = p.next_to_send(7, 1, false).expect("room for one more");
         assert_eq!(sequence_of(&seventh), 18);
         assert_eq!(p.committed(), 16);
+    }
+
+    #[test]
+    fn an_old_batch_of_unknown_fate_is_looked_for_where_our_copy_ends() {
+        let (all_old, none_old) = (i64::MAX, i64::MIN);
+        let mut p = PartitionState::new(10);
+        p.push_batch(batch(10, 2));
+        p.push_batch(batch(12, 3));
+        p.push_batch(batch(15, 1));
+        let first = p.next_to_send(7, 1, false).expect("first");
+        p.acked(first.entry, 100);
+        let lost = p.next_to_send(7, 1, false).expect("second");
+        p.failed(lost.entry, true);
+        assert_eq!(
+            p.landing_check(none_old),
+            None,
+            "recent data is resent as it is"
+        );
+        let check = p.landing_check(all_old).expect("old and in doubt");
+        assert_eq!(
+            check,
+            LandingCheck {
+                entry: lost.entry,
+                target_offset: 102,
+                sequence: sequence_of(&lost),
+            }
+        );
+        // Found there: acknowledged at that offset, and mapped.
+        assert_eq!(p.found_on_target(check.entry, 102).records, 3);
+        assert_eq!(p.landing_check(all_old), None);
+        assert_eq!(p.committed(), 15);
+        assert_eq!(p.offset_map().translate(13), Translation::Exact(103));
+
+        // Not found: resent as any failed batch, and no longer in doubt.
+        let third = p.next_to_send(7, 1, false).expect("third");
+        p.failed(third.entry, true);
+        let check = p.landing_check(all_old).expect("in doubt");
+        p.not_on_target(check.entry);
+        assert_eq!(p.landing_check(all_old), None);
+        assert!(!p.unresolved());
+        let resent = p.next_to_send(7, 1, false).expect("resent");
+        assert_eq!(wire(&resent), wire(&third));
+    }
+
+    #[test]
+    fn no_landing_check_without_a_known_end_on_the_target_or_a_doubt() {
+        let mut p = PartitionState::new(0);
+        p.push_batch(batch(0, 2));
+        let lost = p.next_to_send(7, 1, false).expect("first");
+        p.failed(lost.entry, true);
+        assert_eq!(
+            p.landing_check(i64::MAX),
+            None,
+            "where it would be is unknown"
+        );
+
+        let mut p = PartitionState::new(0);
+        p.push_batch(batch(0, 2));
+        p.push_batch(batch(2, 2));
+        let first = p.next_to_send(7, 1, false).expect("first");
+        p.acked(first.entry, 0);
+        let refused = p.next_to_send(7, 1, false).expect("second");
+        p.failed(refused.entry, false);
+        assert_eq!(p.landing_check(i64::MAX), None, "refused before the append");
     }
 
     #[test]

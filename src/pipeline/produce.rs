@@ -180,7 +180,7 @@ impl ProduceStage {
     /// old enough for the target to forget our producer soon after it
     /// appends them: the expiry, less a margin for the time a batch spends
     /// on its way and for clocks that disagree.
-    fn stale_before_ms(&self) -> i64 {
+    pub(super) fn stale_before_ms(&self) -> i64 {
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
@@ -245,7 +245,10 @@ impl ProduceStage {
                         break;
                     }
                     let slot = &mut slots[id];
-                    if slot.state.must_wait_for_old_data(stale_before_ms) {
+                    if slot.checking_landing
+                        || slot.state.must_wait_for_old_data(stale_before_ms)
+                        || slot.state.landing_check(stale_before_ms).is_some()
+                    {
                         continue;
                     }
                     let Some(Outgoing {

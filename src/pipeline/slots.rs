@@ -83,6 +83,8 @@ pub(super) struct Slot {
     pub(super) status: Status,
     /// Part of a Fetch in flight.
     pub(super) fetching: bool,
+    /// A landing check (`landing.rs`) of its first batch is in flight.
+    pub(super) checking_landing: bool,
     pub(super) fetch_backoff: Backoff,
     pub(super) produce_backoff: Backoff,
     /// With `until_caught_up`: the source's end offset at the start of the run.
@@ -115,6 +117,7 @@ impl Slot {
             epochs: EpochHistory::default(),
             status,
             fetching: false,
+            checking_landing: false,
             fetch_backoff: Backoff::new(base, max),
             produce_backoff: Backoff::new(base, max),
             caught_up_at: None,

@@ -34,6 +34,8 @@ pub(crate) struct Counters {
     pub(crate) produce_retries: u64,
     /// New producer ids taken because the target refused the old one.
     pub(crate) producer_renewals: u64,
+    /// Old batches whose answer was lost, found on the target by reading it.
+    pub(crate) found_on_target: u64,
     /// Batches the target refused for its topic settings, skipped by policy.
     pub(crate) refused_batches_skipped: u64,
     /// Records in those batches.
@@ -118,6 +120,9 @@ pub struct Summary {
     /// New producer ids taken because the target refused the old one (fenced,
     /// its state for us lost, or its sequences disagreeing with ours).
     pub producer_renewals: u64,
+    /// Batches of data older than the target's producer expiry whose answer
+    /// was lost, found on the target by reading its log (not resent).
+    pub found_on_target: u64,
     /// Batches the target refused for its topic settings and that were skipped
     /// (`on_refused_batch = skip`).
     pub refused_batches_skipped: u64,
@@ -183,6 +188,7 @@ impl Summary {
             offsets_truncated: counters.offsets_truncated,
             produce_retries: counters.produce_retries,
             producer_renewals: counters.producer_renewals,
+            found_on_target: counters.found_on_target,
             refused_batches_skipped: counters.refused_batches_skipped,
             refused_records_skipped: counters.refused_records_skipped,
             most_fetchers: counters.most_fetchers,
@@ -227,6 +233,7 @@ impl Summary {
             total.offsets_truncated += part.offsets_truncated;
             total.produce_retries += part.produce_retries;
             total.producer_renewals += part.producer_renewals;
+            total.found_on_target += part.found_on_target;
             total.refused_batches_skipped += part.refused_batches_skipped;
             total.refused_records_skipped += part.refused_records_skipped;
             total.most_fetchers = total.most_fetchers.max(part.most_fetchers);
@@ -310,6 +317,13 @@ impl fmt::Display for Summary {
                 f,
                 "producer: {} new producer ids (the target refused the previous one)",
                 self.producer_renewals
+            )?;
+        }
+        if self.found_on_target > 0 {
+            writeln!(
+                f,
+                "lost answers: {} batches found on the target by reading it, not resent (old data the target may have forgotten our producer for)",
+                self.found_on_target
             )?;
         }
         if self.refused_batches_skipped > 0 {
@@ -425,6 +439,7 @@ mod tests {
                 offsets_truncated: k,
                 produce_retries: k,
                 producer_renewals: k,
+                found_on_target: k,
                 refused_batches_skipped: k,
                 refused_records_skipped: k,
                 most_fetchers: fetchers,
@@ -444,10 +459,11 @@ mod tests {
             total.offsets_truncated,
             total.produce_retries,
             total.producer_renewals,
+            total.found_on_target,
             total.refused_batches_skipped,
             total.refused_records_skipped,
         ];
-        assert_eq!(counts, [3; 11]);
+        assert_eq!(counts, [3; 12]);
         assert_eq!(total.most_fetchers, 3);
         assert_eq!(total.bytes_copied, 3_000_000);
         let text = total.to_string();
