@@ -53,6 +53,24 @@ pub(crate) enum Command {
     /// the checkpoints, the group's offsets on the target and how much is not
     /// copied yet. Commits nothing.
     Offsets(OffsetsArgs),
+    /// A planned cutover of the --groups groups to the target: checks they
+    /// have no members on the source, waits until the stored checkpoints cover
+    /// everything the source holds, syncs the groups one last time and says
+    /// what to do next. Without --apply it reports what it would do.
+    Failover(FailoverArgs),
+}
+
+/// Options of `kafka-mirror failover`.
+#[derive(Debug, Args)]
+pub(crate) struct FailoverArgs {
+    #[command(flatten)]
+    pub(crate) flow: FlowArgs,
+    /// Sync the groups (without it, only report how ready the cutover is).
+    #[arg(long)]
+    pub(crate) apply: bool,
+    /// Seconds to wait for the copy to cover the source before giving up.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    pub(crate) timeout: u64,
 }
 
 /// Options of `kafka-mirror offsets`.

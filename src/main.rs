@@ -7,7 +7,9 @@
 //! 3 when the final checkpoints could not be stored, so a restart copies
 //! again what this run copied past the stored ones (the summary says how much);
 //! 4 when the data was copied but the last consumer group offset sync could
-//! not sync every selected group (the summary names them).
+//! not sync every selected group (the summary names them); 5 when `failover`
+//! finds the cutover not ready (groups with members on the source, or data
+//! not copied within its timeout).
 
 mod cli;
 
@@ -22,7 +24,7 @@ use cli::{Cli, Command, Format};
 use kafka_mirror::config::mirrormaker;
 use kafka_mirror::config::properties::Properties;
 use kafka_mirror::config::{ConfigError, MirrorConfig};
-use kafka_mirror::pipeline::{self, RunOptions};
+use kafka_mirror::pipeline::{self, FailoverOptions, RunOptions};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -36,7 +38,7 @@ fn main() -> ExitCode {
     };
     let threads = match &job {
         Job::Run(config, _) => config.replication.threads,
-        Job::Plan(_) | Job::Offsets(..) | Job::Print(_) => 1,
+        Job::Plan(_) | Job::Offsets(..) | Job::Failover(..) | Job::Print(_) => 1,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
@@ -66,6 +68,26 @@ fn main() -> ExitCode {
         Job::Offsets(config, format) => {
             return match runtime.block_on(pipeline::offsets(config)) {
                 Ok(offsets) => print_listing(&offsets, format),
+                Err(e) => {
+                    eprintln!("kafka-mirror: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Job::Failover(config, options) => {
+            return match runtime.block_on(pipeline::failover(config, options)) {
+                Ok(failover) => {
+                    print!("{failover}");
+                    if failover.flows.iter().all(|flow| flow.is_ready()) {
+                        if failover.is_complete() {
+                            ExitCode::SUCCESS
+                        } else {
+                            ExitCode::from(4)
+                        }
+                    } else {
+                        ExitCode::from(5)
+                    }
+                }
                 Err(e) => {
                     eprintln!("kafka-mirror: {e}");
                     ExitCode::from(1)
@@ -116,6 +138,8 @@ enum Job {
     Plan(MirrorConfig),
     /// List the selected consumer groups' offsets on both clusters.
     Offsets(MirrorConfig, Format),
+    /// Move the selected groups to the target.
+    Failover(MirrorConfig, FailoverOptions),
     /// Print this and exit (`convert`).
     Print(String),
 }
@@ -130,6 +154,15 @@ fn configure(command: Command) -> Result<Job, ConfigError> {
             return Ok(Job::Run(args.to_config()?, options));
         }
         Command::Plan(args) => return Ok(Job::Plan(args.to_config()?)),
+        Command::Failover(args) => {
+            let config = args.flow.layered_config()?;
+            config.validate()?;
+            let options = FailoverOptions {
+                apply: args.apply,
+                timeout: std::time::Duration::from_secs(args.timeout),
+            };
+            return Ok(Job::Failover(config, options));
+        }
         Command::Offsets(args) => {
             let config = args.flow.layered_config()?;
             config.validate()?;

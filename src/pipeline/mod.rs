@@ -44,7 +44,8 @@
 //!   copied or after (`epochs.rs`: the source leader epochs of what was
 //!   fetched, which find where a truncated source log diverges from the copy).
 //! - `checkpoints.rs`: when checkpoints are written, and which.
-//! - `offsets.rs`: the `offsets` command, groups listed with the stored maps.
+//! - `offsets.rs`: the `offsets` command, groups listed with the stored maps;
+//!   `failover.rs`: the `failover` command, a planned cutover of the groups.
 //! - `group_sync.rs`: when consumer groups' offsets are synced onto the
 //!   target, with the partitions' offset maps.
 //! - `stats.rs`: counters and the run summary.
@@ -62,6 +63,7 @@ mod engine;
 mod epochs;
 mod error;
 mod event;
+mod failover;
 mod fetch;
 mod fetch_window;
 mod group_sync;
@@ -91,6 +93,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 pub use engine::RunOptions;
+pub use failover::{failover, Failover, FailoverOptions, FlowFailover, GroupsOutcome, Missing};
 pub use group_sync::GroupsSynced;
 pub use offsets::{offsets, FlowOffsets, Offsets};
 pub use plan::{plan, FlowPlan, Plan, PlannedTopic};

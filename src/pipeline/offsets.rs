@@ -101,45 +101,55 @@ impl fmt::Display for Offsets {
         for flow in &self.flows {
             writeln!(f, "flow {}: {} groups", flow.name, flow.groups.len())?;
             for group in &flow.groups {
-                let state = group
-                    .target_state
-                    .as_ref()
-                    .map_or_else(|| "not on the target".to_owned(), ToString::to_string);
-                writeln!(f, "  group {} (target: {state})", group.group)?;
-                for listed in &group.partitions {
-                    let p = &listed.offsets;
-                    let translated = match p.translation {
-                        Translation::Exact(offset) => offset.to_string(),
-                        Translation::Behind { target, missing } => {
-                            format!("{target} (end of the copy, {missing} offsets short)")
-                        }
-                        Translation::TooOld { from } => {
-                            format!("none (the copy's map starts at {from})")
-                        }
-                        Translation::NothingCopied => "none (nothing copied yet)".to_owned(),
-                    };
-                    let target_committed = p
-                        .target_committed
-                        .map_or_else(|| "none".to_owned(), |o| o.to_string());
-                    let not_copied = listed
-                        .not_copied
-                        .map_or_else(|| "unknown".to_owned(), |n| n.to_string());
-                    writeln!(
-                        f,
-                        "    {}-{}: source committed {} -> {}-{} at {translated}; \
-                         target committed {target_committed}; not copied {not_copied}; {}",
-                        p.source_topic,
-                        p.partition,
-                        p.source_committed,
-                        p.target_topic,
-                        p.partition,
-                        action_text(p.action)
-                    )?;
-                }
+                write_group(f, group, "  ")?;
             }
         }
         Ok(())
     }
+}
+
+/// One group's lines, each starting with `indent`.
+pub(super) fn write_group(
+    f: &mut fmt::Formatter<'_>,
+    group: &GroupOffsets,
+    indent: &str,
+) -> fmt::Result {
+    let state = group
+        .target_state
+        .as_ref()
+        .map_or_else(|| "not on the target".to_owned(), ToString::to_string);
+    writeln!(f, "{indent}group {} (target: {state})", group.group)?;
+    for listed in &group.partitions {
+        let p = &listed.offsets;
+        let translated = match p.translation {
+            Translation::Exact(offset) => offset.to_string(),
+            Translation::Behind { target, missing } => {
+                format!("{target} (end of the copy, {missing} offsets short)")
+            }
+            Translation::TooOld { from } => {
+                format!("none (the copy's map starts at {from})")
+            }
+            Translation::NothingCopied => "none (nothing copied yet)".to_owned(),
+        };
+        let target_committed = p
+            .target_committed
+            .map_or_else(|| "none".to_owned(), |o| o.to_string());
+        let not_copied = listed
+            .not_copied
+            .map_or_else(|| "unknown".to_owned(), |n| n.to_string());
+        writeln!(
+            f,
+            "{indent}  {}-{}: source committed {} -> {}-{} at {translated}; \
+                         target committed {target_committed}; not copied {not_copied}; {}",
+            p.source_topic,
+            p.partition,
+            p.source_committed,
+            p.target_topic,
+            p.partition,
+            action_text(p.action)
+        )?;
+    }
+    Ok(())
 }
 
 /// What a sync would do with a partition, in words.
