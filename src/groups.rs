@@ -17,7 +17,9 @@
 //!
 //! Partitions the map cannot translate (before its reach, or nothing copied
 //! yet) are left alone and reported. The `offsets` command's listing
-//! ([`group_offsets`]) is the same plan, read without committing.
+//! ([`group_offsets`]) is the same plan, read without committing. What a
+//! sync leaves on the target is also written as MirrorMaker 2's
+//! checkpoints ([`mm2`]), for the tools that read those.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -30,6 +32,8 @@ use crate::cluster::{
     OffsetSpec,
 };
 use crate::offset_map::{OffsetMap, Translation};
+
+pub mod mm2;
 
 /// What the mirror copied: each source partition's target topic and offset map.
 #[derive(Debug, Clone, Default)]
@@ -336,6 +340,9 @@ impl fmt::Display for GroupReport {
 pub struct SyncReport {
     /// The groups that read copied partitions, or could not be read.
     pub groups: Vec<GroupReport>,
+    /// What the sync wrote to MirrorMaker 2's checkpoints, when the flow
+    /// writes them ([`mm2::Mm2Checkpoints::write`]).
+    pub mm2_checkpoints: Option<mm2::Mm2Written>,
 }
 
 impl SyncReport {
@@ -366,11 +373,14 @@ impl SyncReport {
     }
 }
 
-/// One line per group.
+/// One line per group, then the MirrorMaker 2 checkpoints written.
 impl fmt::Display for SyncReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for group in &self.groups {
             writeln!(f, "{group}")?;
+        }
+        if let Some(written) = &self.mm2_checkpoints {
+            writeln!(f, "{written}")?;
         }
         Ok(())
     }
