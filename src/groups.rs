@@ -476,12 +476,15 @@ impl Survey {
 /// the target, by the rules of the module docs. A group that cannot be read
 /// or committed is reported failed and the others still sync; failing to
 /// list either cluster's groups fails the sync. Groups that read no copied
-/// partition are left out of the report.
+/// partition are left out of the report. With `mm2`, MirrorMaker 2's
+/// checkpoints of what the target groups now hold are written after the
+/// commits (see [`mm2`]).
 pub async fn sync(
     source: &Arc<Cluster>,
     target: &Arc<Cluster>,
     select: &(dyn Fn(&str) -> bool + Sync),
     copied: &CopiedPartitions,
+    mm2: Option<&mm2::Mm2Checkpoints>,
 ) -> Result<SyncReport, GroupError> {
     let mut survey = Survey::open(source, target, select).await?;
     let mut report = SyncReport::default();
@@ -495,6 +498,9 @@ pub async fn sync(
             _ => tracing::debug!("{group_report}"),
         }
         report.groups.push(group_report);
+    }
+    if let Some(mm2) = mm2 {
+        report.mm2_checkpoints = Some(mm2.write(&report).await);
     }
     Ok(report)
 }

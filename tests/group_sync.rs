@@ -214,6 +214,7 @@ fn sync(copied: &CopiedPartitions, select: impl Fn(&str) -> bool + Sync) -> Sync
         &cluster(Role::Target, target),
         &select,
         copied,
+        None,
     ))
     .expect("sync")
 }
@@ -683,12 +684,19 @@ fn mirror_maker_2_translates_offsets_from_the_checkpoints_of_a_sync() {
     assert_eq!(mm2.topic(), checkpoints_topic);
     let sync = || {
         runtime.block_on(async {
-            let report = groups::sync(&source_cluster, &target_cluster, &select, &copied)
-                .await
-                .expect("sync");
-            let written = mm2.write(&report).await;
+            let report = groups::sync(
+                &source_cluster,
+                &target_cluster,
+                &select,
+                &copied,
+                Some(&mm2),
+            )
+            .await
+            .expect("sync");
+            let written = report.mm2_checkpoints.as_ref().expect("written");
             assert!(written.result.is_ok(), "{written}");
-            (report.to_string(), written.checkpoints, written.written)
+            let counts = (written.checkpoints, written.written);
+            (report.to_string(), counts.0, counts.1)
         })
     };
 

@@ -469,11 +469,14 @@ impl Engine {
                     .as_ref()
                     .is_some_and(|settings| settings.selects(group))
             };
-            let mut result = groups::sync(&source, &target, &select, &copied).await;
-            if let (Ok(report), Some(mm2)) = (&mut result, mm2_checkpoints) {
-                report.mm2_checkpoints = Some(mm2.write(report).await);
-            }
-            result
+            groups::sync(
+                &source,
+                &target,
+                &select,
+                &copied,
+                mm2_checkpoints.as_deref(),
+            )
+            .await
         }
     }
 
