@@ -10,17 +10,20 @@
 //!    under ~/.cache/kafka-mirror; later runs need no network);
 //! 3. writes sample data into the source with clients we did not write:
 //!    `orders` (librdkafka, zstd, keys, headers, JSON values), `clicks` (Kafka's Java
-//!    producer, lz4, JSON click events) and `internal-audit` (excluded below);
-//! 4. runs `kafka-mirror run --source .. --target .. --exclude 'internal-.*' --until-caught-up`,
-//!    measuring its CPU time and peak memory from /proc;
+//!    producer, lz4, JSON click events) and `internal-audit` (excluded below); a consumer
+//!    group, `billing`, reads part of `orders` and commits;
+//! 4. runs `kafka-mirror run --source .. --target .. --exclude 'internal-.*' --groups billing
+//!    --until-caught-up`, measuring its CPU time and peak memory from /proc;
 //! 5. reads every topic back from both clusters with confluent-kafka and checks that every
 //!    record matches (partition, order, key, value, headers, timestamp) and that
-//!    `internal-audit` was not copied.
+//!    `internal-audit` was not copied;
+//! 6. fails `billing` over: it resumes on the target and must read exactly the `orders`
+//!    records it had not read on the source, none twice.
 //!
 //! It exits non-zero, saying what differed, if anything does not match. The clusters are
 //! removed when the demo ends, however it ends.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::error::Error;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -29,9 +32,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use kafka_testkit::{
-    cargo_build_release, dump_topic, produce_with_java, produce_with_librdkafka,
-    read_all_on_thread, ClusterSpec, Compression, DumpedRecord, JavaProduceOpts, KafkaCluster,
-    MeteredChild, ProduceOpts, Venv,
+    cargo_build_release, consume_group_with_librdkafka, dump_topic, produce_with_java,
+    produce_with_librdkafka, read_all_on_thread, ClusterSpec, Compression, DumpedRecord, Isolation,
+    JavaProduceOpts, KafkaCluster, MeteredChild, ProduceOpts, Venv,
 };
 
 type Result<T, E = Box<dyn Error + Send + Sync>> = std::result::Result<T, E>;
@@ -45,6 +48,9 @@ const EXCLUDED_TOPIC: &str = "internal-audit";
 const ORDERS: u64 = 40_000;
 const CLICKS: u64 = 200_000;
 const AUDIT_EVENTS: u64 = 2_000;
+/// The consumer group that fails over, and how many `orders` records it reads first.
+const GROUP: &str = "billing";
+const READ_BEFORE_FAILOVER: u64 = 12_345;
 
 /// The mirror must be done by then (it usually needs a few seconds).
 const MIRROR_TIMEOUT: Duration = Duration::from_secs(300);
@@ -89,6 +95,17 @@ fn run() -> Result<()> {
 
     step(3, "writing sample data into the source");
     let written_mb = write_sample_data(&source)?;
+    let read_on_source = consume_group_with_librdkafka(
+        &src,
+        GROUP,
+        "orders",
+        READ_BEFORE_FAILOVER,
+        Isolation::ReadCommitted,
+    )?;
+    println!(
+        "  consumer group `{GROUP}` read {} `orders` records on the source and committed",
+        read_on_source.len()
+    );
 
     step(4, "replicating");
     let args = [
@@ -99,6 +116,8 @@ fn run() -> Result<()> {
         &dst,
         "--exclude",
         EXCLUDE,
+        "--groups",
+        GROUP,
         "--until-caught-up",
     ];
     println!("  $ kafka-mirror {}", shell_words(&args));
@@ -122,6 +141,12 @@ fn run() -> Result<()> {
     let verified = verify(&src, &dst, &summary)?;
     print_samples(&verified.samples);
 
+    step(
+        6,
+        &format!("failing `{GROUP}` over: it resumes on the target"),
+    );
+    let resumed = fail_over(&src, &dst, &read_on_source)?;
+
     let gb = summary.megabytes / 1000.0;
     println!("\n== kafka-mirror demo: OK ==");
     println!(
@@ -138,12 +163,69 @@ fn run() -> Result<()> {
         "  verified     {} records in {} topics, {} partitions: identical on both clusters; `{EXCLUDED_TOPIC}` not copied",
         verified.records, verified.topics, verified.partitions
     );
+    println!(
+        "  failover     `{GROUP}` read {} records on the source, then the other {resumed} on the target: none missed, none twice",
+        read_on_source.len()
+    );
     println!("  demo took    {:.0} s", secs(demo_started));
     Ok(())
 }
 
 fn step(n: u32, what: &str) {
-    println!("\n[{n}/5] {what}");
+    println!("\n[{n}/6] {what}");
+}
+
+/// The group resumes on the target, where kafka-mirror committed its
+/// translated offsets, and must read exactly the `orders` records it had not
+/// read on the source, in each partition's order. Returns how many it read.
+fn fail_over(src: &str, dst: &str, read_on_source: &[DumpedRecord]) -> Result<usize> {
+    let all = dump_topic(src, "orders")?;
+    let read: HashSet<(i32, i64)> = read_on_source
+        .iter()
+        .map(|r| (r.partition, r.offset))
+        .collect();
+    let unread: Vec<&DumpedRecord> = all
+        .iter()
+        .filter(|r| !read.contains(&(r.partition, r.offset)))
+        .collect();
+    let resumed = consume_group_with_librdkafka(
+        dst,
+        GROUP,
+        "orders",
+        unread.len() as u64 + 1,
+        Isolation::ReadCommitted,
+    )?;
+    println!(
+        "  `{GROUP}` read {} records on the target; {} were left unread on the source",
+        resumed.len(),
+        unread.len()
+    );
+    let (expected, got) = (by_partition(unread.iter().copied()), by_partition(&resumed));
+    for (partition, wanted) in &expected {
+        let read = got.get(partition).map_or(&[][..], Vec::as_slice);
+        let same = wanted.len() == read.len()
+            && wanted
+                .iter()
+                .zip(read)
+                .all(|(w, r)| (&w.key, &w.value, &w.headers) == (&r.key, &r.value, &r.headers));
+        if !same {
+            return Err(format!(
+                "`{GROUP}` on the target, partition {partition}: read {} records, expected the {} it had not read on the source",
+                read.len(),
+                wanted.len()
+            )
+            .into());
+        }
+    }
+    if resumed.len() != unread.len() {
+        return Err(format!(
+            "`{GROUP}` read {} records on the target, expected {}",
+            resumed.len(),
+            unread.len()
+        )
+        .into());
+    }
+    Ok(resumed.len())
 }
 
 fn secs(since: Instant) -> f64 {
@@ -568,7 +650,9 @@ fn compare_topic(
     }
 }
 
-fn by_partition(records: &[DumpedRecord]) -> BTreeMap<i32, Vec<&DumpedRecord>> {
+fn by_partition<'a>(
+    records: impl IntoIterator<Item = &'a DumpedRecord>,
+) -> BTreeMap<i32, Vec<&'a DumpedRecord>> {
     let mut map: BTreeMap<i32, Vec<&DumpedRecord>> = BTreeMap::new();
     for r in records {
         map.entry(r.partition).or_default().push(r);
