@@ -407,8 +407,15 @@ async fn rewrite_forward(
     let a_meta = a.metadata().await?;
     let mut entries = Vec::new();
     for ((origin, partition), checkpoint) in copied_back {
-        let Some(back_map) = checkpoint.stored_map() else {
-            continue;
+        // Without its map, where the copied-back records came from is unknown.
+        let (Some(back_map), Some(topic_id)) = (
+            checkpoint.stored_map(),
+            a_meta.topics.get(origin).map(|t| t.id),
+        ) else {
+            return Ok(ForwardCheckpoints::Failed(format!(
+                "the {}->{} checkpoint of {origin}-{partition} holds no usable offset map",
+                back.source_alias, back.target_alias
+            )));
         };
         let topic = flow.target_topic(origin);
         let old = now.get(&(topic.clone(), *partition)).map(|c| {
@@ -416,9 +423,6 @@ async fn rewrite_forward(
                 .unwrap_or_else(|| OffsetMap::starting_at(c.next_offset))
         });
         let Some(map) = forward_after(old.as_ref(), &back_map) else {
-            continue;
-        };
-        let Some(topic_id) = a_meta.topics.get(origin).map(|t| t.id) else {
             continue;
         };
         entries.push((
