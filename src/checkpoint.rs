@@ -25,41 +25,40 @@
 //! deleted and recreated, or a config that now points at another cluster.
 //!
 //! A write is split into record batches that each fit the checkpoint topic's
-//! `max.message.bytes` (read from the target), since the broker refuses a
-//! larger batch however often it is sent. A checkpoint whose map is one point
+//! `max.message.bytes` ([`CheckpointTopic`], which MirrorMaker 2's
+//! checkpoints are written with too). A checkpoint whose map is one point
 //! (a plain topic) takes about 250 bytes, so about 4,000 fit the 1 MiB
 //! default; a full map ([`crate::offset_map::MAX_POINTS`] points) takes 4 to
-//! 20 KiB depending on the size of its steps, so about 50 fit at worst. A load reads every record up to the end offset or fails: a start
+//! 20 KiB depending on the size of its steps, so about 50 fit at worst.
+//! A load reads every record up to the end offset or fails: a start
 //! with some checkpoints missing would copy those partitions again, or with
 //! `start_position = "latest"` skip their data.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
 use kafka_protocol::error::ParseResponseErrorCode;
 use kafka_protocol::messages::fetch_response::PartitionData;
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{ProduceRequest, TopicName};
-use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::{Record, RecordBatchDecoder};
 use kafka_protocol::ResponseError;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::batch::{split_batches, varint_len, Fetched};
+use crate::batch::{split_batches, Fetched};
 use crate::cluster::{
-    fetch_request, response_partitions, Cluster, ClusterError, Metadata, OffsetSpec,
-    PartitionFetch, TopicNames,
+    fetch_request, response_partitions, Cluster, ClusterError, OffsetSpec, PartitionFetch,
+    TopicNames,
 };
 use crate::offset_map::{OffsetMap, StoredMap};
-use crate::sync::lock;
-use crate::topics::{effective_config, ensure_topics, TopicError, TopicSpec};
+use crate::topics::TopicError;
 
-/// A failure to read or write checkpoints.
+mod topic;
+
+pub use topic::{CheckpointTopic, KeyedRecord, Written};
+
+/// A failure to read or write a checkpoint topic (kafka-mirror's own, or
+/// MirrorMaker 2's).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CheckpointError {
@@ -230,22 +229,8 @@ struct CheckpointKey<'a> {
 /// Reads and writes one mirror's checkpoints.
 #[derive(Debug)]
 pub struct CheckpointStore {
-    target: Arc<Cluster>,
-    topic: String,
+    topic: CheckpointTopic,
     mirror: String,
-    topic_id: Mutex<Uuid>,
-    leader: Mutex<Option<i32>>,
-    /// The checkpoint topic's `max.message.bytes`: the largest batch it takes.
-    max_batch_bytes: Mutex<usize>,
-}
-
-/// How far a write got: it stores its entries in order, one batch at a time.
-#[derive(Debug)]
-pub struct Written {
-    /// How many of the entries, from the first, are stored.
-    pub stored: usize,
-    /// Why the others are not, when some are not.
-    pub result: Result<(), CheckpointError>,
 }
 
 /// Tries to read the checkpoints before giving up (at 250 ms each).
@@ -253,9 +238,6 @@ const LOAD_ATTEMPTS: u32 = 60;
 
 /// Bytes asked per Fetch while loading checkpoints.
 const LOAD_FETCH_BYTES: i32 = 8 * 1024 * 1024;
-
-/// The topic config that bounds a batch's size.
-const MAX_MESSAGE_BYTES: &str = "max.message.bytes";
 
 impl CheckpointStore {
     /// Opens the store, creating the compacted checkpoint topic if it is missing.
@@ -265,20 +247,11 @@ impl CheckpointStore {
         mirror: &str,
         replication_factor: i16,
     ) -> Result<Self, CheckpointError> {
-        let spec = TopicSpec {
-            name: topic.to_owned(),
-            partitions: 1,
-            configs: vec![("cleanup.policy".to_owned(), "compact".to_owned())],
-        };
-        let metadata = ensure_topics(&target, &[spec], replication_factor)
-            .await
-            .map_err(|source| CheckpointError::Topic {
-                topic: topic.to_owned(),
-                source,
-            })?;
-        let store = CheckpointStore::at(target, topic, mirror, &metadata);
-        store.read_limit().await?;
-        Ok(store)
+        let topic = CheckpointTopic::create(target, topic, replication_factor).await?;
+        Ok(CheckpointStore {
+            topic,
+            mirror: mirror.to_owned(),
+        })
     }
 
     /// Opens the store to read only: `None` when the checkpoint topic does
@@ -288,59 +261,17 @@ impl CheckpointStore {
         topic: &str,
         mirror: &str,
     ) -> Result<Option<Self>, CheckpointError> {
-        let metadata = target
-            .metadata()
-            .await
-            .map_err(|source| CheckpointError::Cluster {
-                topic: topic.to_owned(),
-                source,
-            })?;
-        Ok(metadata
-            .topics
-            .contains_key(topic)
-            .then(|| CheckpointStore::at(target, topic, mirror, &metadata)))
-    }
-
-    /// The store of `topic` as `metadata` describes it.
-    fn at(target: Arc<Cluster>, topic: &str, mirror: &str, metadata: &Metadata) -> Self {
-        let (topic_id, leader) = metadata
-            .topics
-            .get(topic)
-            .map(|t| (t.id, t.partitions.get(&0).and_then(|p| p.leader)))
-            .unwrap_or_default();
-        CheckpointStore {
-            target,
-            topic: topic.to_owned(),
-            mirror: mirror.to_owned(),
-            topic_id: Mutex::new(topic_id),
-            leader: Mutex::new(leader),
-            max_batch_bytes: Mutex::new(0),
-        }
-    }
-
-    /// Reads the checkpoint topic's `max.message.bytes` from the target.
-    async fn read_limit(&self) -> Result<usize, CheckpointError> {
-        let value = effective_config(&self.target, &self.topic, MAX_MESSAGE_BYTES)
-            .await
-            .map_err(|source| CheckpointError::Topic {
-                topic: self.topic.clone(),
-                source,
-            })?;
-        let limit = value
-            .as_deref()
-            .and_then(|v| v.parse::<usize>().ok())
-            .ok_or_else(|| CheckpointError::NotReady {
-                topic: self.topic.clone(),
-                reason: format!("the target reports {MAX_MESSAGE_BYTES} = {value:?}"),
-            })?;
-        tracing::debug!(topic = %self.topic, limit, "checkpoint topic's {MAX_MESSAGE_BYTES}");
-        *lock(&self.max_batch_bytes) = limit;
-        Ok(limit)
+        Ok(CheckpointTopic::existing(target, topic)
+            .await?
+            .map(|topic| CheckpointStore {
+                topic,
+                mirror: mirror.to_owned(),
+            }))
     }
 
     /// The name of the checkpoint topic.
     pub fn topic(&self) -> &str {
-        &self.topic
+        self.topic.name()
     }
 
     /// Reads every checkpoint of this mirror: the latest value per partition.
@@ -353,7 +284,7 @@ impl CheckpointStore {
                 Err(e) if e.is_retriable() && attempt < LOAD_ATTEMPTS => {
                     tracing::debug!(error = %e, attempt, "checkpoints not readable yet; retrying");
                     attempt += 1;
-                    self.forget_leader();
+                    self.topic.forget_leader();
                     tokio::time::sleep(Duration::from_millis(250)).await;
                 }
                 result => return result,
@@ -362,29 +293,27 @@ impl CheckpointStore {
     }
 
     async fn try_load(&self) -> Result<HashMap<(String, i32), Checkpoint>, CheckpointError> {
-        let metadata = self.cluster_result(self.target.metadata().await)?;
-        let end = self
-            .target
-            .list_offsets(&metadata, &[(self.topic.clone(), 0)], OffsetSpec::Latest, 0)
+        let (target, name) = (self.topic.target(), self.topic.name());
+        let metadata = self.topic.cluster_result(target.metadata().await)?;
+        let end = target
+            .list_offsets(&metadata, &[(name.to_owned(), 0)], OffsetSpec::Latest, 0)
             .await
-            .remove(&(self.topic.clone(), 0))
+            .remove(&(name.to_owned(), 0))
             .unwrap_or(Err(crate::cluster::OffsetLookupError::Missing))
             .map_err(|e| CheckpointError::NotReady {
-                topic: self.topic.clone(),
+                topic: name.to_owned(),
                 reason: format!("cannot find its end offset: {e}"),
             })?;
-        let topic_meta = metadata.topics.get(&self.topic);
+        let topic_meta = metadata.topics.get(name);
         let topic_id = topic_meta.map(|t| t.id).unwrap_or_default();
-        let leader_epoch = metadata
-            .partition(&self.topic, 0)
-            .map_or(-1, |p| p.leader_epoch);
-        let leader = self.leader_or_refresh().await?;
-        let names = TopicNames::from_iter([(topic_id, self.topic.clone())]);
-        let mut scan = Scan::new(&self.mirror, &self.topic, end);
+        let leader_epoch = metadata.partition(name, 0).map_or(-1, |p| p.leader_epoch);
+        let leader = self.topic.leader_or_refresh().await?;
+        let names = TopicNames::from_iter([(topic_id, name.to_owned())]);
+        let mut scan = Scan::new(&self.mirror, name, end);
         while let Some(offset) = scan.next_offset() {
             let request = fetch_request(
                 &[PartitionFetch {
-                    topic: self.topic.clone(),
+                    topic: name.to_owned(),
                     topic_id,
                     partition: 0,
                     offset,
@@ -396,168 +325,31 @@ impl CheckpointStore {
                 Duration::from_millis(100),
                 LOAD_FETCH_BYTES,
             );
-            let response = self.cluster_result(self.target.send(leader, request).await)?;
+            let response = self
+                .topic
+                .cluster_result(target.send(leader, request).await)?;
             let Some((_, data)) = response_partitions(response, &names).next() else {
-                return Err(self.broker_error(ResponseError::UnknownServerError, "reading"));
+                return Err(self
+                    .topic
+                    .broker_error(ResponseError::UnknownServerError, "reading"));
             };
             scan.take(data)?;
         }
         Ok(scan.checkpoints)
     }
 
-    /// Writes checkpoints for these partitions, in batches that fit the
-    /// checkpoint topic, each acknowledged by the target (acks=all) before
-    /// the next is sent. One write at a time keeps them in order.
-    ///
-    /// A batch refused as too large makes the topic's limit be read again:
-    /// when it shrank, the rest is split again to fit; when it did not, the
-    /// write fails with [`CheckpointError::TooLarge`].
+    /// Writes checkpoints for these partitions, in order (see
+    /// [`CheckpointTopic::write`]).
     pub async fn write(&self, entries: &[(String, i32, Checkpoint)]) -> Written {
-        let mut stored = 0;
-        let mut batches = 0;
-        let mut bytes = 0;
-        let result = 'write: loop {
-            if stored == entries.len() {
-                break Ok(());
-            }
-            let limit = *lock(&self.max_batch_bytes);
-            let encoded = match self.encode(&entries[stored..], limit) {
-                Ok(encoded) => encoded,
-                Err(e) => break Err(e),
-            };
-            for batch in encoded {
-                let size = batch.bytes.len();
-                match self.produce(batch.bytes).await {
-                    Ok(()) => {
-                        stored += batch.entries;
-                        batches += 1;
-                        bytes += size;
-                    }
-                    Err(e) if e.is_too_large() => match self.read_limit().await {
-                        Ok(lowered) if lowered < size => {
-                            tracing::info!(topic = %self.topic, limit = lowered, "the checkpoint topic's {MAX_MESSAGE_BYTES} was lowered; splitting again");
-                            continue 'write;
-                        }
-                        Ok(limit) => {
-                            break 'write Err(CheckpointError::TooLarge {
-                                topic: self.topic.clone(),
-                                bytes: size,
-                                limit,
-                            })
-                        }
-                        Err(e) => break 'write Err(e),
-                    },
-                    Err(e) => break 'write Err(e),
-                }
-            }
-        };
-        tracing::debug!(
-            checkpoints = stored,
-            batches,
-            bytes,
-            complete = result.is_ok(),
-            "checkpoints stored"
-        );
-        Written { stored, result }
-    }
-
-    /// Sends one batch and waits for its acknowledgement.
-    async fn produce(&self, batch: Bytes) -> Result<(), CheckpointError> {
-        let leader = self.leader_or_refresh().await?;
-        let topic_id = *lock(&self.topic_id);
-        let request = ProduceRequest::default()
-            .with_acks(-1)
-            .with_timeout_ms(30_000)
-            .with_topic_data(vec![TopicProduceData::default()
-                .with_name(TopicName(StrBytes::from_string(self.topic.clone())))
-                .with_topic_id(topic_id)
-                .with_partition_data(vec![PartitionProduceData::default()
-                    .with_index(0)
-                    .with_records(Some(batch))])]);
-        let result = self.target.send(leader, request).await;
-        let response = match result {
-            Ok(response) => response,
-            Err(e) => {
-                self.forget_leader();
-                return Err(CheckpointError::Cluster {
-                    topic: self.topic.clone(),
-                    source: e,
-                });
-            }
-        };
-        let answer = response
-            .responses
-            .into_iter()
-            .flat_map(|t| t.partition_responses)
-            .next();
-        let Some(answer) = answer else {
-            return Err(self.broker_error(ResponseError::UnknownServerError, "writing"));
-        };
-        match answer.error_code.err() {
-            None => Ok(()),
-            Some(error) => {
-                self.forget_leader();
-                Err(CheckpointError::Broker {
-                    topic: self.topic.clone(),
-                    error,
-                    action: "writing",
-                    message: answer.error_message.map(|m| m.to_string()),
-                })
-            }
-        }
-    }
-
-    fn encode(
-        &self,
-        entries: &[(String, i32, Checkpoint)],
-        max_bytes: usize,
-    ) -> Result<Vec<EncodedBatch>, CheckpointError> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
-        encode_batches(&self.mirror, entries, now, max_bytes).map_err(|reason| {
-            CheckpointError::Encode {
-                topic: self.topic.clone(),
-                reason,
-            }
-        })
-    }
-
-    async fn leader_or_refresh(&self) -> Result<i32, CheckpointError> {
-        if let Some(leader) = *lock(&self.leader) {
-            return Ok(leader);
-        }
-        let metadata = self.cluster_result(self.target.metadata().await)?;
-        let topic = metadata.topics.get(&self.topic);
-        let leader = topic
-            .and_then(|t| t.partitions.get(&0))
-            .and_then(|p| p.leader);
-        if let Some(t) = topic {
-            *lock(&self.topic_id) = t.id;
-        }
-        *lock(&self.leader) = leader;
-        leader.ok_or_else(|| {
-            self.broker_error(ResponseError::LeaderNotAvailable, "finding the leader")
-        })
-    }
-
-    fn forget_leader(&self) {
-        *lock(&self.leader) = None;
-    }
-
-    fn cluster_result<T>(&self, result: Result<T, ClusterError>) -> Result<T, CheckpointError> {
-        result.map_err(|source| CheckpointError::Cluster {
-            topic: self.topic.clone(),
-            source,
-        })
-    }
-
-    fn broker_error(&self, error: ResponseError, action: &'static str) -> CheckpointError {
-        CheckpointError::Broker {
-            topic: self.topic.clone(),
-            error,
-            action,
-            message: None,
+        match checkpoint_records(&self.mirror, entries) {
+            Ok(records) => self.topic.write(&records).await,
+            Err(reason) => Written {
+                stored: 0,
+                result: Err(CheckpointError::Encode {
+                    topic: self.topic.name().to_owned(),
+                    reason,
+                }),
+            },
         }
     }
 }
@@ -657,105 +449,27 @@ impl<'a> Scan<'a> {
     }
 }
 
-/// A record batch of checkpoints, and how many of the entries it holds.
-#[derive(Debug)]
-struct EncodedBatch {
-    bytes: Bytes,
-    entries: usize,
-}
-
-/// A v2 batch's bytes before its first record (Kafka's `RECORD_BATCH_OVERHEAD`).
-const BATCH_HEADER_BYTES: usize = 61;
-
-/// The entries, in order, as uncompressed record batches (Produce v3+ takes
-/// exactly one batch per partition and request) of at most `max_bytes` each,
-/// each filled as far as the limit allows.
-fn encode_batches(
+/// The entries as the records that store them.
+fn checkpoint_records(
     mirror: &str,
     entries: &[(String, i32, Checkpoint)],
-    timestamp: i64,
-    max_bytes: usize,
-) -> Result<Vec<EncodedBatch>, String> {
-    let mut batches = Vec::new();
-    let mut records: Vec<Record> = Vec::new();
-    let mut size = BATCH_HEADER_BYTES;
-    for (topic, partition, checkpoint) in entries {
-        let key = CheckpointKey {
-            mirror,
-            topic,
-            partition: *partition,
-        };
-        let key = Bytes::from(serde_json::to_vec(&key).map_err(|e| e.to_string())?);
-        let value = Bytes::from(serde_json::to_vec(checkpoint).map_err(|e| e.to_string())?);
-        let mut record_size = record_bytes(records.len(), key.len(), value.len());
-        if !records.is_empty() && size + record_size > max_bytes {
-            batches.push(encode_records(&mut records, max_bytes)?);
-            size = BATCH_HEADER_BYTES;
-            record_size = record_bytes(0, key.len(), value.len());
-        }
-        if size + record_size > max_bytes {
-            return Err(format!(
-                "the checkpoint of {topic}-{partition} takes {} bytes in a batch, over the topic's {MAX_MESSAGE_BYTES} {max_bytes}",
-                BATCH_HEADER_BYTES + record_size
-            ));
-        }
-        let i = records.len();
-        records.push(Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            // The codec keeps records in one batch only while offset -
-            // sequence stays constant; the batch's base sequence is the first
-            // record's: -1, as a batch without a producer id must have.
-            sequence: i as i32 - 1,
-            timestamp,
-            key: Some(key),
-            value: Some(value),
-            headers: Default::default(),
-        });
-        size += record_size;
-    }
-    if !records.is_empty() {
-        batches.push(encode_records(&mut records, max_bytes)?);
-    }
-    Ok(batches)
-}
-
-/// The bytes a record without headers takes in a v2 batch, as the
-/// `index`-th record, all records sharing the batch's timestamp.
-fn record_bytes(index: usize, key: usize, value: usize) -> usize {
-    let len = |n: usize| varint_len(i32::try_from(n).unwrap_or(i32::MAX));
-    // attributes, timestamp delta (0), offset delta, key, value, header count (0)
-    let body = 1 + 1 + len(index) + len(key) + key + len(value) + value + 1;
-    len(body) + body
-}
-
-/// Encodes (and empties) `records` as one batch, which must fit `max_bytes`.
-fn encode_records(records: &mut Vec<Record>, max_bytes: usize) -> Result<EncodedBatch, String> {
-    let mut buf = BytesMut::new();
-    let options = RecordEncodeOptions {
-        version: 2,
-        compression: Compression::None,
-    };
-    RecordBatchEncoder::encode(&mut buf, &*records, &options).map_err(|e| e.to_string())?;
-    if buf.len() > max_bytes {
-        return Err(format!(
-            "a batch of {} records came to {} bytes, over the {max_bytes} it was sized for",
-            records.len(),
-            buf.len()
-        ));
-    }
-    let entries = records.len();
-    records.clear();
-    Ok(EncodedBatch {
-        bytes: buf.freeze(),
-        entries,
-    })
+) -> Result<Vec<KeyedRecord>, String> {
+    entries
+        .iter()
+        .map(|(topic, partition, checkpoint)| {
+            let key = CheckpointKey {
+                mirror,
+                topic,
+                partition: *partition,
+            };
+            Ok(KeyedRecord {
+                key: serde_json::to_vec(&key).map_err(|e| e.to_string())?.into(),
+                value: serde_json::to_vec(checkpoint)
+                    .map_err(|e| e.to_string())?
+                    .into(),
+            })
+        })
+        .collect()
 }
 
 /// Applies one stored record to the checkpoints of `mirror`: the latest
@@ -789,9 +503,11 @@ fn apply_record(
 
 #[cfg(test)]
 mod tests {
+    use super::topic::EncodedBatch;
     use super::*;
     use crate::batch::RecordBatch;
     use crate::offset_map::{OffsetMap, MAX_POINTS};
+    use bytes::{Bytes, BytesMut};
 
     fn checkpoint(offset: i64) -> Checkpoint {
         Checkpoint {
@@ -801,6 +517,16 @@ mod tests {
             leader_epoch: Some(3),
             offset_map: None,
         }
+    }
+
+    /// The entries' records in batches of at most `max_bytes`, as a write sends them.
+    fn encode_batches(
+        mirror: &str,
+        entries: &[(String, i32, Checkpoint)],
+        timestamp: i64,
+        max_bytes: usize,
+    ) -> Result<Vec<EncodedBatch>, String> {
+        topic::encode_batches(&checkpoint_records(mirror, entries)?, timestamp, max_bytes)
     }
 
     /// The entries as the one batch they fit in.
@@ -877,7 +603,7 @@ mod tests {
             let mut buf = batch.bytes.clone();
             let set = RecordBatchDecoder::decode(&mut buf).expect("decode");
             assert!(buf.is_empty(), "one batch each");
-            assert_eq!(set.records.len(), batch.entries);
+            assert_eq!(set.records.len(), batch.records);
             for record in &set.records {
                 apply_record("dr", record, into).expect("apply");
             }
@@ -906,7 +632,7 @@ mod tests {
             }
             let parsed = RecordBatch::parse(batch.bytes.clone()).expect("one v2 batch");
             parsed.verify_crc().expect("valid CRC");
-            assert_eq!(parsed.records_count() as usize, batch.entries);
+            assert_eq!(parsed.records_count() as usize, batch.records);
             assert_eq!((parsed.producer_id(), parsed.base_sequence()), (-1, -1));
         }
         // Every partition is written exactly once.

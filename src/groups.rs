@@ -17,7 +17,9 @@
 //!
 //! Partitions the map cannot translate (before its reach, or nothing copied
 //! yet) are left alone and reported. The `offsets` command's listing
-//! ([`group_offsets`]) is the same plan, read without committing.
+//! ([`group_offsets`]) is the same plan, read without committing. What a
+//! sync leaves on the target is also written as MirrorMaker 2's
+//! checkpoints ([`mm2`]), for the tools that read those.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -30,6 +32,8 @@ use crate::cluster::{
     OffsetSpec,
 };
 use crate::offset_map::{OffsetMap, Translation};
+
+pub mod mm2;
 
 /// What the mirror copied: each source partition's target topic and offset map.
 #[derive(Debug, Clone, Default)]
@@ -336,6 +340,9 @@ impl fmt::Display for GroupReport {
 pub struct SyncReport {
     /// The groups that read copied partitions, or could not be read.
     pub groups: Vec<GroupReport>,
+    /// What the sync wrote to MirrorMaker 2's checkpoints, when the flow
+    /// writes them ([`mm2::Mm2Checkpoints::write`]).
+    pub mm2_checkpoints: Option<mm2::Mm2Written>,
 }
 
 impl SyncReport {
@@ -366,11 +373,14 @@ impl SyncReport {
     }
 }
 
-/// One line per group.
+/// One line per group, then the MirrorMaker 2 checkpoints written.
 impl fmt::Display for SyncReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for group in &self.groups {
             writeln!(f, "{group}")?;
+        }
+        if let Some(written) = &self.mm2_checkpoints {
+            writeln!(f, "{written}")?;
         }
         Ok(())
     }
@@ -466,12 +476,15 @@ impl Survey {
 /// the target, by the rules of the module docs. A group that cannot be read
 /// or committed is reported failed and the others still sync; failing to
 /// list either cluster's groups fails the sync. Groups that read no copied
-/// partition are left out of the report.
+/// partition are left out of the report. With `mm2`, MirrorMaker 2's
+/// checkpoints of what the target groups now hold are written after the
+/// commits (see [`mm2`]).
 pub async fn sync(
     source: &Arc<Cluster>,
     target: &Arc<Cluster>,
     select: &(dyn Fn(&str) -> bool + Sync),
     copied: &CopiedPartitions,
+    mm2: Option<&mm2::Mm2Checkpoints>,
 ) -> Result<SyncReport, GroupError> {
     let mut survey = Survey::open(source, target, select).await?;
     let mut report = SyncReport::default();
@@ -485,6 +498,9 @@ pub async fn sync(
             _ => tracing::debug!("{group_report}"),
         }
         report.groups.push(group_report);
+    }
+    if let Some(mm2) = mm2 {
+        report.mm2_checkpoints = Some(mm2.write(&report).await);
     }
     Ok(report)
 }

@@ -3,7 +3,9 @@
 //! admin client, for commit metadata), the sync translates them through
 //! offset maps describing a copy into a target that held data before (a
 //! known shift per partition), and the same tools read the target's
-//! offsets back.
+//! offsets back. MirrorMaker 2's checkpoints, written after a sync and by
+//! `kafka-mirror run --groups`, are read back with MirrorMaker 2's own
+//! client code (`RemoteClusterUtils.translateOffsets`).
 
 mod common;
 
@@ -14,12 +16,14 @@ use std::time::Duration;
 
 use common::*;
 use kafka_mirror::cluster::{Cluster, Role};
+use kafka_mirror::config::MirrorConfig;
+use kafka_mirror::groups::mm2::{Mm2Checkpoint, Mm2Checkpoints};
 use kafka_mirror::groups::{
     self, CopiedPartitions, GroupOutcome, GroupReport, PartitionAction, SyncReport,
 };
 use kafka_mirror::net::{ConnectionOptions, Connector};
 use kafka_mirror::offset_map::{OffsetMap, Translation};
-use kafka_testkit::{KafkaCluster, Venv};
+use kafka_testkit::{KafkaCluster, MirrorMaker2, Venv, MIRROR_MAKER2_VERSION};
 
 const CONSUMER_GROUPS: &str = "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand";
 
@@ -155,14 +159,25 @@ fn offsets_with_metadata(
         .collect()
 }
 
-/// A topic on both clusters: the target held `shifts[p]` records in each
-/// partition before the copy, then the copy of the source's `RECORDS` per
+/// A topic on both clusters (named `target_topic` on the target): the
+/// target held `shifts[p]` records in each partition before the copy, then the copy of the source's `RECORDS` per
 /// partition. Returns the shifts, read from what librdkafka had acknowledged.
-fn shifted_topic(topic: &str) -> [i64; 3] {
+fn shifted_topic(topic: &str, target_topic: &str) -> [i64; 3] {
     let Clusters { source, target } = clusters();
     source
         .create_topic(topic, 3, 1, &[])
         .expect("create source topic");
+    let shifts = prefilled_target(target_topic);
+    produce_keyed(source, topic, 3 * RECORDS as u64, 3, "data", None);
+    produce_keyed(target, target_topic, 3 * RECORDS as u64, 3, "data", None);
+    shifts
+}
+
+/// A 3-partition topic on the target holding 20, 15 and 10 records: the
+/// shift of a copy into it. Returns the shifts, read from what librdkafka
+/// had acknowledged.
+fn prefilled_target(topic: &str) -> [i64; 3] {
+    let target = &clusters().target;
     target
         .create_topic(topic, 3, 1, &[])
         .expect("create target topic");
@@ -174,8 +189,6 @@ fn shifted_topic(topic: &str) -> [i64; 3] {
         }
     }
     assert_eq!(shifts, [20, 15, 10]);
-    produce_keyed(source, topic, 3 * RECORDS as u64, 3, "data", None);
-    produce_keyed(target, topic, 3 * RECORDS as u64, 3, "data", None);
     shifts
 }
 
@@ -201,6 +214,7 @@ fn sync(copied: &CopiedPartitions, select: impl Fn(&str) -> bool + Sync) -> Sync
         &cluster(Role::Target, target),
         &select,
         copied,
+        None,
     ))
     .expect("sync")
 }
@@ -224,7 +238,7 @@ fn offsets(entries: &[(&str, i32, i64)]) -> BTreeMap<(String, i32), i64> {
 fn committed_offsets_land_translated_with_their_metadata() {
     let Clusters { source, target } = clusters();
     let topic = "translated";
-    let [s0, s1, s2] = shifted_topic(topic);
+    let [s0, s1, s2] = shifted_topic(topic, topic);
     // As the engine would have them: partition 0 copied whole, partition 1
     // copied up to 40 so far, partition 2 copied from 20 on (the mirror
     // started there).
@@ -408,7 +422,7 @@ impl Drop for LiveMember {
 fn a_live_group_and_an_offset_ahead_on_the_target_are_left_alone() {
     let Clusters { source, target } = clusters();
     let topic = "guarded";
-    let [s0, s1, s2] = shifted_topic(topic);
+    let [s0, s1, s2] = shifted_topic(topic, topic);
     let mut copied = CopiedPartitions::new();
     for (partition, shift) in [(0, s0), (1, s1), (2, s2)] {
         let mut map = OffsetMap::starting_at(0);
@@ -510,4 +524,323 @@ fn a_live_group_and_an_offset_ahead_on_the_target_are_left_alone() {
     );
     let ahead = report(&result, "ahead");
     assert!(matches!(ahead.outcome, GroupOutcome::Unchanged), "{ahead}");
+}
+
+/// MirrorMaker 2's jars (connect-mirror from Maven Central), fetched once.
+fn mirror_maker2() -> &'static MirrorMaker2 {
+    static MM2: std::sync::OnceLock<MirrorMaker2> = std::sync::OnceLock::new();
+    MM2.get_or_init(|| {
+        MirrorMaker2::get(MIRROR_MAKER2_VERSION)
+            .unwrap_or_else(|e| panic!("MirrorMaker 2 {MIRROR_MAKER2_VERSION}: {e:#}"))
+    })
+}
+
+/// Runs `clients/Mm2Checkpoints.java` against the target; its stdout lines,
+/// split at tabs.
+fn mm2_client(args: &[&str]) -> Vec<Vec<String>> {
+    let mut all = vec![args[0].to_owned(), clusters().target.bootstrap()];
+    all.extend(args[1..].iter().map(|a| a.to_string()));
+    let out = mirror_maker2()
+        .run_java_client("Mm2Checkpoints.java", &all)
+        .unwrap_or_else(|e| panic!("Mm2Checkpoints {args:?}: {e:#}"));
+    out.stdout
+        .lines()
+        .map(|line| line.split('\t').map(str::to_owned).collect())
+        .collect()
+}
+
+/// Offsets and metadata by partition, as `Mm2Checkpoints.java` prints them.
+type JavaOffsets = BTreeMap<(String, i32), (i64, String)>;
+
+fn java_offsets(args: &[&str]) -> JavaOffsets {
+    mm2_client(args)
+        .into_iter()
+        .map(|row| match &row[..] {
+            [topic, partition, offset, metadata] => (
+                (topic.clone(), partition.parse().expect("a partition")),
+                (offset.parse().expect("an offset"), metadata.clone()),
+            ),
+            _ => panic!("{args:?} printed {row:?}"),
+        })
+        .collect()
+}
+
+/// What MirrorMaker 2's `RemoteClusterUtils.translateOffsets` returns for
+/// `group` from the checkpoints of the cluster `alias` on the target.
+fn mm2_translated(alias: &str, group: &str) -> JavaOffsets {
+    java_offsets(&["translate", alias, group])
+}
+
+/// A group's committed offsets on the target, as Kafka's Java admin client
+/// reads them (the client MirrorMaker 2's API is built on).
+fn target_offsets(group: &str) -> JavaOffsets {
+    java_offsets(&["committed", group])
+}
+
+/// Every record of a checkpoints topic, as MirrorMaker 2's
+/// `Checkpoint.deserializeRecord` reads it, with its offset.
+fn mm2_records(topic: &str) -> Vec<(i64, Mm2Checkpoint)> {
+    mm2_client(&["dump", topic])
+        .into_iter()
+        .map(|row| match &row[..] {
+            [offset, group, topic, partition, upstream, downstream, metadata] => (
+                offset.parse().expect("an offset"),
+                Mm2Checkpoint {
+                    group: group.clone(),
+                    topic: topic.clone(),
+                    partition: partition.parse().expect("a partition"),
+                    upstream_offset: upstream.parse().expect("an offset"),
+                    downstream_offset: downstream.parse().expect("an offset"),
+                    metadata: metadata.clone(),
+                },
+            ),
+            _ => panic!("Checkpoint.deserializeRecord gave {row:?}"),
+        })
+        .collect()
+}
+
+fn mm2_checkpoint(
+    group: &str,
+    topic: &str,
+    partition: i32,
+    (upstream_offset, downstream_offset): (i64, i64),
+    metadata: &str,
+) -> Mm2Checkpoint {
+    Mm2Checkpoint {
+        group: group.into(),
+        topic: topic.into(),
+        partition,
+        upstream_offset,
+        downstream_offset,
+        metadata: metadata.into(),
+    }
+}
+
+/// A config copying the shared source's `topics` and syncing its `groups`
+/// onto the shared target, with the `prefix` policy: `<alias>.<topic>`
+/// where `alias` names the source cluster (`source` for a
+/// `[source]`/`[target]` config).
+fn renaming_config(alias: &str, topics: &str, groups: &str) -> String {
+    let Clusters { source, target } = clusters();
+    let (source, target) = (source.bootstrap(), target.bootstrap());
+    let settings = format!(
+        "topics = {{ include = \"{topics}\", replication_policy = \"prefix\" }}\n\
+         groups = {{ include = \"{groups}\" }}\n"
+    );
+    if alias == "source" {
+        // Top-level keys before the first table.
+        format!(
+            "{settings}[source]\nbootstrap_servers = \"{source}\"\n\
+             [target]\nbootstrap_servers = \"{target}\"\n"
+        )
+    } else {
+        format!(
+            "[clusters.{alias}]\nbootstrap_servers = \"{source}\"\n\
+             [clusters.dr]\nbootstrap_servers = \"{target}\"\n\
+             [[flows]]\nsource = \"{alias}\"\ntarget = \"dr\"\n{settings}"
+        )
+    }
+}
+
+#[test]
+fn mirror_maker_2_translates_offsets_from_the_checkpoints_of_a_sync() {
+    let Clusters { source, target } = clusters();
+    // The flow's source alias names the copies and the checkpoints topic.
+    let (topic, renamed) = ("mm2d", "eu.mm2d");
+    let [s0, s1, s2] = shifted_topic(topic, renamed);
+    // As in the first test: partition 0 copied whole, partition 1 up to 40,
+    // partition 2 from 20 on.
+    let mut copied = CopiedPartitions::new();
+    for (partition, from, end, shift) in [(0, 0, RECORDS, s0), (1, 0, 40, s1), (2, 20, RECORDS, s2)]
+    {
+        let mut map = OffsetMap::starting_at(from);
+        map.copied(from, from + shift, end - from);
+        copied.insert(topic, partition, renamed, map);
+    }
+    reset_offsets(
+        source,
+        "mm2d-plain",
+        &[(topic, 0, 20), (topic, 1, 35), (topic, 2, 5)],
+    );
+    commit_with_metadata(
+        source,
+        "mm2d-noted",
+        &[(topic, 0, 7, "app state 7"), (topic, 1, 9, "")],
+    );
+    reset_offsets(source, "mm2d-ahead", &[(topic, 0, 10), (topic, 1, 30)]);
+    reset_offsets(target, "mm2d-ahead", &[(renamed, 0, 45 + s0)]);
+
+    let config = MirrorConfig::from_toml(&renaming_config("eu", "mm2d", "mm2d-.*")).expect("valid");
+    let flow = &config.flows().expect("flows")[0];
+    assert_eq!(flow.target_topic(topic), renamed);
+    let select = |group: &str| flow.groups.as_ref().is_some_and(|g| g.selects(group));
+    // One runtime for the whole test: the writer keeps its connections and
+    // what it wrote from one sync to the next.
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let (source_cluster, target_cluster) =
+        (cluster(Role::Source, source), cluster(Role::Target, target));
+    let mm2 = Mm2Checkpoints::for_flow(flow, target_cluster.clone()).expect("on by default");
+    let checkpoints_topic = "eu.checkpoints.internal";
+    assert_eq!(mm2.topic(), checkpoints_topic);
+    let sync = || {
+        runtime.block_on(async {
+            let report = groups::sync(
+                &source_cluster,
+                &target_cluster,
+                &select,
+                &copied,
+                Some(&mm2),
+            )
+            .await
+            .expect("sync");
+            let written = report.mm2_checkpoints.as_ref().expect("written");
+            assert!(written.result.is_ok(), "{written}");
+            let counts = (written.checkpoints, written.written);
+            (report.to_string(), counts.0, counts.1)
+        })
+    };
+
+    // plain: 2 partitions committed (its partition 2 is before the copy);
+    // noted: 2; ahead: 1, its partition 0 being ahead on the target.
+    let (report, checkpoints, written) = sync();
+    assert_eq!((checkpoints, written), (5, 5), "{report}");
+    let described = described_offsets(target, "mm2d-plain");
+    assert_eq!(
+        described,
+        offsets(&[(renamed, 0, 20 + s0), (renamed, 1, 35 + s1)])
+    );
+    // MirrorMaker 2's own client finds exactly what the groups hold on the
+    // target, metadata included.
+    for group in ["mm2d-plain", "mm2d-noted"] {
+        assert_eq!(
+            mm2_translated("eu", group),
+            target_offsets(group),
+            "{group}"
+        );
+    }
+    // librdkafka commits metadata with its C string's terminating NUL,
+    // which Java clients show: the checkpoint keeps the bytes committed.
+    let noted = mm2_translated("eu", "mm2d-noted");
+    assert_eq!(
+        noted[&(renamed.to_owned(), 0)],
+        (7 + s0, "app state 7\0".to_owned())
+    );
+    let mut ahead = target_offsets("mm2d-ahead");
+    assert_eq!(
+        ahead.remove(&(renamed.to_owned(), 0)).map(|o| o.0),
+        Some(45 + s0)
+    );
+    assert_eq!(mm2_translated("eu", "mm2d-ahead"), ahead);
+    assert_eq!(ahead.keys().collect::<Vec<_>>(), [&(renamed.to_owned(), 1)]);
+
+    // Each record as MirrorMaker 2 reads it, upstream offsets included.
+    let mut stored: Vec<Mm2Checkpoint> = mm2_records(checkpoints_topic)
+        .into_iter()
+        .map(|(_, checkpoint)| checkpoint)
+        .collect();
+    stored.sort_by(|a, b| (&a.group, a.partition).cmp(&(&b.group, b.partition)));
+    assert_eq!(
+        stored,
+        [
+            mm2_checkpoint("mm2d-ahead", renamed, 1, (30, 30 + s1), ""),
+            mm2_checkpoint("mm2d-noted", renamed, 0, (7, 7 + s0), "app state 7\0"),
+            mm2_checkpoint("mm2d-noted", renamed, 1, (9, 9 + s1), "\0"),
+            mm2_checkpoint("mm2d-plain", renamed, 0, (20, 20 + s0), ""),
+            mm2_checkpoint("mm2d-plain", renamed, 1, (35, 35 + s1), ""),
+        ]
+    );
+    // The topic MirrorMaker 2 creates: compacted, one partition.
+    assert_eq!(
+        topic_configs(target, checkpoints_topic)
+            .get("cleanup.policy")
+            .map(String::as_str),
+        Some("compact")
+    );
+    let described = target
+        .run_tool(
+            "org.apache.kafka.tools.TopicCommand",
+            [
+                "--bootstrap-server",
+                &target.bootstrap(),
+                "--describe",
+                "--topic",
+                checkpoints_topic,
+            ],
+        )
+        .expect("describe the checkpoints topic");
+    assert!(
+        described.stdout.contains("PartitionCount: 1"),
+        "{}",
+        described.stdout
+    );
+
+    // Nothing changed: nothing written.
+    let (report, checkpoints, written) = sync();
+    assert_eq!((checkpoints, written), (5, 0), "{report}");
+    assert_eq!(mm2_records(checkpoints_topic).len(), 5);
+
+    // The group moves on on the source: one checkpoint written.
+    reset_offsets(source, "mm2d-plain", &[(topic, 0, 40)]);
+    let (report, checkpoints, written) = sync();
+    assert_eq!((checkpoints, written), (5, 1), "{report}");
+    assert_eq!(
+        mm2_translated("eu", "mm2d-plain")[&(renamed.to_owned(), 0)].0,
+        40 + s0
+    );
+    let records = mm2_records(checkpoints_topic);
+    assert_eq!(
+        records.last(),
+        Some(&(
+            5,
+            mm2_checkpoint("mm2d-plain", renamed, 0, (40, 40 + s0), "")
+        ))
+    );
+}
+
+#[test]
+fn a_run_with_groups_writes_the_checkpoints_mirror_maker_2_reads() {
+    let Clusters { source, target } = clusters();
+    // `--source`/`--target`: the source cluster's alias is `source`.
+    let (topic, renamed) = ("mm2r", "source.mm2r");
+    source
+        .create_topic(topic, 3, 1, &[])
+        .expect("create source topic");
+    produce_keyed(source, topic, 3 * RECORDS as u64, 3, "data", None);
+    // The copy lands after data the target held: offsets shift.
+    let [s0, s1, s2] = prefilled_target(renamed);
+    reset_offsets(
+        source,
+        "mm2r-app",
+        &[(topic, 0, 17), (topic, 1, 33), (topic, 2, RECORDS)],
+    );
+
+    let config = config_file("mm2r.toml", &renaming_config("source", "mm2r", "mm2r-.*"));
+    let summary = mirror_until_caught_up(&[
+        "run".into(),
+        "--config".into(),
+        config,
+        "--name".into(),
+        "mm2r".into(),
+    ]);
+
+    let committed = offsets(&[
+        (renamed, 0, 17 + s0),
+        (renamed, 1, 33 + s1),
+        (renamed, 2, RECORDS + s2),
+    ]);
+    assert_eq!(
+        described_offsets(target, "mm2r-app"),
+        committed,
+        "{summary}"
+    );
+    let translated: BTreeMap<_, _> = mm2_translated("source", "mm2r-app")
+        .into_iter()
+        .map(|(partition, (offset, _))| (partition, offset))
+        .collect();
+    assert_eq!(translated, committed, "{summary}");
+    assert!(
+        summary
+            .contains("MirrorMaker 2 checkpoints in `source.checkpoints.internal`: 3 partitions"),
+        "{summary}"
+    );
 }

@@ -18,6 +18,7 @@ impl GroupsConfig {
             include: self.include.clone().or_else(|| defaults.include.clone()),
             exclude: self.exclude.clone().or_else(|| defaults.exclude.clone()),
             sync_interval_ms: self.sync_interval_ms.or(defaults.sync_interval_ms),
+            mm2_checkpoints: self.mm2_checkpoints.or(defaults.mm2_checkpoints),
         }
     }
 
@@ -41,10 +42,11 @@ impl GroupsConfig {
             self.include.as_deref().unwrap_or(""),
             self.exclude.as_deref(),
         )?;
-        Ok(self
-            .include
-            .is_some()
-            .then_some(GroupSync { filter, interval }))
+        Ok(self.include.is_some().then_some(GroupSync {
+            filter,
+            interval,
+            mm2_checkpoints: self.mm2_checkpoints.unwrap_or(true),
+        }))
     }
 }
 
@@ -54,6 +56,7 @@ impl GroupsConfig {
 pub struct GroupSync {
     filter: NameFilter,
     interval: Duration,
+    mm2_checkpoints: bool,
 }
 
 impl GroupSync {
@@ -66,6 +69,12 @@ impl GroupSync {
     /// The time between two syncs.
     pub fn interval(&self) -> Duration {
         self.interval
+    }
+
+    /// Whether each sync also writes MirrorMaker 2's checkpoints
+    /// ([`crate::groups::mm2`]).
+    pub fn mm2_checkpoints(&self) -> bool {
+        self.mm2_checkpoints
     }
 }
 
@@ -94,6 +103,7 @@ mod tests {
         );
         let sync = flows(&text)[0].groups.clone().expect("synced");
         assert_eq!(sync.interval(), Duration::from_secs(10));
+        assert!(sync.mm2_checkpoints(), "written by default");
         assert!(sync.selects("app-orders"));
         assert!(sync.selects("billing"));
         // Whole ids only, and the exclude wins.
@@ -109,7 +119,7 @@ mod tests {
              [clusters.b]\nbootstrap_servers = \"127.0.0.1:2\"\n\
              [clusters.c]\nbootstrap_servers = \"127.0.0.1:3\"\n\
              [[flows]]\nsource = \"a\"\ntarget = \"b\"\n\
-             [[flows]]\nsource = \"a\"\ntarget = \"c\"\ngroups = { exclude = \"app-eu\", sync_interval_ms = 500 }\n\
+             [[flows]]\nsource = \"a\"\ntarget = \"c\"\ngroups = { exclude = \"app-eu\", sync_interval_ms = 500, mm2_checkpoints = false }\n\
              [[flows]]\nsource = \"b\"\ntarget = \"c\"\ngroups = { include = \"billing\" }\n";
         let flows = flows(text);
         let [shared, overridden, own] = [0, 1, 2].map(|i| flows[i].groups.clone().expect("synced"));
@@ -117,8 +127,10 @@ mod tests {
         assert_eq!(shared.interval(), Duration::from_secs(2));
         assert!(overridden.selects("app-us") && !overridden.selects("app-eu"));
         assert_eq!(overridden.interval(), Duration::from_millis(500));
+        assert!(!overridden.mm2_checkpoints());
         assert!(own.selects("billing") && !own.selects("app-eu"));
         assert_eq!(own.interval(), Duration::from_secs(2));
+        assert!(shared.mm2_checkpoints() && own.mm2_checkpoints());
     }
 
     #[test]

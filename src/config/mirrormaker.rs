@@ -212,11 +212,13 @@ const MM2_IGNORED: &[(&str, &str)] = &[
     ),
     (
         "emit.checkpoints.enabled",
-        "kafka-mirror does not translate consumer group offsets",
+        "kafka-mirror writes MirrorMaker 2's checkpoints along its group offset sync, \
+         where sync.group.offsets.enabled = true",
     ),
     (
         "emit.checkpoints.interval.seconds",
-        "kafka-mirror does not translate consumer group offsets",
+        "kafka-mirror writes MirrorMaker 2's checkpoints at each group offset sync \
+         (sync.group.offsets.interval.seconds)",
     ),
     ("sync.group.offsets.interval.seconds", GROUPS_UNUSED),
     (
@@ -423,8 +425,16 @@ pub fn mm2(props: &Properties, path: &str) -> Result<Translation, ConfigError> {
                         .ok_or_else(|| error(key, "must be a number of seconds, at least 1"))?,
                 };
                 groups.sync_interval_ms = Some(seconds.saturating_mul(1000));
+                let emit = setting(&flow, "emit.checkpoints.enabled");
+                if let Some((key, value)) = &emit {
+                    groups.mm2_checkpoints = Some(match value.trim() {
+                        "true" => true,
+                        "false" => false,
+                        _ => return Err(error(key, "must be true or false")),
+                    });
+                }
                 used.extend(
-                    [include, exclude, interval]
+                    [include, exclude, interval, emit]
                         .into_iter()
                         .flatten()
                         .map(|(key, _)| key),
@@ -681,6 +691,9 @@ fn groups_table(groups: &GroupsConfig) -> toml::Table {
             Value::Integer(i64::try_from(ms).unwrap_or(i64::MAX)),
         );
     }
+    if let Some(write) = groups.mm2_checkpoints {
+        table.insert("mm2_checkpoints".into(), Value::Boolean(write));
+    }
     table
 }
 
@@ -771,7 +784,9 @@ mod tests {
                     A->C.sync.group.offsets.enabled=true\n\
                     A->C.groups=app-.*, connect-.*\nA->C.groups.exclude=app-test\n\
                     A->C.sync.group.offsets.interval.seconds=5\n\
-                    B->C.groups=orphans\nemit.checkpoints.enabled=true\n";
+                    A->C.emit.checkpoints.enabled=false\n\
+                    B->C.groups=orphans\nB->C.emit.checkpoints.enabled=true\n\
+                    emit.checkpoints.interval.seconds=5\n";
         let props = Properties::parse(text).expect("valid syntax");
         let translation = mm2(&props, "mm2.properties").expect("translates");
         let flows = translation.config.flows().expect("flows");
@@ -781,6 +796,10 @@ mod tests {
         // MirrorMaker 2's defaults: every group but its usual exclusions, each minute.
         let defaults = flows[0].groups.clone().expect("A->B syncs");
         assert_eq!(defaults.interval(), std::time::Duration::from_secs(60));
+        assert!(
+            defaults.mm2_checkpoints(),
+            "MirrorMaker 2 emits checkpoints by default"
+        );
         assert!(defaults.selects("app-orders"));
         for excluded in ["console-consumer-4711", "connect-mm2", "__internal"] {
             assert!(!defaults.selects(excluded), "{excluded}");
@@ -788,6 +807,7 @@ mod tests {
         // The flow's own lists replace them, both of them.
         let own = flows[1].groups.clone().expect("A->C syncs");
         assert_eq!(own.interval(), std::time::Duration::from_secs(5));
+        assert!(!own.mm2_checkpoints(), "emit.checkpoints.enabled=false");
         assert!(own.selects("app-orders") && own.selects("connect-x"));
         assert!(!own.selects("app-test") && !own.selects("billing"));
         // Off unless enabled, whatever the group lists say.
@@ -795,8 +815,11 @@ mod tests {
         assert_eq!(
             translation.notices,
             [
+                "B->C.emit.checkpoints.enabled: ignored (kafka-mirror writes MirrorMaker 2's \
+                 checkpoints along its group offset sync, where sync.group.offsets.enabled = true)",
                 "B->C.groups: ignored (used only where sync.group.offsets.enabled = true)",
-                "emit.checkpoints.enabled: ignored (kafka-mirror does not translate consumer group offsets)",
+                "emit.checkpoints.interval.seconds: ignored (kafka-mirror writes MirrorMaker 2's \
+                 checkpoints at each group offset sync (sync.group.offsets.interval.seconds))",
             ]
         );
 
@@ -808,6 +831,7 @@ mod tests {
                 .expect("flows");
         let own = converted[1].groups.clone().expect("A->C syncs");
         assert_eq!(own.interval(), std::time::Duration::from_secs(5));
+        assert!(!own.mm2_checkpoints());
         assert!(own.selects("connect-x") && !own.selects("app-test"));
         assert!(!converted[0]
             .groups
@@ -833,6 +857,10 @@ mod tests {
             (
                 "sync.group.offsets.enabled=true\nA->B.groups=app-(",
                 "flows[0].groups.include",
+            ),
+            (
+                "sync.group.offsets.enabled=true\nemit.checkpoints.enabled=no",
+                "emit.checkpoints.enabled",
             ),
         ] {
             let text = format!("{head}{line}\n");

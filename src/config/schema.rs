@@ -230,6 +230,10 @@ pub struct GroupsConfig {
     /// How often the groups' offsets are synced (default 10 s; at least 1 ms).
     #[serde(default)]
     pub sync_interval_ms: Option<u64>,
+    /// Whether each sync also writes MirrorMaker 2's checkpoints of the
+    /// synced groups, for tools that read them (default true).
+    #[serde(default)]
+    pub mm2_checkpoints: Option<bool>,
 }
 
 /// `topics.replication_policy`: the kinds of [`ReplicationPolicy`](crate::policy::ReplicationPolicy).

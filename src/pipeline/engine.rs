@@ -34,6 +34,7 @@ use super::stats::{Counters, PartitionProblem, Summary, UnsavedCheckpoints};
 use crate::checkpoint::CheckpointStore;
 use crate::cluster::{Cluster, GroupError, Metadata, OffsetSpec, Role};
 use crate::config::Flow;
+use crate::groups::mm2::Mm2Checkpoints;
 use crate::groups::{self, SyncReport};
 
 /// How a run ends besides a shutdown signal.
@@ -89,6 +90,8 @@ pub(crate) struct Engine {
     checkpoint: CheckpointSchedule,
     /// Consumer group offset syncs, when the flow syncs groups.
     group_sync: Option<GroupSyncSchedule>,
+    /// MirrorMaker 2's checkpoints, written after each group sync when on.
+    mm2_checkpoints: Option<Arc<Mm2Checkpoints>>,
     topics: TopicRefresh,
     counters: Counters,
     events_tx: mpsc::UnboundedSender<Event>,
@@ -117,6 +120,7 @@ impl Engine {
         } = prepared;
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let now = Instant::now();
+        let mm2_checkpoints = Mm2Checkpoints::for_flow(&config, target.clone()).map(Arc::new);
         let mut engine = Engine {
             options,
             source,
@@ -138,6 +142,7 @@ impl Engine {
                 .groups
                 .clone()
                 .map(|settings| GroupSyncSchedule::new(settings, now)),
+            mm2_checkpoints,
             topics: TopicRefresh::new(now, config.topic_refresh_interval, topic_count),
             config: Arc::new(config),
             counters: Counters::default(),
@@ -456,6 +461,7 @@ impl Engine {
             self.config.clone(),
         );
         let copied = group_sync::copied_partitions(&self.slots);
+        let mm2_checkpoints = self.mm2_checkpoints.clone();
         async move {
             let select = |group: &str| {
                 config
@@ -463,7 +469,14 @@ impl Engine {
                     .as_ref()
                     .is_some_and(|settings| settings.selects(group))
             };
-            groups::sync(&source, &target, &select, &copied).await
+            groups::sync(
+                &source,
+                &target,
+                &select,
+                &copied,
+                mm2_checkpoints.as_deref(),
+            )
+            .await
         }
     }
 

@@ -18,6 +18,7 @@ use super::offsets::{stored_copies, write_group};
 use super::{MirrorError, Targets};
 use crate::cluster::{Cluster, GroupClient, GroupState, OffsetSpec};
 use crate::config::{Flow, MirrorConfig};
+use crate::groups::mm2::Mm2Checkpoints;
 use crate::groups::{self, CopiedPartitions, GroupOffsets, SyncReport};
 
 /// How often the stored checkpoints are read again while waiting.
@@ -131,7 +132,9 @@ pub async fn failover(
         };
         let ready = active_on_source.is_empty() && missing.is_empty();
         let groups = if options.apply && ready {
-            GroupsOutcome::Synced(groups::sync(&source, &target, &select, &copied).await?)
+            let mm2 = Mm2Checkpoints::for_flow(&flow, target.clone());
+            let report = groups::sync(&source, &target, &select, &copied, mm2.as_ref()).await?;
+            GroupsOutcome::Synced(report)
         } else {
             GroupsOutcome::Planned(groups::group_offsets(&source, &target, &select, &copied).await?)
         };

@@ -39,7 +39,8 @@ pub struct GroupsSynced {
     pub behind: usize,
     /// Groups that could not be read or committed.
     pub failed: usize,
-    /// One line per group that reads a copied partition.
+    /// One line per group that reads a copied partition, then one for
+    /// MirrorMaker 2's checkpoints when they are written.
     pub lines: Vec<String>,
     /// Why the whole sync failed (a cluster's groups could not be listed).
     pub error: Option<String>,
@@ -53,7 +54,7 @@ impl GroupsSynced {
                 active: report.skipped().count(),
                 behind: report.behind().count(),
                 failed: report.failed().count(),
-                lines: report.groups.iter().map(ToString::to_string).collect(),
+                lines: report.to_string().lines().map(str::to_owned).collect(),
                 error: None,
             },
             Err(e) => GroupsSynced {

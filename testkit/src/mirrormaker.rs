@@ -3,6 +3,7 @@
 //! the legacy MirrorMaker 1 (`kafka.tools.MirrorMaker`, in the Kafka 3.x broker jar;
 //! removed in 4.0, but its clients talk to 4.x brokers).
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -11,6 +12,8 @@ use anyhow::{bail, Result};
 use crate::dist::KafkaDist;
 use crate::java::java_bin;
 use crate::maven::fetch_maven_lib;
+use crate::process::{output_checked, ToolOutput};
+use crate::python::clients_dir;
 
 /// The connect-mirror version used by default: the newest one Maven Central serves
 /// here (4.4.0 is not published there), talking to 4.4.0 brokers.
@@ -84,13 +87,30 @@ impl MirrorMaker2 {
     /// `java <jvm_opts> -cp lib/* org.apache.kafka.connect.mirror.MirrorMaker <properties>`,
     /// logging warnings and errors to stderr.
     pub fn command(&self, properties: &Path, jvm_opts: &[&str]) -> Command {
+        let mut cmd = self.java_command(jvm_opts, "org.apache.kafka.connect.mirror.MirrorMaker");
+        cmd.arg(properties);
+        cmd
+    }
+
+    /// Runs `program`, a single-file Java program in `clients/` (compiled in
+    /// memory by the `java` launcher, JEP 330), with MirrorMaker 2's jars on
+    /// the class path (its client API: `RemoteClusterUtils`, `Checkpoint`).
+    pub fn run_java_client(&self, program: &str, args: &[String]) -> Result<ToolOutput> {
+        let path = clients_dir().join(program);
+        output_checked(
+            self.java_command(&["-Xmx256m"], &path).args(args),
+            &format!("{program} {args:?}"),
+        )
+    }
+
+    /// `java <jvm_opts> -cp lib/* <main>`, logging warnings and errors to stderr.
+    fn java_command(&self, jvm_opts: &[&str], main: impl AsRef<OsStr>) -> Command {
         let mut cmd = Command::new(java_bin());
         cmd.args(jvm_opts)
             .arg("-Dorg.slf4j.simpleLogger.defaultLogLevel=warn")
             .arg("-cp")
             .arg(format!("{}/*", self.dir.join("lib").display()))
-            .arg("org.apache.kafka.connect.mirror.MirrorMaker")
-            .arg(properties);
+            .arg(main);
         cmd
     }
 }
