@@ -8,14 +8,8 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
-
 use common::*;
-use kafka_testkit::{
-    produce_with_librdkafka, read_partition_batches, Compression, KafkaCluster, ProduceOpts,
-    RawBatch,
-};
+use kafka_testkit::{Compression, ProduceOpts};
 
 fn clusters() -> &'static Clusters {
     shared_clusters(
@@ -38,72 +32,6 @@ const CODECS: [Compression; 5] = [
 
 const PARTITIONS: i32 = 2;
 
-/// Every stored batch of a topic, by partition.
-fn stored(cluster: &KafkaCluster, topic: &str) -> BTreeMap<i32, Vec<RawBatch>> {
-    (0..PARTITIONS)
-        .map(|p| {
-            let batches = read_partition_batches(&cluster.log_dir(0), topic, p)
-                .unwrap_or_else(|e| panic!("read {topic}-{p} segments: {e:#}"));
-            (p, batches)
-        })
-        .collect()
-}
-
-/// Stored data batches whose offsets have gaps.
-fn gapped(batches: &BTreeMap<i32, Vec<RawBatch>>) -> usize {
-    batches
-        .values()
-        .flatten()
-        .filter(|b| {
-            !b.is_control()
-                && b.records_count() > 0
-                && i64::from(b.records_count()) != i64::from(b.last_offset_delta()) + 1
-        })
-        .count()
-}
-
-/// The bytes that matter of every stored batch: a change means the cleaner ran.
-fn fingerprint(batches: &BTreeMap<i32, Vec<RawBatch>>) -> Vec<(i32, Vec<u8>)> {
-    batches
-        .iter()
-        .flat_map(|(p, bs)| bs.iter().map(move |b| (*p, b.bytes.clone())))
-        .collect()
-}
-
-/// Waits until the cleaner has left gapped batches in every topic and then
-/// left the topics alone for a while, so that what the mirror copies and
-/// what the source holds afterwards are the same.
-fn wait_for_cleaner(source: &KafkaCluster, topics: &[String]) -> Vec<Vec<(i32, Vec<u8>)>> {
-    let started = Instant::now();
-    let limit = Duration::from_secs(120);
-    let quiet = Duration::from_secs(4);
-    let mut last = Vec::new();
-    let mut unchanged_since = Instant::now();
-    loop {
-        let now: Vec<BTreeMap<i32, Vec<RawBatch>>> =
-            topics.iter().map(|t| stored(source, t)).collect();
-        let prints: Vec<_> = now.iter().map(fingerprint).collect();
-        if prints != last {
-            last = prints;
-            unchanged_since = Instant::now();
-        }
-        let all_gapped = now.iter().all(|t| gapped(t) > 0);
-        if all_gapped && unchanged_since.elapsed() >= quiet {
-            return last;
-        }
-        assert!(
-            started.elapsed() < limit,
-            "the log cleaner did not leave gapped batches in every topic within {limit:?}: {:?}",
-            topics
-                .iter()
-                .zip(&now)
-                .map(|(t, b)| (t, gapped(b)))
-                .collect::<Vec<_>>()
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
 #[test]
 fn compacted_batches_with_offset_gaps_are_renumbered_and_arrive_as_retained() {
     let Clusters { source, target } = clusters();
@@ -112,54 +40,24 @@ fn compacted_batches_with_offset_gaps_are_renumbered_and_arrive_as_retained() {
         .map(|c| format!("compacted-{}", c.as_str()))
         .collect();
     for (topic, codec) in topics.iter().zip(CODECS) {
-        source
-            .create_topic(
-                topic,
-                PARTITIONS as u32,
-                1,
-                &[
-                    ("cleanup.policy", "compact"),
-                    ("segment.ms", "100"),
-                    ("min.cleanable.dirty.ratio", "0.01"),
-                    ("delete.retention.ms", "1000"),
-                ],
-            )
-            .expect("create topic");
         // Many updates to 20 keys, tombstones among them (every 10th value
-        // is null), repeated header names, in several rounds so that the
-        // cleaner finds several segments; an idempotent producer in one round.
-        for round in 0..3 {
-            produce_with_librdkafka(
-                &source.bootstrap(),
-                topic,
-                &ProduceOpts {
-                    count: 1500,
-                    partitions: Some(PARTITIONS as u32),
-                    compression: codec,
-                    key_prefix: "k".into(),
-                    distinct_keys: Some(20),
-                    idempotence: round == 1,
-                    ..ProduceOpts::default()
-                },
-            )
-            .expect("produce");
-        }
-    }
-    // One more record per partition after segment.ms rolls the segments
-    // holding the last rounds, so the cleaner may clean them.
-    std::thread::sleep(Duration::from_millis(300));
-    for topic in &topics {
-        produce_keyed(
+        // is null), repeated header names.
+        write_compactable(
             source,
             topic,
-            PARTITIONS as u64,
-            PARTITIONS as u32,
-            "roll",
-            None,
+            PARTITIONS,
+            &ProduceOpts {
+                compression: codec,
+                distinct_keys: Some(20),
+                ..ProduceOpts::default()
+            },
         );
     }
-    let before = wait_for_cleaner(source, &topics);
-    let expected_reencoded: usize = topics.iter().map(|t| gapped(&stored(source, t))).sum();
+    let before = compact(source, &topics, PARTITIONS);
+    let expected_reencoded: usize = topics
+        .iter()
+        .map(|t| gapped_batches(&stored_batches(source, t, PARTITIONS)))
+        .sum();
 
     let mut args = run_args(source, target, "compaction");
     args.extend(["--topics".into(), "compacted-.*".into()]);
@@ -173,7 +71,7 @@ fn compacted_batches_with_offset_gaps_are_renumbered_and_arrive_as_retained() {
 
     let after: Vec<_> = topics
         .iter()
-        .map(|t| fingerprint(&stored(source, t)))
+        .map(|t| batches_fingerprint(&stored_batches(source, t, PARTITIONS)))
         .collect();
     assert!(
         before == after,
@@ -192,7 +90,11 @@ fn compacted_batches_with_offset_gaps_are_renumbered_and_arrive_as_retained() {
             .count();
         // The target holds no gapped batches: every renumbered batch landed
         // as records_count == lastOffsetDelta + 1.
-        assert_eq!(gapped(&stored(target, topic)), 0, "{topic}");
+        assert_eq!(
+            gapped_batches(&stored_batches(target, topic, PARTITIONS)),
+            0,
+            "{topic}"
+        );
         // The source topic's own configs came along.
         let configs = topic_configs(target, topic);
         assert_eq!(

@@ -2,7 +2,9 @@
 """Produce deterministic, varied records with confluent-kafka (librdkafka).
 
 Record i: key "<prefix>-<i>" (with --distinct-keys N, "<prefix>-<i % N>": many
-updates to few keys, for compacted topics); value a JSON-like document whose size varies with i
+updates to few keys, for compacted topics; with --shuffle-keys as well, one of the
+N picked by a fixed pseudo-random sequence, so the last update of a key can fall
+anywhere and compaction leaves gaps inside many batches); value a JSON-like document whose size varies with i
 (every 10th value is null); headers: none for i % 4 == 0, one for i % 4 == 1, several
 (with a repeated name and a null value) otherwise, or none at all with
 --no-headers (topics in the old message formats refuse headers); explicit
@@ -15,6 +17,7 @@ Prints one JSON line per acknowledged record, in production order:
 import argparse
 import base64
 import json
+import random
 import sys
 import time
 
@@ -25,8 +28,8 @@ def b64(b):
     return None if b is None else base64.b64encode(b).decode("ascii")
 
 
-def record(i, prefix, base_ts, distinct_keys=None, headers_on=True):
-    key = f"{prefix}-{i if distinct_keys is None else i % distinct_keys}".encode()
+def record(i, prefix, base_ts, key_index, headers_on=True):
+    key = f"{prefix}-{key_index}".encode()
     if i % 10 == 9:
         value = None
     else:
@@ -62,6 +65,7 @@ def main():
                     choices=["none", "gzip", "snappy", "lz4", "zstd"])
     ap.add_argument("--key-prefix", default="key")
     ap.add_argument("--distinct-keys", type=int, default=None)
+    ap.add_argument("--shuffle-keys", action="store_true")
     ap.add_argument("--base-timestamp", type=int, default=None)
     ap.add_argument("--idempotence", action="store_true")
     ap.add_argument("--transactional-id", default=None)
@@ -99,9 +103,16 @@ def main():
     if a.transactional_id:
         p.init_transactions(30)
         p.begin_transaction()
+    shuffled = random.Random(0)
     recs = []
     for i in range(a.count):
-        key, value, headers, ts = record(i, a.key_prefix, base_ts, a.distinct_keys, not a.no_headers)
+        if a.distinct_keys is None:
+            key_index = i
+        elif a.shuffle_keys:
+            key_index = shuffled.randrange(a.distinct_keys)
+        else:
+            key_index = i % a.distinct_keys
+        key, value, headers, ts = record(i, a.key_prefix, base_ts, key_index, not a.no_headers)
         recs.append((key, value, headers, ts))
         kw = dict(key=key, value=value, headers=headers, timestamp=ts, on_delivery=on_delivery(i))
         if a.partitions:

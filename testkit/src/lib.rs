@@ -10,7 +10,8 @@
 //! - Clusters: `cluster` (spec, start, node control), `node` (a node's ports, files
 //!   and storage format), `zookeeper` (ZooKeeper mode for 3.x), `wire` (the Metadata
 //!   probe that tells when a cluster is ready).
-//! - Clients and tools: `python` (librdkafka through confluent-kafka), `java_producer`,
+//! - Clients and tools: `python` (librdkafka through confluent-kafka), `groups`
+//!   (reading as a consumer group, committed offsets), `java_producer`,
 //!   `mirrormaker`, `toxiproxy` and `proxy` (WAN and byte counting), `segments` (stored
 //!   batches), `build` (building the mirror itself).
 
@@ -18,6 +19,7 @@ mod build;
 mod cache;
 mod cluster;
 mod dist;
+mod groups;
 mod java;
 mod java_producer;
 mod maven;
@@ -40,6 +42,10 @@ pub use build::cargo_build_release;
 pub use cache::cache_root;
 pub use cluster::{ClusterSpec, KafkaCluster};
 pub use dist::{KafkaDist, TOOL_JVM_OPTS};
+pub use groups::{
+    committed_offsets, consume_group_with_java, consume_group_with_librdkafka, group_members,
+    set_committed_offset, GroupMember, Isolation,
+};
 pub use java::java_bin;
 pub use java_producer::{produce_with_java, JavaProduceOpts};
 pub use measure::{own_cpu_seconds, read_all_on_thread, Finished, MeteredChild, Usage};

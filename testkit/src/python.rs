@@ -160,7 +160,7 @@ fn b64(s: Option<String>) -> Result<Option<Vec<u8>>> {
     .transpose()
 }
 
-fn parse_records(out: &str) -> Result<Vec<DumpedRecord>> {
+pub(crate) fn parse_records(out: &str) -> Result<Vec<DumpedRecord>> {
     out.lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| {
@@ -196,6 +196,10 @@ pub struct ProduceOpts {
     /// Cycle through this many keys (`<prefix>-<i % n>`): many updates to few
     /// keys, for compacted topics. `None`: every key distinct.
     pub distinct_keys: Option<u64>,
+    /// With `distinct_keys`: pick each record's key by a fixed pseudo-random
+    /// sequence instead of in turn, so a key's last update can fall anywhere
+    /// and compaction leaves gaps inside many batches.
+    pub shuffle_keys: bool,
     /// Base of the explicit CreateTime timestamps (record i gets base + i ms);
     /// `None` means now minus one hour.
     pub base_timestamp_ms: Option<i64>,
@@ -219,6 +223,7 @@ impl Default for ProduceOpts {
             compression: Compression::None,
             key_prefix: "key".into(),
             distinct_keys: None,
+            shuffle_keys: false,
             base_timestamp_ms: None,
             idempotence: false,
             transactional_id: None,
@@ -255,6 +260,9 @@ pub fn produce_with_librdkafka(
     }
     if let Some(n) = opts.distinct_keys {
         args.extend(["--distinct-keys".into(), n.to_string()]);
+    }
+    if opts.shuffle_keys {
+        args.push("--shuffle-keys".into());
     }
     if let Some(ts) = opts.base_timestamp_ms {
         args.extend(["--base-timestamp".into(), ts.to_string()]);

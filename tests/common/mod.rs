@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 use kafka_mirror::checkpoint::Checkpoint;
 use kafka_mirror::offset_map::{OffsetMap, Translation};
 use kafka_testkit::{
-    dump_topic_with, read_partition_batches, ClusterSpec, DumpedRecord, KafkaCluster, RawBatch,
+    dump_topic_with, produce_with_librdkafka, read_partition_batches, ClusterSpec, DumpedRecord,
+    KafkaCluster, ProduceOpts, RawBatch,
 };
 
 /// The Kafka version of the clusters most tests use.
@@ -607,15 +608,160 @@ pub fn terminate(mirror: impl Into<RunningMirror>) -> Output {
     wait_with_limit(mirror, Duration::from_secs(60))
 }
 
+/// Kills a running mirror with SIGKILL (a crash: nothing of it runs
+/// afterwards) and collects what it wrote.
+pub fn kill_hard(mirror: impl Into<RunningMirror>) -> Output {
+    let mut mirror = mirror.into();
+    mirror.child.kill().expect("SIGKILL kafka-mirror");
+    mirror.output()
+}
+
 /// Asserts `actual` holds exactly the `expected` records, in order: key,
 /// value, headers and timestamp.
 pub fn assert_records(expected: &[&DumpedRecord], actual: &[DumpedRecord]) {
-    assert_eq!(actual.len(), expected.len(), "record count differs");
+    assert_records_of("", expected, actual);
+}
+
+/// [`assert_records`] naming `what` is compared in a failure.
+pub fn assert_records_of(what: &str, expected: &[&DumpedRecord], actual: &[DumpedRecord]) {
+    assert_eq!(actual.len(), expected.len(), "{what}: record count differs");
     for (i, (e, a)) in expected.iter().zip(actual).enumerate() {
         assert_eq!(
             (&e.key, &e.value, &e.headers, e.timestamp),
             (&a.key, &a.value, &a.headers, a.timestamp),
-            "record {i}"
+            "{what}: record {i}"
         );
+    }
+}
+
+/// Settings of a compacted topic the source cleaner (`log.cleaner.backoff.ms`
+/// 200) cleans soon after a segment rolls; tombstones go after a second.
+pub const QUICKLY_COMPACTED: &[(&str, &str)] = &[
+    ("cleanup.policy", "compact"),
+    ("segment.ms", "100"),
+    ("min.cleanable.dirty.ratio", "0.01"),
+    ("delete.retention.ms", "1000"),
+];
+
+/// Creates a [`QUICKLY_COMPACTED`] topic and writes it in three rounds of
+/// 1500 records, so that the cleaner finds several segments, shaped by
+/// `opts` (give it few `distinct_keys`: many updates per key); keys
+/// `k-<n>`, an idempotent producer in the second round.
+pub fn write_compactable(source: &KafkaCluster, topic: &str, partitions: i32, opts: &ProduceOpts) {
+    source
+        .create_topic(topic, partitions as u32, 1, QUICKLY_COMPACTED)
+        .expect("create topic");
+    for round in 0..3 {
+        produce_with_librdkafka(
+            &source.bootstrap(),
+            topic,
+            &ProduceOpts {
+                count: 1500,
+                partitions: Some(partitions as u32),
+                key_prefix: "k".into(),
+                idempotence: round == 1,
+                ..opts.clone()
+            },
+        )
+        .expect("produce");
+    }
+}
+
+/// Lets the cleaner compact topics filled by [`write_compactable`]: one more
+/// record per partition after `segment.ms` rolls the segments holding the
+/// last rounds, so the cleaner may clean them, then [`wait_for_cleaner`].
+pub fn compact(
+    source: &KafkaCluster,
+    topics: &[String],
+    partitions: i32,
+) -> Vec<Vec<(i32, Vec<u8>)>> {
+    std::thread::sleep(Duration::from_millis(300));
+    for topic in topics {
+        produce_keyed(
+            source,
+            topic,
+            partitions as u64,
+            partitions as u32,
+            "roll",
+            None,
+        );
+    }
+    wait_for_cleaner(source, topics, partitions)
+}
+
+/// Every stored batch of a topic's partitions `0..partitions`, by partition.
+pub fn stored_batches(
+    cluster: &KafkaCluster,
+    topic: &str,
+    partitions: i32,
+) -> BTreeMap<i32, Vec<RawBatch>> {
+    (0..partitions)
+        .map(|p| {
+            let batches = read_partition_batches(&cluster.log_dir(0), topic, p)
+                .unwrap_or_else(|e| panic!("read {topic}-{p} segments: {e:#}"));
+            (p, batches)
+        })
+        .collect()
+}
+
+/// Stored data batches whose offsets have gaps.
+pub fn gapped_batches(batches: &BTreeMap<i32, Vec<RawBatch>>) -> usize {
+    batches
+        .values()
+        .flatten()
+        .filter(|b| {
+            !b.is_control()
+                && b.records_count() > 0
+                && i64::from(b.records_count()) != i64::from(b.last_offset_delta()) + 1
+        })
+        .count()
+}
+
+/// The bytes that matter of every stored batch: a change means the cleaner ran.
+pub fn batches_fingerprint(batches: &BTreeMap<i32, Vec<RawBatch>>) -> Vec<(i32, Vec<u8>)> {
+    batches
+        .iter()
+        .flat_map(|(p, bs)| bs.iter().map(move |b| (*p, b.bytes.clone())))
+        .collect()
+}
+
+/// Waits until the cleaner has left gapped batches in every topic and then
+/// left the topics alone for a while, so that what the mirror copies and
+/// what the source holds afterwards are the same. Returns the topics'
+/// [`batches_fingerprint`]s.
+pub fn wait_for_cleaner(
+    source: &KafkaCluster,
+    topics: &[String],
+    partitions: i32,
+) -> Vec<Vec<(i32, Vec<u8>)>> {
+    let started = Instant::now();
+    let limit = Duration::from_secs(120);
+    let quiet = Duration::from_secs(4);
+    let mut last = Vec::new();
+    let mut unchanged_since = Instant::now();
+    loop {
+        let now: Vec<BTreeMap<i32, Vec<RawBatch>>> = topics
+            .iter()
+            .map(|t| stored_batches(source, t, partitions))
+            .collect();
+        let prints: Vec<_> = now.iter().map(batches_fingerprint).collect();
+        if prints != last {
+            last = prints;
+            unchanged_since = Instant::now();
+        }
+        let all_gapped = now.iter().all(|t| gapped_batches(t) > 0);
+        if all_gapped && unchanged_since.elapsed() >= quiet {
+            return last;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "the log cleaner did not leave gapped batches in every topic within {limit:?}: {:?}",
+            topics
+                .iter()
+                .zip(&now)
+                .map(|(t, b)| (t, gapped_batches(b)))
+                .collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(250));
     }
 }
