@@ -11,9 +11,15 @@
 //! one per transaction (its commit marker is a source offset with no copy).
 //!
 //! A committed offset `c` means "everything before `c` was read", so it
-//! translates to the target offset of the first copied record at or after
-//! `c`, or to the end of what is copied when no such record is copied yet
-//! (never ahead of the data).
+//! translates to the target offset right after the copy of the last record
+//! before `c` (the first copied record's, when none before it is copied), or
+//! to the end of what is copied when nothing at or after `c` is copied yet
+//! (never ahead of the data). Where the target holds nothing but copies,
+//! that is the target offset of the first copied record at or after `c`.
+//! Where it holds other records between two copies (written there by
+//! others: after a failback, the source's records the target never got),
+//! a consumer that stopped between the two reads them rather than skipping
+//! them.
 //!
 //! At most [`MAX_POINTS`] points are kept: the oldest go first, and with
 //! them the map's reach (`from`). An offset older than that is reported, not
@@ -197,17 +203,17 @@ impl OffsetMap {
                 missing: committed - self.end,
             };
         }
-        // The last run starting at or before `committed`; before the first
-        // run (a leading skip), the first copied record.
-        let at = self.points.partition_point(|p| p.source <= committed);
+        // The last run starting before `committed`; none (a leading skip,
+        // or `committed` at the first run): the first copied record.
+        let at = self.points.partition_point(|p| p.source < committed);
         let Some(run) = at.checked_sub(1).map(|i| self.points[i]) else {
             return Translation::Exact(self.points.front().map_or(target_end, |p| p.target));
         };
-        // The run ends where the next one starts on the target: past its
-        // last record, `committed` is in a skipped range and resumes there.
-        let next_target = self.points.get(at).map_or(target_end, |p| p.target);
-        let into_run = committed - run.source;
-        Translation::Exact(run.target + into_run.min(next_target - run.target))
+        // Past its last record, `committed` is in a skipped range or at the
+        // next run's start: it resumes right after the run's last copy.
+        let next = self.points.get(at).copied().or(self.copied_end);
+        let count = next.map_or(0, |n| (n.source - run.source).min(n.target - run.target));
+        Translation::Exact(run.target + (committed - run.source).min(count))
     }
 
     /// The form stored in a checkpoint record.
@@ -343,6 +349,26 @@ mod tests {
     }
 
     #[test]
+    fn records_the_target_holds_between_copies_are_read_not_skipped() {
+        // Source 0..10 and 10..20 copied to 0..10 and 15..25: the target
+        // holds 5 records of its own between them.
+        let mut map = OffsetMap::starting_at(0);
+        map.copied(0, 0, 10);
+        map.copied(10, 15, 10);
+        assert_eq!(map.translate(9), Translation::Exact(9));
+        // Read everything before 10: resume at the target's own records.
+        assert_eq!(map.translate(10), Translation::Exact(10));
+        assert_eq!(map.translate(11), Translation::Exact(16));
+        // A marker at 20, then 21..23 at 25..27: it maps to the next record.
+        map.skipped_to(21);
+        map.copied(21, 25, 2);
+        assert_eq!(map.translate(20), Translation::Exact(25));
+        assert_eq!(map.translate(21), Translation::Exact(25));
+        assert_eq!(map.translate(22), Translation::Exact(26));
+        assert_eq!(map.translate(23), Translation::Exact(27));
+    }
+
+    #[test]
     fn a_leading_skip_maps_to_the_first_copied_record() {
         let mut map = OffsetMap::starting_at(10);
         map.skipped_to(15);
@@ -457,8 +483,10 @@ mod tests {
         assert_eq!((back.from(), back.end()), (100, 105));
         assert_eq!(back.translate(100), Translation::Exact(10));
         assert_eq!(back.translate(102), Translation::Exact(12));
-        // Read up to the marker's neighbour: resume at the next record, past the marker.
-        assert_eq!(back.translate(103), Translation::Exact(14));
+        // Read everything before the copy of 14: resume after 12, at the
+        // marker (which a consumer steps over); then each copy at its origin.
+        assert_eq!(back.translate(103), Translation::Exact(13));
+        assert_eq!(back.translate(104), Translation::Exact(15));
         assert_eq!(back.translate(105), Translation::Exact(16));
         assert_eq!(back.translate(99), Translation::TooOld { from: 100 });
         assert_eq!(OffsetMap::starting_at(5).inverse(), None);
@@ -487,9 +515,10 @@ mod tests {
             }
         }
 
-        /// The inverse takes every copy back to the record it came from, the
-        /// end of the copy to the end of what was copied, and the records
-        /// of the runs add up on both sides.
+        /// The inverse takes a consumer that read everything before a copy
+        /// back to right after the record copied before it (so nothing
+        /// between is skipped), the end of the copy to the end of what was
+        /// copied, and the records of the runs add up on both sides.
         #[test]
         fn the_inverse_takes_every_copy_home((from, target_start, copied) in source_log()) {
             let mut map = OffsetMap::starting_at(from);
@@ -500,8 +529,10 @@ mod tests {
                 prop_assert!(targets.is_empty());
                 return Ok(());
             };
-            for &(source, target) in &targets {
-                prop_assert_eq!(back.translate(target), Translation::Exact(source));
+            for (i, &(source, target)) in targets.iter().enumerate() {
+                let resume = i.checked_sub(1).map_or(source, |before| targets[before].0 + 1);
+                prop_assert_eq!(back.translate(target), Translation::Exact(resume));
+                prop_assert_eq!(back.translate(target + 1), Translation::Exact(source + 1));
             }
             let end = map.copied_end().expect("copied");
             prop_assert_eq!(back.end(), end.target);

@@ -11,16 +11,55 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::*;
-use kafka_testkit::{produce_with_librdkafka, DumpedRecord, KafkaCluster, ProduceOpts};
+use kafka_testkit::{
+    consume_group_with_java, consume_group_with_librdkafka, produce_with_librdkafka, DumpedRecord,
+    Isolation, KafkaCluster, ProduceOpts,
+};
 
 const TOPIC: &str = "orders";
 const PARTITIONS: u32 = 3;
+const GROUP: &str = "app";
+
+/// The independent client a group reads with.
+#[derive(Debug, Clone, Copy)]
+enum Client {
+    Librdkafka,
+    Java,
+}
+
+/// The group reads the topic on `cluster` with `client` from its committed
+/// offsets, up to `max` records (librdkafka also stops at the end of every
+/// partition), and commits what it read. Returns each partition's keys read.
+fn read_as_group(client: Client, cluster: &KafkaCluster, max: u64) -> BTreeMap<i32, Vec<String>> {
+    let bootstrap = cluster.bootstrap();
+    let isolation = Isolation::ReadCommitted;
+    let records = match client {
+        Client::Librdkafka => {
+            consume_group_with_librdkafka(&bootstrap, GROUP, TOPIC, max, isolation)
+        }
+        Client::Java => {
+            consume_group_with_java(cluster.dist(), &bootstrap, GROUP, TOPIC, max, isolation)
+        }
+    }
+    .unwrap_or_else(|e| panic!("{GROUP} reading with {client:?}: {e:#}"));
+    let mut by_partition: BTreeMap<i32, Vec<DumpedRecord>> = BTreeMap::new();
+    for record in records {
+        by_partition
+            .entry(record.partition)
+            .or_default()
+            .push(record);
+    }
+    by_partition
+        .into_iter()
+        .map(|(p, records)| (p, keys(&records)))
+        .collect()
+}
 
 /// `kafka-mirror <command>` of the flow A->B under the name `dr`, for the group.
 fn args(command: &str, a: &KafkaCluster, b: &KafkaCluster) -> Vec<String> {
     let mut args = run_args(a, b, "dr");
     args[0] = command.into();
-    args.extend(["--topics", TOPIC, "--groups", "app"].map(String::from));
+    args.extend(["--topics", TOPIC, "--groups", GROUP].map(String::from));
     args
 }
 
@@ -75,6 +114,33 @@ fn keys_by_partition(cluster: &KafkaCluster) -> BTreeMap<i32, Vec<String>> {
         .collect()
 }
 
+/// A partition's records whose key has this prefix, in order.
+fn records_of(cluster: &KafkaCluster, partition: i32, prefix: &str) -> Vec<DumpedRecord> {
+    records_by_partition(&cluster.bootstrap(), TOPIC)
+        .remove(&partition)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| {
+            r.key
+                .as_deref()
+                .is_some_and(|k| k.starts_with(format!("{prefix}-").as_bytes()))
+        })
+        .collect()
+}
+
+/// The copies on `to` of `from`'s records with this prefix are those
+/// records: key, value, headers and timestamp, in order.
+fn assert_copied(from: &KafkaCluster, to: &KafkaCluster, prefix: &str) {
+    for p in 0..PARTITIONS as i32 {
+        let originals = records_of(from, p, prefix);
+        assert!(!originals.is_empty(), "{prefix} in partition {p}");
+        assert_records(
+            &originals.iter().collect::<Vec<_>>(),
+            &records_of(to, p, prefix),
+        );
+    }
+}
+
 /// Each partition's keys with this prefix, in order.
 fn with_prefix(all: &BTreeMap<i32, Vec<String>>, prefix: &str) -> BTreeMap<i32, Vec<String>> {
     all.iter()
@@ -102,8 +168,16 @@ fn a_failover_and_back_moves_the_group_without_a_gap_or_a_repeat() {
     // B held records of its own before the mirror: every copied offset shifts.
     produce(b, "pre", 30, false);
     produce(a, "old", 300, false);
+    // Every record the group reads, each partition's in the order read.
+    let mut read: BTreeMap<i32, Vec<String>> = BTreeMap::new();
+    let mut record = |reads: BTreeMap<i32, Vec<String>>| {
+        for (p, keys) in reads {
+            read.entry(p).or_default().extend(keys);
+        }
+    };
+    record(read_as_group(Client::Java, a, 120));
 
-    // A->B, until caught up; then the planned cutover.
+    // A->B with the group, until caught up; then the planned cutover.
     let mut run = args("run", a, b);
     run.push("--until-caught-up".into());
     succeeds(&run);
@@ -112,18 +186,29 @@ fn a_failover_and_back_moves_the_group_without_a_gap_or_a_repeat() {
     succeeds(&failover);
 
     // The disaster: A takes records the mirror never copies. Producers
-    // move to B, first in a transaction (a commit marker in each partition).
+    // move to B, first in a transaction (a commit marker in each
+    // partition); the group reads on B into the new records, more arrive.
     produce(a, "lost", 15, false);
     produce(b, "new", 90, true);
+    let on_b = read_as_group(Client::Librdkafka, b, 180 + 45);
+    // Where the group read no new record, it goes on at A's lost ones.
+    let reads_lost: Vec<i32> = (0..PARTITIONS as i32)
+        .filter(|p| {
+            !on_b
+                .get(p)
+                .is_some_and(|keys| keys.iter().any(|k| k.starts_with("new-")))
+        })
+        .collect();
+    record(on_b);
     produce(b, "later", 60, false);
 
     let plan = succeeds(&args("failback", a, b));
     assert!(plan.contains("failback target -> source: ready"), "{plan}");
     for p in 0..PARTITIONS {
+        // B: 10 of its own, 100 copied, 30 new, a marker, 20 later.
         assert!(
             plan.contains(&format!(
-                "{TOPIC}-{p}: after the source->target copy's end, {}..{} (51 offsets)",
-                110, 161
+                "{TOPIC}-{p}: after the source->target copy's end, 110..161 (51 offsets)"
             )),
             "{plan}"
         );
@@ -137,8 +222,8 @@ fn a_failover_and_back_moves_the_group_without_a_gap_or_a_repeat() {
     let mut apply = args("failback", a, b);
     apply.push("--apply".into());
     let done = succeeds(&apply);
-    eprintln!("PLAN\n{plan}\nDONE\n{done}");
     assert!(done.contains("failback target -> source: done"), "{done}");
+    assert!(done.contains("groups: 1 synced"), "{done}");
     assert!(
         done.contains("checkpoints rewritten: 3 partitions"),
         "{done}"
@@ -146,33 +231,25 @@ fn a_failover_and_back_moves_the_group_without_a_gap_or_a_repeat() {
 
     // A holds its own records, the ones B never got, then B's new ones, once.
     let on_a = keys_by_partition(a);
-    let on_b = keys_by_partition(b);
     for p in 0..PARTITIONS as i32 {
         let expected: Vec<String> = ["old", "lost", "new", "later"]
             .iter()
             .flat_map(|prefix| with_prefix(&on_a, prefix)[&p].clone())
             .collect();
         assert_eq!(on_a[&p], expected, "a-{p}");
-        for prefix in ["new", "later"] {
-            assert_eq!(
-                with_prefix(&on_a, prefix)[&p],
-                with_prefix(&on_b, prefix)[&p],
-                "a-{p}: {prefix}"
-            );
-        }
+        assert_eq!(with_prefix(&on_a, "new")[&p].len(), 30, "a-{p}");
     }
-    let copied_back = with_prefix(&on_a, "new")
-        .values()
-        .map(Vec::len)
-        .sum::<usize>()
-        + with_prefix(&on_a, "later")
-            .values()
-            .map(Vec::len)
-            .sum::<usize>();
-    assert_eq!(copied_back, 150);
+    assert_copied(b, a, "new");
+    assert_copied(b, a, "later");
+    // The group, back on A, reads what it had not read on B.
+    let unread_on_b = 300 - 120 + 90 + 60 - (180 + 45);
+    let lost_to_read = 5 * reads_lost.len() as u64;
+    record(read_as_group(Client::Java, a, unread_on_b + lost_to_read));
 
-    // Back to normal: producers on A, the A->B mirror restarted.
+    // Back to normal: producers on A, the group reads some, the A->B mirror
+    // restarts, and the group moves to B once more.
     produce(a, "after", 45, false);
+    record(read_as_group(Client::Librdkafka, a, 21));
     succeeds(&run);
     let on_b = keys_by_partition(b);
     for p in 0..PARTITIONS as i32 {
@@ -181,7 +258,24 @@ fn a_failover_and_back_moves_the_group_without_a_gap_or_a_repeat() {
             .flat_map(|prefix| with_prefix(&on_b, prefix)[&p].clone())
             .collect();
         assert_eq!(on_b[&p], expected, "b-{p}: in order, none twice");
-        assert_eq!(with_prefix(&on_b, "after")[&p].len(), 15, "b-{p}");
         assert!(with_prefix(&on_b, "lost")[&p].is_empty(), "b-{p}");
+    }
+    assert_copied(a, b, "after");
+    record(read_as_group(Client::Java, b, 45 - 21));
+
+    // Across four moves the group read every record once, in order: A's
+    // own, the ones B never got where it had read nothing new on B, B's.
+    let on_a = keys_by_partition(a);
+    for p in 0..PARTITIONS as i32 {
+        let prefixes: &[&str] = if reads_lost.contains(&p) {
+            &["old", "lost", "new", "later", "after"]
+        } else {
+            &["old", "new", "later", "after"]
+        };
+        let expected: Vec<String> = prefixes
+            .iter()
+            .flat_map(|prefix| with_prefix(&on_a, prefix)[&p].clone())
+            .collect();
+        assert_eq!(read.get(&p), Some(&expected), "the group in partition {p}");
     }
 }

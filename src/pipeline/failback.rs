@@ -793,7 +793,9 @@ mod tests {
         assert_eq!(way.map.as_ref(), Some(&map));
         // A group that read on B translates back exactly, in the old data.
         assert_eq!(map.translate(10), Translation::Exact(0));
-        assert_eq!(map.translate(60), Translation::Exact(51));
+        // Everything before the copy of 51 read: at the marker, stepped over.
+        assert_eq!(map.translate(60), Translation::Exact(50));
+        assert_eq!(map.translate(61), Translation::Exact(52));
         assert_eq!(map.translate(110), Translation::Exact(101));
         assert_eq!(
             way.not_on_b(0, 104, 130),
@@ -814,6 +816,12 @@ mod tests {
         let way = Way::of(Some(&checkpoint(&forward)), Some(&checkpoint(&back)), 130);
         assert_eq!(way.start, Start::Resumed(120));
         assert_eq!(way.to_write, None);
+        // A group that read all of the old data on B and none of the new
+        // resumes on A at the offsets B never got; one inside the new data
+        // at its copy.
+        let map = way.map.as_ref().expect("the stored map");
+        assert_eq!(map.translate(110), Translation::Exact(101));
+        assert_eq!(map.translate(111), Translation::Exact(105));
         assert_eq!(
             way.not_on_b(0, 114, 130),
             Some(NotOnB {
@@ -869,7 +877,9 @@ mod tests {
         assert_eq!(after.translate(51), Translation::Exact(60));
         assert_eq!(after.translate(101), Translation::Exact(110));
         assert_eq!(after.translate(104), Translation::Exact(110));
-        assert_eq!(after.translate(114), Translation::Exact(121));
+        // Past B's marker: at it, stepped over.
+        assert_eq!(after.translate(114), Translation::Exact(120));
+        assert_eq!(after.translate(115), Translation::Exact(122));
         assert_eq!(after.translate(118), Translation::Exact(125));
         // A second failback after the first finds nothing new.
         assert_eq!(forward_after(Some(&after), &back), None);
