@@ -30,9 +30,10 @@
 //! copies them in order.
 //!
 //! The A->B checkpoint is taken for where the copy ends on B: a mirror
-//! stopped without its final checkpoint (killed) leaves records on B past
-//! it that came from A, and they would be copied back as new. Stop the
-//! A->B mirror cleanly before failing over.
+//! stopped without its final checkpoint (killed, its host lost) leaves
+//! records on B past it that came from A, and they are copied back as new,
+//! at most what its `in_flight_bytes` held, as a restart after a crash
+//! repeats them. Stop the A->B mirror cleanly (SIGTERM) when failing over.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -522,8 +523,8 @@ impl Way {
             .as_ref()
             .map(|map| new_runs(self.forward.as_ref(), map));
         let (to, some_back) = match copied_back {
-            Some(Err(())) => (None, true),
-            Some(Ok(runs)) if !runs.is_empty() => (Some(runs[0].target), true),
+            Some(None) => (None, true),
+            Some(Some(runs)) if !runs.is_empty() => (Some(runs[0].target), true),
             _ => (Some(a_end), false),
         };
         let to_copy = match self.start {
@@ -544,15 +545,12 @@ impl Way {
 
 /// The runs of the B->A map `back` that the A->B map `forward` does not
 /// cover: the records copied back (all of them when the A->B map has
-/// none). `Err` when `back` no longer reaches the first of them.
-fn new_runs(forward: Option<&OffsetMap>, back: &OffsetMap) -> Result<Vec<Run>, ()> {
+/// none). `None` when `back` no longer reaches the first of them.
+fn new_runs(forward: Option<&OffsetMap>, back: &OffsetMap) -> Option<Vec<Run>> {
     let Some(start) = forward.and_then(OffsetMap::copied_end).map(|e| e.target) else {
-        return Ok(back.runs().collect());
+        return Some(back.runs().collect());
     };
-    if back.from() > start {
-        return Err(());
-    }
-    Ok(back.runs().filter(|run| run.source >= start).collect())
+    (back.from() <= start).then(|| back.runs().filter(|run| run.source >= start).collect())
 }
 
 /// The A->B map once the records of the B->A map `back` are on A: `old`
@@ -563,8 +561,8 @@ fn new_runs(forward: Option<&OffsetMap>, back: &OffsetMap) -> Result<Vec<Run>, (
 /// the map starts at the first copied-back record it knows.
 fn forward_after(old: Option<&OffsetMap>, back: &OffsetMap) -> Option<OffsetMap> {
     let (runs, continues) = match new_runs(old, back) {
-        Ok(runs) => (runs, old.is_some_and(|m| m.copied_end().is_some())),
-        Err(()) => (back.runs().collect(), false),
+        Some(runs) => (runs, old.is_some_and(|m| m.copied_end().is_some())),
+        None => (back.runs().collect(), false),
     };
     let first = runs.first()?;
     let mut map = match old {
@@ -652,9 +650,10 @@ fn write_partitions(f: &mut fmt::Formatter<'_>, flow: &FlowFailback) -> fmt::Res
             )?,
             Start::Unknown(at) => writeln!(
                 f,
-                "  {name}: NOT COPIED BACK up to {at}: the {}->{} checkpoint holds no map of \
-                 copied records, so where its copy ends on {} is unknown",
-                flow.to, flow.from, flow.from
+                "  {name}: NOT COPIED BACK: the {}->{} checkpoint holds no map of copied \
+                 records, so where its copy ends on {} is unknown; only what {} gets from \
+                 offset {at} on is copied",
+                flow.to, flow.from, flow.from, flow.from
             )?,
         }
         if let Some(lost) = p.not_on_b {
