@@ -668,3 +668,105 @@ fn kill_between_syncs_leaves_no_target_offset_past_the_copied_data() {
     // Plain data copied into an empty topic: target offsets are source offsets.
     failover.resume(group, Client::Java, &expected);
 }
+
+/// `kafka-mirror <command>` on the test's topic and `groups`, with the
+/// clusters and mirror name of a run; returns its exit code and stdout.
+fn command(failover: &Failover, name: &str, command: &str, extra: &[&str]) -> (i32, String) {
+    let mut args = run_args(failover.source, failover.target, name);
+    args[0] = command.into();
+    args.extend(["--topics", &failover.topic].map(String::from));
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let output = run_mirror(&args, Duration::from_secs(120));
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let code = output.status.code().unwrap_or(-1);
+    eprintln!("kafka-mirror {command} exited {code}:\n{stdout}");
+    assert!(
+        code != 1,
+        "kafka-mirror {command} failed:\n{stdout}\n{}",
+        tail(&String::from_utf8_lossy(&output.stderr), 20)
+    );
+    (code, stdout)
+}
+
+#[test]
+fn offsets_lists_the_translations_and_failover_moves_only_stopped_groups() {
+    let Clusters { source, .. } = clusters();
+    let topic = "groups-cutover";
+    source.create_topic(topic, 3, 1, &[]).expect("create topic");
+    produce(source, topic, 1500, Compression::Zstd, "cutover");
+    let failover = Failover::new(topic, topic);
+    let app = failover.read_part("cutover-app", Client::Librdkafka, 577, Client::Java);
+    // The data is copied without the groups: failover syncs them.
+    failover.mirror("groups-cutover", "none", &[]);
+    let copies = failover.target_records();
+
+    // `offsets`: each partition of the group, its translation, nothing on
+    // the target yet, and what a sync would do.
+    let (code, json) = command(
+        &failover,
+        "groups-cutover",
+        "offsets",
+        &["--groups", "cutover-.*", "--format", "json"],
+    );
+    assert_eq!(code, 0, "{json}");
+    let listing: serde_json::Value = serde_json::from_str(&json).expect("JSON");
+    let groups = listing["flows"][0]["groups"].as_array().expect("groups");
+    assert_eq!(groups.len(), 1, "{json}");
+    assert_eq!(groups[0]["group"], "cutover-app");
+    let partitions = groups[0]["partitions"].as_array().expect("partitions");
+    assert_eq!(partitions.len(), 3, "{json}");
+    for p in partitions {
+        let partition = i32::try_from(p["partition"].as_i64().expect("partition")).expect("i32");
+        let committed = app.source_offsets[&partition];
+        let expected = translation(&failover.stored[&partition], &copies[&partition], committed);
+        assert_eq!(p["source_committed"], committed, "{p}");
+        assert_eq!(p["translation"]["exact"], expected, "{p}");
+        assert_eq!(p["target_committed"], serde_json::Value::Null, "{p}");
+        assert_eq!(p["action"], "commit", "{p}");
+        assert_eq!(p["not_copied"], 0, "{p}");
+    }
+
+    // A group whose consumers still run on the source stops the cutover.
+    let busy = GroupMember::join(source, "cutover-busy", topic).expect("join");
+    let (code, report) = command(
+        &failover,
+        "groups-cutover",
+        "failover",
+        &["--groups", "cutover-.*", "--apply"],
+    );
+    busy.leave();
+    assert_eq!(code, 5, "{report}");
+    assert!(
+        report.contains("group cutover-busy has members on source"),
+        "{report}"
+    );
+    assert!(
+        committed_offsets(failover.target, "cutover-app")
+            .expect("target offsets")
+            .is_empty(),
+        "nothing synced while not ready"
+    );
+
+    // Without --apply: ready, nothing committed.
+    let (code, report) = command(
+        &failover,
+        "groups-cutover",
+        "failover",
+        &["--groups", "cutover-.*"],
+    );
+    assert_eq!(code, 0, "{report}");
+    assert!(report.contains(": ready"), "{report}");
+    assert!(committed_offsets(failover.target, "cutover-app")
+        .expect("target offsets")
+        .is_empty());
+
+    let (code, report) = command(
+        &failover,
+        "groups-cutover",
+        "failover",
+        &["--groups", "cutover-.*", "--apply", "--timeout", "60"],
+    );
+    assert_eq!(code, 0, "{report}");
+    assert!(report.contains("start the groups' consumers"), "{report}");
+    failover.assert_failovers(&[app], &copies);
+}

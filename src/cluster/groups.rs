@@ -21,10 +21,6 @@ use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestGroup;
-use kafka_protocol::messages::offset_fetch_response::{
-    OffsetFetchResponsePartition, OffsetFetchResponsePartitions, OffsetFetchResponseTopic,
-    OffsetFetchResponseTopics,
-};
 use kafka_protocol::messages::{
     FindCoordinatorRequest, FindCoordinatorResponse, GroupId, ListGroupsRequest,
     OffsetCommitRequest, OffsetFetchRequest, OffsetFetchResponse, TopicName,
@@ -656,36 +652,24 @@ struct FetchedPartition {
     error_code: i16,
 }
 
-fn flatten_old(topics: Vec<OffsetFetchResponseTopic>) -> Vec<FetchedPartition> {
-    let partitions = |t: OffsetFetchResponseTopic| {
-        let topic = t.name.0.to_string();
-        t.partitions
+/// The partitions of an OffsetFetch answer's topics: the answer before v8
+/// and each group's in v8+ hold the same fields in types of their own.
+macro_rules! flatten {
+    ($topics:expr) => {
+        $topics
             .into_iter()
-            .map(move |p: OffsetFetchResponsePartition| FetchedPartition {
-                topic: topic.clone(),
-                partition: p.partition_index,
-                offset: p.committed_offset,
-                metadata: p.metadata,
-                error_code: p.error_code,
+            .flat_map(|t| {
+                let topic = t.name.0.to_string();
+                t.partitions.into_iter().map(move |p| FetchedPartition {
+                    topic: topic.clone(),
+                    partition: p.partition_index,
+                    offset: p.committed_offset,
+                    metadata: p.metadata,
+                    error_code: p.error_code,
+                })
             })
+            .collect::<Vec<_>>()
     };
-    topics.into_iter().flat_map(partitions).collect()
-}
-
-fn flatten_grouped(topics: Vec<OffsetFetchResponseTopics>) -> Vec<FetchedPartition> {
-    let partitions = |t: OffsetFetchResponseTopics| {
-        let topic = t.name.0.to_string();
-        t.partitions
-            .into_iter()
-            .map(move |p: OffsetFetchResponsePartitions| FetchedPartition {
-                topic: topic.clone(),
-                partition: p.partition_index,
-                offset: p.committed_offset,
-                metadata: p.metadata,
-                error_code: p.error_code,
-            })
-    };
-    topics.into_iter().flat_map(partitions).collect()
 }
 
 /// A group's committed offsets from an OffsetFetch answer (either layout);
@@ -705,7 +689,7 @@ fn read_offset_fetch(
         message: message.to_owned(),
     };
     let (error_code, partitions) = if response.groups.is_empty() {
-        (response.error_code, flatten_old(response.topics))
+        (response.error_code, flatten!(response.topics))
     } else {
         let answer = response
             .groups
@@ -715,7 +699,7 @@ fn read_offset_fetch(
                 let missing = "the group is missing from the broker's answer";
                 refused(ResponseError::CoordinatorNotAvailable, None, missing)
             })?;
-        (answer.error_code, flatten_grouped(answer.topics))
+        (answer.error_code, flatten!(answer.topics))
     };
     match error_code.err() {
         None => {}
@@ -801,7 +785,9 @@ mod tests {
     use kafka_protocol::messages::offset_commit_response::{
         OffsetCommitResponsePartition, OffsetCommitResponseTopic,
     };
-    use kafka_protocol::messages::offset_fetch_response::OffsetFetchResponseGroup;
+    use kafka_protocol::messages::offset_fetch_response::{
+        OffsetFetchResponseGroup, OffsetFetchResponsePartitions, OffsetFetchResponseTopics,
+    };
     use kafka_protocol::messages::{BrokerId, OffsetCommitResponse};
     use kafka_protocol::protocol::{Decodable, Encodable};
 

@@ -29,12 +29,7 @@ import time
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-TS_TYPES = {0: "NotAvailable", 1: "CreateTime", 2: "LogAppendTime"}
-
-
-def b64(b):
-    return None if b is None else base64.b64encode(b).decode("ascii")
-
+from records import as_json
 
 def main():
     ap = argparse.ArgumentParser()
@@ -94,13 +89,7 @@ def main():
                 at_end.add(p)
                 continue
             at_end.discard(p)
-            ts_type, ts = m.timestamp()
-            out.write(json.dumps({
-                "partition": p, "offset": m.offset(),
-                "key": b64(m.key()), "value": b64(m.value()),
-                "headers": [[n, b64(v)] for n, v in (m.headers() or [])],
-                "timestamp_type": TS_TYPES.get(ts_type, "NotAvailable"), "timestamp": ts,
-            }) + "\n")
+            out.write(json.dumps(as_json(m)) + "\n")
             next_offsets[p] = m.offset() + 1
             returned += 1
             per_partition[p] = per_partition.get(p, 0) + 1

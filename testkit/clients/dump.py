@@ -18,12 +18,7 @@ import uuid
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition, OFFSET_BEGINNING
 
-TS_TYPES = {0: "NotAvailable", 1: "CreateTime", 2: "LogAppendTime"}
-
-
-def b64(b):
-    return None if b is None else base64.b64encode(b).decode("ascii")
-
+from records import as_json
 
 def main():
     ap = argparse.ArgumentParser()
@@ -66,13 +61,7 @@ def main():
                 if m.error().code() != -191:  # _PARTITION_EOF
                     raise SystemExit(f"dump.py: {m.error()}")
                 continue
-            ts_type, ts = m.timestamp()
-            recs.append((m.partition(), m.offset(), {
-                "partition": m.partition(), "offset": m.offset(),
-                "key": b64(m.key()), "value": b64(m.value()),
-                "headers": [[n, b64(v)] for n, v in (m.headers() or [])],
-                "timestamp_type": TS_TYPES.get(ts_type, "NotAvailable"), "timestamp": ts,
-            }))
+            recs.append((m.partition(), m.offset(), as_json(m)))
         # Position passes control records and aborted data too, so it reaches the end.
         for tp in c.position([TopicPartition(a.topic, p) for p in sorted(todo)]):
             if tp.offset >= ends[tp.partition]:

@@ -23,9 +23,7 @@ import time
 
 from confluent_kafka import KafkaException, Producer
 
-
-def b64(b):
-    return None if b is None else base64.b64encode(b).decode("ascii")
+from records import b64
 
 
 def record(i, prefix, base_ts, key_index, headers_on=True):
