@@ -58,6 +58,29 @@ pub(crate) enum Command {
     /// everything the source holds, syncs the groups one last time and says
     /// what to do next. Without --apply it reports what it would do.
     Failover(FailoverArgs),
+    /// After a failover, copy back to the source what was written on the
+    /// target since, and the --groups groups with it: the flow runs
+    /// backwards from where its copy ended, until caught up; then its
+    /// checkpoints are rewritten so the mirror, restarted, goes on after the
+    /// copied-back records. Takes the options of the forward `run`. Without
+    /// --apply it reports what it would do.
+    Failback(FailbackArgs),
+}
+
+/// Options of `kafka-mirror failback`.
+#[derive(Debug, Args)]
+pub(crate) struct FailbackArgs {
+    /// The forward flow (source, target, topics, groups, name), as given to
+    /// `run` and `failover`.
+    #[command(flatten)]
+    pub(crate) flow: FlowArgs,
+    /// Copy back and move the groups (without it, only report the plan).
+    #[arg(long)]
+    pub(crate) apply: bool,
+    /// Seconds the copy back may take; it stops where it got to, and a
+    /// failback run again resumes there.
+    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
+    pub(crate) timeout: u64,
 }
 
 /// Options of `kafka-mirror failover`.

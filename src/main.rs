@@ -9,7 +9,10 @@
 //! 4 when the data was copied but the last consumer group offset sync could
 //! not sync every selected group (the summary names them); 5 when `failover`
 //! finds the cutover not ready (groups with members on the source, or data
-//! not copied within its timeout).
+//! not copied within its timeout), or `failback` does not complete (groups
+//! with members on the target, data left to copy back after its timeout, or
+//! the forward checkpoints could not be rewritten); `failback` also exits 2,
+//! 3 or 4 for its copy back as `run` does.
 
 mod cli;
 
@@ -24,7 +27,7 @@ use cli::{Cli, Command, Format};
 use kafka_mirror::config::mirrormaker;
 use kafka_mirror::config::properties::Properties;
 use kafka_mirror::config::{ConfigError, MirrorConfig};
-use kafka_mirror::pipeline::{self, FailoverOptions, RunOptions};
+use kafka_mirror::pipeline::{self, Failback, FailbackOptions, FailoverOptions, RunOptions};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -38,6 +41,7 @@ fn main() -> ExitCode {
     };
     let threads = match &job {
         Job::Run(config, _) => config.replication.threads,
+        Job::Failback(config, _) => config.replication.threads,
         Job::Plan(_) | Job::Offsets(..) | Job::Failover(..) | Job::Print(_) => 1,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -94,6 +98,18 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Job::Failback(config, options) => {
+            return match runtime.block_on(pipeline::failback(config, options)) {
+                Ok(failback) => {
+                    print!("{failback}");
+                    failback_exit(&failback)
+                }
+                Err(e) => {
+                    eprintln!("kafka-mirror: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Job::Print(text) => {
             print!("{text}");
             return ExitCode::SUCCESS;
@@ -130,6 +146,33 @@ fn main() -> ExitCode {
     }
 }
 
+/// A failback's exit code: 0 when done (or, without --apply, ready), else
+/// the first problem as `run` counts them, 5 for the rest.
+fn failback_exit(failback: &Failback) -> ExitCode {
+    let flows = &failback.flows;
+    if !flows.iter().all(|flow| flow.is_ready()) {
+        return ExitCode::from(5);
+    }
+    if !failback.applied || flows.iter().all(|flow| flow.is_complete()) {
+        return ExitCode::SUCCESS;
+    }
+    let summaries = || {
+        flows
+            .iter()
+            .filter_map(|f| f.outcome.as_ref())
+            .map(|o| &o.summary)
+    };
+    if summaries().any(|s| !s.unsaved_checkpoints.is_empty()) {
+        ExitCode::from(3)
+    } else if summaries().any(|s| !s.stopped.is_empty()) {
+        ExitCode::from(2)
+    } else if summaries().any(|s| s.groups.as_ref().is_some_and(|g| g.has_failures())) {
+        ExitCode::from(4)
+    } else {
+        ExitCode::from(5)
+    }
+}
+
 /// What a command line asks for.
 enum Job {
     /// Replicate.
@@ -140,6 +183,8 @@ enum Job {
     Offsets(MirrorConfig, Format),
     /// Move the selected groups to the target.
     Failover(MirrorConfig, FailoverOptions),
+    /// Copy back what the target got since a failover, and the groups.
+    Failback(MirrorConfig, FailbackOptions),
     /// Print this and exit (`convert`).
     Print(String),
 }
@@ -162,6 +207,15 @@ fn configure(command: Command) -> Result<Job, ConfigError> {
                 timeout: std::time::Duration::from_secs(args.timeout),
             };
             return Ok(Job::Failover(config, options));
+        }
+        Command::Failback(args) => {
+            let config = args.flow.layered_config()?;
+            config.validate()?;
+            let options = FailbackOptions {
+                apply: args.apply,
+                timeout: std::time::Duration::from_secs(args.timeout),
+            };
+            return Ok(Job::Failback(config, options));
         }
         Command::Offsets(args) => {
             let config = args.flow.layered_config()?;

@@ -11,9 +11,15 @@
 //! one per transaction (its commit marker is a source offset with no copy).
 //!
 //! A committed offset `c` means "everything before `c` was read", so it
-//! translates to the target offset of the first copied record at or after
-//! `c`, or to the end of what is copied when no such record is copied yet
-//! (never ahead of the data).
+//! translates to the target offset right after the copy of the last record
+//! before `c` (the first copied record's, when none before it is copied), or
+//! to the end of what is copied when nothing at or after `c` is copied yet
+//! (never ahead of the data). Where the target holds nothing but copies,
+//! that is the target offset of the first copied record at or after `c`.
+//! Where it holds other records between two copies (written there by
+//! others: after a failback, the source's records the target never got),
+//! a consumer that stopped between the two reads them rather than skipping
+//! them.
 //!
 //! At most [`MAX_POINTS`] points are kept: the oldest go first, and with
 //! them the map's reach (`from`). An offset older than that is reported, not
@@ -36,6 +42,18 @@ pub struct Point {
     pub source: i64,
     /// The target offset.
     pub target: i64,
+}
+
+/// Records copied with consecutive offsets on both sides: `count` records
+/// from source offset `source`, landed from target offset `target`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Run {
+    /// The first record's source offset.
+    pub source: i64,
+    /// The first record's target offset.
+    pub target: i64,
+    /// How many records.
+    pub count: i64,
 }
 
 /// What a committed source offset means on the target.
@@ -87,6 +105,11 @@ impl OffsetMap {
         }
     }
 
+    /// The oldest source offset the map translates.
+    pub fn from(&self) -> i64 {
+        self.from
+    }
+
     /// The source offset after everything the map covers.
     pub fn end(&self) -> i64 {
         self.end
@@ -102,6 +125,33 @@ impl OffsetMap {
     /// The points kept, oldest first.
     pub fn points(&self) -> impl Iterator<Item = Point> + '_ {
         self.points.iter().copied()
+    }
+
+    /// The runs of copied records, oldest first. The map keeps where each
+    /// run starts; it ends where the next one starts on either side
+    /// (a skipped source range, or target offsets that are not ours).
+    pub fn runs(&self) -> impl Iterator<Item = Run> + '_ {
+        let ends = self.points.iter().skip(1).copied().chain(self.copied_end);
+        self.points.iter().zip(ends).map(|(start, next)| Run {
+            source: start.source,
+            target: start.target,
+            count: (next.source - start.source).min(next.target - start.target),
+        })
+    }
+
+    /// The map of the way back: target offsets of the copied records to
+    /// their source offsets, from the first kept run to the end of the
+    /// copy (`None` when nothing is copied). A consumer that committed a
+    /// target offset resumes on the source at the record it was copied
+    /// from; what lies between runs on the source (markers, aborted data)
+    /// is skipped, as on the way there.
+    pub fn inverse(&self) -> Option<OffsetMap> {
+        let first = self.points.front()?;
+        let mut back = OffsetMap::starting_at(first.target);
+        for run in self.runs() {
+            back.copied(run.target, run.source, run.count);
+        }
+        Some(back)
     }
 
     /// `count` records copied, with consecutive source offsets from `source`,
@@ -153,17 +203,17 @@ impl OffsetMap {
                 missing: committed - self.end,
             };
         }
-        // The last run starting at or before `committed`; before the first
-        // run (a leading skip), the first copied record.
-        let at = self.points.partition_point(|p| p.source <= committed);
+        // The last run starting before `committed`; none (a leading skip,
+        // or `committed` at the first run): the first copied record.
+        let at = self.points.partition_point(|p| p.source < committed);
         let Some(run) = at.checked_sub(1).map(|i| self.points[i]) else {
             return Translation::Exact(self.points.front().map_or(target_end, |p| p.target));
         };
-        // The run ends where the next one starts on the target: past its
-        // last record, `committed` is in a skipped range and resumes there.
-        let next_target = self.points.get(at).map_or(target_end, |p| p.target);
-        let into_run = committed - run.source;
-        Translation::Exact(run.target + into_run.min(next_target - run.target))
+        // Past its last record, `committed` is in a skipped range or at the
+        // next run's start: it resumes right after the run's last copy.
+        let next = self.points.get(at).copied().or(self.copied_end);
+        let count = next.map_or(0, |n| (n.source - run.source).min(n.target - run.target));
+        Translation::Exact(run.target + (committed - run.source).min(count))
     }
 
     /// The form stored in a checkpoint record.
@@ -299,6 +349,26 @@ mod tests {
     }
 
     #[test]
+    fn records_the_target_holds_between_copies_are_read_not_skipped() {
+        // Source 0..10 and 10..20 copied to 0..10 and 15..25: the target
+        // holds 5 records of its own between them.
+        let mut map = OffsetMap::starting_at(0);
+        map.copied(0, 0, 10);
+        map.copied(10, 15, 10);
+        assert_eq!(map.translate(9), Translation::Exact(9));
+        // Read everything before 10: resume at the target's own records.
+        assert_eq!(map.translate(10), Translation::Exact(10));
+        assert_eq!(map.translate(11), Translation::Exact(16));
+        // A marker at 20, then 21..23 at 25..27: it maps to the next record.
+        map.skipped_to(21);
+        map.copied(21, 25, 2);
+        assert_eq!(map.translate(20), Translation::Exact(25));
+        assert_eq!(map.translate(21), Translation::Exact(25));
+        assert_eq!(map.translate(22), Translation::Exact(26));
+        assert_eq!(map.translate(23), Translation::Exact(27));
+    }
+
+    #[test]
     fn a_leading_skip_maps_to_the_first_copied_record() {
         let mut map = OffsetMap::starting_at(10);
         map.skipped_to(15);
@@ -352,6 +422,76 @@ mod tests {
         )
     }
 
+    /// Feeds `map` the log `copied` (from source offset `from`, landing
+    /// from `target_start`) as the pipeline does: runs of consecutive
+    /// copies, and skips. Returns each copied record's `(source, target)`.
+    fn feed(map: &mut OffsetMap, from: i64, target_start: i64, copied: &[bool]) -> Vec<(i64, i64)> {
+        let mut targets = Vec::new();
+        let mut next_target = target_start;
+        let mut run: Option<(i64, i64, i64)> = None;
+        for (i, &copy) in copied.iter().enumerate() {
+            let source = from + i as i64;
+            if copy {
+                targets.push((source, next_target));
+                run = match run {
+                    Some((s, t, n)) if s + n == source => Some((s, t, n + 1)),
+                    Some((s, t, n)) => {
+                        map.copied(s, t, n);
+                        Some((source, next_target, 1))
+                    }
+                    None => Some((source, next_target, 1)),
+                };
+                next_target += 1;
+            } else if let Some((s, t, n)) = run.take() {
+                map.copied(s, t, n);
+                map.skipped_to(source + 1);
+            } else {
+                map.skipped_to(source + 1);
+            }
+        }
+        if let Some((s, t, n)) = run {
+            map.copied(s, t, n);
+        }
+        targets
+    }
+
+    #[test]
+    fn the_inverse_maps_each_copy_back_to_its_origin() {
+        // Records 10..13, a marker at 13, records 14..16, landed from 100.
+        let mut map = OffsetMap::starting_at(10);
+        map.copied(10, 100, 3);
+        map.skipped_to(14);
+        map.copied(14, 103, 2);
+        map.skipped_to(17);
+        let runs: Vec<Run> = map.runs().collect();
+        assert_eq!(
+            runs,
+            [
+                Run {
+                    source: 10,
+                    target: 100,
+                    count: 3
+                },
+                Run {
+                    source: 14,
+                    target: 103,
+                    count: 2
+                }
+            ]
+        );
+        let back = map.inverse().expect("something copied");
+        assert_eq!((back.from(), back.end()), (100, 105));
+        assert_eq!(back.translate(100), Translation::Exact(10));
+        assert_eq!(back.translate(102), Translation::Exact(12));
+        // Read everything before the copy of 14: resume after 12, at the
+        // marker (which a consumer steps over); then each copy at its origin.
+        assert_eq!(back.translate(103), Translation::Exact(13));
+        assert_eq!(back.translate(104), Translation::Exact(15));
+        assert_eq!(back.translate(105), Translation::Exact(16));
+        assert_eq!(back.translate(99), Translation::TooOld { from: 100 });
+        assert_eq!(OffsetMap::starting_at(5).inverse(), None);
+    }
+
     proptest! {
         /// Against a record-by-record model: every committed offset maps to
         /// the target offset of the first copied record at or after it, or
@@ -359,29 +499,8 @@ mod tests {
         #[test]
         fn translates_like_the_record_by_record_model((from, target_start, copied) in source_log()) {
             let mut map = OffsetMap::starting_at(from);
-            let mut targets = Vec::new();
-            let mut next_target = target_start;
-            let mut run: Option<(i64, i64, i64)> = None;
-            for (i, &copy) in copied.iter().enumerate() {
-                let source = from + i as i64;
-                if copy {
-                    targets.push((source, next_target));
-                    run = match run {
-                        Some((s, t, n)) if s + n == source => Some((s, t, n + 1)),
-                        Some((s, t, n)) => { map.copied(s, t, n); Some((source, next_target, 1)) }
-                        None => Some((source, next_target, 1)),
-                    };
-                    next_target += 1;
-                } else if let Some((s, t, n)) = run.take() {
-                    map.copied(s, t, n);
-                    map.skipped_to(source + 1);
-                } else {
-                    map.skipped_to(source + 1);
-                }
-            }
-            if let Some((s, t, n)) = run {
-                map.copied(s, t, n);
-            }
+            let targets = feed(&mut map, from, target_start, &copied);
+            let next_target = target_start + targets.len() as i64;
             let end = from + copied.len() as i64;
             prop_assert!(map.points().count() <= copied.len());
             let restored = OffsetMap::from_stored(&map.stored(), end);
@@ -394,6 +513,31 @@ mod tests {
                 };
                 prop_assert_eq!(map.translate(committed), expected, "committed {}", committed);
             }
+        }
+
+        /// The inverse takes a consumer that read everything before a copy
+        /// back to right after the record copied before it (so nothing
+        /// between is skipped), the end of the copy to the end of what was
+        /// copied, and the records of the runs add up on both sides.
+        #[test]
+        fn the_inverse_takes_every_copy_home((from, target_start, copied) in source_log()) {
+            let mut map = OffsetMap::starting_at(from);
+            let targets = feed(&mut map, from, target_start, &copied);
+            let copies: i64 = map.runs().map(|r| r.count).sum();
+            prop_assert_eq!(copies, targets.len() as i64);
+            let Some(back) = map.inverse() else {
+                prop_assert!(targets.is_empty());
+                return Ok(());
+            };
+            for (i, &(source, target)) in targets.iter().enumerate() {
+                let resume = i.checked_sub(1).map_or(source, |before| targets[before].0 + 1);
+                prop_assert_eq!(back.translate(target), Translation::Exact(resume));
+                prop_assert_eq!(back.translate(target + 1), Translation::Exact(source + 1));
+            }
+            let end = map.copied_end().expect("copied");
+            prop_assert_eq!(back.end(), end.target);
+            prop_assert_eq!(back.translate(end.target), Translation::Exact(end.source));
+            prop_assert_eq!(back.inverse().map(|again| again.runs().collect::<Vec<_>>()), Some(map.runs().collect()));
         }
     }
 }

@@ -129,6 +129,27 @@ impl ReplicationPolicy {
             .collect()
     }
 
+    /// The topic of cluster `source` whose copy this policy names `name`:
+    /// the reverse of [`target_topic`](Self::target_topic), `None` when
+    /// `name` is no such copy.
+    pub fn source_topic<'a>(&self, source: &str, name: &'a str) -> Option<&'a str> {
+        let at = self.pieces.iter().position(|p| *p == Piece::Topic)?;
+        let text = |pieces: &[Piece]| -> String {
+            pieces
+                .iter()
+                .map(|piece| match piece {
+                    Piece::Literal(text) => text.as_str(),
+                    Piece::Source => source,
+                    Piece::Topic => "",
+                })
+                .collect()
+        };
+        let topic = name
+            .strip_prefix(text(&self.pieces[..at]).as_str())?
+            .strip_suffix(text(&self.pieces[at + 1..]).as_str())?;
+        (!topic.is_empty()).then_some(topic)
+    }
+
     /// The cluster a topic was copied from and its name there, when the name
     /// says so: `("eu", "orders")` for `eu.orders` under the prefix policy.
     pub fn upstream<'a>(&self, name: &'a str) -> Option<(&'a str, &'a str)> {
@@ -187,6 +208,37 @@ mod tests {
         assert!(!policy.names_source());
         assert_eq!(policy.upstream("eu.orders"), None);
         assert!(!policy.came_through("eu.orders", "eu"));
+        assert_eq!(policy.source_topic("eu", "eu.orders"), Some("eu.orders"));
+    }
+
+    #[test]
+    fn source_topic_undoes_target_topic() {
+        for (policy, copy) in [
+            (
+                ReplicationPolicy::prefix(".").expect("valid"),
+                "eu.orders.v1",
+            ),
+            (
+                ReplicationPolicy::template("{topic}-{source}").expect("valid"),
+                "orders.v1-eu",
+            ),
+            (
+                ReplicationPolicy::template("copy-{topic}").expect("valid"),
+                "copy-orders.v1",
+            ),
+        ] {
+            assert_eq!(policy.target_topic("eu", "orders.v1"), copy);
+            assert_eq!(
+                policy.source_topic("eu", copy),
+                Some("orders.v1"),
+                "{policy}"
+            );
+            // Not a copy from eu: the target's own topic, or another cluster's copy.
+            assert_eq!(policy.source_topic("eu", "orders"), None, "{policy}");
+        }
+        let prefix = ReplicationPolicy::prefix(".").expect("valid");
+        assert_eq!(prefix.source_topic("eu", "us.orders"), None);
+        assert_eq!(prefix.source_topic("eu", "eu."), None);
     }
 
     #[test]

@@ -43,6 +43,18 @@ pub struct FlowConfig {
     pub groups: GroupsConfig,
 }
 
+/// Which way a flow copies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// The source's topics, named on the target by the policy.
+    Forward,
+    /// Back where they came from (`kafka-mirror failback`): the copies a
+    /// forward flow made, read on its target (this flow's source), each
+    /// into the topic it was copied from. The filter and policy are the
+    /// forward flow's.
+    Back,
+}
+
 /// One flow, resolved: everything an engine needs to copy one source into one target.
 #[derive(Debug, Clone)]
 pub struct Flow {
@@ -70,6 +82,8 @@ pub struct Flow {
     pub filter: TopicFilter,
     /// How target topics are named.
     pub policy: ReplicationPolicy,
+    /// Forward, or back along a forward flow.
+    pub direction: Direction,
     /// How often the source is checked for new topics, partitions and configs.
     pub topic_refresh_interval: Duration,
     /// Topic configs never copied: the built-in list plus the flow's own.
@@ -86,13 +100,45 @@ pub struct Flow {
 impl Flow {
     /// Whether a source topic is copied by this flow: selected by the filter,
     /// and not a copy that came through the target (which would loop).
+    /// Going back, a copy the forward flow made of a topic it selects.
     pub fn selects(&self, topic: &str, internal: bool) -> bool {
-        self.filter.selects(topic, internal) && !self.policy.came_through(topic, &self.target_alias)
+        match self.direction {
+            Direction::Forward => {
+                self.filter.selects(topic, internal)
+                    && !self.policy.came_through(topic, &self.target_alias)
+            }
+            Direction::Back => self.origin(topic).is_some_and(|origin| {
+                self.filter.selects(origin, internal)
+                    && !self.policy.came_through(origin, &self.source_alias)
+            }),
+        }
     }
 
     /// The target topic a source topic is copied into.
     pub fn target_topic(&self, topic: &str) -> String {
-        self.policy.target_topic(&self.source_alias, topic)
+        match self.direction {
+            Direction::Forward => self.policy.target_topic(&self.source_alias, topic),
+            Direction::Back => self.origin(topic).unwrap_or(topic).to_owned(),
+        }
+    }
+
+    /// Going back, the topic on this flow's target that `topic` is a copy of.
+    fn origin<'a>(&self, topic: &'a str) -> Option<&'a str> {
+        self.policy.source_topic(&self.target_alias, topic)
+    }
+
+    /// The flow that copies this one's target topics back into the topics
+    /// they were copied from, under its own checkpoint name
+    /// (`<checkpoint name>/failback`), with the same group selection.
+    pub fn failback(&self) -> Flow {
+        let mut back = self.clone();
+        back.name = format!("{}/failback", self.name);
+        back.checkpoint_name = format!("{}/failback", self.checkpoint_name);
+        std::mem::swap(&mut back.source_alias, &mut back.target_alias);
+        std::mem::swap(&mut back.source_key, &mut back.target_key);
+        std::mem::swap(&mut back.source, &mut back.target);
+        back.direction = Direction::Back;
+        back
     }
 }
 
@@ -259,6 +305,7 @@ impl MirrorConfig {
             topics: topics.clone(),
             filter: resolved.filter,
             policy: resolved.policy,
+            direction: Direction::Forward,
             topic_refresh_interval: resolved.refresh_interval,
             never_copy_configs: resolved.never_copy_configs,
             groups,
@@ -395,6 +442,53 @@ mod tests {
         // b holds a.x, the copy of a's x: flow b->a must not send it home.
         assert!(!flows[1].selects("a.x", false));
         assert!(flows[1].selects("x", false));
+    }
+
+    #[test]
+    fn a_failback_flow_copies_the_copies_home() {
+        let text = format!(
+            "name = \"dr\"\n[topics]\nreplication_policy = \"prefix\"\ninclude = \"orders.*\"\n{}{}",
+            clusters(&["a", "b"]),
+            flow("a", "b", ""),
+        );
+        let flows = MirrorConfig::from_toml(&text)
+            .expect("valid")
+            .flows()
+            .expect("flows");
+        let back = flows[0].failback();
+        assert_eq!(
+            (back.source_alias.as_str(), back.target_alias.as_str()),
+            ("b", "a")
+        );
+        assert_eq!(
+            back.source.bootstrap_servers,
+            flows[0].target.bootstrap_servers
+        );
+        assert_eq!(back.checkpoint_name, "dr/a->b/failback");
+        assert!(back.selects("a.orders", false));
+        assert_eq!(back.target_topic("a.orders"), "orders");
+        // b's own topics, copies of other clusters' and unselected topics stay.
+        for other in [
+            "orders",
+            "c.orders",
+            "a.payments",
+            "a.kafka-mirror-checkpoints",
+        ] {
+            assert!(!back.selects(other, false), "{other}");
+        }
+        let identity = MirrorConfig::from_toml(
+            "name = \"dr\"\n[source]\nbootstrap_servers = \"a:1\"\n[target]\nbootstrap_servers = \"b:1\"\n[topics]\nexclude = \"tmp.*\"\n",
+        )
+        .expect("valid")
+        .flows()
+        .expect("flows")[0]
+            .failback();
+        assert_eq!(identity.checkpoint_name, "dr/failback");
+        assert!(identity.selects("orders", false));
+        assert_eq!(identity.target_topic("orders"), "orders");
+        assert!(!identity.selects("tmp1", false));
+        assert!(!identity.selects("kafka-mirror-checkpoints", false));
+        assert!(!identity.selects("__consumer_offsets", true));
     }
 
     #[test]

@@ -35,7 +35,7 @@ mod schema;
 mod toml_error;
 mod topics;
 
-pub use flows::{Flow, FlowConfig};
+pub use flows::{Direction, Flow, FlowConfig};
 pub use groups::GroupSync;
 pub use schema::{
     parse_start_position, CheckpointConfig, ClusterConfig, DataLossPolicy, GroupsConfig,

@@ -162,7 +162,7 @@ pub async fn failover(
 }
 
 /// The selected groups that have members on the source.
-async fn active_groups(
+pub(super) async fn active_groups(
     source: &Arc<Cluster>,
     select: &(dyn Fn(&str) -> bool + Sync),
 ) -> Result<Vec<(String, GroupState)>, MirrorError> {

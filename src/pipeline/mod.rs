@@ -45,7 +45,9 @@
 //!   fetched, which find where a truncated source log diverges from the copy).
 //! - `checkpoints.rs`: when checkpoints are written, and which.
 //! - `offsets.rs`: the `offsets` command, groups listed with the stored maps;
-//!   `failover.rs`: the `failover` command, a planned cutover of the groups.
+//!   `failover.rs`: the `failover` command, a planned cutover of the groups;
+//!   `failback.rs`: the `failback` command, what was written on the target
+//!   since copied back, and the groups with it.
 //! - `group_sync.rs`: when consumer groups' offsets are synced onto the
 //!   target, with the partitions' offset maps.
 //! - `stats.rs`: counters and the run summary.
@@ -63,6 +65,7 @@ mod engine;
 mod epochs;
 mod error;
 mod event;
+mod failback;
 mod failover;
 mod fetch;
 mod fetch_window;
@@ -93,6 +96,10 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 pub use engine::RunOptions;
+pub use failback::{
+    failback, Failback, FailbackOptions, FlowFailback, ForwardCheckpoints, NotOnB, Outcome,
+    PartitionFailback, Start,
+};
 pub use failover::{failover, Failover, FailoverOptions, FlowFailover, GroupsOutcome, Missing};
 pub use group_sync::GroupsSynced;
 pub use offsets::{offsets, FlowOffsets, Offsets};
@@ -144,6 +151,19 @@ pub enum MirrorError {
     NoGroups {
         /// The flow's name.
         flow: String,
+    },
+    /// A command that works on what a mirror copied found no checkpoint of it.
+    #[error(
+        "no checkpoints of mirror `{mirror}` in `{topic}` on cluster {cluster}: failback copies back \
+         what was written there after a copy of this mirror; check the config and --name"
+    )]
+    NoCheckpoints {
+        /// The mirror's checkpoint name.
+        mirror: String,
+        /// The checkpoint topic.
+        topic: String,
+        /// The cluster looked at.
+        cluster: String,
     },
     /// Consumer groups could not be listed or read.
     #[error(transparent)]

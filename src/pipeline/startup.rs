@@ -13,7 +13,7 @@ use super::producer::{init_producer_id, producer_expiry};
 use super::slots::{Slot, Slots, Status};
 use super::MirrorError;
 use crate::checkpoint::CheckpointStore;
-use crate::cluster::{Cluster, Metadata, OffsetSpec, Role};
+use crate::cluster::{Cluster, Metadata, OffsetSpec};
 use crate::config::{Flow, StartPosition};
 use crate::offset_map::OffsetMap;
 use crate::topics::{ensure_topics, sync_configs, TopicSpec};
@@ -187,38 +187,57 @@ async fn end_offsets(
     flow: &Flow,
 ) -> Result<HashMap<(String, i32), i64>, MirrorError> {
     let ids: Vec<_> = slots.ids().collect();
-    let mut wanted = slots.keys(&ids);
     let isolation = flow.replication.isolation_level.wire_value();
-    let mut ends = HashMap::new();
+    offsets_of(
+        source,
+        metadata,
+        slots.keys(&ids),
+        OffsetSpec::Latest,
+        isolation,
+    )
+    .await
+}
+
+/// One offset (`spec`) of each of these partitions, asked again for a
+/// while where a leader could not answer yet (leaders move, a topic was
+/// just created).
+pub(super) async fn offsets_of(
+    cluster: &Arc<Cluster>,
+    metadata: &Metadata,
+    mut wanted: Vec<(String, i32)>,
+    spec: OffsetSpec,
+    isolation: i8,
+) -> Result<HashMap<(String, i32), i64>, MirrorError> {
+    let mut offsets = HashMap::new();
     let mut metadata = metadata.clone();
     for attempt in 1..=20u32 {
-        let results = source
-            .list_offsets(&metadata, &wanted, OffsetSpec::Latest, isolation)
+        let results = cluster
+            .list_offsets(&metadata, &wanted, spec, isolation)
             .await;
         let mut failed = Vec::new();
         for key in wanted {
             match results.get(&key) {
                 Some(Ok(offset)) => {
-                    ends.insert(key, *offset);
+                    offsets.insert(key, *offset);
                 }
                 other => {
-                    tracing::debug!(?key, result = ?other, attempt, "end offset not known yet");
+                    tracing::debug!(?key, result = ?other, attempt, "offset not known yet");
                     failed.push(key);
                 }
             }
         }
         if failed.is_empty() {
-            return Ok(ends);
+            return Ok(offsets);
         }
         wanted = failed;
         tokio::time::sleep(Duration::from_millis(250)).await;
-        metadata = source.metadata().await?;
+        metadata = cluster.metadata().await?;
     }
     Err(MirrorError::Cluster(
         crate::cluster::ClusterError::Unreachable {
-            role: Role::Source,
+            role: cluster.role(),
             attempts: format!(
-                "no end offset for {} partitions, e.g. {:?}",
+                "no {spec:?} offset for {} partitions, e.g. {:?}",
                 wanted.len(),
                 wanted.first()
             ),
