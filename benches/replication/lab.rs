@@ -182,6 +182,7 @@ impl DataSet {
             topics: self.topics.clone(),
             partitions_per_topic: self.partitions_per_topic,
             target_configs: Vec::new(),
+            groups: None,
         }
     }
 }

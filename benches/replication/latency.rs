@@ -112,6 +112,7 @@ fn tool_delays(
         topics: vec![TOPIC.to_string()],
         partitions_per_topic: settings.partitions,
         target_configs: vec![(LOG_APPEND_TIME.0.into(), LOG_APPEND_TIME.1.into())],
+        groups: None,
     };
     let topics = route.topics.clone();
     runner.run_while(tool, &route, &lab.metered, label, Duration::ZERO, || {

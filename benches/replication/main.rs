@@ -20,9 +20,13 @@
 //! - **latency**: append-to-append delay at a steady produce rate.
 //! - **idle**: thousands of partitions holding little data, copied and then left
 //!   idle: CPU while idle and peak memory.
+//! - **failover**: consumer groups read part of the source and commit; kafka-mirror
+//!   and MirrorMaker 2 each copy the data and carry the groups over; each group
+//!   resumes on the target, and the records it reads twice or misses are counted.
 //!
 //! It writes a markdown report (default `target/bench/replication.md`) and prints it.
 
+mod failover;
 mod idle;
 mod kafka;
 mod lab;
@@ -42,6 +46,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use kafka_testkit::DEFAULT_KAFKA_VERSION;
 
+use crate::failover::FailoverData;
 use crate::lab::{DataSet, Lab};
 use crate::report::{machine, Report, ToolSummary};
 use crate::run::{describe, Measured, Runner};
@@ -113,6 +118,12 @@ fn run() -> Result<()> {
     } else {
         None
     };
+    let failover_data = if settings.runs(Section::Failover) {
+        eprintln!("bench: writing the failover topics and reading them with consumer groups");
+        Some(FailoverData::write(&lab, settings.failover_records)?)
+    } else {
+        None
+    };
     // The data just written is still being flushed to disk; the first run
     // would pay for that (77.5 MB/s against 161.5 for the next kafka-mirror run).
     let synced = std::process::Command::new("sync")
@@ -124,6 +135,9 @@ fn run() -> Result<()> {
         .into_iter()
         .flatten()
     {
+        keep_source.extend(d.topics.iter().cloned());
+    }
+    if let Some(d) = &failover_data {
         keep_source.extend(d.topics.iter().cloned());
     }
     let runner = Runner {
@@ -256,6 +270,10 @@ fn run() -> Result<()> {
 
     if let Some(data) = &idle_data {
         report.push(&idle::section(&runner, &settings, data)?);
+    }
+
+    if let Some(data) = &failover_data {
+        report.push(&failover::section(&runner, &settings, data)?);
     }
 
     let out = settings.out.clone().map(PathBuf::from).unwrap_or_else(|| {

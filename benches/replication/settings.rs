@@ -19,7 +19,7 @@ pub(crate) struct Settings {
     pub(crate) tools: Vec<Tool>,
     /// `BENCH_REPS`: how many times the tool sequence runs (default 2: A B C A B C).
     pub(crate) reps: u32,
-    /// `BENCH_SECTIONS`: which parts run (default `throughput,limit,wan,sweep,latency,idle`).
+    /// `BENCH_SECTIONS`: which parts run (default `throughput,limit,wan,sweep,latency,idle,failover`).
     pub(crate) sections: Vec<Section>,
     /// `BENCH_TIMEOUT_S`: one run's limit before it counts as failed (default 1800).
     pub(crate) run_timeout_s: u64,
@@ -43,6 +43,9 @@ pub(crate) struct Settings {
     pub(crate) idle_partitions: u32,
     /// `BENCH_IDLE_SECONDS`: how long the tools run idle after catching up (default 60).
     pub(crate) idle_seconds: u32,
+    /// `BENCH_FAILOVER_RECORDS`: records per partition of each of the failover
+    /// section's two topics (default 2000).
+    pub(crate) failover_records: u64,
     /// `BENCH_OUT`: the markdown file written (default `target/bench/replication.md`).
     pub(crate) out: Option<String>,
     /// `BENCH_MIRROR_ARGS`: extra arguments for `kafka-mirror run`, split on
@@ -59,16 +62,18 @@ pub(crate) enum Section {
     Sweep,
     Latency,
     Idle,
+    Failover,
 }
 
 impl Section {
-    const ALL: [(Section, &'static str); 6] = [
+    const ALL: [(Section, &'static str); 7] = [
         (Section::Throughput, "throughput"),
         (Section::Limit, "limit"),
         (Section::Wan, "wan"),
         (Section::Sweep, "sweep"),
         (Section::Latency, "latency"),
         (Section::Idle, "idle"),
+        (Section::Failover, "failover"),
     ];
 }
 
@@ -82,7 +87,10 @@ impl Settings {
                 .map(|t| Tool::parse(t))
                 .collect::<Result<_>>()?,
             reps: num("BENCH_REPS", 2)?,
-            sections: list("BENCH_SECTIONS", "throughput,limit,wan,sweep,latency,idle")?
+            sections: list(
+                "BENCH_SECTIONS",
+                "throughput,limit,wan,sweep,latency,idle,failover",
+            )?
                 .iter()
                 .map(|s| {
                     Section::ALL
@@ -91,7 +99,7 @@ impl Settings {
                         .map(|(s, _)| *s)
                         .with_context(|| {
                             format!(
-                                "BENCH_SECTIONS: unknown section {s:?} (throughput, limit, wan, sweep, latency, idle)"
+                                "BENCH_SECTIONS: unknown section {s:?} (throughput, limit, wan, sweep, latency, idle, failover)"
                             )
                         })
                 })
@@ -115,6 +123,7 @@ impl Settings {
             latency_seconds: num("BENCH_LATENCY_SECONDS", 30)?,
             idle_partitions: num("BENCH_IDLE_PARTITIONS", 5000)?,
             idle_seconds: num("BENCH_IDLE_SECONDS", 60)?,
+            failover_records: num("BENCH_FAILOVER_RECORDS", 2000)?,
             out: std::env::var("BENCH_OUT").ok().filter(|s| !s.is_empty()),
             mirror_args: std::env::var("BENCH_MIRROR_ARGS")
                 .unwrap_or_default()

@@ -86,6 +86,12 @@ pub(crate) struct Route {
     /// When not empty, the harness creates the target topics with these configs
     /// before the tool starts (it does anyway for tools that create none).
     pub(crate) target_configs: Vec<(String, String)>,
+    /// A regex of consumer groups whose committed offsets the tool also carries
+    /// over to the target (kafka-mirror: `--groups` and `--until-caught-up`;
+    /// MirrorMaker 2: checkpoints and `sync.group.offsets`, every second, under its
+    /// default replication policy, so target topics are named
+    /// `<MM2_SOURCE_ALIAS>.<topic>`). `None`: the data only.
+    pub(crate) groups: Option<String>,
 }
 
 impl Route {
@@ -153,12 +159,17 @@ impl Tools {
                     bail!("kafka-mirror was not built");
                 };
                 let mut cmd = Command::new(bin);
-                // Not `--until-caught-up`: like the others it runs until the harness
-                // stops it (SIGTERM, a clean exit 0), also when the source is still
-                // being written (the latency runs).
                 cmd.args(["run", "--source", &route.source, "--target", &route.target])
-                    .args(["--topics", &format!("^({})$", route.topics.join("|"))])
-                    .args(&self.mirror_args);
+                    .args(["--topics", &format!("^({})$", route.topics.join("|"))]);
+                match &route.groups {
+                    // Its last group sync runs once caught up, before it exits.
+                    Some(groups) => cmd.args(["--groups", groups, "--until-caught-up"]),
+                    // Not `--until-caught-up`: like the others it runs until the
+                    // harness stops it (SIGTERM, a clean exit 0), also when the
+                    // source is still being written (the latency runs).
+                    None => &mut cmd,
+                };
+                cmd.args(&self.mirror_args);
                 Ok(cmd)
             }
             Tool::Mm2 | Tool::Mm2Tuned => {
@@ -204,6 +215,10 @@ fn props(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect()
 }
 
+/// MirrorMaker 2's alias of the source cluster (`clusters` below): the prefix of
+/// the target topics under its default replication policy.
+pub(crate) const MM2_SOURCE_ALIAS: &str = "src";
+
 /// MirrorMaker 2's dedicated-mode configuration: clusters `src` and `dst`, one flow.
 fn mm2_properties(tuned: bool, route: &Route) -> Vec<(String, String)> {
     let mut p = props(&[
@@ -213,10 +228,6 @@ fn mm2_properties(tuned: bool, route: &Route) -> Vec<(String, String)> {
         ("src->dst.enabled", "true"),
         ("dst->src.enabled", "false"),
         ("src->dst.topics", &route.topics.join(",")),
-        (
-            "replication.policy.class",
-            "org.apache.kafka.connect.mirror.IdentityReplicationPolicy",
-        ),
         // Single-broker clusters.
         ("replication.factor", "1"),
         ("checkpoints.topic.replication.factor", "1"),
@@ -228,6 +239,22 @@ fn mm2_properties(tuned: bool, route: &Route) -> Vec<(String, String)> {
         // No authorizer on the brokers.
         ("sync.topic.acls.enabled", "false"),
     ]);
+    match &route.groups {
+        // Its defaults otherwise: DefaultReplicationPolicy, offset.lag.max 100.
+        Some(groups) => p.extend(props(&[
+            ("src->dst.groups", groups),
+            ("emit.checkpoints.enabled", "true"),
+            ("emit.checkpoints.interval.seconds", "1"),
+            ("sync.group.offsets.enabled", "true"),
+            ("sync.group.offsets.interval.seconds", "1"),
+            // The groups exist before it starts; a refresh costs little here.
+            ("refresh.groups.interval.seconds", "1"),
+        ])),
+        None => p.extend(props(&[(
+            "replication.policy.class",
+            "org.apache.kafka.connect.mirror.IdentityReplicationPolicy",
+        )])),
+    }
     if tuned {
         let tasks = route.partitions().to_string();
         p.extend(props(&[
