@@ -6,6 +6,7 @@
 //! name one source or target.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -15,6 +16,7 @@ use kafka_mirror::config::{
     parse_start_position, ClusterConfig, ConfigError, DataLossPolicy, IsolationLevel, MirrorConfig,
     RefusedBatchPolicy, StartPosition,
 };
+use kafka_mirror::pipeline::SwitchOptions;
 
 /// Replicates Kafka topics between clusters by forwarding raw record batches:
 /// no decompression, no re-encoding, the destination gets the same bytes.
@@ -57,43 +59,47 @@ pub(crate) enum Command {
     /// have no members on the source, waits until the stored checkpoints cover
     /// everything the source holds, syncs the groups one last time and says
     /// what to do next. Without --apply it reports what it would do.
-    Failover(FailoverArgs),
+    Failover(SwitchArgs),
     /// After a failover, copy back to the source what was written on the
     /// target since, and the --groups groups with it: the flow runs
     /// backwards from where its copy ended, until caught up; then its
     /// checkpoints are rewritten so the mirror, restarted, goes on after the
     /// copied-back records. Takes the options of the forward `run`. Without
     /// --apply it reports what it would do.
-    Failback(FailbackArgs),
+    Failback(SwitchArgs),
 }
 
-/// Options of `kafka-mirror failback`.
+/// Options of `kafka-mirror failover` and `failback`.
 #[derive(Debug, Args)]
-pub(crate) struct FailbackArgs {
-    /// The forward flow (source, target, topics, groups, name), as given to
-    /// `run` and `failover`.
+pub(crate) struct SwitchArgs {
+    /// The forward flow (source, target, topics, groups, name), as given to `run`.
     #[command(flatten)]
     pub(crate) flow: FlowArgs,
-    /// Copy back and move the groups (without it, only report the plan).
+    /// Do it (without it, only report what would be done and how ready it is).
     #[arg(long)]
     pub(crate) apply: bool,
-    /// Seconds the copy back may take; it stops where it got to, and a
-    /// failback run again resumes there.
-    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
-    pub(crate) timeout: u64,
+    /// Seconds to wait: failover for the copy to cover the source (default
+    /// 300); failback for the copy back, which stops where it got to and
+    /// resumes there when run again (default 600).
+    #[arg(long, value_name = "SECONDS")]
+    pub(crate) timeout: Option<u64>,
 }
 
-/// Options of `kafka-mirror failover`.
-#[derive(Debug, Args)]
-pub(crate) struct FailoverArgs {
-    #[command(flatten)]
-    pub(crate) flow: FlowArgs,
-    /// Sync the groups (without it, only report how ready the cutover is).
-    #[arg(long)]
-    pub(crate) apply: bool,
-    /// Seconds to wait for the copy to cover the source before giving up.
-    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
-    pub(crate) timeout: u64,
+impl SwitchArgs {
+    /// The config and options, `default_timeout` unless --timeout is given.
+    pub(crate) fn to_switch(
+        &self,
+        default_timeout: Duration,
+    ) -> Result<(MirrorConfig, SwitchOptions), ConfigError> {
+        let config = self.flow.layered_config()?;
+        config.validate()?;
+        let timeout = self.timeout.map_or(default_timeout, Duration::from_secs);
+        let options = SwitchOptions {
+            apply: self.apply,
+            timeout,
+        };
+        Ok((config, options))
+    }
 }
 
 /// Options of `kafka-mirror offsets`.

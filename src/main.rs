@@ -18,6 +18,7 @@ mod cli;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 use tokio::signal::unix::{signal, SignalKind};
@@ -27,7 +28,7 @@ use cli::{Cli, Command, Format};
 use kafka_mirror::config::mirrormaker;
 use kafka_mirror::config::properties::Properties;
 use kafka_mirror::config::{ConfigError, MirrorConfig};
-use kafka_mirror::pipeline::{self, Failback, FailbackOptions, FailoverOptions, RunOptions};
+use kafka_mirror::pipeline::{self, Failback, RunOptions, SwitchOptions};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -182,9 +183,9 @@ enum Job {
     /// List the selected consumer groups' offsets on both clusters.
     Offsets(MirrorConfig, Format),
     /// Move the selected groups to the target.
-    Failover(MirrorConfig, FailoverOptions),
+    Failover(MirrorConfig, SwitchOptions),
     /// Copy back what the target got since a failover, and the groups.
-    Failback(MirrorConfig, FailbackOptions),
+    Failback(MirrorConfig, SwitchOptions),
     /// Print this and exit (`convert`).
     Print(String),
 }
@@ -200,21 +201,11 @@ fn configure(command: Command) -> Result<Job, ConfigError> {
         }
         Command::Plan(args) => return Ok(Job::Plan(args.to_config()?)),
         Command::Failover(args) => {
-            let config = args.flow.layered_config()?;
-            config.validate()?;
-            let options = FailoverOptions {
-                apply: args.apply,
-                timeout: std::time::Duration::from_secs(args.timeout),
-            };
+            let (config, options) = args.to_switch(Duration::from_secs(300))?;
             return Ok(Job::Failover(config, options));
         }
         Command::Failback(args) => {
-            let config = args.flow.layered_config()?;
-            config.validate()?;
-            let options = FailbackOptions {
-                apply: args.apply,
-                timeout: std::time::Duration::from_secs(args.timeout),
-            };
+            let (config, options) = args.to_switch(Duration::from_secs(600))?;
             return Ok(Job::Failback(config, options));
         }
         Command::Offsets(args) => {

@@ -38,10 +38,9 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
 
 use super::engine::RunOptions;
-use super::failover::active_groups;
+use super::failover::{active_groups, SwitchOptions};
 use super::offsets::write_group;
 use super::startup::{self, offsets_of};
 use super::stats::Summary;
@@ -51,15 +50,6 @@ use crate::cluster::{Cluster, GroupState, OffsetSpec};
 use crate::config::{Flow, MirrorConfig, StartPosition};
 use crate::groups::{self, CopiedPartitions, GroupOffsets};
 use crate::offset_map::{OffsetMap, Run};
-
-/// What `failback` is asked to do.
-#[derive(Debug, Clone, Copy)]
-pub struct FailbackOptions {
-    /// Copy back and move the groups (otherwise only report the plan).
-    pub apply: bool,
-    /// How long the copy back may take before it stops where it got to.
-    pub timeout: Duration,
-}
 
 /// What `failback` found and did, per flow.
 #[derive(Debug)]
@@ -188,7 +178,7 @@ impl FlowFailback {
 /// Plans and (with `apply`) runs every flow's failback.
 pub async fn failback(
     config: MirrorConfig,
-    options: FailbackOptions,
+    options: SwitchOptions,
 ) -> Result<Failback, MirrorError> {
     config.validate()?;
     let mut targets = Targets::default();
@@ -213,7 +203,7 @@ async fn flow_failback(
     back: Flow,
     b: &Arc<Cluster>,
     a: &Arc<Cluster>,
-    options: FailbackOptions,
+    options: SwitchOptions,
 ) -> Result<FlowFailback, MirrorError> {
     let select = |group: &str| back.groups.as_ref().is_some_and(|g| g.selects(group));
     let active_on_b = match &back.groups {

@@ -24,12 +24,13 @@ use crate::groups::{self, CopiedPartitions, GroupOffsets, SyncReport};
 /// How often the stored checkpoints are read again while waiting.
 const POLL: Duration = Duration::from_secs(2);
 
-/// What `failover` is asked to do.
+/// What `failover` and `failback` are asked to do.
 #[derive(Debug, Clone, Copy)]
-pub struct FailoverOptions {
-    /// Sync the groups (otherwise only report).
+pub struct SwitchOptions {
+    /// Do it (otherwise only report what would be done).
     pub apply: bool,
-    /// How long to wait for the copy to cover the source.
+    /// How long to wait: failover for the copy to cover the source,
+    /// failback for the copy back, which stops where it got to.
     pub timeout: Duration,
 }
 
@@ -108,7 +109,7 @@ impl Failover {
 /// Checks, waits and (with `apply`) syncs every flow's groups.
 pub async fn failover(
     config: MirrorConfig,
-    options: FailoverOptions,
+    options: SwitchOptions,
 ) -> Result<Failover, MirrorError> {
     config.validate()?;
     let mut targets = Targets::default();

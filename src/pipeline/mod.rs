@@ -97,10 +97,9 @@ use tokio::sync::watch;
 
 pub use engine::RunOptions;
 pub use failback::{
-    failback, Failback, FailbackOptions, FlowFailback, ForwardCheckpoints, NotOnB, Outcome,
-    PartitionFailback, Start,
+    failback, Failback, FlowFailback, ForwardCheckpoints, NotOnB, Outcome, PartitionFailback, Start,
 };
-pub use failover::{failover, Failover, FailoverOptions, FlowFailover, GroupsOutcome, Missing};
+pub use failover::{failover, Failover, FlowFailover, GroupsOutcome, Missing, SwitchOptions};
 pub use group_sync::GroupsSynced;
 pub use offsets::{offsets, FlowOffsets, Offsets};
 pub use plan::{plan, FlowPlan, Plan, PlannedTopic};
