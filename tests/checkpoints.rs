@@ -10,7 +10,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::Stdio;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -92,19 +91,16 @@ fn flow_config(name: &str, include: &str, checkpoint_topic: &str) -> String {
     )
 }
 
-/// Runs the mirror with `--until-caught-up` at warning level and requires a
-/// clean exit. Its info log names every partition's start position, more
-/// than a pipe holds while the run is awaited (the mirror would block on it).
+/// Runs the mirror with `--until-caught-up` at warning level (its info log
+/// names every partition's start position) and requires a clean exit.
 fn mirror_quietly(args: &[String]) -> String {
-    let child = mirror_command()
-        .env("RUST_LOG", "kafka_mirror=warn")
-        .args(args)
-        .arg("--until-caught-up")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start kafka-mirror");
-    let output = wait_with_limit(child, Duration::from_secs(180));
+    let mirror = RunningMirror::spawn(
+        mirror_command()
+            .env("RUST_LOG", "kafka_mirror=warn")
+            .args(args)
+            .arg("--until-caught-up"),
+    );
+    let output = wait_with_limit(mirror, Duration::from_secs(180));
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
         output.status.success(),

@@ -7,7 +7,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
@@ -248,16 +247,14 @@ fn magic_0_and_1_topics_are_up_converted_into_kafka_4() {
     // shows that this was the old formats.
     let mut args = run_args(&source, &target, "legacy");
     args.push("--until-caught-up".into());
-    let mirror = mirror_command()
-        .env(
-            "RUST_LOG",
-            "kafka_mirror=info,kafka_mirror::net::versions=debug",
-        )
-        .args(&args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start kafka-mirror");
+    let mirror = RunningMirror::spawn(
+        mirror_command()
+            .env(
+                "RUST_LOG",
+                "kafka_mirror=info,kafka_mirror::net::versions=debug",
+            )
+            .args(&args),
+    );
     let output = wait_with_limit(mirror, Duration::from_secs(180));
     let summary = String::from_utf8_lossy(&output.stdout).to_string();
     let log = String::from_utf8_lossy(&output.stderr).into_owned();

@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use common::*;
@@ -15,18 +14,18 @@ fn clusters() -> &'static Clusters {
     shared_clusters(&[], &[])
 }
 
-fn spawn(args: &[&str]) -> Child {
-    mirror_command()
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start kafka-mirror")
+fn spawn(args: &[&str]) -> RunningMirror {
+    RunningMirror::spawn(mirror_command().args(args))
 }
 
 /// Waits until every partition of `target_topic` holds as many records as
 /// `source_topic`'s, then stops the mirror and returns its stderr.
-fn until_copied(mirror: Child, source_topic: &str, target_topic: &str, partitions: i32) -> String {
+fn until_copied(
+    mirror: RunningMirror,
+    source_topic: &str,
+    target_topic: &str,
+    partitions: i32,
+) -> String {
     let Clusters { source, target } = clusters();
     eventually(
         &format!("{source_topic} is copied into {target_topic}"),

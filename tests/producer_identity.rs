@@ -15,7 +15,6 @@
 
 mod common;
 
-use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -99,15 +98,10 @@ fn interfere(target: &KafkaCluster, topic: &str, producer_id: i64, epoch: i16, s
     assert_eq!(partition.error_code, 0, "the interfering write was refused");
 }
 
-fn start_mirror(source: &KafkaCluster, target: &KafkaCluster, topic: &str) -> Child {
+fn start_mirror(source: &KafkaCluster, target: &KafkaCluster, topic: &str) -> RunningMirror {
     let mut args = run_args(source, target, topic);
     args.extend(["--topics".into(), topic.into()]);
-    mirror_command()
-        .args(&args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start kafka-mirror")
+    RunningMirror::spawn(mirror_command().args(&args))
 }
 
 /// Copies `before`, lets `interference` touch the target, copies `after`;
@@ -205,12 +199,7 @@ fn batches_that_time_out_with_their_fate_unknown_land_exactly_once() {
         ),
     );
     produce_keyed(source, topic, 300, 3, "before", None);
-    let mirror = mirror_command()
-        .args(["run", "--config", &config])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start kafka-mirror");
+    let mirror = RunningMirror::spawn(mirror_command().args(["run", "--config", &config]));
     eventually(
         "the first records are copied",
         Duration::from_secs(90),

@@ -427,14 +427,12 @@ fn a_source_topic_deleted_while_running_is_dropped_and_the_others_go_on() {
     );
     produce_keyed(source, gone, 20, 1, "gone", None);
     produce_keyed(source, stays, 20, 1, "first", None);
-    let mirror = mirror_command()
-        .args(["run", "--config", &config])
-        // Debug shows each refused Fetch and metadata retry.
-        .env("RUST_LOG", "kafka_mirror=debug")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start kafka-mirror");
+    let mirror = RunningMirror::spawn(
+        mirror_command()
+            .args(["run", "--config", &config])
+            // Debug shows each refused Fetch and metadata retry.
+            .env("RUST_LOG", "kafka_mirror=debug"),
+    );
     let limit = Duration::from_secs(60);
     let copied = |topic: &str| offset_of(target, topic, 0, -1);
     eventually("both topics are copied", limit, || {
@@ -615,12 +613,7 @@ fn a_partition_idle_past_producer_expiration_goes_on() {
     let first = produce_keyed(source, topic, 100, 1, "before", None);
     let mut args = run_args(source, target, "idle");
     args.extend(["--topics".into(), topic.into()]);
-    let mirror = mirror_command()
-        .args(&args)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start kafka-mirror");
+    let mirror = RunningMirror::spawn(mirror_command().args(&args));
     eventually(
         "the first records are copied",
         Duration::from_secs(60),

@@ -14,7 +14,6 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -269,17 +268,12 @@ fn run_config(name: &str, text: &str, extra_args: &[&str], env: &[(&str, &str)])
             "--name",
             name,
         ])
-        .args(extra_args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .args(extra_args);
     for (key, value) in env {
         command.env(key, value);
     }
     let started = Instant::now();
-    let output = wait_with_limit(
-        command.spawn().expect("start kafka-mirror"),
-        Duration::from_secs(180),
-    );
+    let output = wait_with_limit(RunningMirror::spawn(&mut command), Duration::from_secs(180));
     let run = Run {
         code: output.status.code(),
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -411,19 +405,15 @@ fn sasl_sessions_are_renewed_before_the_broker_ends_them() {
     .concat();
     let path = certs.dir.join("reauth.toml");
     std::fs::write(&path, config).expect("write config");
-    let mirror = mirror_command()
-        .env("RUST_LOG", "kafka_mirror=debug")
-        .args([
+    let mirror = RunningMirror::spawn(mirror_command().env("RUST_LOG", "kafka_mirror=debug").args(
+        [
             "run",
             "--config",
             &path.display().to_string(),
             "--name",
             "reauth",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start kafka-mirror");
+        ],
+    ));
     // The mirror creates the target topic; until then the dump fails.
     let copied = |count: usize| {
         kafka_testkit::dump_topic(&target.bootstrap(), topic)

@@ -191,12 +191,7 @@ fn new_topics_partitions_and_configs_reach_the_target_while_running() {
          topics = { include = \"life-.*\", replication_policy = \"prefix\", \
                     refresh_interval_ms = 1000, never_copy_configs = [\"segment.ms\"] }\n",
     );
-    let mirror = mirror_command()
-        .args(["run", "--config", &path])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start kafka-mirror");
+    let mirror = RunningMirror::spawn(mirror_command().args(["run", "--config", &path]));
     let limit = Duration::from_secs(90);
     // The flow starts with no matching topic and waits for one.
     c.create_topic("life-a", 1, 1, &[("segment.ms", "7200000")])

@@ -11,7 +11,7 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -55,7 +55,7 @@ fn leader_and_isr(source: &KafkaCluster) -> (String, String) {
     (field("Leader"), field("Isr"))
 }
 
-fn signal(mirror: &Child, signal: &str) {
+fn signal(mirror: &RunningMirror, signal: &str) {
     let status = Command::new("kill")
         .args([signal, &mirror.id().to_string()])
         .status()
@@ -123,12 +123,7 @@ fn records_copied_then_truncated_by_an_unclean_election_are_reported() {
 
     let mut args = run_args(&source, &target, "truncation");
     args.extend(["--topics".into(), TOPIC.into()]);
-    let mirror = mirror_command()
-        .args(&args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start kafka-mirror");
+    let mirror = RunningMirror::spawn(mirror_command().args(&args));
     eventually(
         "the mirror copied 150 records",
         Duration::from_secs(60),

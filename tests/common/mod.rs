@@ -101,6 +101,11 @@ impl RunningMirror {
             .into()
     }
 
+    /// The process id, for signals.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Waits for the exit and collects what it wrote.
     fn output(mut self) -> Output {
         let status = self.child.wait().expect("wait for kafka-mirror");
@@ -601,7 +606,7 @@ pub fn topic_configs(cluster: &KafkaCluster, topic: &str) -> BTreeMap<String, St
 pub fn terminate(mirror: impl Into<RunningMirror>) -> Output {
     let mirror = mirror.into();
     let status = Command::new("kill")
-        .args(["-TERM", &mirror.child.id().to_string()])
+        .args(["-TERM", &mirror.id().to_string()])
         .status()
         .expect("send SIGTERM");
     assert!(status.success(), "kill -TERM failed");
