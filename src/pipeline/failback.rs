@@ -245,14 +245,13 @@ async fn flow_failback(
         .flat_map(|(name, topic)| topic.partitions.keys().map(|&p| (name.clone(), p)))
         .collect();
     let isolation = back.replication.isolation_level.wire_value();
-    let b_ends = offsets_of(
-        b,
-        &b_meta,
-        b_partitions.clone(),
-        OffsetSpec::Latest,
-        isolation,
-    )
-    .await?;
+    // B's end offsets: before the copy back, and after it for what it left.
+    let b_ends_now = || async {
+        let b_meta = b.metadata().await?;
+        let partitions = b_partitions.clone();
+        offsets_of(b, &b_meta, partitions, OffsetSpec::Latest, isolation).await
+    };
+    let b_ends = b_ends_now().await?;
     // A's topics that exist; every offset A holds counts, open
     // transactions included.
     let a_partitions: Vec<(String, i32)> = b_partitions
@@ -340,15 +339,7 @@ async fn flow_failback(
     let summary = engine.run(tokio::time::sleep(options.timeout)).await;
 
     let copied_back = back_store.load().await?;
-    let b_meta = b.metadata().await?;
-    let b_ends = offsets_of(
-        b,
-        &b_meta,
-        b_partitions.clone(),
-        OffsetSpec::Latest,
-        isolation,
-    )
-    .await?;
+    let b_ends = b_ends_now().await?;
     let mut left_on_b = Vec::new();
     for (topic, partition) in &b_partitions {
         let end = b_ends[&(topic.clone(), *partition)];
