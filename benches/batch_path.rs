@@ -90,6 +90,7 @@ fn batch_path(c: &mut Criterion) {
         producer_id: 7,
         producer_epoch: 0,
         base_sequence: 0,
+        transactional: false,
     };
     let mut group = c.benchmark_group("batch_path");
     group.throughput(Throughput::Bytes(records.len() as u64));

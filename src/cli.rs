@@ -306,6 +306,11 @@ pub(crate) struct RunArgs {
     /// Threads that run the pipeline (overrides replication.threads).
     #[arg(long, value_name = "N")]
     pub(crate) threads: Option<usize>,
+    /// Copy exactly once: data and the checkpoints that cover it are
+    /// committed in one target transaction, and a second instance of the
+    /// same name fences this one (sets replication.exactly_once).
+    #[arg(long)]
+    pub(crate) exactly_once: bool,
 }
 
 fn parse_data_loss(text: &str) -> Result<DataLossPolicy, String> {
@@ -444,6 +449,7 @@ impl RunArgs {
         if let Some(threads) = self.threads {
             replication.threads = threads;
         }
+        replication.exactly_once |= self.exactly_once;
         config.validate()?;
         Ok(config)
     }

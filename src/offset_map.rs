@@ -182,6 +182,41 @@ impl OffsetMap {
         self.end = self.end.max(next);
     }
 
+    /// Forgets what the map gained at and past source offset `end`: it was
+    /// copied in a transaction the target aborted, and is copied again. An
+    /// `end` at or past [`end`](Self::end) changes nothing.
+    pub fn truncate(&mut self, end: i64) {
+        if end >= self.end {
+            return;
+        }
+        if end < self.from {
+            *self = OffsetMap::starting_at(end);
+            return;
+        }
+        // The first run cut off entirely, or the end of the copy: where the
+        // last run kept stops.
+        let mut next = self.copied_end;
+        while let Some(last) = self.points.back().copied() {
+            if last.source < end {
+                break;
+            }
+            next = Some(last);
+            self.points.pop_back();
+        }
+        self.copied_end = match (self.points.back(), next) {
+            (Some(run), Some(next)) => {
+                let count = (next.source - run.source).min(next.target - run.target);
+                let kept = (end - run.source).min(count);
+                Some(Point {
+                    source: run.source + kept,
+                    target: run.target + kept,
+                })
+            }
+            _ => None,
+        };
+        self.end = end;
+    }
+
     /// Where a consumer that committed source offset `committed` resumes on the target.
     pub fn translate(&self, committed: i64) -> Translation {
         let Some(Point {
@@ -317,6 +352,52 @@ mod tests {
                 missing: 250
             }
         );
+    }
+
+    #[test]
+    fn truncating_forgets_an_aborted_copy_and_the_map_goes_on_from_there() {
+        // Records 0..3, a marker at 3, records 4..10 (two runs).
+        let mut map = OffsetMap::starting_at(0);
+        map.copied(0, 0, 3);
+        map.skipped_to(4);
+        map.copied(4, 3, 6);
+        let whole = map.clone();
+        map.truncate(20);
+        assert_eq!(map, whole, "past the end: nothing to forget");
+
+        // Cut inside the second run: it keeps its first two records.
+        map.truncate(6);
+        assert_eq!(map.end(), 6);
+        assert_eq!(
+            map.copied_end(),
+            Some(Point {
+                source: 6,
+                target: 5
+            })
+        );
+        assert_eq!(map.translate(6), Translation::Exact(5));
+        // Copied again after the abort, at new target offsets.
+        map.copied(6, 9, 4);
+        assert_eq!(map.translate(7), Translation::Exact(10));
+        assert_eq!(map.translate(5), Translation::Exact(4));
+
+        // Cut at the marker: the second run goes, the first stays whole.
+        let mut map = whole.clone();
+        map.truncate(4);
+        assert_eq!(map.points().count(), 1);
+        assert_eq!(
+            map.copied_end(),
+            Some(Point {
+                source: 3,
+                target: 3
+            })
+        );
+        assert_eq!(map.end(), 4);
+        // Cut at the start: nothing copied.
+        let mut map = whole;
+        map.truncate(0);
+        assert_eq!(map.copied_end(), None);
+        assert_eq!(map.translate(0), Translation::NothingCopied);
     }
 
     #[test]

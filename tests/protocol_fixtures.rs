@@ -368,6 +368,7 @@ fn assert_rewrite_keeps_records(name: &str, batch: &RecordBatch) {
         producer_id: 4242,
         producer_epoch: 7,
         base_sequence: 1000,
+        transactional: false,
     };
     let header = batch.produce_header(stamp);
     let rewritten: bytes::Bytes = [&header[..], &batch.as_bytes()[61..]].concat().into();

@@ -79,6 +79,7 @@ fuzz_target!(|data: &[u8]| {
                 producer_id: 7,
                 producer_epoch: 3,
                 base_sequence: i32::MAX,
+                transactional: false,
             },
         ] {
             let header = batch.produce_header(stamp);

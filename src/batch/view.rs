@@ -115,6 +115,10 @@ pub struct ProducerStamp {
     /// Sequence of the batch's first record for this producer and
     /// partition, or -1 without a producer id.
     pub base_sequence: i32,
+    /// Whether the batch is part of the producer's open transaction (the
+    /// attributes' transactional bit): only kafka-mirror's own transactions
+    /// set it, never the source's.
+    pub transactional: bool,
 }
 
 impl ProducerStamp {
@@ -123,6 +127,7 @@ impl ProducerStamp {
         producer_id: -1,
         producer_epoch: -1,
         base_sequence: -1,
+        transactional: false,
     };
 }
 
@@ -342,7 +347,8 @@ impl RecordBatch {
 
     /// The 61-byte header the batch takes in a Produce request to the
     /// destination, in front of its records as they are: `baseOffset` 0 (the
-    /// broker refuses anything else), the transactional bit cleared, the
+    /// broker refuses anything else), the transactional bit that of `stamp` (the
+    /// source's transactions are never forwarded as such), the
     /// producer fields from `stamp`, and the CRC updated.
     ///
     /// `partitionLeaderEpoch` is kept as it is: it lies outside the CRC and
@@ -360,7 +366,12 @@ impl RecordBatch {
         header.put_i64(0);
         header.put_slice(&old[at::BATCH_LENGTH..at::CRC]);
         header.put_u32(0); // CRC, filled in below
-        header.put_i16(self.attributes() & !TRANSACTIONAL_BIT);
+        let attributes = self.attributes() & !TRANSACTIONAL_BIT;
+        header.put_i16(if stamp.transactional {
+            attributes | TRANSACTIONAL_BIT
+        } else {
+            attributes
+        });
         header.put_slice(&old[at::LAST_OFFSET_DELTA..at::PRODUCER_ID]);
         header.put_i64(stamp.producer_id);
         header.put_i16(stamp.producer_epoch);
@@ -657,6 +668,7 @@ mod tests {
             producer_id: 77,
             producer_epoch: 9,
             base_sequence: 123,
+            transactional: false,
         };
         for codec in [kp::Compression::None, kp::Compression::Zstd] {
             let spec = BatchSpec {
@@ -723,6 +735,7 @@ mod tests {
             producer_id: 77,
             producer_epoch: 9,
             base_sequence: 123,
+            transactional: false,
         };
         for codec in ALL_CODECS {
             let spec = BatchSpec {
@@ -922,7 +935,7 @@ mod tests {
             let original = data_batch(&spec, &contents);
             let batch = RecordBatch::parse(original.clone()).unwrap();
             batch.verify_crc().unwrap();
-            let stamp = ProducerStamp { producer_id, producer_epoch, base_sequence };
+            let stamp = ProducerStamp { producer_id, producer_epoch, base_sequence, transactional: false };
             let rewritten = produced(&batch, stamp);
 
             prop_assert_eq!(rewritten.len(), original.len());

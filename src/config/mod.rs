@@ -178,6 +178,22 @@ impl MirrorConfig {
         if !(1..=256).contains(&r.threads) {
             return invalid("replication.threads", "must be between 1 and 256".into());
         }
+        if r.transaction_interval_ms == 0 {
+            return invalid(
+                "replication.transaction_interval_ms",
+                "must be at least 1".into(),
+            );
+        }
+        // The transaction must outlive its interval, and a broker takes
+        // `transaction.timeout.ms` as an i32.
+        if r.transaction_timeout_ms <= r.transaction_interval_ms
+            || r.transaction_timeout_ms > i32::MAX as u64
+        {
+            return invalid(
+                "replication.transaction_timeout_ms",
+                "must be longer than replication.transaction_interval_ms and fit in 31 bits".into(),
+            );
+        }
         if r.max_in_flight_requests == 0 {
             return invalid(
                 "replication.max_in_flight_requests",

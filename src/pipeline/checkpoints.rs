@@ -167,6 +167,7 @@ mod tests {
     use super::*;
     use crate::cluster::OffsetSpec;
     use crate::offset_map::{OffsetMap, Translation};
+    use crate::pipeline::partition::Writer;
     use crate::pipeline::slots::{SlotId, Status};
     use crate::pipeline::testing::{batch, slot};
     use uuid::Uuid;
@@ -181,7 +182,10 @@ mod tests {
         for &id in &[ids[0], ids[2]] {
             slots[id].state.push_batch(batch(100, 3));
             slots[id].epochs.fetched(4, 100);
-            let sent = slots[id].state.next_to_send(7, 0, false).expect("batch");
+            let sent = slots[id]
+                .state
+                .next_to_send(Writer::idempotent(7, 0), false)
+                .expect("batch");
             slots[id].state.acked(sent.entry, 0);
         }
         slots[ids[2]].status = Status::Resolving {

@@ -494,6 +494,7 @@ mod tests {
     use crate::cluster::Metadata;
     use crate::config::DataLossPolicy;
     use crate::pipeline::error::Cause;
+    use crate::pipeline::partition::Writer;
     use crate::pipeline::positions::Positions;
     use crate::pipeline::testing::{
         batch, batch_in_epoch, captured, captured_metadata, metadata, slot,
@@ -922,13 +923,19 @@ mod tests {
         f.answer(job, Ok(response(vec![data(0, &fetched)])), now);
         let id = f.id(0);
         for _ in 0..acked {
-            let sent = f.slots[id].state.next_to_send(7, 1, false).expect("send");
+            let sent = f.slots[id]
+                .state
+                .next_to_send(Writer::idempotent(7, 1), false)
+                .expect("send");
             f.slots[id]
                 .state
                 .acked(sent.entry, sent.batch.base_offset());
         }
         for _ in 0..in_flight {
-            f.slots[id].state.next_to_send(7, 1, false).expect("send");
+            f.slots[id]
+                .state
+                .next_to_send(Writer::idempotent(7, 1), false)
+                .expect("send");
         }
     }
 
@@ -1014,7 +1021,9 @@ mod tests {
         // The batch in flight lands (it is part of the range reported) and
         // is checkpointed; then copying goes on from the divergence point.
         let positions = Positions::new(DataLossPolicy::Continue);
-        let entry = f.slots[id].state.next_to_send(7, 1, false);
+        let entry = f.slots[id]
+            .state
+            .next_to_send(Writer::idempotent(7, 1), false);
         assert!(entry.is_none(), "nothing more is sent");
         // Entry 1: the second batch, source offsets 5..10, on the target at 5.
         f.slots[id].state.acked(1, 5);

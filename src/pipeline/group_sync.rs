@@ -162,6 +162,7 @@ mod tests {
     use super::*;
     use crate::config::MirrorConfig;
     use crate::offset_map::Translation;
+    use crate::pipeline::partition::Writer;
     use crate::pipeline::testing::{batch, slot};
     use std::time::Duration;
     use uuid::Uuid;
@@ -208,7 +209,10 @@ mod tests {
         assert_eq!(partition.map.translate(0), Translation::NothingCopied);
 
         // The first batch landed at target offset 100; the second is not sent yet.
-        let first = slots[id].state.next_to_send(7, 0, false).expect("a batch");
+        let first = slots[id]
+            .state
+            .next_to_send(Writer::idempotent(7, 0), false)
+            .expect("a batch");
         slots[id].state.acked(first.entry, 100);
         let copied = copied_partitions(&slots);
         let map = &copied.get("orders", 0).expect("listed").map;

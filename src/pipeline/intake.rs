@@ -165,6 +165,7 @@ mod tests {
     use super::*;
     use crate::offset_map::Translation;
     use crate::pipeline::error::Cause;
+    use crate::pipeline::partition::Writer;
     use crate::pipeline::testing::{fixture, slot};
     use uuid::Uuid;
 
@@ -263,7 +264,7 @@ mod tests {
             .collect();
         // An empty target appends them from offset 0, in order.
         let mut target = 0;
-        while let Some(sent) = slot.state.next_to_send(7, 1, false) {
+        while let Some(sent) = slot.state.next_to_send(Writer::idempotent(7, 1), false) {
             slot.state.acked(sent.entry, target);
             target += i64::from(sent.batch.records_count());
         }
@@ -437,7 +438,7 @@ mod tests {
                 AbortedTransactions::new(&[]),
                 &mut counters,
             );
-            let sent = slot.state.next_to_send(7, 1, false);
+            let sent = slot.state.next_to_send(Writer::idempotent(7, 1), false);
             let error = result.expect_err(&format!("field at {at} = {value}"));
             assert!(
                 matches!(

@@ -279,6 +279,7 @@ mod tests {
             producer_id: producer.0,
             producer_epoch: producer.1,
             base_sequence: sequence,
+            transactional: false,
         });
         let mut bytes = BytesMut::from(&source.as_bytes()[..]);
         bytes[..header.len()].copy_from_slice(&header);

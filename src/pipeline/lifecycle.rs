@@ -211,6 +211,7 @@ pub(super) async fn target_specs(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::partition::Writer;
     use crate::pipeline::testing::{batch, metadata, slot};
     use uuid::Uuid;
 
@@ -236,7 +237,9 @@ mod tests {
         let gone = slots.push(slot("gone", GONE, 0, 10));
         let state = &mut slots[gone].state;
         state.push_batch(batch(10, 2));
-        let sent = state.next_to_send(7, 1, false).expect("in flight");
+        let sent = state
+            .next_to_send(Writer::idempotent(7, 1), false)
+            .expect("in flight");
         state.push_batch(batch(12, 2));
 
         let now = Instant::now();

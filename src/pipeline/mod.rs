@@ -88,6 +88,7 @@ mod startup;
 mod stats;
 #[cfg(test)]
 mod testing;
+mod transaction;
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -110,6 +110,28 @@ pub(crate) struct Outgoing {
     pub(crate) header: Bytes,
 }
 
+/// Who the target sees writing a batch: kafka-mirror's producer id and
+/// epoch, and whether the batch belongs to its open transaction
+/// (exactly-once mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Writer {
+    pub(crate) id: i64,
+    pub(crate) epoch: i16,
+    pub(crate) transactional: bool,
+}
+
+#[cfg(test)]
+impl Writer {
+    /// An idempotent producer's writes, outside any transaction.
+    pub(crate) const fn idempotent(id: i64, epoch: i16) -> Self {
+        Writer {
+            id,
+            epoch,
+            transactional: false,
+        }
+    }
+}
+
 /// The state of one source partition.
 #[derive(Debug)]
 pub(crate) struct PartitionState {
@@ -325,8 +347,7 @@ impl PartitionState {
     /// is sent (again): the producer id is about to change.
     pub(crate) fn next_to_send(
         &mut self,
-        producer_id: i64,
-        producer_epoch: i16,
+        writer: Writer,
         resolving_only: bool,
     ) -> Option<Outgoing> {
         let limit = if self.established { MAX_IN_FLIGHT } else { 1 };
@@ -385,9 +406,10 @@ impl PartitionState {
         };
         let batch = entry.batch.as_ref()?;
         let header = batch.produce_header(ProducerStamp {
-            producer_id,
-            producer_epoch,
+            producer_id: writer.id,
+            producer_epoch: writer.epoch,
             base_sequence,
+            transactional: writer.transactional,
         });
         let batch = batch.clone();
         entry.state = EntryState::InFlight {
@@ -578,6 +600,24 @@ impl PartitionState {
         self.round += 1;
     }
 
+    /// Exactly-once: the transaction that held everything after the last
+    /// committed checkpoint was aborted, and the target gave a new epoch.
+    /// Forgets all of it (queued, in flight, acknowledged: none of it is
+    /// visible) and fetches again from the checkpoint, with sequences from 0.
+    /// Returns that offset.
+    pub(crate) fn rewind_to_checkpoint(&mut self) -> i64 {
+        let from = self.acked_through;
+        self.entries.clear();
+        self.held = 0;
+        self.fetch_offset = from;
+        self.offset_map.truncate(from);
+        self.unmapped = self.next_entry_id;
+        self.next_sequence = 0;
+        self.established = false;
+        self.round += 1;
+        from
+    }
+
     /// Whether the failed entry is the first one the target has not
     /// acknowledged: if so, an out-of-order answer for it cannot be explained
     /// by an earlier failed batch.
@@ -627,6 +667,13 @@ impl PartitionState {
             .find_map(|e| e.batch.as_ref())
             .is_some_and(|batch| batch.max_timestamp() < stale_before_ms);
         old && unacked.any(|e| matches!(e.state, EntryState::InFlight { .. }))
+    }
+
+    /// Whether batches wait to be sent: new ones, or failed ones again.
+    pub(crate) fn has_unsent(&self) -> bool {
+        self.entries
+            .iter()
+            .any(|e| matches!(e.state, EntryState::Queued | EntryState::Failed))
     }
 
     /// Whether failed batches wait to be sent again.
@@ -768,7 +815,9 @@ mod tests {
     fn established() -> PartitionState {
         let mut p = PartitionState::new(9);
         p.push_batch(batch(9, 1));
-        let first = p.next_to_send(7, 1, false).expect("first batch");
+        let first = p
+            .next_to_send(Writer::idempotent(7, 1), false)
+            .expect("first batch");
         p.acked(first.entry, first.batch.base_offset());
         p
     }
@@ -794,8 +843,12 @@ mod tests {
         let last = damaged.len() - 1;
         damaged[last] ^= 1;
         p.push_batch(RecordBatch::parse(damaged.into()).expect("parse"));
-        let whole = p.next_to_send(7, 1, false).expect("whole batch");
-        let hurt = p.next_to_send(7, 1, false).expect("damaged batch");
+        let whole = p
+            .next_to_send(Writer::idempotent(7, 1), false)
+            .expect("whole batch");
+        let hurt = p
+            .next_to_send(Writer::idempotent(7, 1), false)
+            .expect("damaged batch");
         assert!(p.verify_crc(whole.entry).is_ok());
         assert!(matches!(
             p.verify_crc(hurt.entry),
@@ -838,12 +891,20 @@ mod tests {
         let kept = [23, 27].map(|first| OffsetRun { first, count: 1 });
         p.push_reencoded(batch(20, 2), kept.to_vec(), 30);
         assert_eq!(p.fetch_offset, 30);
-        let sent = p.next_to_send(7, 1, false).expect("batch");
+        let sent = p
+            .next_to_send(Writer::idempotent(7, 1), false)
+            .expect("batch");
         assert_eq!(p.acked(sent.entry, sent.batch.base_offset()).records, 2);
         assert_eq!(p.committed(), 30);
         // Sequences count the records sent, not the source offsets.
         p.push_batch(batch(30, 1));
-        assert_eq!(sequence_of(&p.next_to_send(7, 1, false).expect("next")), 2);
+        assert_eq!(
+            sequence_of(
+                &p.next_to_send(Writer::idempotent(7, 1), false)
+                    .expect("next")
+            ),
+            2
+        );
     }
 
     #[test]
@@ -853,13 +914,16 @@ mod tests {
             p.push_batch(batch(10 + i * 3, 3));
         }
         assert_eq!(p.fetch_offset, 31);
-        let first = p.next_to_send(7, 1, false).expect("first batch");
+        let first = p
+            .next_to_send(Writer::idempotent(7, 1), false)
+            .expect("first batch");
         assert!(
-            p.next_to_send(7, 1, false).is_none(),
+            p.next_to_send(Writer::idempotent(7, 1), false).is_none(),
             "one batch at a time until the target knows our producer"
         );
         assert_eq!(p.acked(first.entry, first.batch.base_offset()).records, 3);
-        let sent: Vec<Outgoing> = std::iter::from_fn(|| p.next_to_send(7, 1, false)).collect();
+        let sent: Vec<Outgoing> =
+            std::iter::from_fn(|| p.next_to_send(Writer::idempotent(7, 1), false)).collect();
         assert_eq!(sent.len(), MAX_IN_FLIGHT);
         let sequences: Vec<i32> = sent.iter().map(sequence_of).collect();
         assert_eq!(sequence_of(&first), 0);
@@ -868,7 +932,9 @@ mod tests {
             p.acked(sent[0].entry, sent[0].batch.base_offset()).records,
             3
         );
-        let seventh = p.next_to_send(7, 1, false).expect("room for one more");
+        let seventh = p
+            .next_to_send(Writer::idempotent(7, 1), false)
+            .expect("room for one more");
         assert_eq!(sequence_of(&seventh), 18);
         assert_eq!(p.committed(), 16);
     }
@@ -880,9 +946,13 @@ mod tests {
         p.push_batch(batch(10, 2));
         p.push_batch(batch(12, 3));
         p.push_batch(batch(15, 1));
-        let first = p.next_to_send(7, 1, false).expect("first");
+        let first = p
+            .next_to_send(Writer::idempotent(7, 1), false)
+            .expect("first");
         p.acked(first.entry, 100);
-        let lost = p.next_to_send(7, 1, false).expect("second");
+        let lost = p
+            .next_to_send(Writer::idempotent(7, 1), false)
+            .expect("second");
         p.failed(lost.entry, true);
         assert_eq!(
             p.landing_check(none_old),
@@ -905,13 +975,17 @@ mod tests {
         assert_eq!(p.offset_map().translate(13), Translation::Exact(103));
 
         // Not found: resent as any failed batch, and no longer in doubt.
-        let third = p.next_to_send(7, 1, false).expect("third");
+        let third = p
+            .next_to_send(Writer::idempotent(7, 1), false)
+            .expect("third");
         p.failed(third.entry, true);
         let check = p.landing_check(all_old).expect("in doubt");
         p.not_on_target(check.entry);
         assert_eq!(p.landing_check(all_old), None);
         assert!(!p.unresolved());
-        let resent = p.next_to_send(7, 1, false).expect("resent");
+        let resent = p
+            .next_to_send(Writer::idempotent(7, 1), false)
+            .expect("resent");
         assert_eq!(wire(&resent), wire(&third));
     }
 
@@ -919,7 +993,9 @@ mod tests {
     fn no_landing_check_without_a_known_end_on_the_target_or_a_doubt() {
         let mut p = PartitionState::new(0);
         p.push_batch(batch(0, 2));
-        let lost = p.next_to_send(7, 1, false).expect("first");
+        let lost = p
+            .next_to_send(Writer::idempotent(7, 1), false)
+            .expect("first");
         p.failed(lost.entry, true);
         assert_eq!(
             p.landing_check(i64::MAX),
@@ -930,9 +1006,13 @@ mod tests {
         let mut p = PartitionState::new(0);
         p.push_batch(batch(0, 2));
         p.push_batch(batch(2, 2));
-        let first = p.next_to_send(7, 1, false).expect("first");
+        let first = p
+            .next_to_send(Writer::idempotent(7, 1), false)
+            .expect("first");
         p.acked(first.entry, 0);
-        let refused = p.next_to_send(7, 1, false).expect("second");
+        let refused = p
+            .next_to_send(Writer::idempotent(7, 1), false)
+            .expect("second");
         p.failed(refused.entry, false);
         assert_eq!(p.landing_check(i64::MAX), None, "refused before the append");
     }
@@ -943,18 +1023,20 @@ mod tests {
         for i in 0..4 {
             p.push_batch(batch(10 + i * 2, 2));
         }
-        let sent: Vec<Outgoing> = std::iter::from_fn(|| p.next_to_send(7, 1, false)).collect();
+        let sent: Vec<Outgoing> =
+            std::iter::from_fn(|| p.next_to_send(Writer::idempotent(7, 1), false)).collect();
         assert_eq!(sent.len(), 4);
         p.failed(sent[1].entry, true);
         assert!(
-            p.next_to_send(7, 1, false).is_none(),
+            p.next_to_send(Writer::idempotent(7, 1), false).is_none(),
             "answers for 2 and 3 still due"
         );
         p.acked(sent[0].entry, sent[0].batch.base_offset());
         p.failed(sent[2].entry, true);
-        assert!(p.next_to_send(7, 1, false).is_none());
+        assert!(p.next_to_send(Writer::idempotent(7, 1), false).is_none());
         p.failed(sent[3].entry, true);
-        let resent: Vec<Outgoing> = std::iter::from_fn(|| p.next_to_send(7, 1, false)).collect();
+        let resent: Vec<Outgoing> =
+            std::iter::from_fn(|| p.next_to_send(Writer::idempotent(7, 1), false)).collect();
         assert_eq!(resent.len(), 3);
         for (again, first) in resent.iter().zip(&sent[1..]) {
             assert_eq!(again.entry, first.entry);
@@ -975,13 +1057,15 @@ mod tests {
         let mut p = established();
         p.push_batch(batch(10, 1));
         p.push_batch(batch(11, 1));
-        let a = p.next_to_send(7, 1, false).expect("a");
-        let b = p.next_to_send(7, 1, false).expect("b");
+        let a = p.next_to_send(Writer::idempotent(7, 1), false).expect("a");
+        let b = p.next_to_send(Writer::idempotent(7, 1), false).expect("b");
         p.failed(a.entry, true);
         p.acked(b.entry, b.batch.base_offset());
         assert_eq!(p.committed(), 10, "b is on the target but a is not yet");
         assert!(p.is_first_unacked(a.entry));
-        let again = p.next_to_send(7, 1, false).expect("resend a");
+        let again = p
+            .next_to_send(Writer::idempotent(7, 1), false)
+            .expect("resend a");
         assert_eq!(again.entry, a.entry);
         p.acked(a.entry, a.batch.base_offset());
         assert_eq!(p.committed(), 12);
@@ -993,9 +1077,9 @@ mod tests {
         p.push_batch(batch(0, 2));
         p.push_skip(3);
         assert_eq!(p.committed(), 0);
-        let a = p.next_to_send(7, 1, false).expect("a");
+        let a = p.next_to_send(Writer::idempotent(7, 1), false).expect("a");
         assert!(
-            p.next_to_send(7, 1, false).is_none(),
+            p.next_to_send(Writer::idempotent(7, 1), false).is_none(),
             "a skip is never sent"
         );
         p.acked(a.entry, a.batch.base_offset());
@@ -1015,7 +1099,9 @@ mod tests {
     fn a_run_of_skipped_ranges_behind_an_unanswered_batch_stays_bounded() {
         let mut p = established();
         p.push_batch(batch(10, 1));
-        let stuck = p.next_to_send(7, 1, false).expect("in flight");
+        let stuck = p
+            .next_to_send(Writer::idempotent(7, 1), false)
+            .expect("in flight");
         for next in 12..100_012 {
             p.push_skip(next);
         }
@@ -1030,7 +1116,7 @@ mod tests {
         p.acked(stuck.entry, stuck.batch.base_offset());
         assert_eq!(p.committed(), 100_011, "the skips count once acknowledged");
         let next = p
-            .next_to_send(7, 1, false)
+            .next_to_send(Writer::idempotent(7, 1), false)
             .expect("the batch after the skips");
         assert_eq!(p.entry_range(next.entry), Some((100_011, 100_013)));
         p.acked(next.entry, next.batch.base_offset());
@@ -1044,8 +1130,8 @@ mod tests {
         let mut p = established();
         p.push_batch(batch(10, 2));
         p.push_batch(batch(12, 2));
-        let a = p.next_to_send(7, 1, false).expect("a");
-        let b = p.next_to_send(7, 1, false).expect("b");
+        let a = p.next_to_send(Writer::idempotent(7, 1), false).expect("a");
+        let b = p.next_to_send(Writer::idempotent(7, 1), false).expect("b");
         p.acked(a.entry, a.batch.base_offset());
         p.acked(b.entry, b.batch.base_offset());
         let before = p.held_bytes();
@@ -1061,10 +1147,10 @@ mod tests {
         for i in 0..3 {
             p.push_batch(batch(i, 1));
         }
-        let a = p.next_to_send(7, 1, false).expect("a");
+        let a = p.next_to_send(Writer::idempotent(7, 1), false).expect("a");
         assert!(p.drop_unsent() > 0);
         assert_eq!(p.fetch_offset, 1);
-        assert!(p.next_to_send(7, 1, false).is_none());
+        assert!(p.next_to_send(Writer::idempotent(7, 1), false).is_none());
         p.acked(a.entry, a.batch.base_offset());
         assert_eq!(p.committed(), 1);
     }
@@ -1075,7 +1161,8 @@ mod tests {
         for base in 10..14 {
             p.push_batch(batch(base, 1));
         }
-        let sent: Vec<Outgoing> = std::iter::from_fn(|| p.next_to_send(7, 1, false)).collect();
+        let sent: Vec<Outgoing> =
+            std::iter::from_fn(|| p.next_to_send(Writer::idempotent(7, 1), false)).collect();
         assert_eq!(sent.len(), 4);
         // The first is refused for our producer id (not written), the second
         // times out (maybe written), the last two are still unanswered.
@@ -1090,7 +1177,7 @@ mod tests {
         // sequence, behind the failed batch before it (the broker needs that
         // one first to place it); nothing new goes.
         let resolve = |p: &mut PartitionState| -> Vec<Outgoing> {
-            std::iter::from_fn(|| p.next_to_send(7, 1, true)).collect()
+            std::iter::from_fn(|| p.next_to_send(Writer::idempotent(7, 1), true)).collect()
         };
         let first_try = resolve(&mut p);
         let entries: Vec<u64> = first_try.iter().map(|o| o.entry).collect();
@@ -1117,15 +1204,18 @@ mod tests {
         assert!(!p.unresolved());
 
         p.new_producer();
-        let first = p.next_to_send(8, 0, false).expect("first under the new id");
+        let first = p
+            .next_to_send(Writer::idempotent(8, 0), false)
+            .expect("first under the new id");
         assert_eq!(first.entry, sent[2].entry, "source order is kept");
         assert_eq!(sequence_of(&first), 0);
         assert!(
-            p.next_to_send(8, 0, false).is_none(),
+            p.next_to_send(Writer::idempotent(8, 0), false).is_none(),
             "one in flight until the new id is acknowledged"
         );
         p.acked(first.entry, first.batch.base_offset());
-        let rest: Vec<Outgoing> = std::iter::from_fn(|| p.next_to_send(8, 0, false)).collect();
+        let rest: Vec<Outgoing> =
+            std::iter::from_fn(|| p.next_to_send(Writer::idempotent(8, 0), false)).collect();
         let entries: Vec<u64> = rest.iter().map(|o| o.entry).collect();
         assert_eq!(entries, vec![sent[3].entry]);
         assert_eq!(sequence_of(&rest[0]), 1);
@@ -1137,7 +1227,8 @@ mod tests {
         for base in 10..20 {
             p.push_batch(batch(base, 1));
         }
-        let sent: Vec<Outgoing> = std::iter::from_fn(|| p.next_to_send(7, 1, false)).collect();
+        let sent: Vec<Outgoing> =
+            std::iter::from_fn(|| p.next_to_send(Writer::idempotent(7, 1), false)).collect();
         assert_eq!(sent.len(), MAX_IN_FLIGHT);
         // The first one's answer is lost; the four after it land.
         p.failed(sent[0].entry, true);
@@ -1146,10 +1237,12 @@ mod tests {
         }
         // A fifth batch after it would push it out of the five the broker
         // remembers, and its resend could no longer be told a duplicate.
-        let again = p.next_to_send(7, 1, false).expect("resend");
+        let again = p
+            .next_to_send(Writer::idempotent(7, 1), false)
+            .expect("resend");
         assert_eq!(again.entry, sent[0].entry);
         assert!(
-            p.next_to_send(7, 1, false).is_none(),
+            p.next_to_send(Writer::idempotent(7, 1), false).is_none(),
             "nothing past the window"
         );
         p.failed(again.entry, false);
@@ -1157,10 +1250,13 @@ mod tests {
             p.unresolved(),
             "a refused resend says nothing of the first send"
         );
-        let again = p.next_to_send(7, 1, false).expect("resend");
+        let again = p
+            .next_to_send(Writer::idempotent(7, 1), false)
+            .expect("resend");
         p.acked(again.entry, again.batch.base_offset());
         assert!(!p.unresolved());
-        let next: Vec<Outgoing> = std::iter::from_fn(|| p.next_to_send(7, 1, false)).collect();
+        let next: Vec<Outgoing> =
+            std::iter::from_fn(|| p.next_to_send(Writer::idempotent(7, 1), false)).collect();
         assert_eq!(next.len(), MAX_IN_FLIGHT);
         assert_eq!(sequence_of(&next[0]), 6);
     }
@@ -1171,16 +1267,24 @@ mod tests {
         p.push_batch(batch(10, 3));
         p.push_batch(batch(13, 2));
         p.push_batch(batch(15, 1));
-        let refused = p.next_to_send(7, 1, false).expect("refused batch");
-        let behind = p.next_to_send(7, 1, false).expect("batch behind it");
+        let refused = p
+            .next_to_send(Writer::idempotent(7, 1), false)
+            .expect("refused batch");
+        let behind = p
+            .next_to_send(Writer::idempotent(7, 1), false)
+            .expect("batch behind it");
         assert_eq!((sequence_of(&refused), sequence_of(&behind)), (1, 4));
         assert_eq!(p.skip_refused(refused.entry), 3);
         // The one behind was sent with sequence 4; the broker answers out of order.
         p.failed(behind.entry, false);
-        let again = p.next_to_send(7, 1, false).expect("resend");
+        let again = p
+            .next_to_send(Writer::idempotent(7, 1), false)
+            .expect("resend");
         assert_eq!(again.entry, behind.entry);
         assert_eq!(sequence_of(&again), 1, "takes the refused batch's sequence");
-        let last = p.next_to_send(7, 1, false).expect("last");
+        let last = p
+            .next_to_send(Writer::idempotent(7, 1), false)
+            .expect("last");
         assert_eq!(sequence_of(&last), 3);
         p.acked(again.entry, again.batch.base_offset());
         p.acked(last.entry, last.batch.base_offset());
@@ -1199,7 +1303,7 @@ mod tests {
     fn unknown_or_repeated_answers_change_nothing() {
         let mut p = PartitionState::new(0);
         p.push_batch(batch(0, 1));
-        let a = p.next_to_send(7, 1, false).expect("a");
+        let a = p.next_to_send(Writer::idempotent(7, 1), false).expect("a");
         assert_eq!(p.acked(a.entry + 10, 0).records, 0);
         assert_eq!(p.acked(a.entry, a.batch.base_offset()).records, 1);
         assert_eq!(
@@ -1213,7 +1317,7 @@ mod tests {
 
     /// Sends every batch the rules allow now.
     fn send_all(p: &mut PartitionState) -> Vec<Outgoing> {
-        std::iter::from_fn(|| p.next_to_send(7, 1, false)).collect()
+        std::iter::from_fn(|| p.next_to_send(Writer::idempotent(7, 1), false)).collect()
     }
 
     /// Where a consumer that committed each of `offsets` resumes on the target.
@@ -1231,7 +1335,9 @@ mod tests {
         // The target held 1,000 records before: ours land from 1,000 on.
         let mut p = PartitionState::new(0);
         p.push_batch(batch(0, 2));
-        let first = p.next_to_send(7, 1, false).expect("first");
+        let first = p
+            .next_to_send(Writer::idempotent(7, 1), false)
+            .expect("first");
         p.acked(first.entry, 1000);
         for (base, records) in [(2, 3), (5, 4), (9, 1)] {
             p.push_batch(batch(base, records));
@@ -1257,12 +1363,58 @@ mod tests {
     }
 
     #[test]
+    fn an_aborted_transaction_rewinds_to_the_committed_checkpoint() {
+        let transactional = Writer {
+            id: 7,
+            epoch: 1,
+            transactional: true,
+        };
+        let mut p = PartitionState::new(0);
+        p.push_batch(batch(0, 2));
+        let first = p.next_to_send(transactional, false).expect("first");
+        assert!(first.header[21 + 1] & 0x10 != 0, "the transactional bit");
+        p.acked(first.entry, 0);
+        p.checkpoint_stored(p.committed());
+        // The next transaction: one batch acknowledged, one in flight, a
+        // third queued; then it is aborted.
+        for (base, records) in [(2, 3), (5, 4), (9, 1)] {
+            p.push_batch(batch(base, records));
+        }
+        let sent = send_all(&mut p);
+        p.acked(sent[0].entry, 2);
+        assert_eq!(p.offset_map().end(), 5);
+
+        assert_eq!(p.rewind_to_checkpoint(), 2);
+        assert!(p.is_empty());
+        assert_eq!(p.held_bytes(), 0);
+        assert_eq!((p.fetch_offset, p.committed()), (2, 2));
+        assert_eq!(p.offset_map().end(), 2, "the aborted copy is forgotten");
+        // Late answers to what was sent before are ignored.
+        assert_eq!(p.acked(sent[1].entry, 5).records, 0);
+        // Fetched again, and sent under the new epoch from sequence 0.
+        p.push_batch(batch(2, 3));
+        let again = p
+            .next_to_send(
+                Writer {
+                    epoch: 2,
+                    ..transactional
+                },
+                false,
+            )
+            .expect("again");
+        assert_eq!(&again.header[53..57], &0i32.to_be_bytes());
+        p.acked(again.entry, 9);
+        assert_eq!(p.offset_map().translate(3), Translation::Exact(10));
+        assert_eq!(p.offset_map().translate(1), Translation::Exact(1));
+    }
+
+    #[test]
     fn a_skipped_range_maps_to_the_record_after_it() {
         // Records 0..3, their commit marker at 3, then records 4..6; the
         // marker is fetched while the batch before it is in flight.
         let mut p = PartitionState::new(0);
         p.push_batch(batch(0, 3));
-        let a = p.next_to_send(7, 1, false).expect("a");
+        let a = p.next_to_send(Writer::idempotent(7, 1), false).expect("a");
         p.push_skip(4);
         assert_eq!(p.offset_map().end(), 0);
         p.acked(a.entry, 0);
@@ -1272,7 +1424,7 @@ mod tests {
             "the marker is covered once acknowledged"
         );
         p.push_batch(batch(4, 2));
-        let b = p.next_to_send(7, 1, false).expect("b");
+        let b = p.next_to_send(Writer::idempotent(7, 1), false).expect("b");
         p.acked(b.entry, 3);
         // A marker after everything acknowledged widens what is covered at once.
         p.push_skip(7);
@@ -1285,7 +1437,9 @@ mod tests {
     fn a_duplicate_answer_maps_the_batch_where_it_first_landed() {
         let mut p = PartitionState::new(40);
         p.push_batch(batch(40, 1));
-        let first = p.next_to_send(7, 1, false).expect("first");
+        let first = p
+            .next_to_send(Writer::idempotent(7, 1), false)
+            .expect("first");
         p.acked(first.entry, 0);
         p.push_batch(batch(41, 2));
         p.push_batch(batch(43, 2));
@@ -1294,7 +1448,9 @@ mod tests {
         // landed after it, at 3.
         p.failed(sent[0].entry, true);
         p.acked(sent[1].entry, 3);
-        let again = p.next_to_send(7, 1, false).expect("resend");
+        let again = p
+            .next_to_send(Writer::idempotent(7, 1), false)
+            .expect("resend");
         // The broker recognises the resend and answers with its offset.
         p.acked(again.entry, 1);
         assert_eq!(p.offset_map().points().count(), 1);
@@ -1320,7 +1476,9 @@ mod tests {
         // rather than guess.
         let mut p = PartitionState::new(0);
         p.push_batch(batch(0, 2));
-        let sent = p.next_to_send(7, 1, false).expect("batch");
+        let sent = p
+            .next_to_send(Writer::idempotent(7, 1), false)
+            .expect("batch");
         p.acked(sent.entry, -1);
         assert_eq!(p.offset_map().end(), 2);
         assert_eq!(p.offset_map().translate(1), Translation::TooOld { from: 2 });
@@ -1372,7 +1530,9 @@ mod tests {
         let sent = send_all(&mut p);
         p.skip_refused(sent[0].entry);
         p.failed(sent[1].entry, false);
-        let again = p.next_to_send(7, 1, false).expect("resend");
+        let again = p
+            .next_to_send(Writer::idempotent(7, 1), false)
+            .expect("resend");
         p.acked(again.entry, 10);
         assert_eq!(translated(&p, 10..=15), exact(&[10, 10, 10, 10, 11, 12]));
     }
@@ -1381,7 +1541,9 @@ mod tests {
     fn a_restart_continues_the_stored_map() {
         let mut p = PartitionState::new(0);
         p.push_batch(batch(0, 5));
-        let sent = p.next_to_send(7, 1, false).expect("batch");
+        let sent = p
+            .next_to_send(Writer::idempotent(7, 1), false)
+            .expect("batch");
         p.acked(sent.entry, 300);
         p.push_skip(6);
         let stored = p.offset_map().stored();
@@ -1391,7 +1553,9 @@ mod tests {
         resumed.resume_offset_map(map);
         assert_eq!(resumed.offset_map(), p.offset_map());
         resumed.push_batch(batch(6, 2));
-        let sent = resumed.next_to_send(7, 1, false).expect("batch");
+        let sent = resumed
+            .next_to_send(Writer::idempotent(7, 1), false)
+            .expect("batch");
         resumed.acked(sent.entry, 305);
         assert_eq!(
             translated(&resumed, 0..=8),
@@ -1403,13 +1567,17 @@ mod tests {
     fn a_plain_copy_stays_one_point_across_a_restart() {
         let mut p = PartitionState::new(0);
         p.push_batch(batch(0, 4));
-        let sent = p.next_to_send(7, 1, false).expect("batch");
+        let sent = p
+            .next_to_send(Writer::idempotent(7, 1), false)
+            .expect("batch");
         p.acked(sent.entry, 0);
         let map = OffsetMap::from_stored(&p.offset_map().stored(), 4).expect("a map");
         let mut resumed = PartitionState::new(4);
         resumed.resume_offset_map(map);
         resumed.push_batch(batch(4, 4));
-        let sent = resumed.next_to_send(7, 1, false).expect("batch");
+        let sent = resumed
+            .next_to_send(Writer::idempotent(7, 1), false)
+            .expect("batch");
         resumed.acked(sent.entry, 4);
         assert_eq!(resumed.offset_map().points().count(), 1);
         assert_eq!(resumed.offset_map().translate(6), Translation::Exact(6));
@@ -1419,7 +1587,9 @@ mod tests {
     fn a_new_start_or_a_source_gone_back_starts_the_map_again() {
         let mut p = PartitionState::new(0);
         p.push_batch(batch(0, 10));
-        let sent = p.next_to_send(7, 1, false).expect("batch");
+        let sent = p
+            .next_to_send(Writer::idempotent(7, 1), false)
+            .expect("batch");
         p.acked(sent.entry, 0);
         // The source lost 6..10 (on_data_loss = continue copies on from 6).
         p.push_skip(6);

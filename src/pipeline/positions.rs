@@ -289,6 +289,7 @@ pub(super) fn source_diverged(
 mod tests {
     use super::*;
     use crate::pipeline::checkpoints::{self, CheckpointSchedule};
+    use crate::pipeline::partition::Writer;
     use crate::pipeline::testing::{batch, metadata, slot};
     use std::time::Duration;
     use uuid::Uuid;
@@ -449,10 +450,14 @@ mod tests {
         let id = slots.push(slot("t", OLD, 0, 500));
         let state = &mut slots[id].state;
         state.push_batch(batch(500, 2));
-        let acked = state.next_to_send(7, 1, false).expect("first");
+        let acked = state
+            .next_to_send(Writer::idempotent(7, 1), false)
+            .expect("first");
         state.acked(acked.entry, acked.batch.base_offset());
         state.push_batch(batch(502, 2));
-        let in_flight = state.next_to_send(7, 1, false).expect("second");
+        let in_flight = state
+            .next_to_send(Writer::idempotent(7, 1), false)
+            .expect("second");
         state.push_batch(batch(504, 2));
 
         let positions = Positions::new(DataLossPolicy::Continue);
@@ -487,7 +492,10 @@ mod tests {
 
         // The new topic holds exactly as many offsets as the old copy had.
         slot.state.push_batch(batch(0, 504));
-        let sent = slot.state.next_to_send(7, 1, false).expect("new data");
+        let sent = slot
+            .state
+            .next_to_send(Writer::idempotent(7, 1), false)
+            .expect("new data");
         slot.state.acked(sent.entry, sent.batch.base_offset());
         let write = schedule.dirty(&slots);
         let written: Vec<(i64, Uuid)> = write

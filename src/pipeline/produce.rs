@@ -25,7 +25,7 @@ use super::error::{Cause, PartitionError, Refusal, RefusalKind, CORRUPT_RESEND_L
 use super::metadata::MetadataView;
 use super::partition::Outgoing;
 use super::producer::ProducerIdentity;
-use super::slots::{Slot, SlotId, Slots, Status};
+use super::slots::{Slot, SlotId, Slots};
 use super::stats::Counters;
 use crate::cluster::{produce_request, ClusterError, Role};
 use crate::config::{RefusedBatchPolicy, ReplicationConfig};
@@ -213,12 +213,7 @@ impl ProduceStage {
         let mut by_leader: BTreeMap<i32, Vec<SlotId>> = BTreeMap::new();
         let mut leaderless = false;
         for (id, slot) in slots.iter() {
-            let may_send = matches!(
-                slot.status,
-                Status::Copying | Status::CheckingLoss { .. } | Status::Rewinding { .. }
-            ) || (matches!(slot.status, Status::Resolving { .. } | Status::Deleted)
-                && !slot.state.is_empty());
-            if !may_send || slot.produce_backoff.waiting(now) {
+            if !slot.may_produce() || slot.produce_backoff.waiting(now) {
                 continue;
             }
             match cx.meta.target().leader(&slot.target_topic, slot.partition) {
@@ -230,7 +225,7 @@ impl ProduceStage {
             cx.meta.want_refresh(Role::Target);
         }
         let limit = cx.config.max_in_flight_requests;
-        let (producer_id, producer_epoch) = (self.producer.id, self.producer.epoch);
+        let writer = self.producer.writer();
         let resolving_only = self.producer.renewing();
         let stale_before_ms = self.stale_before_ms();
         let mut jobs = Vec::new();
@@ -255,9 +250,7 @@ impl ProduceStage {
                         entry,
                         batch,
                         header,
-                    }) = slot
-                        .state
-                        .next_to_send(producer_id, producer_epoch, resolving_only)
+                    }) = slot.state.next_to_send(writer, resolving_only)
                     else {
                         continue;
                     };
@@ -528,6 +521,7 @@ mod tests {
     use crate::cluster::Metadata;
     use crate::net::frame::encode_request;
     use crate::pipeline::error::Cause;
+    use crate::pipeline::partition::Writer;
     use crate::pipeline::testing::{
         answered_partitions, batch, captured, captured_metadata, metadata, slot,
     };
@@ -1373,9 +1367,13 @@ mod tests {
         let stale_before = 1_000;
         recent.push_batch(crate::pipeline::testing::batch(0, 2));
         recent.push_batch(crate::pipeline::testing::batch(2, 2));
-        let first = recent.next_to_send(7, 0, false).expect("first");
+        let first = recent
+            .next_to_send(Writer::idempotent(7, 0), false)
+            .expect("first");
         recent.acked(first.entry, first.batch.base_offset());
-        recent.next_to_send(7, 0, false).expect("second");
+        recent
+            .next_to_send(Writer::idempotent(7, 0), false)
+            .expect("second");
         assert!(
             !recent.must_wait_for_old_data(stale_before),
             "batches newer than the threshold pipeline"

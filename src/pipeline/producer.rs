@@ -1,12 +1,19 @@
-//! kafka-mirror's idempotent producer identity on the target, and its renewal.
+//! kafka-mirror's producer identity on the target, and its renewal.
 //!
 //! When the target stops taking our producer id (fenced, its state for us
 //! gone, or its sequences for a partition persistently disagreeing with
 //! ours), a new one is taken from InitProducerId, as Kafka's own producer
-//! bumps its epoch. Only once every batch whose fate is unknown (a timeout,
-//! a lost connection) has been resolved under the old id: a batch the broker
-//! may have appended is resent with its old id and sequence until the answer
-//! is "written" or "not written", so nothing lands twice.
+//! bumps its epoch.
+//!
+//! An idempotent producer renews only once every batch whose fate is unknown
+//! (a timeout, a lost connection) has been resolved under the old id: a
+//! batch the broker may have appended is resent with its old id and sequence
+//! until the answer is "written" or "not written", so nothing lands twice.
+//!
+//! A transactional producer (exactly-once mode) need not wait: the renewal
+//! bumps its transactional id's epoch, which aborts the open transaction, so
+//! nothing written since the last commit is visible, and every partition goes
+//! back to its committed checkpoint.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,6 +24,7 @@ use kafka_protocol::messages::{DescribeConfigsRequest, InitProducerIdRequest, Pr
 use kafka_protocol::protocol::StrBytes;
 
 use super::error::PartitionError;
+use super::partition::Writer;
 use super::slots::Slots;
 use super::stats::Counters;
 use super::MirrorError;
@@ -31,6 +39,8 @@ const RENEWAL_BACKOFF: Duration = Duration::from_secs(1);
 pub(super) struct ProducerIdentity {
     pub(super) id: i64,
     pub(super) epoch: i16,
+    /// Exactly-once: batches go into the open transaction.
+    transactional: bool,
     /// Set when the target stopped taking this identity; `None` otherwise.
     renewal: Option<Renewal>,
 }
@@ -47,12 +57,35 @@ enum Renewal {
 }
 
 impl ProducerIdentity {
-    /// The identity the target gave at startup.
+    /// The idempotent identity the target gave at startup.
     pub(super) fn new((id, epoch): (i64, i16)) -> Self {
         ProducerIdentity {
             id,
             epoch,
+            transactional: false,
             renewal: None,
+        }
+    }
+
+    /// The identity of our transactional id the target gave at startup.
+    pub(super) fn transactional(producer: (i64, i16)) -> Self {
+        ProducerIdentity {
+            transactional: true,
+            ..ProducerIdentity::new(producer)
+        }
+    }
+
+    /// Whether batches go into a transaction (exactly-once mode).
+    pub(super) fn is_transactional(&self) -> bool {
+        self.transactional
+    }
+
+    /// Who the target sees writing our batches.
+    pub(super) fn writer(&self) -> Writer {
+        Writer {
+            id: self.id,
+            epoch: self.epoch,
+            transactional: self.transactional,
         }
     }
 
@@ -80,9 +113,9 @@ impl ProducerIdentity {
     }
 
     /// Whether InitProducerId should be asked now: a renewal is waiting, no
-    /// Produce is in flight and no batch's fate is unknown. If so, the
-    /// renewal is marked asking and its reason returned (it comes back with
-    /// the answer).
+    /// Produce is in flight and (for an idempotent producer) no batch's fate
+    /// is unknown. If so, the renewal is marked asking and its reason
+    /// returned (it comes back with the answer).
     pub(super) fn due(
         &mut self,
         slots: &Slots,
@@ -92,7 +125,10 @@ impl ProducerIdentity {
         let Some(Renewal::Resolving { not_before, .. }) = &self.renewal else {
             return None;
         };
-        if *not_before > now || produces_in_flight || slots.any_unresolved() {
+        if *not_before > now
+            || produces_in_flight
+            || (!self.transactional && slots.any_unresolved())
+        {
             return None;
         }
         match self.renewal.replace(Renewal::Asking) {
@@ -102,8 +138,9 @@ impl ProducerIdentity {
     }
 
     /// InitProducerId answered: with a new identity, every partition that is
-    /// not stopped sends its unacknowledged batches again from sequence 0;
-    /// after a failure the renewal waits and asks again.
+    /// not stopped sends its unacknowledged batches again from sequence 0 (a
+    /// transactional producer's partitions go back to their committed
+    /// checkpoints first); after a failure the renewal waits and asks again.
     pub(super) fn renewed(
         &mut self,
         slots: &mut Slots,
@@ -120,12 +157,21 @@ impl ProducerIdentity {
                     epoch,
                     "new producer id; unacknowledged batches are sent again from sequence 0"
                 );
-                *self = ProducerIdentity::new((id, epoch));
+                *self = ProducerIdentity {
+                    transactional: self.transactional,
+                    ..ProducerIdentity::new((id, epoch))
+                };
                 for slot in slots.all_mut() {
-                    if !slot.status.is_stopped() {
-                        slot.state.new_producer();
-                        slot.refusal_streak = 0;
+                    if slot.status.is_stopped() {
+                        continue;
                     }
+                    if self.transactional {
+                        let from = slot.state.rewind_to_checkpoint();
+                        slot.epochs.rewind(from);
+                    } else {
+                        slot.state.new_producer();
+                    }
+                    slot.refusal_streak = 0;
                 }
                 counters.producer_renewals += 1;
             }

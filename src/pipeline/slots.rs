@@ -126,6 +126,16 @@ impl Slot {
         }
     }
 
+    /// Whether the partition's batches may go to the target: it copies, or
+    /// it has batches of an old position or topic to settle before it moves.
+    pub(super) fn may_produce(&self) -> bool {
+        matches!(
+            self.status,
+            Status::Copying | Status::CheckingLoss { .. } | Status::Rewinding { .. }
+        ) || (matches!(self.status, Status::Resolving { .. } | Status::Deleted)
+            && !self.state.is_empty())
+    }
+
     /// An error of this partition.
     pub(super) fn error(&self, cause: super::error::Cause) -> PartitionError {
         PartitionError::new(self.topic.clone(), self.partition, cause)

@@ -1,0 +1,285 @@
+//! Exactly-once mode's transactions: what the open transaction holds, when
+//! it is committed, and what may be written meanwhile.
+//!
+//! A transaction runs so: a partition is added (AddPartitionsToTxn) before
+//! its first batch in it, the checkpoint topic's partition with the first
+//! ones; batches are produced as in idempotent mode (pipelined, up to five in
+//! flight per partition, sequences going on across transactions under one
+//! epoch). Once `transaction_interval_ms` is up, or half the memory budget
+//! waits for a commit, or the flow drains, no new batch is sent; the
+//! requests in flight are answered and batches of unknown fate resent until
+//! the target says where they are; then the checkpoints of the acknowledged
+//! prefix go into the transaction and EndTxn commits it. Only then do the
+//! checkpoints count as stored and release the memory they cover, so all a
+//! crash leaves behind is uncommitted, invisible to read_committed readers,
+//! and copied again from the last committed checkpoints.
+//!
+//! A failure of the transaction itself (an AddPartitionsToTxn or commit that
+//! cannot succeed, a Produce refusal of our epoch) goes through the producer
+//! renewal (`producer.rs`): InitProducerId bumps our epoch, which aborts the
+//! open transaction, and every partition goes back to its committed
+//! checkpoint. When the target answers the renewal with PRODUCER_FENCED,
+//! another instance of the same name has taken our transactional id: the
+//! flow stops without writing anything more.
+//!
+//! [`TransactionStage`] decides; the engine sends the requests
+//! (`crate::cluster::TransactionCoordinator`) and reports their outcomes.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::slots::Slots;
+
+/// A target partition, by topic name.
+pub(super) type TargetPartition = (Arc<str>, i32);
+
+/// Where the open transaction is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Batches are sent into it.
+    Open,
+    /// Due for commit: only what may already be in it is sent again, until
+    /// nothing is in flight or of unknown fate.
+    Closing,
+    /// The checkpoints and EndTxn are in flight.
+    Committing,
+}
+
+/// The open transaction's state.
+#[derive(Debug)]
+pub(super) struct TransactionStage {
+    interval: Duration,
+    /// The checkpoint topic's partition, in every transaction.
+    checkpoints: TargetPartition,
+    phase: Phase,
+    /// Target partitions added to the open transaction.
+    added: HashSet<TargetPartition>,
+    /// An AddPartitionsToTxn in flight.
+    adding: bool,
+    /// When the transaction's first partitions were added.
+    opened: Option<Instant>,
+    /// The next producer sequence on the checkpoint topic's partition.
+    checkpoint_sequence: i32,
+}
+
+impl TransactionStage {
+    /// No transaction open yet; `checkpoint_topic` holds the flow's checkpoints.
+    pub(super) fn new(interval: Duration, checkpoint_topic: &str) -> Self {
+        TransactionStage {
+            interval,
+            checkpoints: (checkpoint_topic.into(), 0),
+            phase: Phase::Open,
+            added: HashSet::new(),
+            adding: false,
+            opened: None,
+            checkpoint_sequence: 0,
+        }
+    }
+
+    /// The partitions to add to the transaction now: those of partitions
+    /// with a batch to send that it does not hold yet (with the checkpoint
+    /// topic's, when the transaction is new). Marks the request in flight.
+    pub(super) fn to_add(&mut self, slots: &Slots) -> Option<Vec<TargetPartition>> {
+        if self.phase != Phase::Open || self.adding {
+            return None;
+        }
+        let mut wanted: Vec<TargetPartition> = slots
+            .all()
+            .filter(|slot| slot.may_produce() && slot.state.has_unsent())
+            .map(|slot| (slot.target_topic.clone(), slot.partition))
+            .filter(|partition| !self.added.contains(partition))
+            .collect();
+        if wanted.is_empty() {
+            return None;
+        }
+        if !self.added.contains(&self.checkpoints) {
+            wanted.push(self.checkpoints.clone());
+        }
+        self.adding = true;
+        Some(wanted)
+    }
+
+    /// The target added `partitions` to the transaction (`ok`), or refused;
+    /// a refusal is the producer renewal's to mend.
+    pub(super) fn added(&mut self, partitions: Vec<TargetPartition>, ok: bool, now: Instant) {
+        self.adding = false;
+        if ok {
+            self.added.extend(partitions);
+            self.opened.get_or_insert(now);
+        }
+    }
+
+    /// Whether a batch of this target partition may be sent now: it is in
+    /// the transaction, and the commit has not begun.
+    pub(super) fn may_send(&self, partition: &TargetPartition) -> bool {
+        self.phase != Phase::Committing && self.added.contains(partition)
+    }
+
+    /// Whether only batches that may already be in the transaction are sent:
+    /// it is due for commit.
+    pub(super) fn closing(&self) -> bool {
+        self.phase == Phase::Closing
+    }
+
+    /// Whether the transaction is due for commit: open for the interval, or
+    /// `urgent` (memory waits for the commit, or the flow drains). If so,
+    /// no new batch is sent into it from now on.
+    pub(super) fn close_if_due(&mut self, urgent: bool, now: Instant) {
+        let due = self
+            .opened
+            .is_some_and(|opened| urgent || now.duration_since(opened) >= self.interval);
+        if self.phase == Phase::Open && due {
+            self.phase = Phase::Closing;
+        }
+    }
+
+    /// Whether the commit may start: the transaction is closing, and nothing
+    /// of it is in flight or of unknown fate (`settled`). Returns the
+    /// producer sequence its checkpoints start at, and marks the commit in
+    /// flight.
+    pub(super) fn start_commit(&mut self, settled: bool) -> Option<i32> {
+        if self.phase != Phase::Closing || self.adding || !settled {
+            return None;
+        }
+        self.phase = Phase::Committing;
+        Some(self.checkpoint_sequence)
+    }
+
+    /// The commit's outcome: committed, with the checkpoints' next sequence;
+    /// or failed, which the producer renewal mends (an abort).
+    pub(super) fn commit_answered(&mut self, committed: Option<i32>) {
+        if let Some(next_sequence) = committed {
+            self.checkpoint_sequence = next_sequence;
+        }
+        self.reset();
+    }
+
+    /// The producer renewal bumped our epoch: whatever was open is aborted,
+    /// and sequences start again from 0.
+    pub(super) fn renewed(&mut self) {
+        self.checkpoint_sequence = 0;
+        self.reset();
+    }
+
+    /// Whether an AddPartitionsToTxn or the commit is in flight: a renewal
+    /// waits for them.
+    pub(super) fn request_in_flight(&self) -> bool {
+        self.adding || self.phase == Phase::Committing
+    }
+
+    /// Whether no transaction is open.
+    pub(super) fn is_idle(&self) -> bool {
+        self.added.is_empty() && !self.request_in_flight()
+    }
+
+    fn reset(&mut self) {
+        self.phase = Phase::Open;
+        self.added.clear();
+        self.opened = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::partition::Writer;
+    use crate::pipeline::slots::SlotId;
+    use crate::pipeline::testing::{batch, slot};
+    use uuid::Uuid;
+
+    const INTERVAL: Duration = Duration::from_millis(100);
+
+    fn table() -> (Slots, [SlotId; 2]) {
+        let mut slots = Slots::default();
+        let ids = [0, 1].map(|p| slots.push(slot("t", Uuid::from_u128(5), p, 0)));
+        (slots, ids)
+    }
+
+    fn key(partition: i32) -> TargetPartition {
+        ("copy.t".into(), partition)
+    }
+
+    #[test]
+    fn partitions_join_with_their_first_batch_and_the_checkpoint_topic_once() {
+        let (mut slots, [zero, one]) = table();
+        let mut txn = TransactionStage::new(INTERVAL, "checkpoints");
+        let now = Instant::now();
+        assert_eq!(txn.to_add(&slots), None, "nothing to send");
+
+        slots[zero].state.push_batch(batch(0, 3));
+        let first = txn.to_add(&slots).expect("partition 0");
+        assert_eq!(first, vec![key(0), ("checkpoints".into(), 0)]);
+        slots[one].state.push_batch(batch(0, 2));
+        assert_eq!(txn.to_add(&slots), None, "one request at a time");
+        assert!(!txn.may_send(&key(0)), "not added until the target says so");
+        txn.added(first, true, now);
+        assert!(txn.may_send(&key(0)));
+
+        assert_eq!(txn.to_add(&slots), Some(vec![key(1)]));
+        txn.added(vec![key(1)], false, now);
+        assert!(!txn.may_send(&key(1)), "refused: not in the transaction");
+    }
+
+    #[test]
+    fn a_commit_waits_for_the_interval_then_for_every_batch_to_settle() {
+        let (mut slots, [zero, _]) = table();
+        let mut txn = TransactionStage::new(INTERVAL, "checkpoints");
+        let now = Instant::now();
+        slots[zero].state.push_batch(batch(0, 3));
+        let partitions = txn.to_add(&slots).expect("add");
+        txn.added(partitions, true, now);
+        let sent = slots[zero]
+            .state
+            .next_to_send(Writer::idempotent(7, 0), false);
+        assert!(sent.is_some());
+
+        txn.close_if_due(false, now + INTERVAL / 2);
+        assert!(!txn.closing(), "not yet due");
+        txn.close_if_due(false, now + INTERVAL);
+        assert!(txn.closing());
+        assert!(txn.may_send(&key(0)), "resends may still go in");
+        assert_eq!(txn.start_commit(false), None, "a batch is in flight");
+        assert_eq!(txn.start_commit(true), Some(0));
+        assert!(!txn.may_send(&key(0)), "nothing is sent while committing");
+        assert!(txn.request_in_flight());
+
+        txn.commit_answered(Some(1));
+        assert!(txn.is_idle());
+        slots[zero].state.push_batch(batch(3, 3));
+        let next = txn.to_add(&slots).expect("a new transaction");
+        assert!(next.contains(&("checkpoints".into(), 0)));
+        txn.added(next, true, now);
+        txn.close_if_due(true, now);
+        assert_eq!(
+            txn.start_commit(true),
+            Some(1),
+            "the checkpoints' sequence goes on"
+        );
+    }
+
+    #[test]
+    fn a_renewal_aborts_the_transaction_and_restarts_sequences() {
+        let (mut slots, [zero, _]) = table();
+        let mut txn = TransactionStage::new(INTERVAL, "checkpoints");
+        let now = Instant::now();
+        slots[zero].state.push_batch(batch(0, 3));
+        let partitions = txn.to_add(&slots).expect("add");
+        txn.added(partitions, true, now);
+        txn.close_if_due(true, now);
+        txn.start_commit(true);
+        txn.commit_answered(Some(4));
+        let partitions = txn.to_add(&slots).expect("add");
+        txn.added(partitions, true, now);
+        txn.renewed();
+        assert!(txn.is_idle());
+        assert!(
+            !txn.may_send(&key(0)),
+            "added again in the next transaction"
+        );
+        let partitions = txn.to_add(&slots).expect("add");
+        txn.added(partitions, true, now);
+        txn.close_if_due(true, now);
+        assert_eq!(txn.start_commit(true), Some(0));
+    }
+}
