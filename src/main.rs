@@ -12,7 +12,9 @@
 //! not copied within its timeout), or `failback` does not complete (groups
 //! with members on the target, data left to copy back after its timeout, or
 //! the forward checkpoints could not be rewritten); `failback` also exits 2,
-//! 3 or 4 for its copy back as `run` does.
+//! 3 or 4 for its copy back as `run` does; 6 when an exactly-once run was
+//! fenced by another instance of the same name, which took over (restarting
+//! this one would fence that one in turn).
 
 mod cli;
 
@@ -134,7 +136,9 @@ fn main() -> ExitCode {
         }
         Some(Ok(summary)) => {
             print!("{summary}");
-            if !summary.unsaved_checkpoints.is_empty() {
+            if !summary.fenced.is_empty() {
+                ExitCode::from(6)
+            } else if !summary.unsaved_checkpoints.is_empty() {
                 ExitCode::from(3)
             } else if !summary.stopped.is_empty() {
                 ExitCode::from(2)

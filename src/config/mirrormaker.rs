@@ -469,6 +469,21 @@ pub fn mm2(props: &Properties, path: &str) -> Result<Translation, ConfigError> {
             .map_err(|_| error("replication.factor", "must be a number"))?;
         used.push("replication.factor".to_owned());
     }
+    // KIP-656: a worker setting of MirrorMaker 2's dedicated mode, per
+    // target cluster (`B.exactly.once.source.support`) or for all; the
+    // replication settings of a converted file are the run's, so any one
+    // enabled turns exactly-once on for every flow.
+    for (key, value) in props
+        .iter()
+        .filter(|(key, _)| key.ends_with("exactly.once.source.support"))
+    {
+        match value.trim() {
+            "enabled" => config.replication.exactly_once = true,
+            "disabled" | "preparing" => {}
+            _ => return Err(error(key, "must be enabled, preparing or disabled")),
+        }
+        used.push(key.to_owned());
+    }
 
     for key in props.keys() {
         if used.iter().any(|u| u == key) {
@@ -554,12 +569,17 @@ pub fn to_toml(translation: &Translation, origin: &Path) -> String {
     )];
     let mut root = Table::new();
     root.insert("name".into(), Value::String(config.name.clone()));
+    let mut replication = Table::new();
     if config.replication.replication_factor != -1 {
-        let mut replication = Table::new();
         replication.insert(
             "replication_factor".into(),
             Value::Integer(config.replication.replication_factor.into()),
         );
+    }
+    if config.replication.exactly_once {
+        replication.insert("exactly_once".into(), Value::Boolean(true));
+    }
+    if !replication.is_empty() {
         root.insert("replication".into(), Value::Table(replication));
     }
     let mut clusters = Table::new();
@@ -705,6 +725,30 @@ mod tests {
     use crate::config::properties::tests::assert_named_without_secret;
 
     const SECRET: &str = "Zq7-s3cr3t-Xv";
+
+    #[test]
+    fn mm2_exactly_once_source_support_turns_exactly_once_on() {
+        let head = "clusters=A,B\nA.bootstrap.servers=a:1\nB.bootstrap.servers=b:1\nA->B.enabled=true\n";
+        for (line, on) in [
+            ("", false),
+            ("exactly.once.source.support=enabled\n", true),
+            ("B.exactly.once.source.support=enabled\n", true),
+            ("exactly.once.source.support=preparing\n", false),
+        ] {
+            let text = format!("{head}{line}");
+            let props = Properties::parse(&text).expect("valid syntax");
+            let translation = mm2(&props, "mm2.properties").expect(&text);
+            assert_eq!(translation.config.replication.exactly_once, on, "{text}");
+            let converted = to_toml(&translation, Path::new("mm2.properties"));
+            let reread = MirrorConfig::from_toml(&converted).expect("converted file");
+            assert_eq!(reread.replication.exactly_once, on, "{converted}");
+            assert!(translation.notices.is_empty(), "{:?}", translation.notices);
+        }
+        let props = Properties::parse(&format!("{head}exactly.once.source.support=yes\n"))
+            .expect("valid syntax");
+        let err = mm2(&props, "mm2.properties").expect_err("not a value");
+        assert!(err.to_string().contains("exactly.once.source.support"), "{err}");
+    }
 
     #[test]
     fn broken_mirrormaker_files_never_show_a_secret() {

@@ -28,11 +28,13 @@ use super::lifecycle::{deleted_topics, refresh_topics, TopicRefresh};
 use super::metadata::MetadataView;
 use super::positions::{Lookups, Positions};
 use super::produce::{ProduceContext, ProduceStage, KAFKA_PRODUCER_EXPIRY};
-use super::producer::init_producer_id;
+use super::producer::{init_producer_id, ProducerIdentity, RenewalReason};
 use super::slots::{Slots, Status};
 use super::stats::{Counters, PartitionProblem, Summary, UnsavedCheckpoints};
+use super::transaction::{self, TransactionFailure, TransactionStage};
+use super::MirrorError;
 use crate::checkpoint::CheckpointStore;
-use crate::cluster::{Cluster, GroupError, Metadata, OffsetSpec, Role};
+use crate::cluster::{Cluster, GroupError, Metadata, OffsetSpec, Role, TransactionCoordinator};
 use crate::config::Flow;
 use crate::groups::mm2::Mm2Checkpoints;
 use crate::groups::{self, SyncReport};
@@ -54,6 +56,9 @@ pub(super) struct Prepared {
     pub(super) checkpoints: Arc<CheckpointStore>,
     /// kafka-mirror's producer id and epoch on the target.
     pub(super) producer: (i64, i16),
+    /// Exactly-once mode: the coordinator of the transactional id the
+    /// producer id belongs to.
+    pub(super) transactions: Option<Arc<TransactionCoordinator>>,
     /// The target's `producer.id.expiration.ms`, if it could be read.
     pub(super) producer_expiry: Option<Duration>,
     pub(super) source_meta: Metadata,
@@ -70,6 +75,14 @@ const TICK: Duration = Duration::from_millis(50);
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
 /// Tries of the final checkpoint write, for failures that may pass.
 const FINAL_CHECKPOINT_TRIES: u32 = 5;
+
+/// Exactly-once mode: the transaction stage, and the target's coordinator of
+/// our transactional id that its requests go to.
+#[derive(Debug)]
+struct ExactlyOnce {
+    stage: TransactionStage,
+    coordinator: Arc<TransactionCoordinator>,
+}
 
 /// The loop of one flow: the partition table, the stages that own the rest,
 /// and the clusters their requests go to.
@@ -92,6 +105,11 @@ pub(crate) struct Engine {
     group_sync: Option<GroupSyncSchedule>,
     /// MirrorMaker 2's checkpoints, written after each group sync when on.
     mm2_checkpoints: Option<Arc<Mm2Checkpoints>>,
+    /// Exactly-once mode's transactions.
+    exactly_once: Option<ExactlyOnce>,
+    /// Why the flow stopped writing for good: another instance of its name
+    /// took over its transactional id.
+    fenced: Option<String>,
     topics: TopicRefresh,
     counters: Counters,
     events_tx: mpsc::UnboundedSender<Event>,
@@ -112,6 +130,7 @@ impl Engine {
             target,
             checkpoints,
             producer,
+            transactions,
             producer_expiry,
             source_meta,
             target_meta,
@@ -121,6 +140,19 @@ impl Engine {
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let now = Instant::now();
         let mm2_checkpoints = Mm2Checkpoints::for_flow(&config, target.clone()).map(Arc::new);
+        let exactly_once = transactions.map(|coordinator| ExactlyOnce {
+            stage: TransactionStage::new(
+                config.replication.transaction_interval(),
+                checkpoints.topic(),
+            ),
+            coordinator,
+        });
+        let producer = match &exactly_once {
+            Some(eos) => {
+                ProducerIdentity::transactional(producer, eos.coordinator.transactional_id().into())
+            }
+            None => ProducerIdentity::new(producer),
+        };
         let mut engine = Engine {
             options,
             source,
@@ -143,6 +175,8 @@ impl Engine {
                 .clone()
                 .map(|settings| GroupSyncSchedule::new(settings, now)),
             mm2_checkpoints,
+            exactly_once,
+            fenced: None,
             topics: TopicRefresh::new(now, config.topic_refresh_interval, topic_count),
             config: Arc::new(config),
             counters: Counters::default(),
@@ -176,6 +210,9 @@ impl Engine {
                     self.begin_drain("shutdown requested");
                 }
             }
+        }
+        if self.fenced.is_some() {
+            return self.summary();
         }
         let unsaved = self.final_checkpoint().await;
         self.final_group_sync().await;
@@ -235,18 +272,25 @@ impl Engine {
                 self.start_fetch(job);
             }
         }
-        let producer = self.produce.producer();
-        let producer = (producer.id, producer.epoch);
-        let stale_before_ms = self.produce.stale_before_ms();
-        for check in
-            landing::due_checks(&mut self.slots, &self.meta, stale_before_ms, producer, now)
-        {
-            let target = self.target.clone();
-            self.spawn(async move { Event::LandingChecked(landing::look(target, check).await) });
+        // Exactly-once needs no landing check: the producer state of an open
+        // transaction never expires, and the commit waits for every batch of
+        // unknown fate to be settled.
+        if self.exactly_once.is_none() {
+            let producer = self.produce.producer();
+            let producer = (producer.id, producer.epoch);
+            let stale_before_ms = self.produce.stale_before_ms();
+            for check in
+                landing::due_checks(&mut self.slots, &self.meta, stale_before_ms, producer, now)
+            {
+                let target = self.target.clone();
+                self.spawn(async move { Event::LandingChecked(landing::look(target, check).await) });
+            }
         }
+        self.add_to_transaction(now);
         let cx = ProduceContext {
             config: &self.config.replication,
             meta: &self.meta,
+            transaction: self.exactly_once.as_ref().map(|eos| &eos.stage),
         };
         for job in self.produce.start(&mut self.slots, cx, now) {
             let (target, events) = (&self.target, &self.events_tx);
@@ -255,19 +299,19 @@ impl Engine {
                 .or_insert_with(|| ProduceLane::start(target.clone(), events.clone()))
                 .submit(job);
         }
-        let in_flight = self.produce.in_flight() > 0;
+        let in_flight = self.produce.in_flight() > 0
+            || self
+                .exactly_once
+                .as_ref()
+                .is_some_and(|eos| eos.stage.request_in_flight());
         if let Some(reason) = self.produce.producer().due(&self.slots, in_flight, now) {
-            let target = self.target.clone();
-            self.spawn(async move {
-                Event::ProducerRenewed {
-                    reason,
-                    result: init_producer_id(&target).await,
-                }
-            });
+            self.renew_producer(reason);
         }
         let urgent = self.held() > self.fetch.budget(&self.config.replication) / 2
             || self.draining.is_some();
-        if let Some(write) = self.checkpoint.due(&self.slots, urgent, now) {
+        if self.exactly_once.is_some() {
+            self.commit_if_due(urgent, now);
+        } else if let Some(write) = self.checkpoint.due(&self.slots, urgent, now) {
             let store = self.checkpoints.clone();
             self.spawn(async move {
                 let written = store.write(&write.entries).await;
@@ -290,6 +334,102 @@ impl Engine {
                 "progress"
             );
         }
+    }
+
+    /// Exactly-once: adds the partitions that have batches to send to the
+    /// open transaction, first thing in it.
+    fn add_to_transaction(&mut self, now: Instant) {
+        let Some(eos) = &mut self.exactly_once else {
+            return;
+        };
+        if self.produce.producer().renewing() {
+            return;
+        }
+        let Some(partitions) = eos.stage.to_add(&self.slots) else {
+            return;
+        };
+        let coordinator = eos.coordinator.clone();
+        let producer = self.produce.producer().writer();
+        self.spawn(async move {
+            let names: Vec<(String, i32)> = partitions
+                .iter()
+                .map(|(topic, partition)| (topic.to_string(), *partition))
+                .collect();
+            let result = coordinator
+                .add_partitions((producer.id, producer.epoch), &names)
+                .await;
+            Event::PartitionsAdded { partitions, result }
+        });
+        tracing::trace!(?now, "adding partitions to the transaction");
+    }
+
+    /// Exactly-once: closes the open transaction once it is due, and
+    /// commits it, with the checkpoints of what it holds, once every batch
+    /// in it is settled.
+    fn commit_if_due(&mut self, urgent: bool, now: Instant) {
+        let Some(eos) = &mut self.exactly_once else {
+            return;
+        };
+        eos.stage.close_if_due(urgent, now);
+        let settled = self.produce.in_flight() == 0 && !self.slots.any_unresolved();
+        if self.produce.producer().renewing() {
+            return;
+        }
+        let Some(sequence) = eos.stage.start_commit(settled) else {
+            return;
+        };
+        let write = self.checkpoint.dirty(&self.slots);
+        let (store, coordinator) = (self.checkpoints.clone(), eos.coordinator.clone());
+        let producer = self.produce.producer().writer();
+        self.spawn(async move {
+            let result = transaction::commit(
+                &store,
+                &coordinator,
+                (producer.id, producer.epoch),
+                &write.entries,
+                sequence,
+            )
+            .await;
+            Event::TransactionCommitted {
+                written: write.written,
+                result,
+            }
+        });
+    }
+
+    /// Asks the target for a new producer epoch: a fresh idempotent producer
+    /// id, or a bump of our transactional id's epoch, which aborts the open
+    /// transaction.
+    fn renew_producer(&mut self, reason: RenewalReason) {
+        let target = self.target.clone();
+        let current = self.produce.producer().writer();
+        let transactions = self
+            .exactly_once
+            .as_ref()
+            .map(|eos| eos.coordinator.clone());
+        let timeout = self.config.replication.transaction_timeout();
+        self.spawn(async move {
+            let result = match transactions {
+                Some(coordinator) => coordinator
+                    .init_producer_id(timeout, Some((current.id, current.epoch)))
+                    .await
+                    .map_err(MirrorError::from),
+                None => init_producer_id(&target).await,
+            };
+            Event::ProducerRenewed { reason, result }
+        });
+    }
+
+    /// Another instance of the flow's name took over its transactional id:
+    /// nothing more is written, and the run ends.
+    fn fenced(&mut self, error: &MirrorError) {
+        let message = format!(
+            "fenced by another instance named {}: {error}; this instance stopped without writing more",
+            self.config.checkpoint_name
+        );
+        tracing::error!("{message}");
+        self.fenced = Some(message);
+        self.begin_drain("fenced");
     }
 
     /// Sends a Fetch on its fetcher's connection.
@@ -373,6 +513,7 @@ impl Engine {
                 let cx = ProduceContext {
                     config: &self.config.replication,
                     meta: &self.meta,
+                    transaction: self.exactly_once.as_ref().map(|eos| &eos.stage),
                 };
                 self.produce
                     .answered(&mut self.slots, cx, &mut self.counters, reply, now);
@@ -417,13 +558,53 @@ impl Engine {
                 latest,
                 now,
             ),
-            Event::ProducerRenewed { reason, result } => self.produce.producer().renewed(
-                &mut self.slots,
-                &mut self.counters,
-                reason,
-                result,
-                now,
-            ),
+            Event::ProducerRenewed { reason, result } => {
+                if let Err(e) = result.as_ref().filter(|_| self.exactly_once.is_some()) {
+                    if e.is_fenced() {
+                        self.fenced(e);
+                        return;
+                    }
+                }
+                let renewed = result.is_ok();
+                self.produce.producer().renewed(
+                    &mut self.slots,
+                    &mut self.counters,
+                    reason,
+                    result,
+                    now,
+                );
+                if let Some(eos) = self.exactly_once.as_mut().filter(|_| renewed) {
+                    eos.stage.renewed();
+                    self.counters.transactions_aborted += 1;
+                }
+            }
+            Event::PartitionsAdded { partitions, result } => {
+                let Some(eos) = &mut self.exactly_once else {
+                    return;
+                };
+                eos.stage.added(partitions, result.is_ok(), now);
+                if let Err(e) = result {
+                    let reason = RenewalReason::Transaction(TransactionFailure::AddPartitions(e));
+                    self.produce.producer().refused(reason, now);
+                }
+            }
+            Event::TransactionCommitted { written, result } => {
+                let Some(eos) = &mut self.exactly_once else {
+                    return;
+                };
+                match result {
+                    Ok(next_sequence) => {
+                        checkpoints::stored(&mut self.slots, written);
+                        eos.stage.commit_answered(Some(next_sequence));
+                        self.counters.transactions_committed += 1;
+                    }
+                    Err(failure) => {
+                        eos.stage.commit_answered(None);
+                        let reason = RenewalReason::Transaction(failure);
+                        self.produce.producer().refused(reason, now);
+                    }
+                }
+            }
             Event::TopicsRefreshed { result } => {
                 if let Some((source_meta, target_meta)) =
                     self.topics
@@ -460,7 +641,7 @@ impl Engine {
             self.target.clone(),
             self.config.clone(),
         );
-        let copied = group_sync::copied_partitions(&self.slots);
+        let copied = group_sync::copied_partitions(&self.slots, self.exactly_once.is_some());
         let mm2_checkpoints = self.mm2_checkpoints.clone();
         async move {
             let select = |group: &str| {
@@ -531,6 +712,11 @@ impl Engine {
             }
         }
         let mut reason = self.checkpoint.failure().map(ToString::to_string);
+        // Exactly-once checkpoints are only ever written by a commit: what
+        // was not committed is copied again, and never counted as copied.
+        if self.exactly_once.is_some() {
+            reason = Some("the last transaction was not committed".to_owned());
+        }
         if reason.is_none() {
             for attempt in 1..=FINAL_CHECKPOINT_TRIES {
                 let write = self.checkpoint.dirty(&self.slots);
@@ -588,8 +774,15 @@ impl Engine {
         let Some(deadline) = self.draining else {
             return false;
         };
+        if self.fenced.is_some() {
+            return true;
+        }
         let produces = self.produce.in_flight();
-        if produces == 0 && !self.slots.any_failed() {
+        let committed = self
+            .exactly_once
+            .as_ref()
+            .is_none_or(|eos| eos.stage.is_idle());
+        if produces == 0 && !self.slots.any_failed() && committed {
             return true;
         }
         if Instant::now() >= deadline {
@@ -646,6 +839,7 @@ impl Engine {
             stopped,
         );
         summary.deleted_topics = deleted_topics(&self.slots);
+        summary.fenced.extend(self.fenced.clone());
         summary.groups = self
             .group_sync
             .as_ref()

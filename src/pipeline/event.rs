@@ -9,10 +9,12 @@ use super::fetch::FetchReply;
 use super::landing::LandingAnswer;
 use super::lifecycle::Refreshed;
 use super::produce::ProduceReply;
+use super::producer::RenewalReason;
 use super::slots::{SlotId, SlotOffset};
+use super::transaction::{TargetPartition, TransactionFailure};
 use super::MirrorError;
 use crate::checkpoint::CheckpointError;
-use crate::cluster::{ClusterError, GroupError, Metadata, OffsetResult, Role};
+use crate::cluster::{ClusterError, GroupError, Metadata, OffsetResult, Role, TransactionError};
 use crate::groups::SyncReport;
 
 /// The answer to a request the engine started.
@@ -38,8 +40,19 @@ pub(super) enum Event {
         latest: HashMap<(String, i32), OffsetResult>,
     },
     ProducerRenewed {
-        reason: PartitionError,
+        reason: RenewalReason,
         result: Result<(i64, i16), MirrorError>,
+    },
+    /// Exactly-once: partitions added to the open transaction, or not.
+    PartitionsAdded {
+        partitions: Vec<TargetPartition>,
+        result: Result<(), TransactionError>,
+    },
+    /// Exactly-once: the open transaction committed with the checkpoints
+    /// `written` (the checkpoint partition's next sequence), or failed.
+    TransactionCommitted {
+        written: Vec<SlotOffset>,
+        result: Result<i32, TransactionFailure>,
     },
     TopicsRefreshed {
         result: Result<Refreshed, MirrorError>,

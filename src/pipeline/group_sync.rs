@@ -143,15 +143,22 @@ impl GroupSyncSchedule {
 }
 
 /// Every partition's target topic and offset map, as far as the target
-/// acknowledged its data in order.
-pub(super) fn copied_partitions(slots: &Slots) -> CopiedPartitions {
+/// acknowledged its data in order; with `committed_only` (exactly-once), as
+/// far as it is committed: a group must never be moved past data that an
+/// abort could still make invisible.
+pub(super) fn copied_partitions(slots: &Slots, committed_only: bool) -> CopiedPartitions {
     let mut copied = CopiedPartitions::new();
     for slot in slots.all() {
+        let map = if committed_only {
+            slot.state.committed_offset_map()
+        } else {
+            slot.state.offset_map().clone()
+        };
         copied.insert(
             slot.topic.to_string(),
             slot.partition,
             slot.target_topic.to_string(),
-            slot.state.offset_map().clone(),
+            map,
         );
     }
     copied
@@ -203,7 +210,7 @@ mod tests {
         let id = slots.push(slot("orders", Uuid::nil(), 0, 0));
         slots[id].state.push_batch(batch(0, 10));
         slots[id].state.push_batch(batch(10, 5));
-        let copied = copied_partitions(&slots);
+        let copied = copied_partitions(&slots, false);
         let partition = copied.get("orders", 0).expect("listed");
         assert_eq!(partition.target_topic, "copy.orders");
         assert_eq!(partition.map.translate(0), Translation::NothingCopied);
@@ -214,7 +221,7 @@ mod tests {
             .next_to_send(Writer::idempotent(7, 0), false)
             .expect("a batch");
         slots[id].state.acked(first.entry, 100);
-        let copied = copied_partitions(&slots);
+        let copied = copied_partitions(&slots, false);
         let map = &copied.get("orders", 0).expect("listed").map;
         assert_eq!(map.translate(5), Translation::Exact(105));
         assert_eq!(

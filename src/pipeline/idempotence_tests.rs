@@ -30,6 +30,7 @@ use proptest::prelude::*;
 use uuid::Uuid;
 
 use super::error::{Cause, Refusal, RefusalKind};
+use super::producer::ProducerIdentity;
 use super::metadata::MetadataView;
 use super::produce::{ProduceContext, ProduceJob, ProduceReply, ProduceStage};
 use super::slots::{SlotId, Slots, Status};
@@ -284,7 +285,7 @@ impl Harness {
             slots,
             id,
             // The model broker never forgets a producer.
-            stage: ProduceStage::new((1000, 0)).with_producer_expiry(Duration::MAX),
+            stage: ProduceStage::new(ProducerIdentity::new((1000, 0))).with_producer_expiry(Duration::MAX),
             counters: Counters::default(),
             broker: ModelBroker {
                 next_offset: held,
@@ -332,6 +333,7 @@ impl Harness {
         let cx = ProduceContext {
             config: &self.config,
             meta: &self.meta,
+            transaction: None,
         };
         let jobs = self.stage.start(&mut self.slots, cx, self.now);
         for job in jobs {
@@ -480,6 +482,7 @@ impl Harness {
         let cx = ProduceContext {
             config: &self.config,
             meta: &self.meta,
+            transaction: None,
         };
         self.stage
             .answered(&mut self.slots, cx, &mut self.counters, reply, self.now);

@@ -171,6 +171,9 @@ pub enum MirrorError {
     /// The target refused to give the mirror a producer id.
     #[error("target cluster refused InitProducerId: {0}")]
     ProducerId(String),
+    /// Exactly-once: the target's transaction coordinator refused or failed.
+    #[error(transparent)]
+    Transaction(#[from] crate::cluster::TransactionError),
     /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
@@ -183,6 +186,13 @@ pub enum MirrorError {
         #[source]
         source: Box<MirrorError>,
     },
+}
+
+impl MirrorError {
+    /// Whether another producer took over our transactional id.
+    pub(crate) fn is_fenced(&self) -> bool {
+        matches!(self, MirrorError::Transaction(e) if e.is_fenced())
+    }
 }
 
 /// Runs every flow until `shutdown` resolves (or, with `until_caught_up`,

@@ -224,6 +224,14 @@ impl PartitionState {
         &self.offset_map
     }
 
+    /// The offset map as far as the last stored checkpoint (exactly-once:
+    /// the last commit), without what was acknowledged since.
+    pub(crate) fn committed_offset_map(&self) -> OffsetMap {
+        let mut map = self.offset_map.clone();
+        map.truncate(self.acked_through);
+        map
+    }
+
     /// The stored checkpoint is of a topic since deleted and recreated: the
     /// first checkpoint of the new one is written even at the same offset.
     pub(crate) fn forget_checkpoint(&mut self) {

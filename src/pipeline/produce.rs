@@ -19,12 +19,14 @@ use std::time::{Duration, Instant};
 
 use kafka_protocol::error::ParseResponseErrorCode;
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::error::{Cause, PartitionError, Refusal, RefusalKind, CORRUPT_RESEND_LIMIT};
 use super::metadata::MetadataView;
 use super::partition::Outgoing;
-use super::producer::ProducerIdentity;
+use super::producer::{ProducerIdentity, RenewalReason};
+use super::transaction::TransactionStage;
 use super::slots::{Slot, SlotId, Slots};
 use super::stats::Counters;
 use crate::cluster::{produce_request, ClusterError, Role};
@@ -55,7 +57,8 @@ enum Outcome {
     Retry { refresh: bool, maybe_written: bool },
     /// The sequence does not follow the last one the broker has.
     OutOfOrder,
-    /// Not written: the broker no longer takes our producer id and epoch.
+    /// Not written: the broker no longer takes our producer id and epoch
+    /// (or, in a transaction, the transaction).
     IdentityRefused,
     /// Not written: the target topic's settings refuse this batch.
     RefusedByTopic,
@@ -70,10 +73,14 @@ fn classify(error: Option<ResponseError>) -> Outcome {
     match error {
         None | Some(ResponseError::DuplicateSequenceNumber) => Outcome::Landed,
         Some(ResponseError::OutOfOrderSequenceNumber) => Outcome::OutOfOrder,
+        // The last two come only in a transaction (exactly-once): the
+        // renewal that follows aborts it.
         Some(
             ResponseError::UnknownProducerId
             | ResponseError::InvalidProducerEpoch
-            | ResponseError::ProducerFenced,
+            | ResponseError::ProducerFenced
+            | ResponseError::InvalidTxnState
+            | ResponseError::TransactionAbortable,
         ) => Outcome::IdentityRefused,
         Some(
             ResponseError::MessageTooLarge
@@ -147,6 +154,9 @@ pub(super) struct ProduceReply {
 pub(super) struct ProduceContext<'a> {
     pub(super) config: &'a ReplicationConfig,
     pub(super) meta: &'a MetadataView,
+    /// Exactly-once: the open transaction, which says which partitions may
+    /// be written now.
+    pub(super) transaction: Option<&'a TransactionStage>,
 }
 
 /// The produce stage's own state.
@@ -161,11 +171,11 @@ pub(super) struct ProduceStage {
 }
 
 impl ProduceStage {
-    /// A stage writing as the producer id and epoch the target gave at startup.
-    pub(super) fn new(producer: (i64, i16)) -> Self {
+    /// A stage writing as the producer the target gave at startup.
+    pub(super) fn new(producer: ProducerIdentity) -> Self {
         ProduceStage {
             in_flight: HashMap::new(),
-            producer: ProducerIdentity::new(producer),
+            producer,
             forgets_producers_after: KAFKA_PRODUCER_EXPIRY,
         }
     }
@@ -216,6 +226,12 @@ impl ProduceStage {
             if !slot.may_produce() || slot.produce_backoff.waiting(now) {
                 continue;
             }
+            let in_transaction = |t: &TransactionStage| {
+                t.may_send(&(slot.target_topic.clone(), slot.partition))
+            };
+            if !cx.transaction.is_none_or(in_transaction) {
+                continue;
+            }
             match cx.meta.target().leader(&slot.target_topic, slot.partition) {
                 Some(leader) => by_leader.entry(leader).or_default().push(id),
                 None => leaderless = true,
@@ -226,7 +242,13 @@ impl ProduceStage {
         }
         let limit = cx.config.max_in_flight_requests;
         let writer = self.producer.writer();
-        let resolving_only = self.producer.renewing();
+        // A transactional producer's renewal aborts all it wrote: nothing is
+        // worth sending until it is done.
+        if writer.transactional && self.producer.renewing() {
+            return Vec::new();
+        }
+        let resolving_only =
+            self.producer.renewing() || cx.transaction.is_some_and(TransactionStage::closing);
         let stale_before_ms = self.stale_before_ms();
         let mut jobs = Vec::new();
         for (broker, ids) in by_leader {
@@ -272,8 +294,11 @@ impl ProduceStage {
                 if sent.is_empty() {
                     break;
                 }
-                let (request, splices) =
+                let (mut request, splices) =
                     produce_request(cx.meta.target(), topics, PRODUCE_TIMEOUT_MS);
+                if let Some(id) = self.producer.transactional_id() {
+                    request.transactional_id = Some(StrBytes::from_string(id.to_string()));
+                }
                 *in_flight += 1;
                 jobs.push(ProduceJob {
                     broker,
@@ -429,7 +454,7 @@ impl ProduceStage {
                     let in_doubt = slot.state.first_of_unknown_fate().is_some();
                     if in_doubt && slot.refusal_streak < OUT_OF_ORDER_LIMIT {
                         let reason = refused(slot, RefusalKind::ProducerIdentity);
-                        self.producer.refused(reason, now);
+                        self.producer.refused(RenewalReason::Refused(reason), now);
                     } else {
                         self.sequences_refused(slot, entry, error, message, now);
                     }
@@ -475,7 +500,8 @@ impl ProduceStage {
     /// already be on the target: no answer under the old id tells any more
     /// whether it is, and resending it under a new one could write it twice,
     /// so the partition stops instead (KIP-360 bumps the epoch only with no
-    /// batch in doubt).
+    /// batch in doubt). A transactional producer renews all the same: the
+    /// new epoch aborts the transaction the batch is in.
     fn sequences_refused(
         &mut self,
         slot: &mut Slot,
@@ -485,14 +511,19 @@ impl ProduceStage {
         now: Instant,
     ) {
         slot.refusal_streak = 0;
-        match slot.state.first_of_unknown_fate() {
+        // A transactional producer's renewal aborts whatever is in doubt.
+        let doubt = slot
+            .state
+            .first_of_unknown_fate()
+            .filter(|_| !self.producer.is_transactional());
+        match doubt {
             Some(doubt) => {
                 let error = refusal(slot, doubt, error, message, RefusalKind::OutcomeUnknown);
                 slot.stop(error);
             }
             None => {
                 let reason = refusal(slot, entry, error, message, RefusalKind::ProducerIdentity);
-                self.producer.refused(reason, now);
+                self.producer.refused(RenewalReason::Refused(reason), now);
             }
         }
     }
@@ -616,7 +647,7 @@ mod tests {
                 // forgot producers by Kafka's default would send them one
                 // at a time. These tests are about pipelining, so the
                 // target here never forgets (see the test on old data).
-                stage: ProduceStage::new((7, 0)).with_producer_expiry(Duration::MAX),
+                stage: ProduceStage::new(ProducerIdentity::new((7, 0))).with_producer_expiry(Duration::MAX),
                 counters: Counters::default(),
             }
         }
@@ -625,6 +656,7 @@ mod tests {
             let cx = ProduceContext {
                 config: &self.config,
                 meta: &self.meta,
+                transaction: None,
             };
             self.stage.start(&mut self.slots, cx, now)
         }
@@ -662,6 +694,7 @@ mod tests {
             let cx = ProduceContext {
                 config: &self.config,
                 meta: &self.meta,
+                transaction: None,
             };
             let reply = ProduceReply {
                 broker: job.broker,
@@ -1348,7 +1381,7 @@ mod tests {
     #[test]
     fn old_data_goes_one_batch_at_a_time_so_nothing_overtakes_a_refused_batch() {
         let mut f = Fixture::new(ReplicationConfig::default());
-        f.stage = ProduceStage::new((7, 0)).with_producer_expiry(Duration::from_secs(2));
+        f.stage = ProduceStage::new(ProducerIdentity::new((7, 0))).with_producer_expiry(Duration::from_secs(2));
         let now = Instant::now();
         assert_eq!(f.answer(None, now), 1, "0..2 lands alone");
         let jobs = f.start(now);

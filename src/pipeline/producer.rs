@@ -27,8 +27,20 @@ use super::error::PartitionError;
 use super::partition::Writer;
 use super::slots::Slots;
 use super::stats::Counters;
+use super::transaction::TransactionFailure;
 use super::MirrorError;
 use crate::cluster::{Cluster, Metadata};
+
+/// Why the producer is renewed: what the renewal is logged with.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum RenewalReason {
+    /// The target refused a partition's batch under our identity.
+    #[error(transparent)]
+    Refused(PartitionError),
+    /// Exactly-once: the open transaction failed, and is aborted.
+    #[error(transparent)]
+    Transaction(TransactionFailure),
+}
 
 /// Wait between a failed InitProducerId and the next.
 const RENEWAL_BACKOFF: Duration = Duration::from_secs(1);
@@ -39,8 +51,8 @@ const RENEWAL_BACKOFF: Duration = Duration::from_secs(1);
 pub(super) struct ProducerIdentity {
     pub(super) id: i64,
     pub(super) epoch: i16,
-    /// Exactly-once: batches go into the open transaction.
-    transactional: bool,
+    /// Exactly-once: the transactional id whose open transaction batches go into.
+    transactional_id: Option<Arc<str>>,
     /// Set when the target stopped taking this identity; `None` otherwise.
     renewal: Option<Renewal>,
 }
@@ -49,7 +61,7 @@ pub(super) struct ProducerIdentity {
 enum Renewal {
     /// Resolving every batch of unknown fate under the old identity.
     Resolving {
-        reason: PartitionError,
+        reason: RenewalReason,
         not_before: Instant,
     },
     /// InitProducerId in flight.
@@ -62,22 +74,27 @@ impl ProducerIdentity {
         ProducerIdentity {
             id,
             epoch,
-            transactional: false,
+            transactional_id: None,
             renewal: None,
         }
     }
 
-    /// The identity of our transactional id the target gave at startup.
-    pub(super) fn transactional(producer: (i64, i16)) -> Self {
+    /// The identity the target gave our transactional id at startup.
+    pub(super) fn transactional(producer: (i64, i16), transactional_id: Arc<str>) -> Self {
         ProducerIdentity {
-            transactional: true,
+            transactional_id: Some(transactional_id),
             ..ProducerIdentity::new(producer)
         }
     }
 
     /// Whether batches go into a transaction (exactly-once mode).
     pub(super) fn is_transactional(&self) -> bool {
-        self.transactional
+        self.transactional_id.is_some()
+    }
+
+    /// Exactly-once: the transactional id, which Produce requests name.
+    pub(super) fn transactional_id(&self) -> Option<&Arc<str>> {
+        self.transactional_id.as_ref()
     }
 
     /// Who the target sees writing our batches.
@@ -85,7 +102,7 @@ impl ProducerIdentity {
         Writer {
             id: self.id,
             epoch: self.epoch,
-            transactional: self.transactional,
+            transactional: self.is_transactional(),
         }
     }
 
@@ -97,7 +114,7 @@ impl ProducerIdentity {
 
     /// The target refused this identity: stop sending new batches, resolve
     /// the ones of unknown fate, then get a new id.
-    pub(super) fn refused(&mut self, reason: PartitionError, now: Instant) {
+    pub(super) fn refused(&mut self, reason: RenewalReason, now: Instant) {
         if self.renewal.is_none() {
             tracing::warn!(
                 producer_id = self.id,
@@ -121,13 +138,13 @@ impl ProducerIdentity {
         slots: &Slots,
         produces_in_flight: bool,
         now: Instant,
-    ) -> Option<PartitionError> {
+    ) -> Option<RenewalReason> {
         let Some(Renewal::Resolving { not_before, .. }) = &self.renewal else {
             return None;
         };
         if *not_before > now
             || produces_in_flight
-            || (!self.transactional && slots.any_unresolved())
+            || (!self.is_transactional() && slots.any_unresolved())
         {
             return None;
         }
@@ -145,7 +162,7 @@ impl ProducerIdentity {
         &mut self,
         slots: &mut Slots,
         counters: &mut Counters,
-        reason: PartitionError,
+        reason: RenewalReason,
         result: Result<(i64, i16), MirrorError>,
         now: Instant,
     ) {
@@ -158,14 +175,14 @@ impl ProducerIdentity {
                     "new producer id; unacknowledged batches are sent again from sequence 0"
                 );
                 *self = ProducerIdentity {
-                    transactional: self.transactional,
+                    transactional_id: self.transactional_id.take(),
                     ..ProducerIdentity::new((id, epoch))
                 };
                 for slot in slots.all_mut() {
                     if slot.status.is_stopped() {
                         continue;
                     }
-                    if self.transactional {
+                    if self.is_transactional() {
                         let from = slot.state.rewind_to_checkpoint();
                         slot.epochs.rewind(from);
                     } else {

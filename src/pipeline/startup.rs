@@ -13,7 +13,7 @@ use super::producer::{init_producer_id, producer_expiry};
 use super::slots::{Slot, Slots, Status};
 use super::MirrorError;
 use crate::checkpoint::CheckpointStore;
-use crate::cluster::{Cluster, Metadata, OffsetSpec};
+use crate::cluster::{Cluster, Metadata, OffsetSpec, TransactionCoordinator};
 use crate::config::{Flow, StartPosition};
 use crate::offset_map::OffsetMap;
 use crate::topics::{ensure_topics, sync_configs, TopicSpec};
@@ -57,8 +57,21 @@ pub(super) async fn start(
         replication_factor,
     )
     .await?;
+    // Exactly-once: taking the transactional id first fences any older
+    // instance of this name and aborts its open transaction, so the
+    // checkpoints read next are the last ones committed, and no zombie can
+    // commit another after them.
+    let (producer, transactions) = if flow.replication.exactly_once {
+        let coordinator = TransactionCoordinator::new(target.clone(), transactional_id(&flow));
+        let producer = coordinator
+            .init_producer_id(flow.replication.transaction_timeout(), None)
+            .await?;
+        target.cap_version(ApiKey::Produce, LAST_PRODUCE_VERSION_BEFORE_TRANSACTIONS_V2);
+        (producer, Some(Arc::new(coordinator)))
+    } else {
+        (init_producer_id(&target).await?, None)
+    };
     let stored = checkpoints.load().await?;
-    let producer = init_producer_id(&target).await?;
     let producer_expiry = producer_expiry(&target, &target_meta).await;
     tracing::info!(
         flow = %flow.name,
@@ -163,12 +176,20 @@ pub(super) async fn start(
         target,
         checkpoints: Arc::new(checkpoints),
         producer,
+        transactions,
         producer_expiry,
         source_meta,
         target_meta,
         slots,
         topic_count: specs.len(),
     }))
+}
+
+/// The transactional id of a flow's exactly-once writes: one per mirror
+/// name and flow, so that a second instance of the same name fences the
+/// first.
+fn transactional_id(flow: &Flow) -> String {
+    format!("kafka-mirror.{}", flow.checkpoint_name)
 }
 
 fn start_spec(position: StartPosition) -> OffsetSpec {

@@ -44,6 +44,10 @@ pub(crate) struct Counters {
     pub(crate) most_fetchers: usize,
     /// Batch bytes copied out of Fetch responses to free them.
     pub(crate) bytes_copied: u64,
+    /// Exactly-once: transactions committed.
+    pub(crate) transactions_committed: u64,
+    /// Exactly-once: transactions aborted (their data copied again).
+    pub(crate) transactions_aborted: u64,
 }
 
 /// A partition that stopped, and why.
@@ -136,6 +140,13 @@ pub struct Summary {
     /// alive. Every other byte goes from the source's socket to the target's
     /// without a copy in the process.
     pub bytes_copied: u64,
+    /// Exactly-once: transactions committed.
+    pub transactions_committed: u64,
+    /// Exactly-once: transactions aborted; what they held was copied again.
+    pub transactions_aborted: u64,
+    /// Exactly-once: flows that stopped because another instance of the
+    /// same name took over their transactional id, with what the target said.
+    pub fenced: Vec<String>,
     /// Wall time of the run.
     pub elapsed: Duration,
     /// Partitions that stopped with an error.
@@ -193,6 +204,9 @@ impl Summary {
             refused_records_skipped: counters.refused_records_skipped,
             most_fetchers: counters.most_fetchers,
             bytes_copied: counters.bytes_copied,
+            transactions_committed: counters.transactions_committed,
+            transactions_aborted: counters.transactions_aborted,
+            fenced: Vec::new(),
             elapsed,
             stopped,
             deleted_topics: Vec::new(),
@@ -238,6 +252,9 @@ impl Summary {
             total.refused_records_skipped += part.refused_records_skipped;
             total.most_fetchers = total.most_fetchers.max(part.most_fetchers);
             total.bytes_copied += part.bytes_copied;
+            total.transactions_committed += part.transactions_committed;
+            total.transactions_aborted += part.transactions_aborted;
+            total.fenced.extend(part.fenced);
             total.elapsed = total.elapsed.max(part.elapsed);
             total.stopped.extend(part.stopped);
             total.deleted_topics.extend(part.deleted_topics);
@@ -318,6 +335,16 @@ impl fmt::Display for Summary {
                 "producer: {} new producer ids (the target refused the previous one)",
                 self.producer_renewals
             )?;
+        }
+        if self.transactions_committed + self.transactions_aborted > 0 {
+            writeln!(
+                f,
+                "exactly-once: {} transactions committed, {} aborted (what they held was copied again)",
+                self.transactions_committed, self.transactions_aborted
+            )?;
+        }
+        for fenced in &self.fenced {
+            writeln!(f, "{fenced}")?;
         }
         if self.found_on_target > 0 {
             writeln!(
@@ -442,6 +469,8 @@ mod tests {
                 found_on_target: k,
                 refused_batches_skipped: k,
                 refused_records_skipped: k,
+                transactions_committed: k,
+                transactions_aborted: k,
                 most_fetchers: fetchers,
                 bytes_copied: k * 1_000_000,
                 ..Counters::default()
@@ -462,14 +491,17 @@ mod tests {
             total.found_on_target,
             total.refused_batches_skipped,
             total.refused_records_skipped,
+            total.transactions_committed,
+            total.transactions_aborted,
         ];
-        assert_eq!(counts, [3; 12]);
+        assert_eq!(counts, [3; 14]);
         assert_eq!(total.most_fetchers, 3);
         assert_eq!(total.bytes_copied, 3_000_000);
         let text = total.to_string();
         for line in [
             "fetch window: up to 3 Fetches at once from a source broker",
             "copied in memory: 3.0 MB of batches",
+            "exactly-once: 3 transactions committed, 3 aborted",
             "TRUNCATED: 3 source offsets were copied but no longer exist on the source",
         ] {
             assert!(

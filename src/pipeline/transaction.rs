@@ -30,9 +30,53 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::slots::Slots;
+use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore, TransactionStamp};
+use crate::cluster::{TransactionCoordinator, TransactionError};
 
 /// A target partition, by topic name.
 pub(super) type TargetPartition = (Arc<str>, i32);
+
+/// Why the open transaction failed; it is aborted by the renewal that follows.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum TransactionFailure {
+    /// The target did not add partitions to it.
+    #[error("adding partitions to the transaction failed: {0}")]
+    AddPartitions(TransactionError),
+    /// Its checkpoints could not be written.
+    #[error("writing the transaction's checkpoints failed: {0}")]
+    Checkpoints(CheckpointError),
+    /// EndTxn failed.
+    #[error("committing the transaction failed: {0}")]
+    Commit(TransactionError),
+}
+
+/// Writes `entries` into the open transaction, from `sequence` on the
+/// checkpoint partition, and commits it. Returns the checkpoint
+/// partition's next sequence.
+pub(super) async fn commit(
+    store: &CheckpointStore,
+    coordinator: &TransactionCoordinator,
+    (producer_id, epoch): (i64, i16),
+    entries: &[(String, i32, Checkpoint)],
+    sequence: i32,
+) -> Result<i32, TransactionFailure> {
+    let mut next_sequence = sequence;
+    if !entries.is_empty() {
+        let stamp = TransactionStamp {
+            producer_id,
+            epoch,
+            sequence,
+        };
+        let (written, next) = store.write_in_transaction(entries, stamp).await;
+        written.result.map_err(TransactionFailure::Checkpoints)?;
+        next_sequence = next;
+    }
+    coordinator
+        .end((producer_id, epoch), true)
+        .await
+        .map_err(TransactionFailure::Commit)?;
+    Ok(next_sequence)
+}
 
 /// Where the open transaction is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
