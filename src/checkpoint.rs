@@ -32,7 +32,10 @@
 //! 20 KiB depending on the size of its steps, so about 50 fit at worst.
 //! A load reads every record up to the end offset or fails: a start
 //! with some checkpoints missing would copy those partitions again, or with
-//! `start_position = "latest"` skip their data.
+//! `start_position = "latest"` skip their data. It reads committed records
+//! only (READ_COMMITTED, up to the last stable offset): checkpoints written
+//! in a transaction ([`CheckpointStore::write_in_transaction`], with the
+//! data they cover) count once it commits, never when it aborts.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -45,17 +48,18 @@ use kafka_protocol::ResponseError;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::batch::{split_batches, Fetched};
+use crate::batch::{split_batches, AbortedTransactions, BatchFate, Fetched};
 use crate::cluster::{
     fetch_request, response_partitions, Cluster, ClusterError, OffsetSpec, PartitionFetch,
     TopicNames,
 };
+use crate::config::IsolationLevel;
 use crate::offset_map::{OffsetMap, StoredMap};
 use crate::topics::TopicError;
 
 mod topic;
 
-pub use topic::{CheckpointTopic, KeyedRecord, Written};
+pub use topic::{CheckpointTopic, KeyedRecord, TransactionStamp, Written};
 
 /// A failure to read or write a checkpoint topic (kafka-mirror's own, or
 /// MirrorMaker 2's).
@@ -295,8 +299,16 @@ impl CheckpointStore {
     async fn try_load(&self) -> Result<HashMap<(String, i32), Checkpoint>, CheckpointError> {
         let (target, name) = (self.topic.target(), self.topic.name());
         let metadata = self.topic.cluster_result(target.metadata().await)?;
+        // Up to the last stable offset: an open transaction's checkpoints
+        // are not read, nor anything after them.
+        let committed = IsolationLevel::ReadCommitted.wire_value();
         let end = target
-            .list_offsets(&metadata, &[(name.to_owned(), 0)], OffsetSpec::Latest, 0)
+            .list_offsets(
+                &metadata,
+                &[(name.to_owned(), 0)],
+                OffsetSpec::Latest,
+                committed,
+            )
             .await
             .remove(&(name.to_owned(), 0))
             .unwrap_or(Err(crate::cluster::OffsetLookupError::Missing))
@@ -321,7 +333,7 @@ impl CheckpointStore {
                     leader_epoch,
                     max_bytes: LOAD_FETCH_BYTES,
                 }],
-                0,
+                committed,
                 Duration::from_millis(100),
                 LOAD_FETCH_BYTES,
             );
@@ -343,13 +355,34 @@ impl CheckpointStore {
     pub async fn write(&self, entries: &[(String, i32, Checkpoint)]) -> Written {
         match checkpoint_records(&self.mirror, entries) {
             Ok(records) => self.topic.write(&records).await,
-            Err(reason) => Written {
-                stored: 0,
-                result: Err(CheckpointError::Encode {
-                    topic: self.topic.name().to_owned(),
-                    reason,
-                }),
-            },
+            Err(reason) => self.unwritten(reason),
+        }
+    }
+
+    /// [`CheckpointStore::write`] in `stamp`'s transaction (see
+    /// [`CheckpointTopic::write_in_transaction`]): loaded once the
+    /// transaction commits, never if it aborts. The checkpoint topic's
+    /// partition, `(self.topic(), 0)`, must be in the transaction first.
+    /// Also returns the partition's next sequence for the producer.
+    pub async fn write_in_transaction(
+        &self,
+        entries: &[(String, i32, Checkpoint)],
+        stamp: TransactionStamp<'_>,
+    ) -> (Written, i32) {
+        match checkpoint_records(&self.mirror, entries) {
+            Ok(records) => self.topic.write_in_transaction(&records, stamp).await,
+            Err(reason) => (self.unwritten(reason), stamp.sequence),
+        }
+    }
+
+    /// A write that stored nothing: its checkpoints could not be encoded.
+    fn unwritten(&self, reason: String) -> Written {
+        Written {
+            stored: 0,
+            result: Err(CheckpointError::Encode {
+                topic: self.topic.name().to_owned(),
+                reason,
+            }),
         }
     }
 }
@@ -397,6 +430,8 @@ impl<'a> Scan<'a> {
             });
         }
         let records = data.records.unwrap_or_default();
+        let mut aborted =
+            AbortedTransactions::new(data.aborted_transactions.as_deref().unwrap_or(&[]));
         let before = self.offset;
         let mut batches = split_batches(&records);
         for fetched in &mut batches {
@@ -410,7 +445,11 @@ impl<'a> Scan<'a> {
                 }
                 Err(e) => return Err(self.corrupt(self.offset, e.to_string())),
             };
-            if batch.is_control() {
+            let fate = aborted
+                .classify(&batch)
+                .map_err(|e| self.corrupt(batch.base_offset(), e.to_string()))?;
+            if fate != BatchFate::Forward {
+                // A transaction marker, or checkpoints of an aborted transaction.
                 self.offset = self.offset.max(batch.next_offset());
                 continue;
             }
@@ -526,7 +565,12 @@ mod tests {
         timestamp: i64,
         max_bytes: usize,
     ) -> Result<Vec<EncodedBatch>, String> {
-        topic::encode_batches(&checkpoint_records(mirror, entries)?, timestamp, max_bytes)
+        topic::encode_batches(
+            &checkpoint_records(mirror, entries)?,
+            timestamp,
+            max_bytes,
+            None,
+        )
     }
 
     /// The entries as the one batch they fit in.
@@ -702,6 +746,99 @@ mod tests {
         scan.take(answer(&[second])).expect("take");
         assert_eq!(scan.next_offset(), None);
         assert_eq!(scan.checkpoints.len(), 6);
+    }
+
+    const STAMP: TransactionStamp<'static> = TransactionStamp {
+        transactional_id: "dr-0",
+        producer_id: 4_000,
+        epoch: 3,
+        sequence: 10,
+    };
+
+    /// The entries as `stamp`'s transactional batches of at most `max_bytes`.
+    fn transactional_batches(
+        entries: &[(String, i32, Checkpoint)],
+        stamp: TransactionStamp<'_>,
+        max_bytes: usize,
+    ) -> Vec<EncodedBatch> {
+        let records = checkpoint_records("dr", entries).expect("records");
+        topic::encode_batches(&records, 0, max_bytes, Some(stamp)).expect("encode")
+    }
+
+    #[test]
+    fn a_transactional_write_carries_the_producer_and_consecutive_sequences() {
+        let batches = transactional_batches(&entries(2, 50, 0), STAMP, 4 * 1024);
+        assert!(batches.len() > 2, "the test needs several batches");
+        let mut sequence = STAMP.sequence;
+        for batch in &batches {
+            let parsed = RecordBatch::parse(batch.bytes.clone()).expect("one v2 batch");
+            parsed.verify_crc().expect("valid CRC");
+            assert!(parsed.is_transactional() && !parsed.is_control());
+            assert_eq!((parsed.producer_id(), parsed.producer_epoch()), (4_000, 3));
+            assert_eq!(parsed.base_sequence(), sequence);
+            sequence += parsed.records_count();
+        }
+        assert_eq!(sequence, STAMP.sequence + 100);
+
+        // Sequences wrap from i32::MAX to 0 between batches, never inside one.
+        let near_the_end = TransactionStamp {
+            sequence: i32::MAX - 1,
+            ..STAMP
+        };
+        let batches = transactional_batches(&entries(1, 5, 0), near_the_end, 1 << 20);
+        let runs: Vec<(i32, i32)> = batches
+            .iter()
+            .map(|b| {
+                let parsed = RecordBatch::parse(b.bytes.clone()).expect("one v2 batch");
+                (parsed.base_sequence(), parsed.records_count())
+            })
+            .collect();
+        assert_eq!(runs, [(i32::MAX - 1, 2), (0, 3)]);
+    }
+
+    /// Checkpoints of partitions `first..first + count` in `STAMP`'s
+    /// transaction, stored at `base_offset`.
+    fn stored_transactional_batch(base_offset: i64, first: i32, count: i32) -> Bytes {
+        let entries: Vec<_> = (first..first + count)
+            .map(|p| ("t".to_owned(), p, checkpoint(9)))
+            .collect();
+        let mut batches = transactional_batches(&entries, STAMP, 1 << 20);
+        let mut bytes = BytesMut::from(&batches.remove(0).bytes[..]);
+        bytes[..8].copy_from_slice(&base_offset.to_be_bytes());
+        bytes.freeze()
+    }
+
+    #[test]
+    fn the_loader_skips_aborted_transactions_and_reads_committed_ones() {
+        use crate::batch::test_support::control_batch;
+        use kafka_protocol::messages::fetch_response::AbortedTransaction;
+        use kafka_protocol::messages::ProducerId;
+
+        const ABORT: i16 = 0;
+        const COMMIT: i16 = 1;
+        // Offsets 0-2 plain, 3-4 aborted then its marker at 5, 6-7
+        // committed then its marker at 8.
+        let batches = [
+            stored_batch(0, 0, 3),
+            stored_transactional_batch(3, 0, 2),
+            control_batch(5, STAMP.producer_id, ABORT),
+            stored_transactional_batch(6, 10, 2),
+            control_batch(8, STAMP.producer_id, COMMIT),
+        ];
+        let aborted = AbortedTransaction::default()
+            .with_producer_id(ProducerId(STAMP.producer_id))
+            .with_first_offset(3);
+        let mut scan = Scan::new("dr", "checkpoints", 9);
+        scan.take(answer(&batches).with_aborted_transactions(Some(vec![aborted])))
+            .expect("take");
+        assert_eq!(scan.next_offset(), None);
+        let mut loaded: Vec<(i32, i64)> = scan
+            .checkpoints
+            .iter()
+            .map(|((_, p), c)| (*p, c.next_offset))
+            .collect();
+        loaded.sort_unstable();
+        assert_eq!(loaded, [(0, 7), (1, 7), (2, 7), (10, 9), (11, 9)]);
     }
 
     #[test]

@@ -48,4 +48,5 @@ pub use legacy::{LegacyMessages, MAX_RUN_SOURCE_BYTES, NO_TIMESTAMP};
 pub use reencode::{reencode, reencode_with_limit, trim, OffsetRun, Reencoded};
 pub use split::{split_batches, Batches, Fetched};
 pub(crate) use varint::varint_len;
+pub(crate) use view::increment_sequence;
 pub use view::{Compression, ControlType, ProducerStamp, RecordBatch, TimestampType};

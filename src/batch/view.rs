@@ -131,6 +131,16 @@ impl ProducerStamp {
     };
 }
 
+/// Kafka's sequence arithmetic: the sequence `records` records after
+/// `sequence`; sequences wrap from i32::MAX to 0.
+pub(crate) fn increment_sequence(sequence: i32, records: i32) -> i32 {
+    if sequence > i32::MAX - records {
+        records - (i32::MAX - sequence) - 1
+    } else {
+        sequence + records
+    }
+}
+
 /// A v2 record batch viewed in place: header fields are read from the bytes
 /// on demand and the records stay opaque (still compressed).
 ///
@@ -539,6 +549,14 @@ mod tests {
         [&header[..], &batch.as_bytes()[HEADER_LEN..]]
             .concat()
             .into()
+    }
+
+    #[test]
+    fn sequences_wrap_like_kafka() {
+        assert_eq!(increment_sequence(0, 5), 5);
+        assert_eq!(increment_sequence(i32::MAX - 2, 3), 0);
+        assert_eq!(increment_sequence(i32::MAX, 1), 0);
+        assert_eq!(increment_sequence(i32::MAX - 1, 5), 3);
     }
 
     #[test]

@@ -9,14 +9,16 @@
 //! `max.message.bytes` (read from the target, since the broker refuses a
 //! larger batch however often it is sent), each acknowledged by every
 //! in-sync replica (acks=all) before the next is sent, so records land in
-//! the order given. What the records mean is the caller's.
+//! the order given; plainly, or as part of a transaction of the caller's
+//! transactional producer ([`TransactionStamp`]). What the records mean is
+//! the caller's.
 
 use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::error::ParseResponseErrorCode;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{ProduceRequest, TopicName};
+use kafka_protocol::messages::{ProduceRequest, TopicName, TransactionalId};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
@@ -25,7 +27,7 @@ use kafka_protocol::ResponseError;
 use uuid::Uuid;
 
 use super::CheckpointError;
-use crate::batch::varint_len;
+use crate::batch::{increment_sequence, varint_len};
 use crate::cluster::{Cluster, ClusterError, Metadata};
 use crate::sync::lock;
 use crate::topics::{effective_config, ensure_topics, TopicSpec};
@@ -50,6 +52,35 @@ pub struct Written {
     pub stored: usize,
     /// Why the others are not, when some are not.
     pub result: Result<(), CheckpointError>,
+}
+
+/// The transactional producer a write goes as (KIP-98): its batches carry
+/// the producer id and epoch, the transactional bit, and consecutive
+/// sequences from `sequence`, in Produce requests naming the transactional
+/// id. The topic's partition must be in the producer's transaction
+/// (AddPartitionsToTxn) before the write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransactionStamp<'a> {
+    /// The producer's transactional id.
+    pub transactional_id: &'a str,
+    /// Its producer id, from InitProducerId.
+    pub producer_id: i64,
+    /// Its epoch, from InitProducerId.
+    pub epoch: i16,
+    /// The sequence of the first record: the partition's next sequence for
+    /// this producer id and epoch (0 after InitProducerId).
+    pub sequence: i32,
+}
+
+impl TransactionStamp<'_> {
+    /// The stamp of the record `records` records after the first.
+    fn after(self, records: usize) -> Self {
+        let records = i32::try_from(records).unwrap_or(i32::MAX);
+        TransactionStamp {
+            sequence: increment_sequence(self.sequence, records),
+            ..self
+        }
+    }
 }
 
 /// A compacted, single-partition topic on the target, written in order.
@@ -160,6 +191,31 @@ impl CheckpointTopic {
     /// when it shrank, the rest is split again to fit; when it did not, the
     /// write fails with [`CheckpointError::TooLarge`].
     pub async fn write(&self, records: &[KeyedRecord]) -> Written {
+        self.write_as(records, None).await
+    }
+
+    /// [`CheckpointTopic::write`] in `stamp`'s transaction, which the
+    /// records are part of until it ends; also returns the partition's
+    /// next sequence for the producer: `stamp.sequence` advanced by the
+    /// records stored. Records after a failed batch are not stored; the
+    /// transaction is then for aborting, since a batch whose answer was
+    /// lost may have landed.
+    pub async fn write_in_transaction(
+        &self,
+        records: &[KeyedRecord],
+        stamp: TransactionStamp<'_>,
+    ) -> (Written, i32) {
+        let written = self.write_as(records, Some(stamp)).await;
+        let next = stamp.after(written.stored).sequence;
+        (written, next)
+    }
+
+    /// Writes plainly, or as `stamp`'s producer.
+    async fn write_as(
+        &self,
+        records: &[KeyedRecord],
+        stamp: Option<TransactionStamp<'_>>,
+    ) -> Written {
         let mut stored = 0;
         let mut batches = 0;
         let mut bytes = 0;
@@ -168,13 +224,15 @@ impl CheckpointTopic {
                 break Ok(());
             }
             let limit = *lock(&self.max_batch_bytes);
-            let encoded = match self.encode(&records[stored..], limit) {
+            let producer = stamp.map(|stamp| stamp.after(stored));
+            let encoded = match self.encode(&records[stored..], limit, producer) {
                 Ok(encoded) => encoded,
                 Err(e) => break Err(e),
             };
             for batch in encoded {
                 let size = batch.bytes.len();
-                match self.produce(batch.bytes).await {
+                let transactional_id = stamp.map(|stamp| stamp.transactional_id);
+                match self.produce(batch.bytes, transactional_id).await {
                     Ok(()) => {
                         stored += batch.records;
                         batches += 1;
@@ -209,11 +267,19 @@ impl CheckpointTopic {
         Written { stored, result }
     }
 
-    /// Sends one batch and waits for its acknowledgement.
-    async fn produce(&self, batch: Bytes) -> Result<(), CheckpointError> {
+    /// Sends one batch, in the transaction of `transactional_id` if given,
+    /// and waits for its acknowledgement.
+    async fn produce(
+        &self,
+        batch: Bytes,
+        transactional_id: Option<&str>,
+    ) -> Result<(), CheckpointError> {
         let leader = self.leader_or_refresh().await?;
         let topic_id = *lock(&self.topic_id);
+        let transactional_id =
+            transactional_id.map(|id| TransactionalId(StrBytes::from_string(id.to_owned())));
         let request = ProduceRequest::default()
+            .with_transactional_id(transactional_id)
             .with_acks(-1)
             .with_timeout_ms(30_000)
             .with_topic_data(vec![TopicProduceData::default()
@@ -259,13 +325,16 @@ impl CheckpointTopic {
         &self,
         records: &[KeyedRecord],
         max_bytes: usize,
+        producer: Option<TransactionStamp<'_>>,
     ) -> Result<Vec<EncodedBatch>, CheckpointError> {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
-        encode_batches(records, now, max_bytes).map_err(|reason| CheckpointError::Encode {
-            topic: self.name.clone(),
-            reason,
+        encode_batches(records, now, max_bytes, producer).map_err(|reason| {
+            CheckpointError::Encode {
+                topic: self.name.clone(),
+                reason,
+            }
         })
     }
 
@@ -329,18 +398,24 @@ const BATCH_HEADER_BYTES: usize = 61;
 
 /// The records, in order, as uncompressed record batches (Produce v3+ takes
 /// exactly one batch per partition and request) of at most `max_bytes` each,
-/// each filled as far as the limit allows.
+/// each filled as far as the limit allows; without a producer, or as
+/// `producer`'s transactional batches, the first record at its sequence.
 pub(super) fn encode_batches(
     keyed: &[KeyedRecord],
     timestamp: i64,
     max_bytes: usize,
+    producer: Option<TransactionStamp<'_>>,
 ) -> Result<Vec<EncodedBatch>, String> {
     let mut batches = Vec::new();
     let mut records: Vec<Record> = Vec::new();
     let mut size = BATCH_HEADER_BYTES;
+    let mut producer = producer;
     for KeyedRecord { key, value } in keyed {
         let mut record_size = record_bytes(records.len(), key.len(), value.len());
-        if !records.is_empty() && size + record_size > max_bytes {
+        // A batch's sequences run up without wrapping, as its offsets do:
+        // the record after i32::MAX, at sequence 0, starts a new batch.
+        let wraps = producer.is_some_and(|p| p.sequence == 0);
+        if !records.is_empty() && (size + record_size > max_bytes || wraps) {
             batches.push(encode_records(&mut records, max_bytes)?);
             size = BATCH_HEADER_BYTES;
             record_size = record_bytes(0, key.len(), value.len());
@@ -353,19 +428,24 @@ pub(super) fn encode_batches(
             ));
         }
         let i = records.len();
+        // The codec keeps records in one batch only while offset - sequence
+        // stays constant, and takes the first record's as the batch's base
+        // sequence: -1 without a producer id, as the broker requires.
+        let (producer_id, producer_epoch, sequence) = match producer {
+            Some(p) => (p.producer_id, p.epoch, p.sequence),
+            None => (-1, -1, i as i32 - 1),
+        };
+        producer = producer.map(|p| p.after(1));
         records.push(Record {
-            transactional: false,
+            transactional: producer.is_some(),
             control: false,
             delete_horizon: false,
             partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
+            producer_id,
+            producer_epoch,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
-            // The codec keeps records in one batch only while offset -
-            // sequence stays constant; the batch's base sequence is the first
-            // record's: -1, as a batch without a producer id must have.
-            sequence: i as i32 - 1,
+            sequence,
             timestamp,
             key: Some(key.clone()),
             value: Some(value.clone()),
@@ -430,7 +510,7 @@ mod tests {
             key: Bytes::from_static(b"\x00\x05group\x00\x01t"),
             value: Bytes::from(vec![7; 200]),
         };
-        let err = encode_batches(&[binary], 0, 200).expect_err("over the limit");
+        let err = encode_batches(&[binary], 0, 200, None).expect_err("over the limit");
         assert!(
             err.starts_with("the record keyed `..group..t` takes 2"),
             "{err}"

@@ -22,13 +22,14 @@ use kafka_protocol::messages::offset_commit_request::{
 };
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestGroup;
 use kafka_protocol::messages::{
-    FindCoordinatorRequest, FindCoordinatorResponse, GroupId, ListGroupsRequest,
-    OffsetCommitRequest, OffsetFetchRequest, OffsetFetchResponse, TopicName,
+    GroupId, ListGroupsRequest, OffsetCommitRequest, OffsetFetchRequest, OffsetFetchResponse,
+    TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use tokio::task::JoinSet;
 
+use super::coordinator::{find_coordinators, CoordinatorType, LookupError, Refusal};
 use super::{Cluster, ClusterError, Metadata, Role};
 use crate::backoff::Backoff;
 
@@ -39,10 +40,6 @@ const RETRY_BASE: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(2);
 const RETRY_ATTEMPTS: u32 = 8;
 
-/// FindCoordinator's key type for a consumer group.
-const GROUP_KEY_TYPE: i8 = 0;
-/// The first FindCoordinator version that looks up many keys at once (KIP-699).
-const BATCHED_COORDINATORS_VERSION: i16 = 4;
 /// The first OffsetFetch version that names its groups in a list (KIP-709).
 const GROUPS_LIST_OFFSET_FETCH_VERSION: i16 = 8;
 
@@ -477,62 +474,44 @@ impl GroupClient {
         Ok(broker)
     }
 
-    /// One FindCoordinator round for `groups` (one request from v4 on, one
-    /// per group before), asked of any broker. A coordinator the metadata
-    /// does not list yet (a broker just started) refreshes it.
+    /// One FindCoordinator round for `groups` ([`find_coordinators`]).
     async fn lookup(
         &mut self,
         groups: &[&str],
     ) -> Result<Vec<(String, Result<i32, GroupError>)>, GroupError> {
         let role = self.cluster.role();
-        let first_op = || GroupOp::FindCoordinator {
-            group: groups.first().copied().unwrap_or_default().to_owned(),
+        let op = |group: &str| GroupOp::FindCoordinator {
+            group: group.to_owned(),
         };
-        let unreachable = |source| GroupError::Unreachable {
-            op: first_op(),
-            source,
-        };
-        // The first broker that can be reached.
-        let mut brokers: Vec<i32> = self.metadata.brokers.keys().copied().collect();
-        brokers.sort_unstable();
-        let mut reached = Err(GroupError::Refused {
+        let refused = |op, refusal: Refusal| GroupError::Refused {
             role,
-            op: first_op(),
+            op,
             partition: None,
-            error: ResponseError::CoordinatorNotAvailable,
-            message: "the cluster lists no brokers".into(),
-        });
-        for broker in brokers {
-            reached = self.cluster.broker(broker).await.map_err(unreachable);
-            if reached.is_ok() {
-                break;
-            }
-        }
-        let connection = reached?;
-        let version = connection
-            .request_version::<FindCoordinatorRequest>()
-            .map_err(|source| unreachable(self.cluster.net_error(source)))?;
-        let mut found = Vec::with_capacity(groups.len());
-        let batches: Vec<&[&str]> = if version >= BATCHED_COORDINATORS_VERSION {
-            vec![groups]
-        } else {
-            groups.chunks(1).collect()
+            error: refusal.error,
+            message: refusal.message,
         };
-        for batch in batches {
-            let request = find_coordinator_request(batch, version);
-            let response = connection
-                .send_versioned(request, version)
-                .await
-                .map_err(|source| unreachable(self.cluster.net_error(source)))?;
-            found.extend(read_find_coordinator(role, batch, response));
-        }
-        let unknown = found
-            .iter()
-            .any(|(_, r)| matches!(r, Ok(b) if !self.metadata.brokers.contains_key(b)));
-        if unknown {
-            self.metadata = self.cluster.metadata().await.map_err(unreachable)?;
-        }
-        Ok(found)
+        let first = groups.first().copied().unwrap_or_default();
+        let found = find_coordinators(
+            &self.cluster,
+            &mut self.metadata,
+            CoordinatorType::Group,
+            groups,
+        )
+        .await
+        .map_err(|error| match error {
+            LookupError::Unreachable(source) => GroupError::Unreachable {
+                op: op(first),
+                source,
+            },
+            LookupError::Refused(refusal) => refused(op(first), refusal),
+        })?;
+        Ok(found
+            .into_iter()
+            .map(|(group, result)| {
+                let result = result.map_err(|refusal| refused(op(&group), refusal));
+                (group, result)
+            })
+            .collect())
     }
 }
 
@@ -568,65 +547,6 @@ async fn list_groups_of(cluster: &Cluster, broker: i32) -> Result<Vec<ListedGrou
             Err(error) => retry.after(error).await?,
         }
     }
-}
-
-fn find_coordinator_request(groups: &[&str], version: i16) -> FindCoordinatorRequest {
-    let keys = groups
-        .iter()
-        .map(|g| StrBytes::from_string((*g).to_owned()));
-    let request = FindCoordinatorRequest::default().with_key_type(GROUP_KEY_TYPE);
-    if version >= BATCHED_COORDINATORS_VERSION {
-        request.with_coordinator_keys(keys.collect())
-    } else {
-        request.with_key(keys.take(1).next().unwrap_or_default())
-    }
-}
-
-/// Each group's coordinator from a FindCoordinator answer, in either layout.
-fn read_find_coordinator(
-    role: Role,
-    groups: &[&str],
-    response: FindCoordinatorResponse,
-) -> Vec<(String, Result<i32, GroupError>)> {
-    let result =
-        |group: &str, error_code: i16, message: Option<StrBytes>, node: i32| match error_code.err()
-        {
-            None => Ok(node),
-            Some(error) => Err(GroupError::Refused {
-                role,
-                op: GroupOp::FindCoordinator {
-                    group: group.to_owned(),
-                },
-                partition: None,
-                error,
-                message: message.map(|m| m.to_string()).unwrap_or_default(),
-            }),
-        };
-    if response.coordinators.is_empty() {
-        // Before v4: the answer for the one key asked.
-        return groups
-            .first()
-            .map(|group| {
-                let node = result(
-                    group,
-                    response.error_code,
-                    response.error_message,
-                    response.node_id.0,
-                );
-                ((*group).to_owned(), node)
-            })
-            .into_iter()
-            .collect();
-    }
-    response
-        .coordinators
-        .into_iter()
-        .map(|c| {
-            let key = c.key.to_string();
-            let node = result(&key, c.error_code, c.error_message, c.node_id.0);
-            (key, node)
-        })
-        .collect()
 }
 
 fn offset_fetch_request(group: &str, version: i16) -> OffsetFetchRequest {
@@ -781,53 +701,19 @@ fn read_offset_commit(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kafka_protocol::messages::find_coordinator_response::Coordinator;
     use kafka_protocol::messages::offset_commit_response::{
         OffsetCommitResponsePartition, OffsetCommitResponseTopic,
     };
     use kafka_protocol::messages::offset_fetch_response::{
         OffsetFetchResponseGroup, OffsetFetchResponsePartitions, OffsetFetchResponseTopics,
     };
-    use kafka_protocol::messages::{BrokerId, OffsetCommitResponse};
+    use kafka_protocol::messages::OffsetCommitResponse;
     use kafka_protocol::protocol::{Decodable, Encodable};
 
     fn round_trip<M: Encodable + Decodable>(message: &M, version: i16) -> M {
         let mut buf = bytes::BytesMut::new();
         message.encode(&mut buf, version).unwrap();
         M::decode(&mut buf.freeze(), version).unwrap()
-    }
-
-    #[test]
-    fn a_coordinator_lookup_batches_from_v4_and_asks_one_key_before() {
-        let groups = ["a", "b"];
-        let batched = round_trip(&find_coordinator_request(&groups, 4), 4);
-        assert_eq!(
-            batched.coordinator_keys,
-            ["a", "b"].map(StrBytes::from_static_str)
-        );
-        assert_eq!(batched.key_type, GROUP_KEY_TYPE);
-        let single = round_trip(&find_coordinator_request(&groups[1..], 3), 3);
-        assert_eq!(&*single.key, "b");
-
-        let old = FindCoordinatorResponse::default().with_node_id(BrokerId(2));
-        let found = read_find_coordinator(Role::Target, &["b"], old);
-        assert!(matches!(found.as_slice(), [(g, Ok(2))] if g == "b"));
-
-        let new = FindCoordinatorResponse::default().with_coordinators(vec![
-            Coordinator::default()
-                .with_key(StrBytes::from_static_str("a"))
-                .with_node_id(BrokerId(1)),
-            Coordinator::default()
-                .with_key(StrBytes::from_static_str("b"))
-                .with_error_code(ResponseError::CoordinatorLoadInProgress.code()),
-        ]);
-        let found = read_find_coordinator(Role::Target, &groups, new);
-        assert!(matches!(found[0], (ref g, Ok(1)) if g == "a"));
-        let Err(error) = &found[1].1 else {
-            panic!("b has no coordinator yet")
-        };
-        assert!(error.is_retriable());
-        assert!(error.to_string().contains("\"b\""), "{error}");
     }
 
     #[test]

@@ -5,18 +5,26 @@
 //! is already open, must be opened, or was just lost; a broker that keeps
 //! failing is retried with exponential backoff so an outage never becomes a
 //! tight reconnect loop. Leader routing lives in [`Metadata`] snapshots.
+//!
+//! Beside it: building and reading Fetch, Produce and ListOffsets requests
+//! (`fetch`, `produce`, `offsets`), finding coordinators (`coordinator`),
+//! consumer groups from the outside (`groups`), and a transactional
+//! producer's coordinator requests (`transactions`).
 
+mod coordinator;
 mod fetch;
 mod groups;
 mod metadata;
 mod offsets;
 mod produce;
+mod transactions;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kafka_protocol::messages::MetadataRequest;
+use kafka_protocol::messages::{ApiKey, MetadataRequest};
+use kafka_protocol::protocol::Request;
 use tokio::sync::Mutex as AsyncMutex;
 
 pub use fetch::{fetch_request, response_partitions, FetchSession, PartitionFetch};
@@ -27,8 +35,10 @@ pub use groups::{
 pub use metadata::{Metadata, PartitionMetadata, TopicMetadata, TopicNames};
 pub use offsets::{OffsetLookupError, OffsetResult, OffsetSpec};
 pub use produce::produce_request;
+pub use transactions::{TransactionCoordinator, TransactionError};
 
 use crate::backoff::Backoff;
+use crate::net::frame::api_key;
 use crate::net::splice::Splices;
 use crate::net::{Connection, Connector, FrameMemory, NetError, PendingResponse};
 use crate::sync::lock;
@@ -136,6 +146,8 @@ pub struct Cluster {
     /// One link per broker and connection number (0 unless a caller asks for
     /// more); the async lock makes concurrent callers share one connect.
     links: Mutex<HashMap<(i32, usize), SharedLink>>,
+    /// The highest version sent of each API capped with [`Cluster::cap_version`].
+    version_caps: Mutex<HashMap<ApiKey, i16>>,
 }
 
 impl Cluster {
@@ -147,7 +159,46 @@ impl Cluster {
             connector,
             addresses: Mutex::new(HashMap::new()),
             links: Mutex::new(HashMap::new()),
+            version_caps: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Sends `api` to this cluster at version `max` at most from now on,
+    /// whatever its brokers support, on the connections open and those still
+    /// to open. For a caller whose use of an API stops at a version: a
+    /// transactional producer of transaction version 1 (KIP-98) sends
+    /// Produce at most v11, since v12+ tells a Kafka 4 broker that the
+    /// producer follows transaction version 2 (KIP-890), which adds
+    /// partitions to the transaction by itself.
+    pub fn cap_version(&self, api: ApiKey, max: i16) {
+        lock(&self.version_caps).insert(api, max);
+    }
+
+    /// The version `R` goes at on `connection`: the highest both sides
+    /// support, within this cluster's cap for the API. Every request sent
+    /// through the cluster's methods goes at this version; callers that
+    /// send on a [`Connection`] themselves ask here.
+    pub fn request_version<R: Request>(
+        &self,
+        connection: &Connection,
+    ) -> Result<i16, ClusterError> {
+        connection
+            .request_version_at_most::<R>(self.version_cap::<R>())
+            .map_err(|source| self.net_error(source))
+    }
+
+    fn version_cap<R: Request>(&self) -> Option<i16> {
+        lock(&self.version_caps).get(&api_key::<R>()).copied()
+    }
+
+    /// Sends `request` on `connection` at [`Cluster::request_version`].
+    async fn send_on<R: Request>(
+        &self,
+        connection: &Connection,
+        request: R,
+    ) -> Result<R::Response, NetError> {
+        let version = connection.request_version_at_most::<R>(self.version_cap::<R>())?;
+        connection.send_versioned(request, version).await
     }
 
     /// Which side of the mirror this cluster is.
@@ -177,13 +228,13 @@ impl Cluster {
     /// refuse the same way.
     pub async fn send_any<R>(&self, request: R) -> Result<R::Response, ClusterError>
     where
-        R: kafka_protocol::protocol::Request + Clone + Send + 'static,
+        R: Request + Clone + Send + 'static,
     {
         let mut attempts = Vec::new();
         let known: Vec<i32> = lock(&self.addresses).keys().copied().collect();
         for broker in known {
             match self.connect((broker, 0), false).await {
-                Ok(connection) => match connection.send(request.clone()).await {
+                Ok(connection) => match self.send_on(&connection, request.clone()).await {
                     Ok(response) => return Ok(response),
                     Err(e) => attempts.push(format!("broker {broker}: {e}")),
                 },
@@ -195,7 +246,7 @@ impl Cluster {
         }
         for address in &self.bootstrap {
             match self.connector.connect(address).await {
-                Ok(connection) => match connection.send(request.clone()).await {
+                Ok(connection) => match self.send_on(&connection, request.clone()).await {
                     Ok(response) => return Ok(response),
                     Err(e) => match self.connector.explain_first_request_failure(address, e) {
                         e if e.is_security_failure() => return Err(self.net_error(e)),
@@ -288,7 +339,7 @@ impl Cluster {
     /// Sends a request to one broker.
     pub async fn send<R>(&self, broker: i32, request: R) -> Result<R::Response, ClusterError>
     where
-        R: kafka_protocol::protocol::Request + Send + 'static,
+        R: Request + Send + 'static,
     {
         let pending = self.enqueue(broker, request).await?;
         pending
@@ -306,12 +357,10 @@ impl Cluster {
         build: impl FnOnce(i16) -> R,
     ) -> Result<R::Response, ClusterError>
     where
-        R: kafka_protocol::protocol::Request + Send + 'static,
+        R: Request + Send + 'static,
     {
         let connection = self.broker(broker).await?;
-        let version = connection
-            .request_version::<R>()
-            .map_err(|source| self.net_error(source))?;
+        let version = self.request_version::<R>(&connection)?;
         connection
             .send_versioned(build(version), version)
             .await
@@ -326,7 +375,7 @@ impl Cluster {
         request: R,
     ) -> Result<PendingResponse<R>, ClusterError>
     where
-        R: kafka_protocol::protocol::Request + Send + 'static,
+        R: Request + Send + 'static,
     {
         self.enqueue_spliced(broker, request, Splices::default())
             .await
@@ -341,11 +390,12 @@ impl Cluster {
         splices: Splices,
     ) -> Result<PendingResponse<R>, ClusterError>
     where
-        R: kafka_protocol::protocol::Request + Send + 'static,
+        R: Request + Send + 'static,
     {
         let connection = self.broker(broker).await?;
+        let version = self.request_version::<R>(&connection)?;
         connection
-            .enqueue_spliced(request, splices)
+            .enqueue_versioned(request, version, splices)
             .await
             .map_err(|source| self.net_error(source))
     }
@@ -356,5 +406,86 @@ impl Cluster {
             role: self.role,
             source,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kafka_protocol::messages::api_versions_response::ApiVersion;
+    use kafka_protocol::messages::{ApiVersionsResponse, ProduceRequest, ProduceResponse};
+    use tokio::net::TcpListener;
+
+    use super::*;
+    use crate::net::test_peer::Peer;
+    use crate::net::ConnectionOptions;
+
+    /// Accepts one connection and answers its version handshake as a
+    /// broker offering Produce v3 to v13.
+    async fn accept(listener: &TcpListener) -> Peer<tokio::net::TcpStream> {
+        let (stream, _) = listener.accept().await.unwrap();
+        let mut peer = Peer::over(stream);
+        let hello = peer.read_request().await;
+        assert_eq!(hello.header.request_api_key, ApiKey::ApiVersions as i16);
+        let ranges = ApiVersionsResponse::default().with_api_keys(vec![ApiVersion::default()
+            .with_api_key(ApiKey::Produce as i16)
+            .with_min_version(3)
+            .with_max_version(13)]);
+        let version = hello.header.request_api_version;
+        peer.respond(
+            ApiKey::ApiVersions,
+            version,
+            hello.header.correlation_id,
+            &ranges,
+        )
+        .await;
+        peer
+    }
+
+    /// The version of the one Produce request of a connection.
+    async fn produce_version_seen(listener: &TcpListener) -> i16 {
+        let mut peer = accept(listener).await;
+        let produce = peer.read_request().await;
+        assert_eq!(produce.header.request_api_key, ApiKey::Produce as i16);
+        let version = produce.header.request_api_version;
+        let answer = ProduceResponse::default();
+        peer.respond(
+            ApiKey::Produce,
+            version,
+            produce.header.correlation_id,
+            &answer,
+        )
+        .await;
+        version
+    }
+
+    #[tokio::test]
+    async fn a_capped_api_goes_at_its_cap_and_others_at_the_highest_common_version() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let cluster = Cluster::new(
+            Role::Target,
+            vec![address],
+            Connector::plain(ConnectionOptions::default()),
+        );
+        let broker = tokio::spawn(async move {
+            let uncapped = produce_version_seen(&listener).await;
+            let capped = produce_version_seen(&listener).await;
+            // The last connection sends nothing but the handshake.
+            let mut peer = accept(&listener).await;
+            peer.expect_eof().await;
+            (uncapped, capped)
+        });
+        cluster.send_any(ProduceRequest::default()).await.unwrap();
+        cluster.cap_version(ApiKey::Produce, 11);
+        cluster.send_any(ProduceRequest::default()).await.unwrap();
+
+        // A cap below what the broker takes is refused before anything is sent.
+        cluster.cap_version(ApiKey::Produce, 2);
+        let error = cluster
+            .send_any(ProduceRequest::default())
+            .await
+            .unwrap_err();
+        assert!(error.to_string().contains("Produce"), "{error}");
+        assert_eq!(broker.await.unwrap(), (13, 11));
     }
 }

@@ -268,8 +268,18 @@ impl Connection {
     /// v10, InitProducerId v6). Callers whose request fields moved between
     /// versions build the request for this one.
     pub fn request_version<R: Request>(&self) -> Result<i16, NetError> {
+        self.request_version_at_most::<R>(None)
+    }
+
+    /// [`Connection::request_version`], at most `cap` when one is given: for
+    /// a caller whose use of an API stops at a version (a transactional
+    /// producer of transaction version 1 sends Produce at most v11).
+    pub fn request_version_at_most<R: Request>(&self, cap: Option<i16>) -> Result<i16, NetError> {
         let api = api_key::<R>();
-        let ours = api.valid_versions().intersect(&R::VERSIONS);
+        let mut ours = api.valid_versions().intersect(&R::VERSIONS);
+        if let Some(cap) = cap {
+            ours.max = ours.max.min(cap);
+        }
         let versions = self.inner.versions.get();
         versions
             .and_then(|versions| versions.version_within(api, ours))
@@ -312,6 +322,17 @@ impl Connection {
         splices: Splices,
     ) -> Result<PendingResponse<R>, NetError> {
         let version = self.request_version::<R>()?;
+        self.enqueue_versioned(request, version, splices).await
+    }
+
+    /// [`Connection::enqueue_spliced`] at an explicit `version`, which the
+    /// broker must support (see [`Connection::request_version_at_most`]).
+    pub async fn enqueue_versioned<R: Request>(
+        &self,
+        request: R,
+        version: i16,
+        splices: Splices,
+    ) -> Result<PendingResponse<R>, NetError> {
         let queued = self.queue(&request, version, &splices).await?;
         Ok(PendingResponse {
             queued,

@@ -37,7 +37,7 @@ pub mod tls;
 pub mod versions;
 
 #[cfg(test)]
-mod test_peer;
+pub(crate) mod test_peer;
 
 use std::error::Error as StdError;
 use std::io;

@@ -1,43 +1,50 @@
-//! A scripted broker for in-process connection tests: it reads request frames
-//! off one end of an in-memory duplex stream and writes whatever the test
-//! tells it to, including broken frames.
+//! A scripted broker for in-process tests: it reads request frames off one
+//! end of an in-memory duplex stream (or an accepted socket, for tests of a
+//! whole cluster client) and writes whatever the test tells it to,
+//! including broken frames.
 
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{decode_request_header_from_buffer, Encodable};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
 
 use super::frame::try_split_frame;
 
 /// One request as the broker sees it.
 #[derive(Debug)]
-pub(super) struct Received {
-    pub(super) header: RequestHeader,
+pub(crate) struct Received {
+    pub(crate) header: RequestHeader,
     /// The request body, still encoded.
-    pub(super) body: Bytes,
+    pub(crate) body: Bytes,
 }
 
 #[derive(Debug)]
-pub(super) struct Peer {
-    stream: DuplexStream,
+pub(crate) struct Peer<S = DuplexStream> {
+    stream: S,
     buf: BytesMut,
 }
 
 impl Peer {
     /// A connected pair: the client's end and the scripted broker.
-    pub(super) fn pair() -> (DuplexStream, Peer) {
+    pub(crate) fn pair() -> (DuplexStream, Peer) {
         let (client, broker) = tokio::io::duplex(64 * 1024);
-        let peer = Peer {
-            stream: broker,
+        (client, Peer::over(broker))
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Peer<S> {
+    /// The broker's end of `stream`.
+    pub(crate) fn over(stream: S) -> Self {
+        Peer {
+            stream,
             buf: BytesMut::new(),
-        };
-        (client, peer)
+        }
     }
 
     /// Reads the next request frame; panics if the client hangs up first.
-    pub(super) async fn read_request(&mut self) -> Received {
+    pub(crate) async fn read_request(&mut self) -> Received {
         loop {
             if let Some(mut frame) = try_split_frame(&mut self.buf, 1 << 20).unwrap() {
                 let header = decode_request_header_from_buffer(&mut frame).unwrap();
@@ -52,7 +59,7 @@ impl Peer {
     }
 
     /// Answers with a real response message, header and all.
-    pub(super) async fn respond<M: Encodable>(
+    pub(crate) async fn respond<M: Encodable>(
         &mut self,
         api: ApiKey,
         version: i16,
@@ -63,12 +70,12 @@ impl Peer {
         self.write(&frame).await;
     }
 
-    pub(super) async fn write(&mut self, bytes: &[u8]) {
+    pub(crate) async fn write(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).await.unwrap();
     }
 
     /// Waits for the client to close its end of the stream.
-    pub(super) async fn expect_eof(&mut self) {
+    pub(crate) async fn expect_eof(&mut self) {
         let read = tokio::time::timeout(Duration::from_secs(5), async {
             loop {
                 if self.stream.read_buf(&mut self.buf).await.unwrap() == 0 {
@@ -82,7 +89,7 @@ impl Peer {
 
 /// A complete response frame: size prefix, header at the version `api` and
 /// `version` call for, body.
-pub(super) fn response_frame<M: Encodable>(
+pub(crate) fn response_frame<M: Encodable>(
     api: ApiKey,
     version: i16,
     correlation_id: i32,

@@ -34,7 +34,7 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 
-use crate::batch::{BatchError, OffsetRun, ProducerStamp, RecordBatch};
+use crate::batch::{increment_sequence, BatchError, OffsetRun, ProducerStamp, RecordBatch};
 use crate::offset_map::OffsetMap;
 
 /// Kafka keeps the sequence state of the last five batches per producer and
@@ -802,15 +802,6 @@ fn map_through(map: &mut OffsetMap, next: i64) {
     }
 }
 
-/// Kafka's sequence arithmetic: sequences wrap from i32::MAX to 0.
-fn increment_sequence(sequence: i32, records: i32) -> i32 {
-    if sequence > i32::MAX - records {
-        records - (i32::MAX - sequence) - 1
-    } else {
-        sequence + records
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1297,14 +1288,6 @@ mod tests {
         p.acked(again.entry, again.batch.base_offset());
         p.acked(last.entry, last.batch.base_offset());
         assert_eq!(p.committed(), 16, "the skipped range is done too");
-    }
-
-    #[test]
-    fn sequences_wrap_like_kafka() {
-        assert_eq!(increment_sequence(0, 5), 5);
-        assert_eq!(increment_sequence(i32::MAX - 2, 3), 0);
-        assert_eq!(increment_sequence(i32::MAX, 1), 0);
-        assert_eq!(increment_sequence(i32::MAX - 1, 5), 3);
     }
 
     #[test]
