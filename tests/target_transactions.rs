@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use common::*;
-use kafka_mirror::checkpoint::{Checkpoint, CheckpointStore, TransactionStamp};
+use kafka_mirror::checkpoint::{Checkpoint, CheckpointError, CheckpointStore, TransactionStamp};
 use kafka_mirror::cluster::{
     produce_request, Cluster, Role, TransactionCoordinator, TransactionError,
 };
@@ -187,18 +187,31 @@ impl Producer {
         answers
     }
 
-    /// Writes checkpoints in the transaction and moves the partition's sequence on.
+    /// Writes checkpoints in the transaction and moves the partition's
+    /// sequence on; after a refusal (the checkpoint topic is new, its
+    /// leader may not be ready), writes the rest again from there.
     async fn write_checkpoints(
         &mut self,
         store: &CheckpointStore,
         entries: &[(String, i32, Checkpoint)],
     ) {
-        let stamp = self.stamp(store.topic());
-        let (written, next) = store.write_in_transaction(entries, stamp).await;
-        written.result.expect("checkpoints written");
-        assert_eq!(written.stored, entries.len());
-        assert_eq!(next, stamp.sequence + entries.len() as i32);
-        self.sequences.insert((store.topic().to_owned(), 0), next);
+        let mut rest = entries;
+        for attempt in 1..=ATTEMPTS {
+            let stamp = self.stamp(store.topic());
+            let (written, next) = store.write_in_transaction(rest, stamp).await;
+            assert_eq!(next, stamp.sequence + written.stored as i32);
+            self.sequences.insert((store.topic().to_owned(), 0), next);
+            rest = &rest[written.stored..];
+            match written.result {
+                Ok(()) => return assert!(rest.is_empty()),
+                Err(e @ CheckpointError::Broker { .. })
+                    if e.is_retriable() && attempt < ATTEMPTS =>
+                {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("checkpoints not written: {e}"),
+            }
+        }
     }
 }
 

@@ -197,9 +197,11 @@ impl CheckpointTopic {
     /// [`CheckpointTopic::write`] in `stamp`'s transaction, which the
     /// records are part of until it ends; also returns the partition's
     /// next sequence for the producer: `stamp.sequence` advanced by the
-    /// records stored. Records after a failed batch are not stored; the
-    /// transaction is then for aborting, since a batch whose answer was
-    /// lost may have landed.
+    /// records stored. The records after a failed batch are not stored:
+    /// after a broker's refusal ([`CheckpointError::Broker`], e.g. a leader
+    /// that moved) they can be written again from the sequence returned;
+    /// after a lost answer the batch may have landed, so the transaction is
+    /// for aborting.
     pub async fn write_in_transaction(
         &self,
         records: &[KeyedRecord],
