@@ -473,11 +473,11 @@ pub fn mm2(props: &Properties, path: &str) -> Result<Translation, ConfigError> {
     // target cluster (`B.exactly.once.source.support`) or for all; the
     // replication settings of a converted file are the run's, so any one
     // enabled turns exactly-once on for every flow.
-    for (key, value) in props
-        .iter()
-        .filter(|(key, _)| key.ends_with("exactly.once.source.support"))
+    for key in props
+        .keys()
+        .filter(|key| key.ends_with("exactly.once.source.support"))
     {
-        match value.trim() {
+        match props.get(key).map(str::trim).unwrap_or_default() {
             "enabled" => config.replication.exactly_once = true,
             "disabled" | "preparing" => {}
             _ => return Err(error(key, "must be enabled, preparing or disabled")),
@@ -728,7 +728,8 @@ mod tests {
 
     #[test]
     fn mm2_exactly_once_source_support_turns_exactly_once_on() {
-        let head = "clusters=A,B\nA.bootstrap.servers=a:1\nB.bootstrap.servers=b:1\nA->B.enabled=true\n";
+        let head =
+            "clusters=A,B\nA.bootstrap.servers=a:1\nB.bootstrap.servers=b:1\nA->B.enabled=true\n";
         for (line, on) in [
             ("", false),
             ("exactly.once.source.support=enabled\n", true),
@@ -747,7 +748,10 @@ mod tests {
         let props = Properties::parse(&format!("{head}exactly.once.source.support=yes\n"))
             .expect("valid syntax");
         let err = mm2(&props, "mm2.properties").expect_err("not a value");
-        assert!(err.to_string().contains("exactly.once.source.support"), "{err}");
+        assert!(
+            err.to_string().contains("exactly.once.source.support"),
+            "{err}"
+        );
     }
 
     #[test]

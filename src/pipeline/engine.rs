@@ -283,7 +283,9 @@ impl Engine {
                 landing::due_checks(&mut self.slots, &self.meta, stale_before_ms, producer, now)
             {
                 let target = self.target.clone();
-                self.spawn(async move { Event::LandingChecked(landing::look(target, check).await) });
+                self.spawn(
+                    async move { Event::LandingChecked(landing::look(target, check).await) },
+                );
             }
         }
         self.add_to_transaction(now);
@@ -345,7 +347,7 @@ impl Engine {
         if self.produce.producer().renewing() {
             return;
         }
-        let Some(partitions) = eos.stage.to_add(&self.slots) else {
+        let Some(partitions) = eos.stage.partitions_to_add(&self.slots) else {
             return;
         };
         let coordinator = eos.coordinator.clone();
@@ -559,7 +561,7 @@ impl Engine {
                 now,
             ),
             Event::ProducerRenewed { reason, result } => {
-                if let Err(e) = result.as_ref().filter(|_| self.exactly_once.is_some()) {
+                if let Err(e) = &result {
                     if e.is_fenced() {
                         self.fenced(e);
                         return;

@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 
-use super::error::PartitionError;
 use super::fetch::FetchReply;
 use super::landing::LandingAnswer;
 use super::lifecycle::Refreshed;

@@ -30,9 +30,9 @@ use proptest::prelude::*;
 use uuid::Uuid;
 
 use super::error::{Cause, Refusal, RefusalKind};
-use super::producer::ProducerIdentity;
 use super::metadata::MetadataView;
 use super::produce::{ProduceContext, ProduceJob, ProduceReply, ProduceStage};
+use super::producer::ProducerIdentity;
 use super::slots::{SlotId, Slots, Status};
 use super::stats::Counters;
 use super::testing::{batch, metadata, produced, slot};
@@ -285,7 +285,8 @@ impl Harness {
             slots,
             id,
             // The model broker never forgets a producer.
-            stage: ProduceStage::new(ProducerIdentity::new((1000, 0))).with_producer_expiry(Duration::MAX),
+            stage: ProduceStage::new(ProducerIdentity::new((1000, 0)))
+                .with_producer_expiry(Duration::MAX),
             counters: Counters::default(),
             broker: ModelBroker {
                 next_offset: held,

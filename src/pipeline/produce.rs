@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kafka_protocol::error::ParseResponseErrorCode;
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TransactionalId};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
@@ -26,9 +26,9 @@ use super::error::{Cause, PartitionError, Refusal, RefusalKind, CORRUPT_RESEND_L
 use super::metadata::MetadataView;
 use super::partition::Outgoing;
 use super::producer::{ProducerIdentity, RenewalReason};
-use super::transaction::TransactionStage;
 use super::slots::{Slot, SlotId, Slots};
 use super::stats::Counters;
+use super::transaction::TransactionStage;
 use crate::cluster::{produce_request, ClusterError, Role};
 use crate::config::{RefusedBatchPolicy, ReplicationConfig};
 use crate::net::splice::{Splice, Splices};
@@ -226,9 +226,8 @@ impl ProduceStage {
             if !slot.may_produce() || slot.produce_backoff.waiting(now) {
                 continue;
             }
-            let in_transaction = |t: &TransactionStage| {
-                t.may_send(&(slot.target_topic.clone(), slot.partition))
-            };
+            let in_transaction =
+                |t: &TransactionStage| t.may_send(&(slot.target_topic.clone(), slot.partition));
             if !cx.transaction.is_none_or(in_transaction) {
                 continue;
             }
@@ -297,7 +296,8 @@ impl ProduceStage {
                 let (mut request, splices) =
                     produce_request(cx.meta.target(), topics, PRODUCE_TIMEOUT_MS);
                 if let Some(id) = self.producer.transactional_id() {
-                    request.transactional_id = Some(StrBytes::from_string(id.to_string()));
+                    request.transactional_id =
+                        Some(TransactionalId(StrBytes::from_string(id.to_string())));
                 }
                 *in_flight += 1;
                 jobs.push(ProduceJob {
@@ -553,6 +553,7 @@ mod tests {
     use crate::net::frame::encode_request;
     use crate::pipeline::error::Cause;
     use crate::pipeline::partition::Writer;
+    use crate::pipeline::slots::Status;
     use crate::pipeline::testing::{
         answered_partitions, batch, captured, captured_metadata, metadata, slot,
     };
@@ -647,7 +648,8 @@ mod tests {
                 // forgot producers by Kafka's default would send them one
                 // at a time. These tests are about pipelining, so the
                 // target here never forgets (see the test on old data).
-                stage: ProduceStage::new(ProducerIdentity::new((7, 0))).with_producer_expiry(Duration::MAX),
+                stage: ProduceStage::new(ProducerIdentity::new((7, 0)))
+                    .with_producer_expiry(Duration::MAX),
                 counters: Counters::default(),
             }
         }
@@ -949,6 +951,9 @@ mod tests {
             .producer()
             .due(&f.slots, false, now)
             .expect("renewal due");
+        let RenewalReason::Refused(reason) = reason else {
+            panic!("a refusal: {reason}");
+        };
         assert!(matches!(
             reason.cause,
             Cause::TargetRefused(Refusal {
@@ -977,6 +982,9 @@ mod tests {
             .producer()
             .due(&f.slots, false, later)
             .expect("renewal due");
+        let RenewalReason::Refused(reason) = reason else {
+            panic!("a refusal: {reason}");
+        };
         assert!(matches!(
             reason.cause,
             Cause::TargetRefused(Refusal {
@@ -985,9 +993,13 @@ mod tests {
                 ..
             })
         ));
-        f.stage
-            .producer()
-            .renewed(&mut f.slots, &mut f.counters, reason, Ok((8, 0)), later);
+        f.stage.producer().renewed(
+            &mut f.slots,
+            &mut f.counters,
+            RenewalReason::Refused(reason),
+            Ok((8, 0)),
+            later,
+        );
         let job = f.start(later).pop().expect("the same batch, new id");
         let wire = sent(&job);
         assert_eq!(
@@ -1210,6 +1222,9 @@ mod tests {
             .producer()
             .due(&f.slots, false, later)
             .expect("renewal due");
+        let RenewalReason::Refused(reason) = reason else {
+            panic!("a refusal: {reason}");
+        };
         assert!(matches!(
             reason.cause,
             Cause::TargetRefused(Refusal {
@@ -1218,9 +1233,13 @@ mod tests {
                 ..
             })
         ));
-        f.stage
-            .producer()
-            .renewed(&mut f.slots, &mut f.counters, reason, Ok((8, 0)), later);
+        f.stage.producer().renewed(
+            &mut f.slots,
+            &mut f.counters,
+            RenewalReason::Refused(reason),
+            Ok((8, 0)),
+            later,
+        );
         assert_eq!(f.counters.producer_renewals, 1);
         let job = f.start(later).pop().expect("the last batch, new id");
         let wire = sent(&job);
@@ -1381,7 +1400,8 @@ mod tests {
     #[test]
     fn old_data_goes_one_batch_at_a_time_so_nothing_overtakes_a_refused_batch() {
         let mut f = Fixture::new(ReplicationConfig::default());
-        f.stage = ProduceStage::new(ProducerIdentity::new((7, 0))).with_producer_expiry(Duration::from_secs(2));
+        f.stage = ProduceStage::new(ProducerIdentity::new((7, 0)))
+            .with_producer_expiry(Duration::from_secs(2));
         let now = Instant::now();
         assert_eq!(f.answer(None, now), 1, "0..2 lands alone");
         let jobs = f.start(now);

@@ -66,7 +66,6 @@ pub(super) async fn start(
         let producer = coordinator
             .init_producer_id(flow.replication.transaction_timeout(), None)
             .await?;
-        target.cap_version(ApiKey::Produce, LAST_PRODUCE_VERSION_BEFORE_TRANSACTIONS_V2);
         (producer, Some(Arc::new(coordinator)))
     } else {
         (init_producer_id(&target).await?, None)

@@ -63,6 +63,7 @@ pub(super) async fn commit(
     let mut next_sequence = sequence;
     if !entries.is_empty() {
         let stamp = TransactionStamp {
+            transactional_id: coordinator.transactional_id(),
             producer_id,
             epoch,
             sequence,
@@ -124,7 +125,7 @@ impl TransactionStage {
     /// The partitions to add to the transaction now: those of partitions
     /// with a batch to send that it does not hold yet (with the checkpoint
     /// topic's, when the transaction is new). Marks the request in flight.
-    pub(super) fn to_add(&mut self, slots: &Slots) -> Option<Vec<TargetPartition>> {
+    pub(super) fn partitions_to_add(&mut self, slots: &Slots) -> Option<Vec<TargetPartition>> {
         if self.phase != Phase::Open || self.adding {
             return None;
         }
@@ -249,18 +250,18 @@ mod tests {
         let (mut slots, [zero, one]) = table();
         let mut txn = TransactionStage::new(INTERVAL, "checkpoints");
         let now = Instant::now();
-        assert_eq!(txn.to_add(&slots), None, "nothing to send");
+        assert_eq!(txn.partitions_to_add(&slots), None, "nothing to send");
 
         slots[zero].state.push_batch(batch(0, 3));
-        let first = txn.to_add(&slots).expect("partition 0");
+        let first = txn.partitions_to_add(&slots).expect("partition 0");
         assert_eq!(first, vec![key(0), ("checkpoints".into(), 0)]);
         slots[one].state.push_batch(batch(0, 2));
-        assert_eq!(txn.to_add(&slots), None, "one request at a time");
+        assert_eq!(txn.partitions_to_add(&slots), None, "one request at a time");
         assert!(!txn.may_send(&key(0)), "not added until the target says so");
         txn.added(first, true, now);
         assert!(txn.may_send(&key(0)));
 
-        assert_eq!(txn.to_add(&slots), Some(vec![key(1)]));
+        assert_eq!(txn.partitions_to_add(&slots), Some(vec![key(1)]));
         txn.added(vec![key(1)], false, now);
         assert!(!txn.may_send(&key(1)), "refused: not in the transaction");
     }
@@ -271,7 +272,7 @@ mod tests {
         let mut txn = TransactionStage::new(INTERVAL, "checkpoints");
         let now = Instant::now();
         slots[zero].state.push_batch(batch(0, 3));
-        let partitions = txn.to_add(&slots).expect("add");
+        let partitions = txn.partitions_to_add(&slots).expect("add");
         txn.added(partitions, true, now);
         let sent = slots[zero]
             .state
@@ -291,7 +292,7 @@ mod tests {
         txn.commit_answered(Some(1));
         assert!(txn.is_idle());
         slots[zero].state.push_batch(batch(3, 3));
-        let next = txn.to_add(&slots).expect("a new transaction");
+        let next = txn.partitions_to_add(&slots).expect("a new transaction");
         assert!(next.contains(&("checkpoints".into(), 0)));
         txn.added(next, true, now);
         txn.close_if_due(true, now);
@@ -308,12 +309,12 @@ mod tests {
         let mut txn = TransactionStage::new(INTERVAL, "checkpoints");
         let now = Instant::now();
         slots[zero].state.push_batch(batch(0, 3));
-        let partitions = txn.to_add(&slots).expect("add");
+        let partitions = txn.partitions_to_add(&slots).expect("add");
         txn.added(partitions, true, now);
         txn.close_if_due(true, now);
         txn.start_commit(true);
         txn.commit_answered(Some(4));
-        let partitions = txn.to_add(&slots).expect("add");
+        let partitions = txn.partitions_to_add(&slots).expect("add");
         txn.added(partitions, true, now);
         txn.renewed();
         assert!(txn.is_idle());
@@ -321,7 +322,7 @@ mod tests {
             !txn.may_send(&key(0)),
             "added again in the next transaction"
         );
-        let partitions = txn.to_add(&slots).expect("add");
+        let partitions = txn.partitions_to_add(&slots).expect("add");
         txn.added(partitions, true, now);
         txn.close_if_due(true, now);
         assert_eq!(txn.start_commit(true), Some(0));
