@@ -11,7 +11,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -53,14 +52,6 @@ fn leader_and_isr(source: &KafkaCluster) -> (String, String) {
             .to_owned()
     };
     (field("Leader"), field("Isr"))
-}
-
-fn signal(mirror: &RunningMirror, signal: &str) {
-    let status = Command::new("kill")
-        .args([signal, &mirror.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success(), "kill {signal}");
 }
 
 fn produce(source: &KafkaCluster, count: u64, prefix: &str) -> Vec<DumpedRecord> {

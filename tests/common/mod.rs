@@ -37,10 +37,19 @@ pub fn shared_clusters(
     source_props: &[(&str, &str)],
     target_props: &[(&str, &str)],
 ) -> &'static Clusters {
+    shared_clusters_with(1, source_props, target_props)
+}
+
+/// [`shared_clusters`] with a target of `target_nodes` nodes (1 or 3).
+pub fn shared_clusters_with(
+    target_nodes: usize,
+    source_props: &[(&str, &str)],
+    target_props: &[(&str, &str)],
+) -> &'static Clusters {
     static CLUSTERS: std::sync::OnceLock<Clusters> = std::sync::OnceLock::new();
     CLUSTERS.get_or_init(|| Clusters {
         source: start_cluster(KAFKA, 1, source_props),
-        target: start_cluster(KAFKA, 1, target_props),
+        target: start_cluster(KAFKA, target_nodes, target_props),
     })
 }
 
@@ -106,6 +115,32 @@ impl RunningMirror {
         self.child.id()
     }
 
+    /// Polls until `check` holds, as [`eventually`] does, and fails with the
+    /// mirror's log if it exits first or the limit passes (killing it).
+    pub fn wait_until(&mut self, what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+        let started = Instant::now();
+        while !check() {
+            let exited = self.child.try_wait().expect("poll kafka-mirror");
+            if exited.is_some() || started.elapsed() > limit {
+                let failure = match exited {
+                    Some(status) => format!("exited ({status}) before it got to {what}"),
+                    None => format!("did not get to {what} within {limit:?}"),
+                };
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                let stderr = self
+                    .stderr
+                    .take()
+                    .map_or_else(Vec::new, |r| r.join().expect("output reader"));
+                panic!(
+                    "kafka-mirror {failure}:\n{}",
+                    tail(&String::from_utf8_lossy(&stderr), 40)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// Waits for the exit and collects what it wrote.
     fn output(mut self) -> Output {
         let status = self.child.wait().expect("wait for kafka-mirror");
@@ -114,8 +149,20 @@ impl RunningMirror {
         };
         Output {
             status,
-            stdout: collect(self.stdout),
-            stderr: collect(self.stderr),
+            stdout: collect(self.stdout.take()),
+            stderr: collect(self.stderr.take()),
+        }
+    }
+}
+
+/// A mirror still running when the test lets go of it (a failed assertion
+/// unwinding) is killed: nothing else would stop it, and it would go on
+/// writing into clusters other tests use.
+impl Drop for RunningMirror {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
         }
     }
 }
@@ -467,26 +514,112 @@ pub fn topic_names(cluster: &KafkaCluster) -> Vec<String> {
 /// A partition's offset as Kafka's GetOffsetShell reports it: `-2` is the log
 /// start, `-1` the log end.
 pub fn offset_of(cluster: &KafkaCluster, topic: &str, partition: i32, time: i64) -> i64 {
+    get_offsets(cluster, topic, Some(partition), time)
+        .get(&partition)
+        .copied()
+        .unwrap_or_else(|| panic!("GetOffsetShell reported no offset of {topic}-{partition}"))
+}
+
+/// [`offset_of`] every partition of a topic, in one run of the tool.
+pub fn offsets(cluster: &KafkaCluster, topic: &str, time: i64) -> BTreeMap<i32, i64> {
+    get_offsets(cluster, topic, None, time)
+}
+
+/// GetOffsetShell's offsets of one partition of a topic, or of all.
+fn get_offsets(
+    cluster: &KafkaCluster,
+    topic: &str,
+    partition: Option<i32>,
+    time: i64,
+) -> BTreeMap<i32, i64> {
+    let mut args = vec![
+        "--bootstrap-server".to_owned(),
+        cluster.bootstrap(),
+        "--topic".to_owned(),
+        topic.to_owned(),
+        "--time".to_owned(),
+        time.to_string(),
+    ];
+    if let Some(partition) = partition {
+        args.extend(["--partitions".to_owned(), partition.to_string()]);
+    }
     let output = cluster
-        .run_tool(
-            "org.apache.kafka.tools.GetOffsetShell",
-            [
-                "--bootstrap-server".to_owned(),
-                cluster.bootstrap(),
-                "--topic".to_owned(),
-                topic.to_owned(),
-                "--partitions".to_owned(),
-                partition.to_string(),
-                "--time".to_owned(),
-                time.to_string(),
-            ],
-        )
+        .run_tool("org.apache.kafka.tools.GetOffsetShell", args)
         .unwrap_or_else(|e| panic!("GetOffsetShell: {e:#}"));
+    // Lines look like `topic:partition:offset`.
     output
         .stdout
         .lines()
-        .find_map(|line| line.rsplit(':').next()?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no offset in GetOffsetShell output: {}", output.stdout))
+        .filter_map(|line| {
+            let mut fields = line.trim().rsplitn(3, ':');
+            let offset = fields.next()?.parse().ok()?;
+            let partition = fields.next()?.parse().ok()?;
+            Some((partition, offset))
+        })
+        .collect()
+}
+
+/// A transaction as Kafka's own TransactionsCommand lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedTransaction {
+    pub transactional_id: String,
+    /// The broker (node id) coordinating it.
+    pub coordinator: usize,
+    /// `Ongoing`, `PrepareCommit`, `CompleteAbort`, `Empty`, ...
+    pub state: String,
+}
+
+impl ListedTransaction {
+    /// Begun and not yet completed: a read_committed reader waits at its first record.
+    pub fn is_open(&self) -> bool {
+        self.state == "Ongoing" || self.state.starts_with("Prepare")
+    }
+}
+
+/// Every transactional id a cluster's coordinators know, listed by Kafka's
+/// own TransactionsCommand.
+pub fn transactions(cluster: &KafkaCluster) -> Vec<ListedTransaction> {
+    let output = cluster
+        .run_tool(
+            "org.apache.kafka.tools.TransactionsCommand",
+            ["--bootstrap-server", &cluster.running_bootstrap(), "list"],
+        )
+        .unwrap_or_else(|e| panic!("TransactionsCommand list: {e:#}"));
+    // A header line, then `TransactionalId Coordinator ProducerId TransactionState ...`.
+    output
+        .stdout
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            Some(ListedTransaction {
+                transactional_id: fields.first()?.to_string(),
+                coordinator: fields.get(1)?.parse().ok()?,
+                state: fields.get(3)?.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// Waits until no transaction on `cluster` is open (one a killed mirror left
+/// is aborted when its timeout passes), so that a read_committed reader reads
+/// to the end; returns how long that took.
+pub fn wait_until_no_transaction_open(cluster: &KafkaCluster, limit: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        let open: Vec<ListedTransaction> = transactions(cluster)
+            .into_iter()
+            .filter(ListedTransaction::is_open)
+            .collect();
+        if open.is_empty() {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < limit,
+            "transactions still open after {limit:?}: {open:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 /// Produces `count` records with librdkafka into `topic`, round-robin over
@@ -601,15 +734,21 @@ pub fn topic_configs(cluster: &KafkaCluster, topic: &str) -> BTreeMap<String, St
         .collect()
 }
 
+/// Sends a signal to a running mirror with the `kill` command: `-STOP`,
+/// `-CONT`, `-TERM`.
+pub fn signal(mirror: &RunningMirror, signal: &str) {
+    let status = Command::new("kill")
+        .args([signal, &mirror.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill {signal} failed");
+}
+
 /// Sends SIGTERM to a running mirror and waits for it to exit (the shutdown
 /// a service manager does).
 pub fn terminate(mirror: impl Into<RunningMirror>) -> Output {
     let mirror = mirror.into();
-    let status = Command::new("kill")
-        .args(["-TERM", &mirror.id().to_string()])
-        .status()
-        .expect("send SIGTERM");
-    assert!(status.success(), "kill -TERM failed");
+    signal(&mirror, "-TERM");
     wait_with_limit(mirror, Duration::from_secs(60))
 }
 
