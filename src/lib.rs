@@ -20,6 +20,8 @@
 //! - [`offset_map`]: where copied source offsets landed on the target, for
 //!   translating consumer group offsets.
 //! - [`groups`]: consumer group offsets translated and committed on the target.
+//! - [`assignment`]: which member of a group of instances copies which
+//!   partition (balanced, sticky, cooperative).
 //! - [`config`]: the TOML configuration, its flows and their validation.
 //! - `backoff`: the one exponential backoff every retry loop uses.
 //!
@@ -30,6 +32,7 @@
 mod alloc;
 #[cfg(all(target_os = "linux", feature = "count-allocations"))]
 pub mod alloc_count;
+pub mod assignment;
 mod backoff;
 pub mod batch;
 pub mod checkpoint;

@@ -1,7 +1,8 @@
 //! Consumer groups on one cluster, from the outside as Kafka's admin client
 //! sees them: which groups exist and in what state, where a group's
 //! coordinator is, what offsets a group committed, and committing offsets
-//! for a group with no members. kafka-mirror never joins a group.
+//! for a group with no members. Joining a group (kafka-mirror's own) is
+//! `membership.rs`, which finds its coordinator here.
 //!
 //! Group requests go to the group's coordinator, the leader of the
 //! `__consumer_offsets` partition the group hashes to. When it moves, or is
@@ -317,6 +318,28 @@ impl GroupClient {
         &self.metadata
     }
 
+    /// The cluster asked.
+    pub fn cluster(&self) -> &Arc<Cluster> {
+        &self.cluster
+    }
+
+    /// The broker coordinating `group`: the one found before, or looked up,
+    /// retrying while the coordinator moves or loads.
+    pub async fn coordinator_of(&mut self, group: &str) -> Result<i32, GroupError> {
+        let mut retry = Retry::new();
+        loop {
+            match self.coordinator(group).await {
+                Ok(broker) => return Ok(broker),
+                Err(error) => retry.after(error).await?,
+            }
+        }
+    }
+
+    /// Forgets `group`'s coordinator (it moved): the next request looks it up.
+    pub fn forget_coordinator(&mut self, group: &str) {
+        self.coordinators.remove(group);
+    }
+
     /// Every group of the cluster, asking every broker at once. A group a
     /// coordinator move shows on two brokers is listed once, active if
     /// either says so.
@@ -439,7 +462,7 @@ impl GroupClient {
                 Ok(value) => return Ok(value),
                 Err(error) => {
                     if error.coordinator_moved() {
-                        self.coordinators.remove(group);
+                        self.forget_coordinator(group);
                     }
                     retry.after(error).await?;
                 }

@@ -14,6 +14,7 @@
 mod coordinator;
 mod fetch;
 mod groups;
+pub mod membership;
 mod metadata;
 mod offsets;
 mod produce;
@@ -334,6 +335,33 @@ impl Cluster {
                 })
             }
         }
+    }
+
+    /// A connection to `broker` of the caller's own, outside the ones
+    /// shared by [`Cluster::send`] and its kind, whose requests may wait
+    /// `request_timeout` for their answers: for requests the broker holds
+    /// (JoinGroup waits for a whole group), which would hold up every request
+    /// queued behind them on a shared connection. Not reconnected: the
+    /// caller opens another when it closes.
+    pub async fn dedicated_connection(
+        &self,
+        broker: i32,
+        request_timeout: Duration,
+    ) -> Result<Connection, ClusterError> {
+        let address =
+            lock(&self.addresses)
+                .get(&broker)
+                .cloned()
+                .ok_or(ClusterError::UnknownBroker {
+                    role: self.role,
+                    broker,
+                })?;
+        self.connector
+            .clone()
+            .with_request_timeout(request_timeout)
+            .connect(&address)
+            .await
+            .map_err(|source| self.net_error(source))
     }
 
     /// Sends a request to one broker.

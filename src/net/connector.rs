@@ -120,6 +120,13 @@ impl Connector {
         self
     }
 
+    /// The same connector, for connections whose requests may wait
+    /// `timeout` for their answers.
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.options.request_timeout = timeout;
+        self
+    }
+
     /// The connection settings.
     pub fn options(&self) -> &ConnectionOptions {
         &self.options

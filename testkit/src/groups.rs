@@ -2,7 +2,8 @@
 //! member with librdkafka (`clients/consume_group.py`) or with Kafka's own Java
 //! consumer (`kafka-console-consumer`), keeping a Java member in a group, and reading
 //! or setting a group's committed offsets with Kafka's `kafka-consumer-groups`
-//! (ConsumerGroupCommand).
+//! (ConsumerGroupCommand), and groups of other protocol types: listed by Kafka's
+//! `kafka-groups`, described with kafka-python's admin client.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -18,6 +19,8 @@ use crate::{DumpedRecord, TimestampType};
 
 /// `kafka-consumer-groups` (in `org.apache.kafka.tools` since 3.8).
 const CONSUMER_GROUP_COMMAND: &str = "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand";
+/// `kafka-groups` (Kafka 4.0+): groups of every type and protocol.
+const GROUPS_COMMAND: &str = "org.apache.kafka.tools.GroupsCommand";
 
 /// How long the Java consumer waits for a record before it stops reading.
 const JAVA_IDLE_TIMEOUT: Duration = Duration::from_secs(20);
@@ -310,6 +313,82 @@ fn describe_group(cluster: &KafkaCluster, group: &str, what: &str) -> Result<Str
         Err(e) if format!("{e:#}").contains("does not exist") => Ok(String::new()),
         Err(e) => Err(e),
     }
+}
+
+/// A group as DescribeGroups shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct DescribedGroup {
+    /// `Stable`, `PreparingRebalance`, `CompletingRebalance`, `Empty`, `Dead`.
+    pub state: String,
+    /// `consumer`, `connect`, or any other client's own.
+    pub protocol_type: String,
+    /// The protocol the coordinator chose (a consumer group's assignor).
+    pub protocol: String,
+    /// The members, in the coordinator's order.
+    pub members: Vec<DescribedMember>,
+}
+
+/// A member of a [`DescribedGroup`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct DescribedMember {
+    /// The id the coordinator gave it.
+    pub member_id: String,
+    /// Its group instance id, if static.
+    pub group_instance_id: Option<String>,
+    /// The client id it connected with.
+    pub client_id: String,
+}
+
+/// Describes `group` (of any protocol type) with kafka-python's admin client
+/// (`clients/describe_group.py`): `kafka-consumer-groups --describe` refuses
+/// groups that are not consumer groups.
+pub fn describe_group_with_kafka_python(bootstrap: &str, group: &str) -> Result<DescribedGroup> {
+    let args = ["--bootstrap", bootstrap, "--group", group].map(String::from);
+    let out = Venv::get()?.run_client("describe_group.py", &args)?;
+    serde_json::from_str(out.trim()).with_context(|| format!("describe_group.py printed {out:?}"))
+}
+
+/// The groups of protocol type `protocol` on `cluster` with their types
+/// (`classic`, `consumer`, ...), as Kafka's `kafka-groups --list --protocol`
+/// (GroupsCommand, Kafka 4.0+) lists them.
+pub fn groups_of_protocol(cluster: &KafkaCluster, protocol: &str) -> Result<Vec<(String, String)>> {
+    let out = cluster.run_tool(
+        GROUPS_COMMAND,
+        [
+            "--bootstrap-server",
+            &cluster.bootstrap(),
+            "--list",
+            "--protocol",
+            protocol,
+        ],
+    )?;
+    // GROUP  TYPE  PROTOCOL, one row per group.
+    let mut rows = out.stdout.lines().skip_while(|l| !l.starts_with("GROUP"));
+    let header = rows
+        .next()
+        .ok_or_else(|| anyhow!("no header in kafka-groups' output:\n{}", out.stdout))?;
+    let columns: Vec<&str> = header.split_whitespace().collect();
+    let column = |name: &str| {
+        columns
+            .iter()
+            .position(|c| *c == name)
+            .ok_or_else(|| anyhow!("no {name} column in {header:?}"))
+    };
+    let (group, kind, listed_protocol) = (column("GROUP")?, column("TYPE")?, column("PROTOCOL")?);
+    let mut groups = Vec::new();
+    for line in rows.filter(|l| !l.trim().is_empty()) {
+        let row: Vec<&str> = line.split_whitespace().collect();
+        let cell = |i: usize| {
+            row.get(i)
+                .copied()
+                .ok_or_else(|| anyhow!("short row {line:?}"))
+        };
+        if cell(listed_protocol)? != protocol {
+            bail!("kafka-groups --protocol {protocol} listed {line:?}");
+        }
+        groups.push((cell(group)?.to_owned(), cell(kind)?.to_owned()));
+    }
+    Ok(groups)
 }
 
 /// Gives `group` the committed offset `offset` for `topic`-`partition` without

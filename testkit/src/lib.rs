@@ -11,7 +11,7 @@
 //!   and storage format), `zookeeper` (ZooKeeper mode for 3.x), `wire` (the Metadata
 //!   probe that tells when a cluster is ready).
 //! - Clients and tools: `python` (librdkafka through confluent-kafka), `groups`
-//!   (reading as a consumer group, committed offsets), `java_producer`,
+//!   (reading as a consumer group, committed offsets, groups of other protocols), `java_producer`,
 //!   `mirrormaker`, `toxiproxy` and `proxy` (WAN and byte counting), `segments` (stored
 //!   batches), `build` (building the mirror itself).
 
@@ -43,8 +43,9 @@ pub use cache::cache_root;
 pub use cluster::{ClusterSpec, KafkaCluster};
 pub use dist::{KafkaDist, TOOL_JVM_OPTS};
 pub use groups::{
-    committed_offsets, consume_group_with_java, consume_group_with_librdkafka, group_members,
-    set_committed_offset, GroupMember, Isolation,
+    committed_offsets, consume_group_with_java, consume_group_with_librdkafka,
+    describe_group_with_kafka_python, group_members, groups_of_protocol, set_committed_offset,
+    DescribedGroup, DescribedMember, GroupMember, Isolation,
 };
 pub use java::java_bin;
 pub use java_producer::{produce_with_java, JavaProduceOpts};
