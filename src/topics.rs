@@ -206,9 +206,19 @@ pub async fn effective_config(
             .with_resource_type(TOPIC_RESOURCE)
             .with_resource_name(StrBytes::from_string(topic.to_owned()))
             .with_configuration_keys(Some(vec![StrBytes::from_string(key.to_owned())]))]);
-    let response = cluster.send_any(request).await?;
-    let Some(result) = response.results.into_iter().next() else {
-        return Ok(None);
+    // A broker may not know a topic another one just created: the answer
+    // comes from any broker, so ask again for a while.
+    let started = Instant::now();
+    let result = loop {
+        let response = cluster.send_any(request.clone()).await?;
+        let Some(result) = response.results.into_iter().next() else {
+            return Ok(None);
+        };
+        let unknown = result.error_code.err() == Some(ResponseError::UnknownTopicOrPartition);
+        if !unknown || started.elapsed() > NEW_TOPIC_PROPAGATION {
+            break result;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     };
     if let Some(error) = result.error_code.err() {
         return Err(TopicError::DescribeRefused {
@@ -387,6 +397,8 @@ fn partition_gaps<'a>(
     (missing, short)
 }
 
+/// How long a topic one broker created may stay unknown to the others.
+const NEW_TOPIC_PROPAGATION: Duration = Duration::from_secs(10);
 /// How long created topics may take to get leaders.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
