@@ -311,6 +311,11 @@ pub(crate) struct RunArgs {
     /// same name fences this one (sets replication.exactly_once).
     #[arg(long)]
     pub(crate) exactly_once: bool,
+    /// This process's own id among the instances of its name (static
+    /// membership: restarted within the session timeout, it takes its
+    /// partitions back at once); unique per process (sets instances.instance_id).
+    #[arg(long, value_name = "ID")]
+    pub(crate) instance_id: Option<String>,
 }
 
 fn parse_data_loss(text: &str) -> Result<DataLossPolicy, String> {
@@ -450,6 +455,9 @@ impl RunArgs {
             replication.threads = threads;
         }
         replication.exactly_once |= self.exactly_once;
+        if let Some(id) = &self.instance_id {
+            config.instances.instance_id = Some(id.clone());
+        }
         config.validate()?;
         Ok(config)
     }

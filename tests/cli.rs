@@ -37,6 +37,8 @@ fn help_explains_every_option() {
         "--in-flight-bytes",
         "--source-properties",
         "--target-properties",
+        "--exactly-once",
+        "--instance-id",
     ] {
         assert!(stdout.contains(option), "--help lacks {option}:\n{stdout}");
     }
@@ -140,6 +142,17 @@ fn invalid_values_name_their_key() {
     assert_eq!(code, Some(1), "{stderr}");
     assert!(
         stderr.contains("config key `groups.include`: not a valid regex"),
+        "{stderr}"
+    );
+
+    // Only a transactional id fences the instance a non-sharing one takes over from.
+    let path = config_file("unshared", "[instances]\nshare = false\n");
+    let (code, _, stderr) = run(&[
+        "run", "--config", &path, "--source", "a:1", "--target", "b:2",
+    ]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("config key `instances.share`: false needs replication.exactly_once"),
         "{stderr}"
     );
 

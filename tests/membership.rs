@@ -224,8 +224,9 @@ impl Members {
 
 #[test]
 fn members_share_partitions_through_the_group_coordinator() {
-    // Session timeouts from 1 s, so the eviction below takes seconds.
-    let kafka = start_cluster(KAFKA, 1, &[("group.min.session.timeout.ms", "1000")]);
+    // The testkit's brokers take session timeouts from 1 s, so the eviction
+    // below takes seconds.
+    let kafka = start_cluster(KAFKA, 1, &[]);
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     runtime.block_on(scenario(&kafka));
 }

@@ -18,8 +18,8 @@ use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use super::{
-    invalid, CheckpointConfig, ClusterConfig, ConfigError, GroupSync, GroupsConfig, MirrorConfig,
-    ReplicationConfig, TopicFilter, TopicsConfig,
+    invalid, CheckpointConfig, ClusterConfig, ConfigError, GroupSync, GroupsConfig,
+    InstancesConfig, MirrorConfig, ReplicationConfig, TopicFilter, TopicsConfig,
 };
 use crate::policy::ReplicationPolicy;
 
@@ -95,6 +95,8 @@ pub struct Flow {
     pub replication: ReplicationConfig,
     /// Where progress is stored.
     pub checkpoints: CheckpointConfig,
+    /// How instances of the same name share the flow.
+    pub instances: InstancesConfig,
 }
 
 impl Flow {
@@ -311,6 +313,7 @@ impl MirrorConfig {
             groups,
             replication: self.replication.clone(),
             checkpoints: self.checkpoints.clone(),
+            instances: self.instances.clone(),
         })
     }
 }

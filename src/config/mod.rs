@@ -39,8 +39,8 @@ pub use flows::{Direction, Flow, FlowConfig};
 pub use groups::GroupSync;
 pub use schema::{
     parse_start_position, CheckpointConfig, ClusterConfig, DataLossPolicy, GroupsConfig,
-    IsolationLevel, MirrorConfig, PolicyKind, RefusedBatchPolicy, ReplicationConfig, SaslConfig,
-    StartPosition, TlsConfig, TopicsConfig,
+    InstancesConfig, IsolationLevel, MirrorConfig, PolicyKind, RefusedBatchPolicy,
+    ReplicationConfig, SaslConfig, StartPosition, TlsConfig, TopicsConfig,
 };
 pub use topics::{looks_internal, TopicFilter};
 
@@ -116,6 +116,7 @@ impl MirrorConfig {
             groups: GroupsConfig::default(),
             replication: ReplicationConfig::default(),
             checkpoints: CheckpointConfig::default(),
+            instances: InstancesConfig::default(),
         }
     }
 
@@ -206,10 +207,41 @@ impl MirrorConfig {
                 "must be -1 (broker default) or at least 1".into(),
             );
         }
+        self.validate_instances()?;
         if self.checkpoints.topic.is_empty() {
             return invalid("checkpoints.topic", "must be non-empty".into());
         }
         self.flows().map(|_| ())
+    }
+}
+
+impl MirrorConfig {
+    fn validate_instances(&self) -> Result<(), ConfigError> {
+        let i = &self.instances;
+        // The group requests carry both as an i32 of ms.
+        for (key, ms) in [
+            ("instances.session_timeout_ms", i.session_timeout_ms),
+            ("instances.rebalance_timeout_ms", i.rebalance_timeout_ms),
+        ] {
+            if ms == 0 || ms > i32::MAX as u64 {
+                return invalid(key, "must be at least 1 and fit in 31 bits".into());
+            }
+        }
+        if i.instance_id
+            .as_ref()
+            .is_some_and(|id| id.trim().is_empty())
+        {
+            return invalid("instances.instance_id", "must be non-empty when set".into());
+        }
+        if !i.share && !self.replication.exactly_once {
+            return invalid(
+                "instances.share",
+                "false needs replication.exactly_once (--exactly-once): without sharing, only a \
+                 transactional id fences an older instance that a new one takes over from"
+                    .into(),
+            );
+        }
+        Ok(())
     }
 }
 
@@ -247,6 +279,24 @@ mod tests {
         assert_eq!(config.replication.start_position, StartPosition::Earliest);
         assert_eq!(config.replication.on_data_loss, DataLossPolicy::Stop);
         assert_eq!(config.checkpoints.topic, "kafka-mirror-checkpoints");
+        assert_eq!(config.instances, InstancesConfig::default());
+        assert!(config.instances.share);
+        assert_eq!(
+            config.instances.session_timeout(),
+            std::time::Duration::from_secs(10)
+        );
+    }
+
+    #[test]
+    fn instances_that_do_not_share_need_exactly_once() {
+        let text = format!(
+            "{MINIMAL}\n[replication]\nexactly_once = true\n\
+             [instances]\nshare = false\ninstance_id = \"host-a\"\nsession_timeout_ms = 3000\n"
+        );
+        let config = MirrorConfig::from_toml(&text).expect("valid");
+        assert!(!config.instances.share);
+        assert_eq!(config.instances.instance_id.as_deref(), Some("host-a"));
+        assert_eq!(config.instances.session_timeout_ms, 3000);
     }
 
     #[test]
@@ -288,6 +338,19 @@ mod tests {
             (
                 "[replication]\nstart_position = \"yesterday\"",
                 "key `replication.start_position`: not earliest, latest",
+            ),
+            (
+                "[instances]\nsession_timeout_ms = 0",
+                "instances.session_timeout_ms",
+            ),
+            (
+                "[instances]\nrebalance_timeout_ms = 3000000000",
+                "instances.rebalance_timeout_ms",
+            ),
+            ("[instances]\ninstance_id = \" \"", "instances.instance_id"),
+            (
+                "[instances]\nshare = false",
+                "instances.share`: false needs replication.exactly_once",
             ),
         ];
         for (extra, expected) in cases {

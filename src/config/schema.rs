@@ -49,6 +49,9 @@ pub struct MirrorConfig {
     /// Where progress is stored.
     #[serde(default)]
     pub checkpoints: CheckpointConfig,
+    /// How instances started with the same name share the work.
+    #[serde(default)]
+    pub instances: InstancesConfig,
 }
 
 /// How to reach one cluster.
@@ -403,6 +406,67 @@ pub struct CheckpointConfig {
     /// Shortest time between two checkpoint writes.
     #[serde(default = "default_checkpoint_interval_ms")]
     pub interval_ms: u64,
+}
+
+/// `[instances]`: how processes started with the same name share its
+/// partitions. Each flow's instances form a group on the flow's target
+/// cluster (`kafka-mirror.<name>`) whose coordinator gives each its share;
+/// one instance alone gets them all, so nothing here needs setting.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstancesConfig {
+    /// How long the target's group coordinator waits for a silent instance
+    /// before its partitions move to the others; an instance that cannot
+    /// reach the coordinator this long stops writing first. Within the
+    /// brokers' `group.min.session.timeout.ms` and
+    /// `group.max.session.timeout.ms` (6 s and 30 min by default).
+    #[serde(default = "default_session_timeout_ms")]
+    pub session_timeout_ms: u64,
+    /// How long a rebalance waits for every instance to join again, which
+    /// an instance handing partitions over must do within: the time to let
+    /// in-flight batches land and store their checkpoints.
+    #[serde(default = "default_rebalance_timeout_ms")]
+    pub rebalance_timeout_ms: u64,
+    /// Makes the instance a static member (KIP-345): restarted within the
+    /// session timeout, it takes its old place and partitions at once,
+    /// without a rebalance. Unique per process.
+    #[serde(default)]
+    pub instance_id: Option<String>,
+    /// `true` (default): instances of one name share the partitions. `false`:
+    /// no group; a new instance takes over everything, fencing the older one
+    /// with the transactional id, so it needs `replication.exactly_once`.
+    #[serde(default = "default_true")]
+    pub share: bool,
+}
+
+impl InstancesConfig {
+    /// How long a silent instance keeps its partitions.
+    pub fn session_timeout(&self) -> Duration {
+        Duration::from_millis(self.session_timeout_ms)
+    }
+
+    /// How long a rebalance waits for every instance.
+    pub fn rebalance_timeout(&self) -> Duration {
+        Duration::from_millis(self.rebalance_timeout_ms)
+    }
+}
+
+impl Default for InstancesConfig {
+    fn default() -> Self {
+        InstancesConfig {
+            session_timeout_ms: default_session_timeout_ms(),
+            rebalance_timeout_ms: default_rebalance_timeout_ms(),
+            instance_id: None,
+            share: true,
+        }
+    }
+}
+
+fn default_session_timeout_ms() -> u64 {
+    10_000
+}
+fn default_rebalance_timeout_ms() -> u64 {
+    60_000
 }
 
 pub(super) fn default_name() -> String {

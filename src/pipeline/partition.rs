@@ -210,12 +210,21 @@ impl PartitionState {
         self.offset_map = OffsetMap::starting_at(offset);
     }
 
-    /// Takes the offset map a checkpoint stored, for a partition resuming
-    /// from it. Only valid before anything is queued; the map must end
-    /// where the partition starts.
-    pub(crate) fn resume_offset_map(&mut self, map: OffsetMap) {
-        debug_assert!(self.is_empty() && map.end() == self.acked_through);
+    /// Starts the partition at `offset` (its checkpoint's, or a start
+    /// position to look up), whose copy so far `map` describes: nothing is
+    /// queued, and nothing before `offset` is this run's to send. Entry ids
+    /// and the producer sequence go on from where they were, so that an
+    /// answer to a batch sent before (the partition was copied here, then
+    /// by another instance, and is back) matches nothing, and the target
+    /// takes our next batch as following our last.
+    pub(crate) fn start_at(&mut self, offset: i64, map: OffsetMap) {
+        debug_assert!(self.is_empty() && map.end() == offset);
+        self.fetch_offset = offset;
+        self.checkpointed = offset;
+        self.acked_through = offset;
         self.offset_map = map;
+        self.unmapped = self.next_entry_id;
+        self.established = false;
     }
 
     /// Where the source offsets copied so far landed on the target: the
@@ -1539,9 +1548,9 @@ mod tests {
         p.push_skip(6);
         let stored = p.offset_map().stored();
 
-        let mut resumed = PartitionState::new(6);
+        let mut resumed = PartitionState::new(0);
         let map = OffsetMap::from_stored(&stored, 6).expect("a map");
-        resumed.resume_offset_map(map);
+        resumed.start_at(6, map);
         assert_eq!(resumed.offset_map(), p.offset_map());
         resumed.push_batch(batch(6, 2));
         let sent = resumed
@@ -1554,6 +1563,40 @@ mod tests {
         );
     }
 
+    /// A partition copied here, handed to another instance and back starts
+    /// at the checkpoint the other stored, and its producer sequence goes
+    /// on. Lost with a batch in flight (its queue dropped), the answer to
+    /// that batch acknowledges nothing once it is started again.
+    #[test]
+    fn a_partition_started_again_goes_on_and_ignores_old_answers() {
+        let writer = Writer::idempotent(7, 1);
+        let mut p = PartitionState::new(0);
+        p.push_batch(batch(0, 5));
+        let first = p.next_to_send(writer, false).expect("batch");
+        p.acked(first.entry, 0);
+        p.checkpoint_stored(5);
+        assert!(p.is_empty(), "handed over cleanly");
+
+        p.start_at(20, OffsetMap::starting_at(20));
+        assert_eq!(
+            (p.fetch_offset, p.checkpointed, p.committed()),
+            (20, 20, 20)
+        );
+        p.push_batch(batch(20, 3));
+        let lost = p.next_to_send(writer, false).expect("batch");
+        assert_eq!(sequence_of(&lost), 5, "the sequence goes on");
+        assert_eq!(p.rewind_to_checkpoint(), 20, "lost");
+
+        p.start_at(30, OffsetMap::starting_at(30));
+        p.push_batch(batch(30, 3));
+        let next = p.next_to_send(writer, false).expect("batch");
+        assert_eq!(p.acked(lost.entry, 9).records, 0, "an old answer");
+        assert_eq!(p.committed(), 30);
+        assert_eq!(p.acked(next.entry, 40).records, 3);
+        assert_eq!(p.committed(), 33);
+        assert_eq!(p.offset_map().translate(31), Translation::Exact(41));
+    }
+
     #[test]
     fn a_plain_copy_stays_one_point_across_a_restart() {
         let mut p = PartitionState::new(0);
@@ -1563,8 +1606,8 @@ mod tests {
             .expect("batch");
         p.acked(sent.entry, 0);
         let map = OffsetMap::from_stored(&p.offset_map().stored(), 4).expect("a map");
-        let mut resumed = PartitionState::new(4);
-        resumed.resume_offset_map(map);
+        let mut resumed = PartitionState::new(0);
+        resumed.start_at(4, map);
         resumed.push_batch(batch(4, 4));
         let sent = resumed
             .next_to_send(Writer::idempotent(7, 1), false)

@@ -52,6 +52,10 @@ pub(super) enum Status {
     /// Its source topic was deleted while running: nothing more is fetched;
     /// what was sent still lands and is checkpointed. Not a failure.
     Deleted,
+    /// Not this instance's to copy (another instance of the mirror's name
+    /// copies it, or nobody was given it yet): never fetched nor produced,
+    /// and nothing of it is queued.
+    Unowned,
 }
 
 impl Status {
@@ -89,6 +93,10 @@ pub(super) struct Slot {
     pub(super) produce_backoff: Backoff,
     /// With `until_caught_up`: the source's end offset at the start of the run.
     pub(super) caught_up_at: Option<i64>,
+    /// Where the partition starts without a checkpoint: the flow's start
+    /// position, or for a partition that appeared while running, its
+    /// earliest offset (all it holds is new since the run began).
+    pub(super) fresh_start: OffsetSpec,
     /// Refusals in a row for our producer id, or out of order for the
     /// first unacknowledged batch.
     pub(super) refusal_streak: u32,
@@ -121,8 +129,32 @@ impl Slot {
             fetch_backoff: Backoff::new(base, max),
             produce_backoff: Backoff::new(base, max),
             caught_up_at: None,
+            fresh_start: OffsetSpec::Earliest,
             refusal_streak: 0,
             corrupt_refusals: 0,
+        }
+    }
+
+    /// A partition of the flow that is not copied here yet
+    /// ([`Status::Unowned`]); started, it starts from its checkpoint or, if
+    /// it has none, at `fresh_start`.
+    pub(super) fn unowned(
+        topic: Arc<str>,
+        target_topic: Arc<str>,
+        partition: i32,
+        source_topic_id: Uuid,
+        fresh_start: OffsetSpec,
+    ) -> Self {
+        Slot {
+            fresh_start,
+            ..Slot::new(
+                topic,
+                target_topic,
+                partition,
+                source_topic_id,
+                0,
+                Status::Unowned,
+            )
         }
     }
 

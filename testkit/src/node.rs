@@ -143,6 +143,9 @@ pub(crate) fn write_server_properties(spec: &ClusterSpec, layout: &[NodeLayout])
         );
         set("share.coordinator.state.topic.min.isr", min_isr.to_string());
         set("group.initial.rebalance.delay.ms", "0".into());
+        // kafka-mirror instances sharing a name form a group; tests run them
+        // with short session timeouts so that a killed one is replaced fast.
+        set("group.min.session.timeout.ms", "1000".into());
         set("auto.create.topics.enable", "false".into());
         set("num.network.threads", "2".into());
         set("num.io.threads", "4".into());
