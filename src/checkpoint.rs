@@ -36,10 +36,13 @@
 //! only (READ_COMMITTED, up to the last stable offset): checkpoints written
 //! in a transaction ([`CheckpointStore::write_in_transaction`], with the
 //! data they cover) count once it commits, never when it aborts.
+//! [`CheckpointStore::load_stable`] first waits until every transaction
+//! open on the topic is decided: what a partition taken over from another
+//! instance starts from.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kafka_protocol::error::ParseResponseErrorCode;
 use kafka_protocol::messages::fetch_response::PartitionData;
@@ -50,8 +53,8 @@ use uuid::Uuid;
 
 use crate::batch::{split_batches, AbortedTransactions, BatchFate, Fetched};
 use crate::cluster::{
-    fetch_request, response_partitions, Cluster, ClusterError, OffsetSpec, PartitionFetch,
-    TopicNames,
+    fetch_request, response_partitions, Cluster, ClusterError, Metadata, OffsetSpec,
+    PartitionFetch, TopicNames,
 };
 use crate::config::IsolationLevel;
 use crate::offset_map::{OffsetMap, StoredMap};
@@ -240,6 +243,12 @@ pub struct CheckpointStore {
 /// Tries to read the checkpoints before giving up (at 250 ms each).
 const LOAD_ATTEMPTS: u32 = 60;
 
+/// How long [`CheckpointStore::load_stable`] waits for the transactions
+/// open on the checkpoint topic (a crashed instance's is aborted by its
+/// transaction timeout), and how often it looks.
+const STABLE_WAIT: Duration = Duration::from_secs(60);
+const STABLE_POLL: Duration = Duration::from_millis(100);
+
 /// Bytes asked per Fetch while loading checkpoints.
 const LOAD_FETCH_BYTES: i32 = 8 * 1024 * 1024;
 
@@ -296,18 +305,52 @@ impl CheckpointStore {
         }
     }
 
-    async fn try_load(&self) -> Result<HashMap<(String, i32), Checkpoint>, CheckpointError> {
+    /// [`CheckpointStore::load`] once every transaction open on the
+    /// checkpoint topic now is committed or aborted (its last stable offset
+    /// reached the high watermark it has now): an instance that handed
+    /// partitions over, or one fenced or gone, has then stored its last
+    /// checkpoint of them, and nothing of it comes after.
+    pub async fn load_stable(&self) -> Result<HashMap<(String, i32), Checkpoint>, CheckpointError> {
         let (target, name) = (self.topic.target(), self.topic.name());
         let metadata = self.topic.cluster_result(target.metadata().await)?;
-        // Up to the last stable offset: an open transaction's checkpoints
-        // are not read, nor anything after them.
-        let committed = IsolationLevel::ReadCommitted.wire_value();
-        let end = target
+        let written = self
+            .end_offset(&metadata, IsolationLevel::ReadUncommitted)
+            .await?;
+        let started = Instant::now();
+        loop {
+            let stable = self
+                .end_offset(&metadata, IsolationLevel::ReadCommitted)
+                .await?;
+            if stable >= written {
+                break;
+            }
+            if started.elapsed() > STABLE_WAIT {
+                return Err(CheckpointError::NotReady {
+                    topic: name.to_owned(),
+                    reason: format!(
+                        "a transaction stays open at offset {stable} (of {written}) for over {STABLE_WAIT:?}"
+                    ),
+                });
+            }
+            tokio::time::sleep(STABLE_POLL).await;
+        }
+        self.load().await
+    }
+
+    /// The checkpoint partition's end offset: for `ReadCommitted` its last
+    /// stable offset, where the first transaction still open starts.
+    async fn end_offset(
+        &self,
+        metadata: &Metadata,
+        isolation: IsolationLevel,
+    ) -> Result<i64, CheckpointError> {
+        let (target, name) = (self.topic.target(), self.topic.name());
+        target
             .list_offsets(
-                &metadata,
+                metadata,
                 &[(name.to_owned(), 0)],
                 OffsetSpec::Latest,
-                committed,
+                isolation.wire_value(),
             )
             .await
             .remove(&(name.to_owned(), 0))
@@ -315,7 +358,18 @@ impl CheckpointStore {
             .map_err(|e| CheckpointError::NotReady {
                 topic: name.to_owned(),
                 reason: format!("cannot find its end offset: {e}"),
-            })?;
+            })
+    }
+
+    async fn try_load(&self) -> Result<HashMap<(String, i32), Checkpoint>, CheckpointError> {
+        let (target, name) = (self.topic.target(), self.topic.name());
+        let metadata = self.topic.cluster_result(target.metadata().await)?;
+        // Up to the last stable offset: an open transaction's checkpoints
+        // are not read, nor anything after them.
+        let committed = IsolationLevel::ReadCommitted.wire_value();
+        let end = self
+            .end_offset(&metadata, IsolationLevel::ReadCommitted)
+            .await?;
         let topic_meta = metadata.topics.get(name);
         let topic_id = topic_meta.map(|t| t.id).unwrap_or_default();
         let leader_epoch = metadata.partition(name, 0).map_or(-1, |p| p.leader_epoch);

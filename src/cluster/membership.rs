@@ -389,7 +389,12 @@ pub struct Membership {
     in_flight: Option<RequestKind>,
     retry: Backoff,
     next_heartbeat: Instant,
-    /// When the coordinator last counted the member in the group.
+    /// When the request out was sent.
+    sent_at: Instant,
+    /// When the last request the coordinator answered counting the member
+    /// in the group was sent: the coordinator heard from the member after
+    /// this, so its session there lasts at least until this plus the
+    /// session timeout.
     confirmed_at: Instant,
     /// Why the next JoinGroup goes, for the broker's log (KIP-800).
     reason: &'static str,
@@ -412,6 +417,7 @@ impl Membership {
             in_flight: None,
             retry: Backoff::new(RETRY_BASE, RETRY_MAX),
             next_heartbeat: now,
+            sent_at: now,
             confirmed_at: now,
             reason: "starting",
         }
@@ -496,6 +502,31 @@ impl Membership {
             .then(|| self.confirmed_at + self.config.session_timeout)
     }
 
+    /// Until when the member may write for the partitions it copies: the
+    /// coordinator cannot have removed it from the group (and given them
+    /// to another member) before then. The send time of the last request it
+    /// answered counting the member in, plus the session timeout; `None`
+    /// when the member copies nothing.
+    pub fn lease_end(&self) -> Option<Instant> {
+        let holds = !self.holdings.owned.is_empty() && !matches!(self.state, State::Done);
+        holds.then(|| self.confirmed_at + self.config.session_timeout)
+    }
+
+    /// The lease ended (see [`Membership::lease_end`]): its partitions
+    /// may be another member's already, so they are lost now, and the
+    /// member joins again. Called before writing anything for them.
+    pub fn expire_lease(&mut self, now: Instant) -> Option<MemberEvent> {
+        if self.lease_end().is_none_or(|end| now < end) {
+            return None;
+        }
+        let cause = MembershipError::SessionExpired {
+            group: self.config.group.clone(),
+            member_id: self.member_id.clone(),
+            timeout: self.config.session_timeout,
+        };
+        Some(self.lose(cause))
+    }
+
     /// What to do now.
     pub fn poll(&mut self, now: Instant) -> Next {
         if self.deadline().is_some_and(|end| now >= end) {
@@ -525,6 +556,7 @@ impl Membership {
             State::Done => return Next::Done,
         };
         self.in_flight = Some(kind);
+        self.sent_at = now;
         Next::Send(kind)
     }
 
@@ -641,7 +673,7 @@ impl Membership {
                 self.member_id = response.member_id.to_string();
                 self.generation = response.generation_id;
                 self.leader = response.leader == response.member_id;
-                self.confirmed_at = now;
+                self.confirmed_at = self.sent_at;
                 let assignments = if self.leader && !response.skip_assignment {
                     self.assign(&response.members)
                         .inspect_err(|_| self.retry.fail(now))?
@@ -710,7 +742,7 @@ impl Membership {
         self.holdings.owned.extend(given.partitions.iter().cloned());
         self.holdings.generation = self.generation;
         self.retry.reset();
-        self.confirmed_at = now;
+        self.confirmed_at = self.sent_at;
         self.next_heartbeat = now + self.config.heartbeat_interval;
         self.state = State::Stable {
             revoking: revoke.clone(),
@@ -744,13 +776,13 @@ impl Membership {
         match response.error_code.err() {
             None => {
                 self.retry.reset();
-                self.confirmed_at = now;
+                self.confirmed_at = self.sent_at;
                 self.next_heartbeat = now + self.config.heartbeat_interval;
                 Ok(None)
             }
             Some(ResponseError::RebalanceInProgress) => {
                 self.retry.reset();
-                self.confirmed_at = now;
+                self.confirmed_at = self.sent_at;
                 self.next_heartbeat = now + self.config.heartbeat_interval;
                 // Revoking: the join follows `revoked`, within the rebalance timeout.
                 self.rejoin("rebalance in progress");
@@ -919,19 +951,32 @@ impl Membership {
 
     /// Out of the group: every partition is lost, and the member joins again.
     fn lose(&mut self, cause: MembershipError) -> MemberEvent {
-        let partitions = std::mem::take(&mut self.holdings.owned);
         tracing::warn!(
             group = %self.config.group,
-            partitions = partitions.len(),
+            partitions = self.holdings.owned.len(),
             %cause,
             "lost the group membership"
         );
+        let partitions = self.start_over("lost the membership");
+        MemberEvent::Lost { partitions, cause }
+    }
+
+    /// Gives up everything the member holds, its writer slot included (its
+    /// owner could not keep it: exactly-once, another member took the
+    /// slot's transactional id), and joins again as a member holding
+    /// nothing. Returns the partitions it held. Stop copying them first.
+    pub fn start_over(&mut self, reason: &'static str) -> BTreeSet<TopicPartition> {
+        let partitions = std::mem::take(&mut self.holdings.owned);
         self.holdings.generation = -1;
         self.generation = -1;
         self.leader = false;
-        self.state = State::Joining;
-        self.reason = "lost the membership";
-        MemberEvent::Lost { partitions, cause }
+        if !matches!(self.state, State::Leaving | State::Done) {
+            self.state = State::Joining;
+            self.reason = reason;
+        }
+        // An answer to the request out would be to the member it was.
+        self.in_flight = None;
+        partitions
     }
 
     /// Joins again at once, partitions kept (after a revocation if one is
@@ -1576,6 +1621,49 @@ mod tests {
             "{event:?}"
         );
         assert_eq!(sent(&mut member, end), RequestKind::Join);
+    }
+
+    /// The lease runs from when the last answered request was sent, not
+    /// from its answer: the coordinator's session clock started before.
+    /// Once it ends, the partitions are lost before anything is written,
+    /// and an answer still coming is to the member that was.
+    #[test]
+    fn the_lease_runs_from_the_send_of_the_last_answered_request() {
+        let now = Instant::now();
+        let joining = Membership::new(config(), partitions(2), now);
+        assert_eq!(joining.lease_end(), None, "copies nothing yet");
+        let mut member = stable_member(&[0, 1], now);
+        assert_eq!(member.lease_end(), Some(now + SESSION));
+        let sent_at = now + member.config().heartbeat_interval;
+        sent(&mut member, sent_at);
+        let answered_at = sent_at + Duration::from_secs(2);
+        member
+            .heartbeat_answered(heartbeat(None), answered_at)
+            .unwrap();
+        let end = sent_at + SESSION;
+        assert_eq!(member.lease_end(), Some(end));
+
+        let before = end - Duration::from_millis(1);
+        assert!(member.expire_lease(before).is_none());
+        // A heartbeat goes out, unanswered when the lease ends.
+        sent(&mut member, before);
+        let lost = member.expire_lease(end);
+        assert!(
+            matches!(
+                lost,
+                Some(MemberEvent::Lost {
+                    ref partitions,
+                    cause: MembershipError::SessionExpired { .. }
+                }) if partitions.len() == 2
+            ),
+            "{lost:?}"
+        );
+        assert_eq!(member.lease_end(), None);
+        assert!(member.expire_lease(end).is_none(), "lost once");
+        let late = member.heartbeat_answered(heartbeat(Some(ResponseError::UnknownMemberId)), end);
+        assert!(matches!(late, Ok(None)), "an answer nobody waits for");
+        assert_eq!(sent(&mut member, end), RequestKind::Join);
+        assert!(metadata_sent(&member).owned.is_empty());
     }
 
     #[test]

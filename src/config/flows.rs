@@ -116,6 +116,12 @@ impl Flow {
         }
     }
 
+    /// The group on the target through which the instances of the flow's
+    /// name share its partitions: `kafka-mirror.<checkpoint name>`.
+    pub fn instances_group(&self) -> String {
+        format!("kafka-mirror.{}", self.checkpoint_name)
+    }
+
     /// The target topic a source topic is copied into.
     pub fn target_topic(&self, topic: &str) -> String {
         match self.direction {

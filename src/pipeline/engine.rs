@@ -5,6 +5,11 @@
 //! nothing else touches the state, so there are no locks on the data path and
 //! the order of decisions is the order of events.
 //!
+//! While the instances of the flow's name share its partitions, the engine
+//! also runs this instance's member of their group: its events go to the
+//! ownership stage (`ownership.rs`), which says which partitions are this
+//! instance's, and every write waits on its lease.
+//!
 //! There is one engine per flow rather than one for all flows: a flow is then
 //! exactly the single-copy pipeline this engine already was (its own producer
 //! id, memory budget, checkpoints and summary), a stopped or slow flow cannot
@@ -26,14 +31,17 @@ use super::landing;
 use super::lane::ProduceLane;
 use super::lifecycle::{deleted_topics, refresh_topics, TopicRefresh};
 use super::metadata::MetadataView;
+use super::ownership::{describe_owned, start_unshared, Lease, Ownership};
 use super::positions::{Lookups, Positions};
 use super::produce::{ProduceContext, ProduceStage, KAFKA_PRODUCER_EXPIRY};
 use super::producer::{init_producer_id, ProducerIdentity, RenewalReason};
-use super::slots::{Slots, Status};
+use super::slots::{SlotId, Slots, Status};
+use super::startup::log_old_checkpoints;
 use super::stats::{Counters, PartitionProblem, Summary, UnsavedCheckpoints};
 use super::transaction::{self, TransactionFailure, TransactionStage};
 use super::MirrorError;
-use crate::checkpoint::CheckpointStore;
+use crate::checkpoint::{CheckpointError, CheckpointStore};
+use crate::cluster::membership::{GroupMember, MemberEvent, MembershipError};
 use crate::cluster::{Cluster, GroupError, Metadata, OffsetSpec, Role, TransactionCoordinator};
 use crate::config::Flow;
 use crate::groups::mm2::Mm2Checkpoints;
@@ -65,6 +73,9 @@ pub(super) struct Prepared {
     pub(super) target_meta: Metadata,
     pub(super) slots: Slots,
     pub(super) topic_count: usize,
+    /// The member of the group of the flow's instances, when they share its
+    /// partitions; every slot is then unowned until the group says.
+    pub(super) member: Option<GroupMember>,
 }
 
 /// How often the engine wakes without an event (backoffs, checkpoint interval):
@@ -75,6 +86,9 @@ const TICK: Duration = Duration::from_millis(50);
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
 /// Tries of the final checkpoint write, for failures that may pass.
 const FINAL_CHECKPOINT_TRIES: u32 = 5;
+/// How long leaving the group may take at the end of a run; a member that
+/// could not say so is removed after its session timeout.
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Exactly-once mode: the transaction stage, and the target's coordinator of
 /// our transactional id that its requests go to.
@@ -82,6 +96,16 @@ const FINAL_CHECKPOINT_TRIES: u32 = 5;
 struct ExactlyOnce {
     stage: TransactionStage,
     coordinator: Arc<TransactionCoordinator>,
+}
+
+/// Sharing the flow with the other instances of its name: this instance's
+/// member of their group, and the stage deciding what it owns.
+#[derive(Debug)]
+struct Sharing {
+    member: GroupMember,
+    ownership: Ownership,
+    /// The member stopped for good (another process took its static id).
+    stopped: bool,
 }
 
 /// The loop of one flow: the partition table, the stages that own the rest,
@@ -107,6 +131,8 @@ pub(crate) struct Engine {
     mm2_checkpoints: Option<Arc<Mm2Checkpoints>>,
     /// Exactly-once mode's transactions.
     exactly_once: Option<ExactlyOnce>,
+    /// Instances sharing the flow's partitions, unless `instances.share` is off.
+    sharing: Option<Sharing>,
     /// Why the flow stopped writing for good: another instance of its name
     /// took over its transactional id.
     fenced: Option<String>,
@@ -136,6 +162,7 @@ impl Engine {
             target_meta,
             slots,
             topic_count,
+            member,
         } = prepared;
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let now = Instant::now();
@@ -176,6 +203,11 @@ impl Engine {
                 .map(|settings| GroupSyncSchedule::new(settings, now)),
             mm2_checkpoints,
             exactly_once,
+            sharing: member.map(|member| Sharing {
+                member,
+                ownership: Ownership::new(now),
+                stopped: false,
+            }),
             fenced: None,
             topics: TopicRefresh::new(now, config.topic_refresh_interval, topic_count),
             config: Arc::new(config),
@@ -204,6 +236,7 @@ impl Engine {
             }
             tokio::select! {
                 Some(event) = self.events_rx.recv() => self.handle(event),
+                event = next_member_event(&mut self.sharing) => self.member_event(event),
                 _ = tick.tick() => {}
                 () = &mut shutdown, if !shutdown_seen => {
                     shutdown_seen = true;
@@ -212,18 +245,144 @@ impl Engine {
             }
         }
         if self.fenced.is_some() {
+            self.leave_group().await;
             return self.summary();
         }
         let unsaved = self.final_checkpoint().await;
         self.final_group_sync().await;
+        // Only now may another instance start from these checkpoints.
+        self.leave_group().await;
         let mut summary = self.summary();
         summary.unsaved_checkpoints.extend(unsaved);
         summary
     }
 
+    /// Leaves the group of the flow's instances, so that the others take
+    /// over its partitions at once.
+    async fn leave_group(&mut self) {
+        let Some(sharing) = self.sharing.take() else {
+            return;
+        };
+        match tokio::time::timeout(LEAVE_TIMEOUT, sharing.member.leave()).await {
+            Ok(Ok(())) => {
+                tracing::info!(flow = %self.config.name, "left the group of the mirror's instances")
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(flow = %self.config.name, error = %e, "could not leave the group; the others take over after the session timeout")
+            }
+            Err(_) => {
+                tracing::warn!(flow = %self.config.name, "no answer to LeaveGroup; the others take over after the session timeout")
+            }
+        }
+    }
+
+    /// Until when this instance may write for its partitions.
+    fn lease(&self) -> Lease {
+        Lease::until(
+            self.sharing
+                .as_ref()
+                .and_then(|sharing| sharing.member.membership().lease_end()),
+        )
+    }
+
+    /// What the group said: partitions to hand over and to take over, or
+    /// all of them lost.
+    fn member_event(&mut self, event: Result<MemberEvent, MembershipError>) {
+        let Some(sharing) = &mut self.sharing else {
+            return;
+        };
+        match event {
+            Ok(MemberEvent::Assigned {
+                generation,
+                assignment,
+            }) => {
+                sharing
+                    .ownership
+                    .assigned(&mut self.slots, generation, &assignment);
+                tracing::info!(
+                    flow = %self.config.name,
+                    generation,
+                    revoking = assignment.revoke.len(),
+                    "assigned {}",
+                    describe_owned(&self.slots, &Ownership::owned(&self.slots))
+                );
+            }
+            Ok(MemberEvent::Lost { partitions, cause }) => {
+                tracing::warn!(flow = %self.config.name, partitions = partitions.len(), "{cause}: stopped copying them");
+                let fenced = matches!(cause, MembershipError::FencedInstance { .. });
+                if sharing.ownership.lost(&mut self.slots) {
+                    let now = Instant::now();
+                    self.produce.producer().refused(RenewalReason::Lost, now);
+                }
+                if fenced {
+                    sharing.stopped = true;
+                    self.fenced(&MirrorError::Membership(Box::new(cause)));
+                }
+            }
+            Err(MembershipError::Stopped { .. }) => sharing.stopped = true,
+            Err(e) => {
+                tracing::error!(flow = %self.config.name, error = %e, "cannot take part in the group of the mirror's instances; trying again");
+            }
+        }
+    }
+
+    /// The group's side of each round: a lease that ended loses the
+    /// partitions before anything is written, settled hand-overs are
+    /// reported, take-overs read their checkpoints, and the bytes each
+    /// partition copied go into the next join.
+    fn share(&mut self, now: Instant) {
+        let Some(sharing) = &mut self.sharing else {
+            return;
+        };
+        if let Some(lost) = sharing.member.membership_mut().expire_lease(now) {
+            self.member_event(Ok(lost));
+            return self.share(now);
+        }
+        if sharing.ownership.settle_revocations(&mut self.slots) {
+            sharing.member.membership_mut().revoked();
+        }
+        if let Some(bytes) = sharing.ownership.recent_bytes_due(&self.slots, now) {
+            sharing.member.membership_mut().set_recent_bytes(bytes);
+        }
+        if self.draining.is_some() {
+            return;
+        }
+        let Some(ids) = sharing
+            .ownership
+            .take_over_due(&self.slots, self.meta.source(), now)
+        else {
+            return;
+        };
+        let store = self.checkpoints.clone();
+        self.spawn(async move {
+            Event::TakenOver {
+                slots: ids,
+                read: store.load_stable().await,
+            }
+        });
+    }
+
+    /// New partitions found while running: the group's to share out, or
+    /// this instance's at once.
+    fn partitions_added(&mut self, added: &[SlotId]) {
+        if added.is_empty() {
+            return;
+        }
+        match &mut self.sharing {
+            Some(sharing) => {
+                let membership = sharing.member.membership_mut();
+                membership.set_partitions(Ownership::group_partitions(&self.slots));
+                membership.rejoin("new partitions");
+            }
+            None => start_unshared(&mut self.slots, added),
+        }
+    }
+
     /// Starts whatever may start now.
     fn dispatch(&mut self) {
         let now = Instant::now();
+        self.share(now);
+        let lease = self.lease();
         for role in self.meta.due_refreshes(now) {
             let cluster = match role {
                 Role::Source => self.source.clone(),
@@ -288,11 +447,12 @@ impl Engine {
                 );
             }
         }
-        self.add_to_transaction(now);
+        self.add_to_transaction(lease, now);
         let cx = ProduceContext {
             config: &self.config.replication,
             meta: &self.meta,
             transaction: self.exactly_once.as_ref().map(|eos| &eos.stage),
+            lease,
         };
         for job in self.produce.start(&mut self.slots, cx, now) {
             let (target, events) = (&self.target, &self.events_tx);
@@ -310,12 +470,22 @@ impl Engine {
             self.renew_producer(reason);
         }
         let urgent = self.held() > self.fetch.budget(&self.config.replication) / 2
-            || self.draining.is_some();
+            || self.draining.is_some()
+            || self
+                .sharing
+                .as_ref()
+                .is_some_and(|sharing| sharing.ownership.revoking());
         if self.exactly_once.is_some() {
-            self.commit_if_due(urgent, now);
+            self.commit_if_due(urgent, lease, now);
         } else if let Some(write) = self.checkpoint.due(&self.slots, urgent, now) {
             let store = self.checkpoints.clone();
             self.spawn(async move {
+                if !lease.holds() {
+                    return Event::CheckpointWritten {
+                        written: Vec::new(),
+                        result: Err(lease_ended(store.topic())),
+                    };
+                }
                 let written = store.write(&write.entries).await;
                 Event::CheckpointWritten {
                     written: write.stored_part(written.stored),
@@ -340,7 +510,7 @@ impl Engine {
 
     /// Exactly-once: adds the partitions that have batches to send to the
     /// open transaction, first thing in it.
-    fn add_to_transaction(&mut self, now: Instant) {
+    fn add_to_transaction(&mut self, lease: Lease, now: Instant) {
         let Some(eos) = &mut self.exactly_once else {
             return;
         };
@@ -353,13 +523,18 @@ impl Engine {
         let coordinator = eos.coordinator.clone();
         let producer = self.produce.producer().writer();
         self.spawn(async move {
+            if !lease.holds() {
+                let result = Err(TransactionFailure::LeaseEnded);
+                return Event::PartitionsAdded { partitions, result };
+            }
             let names: Vec<(String, i32)> = partitions
                 .iter()
                 .map(|(topic, partition)| (topic.to_string(), *partition))
                 .collect();
             let result = coordinator
                 .add_partitions((producer.id, producer.epoch), &names)
-                .await;
+                .await
+                .map_err(TransactionFailure::AddPartitions);
             Event::PartitionsAdded { partitions, result }
         });
         tracing::trace!(?now, "adding partitions to the transaction");
@@ -368,7 +543,7 @@ impl Engine {
     /// Exactly-once: closes the open transaction once it is due, and
     /// commits it, with the checkpoints of what it holds, once every batch
     /// in it is settled.
-    fn commit_if_due(&mut self, urgent: bool, now: Instant) {
+    fn commit_if_due(&mut self, urgent: bool, lease: Lease, now: Instant) {
         let Some(eos) = &mut self.exactly_once else {
             return;
         };
@@ -384,6 +559,12 @@ impl Engine {
         let (store, coordinator) = (self.checkpoints.clone(), eos.coordinator.clone());
         let producer = self.produce.producer().writer();
         self.spawn(async move {
+            if !lease.holds() {
+                return Event::TransactionCommitted {
+                    written: Vec::new(),
+                    result: Err(TransactionFailure::LeaseEnded),
+                };
+            }
             let result = transaction::commit(
                 &store,
                 &coordinator,
@@ -516,6 +697,7 @@ impl Engine {
                     config: &self.config.replication,
                     meta: &self.meta,
                     transaction: self.exactly_once.as_ref().map(|eos| &eos.stage),
+                    lease: self.lease(),
                 };
                 self.produce
                     .answered(&mut self.slots, cx, &mut self.counters, reply, now);
@@ -585,8 +767,8 @@ impl Engine {
                     return;
                 };
                 eos.stage.added(partitions, result.is_ok(), now);
-                if let Err(e) = result {
-                    let reason = RenewalReason::Transaction(TransactionFailure::AddPartitions(e));
+                if let Err(failure) = result {
+                    let reason = RenewalReason::Transaction(failure);
                     self.produce.producer().refused(reason, now);
                 }
             }
@@ -608,13 +790,30 @@ impl Engine {
                 }
             }
             Event::TopicsRefreshed { result } => {
-                if let Some((source_meta, target_meta)) =
+                if let Some((source_meta, target_meta, added)) =
                     self.topics
                         .answered(&mut self.slots, &self.config.name, result, now)
                 {
                     self.take_metadata(Role::Source, source_meta);
                     self.take_metadata(Role::Target, target_meta);
+                    self.partitions_added(&added);
                 }
+            }
+            Event::TakenOver { slots, read } => {
+                let Some(sharing) = &mut self.sharing else {
+                    return;
+                };
+                let old = sharing.ownership.taken_over(
+                    &mut self.slots,
+                    slots,
+                    read,
+                    self.meta.source(),
+                    now,
+                );
+                log_old_checkpoints(&self.config.name, &old);
+                // A checkpoint of a topic since deleted and recreated.
+                self.positions
+                    .detect_recreated_topics(&mut self.slots, self.meta.source());
             }
         }
     }
@@ -725,6 +924,10 @@ impl Engine {
                 if write.entries.is_empty() {
                     return None;
                 }
+                if !self.lease().holds() {
+                    reason = Some(lease_ended(self.checkpoints.topic()).to_string());
+                    break;
+                }
                 let written = self.checkpoints.write(&write.entries).await;
                 checkpoints::stored(&mut self.slots, write.stored_part(written.stored));
                 match written.result {
@@ -805,11 +1008,19 @@ impl Engine {
             self.begin_drain("every partition stopped");
             return;
         }
+        // Sharing, what this instance owns: once it has it all in hand.
+        let settled = self
+            .sharing
+            .as_ref()
+            .is_none_or(|sharing| sharing.ownership.settled(&self.slots, self.meta.source()));
         if self.options.until_caught_up
+            && settled
             && self
                 .slots
                 .all()
-                .filter(|s| !s.status.is_stopped() && !matches!(s.status, Status::Deleted))
+                .filter(|s| {
+                    !s.status.is_stopped() && !matches!(s.status, Status::Deleted | Status::Unowned)
+                })
                 .all(|s| {
                     s.status.is_copying()
                         && s.caught_up_at.is_some_and(|end| s.state.committed() >= end)
@@ -847,5 +1058,23 @@ impl Engine {
             .as_ref()
             .and_then(|schedule| schedule.last().cloned());
         summary
+    }
+}
+
+/// The next event of the flow's group member; never, when the flow's
+/// instances do not share it (or the member stopped).
+async fn next_member_event(sharing: &mut Option<Sharing>) -> Result<MemberEvent, MembershipError> {
+    match sharing {
+        Some(sharing) if !sharing.stopped => sharing.member.next_event().await,
+        _ => std::future::pending().await,
+    }
+}
+
+/// A checkpoint write not sent: this instance's lease on its partitions
+/// ended first. Tried again, by then for the partitions it still owns.
+fn lease_ended(topic: &str) -> CheckpointError {
+    CheckpointError::NotReady {
+        topic: topic.to_owned(),
+        reason: "this instance's lease on its partitions ended before the write went out".into(),
     }
 }

@@ -69,6 +69,12 @@ pub(crate) enum Cause {
     SourceDiverged { from: i64, to: i64, epoch: i32 },
     /// The source topic was deleted and created again: its id changed.
     TopicRecreated { copied_from: Uuid, now: Uuid },
+    /// Taken over from another instance of the mirror's name, whose
+    /// checkpoint of it was written while copying source cluster `stored`.
+    OtherSourceCluster { stored: String, current: String },
+    /// To be taken over from another instance, but the checkpoints could
+    /// not be read (`reason`), and reading again will not help.
+    CheckpointUnreadable { reason: String },
 }
 
 /// A batch the target refused: the source offsets it held, the error code
@@ -238,6 +244,17 @@ impl fmt::Display for Problem<'_> {
                 f,
                 "source topic `{topic}` was deleted and recreated since its data was copied \
                  (topic id {copied_from} is now {now}); its offsets restarted"
+            ),
+            Cause::OtherSourceCluster { stored, current } => write!(
+                f,
+                "the checkpoint of {topic}-{partition} was written for source cluster {stored}, \
+                 but this instance's source is cluster {current}: instances sharing a mirror \
+                 name must copy the same source (use another name for another source)"
+            ),
+            Cause::CheckpointUnreadable { reason } => write!(
+                f,
+                "{topic}-{partition} cannot be taken over from another instance: its checkpoint \
+                 cannot be read ({reason})"
             ),
         }
     }

@@ -7,13 +7,14 @@ use std::collections::HashMap;
 use super::fetch::FetchReply;
 use super::landing::LandingAnswer;
 use super::lifecycle::Refreshed;
+use super::ownership::TakeOverRead;
 use super::produce::ProduceReply;
 use super::producer::RenewalReason;
 use super::slots::{SlotId, SlotOffset};
 use super::transaction::{TargetPartition, TransactionFailure};
 use super::MirrorError;
 use crate::checkpoint::CheckpointError;
-use crate::cluster::{ClusterError, GroupError, Metadata, OffsetResult, Role, TransactionError};
+use crate::cluster::{ClusterError, GroupError, Metadata, OffsetResult, Role};
 use crate::groups::SyncReport;
 
 /// The answer to a request the engine started.
@@ -45,7 +46,7 @@ pub(super) enum Event {
     /// Exactly-once: partitions added to the open transaction, or not.
     PartitionsAdded {
         partitions: Vec<TargetPartition>,
-        result: Result<(), TransactionError>,
+        result: Result<(), TransactionFailure>,
     },
     /// Exactly-once: the open transaction committed with the checkpoints
     /// `written` (the checkpoint partition's next sequence), or failed.
@@ -55,6 +56,12 @@ pub(super) enum Event {
     },
     TopicsRefreshed {
         result: Result<Refreshed, MirrorError>,
+    },
+    /// The checkpoints read to take these partitions over from another
+    /// instance (see `ownership.rs`).
+    TakenOver {
+        slots: Vec<SlotId>,
+        read: TakeOverRead,
     },
     LandingChecked(LandingAnswer),
     GroupsSynced {

@@ -14,7 +14,7 @@
 use std::fmt;
 use std::time::Instant;
 
-use super::slots::Slots;
+use super::slots::{Slots, Status};
 use crate::cluster::GroupError;
 use crate::config::GroupSync;
 use crate::groups::{CopiedPartitions, SyncReport};
@@ -148,7 +148,8 @@ impl GroupSyncSchedule {
 /// abort could still make invisible.
 pub(super) fn copied_partitions(slots: &Slots, committed_only: bool) -> CopiedPartitions {
     let mut copied = CopiedPartitions::new();
-    for slot in slots.all() {
+    // Another instance syncs the groups' offsets of the partitions it copies.
+    for slot in slots.all().filter(|s| !matches!(s.status, Status::Unowned)) {
         let map = if committed_only {
             slot.state.committed_offset_map()
         } else {

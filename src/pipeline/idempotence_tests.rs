@@ -31,7 +31,8 @@ use uuid::Uuid;
 
 use super::error::{Cause, Refusal, RefusalKind};
 use super::metadata::MetadataView;
-use super::produce::{ProduceContext, ProduceJob, ProduceReply, ProduceStage};
+use super::ownership::Lease;
+use super::produce::{NoAnswer, ProduceContext, ProduceJob, ProduceReply, ProduceStage};
 use super::producer::ProducerIdentity;
 use super::slots::{SlotId, Slots, Status};
 use super::stats::Counters;
@@ -335,6 +336,7 @@ impl Harness {
             config: &self.config,
             meta: &self.meta,
             transaction: None,
+            lease: Lease::default(),
         };
         let jobs = self.stage.start(&mut self.slots, cx, self.now);
         for job in jobs {
@@ -478,12 +480,13 @@ impl Harness {
         let reply = ProduceReply {
             broker: job.broker,
             sent: job.sent,
-            result,
+            result: result.map_err(NoAnswer::Failed),
         };
         let cx = ProduceContext {
             config: &self.config,
             meta: &self.meta,
             transaction: None,
+            lease: Lease::default(),
         };
         self.stage
             .answered(&mut self.slots, cx, &mut self.counters, reply, self.now);

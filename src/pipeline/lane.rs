@@ -11,7 +11,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use super::event::Event;
-use super::produce::{ProduceJob, ProduceReply};
+use super::produce::{NoAnswer, ProduceJob, ProduceReply};
 use crate::cluster::Cluster;
 
 /// Queues one broker's Produce requests in order.
@@ -31,6 +31,7 @@ impl ProduceLane {
                     request,
                     splices,
                     sent,
+                    lease,
                 } = job;
                 let answer = move |result| {
                     Event::ProduceAnswered(ProduceReply {
@@ -39,16 +40,22 @@ impl ProduceLane {
                         result,
                     })
                 };
+                // Checked here, last thing before the wire: the process may
+                // have stalled since the engine made the request.
+                if !lease.holds() {
+                    let _ = events.send(answer(Err(NoAnswer::LeaseEnded)));
+                    continue;
+                }
                 match target.enqueue_spliced(broker, request, splices).await {
                     Ok(pending) => {
                         let (target, events) = (target.clone(), events.clone());
                         tokio::spawn(async move {
                             let result = pending.response().await.map_err(|e| target.net_error(e));
-                            let _ = events.send(answer(result));
+                            let _ = events.send(answer(result.map_err(NoAnswer::Failed)));
                         });
                     }
                     Err(e) => {
-                        let _ = events.send(answer(Err(e)));
+                        let _ = events.send(answer(Err(NoAnswer::Failed(e))));
                     }
                 }
             }

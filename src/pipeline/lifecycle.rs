@@ -15,14 +15,15 @@
 //!
 //! [`TopicRefresh`] owns the schedule and the topic count; the work runs as
 //! one request the engine spawns like any other ([`refresh_topics`]), and
-//! its answer adds slots to the partition table. A run with
+//! its answer adds slots to the partition table, not started: whose they
+//! are is the ownership's to say (`ownership.rs`). A run with
 //! `until_caught_up` copies what the source held at the start and so skips
 //! the refresh.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::slots::{Slot, Slots, Status};
+use super::slots::{Slot, SlotId, Slots, Status};
 use super::MirrorError;
 use crate::cluster::{Cluster, Metadata, OffsetSpec};
 use crate::config::Flow;
@@ -73,15 +74,16 @@ impl TopicRefresh {
         true
     }
 
-    /// Adds the partitions the source gained, each copied from its start,
-    /// and hands back the fresh metadata for the engine to take in.
+    /// Adds the partitions the source gained, each to be copied from its
+    /// start once started, and hands back the fresh metadata for the engine
+    /// to take in, with the new slots.
     pub(super) fn answered(
         &mut self,
         slots: &mut Slots,
         flow: &str,
         result: Result<Refreshed, MirrorError>,
         now: Instant,
-    ) -> Option<(Metadata, Metadata)> {
+    ) -> Option<(Metadata, Metadata, Vec<SlotId>)> {
         self.in_flight = false;
         self.next = now + self.interval;
         let Refreshed {
@@ -95,6 +97,7 @@ impl TopicRefresh {
                 return None;
             }
         };
+        let mut added = Vec::new();
         for (source_name, spec) in &specs {
             let Some(topic) = source_meta.topics.get(source_name) else {
                 continue;
@@ -107,24 +110,20 @@ impl TopicRefresh {
                     continue;
                 }
                 tracing::info!(flow, topic = %name, partition, target = %spec.name, "new source partition; copying it from its start");
-                slots.push(Slot::new(
+                added.push(slots.push(Slot::unowned(
                     name.clone(),
                     spec.name.as_str().into(),
                     partition,
                     topic.id,
-                    0,
-                    Status::Resolving {
-                        spec: OffsetSpec::Earliest,
-                        asked: false,
-                    },
-                ));
+                    OffsetSpec::Earliest,
+                )));
             }
             if new_topic {
                 self.topic_count += 1;
             }
         }
         drop_deleted_topics(slots, flow, &source_meta);
-        Some((source_meta, target_meta))
+        Some((source_meta, target_meta, added))
     }
 }
 
@@ -136,7 +135,10 @@ fn drop_deleted_topics(slots: &mut Slots, flow: &str, source_meta: &Metadata) {
     for slot in slots.all_mut() {
         let fetching = matches!(
             slot.status,
-            Status::Copying | Status::CheckingLoss { .. } | Status::Resolving { .. }
+            Status::Copying
+                | Status::CheckingLoss { .. }
+                | Status::Resolving { .. }
+                | Status::Unowned
         );
         if !fetching || source_meta.topics.contains_key(&*slot.topic) {
             continue;

@@ -78,6 +78,7 @@ mod lane;
 mod lifecycle;
 mod metadata;
 mod offsets;
+mod ownership;
 mod partition;
 mod plan;
 mod positions;
@@ -174,6 +175,10 @@ pub enum MirrorError {
     /// Exactly-once: the target's transaction coordinator refused or failed.
     #[error(transparent)]
     Transaction(#[from] crate::cluster::TransactionError),
+    /// The group of the mirror's instances could not be joined, or another
+    /// process took this one's place in it.
+    #[error(transparent)]
+    Membership(#[from] Box<crate::cluster::membership::MembershipError>),
     /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),

@@ -24,6 +24,7 @@ use kafka_protocol::ResponseError;
 
 use super::error::{Cause, PartitionError, Refusal, RefusalKind, CORRUPT_RESEND_LIMIT};
 use super::metadata::MetadataView;
+use super::ownership::Lease;
 use super::partition::Outgoing;
 use super::producer::{ProducerIdentity, RenewalReason};
 use super::slots::{Slot, SlotId, Slots};
@@ -138,6 +139,8 @@ pub(super) struct ProduceJob {
     pub(super) request: ProduceRequest,
     pub(super) splices: Splices,
     pub(super) sent: Vec<(SlotId, u64)>,
+    /// Goes out only while this holds.
+    pub(super) lease: Lease,
 }
 
 /// The answer to a [`ProduceJob`].
@@ -146,7 +149,18 @@ pub(super) struct ProduceReply {
     pub(super) broker: i32,
     /// Slots and the entry of each that the request carried.
     pub(super) sent: Vec<(SlotId, u64)>,
-    pub(super) result: Result<ProduceResponse, ClusterError>,
+    pub(super) result: Result<ProduceResponse, NoAnswer>,
+}
+
+/// Why a [`ProduceJob`] has no answer.
+#[derive(Debug)]
+pub(super) enum NoAnswer {
+    /// It failed on its way, or its answer was lost: the broker may have
+    /// appended it all the same.
+    Failed(ClusterError),
+    /// It never went out: this instance's lease on its partitions ended
+    /// first (see `ownership.rs`).
+    LeaseEnded,
 }
 
 /// What the stage reads and owns nothing of.
@@ -157,6 +171,8 @@ pub(super) struct ProduceContext<'a> {
     /// Exactly-once: the open transaction, which says which partitions may
     /// be written now.
     pub(super) transaction: Option<&'a TransactionStage>,
+    /// Until when this instance may write its partitions.
+    pub(super) lease: Lease,
 }
 
 /// The produce stage's own state.
@@ -305,6 +321,7 @@ impl ProduceStage {
                     request,
                     splices,
                     sent,
+                    lease: cx.lease,
                 });
             }
         }
@@ -330,7 +347,13 @@ impl ProduceStage {
         }
         let response = match result {
             Ok(response) => response,
-            Err(e) => {
+            Err(NoAnswer::LeaseEnded) => {
+                for (id, entry) in sent {
+                    slots[id].state.failed(entry, false);
+                }
+                return;
+            }
+            Err(NoAnswer::Failed(e)) => {
                 tracing::warn!(broker, error = %e, "Produce failed; resending after a metadata refresh");
                 counters.produce_retries += 1;
                 for (id, entry) in sent {
@@ -414,6 +437,7 @@ impl ProduceStage {
                     slot.produce_backoff.reset();
                     slot.refusal_streak = 0;
                     slot.corrupt_refusals = 0;
+                    slot.bytes_copied += acked.bytes as u64;
                     counters.records += acked.records as u64;
                     counters.bytes += acked.bytes as u64;
                     counters.batches += u64::from(acked.bytes > 0);
@@ -659,6 +683,7 @@ mod tests {
                 config: &self.config,
                 meta: &self.meta,
                 transaction: None,
+                lease: Lease::default(),
             };
             self.stage.start(&mut self.slots, cx, now)
         }
@@ -697,11 +722,12 @@ mod tests {
                 config: &self.config,
                 meta: &self.meta,
                 transaction: None,
+                lease: Lease::default(),
             };
             let reply = ProduceReply {
                 broker: job.broker,
                 sent: job.sent,
-                result,
+                result: result.map_err(NoAnswer::Failed),
             };
             self.stage
                 .answered(&mut self.slots, cx, &mut self.counters, reply, now);

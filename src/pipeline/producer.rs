@@ -40,6 +40,10 @@ pub(super) enum RenewalReason {
     /// Exactly-once: the open transaction failed, and is aborted.
     #[error(transparent)]
     Transaction(TransactionFailure),
+    /// This instance lost its partitions with batches in flight: none may
+    /// be sent again under this identity, nor follow them in its sequences.
+    #[error("this instance lost its partitions to another member of its group")]
+    Lost,
 }
 
 /// Wait between a failed InitProducerId and the next.
@@ -120,7 +124,7 @@ impl ProducerIdentity {
                 producer_id = self.id,
                 epoch = self.epoch,
                 %reason,
-                "the target refused our producer id; getting a new one once in-flight batches are answered"
+                "getting a new producer id once in-flight batches are answered"
             );
             self.renewal = Some(Renewal::Resolving {
                 reason,

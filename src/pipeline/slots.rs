@@ -56,6 +56,10 @@ pub(super) enum Status {
     /// copies it, or nobody was given it yet): never fetched nor produced,
     /// and nothing of it is queued.
     Unowned,
+    /// Being handed over to another instance: nothing more is fetched and
+    /// its unsent batches are dropped; what was sent lands and is
+    /// checkpointed (exactly-once: committed), then it is [`Status::Unowned`].
+    Revoking,
 }
 
 impl Status {
@@ -103,6 +107,9 @@ pub(super) struct Slot {
     /// Batches the target refused as corrupt since the last one it took,
     /// though they left whole.
     pub(super) corrupt_refusals: u32,
+    /// Batch bytes the target acknowledged, all told: what weighs the
+    /// partition when instances share the partitions.
+    pub(super) bytes_copied: u64,
 }
 
 impl Slot {
@@ -132,6 +139,7 @@ impl Slot {
             fresh_start: OffsetSpec::Earliest,
             refusal_streak: 0,
             corrupt_refusals: 0,
+            bytes_copied: 0,
         }
     }
 
@@ -164,8 +172,10 @@ impl Slot {
         matches!(
             self.status,
             Status::Copying | Status::CheckingLoss { .. } | Status::Rewinding { .. }
-        ) || (matches!(self.status, Status::Resolving { .. } | Status::Deleted)
-            && !self.state.is_empty())
+        ) || (matches!(
+            self.status,
+            Status::Resolving { .. } | Status::Deleted | Status::Revoking
+        ) && !self.state.is_empty())
     }
 
     /// An error of this partition.

@@ -1,6 +1,8 @@
 //! Everything before the first Fetch of one flow: select topics, create
-//! target topics, load checkpoints, get a producer id, and decide where each
-//! partition starts.
+//! target topics, get a producer id, and either join the group of the
+//! flow's instances (which says which partitions are this one's, each
+//! started when taken over) or, not sharing, load the checkpoints and
+//! decide where each partition starts.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,10 +13,12 @@ use uuid::Uuid;
 use super::engine::{Engine, Prepared, RunOptions};
 use super::epochs::EpochHistory;
 use super::lifecycle::target_specs;
+use super::ownership::Ownership;
 use super::producer::{init_producer_id, producer_expiry};
 use super::slots::{Slot, Slots, Status};
 use super::MirrorError;
 use crate::checkpoint::{Checkpoint, CheckpointStore};
+use crate::cluster::membership::{GroupMember, MemberConfig};
 use crate::cluster::{Cluster, Metadata, OffsetSpec, TransactionCoordinator};
 use crate::config::{Flow, StartPosition};
 use crate::offset_map::OffsetMap;
@@ -72,7 +76,6 @@ pub(super) async fn start(
     } else {
         (init_producer_id(&target).await?, None)
     };
-    let stored = checkpoints.load().await?;
     let producer_expiry = producer_expiry(&target, &target_meta).await;
     tracing::info!(
         flow = %flow.name,
@@ -97,30 +100,46 @@ pub(super) async fn start(
             ));
         }
     }
-    let mut old_checkpoints = Vec::new();
-    for (_, slot) in slots.iter_mut() {
-        let checkpoint = stored.get(&(slot.target_topic.to_string(), slot.partition));
-        let topic_id = slot.source_topic_id;
-        match start_partition(
-            slot,
-            topic_id,
-            checkpoint,
-            source_meta.cluster_id.as_deref(),
-        ) {
-            Ok(Started::FromOldCheckpoint) => {
-                old_checkpoints.push(format!("{}-{}", slot.topic, slot.partition));
-            }
-            Ok(_) => {}
-            Err(OtherSource { stored, current }) => {
-                return Err(MirrorError::WrongSourceCluster {
-                    mirror: flow.checkpoint_name.clone(),
-                    stored,
-                    current,
-                })
+    // Checkpoints that cannot all be read, or of another source, refuse
+    // the start either way.
+    let stored = checkpoints.load().await?;
+    let source_cluster = source_meta.cluster_id.as_deref();
+    let wrong_source = |OtherSource { stored, current }| MirrorError::WrongSourceCluster {
+        mirror: flow.checkpoint_name.clone(),
+        stored,
+        current,
+    };
+    // Sharing, which partitions are this instance's is the group's to say,
+    // each started from its checkpoint as read when it is taken over;
+    // alone, all are, from the checkpoints read now.
+    let member = if flow.instances.share {
+        for (_, slot) in slots.iter() {
+            if let Some(checkpoint) = stored.get(&(slot.target_topic.to_string(), slot.partition)) {
+                same_source(checkpoint, source_cluster).map_err(wrong_source)?;
             }
         }
-    }
-    log_old_checkpoints(&flow.name, &old_checkpoints);
+        let partitions = Ownership::group_partitions(&slots);
+        let member = GroupMember::new(target.clone(), member_config(&flow), partitions)
+            .await
+            .map_err(Box::new)?;
+        Some(member)
+    } else {
+        let mut old_checkpoints = Vec::new();
+        for (_, slot) in slots.iter_mut() {
+            let checkpoint = stored.get(&(slot.target_topic.to_string(), slot.partition));
+            let topic_id = slot.source_topic_id;
+            match start_partition(slot, topic_id, checkpoint, source_cluster)
+                .map_err(wrong_source)?
+            {
+                Started::FromOldCheckpoint => {
+                    old_checkpoints.push(format!("{}-{}", slot.topic, slot.partition));
+                }
+                Started::Fresh | Started::FromCheckpoint => {}
+            }
+        }
+        log_old_checkpoints(&flow.name, &old_checkpoints);
+        None
+    };
     if options.until_caught_up {
         let ends = end_offsets(&source, &source_meta, &slots, &flow).await?;
         for (_, slot) in slots.iter_mut() {
@@ -140,7 +159,20 @@ pub(super) async fn start(
         target_meta,
         slots,
         topic_count: specs.len(),
+        member,
     }))
+}
+
+/// How this instance takes part in the group of the flow's instances.
+fn member_config(flow: &Flow) -> MemberConfig {
+    let instances = &flow.instances;
+    let mut config = MemberConfig::new(
+        flow.instances_group(),
+        instances.session_timeout(),
+        instances.rebalance_timeout(),
+    );
+    config.group_instance_id.clone_from(&instances.instance_id);
+    config
 }
 
 /// How [`start_partition`] started a partition.
@@ -185,14 +217,7 @@ pub(super) fn start_partition(
         };
         return Ok(Started::Fresh);
     };
-    if let (Some(stored), Some(current)) = (&checkpoint.source_cluster, source_cluster) {
-        if stored != current {
-            return Err(OtherSource {
-                stored: stored.clone(),
-                current: current.to_owned(),
-            });
-        }
-    }
+    same_source(checkpoint, source_cluster)?;
     let offset = checkpoint.next_offset;
     let (map, started) = match checkpoint.stored_map() {
         Some(map) => (map, Started::FromCheckpoint),
@@ -218,6 +243,18 @@ pub(super) fn start_partition(
     slot.epochs = EpochHistory::resumed(checkpoint.leader_epoch, offset);
     slot.status = Status::Copying;
     Ok(started)
+}
+
+/// Whether a checkpoint was written while copying the source cluster
+/// `source_cluster` (as far as both are known).
+fn same_source(checkpoint: &Checkpoint, source_cluster: Option<&str>) -> Result<(), OtherSource> {
+    match (&checkpoint.source_cluster, source_cluster) {
+        (Some(stored), Some(current)) if stored != current => Err(OtherSource {
+            stored: stored.clone(),
+            current: current.to_owned(),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Says which partitions started from checkpoints written before offset

@@ -48,6 +48,12 @@ pub(crate) enum TransactionFailure {
     /// EndTxn failed.
     #[error("committing the transaction failed: {0}")]
     Commit(TransactionError),
+    /// This instance's lease on its partitions ended before the request
+    /// went out: they may be another instance's by now.
+    #[error(
+        "this instance's lease on its partitions ended before the transaction's request went out"
+    )]
+    LeaseEnded,
 }
 
 /// Writes `entries` into the open transaction, from `sequence` on the
