@@ -24,6 +24,12 @@
 //! 5. **Deterministic.** The same members and partitions give the same
 //!    assignment, whatever order the members come in.
 //!
+//! Every member also gets a *writer slot*, a small number unique in the
+//! group: exactly-once mode names its transactional id after it, so a new
+//! holder of a slot fences the one before (a member that vanished). A
+//! member keeps the slot it reports; the others take the lowest free ones,
+//! so an instance alone, restarted, gets the slot its predecessor had.
+//!
 //! Two members claiming one partition (a member that has not yet heard it
 //! lost it) is resolved for the claim of the newest generation; the other
 //! claimant revokes it, and nobody else is given it while it is claimed.
@@ -44,6 +50,8 @@ pub struct Holdings {
     pub owned: BTreeSet<TopicPartition>,
     /// Bytes copied recently, by partition: the weight of a partition.
     pub recent_bytes: BTreeMap<TopicPartition, u64>,
+    /// The writer slot the member holds, if any.
+    pub slot: Option<i32>,
 }
 
 /// A member of the group as its leader sees it.
@@ -65,6 +73,8 @@ pub struct Assignment {
     /// flight, store their checkpoints) before it joins again, so another
     /// member can be given them.
     pub revoke: BTreeSet<TopicPartition>,
+    /// Its writer slot; `None` only from a leader that assigns none.
+    pub slot: Option<i32>,
 }
 
 /// Assigns `partitions` to `members` (see the module docs for the rules).
@@ -149,6 +159,7 @@ pub fn assign(
         }
     }
 
+    let slots = writer_slots(&members);
     // Cooperative: only what the member holds, or what nobody claims.
     let claimed: BTreeSet<&TopicPartition> =
         members.iter().flat_map(|m| &m.holdings.owned).collect();
@@ -167,8 +178,44 @@ pub fn assign(
                 .difference(&partitions)
                 .cloned()
                 .collect();
-            let assignment = Assignment { partitions, revoke };
+            let assignment = Assignment {
+                partitions,
+                revoke,
+                slot: Some(slots[i]),
+            };
             (member.id.clone(), assignment)
+        })
+        .collect()
+}
+
+/// Each member's writer slot (by its place in `members`): the one it
+/// reports, unless a member of a newer generation (the first in id order
+/// among equals) reports it too; the lowest free ones to the rest, in id
+/// order.
+fn writer_slots(members: &[&Member]) -> Vec<i32> {
+    let mut slot: Vec<Option<i32>> = vec![None; members.len()];
+    let mut taken = BTreeSet::new();
+    let mut claimants: Vec<usize> = (0..members.len())
+        .filter(|&i| members[i].holdings.slot.is_some_and(|s| s >= 0))
+        .collect();
+    claimants.sort_by_key(|&i| (Reverse(members[i].holdings.generation), i));
+    for i in claimants {
+        if let Some(claim) = members[i].holdings.slot {
+            if taken.insert(claim) {
+                slot[i] = Some(claim);
+            }
+        }
+    }
+    let mut next = 0;
+    slot.into_iter()
+        .map(|given| {
+            given.unwrap_or_else(|| {
+                while taken.contains(&next) {
+                    next += 1;
+                }
+                taken.insert(next);
+                next
+            })
         })
         .collect()
 }
@@ -211,6 +258,7 @@ mod tests {
                 generation,
                 owned: owned.iter().map(|&p| tp("t", p)).collect(),
                 recent_bytes: BTreeMap::new(),
+                slot: None,
             },
         }
     }
@@ -333,6 +381,38 @@ mod tests {
     }
 
     #[test]
+    fn members_keep_their_writer_slots_and_new_ones_take_the_lowest_free() {
+        let slot = |id: &str, generation: i32, slot: Option<i32>| {
+            let mut m = member(id, generation, &[]);
+            m.holdings.slot = slot;
+            m
+        };
+        let slots = |assigned: &BTreeMap<String, Assignment>| -> Vec<Option<i32>> {
+            assigned.values().map(|a| a.slot).collect()
+        };
+        // Alone, a restarted instance gets slot 0, its predecessor's.
+        assert_eq!(
+            slots(&assign(&[slot("x", -1, None)], &partitions(2))),
+            [Some(0)]
+        );
+        // Slot 0's holder vanished: the others keep theirs, a newcomer
+        // takes 0 (fencing whatever the vanished one left open).
+        let members = [
+            slot("a", 4, Some(1)),
+            slot("b", 4, Some(2)),
+            slot("c", -1, None),
+            slot("d", -1, None),
+        ];
+        assert_eq!(
+            slots(&assign(&members, &partitions(8))),
+            [Some(1), Some(2), Some(0), Some(3)]
+        );
+        // Two claims of one slot: the newer generation's keeps it.
+        let members = [slot("a", 3, Some(0)), slot("b", 5, Some(0))];
+        assert_eq!(slots(&assign(&members, &partitions(2))), [Some(1), Some(0)]);
+    }
+
+    #[test]
     fn partitions_no_longer_copied_are_revoked() {
         let assigned = assign(&[member("a", 1, &[0, 1, 7])], &partitions(2));
         assert_eq!(numbers(&assigned["a"].partitions), [0, 1]);
@@ -436,6 +516,15 @@ mod tests {
                 .collect();
             let assigned = assign(&members, &self.partitions);
             prop_assert_eq!(assigned.len(), self.members.len());
+            // Writer slots: one each, never two alike, kept once held.
+            let slots: BTreeSet<Option<i32>> = assigned.values().map(|a| a.slot).collect();
+            prop_assert_eq!(slots.len(), assigned.len());
+            prop_assert!(!slots.contains(&None));
+            for (id, holdings) in &self.members {
+                if holdings.slot.is_some() {
+                    prop_assert_eq!(assigned[id].slot, holdings.slot);
+                }
+            }
             let n = self.members.len();
             let (floor, ceil) = (self.partitions.len() / n, self.partitions.len().div_ceil(n));
             let mut copying: BTreeMap<&TopicPartition, &str> = BTreeMap::new();
@@ -482,6 +571,7 @@ mod tests {
             for (id, holdings) in &mut self.members {
                 holdings.owned = assigned[id].partitions.clone();
                 holdings.generation = self.generation;
+                holdings.slot = assigned[id].slot;
             }
             Ok(revoked)
         }

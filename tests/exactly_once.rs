@@ -221,9 +221,11 @@ fn kill_9_loop_while_a_producer_writes_copies_each_record_exactly_once() {
     assert_exactly_once(topic, produced);
 }
 
-/// Instance A is stalled (SIGSTOP) mid-stream and B starts under the same
-/// name; once resumed, A finds itself fenced, says so and exits non-zero,
-/// and nothing it still had in hand reaches a read_committed reader.
+/// Instances that do not share (`instances.share = false`): instance A is
+/// stalled (SIGSTOP) mid-stream and B starts under the same name and takes
+/// everything over; once resumed, A finds itself fenced, says so and exits
+/// non-zero, and nothing it still had in hand reaches a read_committed
+/// reader. (Sharing instances split the work instead: `tests/scale_out.rs`.)
 #[test]
 fn an_instance_stalled_while_another_took_over_is_fenced_and_writes_nothing_more() {
     let _shared = sharing_the_target();
@@ -233,7 +235,9 @@ fn an_instance_stalled_while_another_took_over_is_fenced_and_writes_nothing_more
         .create_topic(topic, 3, 1, &[])
         .expect("create topic");
     let producer = LiveProducer::start(topic);
-    let args = mirror_args(topic);
+    let mut args = mirror_args(topic);
+    let unshared = config_file("eos-unshared.toml", "[instances]\nshare = false\n");
+    args.extend(["--config".to_owned(), unshared]);
     let mut a = RunningMirror::spawn(mirror_command().args(&args));
     a.wait_until("copy", Duration::from_secs(60), || copied_so_far(topic) > 0);
     signal(&a, "-STOP");

@@ -741,6 +741,7 @@ impl Membership {
             .collect();
         self.holdings.owned.extend(given.partitions.iter().cloned());
         self.holdings.generation = self.generation;
+        self.holdings.slot = given.slot;
         self.retry.reset();
         self.confirmed_at = self.sent_at;
         self.next_heartbeat = now + self.config.heartbeat_interval;
@@ -753,6 +754,7 @@ impl Membership {
             generation = self.generation,
             partitions = given.partitions.len(),
             revoke = revoke.len(),
+            slot = ?given.slot,
             "assigned"
         );
         Ok(Some(MemberEvent::Assigned {
@@ -760,6 +762,7 @@ impl Membership {
             assignment: Assignment {
                 partitions: given.partitions,
                 revoke,
+                slot: given.slot,
             },
         }))
     }
@@ -968,6 +971,7 @@ impl Membership {
     pub fn start_over(&mut self, reason: &'static str) -> BTreeSet<TopicPartition> {
         let partitions = std::mem::take(&mut self.holdings.owned);
         self.holdings.generation = -1;
+        self.holdings.slot = None;
         self.generation = -1;
         self.leader = false;
         if !matches!(self.state, State::Leaving | State::Done) {
@@ -1345,6 +1349,7 @@ mod tests {
         let assignment = Assignment {
             partitions: given.iter().map(|&p| tp("t", p)).collect(),
             revoke: BTreeSet::new(),
+            slot: Some(0),
         };
         member.sync_answered(synced(&assignment), now).unwrap();
         member
@@ -1385,6 +1390,7 @@ mod tests {
             generation: 2,
             owned: [tp("t", 0), tp("t", 1), tp("t", 2), tp("t", 3)].into(),
             recent_bytes: BTreeMap::new(),
+            slot: Some(0),
         };
         let members = vec![
             joined_member("m-0", &metadata_sent(&leader)),
@@ -1408,9 +1414,12 @@ mod tests {
             })
             .collect();
         // m-1 holds 4 of 6: it keeps 3 and revokes 1; the leader starts the
-        // 2 nobody holds and gets the third once m-1 has let it go.
+        // 2 nobody holds and gets the third once m-1 has let it go. m-1
+        // keeps its writer slot, the new leader takes the next.
         assert_eq!(assignments["m-1"].partitions.len(), 3);
         assert_eq!(assignments["m-1"].revoke.len(), 1);
+        assert_eq!(assignments["m-1"].slot, Some(0));
+        assert_eq!(assignments["m-0"].slot, Some(1));
         assert_eq!(
             assignments["m-0"].partitions,
             [tp("t", 4), tp("t", 5)].into()
@@ -1458,6 +1467,7 @@ mod tests {
         let assignment = Assignment {
             partitions: [tp("t", 1), tp("t", 4)].into(),
             revoke: BTreeSet::new(),
+            slot: Some(2),
         };
         let event = member.sync_answered(synced(&assignment), now).unwrap();
         let Some(MemberEvent::Assigned {
@@ -1470,6 +1480,11 @@ mod tests {
         assert_eq!(got, assignment);
         assert_eq!(member.owned(), &assignment.partitions);
         assert_eq!(metadata_sent(&member).generation, 3);
+        assert_eq!(
+            metadata_sent(&member).slot,
+            Some(2),
+            "reported at the next join"
+        );
 
         let interval = member.config().heartbeat_interval;
         assert!(matches!(member.poll(now), Next::Wait(at) if at == now + interval));
@@ -1516,6 +1531,7 @@ mod tests {
         let given = Assignment {
             partitions: [tp("t", 0), tp("t", 1)].into(),
             revoke: [tp("t", 2)].into(),
+            slot: None,
         };
         let event = member.sync_answered(synced(&given), now).unwrap();
         assert!(
@@ -1664,6 +1680,11 @@ mod tests {
         assert!(matches!(late, Ok(None)), "an answer nobody waits for");
         assert_eq!(sent(&mut member, end), RequestKind::Join);
         assert!(metadata_sent(&member).owned.is_empty());
+        assert_eq!(
+            metadata_sent(&member).slot,
+            None,
+            "its writer slot given up"
+        );
     }
 
     #[test]

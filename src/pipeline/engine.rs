@@ -37,8 +37,9 @@ use super::produce::{ProduceContext, ProduceStage, KAFKA_PRODUCER_EXPIRY};
 use super::producer::{init_producer_id, ProducerIdentity, RenewalReason};
 use super::slots::{SlotId, Slots, Status};
 use super::startup::log_old_checkpoints;
+use super::startup::transactional_id;
 use super::stats::{Counters, PartitionProblem, Summary, UnsavedCheckpoints};
-use super::transaction::{self, TransactionFailure, TransactionStage};
+use super::transaction::{self, TransactionFailure, TransactionStage, WriterSlot};
 use super::MirrorError;
 use crate::checkpoint::{CheckpointError, CheckpointStore};
 use crate::cluster::membership::{GroupMember, MemberEvent, MembershipError};
@@ -62,8 +63,9 @@ pub(super) struct Prepared {
     pub(super) source: Arc<Cluster>,
     pub(super) target: Arc<Cluster>,
     pub(super) checkpoints: Arc<CheckpointStore>,
-    /// kafka-mirror's producer id and epoch on the target.
-    pub(super) producer: (i64, i16),
+    /// kafka-mirror's producer id and epoch on the target; none yet in
+    /// exactly-once mode while sharing (see `transaction.rs`).
+    pub(super) producer: Option<(i64, i16)>,
     /// Exactly-once mode: the coordinator of the transactional id the
     /// producer id belongs to.
     pub(super) transactions: Option<Arc<TransactionCoordinator>>,
@@ -91,11 +93,14 @@ const FINAL_CHECKPOINT_TRIES: u32 = 5;
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Exactly-once mode: the transaction stage, and the target's coordinator of
-/// our transactional id that its requests go to.
+/// our transactional id that its requests go to (none while sharing until
+/// the group gives a writer slot).
 #[derive(Debug)]
 struct ExactlyOnce {
     stage: TransactionStage,
-    coordinator: Arc<TransactionCoordinator>,
+    coordinator: Option<Arc<TransactionCoordinator>>,
+    /// While sharing: the writer slot the transactional id is named after.
+    slot: Option<WriterSlot>,
 }
 
 /// Sharing the flow with the other instances of its name: this instance's
@@ -167,18 +172,24 @@ impl Engine {
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let now = Instant::now();
         let mm2_checkpoints = Mm2Checkpoints::for_flow(&config, target.clone()).map(Arc::new);
-        let exactly_once = transactions.map(|coordinator| ExactlyOnce {
+        let exactly_once = config.replication.exactly_once.then(|| ExactlyOnce {
             stage: TransactionStage::new(
                 config.replication.transaction_interval(),
                 checkpoints.topic(),
             ),
-            coordinator,
+            coordinator: transactions,
+            slot: member.is_some().then(WriterSlot::default),
         });
-        let producer = match &exactly_once {
-            Some(eos) => {
-                ProducerIdentity::transactional(producer, eos.coordinator.transactional_id().into())
-            }
-            None => ProducerIdentity::new(producer),
+        let producer = match (&exactly_once, producer) {
+            (
+                Some(ExactlyOnce {
+                    coordinator: Some(coordinator),
+                    ..
+                }),
+                Some(producer),
+            ) => ProducerIdentity::transactional(producer, coordinator.transactional_id().into()),
+            (Some(_), _) => ProducerIdentity::transactional_pending(),
+            (None, producer) => ProducerIdentity::new(producer.unwrap_or((-1, -1))),
         };
         let mut engine = Engine {
             options,
@@ -299,10 +310,20 @@ impl Engine {
                 sharing
                     .ownership
                     .assigned(&mut self.slots, generation, &assignment);
+                let writer = self.exactly_once.as_mut().and_then(|eos| eos.slot.as_mut());
+                if let Some(writer) = writer {
+                    if writer.given(assignment.slot) {
+                        if let Some(slot) = assignment.slot {
+                            let reason = RenewalReason::NewSlot(slot);
+                            self.produce.producer().refused(reason, Instant::now());
+                        }
+                    }
+                }
                 tracing::info!(
                     flow = %self.config.name,
                     generation,
                     revoking = assignment.revoke.len(),
+                    slot = ?assignment.slot,
                     "assigned {}",
                     describe_owned(&self.slots, &Ownership::owned(&self.slots))
                 );
@@ -344,7 +365,14 @@ impl Engine {
         if let Some(bytes) = sharing.ownership.recent_bytes_due(&self.slots, now) {
             sharing.member.membership_mut().set_recent_bytes(bytes);
         }
-        if self.draining.is_some() {
+        // Partitions are taken over with a producer to write them: in
+        // exactly-once mode, the transactional id of the writer slot.
+        let writer_ready = !self.produce.producer().renewing()
+            && self
+                .exactly_once
+                .as_ref()
+                .is_none_or(|eos| eos.coordinator.is_some());
+        if self.draining.is_some() || !writer_ready {
             return;
         }
         let Some(ids) = sharing
@@ -466,8 +494,17 @@ impl Engine {
                 .exactly_once
                 .as_ref()
                 .is_some_and(|eos| eos.stage.request_in_flight());
-        if let Some(reason) = self.produce.producer().due(&self.slots, in_flight, now) {
-            self.renew_producer(reason);
+        // Sharing in exactly-once mode, no transactional id before the
+        // group gives a writer slot.
+        let writer_known = self
+            .exactly_once
+            .as_ref()
+            .and_then(|eos| eos.slot)
+            .is_none_or(|slot| slot.known());
+        if writer_known {
+            if let Some(reason) = self.produce.producer().due(&self.slots, in_flight, now) {
+                self.renew_producer(reason);
+            }
         }
         let urgent = self.held() > self.fetch.budget(&self.config.replication) / 2
             || self.draining.is_some()
@@ -511,16 +548,21 @@ impl Engine {
     /// Exactly-once: adds the partitions that have batches to send to the
     /// open transaction, first thing in it.
     fn add_to_transaction(&mut self, lease: Lease, now: Instant) {
-        let Some(eos) = &mut self.exactly_once else {
+        let Some(ExactlyOnce {
+            stage,
+            coordinator: Some(coordinator),
+            ..
+        }) = &mut self.exactly_once
+        else {
             return;
         };
         if self.produce.producer().renewing() {
             return;
         }
-        let Some(partitions) = eos.stage.partitions_to_add(&self.slots) else {
+        let Some(partitions) = stage.partitions_to_add(&self.slots) else {
             return;
         };
-        let coordinator = eos.coordinator.clone();
+        let coordinator = coordinator.clone();
         let producer = self.produce.producer().writer();
         self.spawn(async move {
             if !lease.holds() {
@@ -544,19 +586,24 @@ impl Engine {
     /// commits it, with the checkpoints of what it holds, once every batch
     /// in it is settled.
     fn commit_if_due(&mut self, urgent: bool, lease: Lease, now: Instant) {
-        let Some(eos) = &mut self.exactly_once else {
+        let Some(ExactlyOnce {
+            stage,
+            coordinator: Some(coordinator),
+            ..
+        }) = &mut self.exactly_once
+        else {
             return;
         };
-        eos.stage.close_if_due(urgent, now);
+        stage.close_if_due(urgent, now);
         let settled = self.produce.in_flight() == 0 && !self.slots.any_unresolved();
         if self.produce.producer().renewing() {
             return;
         }
-        let Some(sequence) = eos.stage.start_commit(settled) else {
+        let Some(sequence) = stage.start_commit(settled) else {
             return;
         };
         let write = self.checkpoint.dirty(&self.slots);
-        let (store, coordinator) = (self.checkpoints.clone(), eos.coordinator.clone());
+        let (store, coordinator) = (self.checkpoints.clone(), coordinator.clone());
         let producer = self.produce.producer().writer();
         self.spawn(async move {
             if !lease.holds() {
@@ -586,20 +633,54 @@ impl Engine {
     fn renew_producer(&mut self, reason: RenewalReason) {
         let target = self.target.clone();
         let current = self.produce.producer().writer();
-        let transactions = self
-            .exactly_once
-            .as_ref()
-            .map(|eos| eos.coordinator.clone());
+        let current = (current.id, current.epoch);
         let timeout = self.config.replication.transaction_timeout();
+        let Some(eos) = &self.exactly_once else {
+            self.spawn(async move {
+                let result = init_producer_id(&target).await;
+                Event::ProducerRenewed {
+                    reason,
+                    result,
+                    switched: None,
+                }
+            });
+            return;
+        };
+        let held = eos.coordinator.clone();
+        let switch = eos.slot.and_then(|slot| slot.switch_to()).map(|slot| {
+            let id = transactional_id(&self.config, Some(slot));
+            (slot, Arc::new(TransactionCoordinator::new(target, id)))
+        });
         self.spawn(async move {
-            let result = match transactions {
-                Some(coordinator) => coordinator
-                    .init_producer_id(timeout, Some((current.id, current.epoch)))
+            let result = match (&switch, held) {
+                // Another writer slot: what is open under the old one is
+                // aborted first (an epoch bump, which fails harmlessly if
+                // its new holder took it already), then the new one's id
+                // is taken, fencing whoever held it before.
+                (Some((_, new)), held) => {
+                    if let Some(old) = held {
+                        if let Err(e) = old.init_producer_id(timeout, Some(current)).await {
+                            tracing::debug!(error = %e, "nothing to abort under the writer slot given up");
+                        }
+                    }
+                    new.init_producer_id(timeout, None)
+                        .await
+                        .map_err(MirrorError::from)
+                }
+                (None, Some(held)) => held
+                    .init_producer_id(timeout, Some(current))
                     .await
                     .map_err(MirrorError::from),
-                None => init_producer_id(&target).await,
+                // Not asked before the group gives a slot; tried again.
+                (None, None) => Err(MirrorError::ProducerId(
+                    "no writer slot from the group yet".into(),
+                )),
             };
-            Event::ProducerRenewed { reason, result }
+            Event::ProducerRenewed {
+                reason,
+                result,
+                switched: switch,
+            }
         });
     }
 
@@ -613,6 +694,26 @@ impl Engine {
         tracing::error!("{message}");
         self.fenced = Some(message);
         self.begin_drain("fenced");
+    }
+
+    /// Sharing, another instance took this one's writer slot (it was out of
+    /// the group, or stalled): it gives up its partitions and slot, and
+    /// joins the group again for new ones.
+    fn fenced_while_sharing(&mut self) {
+        let (Some(sharing), Some(eos)) = (&mut self.sharing, &mut self.exactly_once) else {
+            return;
+        };
+        tracing::warn!(flow = %self.config.name, "another instance took this one's writer slot; giving up its partitions and joining again");
+        sharing.ownership.lost(&mut self.slots);
+        sharing
+            .member
+            .membership_mut()
+            .start_over("fenced on its writer slot");
+        eos.stage.renewed();
+        eos.coordinator = None;
+        if let Some(writer) = &mut eos.slot {
+            writer.fenced();
+        }
     }
 
     /// Sends a Fetch on its fetcher's connection.
@@ -742,12 +843,17 @@ impl Engine {
                 latest,
                 now,
             ),
-            Event::ProducerRenewed { reason, result } => {
-                if let Err(e) = &result {
-                    if e.is_fenced() {
+            Event::ProducerRenewed {
+                reason,
+                result,
+                switched,
+            } => {
+                let fenced = result.as_ref().is_err_and(MirrorError::is_fenced);
+                if fenced && self.sharing.is_none() {
+                    if let Err(e) = &result {
                         self.fenced(e);
-                        return;
                     }
+                    return;
                 }
                 let renewed = result.is_ok();
                 self.produce.producer().renewed(
@@ -757,9 +863,32 @@ impl Engine {
                     result,
                     now,
                 );
-                if let Some(eos) = self.exactly_once.as_mut().filter(|_| renewed) {
+                let Some(eos) = &mut self.exactly_once else {
+                    return;
+                };
+                if renewed {
                     eos.stage.renewed();
                     self.counters.transactions_aborted += 1;
+                    if let Some((slot, coordinator)) = switched {
+                        tracing::info!(flow = %self.config.name, slot, transactional_id = coordinator.transactional_id(), "took the writer slot's transactional id");
+                        let id = coordinator.transactional_id().into();
+                        self.produce.producer().set_transactional_id(id);
+                        eos.coordinator = Some(coordinator);
+                        if let Some(writer) = &mut eos.slot {
+                            writer.switched(slot);
+                        }
+                    }
+                } else if fenced {
+                    self.fenced_while_sharing();
+                }
+                // The group gave another slot while this renewal was out.
+                let switch = self
+                    .exactly_once
+                    .as_ref()
+                    .and_then(|eos| eos.slot?.switch_to());
+                if let Some(slot) = switch.filter(|_| renewed) {
+                    let reason = RenewalReason::NewSlot(slot);
+                    self.produce.producer().refused(reason, now);
                 }
             }
             Event::PartitionsAdded { partitions, result } => {

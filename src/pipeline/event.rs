@@ -3,6 +3,7 @@
 //! Partitions travel as [`SlotId`]s.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use super::fetch::FetchReply;
 use super::landing::LandingAnswer;
@@ -14,7 +15,9 @@ use super::slots::{SlotId, SlotOffset};
 use super::transaction::{TargetPartition, TransactionFailure};
 use super::MirrorError;
 use crate::checkpoint::CheckpointError;
-use crate::cluster::{ClusterError, GroupError, Metadata, OffsetResult, Role};
+use crate::cluster::{
+    ClusterError, GroupError, Metadata, OffsetResult, Role, TransactionCoordinator,
+};
 use crate::groups::SyncReport;
 
 /// The answer to a request the engine started.
@@ -42,6 +45,9 @@ pub(super) enum Event {
     ProducerRenewed {
         reason: RenewalReason,
         result: Result<(i64, i16), MirrorError>,
+        /// Exactly-once while sharing: the writer slot switched to, and its
+        /// transactional id's coordinator.
+        switched: Option<(i32, Arc<TransactionCoordinator>)>,
     },
     /// Exactly-once: partitions added to the open transaction, or not.
     PartitionsAdded {

@@ -396,6 +396,7 @@ mod tests {
         Assignment {
             partitions: partitions.iter().map(|&p| tp(p)).collect(),
             revoke: revoke.iter().map(|&p| tp(p)).collect(),
+            slot: Some(0),
         }
     }
 

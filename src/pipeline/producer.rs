@@ -44,6 +44,10 @@ pub(super) enum RenewalReason {
     /// be sent again under this identity, nor follow them in its sequences.
     #[error("this instance lost its partitions to another member of its group")]
     Lost,
+    /// Exactly-once while sharing: the group gave this instance a writer
+    /// slot (this one) whose transactional id it does not hold yet.
+    #[error("the group gave this instance writer slot {0}")]
+    NewSlot(i32),
 }
 
 /// Wait between a failed InitProducerId and the next.
@@ -89,6 +93,19 @@ impl ProducerIdentity {
             transactional_id: Some(transactional_id),
             ..ProducerIdentity::new(producer)
         }
+    }
+
+    /// Exactly-once while sharing: no identity until the group gives this
+    /// instance a writer slot and the renewal that follows takes its
+    /// transactional id; no partition is copied before.
+    pub(super) fn transactional_pending() -> Self {
+        ProducerIdentity::transactional((-1, -1), "".into())
+    }
+
+    /// Exactly-once: batches go into the transactions of another
+    /// transactional id from now on (a writer slot switched to).
+    pub(super) fn set_transactional_id(&mut self, id: Arc<str>) {
+        self.transactional_id = Some(id);
     }
 
     /// Whether batches go into a transaction (exactly-once mode).

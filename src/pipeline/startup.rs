@@ -63,26 +63,28 @@ pub(super) async fn start(
         replication_factor,
     )
     .await?;
-    // Exactly-once: taking the transactional id first fences any older
-    // instance of this name and aborts its open transaction, so the
-    // checkpoints read next are the last ones committed, and no zombie can
-    // commit another after them.
-    let (producer, transactions) = if flow.replication.exactly_once {
-        let coordinator = TransactionCoordinator::new(target.clone(), transactional_id(&flow));
-        let producer = coordinator
-            .init_producer_id(flow.replication.transaction_timeout(), None)
-            .await?;
-        (producer, Some(Arc::new(coordinator)))
-    } else {
-        (init_producer_id(&target).await?, None)
+    // Exactly-once without sharing: taking the transactional id first
+    // fences any older instance of this name and aborts its open
+    // transaction, so the checkpoints read next are the last ones committed,
+    // and no zombie can commit another after them. Sharing, the
+    // transactional id is the writer slot's the group gives (see
+    // `transaction.rs`), taken before any partition is.
+    let (producer, transactions) = match (flow.replication.exactly_once, flow.instances.share) {
+        (true, true) => (None, None),
+        (true, false) => {
+            let coordinator =
+                TransactionCoordinator::new(target.clone(), transactional_id(&flow, None));
+            let producer = coordinator
+                .init_producer_id(flow.replication.transaction_timeout(), None)
+                .await?;
+            (Some(producer), Some(Arc::new(coordinator)))
+        }
+        (false, _) => (Some(init_producer_id(&target).await?), None),
     };
     let producer_expiry = producer_expiry(&target, &target_meta).await;
-    tracing::info!(
-        flow = %flow.name,
-        producer_id = producer.0,
-        epoch = producer.1,
-        "target producer id"
-    );
+    if let Some((producer_id, epoch)) = producer {
+        tracing::info!(flow = %flow.name, producer_id, epoch, "target producer id");
+    }
 
     let mut slots = Slots::default();
     let fresh_start = start_spec(flow.replication.start_position);
@@ -272,10 +274,13 @@ pub(super) fn log_old_checkpoints(flow: &str, partitions: &[String]) {
 }
 
 /// The transactional id of a flow's exactly-once writes: one per mirror
-/// name and flow, so that a second instance of the same name fences the
-/// first.
-fn transactional_id(flow: &Flow) -> String {
-    format!("kafka-mirror.{}", flow.checkpoint_name)
+/// name and flow and writer slot (`None` without sharing: one for all
+/// instances), so that a new holder fences the one before.
+pub(super) fn transactional_id(flow: &Flow, slot: Option<i32>) -> String {
+    match slot {
+        Some(slot) => format!("kafka-mirror.{}.{slot}", flow.checkpoint_name),
+        None => format!("kafka-mirror.{}", flow.checkpoint_name),
+    }
 }
 
 fn start_spec(position: StartPosition) -> OffsetSpec {

@@ -22,6 +22,15 @@
 //! another instance of the same name has taken our transactional id: the
 //! flow stops without writing anything more.
 //!
+//! While instances share the mirror's partitions, each writes under the
+//! transactional id of the *writer slot* the group gave it
+//! (`kafka-mirror.<name>.<slot>`, see `crate::assignment`); taking a slot
+//! (InitProducerId on its id) fences whoever held it before and aborts what
+//! that one left open. Given another slot, an instance first aborts what is
+//! open under its old one ([`WriterSlot`]). Fenced on its slot while
+//! sharing, it gives its partitions up and joins again; not sharing
+//! (`instances.share = false`, one id for all instances), it stops.
+//!
 //! [`TransactionStage`] decides; the engine sends the requests
 //! (`crate::cluster::TransactionCoordinator`) and reports their outcomes.
 
@@ -83,6 +92,45 @@ pub(super) async fn commit(
         .await
         .map_err(TransactionFailure::Commit)?;
     Ok(next_sequence)
+}
+
+/// Exactly-once while sharing: the writer slot whose transactional id this
+/// instance writes under, and the one the group gave it last; they differ
+/// while the switch (a producer renewal) is due or under way.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct WriterSlot {
+    held: Option<i32>,
+    given: Option<i32>,
+}
+
+impl WriterSlot {
+    /// The slot of a new assignment. Returns whether it is not the one
+    /// held: a switch is due.
+    pub(super) fn given(&mut self, slot: Option<i32>) -> bool {
+        self.given = slot;
+        self.switch_to().is_some()
+    }
+
+    /// The slot to switch to, if the group gave one not held.
+    pub(super) fn switch_to(&self) -> Option<i32> {
+        self.given.filter(|&slot| self.held != Some(slot))
+    }
+
+    /// Whether the group gave a slot: without one, no transactional id may
+    /// be taken.
+    pub(super) fn known(&self) -> bool {
+        self.given.is_some()
+    }
+
+    /// The slot's transactional id is this instance's now.
+    pub(super) fn switched(&mut self, slot: i32) {
+        self.held = Some(slot);
+    }
+
+    /// Another instance took the slot held: neither is this one's now.
+    pub(super) fn fenced(&mut self) {
+        *self = WriterSlot::default();
+    }
 }
 
 /// Where the open transaction is.
@@ -307,6 +355,22 @@ mod tests {
             Some(1),
             "the checkpoints' sequence goes on"
         );
+    }
+
+    #[test]
+    fn a_writer_slot_switches_once_given_and_is_dropped_when_fenced() {
+        let mut slot = WriterSlot::default();
+        assert!(!slot.known(), "no transactional id before the group says");
+        assert!(slot.given(Some(0)), "the first slot");
+        assert_eq!(slot.switch_to(), Some(0));
+        slot.switched(0);
+        assert!(!slot.given(Some(0)), "kept");
+        assert!(slot.given(Some(2)), "another one");
+        slot.switched(2);
+        assert_eq!(slot.switch_to(), None);
+        slot.fenced();
+        assert!(!slot.known());
+        assert!(slot.given(Some(2)), "taken again, even the same number");
     }
 
     #[test]

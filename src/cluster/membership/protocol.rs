@@ -9,11 +9,13 @@
 //! a rolling upgrade.
 //!
 //! ```text
-//! metadata v0:   version int16, generation int32,
+//! metadata v1:   version int16, generation int32,
 //!                topics: count int32, each { name string,
 //!                  entries: count int32, each { partition int32,
-//!                    owned int8 (0 or 1), recent bytes int64 } }
-//! assignment v0: version int16, partitions: topic list, revoke: topic list
+//!                    owned int8 (0 or 1), recent bytes int64 } },
+//!                slot int32 (-1: none)               [v1]
+//! assignment v1: version int16, partitions: topic list, revoke: topic list,
+//!                slot int32 (-1: none)               [v1]
 //! topic list:    count int32, each { name string,
 //!                  partitions: count int32, each partition int32 }
 //! ```
@@ -25,7 +27,9 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use crate::assignment::{Assignment, Holdings, TopicPartition};
 
 /// The version this release writes.
-const VERSION: i16 = 0;
+const VERSION: i16 = 1;
+/// The first version with the writer slot.
+const SLOT_VERSION: i16 = 1;
 
 /// Bytes that are not kafka-mirror group protocol data.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -67,13 +71,14 @@ pub(crate) fn encode_metadata(holdings: &Holdings) -> Bytes {
         buf.put_i8(i8::from(owned));
         buf.put_i64(i64::try_from(bytes).unwrap_or(i64::MAX));
     });
+    buf.put_i32(holdings.slot.unwrap_or(-1));
     buf.freeze()
 }
 
 /// A member's metadata, as the leader reads it.
 pub(crate) fn decode_metadata(bytes: &[u8]) -> Result<Holdings, CodecError> {
     let mut reader = Reader(bytes);
-    reader.version()?;
+    let version = reader.version()?;
     let mut holdings = Holdings {
         generation: reader.i32("the generation")?,
         ..Holdings::default()
@@ -89,6 +94,7 @@ pub(crate) fn decode_metadata(bytes: &[u8]) -> Result<Holdings, CodecError> {
         }
         Ok(())
     })?;
+    holdings.slot = reader.slot(version)?;
     Ok(holdings)
 }
 
@@ -99,13 +105,14 @@ pub(crate) fn encode_assignment(assignment: &Assignment) -> Bytes {
     for list in [&assignment.partitions, &assignment.revoke] {
         put_by_topic(&mut buf, list.iter().map(|p| (p, ())), |_, ()| {});
     }
+    buf.put_i32(assignment.slot.unwrap_or(-1));
     buf.freeze()
 }
 
 /// A member's assignment, as the member reads it.
 pub(crate) fn decode_assignment(bytes: &[u8]) -> Result<Assignment, CodecError> {
     let mut reader = Reader(bytes);
-    reader.version()?;
+    let version = reader.version()?;
     let mut lists = [BTreeSet::new(), BTreeSet::new()];
     for list in &mut lists {
         reader.by_topic(|_, p| {
@@ -114,7 +121,12 @@ pub(crate) fn decode_assignment(bytes: &[u8]) -> Result<Assignment, CodecError> 
         })?;
     }
     let [partitions, revoke] = lists;
-    Ok(Assignment { partitions, revoke })
+    let slot = reader.slot(version)?;
+    Ok(Assignment {
+        partitions,
+        revoke,
+        slot,
+    })
 }
 
 /// Writes `entries` (sorted by topic) as a topic list whose partitions each
@@ -203,6 +215,15 @@ impl Reader<'_> {
         Ok(version)
     }
 
+    /// The writer slot, from a version that has it; -1 is none.
+    fn slot(&mut self, version: i16) -> Result<Option<i32>, CodecError> {
+        if version < SLOT_VERSION {
+            return Ok(None);
+        }
+        let slot = self.i32("the slot")?;
+        Ok((slot >= 0).then_some(slot))
+    }
+
     /// A topic list, calling `entry` for each partition to read what follows it.
     fn by_topic(
         &mut self,
@@ -244,6 +265,7 @@ mod tests {
             owned: [tp("orders", 0), tp("orders", 3), tp("logs", 1)].into(),
             // Bytes for an owned partition and for one given up.
             recent_bytes: [(tp("orders", 3), 5_000_000), (tp("clicks", 2), 12)].into(),
+            slot: Some(2),
         }
     }
 
@@ -252,13 +274,18 @@ mod tests {
         let bytes = encode_metadata(&holdings());
         assert_eq!(decode_metadata(&bytes), Ok(holdings()));
         // The layout, byte for byte, for the first topic in name order.
-        assert_eq!(&bytes[..6], [0, 0, 0, 0, 0, 7]);
+        assert_eq!(&bytes[..6], [0, 1, 0, 0, 0, 7]);
         assert_eq!(&bytes[6..10], 3i32.to_be_bytes());
         assert_eq!(&bytes[10..18], b"\x00\x06clicks");
         assert_eq!(&bytes[18..22], 1i32.to_be_bytes());
         assert_eq!(&bytes[22..26], 2i32.to_be_bytes());
         assert_eq!(bytes[26], 0, "not owned");
         assert_eq!(&bytes[27..35], 12i64.to_be_bytes());
+        assert_eq!(
+            bytes[bytes.len() - 4..],
+            2i32.to_be_bytes(),
+            "the slot, last"
+        );
         let empty = Holdings {
             generation: -1,
             ..Holdings::default()
@@ -271,6 +298,7 @@ mod tests {
         let assignment = Assignment {
             partitions: [tp("orders", 0), tp("orders", 1), tp("logs", 4)].into(),
             revoke: [tp("orders", 2)].into(),
+            slot: Some(0),
         };
         let bytes = encode_assignment(&assignment);
         assert_eq!(decode_assignment(&bytes), Ok(assignment));
@@ -290,11 +318,20 @@ mod tests {
         let assignment = Assignment {
             partitions: [tp("a", 1)].into(),
             revoke: BTreeSet::new(),
+            slot: Some(4),
         };
         let mut newer = BytesMut::from(&encode_assignment(&assignment)[..]);
-        newer[..2].copy_from_slice(&1i16.to_be_bytes());
+        newer[..2].copy_from_slice(&2i16.to_be_bytes());
         newer.put_i64(99);
         assert_eq!(decode_assignment(&newer), Ok(assignment));
+
+        // Version 0, before slots: none.
+        let mut old = BytesMut::new();
+        old.put_i16(0);
+        old.put_i32(0);
+        old.put_i32(0);
+        let read = decode_assignment(&old).expect("v0");
+        assert_eq!(read.slot, None);
     }
 
     #[test]
