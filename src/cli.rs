@@ -50,6 +50,11 @@ pub(crate) enum Command {
     /// names, partitions and configs, and what it would create or change on
     /// the target, without changing anything. Takes the options of `run`.
     Plan(RunArgs),
+    /// List, for each flow, the instances running under its name: each one's
+    /// id, host, writer slot, the partitions it copies and their lag (source
+    /// end minus stored checkpoint), and the partitions none copies. Read
+    /// from Kafka alone; takes the options of `run`.
+    Status(StatusArgs),
     /// List, for each consumer group --groups selects, its committed offsets
     /// on the source, their translation through the offset maps stored with
     /// the checkpoints, the group's offsets on the target and how much is not
@@ -100,6 +105,17 @@ impl SwitchArgs {
         };
         Ok((config, options))
     }
+}
+
+/// Options of `kafka-mirror status`.
+#[derive(Debug, Args)]
+pub(crate) struct StatusArgs {
+    /// The flows, as given to `run`.
+    #[command(flatten)]
+    pub(crate) run: RunArgs,
+    /// How to print the listing.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub(crate) format: Format,
 }
 
 /// Options of `kafka-mirror offsets`.

@@ -12,9 +12,11 @@
 //! not copied within its timeout), or `failback` does not complete (groups
 //! with members on the target, data left to copy back after its timeout, or
 //! the forward checkpoints could not be rewritten); `failback` also exits 2,
-//! 3 or 4 for its copy back as `run` does; 6 when an exactly-once run was
-//! fenced by another instance of the same name, which took over (restarting
-//! this one would fence that one in turn).
+//! 3 or 4 for its copy back as `run` does; 6 when an exactly-once run that
+//! does not share (`instances.share = false`) was fenced by another instance
+//! of the same name, which took over (restarting this one would fence that
+//! one in turn), or when another process joined with this one's
+//! `instances.instance_id`.
 
 mod cli;
 
@@ -45,7 +47,7 @@ fn main() -> ExitCode {
     let threads = match &job {
         Job::Run(config, _) => config.replication.threads,
         Job::Failback(config, _) => config.replication.threads,
-        Job::Plan(_) | Job::Offsets(..) | Job::Failover(..) | Job::Print(_) => 1,
+        Job::Plan(_) | Job::Offsets(..) | Job::Status(..) | Job::Failover(..) | Job::Print(_) => 1,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
@@ -75,6 +77,15 @@ fn main() -> ExitCode {
         Job::Offsets(config, format) => {
             return match runtime.block_on(pipeline::offsets(config)) {
                 Ok(offsets) => print_listing(&offsets, format),
+                Err(e) => {
+                    eprintln!("kafka-mirror: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Job::Status(config, format) => {
+            return match runtime.block_on(pipeline::status(config)) {
+                Ok(status) => print_listing(&status, format),
                 Err(e) => {
                     eprintln!("kafka-mirror: {e}");
                     ExitCode::from(1)
@@ -186,6 +197,8 @@ enum Job {
     Plan(MirrorConfig),
     /// List the selected consumer groups' offsets on both clusters.
     Offsets(MirrorConfig, Format),
+    /// List each flow's instances and what they copy.
+    Status(MirrorConfig, Format),
     /// Move the selected groups to the target.
     Failover(MirrorConfig, SwitchOptions),
     /// Copy back what the target got since a failover, and the groups.
@@ -204,6 +217,7 @@ fn configure(command: Command) -> Result<Job, ConfigError> {
             return Ok(Job::Run(args.to_config()?, options));
         }
         Command::Plan(args) => return Ok(Job::Plan(args.to_config()?)),
+        Command::Status(args) => return Ok(Job::Status(args.run.to_config()?, args.format)),
         Command::Failover(args) => {
             let (config, options) = args.to_switch(Duration::from_secs(300))?;
             return Ok(Job::Failover(config, options));

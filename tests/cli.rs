@@ -52,6 +52,18 @@ fn help_explains_every_option() {
 }
 
 #[test]
+fn status_takes_the_options_of_run_and_a_format() {
+    let (code, stdout, _) = run(&["status", "--help"]);
+    assert_eq!(code, Some(0));
+    for option in ["--config", "--source", "--target", "--name", "--format"] {
+        assert!(
+            stdout.contains(option),
+            "status --help lacks {option}:\n{stdout}"
+        );
+    }
+}
+
+#[test]
 fn an_unknown_config_key_is_named() {
     let path = config_file(
         "unknown",

@@ -17,14 +17,15 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use kafka_protocol::error::ParseResponseErrorCode;
 use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestGroup;
 use kafka_protocol::messages::{
-    GroupId, ListGroupsRequest, OffsetCommitRequest, OffsetFetchRequest, OffsetFetchResponse,
-    TopicName,
+    DescribeGroupsRequest, GroupId, ListGroupsRequest, OffsetCommitRequest, OffsetFetchRequest,
+    OffsetFetchResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
@@ -90,13 +91,17 @@ pub struct ListedGroup {
     /// `classic`, `consumer`, `share` or `streams` (ListGroups v5, Kafka
     /// 3.8+); empty from older brokers, which have only classic groups.
     pub group_type: String,
+    /// The protocol type its members joined with: `consumer`, `connect`,
+    /// kafka-mirror's own; empty for a group without members.
+    pub protocol_type: String,
 }
 
 impl ListedGroup {
     /// Whether the group keeps its positions as committed offsets: a share
-    /// group (KIP-932) keeps them per record, out of reach of OffsetFetch.
+    /// group (KIP-932) keeps them per record, out of reach of OffsetFetch,
+    /// and kafka-mirror's own groups keep none.
     pub fn commits_offsets(&self) -> bool {
-        self.group_type != "share"
+        self.group_type != "share" && self.protocol_type != super::membership::PROTOCOL_TYPE
     }
 }
 
@@ -111,6 +116,34 @@ pub struct CommittedOffset {
 
 /// A group's committed offsets by topic and partition.
 pub type CommittedOffsets = BTreeMap<(String, i32), CommittedOffset>;
+
+/// A group as DescribeGroups tells it: its members and what each joined
+/// with and was assigned, in the bytes of the group's protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DescribedGroup {
+    /// `Stable`, `PreparingRebalance`, `CompletingRebalance`, `Empty`, `Dead`.
+    pub state: String,
+    /// The protocol type its members joined with; empty for a group
+    /// without members.
+    pub protocol_type: String,
+    /// Its members, in the coordinator's order.
+    pub members: Vec<DescribedMember>,
+}
+
+/// One member of a [`DescribedGroup`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DescribedMember {
+    /// The member id the coordinator gave it.
+    pub member_id: String,
+    /// Its static group instance id, if it has one.
+    pub instance_id: Option<String>,
+    /// The client id it connected with.
+    pub client_id: String,
+    /// The host it connected from.
+    pub client_host: String,
+    /// Its assignment, as the group's leader encoded it.
+    pub assignment: Bytes,
+}
 
 /// What became of a commit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,6 +180,11 @@ pub enum GroupOp {
         /// The group.
         group: String,
     },
+    /// DescribeGroups of a group.
+    Describe {
+        /// The group.
+        group: String,
+    },
 }
 
 impl std::fmt::Display for GroupOp {
@@ -161,6 +199,7 @@ impl std::fmt::Display for GroupOp {
                 write!(f, "reading the committed offsets of group {group:?}")
             }
             GroupOp::CommitOffsets { group } => write!(f, "committing offsets of group {group:?}"),
+            GroupOp::Describe { group } => write!(f, "describing group {group:?}"),
         }
     }
 }
@@ -441,6 +480,60 @@ impl GroupClient {
         .await
     }
 
+    /// The group's members and their assignments (DescribeGroups); a group
+    /// that does not exist is described as `Dead` with none.
+    pub async fn describe(&mut self, group: &str) -> Result<DescribedGroup, GroupError> {
+        let role = self.cluster.role();
+        let op = || GroupOp::Describe {
+            group: group.to_owned(),
+        };
+        let request = DescribeGroupsRequest::default()
+            .with_groups(vec![GroupId(StrBytes::from_string(group.to_owned()))]);
+        self.at_coordinator(group, move |cluster, broker| {
+            let request = request.clone();
+            async move {
+                let response = cluster
+                    .send(broker, request)
+                    .await
+                    .map_err(|source| GroupError::Unreachable { op: op(), source })?;
+                let Some(described) = response.groups.into_iter().next() else {
+                    return Err(GroupError::Refused {
+                        role,
+                        op: op(),
+                        partition: None,
+                        error: ResponseError::UnknownServerError,
+                        message: "the group is missing from the broker's answer".into(),
+                    });
+                };
+                if let Some(error) = described.error_code.err() {
+                    return Err(GroupError::Refused {
+                        role,
+                        op: op(),
+                        partition: None,
+                        error,
+                        message: String::new(),
+                    });
+                }
+                Ok(DescribedGroup {
+                    state: described.group_state.to_string(),
+                    protocol_type: described.protocol_type.to_string(),
+                    members: described
+                        .members
+                        .into_iter()
+                        .map(|m| DescribedMember {
+                            member_id: m.member_id.to_string(),
+                            instance_id: m.group_instance_id.map(|id| id.to_string()),
+                            client_id: m.client_id.to_string(),
+                            client_host: m.client_host.to_string(),
+                            assignment: m.member_assignment,
+                        })
+                        .collect(),
+                })
+            }
+        })
+        .await
+    }
+
     /// Runs `attempt` at the group's coordinator, looking it up again and
     /// retrying while it moves or loads.
     async fn at_coordinator<T, F, Fut>(
@@ -564,6 +657,7 @@ async fn list_groups_of(cluster: &Cluster, broker: i32) -> Result<Vec<ListedGrou
                         id: group.group_id.0.to_string(),
                         state: GroupState::from_wire(&group.group_state),
                         group_type: group.group_type.to_string(),
+                        protocol_type: group.protocol_type.to_string(),
                     })
                     .collect())
             }

@@ -123,6 +123,12 @@ impl MemberConfig {
     }
 }
 
+/// A member's assignment as the group's leader encoded it (what
+/// DescribeGroups shows of a member), for `kafka-mirror status`.
+pub fn decode_assignment(bytes: &[u8]) -> Result<Assignment, CodecError> {
+    protocol::decode_assignment(bytes)
+}
+
 /// The group requests a member sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RequestKind {

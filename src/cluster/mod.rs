@@ -30,8 +30,8 @@ use tokio::sync::Mutex as AsyncMutex;
 
 pub use fetch::{fetch_request, response_partitions, FetchSession, PartitionFetch};
 pub use groups::{
-    CommitOutcome, CommittedOffset, CommittedOffsets, GroupClient, GroupError, GroupOp, GroupState,
-    ListedGroup,
+    CommitOutcome, CommittedOffset, CommittedOffsets, DescribedGroup, DescribedMember, GroupClient,
+    GroupError, GroupOp, GroupState, ListedGroup,
 };
 pub use metadata::{Metadata, PartitionMetadata, TopicMetadata, TopicNames};
 pub use offsets::{OffsetLookupError, OffsetResult, OffsetSpec};

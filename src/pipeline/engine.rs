@@ -31,7 +31,7 @@ use super::landing;
 use super::lane::ProduceLane;
 use super::lifecycle::{deleted_topics, refresh_topics, TopicRefresh};
 use super::metadata::MetadataView;
-use super::ownership::{describe_owned, start_unshared, Lease, Ownership};
+use super::ownership::{named_partitions, owned_partitions, start_unshared, Lease, Ownership};
 use super::positions::{Lookups, Positions};
 use super::produce::{ProduceContext, ProduceStage, KAFKA_PRODUCER_EXPIRY};
 use super::producer::{init_producer_id, ProducerIdentity, RenewalReason};
@@ -325,7 +325,11 @@ impl Engine {
                     revoking = assignment.revoke.len(),
                     slot = ?assignment.slot,
                     "assigned {}",
-                    describe_owned(&self.slots, &Ownership::owned(&self.slots))
+                    named_partitions(
+                        &self.config.name,
+                        assignment.partitions.iter().map(|(t, p)| (t.as_str(), *p)),
+                        self.slots.len()
+                    )
                 );
             }
             Ok(MemberEvent::Lost { partitions, cause }) => {
@@ -1182,6 +1186,11 @@ impl Engine {
         );
         summary.deleted_topics = deleted_topics(&self.slots);
         summary.fenced.extend(self.fenced.clone());
+        if self.config.instances.share {
+            summary
+                .owned
+                .push(owned_partitions(&self.config.name, &self.slots));
+        }
         summary.groups = self
             .group_sync
             .as_ref()

@@ -30,7 +30,8 @@
 //!   sequences and acknowledgements.
 //! - `error.rs`: [`PartitionError`](error::PartitionError), why a partition stopped.
 //! - `metadata.rs`: both clusters' metadata, topic names by id, refreshes.
-//! - `startup.rs`: select topics, create target topics, load checkpoints, get a producer id.
+//! - `startup.rs`: select topics, create target topics, load checkpoints, get a
+//!   producer id, join the group of the flow's instances; where a partition starts.
 //! - `lifecycle.rs`: new topics and partitions, and changed configs, while running.
 //! - `fetch.rs`: one Fetch in flight per source fetcher carrying all its
 //!   partitions (`fetch_window.rs`: how many fetchers a broker gets);
@@ -50,7 +51,10 @@
 //!   since copied back, and the groups with it.
 //! - `group_sync.rs`: when consumer groups' offsets are synced onto the
 //!   target, with the partitions' offset maps.
+//! - `ownership.rs`: which partitions this instance copies while the
+//!   instances of its name share them, hand-overs, take-overs and the lease.
 //! - `stats.rs`: counters and the run summary.
+//! - `status.rs`: the `status` command, each flow's instances and their lag.
 //!
 //! One batch's path: `fetch.rs` asks for its partition in a Fetch; the answer
 //! comes back as `Event::FetchAnswered` and `intake.rs` splits, filters and
@@ -87,6 +91,7 @@ mod producer;
 mod slots;
 mod startup;
 mod stats;
+mod status;
 #[cfg(test)]
 mod testing;
 mod transaction;
@@ -105,7 +110,8 @@ pub use failover::{failover, Failover, FlowFailover, GroupsOutcome, Missing, Swi
 pub use group_sync::GroupsSynced;
 pub use offsets::{offsets, FlowOffsets, Offsets};
 pub use plan::{plan, FlowPlan, Plan, PlannedTopic};
-pub use stats::{FlowTotals, PartitionProblem, Summary, UnsavedCheckpoints};
+pub use stats::{FlowTotals, OwnedPartitions, PartitionProblem, Summary, UnsavedCheckpoints};
+pub use status::{status, FlowStatus, MemberStatus, PartitionLag, StatusReport};
 
 use crate::checkpoint::CheckpointError;
 use crate::cluster::{Cluster, ClusterError, Role};

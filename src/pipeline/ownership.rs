@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 use super::error::Cause;
 use super::slots::{SlotId, Slots, Status};
 use super::startup::{start_partition, OtherSource, Started};
+use super::stats::OwnedPartitions;
 use crate::assignment::{Assignment, TopicPartition};
 use crate::backoff::Backoff;
 use crate::checkpoint::{Checkpoint, CheckpointError};
@@ -340,24 +341,29 @@ pub(super) fn start_unshared(slots: &mut Slots, ids: &[SlotId]) {
     }
 }
 
-/// "4 of 12 partitions (orders-0, orders-3, ...)": what an instance owns,
-/// naming up to ten.
-pub(super) fn describe_owned(slots: &Slots, owned: &[SlotId]) -> String {
-    const NAMED: usize = 10;
-    let mut names: Vec<String> = owned
+/// What this instance copies of the flow `flow`, for the summary.
+pub(super) fn owned_partitions(flow: &str, slots: &Slots) -> OwnedPartitions {
+    let owned = Ownership::owned(slots);
+    let names = owned
         .iter()
-        .take(NAMED)
-        .map(|&id| format!("{}-{}", slots[id].topic, slots[id].partition))
-        .collect();
-    if owned.len() > NAMED {
-        names.push("...".to_owned());
+        .map(|&id| (&*slots[id].topic, slots[id].partition));
+    named_partitions(flow, names, slots.len())
+}
+
+/// `partitions` of the flow `flow`, which has `of` in all.
+pub(super) fn named_partitions<'a>(
+    flow: &str,
+    partitions: impl IntoIterator<Item = (&'a str, i32)>,
+    of: usize,
+) -> OwnedPartitions {
+    OwnedPartitions {
+        flow: flow.to_owned(),
+        partitions: partitions
+            .into_iter()
+            .map(|(topic, partition)| format!("{topic}-{partition}"))
+            .collect(),
+        of,
     }
-    format!(
-        "{} of {} partitions ({})",
-        owned.len(),
-        slots.len(),
-        names.join(", ")
-    )
 }
 
 #[cfg(test)]
@@ -448,7 +454,7 @@ mod tests {
         assert!(ownership.settled(&slots, &source));
         assert_eq!(Ownership::owned(&slots), [id(&slots, 0), id(&slots, 2)]);
         assert_eq!(
-            describe_owned(&slots, &Ownership::owned(&slots)),
+            owned_partitions("f", &slots).to_string(),
             "2 of 4 partitions (t-0, t-2)"
         );
     }

@@ -88,6 +88,31 @@ impl fmt::Display for UnsavedCheckpoints {
     }
 }
 
+/// What one instance copied of a flow whose instances share its partitions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnedPartitions {
+    /// The flow.
+    pub flow: String,
+    /// The partitions it copied (at the end of the run), as `topic-partition`.
+    pub partitions: Vec<String>,
+    /// The flow's partitions, all told.
+    pub of: usize,
+}
+
+impl fmt::Display for OwnedPartitions {
+    /// "4 of 12 partitions (orders-0, orders-3, ...)", naming up to ten.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const NAMED: usize = 10;
+        write!(f, "{} of {} partitions (", self.partitions.len(), self.of)?;
+        let named = &self.partitions[..self.partitions.len().min(NAMED)];
+        f.write_str(&named.join(", "))?;
+        if self.partitions.len() > NAMED {
+            f.write_str(", ...")?;
+        }
+        f.write_str(")")
+    }
+}
+
 /// What a run did.
 #[derive(Debug, Clone)]
 pub struct Summary {
@@ -155,6 +180,8 @@ pub struct Summary {
     pub deleted_topics: Vec<String>,
     /// Flows whose final checkpoints could not be stored.
     pub unsaved_checkpoints: Vec<UnsavedCheckpoints>,
+    /// What this instance copied of each flow shared with other instances.
+    pub owned: Vec<OwnedPartitions>,
     /// Each flow's own totals, when the run had several flows.
     pub flows: Vec<FlowTotals>,
     /// What the last consumer group offset sync did, when groups are synced.
@@ -211,6 +238,7 @@ impl Summary {
             stopped,
             deleted_topics: Vec::new(),
             unsaved_checkpoints: Vec::new(),
+            owned: Vec::new(),
             flows: Vec::new(),
             groups: None,
         }
@@ -259,6 +287,7 @@ impl Summary {
             total.stopped.extend(part.stopped);
             total.deleted_topics.extend(part.deleted_topics);
             total.unsaved_checkpoints.extend(part.unsaved_checkpoints);
+            total.owned.extend(part.owned);
             if let Some(groups) = part.groups {
                 total
                     .groups
@@ -345,6 +374,13 @@ impl fmt::Display for Summary {
         }
         for fenced in &self.fenced {
             writeln!(f, "{fenced}")?;
+        }
+        for owned in &self.owned {
+            if self.flows.is_empty() {
+                writeln!(f, "owned {owned}")?;
+            } else {
+                writeln!(f, "[{}] owned {owned}", owned.flow)?;
+            }
         }
         if self.found_on_target > 0 {
             writeln!(
@@ -529,6 +565,33 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line}:\n{text}");
         }
+    }
+
+    #[test]
+    fn what_an_instance_owned_is_named_per_flow() {
+        let owned = |flow: &str, count: usize| OwnedPartitions {
+            flow: flow.into(),
+            partitions: (0..count).map(|p| format!("orders-{p}")).collect(),
+            of: 24,
+        };
+        let (name, mut alone) = part("eu->hub", 10, 1, &[]);
+        alone.owned.push(owned(&name, 3));
+        assert!(
+            alone
+                .to_string()
+                .contains("owned 3 of 24 partitions (orders-0, orders-1, orders-2)\n"),
+            "{alone}"
+        );
+        let (other, mut second) = part("us->hub", 10, 1, &[]);
+        second.owned.push(owned(&other, 12));
+        let total = Summary::combine(vec![(name, alone), (other, second)]);
+        let text = total.to_string();
+        assert!(text.contains("[eu->hub] owned 3 of 24"), "{text}");
+        assert!(
+            text.contains("[us->hub] owned 12 of 24 partitions (orders-0, "),
+            "{text}"
+        );
+        assert!(text.contains("orders-9, ...)\n"), "ten named: {text}");
     }
 
     #[test]
