@@ -701,7 +701,11 @@ impl Engine {
 
     /// Bytes held against the memory budget (see [`fetch::held`]).
     fn held(&self) -> usize {
-        fetch::held(self.slots.queued_bytes(), self.source.frame_memory())
+        let exactly_once = self.config.replication.exactly_once;
+        fetch::held(
+            self.slots.queued_bytes(exactly_once),
+            self.source.frame_memory(),
+        )
     }
 
     /// The last checkpoint, awaited here: a few tries, since it decides how

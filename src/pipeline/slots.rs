@@ -212,9 +212,13 @@ impl Slots {
         self.slots.iter_mut()
     }
 
-    /// Bytes the partition queues hold (fetched, not yet checkpointed).
-    pub(super) fn queued_bytes(&self) -> usize {
-        self.slots.iter().map(|s| s.state.held_bytes()).sum()
+    /// Bytes the partition queues hold against the memory budget
+    /// ([`PartitionState::budgeted_bytes`](super::partition::PartitionState::budgeted_bytes)).
+    pub(super) fn queued_bytes(&self, exactly_once: bool) -> usize {
+        self.slots
+            .iter()
+            .map(|s| s.state.budgeted_bytes(exactly_once))
+            .sum()
     }
 
     /// `(topic, partition)` of each slot, as the offset lookups key them.
