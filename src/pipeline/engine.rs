@@ -309,11 +309,12 @@ impl Engine {
         if let Some(reason) = self.produce.producer().due(&self.slots, in_flight, now) {
             self.renew_producer(reason);
         }
-        let urgent = self.held() > self.fetch.budget(&self.config.replication) / 2
-            || self.draining.is_some();
         if self.exactly_once.is_some() {
-            self.commit_if_due(urgent, now);
-        } else if let Some(write) = self.checkpoint.due(&self.slots, urgent, now) {
+            self.commit_if_due(now);
+        } else if let Some(write) = self
+            .checkpoint
+            .due(&self.slots, self.checkpoint_urgent(), now)
+        {
             let store = self.checkpoints.clone();
             self.spawn(async move {
                 let written = store.write(&write.entries).await;
@@ -368,11 +369,19 @@ impl Engine {
     /// Exactly-once: closes the open transaction once it is due, and
     /// commits it, with the checkpoints of what it holds, once every batch
     /// in it is settled.
-    fn commit_if_due(&mut self, urgent: bool, now: Instant) {
+    ///
+    /// Memory never hurries a commit: an acknowledged batch's memory is freed
+    /// at once, not by the commit (see `PartitionState::budgeted_bytes`).
+    fn commit_if_due(&mut self, now: Instant) {
         let Some(eos) = &mut self.exactly_once else {
             return;
         };
-        eos.stage.close_if_due(urgent, now);
+        // Caught up (nothing to send, nothing in flight): committing now
+        // shows the data to read_committed consumers at once rather than
+        // after the interval; under load the interval decides.
+        let caught_up = self.produce.in_flight() == 0 && !self.slots.any_unsent();
+        eos.stage
+            .close_if_due(self.draining.is_some() || caught_up, now);
         let settled = self.produce.in_flight() == 0 && !self.slots.any_unresolved();
         if self.produce.producer().renewing() {
             return;
@@ -697,6 +706,13 @@ impl Engine {
             // The engine may have finished; its answer is then not needed.
             let _ = events.send(request.await);
         });
+    }
+
+    /// Whether checkpoints are written without waiting for the interval:
+    /// half the memory budget waits for them (a checkpoint releases what it
+    /// covers), or the flow drains.
+    fn checkpoint_urgent(&self) -> bool {
+        self.held() > self.fetch.budget(&self.config.replication) / 2 || self.draining.is_some()
     }
 
     /// Bytes held against the memory budget (see [`fetch::held`]).

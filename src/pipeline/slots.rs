@@ -212,6 +212,13 @@ impl Slots {
         self.slots.iter_mut()
     }
 
+    /// Whether a partition that may write has batches waiting to be sent.
+    pub(super) fn any_unsent(&self) -> bool {
+        self.slots
+            .iter()
+            .any(|s| s.may_produce() && s.state.has_unsent())
+    }
+
     /// Bytes the partition queues hold against the memory budget
     /// ([`PartitionState::budgeted_bytes`](super::partition::PartitionState::budgeted_bytes)).
     pub(super) fn queued_bytes(&self, exactly_once: bool) -> usize {
