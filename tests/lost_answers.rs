@@ -8,7 +8,9 @@
 //! NOT_LEADER_OR_FOLLOWER and new connections: a lost answer stacked with a
 //! later error on the same partition, which is what once let a batch of
 //! unknown fate be resent under a new producer id. Every record must be on the
-//! target once, in order, as the source has it.
+//! target once, in order, as the source has it: in idempotent mode, and in
+//! exactly-once mode, where the batches of unknown fate are inside a
+//! transaction that must not commit before the target has answered them.
 
 mod common;
 
@@ -79,6 +81,15 @@ fn move_leaders(target: &KafkaCluster, round: usize) -> bool {
 
 #[test]
 fn lost_answers_while_leaders_move_leave_every_record_once_in_order() {
+    lost_answers_while_leaders_move(false);
+}
+
+#[test]
+fn lost_answers_in_transactions_while_leaders_move_leave_every_record_once_in_order() {
+    lost_answers_while_leaders_move(true);
+}
+
+fn lost_answers_while_leaders_move(exactly_once: bool) {
     let (target, droppers) = AnswerDroppers::start(ClusterSpec::new(KAFKA, 3), DROP_EVERY);
     let source = start_cluster(KAFKA, 1, &[]);
     source
@@ -91,6 +102,9 @@ fn lost_answers_while_leaders_move_leave_every_record_once_in_order() {
     let mut args = run_args(&source, &target, "lost-answers");
     droppers.redirect_target(&mut args);
     args.extend(["--topics".into(), TOPIC.into()]);
+    if exactly_once {
+        args.push("--exactly-once".into());
+    }
     let mirror = RunningMirror::spawn(mirror_command().args(&args));
 
     // Leaders move all along, on a thread of their own.
@@ -127,6 +141,8 @@ fn lost_answers_while_leaders_move_leave_every_record_once_in_order() {
             }
             let total = i64::try_from(ROUNDS * PER_ROUND).expect("count");
             let started = Instant::now();
+            // Exactly-once end offsets count commit markers too: the copy may
+            // still be short then, and the run after this one completes it.
             let copied = || -> i64 {
                 (0..PARTITIONS as i32)
                     .map(|p| offset_of(target, TOPIC, p, -1))
@@ -151,8 +167,16 @@ fn lost_answers_while_leaders_move_leave_every_record_once_in_order() {
     }
     droppers.stop_dropping();
     let output = terminate(mirror);
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let mut stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr);
+    if exactly_once {
+        assert!(
+            stdout.contains("transactions committed"),
+            "{stdout}\n{}",
+            tail(&stderr, 30)
+        );
+        stdout.push_str(&mirror_until_caught_up(&args));
+    }
     let (dropped, answers) = (droppers.dropped(), droppers.answers());
     eprintln!(
         "{} records; {dropped} of {answers} Produce answers dropped; {} leader moves",

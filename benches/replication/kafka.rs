@@ -12,6 +12,10 @@ use kafka_mirror::net::{ConnectionOptions, Connector};
 use kafka_testkit::KafkaCluster;
 use tokio::runtime::Runtime;
 
+/// ListOffsets' isolation levels.
+const READ_UNCOMMITTED: i8 = 0;
+const READ_COMMITTED: i8 = 1;
+
 /// End offsets by (topic, partition).
 pub(crate) type Ends = BTreeMap<(String, i32), i64>;
 
@@ -55,17 +59,28 @@ impl Admin {
     /// High watermarks of every partition of `topics`. A topic that does not exist
     /// yet, or a partition whose leader is not ready (a topic just created), is left out.
     pub(crate) fn end_offsets(&self, rt: &Runtime, topics: &[String]) -> Result<Ends> {
+        self.latest_offsets(rt, topics, READ_UNCOMMITTED)
+    }
+
+    /// Last stable offsets: how far a read_committed consumer can read (below
+    /// the first open transaction), as [`Admin::end_offsets`] otherwise.
+    pub(crate) fn stable_offsets(&self, rt: &Runtime, topics: &[String]) -> Result<Ends> {
+        self.latest_offsets(rt, topics, READ_COMMITTED)
+    }
+
+    fn latest_offsets(&self, rt: &Runtime, topics: &[String], isolation_level: i8) -> Result<Ends> {
         let metadata = self.metadata(rt)?;
         let partitions: Vec<(String, i32)> = topics
             .iter()
             .filter_map(|t| metadata.topics.get(t).map(|m| (t, m)))
             .flat_map(|(t, m)| m.partitions.keys().map(move |p| (t.clone(), *p)))
             .collect();
-        let found =
-            rt.block_on(
-                self.cluster
-                    .list_offsets(&metadata, &partitions, OffsetSpec::Latest, 0),
-            );
+        let found = rt.block_on(self.cluster.list_offsets(
+            &metadata,
+            &partitions,
+            OffsetSpec::Latest,
+            isolation_level,
+        ));
         Ok(found
             .into_iter()
             .filter_map(|(tp, r)| r.ok().map(|offset| (tp, offset)))

@@ -171,10 +171,8 @@ pub(crate) fn throughput_table(summaries: &[ToolSummary], stored_bytes: u64) -> 
             s.wire_mb * 1e6 / stored_bytes as f64,
         );
     }
-    let Some(base) = summaries
-        .iter()
-        .find(|s| s.tool == Tool::KafkaMirror && !s.mb_s.is_empty())
-    else {
+    t.push_str(&exactly_once_cost(summaries));
+    let Some(base) = succeeded(summaries, Tool::KafkaMirror) else {
         return t;
     };
     t.push_str(
@@ -200,6 +198,46 @@ pub(crate) fn throughput_table(summaries: &[ToolSummary], stored_bytes: u64) -> 
             ratio(s.cpu_s_per_gb, base.cpu_s_per_gb),
             ratio(s.peak_rss_mib, base.peak_rss_mib),
             ratio(s.wire_mb, base.wire_mb),
+        );
+    }
+    t
+}
+
+/// The summary of `tool` if it ran and at least one run succeeded.
+pub(crate) fn succeeded(summaries: &[ToolSummary], tool: Tool) -> Option<&ToolSummary> {
+    summaries
+        .iter()
+        .find(|s| s.tool == tool && !s.mb_s.is_empty())
+}
+
+/// Each exactly-once variant against the same tool without it, when both ran:
+/// what the transactions cost on the same brokers and data.
+fn exactly_once_cost(summaries: &[ToolSummary]) -> String {
+    let mut t = String::new();
+    for eos in summaries.iter().filter(|s| !s.mb_s.is_empty()) {
+        let Some(base) = eos
+            .tool
+            .without_exactly_once()
+            .and_then(|tool| succeeded(summaries, tool))
+        else {
+            continue;
+        };
+        if t.is_empty() {
+            t.push_str(
+                "\nExactly-once against the same tool without it (% of its value):\n\n\
+                 | tool | MB/s | MB/s after the first record | CPU s per GB | peak RSS |\n|---|---|---|---|---|\n",
+            );
+        }
+        let percent = |num: f64, den: f64| format!("{:.0}%", 100.0 * num / den);
+        let _ = writeln!(
+            t,
+            "| {} against {} | {} | {} | {} | {} |",
+            eos.tool.name(),
+            base.tool.name(),
+            percent(eos.median_mb_s(), base.median_mb_s()),
+            percent(eos.copying_mb_s, base.copying_mb_s),
+            percent(eos.cpu_s_per_gb, base.cpu_s_per_gb),
+            percent(eos.peak_rss_mib, base.peak_rss_mib),
         );
     }
     t

@@ -1,5 +1,6 @@
 //! One measured replication run: empty the target, start the tool, poll the
-//! target's end offsets until it holds everything, stop the tool.
+//! target's end offsets (last stable offsets and committed records for a tool
+//! that writes in transactions) until it holds everything, stop the tool.
 
 use std::fs::File;
 use std::process::Stdio;
@@ -9,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use kafka_testkit::{CountingProxy, MeteredChild, Usage};
 
+use crate::committed::committed_records;
 use crate::kafka::{delete_topics_except, offsets_by_kafka_tool, per_topic, Ends};
 use crate::lab::{DataSet, Lab};
 use crate::tools::{Route, Tool, Tools};
@@ -30,7 +32,8 @@ pub(crate) struct Measured {
     pub(crate) usage: Usage,
     /// Bytes the tool sent to the target broker, counted by the proxy.
     pub(crate) wire_to_target: u64,
-    /// Records on the target beyond the source's (duplicates).
+    /// Records on the target beyond the source's (duplicates; committed ones for a
+    /// transactional tool).
     pub(crate) extra_records: i64,
     /// CPU seconds spent in the idle time after catching up, if asked for.
     pub(crate) idle_cpu_seconds: Option<f64>,
@@ -114,15 +117,38 @@ impl Runner<'_> {
             lines[lines.len().saturating_sub(30)..].join("\n")
         };
         let mut first_record = None;
-        let (usage, wire_to_target, ends) = loop {
+        let (usage, wire_to_target, records) = loop {
             thread::sleep(POLL);
             let exited = child.has_exited();
-            let ends = lab.dst_admin.end_offsets(&lab.rt, &route.topics)?;
+            // How far a consumer can read: a transactional tool's data counts
+            // once committed.
+            let ends = if tool.is_transactional() {
+                lab.dst_admin.stable_offsets(&lab.rt, &route.topics)?
+            } else {
+                lab.dst_admin.end_offsets(&lab.rt, &route.topics)?
+            };
             if first_record.is_none() && ends.values().any(|&e| e > 0) {
                 first_record = Some(started.elapsed());
             }
             if caught_up(tool, &source_ends, &ends) {
-                break (child.usage(), proxy.bytes_to_upstream(), ends);
+                // Taken now: the count below is the harness's time, not the tool's.
+                let (usage, wire) = (child.usage(), proxy.bytes_to_upstream());
+                let records = if tool.is_transactional() {
+                    // Its offsets count the transaction markers too.
+                    let records = committed_records(&lab.target.log_dir(0), &ends)?;
+                    let total = |e: &Ends| e.values().sum::<i64>();
+                    eprintln!(
+                        "bench: {label}: {} committed records, {} offsets of markers or aborted records",
+                        total(&records),
+                        total(&ends) - total(&records)
+                    );
+                    records
+                } else {
+                    ends
+                };
+                if caught_up(tool, &source_ends, &records) {
+                    break (usage, wire, records);
+                }
             }
             if exited {
                 bail!(
@@ -147,7 +173,7 @@ impl Runner<'_> {
         });
         let peak_rss_kib = child.usage().peak_rss_kib;
         let finished = child.stop(STOP_GRACE)?;
-        if tool == Tool::KafkaMirror && !finished.status.success() {
+        if tool.is_kafka_mirror() && !finished.status.success() {
             bail!(
                 "kafka-mirror exited with {}:\n{}",
                 finished.status,
@@ -162,7 +188,7 @@ impl Runner<'_> {
             }
         }
         let source_total: i64 = source_ends.values().sum();
-        let target_total: i64 = ends.values().sum();
+        let target_total: i64 = records.values().sum();
         Ok(Measured {
             wall: usage.wall,
             copying: usage

@@ -15,7 +15,7 @@ pub(crate) struct Settings {
     /// `BENCH_PARTITIONS`: partitions of each of the two data topics (default 12).
     pub(crate) partitions: u32,
     /// `BENCH_TOOLS`: comma-separated, in the order they alternate
-    /// (default `kafka-mirror,mm2,mm2-tuned,mm1`).
+    /// (default `kafka-mirror,kafka-mirror-eos,mm2,mm2-eos,mm2-tuned,mm1`).
     pub(crate) tools: Vec<Tool>,
     /// `BENCH_REPS`: how many times the tool sequence runs (default 2: A B C A B C).
     pub(crate) reps: u32,
@@ -82,7 +82,10 @@ impl Settings {
         Ok(Settings {
             data_mib: num("BENCH_DATA_MB", 1024)?,
             partitions: num("BENCH_PARTITIONS", 12)?,
-            tools: list("BENCH_TOOLS", "kafka-mirror,mm2,mm2-tuned,mm1")?
+            tools: list(
+                "BENCH_TOOLS",
+                "kafka-mirror,kafka-mirror-eos,mm2,mm2-eos,mm2-tuned,mm1",
+            )?
                 .iter()
                 .map(|t| Tool::parse(t))
                 .collect::<Result<_>>()?,

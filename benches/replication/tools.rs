@@ -9,8 +9,9 @@ use std::process::Command;
 
 use anyhow::{bail, Result};
 use kafka_testkit::{
-    cargo_build_release, mirror_maker1_command, write_properties, KafkaDist, MirrorMaker2,
-    MIRROR_MAKER1_JVM_OPTS, MIRROR_MAKER2_JVM_OPTS, MIRROR_MAKER2_VERSION, OLD_KAFKA_VERSION,
+    cargo_build_release, free_ports, mirror_maker1_command, write_properties, KafkaDist,
+    MirrorMaker2, MIRROR_MAKER1_JVM_OPTS, MIRROR_MAKER2_JVM_OPTS, MIRROR_MAKER2_VERSION,
+    OLD_KAFKA_VERSION,
 };
 
 /// A replicator, as configured for the bench.
@@ -18,9 +19,15 @@ use kafka_testkit::{
 pub(crate) enum Tool {
     /// This project's release binary.
     KafkaMirror,
+    /// The same with `--exactly-once`: data and checkpoints committed in one
+    /// target transaction every `transaction_interval_ms` (100 by default).
+    KafkaMirrorEos,
     /// MirrorMaker 2, dedicated mode, defaults (plus the identity replication policy
     /// and replication factors of 1).
     Mm2,
+    /// The same with exactly-once source support (KIP-618, dedicated mode since
+    /// Kafka 3.5) enabled for the target: one transaction per task poll.
+    Mm2Eos,
     /// MirrorMaker 2 tuned as its documentation advises: a task per partition, larger
     /// producer batches with linger, larger fetches, lz4 on the producer.
     Mm2Tuned,
@@ -29,25 +36,52 @@ pub(crate) enum Tool {
 }
 
 impl Tool {
+    /// Every tool and its name in `BENCH_TOOLS` and the report.
+    const NAMES: [(Tool, &'static str); 6] = [
+        (Tool::KafkaMirror, "kafka-mirror"),
+        (Tool::KafkaMirrorEos, "kafka-mirror-eos"),
+        (Tool::Mm2, "mm2"),
+        (Tool::Mm2Eos, "mm2-eos"),
+        (Tool::Mm2Tuned, "mm2-tuned"),
+        (Tool::Mm1, "mm1"),
+    ];
+
     pub(crate) fn parse(name: &str) -> Result<Tool> {
-        Ok(match name {
-            "kafka-mirror" => Tool::KafkaMirror,
-            "mm2" => Tool::Mm2,
-            "mm2-tuned" => Tool::Mm2Tuned,
-            "mm1" => Tool::Mm1,
-            other => {
-                bail!("BENCH_TOOLS: unknown tool {other:?} (kafka-mirror, mm2, mm2-tuned, mm1)")
+        match Self::NAMES.iter().find(|(_, n)| *n == name) {
+            Some((tool, _)) => Ok(*tool),
+            None => {
+                let known: Vec<&str> = Self::NAMES.iter().map(|(_, n)| *n).collect();
+                bail!("BENCH_TOOLS: unknown tool {name:?} ({})", known.join(", "))
             }
-        })
+        }
     }
 
     pub(crate) fn name(self) -> &'static str {
+        Self::NAMES
+            .iter()
+            .find(|(t, _)| *t == self)
+            .map_or("?", |(_, n)| n)
+    }
+
+    /// This project's binary, in either mode.
+    pub(crate) fn is_kafka_mirror(self) -> bool {
+        matches!(self, Tool::KafkaMirror | Tool::KafkaMirrorEos)
+    }
+
+    /// For an exactly-once variant, the same tool without it: what the report
+    /// compares it with.
+    pub(crate) fn without_exactly_once(self) -> Option<Tool> {
         match self {
-            Tool::KafkaMirror => "kafka-mirror",
-            Tool::Mm2 => "mm2",
-            Tool::Mm2Tuned => "mm2-tuned",
-            Tool::Mm1 => "mm1",
+            Tool::KafkaMirrorEos => Some(Tool::KafkaMirror),
+            Tool::Mm2Eos => Some(Tool::Mm2),
+            _ => None,
         }
+    }
+
+    /// Whether it writes the target in transactions: its data counts once
+    /// committed, and transaction markers take offsets of their own.
+    pub(crate) fn is_transactional(self) -> bool {
+        self.without_exactly_once().is_some()
     }
 
     /// Whether record i of source partition p lands in target partition p. MirrorMaker 1
@@ -65,8 +99,16 @@ impl Tool {
     pub(crate) fn describe(self) -> String {
         match self {
             Tool::KafkaMirror => "release build, default settings".into(),
+            Tool::KafkaMirrorEos => {
+                "release build, `--exactly-once` (transaction_interval_ms 100, the default)".into()
+            }
             Tool::Mm2 => format!(
                 "connect-mirror {MIRROR_MAKER2_VERSION}, dedicated mode, defaults; IdentityReplicationPolicy"
+            ),
+            Tool::Mm2Eos => format!(
+                "as mm2, with dst.exactly.once.source.support = enabled, dedicated.mode.enable.internal.rest = true \
+                 (a listener on loopback) and src.consumer.isolation.level = read_committed, as the Kafka {MIRROR_MAKER2_VERSION} \
+                 documentation asks; transaction.boundary = poll (the default)"
             ),
             Tool::Mm2Tuned => format!(
                 "connect-mirror {MIRROR_MAKER2_VERSION}: tasks.max = partitions, producer batch.size 256 KiB, linger.ms 50, lz4, consumer fetch.max.bytes 8 MiB, max.poll.records 2000"
@@ -115,7 +157,7 @@ impl Tools {
     /// Builds kafka-mirror (release) and fetches MirrorMaker 2 and Kafka 3.9.1 into the
     /// cache, as far as `tools` need them.
     pub(crate) fn prepare(tools: &[Tool], mirror_args: &[String]) -> Result<Tools> {
-        let mirror_bin = if tools.contains(&Tool::KafkaMirror) {
+        let mirror_bin = if tools.iter().any(|t| t.is_kafka_mirror()) {
             Some(cargo_build_release(
                 Path::new(env!("CARGO_MANIFEST_DIR")),
                 "kafka-mirror",
@@ -125,7 +167,7 @@ impl Tools {
         };
         let mm2 = if tools
             .iter()
-            .any(|t| matches!(t, Tool::Mm2 | Tool::Mm2Tuned))
+            .any(|t| matches!(t, Tool::Mm2 | Tool::Mm2Eos | Tool::Mm2Tuned))
         {
             Some(MirrorMaker2::get(MIRROR_MAKER2_VERSION)?)
         } else {
@@ -154,7 +196,7 @@ impl Tools {
         run: &str,
     ) -> Result<Command> {
         match tool {
-            Tool::KafkaMirror => {
+            Tool::KafkaMirror | Tool::KafkaMirrorEos => {
                 let Some(bin) = &self.mirror_bin else {
                     bail!("kafka-mirror was not built");
                 };
@@ -169,15 +211,18 @@ impl Tools {
                     // source is still being written (the latency runs).
                     None => &mut cmd,
                 };
+                if tool == Tool::KafkaMirrorEos {
+                    cmd.arg("--exactly-once");
+                }
                 cmd.args(&self.mirror_args);
                 Ok(cmd)
             }
-            Tool::Mm2 | Tool::Mm2Tuned => {
+            Tool::Mm2 | Tool::Mm2Eos | Tool::Mm2Tuned => {
                 let Some(mm2) = &self.mm2 else {
                     bail!("MirrorMaker 2 was not fetched");
                 };
                 let file = dir.join("mm2.properties");
-                write_properties(&file, &mm2_properties(tool == Tool::Mm2Tuned, route))?;
+                write_properties(&file, &mm2_properties(tool, route)?)?;
                 Ok(mm2.command(&file, MIRROR_MAKER2_JVM_OPTS))
             }
             Tool::Mm1 => {
@@ -220,7 +265,7 @@ fn props(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 pub(crate) const MM2_SOURCE_ALIAS: &str = "src";
 
 /// MirrorMaker 2's dedicated-mode configuration: clusters `src` and `dst`, one flow.
-fn mm2_properties(tuned: bool, route: &Route) -> Vec<(String, String)> {
+fn mm2_properties(tool: Tool, route: &Route) -> Result<Vec<(String, String)>> {
     let mut p = props(&[
         ("clusters", "src,dst"),
         ("src.bootstrap.servers", &route.source),
@@ -255,7 +300,19 @@ fn mm2_properties(tuned: bool, route: &Route) -> Vec<(String, String)> {
             "org.apache.kafka.connect.mirror.IdentityReplicationPolicy",
         )])),
     }
-    if tuned {
+    if tool == Tool::Mm2Eos {
+        // What Kafka's documentation asks for exactly-once in dedicated mode: the
+        // target's workers write in transactions, and the internal REST server
+        // lets the leader fence earlier tasks' producers before new ones start.
+        let port = free_ports(1)?[0];
+        p.extend(props(&[
+            ("dst.exactly.once.source.support", "enabled"),
+            ("dedicated.mode.enable.internal.rest", "true"),
+            ("listeners", &format!("http://127.0.0.1:{port}")),
+            ("src.consumer.isolation.level", "read_committed"),
+        ]));
+    }
+    if tool == Tool::Mm2Tuned {
         let tasks = route.partitions().to_string();
         p.extend(props(&[
             ("tasks.max", &tasks),
@@ -269,5 +326,5 @@ fn mm2_properties(tuned: bool, route: &Route) -> Vec<(String, String)> {
             ("src.consumer.max.poll.records", "2000"),
         ]));
     }
-    p
+    Ok(p)
 }

@@ -65,9 +65,10 @@ const RETRY_FOR: Duration = Duration::from_secs(30);
 const RETRY_BASE: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(1);
 /// The first wait after CONCURRENT_TRANSACTIONS, which lasts only while
-/// the markers of the transaction before are written: Kafka's producer
-/// waits 20 ms (`ADD_PARTITIONS_RETRY_BACKOFF_MS`) there.
-const CONCURRENT_RETRY_BASE: Duration = Duration::from_millis(20);
+/// the markers of the transaction before are written: a few milliseconds
+/// on a LAN. Kafka's producer waits 20 ms (`ADD_PARTITIONS_RETRY_BACKOFF_MS`);
+/// a mirror commits every 100 ms, and each wait stops the copy.
+const CONCURRENT_RETRY_BASE: Duration = Duration::from_millis(5);
 
 /// A transaction request that failed.
 #[derive(Debug, thiserror::Error)]

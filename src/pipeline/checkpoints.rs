@@ -233,7 +233,11 @@ mod tests {
 
         schedule.answered(&mut slots, write.written, Ok(()), now);
         assert_eq!(slots[ids[0]].state.checkpointed, 103);
-        assert_eq!(slots[ids[0]].state.held_bytes(), 0, "the batch is released");
+        assert_eq!(
+            slots[ids[0]].state.budgeted_bytes(false),
+            0,
+            "the batch is released"
+        );
         assert!(
             schedule.dirty(&slots).entries.is_empty(),
             "nothing moved since"
@@ -298,7 +302,11 @@ mod tests {
         // Both entries' batch was stored before the failure.
         schedule.answered(&mut slots, write.written, failed, now);
         assert_eq!(slots[ids[0]].state.checkpointed, 103);
-        assert_eq!(slots[ids[0]].state.held_bytes(), 0, "the batch is released");
+        assert_eq!(
+            slots[ids[0]].state.budgeted_bytes(false),
+            0,
+            "the batch is released"
+        );
         assert!(schedule.dirty(&slots).entries.is_empty());
     }
 }

@@ -510,15 +510,17 @@ impl Engine {
                 self.renew_producer(reason);
             }
         }
-        let urgent = self.held() > self.fetch.budget(&self.config.replication) / 2
-            || self.draining.is_some()
-            || self
-                .sharing
-                .as_ref()
-                .is_some_and(|sharing| sharing.ownership.revoking());
+        // A revocation waits for the checkpoints of what it hands over.
+        let revoking = self
+            .sharing
+            .as_ref()
+            .is_some_and(|sharing| sharing.ownership.revoking());
         if self.exactly_once.is_some() {
-            self.commit_if_due(urgent, lease, now);
-        } else if let Some(write) = self.checkpoint.due(&self.slots, urgent, now) {
+            self.commit_if_due(revoking, lease, now);
+        } else if let Some(write) =
+            self.checkpoint
+                .due(&self.slots, self.checkpoint_urgent() || revoking, now)
+        {
             let store = self.checkpoints.clone();
             self.spawn(async move {
                 if !lease.holds() {
@@ -589,7 +591,11 @@ impl Engine {
     /// Exactly-once: closes the open transaction once it is due, and
     /// commits it, with the checkpoints of what it holds, once every batch
     /// in it is settled.
-    fn commit_if_due(&mut self, urgent: bool, lease: Lease, now: Instant) {
+    ///
+    /// Memory never hurries a commit: an acknowledged batch's memory is freed
+    /// at once, not by the commit (see `PartitionState::budgeted_bytes`); a
+    /// revocation does (`revoking`), since it waits for the commit.
+    fn commit_if_due(&mut self, revoking: bool, lease: Lease, now: Instant) {
         let Some(ExactlyOnce {
             stage,
             coordinator: Some(coordinator),
@@ -598,7 +604,11 @@ impl Engine {
         else {
             return;
         };
-        stage.close_if_due(urgent, now);
+        // Caught up (nothing to send, nothing in flight): committing now
+        // shows the data to read_committed consumers at once rather than
+        // after the interval; under load the interval decides.
+        let caught_up = self.produce.in_flight() == 0 && !self.slots.any_unsent();
+        stage.close_if_due(revoking || self.draining.is_some() || caught_up, now);
         let settled = self.produce.in_flight() == 0 && !self.slots.any_unresolved();
         if self.produce.producer().renewing() {
             return;
@@ -1031,9 +1041,20 @@ impl Engine {
         });
     }
 
+    /// Whether checkpoints are written without waiting for the interval:
+    /// half the memory budget waits for them (a checkpoint releases what it
+    /// covers), or the flow drains.
+    fn checkpoint_urgent(&self) -> bool {
+        self.held() > self.fetch.budget(&self.config.replication) / 2 || self.draining.is_some()
+    }
+
     /// Bytes held against the memory budget (see [`fetch::held`]).
     fn held(&self) -> usize {
-        fetch::held(self.slots.queued_bytes(), self.source.frame_memory())
+        let exactly_once = self.config.replication.exactly_once;
+        fetch::held(
+            self.slots.queued_bytes(exactly_once),
+            self.source.frame_memory(),
+        )
     }
 
     /// The last checkpoint, awaited here: a few tries, since it decides how

@@ -165,7 +165,7 @@ impl FetchStage {
             if !slot.status.is_copying()
                 || slot.fetching
                 || slot.fetch_backoff.waiting(now)
-                || slot.state.held_bytes() >= 2 * partition_bytes
+                || slot.state.budgeted_bytes(config.exactly_once) >= 2 * partition_bytes
             {
                 continue;
             }
@@ -183,7 +183,7 @@ impl FetchStage {
             cx.meta.want_refresh(Role::Source);
         }
         // Copying batches out does not change what the queues hold.
-        let queued = slots.queued_bytes();
+        let queued = slots.queued_bytes(config.exactly_once);
         self.detach_stalled_batches(slots, cx, counters, queued);
         let held = held(queued, cx.memory);
         // The free budget is split between the fetchers that want to fetch,
@@ -684,7 +684,7 @@ mod tests {
         let mut f = Fixture::new(config);
         let full = f.id(0);
         f.slots[full].state.push_batch(batch(0, 10));
-        assert!(f.slots[full].state.held_bytes() >= 100);
+        assert!(f.slots[full].state.budgeted_bytes(false) >= 100);
         let jobs = f.start(Instant::now());
         let asked: Vec<SlotId> = jobs
             .iter()

@@ -150,6 +150,8 @@ pub(crate) struct PartitionState {
     round: u64,
     /// Bytes held by entries (fetched and not yet checkpointed).
     held: usize,
+    /// Of those, the bytes of entries the target acknowledged.
+    acked_held: usize,
     /// Whether the target acknowledged a batch of ours on this partition. Until
     /// then only one batch is in flight: a broker with no state for our
     /// producer accepts *any* first sequence, so a second batch could land
@@ -193,6 +195,7 @@ impl PartitionState {
             next_sequence: 0,
             round: 0,
             held: 0,
+            acked_held: 0,
             established: false,
             offset_map: OffsetMap::starting_at(offset),
             unmapped: 0,
@@ -248,9 +251,19 @@ impl PartitionState {
         self.checkpointed = -1;
     }
 
-    /// Bytes this partition holds against the memory budget.
-    pub(crate) fn held_bytes(&self) -> usize {
-        self.held
+    /// Bytes this partition holds against the memory budget: all it holds
+    /// (fetched and not yet checkpointed);
+    /// in exactly-once mode, only what the target has not acknowledged. An
+    /// acknowledged batch's memory is freed at once; in idempotent mode it
+    /// still counts until a checkpoint covers it, which bounds what a crash
+    /// sends again, whereas an aborted transaction's records are fetched
+    /// again, and holding them back would only shrink the transactions.
+    pub(crate) fn budgeted_bytes(&self, exactly_once: bool) -> usize {
+        if exactly_once {
+            self.held - self.acked_held
+        } else {
+            self.held
+        }
     }
 
     /// The batches not yet acknowledged: what keeps Fetch responses alive.
@@ -475,6 +488,7 @@ impl PartitionState {
                 }
             }
         };
+        self.acked_held += acknowledged.bytes;
         self.established = true;
         self.map_acknowledged();
         acknowledged
@@ -566,11 +580,13 @@ impl PartitionState {
             return 0;
         }
         // Refused for what it is: no attempt of it was ever appended.
+        let size = e.size;
         e.state = EntryState::Acked;
         e.batch = None;
         e.fate_unknown = false;
         e.carried = Carried::Nothing;
         let (records, refused_sequence) = (e.records, e.sequence);
+        self.acked_held += size;
         if let Some(freed) = refused_sequence {
             let mut next = freed;
             for later in self.entries.iter_mut().filter(|l| l.id > entry) {
@@ -626,6 +642,7 @@ impl PartitionState {
         let from = self.acked_through;
         self.entries.clear();
         self.held = 0;
+        self.acked_held = 0;
         self.fetch_offset = from;
         self.offset_map.truncate(from);
         self.unmapped = self.next_entry_id;
@@ -724,6 +741,7 @@ impl PartitionState {
             self.entries.pop_front();
         }
         self.held -= released;
+        self.acked_held -= released;
         released
     }
 
@@ -885,7 +903,7 @@ mod tests {
         assert_eq!(now[0], addresses[0], "left in place");
         assert_ne!(now[1], addresses[1], "copied");
         assert_eq!(
-            p.held_bytes(),
+            p.budgeted_bytes(false),
             2 * second_len,
             "the budget still counts both"
         );
@@ -1092,10 +1110,10 @@ mod tests {
         );
         p.acked(a.entry, a.batch.base_offset());
         assert_eq!(p.committed(), 3);
-        let size = p.held_bytes();
+        let size = p.budgeted_bytes(false);
         assert!(size > 0);
         assert_eq!(p.checkpoint_stored(3), size);
-        assert_eq!(p.held_bytes(), 0);
+        assert_eq!(p.budgeted_bytes(false), 0);
         assert!(p.is_empty());
         assert_eq!(p.committed(), 3);
     }
@@ -1142,7 +1160,7 @@ mod tests {
         let b = p.next_to_send(Writer::idempotent(7, 1), false).expect("b");
         p.acked(a.entry, a.batch.base_offset());
         p.acked(b.entry, b.batch.base_offset());
-        let before = p.held_bytes();
+        let before = p.budgeted_bytes(false);
         let released = p.checkpoint_stored(12);
         assert!(released > 0 && released < before);
         assert_eq!(p.committed(), 14);
@@ -1383,10 +1401,16 @@ mod tests {
         let sent = send_all(&mut p);
         p.acked(sent[0].entry, 2);
         assert_eq!(p.offset_map().end(), 5);
+        let acked = sent[0].batch.len();
+        assert_eq!(
+            p.budgeted_bytes(true),
+            p.budgeted_bytes(false) - acked,
+            "an acknowledged batch's memory is not held back for the commit"
+        );
 
         assert_eq!(p.rewind_to_checkpoint(), 2);
         assert!(p.is_empty());
-        assert_eq!(p.held_bytes(), 0);
+        assert_eq!(p.budgeted_bytes(false), 0);
         assert_eq!((p.fetch_offset, p.committed()), (2, 2));
         assert_eq!(p.offset_map().end(), 2, "the aborted copy is forgotten");
         // Late answers to what was sent before are ignored.

@@ -254,9 +254,20 @@ impl Slots {
         self.slots.iter_mut()
     }
 
-    /// Bytes the partition queues hold (fetched, not yet checkpointed).
-    pub(super) fn queued_bytes(&self) -> usize {
-        self.slots.iter().map(|s| s.state.held_bytes()).sum()
+    /// Whether a partition that may write has batches waiting to be sent.
+    pub(super) fn any_unsent(&self) -> bool {
+        self.slots
+            .iter()
+            .any(|s| s.may_produce() && s.state.has_unsent())
+    }
+
+    /// Bytes the partition queues hold against the memory budget
+    /// ([`PartitionState::budgeted_bytes`](super::partition::PartitionState::budgeted_bytes)).
+    pub(super) fn queued_bytes(&self, exactly_once: bool) -> usize {
+        self.slots
+            .iter()
+            .map(|s| s.state.budgeted_bytes(exactly_once))
+            .sum()
     }
 
     /// `(topic, partition)` of each slot, as the offset lookups key them.

@@ -5,12 +5,13 @@
 //! its first batch in it, the checkpoint topic's partition with the first
 //! ones; batches are produced as in idempotent mode (pipelined, up to five in
 //! flight per partition, sequences going on across transactions under one
-//! epoch). Once `transaction_interval_ms` is up, or half the memory budget
-//! waits for a commit, or the flow drains, no new batch is sent; the
+//! epoch). Once `transaction_interval_ms` is up, or the flow drains, or it
+//! has caught up with the source (nothing left to send: committing then
+//! shows the data at once), no new batch is sent; the
 //! requests in flight are answered and batches of unknown fate resent until
 //! the target says where they are; then the checkpoints of the acknowledged
 //! prefix go into the transaction and EndTxn commits it. Only then do the
-//! checkpoints count as stored and release the memory they cover, so all a
+//! checkpoints count as stored, so all a
 //! crash leaves behind is uncommitted, invisible to read_committed readers,
 //! and copied again from the last committed checkpoints.
 //!
@@ -222,12 +223,11 @@ impl TransactionStage {
     }
 
     /// Whether the transaction is due for commit: open for the interval, or
-    /// `urgent` (memory waits for the commit, or the flow drains). If so,
-    /// no new batch is sent into it from now on.
-    pub(super) fn close_if_due(&mut self, urgent: bool, now: Instant) {
+    /// `now_wanted` (the flow drains, or it is caught up). If so, no new batch is sent into it from now on.
+    pub(super) fn close_if_due(&mut self, now_wanted: bool, now: Instant) {
         let due = self
             .opened
-            .is_some_and(|opened| urgent || now.duration_since(opened) >= self.interval);
+            .is_some_and(|opened| now_wanted || now.duration_since(opened) >= self.interval);
         if self.phase == Phase::Open && due {
             self.phase = Phase::Closing;
         }

@@ -410,7 +410,7 @@ pub struct ConsumeLatency {
 }
 
 /// Consumes the LogAppendTime `topic` from its end for `seconds` with confluent-kafka
-/// and measures receive time minus append time, leaving out records appended in the
+/// (`read_committed`) and measures receive time minus append time, leaving out records appended in the
 /// first `skip_seconds`.
 pub fn consume_latency(
     bootstrap: &str,
@@ -418,17 +418,64 @@ pub fn consume_latency(
     seconds: f64,
     skip_seconds: f64,
 ) -> Result<ConsumeLatency> {
-    let args = vec![
+    let mut args = consume_latency_args(bootstrap, topic, seconds);
+    args.extend(["--skip-seconds".into(), skip_seconds.to_string()]);
+    let out = Venv::get()?.run_client("consume_latency.py", &args)?;
+    let last = out.lines().last().unwrap_or_default();
+    serde_json::from_str(last).with_context(|| format!("consume_latency.py printed {last:?}"))
+}
+
+/// A record as [`receive_times`] received it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Received {
+    pub key: Option<Vec<u8>>,
+    /// When it arrived: ms since the Unix epoch, this machine's clock (the one
+    /// local brokers stamp LogAppendTime with).
+    pub received_ms: f64,
+}
+
+/// Consumes `topic` from its end with confluent-kafka, `read_committed` (a
+/// transaction's records arrive once it commits), and returns when each record
+/// arrived. Stops after `seconds`, or `idle_seconds` after the last record once
+/// one has come.
+pub fn receive_times(
+    bootstrap: &str,
+    topic: &str,
+    seconds: f64,
+    idle_seconds: f64,
+) -> Result<Vec<Received>> {
+    #[derive(Deserialize)]
+    struct Line {
+        key: Option<String>,
+        received_ms: f64,
+    }
+    let mut args = consume_latency_args(bootstrap, topic, seconds);
+    args.extend([
+        "--records".into(),
+        "--idle-seconds".into(),
+        idle_seconds.to_string(),
+    ]);
+    let out = Venv::get()?.run_client("consume_latency.py", &args)?;
+    out.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let line: Line = serde_json::from_str(l)
+                .with_context(|| format!("consume_latency.py printed {l:?}"))?;
+            Ok(Received {
+                key: b64(line.key)?,
+                received_ms: line.received_ms,
+            })
+        })
+        .collect()
+}
+
+fn consume_latency_args(bootstrap: &str, topic: &str, seconds: f64) -> Vec<String> {
+    vec![
         "--bootstrap".to_string(),
         bootstrap.to_string(),
         "--topic".into(),
         topic.into(),
         "--seconds".into(),
         seconds.to_string(),
-        "--skip-seconds".into(),
-        skip_seconds.to_string(),
-    ];
-    let out = Venv::get()?.run_client("consume_latency.py", &args)?;
-    let last = out.lines().last().unwrap_or_default();
-    serde_json::from_str(last).with_context(|| format!("consume_latency.py printed {last:?}"))
+    ]
 }
