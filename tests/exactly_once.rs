@@ -14,13 +14,10 @@ mod common;
 
 use std::collections::HashSet;
 use std::os::unix::process::ExitStatusExt;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard};
-use std::thread::JoinHandle;
+use std::sync::{RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::*;
-use kafka_testkit::{produce_with_librdkafka, Compression, ProduceOpts};
 
 fn clusters() -> &'static Clusters {
     shared_clusters_with(3, &[], &[])
@@ -46,106 +43,21 @@ fn mirror_args(topic: &str) -> Vec<String> {
     args
 }
 
-/// Writes rounds of 500 records into a 3-partition source topic until
-/// stopped: librdkafka, idempotent, keys `<topic>-<round>-<i>` (each key
-/// once), values, headers, timestamps, each round with the next codec.
-struct LiveProducer {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<usize>>,
-}
-
-impl LiveProducer {
-    fn start(topic: &str) -> LiveProducer {
-        const CODECS: [Compression; 5] = [
-            Compression::None,
-            Compression::Zstd,
-            Compression::Lz4,
-            Compression::Gzip,
-            Compression::Snappy,
-        ];
-        let stop = Arc::new(AtomicBool::new(false));
-        let bootstrap = clusters().source.bootstrap();
-        let topic = topic.to_owned();
-        let stopped = Arc::clone(&stop);
-        let thread = std::thread::spawn(move || {
-            let mut produced = 0;
-            let mut round = 0;
-            while !stopped.load(Ordering::SeqCst) {
-                let opts = ProduceOpts {
-                    count: 500,
-                    partitions: Some(3),
-                    compression: CODECS[round % CODECS.len()],
-                    key_prefix: format!("{topic}-{round}"),
-                    idempotence: true,
-                    ..ProduceOpts::default()
-                };
-                produced += produce_with_librdkafka(&bootstrap, &topic, &opts)
-                    .unwrap_or_else(|e| panic!("produce into {topic}: {e:#}"))
-                    .len();
-                round += 1;
-            }
-            produced
-        });
-        LiveProducer {
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    /// Stops after the current round; returns how many records were written.
-    fn stop(mut self) -> usize {
-        self.stop.store(true, Ordering::SeqCst);
-        let thread = self.thread.take().expect("running");
-        thread.join().expect("the producer thread failed")
-    }
-}
-
-/// A test that fails leaves the producer to end after its round.
-impl Drop for LiveProducer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-    }
-}
-
-/// How many records (and markers) the target holds of `topic`: its
-/// partitions' end offsets added up, 0 before the mirror created it.
+/// How many records (and markers) the target holds of `topic`.
 fn copied_so_far(topic: &str) -> i64 {
-    let target = &clusters().target;
-    if !topic_names(target).iter().any(|t| t == topic) {
-        return 0;
-    }
-    offsets(target, topic, -1).values().sum()
+    common::copied_so_far(&clusters().target, topic)
 }
 
-/// Asserts a read_committed reader of the target sees each of the `produced`
-/// source records exactly once: same partition, order, key, value, headers
-/// and timestamp. Prints what a read_uncommitted reader sees.
+/// Asserts a read_committed reader sees each of the `produced` source
+/// records of `topic` exactly once (see [`common::assert_exactly_once`]).
 fn assert_exactly_once(topic: &str, produced: usize) {
     let Clusters { source, target } = clusters();
-    let expected = records_by_partition(&source.bootstrap(), topic);
-    assert_eq!(
-        duplicate_keys(&expected),
-        0,
-        "{topic}: each key once on the source"
-    );
-    let committed = records_by_partition(&target.bootstrap(), topic);
-    let twice = duplicate_keys(&committed);
-    assert_eq!(
-        twice, 0,
-        "{topic}: {twice} records appear twice to a read_committed reader"
-    );
-    assert_eq!(
-        assert_same_content(&expected, &committed, topic),
-        produced,
-        "{topic}: records produced"
-    );
-    let uncommitted = records_by_partition_with(&target.bootstrap(), topic, false);
-    let seen: usize = uncommitted.values().map(Vec::len).sum();
-    eprintln!(
-        "{topic}: a read_uncommitted reader sees {seen} records for {produced}: {} copies \
-         written again after their transaction was aborted",
-        duplicate_keys(&uncommitted)
-    );
+    common::assert_exactly_once(source, target, topic, produced);
+}
+
+/// Writes `topic`'s 3 partitions until stopped (see [`LiveProducer`]).
+fn live_producer(topic: &str) -> LiveProducer {
+    LiveProducer::start(&clusters().source, topic, 3)
 }
 
 /// The seed of a test's random choices: `KAFKA_MIRROR_TEST_SEED`, or the clock.
@@ -188,7 +100,7 @@ fn kill_9_loop_while_a_producer_writes_copies_each_record_exactly_once() {
         .expect("create topic");
     // The first run starts behind, copying a backlog.
     let backlog = produce_keyed(&clusters().source, topic, 10_000, 3, "backlog", None).len();
-    let producer = LiveProducer::start(topic);
+    let producer = live_producer(topic);
     let args = mirror_args(topic);
     let seed = seed();
     eprintln!("kill delays from seed {seed} (KAFKA_MIRROR_TEST_SEED={seed} repeats them)");
@@ -234,7 +146,7 @@ fn an_instance_stalled_while_another_took_over_is_fenced_and_writes_nothing_more
         .source
         .create_topic(topic, 3, 1, &[])
         .expect("create topic");
-    let producer = LiveProducer::start(topic);
+    let producer = live_producer(topic);
     let mut args = mirror_args(topic);
     let unshared = config_file("eos-unshared.toml", "[instances]\nshare = false\n");
     args.extend(["--config".to_owned(), unshared]);
@@ -295,7 +207,7 @@ fn a_target_broker_bounce_during_transactions_keeps_each_record_once() {
         .into_iter()
         .map(|t| t.transactional_id)
         .collect();
-    let producer = LiveProducer::start(topic);
+    let producer = live_producer(topic);
     let args = mirror_args(topic);
     let mut mirror = RunningMirror::spawn(mirror_command().args(&args));
     let mut coordinator = None;

@@ -191,71 +191,11 @@ fn kill_9_and_restart_loses_nothing_and_repeats_only_the_in_flight_window() {
     );
     std::fs::remove_file(&config).ok();
 
-    let source_records = records_by_partition(&source.bootstrap(), topic);
-    let target_records = records_by_partition(&target.bootstrap(), topic);
-    let mut duplicated_batch_bytes = 0;
-    for (partition, expected) in &source_records {
-        let actual = &target_records[partition];
-        // Each record's first copy, in target order, is the source partition.
-        let mut seen = std::collections::HashSet::new();
-        let firsts: Vec<&DumpedRecord> = actual
-            .iter()
-            .filter(|r| seen.insert(r.key.clone()))
-            .collect();
-        assert_eq!(
-            firsts.len(),
-            expected.len(),
-            "crash-{partition}: records missing"
-        );
-        for (s, t) in expected.iter().zip(&firsts) {
-            assert_eq!(
-                (&s.key, &s.value, &s.headers, s.timestamp),
-                (&t.key, &t.value, &t.headers, t.timestamp)
-            );
-        }
-        // The repeated records, measured as the source batches that hold them.
-        let repeated = actual.len() - firsts.len();
-        if repeated > 0 {
-            let keys: std::collections::HashSet<_> = {
-                let mut count = std::collections::HashMap::new();
-                for r in actual {
-                    *count.entry(r.key.clone()).or_insert(0) += 1;
-                }
-                count
-                    .into_iter()
-                    .filter(|(_, n)| *n > 1)
-                    .map(|(k, _)| k)
-                    .collect()
-            };
-            let offsets: Vec<i64> = expected
-                .iter()
-                .filter(|r| keys.contains(&r.key))
-                .map(|r| r.offset)
-                .collect();
-            for batch in
-                kafka_testkit::read_partition_batches(&source.log_dir(0), topic, *partition)
-                    .expect("segments")
-            {
-                let last = batch.base_offset() + i64::from(batch.last_offset_delta());
-                if offsets
-                    .iter()
-                    .any(|o| (batch.base_offset()..=last).contains(o))
-                {
-                    duplicated_batch_bytes += batch.bytes.len();
-                }
-            }
-        }
-    }
+    let duplicated_batch_bytes = assert_at_least_once(source, target, topic);
     // The budget bounds what was fetched and not yet checkpointed, but a
     // broker returns a partition's first batch whole even when it is larger
     // than what was asked (KIP-74): one batch per partition on top.
-    let largest_batch = (0..3)
-        .flat_map(|p| {
-            kafka_testkit::read_partition_batches(&source.log_dir(0), topic, p).expect("segments")
-        })
-        .map(|b| b.bytes.len())
-        .max()
-        .unwrap_or(0);
+    let largest_batch = largest_batch(source, topic, 3);
     let bound = budget + 3 * largest_batch.max(partition_fetch);
     assert!(
         duplicated_batch_bytes <= bound,

@@ -505,14 +505,25 @@ impl GroupClient {
                         message: "the group is missing from the broker's answer".into(),
                     });
                 };
-                if let Some(error) = described.error_code.err() {
-                    return Err(GroupError::Refused {
-                        role,
-                        op: op(),
-                        partition: None,
-                        error,
-                        message: String::new(),
-                    });
+                match described.error_code.err() {
+                    // Newer brokers say so of a group that does not exist.
+                    Some(ResponseError::GroupIdNotFound) => {
+                        return Ok(DescribedGroup {
+                            state: "Dead".to_owned(),
+                            protocol_type: String::new(),
+                            members: Vec::new(),
+                        })
+                    }
+                    Some(error) => {
+                        return Err(GroupError::Refused {
+                            role,
+                            op: op(),
+                            partition: None,
+                            error,
+                            message: String::new(),
+                        })
+                    }
+                    None => {}
                 }
                 Ok(DescribedGroup {
                     state: described.group_state.to_string(),

@@ -369,6 +369,9 @@ impl Engine {
         if let Some(bytes) = sharing.ownership.recent_bytes_due(&self.slots, now) {
             sharing.member.membership_mut().set_recent_bytes(bytes);
         }
+        let read_progress = self.options.until_caught_up
+            && self.slots.caught_up()
+            && sharing.ownership.progress_read_due(&self.slots, now);
         // Partitions are taken over with a producer to write them: in
         // exactly-once mode, the transactional id of the writer slot.
         let writer_ready = !self.produce.producer().renewing()
@@ -376,22 +379,26 @@ impl Engine {
                 .exactly_once
                 .as_ref()
                 .is_none_or(|eos| eos.coordinator.is_some());
-        if self.draining.is_some() || !writer_ready {
-            return;
-        }
-        let Some(ids) = sharing
-            .ownership
-            .take_over_due(&self.slots, self.meta.source(), now)
-        else {
-            return;
+        let take_over = if self.draining.is_none() && writer_ready {
+            sharing
+                .ownership
+                .take_over_due(&self.slots, self.meta.source(), now)
+        } else {
+            None
         };
-        let store = self.checkpoints.clone();
-        self.spawn(async move {
-            Event::TakenOver {
-                slots: ids,
-                read: store.load_stable().await,
-            }
-        });
+        if read_progress {
+            let store = self.checkpoints.clone();
+            self.spawn(async move { Event::ProgressRead(store.load().await) });
+        }
+        if let Some(ids) = take_over {
+            let store = self.checkpoints.clone();
+            self.spawn(async move {
+                Event::TakenOver {
+                    slots: ids,
+                    read: store.load_stable().await,
+                }
+            });
+        }
     }
 
     /// New partitions found while running: the group's to share out, or
@@ -942,6 +949,11 @@ impl Engine {
                     self.partitions_added(&added);
                 }
             }
+            Event::ProgressRead(read) => {
+                if let Some(sharing) = &mut self.sharing {
+                    sharing.ownership.progress_read(&self.slots, read);
+                }
+            }
             Event::TakenOver { slots, read } => {
                 let Some(sharing) = &mut self.sharing else {
                     return;
@@ -1162,24 +1174,13 @@ impl Engine {
             self.begin_drain("every partition stopped");
             return;
         }
-        // Sharing, what this instance owns: once it has it all in hand.
-        let settled = self
-            .sharing
-            .as_ref()
-            .is_none_or(|sharing| sharing.ownership.settled(&self.slots, self.meta.source()));
-        if self.options.until_caught_up
-            && settled
-            && self
-                .slots
-                .all()
-                .filter(|s| {
-                    !s.status.is_stopped() && !matches!(s.status, Status::Deleted | Status::Unowned)
-                })
-                .all(|s| {
-                    s.status.is_copying()
-                        && s.caught_up_at.is_some_and(|end| s.state.committed() >= end)
-                })
-        {
+        // Sharing, what this instance owns once it has it all in hand, and
+        // what the others own as they stored it.
+        let others_done = self.sharing.as_ref().is_none_or(|sharing| {
+            sharing.ownership.settled(&self.slots, self.meta.source())
+                && sharing.ownership.others_caught_up(&self.slots)
+        });
+        if self.options.until_caught_up && others_done && self.slots.caught_up() {
             self.begin_drain("caught up with the source");
         }
     }

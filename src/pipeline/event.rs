@@ -69,6 +69,8 @@ pub(super) enum Event {
         slots: Vec<SlotId>,
         read: TakeOverRead,
     },
+    /// Until caught up: the checkpoints stored by the other instances.
+    ProgressRead(TakeOverRead),
     LandingChecked(LandingAnswer),
     GroupsSynced {
         result: Result<SyncReport, GroupError>,

@@ -17,6 +17,11 @@
 //!   another member's already, so they stop at once, everything not stored
 //!   dropped, and the producer is renewed (exactly-once: which aborts the
 //!   open transaction).
+//! - **Until caught up.** A run with `--until-caught-up` ends once its own
+//!   partitions are caught up *and* the checkpoints of every other one
+//!   stored by the instances that own them are: one such run copies the
+//!   whole flow even while the group still counts an instance that is gone
+//!   (killed, its session not over yet), whose partitions come to it later.
 //! - **Lease.** Every write for a partition (Produce, checkpoint, the
 //!   transaction's requests) goes only while the member's lease holds
 //!   ([`Lease`]): the coordinator cannot have given the partitions to
@@ -41,6 +46,8 @@ use crate::cluster::Metadata;
 /// How far back the bytes a partition copied count for its weight in the
 /// group's assignment.
 const RECENT_BYTES_WINDOW: Duration = Duration::from_secs(60);
+/// How often a run until caught up reads how far the other instances are.
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Until when this instance may write for the partitions it owns: carried
 /// into every write's task and checked again right before it goes out, so
@@ -87,6 +94,11 @@ pub(super) struct Ownership {
     /// Each partition's [`Slot::bytes_copied`](super::slots::Slot) when the
     /// current window of recent bytes began.
     window_start: (Instant, HashMap<SlotId, u64>),
+    /// Until caught up: the stored checkpoints of the partitions other
+    /// instances copy, as last read.
+    elsewhere: HashMap<SlotId, i64>,
+    /// Until caught up: a read of them in flight, and when the next may go.
+    progress: (bool, Instant),
 }
 
 impl Ownership {
@@ -101,6 +113,8 @@ impl Ownership {
             reading: None,
             backoff: Backoff::new(Duration::from_millis(200), Duration::from_secs(5)),
             window_start: (now, HashMap::new()),
+            elsewhere: HashMap::new(),
+            progress: (false, now),
         }
     }
 
@@ -301,6 +315,49 @@ impl Ownership {
             && self.reading.is_none()
             && self.revoking.is_empty()
             && self.to_take_over(slots, source).is_empty()
+    }
+
+    /// Until caught up, with this instance's own partitions caught up:
+    /// whether the stored checkpoints of the others should be read (one
+    /// read at a time, one a [`PROGRESS_INTERVAL`]). Marks it in flight.
+    pub(super) fn progress_read_due(&mut self, slots: &Slots, now: Instant) -> bool {
+        let (reading, next) = self.progress;
+        if reading || now < next || self.others_caught_up(slots) {
+            return false;
+        }
+        self.progress = (true, now + PROGRESS_INTERVAL);
+        true
+    }
+
+    /// The stored checkpoints read: how far the partitions of other
+    /// instances are copied.
+    pub(super) fn progress_read(&mut self, slots: &Slots, read: TakeOverRead) {
+        self.progress.0 = false;
+        let stored = match read {
+            Ok(stored) => stored,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read how far the other instances are");
+                return;
+            }
+        };
+        for (id, slot) in slots.iter() {
+            let key = (slot.target_topic.to_string(), slot.partition);
+            if let Some(checkpoint) = stored.get(&key) {
+                self.elsewhere.insert(id, checkpoint.next_offset);
+            }
+        }
+    }
+
+    /// Whether every partition another instance copies (or none does) is
+    /// stored as far as the source's end when this run began.
+    pub(super) fn others_caught_up(&self, slots: &Slots) -> bool {
+        slots
+            .iter()
+            .filter(|(_, slot)| matches!(slot.status, Status::Unowned))
+            .all(|(id, slot)| match slot.caught_up_at {
+                None | Some(0) => true,
+                Some(end) => self.elsewhere.get(&id).is_some_and(|&at| at >= end),
+            })
     }
 
     /// Every [`RECENT_BYTES_WINDOW`], the bytes each owned partition copied
@@ -626,6 +683,42 @@ mod tests {
             .recent_bytes_due(&slots, end + RECENT_BYTES_WINDOW)
             .expect("due");
         assert_eq!(next, BTreeMap::from([(tp(1), 300), (tp(2), 5)]));
+    }
+
+    /// Partitions 0 and 1 are copied here and caught up; 2 and 3 are
+    /// another instance's (one that may be gone): the run goes on until the
+    /// checkpoints stored of them reach the source's end at its start.
+    #[test]
+    fn a_run_until_caught_up_waits_for_the_partitions_of_the_others() {
+        let (mut slots, source) = table();
+        let now = Instant::now();
+        let mut ownership = Ownership::new(now);
+        for p in 0..4 {
+            let id = id(&slots, p);
+            slots[id].caught_up_at = Some(if p == 3 { 0 } else { 50 });
+        }
+        ownership.assigned(&mut slots, 1, &assignment(&[0, 1], &[]));
+        let ids = ownership.take_over_due(&slots, &source, now).expect("due");
+        ownership.taken_over(&mut slots, ids, Ok(HashMap::new()), &source, now);
+        assert!(!ownership.others_caught_up(&slots));
+        assert!(ownership.progress_read_due(&slots, now));
+        assert!(!ownership.progress_read_due(&slots, now), "one at a time");
+        let behind = HashMap::from([(("copy.t".to_owned(), 2), checkpoint(40))]);
+        ownership.progress_read(&slots, Ok(behind));
+        assert!(!ownership.others_caught_up(&slots));
+        assert!(
+            !ownership.progress_read_due(&slots, now),
+            "not before the interval"
+        );
+        let later = now + PROGRESS_INTERVAL;
+        assert!(ownership.progress_read_due(&slots, later));
+        let done = HashMap::from([(("copy.t".to_owned(), 2), checkpoint(50))]);
+        ownership.progress_read(&slots, Ok(done));
+        assert!(
+            ownership.others_caught_up(&slots),
+            "3 was empty at the start: nothing to wait for"
+        );
+        assert!(!ownership.progress_read_due(&slots, later + PROGRESS_INTERVAL));
     }
 
     #[test]

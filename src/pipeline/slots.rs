@@ -311,6 +311,21 @@ impl Slots {
         }
     }
 
+    /// With `until_caught_up`: whether every partition copied here (not
+    /// stopped, deleted or another instance's) holds what the source held
+    /// when the run began.
+    pub(super) fn caught_up(&self) -> bool {
+        self.slots
+            .iter()
+            .filter(|s| {
+                !s.status.is_stopped() && !matches!(s.status, Status::Deleted | Status::Unowned)
+            })
+            .all(|s| {
+                s.status.is_copying()
+                    && s.caught_up_at.is_some_and(|end| s.state.committed() >= end)
+            })
+    }
+
     /// Whether a partition that is not stopped has failed batches to resend.
     pub(super) fn any_failed(&self) -> bool {
         self.slots

@@ -8,18 +8,20 @@
 
 pub mod answer_dropper;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Read;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use kafka_mirror::checkpoint::Checkpoint;
 use kafka_mirror::offset_map::{OffsetMap, Translation};
 use kafka_testkit::{
-    dump_topic_with, produce_with_librdkafka, read_partition_batches, ClusterSpec, DumpedRecord,
-    KafkaCluster, ProduceOpts, RawBatch,
+    dump_topic_with, produce_with_librdkafka, read_partition_batches, ClusterSpec, Compression,
+    DumpedRecord, KafkaCluster, ProduceOpts, RawBatch,
 };
 
 /// The Kafka version of the clusters most tests use.
@@ -908,4 +910,176 @@ pub fn wait_for_cleaner(
         );
         std::thread::sleep(Duration::from_millis(250));
     }
+}
+
+/// Writes rounds of 500 records into a source topic's `partitions` until
+/// stopped: librdkafka, idempotent, keys `<topic>-<round>-<i>` (each key
+/// once), values, headers, timestamps, each round with the next codec.
+pub struct LiveProducer {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<usize>>,
+}
+
+impl LiveProducer {
+    pub fn start(source: &KafkaCluster, topic: &str, partitions: u32) -> LiveProducer {
+        const CODECS: [Compression; 5] = [
+            Compression::None,
+            Compression::Zstd,
+            Compression::Lz4,
+            Compression::Gzip,
+            Compression::Snappy,
+        ];
+        let stop = Arc::new(AtomicBool::new(false));
+        let bootstrap = source.bootstrap();
+        let topic = topic.to_owned();
+        let stopped = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let mut produced = 0;
+            let mut round = 0;
+            while !stopped.load(Ordering::SeqCst) {
+                let opts = ProduceOpts {
+                    count: 500,
+                    partitions: Some(partitions),
+                    compression: CODECS[round % CODECS.len()],
+                    key_prefix: format!("{topic}-{round}"),
+                    idempotence: true,
+                    ..ProduceOpts::default()
+                };
+                produced += produce_with_librdkafka(&bootstrap, &topic, &opts)
+                    .unwrap_or_else(|e| panic!("produce into {topic}: {e:#}"))
+                    .len();
+                round += 1;
+            }
+            produced
+        });
+        LiveProducer {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops after the current round; returns how many records were written.
+    pub fn stop(mut self) -> usize {
+        self.stop.store(true, Ordering::SeqCst);
+        let thread = self.thread.take().expect("running");
+        thread.join().expect("the producer thread failed")
+    }
+}
+
+/// A test that fails leaves the producer to end after its round.
+impl Drop for LiveProducer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// How many records (and markers) `target` holds of `topic`: its
+/// partitions' end offsets added up, 0 before the mirror created it.
+pub fn copied_so_far(target: &KafkaCluster, topic: &str) -> i64 {
+    if !topic_names(target).iter().any(|t| t == topic) {
+        return 0;
+    }
+    offsets(target, topic, -1).values().sum()
+}
+
+/// Asserts a read_committed reader of the target sees each of the `produced`
+/// source records exactly once: same partition, order, key, value, headers
+/// and timestamp. Prints what a read_uncommitted reader sees.
+pub fn assert_exactly_once(
+    source: &KafkaCluster,
+    target: &KafkaCluster,
+    topic: &str,
+    produced: usize,
+) {
+    let expected = records_by_partition(&source.bootstrap(), topic);
+    assert_eq!(
+        duplicate_keys(&expected),
+        0,
+        "{topic}: each key once on the source"
+    );
+    let committed = records_by_partition(&target.bootstrap(), topic);
+    let twice = duplicate_keys(&committed);
+    assert_eq!(
+        twice, 0,
+        "{topic}: {twice} records appear twice to a read_committed reader"
+    );
+    assert_eq!(
+        assert_same_content(&expected, &committed, topic),
+        produced,
+        "{topic}: records produced"
+    );
+    let uncommitted = records_by_partition_with(&target.bootstrap(), topic, false);
+    let seen: usize = uncommitted.values().map(Vec::len).sum();
+    eprintln!(
+        "{topic}: a read_uncommitted reader sees {seen} records for {produced}: {} copies \
+         written again after their transaction was aborted",
+        duplicate_keys(&uncommitted)
+    );
+}
+
+/// Asserts the target holds every record of the source topic (distinct
+/// keys), in order per partition with key, value, headers and timestamp,
+/// counting each record's first copy; returns the bytes of the source
+/// batches holding a record copied more than once: what a lost instance
+/// had written past its stored checkpoint, which its successor writes again.
+pub fn assert_at_least_once(source: &KafkaCluster, target: &KafkaCluster, topic: &str) -> usize {
+    let source_records = records_by_partition(&source.bootstrap(), topic);
+    let target_records = records_by_partition(&target.bootstrap(), topic);
+    let mut duplicated_batch_bytes = 0;
+    for (partition, expected) in &source_records {
+        let actual = target_records.get(partition).map_or(&[][..], Vec::as_slice);
+        // Each record's first copy, in target order, is the source partition.
+        let mut seen = HashSet::new();
+        let firsts: Vec<&DumpedRecord> = actual
+            .iter()
+            .filter(|r| seen.insert(r.key.clone()))
+            .collect();
+        assert_eq!(
+            firsts.len(),
+            expected.len(),
+            "{topic}-{partition}: records missing"
+        );
+        for (s, t) in expected.iter().zip(&firsts) {
+            assert_eq!(
+                (&s.key, &s.value, &s.headers, s.timestamp),
+                (&t.key, &t.value, &t.headers, t.timestamp),
+                "{topic}-{partition}"
+            );
+        }
+        if actual.len() == firsts.len() {
+            continue;
+        }
+        // The repeated records, measured as the source batches that hold them.
+        let mut count: HashMap<&Option<Vec<u8>>, usize> = HashMap::new();
+        for r in actual {
+            *count.entry(&r.key).or_insert(0) += 1;
+        }
+        let offsets: Vec<i64> = expected
+            .iter()
+            .filter(|r| count.get(&r.key).is_some_and(|&n| n > 1))
+            .map(|r| r.offset)
+            .collect();
+        for batch in read_partition_batches(&source.log_dir(0), topic, *partition)
+            .unwrap_or_else(|e| panic!("read {topic}-{partition} segments: {e:#}"))
+        {
+            let last = batch.base_offset() + i64::from(batch.last_offset_delta());
+            if offsets
+                .iter()
+                .any(|o| (batch.base_offset()..=last).contains(o))
+            {
+                duplicated_batch_bytes += batch.bytes.len();
+            }
+        }
+    }
+    duplicated_batch_bytes
+}
+
+/// The largest batch stored in any of a topic's `partitions` on `cluster`.
+pub fn largest_batch(cluster: &KafkaCluster, topic: &str, partitions: i32) -> usize {
+    stored_batches(cluster, topic, partitions)
+        .values()
+        .flatten()
+        .map(|b| b.bytes.len())
+        .max()
+        .unwrap_or(0)
 }
