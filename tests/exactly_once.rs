@@ -43,6 +43,15 @@ fn mirror_args(topic: &str) -> Vec<String> {
     args
 }
 
+/// [`mirror_args`] with a static instance id (`--instance-id`): a restart
+/// takes its killed predecessor's place in the group at once, rather than
+/// after the session timeout, which kills 0.5 to 3 s apart would never see.
+fn restartable_mirror_args(topic: &str) -> Vec<String> {
+    let mut args = mirror_args(topic);
+    args.extend(["--instance-id".into(), format!("{topic}-only")]);
+    args
+}
+
 /// How many records (and markers) the target holds of `topic`.
 fn copied_so_far(topic: &str) -> i64 {
     common::copied_so_far(&clusters().target, topic)
@@ -101,10 +110,13 @@ fn kill_9_loop_while_a_producer_writes_copies_each_record_exactly_once() {
     // The first run starts behind, copying a backlog.
     let backlog = produce_keyed(&clusters().source, topic, 10_000, 3, "backlog", None).len();
     let producer = live_producer(topic);
-    let args = mirror_args(topic);
+    let args = restartable_mirror_args(topic);
     let seed = seed();
     eprintln!("kill delays from seed {seed} (KAFKA_MIRROR_TEST_SEED={seed} repeats them)");
     let mut random = Random(seed);
+    // Runs killed after they took the writer slot's transactional id, and
+    // so aborted what the run before left open.
+    let mut took_over = 0;
     for run in 1..=6 {
         let mut mirror = RunningMirror::spawn(mirror_command().args(&args));
         if run == 1 {
@@ -123,11 +135,17 @@ fn kill_9_loop_while_a_producer_writes_copies_each_record_exactly_once() {
             output.status,
             tail(&stderr, 30)
         );
+        took_over += usize::from(stderr.contains("took the writer slot's transactional id"));
         // Down for a while, so that the next run starts behind.
         let down = Duration::from_millis(random.below(1000));
         eprintln!("run {run}: killed after {delay:?}, restarted {down:?} later");
         std::thread::sleep(down);
     }
+    eprintln!("{took_over} of 6 runs took the writer slot's transactional id before the kill");
+    assert!(
+        took_over >= 4,
+        "only {took_over} of 6 runs got as far as their transactional id before the kill"
+    );
     let produced = backlog + producer.stop();
     mirror_until_caught_up(&args);
     assert_exactly_once(topic, produced);
