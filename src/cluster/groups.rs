@@ -32,7 +32,7 @@ use kafka_protocol::ResponseError;
 use tokio::task::JoinSet;
 
 use super::coordinator::{find_coordinators, CoordinatorType, LookupError, Refusal};
-use super::{Cluster, ClusterError, Metadata, Role};
+use super::{detail, on_partition, Cluster, ClusterError, Metadata, Role};
 use crate::backoff::Backoff;
 
 /// Retries of one group request (coordinator moves, loading, a broker
@@ -235,20 +235,6 @@ pub enum GroupError {
         /// The broker's own words, or what the error means here; may be empty.
         message: String,
     },
-}
-
-fn on_partition(partition: &Option<(String, i32)>) -> String {
-    partition
-        .as_ref()
-        .map_or_else(String::new, |(topic, p)| format!(" on {topic}-{p}"))
-}
-
-fn detail(message: &str) -> String {
-    if message.is_empty() {
-        String::new()
-    } else {
-        format!(" ({message})")
-    }
 }
 
 impl GroupError {

@@ -60,7 +60,7 @@ use kafka_protocol::ResponseError;
 
 pub use protocol::CodecError;
 
-use super::{Cluster, ClusterError, GroupClient, GroupError};
+use super::{detail, Cluster, ClusterError, GroupClient, GroupError};
 use crate::assignment::{self, Assignment, Holdings, Member, TopicPartition};
 use crate::backoff::Backoff;
 use crate::net::Connection;
@@ -278,14 +278,6 @@ pub enum MembershipError {
         /// The group.
         group: String,
     },
-}
-
-fn detail(message: &str) -> String {
-    if message.is_empty() {
-        String::new()
-    } else {
-        format!(" ({message})")
-    }
 }
 
 impl MembershipError {

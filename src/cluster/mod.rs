@@ -313,14 +313,7 @@ impl Cluster {
             }
             tokio::time::sleep_until(at.into()).await;
         }
-        let address =
-            lock(&self.addresses)
-                .get(&broker)
-                .cloned()
-                .ok_or(ClusterError::UnknownBroker {
-                    role: self.role,
-                    broker,
-                })?;
+        let address = self.address_of(broker)?;
         match self.connector.connect(&address).await {
             Ok(connection) => {
                 link.backoff.reset();
@@ -337,6 +330,17 @@ impl Cluster {
         }
     }
 
+    /// The address of `broker`, as the last metadata gave it.
+    fn address_of(&self, broker: i32) -> Result<String, ClusterError> {
+        lock(&self.addresses)
+            .get(&broker)
+            .cloned()
+            .ok_or(ClusterError::UnknownBroker {
+                role: self.role,
+                broker,
+            })
+    }
+
     /// A connection to `broker` of the caller's own, outside the ones
     /// shared by [`Cluster::send`] and its kind, whose requests may wait
     /// `request_timeout` for their answers: for requests the broker holds
@@ -348,14 +352,7 @@ impl Cluster {
         broker: i32,
         request_timeout: Duration,
     ) -> Result<Connection, ClusterError> {
-        let address =
-            lock(&self.addresses)
-                .get(&broker)
-                .cloned()
-                .ok_or(ClusterError::UnknownBroker {
-                    role: self.role,
-                    broker,
-                })?;
+        let address = self.address_of(broker)?;
         self.connector
             .clone()
             .with_request_timeout(request_timeout)
@@ -434,6 +431,24 @@ impl Cluster {
             role: self.role,
             source,
         }
+    }
+}
+
+/// ` on <topic>-<partition>`, for a broker's error about one partition;
+/// empty for one about the whole request.
+fn on_partition(partition: &Option<(String, i32)>) -> String {
+    partition
+        .as_ref()
+        .map_or_else(String::new, |(topic, p)| format!(" on {topic}-{p}"))
+}
+
+/// ` (<message>)`, for the broker's own words on an error; empty when it
+/// gave none.
+fn detail(message: &str) -> String {
+    if message.is_empty() {
+        String::new()
+    } else {
+        format!(" ({message})")
     }
 }
 

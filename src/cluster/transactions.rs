@@ -40,7 +40,7 @@ use kafka_protocol::ResponseError;
 use tokio::sync::Mutex;
 
 use super::coordinator::{find_coordinators, CoordinatorType, LookupError, Refusal};
-use super::{Cluster, ClusterError, Metadata};
+use super::{detail, on_partition, Cluster, ClusterError, Metadata};
 use crate::backoff::Backoff;
 
 /// The last Produce version of transaction version 1: v12+ makes a Kafka 4
@@ -157,20 +157,6 @@ pub enum TransactionError {
         /// The last error.
         last: Box<TransactionError>,
     },
-}
-
-fn on_partition(partition: &Option<(String, i32)>) -> String {
-    partition
-        .as_ref()
-        .map_or_else(String::new, |(topic, p)| format!(" on {topic}-{p}"))
-}
-
-fn detail(message: &str) -> String {
-    if message.is_empty() {
-        String::new()
-    } else {
-        format!(" ({message})")
-    }
 }
 
 /// How a retriable error is retried.
