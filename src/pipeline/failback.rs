@@ -41,6 +41,7 @@ use std::sync::Arc;
 
 use super::engine::RunOptions;
 use super::failover::{active_groups, SwitchOptions};
+use super::lifecycle::selected_partitions;
 use super::offsets::write_group;
 use super::startup::{self, offsets_of};
 use super::stats::Summary;
@@ -238,12 +239,7 @@ async fn flow_failback(
     };
     let b_meta = b.metadata().await?;
     let a_meta = a.metadata().await?;
-    let b_partitions: Vec<(String, i32)> = b_meta
-        .topics
-        .iter()
-        .filter(|(name, topic)| topic.error.is_none() && back.selects(name, topic.internal))
-        .flat_map(|(name, topic)| topic.partitions.keys().map(|&p| (name.clone(), p)))
-        .collect();
+    let b_partitions = selected_partitions(&back, &b_meta);
     let isolation = back.replication.isolation_level.wire_value();
     // B's end offsets: before the copy back, and after it for what it left.
     let b_ends_now = || async {

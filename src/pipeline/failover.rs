@@ -14,6 +14,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::lifecycle::selected_partitions;
 use super::offsets::{stored_copies, write_group};
 use super::{MirrorError, Targets};
 use crate::cluster::{Cluster, GroupClient, GroupState, OffsetSpec};
@@ -185,12 +186,7 @@ async fn missing(
     copied: &CopiedPartitions,
 ) -> Result<Vec<Missing>, MirrorError> {
     let metadata = source.metadata().await?;
-    let partitions: Vec<(String, i32)> = metadata
-        .topics
-        .iter()
-        .filter(|(name, topic)| topic.error.is_none() && flow.selects(name, topic.internal))
-        .flat_map(|(name, topic)| topic.partitions.keys().map(|&p| (name.clone(), p)))
-        .collect();
+    let partitions = selected_partitions(flow, &metadata);
     let isolation = flow.replication.isolation_level.wire_value();
     let ends = source
         .list_offsets(&metadata, &partitions, OffsetSpec::Latest, isolation)

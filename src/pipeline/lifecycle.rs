@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use super::slots::{Slot, SlotId, Slots, Status};
 use super::MirrorError;
-use crate::cluster::{Cluster, Metadata, OffsetSpec};
+use crate::cluster::{Cluster, Metadata, OffsetSpec, TopicMetadata};
 use crate::config::Flow;
 use crate::topics::{copied_configs, ensure_topics, sync_configs, TopicError, TopicSpec};
 
@@ -183,6 +183,24 @@ pub(super) async fn refresh_topics(
     })
 }
 
+/// The topics of `metadata` that `flow` copies (those the cluster can serve).
+pub(super) fn selected_topics<'a>(
+    flow: &'a Flow,
+    metadata: &'a Metadata,
+) -> impl Iterator<Item = (&'a String, &'a TopicMetadata)> {
+    metadata
+        .topics
+        .iter()
+        .filter(|(name, topic)| topic.error.is_none() && flow.selects(name, topic.internal))
+}
+
+/// Every partition of the topics `flow` copies, by topic name.
+pub(super) fn selected_partitions(flow: &Flow, metadata: &Metadata) -> Vec<(String, i32)> {
+    selected_topics(flow, metadata)
+        .flat_map(|(name, topic)| topic.partitions.keys().map(|&p| (name.clone(), p)))
+        .collect()
+}
+
 /// The source topics the flow copies now, each with the target topic it
 /// needs: the target name, the source's partition count and copyable configs.
 pub(super) async fn target_specs(
@@ -190,10 +208,7 @@ pub(super) async fn target_specs(
     source: &Arc<Cluster>,
     source_meta: &Metadata,
 ) -> Result<Vec<(String, TopicSpec)>, TopicError> {
-    let selected: Vec<String> = source_meta
-        .topics
-        .iter()
-        .filter(|(name, topic)| topic.error.is_none() && flow.selects(name, topic.internal))
+    let selected: Vec<String> = selected_topics(flow, source_meta)
         .map(|(name, _)| name.clone())
         .collect();
     let mut configs = copied_configs(source, &selected, &flow.never_copy_configs).await?;

@@ -11,6 +11,7 @@ use std::fmt;
 
 use serde::Serialize;
 
+use super::lifecycle::selected_partitions;
 use super::startup::offsets_of;
 use super::{MirrorError, Targets};
 use crate::assignment::TopicPartition;
@@ -102,12 +103,7 @@ pub async fn status(config: MirrorConfig) -> Result<StatusReport, MirrorError> {
             None => Default::default(),
         };
         let source_meta = source.metadata().await?;
-        let partitions: Vec<TopicPartition> = source_meta
-            .topics
-            .iter()
-            .filter(|(name, topic)| topic.error.is_none() && flow.selects(name, topic.internal))
-            .flat_map(|(name, topic)| topic.partitions.keys().map(|&p| (name.clone(), p)))
-            .collect();
+        let partitions: Vec<TopicPartition> = selected_partitions(&flow, &source_meta);
         let isolation = flow.replication.isolation_level.wire_value();
         let ends = offsets_of(
             &source,
