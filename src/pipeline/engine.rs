@@ -32,14 +32,15 @@ use super::lane::ProduceLane;
 use super::lifecycle::{deleted_topics, refresh_topics, TopicRefresh};
 use super::metadata::MetadataView;
 use super::ownership::{named_partitions, owned_partitions, start_unshared, Lease, Ownership};
+use super::partition_start::log_old_checkpoints;
 use super::positions::{Lookups, Positions};
 use super::produce::{ProduceContext, ProduceStage, KAFKA_PRODUCER_EXPIRY};
 use super::producer::{init_producer_id, ProducerIdentity, RenewalReason};
 use super::slots::{SlotId, Slots, Status};
-use super::startup::log_old_checkpoints;
-use super::startup::transactional_id;
 use super::stats::{Counters, PartitionProblem, Summary, UnsavedCheckpoints};
-use super::transaction::{self, TransactionFailure, TransactionStage, WriterSlot};
+use super::transaction::{
+    self, transactional_id, TransactionFailure, TransactionStage, WriterSlot,
+};
 use super::MirrorError;
 use crate::checkpoint::{CheckpointError, CheckpointStore};
 use crate::cluster::membership::{GroupMember, MemberEvent, MembershipError};

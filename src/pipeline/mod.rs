@@ -84,6 +84,7 @@ mod metadata;
 mod offsets;
 mod ownership;
 mod partition;
+mod partition_start;
 mod plan;
 mod positions;
 mod produce;

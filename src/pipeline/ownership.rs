@@ -12,7 +12,7 @@
 //!   read again once every transaction open on the checkpoint topic is
 //!   decided (`CheckpointStore::load_stable`), so whatever the previous
 //!   owner stored last, committed or not, is known; then it starts as at
-//!   startup (`startup::start_partition`).
+//!   startup (`partition_start::start_partition`).
 //! - **Lost.** The member is out of the group: its partitions may be
 //!   another member's already, so they stop at once, everything not stored
 //!   dropped, and the producer is renewed (exactly-once: which aborts the
@@ -35,8 +35,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use super::error::Cause;
+use super::partition_start::{start_partition, OtherSource, Started};
 use super::slots::{SlotId, Slots, Status};
-use super::startup::{start_partition, OtherSource, Started};
 use super::stats::OwnedPartitions;
 use crate::assignment::{Assignment, TopicPartition};
 use crate::backoff::Backoff;

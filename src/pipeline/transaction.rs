@@ -42,9 +42,20 @@ use std::time::{Duration, Instant};
 use super::slots::Slots;
 use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore, TransactionStamp};
 use crate::cluster::{TransactionCoordinator, TransactionError};
+use crate::config::Flow;
 
 /// A target partition, by topic name.
 pub(super) type TargetPartition = (Arc<str>, i32);
+
+/// The transactional id of a flow's exactly-once writes: one per mirror
+/// name and flow and writer slot (`None` without sharing: one for all
+/// instances), so that a new holder fences the one before.
+pub(super) fn transactional_id(flow: &Flow, slot: Option<i32>) -> String {
+    match slot {
+        Some(slot) => format!("kafka-mirror.{}.{slot}", flow.checkpoint_name),
+        None => format!("kafka-mirror.{}", flow.checkpoint_name),
+    }
+}
 
 /// Why the open transaction failed; it is aborted by the renewal that follows.
 #[derive(Debug, thiserror::Error)]
