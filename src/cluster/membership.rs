@@ -510,30 +510,19 @@ impl Membership {
         holds.then(|| self.confirmed_at + self.config.session_timeout)
     }
 
-    /// The lease ended (see [`Membership::lease_end`]): its partitions
-    /// may be another member's already, so they are lost now, and the
-    /// member joins again. Called before writing anything for them.
-    pub fn expire_lease(&mut self, now: Instant) -> Option<MemberEvent> {
-        if self.lease_end().is_none_or(|end| now < end) {
-            return None;
-        }
-        let cause = MembershipError::SessionExpired {
-            group: self.config.group.clone(),
-            member_id: self.member_id.clone(),
-            timeout: self.config.session_timeout,
-        };
-        Some(self.lose(cause))
-    }
-
     /// What to do now.
+    ///
+    /// A session that ends without an answer loses nothing by itself: the
+    /// coordinator may have removed the member, or may have been down or
+    /// moving all along. Writes wait meanwhile (the lease ended), and the
+    /// member goes on asking: the coordinator's answer says whether it
+    /// still holds its partitions (it copies on from where it was) or not
+    /// (`UNKNOWN_MEMBER_ID`, `ILLEGAL_GENERATION`: lost). Losing them on its
+    /// own would copy again all that is past the last checkpoint, even
+    /// when no other member took them.
     pub fn poll(&mut self, now: Instant) -> Next {
-        if self.deadline().is_some_and(|end| now >= end) {
-            let cause = MembershipError::SessionExpired {
-                group: self.config.group.clone(),
-                member_id: self.member_id.clone(),
-                timeout: self.config.session_timeout,
-            };
-            return Next::Event(self.lose(cause));
+        if self.in_flight.is_some() && self.deadline().is_some_and(|end| now >= end) {
+            self.unanswered(now);
         }
         if self.in_flight.is_some() {
             return Next::AwaitAnswer;
@@ -1224,7 +1213,12 @@ impl GroupMember {
             Err(source) => return Err(unreachable(source)),
         };
         let request = build(&self.membership, version)?;
-        let session_end = self.membership.deadline();
+        // Once the session has ended, a request waits as long as the
+        // connection lets it: only an answer tells where the member stands.
+        let session_end = self
+            .membership
+            .deadline()
+            .filter(|end| *end > Instant::now());
         Ok(Box::pin(async move {
             let sent = connection.send_versioned(request, version);
             let result = match session_end {
@@ -1612,7 +1606,7 @@ mod tests {
     }
 
     #[test]
-    fn a_member_that_hears_nothing_for_a_session_counts_itself_out() {
+    fn a_member_that_hears_nothing_for_a_session_keeps_asking() {
         let now = Instant::now();
         let mut member = stable_member(&[2], now);
         let later = now + member.config().heartbeat_interval;
@@ -1623,24 +1617,19 @@ mod tests {
             "a backoff first"
         );
         let end = now + SESSION;
-        let event = member.poll(end);
-        assert!(
-            matches!(
-                event,
-                Next::Event(MemberEvent::Lost {
-                    ref partitions,
-                    cause: MembershipError::SessionExpired { .. }
-                }) if partitions.len() == 1
-            ),
-            "{event:?}"
+        assert_eq!(
+            sent(&mut member, end),
+            RequestKind::Heartbeat,
+            "only the coordinator says the member is out"
         );
-        assert_eq!(sent(&mut member, end), RequestKind::Join);
+        assert_eq!(member.owned().len(), 1);
+        assert_eq!(member.lease_end(), Some(end), "writes wait meanwhile");
     }
 
     /// The lease runs from when the last answered request was sent, not
     /// from its answer: the coordinator's session clock started before.
-    /// Once it ends, the partitions are lost before anything is written,
-    /// and an answer still coming is to the member that was.
+    /// Once it ends, nothing is written and nothing is lost yet: the
+    /// member asks again, and the coordinator's answer decides.
     #[test]
     fn the_lease_runs_from_the_send_of_the_last_answered_request() {
         let now = Instant::now();
@@ -1657,26 +1646,32 @@ mod tests {
         let end = sent_at + SESSION;
         assert_eq!(member.lease_end(), Some(end));
 
-        let before = end - Duration::from_millis(1);
-        assert!(member.expire_lease(before).is_none());
-        // A heartbeat goes out, unanswered when the lease ends.
-        sent(&mut member, before);
-        let lost = member.expire_lease(end);
+        // A heartbeat goes out, unanswered when the lease ends: the member
+        // asks again after a backoff, and keeps its partitions meanwhile.
+        sent(&mut member, end - Duration::from_millis(1));
+        let Next::Wait(retry) = member.poll(end) else {
+            panic!("a backoff after the unanswered heartbeat");
+        };
+        assert_eq!(sent(&mut member, retry), RequestKind::Heartbeat);
+        assert_eq!(member.owned().len(), 2, "nothing lost on its own");
+        assert_eq!(member.lease_end(), Some(end), "writes wait");
+        // The coordinator still counts it in: the lease runs again.
+        member
+            .heartbeat_answered(heartbeat(None), retry + Duration::from_secs(1))
+            .unwrap();
+        assert_eq!(member.lease_end(), Some(retry + SESSION));
+        // Later, the coordinator says it was removed: now it is lost.
+        let next = end + SESSION / 2;
+        sent(&mut member, next);
+        let lost = member
+            .heartbeat_answered(heartbeat(Some(ResponseError::UnknownMemberId)), next)
+            .unwrap();
         assert!(
-            matches!(
-                lost,
-                Some(MemberEvent::Lost {
-                    ref partitions,
-                    cause: MembershipError::SessionExpired { .. }
-                }) if partitions.len() == 2
-            ),
+            matches!(lost, Some(MemberEvent::Lost { ref partitions, .. }) if partitions.len() == 2),
             "{lost:?}"
         );
         assert_eq!(member.lease_end(), None);
-        assert!(member.expire_lease(end).is_none(), "lost once");
-        let late = member.heartbeat_answered(heartbeat(Some(ResponseError::UnknownMemberId)), end);
-        assert!(matches!(late, Ok(None)), "an answer nobody waits for");
-        assert_eq!(sent(&mut member, end), RequestKind::Join);
+        assert_eq!(sent(&mut member, next), RequestKind::Join);
         assert!(metadata_sent(&member).owned.is_empty());
         assert_eq!(
             metadata_sent(&member).slot,

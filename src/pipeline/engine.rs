@@ -352,18 +352,14 @@ impl Engine {
         }
     }
 
-    /// The group's side of each round: a lease that ended loses the
-    /// partitions before anything is written, settled hand-overs are
-    /// reported, take-overs read their checkpoints, and the bytes each
-    /// partition copied go into the next join.
+    /// The group's side of each round: settled hand-overs are reported,
+    /// take-overs read their checkpoints, and the bytes each partition
+    /// copied go into the next join. (A lease that ended holds every write
+    /// back: see `lease`.)
     fn share(&mut self, now: Instant) {
         let Some(sharing) = &mut self.sharing else {
             return;
         };
-        if let Some(lost) = sharing.member.membership_mut().expire_lease(now) {
-            self.member_event(Ok(lost));
-            return self.share(now);
-        }
         if sharing.ownership.settle_revocations(&mut self.slots) {
             sharing.member.membership_mut().revoked();
         }
