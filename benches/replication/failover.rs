@@ -229,7 +229,9 @@ fn stop_point(g: u32, i: u32, records: u64) -> u64 {
 fn target_topic(tool: Tool, topic: &str) -> String {
     match tool {
         Tool::Mm2 | Tool::Mm2Eos | Tool::Mm2Tuned => format!("{MM2_SOURCE_ALIAS}.{topic}"),
-        Tool::KafkaMirror | Tool::KafkaMirrorEos | Tool::Mm1 => topic.to_string(),
+        Tool::KafkaMirror | Tool::KafkaMirrorEos | Tool::KafkaMirrorInstances(_) | Tool::Mm1 => {
+            topic.to_string()
+        }
     }
 }
 

@@ -1,7 +1,9 @@
 //! End-to-end replication benchmark: kafka-mirror against MirrorMaker 2 (defaults
 //! and tuned) and MirrorMaker 1, on two real local Kafka clusters. kafka-mirror and
 //! MirrorMaker 2 also run exactly-once (`kafka-mirror-eos`, `mm2-eos`), reported
-//! against themselves without it.
+//! against themselves without it. `kafka-mirror-x2` and `kafka-mirror-x3` (opt-in)
+//! start two or three kafka-mirror processes with the same name, which share the
+//! partitions, reported against one.
 //!
 //!     cargo bench --bench replication
 //!     BENCH_DATA_MB=100 BENCH_TOOLS=kafka-mirror,mm2 BENCH_REPS=1 cargo bench --bench replication
@@ -182,7 +184,7 @@ fn run() -> Result<()> {
             "\nMB = 10^6 bytes of stored record batches; time from the tool's start (JVM start included) \
              until the target's end offsets reach the source's (for a tool writing in transactions: its committed records, counted in \
              the target's segment files); \"after the first record\" starts the clock when the \
-             target's first record appears instead (start-up left out). CPU and peak RSS: the tool's process tree, from /proc. \
+             target's first record appears instead (start-up left out). CPU and peak RSS: the tool's process tree, from /proc (summed over the processes of an `-xN` variant, each tree's own peak). \
              \"MB sent to target\": every byte the tool sent to the target broker, counted by a proxy the broker advertises.\n",
         );
         report.push(&text);

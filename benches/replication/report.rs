@@ -171,7 +171,16 @@ pub(crate) fn throughput_table(summaries: &[ToolSummary], stored_bytes: u64) -> 
             s.wire_mb * 1e6 / stored_bytes as f64,
         );
     }
-    t.push_str(&exactly_once_cost(summaries));
+    t.push_str(&against_base(
+        summaries,
+        "Exactly-once against the same tool without it",
+        Tool::without_exactly_once,
+    ));
+    t.push_str(&against_base(
+        summaries,
+        "Several instances with the same name against one (CPU and peak RSS summed over the instances)",
+        Tool::single_instance,
+    ));
     let Some(base) = succeeded(summaries, Tool::KafkaMirror) else {
         return t;
     };
@@ -210,21 +219,22 @@ pub(crate) fn succeeded(summaries: &[ToolSummary], tool: Tool) -> Option<&ToolSu
         .find(|s| s.tool == tool && !s.mb_s.is_empty())
 }
 
-/// Each exactly-once variant against the same tool without it, when both ran:
-/// what the transactions cost on the same brokers and data.
-fn exactly_once_cost(summaries: &[ToolSummary]) -> String {
+/// Each variant against the tool it derives from (`base_of`), when both ran,
+/// under `heading`: what the variant costs on the same brokers and data.
+fn against_base(
+    summaries: &[ToolSummary],
+    heading: &str,
+    base_of: impl Fn(Tool) -> Option<Tool>,
+) -> String {
     let mut t = String::new();
-    for eos in summaries.iter().filter(|s| !s.mb_s.is_empty()) {
-        let Some(base) = eos
-            .tool
-            .without_exactly_once()
-            .and_then(|tool| succeeded(summaries, tool))
-        else {
+    for variant in summaries.iter().filter(|s| !s.mb_s.is_empty()) {
+        let Some(base) = base_of(variant.tool).and_then(|tool| succeeded(summaries, tool)) else {
             continue;
         };
         if t.is_empty() {
-            t.push_str(
-                "\nExactly-once against the same tool without it (% of its value):\n\n\
+            let _ = write!(
+                t,
+                "\n{heading} (% of its value):\n\n\
                  | tool | MB/s | MB/s after the first record | CPU s per GB | peak RSS |\n|---|---|---|---|---|\n",
             );
         }
@@ -232,12 +242,12 @@ fn exactly_once_cost(summaries: &[ToolSummary]) -> String {
         let _ = writeln!(
             t,
             "| {} against {} | {} | {} | {} | {} |",
-            eos.tool.name(),
+            variant.tool.name(),
             base.tool.name(),
-            percent(eos.median_mb_s(), base.median_mb_s()),
-            percent(eos.copying_mb_s, base.copying_mb_s),
-            percent(eos.cpu_s_per_gb, base.cpu_s_per_gb),
-            percent(eos.peak_rss_mib, base.peak_rss_mib),
+            percent(variant.median_mb_s(), base.median_mb_s()),
+            percent(variant.copying_mb_s, base.copying_mb_s),
+            percent(variant.cpu_s_per_gb, base.cpu_s_per_gb),
+            percent(variant.peak_rss_mib, base.peak_rss_mib),
         );
     }
     t

@@ -1,14 +1,16 @@
-//! One measured replication run: empty the target, start the tool, poll the
+//! One measured replication run: empty the target, start the tool (every
+//! instance of it, for a variant of several), poll the
 //! target's end offsets (last stable offsets and committed records for a tool
 //! that writes in transactions) until it holds everything, stop the tool.
 
 use std::fs::File;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
-use kafka_testkit::{CountingProxy, MeteredChild, Usage};
+use anyhow::{anyhow, bail, Result};
+use kafka_testkit::{CountingProxy, Finished, MeteredChild, Usage};
 
 use crate::committed::committed_records;
 use crate::kafka::{delete_topics_except, offsets_by_kafka_tool, per_topic, Ends};
@@ -28,7 +30,8 @@ pub(crate) struct Measured {
     /// From the first record seen on the target until caught up: the copy rate
     /// without the tool's start-up (JVM, Connect's task assignment, topic creation).
     pub(crate) copying: Duration,
-    /// CPU and memory of the tool's process tree at that moment.
+    /// CPU and memory of the tool's process tree at that moment (summed over
+    /// the trees of a variant of several instances).
     pub(crate) usage: Usage,
     /// Bytes the tool sent to the target broker, counted by the proxy.
     pub(crate) wire_to_target: u64,
@@ -102,24 +105,14 @@ impl Runner<'_> {
         }
         let dir = lab.dir.path().join(label);
         std::fs::create_dir_all(&dir)?;
-        let log_path = dir.join("tool.log");
-        let log = File::create(&log_path)?;
-        let mut cmd = tools.command(tool, route, &dir, label)?;
-        cmd.stdout(Stdio::from(log.try_clone()?))
-            .stderr(Stdio::from(log));
         proxy.reset_counters();
-        let child = MeteredChild::spawn(cmd)?;
+        let processes = Processes::spawn(tools, tool, route, &dir, label)?;
         let started = Instant::now();
         let source_ends = during()?;
-        let log_tail = || {
-            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
-            lines[lines.len().saturating_sub(30)..].join("\n")
-        };
         let mut first_record = None;
         let (usage, wire_to_target, records) = loop {
             thread::sleep(POLL);
-            let exited = child.has_exited();
+            let exited = processes.any_exited();
             // How far a consumer can read: a transactional tool's data counts
             // once committed.
             let ends = if tool.is_transactional() {
@@ -132,7 +125,7 @@ impl Runner<'_> {
             }
             if caught_up(tool, &source_ends, &ends) {
                 // Taken now: the count below is the harness's time, not the tool's.
-                let (usage, wire) = (child.usage(), proxy.bytes_to_upstream());
+                let (usage, wire) = (processes.usage(), proxy.bytes_to_upstream());
                 let records = if tool.is_transactional() {
                     // Its offsets count the transaction markers too.
                     let records = committed_records(&lab.target.log_dir(0), &ends)?;
@@ -152,34 +145,25 @@ impl Runner<'_> {
             }
             if exited {
                 bail!(
-                    "{} exited before the target caught up; {}:\n{}",
+                    "{} exited before the target caught up; {}",
                     tool.name(),
-                    log_path.display(),
-                    log_tail()
+                    processes.log_tails()
                 );
             }
             if started.elapsed() > timeout {
                 bail!(
-                    "{} had not caught up after {timeout:?}; {}:\n{}",
+                    "{} had not caught up after {timeout:?}; {}",
                     tool.name(),
-                    log_path.display(),
-                    log_tail()
+                    processes.log_tails()
                 );
             }
         };
         let idle_cpu_seconds = (!idle_for.is_zero()).then(|| {
             thread::sleep(idle_for);
-            child.usage().cpu_seconds - usage.cpu_seconds
+            processes.usage().cpu_seconds - usage.cpu_seconds
         });
-        let peak_rss_kib = child.usage().peak_rss_kib;
-        let finished = child.stop(STOP_GRACE)?;
-        if tool.is_kafka_mirror() && !finished.status.success() {
-            bail!(
-                "kafka-mirror exited with {}:\n{}",
-                finished.status,
-                log_tail()
-            );
-        }
+        let peak_rss_kib = processes.usage().peak_rss_kib;
+        processes.stop(tool.is_kafka_mirror())?;
         let by_kafka = offsets_by_kafka_tool(&lab.target, &route.topics)?;
         for (topic, want) in per_topic(&source_ends) {
             let got = by_kafka.get(topic).copied().unwrap_or(0);
@@ -204,6 +188,97 @@ impl Runner<'_> {
             idle_cpu_seconds,
         })
     }
+}
+
+/// The processes of one run: one per instance of the tool, started together,
+/// each writing its own log.
+struct Processes {
+    /// Each instance and its log file.
+    children: Vec<(MeteredChild, PathBuf)>,
+}
+
+impl Processes {
+    fn spawn(tools: &Tools, tool: Tool, route: &Route, dir: &Path, label: &str) -> Result<Self> {
+        let mut children = Vec::new();
+        for instance in 1..=tool.instances() {
+            let log_path = match instance {
+                1 => dir.join("tool.log"),
+                n => dir.join(format!("tool-{n}.log")),
+            };
+            let log = File::create(&log_path)?;
+            let mut cmd = tools.command(tool, route, dir, label)?;
+            cmd.stdout(Stdio::from(log.try_clone()?))
+                .stderr(Stdio::from(log));
+            children.push((MeteredChild::spawn(cmd)?, log_path));
+        }
+        Ok(Processes { children })
+    }
+
+    fn any_exited(&self) -> bool {
+        self.children.iter().any(|(c, _)| c.has_exited())
+    }
+
+    /// CPU and peak RSS summed over the instances' process trees (the RSS sum is
+    /// of each tree's own peak); the wall time of the first one started.
+    fn usage(&self) -> Usage {
+        self.children
+            .iter()
+            .map(|(c, _)| c.usage())
+            .reduce(|sum, u| Usage {
+                wall: sum.wall,
+                cpu_seconds: sum.cpu_seconds + u.cpu_seconds,
+                peak_rss_kib: sum.peak_rss_kib + u.peak_rss_kib,
+            })
+            .unwrap_or_default()
+    }
+
+    /// The last lines of every log, for an error message.
+    fn log_tails(&self) -> String {
+        self.children
+            .iter()
+            .map(|(_, path)| log_tail(path))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Stops every instance at once (SIGTERM, SIGKILL after [`STOP_GRACE`]);
+    /// with `must_succeed`, an exit other than 0 is an error.
+    fn stop(self, must_succeed: bool) -> Result<()> {
+        let stopped: Vec<(Result<Finished>, PathBuf)> = thread::scope(|scope| {
+            let stopping: Vec<_> = self
+                .children
+                .into_iter()
+                .map(|(child, path)| (scope.spawn(move || child.stop(STOP_GRACE)), path))
+                .collect();
+            stopping
+                .into_iter()
+                .map(|(handle, path)| {
+                    let finished = handle
+                        .join()
+                        .unwrap_or_else(|_| Err(anyhow!("stopping the tool panicked")));
+                    (finished, path)
+                })
+                .collect()
+        });
+        for (finished, path) in stopped {
+            let status = finished?.status;
+            if must_succeed && !status.success() {
+                bail!("the tool exited with {status}; {}", log_tail(&path));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The last 30 lines of the log at `path`, after its name.
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    format!(
+        "{}:\n{}",
+        path.display(),
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    )
 }
 
 /// Whether the target holds at least what the source holds: per partition, or per

@@ -15,7 +15,9 @@ pub(crate) struct Settings {
     /// `BENCH_PARTITIONS`: partitions of each of the two data topics (default 12).
     pub(crate) partitions: u32,
     /// `BENCH_TOOLS`: comma-separated, in the order they alternate
-    /// (default `kafka-mirror,kafka-mirror-eos,mm2,mm2-eos,mm2-tuned,mm1`).
+    /// (default `kafka-mirror,kafka-mirror-eos,mm2,mm2-eos,mm2-tuned,mm1`). Opt-in, as
+    /// they add two full copies per rep: `kafka-mirror-x2` and `kafka-mirror-x3`, two or
+    /// three kafka-mirror processes with the same name sharing the partitions.
     pub(crate) tools: Vec<Tool>,
     /// `BENCH_REPS`: how many times the tool sequence runs (default 2: A B C A B C).
     pub(crate) reps: u32,

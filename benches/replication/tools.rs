@@ -22,6 +22,9 @@ pub(crate) enum Tool {
     /// The same with `--exactly-once`: data and checkpoints committed in one
     /// target transaction every `transaction_interval_ms` (100 by default).
     KafkaMirrorEos,
+    /// N processes of kafka-mirror's default command, started together with the
+    /// same name: they share the partitions through a group on the target.
+    KafkaMirrorInstances(usize),
     /// MirrorMaker 2, dedicated mode, defaults (plus the identity replication policy
     /// and replication factors of 1).
     Mm2,
@@ -37,9 +40,11 @@ pub(crate) enum Tool {
 
 impl Tool {
     /// Every tool and its name in `BENCH_TOOLS` and the report.
-    const NAMES: [(Tool, &'static str); 6] = [
+    const NAMES: [(Tool, &'static str); 8] = [
         (Tool::KafkaMirror, "kafka-mirror"),
         (Tool::KafkaMirrorEos, "kafka-mirror-eos"),
+        (Tool::KafkaMirrorInstances(2), "kafka-mirror-x2"),
+        (Tool::KafkaMirrorInstances(3), "kafka-mirror-x3"),
         (Tool::Mm2, "mm2"),
         (Tool::Mm2Eos, "mm2-eos"),
         (Tool::Mm2Tuned, "mm2-tuned"),
@@ -65,7 +70,27 @@ impl Tool {
 
     /// This project's binary, in either mode.
     pub(crate) fn is_kafka_mirror(self) -> bool {
-        matches!(self, Tool::KafkaMirror | Tool::KafkaMirrorEos)
+        matches!(
+            self,
+            Tool::KafkaMirror | Tool::KafkaMirrorEos | Tool::KafkaMirrorInstances(_)
+        )
+    }
+
+    /// How many processes of its command a run starts.
+    pub(crate) fn instances(self) -> usize {
+        match self {
+            Tool::KafkaMirrorInstances(n) => n,
+            _ => 1,
+        }
+    }
+
+    /// For a variant of several instances, the same tool as one: what the
+    /// report compares it with.
+    pub(crate) fn single_instance(self) -> Option<Tool> {
+        match self {
+            Tool::KafkaMirrorInstances(_) => Some(Tool::KafkaMirror),
+            _ => None,
+        }
     }
 
     /// For an exactly-once variant, the same tool without it: what the report
@@ -102,6 +127,10 @@ impl Tool {
             Tool::KafkaMirrorEos => {
                 "release build, `--exactly-once` (transaction_interval_ms 100, the default)".into()
             }
+            Tool::KafkaMirrorInstances(n) => format!(
+                "{n} processes of the release build, default settings and name, started together: \
+                 they share the partitions through a group on the target; CPU and peak RSS summed over the {n} process trees"
+            ),
             Tool::Mm2 => format!(
                 "connect-mirror {MIRROR_MAKER2_VERSION}, dedicated mode, defaults; IdentityReplicationPolicy"
             ),
@@ -196,7 +225,7 @@ impl Tools {
         run: &str,
     ) -> Result<Command> {
         match tool {
-            Tool::KafkaMirror | Tool::KafkaMirrorEos => {
+            Tool::KafkaMirror | Tool::KafkaMirrorEos | Tool::KafkaMirrorInstances(_) => {
                 let Some(bin) = &self.mirror_bin else {
                     bail!("kafka-mirror was not built");
                 };
