@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use common::*;
@@ -154,10 +155,16 @@ fn mm2_properties(name: &str, extra: &str) -> String {
     )
 }
 
+/// MirrorMaker 2 files all name their mirror `mm2`: two of them running at
+/// once against one target would be two instances of one mirror, sharing
+/// its partitions (as two MirrorMaker 2 processes join one Connect cluster).
+static ONE_MM2_AT_A_TIME: Mutex<()> = Mutex::new(());
+
 /// A realistic MirrorMaker 2 file with its default policy: `orders` arrives
 /// as `primary.orders`, record by record; unselected topics stay behind.
 #[test]
 fn a_mirrormaker_2_file_runs_the_same_topology() {
+    let _alone = ONE_MM2_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let Clusters { source, target } = clusters();
     source
         .create_topic("orders", 2, 1, &[])
@@ -190,6 +197,7 @@ fn a_mirrormaker_2_file_runs_the_same_topology() {
 /// MirrorMaker 2's IdentityReplicationPolicy keeps the names.
 #[test]
 fn a_mirrormaker_2_identity_policy_keeps_names() {
+    let _alone = ONE_MM2_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let Clusters { source, target } = clusters();
     source
         .create_topic("ledger", 2, 1, &[])
