@@ -248,35 +248,47 @@ pub fn committed_offsets(
     let Some(header) = lines.next() else {
         return Ok(BTreeMap::new());
     };
-    let columns: Vec<&str> = header.split_whitespace().collect();
-    let column = |name: &str| {
-        columns
-            .iter()
-            .position(|c| *c == name)
-            .ok_or_else(|| anyhow!("no {name} column in {header:?}"))
-    };
-    let (topic, partition, offset) = (
-        column("TOPIC")?,
-        column("PARTITION")?,
-        column("CURRENT-OFFSET")?,
-    );
     let mut offsets = BTreeMap::new();
-    for line in lines.filter(|l| !l.trim().is_empty()) {
-        let row: Vec<&str> = line.split_whitespace().collect();
-        let cell = |i: usize| {
-            row.get(i)
-                .copied()
-                .ok_or_else(|| anyhow!("short row {line:?}"))
-        };
-        if cell(offset)? == "-" {
+    for [topic, partition, offset] in
+        table_cells(header, lines, ["TOPIC", "PARTITION", "CURRENT-OFFSET"])?
+    {
+        if offset == "-" {
             continue;
         }
-        offsets.insert(
-            (cell(topic)?.to_string(), cell(partition)?.parse()?),
-            cell(offset)?.parse()?,
-        );
+        offsets.insert((topic.to_string(), partition.parse()?), offset.parse()?);
     }
     Ok(offsets)
+}
+
+/// The `wanted` columns of each row of a table a Kafka tool printed: a
+/// `header` of column names, then `rows` of whitespace-separated cells
+/// (blank lines skipped).
+fn table_cells<'a, const N: usize>(
+    header: &str,
+    rows: impl Iterator<Item = &'a str>,
+    wanted: [&str; N],
+) -> Result<Vec<[&'a str; N]>> {
+    let columns: Vec<&str> = header.split_whitespace().collect();
+    let mut at = [0; N];
+    for (i, name) in wanted.iter().enumerate() {
+        at[i] = columns
+            .iter()
+            .position(|c| c == name)
+            .ok_or_else(|| anyhow!("no {name} column in {header:?}"))?;
+    }
+    rows.filter(|l| !l.trim().is_empty())
+        .map(|line| {
+            let row: Vec<&str> = line.split_whitespace().collect();
+            let mut cells = [""; N];
+            for (cell, &i) in cells.iter_mut().zip(&at) {
+                *cell = row
+                    .get(i)
+                    .copied()
+                    .ok_or_else(|| anyhow!("short row {line:?}"))?;
+            }
+            Ok(cells)
+        })
+        .collect()
 }
 
 /// How many members `group` has on `cluster` (`kafka-consumer-groups --describe
@@ -367,26 +379,13 @@ pub fn groups_of_protocol(cluster: &KafkaCluster, protocol: &str) -> Result<Vec<
     let header = rows
         .next()
         .ok_or_else(|| anyhow!("no header in kafka-groups' output:\n{}", out.stdout))?;
-    let columns: Vec<&str> = header.split_whitespace().collect();
-    let column = |name: &str| {
-        columns
-            .iter()
-            .position(|c| *c == name)
-            .ok_or_else(|| anyhow!("no {name} column in {header:?}"))
-    };
-    let (group, kind, listed_protocol) = (column("GROUP")?, column("TYPE")?, column("PROTOCOL")?);
     let mut groups = Vec::new();
-    for line in rows.filter(|l| !l.trim().is_empty()) {
-        let row: Vec<&str> = line.split_whitespace().collect();
-        let cell = |i: usize| {
-            row.get(i)
-                .copied()
-                .ok_or_else(|| anyhow!("short row {line:?}"))
-        };
-        if cell(listed_protocol)? != protocol {
-            bail!("kafka-groups --protocol {protocol} listed {line:?}");
+    for [group, kind, listed_protocol] in table_cells(header, rows, ["GROUP", "TYPE", "PROTOCOL"])?
+    {
+        if listed_protocol != protocol {
+            bail!("kafka-groups --protocol {protocol} listed {group} {kind} {listed_protocol}");
         }
-        groups.push((cell(group)?.to_owned(), cell(kind)?.to_owned()));
+        groups.push((group.to_owned(), kind.to_owned()));
     }
     Ok(groups)
 }
