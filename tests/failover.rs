@@ -51,23 +51,15 @@ fn broker_restarts_on_both_sides_mid_stream_lose_and_reorder_nothing() {
         "--config".into(),
         tuning,
     ]);
-    let log_path =
-        std::env::temp_dir().join(format!("kafka-mirror-failover-{}.log", std::process::id()));
-    let log = std::fs::File::create(&log_path).expect("create log file");
-    let mirror = mirror_command()
-        .env("RUST_LOG", "kafka_mirror=debug")
-        .args(&args)
-        .stdout(std::process::Stdio::piped())
-        .stderr(log)
-        .spawn()
-        .expect("start kafka-mirror");
-    let mirror_log = || tail(&std::fs::read_to_string(&log_path).unwrap_or_default(), 80);
-
-    eventually(
-        "the mirror has copied something",
-        Duration::from_secs(60),
-        || offset_of(&target, topic, 0, -1) > 0,
+    let mut mirror = RunningMirror::spawn(
+        mirror_command()
+            .env("RUST_LOG", "kafka_mirror=debug")
+            .args(&args),
     );
+
+    mirror.wait_until("having copied something", Duration::from_secs(60), || {
+        offset_of(&target, topic, 0, -1) > 0
+    });
     target.kill_node(1).expect("kill a target broker");
     std::thread::sleep(Duration::from_secs(3));
     target.start_node(1).expect("restart it");
@@ -76,8 +68,8 @@ fn broker_restarts_on_both_sides_mid_stream_lose_and_reorder_nothing() {
     source.start_node(2).expect("restart it");
     let produced = producer.join().expect("producer thread");
 
-    eventually(
-        "the target has every record",
+    mirror.wait_until(
+        "having copied every record",
         Duration::from_secs(120),
         || {
             (0..6)
@@ -92,9 +84,8 @@ fn broker_restarts_on_both_sides_mid_stream_lose_and_reorder_nothing() {
         output.status.success(),
         "exit {}: {stdout}\n{}",
         output.status,
-        mirror_log()
+        tail(&String::from_utf8_lossy(&output.stderr), 80)
     );
-    std::fs::remove_file(&log_path).ok();
     assert!(
         stdout.contains("replicated 1 topics, 6 partitions"),
         "{stdout}"

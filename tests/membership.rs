@@ -222,21 +222,64 @@ impl Members {
     }
 }
 
-#[test]
-fn members_share_partitions_through_the_group_coordinator() {
-    // The testkit's brokers take session timeouts from 1 s, so the eviction
-    // below takes seconds.
-    let kafka = start_cluster(KAFKA, 1, &[]);
-    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-    runtime.block_on(scenario(&kafka));
+/// This binary's broker. The testkit's brokers take session timeouts from
+/// 1 s, so the eviction below takes seconds.
+fn kafka() -> &'static KafkaCluster {
+    &shared_clusters(&[], &[]).target
 }
 
-async fn scenario(kafka: &KafkaCluster) {
-    let cluster = Cluster::new(
+fn target_cluster(kafka: &KafkaCluster) -> Arc<Cluster> {
+    Cluster::new(
         Role::Target,
         vec![kafka.bootstrap()],
         Connector::plain(ConnectionOptions::default()),
-    );
+    )
+}
+
+#[test]
+fn members_share_partitions_through_the_group_coordinator() {
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    runtime.block_on(scenario(kafka()));
+}
+
+/// The mirror waits for its member's next event in a `select!` beside the
+/// pipeline's events and a 50 ms tick, so the wait is cancelled again and
+/// again; a coordinator lookup or a connection cut short each time must not
+/// keep the member from ever joining (it once did, after a target broker
+/// restart on a busy machine: no heartbeat for minutes, every write held).
+/// Here every wait is cancelled at its first pause.
+#[test]
+fn a_member_whose_every_wait_is_cancelled_still_joins() {
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    runtime.block_on(async {
+        let config = MemberConfig::new("membership-cancelled", SESSION, REBALANCE);
+        let mut member = GroupMember::new(target_cluster(kafka()), config, all_partitions())
+            .await
+            .expect("a member");
+        let started = Instant::now();
+        let mut cancelled = 0u64;
+        let assignment = loop {
+            assert!(
+                started.elapsed() < SETTLE_LIMIT,
+                "no assignment within {SETTLE_LIMIT:?}, after {cancelled} cancelled waits: {member:?}"
+            );
+            tokio::select! {
+                biased;
+                event = member.next_event() => match event {
+                    Ok(MemberEvent::Assigned { assignment, .. }) => break assignment,
+                    other => panic!("expected an assignment, got {other:?}"),
+                },
+                () = tokio::task::yield_now() => cancelled += 1,
+            }
+        };
+        assert_eq!(assignment.partitions, all_partitions());
+        assert!(cancelled > 0, "no wait was cancelled: the test tested nothing");
+        member.leave().await.expect("leave");
+    });
+}
+
+async fn scenario(kafka: &KafkaCluster) {
+    let cluster = target_cluster(kafka);
     let board = SharedBoard::default();
     let mut commands = BTreeMap::new();
     for name in ["a", "b", "c"] {

@@ -1000,13 +1000,126 @@ enum Answer {
 /// before it came.
 type Pending = Pin<Box<dyn Future<Output = Result<Option<Answer>, MembershipError>> + Send>>;
 
+/// What a request needs to reach the coordinator: the group client that
+/// finds it, and the connection to it once opened. The request out holds
+/// it (finding the coordinator and connecting are part of the request), so
+/// that a wait cancelled midway resumes where it was instead of starting
+/// over.
+#[derive(Debug)]
+struct CoordinatorLink {
+    groups: GroupClient,
+    connection: Option<Connection>,
+}
+
+impl CoordinatorLink {
+    /// The connection to `group`'s coordinator, found and opened if needed.
+    async fn connection(
+        &mut self,
+        config: &MemberConfig,
+        kind: RequestKind,
+    ) -> Result<Connection, MembershipError> {
+        if let Some(connection) = &self.connection {
+            if !connection.is_closed() && !connection.is_expired() {
+                return Ok(connection.clone());
+            }
+        }
+        let broker = self
+            .groups
+            .coordinator_of(&config.group)
+            .await
+            .map_err(|source| MembershipError::Coordinator {
+                group: config.group.clone(),
+                source: Box::new(source),
+            })?;
+        let connection = self
+            .groups
+            .cluster()
+            .dedicated_connection(broker, config.rebalance_timeout + JOIN_ANSWER_MARGIN)
+            .await
+            .map_err(|source| MembershipError::Unreachable {
+                group: config.group.clone(),
+                request: kind,
+                source: Box::new(source),
+            })?;
+        self.connection = Some(connection.clone());
+        Ok(connection)
+    }
+
+    /// Sends `membership`'s request of `kind` and waits for the answer.
+    async fn exchange(
+        &mut self,
+        membership: &Membership,
+        kind: RequestKind,
+    ) -> Result<Answer, MembershipError> {
+        match kind {
+            RequestKind::Join => {
+                self.send(membership, kind, Membership::join_request, Answer::Join)
+                    .await
+            }
+            RequestKind::Sync => {
+                self.send(membership, kind, Membership::sync_request, Answer::Sync)
+                    .await
+            }
+            RequestKind::Heartbeat => {
+                self.send(
+                    membership,
+                    kind,
+                    Membership::heartbeat_request,
+                    Answer::Heartbeat,
+                )
+                .await
+            }
+            RequestKind::Leave => {
+                self.send(membership, kind, Membership::leave_request, Answer::Leave)
+                    .await
+            }
+        }
+    }
+
+    /// One request, built for the version the coordinator's connection speaks.
+    async fn send<R>(
+        &mut self,
+        membership: &Membership,
+        kind: RequestKind,
+        build: fn(&Membership, i16) -> Result<R, MembershipError>,
+        answer: fn(R::Response) -> Answer,
+    ) -> Result<Answer, MembershipError>
+    where
+        R: Request + Send + Sync + 'static,
+        R::Response: Send,
+    {
+        let connection = self.connection(&membership.config, kind).await?;
+        let unreachable = |source| MembershipError::Unreachable {
+            group: membership.config.group.clone(),
+            request: kind,
+            source: Box::new(self.groups.cluster().net_error(source)),
+        };
+        let version = connection.request_version::<R>().map_err(unreachable)?;
+        let request = build(membership, version)?;
+        let response = connection
+            .send_versioned(request, version)
+            .await
+            .map_err(unreachable)?;
+        Ok(answer(response))
+    }
+
+    /// Forgets the coordinator when `error` says it moved: the next request
+    /// looks it up again.
+    fn forget_if_moved(&mut self, group: &str, error: &MembershipError) {
+        if error.coordinator_moved() {
+            self.connection = None;
+            self.groups.forget_coordinator(group);
+        }
+    }
+}
+
 /// A member driven over a connection of its own to the group's coordinator:
 /// [`GroupMember::next_event`] sends what the group needs until its owner
 /// has something to act on.
 pub struct GroupMember {
     membership: Membership,
-    groups: GroupClient,
-    coordinator: Option<Connection>,
+    /// Between requests here; the request out holds it meanwhile.
+    link: Arc<tokio::sync::Mutex<CoordinatorLink>>,
     pending: Option<Pending>,
 }
 
@@ -1014,7 +1127,6 @@ impl std::fmt::Debug for GroupMember {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GroupMember")
             .field("membership", &self.membership)
-            .field("coordinator", &self.coordinator)
             .field("request_out", &self.pending.is_some())
             .finish_non_exhaustive()
     }
@@ -1035,10 +1147,13 @@ impl GroupMember {
                     group: config.group.clone(),
                     source: Box::new(source),
                 })?;
+        let link = CoordinatorLink {
+            groups,
+            connection: None,
+        };
         Ok(GroupMember {
             membership: Membership::new(config, partitions, Instant::now()),
-            groups,
-            coordinator: None,
+            link: Arc::new(tokio::sync::Mutex::new(link)),
             pending: None,
         })
     }
@@ -1060,9 +1175,9 @@ impl GroupMember {
     /// joins again). After a [`MembershipError::FencedInstance`] loss or a
     /// leave: [`MembershipError::Stopped`].
     ///
-    /// Cancel-safe, so it can wait in a `select!`: a request out stays out,
-    /// and its answer is applied by the next call. (A cancelled coordinator
-    /// lookup only costs a backoff.)
+    /// Cancel-safe, so it can wait in a `select!`: the request out, from
+    /// the coordinator lookup to its answer, stays out, and the next call
+    /// goes on waiting for it.
     pub async fn next_event(&mut self) -> Result<MemberEvent, MembershipError> {
         loop {
             match self.step().await {
@@ -1083,7 +1198,7 @@ impl GroupMember {
     pub async fn leave(mut self) -> Result<(), MembershipError> {
         if self.pending.take().is_some() {
             self.membership.unanswered(Instant::now());
-            self.coordinator = None;
+            self.link.lock().await.connection = None;
         }
         self.membership.leave();
         loop {
@@ -1119,18 +1234,36 @@ impl GroupMember {
                 self.membership.unanswered(now);
                 Ok(None)
             }
-            Next::Send(kind) => match self.start(kind).await {
-                Ok(pending) => {
-                    self.pending = Some(pending);
-                    Ok(None)
-                }
-                Err(error) => {
-                    self.membership.unanswered(Instant::now());
-                    self.forget_coordinator_if_moved(&error);
-                    Err(error)
-                }
-            },
+            Next::Send(kind) => {
+                self.pending = Some(self.request(kind));
+                Ok(None)
+            }
         }
+    }
+
+    /// The request of `kind` as a future of its own, built from the
+    /// membership as it is now. Until the member's session ends its answer
+    /// is awaited no longer than that; once it has ended, as long as the
+    /// connection lets it: only an answer tells where the member stands.
+    fn request(&self, kind: RequestKind) -> Pending {
+        let link = self.link.clone();
+        let membership = self.membership.clone();
+        let session_end = membership.deadline().filter(|end| *end > Instant::now());
+        Box::pin(async move {
+            let mut link = link.lock_owned().await;
+            let exchange = link.exchange(&membership, kind);
+            match session_end {
+                Some(end) => match tokio::time::timeout_at(end.into(), exchange).await {
+                    Ok(answer) => answer.map(Some),
+                    Err(_) => {
+                        // The connection may be stuck: the next request opens another.
+                        link.connection = None;
+                        Ok(None)
+                    }
+                },
+                None => exchange.await.map(Some),
+            }
+        })
     }
 
     fn apply(
@@ -1143,123 +1276,18 @@ impl GroupMember {
             Ok(Some(Answer::Sync(r))) => self.membership.sync_answered(r, now),
             Ok(Some(Answer::Heartbeat(r))) => self.membership.heartbeat_answered(r, now),
             Ok(Some(Answer::Leave(r))) => self.membership.leave_answered(r).map(|()| None),
-            Ok(None) => {
-                // The session ended first: the connection may be stuck.
-                self.coordinator = None;
-                Ok(None)
-            }
+            Ok(None) => Ok(None),
             Err(error) => Err(error),
         };
         // Without an answer applied, the membership hears so.
         self.membership.unanswered(now);
         if let Err(error) = &applied {
-            self.forget_coordinator_if_moved(error);
+            // The request is over, so the link is free.
+            if let Ok(mut link) = self.link.try_lock() {
+                link.forget_if_moved(&self.membership.config.group, error);
+            }
         }
         applied
-    }
-
-    fn forget_coordinator_if_moved(&mut self, error: &MembershipError) {
-        if error.coordinator_moved() {
-            self.coordinator = None;
-            self.groups
-                .forget_coordinator(&self.membership.config.group);
-        }
-    }
-
-    /// Sends the request of `kind` to the coordinator.
-    async fn start(&mut self, kind: RequestKind) -> Result<Pending, MembershipError> {
-        let connection = self.connection(kind).await?;
-        match kind {
-            RequestKind::Join => {
-                self.send(connection, kind, Membership::join_request, Answer::Join)
-            }
-            RequestKind::Sync => {
-                self.send(connection, kind, Membership::sync_request, Answer::Sync)
-            }
-            RequestKind::Heartbeat => self.send(
-                connection,
-                kind,
-                Membership::heartbeat_request,
-                Answer::Heartbeat,
-            ),
-            RequestKind::Leave => {
-                self.send(connection, kind, Membership::leave_request, Answer::Leave)
-            }
-        }
-    }
-
-    /// A request built for the connection's version, on its way; its answer
-    /// is awaited until the member's session ends, if it has one.
-    fn send<R>(
-        &self,
-        connection: Connection,
-        kind: RequestKind,
-        build: fn(&Membership, i16) -> Result<R, MembershipError>,
-        answer: fn(R::Response) -> Answer,
-    ) -> Result<Pending, MembershipError>
-    where
-        R: Request + Send + Sync + 'static,
-        R::Response: Send,
-    {
-        let group = self.membership.config.group.clone();
-        let cluster = self.groups.cluster().clone();
-        let unreachable = move |source| MembershipError::Unreachable {
-            group,
-            request: kind,
-            source: Box::new(cluster.net_error(source)),
-        };
-        let version = match connection.request_version::<R>() {
-            Ok(version) => version,
-            Err(source) => return Err(unreachable(source)),
-        };
-        let request = build(&self.membership, version)?;
-        // Once the session has ended, a request waits as long as the
-        // connection lets it: only an answer tells where the member stands.
-        let session_end = self
-            .membership
-            .deadline()
-            .filter(|end| *end > Instant::now());
-        Ok(Box::pin(async move {
-            let sent = connection.send_versioned(request, version);
-            let result = match session_end {
-                Some(end) => match tokio::time::timeout_at(end.into(), sent).await {
-                    Ok(result) => result,
-                    Err(_) => return Ok(None),
-                },
-                None => sent.await,
-            };
-            result.map(|r| Some(answer(r))).map_err(unreachable)
-        }))
-    }
-
-    /// The connection to the coordinator, found and opened if needed.
-    async fn connection(&mut self, kind: RequestKind) -> Result<Connection, MembershipError> {
-        if let Some(connection) = &self.coordinator {
-            if !connection.is_closed() && !connection.is_expired() {
-                return Ok(connection.clone());
-            }
-        }
-        let config = &self.membership.config;
-        let broker = self
-            .groups
-            .coordinator_of(&config.group)
-            .await
-            .map_err(|source| MembershipError::Coordinator {
-                group: config.group.clone(),
-                source: Box::new(source),
-            })?;
-        let connection = self
-            .groups
-            .cluster()
-            .dedicated_connection(broker, config.rebalance_timeout + JOIN_ANSWER_MARGIN)
-            .await
-            .map_err(|source| MembershipError::Unreachable {
-                group: config.group.clone(),
-                request: kind,
-                source: Box::new(source),
-            })?;
-        self.coordinator = Some(connection.clone());
-        Ok(connection)
     }
 }
 

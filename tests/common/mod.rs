@@ -134,10 +134,9 @@ impl RunningMirror {
                     .stderr
                     .take()
                     .map_or_else(Vec::new, |r| r.join().expect("output reader"));
-                panic!(
-                    "kafka-mirror {failure}:\n{}",
-                    tail(&String::from_utf8_lossy(&stderr), 40)
-                );
+                let stderr = String::from_utf8_lossy(&stderr);
+                show_mirror_log(thread::current().name().unwrap_or("test"), &stderr);
+                panic!("kafka-mirror {failure}:\n{}", tail(&stderr, 40));
             }
             std::thread::sleep(Duration::from_millis(200));
         }
