@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use super::checkpoints::{self, CheckpointSchedule};
 use super::event::Event;
@@ -236,6 +237,7 @@ impl Engine {
     }
 
     /// Runs until shut down or caught up, then stores the final checkpoints.
+    #[tracing::instrument(name = "flow", skip_all, fields(flow = %self.config.name))]
     pub(super) async fn run(mut self, shutdown: impl Future<Output = ()>) -> Summary {
         tokio::pin!(shutdown);
         let mut tick = tokio::time::interval(TICK);
@@ -277,13 +279,15 @@ impl Engine {
         };
         match tokio::time::timeout(LEAVE_TIMEOUT, sharing.member.leave()).await {
             Ok(Ok(())) => {
-                tracing::info!(flow = %self.config.name, "left the group of the mirror's instances")
+                tracing::info!("left the group of the mirror's instances")
             }
             Ok(Err(e)) => {
-                tracing::warn!(flow = %self.config.name, error = %e, "could not leave the group; the others take over after the session timeout")
+                tracing::warn!(error = %e, "could not leave the group; the others take over after the session timeout")
             }
             Err(_) => {
-                tracing::warn!(flow = %self.config.name, "no answer to LeaveGroup; the others take over after the session timeout")
+                tracing::warn!(
+                    "no answer to LeaveGroup; the others take over after the session timeout"
+                )
             }
         }
     }
@@ -321,7 +325,6 @@ impl Engine {
                     }
                 }
                 tracing::info!(
-                    flow = %self.config.name,
                     generation,
                     revoking = assignment.revoke.len(),
                     slot = ?assignment.slot,
@@ -334,7 +337,10 @@ impl Engine {
                 );
             }
             Ok(MemberEvent::Lost { partitions, cause }) => {
-                tracing::warn!(flow = %self.config.name, partitions = partitions.len(), "{cause}: stopped copying them");
+                tracing::warn!(
+                    partitions = partitions.len(),
+                    "{cause}: stopped copying them"
+                );
                 let fenced = matches!(cause, MembershipError::FencedInstance { .. });
                 if sharing.ownership.lost(&mut self.slots) {
                     let now = Instant::now();
@@ -347,7 +353,7 @@ impl Engine {
             }
             Err(MembershipError::Stopped { .. }) => sharing.stopped = true,
             Err(e) => {
-                tracing::error!(flow = %self.config.name, error = %e, "cannot take part in the group of the mirror's instances; trying again");
+                tracing::error!(error = %e, "cannot take part in the group of the mirror's instances; trying again");
             }
         }
     }
@@ -721,7 +727,7 @@ impl Engine {
         let (Some(sharing), Some(eos)) = (&mut self.sharing, &mut self.exactly_once) else {
             return;
         };
-        tracing::warn!(flow = %self.config.name, "another instance took this one's writer slot; giving up its partitions and joining again");
+        tracing::warn!("another instance took this one's writer slot; giving up its partitions and joining again");
         sharing.ownership.lost(&mut self.slots);
         sharing
             .member
@@ -888,7 +894,11 @@ impl Engine {
                     eos.stage.renewed();
                     self.counters.transactions_aborted += 1;
                     if let Some((slot, coordinator)) = switched {
-                        tracing::info!(flow = %self.config.name, slot, transactional_id = coordinator.transactional_id(), "took the writer slot's transactional id");
+                        tracing::info!(
+                            slot,
+                            transactional_id = coordinator.transactional_id(),
+                            "took the writer slot's transactional id"
+                        );
                         let id = coordinator.transactional_id().into();
                         self.produce.producer().set_transactional_id(id);
                         eos.coordinator = Some(coordinator);
@@ -938,8 +948,7 @@ impl Engine {
             }
             Event::TopicsRefreshed { result } => {
                 if let Some((source_meta, target_meta, added)) =
-                    self.topics
-                        .answered(&mut self.slots, &self.config.name, result, now)
+                    self.topics.answered(&mut self.slots, result, now)
                 {
                     self.take_metadata(Role::Source, source_meta);
                     self.take_metadata(Role::Target, target_meta);
@@ -962,7 +971,7 @@ impl Engine {
                     self.meta.source(),
                     now,
                 );
-                log_old_checkpoints(&self.config.name, &old);
+                log_old_checkpoints(&old);
                 // A checkpoint of a topic since deleted and recreated.
                 self.positions
                     .detect_recreated_topics(&mut self.slots, self.meta.source());
@@ -1044,10 +1053,12 @@ impl Engine {
         F: Future<Output = Event> + Send + 'static,
     {
         let events = self.events_tx.clone();
-        tokio::spawn(async move {
+        // In the flow's span, as the engine's own events are.
+        let request = async move {
             // The engine may have finished; its answer is then not needed.
             let _ = events.send(request.await);
-        });
+        };
+        tokio::spawn(request.in_current_span());
     }
 
     /// Whether checkpoints are written without waiting for the interval:

@@ -492,6 +492,8 @@ impl ProduceStage {
                         }
                         RefusedBatchPolicy::Skip => {
                             tracing::warn!(
+                                topic = %slot.topic,
+                                partition = slot.partition,
                                 "{}; skipped (on_refused_batch = skip)",
                                 error.problem()
                             );

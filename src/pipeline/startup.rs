@@ -26,6 +26,7 @@ use crate::topics::{ensure_topics, sync_configs, TopicSpec};
 
 /// Prepares the target for one flow and builds its engine. The clusters may
 /// be shared with other flows.
+#[tracing::instrument(name = "flow", skip_all, fields(flow = %flow.name))]
 pub(super) async fn start(
     flow: Flow,
     source: Arc<Cluster>,
@@ -44,14 +45,13 @@ pub(super) async fn start(
             });
         }
         tracing::warn!(
-            flow = %flow.name,
             include = flow.topics.include_pattern(),
             exclude = flow.topics.exclude.as_deref().unwrap_or(""),
             every = ?flow.topic_refresh_interval,
             "no source topic matches yet; looking again at every topic refresh"
         );
     }
-    tracing::info!(flow = %flow.name, topics = ?specs.iter().map(|(source, _)| source).collect::<Vec<_>>(), "selected source topics");
+    tracing::info!(topics = ?specs.iter().map(|(source, _)| source).collect::<Vec<_>>(), "selected source topics");
     let replication_factor = flow.replication.replication_factor;
     let target_specs: Vec<TopicSpec> = specs.iter().map(|(_, spec)| spec.clone()).collect();
     let target_meta = ensure_topics(&target, &target_specs, replication_factor).await?;
@@ -83,7 +83,7 @@ pub(super) async fn start(
     };
     let producer_expiry = producer_expiry(&target, &target_meta).await;
     if let Some((producer_id, epoch)) = producer {
-        tracing::info!(flow = %flow.name, producer_id, epoch, "target producer id");
+        tracing::info!(producer_id, epoch, "target producer id");
     }
 
     let mut slots = Slots::default();
@@ -139,7 +139,7 @@ pub(super) async fn start(
                 Started::Fresh | Started::FromCheckpoint => {}
             }
         }
-        log_old_checkpoints(&flow.name, &old_checkpoints);
+        log_old_checkpoints(&old_checkpoints);
         None
     };
     if options.until_caught_up {
