@@ -42,6 +42,7 @@ use super::stats::{Counters, PartitionProblem, Summary, UnsavedCheckpoints};
 use super::transaction::{
     self, transactional_id, TransactionFailure, TransactionStage, WriterSlot,
 };
+use super::view::{FlowInputs, FlowObserver};
 use super::MirrorError;
 use crate::checkpoint::{CheckpointError, CheckpointStore};
 use crate::cluster::membership::{GroupMember, MemberEvent, MembershipError};
@@ -49,6 +50,7 @@ use crate::cluster::{Cluster, GroupError, Metadata, OffsetSpec, Role, Transactio
 use crate::config::Flow;
 use crate::groups::mm2::Mm2Checkpoints;
 use crate::groups::{self, SyncReport};
+use crate::observe::{FlowHandle, FlowPhase};
 
 /// How a run ends besides a shutdown signal.
 #[derive(Debug, Clone, Copy, Default)]
@@ -80,6 +82,8 @@ pub(super) struct Prepared {
     /// The member of the group of the flow's instances, when they share its
     /// partitions; every slot is then unowned until the group says.
     pub(super) member: Option<GroupMember>,
+    /// Where the flow's view is published, and its pause switch.
+    pub(super) board: FlowHandle,
 }
 
 /// How often the engine wakes without an event (backoffs, checkpoint interval):
@@ -151,6 +155,8 @@ pub(crate) struct Engine {
     draining: Option<Instant>,
     started: Instant,
     last_progress: Instant,
+    /// What the board shows of the flow (`view.rs`).
+    observer: FlowObserver,
 }
 
 impl Engine {
@@ -170,6 +176,7 @@ impl Engine {
             slots,
             topic_count,
             member,
+            board,
         } = prepared;
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let now = Instant::now();
@@ -230,6 +237,7 @@ impl Engine {
             draining: None,
             started: now,
             last_progress: now,
+            observer: FlowObserver::new(board, now),
         };
         engine.take_metadata(Role::Source, source_meta);
         engine.take_metadata(Role::Target, target_meta);
@@ -260,12 +268,14 @@ impl Engine {
         }
         if self.fenced.is_some() {
             self.leave_group().await;
+            self.publish_view(FlowPhase::Done, true);
             return self.summary();
         }
         let unsaved = self.final_checkpoint().await;
         self.final_group_sync().await;
         // Only now may another instance start from these checkpoints.
         self.leave_group().await;
+        self.publish_view(FlowPhase::Done, true);
         let mut summary = self.summary();
         summary.unsaved_checkpoints.extend(unsaved);
         summary
@@ -460,7 +470,7 @@ impl Engine {
         }
         let lookups = self.positions.due_lookups(&mut self.slots, now);
         self.start_lookups(lookups);
-        if self.draining.is_none() {
+        if self.draining.is_none() && !self.observer.paused() {
             let cx = FetchContext {
                 config: &self.config.replication,
                 meta: &self.meta,
@@ -549,6 +559,7 @@ impl Engine {
         if self.draining.is_none() {
             self.check_finished();
         }
+        self.publish_view(self.phase(), false);
         if now.duration_since(self.last_progress) >= PROGRESS_INTERVAL {
             self.last_progress = now;
             self.source.frame_memory().release_unused_spares();
@@ -800,6 +811,7 @@ impl Engine {
     /// Routes an answer to the stage that asked.
     fn handle(&mut self, event: Event) {
         let now = Instant::now();
+        self.observer.observe(&event, now);
         match event {
             Event::FetchAnswered(reply) => {
                 let cx = FetchContext {
@@ -1190,6 +1202,44 @@ impl Engine {
         });
         if self.options.until_caught_up && others_done && self.slots.caught_up() {
             self.begin_drain("caught up with the source");
+        }
+    }
+
+    /// Where the flow is, for its view.
+    fn phase(&self) -> FlowPhase {
+        if self.draining.is_some() {
+            FlowPhase::Draining
+        } else if self.observer.paused() {
+            FlowPhase::Paused
+        } else {
+            FlowPhase::Running
+        }
+    }
+
+    /// Publishes the flow's view (see `view.rs`): `at_once`, or when due.
+    fn publish_view(&mut self, phase: FlowPhase, at_once: bool) {
+        let (in_flight_bytes, budget_bytes) =
+            (self.held(), self.fetch.budget(&self.config.replication));
+        let inputs = FlowInputs {
+            config: &self.config,
+            phase,
+            slots: &self.slots,
+            counters: &self.counters,
+            in_flight_bytes,
+            budget_bytes,
+            owner: self
+                .sharing
+                .as_ref()
+                .map(|sharing| sharing.member.membership().member_id()),
+            until_caught_up: self.options.until_caught_up,
+            // The flow's throttle, once it has one.
+            throttle_bytes_per_sec: None,
+        };
+        let now = Instant::now();
+        if at_once {
+            self.observer.publish(inputs, now);
+        } else {
+            self.observer.publish_if_due(inputs, now);
         }
     }
 

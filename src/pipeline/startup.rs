@@ -22,6 +22,7 @@ use crate::checkpoint::CheckpointStore;
 use crate::cluster::membership::{GroupMember, MemberConfig};
 use crate::cluster::{Cluster, Metadata, OffsetSpec, TransactionCoordinator};
 use crate::config::{Flow, StartPosition};
+use crate::observe::FlowHandle;
 use crate::topics::{ensure_topics, sync_configs, TopicSpec};
 
 /// Prepares the target for one flow and builds its engine. The clusters may
@@ -32,6 +33,7 @@ pub(super) async fn start(
     source: Arc<Cluster>,
     target: Arc<Cluster>,
     options: RunOptions,
+    board: FlowHandle,
 ) -> Result<Engine, MirrorError> {
     let source_meta = source.metadata().await?;
     let specs = target_specs(&flow, &source, &source_meta).await?;
@@ -162,6 +164,7 @@ pub(super) async fn start(
         slots,
         topic_count: specs.len(),
         member,
+        board,
     }))
 }
 
