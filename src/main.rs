@@ -19,6 +19,7 @@
 //! `instances.instance_id`.
 
 mod cli;
+mod progress;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -32,12 +33,25 @@ use cli::{Cli, Command, Format, LogFormat};
 use kafka_mirror::config::mirrormaker;
 use kafka_mirror::config::properties::Properties;
 use kafka_mirror::config::{ConfigError, MirrorConfig};
+use kafka_mirror::observe::Board;
 use kafka_mirror::pipeline::{self, Failback, RunOptions, SwitchOptions};
+use progress::{read_board, ProgressLog};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let log = cli.log_format;
-    init_logging(cli.verbose, cli.quiet, log);
+    // Progress for a person or a CI log watching a run that ends; JSON logs
+    // carry the engine's progress events instead (every line stays JSON).
+    let progress = match &cli.command {
+        Command::Run(args) if args.until_caught_up && !cli.quiet && log == LogFormat::Text => Some(
+            progress::Display::for_stderr(std::io::stderr().is_terminal()),
+        ),
+        _ => None,
+    };
+    let log_writer = progress
+        .as_ref()
+        .map_or_else(ProgressLog::default, progress::Display::log_writer);
+    init_logging(cli.verbose, cli.quiet, log, log_writer);
     let job = match configure(cli.command) {
         Ok(job) => job,
         Err(e) => return fail(log, e),
@@ -114,9 +128,13 @@ fn main() -> ExitCode {
             Ok(signal) => signal,
             Err(e) => return Err(format!("cannot listen for SIGINT/SIGTERM: {e}")),
         };
-        pipeline::run(config, options, shutdown)
-            .await
-            .map_err(|e| e.to_string())
+        let board = Board::new();
+        let run = pipeline::run_observed(config, options, &board, shutdown);
+        let summary = match progress {
+            Some(display) => display.show_while(|| read_board(&board), run).await,
+            None => run.await,
+        };
+        summary.map_err(|e| e.to_string())
     });
     match result {
         Err(e) => fail(log, e),
@@ -249,7 +267,7 @@ fn print_listing<T: std::fmt::Display + serde::Serialize>(
 
 /// Quiet by default (warnings and errors only); `-v` shows progress,
 /// `--quiet` errors only. Text for people, JSON for log collectors.
-fn init_logging(verbose: u8, quiet: bool, format: LogFormat) {
+fn init_logging(verbose: u8, quiet: bool, format: LogFormat, stderr: ProgressLog) {
     let default = match (quiet, verbose) {
         (true, _) => "error",
         (false, 0) => "warn",
@@ -259,7 +277,7 @@ fn init_logging(verbose: u8, quiet: bool, format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let logger = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(move || stderr.clone());
     match format {
         // Colours only for a person at a terminal: log files and collectors
         // get plain text, and NO_COLOR (https://no-color.org) turns them off.
