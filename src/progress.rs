@@ -307,6 +307,8 @@ impl Write for ProgressLog {
 
 #[cfg(test)]
 mod tests {
+    use kafka_mirror::observe::TopicTotals;
+
     use super::*;
 
     fn flow(copied: u64, left: u64, bytes: u64) -> FlowProgress {
@@ -367,6 +369,25 @@ mod tests {
             progress_line(&done, None),
             "flow orders: done, 5,000 records (2.00 MB) copied"
         );
+    }
+
+    #[test]
+    fn a_flow_view_gives_its_topics_totals_and_what_is_left() {
+        let mut view = FlowView::starting("orders");
+        assert_eq!(FlowProgress::from(&view).records_left, None);
+        view.phase = FlowPhase::Running;
+        view.to_copy = Some(700);
+        view.topics = ["a", "b"]
+            .map(|topic| TopicTotals {
+                topic: topic.into(),
+                records: 150,
+                bytes: 20_000,
+                ..TopicTotals::default()
+            })
+            .into();
+        assert_eq!(FlowProgress::from(&view), flow(300, 700, 40_000));
+        view.phase = FlowPhase::Done;
+        assert!(FlowProgress::from(&view).done);
     }
 
     #[test]
