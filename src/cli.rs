@@ -26,6 +26,13 @@ pub(crate) struct Cli {
     /// More log output: -v for progress, -vv for debugging. RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub(crate) verbose: u8,
+    /// Print only the summary (and errors): no progress, no warnings.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub(crate) quiet: bool,
+    /// How log lines are written to stderr: text for people, json (one
+    /// object per line) for log collectors.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub(crate) log_format: LogFormat,
     #[command(subcommand)]
     pub(crate) command: Command,
 }
@@ -72,6 +79,16 @@ pub(crate) enum Command {
     /// copied-back records. Takes the options of the forward `run`. Without
     /// --apply it reports what it would do.
     Failback(SwitchArgs),
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum LogFormat {
+    /// One line of text per event.
+    Text,
+    /// One JSON object per event, with the event's fields and its spans'
+    /// (the flow, and for a partition's events its topic and partition).
+    Json,
 }
 
 /// Options of `kafka-mirror failover` and `failback`.

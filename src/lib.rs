@@ -23,6 +23,8 @@
 //! - [`assignment`]: which member of a group of instances copies which
 //!   partition (balanced, sticky, cooperative).
 //! - [`config`]: the TOML configuration, its flows and their validation.
+//! - [`observe`]: what the process shows of itself while it runs: each
+//!   flow's snapshot, metrics, the HTTP endpoint.
 //! - `backoff`: the one exponential backoff every retry loop uses.
 //!
 //! The binary (`src/main.rs`, `src/cli.rs`) turns flags and a file into a
@@ -40,6 +42,7 @@ pub mod cluster;
 pub mod config;
 pub mod groups;
 pub mod net;
+pub mod observe;
 pub mod offset_map;
 pub mod pipeline;
 pub mod policy;

@@ -19,6 +19,7 @@
 //! `instances.instance_id`.
 
 mod cli;
+mod progress;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -28,21 +29,32 @@ use clap::Parser;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing_subscriber::EnvFilter;
 
-use cli::{Cli, Command, Format};
+use cli::{Cli, Command, Format, LogFormat};
 use kafka_mirror::config::mirrormaker;
 use kafka_mirror::config::properties::Properties;
 use kafka_mirror::config::{ConfigError, MirrorConfig};
+use kafka_mirror::observe::Board;
 use kafka_mirror::pipeline::{self, Failback, RunOptions, SwitchOptions};
+use progress::{read_board, ProgressLog};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose);
+    let log = cli.log_format;
+    // Progress for a person or a CI log watching a run that ends; JSON logs
+    // carry the engine's progress events instead (every line stays JSON).
+    let progress = match &cli.command {
+        Command::Run(args) if args.until_caught_up && !cli.quiet && log == LogFormat::Text => Some(
+            progress::Display::for_stderr(std::io::stderr().is_terminal()),
+        ),
+        _ => None,
+    };
+    let log_writer = progress
+        .as_ref()
+        .map_or_else(ProgressLog::default, progress::Display::log_writer);
+    init_logging(cli.verbose, cli.quiet, log, log_writer);
     let job = match configure(cli.command) {
         Ok(job) => job,
-        Err(e) => {
-            eprintln!("kafka-mirror: {e}");
-            return ExitCode::from(1);
-        }
+        Err(e) => return fail(log, e),
     };
     let threads = match &job {
         Job::Run(config, _) => config.replication.threads,
@@ -55,10 +67,7 @@ fn main() -> ExitCode {
         .build()
     {
         Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("kafka-mirror: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
-        }
+        Err(e) => return fail(log, format_args!("cannot start the async runtime: {e}")),
     };
     let (config, options) = match job {
         Job::Run(config, options) => (config, options),
@@ -68,28 +77,19 @@ fn main() -> ExitCode {
                     print!("{plan}");
                     ExitCode::SUCCESS
                 }
-                Err(e) => {
-                    eprintln!("kafka-mirror: {e}");
-                    ExitCode::from(1)
-                }
+                Err(e) => fail(log, e),
             }
         }
         Job::Offsets(config, format) => {
             return match runtime.block_on(pipeline::offsets(config)) {
-                Ok(offsets) => print_listing(&offsets, format),
-                Err(e) => {
-                    eprintln!("kafka-mirror: {e}");
-                    ExitCode::from(1)
-                }
+                Ok(offsets) => print_listing(&offsets, format, log),
+                Err(e) => fail(log, e),
             }
         }
         Job::Status(config, format) => {
             return match runtime.block_on(pipeline::status(config)) {
-                Ok(status) => print_listing(&status, format),
-                Err(e) => {
-                    eprintln!("kafka-mirror: {e}");
-                    ExitCode::from(1)
-                }
+                Ok(status) => print_listing(&status, format, log),
+                Err(e) => fail(log, e),
             }
         }
         Job::Failover(config, options) => {
@@ -106,10 +106,7 @@ fn main() -> ExitCode {
                         ExitCode::from(5)
                     }
                 }
-                Err(e) => {
-                    eprintln!("kafka-mirror: {e}");
-                    ExitCode::from(1)
-                }
+                Err(e) => fail(log, e),
             }
         }
         Job::Failback(config, options) => {
@@ -118,10 +115,7 @@ fn main() -> ExitCode {
                     print!("{failback}");
                     failback_exit(&failback)
                 }
-                Err(e) => {
-                    eprintln!("kafka-mirror: {e}");
-                    ExitCode::from(1)
-                }
+                Err(e) => fail(log, e),
             }
         }
         Job::Print(text) => {
@@ -132,20 +126,19 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         let shutdown = match shutdown_signal() {
             Ok(signal) => signal,
-            Err(e) => {
-                eprintln!("kafka-mirror: cannot listen for SIGINT/SIGTERM: {e}");
-                return None;
-            }
+            Err(e) => return Err(format!("cannot listen for SIGINT/SIGTERM: {e}")),
         };
-        Some(pipeline::run(config, options, shutdown).await)
+        let board = Board::new();
+        let run = pipeline::run_observed(config, options, &board, shutdown);
+        let summary = match progress {
+            Some(display) => display.show_while(|| read_board(&board), run).await,
+            None => run.await,
+        };
+        summary.map_err(|e| e.to_string())
     });
     match result {
-        None => ExitCode::from(1),
-        Some(Err(e)) => {
-            eprintln!("kafka-mirror: {e}");
-            ExitCode::from(1)
-        }
-        Some(Ok(summary)) => {
+        Err(e) => fail(log, e),
+        Ok(summary) => {
             print!("{summary}");
             if !summary.fenced.is_empty() {
                 ExitCode::from(6)
@@ -160,6 +153,16 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Reports why the command could not run, and exits 1: a line for people,
+/// or with JSON logs an error event, so every line of stderr is JSON.
+fn fail(log: LogFormat, why: impl std::fmt::Display) -> ExitCode {
+    match log {
+        LogFormat::Text => eprintln!("kafka-mirror: {why}"),
+        LogFormat::Json => tracing::error!("{why}"),
+    }
+    ExitCode::from(1)
 }
 
 /// A failback's exit code: 0 when done (or, without --apply, ready), else
@@ -247,36 +250,46 @@ fn configure(command: Command) -> Result<Job, ConfigError> {
 }
 
 /// Prints a listing as text or JSON.
-fn print_listing<T: std::fmt::Display + serde::Serialize>(listing: &T, format: Format) -> ExitCode {
+fn print_listing<T: std::fmt::Display + serde::Serialize>(
+    listing: &T,
+    format: Format,
+    log: LogFormat,
+) -> ExitCode {
     match format {
         Format::Text => print!("{listing}"),
         Format::Json => match serde_json::to_string_pretty(listing) {
             Ok(json) => println!("{json}"),
-            Err(e) => {
-                eprintln!("kafka-mirror: cannot write the listing as JSON: {e}");
-                return ExitCode::from(1);
-            }
+            Err(e) => return fail(log, format_args!("cannot write the listing as JSON: {e}")),
         },
     }
     ExitCode::SUCCESS
 }
 
-/// Quiet by default (warnings and errors only); `-v` shows progress.
-fn init_logging(verbose: u8) {
-    let default = match verbose {
-        0 => "warn",
-        1 => "info",
-        _ => "debug",
+/// Quiet by default (warnings and errors only); `-v` shows progress,
+/// `--quiet` errors only. Text for people, JSON for log collectors.
+fn init_logging(verbose: u8, quiet: bool, format: LogFormat, stderr: ProgressLog) {
+    let default = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, _) => "debug",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    // Colours only for a person at a terminal: log files and collectors get
-    // plain text, and NO_COLOR (https://no-color.org) turns them off.
-    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    tracing_subscriber::fmt()
+    let logger = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(colour)
-        .init();
+        .with_writer(move || stderr.clone());
+    match format {
+        // Colours only for a person at a terminal: log files and collectors
+        // get plain text, and NO_COLOR (https://no-color.org) turns them off.
+        LogFormat::Text => {
+            let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+            logger.with_ansi(colour).init();
+        }
+        // tracing-subscriber's JSON: `timestamp`, `level`, `target`, the
+        // event's `fields` (with `message`), and its spans' fields (`span`,
+        // `spans`: the flow).
+        LogFormat::Json => logger.json().with_ansi(false).init(),
+    }
 }
 
 /// Resolves at the first SIGINT or SIGTERM.

@@ -39,6 +39,8 @@ fn help_explains_every_option() {
         "--target-properties",
         "--exactly-once",
         "--instance-id",
+        "--quiet",
+        "--log-format",
     ] {
         assert!(stdout.contains(option), "--help lacks {option}:\n{stdout}");
     }

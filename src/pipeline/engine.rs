@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use super::checkpoints::{self, CheckpointSchedule};
 use super::event::Event;
@@ -41,6 +42,7 @@ use super::stats::{Counters, PartitionProblem, Summary, UnsavedCheckpoints};
 use super::transaction::{
     self, transactional_id, TransactionFailure, TransactionStage, WriterSlot,
 };
+use super::view::{FlowInputs, FlowObserver};
 use super::MirrorError;
 use crate::checkpoint::{CheckpointError, CheckpointStore};
 use crate::cluster::membership::{GroupMember, MemberEvent, MembershipError};
@@ -48,6 +50,7 @@ use crate::cluster::{Cluster, GroupError, Metadata, OffsetSpec, Role, Transactio
 use crate::config::Flow;
 use crate::groups::mm2::Mm2Checkpoints;
 use crate::groups::{self, SyncReport};
+use crate::observe::{FlowHandle, FlowPhase};
 
 /// How a run ends besides a shutdown signal.
 #[derive(Debug, Clone, Copy, Default)]
@@ -79,6 +82,8 @@ pub(super) struct Prepared {
     /// The member of the group of the flow's instances, when they share its
     /// partitions; every slot is then unowned until the group says.
     pub(super) member: Option<GroupMember>,
+    /// Where the flow's view is published, and its pause switch.
+    pub(super) board: FlowHandle,
 }
 
 /// How often the engine wakes without an event (backoffs, checkpoint interval):
@@ -150,6 +155,8 @@ pub(crate) struct Engine {
     draining: Option<Instant>,
     started: Instant,
     last_progress: Instant,
+    /// What the board shows of the flow (`view.rs`).
+    observer: FlowObserver,
 }
 
 impl Engine {
@@ -169,6 +176,7 @@ impl Engine {
             slots,
             topic_count,
             member,
+            board,
         } = prepared;
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let now = Instant::now();
@@ -229,6 +237,7 @@ impl Engine {
             draining: None,
             started: now,
             last_progress: now,
+            observer: FlowObserver::new(board, now),
         };
         engine.take_metadata(Role::Source, source_meta);
         engine.take_metadata(Role::Target, target_meta);
@@ -236,6 +245,7 @@ impl Engine {
     }
 
     /// Runs until shut down or caught up, then stores the final checkpoints.
+    #[tracing::instrument(name = "flow", skip_all, fields(flow = %self.config.name))]
     pub(super) async fn run(mut self, shutdown: impl Future<Output = ()>) -> Summary {
         tokio::pin!(shutdown);
         let mut tick = tokio::time::interval(TICK);
@@ -258,12 +268,14 @@ impl Engine {
         }
         if self.fenced.is_some() {
             self.leave_group().await;
+            self.publish_view(FlowPhase::Done, true);
             return self.summary();
         }
         let unsaved = self.final_checkpoint().await;
         self.final_group_sync().await;
         // Only now may another instance start from these checkpoints.
         self.leave_group().await;
+        self.publish_view(FlowPhase::Done, true);
         let mut summary = self.summary();
         summary.unsaved_checkpoints.extend(unsaved);
         summary
@@ -277,13 +289,15 @@ impl Engine {
         };
         match tokio::time::timeout(LEAVE_TIMEOUT, sharing.member.leave()).await {
             Ok(Ok(())) => {
-                tracing::info!(flow = %self.config.name, "left the group of the mirror's instances")
+                tracing::info!("left the group of the mirror's instances")
             }
             Ok(Err(e)) => {
-                tracing::warn!(flow = %self.config.name, error = %e, "could not leave the group; the others take over after the session timeout")
+                tracing::warn!(error = %e, "could not leave the group; the others take over after the session timeout")
             }
             Err(_) => {
-                tracing::warn!(flow = %self.config.name, "no answer to LeaveGroup; the others take over after the session timeout")
+                tracing::warn!(
+                    "no answer to LeaveGroup; the others take over after the session timeout"
+                )
             }
         }
     }
@@ -321,7 +335,6 @@ impl Engine {
                     }
                 }
                 tracing::info!(
-                    flow = %self.config.name,
                     generation,
                     revoking = assignment.revoke.len(),
                     slot = ?assignment.slot,
@@ -334,7 +347,10 @@ impl Engine {
                 );
             }
             Ok(MemberEvent::Lost { partitions, cause }) => {
-                tracing::warn!(flow = %self.config.name, partitions = partitions.len(), "{cause}: stopped copying them");
+                tracing::warn!(
+                    partitions = partitions.len(),
+                    "{cause}: stopped copying them"
+                );
                 let fenced = matches!(cause, MembershipError::FencedInstance { .. });
                 if sharing.ownership.lost(&mut self.slots) {
                     let now = Instant::now();
@@ -347,7 +363,7 @@ impl Engine {
             }
             Err(MembershipError::Stopped { .. }) => sharing.stopped = true,
             Err(e) => {
-                tracing::error!(flow = %self.config.name, error = %e, "cannot take part in the group of the mirror's instances; trying again");
+                tracing::error!(error = %e, "cannot take part in the group of the mirror's instances; trying again");
             }
         }
     }
@@ -454,7 +470,7 @@ impl Engine {
         }
         let lookups = self.positions.due_lookups(&mut self.slots, now);
         self.start_lookups(lookups);
-        if self.draining.is_none() {
+        if self.draining.is_none() && !self.observer.paused() {
             let cx = FetchContext {
                 config: &self.config.replication,
                 meta: &self.meta,
@@ -543,6 +559,7 @@ impl Engine {
         if self.draining.is_none() {
             self.check_finished();
         }
+        self.publish_view(self.phase(), false);
         if now.duration_since(self.last_progress) >= PROGRESS_INTERVAL {
             self.last_progress = now;
             self.source.frame_memory().release_unused_spares();
@@ -721,7 +738,7 @@ impl Engine {
         let (Some(sharing), Some(eos)) = (&mut self.sharing, &mut self.exactly_once) else {
             return;
         };
-        tracing::warn!(flow = %self.config.name, "another instance took this one's writer slot; giving up its partitions and joining again");
+        tracing::warn!("another instance took this one's writer slot; giving up its partitions and joining again");
         sharing.ownership.lost(&mut self.slots);
         sharing
             .member
@@ -794,6 +811,7 @@ impl Engine {
     /// Routes an answer to the stage that asked.
     fn handle(&mut self, event: Event) {
         let now = Instant::now();
+        self.observer.observe(&event, now);
         match event {
             Event::FetchAnswered(reply) => {
                 let cx = FetchContext {
@@ -888,7 +906,11 @@ impl Engine {
                     eos.stage.renewed();
                     self.counters.transactions_aborted += 1;
                     if let Some((slot, coordinator)) = switched {
-                        tracing::info!(flow = %self.config.name, slot, transactional_id = coordinator.transactional_id(), "took the writer slot's transactional id");
+                        tracing::info!(
+                            slot,
+                            transactional_id = coordinator.transactional_id(),
+                            "took the writer slot's transactional id"
+                        );
                         let id = coordinator.transactional_id().into();
                         self.produce.producer().set_transactional_id(id);
                         eos.coordinator = Some(coordinator);
@@ -938,8 +960,7 @@ impl Engine {
             }
             Event::TopicsRefreshed { result } => {
                 if let Some((source_meta, target_meta, added)) =
-                    self.topics
-                        .answered(&mut self.slots, &self.config.name, result, now)
+                    self.topics.answered(&mut self.slots, result, now)
                 {
                     self.take_metadata(Role::Source, source_meta);
                     self.take_metadata(Role::Target, target_meta);
@@ -962,7 +983,7 @@ impl Engine {
                     self.meta.source(),
                     now,
                 );
-                log_old_checkpoints(&self.config.name, &old);
+                log_old_checkpoints(&old);
                 // A checkpoint of a topic since deleted and recreated.
                 self.positions
                     .detect_recreated_topics(&mut self.slots, self.meta.source());
@@ -1044,10 +1065,12 @@ impl Engine {
         F: Future<Output = Event> + Send + 'static,
     {
         let events = self.events_tx.clone();
-        tokio::spawn(async move {
+        // In the flow's span, as the engine's own events are.
+        let request = async move {
             // The engine may have finished; its answer is then not needed.
             let _ = events.send(request.await);
-        });
+        };
+        tokio::spawn(request.in_current_span());
     }
 
     /// Whether checkpoints are written without waiting for the interval:
@@ -1179,6 +1202,44 @@ impl Engine {
         });
         if self.options.until_caught_up && others_done && self.slots.caught_up() {
             self.begin_drain("caught up with the source");
+        }
+    }
+
+    /// Where the flow is, for its view.
+    fn phase(&self) -> FlowPhase {
+        if self.draining.is_some() {
+            FlowPhase::Draining
+        } else if self.observer.paused() {
+            FlowPhase::Paused
+        } else {
+            FlowPhase::Running
+        }
+    }
+
+    /// Publishes the flow's view (see `view.rs`): `at_once`, or when due.
+    fn publish_view(&mut self, phase: FlowPhase, at_once: bool) {
+        let (in_flight_bytes, budget_bytes) =
+            (self.held(), self.fetch.budget(&self.config.replication));
+        let inputs = FlowInputs {
+            config: &self.config,
+            phase,
+            slots: &self.slots,
+            counters: &self.counters,
+            in_flight_bytes,
+            budget_bytes,
+            owner: self
+                .sharing
+                .as_ref()
+                .map(|sharing| sharing.member.membership().member_id()),
+            until_caught_up: self.options.until_caught_up,
+            // The flow's throttle, once it has one.
+            throttle_bytes_per_sec: None,
+        };
+        let now = Instant::now();
+        if at_once {
+            self.observer.publish(inputs, now);
+        } else {
+            self.observer.publish_if_due(inputs, now);
         }
     }
 

@@ -50,6 +50,7 @@ use crate::checkpoint::{Checkpoint, CheckpointStore};
 use crate::cluster::{Cluster, GroupState, OffsetSpec};
 use crate::config::{Flow, MirrorConfig, StartPosition};
 use crate::groups::{self, CopiedPartitions, GroupOffsets};
+use crate::observe::Board;
 use crate::offset_map::{OffsetMap, Run};
 
 /// What `failback` found and did, per flow.
@@ -330,6 +331,7 @@ async fn flow_failback(
         RunOptions {
             until_caught_up: true,
         },
+        Board::new().register(&back.name),
     )
     .await?;
     let summary = engine.run(tokio::time::sleep(options.timeout)).await;

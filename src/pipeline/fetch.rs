@@ -388,6 +388,15 @@ impl FetchStage {
                 continue;
             };
             let slot = &mut slots[id];
+            // The end is news whatever the position asked: it feeds the lag.
+            if data.error_code.is_ok() {
+                slot.source_end = Some(match cx.config.isolation_level {
+                    IsolationLevel::ReadCommitted if data.last_stable_offset >= 0 => {
+                        data.last_stable_offset
+                    }
+                    _ => data.high_watermark,
+                });
+            }
             // Data for a position the partition has since left (a reset) is stale.
             if asked.get(&id) != Some(&slot.state.fetch_offset) || !slot.status.is_copying() {
                 continue;

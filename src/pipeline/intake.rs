@@ -14,7 +14,7 @@ use bytes::Bytes;
 
 use super::error::{Cause, PartitionError};
 use super::slots::Slot;
-use super::stats::Counters;
+use super::stats::{Counters, Skipped};
 use crate::batch::{
     split_batches, trim, AbortedTransactions, BatchError, BatchFate, Fetched, LegacyMessages,
     RecordBatch, Reencoded, TimestampType,
@@ -62,7 +62,7 @@ fn take_legacy(
             error,
         })
     })?;
-    counters.up_converted_batches += batches.len() as u64;
+    counters.up_converted(&mut slot.tally, batches.len());
     for batch in batches {
         take_batch(slot, batch, aborted, counters)?;
     }
@@ -112,15 +112,15 @@ fn take_batch(
     }
     match fate {
         BatchFate::SkipControl => {
-            counters.control_batches_skipped += 1;
+            counters.skipped(&mut slot.tally, Skipped::Control);
             slot.state.push_skip(batch.next_offset());
         }
         BatchFate::SkipAborted => {
-            counters.aborted_batches_skipped += 1;
+            counters.skipped(&mut slot.tally, Skipped::Aborted);
             slot.state.push_skip(batch.next_offset());
         }
         BatchFate::Forward if batch.records_count() == 0 => {
-            counters.empty_batches_skipped += 1;
+            counters.skipped(&mut slot.tally, Skipped::Empty);
             slot.state.push_skip(batch.next_offset());
         }
         BatchFate::Forward if needs_reencoding => {
@@ -135,7 +135,7 @@ fn take_batch(
                     error,
                 })
             })?;
-            counters.reencoded_batches += 1;
+            counters.reencoded(&mut slot.tally);
             match reencoded {
                 Some(Reencoded {
                     batch: kept,

@@ -217,9 +217,7 @@ pub(super) fn answered(
                 "a batch whose answer was lost is on the target; not resent"
             );
             let acked = slot.state.found_on_target(check.entry, offset);
-            counters.records += acked.records as u64;
-            counters.bytes += acked.bytes as u64;
-            counters.batches += u64::from(acked.bytes > 0);
+            counters.landed(&mut slot.tally, acked);
             counters.found_on_target += 1;
         }
         Ok(Seen::Absent) => {

@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use super::event::Event;
 use super::produce::{NoAnswer, ProduceJob, ProduceReply};
@@ -24,7 +25,7 @@ impl ProduceLane {
     /// Starts a lane; the answers to its requests arrive on `events`.
     pub(super) fn start(target: Arc<Cluster>, events: mpsc::UnboundedSender<Event>) -> Self {
         let (jobs, mut queue) = mpsc::unbounded_channel::<ProduceJob>();
-        tokio::spawn(async move {
+        let lane = async move {
             while let Some(job) = queue.recv().await {
                 let ProduceJob {
                     broker,
@@ -49,17 +50,20 @@ impl ProduceLane {
                 match target.enqueue_spliced(broker, request, splices).await {
                     Ok(pending) => {
                         let (target, events) = (target.clone(), events.clone());
-                        tokio::spawn(async move {
+                        let waiting = async move {
                             let result = pending.response().await.map_err(|e| target.net_error(e));
                             let _ = events.send(answer(result.map_err(NoAnswer::Failed)));
-                        });
+                        };
+                        tokio::spawn(waiting.in_current_span());
                     }
                     Err(e) => {
                         let _ = events.send(answer(Err(NoAnswer::Failed(e))));
                     }
                 }
             }
-        });
+        };
+        // In the flow's span (the engine starts its lanes), as its own events are.
+        tokio::spawn(lane.in_current_span());
         ProduceLane { jobs }
     }
 

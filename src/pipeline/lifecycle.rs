@@ -80,7 +80,6 @@ impl TopicRefresh {
     pub(super) fn answered(
         &mut self,
         slots: &mut Slots,
-        flow: &str,
         result: Result<Refreshed, MirrorError>,
         now: Instant,
     ) -> Option<(Metadata, Metadata, Vec<SlotId>)> {
@@ -93,7 +92,7 @@ impl TopicRefresh {
         } = match result {
             Ok(refreshed) => refreshed,
             Err(e) => {
-                tracing::warn!(flow, error = %e, "topic refresh failed; trying again at the next interval");
+                tracing::warn!(error = %e, "topic refresh failed; trying again at the next interval");
                 return None;
             }
         };
@@ -109,7 +108,7 @@ impl TopicRefresh {
                     new_topic = false;
                     continue;
                 }
-                tracing::info!(flow, topic = %name, partition, target = %spec.name, "new source partition; copying it from its start");
+                tracing::info!(topic = %name, partition, target = %spec.name, "new source partition; copying it from its start");
                 added.push(slots.push(Slot::unowned(
                     name.clone(),
                     spec.name.as_str().into(),
@@ -122,7 +121,7 @@ impl TopicRefresh {
                 self.topic_count += 1;
             }
         }
-        drop_deleted_topics(slots, flow, &source_meta);
+        drop_deleted_topics(slots, &source_meta);
         Some((source_meta, target_meta, added))
     }
 }
@@ -130,7 +129,7 @@ impl TopicRefresh {
 /// Partitions whose topic the source no longer lists (a full listing) stop
 /// being fetched: otherwise they are asked for, and refused, until a
 /// restart. Their unsent batches are dropped; those sent still land.
-fn drop_deleted_topics(slots: &mut Slots, flow: &str, source_meta: &Metadata) {
+fn drop_deleted_topics(slots: &mut Slots, source_meta: &Metadata) {
     let mut deleted: Vec<Arc<str>> = Vec::new();
     for slot in slots.all_mut() {
         let fetching = matches!(
@@ -150,7 +149,7 @@ fn drop_deleted_topics(slots: &mut Slots, flow: &str, source_meta: &Metadata) {
         }
     }
     for topic in deleted {
-        tracing::warn!(flow, topic = %topic, "source topic deleted; no longer copied");
+        tracing::warn!(topic = %topic, "source topic deleted; no longer copied");
     }
 }
 
@@ -268,7 +267,7 @@ mod tests {
         };
         for _ in 0..2 {
             assert!(refresh.due(now + Duration::from_secs(5)));
-            refresh.answered(&mut slots, "flow", Ok(refreshed()), now);
+            refresh.answered(&mut slots, Ok(refreshed()), now);
             assert!(slots[kept].status.is_copying());
             assert!(matches!(slots[gone].status, Status::Deleted));
         }

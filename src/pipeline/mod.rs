@@ -96,6 +96,7 @@ mod status;
 #[cfg(test)]
 mod testing;
 mod transaction;
+mod view;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -117,6 +118,7 @@ pub use status::{status, FlowStatus, MemberStatus, PartitionLag, StatusReport};
 use crate::checkpoint::CheckpointError;
 use crate::cluster::{Cluster, ClusterError, Role};
 use crate::config::{ClusterConfig, Flow, MirrorConfig};
+use crate::observe::Board;
 use crate::topics::TopicError;
 
 /// A failure that stops the whole mirror (partition-level problems only stop
@@ -217,15 +219,39 @@ pub async fn run(
     options: RunOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<Summary, MirrorError> {
+    run_observed(config, options, &Board::new(), shutdown).await
+}
+
+/// [`run`], with each flow's view published on `board` (for the HTTP
+/// endpoint, the metrics and the progress display), and `board` marked
+/// finished once the run ends.
+pub async fn run_observed(
+    config: MirrorConfig,
+    options: RunOptions,
+    board: &Board,
+    shutdown: impl Future<Output = ()>,
+) -> Result<Summary, MirrorError> {
+    let result = run_flows(config, options, board, shutdown).await;
+    board.finish();
+    result
+}
+
+async fn run_flows(
+    config: MirrorConfig,
+    options: RunOptions,
+    board: &Board,
+    shutdown: impl Future<Output = ()>,
+) -> Result<Summary, MirrorError> {
     let flows = config.flows()?;
     let several = flows.len() > 1;
     let mut targets = Targets::default();
     let mut engines = Vec::new();
     for flow in flows {
         let name = flow.name.clone();
+        let handle = board.register(&name);
         let started = async {
             let (source, target) = targets.flow_clusters(&flow)?;
-            startup::start(flow, source, target, options).await
+            startup::start(flow, source, target, options, handle).await
         };
         match started.await {
             Ok(engine) => engines.push((name, engine)),

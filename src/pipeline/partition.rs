@@ -34,7 +34,9 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 
-use crate::batch::{increment_sequence, BatchError, OffsetRun, ProducerStamp, RecordBatch};
+use crate::batch::{
+    increment_sequence, BatchError, OffsetRun, ProducerStamp, RecordBatch, TimestampType,
+};
 use crate::offset_map::OffsetMap;
 
 /// Kafka keeps the sequence state of the last five batches per producer and
@@ -162,6 +164,9 @@ pub(crate) struct PartitionState {
     offset_map: OffsetMap,
     /// The id of the first entry not in the offset map yet.
     unmapped: u64,
+    /// The newest record timestamp of the batches acknowledged so far: how
+    /// old the oldest record not yet copied is at most, when none is fetched.
+    copied_timestamp: Option<i64>,
 }
 
 /// An old batch of unknown fate to look for on the target before resending
@@ -199,6 +204,7 @@ impl PartitionState {
             established: false,
             offset_map: OffsetMap::starting_at(offset),
             unmapped: 0,
+            copied_timestamp: None,
         }
     }
 
@@ -470,16 +476,17 @@ impl PartitionState {
         target_base_offset: i64,
         was: impl Fn(&EntryState) -> bool,
     ) -> Acknowledged {
-        let acknowledged = match self.entry_mut(entry) {
+        let (acknowledged, newest) = match self.entry_mut(entry) {
             Some(e) if was(&e.state) => {
                 e.state = EntryState::Acked;
-                e.batch = None;
+                let newest = e.batch.take().map(|batch| batch.max_timestamp());
                 e.fate_unknown = false;
                 e.landed_at = (target_base_offset >= 0).then_some(target_base_offset);
-                Acknowledged {
+                let acknowledged = Acknowledged {
                     records: i64::from(e.records),
                     bytes: e.size,
-                }
+                };
+                (acknowledged, newest)
             }
             _ => {
                 return Acknowledged {
@@ -488,6 +495,7 @@ impl PartitionState {
                 }
             }
         };
+        self.copied_timestamp = self.copied_timestamp.max(newest);
         self.acked_held += acknowledged.bytes;
         self.established = true;
         self.map_acknowledged();
@@ -701,6 +709,25 @@ impl PartitionState {
             .find_map(|e| e.batch.as_ref())
             .is_some_and(|batch| batch.max_timestamp() < stale_before_ms);
         old && unacked.any(|e| matches!(e.state, EntryState::InFlight { .. }))
+    }
+
+    /// The timestamp of the oldest record fetched and not yet acknowledged:
+    /// its batch's first (in a LogAppendTime batch, the append time).
+    pub(crate) fn oldest_unacked_timestamp(&self) -> Option<i64> {
+        self.entries
+            .iter()
+            .filter(|e| !matches!(e.state, EntryState::Acked))
+            .find_map(|e| e.batch.as_ref())
+            .map(|batch| match batch.timestamp_type() {
+                TimestampType::LogAppendTime => batch.max_timestamp(),
+                TimestampType::CreateTime => batch.base_timestamp(),
+            })
+    }
+
+    /// The newest record timestamp acknowledged so far: a record not yet
+    /// copied is at most this old, when none is fetched.
+    pub(crate) fn copied_timestamp(&self) -> Option<i64> {
+        self.copied_timestamp
     }
 
     /// Whether batches wait to be sent: new ones, or failed ones again.

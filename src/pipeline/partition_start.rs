@@ -98,10 +98,9 @@ pub(super) fn same_source(
 
 /// Says which partitions started from checkpoints written before offset
 /// maps were kept (by an older kafka-mirror), once for all of them.
-pub(super) fn log_old_checkpoints(flow: &str, partitions: &[String]) {
+pub(super) fn log_old_checkpoints(partitions: &[String]) {
     if let Some(example) = partitions.first() {
         tracing::info!(
-            flow,
             partitions = partitions.len(),
             example = %example,
             "checkpoints without an offset map (written by an older kafka-mirror): \

@@ -28,7 +28,7 @@ use super::ownership::Lease;
 use super::partition::Outgoing;
 use super::producer::{ProducerIdentity, RenewalReason};
 use super::slots::{Slot, SlotId, Slots};
-use super::stats::Counters;
+use super::stats::{Counters, Skipped};
 use super::transaction::TransactionStage;
 use crate::cluster::{produce_request, ClusterError, Role};
 use crate::config::{RefusedBatchPolicy, ReplicationConfig};
@@ -438,9 +438,7 @@ impl ProduceStage {
                     slot.refusal_streak = 0;
                     slot.corrupt_refusals = 0;
                     slot.bytes_copied += acked.bytes as u64;
-                    counters.records += acked.records as u64;
-                    counters.bytes += acked.bytes as u64;
-                    counters.batches += u64::from(acked.bytes > 0);
+                    counters.landed(&mut slot.tally, acked);
                 }
                 Outcome::Retry {
                     refresh,
@@ -492,11 +490,13 @@ impl ProduceStage {
                         }
                         RefusedBatchPolicy::Skip => {
                             tracing::warn!(
+                                topic = %slot.topic,
+                                partition = slot.partition,
                                 "{}; skipped (on_refused_batch = skip)",
                                 error.problem()
                             );
                             let records = slot.state.skip_refused(entry);
-                            counters.refused_batches_skipped += 1;
+                            counters.skipped(&mut slot.tally, Skipped::Refused);
                             counters.refused_records_skipped += records as u64;
                         }
                     }

@@ -16,6 +16,7 @@ use uuid::Uuid;
 use super::epochs::EpochHistory;
 use super::error::PartitionError;
 use super::partition::PartitionState;
+use super::stats::Tally;
 use crate::backoff::Backoff;
 use crate::cluster::{Metadata, OffsetSpec, Role};
 
@@ -110,6 +111,11 @@ pub(super) struct Slot {
     /// Batch bytes the target acknowledged, all told: what weighs the
     /// partition when instances share the partitions.
     pub(super) bytes_copied: u64,
+    /// What its batches came to, for the per-topic totals shown while running.
+    pub(super) tally: Tally,
+    /// The source's end offset as the latest Fetch answer gave it: the high
+    /// watermark, or the last stable offset under read_committed.
+    pub(super) source_end: Option<i64>,
 }
 
 impl Slot {
@@ -140,6 +146,8 @@ impl Slot {
             refusal_streak: 0,
             corrupt_refusals: 0,
             bytes_copied: 0,
+            tally: Tally::default(),
+            source_end: None,
         }
     }
 

@@ -22,15 +22,18 @@ use crate::checkpoint::CheckpointStore;
 use crate::cluster::membership::{GroupMember, MemberConfig};
 use crate::cluster::{Cluster, Metadata, OffsetSpec, TransactionCoordinator};
 use crate::config::{Flow, StartPosition};
+use crate::observe::FlowHandle;
 use crate::topics::{ensure_topics, sync_configs, TopicSpec};
 
 /// Prepares the target for one flow and builds its engine. The clusters may
 /// be shared with other flows.
+#[tracing::instrument(name = "flow", skip_all, fields(flow = %flow.name))]
 pub(super) async fn start(
     flow: Flow,
     source: Arc<Cluster>,
     target: Arc<Cluster>,
     options: RunOptions,
+    board: FlowHandle,
 ) -> Result<Engine, MirrorError> {
     let source_meta = source.metadata().await?;
     let specs = target_specs(&flow, &source, &source_meta).await?;
@@ -44,14 +47,13 @@ pub(super) async fn start(
             });
         }
         tracing::warn!(
-            flow = %flow.name,
             include = flow.topics.include_pattern(),
             exclude = flow.topics.exclude.as_deref().unwrap_or(""),
             every = ?flow.topic_refresh_interval,
             "no source topic matches yet; looking again at every topic refresh"
         );
     }
-    tracing::info!(flow = %flow.name, topics = ?specs.iter().map(|(source, _)| source).collect::<Vec<_>>(), "selected source topics");
+    tracing::info!(topics = ?specs.iter().map(|(source, _)| source).collect::<Vec<_>>(), "selected source topics");
     let replication_factor = flow.replication.replication_factor;
     let target_specs: Vec<TopicSpec> = specs.iter().map(|(_, spec)| spec.clone()).collect();
     let target_meta = ensure_topics(&target, &target_specs, replication_factor).await?;
@@ -83,7 +85,7 @@ pub(super) async fn start(
     };
     let producer_expiry = producer_expiry(&target, &target_meta).await;
     if let Some((producer_id, epoch)) = producer {
-        tracing::info!(flow = %flow.name, producer_id, epoch, "target producer id");
+        tracing::info!(producer_id, epoch, "target producer id");
     }
 
     let mut slots = Slots::default();
@@ -139,7 +141,7 @@ pub(super) async fn start(
                 Started::Fresh | Started::FromCheckpoint => {}
             }
         }
-        log_old_checkpoints(&flow.name, &old_checkpoints);
+        log_old_checkpoints(&old_checkpoints);
         None
     };
     if options.until_caught_up {
@@ -162,6 +164,7 @@ pub(super) async fn start(
         slots,
         topic_count: specs.len(),
         member,
+        board,
     }))
 }
 

@@ -4,6 +4,7 @@ use std::fmt;
 use std::time::Duration;
 
 use super::group_sync::GroupsSynced;
+use super::partition::Acknowledged;
 
 /// Running totals, kept by the engine.
 #[derive(Debug, Default, Clone)]
@@ -48,6 +49,77 @@ pub(crate) struct Counters {
     pub(crate) transactions_committed: u64,
     /// Exactly-once: transactions aborted (their data copied again).
     pub(crate) transactions_aborted: u64,
+}
+
+/// What one partition's batches came to: summed by topic for the
+/// observation board (`view.rs`), while [`Counters`] keeps the flow's totals.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Tally {
+    pub(crate) records: u64,
+    pub(crate) bytes: u64,
+    pub(crate) batches: u64,
+    pub(crate) reencoded: u64,
+    pub(crate) up_converted: u64,
+    pub(crate) skipped_control: u64,
+    pub(crate) skipped_aborted: u64,
+    pub(crate) skipped_empty: u64,
+    pub(crate) skipped_refused: u64,
+}
+
+/// Why a batch was not forwarded, for [`Counters::skipped`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Skipped {
+    Control,
+    Aborted,
+    Empty,
+    Refused,
+}
+
+impl Counters {
+    /// A batch the target acknowledged: counted for the flow and its partition.
+    pub(crate) fn landed(&mut self, tally: &mut Tally, acked: Acknowledged) {
+        let (records, bytes) = (acked.records as u64, acked.bytes as u64);
+        let batches = u64::from(acked.bytes > 0);
+        self.records += records;
+        self.bytes += bytes;
+        self.batches += batches;
+        tally.records += records;
+        tally.bytes += bytes;
+        tally.batches += batches;
+    }
+
+    /// A batch not forwarded.
+    pub(crate) fn skipped(&mut self, tally: &mut Tally, why: Skipped) {
+        let (flow, partition) = match why {
+            Skipped::Control => (
+                &mut self.control_batches_skipped,
+                &mut tally.skipped_control,
+            ),
+            Skipped::Aborted => (
+                &mut self.aborted_batches_skipped,
+                &mut tally.skipped_aborted,
+            ),
+            Skipped::Empty => (&mut self.empty_batches_skipped, &mut tally.skipped_empty),
+            Skipped::Refused => (
+                &mut self.refused_batches_skipped,
+                &mut tally.skipped_refused,
+            ),
+        };
+        *flow += 1;
+        *partition += 1;
+    }
+
+    /// A batch re-encoded before forwarding.
+    pub(crate) fn reencoded(&mut self, tally: &mut Tally) {
+        self.reencoded_batches += 1;
+        tally.reencoded += 1;
+    }
+
+    /// v2 batches built from old-format messages.
+    pub(crate) fn up_converted(&mut self, tally: &mut Tally, batches: usize) {
+        self.up_converted_batches += batches as u64;
+        tally.up_converted += batches as u64;
+    }
 }
 
 /// A partition that stopped, and why.

@@ -1,0 +1,10 @@
+//! What the process shows of itself while it runs: the board of each flow's
+//! latest snapshot ([`board`]), which the HTTP endpoint, the metrics and the
+//! progress display read.
+
+pub mod board;
+
+pub use board::{
+    Board, Connected, FlowHandle, FlowPhase, FlowView, Lag, PartitionState, PartitionView,
+    TopicTotals, Transactions, UnknownFlow,
+};
