@@ -38,6 +38,7 @@ use super::produce::{ProduceContext, ProduceStage, KAFKA_PRODUCER_EXPIRY};
 use super::producer::{init_producer_id, ProducerIdentity, RenewalReason};
 use super::slots::{SlotId, Slots, Status};
 use super::stats::{Counters, PartitionProblem, Summary, UnsavedCheckpoints};
+use super::throttle::{SharedBucket, Throttle};
 use super::transaction::{
     self, transactional_id, TransactionFailure, TransactionStage, WriterSlot,
 };
@@ -79,6 +80,8 @@ pub(super) struct Prepared {
     /// The member of the group of the flow's instances, when they share its
     /// partitions; every slot is then unowned until the group says.
     pub(super) member: Option<GroupMember>,
+    /// The process's `max_bytes_per_sec` bucket, shared with the other flows.
+    pub(super) process_throttle: Option<SharedBucket>,
 }
 
 /// How often the engine wakes without an event (backoffs, checkpoint interval):
@@ -169,6 +172,7 @@ impl Engine {
             slots,
             topic_count,
             member,
+            process_throttle,
         } = prepared;
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let now = Instant::now();
@@ -199,7 +203,12 @@ impl Engine {
             checkpoints,
             slots,
             meta: MetadataView::default(),
-            fetch: FetchStage::default(),
+            fetch: FetchStage::new(Throttle::new(
+                config.replication.max_bytes_per_sec,
+                process_throttle,
+                config.replication.partition_fetch_bytes,
+                now,
+            )),
             produce: ProduceStage::new(producer)
                 .with_producer_expiry(producer_expiry.unwrap_or(KAFKA_PRODUCER_EXPIRY)),
             lanes: HashMap::new(),
@@ -1204,6 +1213,7 @@ impl Engine {
             stopped,
         );
         summary.deleted_topics = deleted_topics(&self.slots);
+        summary.throttle = self.fetch.throttle().rate();
         summary.fenced.extend(self.fenced.clone());
         if self.config.instances.share {
             summary

@@ -330,6 +330,8 @@ async fn flow_failback(
         RunOptions {
             until_caught_up: true,
         },
+        // The flow's own max_bytes_per_sec holds going back too.
+        None,
     )
     .await?;
     let summary = engine.run(tokio::time::sleep(options.timeout)).await;

@@ -16,6 +16,7 @@ use super::partition_start::{
 };
 use super::producer::{init_producer_id, producer_expiry};
 use super::slots::{Slot, Slots};
+use super::throttle::SharedBucket;
 use super::transaction::transactional_id;
 use super::MirrorError;
 use crate::checkpoint::CheckpointStore;
@@ -31,6 +32,7 @@ pub(super) async fn start(
     source: Arc<Cluster>,
     target: Arc<Cluster>,
     options: RunOptions,
+    process_throttle: Option<SharedBucket>,
 ) -> Result<Engine, MirrorError> {
     let source_meta = source.metadata().await?;
     let specs = target_specs(&flow, &source, &source_meta).await?;
@@ -162,6 +164,7 @@ pub(super) async fn start(
         slots,
         topic_count: specs.len(),
         member,
+        process_throttle,
     }))
 }
 
