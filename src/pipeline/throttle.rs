@@ -41,13 +41,15 @@ pub(crate) type SharedBucket = Arc<Mutex<TokenBucket>>;
 
 impl TokenBucket {
     /// A full bucket of `rate`. Its burst is twice the larger of a tenth of
-    /// a second's bytes and `chunk` (one partition's share of a Fetch): a
-    /// Fetch then waits for half a burst, which comes no faster than a
-    /// tenth of a second, so the engine's tick finds it before the bucket
-    /// overflows, and Fetches are large enough that their fixed costs do
-    /// not eat into the rate.
+    /// a second's bytes and `chunk` (one partition's share of a Fetch, or a
+    /// second's bytes if less): a Fetch then waits for half a burst, which
+    /// comes no faster than a tenth of a second, so the engine's tick finds
+    /// it before the bucket overflows; Fetches are large enough that their
+    /// fixed costs do not eat into the rate, and at low rates no larger
+    /// than a second's worth.
     pub(crate) fn new(rate: ByteRate, chunk: usize, now: Instant) -> Self {
-        let burst = 2.0 * (rate.bytes_per_second() as f64 / 10.0).max(chunk as f64);
+        let per_second = rate.bytes_per_second() as f64;
+        let burst = 2.0 * (per_second / 10.0).max((chunk as f64).min(per_second));
         TokenBucket {
             rate,
             burst,
@@ -250,6 +252,15 @@ mod tests {
         throttle.settle(now, 1_800_000, 3 * MB);
         assert_eq!(throttle.grant(now + Duration::from_millis(2100), MB), 0);
         assert_eq!(throttle.grant(now + Duration::from_millis(2300), MB), MB);
+    }
+
+    #[test]
+    fn a_slow_rate_goes_in_fetches_of_a_second_at_most() {
+        let now = Instant::now();
+        let mut throttle = Throttle::new(Some(rate(100_000)), None, MB, now);
+        assert_eq!(throttle.grant(now, 6 * MB), 200_000);
+        let later = now + Duration::from_millis(1010);
+        assert_eq!(throttle.grant(later, 6 * MB), 101_000);
     }
 
     #[test]
