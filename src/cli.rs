@@ -13,8 +13,8 @@ use clap::{Args, Parser, Subcommand};
 use kafka_mirror::config::mirrormaker::{self, Mm1Options, Translation};
 use kafka_mirror::config::properties::{self, Properties};
 use kafka_mirror::config::{
-    parse_start_position, ClusterConfig, ConfigError, DataLossPolicy, IsolationLevel, MirrorConfig,
-    RefusedBatchPolicy, StartPosition,
+    parse_start_position, ByteRate, ClusterConfig, ConfigError, DataLossPolicy, IsolationLevel,
+    MirrorConfig, RefusedBatchPolicy, StartPosition,
 };
 use kafka_mirror::pipeline::SwitchOptions;
 
@@ -339,6 +339,11 @@ pub(crate) struct RunArgs {
     /// Threads that run the pipeline (overrides replication.threads).
     #[arg(long, value_name = "N")]
     pub(crate) threads: Option<usize>,
+    /// Source bytes each flow fetches per second at most: 50MB (10^6
+    /// bytes), 40MiB (2^20), 400Mbit (10^6 bits), 1.5GB or a number of
+    /// bytes (overrides replication.max_bytes_per_sec, for every flow).
+    #[arg(long, value_name = "RATE")]
+    pub(crate) max_bytes_per_sec: Option<ByteRate>,
     /// Copy exactly once: data and the checkpoints that cover it are
     /// committed in one target transaction, and a second instance of the
     /// same name fences this one (sets replication.exactly_once).
@@ -486,6 +491,12 @@ impl RunArgs {
         }
         if let Some(threads) = self.threads {
             replication.threads = threads;
+        }
+        if let Some(rate) = self.max_bytes_per_sec {
+            replication.max_bytes_per_sec = Some(rate);
+            for flow in &mut config.flows {
+                flow.replication.max_bytes_per_sec = Some(rate);
+            }
         }
         replication.exactly_once |= self.exactly_once;
         if let Some(id) = &self.instance_id {

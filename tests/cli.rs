@@ -35,6 +35,7 @@ fn help_explains_every_option() {
         "--isolation-level",
         "--replication-factor",
         "--in-flight-bytes",
+        "--max-bytes-per-sec",
         "--source-properties",
         "--target-properties",
         "--exactly-once",
@@ -249,6 +250,40 @@ fn one_flow_flags_are_refused_with_a_flows_config() {
     assert!(
         stderr.contains("replication.in_flight_bytes"),
         "flags common to all flows apply: {stderr}"
+    );
+}
+
+#[test]
+fn a_rate_it_cannot_read_is_refused_naming_it() {
+    let (code, _, stderr) = run(&[
+        "run",
+        "--source",
+        "127.0.0.1:1",
+        "--target",
+        "127.0.0.1:2",
+        "--max-bytes-per-sec",
+        "12XB",
+    ]);
+    assert_eq!(code, Some(2), "a usage error: {stderr}");
+    assert!(
+        stderr.contains("cannot read '12XB': unknown unit `XB`") && stderr.contains("40MiB"),
+        "{stderr}"
+    );
+    let path = config_file("rate.toml", "[process]\nmax_bytes_per_sec = \"0MB\"\n");
+    let (code, _, stderr) = run(&[
+        "run",
+        "--config",
+        &path,
+        "--source",
+        "127.0.0.1:1",
+        "--target",
+        "127.0.0.1:2",
+    ]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("process.max_bytes_per_sec")
+            && stderr.contains("at least 1 byte per second"),
+        "{stderr}"
     );
 }
 

@@ -49,6 +49,12 @@ impl Batches {
         self.partial_tail
     }
 
+    /// Bytes not split off: once the iterator returned `None`, the cut-off
+    /// tail (or what follows an error), which a Fetch brings again.
+    pub fn unsplit_len(&self) -> usize {
+        self.rest.len()
+    }
+
     fn next_batch(&mut self) -> Result<Option<Fetched>, BatchError> {
         let rest = &self.rest;
         if rest.is_empty() {

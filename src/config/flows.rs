@@ -4,9 +4,9 @@
 //! A file declares either one `[source]` and one `[target]` (one flow, the
 //! original form, kept as it was: its checkpoints are keyed by the mirror
 //! `name` alone) or named `[clusters.<alias>]` and any number of `[[flows]]`
-//! between them. Each flow's `topics` and `groups` tables override the
-//! top-level `[topics]` and `[groups]` key by key, so shared settings are
-//! written once.
+//! between them. Each flow's `topics`, `groups` and `replication` tables
+//! override the top-level `[topics]`, `[groups]` and `[replication]` key by
+//! key, so shared settings are written once.
 //!
 //! Loops are refused here, before anything connects: any cycle in the flow
 //! graph (active-active, rings) needs a replication policy whose names record
@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use super::{
-    invalid, CheckpointConfig, ClusterConfig, ConfigError, GroupSync, GroupsConfig,
+    invalid, ByteRate, CheckpointConfig, ClusterConfig, ConfigError, GroupSync, GroupsConfig,
     InstancesConfig, MirrorConfig, ReplicationConfig, TopicFilter, TopicsConfig,
 };
 use crate::policy::ReplicationPolicy;
@@ -41,6 +41,30 @@ pub struct FlowConfig {
     /// Overrides of the top-level `[groups]` for this flow.
     #[serde(default)]
     pub groups: GroupsConfig,
+    /// Overrides of the top-level `[replication]` for this flow.
+    #[serde(default)]
+    pub replication: FlowReplicationConfig,
+}
+
+/// `[flows.replication]`: the replication settings a flow may set for
+/// itself; the rest are the top-level `[replication]`'s, shared by every
+/// flow (one memory budget, one fetch sizing).
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlowReplicationConfig {
+    /// This flow's `max_bytes_per_sec`, instead of `replication.max_bytes_per_sec`.
+    #[serde(default)]
+    pub max_bytes_per_sec: Option<ByteRate>,
+}
+
+impl FlowReplicationConfig {
+    /// `defaults` with these settings laid over them.
+    fn over(&self, defaults: &ReplicationConfig) -> ReplicationConfig {
+        ReplicationConfig {
+            max_bytes_per_sec: self.max_bytes_per_sec.or(defaults.max_bytes_per_sec),
+            ..defaults.clone()
+        }
+    }
 }
 
 /// Which way a flow copies.
@@ -179,7 +203,7 @@ impl MirrorConfig {
                 self.name.clone(),
                 ("source", "source", source),
                 ("target", "target", target),
-                (&self.topics, &self.groups),
+                (&self.topics, &self.groups, &self.replication),
                 "",
             )?;
             return Ok(vec![flow]);
@@ -252,6 +276,7 @@ impl MirrorConfig {
                 (
                     &declared.topics.over(&self.topics),
                     &declared.groups.over(&self.groups),
+                    &declared.replication.over(&self.replication),
                 ),
                 &format!("{key}."),
             )?;
@@ -285,7 +310,7 @@ impl MirrorConfig {
         checkpoint_name: String,
         (source_alias, source_key, source): (&str, &str, &ClusterConfig),
         (target_alias, target_key, target): (&str, &str, &ClusterConfig),
-        (topics, groups): (&TopicsConfig, &GroupsConfig),
+        (topics, groups, replication): (&TopicsConfig, &GroupsConfig, &ReplicationConfig),
         scope: &str,
     ) -> Result<Flow, ConfigError> {
         source.validate(source_key)?;
@@ -317,7 +342,7 @@ impl MirrorConfig {
             topic_refresh_interval: resolved.refresh_interval,
             never_copy_configs: resolved.never_copy_configs,
             groups,
-            replication: self.replication.clone(),
+            replication: replication.clone(),
             checkpoints: self.checkpoints.clone(),
             instances: self.instances.clone(),
         })

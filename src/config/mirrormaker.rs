@@ -446,6 +446,7 @@ pub fn mm2(props: &Properties, path: &str) -> Result<Translation, ConfigError> {
                 target: (*target).to_owned(),
                 topics,
                 groups,
+                replication: Default::default(),
             });
         }
     }

@@ -18,6 +18,8 @@
 //! - `groups.rs`: which consumer groups' offsets a flow syncs onto its
 //!   target, and how often ([`GroupSync`]);
 //! - `name_filter.rs`: the include/exclude regexes both of them select by;
+//! - `rate.rs`: byte rates as people write them ([`ByteRate`]: `50MB`,
+//!   `40MiB`, `400Mbit`), for the throttles;
 //! - [`flows`]: the flows between clusters, checked for loops;
 //! - [`properties`] and [`mirrormaker`]: Kafka client properties files and
 //!   MirrorMaker 1 and 2 configurations, read as kafka-mirror's own.
@@ -31,15 +33,17 @@ mod groups;
 pub mod mirrormaker;
 mod name_filter;
 pub mod properties;
+mod rate;
 mod schema;
 mod toml_error;
 mod topics;
 
-pub use flows::{Direction, Flow, FlowConfig};
+pub use flows::{Direction, Flow, FlowConfig, FlowReplicationConfig};
 pub use groups::GroupSync;
+pub use rate::{ByteRate, RateError};
 pub use schema::{
     parse_start_position, CheckpointConfig, ClusterConfig, DataLossPolicy, GroupsConfig,
-    InstancesConfig, IsolationLevel, MirrorConfig, PolicyKind, RefusedBatchPolicy,
+    InstancesConfig, IsolationLevel, MirrorConfig, PolicyKind, ProcessConfig, RefusedBatchPolicy,
     ReplicationConfig, SaslConfig, StartPosition, TlsConfig, TopicsConfig,
 };
 pub use topics::{looks_internal, TopicFilter};
@@ -117,6 +121,7 @@ impl MirrorConfig {
             replication: ReplicationConfig::default(),
             checkpoints: CheckpointConfig::default(),
             instances: InstancesConfig::default(),
+            process: ProcessConfig::default(),
         }
     }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde::Deserialize;
 
-use super::FlowConfig;
+use super::{ByteRate, FlowConfig};
 
 /// The whole configuration of one mirror process: one source into one
 /// target, or named clusters and flows between them.
@@ -52,6 +52,20 @@ pub struct MirrorConfig {
     /// How instances started with the same name share the work.
     #[serde(default)]
     pub instances: InstancesConfig,
+    /// Limits on the whole process, across its flows.
+    #[serde(default)]
+    pub process: ProcessConfig,
+}
+
+/// `[process]`: limits on the whole process, shared by all its flows.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessConfig {
+    /// Source bytes fetched per second by all flows together (`50MB`,
+    /// `40MiB`, `400Mbit`, or bytes); unset, no limit. Each flow's own
+    /// `replication.max_bytes_per_sec` applies as well.
+    #[serde(default)]
+    pub max_bytes_per_sec: Option<ByteRate>,
 }
 
 /// How to reach one cluster.
@@ -377,6 +391,13 @@ pub struct ReplicationConfig {
     /// every `transaction_interval_ms`, so only a stuck one comes near it.
     #[serde(default = "default_transaction_timeout_ms")]
     pub transaction_timeout_ms: u64,
+    /// Source bytes each flow fetches per second at most (`50MB`, `40MiB`,
+    /// `400Mbit`, or bytes): a token bucket in front of its Fetches, so a
+    /// copy over a shared link leaves the rest of it to other traffic and
+    /// memory stays within the budget while it waits. Unset, no limit. A
+    /// flow's `replication` table overrides it for that flow.
+    #[serde(default)]
+    pub max_bytes_per_sec: Option<ByteRate>,
 }
 
 impl ReplicationConfig {
@@ -555,6 +576,7 @@ impl Default for ReplicationConfig {
             exactly_once: false,
             transaction_interval_ms: default_transaction_interval_ms(),
             transaction_timeout_ms: default_transaction_timeout_ms(),
+            max_bytes_per_sec: None,
         }
     }
 }

@@ -39,6 +39,7 @@ use super::produce::{ProduceContext, ProduceStage, KAFKA_PRODUCER_EXPIRY};
 use super::producer::{init_producer_id, ProducerIdentity, RenewalReason};
 use super::slots::{SlotId, Slots, Status};
 use super::stats::{Counters, PartitionProblem, Summary, UnsavedCheckpoints};
+use super::throttle::{SharedBucket, Throttle};
 use super::transaction::{
     self, transactional_id, TransactionFailure, TransactionStage, WriterSlot,
 };
@@ -84,6 +85,8 @@ pub(super) struct Prepared {
     pub(super) member: Option<GroupMember>,
     /// Where the flow's view is published, and its pause switch.
     pub(super) board: FlowHandle,
+    /// The process's `max_bytes_per_sec` bucket, shared with the other flows.
+    pub(super) process_throttle: Option<SharedBucket>,
 }
 
 /// How often the engine wakes without an event (backoffs, checkpoint interval):
@@ -177,6 +180,7 @@ impl Engine {
             topic_count,
             member,
             board,
+            process_throttle,
         } = prepared;
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let now = Instant::now();
@@ -207,7 +211,12 @@ impl Engine {
             checkpoints,
             slots,
             meta: MetadataView::default(),
-            fetch: FetchStage::default(),
+            fetch: FetchStage::new(Throttle::new(
+                config.replication.max_bytes_per_sec,
+                process_throttle,
+                config.replication.partition_fetch_bytes,
+                now,
+            )),
             produce: ProduceStage::new(producer)
                 .with_producer_expiry(producer_expiry.unwrap_or(KAFKA_PRODUCER_EXPIRY)),
             lanes: HashMap::new(),
@@ -1265,6 +1274,7 @@ impl Engine {
             stopped,
         );
         summary.deleted_topics = deleted_topics(&self.slots);
+        summary.throttle = self.fetch.throttle().rate();
         summary.fenced.extend(self.fenced.clone());
         if self.config.instances.share {
             summary

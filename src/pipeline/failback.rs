@@ -332,6 +332,8 @@ async fn flow_failback(
             until_caught_up: true,
         },
         Board::new().register(&back.name),
+        // The flow's own max_bytes_per_sec holds going back too.
+        None,
     )
     .await?;
     let summary = engine.run(tokio::time::sleep(options.timeout)).await;

@@ -8,10 +8,12 @@
 //! whole budget from the others), and a Fetch asks for at most its share of the
 //! bytes left in the global budget (so memory stays bounded whatever the two
 //! clusters' speeds, and no fetcher is starved by the ones ahead of it).
+//! With `max_bytes_per_sec` set, the throttle has the last word: a Fetch asks
+//! for no more than its tokens, or waits (`throttle.rs`).
 //!
 //! [`FetchStage`] owns what only fetching needs: the fetchers in flight, their
 //! fetch sessions, the brokers' fetch windows, the bytes reserved by Fetches
-//! in flight and the rotation cursor. It decides and returns [`FetchJob`]s;
+//! in flight, the rotation cursor and the flow's throttle. It decides and returns [`FetchJob`]s;
 //! the engine sends them and hands back the answers. Whether a Fetch error
 //! is worth a retry is decided in one place, [`classify_fetch_error`].
 
@@ -29,6 +31,7 @@ use super::metadata::MetadataView;
 use super::positions;
 use super::slots::{SlotId, SlotOffset, Slots, Status};
 use super::stats::Counters;
+use super::throttle::Throttle;
 use crate::batch::AbortedTransactions;
 use crate::cluster::{response_partitions, ClusterError, FetchSession, PartitionFetch, Role};
 use crate::config::{IsolationLevel, ReplicationConfig};
@@ -129,9 +132,24 @@ pub(super) struct FetchStage {
     reserved: usize,
     /// Where the next round of partitions starts.
     cursor: usize,
+    /// `max_bytes_per_sec`: what the Fetches may ask for.
+    throttle: Throttle,
 }
 
 impl FetchStage {
+    /// A stage whose Fetches `throttle` holds back.
+    pub(super) fn new(throttle: Throttle) -> Self {
+        FetchStage {
+            throttle,
+            ..FetchStage::default()
+        }
+    }
+
+    /// The flow's throttle.
+    pub(super) fn throttle(&self) -> &Throttle {
+        &self.throttle
+    }
+
     /// The memory budget: `in_flight_bytes`, plus `fetch_max_bytes` for each
     /// Fetch the fetch windows added (a long round trip keeps more data on
     /// the way), up to four times `in_flight_bytes`.
@@ -203,7 +221,11 @@ impl FetchStage {
             if free < partition_bytes {
                 break;
             }
-            let max_bytes = share.min(free);
+            // The throttle's tokens go to the fetchers in turn, as the budget does.
+            let max_bytes = self.throttle.grant(now, share.min(free));
+            if max_bytes == 0 {
+                break;
+            }
             let partitions: Vec<PartitionFetch> = ids
                 .iter()
                 .map(|&id| {
@@ -315,7 +337,8 @@ impl FetchStage {
 
     /// Applies a Fetch answer: each partition's records go to its intake,
     /// each partition's error to its retry or stop. While `draining`, the
-    /// answer only frees what the Fetch held.
+    /// answer only frees what the Fetch held. The throttle is charged the
+    /// complete batches taken in.
     pub(super) fn answered(
         &mut self,
         slots: &mut Slots,
@@ -325,6 +348,21 @@ impl FetchStage {
         draining: bool,
         now: Instant,
     ) {
+        let granted = reply.reserved;
+        let taken = self.take_answer(slots, cx, counters, reply, draining, now);
+        self.throttle.settle(now, granted, taken);
+    }
+
+    /// [`FetchStage::answered`]; returns the bytes of the batches taken in.
+    fn take_answer(
+        &mut self,
+        slots: &mut Slots,
+        cx: FetchContext<'_>,
+        counters: &mut Counters,
+        reply: FetchReply,
+        draining: bool,
+        now: Instant,
+    ) -> usize {
         let FetchReply {
             fetcher,
             asked,
@@ -349,7 +387,7 @@ impl FetchStage {
                 session.reset();
                 tracing::warn!(broker, error = %e, "Fetch failed; retrying after a metadata refresh");
                 fetch_failed(slots, cx, &asked, now);
-                return;
+                return 0;
             }
         };
         if let Some(error) = response.error_code.err() {
@@ -359,10 +397,10 @@ impl FetchStage {
                 tracing::warn!(broker, ?error, "source broker refused the Fetch");
                 fetch_failed(slots, cx, &asked, now);
             }
-            return;
+            return 0;
         }
         if draining {
-            return;
+            return 0;
         }
         let capacity = cx
             .config
@@ -383,6 +421,7 @@ impl FetchStage {
         };
         self.note_answer(broker, cx.config, answer, counters, now);
         let asked: HashMap<SlotId, i64> = asked.into_iter().collect();
+        let mut taken = 0;
         for (topic, data) in response_partitions(response, cx.meta.names(Role::Source)) {
             let Some(id) = slots.find(&topic, data.partition_index) else {
                 continue;
@@ -438,10 +477,12 @@ impl FetchStage {
                 IsolationLevel::ReadUncommitted => AbortedTransactions::new(&[]),
             };
             let records = data.records.unwrap_or_default();
-            if let Err(error) = intake::take_records(slot, &records, aborted, counters) {
-                slot.stop(error);
+            match intake::take_records(slot, &records, aborted, counters) {
+                Ok(bytes) => taken += bytes,
+                Err(error) => slot.stop(error),
             }
         }
+        taken
     }
 
     /// A source broker no longer leads any of our partitions: its window
@@ -508,6 +549,7 @@ mod tests {
     use crate::pipeline::testing::{
         batch, batch_in_epoch, captured, captured_metadata, metadata, slot,
     };
+    use crate::pipeline::throttle::Throttle;
     use kafka_protocol::messages::fetch_response::{
         EpochEndOffset, FetchableTopicResponse, PartitionData,
     };
@@ -654,6 +696,47 @@ mod tests {
             assert_eq!(named, wanted);
         }
         assert!(f.start(now).is_empty(), "one Fetch in flight per fetcher");
+    }
+
+    /// The throttle's tokens bound the flow's Fetches together, however many
+    /// fetchers the windows give; an answer gives back what it did not bring.
+    #[test]
+    fn a_throttled_flow_asks_for_its_tokens_and_no_more() {
+        let config = ReplicationConfig {
+            fetchers_per_broker: Some(4),
+            partition_fetch_bytes: 1000,
+            ..ReplicationConfig::default()
+        };
+        let mut f = Fixture::new(config);
+        let now = Instant::now();
+        // 10 kB/s with 1,000-byte partitions: a burst of 2,000 bytes.
+        let rate = crate::config::ByteRate::new(10_000);
+        f.stage = FetchStage::new(Throttle::new(rate, None, 1000, now));
+        let jobs = f.start(now);
+        let reserved: Vec<usize> = jobs.iter().map(|job| job.reserved).collect();
+        assert_eq!(
+            reserved,
+            [2000],
+            "one Fetch takes the burst, the other fetchers wait"
+        );
+        let job = jobs.into_iter().next().expect("one job");
+        let (id, offset) = job.asked[0];
+        let brought = batch(offset, 2);
+        let partition = f.slots[id].partition;
+        f.answer(
+            job,
+            Ok(response(vec![data(
+                partition,
+                std::slice::from_ref(&brought),
+            )])),
+            now,
+        );
+        let jobs = f.start(now);
+        let reserved: Vec<usize> = jobs.iter().map(|job| job.reserved).collect();
+        assert_eq!(reserved, [2000 - brought.len()]);
+        let later = now + Duration::from_millis(50);
+        assert!(f.start(later).is_empty(), "500 bytes: under half the burst");
+        assert_eq!(f.stage.throttle().rate(), rate);
     }
 
     #[test]

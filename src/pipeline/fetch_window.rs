@@ -15,9 +15,9 @@
 //! measurement that raised the broker's rate by [`GAIN`], up to
 //! [`MAX_FETCHERS`]. A round that did not goes back one and settles there;
 //! [`PROBE_AGAIN_AFTER`] later it probes again from there, in case the link
-//! got faster or its other traffic went away. A Fetch the memory budget cut
-//! to under half voids the round: the target or the budget is the bound
-//! then, not the round trip. Once no answer has come back full for [`CAUGHT_UP_AFTER`]
+//! got faster or its other traffic went away. A Fetch the memory budget (or
+//! the throttle) cut to under half voids the round: the target, the budget
+//! or `max_bytes_per_sec` is the bound then, not the round trip. Once no answer has come back full for [`CAUGHT_UP_AFTER`]
 //! (caught up), it returns to one. On a LAN the round trip is no real share
 //! of a Fetch's time, so it stays at one.
 //!
@@ -54,8 +54,9 @@ pub(crate) struct FetchAnswer {
     /// sum of its partitions' limits if that is smaller.
     pub(crate) capacity: usize,
     /// The Fetch asked for less than half a full one because the memory
-    /// budget was nearly spent: the mirror is bound by the target or by
-    /// memory, and more Fetches cannot help.
+    /// budget was nearly spent (or the throttle's tokens): the mirror is
+    /// bound by the target, by memory or by its rate limit, and more
+    /// Fetches cannot help.
     pub(crate) short_of_budget: bool,
     /// From sending the Fetch to its answer.
     pub(crate) elapsed: Duration,

@@ -21,16 +21,18 @@ use crate::batch::{
 };
 
 /// Takes a partition's fetched `records` into its queue; `aborted` is the
-/// response's aborted-transactions list (empty for READ_UNCOMMITTED). `Err`
-/// is why the partition must stop; what came before the failing batch is
-/// queued.
+/// response's aborted-transactions list (empty for READ_UNCOMMITTED).
+/// Returns the bytes of the complete batches taken in (queued or skipped),
+/// without the cut-off tail a Fetch brings again. `Err` is why the
+/// partition must stop; what came before the failing batch is queued.
 pub(super) fn take_records(
     slot: &mut Slot,
     records: &Bytes,
     mut aborted: AbortedTransactions,
     counters: &mut Counters,
-) -> Result<(), PartitionError> {
-    for item in split_batches(records) {
+) -> Result<usize, PartitionError> {
+    let mut batches = split_batches(records);
+    for item in &mut batches {
         match item {
             Ok(Fetched::Batch(batch)) => {
                 // The source's own batches carry the leader epoch they were
@@ -45,7 +47,7 @@ pub(super) fn take_records(
             Err(e) => return Err(unusable(slot, e)),
         }
     }
-    Ok(())
+    Ok(records.len() - batches.unsplit_len())
 }
 
 /// Up-converts old-format entries and takes each resulting batch.
@@ -175,7 +177,7 @@ mod tests {
         name: &str,
         offset: i64,
         committed: bool,
-    ) -> (Slot, Counters, Result<(), PartitionError>) {
+    ) -> (Slot, Counters, Result<usize, PartitionError>) {
         let data = fixture(name);
         let mut slot = slot("t", Uuid::nil(), 0, offset);
         let mut counters = Counters::default();
@@ -409,6 +411,29 @@ mod tests {
         assert_eq!(queued(&slot), [(1500, 500)]);
         assert_eq!(counters.reencoded_batches, 1);
         assert_eq!(slot.state.fetch_offset, 2000);
+    }
+
+    /// What the throttle counts: the complete batches, queued or skipped;
+    /// a batch cut off at the end comes again whole with the next Fetch.
+    #[test]
+    fn counts_the_complete_batches_taken_in() {
+        use crate::pipeline::testing::batch;
+        let (first, second) = (batch(0, 10), batch(10, 10));
+        let mut records = first.as_bytes().to_vec();
+        records.extend_from_slice(second.as_bytes());
+        records.truncate(first.len() + second.len() / 2);
+        let mut slot = slot("t", Uuid::nil(), 0, 0);
+        let mut counters = Counters::default();
+        let taken = take_records(
+            &mut slot,
+            &Bytes::from(records),
+            AbortedTransactions::new(&[]),
+            &mut counters,
+        )
+        .expect("usable");
+        assert_eq!(taken, first.len());
+        assert_eq!(queued(&slot), [(0, 10)]);
+        assert_eq!(slot.state.fetch_offset, 10);
     }
 
     /// `batch` with its header edited at `at` and its CRC made to match

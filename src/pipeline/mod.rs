@@ -53,6 +53,8 @@
 //!   target, with the partitions' offset maps.
 //! - `ownership.rs`: which partitions this instance copies while the
 //!   instances of its name share them, hand-overs, take-overs and the lease.
+//! - `throttle.rs`: the token buckets of `max_bytes_per_sec` in front of
+//!   the Fetches, per flow and for the process.
 //! - `stats.rs`: counters and the run summary.
 //! - `status.rs`: the `status` command, each flow's instances and their lag.
 //!
@@ -95,6 +97,7 @@ mod stats;
 mod status;
 #[cfg(test)]
 mod testing;
+mod throttle;
 mod transaction;
 mod view;
 
@@ -120,6 +123,7 @@ use crate::cluster::{Cluster, ClusterError, Role};
 use crate::config::{ClusterConfig, Flow, MirrorConfig};
 use crate::observe::Board;
 use crate::topics::TopicError;
+use throttle::TokenBucket;
 
 /// A failure that stops the whole mirror (partition-level problems only stop
 /// their partition and are reported in the [`Summary`]).
@@ -244,6 +248,11 @@ async fn run_flows(
 ) -> Result<Summary, MirrorError> {
     let flows = config.flows()?;
     let several = flows.len() > 1;
+    let process_throttle = TokenBucket::shared(
+        config.process.max_bytes_per_sec,
+        config.replication.partition_fetch_bytes,
+        std::time::Instant::now(),
+    );
     let mut targets = Targets::default();
     let mut engines = Vec::new();
     for flow in flows {
@@ -251,7 +260,15 @@ async fn run_flows(
         let handle = board.register(&name);
         let started = async {
             let (source, target) = targets.flow_clusters(&flow)?;
-            startup::start(flow, source, target, options, handle).await
+            startup::start(
+                flow,
+                source,
+                target,
+                options,
+                handle,
+                process_throttle.clone(),
+            )
+            .await
         };
         match started.await {
             Ok(engine) => engines.push((name, engine)),

@@ -16,6 +16,7 @@ use super::partition_start::{
 };
 use super::producer::{init_producer_id, producer_expiry};
 use super::slots::{Slot, Slots};
+use super::throttle::SharedBucket;
 use super::transaction::transactional_id;
 use super::MirrorError;
 use crate::checkpoint::CheckpointStore;
@@ -34,6 +35,7 @@ pub(super) async fn start(
     target: Arc<Cluster>,
     options: RunOptions,
     board: FlowHandle,
+    process_throttle: Option<SharedBucket>,
 ) -> Result<Engine, MirrorError> {
     let source_meta = source.metadata().await?;
     let specs = target_specs(&flow, &source, &source_meta).await?;
@@ -165,6 +167,7 @@ pub(super) async fn start(
         topic_count: specs.len(),
         member,
         board,
+        process_throttle,
     }))
 }
 

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::group_sync::GroupsSynced;
 use super::partition::Acknowledged;
+use crate::config::ByteRate;
 
 /// Running totals, kept by the engine.
 #[derive(Debug, Default, Clone)]
@@ -232,6 +233,10 @@ pub struct Summary {
     /// The most Fetches any source broker had at once: more than one when a
     /// long round trip made the fetch window grow (or when set so).
     pub most_fetchers: usize,
+    /// The rate `max_bytes_per_sec` held the flow to (the lower of the
+    /// flow's and the process's), when one was set; several flows: see each
+    /// flow's totals.
+    pub throttle: Option<ByteRate>,
     /// Batch bytes copied in memory, out of the Fetch responses they came in,
     /// so that partitions slower than the others do not keep whole responses
     /// alive. Every other byte goes from the source's socket to the target's
@@ -273,6 +278,8 @@ pub struct FlowTotals {
     pub records: u64,
     /// Partitions that stopped with an error.
     pub stopped: usize,
+    /// The rate `max_bytes_per_sec` held it to, when one was set.
+    pub throttle: Option<ByteRate>,
 }
 
 impl Summary {
@@ -302,6 +309,7 @@ impl Summary {
             refused_batches_skipped: counters.refused_batches_skipped,
             refused_records_skipped: counters.refused_records_skipped,
             most_fetchers: counters.most_fetchers,
+            throttle: None,
             bytes_copied: counters.bytes_copied,
             transactions_committed: counters.transactions_committed,
             transactions_aborted: counters.transactions_aborted,
@@ -332,6 +340,7 @@ impl Summary {
                 partitions: part.partitions,
                 records: part.records,
                 stopped: part.stopped.len(),
+                throttle: part.throttle,
             });
             total.topics += part.topics;
             total.partitions += part.partitions;
@@ -423,6 +432,9 @@ impl fmt::Display for Summary {
                 self.most_fetchers
             )?;
         }
+        if let Some(rate) = self.throttle {
+            writeln!(f, "throttled to {rate} (max_bytes_per_sec)")?;
+        }
         if self.bytes_copied > 0 {
             writeln!(
                 f,
@@ -497,11 +509,14 @@ impl fmt::Display for Summary {
         for flow in &self.flows {
             writeln!(
                 f,
-                "flow {}: {} topics, {} partitions: {} records{}",
+                "flow {}: {} topics, {} partitions: {} records{}{}",
                 flow.name,
                 flow.topics,
                 flow.partitions,
                 flow.records,
+                flow.throttle
+                    .map(|rate| format!(", throttled to {rate}"))
+                    .unwrap_or_default(),
                 if flow.stopped > 0 {
                     format!(", {} partitions stopped", flow.stopped)
                 } else {
