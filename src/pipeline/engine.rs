@@ -48,7 +48,7 @@ use super::MirrorError;
 use crate::checkpoint::{CheckpointError, CheckpointStore};
 use crate::cluster::membership::{GroupMember, MemberEvent, MembershipError};
 use crate::cluster::{Cluster, GroupError, Metadata, OffsetSpec, Role, TransactionCoordinator};
-use crate::config::Flow;
+use crate::config::{ByteRate, Flow};
 use crate::groups::mm2::Mm2Checkpoints;
 use crate::groups::{self, SyncReport};
 use crate::observe::{FlowHandle, FlowPhase};
@@ -1241,8 +1241,11 @@ impl Engine {
                 .as_ref()
                 .map(|sharing| sharing.member.membership().member_id()),
             until_caught_up: self.options.until_caught_up,
-            // The flow's throttle, once it has one.
-            throttle_bytes_per_sec: None,
+            throttle_bytes_per_sec: self
+                .fetch
+                .throttle()
+                .rate()
+                .map(ByteRate::bytes_per_second),
         };
         let now = Instant::now();
         if at_once {
