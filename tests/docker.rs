@@ -6,7 +6,7 @@
 //! config; each topology's config loads and validates, and names clusters
 //! that the compose file runs and waits for.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -216,4 +216,178 @@ fn each_topology_runs_its_clusters_and_a_valid_mirror_config() {
             );
         }
     }
+}
+
+/// A metric as README.md's "### Metrics" table lists it.
+#[derive(Debug)]
+struct Metric {
+    kind: String,
+    labels: BTreeSet<String>,
+}
+
+/// README.md's "### Metrics" table: the backticked name in the first column,
+/// then the type and the labels (comma-separated).
+fn readme_metrics() -> BTreeMap<String, Metric> {
+    let readme = std::fs::read_to_string(repo().join("README.md")).expect("README.md");
+    let rows = readme
+        .lines()
+        .skip_while(|line| line.trim() != "### Metrics")
+        .skip(1)
+        .skip_while(|line| !line.starts_with('|'))
+        .take_while(|line| line.starts_with('|'))
+        .skip(2); // the header and its separator
+    let mut metrics = BTreeMap::new();
+    for row in rows {
+        let cells: Vec<&str> = row.trim_matches('|').split('|').map(str::trim).collect();
+        let [name, kind, labels, ..] = cells[..] else {
+            panic!("README metrics row without name, type and labels: {row}");
+        };
+        let name = name
+            .strip_prefix('`')
+            .and_then(|n| n.strip_suffix('`'))
+            .unwrap_or_else(|| panic!("README metrics row: the name in backticks: {row}"));
+        let labels = labels
+            .split(',')
+            .map(|l| l.trim().trim_matches('`').to_owned())
+            .filter(|l| !l.is_empty())
+            .collect();
+        let metric = Metric {
+            kind: kind.trim_matches('`').to_owned(),
+            labels,
+        };
+        assert!(
+            metrics.insert(name.to_owned(), metric).is_none(),
+            "{name} twice"
+        );
+    }
+    assert!(!metrics.is_empty(), "README.md has a ### Metrics table");
+    metrics
+}
+
+/// Metrics of the README table the dashboard need not show (none yet: a new
+/// metric gets a panel, or a line here saying why not).
+const NOT_ON_THE_DASHBOARD: [&str; 0] = [];
+
+/// Labels every scraped series carries besides its own (Prometheus adds them).
+const TARGET_LABELS: [&str; 2] = ["instance", "job"];
+
+/// The README metric a PromQL name reads, and the labels it carries: the
+/// metric itself, or a histogram's `_bucket` (with `le`), `_sum` or `_count`.
+fn resolve<'a>(name: &str, metrics: &'a BTreeMap<String, Metric>) -> (&'a str, BTreeSet<String>) {
+    let found = metrics.get_key_value(name).or_else(|| {
+        ["_bucket", "_sum", "_count"].iter().find_map(|suffix| {
+            let base = name.strip_suffix(suffix)?;
+            metrics
+                .get_key_value(base)
+                .filter(|(_, metric)| metric.kind == "histogram")
+        })
+    });
+    let Some((base, metric)) = found else {
+        panic!("the dashboard reads `{name}`, which README.md's ### Metrics table does not list");
+    };
+    if metric.kind == "histogram" {
+        assert_ne!(
+            name, base,
+            "a histogram is read as {base}_bucket, _sum or _count"
+        );
+    }
+    let mut labels = metric.labels.clone();
+    labels.extend(TARGET_LABELS.map(str::to_owned));
+    if name.ends_with("_bucket") {
+        labels.insert("le".to_owned());
+    }
+    (base.as_str(), labels)
+}
+
+/// Checks one metric a query reads against the README table; returns the
+/// README name and the labels the series carry.
+fn check_use(
+    context: &str,
+    used: &Value,
+    metrics: &BTreeMap<String, Metric>,
+) -> (String, BTreeSet<String>) {
+    let name = used["name"].as_str().expect("metric name");
+    let (base, labels) = resolve(name, metrics);
+    let kind = metrics[base].kind.as_str();
+    let function = used["range_function"].as_str().unwrap_or_default();
+    let per_second = matches!(function, "rate" | "irate" | "increase");
+    match kind {
+        "counter" | "histogram" => assert!(
+            per_second,
+            "{context}: {kind} {name} is read through rate() or increase(), not `{function}`"
+        ),
+        "gauge" => assert!(
+            !per_second,
+            "{context}: gauge {name} is read as it is, not through {function}()"
+        ),
+        other => panic!("README.md: `{base}` has type `{other}`"),
+    }
+    for label in strings(&used["labels"]) {
+        assert!(
+            labels.contains(label),
+            "{context}: {name} has no label `{label}` (README: {labels:?})"
+        );
+    }
+    (base.to_owned(), labels)
+}
+
+#[test]
+fn the_dashboard_reads_only_metrics_the_readme_lists() {
+    let metrics = readme_metrics();
+    let file = repo().join("docker/grafana/dashboards/kafka-mirror.json");
+    let dashboard = check(&["dashboard", file.to_str().expect("utf-8 path")]);
+    let mut shown = BTreeSet::new();
+
+    let variables = dashboard["variables"].as_array().expect("variables");
+    assert!(
+        variables
+            .iter()
+            .any(|v| v["name"] == "datasource" && v["type"] == "datasource"),
+        "a data source variable, so the dashboard imports into any Grafana"
+    );
+    for variable in variables {
+        let context = format!("variable {}", variable["name"]);
+        for used in variable["metrics"].as_array().expect("metrics") {
+            check_use(&context, used, &metrics);
+        }
+    }
+
+    let panels = dashboard["panels"].as_array().expect("panels");
+    assert!(!panels.is_empty());
+    for panel in panels {
+        let context = format!("panel {}", panel["title"]);
+        assert_eq!(panel["datasource"], "${datasource}", "{context}");
+        let targets = panel["targets"].as_array().expect("targets");
+        assert!(!targets.is_empty(), "{context}: queries");
+        for target in targets {
+            let mut labels = BTreeSet::new();
+            for used in target["metrics"].as_array().expect("metrics") {
+                let (base, carried) = check_use(&context, used, &metrics);
+                shown.insert(base);
+                labels.extend(carried);
+            }
+            // {{label}} in the legend names a label the series carry.
+            let legend = target["legendFormat"].as_str().unwrap_or_default();
+            for label in legend
+                .split("{{")
+                .skip(1)
+                .filter_map(|s| s.split_once("}}"))
+            {
+                assert!(
+                    labels.contains(label.0.trim()),
+                    "{context}: legend `{legend}` names `{}`, which its series lack",
+                    label.0
+                );
+            }
+        }
+    }
+
+    let missing: Vec<&String> = metrics
+        .keys()
+        .filter(|name| !shown.contains(*name) && !NOT_ON_THE_DASHBOARD.contains(&name.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "README metrics the dashboard does not show: {missing:?}"
+    );
 }
