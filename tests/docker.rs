@@ -34,14 +34,19 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Runs `docker/check` and parses its JSON.
-fn check(args: &[&str]) -> Value {
-    let output = Command::new("go")
+/// Runs `docker/check`.
+fn run_check(args: &[&str]) -> std::process::Output {
+    Command::new("go")
         .args(["run", "."])
         .args(args)
         .current_dir(repo().join("docker/check"))
         .output()
-        .expect("run `go` (Go is needed to check docker/)");
+        .expect("run `go` (Go is needed to check docker/)")
+}
+
+/// Runs `docker/check` and parses its JSON.
+fn check(args: &[&str]) -> Value {
+    let output = run_check(args);
     assert!(
         output.status.success(),
         "docker/check {args:?} failed:\n{}",
@@ -730,5 +735,47 @@ fn the_example_command_lines_are_ones_the_binary_accepts() {
             "kafka-mirror {command:?}: {}",
             String::from_utf8_lossy(&output.stderr)
         );
+    }
+}
+
+/// The checks are strict: a misspelt field, in a copy of the dashboard and of
+/// the Deployment, fails them (so the tests above see what the tools see).
+#[test]
+fn a_misspelt_field_fails_the_checks() {
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let cases = [
+        (
+            "dashboard",
+            "docker/grafana/dashboards/kafka-mirror.json",
+            "\"legendFormat\"",
+            "\"legendFromat\"",
+            "unexpected field 'legendFromat'",
+        ),
+        (
+            "kubernetes",
+            "docker/kubernetes/deployment.yaml",
+            "readOnlyRootFilesystem",
+            "readOnlyRootFileSystem",
+            "unknown field",
+        ),
+        (
+            "prometheus",
+            "docker/prometheus/prometheus.yml",
+            "metrics_path",
+            "metric_path",
+            "field metric_path not found",
+        ),
+    ];
+    for (kind, file, field, misspelt, error) in cases {
+        let text = std::fs::read_to_string(repo().join(file)).expect(file);
+        assert!(text.contains(field), "{file} has {field}");
+        let copy = directory
+            .path()
+            .join(Path::new(file).file_name().expect("name"));
+        std::fs::write(&copy, text.replacen(field, misspelt, 1)).expect("write the copy");
+        let output = run_check(&[kind, copy.to_str().expect("utf-8 path")]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{kind} accepted {misspelt}");
+        assert!(stderr.contains(error), "{kind}: {stderr}");
     }
 }
