@@ -430,6 +430,22 @@ fn mount<'a>(service: &'a Value, target: &str) -> &'a Path {
     Path::new(volume["source"].as_str().expect("volume source"))
 }
 
+/// The Prometheus release whose config loader docker/check uses: module
+/// v0.3XX.Y is release v3.XX.Y.
+fn checked_prometheus_version() -> String {
+    let go_mod = std::fs::read_to_string(repo().join("docker/check/go.mod")).expect("go.mod");
+    let module = go_mod
+        .lines()
+        .find_map(|line| {
+            line.trim()
+                .strip_prefix("github.com/prometheus/prometheus v0.3")
+        })
+        .expect("docker/check requires github.com/prometheus/prometheus");
+    let (minor, patch) = module.split_once('.').expect("v0.3XX.Y");
+    let minor: u32 = minor.parse().expect("v0.3XX.Y");
+    format!("v3.{minor}.{patch}")
+}
+
 #[test]
 fn each_topology_scrapes_the_mirror_and_shows_the_dashboard() {
     let files: Vec<String> = TOPOLOGIES
@@ -449,8 +465,14 @@ fn each_topology_scrapes_the_mirror_and_shows_the_dashboard() {
             "{file}: the mirror's endpoint (no authentication) stays off the host"
         );
 
-        // Prometheus scrapes the mirror service at that port.
+        // Prometheus scrapes the mirror service at that port; the image
+        // runs the version whose loader checks the config.
         let prometheus = &services["prometheus"];
+        assert_eq!(
+            prometheus["image"],
+            format!("prom/prometheus:{}", checked_prometheus_version()),
+            "{file}"
+        );
         let config = mount(prometheus, "/etc/prometheus/prometheus.yml");
         let loaded = check(&["prometheus", config.to_str().expect("utf-8 path")]);
         let jobs = loaded["jobs"].as_array().expect("jobs");
