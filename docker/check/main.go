@@ -1,12 +1,19 @@
-// Command check reads docker/ files with the parsers Docker itself uses, so
-// they can be checked on machines without a Docker engine:
+// Command check reads docker/ files with the parsers of the tools that run
+// them, so they can be checked on machines without a Docker engine, a
+// Kubernetes cluster, Prometheus or Grafana:
 //
-//	go run ./docker/check compose FILE...   // compose-go: the loader of `docker compose`
-//	go run ./docker/check dockerfile FILE   // BuildKit's Dockerfile parser and linter
+//	go run ./docker/check compose FILE...      // compose-go: the loader of `docker compose`
+//	go run ./docker/check dockerfile FILE      // BuildKit's Dockerfile parser and linter
+//	go run ./docker/check kubernetes FILE...   // k8s.io/api types, strict decoding
+//	go run ./docker/check prometheus FILE      // Prometheus's config loader
+//	go run ./docker/check dashboard FILE       // Grafana's dashboard schema, PromQL parser
+//	go run ./docker/check provisioning FILE    // Grafana provisioning keys, unknown refused
 //
 // It prints JSON on stdout: each compose project as `docker compose config
-// --format json` would (extends resolved, paths absolute), or a Dockerfile's
-// stages with their instructions and the linter's warnings. A file that does
+// --format json` would (extends resolved, paths absolute), a Dockerfile's
+// stages with their instructions and the linter's warnings, the Kubernetes
+// objects as the API types print them, a Prometheus config's scrape jobs, a
+// dashboard's panels with the metrics each query selects. A file that does
 // not parse is an error (exit status 1). tests/docker.rs checks the content.
 package main
 
@@ -27,7 +34,7 @@ import (
 
 func main() {
 	if len(os.Args) < 3 {
-		fail(fmt.Errorf("usage: check compose FILE... | check dockerfile FILE"))
+		fail(fmt.Errorf("usage: check compose|kubernetes FILE... | check dockerfile|prometheus|dashboard|provisioning FILE"))
 	}
 	var out any
 	var err error
@@ -36,8 +43,16 @@ func main() {
 		out, err = loadCompose(os.Args[2:])
 	case "dockerfile":
 		out, err = loadDockerfile(os.Args[2])
+	case "kubernetes":
+		out, err = loadKubernetes(os.Args[2:])
+	case "prometheus":
+		out, err = loadPrometheus(os.Args[2])
+	case "dashboard":
+		out, err = loadDashboard(os.Args[2])
+	case "provisioning":
+		out, err = loadProvisioning(os.Args[2])
 	default:
-		err = fmt.Errorf("unknown kind %q (compose or dockerfile)", os.Args[1])
+		err = fmt.Errorf("unknown kind %q", os.Args[1])
 	}
 	if err != nil {
 		fail(err)
