@@ -3,7 +3,7 @@
 //! files with compose-go (the loader of `docker compose`), the Dockerfile
 //! with BuildKit's parser and linter, the Kubernetes example into the
 //! k8s.io/api types (strict: unknown fields and wrong types fail), the
-//! Prometheus config with Prometheus's own loader and the Grafana dashboard
+//! Prometheus config strictly with its documented keys and the Grafana dashboard
 //! with Grafana's schema (the Foundation SDK's strict decoder) and its
 //! queries with Prometheus's PromQL parser. Then what a reader of those
 //! files relies on is asserted: the image builds the binary these tests run
@@ -430,7 +430,7 @@ fn mount<'a>(service: &'a Value, target: &str) -> &'a Path {
     Path::new(volume["source"].as_str().expect("volume source"))
 }
 
-/// The Prometheus release whose config loader docker/check uses: module
+/// The Prometheus release whose PromQL parser docker/check uses: module
 /// v0.3XX.Y is release v3.XX.Y.
 fn checked_prometheus_version() -> String {
     let go_mod = std::fs::read_to_string(repo().join("docker/check/go.mod")).expect("go.mod");

@@ -5,7 +5,7 @@
 //	go run ./docker/check compose FILE...      // compose-go: the loader of `docker compose`
 //	go run ./docker/check dockerfile FILE      // BuildKit's Dockerfile parser and linter
 //	go run ./docker/check kubernetes FILE...   // k8s.io/api types, strict decoding
-//	go run ./docker/check prometheus FILE      // Prometheus's config loader
+//	go run ./docker/check prometheus FILE      // strict, Prometheus's documented keys
 //	go run ./docker/check dashboard FILE       // Grafana's dashboard schema, PromQL parser
 //	go run ./docker/check provisioning FILE    // Grafana provisioning keys, unknown refused
 //
