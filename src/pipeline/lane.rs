@@ -7,12 +7,14 @@
 //! only the waits for the answers run concurrently.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use tokio::sync::mpsc;
 
 use super::event::Event;
 use super::produce::{NoAnswer, ProduceJob, ProduceReply};
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, Role};
+use crate::observe::metrics::{requests, Api};
 
 /// Queues one broker's Produce requests in order.
 #[derive(Debug)]
@@ -46,11 +48,14 @@ impl ProduceLane {
                     let _ = events.send(answer(Err(NoAnswer::LeaseEnded)));
                     continue;
                 }
+                let sent_at = Instant::now();
                 match target.enqueue_spliced(broker, request, splices).await {
                     Ok(pending) => {
                         let (target, events) = (target.clone(), events.clone());
                         tokio::spawn(async move {
                             let result = pending.response().await.map_err(|e| target.net_error(e));
+                            let elapsed = sent_at.elapsed();
+                            requests().completed(Role::Target, broker, Api::Produce, elapsed);
                             let _ = events.send(answer(result.map_err(NoAnswer::Failed)));
                         });
                     }
