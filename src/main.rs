@@ -32,6 +32,7 @@ use cli::{Cli, Command, Format};
 use kafka_mirror::config::mirrormaker;
 use kafka_mirror::config::properties::Properties;
 use kafka_mirror::config::{ConfigError, MirrorConfig};
+use kafka_mirror::observe::{http, Board};
 use kafka_mirror::pipeline::{self, Failback, RunOptions, SwitchOptions};
 
 fn main() -> ExitCode {
@@ -137,7 +138,14 @@ fn main() -> ExitCode {
                 return None;
             }
         };
-        Some(pipeline::run(config, options, shutdown).await)
+        let board = Board::new();
+        if let Some(address) = &config.http.listen {
+            if let Err(e) = http::start(address, &config.http, board.clone()).await {
+                eprintln!("kafka-mirror: {e}");
+                return None;
+            }
+        }
+        Some(pipeline::run_observed(config, options, &board, shutdown).await)
     });
     match result {
         None => ExitCode::from(1),

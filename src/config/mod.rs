@@ -39,7 +39,7 @@ pub use flows::{Direction, Flow, FlowConfig};
 pub use groups::GroupSync;
 pub use schema::{
     parse_start_position, CheckpointConfig, ClusterConfig, DataLossPolicy, GroupsConfig,
-    InstancesConfig, IsolationLevel, MirrorConfig, PolicyKind, RefusedBatchPolicy,
+    HttpConfig, InstancesConfig, IsolationLevel, MirrorConfig, PolicyKind, RefusedBatchPolicy,
     ReplicationConfig, SaslConfig, StartPosition, TlsConfig, TopicsConfig,
 };
 pub use topics::{looks_internal, TopicFilter};
@@ -117,6 +117,7 @@ impl MirrorConfig {
             replication: ReplicationConfig::default(),
             checkpoints: CheckpointConfig::default(),
             instances: InstancesConfig::default(),
+            http: HttpConfig::default(),
         }
     }
 
