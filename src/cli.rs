@@ -354,6 +354,11 @@ pub(crate) struct RunArgs {
     /// partitions back at once); unique per process (sets instances.instance_id).
     #[arg(long, value_name = "ID")]
     pub(crate) instance_id: Option<String>,
+    /// Serve /health, /ready, /status and /metrics on this address
+    /// (host:port; sets http.listen). No authentication: bind it to a
+    /// trusted address.
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) http: Option<String>,
 }
 
 fn parse_data_loss(text: &str) -> Result<DataLossPolicy, String> {
@@ -501,6 +506,9 @@ impl RunArgs {
         replication.exactly_once |= self.exactly_once;
         if let Some(id) = &self.instance_id {
             config.instances.instance_id = Some(id.clone());
+        }
+        if let Some(address) = &self.http {
+            config.http.listen = Some(address.clone());
         }
         config.validate()?;
         Ok(config)

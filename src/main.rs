@@ -33,7 +33,7 @@ use cli::{Cli, Command, Format, LogFormat};
 use kafka_mirror::config::mirrormaker;
 use kafka_mirror::config::properties::Properties;
 use kafka_mirror::config::{ConfigError, MirrorConfig};
-use kafka_mirror::observe::Board;
+use kafka_mirror::observe::{http, Board};
 use kafka_mirror::pipeline::{self, Failback, RunOptions, SwitchOptions};
 use progress::{read_board, ProgressLog};
 
@@ -129,6 +129,11 @@ fn main() -> ExitCode {
             Err(e) => return Err(format!("cannot listen for SIGINT/SIGTERM: {e}")),
         };
         let board = Board::new();
+        if let Some(address) = &config.http.listen {
+            http::start(address, &config.http, board.clone())
+                .await
+                .map_err(|e| e.to_string())?;
+        }
         let run = pipeline::run_observed(config, options, &board, shutdown);
         let summary = match progress {
             Some(display) => display.show_while(|| read_board(&board), run).await,

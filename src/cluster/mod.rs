@@ -42,10 +42,11 @@ use crate::backoff::Backoff;
 use crate::net::frame::api_key;
 use crate::net::splice::Splices;
 use crate::net::{Connection, Connector, FrameMemory, NetError, PendingResponse};
+use crate::observe::metrics::requests;
 use crate::sync::lock;
 
 /// Which side of the mirror a cluster is, for messages that must say which.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {
     /// The cluster that is read.
     Source,
@@ -122,6 +123,8 @@ const RECONNECT_MAX: Duration = Duration::from_secs(10);
 struct BrokerLink {
     connection: Option<Connection>,
     backoff: Backoff,
+    /// A connection was open before: the next one is a reconnect.
+    opened: bool,
 }
 
 impl Default for BrokerLink {
@@ -129,6 +132,7 @@ impl Default for BrokerLink {
         BrokerLink {
             connection: None,
             backoff: Backoff::new(RECONNECT_BASE, RECONNECT_MAX),
+            opened: false,
         }
     }
 }
@@ -318,6 +322,9 @@ impl Cluster {
             Ok(connection) => {
                 link.backoff.reset();
                 link.connection = Some(connection.clone());
+                if std::mem::replace(&mut link.opened, true) {
+                    requests().reconnected(self.role, broker);
+                }
                 Ok(connection)
             }
             Err(source) => {

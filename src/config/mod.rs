@@ -43,7 +43,8 @@ pub use groups::GroupSync;
 pub use rate::{ByteRate, RateError};
 pub use schema::{
     parse_start_position, CheckpointConfig, ClusterConfig, DataLossPolicy, GroupsConfig,
-    InstancesConfig, IsolationLevel, MirrorConfig, PolicyKind, ProcessConfig, RefusedBatchPolicy,
+    HttpConfig, InstancesConfig, IsolationLevel, MirrorConfig, PolicyKind, ProcessConfig,
+    RefusedBatchPolicy,
     ReplicationConfig, SaslConfig, StartPosition, TlsConfig, TopicsConfig,
 };
 pub use topics::{looks_internal, TopicFilter};
@@ -122,6 +123,7 @@ impl MirrorConfig {
             checkpoints: CheckpointConfig::default(),
             instances: InstancesConfig::default(),
             process: ProcessConfig::default(),
+            http: HttpConfig::default(),
         }
     }
 

@@ -55,6 +55,9 @@ pub struct MirrorConfig {
     /// Limits on the whole process, across its flows.
     #[serde(default)]
     pub process: ProcessConfig,
+    /// The HTTP endpoint: health, readiness, status, metrics.
+    #[serde(default)]
+    pub http: HttpConfig,
 }
 
 /// `[process]`: limits on the whole process, shared by all its flows.
@@ -66,6 +69,33 @@ pub struct ProcessConfig {
     /// `replication.max_bytes_per_sec` applies as well.
     #[serde(default)]
     pub max_bytes_per_sec: Option<ByteRate>,
+}
+
+/// The HTTP endpoint (`[http]`), off unless `listen` is set. It has no
+/// authentication: bind it to a trusted address.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// `host:port` to serve on (`--http`).
+    #[serde(default)]
+    pub listen: Option<String>,
+    /// Whether `POST /flows/NAME/pause` and `/resume` are served.
+    #[serde(default)]
+    pub control: bool,
+    /// Metrics per partition; off for very many partitions (the per-topic
+    /// aggregates stay).
+    #[serde(default = "default_true")]
+    pub partition_metrics: bool,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: None,
+            control: false,
+            partition_metrics: true,
+        }
+    }
 }
 
 /// How to reach one cluster.

@@ -51,6 +51,7 @@ use crate::cluster::{Cluster, GroupError, Metadata, OffsetSpec, Role, Transactio
 use crate::config::{ByteRate, Flow};
 use crate::groups::mm2::Mm2Checkpoints;
 use crate::groups::{self, SyncReport};
+use crate::observe::metrics::{requests, Api};
 use crate::observe::{FlowHandle, FlowPhase};
 
 /// How a run ends besides a shutdown signal.
@@ -773,11 +774,13 @@ impl Engine {
             let (broker, nth) = fetcher;
             let sent = Instant::now();
             let result = source.fetch_on(broker, nth, request).await;
+            let elapsed = sent.elapsed();
+            requests().completed(Role::Source, broker, Api::Fetch, elapsed);
             Event::FetchAnswered(FetchReply {
                 fetcher,
                 asked,
                 reserved,
-                elapsed: sent.elapsed(),
+                elapsed,
                 round_trip: source.round_trip(broker),
                 result,
             })

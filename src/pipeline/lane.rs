@@ -7,13 +7,15 @@
 //! only the waits for the answers run concurrently.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use super::event::Event;
 use super::produce::{NoAnswer, ProduceJob, ProduceReply};
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, Role};
+use crate::observe::metrics::{requests, Api};
 
 /// Queues one broker's Produce requests in order.
 #[derive(Debug)]
@@ -47,11 +49,14 @@ impl ProduceLane {
                     let _ = events.send(answer(Err(NoAnswer::LeaseEnded)));
                     continue;
                 }
+                let sent_at = Instant::now();
                 match target.enqueue_spliced(broker, request, splices).await {
                     Ok(pending) => {
                         let (target, events) = (target.clone(), events.clone());
                         let waiting = async move {
                             let result = pending.response().await.map_err(|e| target.net_error(e));
+                            let elapsed = sent_at.elapsed();
+                            requests().completed(Role::Target, broker, Api::Produce, elapsed);
                             let _ = events.send(answer(result.map_err(NoAnswer::Failed)));
                         };
                         tokio::spawn(waiting.in_current_span());

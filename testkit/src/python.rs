@@ -1,4 +1,4 @@
-//! The Python venv (confluent-kafka, kafka-python) and the client scripts in `clients/`.
+//! The Python venv (confluent-kafka, kafka-python, prometheus-client) and the client scripts in `clients/`.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -14,12 +14,22 @@ use crate::cache::{cache_root, CacheLock};
 use crate::process::output_checked;
 use crate::Compression;
 
-/// Pinned client packages (confluent-kafka's wheels bundle librdkafka).
-pub const PYTHON_REQUIREMENTS: &[&str] = &["confluent-kafka==2.16.1", "kafka-python==3.0.12"];
+/// Pinned client packages (confluent-kafka's wheels bundle librdkafka;
+/// prometheus-client's parser reads the mirror's metrics).
+pub const PYTHON_REQUIREMENTS: &[&str] = &[
+    "confluent-kafka==2.16.1",
+    "kafka-python==3.0.12",
+    "prometheus-client==0.26.0",
+];
+
+/// The venv's directory in the cache: renamed whenever the requirements
+/// change, so checkouts pinning different lists (branches, worktrees) each
+/// keep their own instead of rebuilding one another's.
+const VENV_DIR: &str = "venv-2";
 
 const READY_MARKER: &str = ".kafka-testkit-ready";
 
-/// `<cache>/venv`, created once (under a lock, marked complete only at the end) and reused.
+/// `<cache>/venv-N` ([`VENV_DIR`]), created once (under a lock, marked complete only at the end) and reused.
 #[derive(Debug, Clone)]
 pub struct Venv {
     dir: PathBuf,
@@ -35,7 +45,7 @@ impl Venv {
 
     fn create() -> Result<Venv> {
         let root = cache_root()?;
-        let dir = root.join("venv");
+        let dir = root.join(VENV_DIR);
         let venv = Venv { dir: dir.clone() };
         let want = PYTHON_REQUIREMENTS.join("\n");
         let ready = |d: &Path| fs::read_to_string(d.join(READY_MARKER)).is_ok_and(|s| s == want);
@@ -478,4 +488,44 @@ fn consume_latency_args(bootstrap: &str, topic: &str, seconds: f64) -> Vec<Strin
         "--seconds".into(),
         seconds.to_string(),
     ]
+}
+
+/// An HTTP answer as `http_get.py` printed it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct HttpAnswer {
+    pub status: u16,
+    pub content_type: String,
+    pub body: String,
+    /// With `metrics`: each sample of the exposition, as the official
+    /// Prometheus client's OpenMetrics parser read it.
+    #[serde(default)]
+    pub samples: Vec<MetricSample>,
+}
+
+/// One sample of a Prometheus exposition.
+#[derive(Debug, Clone, Deserialize)]
+pub struct MetricSample {
+    /// The family's name (a counter's without `_total`).
+    pub family: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The sample's own name (`..._total`, `..._bucket`).
+    pub name: String,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub value: f64,
+}
+
+/// GETs (or with `post`, POSTs) `url` with Python's urllib; with `metrics`,
+/// parses the body with prometheus-client's OpenMetrics parser, which fails
+/// on an invalid exposition.
+pub fn http_request(url: &str, post: bool, metrics: bool) -> Result<HttpAnswer> {
+    let mut args = vec![url.to_string()];
+    if post {
+        args.push("--post".into());
+    }
+    if metrics {
+        args.push("--metrics".into());
+    }
+    let out = Venv::get()?.run_client("http_get.py", &args)?;
+    serde_json::from_str(&out).with_context(|| format!("http_get.py printed {out}"))
 }
