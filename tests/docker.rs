@@ -239,8 +239,32 @@ struct Metric {
     labels: BTreeSet<String>,
 }
 
+/// The label names of a README labels cell: comma-separated, each may be
+/// followed by its values in parentheses, as in "kind (fetch, produce)".
+fn label_names(cell: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let mut depth = 0;
+    let mut current = String::new();
+    for c in cell.chars().chain([',']) {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                let name = current.trim().trim_matches('`');
+                if !name.is_empty() {
+                    names.insert(name.to_owned());
+                }
+                current.clear();
+            }
+            _ if depth == 0 => current.push(c),
+            _ => {}
+        }
+    }
+    names
+}
+
 /// README.md's "### Metrics" table: the backticked name in the first column,
-/// then the type and the labels (comma-separated).
+/// then the type and the labels (see [`label_names`]).
 fn readme_metrics() -> BTreeMap<String, Metric> {
     let readme = std::fs::read_to_string(repo().join("README.md")).expect("README.md");
     let rows = readme
@@ -260,11 +284,7 @@ fn readme_metrics() -> BTreeMap<String, Metric> {
             .strip_prefix('`')
             .and_then(|n| n.strip_suffix('`'))
             .unwrap_or_else(|| panic!("README metrics row: the name in backticks: {row}"));
-        let labels = labels
-            .split(',')
-            .map(|l| l.trim().trim_matches('`').to_owned())
-            .filter(|l| !l.is_empty())
-            .collect();
+        let labels = label_names(labels);
         let metric = Metric {
             kind: kind.trim_matches('`').to_owned(),
             labels,

@@ -44,8 +44,7 @@ pub use rate::{ByteRate, RateError};
 pub use schema::{
     parse_start_position, CheckpointConfig, ClusterConfig, DataLossPolicy, GroupsConfig,
     HttpConfig, InstancesConfig, IsolationLevel, MirrorConfig, PolicyKind, ProcessConfig,
-    RefusedBatchPolicy,
-    ReplicationConfig, SaslConfig, StartPosition, TlsConfig, TopicsConfig,
+    RefusedBatchPolicy, ReplicationConfig, SaslConfig, StartPosition, TlsConfig, TopicsConfig,
 };
 pub use topics::{looks_internal, TopicFilter};
 

@@ -1244,11 +1244,7 @@ impl Engine {
                 .as_ref()
                 .map(|sharing| sharing.member.membership().member_id()),
             until_caught_up: self.options.until_caught_up,
-            throttle_bytes_per_sec: self
-                .fetch
-                .throttle()
-                .rate()
-                .map(ByteRate::bytes_per_second),
+            throttle_bytes_per_sec: self.fetch.throttle().rate().map(ByteRate::bytes_per_second),
         };
         let now = Instant::now();
         if at_once {
