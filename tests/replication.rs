@@ -288,7 +288,10 @@ fn records_the_source_purged_inside_a_batch_never_reach_the_target() {
             key_prefix: "b".into(),
             compression: Compression::Gzip,
             config: [
-                ("linger.ms", "2000"),
+                // Longer than writing 2,000 records takes on a busy machine
+                // (2 s was not, once); the producer's flush at the end sends
+                // the batch without waiting for it.
+                ("linger.ms", "60000"),
                 ("batch.num.messages", "10000"),
                 ("batch.size", "4000000"),
                 // librdkafka caps a batch at this before compression.
