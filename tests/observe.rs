@@ -243,9 +243,11 @@ fn a_stopped_partition_shows_in_ready_status_and_its_metric() {
 
     let (mut mirror, base) = start_mirror("observe-loss", topic, false);
     let ready = format!("{base}/ready");
+    // Not ready while starting too: wait for the stopped partition itself.
     mirror.wait_until("partition 0 stopped", Duration::from_secs(30), || {
-        answers(&ready) && get(&ready).status == 503
+        answers(&ready) && get(&ready).body.contains("observe-loss-0 stopped")
     });
+    assert_eq!(get(&ready).status, 503);
     let reasons = get(&ready).body;
     assert!(
         reasons.contains("flow `observe-loss`: partition observe-loss-0 stopped: source offsets 20..49 (30 offsets) of observe-loss-0 were deleted by the source before they were copied"),
