@@ -1,11 +1,11 @@
 //! The HTTP endpoint against real brokers: lag per partition scraped with
 //! the official Prometheus client's parser, readiness while the source is
 //! down, a stopped partition in /ready, /status and its metric, pause and
-//! resume.
+//! resume, and the lag of a throttled mirror rising and falling.
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 use kafka_testkit::{free_ports, http_request, HttpAnswer, MetricSample};
@@ -243,9 +243,11 @@ fn a_stopped_partition_shows_in_ready_status_and_its_metric() {
 
     let (mut mirror, base) = start_mirror("observe-loss", topic, false);
     let ready = format!("{base}/ready");
+    // Not ready while starting too: wait for the stopped partition itself.
     mirror.wait_until("partition 0 stopped", Duration::from_secs(30), || {
-        answers(&ready) && get(&ready).status == 503
+        answers(&ready) && get(&ready).body.contains("observe-loss-0 stopped")
     });
+    assert_eq!(get(&ready).status, 503);
     let reasons = get(&ready).body;
     assert!(
         reasons.contains("flow `observe-loss`: partition observe-loss-0 stopped: source offsets 20..49 (30 offsets) of observe-loss-0 were deleted by the source before they were copied"),
@@ -292,5 +294,131 @@ fn a_stopped_partition_shows_in_ready_status_and_its_metric() {
         Some(1.0)
     );
     assert_eq!(value(&samples, "kafka_mirror_flow_ready", &[]), Some(0.0));
+    terminate(mirror);
+}
+
+/// The rate the lag test's mirror is held to, in bytes per second.
+const THROTTLE: u64 = 300_000;
+
+/// Written faster than the throttle lets the mirror copy, the lag grows on
+/// every partition; once writing stops, the throttled mirror catches up,
+/// the lag falls to 0 and every record is on the target. Run as an
+/// operator would: `kafka-mirror run --source S --target D --topics RE
+/// --http HOST:PORT --max-bytes-per-sec BYTES`.
+#[test]
+fn lag_rises_while_written_faster_than_the_throttle_and_falls_to_zero_after() {
+    let Clusters { source, target } = clusters();
+    let topic = "observe-throttled";
+    source.create_topic(topic, 3, 1, &[]).expect("create topic");
+    let port = free_ports(1).expect("a free port")[0];
+    let address = format!("127.0.0.1:{port}");
+    let base = format!("http://{address}");
+    let args = [
+        "run",
+        "--source",
+        &source.bootstrap(),
+        "--target",
+        &target.bootstrap(),
+        "--topics",
+        topic,
+        "--http",
+        &address,
+        "--max-bytes-per-sec",
+        &THROTTLE.to_string(),
+    ]
+    .map(String::from);
+    let mut mirror = RunningMirror::spawn(mirror_command().args(&args));
+    mirror.wait_until("every partition fetched", Duration::from_secs(30), || {
+        answers(&format!("{base}/health")) && lags(&scrape(&base), topic).len() == 3
+    });
+
+    // About 800 records of ~860 stored bytes a second, 2.3 times the
+    // throttle, for 8 s: 5.5 MB, of which the mirror copies about 3 MB
+    // while they are written and the rest in about 9 s after.
+    let bootstrap = source.bootstrap();
+    let writer = std::thread::spawn(move || {
+        kafka_testkit::generate_with_librdkafka(
+            &bootstrap,
+            "observe-throttled",
+            kafka_testkit::Compression::None,
+            kafka_testkit::Generate::Rate {
+                per_second: 800,
+                seconds: 8.0,
+            },
+            7,
+        )
+        .expect("write while the mirror runs")
+    });
+    // Per scrape while the writer runs: when, and each partition's lag in
+    // records.
+    let mut scraped: Vec<(Instant, Vec<f64>)> = Vec::new();
+    let mut last = Vec::new();
+    while !writer.is_finished() {
+        std::thread::sleep(Duration::from_secs(1));
+        last = scrape(&base);
+        let lags = lags(&last, topic).into_iter().map(|(_, lag)| lag).collect();
+        scraped.push((Instant::now(), lags));
+    }
+    let written = writer.join().expect("the writer");
+    let series: Vec<&Vec<f64>> = scraped.iter().map(|(_, lags)| lags).collect();
+    println!("wrote {written:?}; lag per partition, scrape by scrape: {series:?}");
+
+    // The last scrape while writing: behind on every partition, records
+    // waiting for seconds, the throttle in bytes.
+    for partition in ["0", "1", "2"] {
+        let at = [("topic", topic), ("partition", partition)];
+        let seconds = value(&last, "kafka_mirror_partition_lag_seconds", &at);
+        assert!(seconds > Some(0.0), "partition {partition}: {seconds:?} s");
+    }
+    assert_eq!(
+        value(&last, "kafka_mirror_throttle_bytes_per_second", &[]),
+        Some(THROTTLE as f64)
+    );
+    // Rising: at the end of the writing, every partition is further behind
+    // than 4 s (about 600 of its records) earlier, and more than a Fetch's
+    // worth (half the burst, 300 kB, under 400 records) behind.
+    let (ended, end) = scraped.last().expect("scraped while writing");
+    let before = scraped
+        .iter()
+        .rev()
+        .find(|(at, _)| ended.duration_since(*at) >= Duration::from_secs(4))
+        .map(|(_, lags)| lags)
+        .expect("a scrape 4 s before the writing ended");
+    assert_eq!(end.len(), 3, "{series:?}");
+    for partition in 0..3 {
+        assert!(
+            end[partition] > before[partition] && end[partition] > 400.0,
+            "partition {partition}: the lag did not rise while written faster than copied: {series:?}"
+        );
+    }
+    let status = status_json(&base);
+    assert_eq!(status["flows"][0]["throttle_bytes_per_sec"], THROTTLE);
+
+    // Nothing written any more: the throttled mirror catches up.
+    mirror.wait_until("lag 0 on every partition", Duration::from_secs(25), || {
+        let samples = scrape(&base);
+        let lags = lags(&samples, topic);
+        lags.len() == 3 && lags.iter().all(|(_, lag)| *lag == 0.0)
+    });
+    let samples = scrape(&base);
+    for partition in ["0", "1", "2"] {
+        let at = [("topic", topic), ("partition", partition)];
+        assert_eq!(
+            value(&samples, "kafka_mirror_partition_lag_seconds", &at),
+            Some(0.0)
+        );
+    }
+    assert_eq!(
+        value(
+            &samples,
+            "kafka_mirror_records_copied_total",
+            &[("topic", topic)]
+        ),
+        Some(written.records as f64)
+    );
+    assert_eq!(
+        assert_same_records(source, target, topic),
+        written.records as usize
+    );
     terminate(mirror);
 }

@@ -117,6 +117,8 @@ pub use offsets::{offsets, FlowOffsets, Offsets};
 pub use plan::{plan, FlowPlan, Plan, PlannedTopic};
 pub use stats::{FlowTotals, OwnedPartitions, PartitionProblem, Summary, UnsavedCheckpoints};
 pub use status::{status, FlowStatus, MemberStatus, PartitionLag, StatusReport};
+#[cfg(feature = "test-support")]
+pub use view::test_support::SyntheticFlow;
 
 use crate::checkpoint::CheckpointError;
 use crate::cluster::{Cluster, ClusterError, Role};

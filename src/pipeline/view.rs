@@ -268,6 +268,87 @@ fn topic_totals(slots: &Slots) -> Vec<TopicTotals> {
     topics.into_values().collect()
 }
 
+/// For the metrics bench (`benches/observe.rs`): the engine's per-tick
+/// work at a partition count no test cluster holds.
+#[cfg(feature = "test-support")]
+pub(super) mod test_support {
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use uuid::Uuid;
+
+    use super::super::slots::{Slot, Slots, Status};
+    use super::super::stats::Counters;
+    use super::{FlowInputs, FlowObserver};
+    use crate::config::{Flow, MirrorConfig};
+    use crate::observe::{Board, FlowPhase};
+
+    /// A running flow of `topics × partitions` source partitions, all
+    /// caught up (at this size most partitions are idle; each then has all
+    /// three per-partition series), whose view the engine's own code builds
+    /// and publishes to a board.
+    #[derive(Debug)]
+    pub struct SyntheticFlow {
+        config: Flow,
+        slots: Slots,
+        counters: Counters,
+        observer: FlowObserver,
+    }
+
+    impl SyntheticFlow {
+        /// Registers the flow `name` on `board` (nothing published yet).
+        pub fn new(board: &Board, name: &str, topics: usize, partitions: i32) -> Self {
+            let toml = format!(
+                "name = \"{name}\"\n[source]\nbootstrap_servers = \"a:1\"\n[target]\nbootstrap_servers = \"b:1\"\n"
+            );
+            let config = MirrorConfig::from_toml(&toml)
+                .and_then(|config| config.flows())
+                .expect("a valid flow")
+                .remove(0);
+            let mut slots = Slots::default();
+            for t in 0..topics {
+                let topic: Arc<str> = format!("topic-{t:03}").into();
+                for partition in 0..partitions {
+                    let id = Uuid::from_u128(t as u128);
+                    let mut slot = Slot::new(
+                        topic.clone(),
+                        topic.clone(),
+                        partition,
+                        id,
+                        1_000,
+                        Status::Copying,
+                    );
+                    slot.source_end = Some(1_000);
+                    slots.push(slot);
+                }
+            }
+            let now = Instant::now();
+            SyntheticFlow {
+                observer: FlowObserver::new(board.register(name), now),
+                config,
+                slots,
+                counters: Counters::default(),
+            }
+        }
+
+        /// Builds the flow's view and publishes it, as the engine's tick does.
+        pub fn publish(&mut self) {
+            let inputs = FlowInputs {
+                config: &self.config,
+                phase: FlowPhase::Running,
+                slots: &self.slots,
+                counters: &self.counters,
+                in_flight_bytes: 0,
+                budget_bytes: 64 << 20,
+                owner: None,
+                until_caught_up: false,
+                throttle_bytes_per_sec: None,
+            };
+            self.observer.publish(inputs, Instant::now());
+        }
+    }
+}
+
 /// The wall clock in milliseconds, which record timestamps are in.
 fn unix_millis() -> i64 {
     SystemTime::now()
