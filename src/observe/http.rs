@@ -22,7 +22,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::CONTENT_TYPE;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Serialize;
 use tokio::net::TcpListener;
 
@@ -44,6 +44,10 @@ pub enum HttpError {
 /// Pause before accepting again after a failed accept (out of file
 /// descriptors, say), so the loop cannot spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// How long a client may take to send a request's headers: one that
+/// connects and says nothing would otherwise hold its connection forever.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Binds `config.listen` and serves the board there until the process
 /// ends; returns the address bound (the port, when 0 was asked).
@@ -88,6 +92,8 @@ async fn serve(listener: TcpListener, endpoint: Arc<Endpoint>) {
                 async move { Ok::<_, Infallible>(response) }
             });
             let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), service);
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "HTTP endpoint: connection ended with an error");
@@ -241,6 +247,32 @@ mod tests {
         let status = response.status();
         let body = response.into_body().collect().await.unwrap().to_bytes();
         (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    /// A client that connects and sends nothing is dropped once the header
+    /// read timeout passes (the clock is paused, so the test does not wait).
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_client_is_dropped_after_the_header_read_timeout() {
+        use tokio::io::AsyncReadExt;
+        let config = HttpConfig {
+            listen: None,
+            control: false,
+            partition_metrics: true,
+        };
+        let bound = start("127.0.0.1:0", &config, Board::new()).await.unwrap();
+        let mut client = tokio::net::TcpStream::connect(bound).await.unwrap();
+        let started = tokio::time::Instant::now();
+        let mut buffer = [0u8; 256];
+        let read = client.read(&mut buffer).await;
+        let waited = started.elapsed();
+        assert!(
+            matches!(read, Ok(0) | Err(_)) || buffer.starts_with(b"HTTP/1.1 408"),
+            "{read:?}"
+        );
+        assert!(
+            waited >= HEADER_READ_TIMEOUT && waited < HEADER_READ_TIMEOUT * 2,
+            "{waited:?}"
+        );
     }
 
     #[tokio::test]
