@@ -273,6 +273,71 @@ fn renumber_records(
     Ok(kept)
 }
 
+/// One record of a batch as a consumer sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordView<'a> {
+    /// Its offset.
+    pub offset: i64,
+    /// Its timestamp: the batch's append time in a LogAppendTime batch.
+    pub timestamp: i64,
+    /// Its key, value and headers as encoded: equal bytes mean equal
+    /// contents, since every length is a canonical varint.
+    pub contents: &'a [u8],
+}
+
+/// Hands each record of `batch` to `each`, in order: the records section
+/// decompressed with the batch's codec (up to [`MAX_INFLATED_BYTES`]) and
+/// every record checked as [`reencode`] checks them.
+pub fn for_each_record(
+    batch: &RecordBatch,
+    mut each: impl FnMut(RecordView<'_>),
+) -> Result<(), BatchError> {
+    let base_offset = batch.base_offset();
+    let corrupt = |reason: String| BatchError::Corrupt {
+        base_offset,
+        reason,
+    };
+    let body = &batch.as_bytes()[HEADER_LEN..];
+    let records = Codec::of(batch.compression(), body)
+        .inflate(body, MAX_INFLATED_BYTES)
+        .map_err(|e| e.at(base_offset, MAX_INFLATED_BYTES))?;
+    let append_time = batch.timestamp_type() == TimestampType::LogAppendTime;
+    let count = batch.records_count();
+    let mut rest: &[u8] = &records;
+    for index in 0..count {
+        let fail = |reason: &str| corrupt(format!("record {index} of {count}: {reason}"));
+        let length = read_varint(&mut rest).map_err(fail)?;
+        let length = usize::try_from(length).map_err(|_| fail("negative record length"))?;
+        let record = rest
+            .get(..length)
+            .ok_or_else(|| fail("record runs past the records section"))?;
+        rest = &rest[length..];
+        let mut fields = record
+            .get(1..)
+            .ok_or_else(|| fail("record ends before its attributes"))?;
+        let timestamp_delta = read_varlong(&mut fields).map_err(fail)?;
+        let offset_delta = read_varint(&mut fields).map_err(fail)?;
+        check_record_tail(fields).map_err(fail)?;
+        each(RecordView {
+            offset: base_offset + i64::from(offset_delta),
+            timestamp: if append_time {
+                batch.max_timestamp()
+            } else {
+                batch.base_timestamp().wrapping_add(timestamp_delta)
+            },
+            contents: fields,
+        });
+    }
+    if rest.is_empty() {
+        Ok(())
+    } else {
+        Err(corrupt(format!(
+            "{} bytes follow the last of the batch's {count} records",
+            rest.len()
+        )))
+    }
+}
+
 /// Checks that key, value and headers fill the rest of a record exactly.
 fn check_record_tail(mut rest: &[u8]) -> Result<(), &'static str> {
     skip_nullable_bytes(&mut rest, "key runs past the record")?;
