@@ -161,6 +161,9 @@ pub enum VerifyError {
         partition: i32,
         error: ResponseError,
     },
+    /// A partition's check ended without an answer (it panicked).
+    #[error("a partition's check stopped: {0}")]
+    Stopped(String),
     /// The partition has no leader, or its log did not reach its end.
     #[error("{topic}-{partition}: {reason}")]
     Unreadable {
@@ -252,10 +255,16 @@ pub async fn verify(
         }
         let mut checked = Vec::new();
         while let Some(joined) = checks.join_next().await {
-            let Ok((index, topic, target_topic, partition, result)) = joined else {
-                continue;
-            };
+            let (index, topic, target_topic, partition, result) =
+                joined.map_err(|e| VerifyError::Stopped(e.to_string()))?;
             let comparison = result?;
+            tracing::info!(
+                %topic,
+                partition,
+                records = comparison.source.records,
+                agrees = comparison.difference.is_none(),
+                "partition checked"
+            );
             checked.push((
                 index,
                 PartitionVerify {
