@@ -625,6 +625,79 @@ mod tests {
         }
     }
 
+    /// (offset, timestamp, contents) of each record, as `for_each_record` sees it.
+    fn viewed(batch: &RecordBatch) -> Vec<(i64, i64, Vec<u8>)> {
+        let mut seen = Vec::new();
+        for_each_record(batch, |r| {
+            seen.push((r.offset, r.timestamp, r.contents.to_vec()))
+        })
+        .expect("readable");
+        seen
+    }
+
+    #[test]
+    fn each_record_is_seen_with_its_offset_timestamp_and_contents() {
+        let contents = super::super::test_support::sample_contents();
+        for codec in ALL_CODECS {
+            let spec = BatchSpec {
+                compression: codec,
+                ..BatchSpec::default()
+            };
+            let records = data_records(&spec, &contents);
+            let batch = RecordBatch::parse(encode(&records, codec)).expect("parse");
+            let seen = viewed(&batch);
+            let expected: Vec<(i64, i64)> =
+                records.iter().map(|r| (r.offset, r.timestamp)).collect();
+            let got: Vec<(i64, i64)> = seen.iter().map(|(o, t, _)| (*o, *t)).collect();
+            assert_eq!(got, expected, "{codec:?}");
+            // The same contents elsewhere (other offsets, producer, codec,
+            // timestamps) are the same bytes; any other content is not.
+            let elsewhere = BatchSpec {
+                base_offset: 5,
+                producer_id: -1,
+                base_timestamp: 1,
+                ..BatchSpec::default()
+            };
+            let copy = RecordBatch::parse(encode(
+                &data_records(&elsewhere, &contents),
+                kp::Compression::None,
+            ))
+            .expect("parse");
+            let same: Vec<Vec<u8>> = viewed(&copy).into_iter().map(|(_, _, c)| c).collect();
+            let ours: Vec<Vec<u8>> = seen.into_iter().map(|(_, _, c)| c).collect();
+            assert_eq!(ours, same, "{codec:?}");
+            let mut changed = contents.clone();
+            changed[0].2[0].1 = Some(Bytes::from_static(b"abd"));
+            let other =
+                RecordBatch::parse(encode(&data_records(&spec, &changed), codec)).expect("parse");
+            let differs: Vec<bool> = viewed(&other)
+                .into_iter()
+                .zip(&ours)
+                .map(|((_, _, c), o)| &c != o)
+                .collect();
+            assert_eq!(differs, [true, false, false, false], "{codec:?}");
+        }
+    }
+
+    #[test]
+    fn a_log_append_time_record_is_seen_at_the_append_time() {
+        let records = data_records(
+            &BatchSpec::default(),
+            &super::super::test_support::sample_contents(),
+        );
+        let append_time: i64 = 1_800_000_000_000;
+        let bytes = super::super::test_support::edit_and_fix_crc(
+            &encode(&records, kp::Compression::Gzip),
+            |b| {
+                b[22] |= 1 << 3;
+                b[35..43].copy_from_slice(&append_time.to_be_bytes());
+            },
+        );
+        let batch = RecordBatch::parse(bytes).expect("parse");
+        let timestamps: Vec<i64> = viewed(&batch).into_iter().map(|(_, t, _)| t).collect();
+        assert_eq!(timestamps, vec![append_time; records.len()]);
+    }
+
     #[test]
     fn gaps_anywhere_are_renumbered_for_every_codec_and_duplicate_headers_kept() {
         let all: Vec<RawRecord> = (0..10).map(record).collect();

@@ -744,6 +744,17 @@ mod tests {
 
     /// A side holding `values` in batches of `per_batch` records from `base`.
     fn side(values: &[&str], base: i64, per_batch: usize, compression: Compression) -> Stream {
+        side_with_timestamps(values, base, per_batch, compression, |_| 0)
+    }
+
+    /// [`side`], record `i`'s timestamp moved by `shift(i)` ms.
+    fn side_with_timestamps(
+        values: &[&str],
+        base: i64,
+        per_batch: usize,
+        compression: Compression,
+        shift: impl Fn(usize) -> i64,
+    ) -> Stream {
         let (tx, rx) = mpsc::channel(values.len() + 1);
         let all = contents(values);
         for (n, chunk) in all.chunks(per_batch).enumerate() {
@@ -752,9 +763,10 @@ mod tests {
                 ..BatchSpec::default()
             };
             let mut records = data_records(&spec, chunk);
-            for record in &mut records {
+            for (i, record) in records.iter_mut().enumerate() {
                 let value = record.value.as_ref().expect("a value");
-                record.timestamp = 1_700_000_000_000 + i64::from(value[0]);
+                record.timestamp =
+                    1_700_000_000_000 + i64::from(value[0]) + shift(n * per_batch + i);
             }
             let batch = RecordBatch::parse(encode(&records, compression)).expect("a batch");
             tx.try_send(Ok(vec![batch])).expect("room");
@@ -826,6 +838,22 @@ mod tests {
         // Counted to the end all the same.
         assert_eq!((c.source.records, c.target.records), (10, 10));
         assert_ne!(c.source.checksum, c.target.checksum);
+    }
+
+    #[tokio::test]
+    async fn one_timestamp_differing_is_found() {
+        let target = side_with_timestamps(&TEN, 0, 5, Compression::Zstd, |i| i64::from(i == 8));
+        let c = compare(side(&TEN, 100, 3, Compression::None), target, 1)
+            .await
+            .expect("readable");
+        assert_eq!(
+            c.difference,
+            Some(Difference {
+                kind: DifferenceKind::Contents,
+                source_offset: Some(108),
+                target_offset: Some(8),
+            })
+        );
     }
 
     #[tokio::test]
