@@ -2,8 +2,10 @@
 //! target holds the source's committed records, in order.
 //!
 //! For every partition of every flow, both logs are read from their log
-//! start to their end as of the start of the check (read_committed on both
-//! sides, so control batches and aborted transactions never count), each
+//! start to their end as of the start of the check (the source with the
+//! flow's isolation level, read_committed by default, the target
+//! read_committed; control batches never count, nor aborted transactions
+//! under read_committed), each
 //! side by a task of its own that streams Fetch responses into a small
 //! bounded channel; a third task per partition compares the two streams
 //! record by record. Offsets are not compared (the target assigns its own);
@@ -209,20 +211,25 @@ pub async fn verify(
             .map(|(topic, p)| (flow.target_topic(topic), *p))
             .filter(|(topic, p)| target_meta.partition(topic, *p).is_some())
             .collect();
-        let bounds = |cluster, meta, wanted: Vec<(String, i32)>| async move {
+        // The source is read as the flow copies it; the target as its
+        // consumers would, read_committed (an exactly-once copy is
+        // transactional there).
+        let isolation = flow.replication.isolation_level.wire_value();
+        let bounds = |cluster, meta, wanted: Vec<(String, i32)>, isolation| async move {
             let starts = offsets_of(
                 cluster,
                 meta,
                 wanted.clone(),
                 OffsetSpec::Earliest,
-                READ_COMMITTED,
+                isolation,
             );
-            let ends = offsets_of(cluster, meta, wanted, OffsetSpec::Latest, READ_COMMITTED);
+            let ends = offsets_of(cluster, meta, wanted, OffsetSpec::Latest, isolation);
             Ok::<_, MirrorError>((starts.await?, ends.await?))
         };
         let (source_starts, source_ends) =
-            bounds(&source, &source_meta, partitions.clone()).await?;
-        let (target_starts, target_ends) = bounds(&target, &target_meta, copies).await?;
+            bounds(&source, &source_meta, partitions.clone(), isolation).await?;
+        let (target_starts, target_ends) =
+            bounds(&target, &target_meta, copies, READ_COMMITTED).await?;
         let mut checks = JoinSet::new();
         for (index, (topic, partition)) in partitions.into_iter().enumerate() {
             let target_topic = flow.target_topic(&topic);
@@ -235,6 +242,7 @@ pub async fn verify(
                 partition,
                 start: source_starts[&key],
                 end: source_ends[&key],
+                isolation,
                 bytes: bytes.clone(),
             };
             let target_log = target_starts.get(&copy).map(|&start| Log {
@@ -244,6 +252,7 @@ pub async fn verify(
                 partition,
                 start,
                 end: target_ends[&copy],
+                isolation: READ_COMMITTED,
                 bytes: bytes.clone(),
             });
             let limit = limit.clone();
@@ -299,6 +308,8 @@ struct Log {
     partition: i32,
     start: i64,
     end: i64,
+    /// READ_COMMITTED or READ_UNCOMMITTED on the wire.
+    isolation: i8,
     bytes: Arc<AtomicU64>,
 }
 
@@ -373,7 +384,7 @@ async fn read_into(log: &Log, tx: &mpsc::Sender<Batches>) -> Result<(), VerifyEr
         };
         let request = fetch_request(
             &[fetch],
-            READ_COMMITTED,
+            log.isolation,
             Duration::from_millis(100),
             FETCH_BYTES,
         );
