@@ -20,6 +20,13 @@
 //! without decompressing) and the target's matching records, found by their
 //! position in the stream, skipped. Counts are always compared in full.
 //! Sends Metadata, ListOffsets and Fetch only, and writes nothing anywhere.
+//!
+//! Whole logs are compared, so run it once the copy is caught up (a mirror
+//! still copying shows as a shorter target), and expect a difference where
+//! the two logs legitimately hold different spans: a copy that started at
+//! `latest` or a timestamp, retention that removed more on one side, a
+//! target compacted again. A Fetch error (a leader that moved meanwhile)
+//! ends the check with an error rather than a verdict.
 
 use std::collections::VecDeque;
 use std::fmt;
