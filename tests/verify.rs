@@ -166,6 +166,18 @@ fn a_copy_with_one_value_changed_is_named_with_its_offsets() {
     );
     assert_eq!(partition["source"]["records"], 21);
     assert_eq!(partition["target"]["records"], 21);
+
+    // A topic never copied is named too.
+    let uncopied = "verify-uncopied";
+    source.create_topic(uncopied, 1, 1, &[]).expect("create");
+    produce_keyed(source, uncopied, 5, 1, "u", None);
+    let output = verify(source, target, uncopied, &[]);
+    let text = stdout(&output);
+    assert_eq!(output.status.code(), Some(7), "{text}");
+    assert!(
+        text.contains("verify-uncopied-0 -> verify-uncopied-0: DIFFERS: the target has no such partition\n    source: 5 records"),
+        "{text}"
+    );
 }
 
 #[test]

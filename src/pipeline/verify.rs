@@ -25,8 +25,9 @@
 //! still copying shows as a shorter target), and expect a difference where
 //! the two logs legitimately hold different spans: a copy that started at
 //! `latest` or a timestamp, retention that removed more on one side, a
-//! target compacted again. A Fetch error (a leader that moved meanwhile)
-//! ends the check with an error rather than a verdict.
+//! target compacted again. A leader that moves meanwhile is looked up
+//! again; a Fetch that keeps failing ends the check with an error rather
+//! than a verdict.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -43,6 +44,7 @@ use tokio::task::JoinSet;
 use super::lifecycle::selected_partitions;
 use super::startup::offsets_of;
 use super::{MirrorError, Targets};
+use crate::backoff::Backoff;
 use crate::batch::{
     for_each_record, split_batches, AbortedTransactions, BatchError, BatchFate, Fetched,
     RecordBatch,
@@ -61,6 +63,10 @@ const FETCH_BYTES: i32 = 1 << 20;
 const READ_AHEAD: usize = 2;
 /// Partitions checked at once.
 const PARTITIONS_AT_ONCE: usize = 8;
+/// Failed Fetches in a row before a side gives up, and the backoff between.
+const FAILURES: u32 = 8;
+const RETRY_BASE: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(3);
 /// Fetches in a row that may return nothing before a side gives up.
 const EMPTY_FETCHES: u32 = 40;
 
@@ -334,13 +340,15 @@ async fn check_partition(
     let mut readers = JoinSet::new();
     readers.spawn(read_log(source, source_tx));
     let Some(target) = target else {
-        drop(readers);
+        let mut source = Stream::new(source_rx, source_from.0, source_from.1);
+        source.skip_rest().await?;
         return Ok(Comparison {
             difference: Some(Difference {
                 kind: DifferenceKind::TargetMissing,
-                source_offset: None,
+                source_offset: source.summary.first_offset,
                 target_offset: None,
             }),
+            source: source.summary,
             ..Comparison::default()
         });
     };
@@ -370,19 +378,19 @@ async fn read_into(log: &Log, tx: &mpsc::Sender<Batches>) -> Result<(), VerifyEr
         partition: log.partition,
         reason,
     };
-    let (Some(leader), Some(meta)) = (
-        log.metadata.leader(&log.topic, log.partition),
-        log.metadata.topics.get(&log.topic),
-    ) else {
-        return Err(unreadable("no leader".to_owned()));
+    let Some(topic_id) = log.metadata.topics.get(&log.topic).map(|t| t.id) else {
+        return Err(unreadable("not in the cluster's metadata".to_owned()));
     };
-    let names = TopicNames::from_iter([(meta.id, log.topic.clone())]);
+    let names = TopicNames::from_iter([(topic_id, log.topic.clone())]);
+    let mut leader = log.metadata.leader(&log.topic, log.partition);
+    let mut backoff = Backoff::new(RETRY_BASE, RETRY_MAX);
+    let mut failures = 0;
     let mut offset = log.start;
     let mut empty = 0;
     while offset < log.end {
         let fetch = PartitionFetch {
             topic: log.topic.clone(),
-            topic_id: meta.id,
+            topic_id,
             partition: log.partition,
             offset,
             last_fetched_epoch: -1,
@@ -395,17 +403,54 @@ async fn read_into(log: &Log, tx: &mpsc::Sender<Batches>) -> Result<(), VerifyEr
             Duration::from_millis(100),
             FETCH_BYTES,
         );
-        let response = log.cluster.send(leader, request).await?;
-        let Some((_, data)) = response_partitions(response, &names).next() else {
-            return Err(unreadable("the Fetch answer did not name it".to_owned()));
+        // A leader that moved, or a broker that went away, is looked up
+        // again and tried after a backoff, a few times.
+        let answer = match leader {
+            None => Err("no leader".to_owned()),
+            Some(broker) => match log.cluster.send(broker, request).await {
+                Err(e) if e.is_retriable() => Err(e.to_string()),
+                Err(e) => return Err(e.into()),
+                Ok(response) => match response_partitions(response, &names).next() {
+                    None => Err("the Fetch answer did not name it".to_owned()),
+                    Some((_, data)) => match data.error_code.err() {
+                        None => Ok(data),
+                        Some(error) if error.is_retriable() => Err(format!("{error:?}")),
+                        Some(error) => {
+                            return Err(VerifyError::Refused {
+                                topic: log.topic.clone(),
+                                partition: log.partition,
+                                error,
+                            })
+                        }
+                    },
+                },
+            },
         };
-        if let Some(error) = data.error_code.err() {
-            return Err(VerifyError::Refused {
-                topic: log.topic.clone(),
-                partition: log.partition,
-                error,
-            });
-        }
+        let data = match answer {
+            Ok(data) => {
+                backoff.reset();
+                failures = 0;
+                data
+            }
+            Err(why) => {
+                failures += 1;
+                if failures >= FAILURES {
+                    return Err(unreadable(format!("{why}, {failures} times in a row")));
+                }
+                tracing::debug!(topic = %log.topic, partition = log.partition, %why, "fetching again");
+                backoff.fail(Instant::now());
+                if let Some(until) = backoff.until() {
+                    tokio::time::sleep_until(until.into()).await;
+                }
+                leader = log
+                    .cluster
+                    .metadata()
+                    .await
+                    .ok()
+                    .and_then(|m| m.leader(&log.topic, log.partition));
+                continue;
+            }
+        };
         let records = data.records.unwrap_or_default();
         log.bytes.fetch_add(records.len() as u64, Ordering::Relaxed);
         let mut aborted =
