@@ -62,6 +62,12 @@ pub(crate) enum Command {
     /// end minus stored checkpoint), and the partitions none copies. Read
     /// from Kafka alone; takes the options of `run`.
     Status(StatusArgs),
+    /// Compare each selected partition's committed records on the source
+    /// with its copy on the target (the rename policy applied): counts,
+    /// first and last offsets, and each record's timestamp, key, value and
+    /// headers, in order. Exits 7 naming each partition that differs.
+    /// Takes the options of `run`.
+    Verify(VerifyArgs),
     /// List, for each consumer group --groups selects, its committed offsets
     /// on the source, their translation through the offset maps stored with
     /// the checkpoints, the group's offsets on the target and how much is not
@@ -133,6 +139,21 @@ pub(crate) struct StatusArgs {
     /// How to print the listing.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub(crate) format: Format,
+}
+
+/// Options of `kafka-mirror verify`.
+#[derive(Debug, Args)]
+pub(crate) struct VerifyArgs {
+    /// The flows, as given to `run`.
+    #[command(flatten)]
+    pub(crate) run: RunArgs,
+    /// How to print the report.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub(crate) format: Format,
+    /// Compare the records of every Nth source batch only (counts are
+    /// always compared in full): a quick look at very large topics.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) sample: u32,
 }
 
 /// Options of `kafka-mirror offsets`.

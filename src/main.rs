@@ -16,7 +16,8 @@
 //! does not share (`instances.share = false`) was fenced by another instance
 //! of the same name, which took over (restarting this one would fence that
 //! one in turn), or when another process joined with this one's
-//! `instances.instance_id`.
+//! `instances.instance_id`; 7 when `verify` finds a partition whose copy
+//! differs from the source (the report names each one).
 
 mod cli;
 mod progress;
@@ -34,7 +35,7 @@ use kafka_mirror::config::mirrormaker;
 use kafka_mirror::config::properties::Properties;
 use kafka_mirror::config::{ConfigError, MirrorConfig};
 use kafka_mirror::observe::{http, Board};
-use kafka_mirror::pipeline::{self, Failback, RunOptions, SwitchOptions};
+use kafka_mirror::pipeline::{self, Failback, RunOptions, SwitchOptions, VerifyOptions};
 use progress::{read_board, ProgressLog};
 
 fn main() -> ExitCode {
@@ -59,6 +60,7 @@ fn main() -> ExitCode {
     let threads = match &job {
         Job::Run(config, _) => config.replication.threads,
         Job::Failback(config, _) => config.replication.threads,
+        Job::Verify(..) => 2,
         Job::Plan(_) | Job::Offsets(..) | Job::Status(..) | Job::Failover(..) | Job::Print(_) => 1,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -89,6 +91,16 @@ fn main() -> ExitCode {
         Job::Status(config, format) => {
             return match runtime.block_on(pipeline::status(config)) {
                 Ok(status) => print_listing(&status, format, log),
+                Err(e) => fail(log, e),
+            }
+        }
+        Job::Verify(config, options, format) => {
+            return match runtime.block_on(pipeline::verify(config, options)) {
+                Ok(report) => match print_listing(&report, format, log) {
+                    code if code != ExitCode::SUCCESS => code,
+                    _ if report.agrees() => ExitCode::SUCCESS,
+                    _ => ExitCode::from(7),
+                },
                 Err(e) => fail(log, e),
             }
         }
@@ -207,6 +219,8 @@ enum Job {
     Offsets(MirrorConfig, Format),
     /// List each flow's instances and what they copy.
     Status(MirrorConfig, Format),
+    /// Compare each selected partition with its copy.
+    Verify(MirrorConfig, VerifyOptions, Format),
     /// Move the selected groups to the target.
     Failover(MirrorConfig, SwitchOptions),
     /// Copy back what the target got since a failover, and the groups.
@@ -226,6 +240,12 @@ fn configure(command: Command) -> Result<Job, ConfigError> {
         }
         Command::Plan(args) => return Ok(Job::Plan(args.to_config()?)),
         Command::Status(args) => return Ok(Job::Status(args.run.to_config()?, args.format)),
+        Command::Verify(args) => {
+            let options = VerifyOptions {
+                sample: args.sample,
+            };
+            return Ok(Job::Verify(args.run.to_config()?, options, args.format));
+        }
         Command::Failover(args) => {
             let (config, options) = args.to_switch(Duration::from_secs(300))?;
             return Ok(Job::Failover(config, options));

@@ -67,6 +67,25 @@ fn status_takes_the_options_of_run_and_a_format() {
 }
 
 #[test]
+fn verify_takes_the_options_of_run_a_format_and_a_sample() {
+    let (code, stdout, _) = run(&["verify", "--help"]);
+    assert_eq!(code, Some(0));
+    for option in [
+        "--config", "--source", "--target", "--topics", "--format", "--sample",
+    ] {
+        assert!(
+            stdout.contains(option),
+            "verify --help lacks {option}:\n{stdout}"
+        );
+    }
+    let (code, _, stderr) = run(&[
+        "verify", "--source", "a:9092", "--target", "b:9092", "--sample", "0",
+    ]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("--sample"), "{stderr}");
+}
+
+#[test]
 fn an_unknown_config_key_is_named() {
     let path = config_file(
         "unknown",

@@ -45,7 +45,9 @@ pub use aborted::{AbortedTransactions, BatchFate};
 pub use codec::MAX_INFLATED_BYTES;
 pub use error::BatchError;
 pub use legacy::{LegacyMessages, MAX_RUN_SOURCE_BYTES, NO_TIMESTAMP};
-pub use reencode::{reencode, reencode_with_limit, trim, OffsetRun, Reencoded};
+pub use reencode::{
+    for_each_record, reencode, reencode_with_limit, trim, OffsetRun, RecordView, Reencoded,
+};
 pub use split::{split_batches, Batches, Fetched};
 pub(crate) use varint::varint_len;
 pub(crate) use view::increment_sequence;

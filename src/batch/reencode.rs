@@ -273,6 +273,71 @@ fn renumber_records(
     Ok(kept)
 }
 
+/// One record of a batch as a consumer sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordView<'a> {
+    /// Its offset.
+    pub offset: i64,
+    /// Its timestamp: the batch's append time in a LogAppendTime batch.
+    pub timestamp: i64,
+    /// Its key, value and headers as encoded: equal bytes mean equal
+    /// contents, since every length is a canonical varint.
+    pub contents: &'a [u8],
+}
+
+/// Hands each record of `batch` to `each`, in order: the records section
+/// decompressed with the batch's codec (up to [`MAX_INFLATED_BYTES`]) and
+/// every record checked as [`reencode`] checks them.
+pub fn for_each_record(
+    batch: &RecordBatch,
+    mut each: impl FnMut(RecordView<'_>),
+) -> Result<(), BatchError> {
+    let base_offset = batch.base_offset();
+    let corrupt = |reason: String| BatchError::Corrupt {
+        base_offset,
+        reason,
+    };
+    let body = &batch.as_bytes()[HEADER_LEN..];
+    let records = Codec::of(batch.compression(), body)
+        .inflate(body, MAX_INFLATED_BYTES)
+        .map_err(|e| e.at(base_offset, MAX_INFLATED_BYTES))?;
+    let append_time = batch.timestamp_type() == TimestampType::LogAppendTime;
+    let count = batch.records_count();
+    let mut rest: &[u8] = &records;
+    for index in 0..count {
+        let fail = |reason: &str| corrupt(format!("record {index} of {count}: {reason}"));
+        let length = read_varint(&mut rest).map_err(fail)?;
+        let length = usize::try_from(length).map_err(|_| fail("negative record length"))?;
+        let record = rest
+            .get(..length)
+            .ok_or_else(|| fail("record runs past the records section"))?;
+        rest = &rest[length..];
+        let mut fields = record
+            .get(1..)
+            .ok_or_else(|| fail("record ends before its attributes"))?;
+        let timestamp_delta = read_varlong(&mut fields).map_err(fail)?;
+        let offset_delta = read_varint(&mut fields).map_err(fail)?;
+        check_record_tail(fields).map_err(fail)?;
+        each(RecordView {
+            offset: base_offset + i64::from(offset_delta),
+            timestamp: if append_time {
+                batch.max_timestamp()
+            } else {
+                batch.base_timestamp().wrapping_add(timestamp_delta)
+            },
+            contents: fields,
+        });
+    }
+    if rest.is_empty() {
+        Ok(())
+    } else {
+        Err(corrupt(format!(
+            "{} bytes follow the last of the batch's {count} records",
+            rest.len()
+        )))
+    }
+}
+
 /// Checks that key, value and headers fill the rest of a record exactly.
 fn check_record_tail(mut rest: &[u8]) -> Result<(), &'static str> {
     skip_nullable_bytes(&mut rest, "key runs past the record")?;
@@ -558,6 +623,79 @@ mod tests {
                 assert_eq!(after.timestamp, append_time, "{codec:?}");
             }
         }
+    }
+
+    /// (offset, timestamp, contents) of each record, as `for_each_record` sees it.
+    fn viewed(batch: &RecordBatch) -> Vec<(i64, i64, Vec<u8>)> {
+        let mut seen = Vec::new();
+        for_each_record(batch, |r| {
+            seen.push((r.offset, r.timestamp, r.contents.to_vec()))
+        })
+        .expect("readable");
+        seen
+    }
+
+    #[test]
+    fn each_record_is_seen_with_its_offset_timestamp_and_contents() {
+        let contents = super::super::test_support::sample_contents();
+        for codec in ALL_CODECS {
+            let spec = BatchSpec {
+                compression: codec,
+                ..BatchSpec::default()
+            };
+            let records = data_records(&spec, &contents);
+            let batch = RecordBatch::parse(encode(&records, codec)).expect("parse");
+            let seen = viewed(&batch);
+            let expected: Vec<(i64, i64)> =
+                records.iter().map(|r| (r.offset, r.timestamp)).collect();
+            let got: Vec<(i64, i64)> = seen.iter().map(|(o, t, _)| (*o, *t)).collect();
+            assert_eq!(got, expected, "{codec:?}");
+            // The same contents elsewhere (other offsets, producer, codec,
+            // timestamps) are the same bytes; any other content is not.
+            let elsewhere = BatchSpec {
+                base_offset: 5,
+                producer_id: -1,
+                base_timestamp: 1,
+                ..BatchSpec::default()
+            };
+            let copy = RecordBatch::parse(encode(
+                &data_records(&elsewhere, &contents),
+                kp::Compression::None,
+            ))
+            .expect("parse");
+            let same: Vec<Vec<u8>> = viewed(&copy).into_iter().map(|(_, _, c)| c).collect();
+            let ours: Vec<Vec<u8>> = seen.into_iter().map(|(_, _, c)| c).collect();
+            assert_eq!(ours, same, "{codec:?}");
+            let mut changed = contents.clone();
+            changed[0].2[0].1 = Some(Bytes::from_static(b"abd"));
+            let other =
+                RecordBatch::parse(encode(&data_records(&spec, &changed), codec)).expect("parse");
+            let differs: Vec<bool> = viewed(&other)
+                .into_iter()
+                .zip(&ours)
+                .map(|((_, _, c), o)| &c != o)
+                .collect();
+            assert_eq!(differs, [true, false, false, false], "{codec:?}");
+        }
+    }
+
+    #[test]
+    fn a_log_append_time_record_is_seen_at_the_append_time() {
+        let records = data_records(
+            &BatchSpec::default(),
+            &super::super::test_support::sample_contents(),
+        );
+        let append_time: i64 = 1_800_000_000_000;
+        let bytes = super::super::test_support::edit_and_fix_crc(
+            &encode(&records, kp::Compression::Gzip),
+            |b| {
+                b[22] |= 1 << 3;
+                b[35..43].copy_from_slice(&append_time.to_be_bytes());
+            },
+        );
+        let batch = RecordBatch::parse(bytes).expect("parse");
+        let timestamps: Vec<i64> = viewed(&batch).into_iter().map(|(_, t, _)| t).collect();
+        assert_eq!(timestamps, vec![append_time; records.len()]);
     }
 
     #[test]

@@ -99,6 +99,7 @@ mod status;
 mod testing;
 mod throttle;
 mod transaction;
+mod verify;
 mod view;
 
 use std::collections::HashMap;
@@ -117,6 +118,10 @@ pub use offsets::{offsets, FlowOffsets, Offsets};
 pub use plan::{plan, FlowPlan, Plan, PlannedTopic};
 pub use stats::{FlowTotals, OwnedPartitions, PartitionProblem, Summary, UnsavedCheckpoints};
 pub use status::{status, FlowStatus, MemberStatus, PartitionLag, StatusReport};
+pub use verify::{
+    verify, Difference, DifferenceKind, FlowVerify, PartitionVerify, SideSummary, VerifyError,
+    VerifyOptions, VerifyReport,
+};
 #[cfg(feature = "test-support")]
 pub use view::test_support::SyntheticFlow;
 
@@ -197,6 +202,9 @@ pub enum MirrorError {
     /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    /// A partition could not be read for `verify`.
+    #[error(transparent)]
+    Verify(#[from] VerifyError),
     /// One flow of several could not start.
     #[error("flow `{flow}`: {source}")]
     Flow {

@@ -1,0 +1,275 @@
+//! `kafka-mirror verify` against real brokers: a copy made by `run` agrees
+//! (plain, compacted and transactional topics), and a target partition with
+//! one record more, or a topic whose copy has one value changed, is found,
+//! named, and makes the command exit non-zero (7).
+//!
+//! The data is written by librdkafka (the testkit's confluent-kafka
+//! clients); the "copy" with one value changed is written by hand into the
+//! target, record for record the same but one.
+
+mod common;
+
+use std::process::Output;
+
+use common::*;
+use kafka_testkit::{produce_with_librdkafka, Compression, KafkaCluster, ProduceOpts};
+
+fn clusters() -> &'static Clusters {
+    shared_clusters(
+        // The source cleaner looks for work every 200 ms, for the compacted topic.
+        &[("log.cleaner.backoff.ms", "200")],
+        // The target's stays off: a copy compacted again differs, rightly.
+        &[("log.cleaner.enable", "false")],
+    )
+}
+
+fn verify(source: &KafkaCluster, target: &KafkaCluster, topics: &str, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "verify".to_owned(),
+        "--source".into(),
+        source.bootstrap(),
+        "--target".into(),
+        target.bootstrap(),
+        "--topics".into(),
+        topics.into(),
+    ];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    run_mirror(&args, std::time::Duration::from_secs(60))
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Asserts `verify` agrees on `topics`, with this many records compared.
+fn assert_agrees(source: &KafkaCluster, target: &KafkaCluster, topics: &str, records: u64) {
+    let output = verify(source, target, topics, &["--format", "json"]);
+    let text = stdout(&output);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{text}\n{}",
+        tail(&String::from_utf8_lossy(&output.stderr), 30)
+    );
+    let report: serde_json::Value = serde_json::from_str(&text).expect("a JSON report");
+    let partitions = report["flows"][0]["partitions"]
+        .as_array()
+        .expect("partitions");
+    let compared: u64 = partitions
+        .iter()
+        .map(|p| p["compared"].as_u64().expect("compared"))
+        .sum();
+    assert_eq!(compared, records, "{text}");
+    for p in partitions {
+        assert_eq!(p["source"]["records"], p["target"]["records"], "{text}");
+        assert_eq!(p["source"]["checksum"], p["target"]["checksum"], "{text}");
+        assert!(p["difference"].is_null(), "{text}");
+    }
+}
+
+#[test]
+fn a_clean_copy_agrees_and_one_extra_target_record_is_named() {
+    let Clusters { source, target } = clusters();
+    let topic = "verify-plain";
+    source.create_topic(topic, 3, 1, &[]).expect("create");
+    produce_with_both_clients(source, topic, 3, Compression::Lz4, 600, 300);
+    mirror_until_caught_up(&{
+        let mut args = run_args(source, target, "verify-plain");
+        args.extend(["--topics".into(), topic.into()]);
+        args
+    });
+    assert_agrees(source, target, topic, 900);
+    let sampled = verify(source, target, topic, &["--sample", "2"]);
+    assert_eq!(sampled.status.code(), Some(0), "{}", stdout(&sampled));
+
+    // One record more in the target's partition 0 (record i goes to i % 1).
+    produce_with_librdkafka(
+        &target.bootstrap(),
+        topic,
+        &ProduceOpts {
+            count: 1,
+            partitions: Some(1),
+            key_prefix: "extra".into(),
+            ..ProduceOpts::default()
+        },
+    )
+    .expect("produce");
+    let output = verify(source, target, topic, &[]);
+    let text = stdout(&output);
+    assert_eq!(output.status.code(), Some(7), "{text}");
+    assert!(
+        text.contains("verify-plain-0 -> verify-plain-0: DIFFERS: the target has more records"),
+        "{text}"
+    );
+    assert_eq!(text.matches("DIFFERS").count(), 1, "{text}");
+    assert!(
+        text.contains("verify-plain-1 -> verify-plain-1: agrees"),
+        "{text}"
+    );
+    println!("{text}");
+    // A sample compares counts in full: the extra record is found all the same.
+    let sampled = stdout(&verify(source, target, topic, &["--sample", "2"]));
+    assert!(
+        sampled.contains("verify-plain-0 -> verify-plain-0: DIFFERS"),
+        "{sampled}"
+    );
+}
+
+#[test]
+fn a_copy_with_one_value_changed_is_named_with_its_offsets() {
+    let Clusters { source, target } = clusters();
+    let topic = "verify-changed";
+    source.create_topic(topic, 1, 1, &[]).expect("create");
+    target.create_topic(topic, 1, 1, &[]).expect("create");
+    // produce.py writes record i with key <prefix>-<i % distinct keys>, a
+    // value and headers that depend on i alone, and timestamp base + i: 21
+    // records on the source; on the target the first 20 of them and, as the
+    // 21st, record 0 at the 21st's timestamp. Record 20 and record 0 both
+    // have no headers and the one key, so only the value differs.
+    let base = 1_750_000_000_000;
+    let write = |cluster: &KafkaCluster, count, base_timestamp_ms| {
+        produce_with_librdkafka(
+            &cluster.bootstrap(),
+            topic,
+            &ProduceOpts {
+                count,
+                partitions: Some(1),
+                key_prefix: "same".into(),
+                distinct_keys: Some(1),
+                base_timestamp_ms: Some(base_timestamp_ms),
+                ..ProduceOpts::default()
+            },
+        )
+        .expect("produce")
+    };
+    let original = write(source, 21, base);
+    let copy: Vec<_> = [write(target, 20, base), write(target, 1, base + 20)].concat();
+    assert_eq!(original.len(), copy.len());
+    let (last, changed) = (&original[20], &copy[20]);
+    assert_eq!(
+        (&last.key, &last.headers, last.timestamp),
+        (&changed.key, &changed.headers, changed.timestamp)
+    );
+    assert_ne!(last.value, changed.value);
+
+    let output = verify(source, target, topic, &["--format", "json"]);
+    let text = stdout(&output);
+    assert_eq!(output.status.code(), Some(7), "{text}");
+    let report: serde_json::Value = serde_json::from_str(&text).expect("a JSON report");
+    let partition = &report["flows"][0]["partitions"][0];
+    assert_eq!(partition["topic"], topic, "{text}");
+    assert_eq!(partition["partition"], 0, "{text}");
+    assert_eq!(
+        partition["difference"],
+        serde_json::json!({"kind": "contents", "source_offset": last.offset, "target_offset": changed.offset}),
+        "{text}"
+    );
+    assert_eq!(partition["source"]["records"], 21);
+    assert_eq!(partition["target"]["records"], 21);
+
+    // A topic never copied is named too.
+    let uncopied = "verify-uncopied";
+    source.create_topic(uncopied, 1, 1, &[]).expect("create");
+    produce_keyed(source, uncopied, 5, 1, "u", None);
+    let output = verify(source, target, uncopied, &[]);
+    let text = stdout(&output);
+    assert_eq!(output.status.code(), Some(7), "{text}");
+    assert!(
+        text.contains("verify-uncopied-0 -> verify-uncopied-0: DIFFERS: the target has no such partition\n    source: 5 records"),
+        "{text}"
+    );
+}
+
+#[test]
+fn compacted_and_transactional_copies_agree() {
+    let Clusters { source, target } = clusters();
+    let compacted = "verify-compacted";
+    write_compactable(
+        source,
+        compacted,
+        1,
+        &ProduceOpts {
+            compression: Compression::Zstd,
+            distinct_keys: Some(20),
+            shuffle_keys: true,
+            ..ProduceOpts::default()
+        },
+    );
+    compact(source, &[compacted.to_owned()], 1);
+
+    let transactional = "verify-transactions";
+    source
+        .create_topic(transactional, 2, 1, &[])
+        .expect("create");
+    for (prefix, transactional_id, abort) in [
+        ("committed", Some("verify-a"), false),
+        ("aborted", Some("verify-b"), true),
+        ("plain", None, false),
+        ("committed-again", Some("verify-a"), false),
+    ] {
+        produce_with_librdkafka(
+            &source.bootstrap(),
+            transactional,
+            &ProduceOpts {
+                count: 200,
+                partitions: Some(2),
+                compression: Compression::Snappy,
+                key_prefix: prefix.into(),
+                transactional_id: transactional_id.map(str::to_owned),
+                abort,
+                ..ProduceOpts::default()
+            },
+        )
+        .expect("produce");
+    }
+
+    let topics = "verify-(compacted|transactions)";
+    let mut args = run_args(source, target, "verify-kinds");
+    args.extend(["--topics".into(), topics.into()]);
+    mirror_until_caught_up(&args);
+    let retained = records_by_partition(&source.bootstrap(), compacted)
+        .values()
+        .map(Vec::len)
+        .sum::<usize>();
+    // 600 committed records of the transactional topic (not the aborted 200).
+    assert_agrees(source, target, topics, retained as u64 + 600);
+}
+
+/// Verify's speed on this machine: 64 MB of order events (lz4) copied, then
+/// verified; prints the report's MB/s and the process's CPU seconds. Run by
+/// hand: `cargo test --test verify -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn speed() {
+    let Clusters { source, target } = clusters();
+    let topic = "verify-speed";
+    source.create_topic(topic, 4, 1, &[]).expect("create");
+    kafka_testkit::generate_with_librdkafka(
+        &source.bootstrap(),
+        topic,
+        Compression::Lz4,
+        kafka_testkit::Generate::Bytes(64_000_000),
+        1,
+    )
+    .expect("generate");
+    let mut args = run_args(source, target, "verify-speed");
+    args.extend(["--topics".into(), topic.into()]);
+    mirror_until_caught_up(&args);
+    let mut command = mirror_command();
+    command
+        .args(["verify", "--source", &source.bootstrap()])
+        .args(["--target", &target.bootstrap(), "--topics", topic])
+        .stdout(std::process::Stdio::piped());
+    let mut child = kafka_testkit::MeteredChild::spawn(command).expect("spawn");
+    let report = kafka_testkit::read_all_on_thread(child.take_stdout().expect("stdout"));
+    let finished = child.wait().expect("wait");
+    let report = report.join().expect("reader").expect("stdout");
+    assert!(finished.status.success(), "{report}");
+    println!(
+        "{}; cpu {:.1} s, wall {:.1} s, peak rss {} MiB",
+        tail(&report, 1),
+        finished.usage.cpu_seconds,
+        finished.usage.wall.as_secs_f64(),
+        finished.usage.peak_rss_kib / 1024
+    );
+}
