@@ -26,9 +26,9 @@
 //!
 //! Sync is idempotent: only what the target lacks is created. Pruning
 //! deletes a target ACL on a mirrored resource (the copied topics' target
-//! names, the synced groups, the renamed prefixes) that the source's ACLs
-//! no longer give, and never one sync would not copy (such as a WRITE
-//! grant for the mirror's own principal).
+//! names, the synced groups, the renamed prefixes of copied topics) that
+//! the source's ACLs no longer give, and never one sync would not copy
+//! (such as a WRITE grant for the mirror's own principal).
 
 use std::collections::BTreeSet;
 
@@ -122,12 +122,20 @@ impl<'a> AclMapping<'a> {
     }
 
     /// Whether a target ACL is on a resource the flow mirrors.
-    fn mirrors_target_resource(&self, acl: &AclBinding, wanted: &BTreeSet<AclBinding>) -> bool {
+    fn mirrors_target_resource(&self, acl: &AclBinding) -> bool {
         match (acl.resource_type, acl.pattern) {
             (RESOURCE_TOPIC, PATTERN_LITERAL) => self
                 .topics
                 .iter()
                 .any(|t| self.flow.target_topic(t) == acl.name),
+            (RESOURCE_TOPIC, PATTERN_PREFIXED) => self
+                .flow
+                .policy
+                .source_topic(&self.flow.source_alias, &acl.name)
+                .is_some_and(|prefix| {
+                    self.renamed_prefix(prefix).as_deref() == Some(acl.name.as_str())
+                        && self.topics.iter().any(|t| t.starts_with(prefix))
+                }),
             (RESOURCE_GROUP, PATTERN_LITERAL) => {
                 acl.name != WILDCARD
                     && self
@@ -136,9 +144,7 @@ impl<'a> AclMapping<'a> {
                         .as_ref()
                         .is_some_and(|g| g.selects(&acl.name))
             }
-            _ => wanted.iter().any(|w| {
-                (w.resource_type, w.pattern, &w.name) == (acl.resource_type, acl.pattern, &acl.name)
-            }),
+            _ => false,
         }
     }
 
@@ -160,7 +166,7 @@ impl<'a> AclMapping<'a> {
             existing
                 .into_iter()
                 .filter(|acl| !wanted.contains(*acl))
-                .filter(|acl| self.mirrors_target_resource(acl, &wanted))
+                .filter(|acl| self.mirrors_target_resource(acl))
                 .filter(|acl| self.copyable_as_is(acl))
                 .cloned()
                 .collect()
@@ -193,6 +199,11 @@ pub async fn acl_changes(
     source_acls.extend(describe_acls(source, RESOURCE_GROUP).await?);
     let mut target_acls = describe_acls(target, RESOURCE_TOPIC).await?;
     target_acls.extend(describe_acls(target, RESOURCE_GROUP).await?);
+    tracing::debug!(
+        source = source_acls.len(),
+        target = target_acls.len(),
+        "topic and group ACLs read"
+    );
     Ok(mapping.changes(&source_acls, &target_acls, mapping.flow.acls.prune))
 }
 
@@ -420,9 +431,22 @@ mod tests {
             ..topic("source.orders", OPERATION_WRITE)
         };
         let unrelated = topic("local", OPERATION_READ);
+        let prefixed = |name: &str| {
+            acl(
+                RESOURCE_TOPIC,
+                name,
+                PATTERN_PREFIXED,
+                OPERATION_READ,
+                PERMISSION_ALLOW,
+            )
+        };
+        // A prefix of copied topics, and one of no copied topic.
+        let stale_prefix = prefixed("source.orders-");
         let target = [
             topic("source.orders", OPERATION_READ),
             stale.clone(),
+            stale_prefix.clone(),
+            prefixed("source.pay"),
             mirror_write,
             unrelated,
         ];
@@ -431,7 +455,7 @@ mod tests {
         assert!(kept.delete.is_empty());
         let pruned = mapping.changes(&source, &target, true);
         assert_eq!(pruned.create, kept.create);
-        assert_eq!(pruned.delete, [stale]);
+        assert_eq!(pruned.delete, [stale, stale_prefix]);
         // Once created, nothing is left to do.
         let synced: Vec<_> = target.iter().cloned().chain(kept.create).collect();
         assert!(mapping.changes(&source, &synced, false).is_empty());

@@ -168,8 +168,12 @@ pub async fn describe_acls(
     cluster: &Cluster,
     resource_type: i8,
 ) -> Result<Vec<AclBinding>, AclError> {
+    // The generated default filters are empty strings, which match nothing.
     let request = DescribeAclsRequest::default()
         .with_resource_type_filter(resource_type)
+        .with_resource_name_filter(None)
+        .with_principal_filter(None)
+        .with_host_filter(None)
         .with_pattern_type_filter(MATCH_ANY)
         .with_operation(MATCH_ANY)
         .with_permission_type(MATCH_ANY);
