@@ -109,7 +109,7 @@ fn mirror_config(source: &KafkaCluster, target: &KafkaCluster) -> String {
         )
     };
     let text = format!(
-        "name = \"acls\"\n{}{}[topics]\ninclude = \"orders.*\"\nreplication_policy = \"prefix\"\n\
+        "name = \"acls\"\n{}{}[topics]\ninclude = \"orders.*\"\nreplication_policy = \"prefix\"\nrefresh_interval_ms = 1000\n\
          [groups]\ninclude = \"app-.*\"\n",
         side("source", source),
         side("target", target),
@@ -348,4 +348,38 @@ fn source_acls_reach_the_target_renamed_and_never_broader() {
         listed_acls(&target).is_superset(&target_before),
         "only mirrored ACLs are pruned"
     );
+
+    // While running, an ACL added on the source reaches the target within
+    // a topic refresh interval.
+    let mut running = RunningMirror::spawn(mirror_command().args([
+        "run",
+        "--config",
+        config.as_str(),
+        "--sync-acls",
+    ]));
+    acl_command(
+        &source,
+        &[
+            "--add",
+            "--allow-principal",
+            "User:carol",
+            "--operation",
+            "Read",
+            "--topic",
+            "orders",
+        ],
+    );
+    let carol = listed([
+        "TOPIC",
+        "source.orders",
+        "LITERAL",
+        "User:carol",
+        "*",
+        "READ",
+        "ALLOW",
+    ]);
+    running.wait_until("carol's ACL is synced", Duration::from_secs(20), || {
+        listed_acls(&target).contains(&carol)
+    });
+    terminate(running);
 }

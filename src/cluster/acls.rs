@@ -163,20 +163,26 @@ fn text(value: &str) -> StrBytes {
     StrBytes::from_string(value.to_owned())
 }
 
-/// Every ACL on the cluster's resources of `resource_type`, literal and prefixed.
-pub async fn describe_acls(
-    cluster: &Cluster,
-    resource_type: i8,
-) -> Result<Vec<AclBinding>, AclError> {
-    // The generated default filters are empty strings, which match nothing.
-    let request = DescribeAclsRequest::default()
+/// DescribeAcls for every ACL on resources of `resource_type`, literal and
+/// prefixed. The generated default filters are empty strings, which match
+/// nothing: each is set to null.
+fn describe_request(resource_type: i8) -> DescribeAclsRequest {
+    DescribeAclsRequest::default()
         .with_resource_type_filter(resource_type)
         .with_resource_name_filter(None)
         .with_principal_filter(None)
         .with_host_filter(None)
         .with_pattern_type_filter(MATCH_ANY)
         .with_operation(MATCH_ANY)
-        .with_permission_type(MATCH_ANY);
+        .with_permission_type(MATCH_ANY)
+}
+
+/// Every ACL on the cluster's resources of `resource_type`, literal and prefixed.
+pub async fn describe_acls(
+    cluster: &Cluster,
+    resource_type: i8,
+) -> Result<Vec<AclBinding>, AclError> {
+    let request = describe_request(resource_type);
     let answer = cluster.send_any(request).await?;
     let role = cluster.role();
     check(
@@ -265,4 +271,45 @@ pub async fn delete_acls(cluster: &Cluster, acls: &[AclBinding]) -> Result<(), A
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::protocol::{Decodable, Encodable};
+
+    #[test]
+    fn describe_filters_are_null_so_they_match_every_acl() {
+        let request = describe_request(RESOURCE_TOPIC);
+        let mut buf = bytes::BytesMut::new();
+        request.encode(&mut buf, 3).unwrap();
+        let sent = DescribeAclsRequest::decode(&mut buf.freeze(), 3).unwrap();
+        assert_eq!(
+            (
+                sent.resource_name_filter,
+                sent.principal_filter,
+                sent.host_filter
+            ),
+            (None, None, None)
+        );
+    }
+
+    #[test]
+    fn a_cluster_without_an_authorizer_is_told_apart() {
+        let code = ResponseError::SecurityDisabled.code();
+        let error = check(Role::Target, "DescribeAcls", code, None).unwrap_err();
+        assert!(matches!(
+            error,
+            AclError::SecurityDisabled { role: Role::Target }
+        ));
+        assert_eq!(
+            error.to_string(),
+            "target cluster has no authorizer (SECURITY_DISABLED): ACLs are not synced"
+        );
+        let refused = ResponseError::ClusterAuthorizationFailed.code();
+        let message = StrBytes::from_static_str("no ALTER on the cluster");
+        let error = check(Role::Target, "CreateAcls", refused, Some(&message)).unwrap_err();
+        assert!(error.to_string().contains("CreateAcls"), "{error}");
+        assert!(check(Role::Source, "DescribeAcls", 0, None).is_ok());
+    }
 }
