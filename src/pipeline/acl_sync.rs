@@ -5,7 +5,8 @@
 //!
 //! A cluster without an authorizer (SECURITY_DISABLED) is said once and
 //! ends the task; other failures are logged and tried again at the next
-//! interval. A run with `until_caught_up` syncs once.
+//! interval. A run with `until_caught_up` syncs once, and ends only once
+//! that sync has.
 
 use std::sync::Arc;
 

@@ -325,12 +325,26 @@ async fn run_flows(
             Err(e) => std::panic::resume_unwind(e.into_panic()),
         }
     }
+    if options.until_caught_up {
+        // A run that ends once caught up still does its one ACL sync whole.
+        acl_syncs.finish().await;
+    }
     Ok(Summary::combine(summaries))
 }
 
 /// Background tasks that end with the run, however it ends.
 #[derive(Debug, Default)]
 struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
+
+impl AbortOnDrop {
+    /// Waits for every task to end by itself.
+    async fn finish(mut self) {
+        for task in std::mem::take(&mut self.0) {
+            // A task that panicked has already said why.
+            let _ = task.await;
+        }
+    }
+}
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
