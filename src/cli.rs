@@ -380,6 +380,14 @@ pub(crate) struct RunArgs {
     /// trusted address.
     #[arg(long, value_name = "ADDR")]
     pub(crate) http: Option<String>,
+    /// Copy the ACLs of the copied topics and synced groups onto the target,
+    /// never granting write on a copy (sets acls.sync).
+    #[arg(long)]
+    pub(crate) sync_acls: bool,
+    /// With ACL sync, delete target ACLs on the copied topics and synced
+    /// groups that the source no longer has (sets acls.sync and acls.prune).
+    #[arg(long)]
+    pub(crate) prune_acls: bool,
 }
 
 fn parse_data_loss(text: &str) -> Result<DataLossPolicy, String> {
@@ -525,6 +533,8 @@ impl RunArgs {
             }
         }
         replication.exactly_once |= self.exactly_once;
+        config.acls.sync |= self.sync_acls || self.prune_acls;
+        config.acls.prune |= self.prune_acls;
         if let Some(id) = &self.instance_id {
             config.instances.instance_id = Some(id.clone());
         }

@@ -20,6 +20,7 @@
 //! - [`offset_map`]: where copied source offsets landed on the target, for
 //!   translating consumer group offsets.
 //! - [`groups`]: consumer group offsets translated and committed on the target.
+//! - [`acls`]: which source ACLs a flow copies onto its target, renamed, never broader.
 //! - [`assignment`]: which member of a group of instances copies which
 //!   partition (balanced, sticky, cooperative).
 //! - [`config`]: the TOML configuration, its flows and their validation.
@@ -30,6 +31,7 @@
 //! The binary (`src/main.rs`, `src/cli.rs`) turns flags and a file into a
 //! [`config::MirrorConfig`] and calls [`pipeline::run`].
 
+pub mod acls;
 #[cfg(target_os = "linux")]
 mod alloc;
 #[cfg(all(target_os = "linux", feature = "count-allocations"))]

@@ -8,9 +8,10 @@
 //!
 //! Beside it: building and reading Fetch, Produce and ListOffsets requests
 //! (`fetch`, `produce`, `offsets`), finding coordinators (`coordinator`),
-//! consumer groups from the outside (`groups`), and a transactional
-//! producer's coordinator requests (`transactions`).
+//! consumer groups from the outside (`groups`), a transactional
+//! producer's coordinator requests (`transactions`), and ACLs (`acls`).
 
+mod acls;
 mod coordinator;
 mod fetch;
 mod groups;
@@ -28,6 +29,12 @@ use kafka_protocol::messages::{ApiKey, MetadataRequest};
 use kafka_protocol::protocol::Request;
 use tokio::sync::Mutex as AsyncMutex;
 
+pub use acls::{
+    create_acls, delete_acls, describe_acls, AclBinding, AclError, OPERATION_ALL,
+    OPERATION_DESCRIBE, OPERATION_DESCRIBE_CONFIGS, OPERATION_READ, OPERATION_WRITE,
+    PATTERN_LITERAL, PATTERN_PREFIXED, PERMISSION_ALLOW, PERMISSION_DENY, RESOURCE_GROUP,
+    RESOURCE_TOPIC,
+};
 pub use fetch::{fetch_request, response_partitions, FetchSession, PartitionFetch};
 pub use groups::{
     CommitOutcome, CommittedOffset, CommittedOffsets, DescribedGroup, DescribedMember, GroupClient,

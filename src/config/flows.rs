@@ -18,8 +18,8 @@ use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use super::{
-    invalid, ByteRate, CheckpointConfig, ClusterConfig, ConfigError, GroupSync, GroupsConfig,
-    InstancesConfig, MirrorConfig, ReplicationConfig, TopicFilter, TopicsConfig,
+    invalid, AclsConfig, ByteRate, CheckpointConfig, ClusterConfig, ConfigError, GroupSync,
+    GroupsConfig, InstancesConfig, MirrorConfig, ReplicationConfig, TopicFilter, TopicsConfig,
 };
 use crate::policy::ReplicationPolicy;
 
@@ -115,6 +115,8 @@ pub struct Flow {
     /// Which consumer groups' offsets are synced onto the target, and how
     /// often; `None` when no group is.
     pub groups: Option<GroupSync>,
+    /// Whether and how ACLs are copied (the top-level `[acls]`).
+    pub acls: AclsConfig,
     /// How data moves.
     pub replication: ReplicationConfig,
     /// Where progress is stored.
@@ -342,6 +344,7 @@ impl MirrorConfig {
             topic_refresh_interval: resolved.refresh_interval,
             never_copy_configs: resolved.never_copy_configs,
             groups,
+            acls: self.acls.clone(),
             replication: replication.clone(),
             checkpoints: self.checkpoints.clone(),
             instances: self.instances.clone(),

@@ -42,9 +42,10 @@ pub use flows::{Direction, Flow, FlowConfig, FlowReplicationConfig};
 pub use groups::GroupSync;
 pub use rate::{ByteRate, RateError};
 pub use schema::{
-    parse_start_position, CheckpointConfig, ClusterConfig, DataLossPolicy, GroupsConfig,
-    HttpConfig, InstancesConfig, IsolationLevel, MirrorConfig, PolicyKind, ProcessConfig,
-    RefusedBatchPolicy, ReplicationConfig, SaslConfig, StartPosition, TlsConfig, TopicsConfig,
+    parse_start_position, AclsConfig, CheckpointConfig, ClusterConfig, DataLossPolicy,
+    GroupsConfig, HttpConfig, InstancesConfig, IsolationLevel, MirrorConfig, PolicyKind,
+    ProcessConfig, RefusedBatchPolicy, ReplicationConfig, SaslConfig, StartPosition, TlsConfig,
+    TopicsConfig,
 };
 pub use topics::{looks_internal, TopicFilter};
 
@@ -118,6 +119,7 @@ impl MirrorConfig {
             flows: Vec::new(),
             topics: TopicsConfig::default(),
             groups: GroupsConfig::default(),
+            acls: AclsConfig::default(),
             replication: ReplicationConfig::default(),
             checkpoints: CheckpointConfig::default(),
             instances: InstancesConfig::default(),

@@ -43,6 +43,10 @@ pub struct MirrorConfig {
     /// `include` is set.
     #[serde(default)]
     pub groups: GroupsConfig,
+    /// Whether the ACLs of the copied topics and synced groups are copied
+    /// onto the target. Off by default.
+    #[serde(default)]
+    pub acls: AclsConfig,
     /// How data moves.
     #[serde(default)]
     pub replication: ReplicationConfig,
@@ -281,6 +285,27 @@ pub struct GroupsConfig {
     /// synced groups, for tools that read them (default true).
     #[serde(default)]
     pub mm2_checkpoints: Option<bool>,
+}
+
+/// `[acls]`: ACL sync, shared by every flow. Sync creates on the target
+/// the source's ACLs (literal and prefixed) on the topics a flow copies,
+/// renamed as the topics are, and on the groups it syncs, never broader
+/// than the source's; see [`crate::acls`].
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AclsConfig {
+    /// Copy ACLs at start and every `topics.refresh_interval_ms` (default false).
+    #[serde(default)]
+    pub sync: bool,
+    /// Also copy ALLOW ACLs that let a principal change a copied topic
+    /// (WRITE, ALL, CREATE, DELETE, ALTER, ALTER_CONFIGS). Off by default,
+    /// as MirrorMaker 2: only the mirror writes its copies, and ALL becomes READ.
+    #[serde(default)]
+    pub copy_write: bool,
+    /// Delete target ACLs on the copied topics and synced groups that the
+    /// source no longer has (default false).
+    #[serde(default)]
+    pub prune: bool,
 }
 
 /// `topics.replication_policy`: the kinds of [`ReplicationPolicy`](crate::policy::ReplicationPolicy).

@@ -66,6 +66,7 @@
 //! in the queue; `checkpoints.rs` stores the acknowledged offset, and the
 //! queue releases the batch, and with it the Fetch response's memory.
 
+mod acl_sync;
 mod checkpoints;
 mod engine;
 mod epochs;
@@ -115,7 +116,7 @@ pub use failback::{
 pub use failover::{failover, Failover, FlowFailover, GroupsOutcome, Missing, SwitchOptions};
 pub use group_sync::GroupsSynced;
 pub use offsets::{offsets, FlowOffsets, Offsets};
-pub use plan::{plan, FlowPlan, Plan, PlannedTopic};
+pub use plan::{plan, AclPlan, FlowPlan, Plan, PlannedTopic};
 pub use stats::{FlowTotals, OwnedPartitions, PartitionProblem, Summary, UnsavedCheckpoints};
 pub use status::{status, FlowStatus, MemberStatus, PartitionLag, StatusReport};
 pub use verify::{
@@ -186,6 +187,9 @@ pub enum MirrorError {
         /// The cluster looked at.
         cluster: String,
     },
+    /// ACLs could not be read or written.
+    #[error(transparent)]
+    Acls(#[from] crate::cluster::AclError),
     /// Consumer groups could not be listed or read.
     #[error(transparent)]
     Groups(#[from] crate::cluster::GroupError),
@@ -265,12 +269,14 @@ async fn run_flows(
     );
     let mut targets = Targets::default();
     let mut engines = Vec::new();
+    let mut acl_syncs = AbortOnDrop::default();
     for flow in flows {
         let name = flow.name.clone();
         let handle = board.register(&name);
         let started = async {
             let (source, target) = targets.flow_clusters(&flow)?;
-            startup::start(
+            let acls = acl_sync::spawn(&flow, &source, &target, options.until_caught_up);
+            let engine = startup::start(
                 flow,
                 source,
                 target,
@@ -278,10 +284,14 @@ async fn run_flows(
                 handle,
                 process_throttle.clone(),
             )
-            .await
+            .await?;
+            Ok::<_, MirrorError>((engine, acls))
         };
         match started.await {
-            Ok(engine) => engines.push((name, engine)),
+            Ok((engine, acls)) => {
+                acl_syncs.0.extend(acls);
+                engines.push((name, engine));
+            }
             Err(e) if several => {
                 return Err(MirrorError::Flow {
                     flow: name,
@@ -323,7 +333,33 @@ async fn run_flows(
             Err(e) => std::panic::resume_unwind(e.into_panic()),
         }
     }
+    if options.until_caught_up {
+        // A run that ends once caught up still does its one ACL sync whole.
+        acl_syncs.finish().await;
+    }
     Ok(Summary::combine(summaries))
+}
+
+/// Background tasks that end with the run, however it ends.
+#[derive(Debug, Default)]
+struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
+
+impl AbortOnDrop {
+    /// Waits for every task to end by itself.
+    async fn finish(mut self) {
+        for task in std::mem::take(&mut self.0) {
+            // A task that panicked has already said why.
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
 }
 
 /// One target [`Cluster`] per cluster alias: flows that write the same

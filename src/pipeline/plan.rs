@@ -4,12 +4,15 @@
 //! run starts with ([`super::startup::target_specs`]) and compares them with
 //! the target ([`crate::topics::plan`]): the topics that would be replicated,
 //! their target names, partition counts and configs, and what would be
-//! created, grown or reconfigured. It sends Metadata and DescribeConfigs
-//! only, and writes nothing anywhere.
+//! created, grown or reconfigured; with `acls.sync`, the ACLs that would be
+//! created (and pruned) on the target ([`crate::acls`]). It sends Metadata,
+//! DescribeConfigs and DescribeAcls only, and writes nothing anywhere.
 
 use std::fmt;
 
 use super::{lifecycle, MirrorError, Targets};
+use crate::acls::{acl_changes, AclChanges, AclMapping};
+use crate::cluster::{AclBinding, AclError};
 use crate::config::MirrorConfig;
 use crate::topics::{self, ConfigChange, TopicPlan};
 
@@ -33,6 +36,19 @@ pub struct FlowPlan {
     pub topics: Vec<PlannedTopic>,
     /// The include regex, to explain an empty plan.
     pub include: String,
+    /// What ACL sync would do.
+    pub acls: AclPlan,
+}
+
+/// What ACL sync would do to one flow's target.
+#[derive(Debug, Clone)]
+pub enum AclPlan {
+    /// `acls.sync` is off.
+    Off,
+    /// A cluster has no authorizer; the sentence says which.
+    Unavailable(String),
+    /// The ACLs that would be created and deleted.
+    Changes(AclChanges),
 }
 
 /// One source topic and what its target topic needs.
@@ -55,7 +71,17 @@ pub async fn plan(config: MirrorConfig) -> Result<Plan, MirrorError> {
         let specs = lifecycle::target_specs(&flow, &source, &source_meta).await?;
         let (names, wanted): (Vec<String>, Vec<_>) = specs.into_iter().unzip();
         let planned = topics::plan(&target, &wanted, &flow.never_copy_configs).await?;
+        let acls = if flow.acls.sync {
+            match acl_changes(&AclMapping::new(&flow, &names), &source, &target).await {
+                Ok(changes) => AclPlan::Changes(changes),
+                Err(e @ AclError::SecurityDisabled { .. }) => AclPlan::Unavailable(e.to_string()),
+                Err(e) => return Err(e.into()),
+            }
+        } else {
+            AclPlan::Off
+        };
         flows.push(FlowPlan {
+            acls,
             include: flow.topics.include_pattern().to_owned(),
             name: flow.name,
             source: flow.source_alias,
@@ -121,7 +147,42 @@ impl fmt::Display for Plan {
                 }
                 writeln!(f)?;
             }
+            match &flow.acls {
+                AclPlan::Off => {}
+                AclPlan::Unavailable(why) => writeln!(f, "  {why}")?,
+                AclPlan::Changes(changes) if changes.is_empty() => {
+                    writeln!(f, "  ACLs: up to date")?
+                }
+                AclPlan::Changes(changes) => {
+                    for acl in &changes.create {
+                        writeln!(f, "  create ACL {}", AclLine(acl))?;
+                    }
+                    for acl in &changes.delete {
+                        writeln!(f, "  delete ACL {}", AclLine(acl))?;
+                    }
+                }
+            }
         }
         Ok(())
+    }
+}
+
+/// One ACL as a plan line: `ALLOW User:alice READ on topic eu.orders (literal) from *`.
+struct AclLine<'a>(&'a AclBinding);
+
+impl fmt::Display for AclLine<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let acl = self.0;
+        write!(
+            f,
+            "{} {} {} on {} {} ({}) from {}",
+            acl.permission_name(),
+            acl.principal,
+            acl.operation_name(),
+            acl.resource_name(),
+            acl.name,
+            acl.pattern_name(),
+            acl.host
+        )
     }
 }

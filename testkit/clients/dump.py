@@ -26,9 +26,10 @@ def main():
     ap.add_argument("--topic", required=True)
     ap.add_argument("--read-uncommitted", action="store_true")
     ap.add_argument("--timeout", type=float, default=120.0)
+    ap.add_argument("--config", action="append", default=[], help="k=v librdkafka setting")
     a = ap.parse_args()
     isolation = "read_uncommitted" if a.read_uncommitted else "read_committed"
-    c = Consumer({
+    conf = {
         "bootstrap.servers": a.bootstrap,
         "group.id": f"kafka-testkit-dump-{uuid.uuid4()}",
         "enable.auto.commit": False,
@@ -36,7 +37,11 @@ def main():
         "isolation.level": isolation,
         "enable.partition.eof": True,
         "fetch.max.bytes": 8 << 20,
-    })
+    }
+    for kv in a.config:
+        k, _, v = kv.partition("=")
+        conf[k] = v
+    c = Consumer(conf)
     md = c.list_topics(a.topic, timeout=30)
     t = md.topics.get(a.topic)
     if t is None or t.error is not None:

@@ -59,10 +59,10 @@ pub use process::ToolOutput;
 pub use properties::write_properties;
 pub use proxy::CountingProxy;
 pub use python::{
-    clients_dir, consume_latency, dump_topic, dump_topic_with, generate_with_librdkafka,
-    http_request, produce_with_librdkafka, receive_times, ConsumeLatency, DumpedRecord, Generate,
-    Generated, HttpAnswer, MetricSample, ProduceOpts, Received, TimestampType, Venv,
-    PYTHON_REQUIREMENTS,
+    clients_dir, consume_latency, dump_topic, dump_topic_as, dump_topic_with,
+    generate_with_librdkafka, http_request, produce_with_librdkafka, receive_times, ConsumeLatency,
+    DumpedRecord, Generate, Generated, HttpAnswer, MetricSample, ProduceOpts, Received,
+    TimestampType, Venv, PYTHON_REQUIREMENTS,
 };
 pub use segments::{read_partition_batches, segment_files, RawBatch};
 pub use toxiproxy::{Toxiproxy, TOXIPROXY_VERSION};

@@ -319,6 +319,28 @@ pub fn dump_topic_with(
     parse_records(&Venv::get()?.run_client("dump.py", &args)?)
 }
 
+/// [`dump_topic`] with extra librdkafka settings, such as SASL credentials
+/// (`security.protocol`, `sasl.mechanism`, `sasl.username`, `sasl.password`);
+/// the error says why a refused client was refused.
+pub fn dump_topic_as(
+    bootstrap: &str,
+    topic: &str,
+    config: &[(&str, &str)],
+) -> Result<Vec<DumpedRecord>> {
+    let mut args = vec![
+        "--bootstrap".to_string(),
+        bootstrap.to_string(),
+        "--topic".into(),
+        topic.into(),
+        "--timeout".into(),
+        "30".into(),
+    ];
+    for (k, v) in config {
+        args.extend(["--config".into(), format!("{k}={v}")]);
+    }
+    parse_records(&Venv::get()?.run_client("dump.py", &args)?)
+}
+
 pub(crate) fn create_topic(
     bootstrap: &str,
     name: &str,
