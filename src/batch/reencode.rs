@@ -208,52 +208,36 @@ fn renumber_records(
     out: &mut Vec<u8>,
     kept_deltas: &mut Vec<OffsetRun>,
 ) -> Result<i32, String> {
-    let mut rest = records;
     let mut previous_delta: Option<i32> = None;
     let mut kept = 0;
-    for index in 0..count {
-        let fail = |reason: &str| format!("record {index} of {count}: {reason}");
-        let length = read_varint(&mut rest).map_err(fail)?;
-        let length = usize::try_from(length).map_err(|_| fail("negative record length"))?;
-        let record = rest
-            .get(..length)
-            .ok_or_else(|| fail("record runs past the records section"))?;
-        rest = &rest[length..];
-
-        let (&attributes, mut fields) = record
-            .split_first()
-            .ok_or_else(|| fail("record ends before its attributes"))?;
-        let timestamp_start = fields;
-        read_varlong(&mut fields).map_err(fail)?;
-        let timestamp_delta: &[u8] = if zero_timestamps {
-            &[0] // the zigzag varlong 0
-        } else {
-            &timestamp_start[..timestamp_start.len() - fields.len()]
-        };
-        let offset_delta = read_varint(&mut fields).map_err(fail)?;
+    walk_records(records, count, |record| {
+        let offset_delta = record.offset_delta;
         let in_order = match previous_delta {
             None => offset_delta >= 0,
             Some(previous) => offset_delta > previous,
         };
         if !in_order || offset_delta > last_offset_delta {
-            return Err(fail(&format!(
+            return Err(format!(
                 "offsetDelta {offset_delta} is out of order or outside the batch's range 0..={last_offset_delta}"
-            )));
+            ));
         }
         previous_delta = Some(offset_delta);
-        check_record_tail(fields).map_err(fail)?;
         if i64::from(offset_delta) < keep_from {
-            continue;
+            return Ok(());
         }
-
+        let timestamp_delta: &[u8] = if zero_timestamps {
+            &[0] // the zigzag varlong 0
+        } else {
+            record.timestamp_delta_bytes
+        };
         // kept <= index <= offsetDelta: its varint is no longer than the old one.
-        let new_length = 1 + timestamp_delta.len() + varint_len(kept) + fields.len();
+        let new_length = 1 + timestamp_delta.len() + varint_len(kept) + record.tail.len();
         // new_length <= length, which came from an i32.
         write_varint(out, new_length as i32);
-        out.push(attributes);
+        out.push(record.attributes);
         out.extend_from_slice(timestamp_delta);
         write_varint(out, kept);
-        out.extend_from_slice(fields);
+        out.extend_from_slice(record.tail);
         kept += 1;
         let delta = i64::from(offset_delta);
         match kept_deltas.last_mut() {
@@ -263,13 +247,8 @@ fn renumber_records(
                 count: 1,
             }),
         }
-    }
-    if !rest.is_empty() {
-        return Err(format!(
-            "{} bytes follow the last of the batch's {count} records",
-            rest.len()
-        ));
-    }
+        Ok(())
+    })?;
     Ok(kept)
 }
 
@@ -302,39 +281,74 @@ pub fn for_each_record(
         .inflate(body, MAX_INFLATED_BYTES)
         .map_err(|e| e.at(base_offset, MAX_INFLATED_BYTES))?;
     let append_time = batch.timestamp_type() == TimestampType::LogAppendTime;
-    let count = batch.records_count();
-    let mut rest: &[u8] = &records;
+    walk_records(&records, batch.records_count(), |record| {
+        each(RecordView {
+            offset: base_offset + i64::from(record.offset_delta),
+            timestamp: if append_time {
+                batch.max_timestamp()
+            } else {
+                batch.base_timestamp().wrapping_add(record.timestamp_delta)
+            },
+            contents: record.tail,
+        });
+        Ok(())
+    })
+    .map_err(corrupt)
+}
+
+/// One record of a records section, split where readers of it need it.
+struct RawRecord<'a> {
+    attributes: u8,
+    /// The timestampDelta varlong, as encoded.
+    timestamp_delta_bytes: &'a [u8],
+    timestamp_delta: i64,
+    offset_delta: i32,
+    /// Key, value and headers, checked to fill the record exactly.
+    tail: &'a [u8],
+}
+
+/// Hands each of the `count` records of a (decompressed) records section to
+/// `visit`, in order, after checking its framing and fields; an error, its
+/// own or `visit`'s, names the record. The section must end with the last
+/// record.
+fn walk_records<'a>(
+    records: &'a [u8],
+    count: i32,
+    mut visit: impl FnMut(RawRecord<'a>) -> Result<(), String>,
+) -> Result<(), String> {
+    let mut rest = records;
     for index in 0..count {
-        let fail = |reason: &str| corrupt(format!("record {index} of {count}: {reason}"));
+        let fail = |reason: &str| format!("record {index} of {count}: {reason}");
         let length = read_varint(&mut rest).map_err(fail)?;
         let length = usize::try_from(length).map_err(|_| fail("negative record length"))?;
         let record = rest
             .get(..length)
             .ok_or_else(|| fail("record runs past the records section"))?;
         rest = &rest[length..];
-        let mut fields = record
-            .get(1..)
+        let (&attributes, mut fields) = record
+            .split_first()
             .ok_or_else(|| fail("record ends before its attributes"))?;
+        let timestamp_start = fields;
         let timestamp_delta = read_varlong(&mut fields).map_err(fail)?;
+        let timestamp_delta_bytes = &timestamp_start[..timestamp_start.len() - fields.len()];
         let offset_delta = read_varint(&mut fields).map_err(fail)?;
         check_record_tail(fields).map_err(fail)?;
-        each(RecordView {
-            offset: base_offset + i64::from(offset_delta),
-            timestamp: if append_time {
-                batch.max_timestamp()
-            } else {
-                batch.base_timestamp().wrapping_add(timestamp_delta)
-            },
-            contents: fields,
-        });
+        visit(RawRecord {
+            attributes,
+            timestamp_delta_bytes,
+            timestamp_delta,
+            offset_delta,
+            tail: fields,
+        })
+        .map_err(|reason| fail(&reason))?;
     }
     if rest.is_empty() {
         Ok(())
     } else {
-        Err(corrupt(format!(
+        Err(format!(
             "{} bytes follow the last of the batch's {count} records",
             rest.len()
-        )))
+        ))
     }
 }
 
