@@ -44,6 +44,29 @@ fn secured_cluster() -> KafkaCluster {
 }
 
 /// Runs AclCommand against a cluster's PLAINTEXT listener (a super user).
+/// Two source ACLs the test adds, then removes: AclCommand's arguments
+/// after `--add` or `--remove --force`.
+const BOB_DESCRIBES: [&str; 8] = [
+    "--allow-principal",
+    "User:bob",
+    "--operation",
+    "Describe",
+    "--topic",
+    "orders-",
+    "--resource-pattern-type",
+    "prefixed",
+];
+const MALLORY_DENIED: [&str; 8] = [
+    "--deny-principal",
+    "User:mallory",
+    "--deny-host",
+    "10.0.0.1",
+    "--operation",
+    "Read",
+    "--topic",
+    "orders",
+];
+
 fn acl_command(cluster: &KafkaCluster, args: &[&str]) -> String {
     let mut all = vec!["--bootstrap-server".to_string(), cluster.bootstrap()];
     all.extend(args.iter().map(|a| a.to_string()));
@@ -161,28 +184,11 @@ fn source_acls_reach_the_target_renamed_and_never_broader() {
     allow("User:alice", "Read", &["--topic", "orders"]);
     allow("User:alice", "Write", &["--topic", "orders"]);
     allow("User:alice", "All", &["--topic", "orders-eu"]);
-    allow(
-        "User:bob",
-        "Describe",
-        &["--topic", "orders-", "--resource-pattern-type", "prefixed"],
-    );
+    acl_command(&source, &[&["--add"][..], &BOB_DESCRIBES].concat());
     allow("User:alice", "Read", &["--topic", "payments"]);
     allow("User:alice", "Read", &["--group", "app-billing"]);
     allow("User:alice", "Read", &["--group", "other"]);
-    acl_command(
-        &source,
-        &[
-            "--add",
-            "--deny-principal",
-            "User:mallory",
-            "--deny-host",
-            "10.0.0.1",
-            "--operation",
-            "Read",
-            "--topic",
-            "orders",
-        ],
-    );
+    acl_command(&source, &[&["--add"][..], &MALLORY_DENIED].concat());
     // The consumer's own group, on the target only: not what is synced.
     acl_command(
         &target,
@@ -305,36 +311,9 @@ fn source_acls_reach_the_target_renamed_and_never_broader() {
 
     // Pruning: ACLs removed on the source stay on the target unless
     // --prune-acls, which removes them and nothing else.
-    acl_command(
-        &source,
-        &[
-            "--remove",
-            "--force",
-            "--allow-principal",
-            "User:bob",
-            "--operation",
-            "Describe",
-            "--topic",
-            "orders-",
-            "--resource-pattern-type",
-            "prefixed",
-        ],
-    );
-    acl_command(
-        &source,
-        &[
-            "--remove",
-            "--force",
-            "--deny-principal",
-            "User:mallory",
-            "--deny-host",
-            "10.0.0.1",
-            "--operation",
-            "Read",
-            "--topic",
-            "orders",
-        ],
-    );
+    let remove = ["--remove", "--force"];
+    acl_command(&source, &[&remove[..], &BOB_DESCRIBES].concat());
+    acl_command(&source, &[&remove[..], &MALLORY_DENIED].concat());
     mirror(&config, "run", &["--sync-acls"]);
     assert_eq!(copied_now(), expected, "kept without --prune-acls");
     mirror(&config, "run", &["--prune-acls"]);
