@@ -41,7 +41,7 @@ pub(crate) struct Cli {
 pub(crate) enum Command {
     /// Replicate the selected topics from the source cluster to the target
     /// cluster, or run every flow of the config file.
-    Run(RunArgs),
+    Run(RunCommandArgs),
     /// Run a MirrorMaker 1 command line as it is (kafka-mirror-maker.sh's
     /// options): the consumer file is the source, the producer file the target.
     #[command(name = "mm1")]
@@ -322,7 +322,20 @@ pub(crate) struct FlowArgs {
     pub(crate) name: Option<String>,
 }
 
-/// Options of `kafka-mirror run`.
+/// Options of `kafka-mirror run`: the run's, which `plan`, `status` and
+/// `verify` take too, and what only a run does.
+#[derive(Debug, Args)]
+pub(crate) struct RunCommandArgs {
+    #[command(flatten)]
+    pub(crate) run: RunArgs,
+    /// With --until-caught-up: once caught up, check the copy as `verify`
+    /// does, each source partition up to where the run copied it; exits 7
+    /// naming each partition that differs.
+    #[arg(long, requires = "until_caught_up")]
+    pub(crate) verify: bool,
+}
+
+/// The options of a run.
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
     #[command(flatten)]

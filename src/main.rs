@@ -16,7 +16,8 @@
 //! does not share (`instances.share = false`) was fenced by another instance
 //! of the same name, which took over (restarting this one would fence that
 //! one in turn), or when another process joined with this one's
-//! `instances.instance_id`; 7 when `verify` finds a partition whose copy
+//! `instances.instance_id`; 7 when `verify`, or `run --until-caught-up
+//! --verify` after a run that ended with 0, finds a partition whose copy
 //! differs from the source (the report names each one).
 
 mod cli;
@@ -24,6 +25,7 @@ mod progress;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::Parser;
@@ -35,20 +37,24 @@ use kafka_mirror::config::mirrormaker;
 use kafka_mirror::config::properties::Properties;
 use kafka_mirror::config::{ConfigError, MirrorConfig};
 use kafka_mirror::observe::{http, Board};
-use kafka_mirror::pipeline::{self, Failback, RunOptions, SwitchOptions, VerifyOptions};
-use progress::{read_board, ProgressLog};
+use kafka_mirror::pipeline::{
+    self, Failback, RunOptions, Summary, SwitchOptions, VerifyOptions, VerifyProgress,
+};
+use progress::{read_board, read_checks, ProgressLog};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let log = cli.log_format;
-    // Progress for a person or a CI log watching a run that ends; JSON logs
-    // carry the engine's progress events instead (every line stays JSON).
-    let progress = match &cli.command {
-        Command::Run(args) if args.until_caught_up && !cli.quiet && log == LogFormat::Text => Some(
-            progress::Display::for_stderr(std::io::stderr().is_terminal()),
-        ),
-        _ => None,
+    // Progress for a person or a CI log watching a run that ends, or a
+    // check; JSON logs carry the engine's progress events instead (every
+    // line stays JSON).
+    let shows_progress = match &cli.command {
+        Command::Run(args) => args.run.until_caught_up,
+        Command::Verify(_) => true,
+        _ => false,
     };
+    let progress = (shows_progress && !cli.quiet && log == LogFormat::Text)
+        .then(|| progress::Display::for_stderr(std::io::stderr().is_terminal()));
     let log_writer = progress
         .as_ref()
         .map_or_else(ProgressLog::default, progress::Display::log_writer);
@@ -58,7 +64,7 @@ fn main() -> ExitCode {
         Err(e) => return fail(log, e),
     };
     let threads = match &job {
-        Job::Run(config, _) => config.replication.threads,
+        Job::Run(config, ..) => config.replication.threads,
         Job::Failback(config, _) => config.replication.threads,
         Job::Verify(..) => 2,
         Job::Plan(_) | Job::Offsets(..) | Job::Status(..) | Job::Failover(..) | Job::Print(_) => 1,
@@ -71,8 +77,8 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(e) => return fail(log, format_args!("cannot start the async runtime: {e}")),
     };
-    let (config, options) = match job {
-        Job::Run(config, options) => (config, options),
+    let (config, options, verify_after) = match job {
+        Job::Run(config, options, verify_after) => (config, options, verify_after),
         Job::Plan(config) => {
             return match runtime.block_on(pipeline::plan(config)) {
                 Ok(plan) => {
@@ -95,14 +101,8 @@ fn main() -> ExitCode {
             }
         }
         Job::Verify(config, options, format) => {
-            return match runtime.block_on(pipeline::verify(config, options)) {
-                Ok(report) => match print_listing(&report, format, log) {
-                    code if code != ExitCode::SUCCESS => code,
-                    _ if report.agrees() => ExitCode::SUCCESS,
-                    _ => ExitCode::from(7),
-                },
-                Err(e) => fail(log, e),
-            }
+            let check = check(config, options, progress, format, log);
+            return runtime.block_on(check);
         }
         Job::Failover(config, options) => {
             return match runtime.block_on(pipeline::failover(config, options)) {
@@ -135,10 +135,16 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
     };
+    let verify_config = verify_after.then(|| config.clone());
+    let interrupted = AtomicBool::new(false);
     let result = runtime.block_on(async {
-        let shutdown = match shutdown_signal() {
+        let signal = match shutdown_signal() {
             Ok(signal) => signal,
             Err(e) => return Err(format!("cannot listen for SIGINT/SIGTERM: {e}")),
+        };
+        let shutdown = async {
+            signal.await;
+            interrupted.store(true, Ordering::Relaxed);
         };
         let board = Board::new();
         if let Some(address) = &config.http.listen {
@@ -147,28 +153,78 @@ fn main() -> ExitCode {
                 .map_err(|e| e.to_string())?;
         }
         let run = pipeline::run_observed(config, options, &board, shutdown);
-        let summary = match progress {
+        let summary = match progress.clone() {
             Some(display) => display.show_while(|| read_board(&board), run).await,
             None => run.await,
         };
         summary.map_err(|e| e.to_string())
     });
-    match result {
-        Err(e) => fail(log, e),
-        Ok(summary) => {
-            print!("{summary}");
-            if !summary.fenced.is_empty() {
-                ExitCode::from(6)
-            } else if !summary.unsaved_checkpoints.is_empty() {
-                ExitCode::from(3)
-            } else if !summary.stopped.is_empty() {
-                ExitCode::from(2)
-            } else if summary.groups.as_ref().is_some_and(|g| g.has_failures()) {
-                ExitCode::from(4)
-            } else {
-                ExitCode::SUCCESS
-            }
+    let summary = match result {
+        Err(e) => return fail(log, e),
+        Ok(summary) => summary,
+    };
+    print!("{summary}");
+    let code = run_exit(&summary);
+    match verify_config {
+        // A run that was stopped, or did not copy everything, is not
+        // checked: its summary already says what is missing.
+        Some(config) if code == ExitCode::SUCCESS && !interrupted.load(Ordering::Relaxed) => {
+            let options = VerifyOptions {
+                sample: 1,
+                source_ends: summary.source_ends,
+            };
+            runtime.block_on(async {
+                let signal = match shutdown_signal() {
+                    Ok(signal) => signal,
+                    Err(e) => return fail(log, format_args!("cannot listen for SIGINT: {e}")),
+                };
+                tokio::select! {
+                    code = check(config, options, progress, Format::Text, log) => code,
+                    () = signal => fail(log, "interrupted before the check ended"),
+                }
+            })
         }
+        _ => code,
+    }
+}
+
+/// A run's exit code, from its summary (see the module doc).
+fn run_exit(summary: &Summary) -> ExitCode {
+    if !summary.fenced.is_empty() {
+        ExitCode::from(6)
+    } else if !summary.unsaved_checkpoints.is_empty() {
+        ExitCode::from(3)
+    } else if !summary.stopped.is_empty() {
+        ExitCode::from(2)
+    } else if summary.groups.as_ref().is_some_and(|g| g.has_failures()) {
+        ExitCode::from(4)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// Compares the copies, showing progress on `progress` if given, and
+/// prints the report: 0 when every copy agrees, 7 when one differs.
+async fn check(
+    config: MirrorConfig,
+    options: VerifyOptions,
+    progress: Option<progress::Display>,
+    format: Format,
+    log: LogFormat,
+) -> ExitCode {
+    let counters = VerifyProgress::default();
+    let work = pipeline::verify_observed(config, options, &counters);
+    let report = match progress {
+        Some(display) => display.show_while(|| read_checks(&counters), work).await,
+        None => work.await,
+    };
+    match report {
+        Ok(report) => match print_listing(&report, format, log) {
+            code if code != ExitCode::SUCCESS => code,
+            _ if report.agrees() => ExitCode::SUCCESS,
+            _ => ExitCode::from(7),
+        },
+        Err(e) => fail(log, e),
     }
 }
 
@@ -211,8 +267,8 @@ fn failback_exit(failback: &Failback) -> ExitCode {
 
 /// What a command line asks for.
 enum Job {
-    /// Replicate.
-    Run(MirrorConfig, RunOptions),
+    /// Replicate; then, if asked, check the copy.
+    Run(MirrorConfig, RunOptions, bool),
     /// Show what a run would do to the targets.
     Plan(MirrorConfig),
     /// List the selected consumer groups' offsets on both clusters.
@@ -234,15 +290,16 @@ fn configure(command: Command) -> Result<Job, ConfigError> {
     let translation = match command {
         Command::Run(args) => {
             let options = RunOptions {
-                until_caught_up: args.until_caught_up,
+                until_caught_up: args.run.until_caught_up,
             };
-            return Ok(Job::Run(args.to_config()?, options));
+            return Ok(Job::Run(args.run.to_config()?, options, args.verify));
         }
         Command::Plan(args) => return Ok(Job::Plan(args.to_config()?)),
         Command::Status(args) => return Ok(Job::Status(args.run.to_config()?, args.format)),
         Command::Verify(args) => {
             let options = VerifyOptions {
                 sample: args.sample,
+                source_ends: Default::default(),
             };
             return Ok(Job::Verify(args.run.to_config()?, options, args.format));
         }
@@ -271,7 +328,7 @@ fn configure(command: Command) -> Result<Job, ConfigError> {
     for notice in &translation.notices {
         tracing::warn!("{notice}");
     }
-    Ok(Job::Run(translation.config, RunOptions::default()))
+    Ok(Job::Run(translation.config, RunOptions::default(), false))
 }
 
 /// Prints a listing as text or JSON.

@@ -1,9 +1,11 @@
-//! The progress of `run --until-caught-up` for whoever watches it: a bar per
-//! flow on a terminal (indicatif), a plain line per flow every few seconds
-//! otherwise (a log file, a CI job). Both say the same: records copied of
-//! those to copy, bytes copied, the rate and the time left.
+//! The progress of `run --until-caught-up` and of `verify` for whoever
+//! watches it: a bar per flow on a terminal (indicatif), a plain line per
+//! flow every few seconds otherwise (a log file, a CI job). Both say the
+//! same: records copied of those to copy (`verify`: source offsets read of
+//! those to read), bytes, the rate and the time left.
 //!
-//! Progress only reads what the flows publish; the engines own the numbers.
+//! Progress only reads what the flows publish; the engines (and `verify`'s
+//! readers) own the numbers.
 //! On a terminal, log lines are written above the bars through
 //! [`ProgressLog`], so neither tears the other.
 
@@ -15,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{DecimalBytes, HumanCount, MultiProgress, ProgressBar, ProgressStyle};
 use kafka_mirror::observe::{Board, FlowPhase, FlowView};
+use kafka_mirror::pipeline::{FlowCheckProgress, VerifyProgress};
 
 /// How often the plain lines are written.
 const LINE_INTERVAL: Duration = Duration::from_secs(5);
@@ -25,19 +28,39 @@ const READ_INTERVAL: Duration = kafka_mirror::observe::board::PUBLISH_INTERVAL;
 /// and checkpoints, short enough to follow a throttle or a slower link.
 const RATE_WINDOW: Duration = Duration::from_secs(10);
 
+/// What a flow's progress counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Work {
+    /// A run copying records.
+    Copy,
+    /// `verify` reading source offsets (and their copies).
+    Check,
+}
+
+impl Work {
+    /// What is counted, and what is done to the bytes.
+    fn words(self) -> (&'static str, &'static str) {
+        match self {
+            Work::Copy => ("records", "copied"),
+            Work::Check => ("offsets", "read"),
+        }
+    }
+}
+
 /// One flow's progress, as read from what it publishes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct FlowProgress {
     /// The flow's name.
     pub(crate) flow: String,
-    /// Records copied by this run.
-    pub(crate) records_copied: u64,
-    /// Offsets still to copy up to where the run ends (the source's end
-    /// when it began); none while the flow starts.
-    pub(crate) records_left: Option<u64>,
-    /// Bytes copied by this run.
-    pub(crate) bytes_copied: u64,
-    /// The flow's run is over.
+    pub(crate) work: Work,
+    /// Records copied by this run, or offsets checked.
+    pub(crate) count: u64,
+    /// What is left up to where the work ends (a run: offsets up to the
+    /// source's end when it began); none while the flow starts.
+    pub(crate) left: Option<u64>,
+    /// Bytes copied, or read from both clusters.
+    pub(crate) bytes: u64,
+    /// The flow's work is over.
     pub(crate) done: bool,
 }
 
@@ -45,10 +68,26 @@ impl From<&FlowView> for FlowProgress {
     fn from(view: &FlowView) -> Self {
         FlowProgress {
             flow: view.name.clone(),
-            records_copied: view.topics.iter().map(|topic| topic.records).sum(),
-            records_left: view.to_copy,
-            bytes_copied: view.topics.iter().map(|topic| topic.bytes).sum(),
+            work: Work::Copy,
+            count: view.topics.iter().map(|topic| topic.records).sum(),
+            left: view.to_copy,
+            bytes: view.topics.iter().map(|topic| topic.bytes).sum(),
             done: view.phase == FlowPhase::Done,
+        }
+    }
+}
+
+impl From<FlowCheckProgress> for FlowProgress {
+    fn from(check: FlowCheckProgress) -> Self {
+        FlowProgress {
+            flow: check.name,
+            work: Work::Check,
+            count: check.offsets_read,
+            left: check
+                .offsets_total
+                .map(|total| total.saturating_sub(check.offsets_read)),
+            bytes: check.bytes_read,
+            done: check.done,
         }
     }
 }
@@ -60,6 +99,11 @@ pub(crate) fn read_board(board: &Board) -> Vec<FlowProgress> {
         .iter()
         .map(|view| view.as_ref().into())
         .collect()
+}
+
+/// Each flow's progress in `verify`, as it is now.
+pub(crate) fn read_checks(progress: &VerifyProgress) -> Vec<FlowProgress> {
+    progress.flows().into_iter().map(Into::into).collect()
 }
 
 /// Records and bytes per second.
@@ -100,25 +144,26 @@ impl Throughput {
 }
 
 /// A flow's progress in words: "1,234 of 5,000 records (24.7%), 45.60 MB
-/// copied, 12.30 MB/s, ETA 12s".
+/// copied, 12.30 MB/s, ETA 12s" (`verify`: "offsets", "read").
 pub(crate) fn describe(progress: &FlowProgress, rate: Option<Rate>) -> String {
-    let copied = HumanCount(progress.records_copied);
-    let bytes = DecimalBytes(progress.bytes_copied);
+    let (unit, verb) = progress.work.words();
+    let count = HumanCount(progress.count);
+    let bytes = DecimalBytes(progress.bytes);
     if progress.done {
-        return format!("done, {copied} records ({bytes}) copied");
+        return format!("done, {count} {unit} ({bytes}) {verb}");
     }
-    let Some(left) = progress.records_left else {
+    let Some(left) = progress.left else {
         return "starting".to_owned();
     };
-    let to_copy = progress.records_copied.saturating_add(left);
-    let percent = if to_copy == 0 {
+    let total = progress.count.saturating_add(left);
+    let percent = if total == 0 {
         100.0
     } else {
-        progress.records_copied as f64 * 100.0 / to_copy as f64
+        progress.count as f64 * 100.0 / total as f64
     };
     let mut text = format!(
-        "{copied} of {} records ({percent:.1}%), {bytes} copied",
-        HumanCount(to_copy)
+        "{count} of {} {unit} ({percent:.1}%), {bytes} {verb}",
+        HumanCount(total)
     );
     match rate {
         Some(rate) => {
@@ -223,7 +268,7 @@ impl Shown {
             .iter()
             .map(|flow| {
                 let (throughput, _) = self.flows.entry(flow.flow.clone()).or_default();
-                throughput.observe(now, flow.records_copied, flow.bytes_copied)
+                throughput.observe(now, flow.count, flow.bytes)
             })
             .collect()
     }
@@ -238,9 +283,9 @@ impl Shown {
                     let bar = bar.get_or_insert_with(|| bars.add(new_bar(&flow.flow)));
                     // The words first: the bar is redrawn with the last change.
                     bar.set_message(describe(flow, rate));
-                    let left = flow.records_left.unwrap_or(0);
-                    bar.set_length(flow.records_copied.saturating_add(left).max(1));
-                    bar.set_position(flow.records_copied);
+                    let left = flow.left.unwrap_or(0);
+                    bar.set_length(flow.count.saturating_add(left).max(1));
+                    bar.set_position(flow.count);
                 }
             }
             Display::Lines if now.duration_since(self.last_lines) >= LINE_INTERVAL => {
@@ -314,9 +359,10 @@ mod tests {
     fn flow(copied: u64, left: u64, bytes: u64) -> FlowProgress {
         FlowProgress {
             flow: "orders".into(),
-            records_copied: copied,
-            records_left: Some(left),
-            bytes_copied: bytes,
+            work: Work::Copy,
+            count: copied,
+            left: Some(left),
+            bytes,
             done: false,
         }
     }
@@ -357,7 +403,7 @@ mod tests {
     fn nothing_to_copy_is_done_and_a_starting_flow_says_so() {
         assert!(describe(&flow(0, 0, 0), None).starts_with("0 of 0 records (100.0%)"));
         let mut starting = flow(0, 0, 0);
-        starting.records_left = None;
+        starting.left = None;
         assert_eq!(progress_line(&starting, None), "flow orders: starting");
     }
 
@@ -374,7 +420,7 @@ mod tests {
     #[test]
     fn a_flow_view_gives_its_topics_totals_and_what_is_left() {
         let mut view = FlowView::starting("orders");
-        assert_eq!(FlowProgress::from(&view).records_left, None);
+        assert_eq!(FlowProgress::from(&view).left, None);
         view.phase = FlowPhase::Running;
         view.to_copy = Some(700);
         view.topics = ["a", "b"]
@@ -388,6 +434,38 @@ mod tests {
         assert_eq!(FlowProgress::from(&view), flow(300, 700, 40_000));
         view.phase = FlowPhase::Done;
         assert!(FlowProgress::from(&view).done);
+    }
+
+    #[test]
+    fn a_check_counts_the_source_offsets_it_read_and_the_bytes_of_both_sides() {
+        let mut check = FlowCheckProgress {
+            name: "orders".into(),
+            offsets_read: 0,
+            offsets_total: None,
+            bytes_read: 0,
+            done: false,
+        };
+        assert_eq!(
+            progress_line(&check.clone().into(), None),
+            "flow orders: starting"
+        );
+        check.offsets_read = 1_234;
+        check.offsets_total = Some(5_000);
+        check.bytes_read = 45_600_000;
+        let rate = Rate {
+            records_per_sec: 313.0,
+            bytes_per_sec: 12_300_000.0,
+        };
+        assert_eq!(
+            progress_line(&check.clone().into(), Some(rate)),
+            "flow orders: 1,234 of 5,000 offsets (24.7%), 45.60 MB read, 12.30 MB/s, ETA 13s"
+        );
+        check.offsets_read = 5_000;
+        check.done = true;
+        assert_eq!(
+            progress_line(&check.into(), None),
+            "flow orders: done, 5,000 offsets (45.60 MB) read"
+        );
     }
 
     #[test]

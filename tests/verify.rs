@@ -1,7 +1,8 @@
 //! `kafka-mirror verify` against real brokers: a copy made by `run` agrees
 //! (plain, compacted and transactional topics), and a target partition with
 //! one record more, or a topic whose copy has one value changed, is found,
-//! named, and makes the command exit non-zero (7).
+//! named, and makes the command exit non-zero (7). `run --until-caught-up
+//! --verify` checks what the run copied, while the source goes on growing.
 //!
 //! The data is written by librdkafka (the testkit's confluent-kafka
 //! clients); the "copy" with one value changed is written by hand into the
@@ -10,6 +11,9 @@
 mod common;
 
 use std::process::Output;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
 
 use common::*;
 use kafka_testkit::{produce_with_librdkafka, Compression, KafkaCluster, ProduceOpts};
@@ -233,4 +237,94 @@ fn compacted_and_transactional_copies_agree() {
         .sum::<usize>();
     // 600 committed records of the transactional topic (not the aborted 200).
     assert_agrees(source, target, topics, retained as u64 + 600);
+}
+
+#[test]
+fn a_run_checks_what_it_copied_while_the_source_grows() {
+    let Clusters { source, target } = clusters();
+    let topic = "verify-growing";
+    source.create_topic(topic, 2, 1, &[]).expect("create");
+    produce_keyed(source, topic, 400, 2, "before", None);
+    // A producer that goes on writing through the run and its check.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (stop, bootstrap) = (stop.clone(), source.bootstrap());
+        thread::spawn(move || {
+            let mut rounds = 0;
+            while !stop.load(Ordering::Relaxed) {
+                kafka_testkit::produce_with_librdkafka(
+                    &bootstrap,
+                    "verify-growing",
+                    &ProduceOpts {
+                        count: 10,
+                        partitions: Some(2),
+                        key_prefix: format!("during-{rounds}"),
+                        ..ProduceOpts::default()
+                    },
+                )
+                .expect("produce");
+                rounds += 1;
+            }
+            rounds
+        })
+    };
+    let mut args = run_args(source, target, "verify-growing");
+    args.extend(["--topics".into(), topic.into(), "--verify".into()]);
+    let output = mirror_until_caught_up(&args);
+    stop.store(true, Ordering::Relaxed);
+    let rounds = writer.join().expect("the writer");
+    assert!(rounds > 0, "the source did not grow during the run");
+    // The summary, then the check of each partition up to where the run
+    // copied it: the records written since are not the run's to copy.
+    for partition in 0..2 {
+        assert!(
+            output.contains(&format!(
+                "verify-growing-{partition} -> verify-growing-{partition}: agrees"
+            )),
+            "{output}"
+        );
+    }
+    assert!(!output.contains("DIFFERS"), "{output}");
+    // A check of the whole log finds what the run left to the next one.
+    produce_keyed(source, topic, 2, 2, "after", None);
+    let whole = verify(source, target, topic, &[]);
+    assert_eq!(whole.status.code(), Some(7), "{}", stdout(&whole));
+    assert!(
+        stdout(&whole).contains("DIFFERS: the target ends where the source has offset"),
+        "{}",
+        stdout(&whole)
+    );
+}
+
+#[test]
+fn a_run_into_a_target_that_already_held_a_record_fails_its_check() {
+    let Clusters { source, target } = clusters();
+    let topic = "verify-run-extra";
+    source.create_topic(topic, 2, 1, &[]).expect("create");
+    target.create_topic(topic, 2, 1, &[]).expect("create");
+    produce_keyed(source, topic, 100, 2, "copied", None);
+    produce_keyed(target, topic, 1, 1, "stray", None);
+    let mut args = run_args(source, target, "verify-run-extra");
+    args.extend([
+        "--topics".into(),
+        topic.into(),
+        "--until-caught-up".into(),
+        "--verify".into(),
+    ]);
+    let output = run_mirror(&args, std::time::Duration::from_secs(180));
+    let text = stdout(&output);
+    assert_eq!(
+        output.status.code(),
+        Some(7),
+        "{text}\n{}",
+        tail(&String::from_utf8_lossy(&output.stderr), 30)
+    );
+    assert!(
+        text.contains("verify-run-extra-0 -> verify-run-extra-0: DIFFERS: records differ from source offset 0 / target offset 0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("verify-run-extra-1 -> verify-run-extra-1: agrees"),
+        "{text}"
+    );
 }

@@ -38,7 +38,7 @@ use super::positions::{Lookups, Positions};
 use super::produce::{ProduceContext, ProduceStage, KAFKA_PRODUCER_EXPIRY};
 use super::producer::{init_producer_id, ProducerIdentity, RenewalReason};
 use super::slots::{SlotId, Slots, Status};
-use super::stats::{Counters, PartitionProblem, Summary, UnsavedCheckpoints};
+use super::stats::{Counters, FlowPartition, PartitionProblem, Summary, UnsavedCheckpoints};
 use super::throttle::{SharedBucket, Throttle};
 use super::transaction::{
     self, transactional_id, TransactionFailure, TransactionStage, WriterSlot,
@@ -1282,6 +1282,21 @@ impl Engine {
             summary
                 .owned
                 .push(owned_partitions(&self.config.name, &self.slots));
+        }
+        if self.options.until_caught_up {
+            summary.source_ends = self
+                .slots
+                .all()
+                .filter(|s| s.status.is_copying())
+                .map(|s| {
+                    let partition = FlowPartition {
+                        flow: self.config.name.clone(),
+                        topic: s.topic.to_string(),
+                        partition: s.partition,
+                    };
+                    (partition, s.state.committed())
+                })
+                .collect();
         }
         summary.groups = self
             .group_sync

@@ -117,11 +117,13 @@ pub use failover::{failover, Failover, FlowFailover, GroupsOutcome, Missing, Swi
 pub use group_sync::GroupsSynced;
 pub use offsets::{offsets, FlowOffsets, Offsets};
 pub use plan::{plan, AclPlan, FlowPlan, Plan, PlannedTopic};
-pub use stats::{FlowTotals, OwnedPartitions, PartitionProblem, Summary, UnsavedCheckpoints};
+pub use stats::{
+    FlowPartition, FlowTotals, OwnedPartitions, PartitionProblem, Summary, UnsavedCheckpoints,
+};
 pub use status::{status, FlowStatus, MemberStatus, PartitionLag, StatusReport};
 pub use verify::{
-    verify, Difference, DifferenceKind, FlowVerify, PartitionVerify, SideSummary, VerifyError,
-    VerifyOptions, VerifyReport,
+    verify, verify_observed, Difference, DifferenceKind, FlowCheckProgress, FlowVerify,
+    PartitionVerify, SideSummary, VerifyError, VerifyOptions, VerifyProgress, VerifyReport,
 };
 #[cfg(feature = "test-support")]
 pub use view::test_support::SyntheticFlow;

@@ -1,5 +1,6 @@
 //! Counters of what the pipeline did, and the summary printed at the end of a run.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
@@ -121,6 +122,17 @@ impl Counters {
         self.up_converted_batches += batches as u64;
         tally.up_converted += batches as u64;
     }
+}
+
+/// A source partition of a flow.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FlowPartition {
+    /// The flow's name.
+    pub flow: String,
+    /// The source topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
 }
 
 /// A partition that stopped, and why.
@@ -261,6 +273,10 @@ pub struct Summary {
     pub owned: Vec<OwnedPartitions>,
     /// Each flow's own totals, when the run had several flows.
     pub flows: Vec<FlowTotals>,
+    /// With `until_caught_up`: where the copy of each source partition this
+    /// instance copied ends (the next source offset to copy, at least the
+    /// source's end when the run began), for `--verify` to read up to.
+    pub source_ends: BTreeMap<FlowPartition, i64>,
     /// What the last consumer group offset sync did, when groups are synced.
     pub groups: Option<GroupsSynced>,
 }
@@ -320,6 +336,7 @@ impl Summary {
             unsaved_checkpoints: Vec::new(),
             owned: Vec::new(),
             flows: Vec::new(),
+            source_ends: BTreeMap::new(),
             groups: None,
         }
     }
@@ -369,6 +386,7 @@ impl Summary {
             total.deleted_topics.extend(part.deleted_topics);
             total.unsaved_checkpoints.extend(part.unsaved_checkpoints);
             total.owned.extend(part.owned);
+            total.source_ends.extend(part.source_ends);
             if let Some(groups) = part.groups {
                 total
                     .groups

@@ -22,17 +22,19 @@
 //! Sends Metadata, ListOffsets and Fetch only, and writes nothing anywhere.
 //!
 //! Whole logs are compared, so run it once the copy is caught up (a mirror
-//! still copying shows as a shorter target), and expect a difference where
+//! still copying shows as a shorter target); `run --until-caught-up
+//! --verify` does, reading each source partition only up to where the run
+//! copied it (the source may have grown since). Expect a difference where
 //! the two logs legitimately hold different spans: a copy that started at
 //! `latest` or a timestamp, retention that removed more on one side, a
 //! target compacted again. A leader that moves meanwhile is looked up
 //! again; a Fetch that keeps failing ends the check with an error rather
 //! than a verdict.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use kafka_protocol::error::ParseResponseErrorCode;
@@ -43,6 +45,7 @@ use tokio::task::JoinSet;
 
 use super::lifecycle::selected_partitions;
 use super::startup::offsets_of;
+use super::stats::FlowPartition;
 use super::{MirrorError, Targets};
 use crate::backoff::Backoff;
 use crate::batch::{
@@ -71,10 +74,88 @@ const RETRY_MAX: Duration = Duration::from_secs(3);
 const EMPTY_FETCHES: u32 = 40;
 
 /// How to check.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct VerifyOptions {
     /// Compare the records of every Nth source batch (1: every record).
     pub sample: u32,
+    /// Source partitions read only up to this offset (a run's
+    /// [`Summary::source_ends`](super::Summary::source_ends)); the others
+    /// up to their end when the check begins.
+    pub source_ends: BTreeMap<FlowPartition, i64>,
+}
+
+/// How far a check has come, for a progress display: each flow's entry is
+/// added as its check begins (flows are checked one after the other).
+#[derive(Debug, Clone, Default)]
+pub struct VerifyProgress(Arc<Mutex<Vec<Arc<FlowCounters>>>>);
+
+/// One flow's counters, updated by its partitions' readers.
+#[derive(Debug, Default)]
+struct FlowCounters {
+    name: String,
+    /// Source offsets to read, all partitions together.
+    offsets_total: AtomicU64,
+    /// Source offsets read so far.
+    offsets_read: AtomicU64,
+    /// Record bytes fetched from both clusters.
+    bytes_read: AtomicU64,
+    done: AtomicBool,
+}
+
+/// One flow's progress, as [`VerifyProgress::flows`] reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowCheckProgress {
+    /// The flow's name.
+    pub name: String,
+    /// Source offsets read so far, of [`offsets_total`](Self::offsets_total).
+    pub offsets_read: u64,
+    /// Source offsets to read; none while the flow's bounds are looked up.
+    pub offsets_total: Option<u64>,
+    /// Record bytes fetched from both clusters.
+    pub bytes_read: u64,
+    /// The flow's check is over.
+    pub done: bool,
+}
+
+impl VerifyProgress {
+    /// Every flow whose check has begun, in config order.
+    pub fn flows(&self) -> Vec<FlowCheckProgress> {
+        self.lock()
+            .iter()
+            .map(|flow| {
+                let total = flow.offsets_total.load(Ordering::Relaxed);
+                FlowCheckProgress {
+                    name: flow.name.clone(),
+                    offsets_read: flow.offsets_read.load(Ordering::Relaxed),
+                    offsets_total: (total > 0 || flow.done.load(Ordering::Relaxed))
+                        .then_some(total),
+                    bytes_read: flow.bytes_read.load(Ordering::Relaxed),
+                    done: flow.done.load(Ordering::Relaxed),
+                }
+            })
+            .collect()
+    }
+
+    fn begin(&self, name: &str) -> Arc<FlowCounters> {
+        let flow = Arc::new(FlowCounters {
+            name: name.to_owned(),
+            ..FlowCounters::default()
+        });
+        self.lock().push(flow.clone());
+        flow
+    }
+
+    fn bytes_read(&self) -> u64 {
+        self.lock()
+            .iter()
+            .map(|flow| flow.bytes_read.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Arc<FlowCounters>>> {
+        // The counters are atomics: a panic elsewhere leaves nothing half-written.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// What `verify` found, for every flow.
@@ -208,13 +289,22 @@ pub async fn verify(
     config: MirrorConfig,
     options: VerifyOptions,
 ) -> Result<VerifyReport, MirrorError> {
+    verify_observed(config, options, &VerifyProgress::default()).await
+}
+
+/// [`verify`], counting its progress on `progress` as it goes.
+pub async fn verify_observed(
+    config: MirrorConfig,
+    options: VerifyOptions,
+    progress: &VerifyProgress,
+) -> Result<VerifyReport, MirrorError> {
     config.validate()?;
     let started = Instant::now();
-    let bytes = Arc::new(AtomicU64::new(0));
     let limit = Arc::new(Semaphore::new(PARTITIONS_AT_ONCE));
     let mut targets = Targets::default();
     let mut flows = Vec::new();
     for flow in config.flows()? {
+        let counters = progress.begin(&flow.name);
         let (source, target) = targets.flow_clusters(&flow)?;
         let source_meta = Arc::new(source.metadata().await?);
         let target_meta = Arc::new(target.metadata().await?);
@@ -239,8 +329,25 @@ pub async fn verify(
             let ends = offsets_of(cluster, meta, wanted, OffsetSpec::Latest, isolation);
             Ok::<_, MirrorError>((starts.await?, ends.await?))
         };
-        let (source_starts, source_ends) =
+        let (source_starts, mut source_ends) =
             bounds(&source, &source_meta, partitions.clone(), isolation).await?;
+        for ((topic, partition), end) in &mut source_ends {
+            let key = FlowPartition {
+                flow: flow.name.clone(),
+                topic: topic.clone(),
+                partition: *partition,
+            };
+            if let Some(&copied_to) = options.source_ends.get(&key) {
+                *end = (*end).min(copied_to);
+            }
+        }
+        let to_read: i64 = source_ends
+            .iter()
+            .map(|(key, end)| (end - source_starts.get(key).copied().unwrap_or(*end)).max(0))
+            .sum();
+        counters
+            .offsets_total
+            .store(u64::try_from(to_read).unwrap_or(0), Ordering::Relaxed);
         let (target_starts, target_ends) =
             bounds(&target, &target_meta, copies, READ_COMMITTED).await?;
         let mut checks = JoinSet::new();
@@ -256,7 +363,8 @@ pub async fn verify(
                 start: source_starts[&key],
                 end: source_ends[&key],
                 isolation,
-                bytes: bytes.clone(),
+                counters: counters.clone(),
+                counts_offsets: true,
             };
             let target_log = target_starts.get(&copy).map(|&start| Log {
                 cluster: target.clone(),
@@ -266,12 +374,14 @@ pub async fn verify(
                 start,
                 end: target_ends[&copy],
                 isolation: READ_COMMITTED,
-                bytes: bytes.clone(),
+                counters: counters.clone(),
+                counts_offsets: false,
             });
             let limit = limit.clone();
+            let sample = options.sample;
             checks.spawn(async move {
                 let _permit = limit.acquire_owned().await;
-                let result = check_partition(source_log, target_log, options.sample).await;
+                let result = check_partition(source_log, target_log, sample).await;
                 (index, topic, target_topic, partition, result)
             });
         }
@@ -301,6 +411,7 @@ pub async fn verify(
             ));
         }
         checked.sort_by_key(|(index, _)| *index);
+        counters.done.store(true, Ordering::Relaxed);
         flows.push(FlowVerify {
             name: flow.name,
             partitions: checked.into_iter().map(|(_, p)| p).collect(),
@@ -308,7 +419,7 @@ pub async fn verify(
     }
     Ok(VerifyReport {
         flows,
-        bytes_read: bytes.load(Ordering::Relaxed),
+        bytes_read: progress.bytes_read(),
         seconds: started.elapsed().as_secs_f64(),
     })
 }
@@ -323,7 +434,9 @@ struct Log {
     end: i64,
     /// READ_COMMITTED or READ_UNCOMMITTED on the wire.
     isolation: i8,
-    bytes: Arc<AtomicU64>,
+    counters: Arc<FlowCounters>,
+    /// The source side: its offsets are the check's progress.
+    counts_offsets: bool,
 }
 
 /// What a side's reader sends: the committed batches of one Fetch response.
@@ -452,7 +565,9 @@ async fn read_into(log: &Log, tx: &mpsc::Sender<Batches>) -> Result<(), VerifyEr
             }
         };
         let records = data.records.unwrap_or_default();
-        log.bytes.fetch_add(records.len() as u64, Ordering::Relaxed);
+        log.counters
+            .bytes_read
+            .fetch_add(records.len() as u64, Ordering::Relaxed);
         let mut aborted =
             AbortedTransactions::new(data.aborted_transactions.as_deref().unwrap_or_default());
         let batch_error = |source| VerifyError::Batch {
@@ -489,6 +604,12 @@ async fn read_into(log: &Log, tx: &mpsc::Sender<Batches>) -> Result<(), VerifyEr
             continue;
         }
         empty = 0;
+        if log.counts_offsets {
+            let read = offset.min(log.end) - before.min(log.end);
+            log.counters
+                .offsets_read
+                .fetch_add(u64::try_from(read).unwrap_or(0), Ordering::Relaxed);
+        }
         if tx.send(Ok(committed)).await.is_err() {
             return Ok(());
         }
