@@ -34,7 +34,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use kafka_protocol::error::ParseResponseErrorCode;
@@ -93,8 +93,8 @@ pub struct VerifyProgress(Arc<Mutex<Vec<Arc<FlowCounters>>>>);
 #[derive(Debug, Default)]
 struct FlowCounters {
     name: String,
-    /// Source offsets to read, all partitions together.
-    offsets_total: AtomicU64,
+    /// Source offsets to read, all partitions together, once known.
+    offsets_total: OnceLock<u64>,
     /// Source offsets read so far.
     offsets_read: AtomicU64,
     /// Record bytes fetched from both clusters.
@@ -122,16 +122,12 @@ impl VerifyProgress {
     pub fn flows(&self) -> Vec<FlowCheckProgress> {
         self.lock()
             .iter()
-            .map(|flow| {
-                let total = flow.offsets_total.load(Ordering::Relaxed);
-                FlowCheckProgress {
-                    name: flow.name.clone(),
-                    offsets_read: flow.offsets_read.load(Ordering::Relaxed),
-                    offsets_total: (total > 0 || flow.done.load(Ordering::Relaxed))
-                        .then_some(total),
-                    bytes_read: flow.bytes_read.load(Ordering::Relaxed),
-                    done: flow.done.load(Ordering::Relaxed),
-                }
+            .map(|flow| FlowCheckProgress {
+                name: flow.name.clone(),
+                offsets_read: flow.offsets_read.load(Ordering::Relaxed),
+                offsets_total: flow.offsets_total.get().copied(),
+                bytes_read: flow.bytes_read.load(Ordering::Relaxed),
+                done: flow.done.load(Ordering::Relaxed),
             })
             .collect()
     }
@@ -345,9 +341,10 @@ pub async fn verify_observed(
             .iter()
             .map(|(key, end)| (end - source_starts.get(key).copied().unwrap_or(*end)).max(0))
             .sum();
-        counters
+        // Set once, here, as the flow's check begins.
+        let _ = counters
             .offsets_total
-            .store(u64::try_from(to_read).unwrap_or(0), Ordering::Relaxed);
+            .set(u64::try_from(to_read).unwrap_or(0));
         let (target_starts, target_ends) =
             bounds(&target, &target_meta, copies, READ_COMMITTED).await?;
         let mut checks = JoinSet::new();
