@@ -9,13 +9,18 @@
 //!   its prefix renamed the same way, when the policy keeps prefixes
 //!   (`{source}.{topic}` does; `{topic}-{source}` does not, and such an ACL
 //!   is skipped rather than widened);
-//! - a literal ACL on a consumer group the flow syncs (`[groups]`), with its
-//!   name as it is.
+//! - a group ACL, literal, on a consumer group the flow syncs (`[groups]`
+//!   selects it), with its name as it is;
+//! - a group ACL, prefixed, whose prefix starts a group the flow syncs: the
+//!   source's groups are listed (only when such an ACL is on either side)
+//!   and the ACL is copied as it is when one of the groups `[groups]`
+//!   selects starts with its prefix. Group names are the same on both
+//!   clusters, so the copy grants nothing for those names that the source
+//!   does not.
 //!
 //! Principals and hosts are kept as they are. The wildcard resource `*` is
 //! never copied: on the target it would cover topics and groups the flow
-//! does not mirror. Prefixed group ACLs are not copied either, since which
-//! groups they cover is not known without listing them.
+//! does not mirror.
 //!
 //! Never broader than the source, and never a writer of the copies: unless
 //! `acls.copy_write`, an ALLOW ACL on a topic is copied only for READ,
@@ -26,18 +31,21 @@
 //!
 //! Sync is idempotent: only what the target lacks is created. Pruning
 //! deletes a target ACL on a mirrored resource (the copied topics' target
-//! names, the synced groups, the renamed prefixes of copied topics) that
-//! the source's ACLs no longer give, and never one sync would not copy
-//! (such as a WRITE grant for the mirror's own principal).
+//! names, the synced groups, the renamed prefixes of copied topics, the
+//! prefixes of synced groups) that the source's ACLs no longer give, and
+//! never one sync would not copy (such as a WRITE grant for the mirror's
+//! own principal).
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use crate::cluster::{
-    create_acls, delete_acls, describe_acls, AclBinding, AclError, Cluster, OPERATION_ALL,
-    OPERATION_DESCRIBE, OPERATION_DESCRIBE_CONFIGS, OPERATION_READ, PATTERN_LITERAL,
+    create_acls, delete_acls, describe_acls, AclBinding, AclError, Cluster, GroupClient,
+    OPERATION_ALL, OPERATION_DESCRIBE, OPERATION_DESCRIBE_CONFIGS, OPERATION_READ, PATTERN_LITERAL,
     PATTERN_PREFIXED, PERMISSION_ALLOW, RESOURCE_GROUP, RESOURCE_TOPIC,
 };
 use crate::config::Flow;
+use crate::groups;
 
 /// The wildcard resource name: every topic or group.
 const WILDCARD: &str = "*";
@@ -64,12 +72,24 @@ pub struct AclMapping<'a> {
     flow: &'a Flow,
     /// The source topics the flow copies now.
     topics: &'a [String],
+    /// The source groups the flow syncs now (those its `[groups]` selects).
+    groups: &'a [String],
 }
 
 impl<'a> AclMapping<'a> {
-    /// The mapping of `flow`, which copies the source topics `topics`.
-    pub fn new(flow: &'a Flow, topics: &'a [String]) -> Self {
-        AclMapping { flow, topics }
+    /// The mapping of `flow`, which copies the source topics `topics` and
+    /// syncs the source groups `groups`.
+    pub fn new(flow: &'a Flow, topics: &'a [String], groups: &'a [String]) -> Self {
+        AclMapping {
+            flow,
+            topics,
+            groups,
+        }
+    }
+
+    /// Whether a synced group starts with `prefix`.
+    fn starts_a_group(&self, prefix: &str) -> bool {
+        self.groups.iter().any(|g| g.starts_with(prefix))
     }
 
     /// The ACL the target gets for a source ACL, `None` when it is not copied.
@@ -91,6 +111,9 @@ impl<'a> AclMapping<'a> {
             (RESOURCE_GROUP, PATTERN_LITERAL) => {
                 let synced = self.flow.groups.as_ref()?.selects(&acl.name);
                 synced.then(|| acl.name.clone())?
+            }
+            (RESOURCE_GROUP, PATTERN_PREFIXED) => {
+                self.starts_a_group(&acl.name).then(|| acl.name.clone())?
             }
             _ => return None,
         };
@@ -123,6 +146,9 @@ impl<'a> AclMapping<'a> {
 
     /// Whether a target ACL is on a resource the flow mirrors.
     fn mirrors_target_resource(&self, acl: &AclBinding) -> bool {
+        if acl.name == WILDCARD {
+            return false;
+        }
         match (acl.resource_type, acl.pattern) {
             (RESOURCE_TOPIC, PATTERN_LITERAL) => self
                 .topics
@@ -136,14 +162,12 @@ impl<'a> AclMapping<'a> {
                     self.renamed_prefix(prefix).as_deref() == Some(acl.name.as_str())
                         && self.topics.iter().any(|t| t.starts_with(prefix))
                 }),
-            (RESOURCE_GROUP, PATTERN_LITERAL) => {
-                acl.name != WILDCARD
-                    && self
-                        .flow
-                        .groups
-                        .as_ref()
-                        .is_some_and(|g| g.selects(&acl.name))
-            }
+            (RESOURCE_GROUP, PATTERN_LITERAL) => self
+                .flow
+                .groups
+                .as_ref()
+                .is_some_and(|g| g.selects(&acl.name)),
+            (RESOURCE_GROUP, PATTERN_PREFIXED) => self.starts_a_group(&acl.name),
             _ => false,
         }
     }
@@ -189,10 +213,13 @@ impl<'a> AclMapping<'a> {
     }
 }
 
-/// Both clusters' topic and group ACLs, and what the target needs.
+/// Both clusters' topic and group ACLs, and what the target needs for
+/// `flow`, which copies the source topics `topics`. The source's groups are
+/// listed only when a prefixed group ACL asks which ones it covers.
 pub async fn acl_changes(
-    mapping: &AclMapping<'_>,
-    source: &Cluster,
+    flow: &Flow,
+    topics: &[String],
+    source: &Arc<Cluster>,
     target: &Cluster,
 ) -> Result<AclChanges, AclError> {
     let mut source_acls = describe_acls(source, RESOURCE_TOPIC).await?;
@@ -204,17 +231,30 @@ pub async fn acl_changes(
         target = target_acls.len(),
         "topic and group ACLs read"
     );
-    Ok(mapping.changes(&source_acls, &target_acls, mapping.flow.acls.prune))
+    let prefixed_group_acl = source_acls
+        .iter()
+        .chain(&target_acls)
+        .any(|acl| acl.resource_type == RESOURCE_GROUP && acl.pattern == PATTERN_PREFIXED);
+    let groups = match &flow.groups {
+        Some(selection) if prefixed_group_acl => {
+            let client = GroupClient::new(source.clone()).await?;
+            groups::synced_groups(&client, &|group| selection.selects(group)).await?
+        }
+        _ => Vec::new(),
+    };
+    let mapping = AclMapping::new(flow, topics, &groups);
+    Ok(mapping.changes(&source_acls, &target_acls, flow.acls.prune))
 }
 
-/// Makes the target's ACLs match the source's for the flow: creates what
-/// it lacks, deletes what is pruned. Returns what it did.
+/// Makes the target's ACLs match the source's for `flow` ([`acl_changes`]):
+/// creates what it lacks, deletes what is pruned. Returns what it did.
 pub async fn sync_acls(
-    mapping: &AclMapping<'_>,
-    source: &Cluster,
+    flow: &Flow,
+    topics: &[String],
+    source: &Arc<Cluster>,
     target: &Cluster,
 ) -> Result<AclChanges, AclError> {
-    let changes = acl_changes(mapping, source, target).await?;
+    let changes = acl_changes(flow, topics, source, target).await?;
     create_acls(target, &changes.create).await?;
     delete_acls(target, &changes.delete).await?;
     Ok(changes)
@@ -278,7 +318,7 @@ mod tests {
     fn literal_and_prefixed_topic_names_are_renamed_by_the_policy() {
         let flow = flow(PREFIX);
         let topics = topics();
-        let mapping = AclMapping::new(&flow, &topics);
+        let mapping = AclMapping::new(&flow, &topics, &[]);
         let literal = mapping
             .target_acl(&topic("orders", OPERATION_READ))
             .unwrap();
@@ -318,7 +358,7 @@ mod tests {
             "[topics]\nreplication_policy = \"template\"\ntopic_template = \"{topic}-{source}\"\n",
         );
         let topics = topics();
-        let mapping = AclMapping::new(&flow, &topics);
+        let mapping = AclMapping::new(&flow, &topics, &[]);
         assert_eq!(
             mapping
                 .target_acl(&topic("orders", OPERATION_READ))
@@ -340,7 +380,7 @@ mod tests {
     fn write_access_to_a_copy_is_never_granted_by_default() {
         let flow = flow(PREFIX);
         let topics = topics();
-        let mapping = AclMapping::new(&flow, &topics);
+        let mapping = AclMapping::new(&flow, &topics, &[]);
         for operation in [OPERATION_WRITE, OPERATION_ALTER] {
             assert_eq!(mapping.target_acl(&topic("orders", operation)), None);
         }
@@ -365,7 +405,7 @@ mod tests {
         );
 
         let flow = self::flow(&format!("{PREFIX}[acls]\nsync = true\ncopy_write = true\n"));
-        let mapping = AclMapping::new(&flow, &topics);
+        let mapping = AclMapping::new(&flow, &topics, &[]);
         assert_eq!(
             mapping
                 .target_acl(&topic("orders", OPERATION_WRITE))
@@ -382,45 +422,71 @@ mod tests {
         );
     }
 
+    fn group(name: &str, pattern: i8) -> AclBinding {
+        acl(
+            RESOURCE_GROUP,
+            name,
+            pattern,
+            OPERATION_ALL,
+            PERMISSION_ALLOW,
+        )
+    }
+
     #[test]
     fn group_acls_of_synced_groups_keep_their_names() {
         let flow = flow(PREFIX);
         let topics = topics();
-        let mapping = AclMapping::new(&flow, &topics);
-        let group = |name: &str| {
-            acl(
-                RESOURCE_GROUP,
-                name,
-                PATTERN_LITERAL,
-                OPERATION_ALL,
-                PERMISSION_ALLOW,
-            )
-        };
+        let mapping = AclMapping::new(&flow, &topics, &[]);
+        let literal = |name: &str| group(name, PATTERN_LITERAL);
         assert_eq!(
-            mapping.target_acl(&group("app-billing")),
-            Some(group("app-billing"))
+            mapping.target_acl(&literal("app-billing")),
+            Some(literal("app-billing"))
         );
-        assert_eq!(mapping.target_acl(&group("other")), None);
-        let prefixed = acl(
-            RESOURCE_GROUP,
-            "app-",
-            PATTERN_PREFIXED,
-            OPERATION_READ,
-            PERMISSION_ALLOW,
-        );
-        assert_eq!(mapping.target_acl(&prefixed), None);
+        assert_eq!(mapping.target_acl(&literal("other")), None);
         let unsynced = self::flow("");
         assert_eq!(
-            AclMapping::new(&unsynced, &topics).target_acl(&group("app-billing")),
+            AclMapping::new(&unsynced, &topics, &[]).target_acl(&literal("app-billing")),
             None
         );
+    }
+
+    #[test]
+    fn a_prefixed_group_acl_is_copied_only_when_it_starts_a_synced_group() {
+        let flow = flow(PREFIX);
+        let topics = topics();
+        let groups = ["app-billing".to_owned()];
+        let mapping = AclMapping::new(&flow, &topics, &groups);
+        let prefixed = |name: &str| group(name, PATTERN_PREFIXED);
+        // Kept as it is, ALL included: group names are the same on both sides.
+        for prefix in ["app-", "app-bill", "a", "app-billing"] {
+            assert_eq!(
+                mapping.target_acl(&prefixed(prefix)),
+                Some(prefixed(prefix)),
+                "{prefix}"
+            );
+        }
+        // No synced group starts with it, even one `[groups]` would select.
+        for prefix in ["app-pay", "b", "app-billing-eu", "*"] {
+            assert_eq!(mapping.target_acl(&prefixed(prefix)), None, "{prefix}");
+        }
+        // No groups listed: nothing is known to be covered.
+        assert_eq!(
+            AclMapping::new(&flow, &topics, &[]).target_acl(&prefixed("app-")),
+            None
+        );
+
+        // Pruning: a stale prefix of a synced group goes, another prefix stays.
+        let target = [prefixed("app-"), prefixed("app-bill"), prefixed("ops-")];
+        let changes = mapping.changes(&[prefixed("app-")], &target, true);
+        assert!(changes.create.is_empty());
+        assert_eq!(changes.delete, [prefixed("app-bill")]);
     }
 
     #[test]
     fn only_what_the_target_lacks_is_created_and_prune_deletes_only_mirrored_acls() {
         let flow = flow(PREFIX);
         let topics = topics();
-        let mapping = AclMapping::new(&flow, &topics);
+        let mapping = AclMapping::new(&flow, &topics, &[]);
         let source = [
             topic("orders", OPERATION_READ),
             topic("orders-eu", OPERATION_READ),

@@ -394,11 +394,12 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "ADDR")]
     pub(crate) http: Option<String>,
     /// Copy the ACLs of the copied topics and synced groups onto the target,
-    /// never granting write on a copy (sets acls.sync).
+    /// never granting write on a copy (sets acls.sync, for every flow).
     #[arg(long)]
     pub(crate) sync_acls: bool,
     /// With ACL sync, delete target ACLs on the copied topics and synced
-    /// groups that the source no longer has (sets acls.sync and acls.prune).
+    /// groups that the source no longer has (sets acls.sync and acls.prune,
+    /// for every flow).
     #[arg(long)]
     pub(crate) prune_acls: bool,
 }
@@ -548,6 +549,15 @@ impl RunArgs {
         replication.exactly_once |= self.exactly_once;
         config.acls.sync |= self.sync_acls || self.prune_acls;
         config.acls.prune |= self.prune_acls;
+        // The flags are the operator's word for this run: over each flow's own.
+        for flow in &mut config.flows {
+            if self.sync_acls || self.prune_acls {
+                flow.acls.sync = Some(true);
+            }
+            if self.prune_acls {
+                flow.acls.prune = Some(true);
+            }
+        }
         if let Some(id) = &self.instance_id {
             config.instances.instance_id = Some(id.clone());
         }

@@ -403,13 +403,7 @@ impl Survey {
     ) -> Result<Self, GroupError> {
         let mut source = GroupClient::new(source.clone()).await?;
         let mut target = GroupClient::new(target.clone()).await?;
-        let groups: Vec<String> = source
-            .list_groups()
-            .await?
-            .into_iter()
-            .filter(|g| g.commits_offsets() && select(&g.id))
-            .map(|g| g.id)
-            .collect();
+        let groups = synced_groups(&source, select).await?;
         let target_states = target
             .list_groups()
             .await?
@@ -469,6 +463,21 @@ impl Survey {
         };
         Some(report(outcome, plan))
     }
+}
+
+/// The source's groups a sync covers: those `select` picks, of the kinds
+/// that keep committed offsets.
+pub async fn synced_groups(
+    source: &GroupClient,
+    select: &(dyn Fn(&str) -> bool + Sync),
+) -> Result<Vec<String>, GroupError> {
+    Ok(source
+        .list_groups()
+        .await?
+        .into_iter()
+        .filter(|g| g.commits_offsets() && select(&g.id))
+        .map(|g| g.id)
+        .collect())
 }
 
 /// Syncs the offsets of every source group `select` picks (by id: the

@@ -15,7 +15,7 @@ use std::thread;
 use std::time::Duration;
 
 use common::*;
-use kafka_testkit::{dump_topic_as, ClusterSpec, KafkaCluster};
+use kafka_testkit::{dump_topic_as, set_committed_offset, ClusterSpec, KafkaCluster};
 
 const MIRROR_PASSWORD: &str = "mirror-Secret-A1";
 const ALICE_PASSWORD: &str = "alice-Secret-B2";
@@ -189,6 +189,15 @@ fn source_acls_reach_the_target_renamed_and_never_broader() {
     allow("User:alice", "Read", &["--group", "app-billing"]);
     allow("User:alice", "Read", &["--group", "other"]);
     acl_command(&source, &[&["--add"][..], &MALLORY_DENIED].concat());
+    // Prefixed group ACLs: `app-` starts app-billing, a group the flow
+    // syncs (it has committed an offset); no source group starts with
+    // `app-pay`, though `[groups]` would select such names.
+    set_committed_offset(&source, "app-billing", "orders", 0, 5)
+        .unwrap_or_else(|e| panic!("app-billing commits: {e:#}"));
+    for prefix in ["app-", "app-pay"] {
+        let group = ["--group", prefix, "--resource-pattern-type", "prefixed"];
+        allow("User:alice", "Read", &group);
+    }
     // The consumer's own group, on the target only: not what is synced.
     acl_command(
         &target,
@@ -233,6 +242,11 @@ fn source_acls_reach_the_target_renamed_and_never_broader() {
     assert!(
         planned
             .contains("create ACL ALLOW User:alice READ on topic source.orders (literal) from *"),
+        "{planned}"
+    );
+    assert!(
+        planned.contains("create ACL ALLOW User:alice READ on group app- (prefixed) from *")
+            && !planned.contains("app-pay"),
         "{planned}"
     );
     mirror(&config, "run", &["--sync-acls"]);
@@ -285,6 +299,16 @@ fn source_acls_reach_the_target_renamed_and_never_broader() {
             "GROUP",
             "app-billing",
             "LITERAL",
+            "User:alice",
+            "*",
+            "READ",
+            "ALLOW",
+        ],
+        // Not `app-pay`: it starts no synced group.
+        [
+            "GROUP",
+            "app-",
+            "PREFIXED",
             "User:alice",
             "*",
             "READ",
@@ -361,4 +385,42 @@ fn source_acls_reach_the_target_renamed_and_never_broader() {
         listed_acls(&target).contains(&carol)
     });
     terminate(running);
+}
+
+/// Clusters without an authorizer answer ACL requests with SECURITY_DISABLED:
+/// a run with `[acls] sync = true` says so once and copies every record.
+#[test]
+fn without_an_authorizer_acl_sync_is_reported_once_and_the_data_copied() {
+    let source_thread = thread::spawn(|| start_cluster(KAFKA, 1, &[]));
+    let target = start_cluster(KAFKA, 1, &[]);
+    let source = source_thread.join().expect("source started");
+    source.create_topic("orders", 2, 1, &[]).expect("orders");
+    produce_keyed(&source, "orders", 40, 2, "o", None);
+    let config = config_file(
+        "acls-unsecured.toml",
+        &format!(
+            "name = \"acls-unsecured\"\n[source]\nbootstrap_servers = \"{}\"\n\
+             [target]\nbootstrap_servers = \"{}\"\n[topics]\ninclude = \"orders\"\n\
+             [acls]\nsync = true\n",
+            source.bootstrap(),
+            target.bootstrap()
+        ),
+    );
+    let output = run_mirror(
+        &[
+            "run".into(),
+            "--config".into(),
+            config,
+            "--until-caught-up".into(),
+        ],
+        Duration::from_secs(60),
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert_eq!(assert_same_records(&source, &target, "orders"), 40);
+    assert_eq!(
+        stderr.matches("no authorizer (SECURITY_DISABLED)").count(),
+        1,
+        "{stderr}"
+    );
 }

@@ -12,7 +12,7 @@ use kafka_protocol::messages::{CreateAclsRequest, DeleteAclsRequest, DescribeAcl
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
-use super::{detail, Cluster, ClusterError, Role};
+use super::{detail, Cluster, ClusterError, GroupError, Role};
 
 /// Kafka's resource type codes (`ResourceType`) of the resources synced.
 pub const RESOURCE_TOPIC: i8 = 2;
@@ -139,6 +139,10 @@ pub enum AclError {
     /// The request could not be sent or answered.
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+    /// The source's groups, which tell what a prefixed group ACL covers,
+    /// could not be listed.
+    #[error("listing the groups prefixed group ACLs cover: {0}")]
+    Groups(#[from] GroupError),
 }
 
 fn check(

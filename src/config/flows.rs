@@ -4,9 +4,9 @@
 //! A file declares either one `[source]` and one `[target]` (one flow, the
 //! original form, kept as it was: its checkpoints are keyed by the mirror
 //! `name` alone) or named `[clusters.<alias>]` and any number of `[[flows]]`
-//! between them. Each flow's `topics`, `groups` and `replication` tables
-//! override the top-level `[topics]`, `[groups]` and `[replication]` key by
-//! key, so shared settings are written once.
+//! between them. Each flow's `topics`, `groups`, `replication` and `acls`
+//! tables override the top-level `[topics]`, `[groups]`, `[replication]` and
+//! `[acls]` key by key, so shared settings are written once.
 //!
 //! Loops are refused here, before anything connects: any cycle in the flow
 //! graph (active-active, rings) needs a replication policy whose names record
@@ -44,6 +44,9 @@ pub struct FlowConfig {
     /// Overrides of the top-level `[replication]` for this flow.
     #[serde(default)]
     pub replication: FlowReplicationConfig,
+    /// Overrides of the top-level `[acls]` for this flow.
+    #[serde(default)]
+    pub acls: FlowAclsConfig,
 }
 
 /// `[flows.replication]`: the replication settings a flow may set for
@@ -63,6 +66,33 @@ impl FlowReplicationConfig {
         ReplicationConfig {
             max_bytes_per_sec: self.max_bytes_per_sec.or(defaults.max_bytes_per_sec),
             ..defaults.clone()
+        }
+    }
+}
+
+/// `[flows.acls]`: this flow's ACL sync settings, each one set laid over
+/// the top-level `[acls]` (so one flow of many can sync, or prune).
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlowAclsConfig {
+    /// This flow's `acls.sync`.
+    #[serde(default)]
+    pub sync: Option<bool>,
+    /// This flow's `acls.copy_write`.
+    #[serde(default)]
+    pub copy_write: Option<bool>,
+    /// This flow's `acls.prune`.
+    #[serde(default)]
+    pub prune: Option<bool>,
+}
+
+impl FlowAclsConfig {
+    /// `defaults` with these settings laid over them.
+    fn over(&self, defaults: &AclsConfig) -> AclsConfig {
+        AclsConfig {
+            sync: self.sync.unwrap_or(defaults.sync),
+            copy_write: self.copy_write.unwrap_or(defaults.copy_write),
+            prune: self.prune.unwrap_or(defaults.prune),
         }
     }
 }
@@ -115,7 +145,7 @@ pub struct Flow {
     /// Which consumer groups' offsets are synced onto the target, and how
     /// often; `None` when no group is.
     pub groups: Option<GroupSync>,
-    /// Whether and how ACLs are copied (the top-level `[acls]`).
+    /// Whether and how ACLs are copied (the flow's `acls` over the top-level `[acls]`).
     pub acls: AclsConfig,
     /// How data moves.
     pub replication: ReplicationConfig,
@@ -205,7 +235,7 @@ impl MirrorConfig {
                 self.name.clone(),
                 ("source", "source", source),
                 ("target", "target", target),
-                (&self.topics, &self.groups, &self.replication),
+                (&self.topics, &self.groups, &self.replication, &self.acls),
                 "",
             )?;
             return Ok(vec![flow]);
@@ -279,6 +309,7 @@ impl MirrorConfig {
                     &declared.topics.over(&self.topics),
                     &declared.groups.over(&self.groups),
                     &declared.replication.over(&self.replication),
+                    &declared.acls.over(&self.acls),
                 ),
                 &format!("{key}."),
             )?;
@@ -312,7 +343,12 @@ impl MirrorConfig {
         checkpoint_name: String,
         (source_alias, source_key, source): (&str, &str, &ClusterConfig),
         (target_alias, target_key, target): (&str, &str, &ClusterConfig),
-        (topics, groups, replication): (&TopicsConfig, &GroupsConfig, &ReplicationConfig),
+        (topics, groups, replication, acls): (
+            &TopicsConfig,
+            &GroupsConfig,
+            &ReplicationConfig,
+            &AclsConfig,
+        ),
         scope: &str,
     ) -> Result<Flow, ConfigError> {
         source.validate(source_key)?;
@@ -344,7 +380,7 @@ impl MirrorConfig {
             topic_refresh_interval: resolved.refresh_interval,
             never_copy_configs: resolved.never_copy_configs,
             groups,
-            acls: self.acls.clone(),
+            acls: acls.clone(),
             replication: replication.clone(),
             checkpoints: self.checkpoints.clone(),
             instances: self.instances.clone(),
@@ -571,6 +607,53 @@ mod tests {
             .flows()
             .expect("flows");
         assert!(!flows[1].selects("x-from-a", false));
+    }
+
+    #[test]
+    fn a_flow_acls_table_sets_its_keys_over_the_shared_ones() {
+        let text = format!(
+            "[acls]\nsync = true\ncopy_write = true\n{}\
+             [[flows]]\nsource = \"a\"\ntarget = \"b\"\n\
+             [[flows]]\nsource = \"a\"\ntarget = \"c\"\nacls = {{ sync = false }}\n\
+             [[flows]]\nsource = \"b\"\ntarget = \"c\"\nacls = {{ copy_write = false, prune = true }}\n",
+            clusters(&["a", "b", "c"]),
+        );
+        let flows = MirrorConfig::from_toml(&text)
+            .expect("valid")
+            .flows()
+            .expect("flows");
+        let acls: Vec<_> = flows
+            .iter()
+            .map(|f| (f.acls.sync, f.acls.copy_write, f.acls.prune))
+            .collect();
+        assert_eq!(
+            acls,
+            [
+                (true, true, false),
+                (false, true, false),
+                (true, false, true)
+            ]
+        );
+        // Without a top-level [acls], a flow turns sync on for itself alone.
+        let text = format!(
+            "{}{}[[flows]]\nsource = \"a\"\ntarget = \"c\"\nacls = {{ sync = true }}\n",
+            clusters(&["a", "b", "c"]),
+            flow("a", "b", ""),
+        );
+        let flows = MirrorConfig::from_toml(&text)
+            .expect("valid")
+            .flows()
+            .expect("flows");
+        assert!(!flows[0].acls.sync && flows[1].acls.sync);
+
+        let text = format!(
+            "{}[[flows]]\nsource = \"a\"\ntarget = \"b\"\nacls = {{ sync = true, purge = true }}\n",
+            clusters(&["a", "b"]),
+        );
+        let err = MirrorConfig::from_toml(&text)
+            .expect_err("unknown key")
+            .to_string();
+        assert!(err.contains("purge"), "{err}");
     }
 
     #[test]

@@ -6,8 +6,10 @@
 //!   target, and `--whitelist`/`--include`.
 //! - [`mm2`]: a MirrorMaker 2 dedicated-mode file (`connect-mirror-maker.sh
 //!   mm2.properties`): `clusters`, per-cluster client settings, `A->B.enabled`
-//!   flows, topic lists, replication policy, consumer group offset sync.
-//!   MirrorMaker 1 had no group offset sync, so [`mm1`] turns none on.
+//!   flows, topic lists, replication policy, consumer group offset sync,
+//!   topic ACL sync (`sync.topic.acls.enabled`, on by default in MirrorMaker
+//!   2 as here: the flow's `acls.sync`). MirrorMaker 1 had neither group
+//!   offset sync nor ACL sync, so [`mm1`] turns neither on.
 //!
 //! Both give a [`Translation`]: the equivalent [`MirrorConfig`] and, once per
 //! key, what was not carried over and why. A key is ignored only where that
@@ -22,8 +24,8 @@ use std::path::Path;
 
 use super::properties::{self, is_connection_key, property_error, Properties};
 use super::{
-    ClusterConfig, ConfigError, FlowConfig, GroupsConfig, IsolationLevel, MirrorConfig, PolicyKind,
-    RefusedBatchPolicy, StartPosition, TopicsConfig,
+    ClusterConfig, ConfigError, FlowAclsConfig, FlowConfig, GroupsConfig, IsolationLevel,
+    MirrorConfig, PolicyKind, RefusedBatchPolicy, StartPosition, TopicsConfig,
 };
 
 /// A MirrorMaker configuration in kafka-mirror's terms.
@@ -225,10 +227,9 @@ const MM2_IGNORED: &[(&str, &str)] = &[
         "emit.offset-syncs.enabled",
         "kafka-mirror keeps its progress in its checkpoint topic",
     ),
-    ("sync.topic.acls.enabled", "kafka-mirror does not copy ACLs"),
     (
         "sync.topic.acls.interval.seconds",
-        "kafka-mirror does not copy ACLs",
+        "ACLs follow at the topic refresh interval, refresh_interval_ms",
     ),
     (
         "sync.topic.configs.interval.seconds",
@@ -274,6 +275,8 @@ const MM2_DEFAULT_GROUPS: &str = ".*";
 const MM2_DEFAULT_GROUPS_EXCLUDE: &str = "console-consumer-.*, connect-.*, __.*";
 /// MirrorMaker 2's `sync.group.offsets.interval.seconds` default.
 const MM2_DEFAULT_GROUP_SYNC_SECONDS: u64 = 60;
+/// MirrorMaker 2's `sync.topic.acls.enabled` default (`MirrorSourceConfig`).
+const MM2_DEFAULT_ACL_SYNC: bool = true;
 
 /// Translates a MirrorMaker 2 dedicated-mode properties file.
 pub fn mm2(props: &Properties, path: &str) -> Result<Translation, ConfigError> {
@@ -440,6 +443,22 @@ pub fn mm2(props: &Properties, path: &str) -> Result<Translation, ConfigError> {
                         .map(|(key, _)| key),
                 );
             }
+            // MirrorMaker 2 copies only literal topic ACLs, ALL as READ and
+            // without WRITE; kafka-mirror's sync is never broader (no write
+            // access to a copy at all unless copy_write) and also follows
+            // prefixed topic ACLs and the synced groups' ACLs.
+            let acl_sync = match setting(&flow, "sync.topic.acls.enabled") {
+                None => MM2_DEFAULT_ACL_SYNC,
+                Some((key, value)) => {
+                    let on = match value.trim() {
+                        "true" => true,
+                        "false" => false,
+                        _ => return Err(error(&key, "must be true or false")),
+                    };
+                    used.push(key);
+                    on
+                }
+            };
             flows.push(FlowConfig {
                 name: None,
                 source: (*source).to_owned(),
@@ -447,6 +466,10 @@ pub fn mm2(props: &Properties, path: &str) -> Result<Translation, ConfigError> {
                 topics,
                 groups,
                 replication: Default::default(),
+                acls: FlowAclsConfig {
+                    sync: Some(acl_sync),
+                    ..FlowAclsConfig::default()
+                },
             });
         }
     }
@@ -649,6 +672,10 @@ pub fn to_toml(translation: &Translation, origin: &Path) -> String {
             if !groups.is_empty() {
                 table.insert("groups".into(), Value::Table(groups));
             }
+            let acls = acls_table(&flow.acls);
+            if !acls.is_empty() {
+                table.insert("acls".into(), Value::Table(acls));
+            }
             Value::Table(table)
         })
         .collect();
@@ -718,12 +745,24 @@ fn groups_table(groups: &GroupsConfig) -> toml::Table {
     table
 }
 
+fn acls_table(acls: &FlowAclsConfig) -> toml::Table {
+    [
+        ("sync", acls.sync),
+        ("copy_write", acls.copy_write),
+        ("prune", acls.prune),
+    ]
+    .into_iter()
+    .filter_map(|(key, value)| Some((key.to_owned(), toml::Value::Boolean(value?))))
+    .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use std::io::Write as _;
 
     use super::*;
     use crate::config::properties::tests::assert_named_without_secret;
+    use crate::config::Flow;
 
     const SECRET: &str = "Zq7-s3cr3t-Xv";
 
@@ -888,6 +927,61 @@ mod tests {
             .expect("A->B")
             .selects("connect-mm2"));
         assert!(converted[2].groups.is_none());
+    }
+
+    #[test]
+    fn mm2_topic_acl_sync_is_on_by_default_and_set_per_flow() {
+        let text = "clusters=A,B,C\nA.bootstrap.servers=a:1\nB.bootstrap.servers=b:1\n\
+                    C.bootstrap.servers=c:1\n\
+                    A->B.enabled=true\nA->C.enabled=true\nB->C.enabled=true\n\
+                    A->C.sync.topic.acls.enabled=false\n\
+                    sync.topic.acls.interval.seconds=30\n";
+        let props = Properties::parse(text).expect("valid syntax");
+        let translation = mm2(&props, "mm2.properties").expect("translates");
+        let synced = |flows: &[Flow]| -> Vec<bool> { flows.iter().map(|f| f.acls.sync).collect() };
+        let flows = translation.config.flows().expect("flows");
+        // MirrorMaker 2's default is on; A->C turns it off for itself.
+        assert_eq!(synced(&flows), [true, false, true]);
+        assert!(flows.iter().all(|f| !f.acls.copy_write && !f.acls.prune));
+        assert_eq!(
+            translation.notices,
+            [
+                "sync.topic.acls.interval.seconds: ignored (ACLs follow at the topic refresh \
+              interval, refresh_interval_ms)"
+            ]
+        );
+        // `convert` writes each flow's choice.
+        let converted = to_toml(&translation, Path::new("mm2.properties"));
+        assert!(
+            converted.contains("[flows.acls]\nsync = false"),
+            "{converted}"
+        );
+        let reread = MirrorConfig::from_toml(&converted)
+            .expect("the converted file is valid")
+            .flows()
+            .expect("flows");
+        assert_eq!(synced(&reread), [true, false, true]);
+
+        // Off for every flow at the top level, back on for one.
+        let text = "clusters=A,B\nA.bootstrap.servers=a:1\nB.bootstrap.servers=b:1\n\
+                    A->B.enabled=true\nB->A.enabled=true\nsync.topic.acls.enabled=false\n\
+                    B->A.sync.topic.acls.enabled=true\n";
+        let props = Properties::parse(text).expect("valid syntax");
+        let translation = mm2(&props, "mm2.properties").expect("translates");
+        assert_eq!(
+            synced(&translation.config.flows().expect("flows")),
+            [false, true]
+        );
+        assert!(translation.notices.is_empty(), "{:?}", translation.notices);
+
+        let text = "clusters=A,B\nA.bootstrap.servers=a:1\nB.bootstrap.servers=b:1\n\
+                    A->B.enabled=true\nA->B.sync.topic.acls.enabled=yes\n";
+        let props = Properties::parse(text).expect("valid syntax");
+        let err = mm2(&props, "mm2.properties").expect_err("not a boolean");
+        assert!(
+            err.to_string().contains("A->B.sync.topic.acls.enabled"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -38,7 +38,7 @@ mod schema;
 mod toml_error;
 mod topics;
 
-pub use flows::{Direction, Flow, FlowConfig, FlowReplicationConfig};
+pub use flows::{Direction, Flow, FlowAclsConfig, FlowConfig, FlowReplicationConfig};
 pub use groups::GroupSync;
 pub use rate::{ByteRate, RateError};
 pub use schema::{

@@ -287,7 +287,8 @@ pub struct GroupsConfig {
     pub mm2_checkpoints: Option<bool>,
 }
 
-/// `[acls]`: ACL sync, shared by every flow. Sync creates on the target
+/// `[acls]`: ACL sync, for every flow but where a flow's own `acls` table
+/// sets a key (`[[flows]]` `acls = { sync = true }`). Sync creates on the target
 /// the source's ACLs (literal and prefixed) on the topics a flow copies,
 /// renamed as the topics are, and on the groups it syncs, never broader
 /// than the source's; see [`crate::acls`].

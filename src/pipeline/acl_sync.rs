@@ -13,7 +13,7 @@ use std::sync::Arc;
 use tokio::task::JoinHandle;
 
 use super::lifecycle::selected_topics;
-use crate::acls::{sync_acls, AclChanges, AclMapping};
+use crate::acls::{sync_acls, AclChanges};
 use crate::cluster::{AclError, Cluster};
 use crate::config::{Direction, Flow};
 
@@ -61,12 +61,12 @@ pub(super) fn spawn(
 /// One sync over the topics the source has now.
 async fn sync_once(
     flow: &Flow,
-    source: &Cluster,
+    source: &Arc<Cluster>,
     target: &Cluster,
 ) -> Result<AclChanges, AclError> {
     let metadata = source.metadata().await?;
     let topics: Vec<String> = selected_topics(flow, &metadata)
         .map(|(name, _)| name.clone())
         .collect();
-    sync_acls(&AclMapping::new(flow, &topics), source, target).await
+    sync_acls(flow, &topics, source, target).await
 }

@@ -6,12 +6,13 @@
 //! their target names, partition counts and configs, and what would be
 //! created, grown or reconfigured; with `acls.sync`, the ACLs that would be
 //! created (and pruned) on the target ([`crate::acls`]). It sends Metadata,
-//! DescribeConfigs and DescribeAcls only, and writes nothing anywhere.
+//! DescribeConfigs and DescribeAcls only (and ListGroups, for what a
+//! prefixed group ACL covers), and writes nothing anywhere.
 
 use std::fmt;
 
 use super::{lifecycle, MirrorError, Targets};
-use crate::acls::{acl_changes, AclChanges, AclMapping};
+use crate::acls::{acl_changes, AclChanges};
 use crate::cluster::{AclBinding, AclError};
 use crate::config::MirrorConfig;
 use crate::topics::{self, ConfigChange, TopicPlan};
@@ -72,7 +73,7 @@ pub async fn plan(config: MirrorConfig) -> Result<Plan, MirrorError> {
         let (names, wanted): (Vec<String>, Vec<_>) = specs.into_iter().unzip();
         let planned = topics::plan(&target, &wanted, &flow.never_copy_configs).await?;
         let acls = if flow.acls.sync {
-            match acl_changes(&AclMapping::new(&flow, &names), &source, &target).await {
+            match acl_changes(&flow, &names, &source, &target).await {
                 Ok(changes) => AclPlan::Changes(changes),
                 Err(e @ AclError::SecurityDisabled { .. }) => AclPlan::Unavailable(e.to_string()),
                 Err(e) => return Err(e.into()),
