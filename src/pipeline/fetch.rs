@@ -193,7 +193,7 @@ impl FetchStage {
             }
             match cx.meta.source().leader(&slot.topic, slot.partition) {
                 Some(leader) => {
-                    let window = self.window(leader, cx);
+                    let window = self.window(leader, cx, now);
                     let fetcher = (leader, id.index() % window.fetchers());
                     let room = 2 * window.partition_bytes(partition_bytes, config.fetch_max_bytes);
                     if slot.state.budgeted_bytes(config.exactly_once) < room
@@ -235,7 +235,7 @@ impl FetchStage {
                 break;
             }
             let each = self
-                .window(fetcher.0, cx)
+                .window(fetcher.0, cx, now)
                 .partition_bytes(partition_bytes, config.fetch_max_bytes);
             let partitions: Vec<PartitionFetch> = ids
                 .iter()
@@ -507,7 +507,7 @@ impl FetchStage {
 
     /// The fetch window of a source broker, opened on first use and sized
     /// to the link once the broker's round trip is known.
-    fn window(&mut self, broker: i32, cx: FetchContext<'_>) -> &mut FetchWindow {
+    fn window(&mut self, broker: i32, cx: FetchContext<'_>, now: Instant) -> &mut FetchWindow {
         let config = cx.config;
         let rate = self
             .throttle
@@ -519,7 +519,7 @@ impl FetchStage {
             .or_insert_with(|| FetchWindow::new(config.fetchers_per_broker));
         if window.wants_round_trip() {
             if let Some(round_trip) = (cx.round_trip)(broker) {
-                window.link_measured(round_trip, rate, config.fetch_max_bytes);
+                window.link_measured(now, round_trip, rate, config.fetch_max_bytes);
             }
         }
         window
@@ -535,7 +535,7 @@ impl FetchStage {
         counters: &mut Counters,
         now: Instant,
     ) {
-        let window = self.window(broker, cx);
+        let window = self.window(broker, cx, now);
         let before = window.fetchers();
         window.answered(now, answer);
         let fetchers = window.fetchers();

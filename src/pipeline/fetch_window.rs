@@ -157,6 +157,7 @@ impl FetchWindow {
     /// opens to the link's size. Only the first call counts.
     pub(crate) fn link_measured(
         &mut self,
+        now: Instant,
         round_trip: Duration,
         rate: Option<f64>,
         fetch_bytes: usize,
@@ -165,7 +166,7 @@ impl FetchWindow {
             return;
         }
         self.link = Some(link_fetchers(round_trip, rate, fetch_bytes));
-        self.open_to_link();
+        self.open_to_link(now);
     }
 
     /// The most one partition may bring in one Fetch: `partition_fetch_bytes`,
@@ -182,12 +183,15 @@ impl FetchWindow {
     }
 
     /// At one Fetch with nothing measured (new, or back from caught up),
-    /// jumps to the link's size.
-    fn open_to_link(&mut self) {
+    /// jumps to the link's size. Opened, it waits [`CAUGHT_UP_AFTER`] for a
+    /// full answer before it calls the mirror caught up: the first answers
+    /// of a backlog may well be short ones, from partitions at their end.
+    fn open_to_link(&mut self, now: Instant) {
         if let Some(link) = self.link {
             if self.best_rate.is_none() && self.settled.is_none() && self.fetchers < link {
                 self.fetchers = link;
                 self.round = None;
+                self.last_full = Some(now);
             }
         }
     }
@@ -199,7 +203,7 @@ impl FetchWindow {
         }
         if answer.is_full() {
             self.last_full = Some(now);
-            self.open_to_link();
+            self.open_to_link(now);
         } else if self
             .last_full
             .is_none_or(|last| now.duration_since(last) >= CAUGHT_UP_AFTER)
@@ -337,7 +341,7 @@ mod tests {
     fn opens_to_the_links_size_before_the_first_answer() {
         let opened = |round_trip: Duration, rate: Option<f64>| {
             let mut window = FetchWindow::new(None);
-            window.link_measured(round_trip, rate, 6 * MIB);
+            window.link_measured(Instant::now(), round_trip, rate, 6 * MIB);
             window.fetchers()
         };
         // 125 MB/s assumed: 12.5 MB on the way over 100 ms is two Fetches of
@@ -356,11 +360,11 @@ mod tests {
         assert_eq!(opened(Duration::from_millis(100), Some(1e30)), MAX_FETCHERS);
         // Fixed stays fixed, and only the first round trip counts.
         let mut fixed = FetchWindow::new(Some(1));
-        fixed.link_measured(Duration::from_millis(200), None, 6 * MIB);
+        fixed.link_measured(Instant::now(), Duration::from_millis(200), None, 6 * MIB);
         assert_eq!(fixed.fetchers(), 1);
         let mut window = FetchWindow::new(None);
-        window.link_measured(Duration::from_millis(100), None, 6 * MIB);
-        window.link_measured(Duration::from_millis(200), None, 6 * MIB);
+        window.link_measured(Instant::now(), Duration::from_millis(100), None, 6 * MIB);
+        window.link_measured(Instant::now(), Duration::from_millis(200), None, 6 * MIB);
         assert_eq!(window.fetchers(), 3);
     }
 
@@ -371,21 +375,21 @@ mod tests {
         // opened, the window does not probe: two more Fetches' memory, within
         // the budget, for a slower link than assumed.)
         let mut window = FetchWindow::new(None);
-        window.link_measured(Duration::from_millis(200), None, 6 * MIB);
+        window.link_measured(Instant::now(), Duration::from_millis(200), None, 6 * MIB);
         simulate(&mut window, Duration::from_millis(200), 50e6, 30.0);
         assert_eq!(window.fetchers(), 5);
         // A faster link than assumed: it grows on from there.
         let mut window = FetchWindow::new(None);
-        window.link_measured(Duration::from_millis(100), None, 6 * MIB);
+        window.link_measured(Instant::now(), Duration::from_millis(100), None, 6 * MIB);
         simulate(&mut window, Duration::from_millis(100), 300e6, 30.0);
         assert_eq!(window.fetchers(), 6);
     }
 
     #[test]
     fn reopens_to_the_links_size_when_behind_again() {
-        let mut window = FetchWindow::new(None);
-        window.link_measured(Duration::from_millis(200), None, 6 * MIB);
         let start = Instant::now();
+        let mut window = FetchWindow::new(None);
+        window.link_measured(start, Duration::from_millis(200), None, 6 * MIB);
         let short = FetchAnswer {
             bytes: 1000,
             ..full(
@@ -394,12 +398,17 @@ mod tests {
                 Some(Duration::from_millis(200)),
             )
         };
-        // Caught up from the start: back to one.
-        window.answered(start, short);
+        // Short answers first: maybe partitions at their end among others
+        // behind, so it waits for a full one a while.
+        window.answered(start + Duration::from_millis(700), short);
+        assert_eq!(window.fetchers(), 5);
+        // None came: caught up, back to one.
+        window.answered(start + CAUGHT_UP_AFTER, short);
         assert_eq!(window.fetchers(), 1);
-        // A backlog: the first full answer opens it at once.
+        // Behind again: the first full answer opens it at once.
+        let later = start + CAUGHT_UP_AFTER + Duration::from_millis(700);
         window.answered(
-            start + Duration::from_millis(700),
+            later,
             full(
                 6 * MIB,
                 Duration::from_millis(700),
@@ -413,10 +422,10 @@ mod tests {
     fn a_partitions_share_of_a_fetch_grows_with_the_window() {
         let mut window = FetchWindow::new(None);
         assert_eq!(window.partition_bytes(MIB, 6 * MIB), MIB);
-        window.link_measured(Duration::from_millis(100), None, 6 * MIB);
+        window.link_measured(Instant::now(), Duration::from_millis(100), None, 6 * MIB);
         assert_eq!(window.partition_bytes(MIB, 6 * MIB), 3 * MIB);
         let mut far = FetchWindow::new(None);
-        far.link_measured(Duration::from_secs(1), None, 6 * MIB);
+        far.link_measured(Instant::now(), Duration::from_secs(1), None, 6 * MIB);
         assert_eq!(
             far.partition_bytes(MIB, 6 * MIB),
             6 * MIB,
