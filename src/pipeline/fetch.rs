@@ -520,6 +520,12 @@ impl FetchStage {
         if window.wants_round_trip() {
             if let Some(round_trip) = (cx.round_trip)(broker) {
                 window.link_measured(now, round_trip, rate, config.fetch_max_bytes);
+                tracing::debug!(
+                    broker,
+                    fetchers = window.fetchers(),
+                    ?round_trip,
+                    "fetch window sized to the link"
+                );
             }
         }
         window

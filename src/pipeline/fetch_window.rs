@@ -11,7 +11,8 @@
 //! The window starts at the link's size: once the broker's round trip is
 //! known (the connection's first request measures it, before any Fetch), it
 //! opens to enough Fetches to keep the link's bandwidth-delay product on the
-//! way plus one arriving, [`link_fetchers`]. The bandwidth is the throttle's
+//! way plus one arriving, [`link_fetchers`] (a round trip under
+//! [`LINK_MIN_ROUND_TRIP`] opens nothing). The bandwidth is the throttle's
 //! rate when `max_bytes_per_sec` is set, otherwise [`ASSUMED_LINK_RATE`]:
 //! about what one mirror process moves, so the window holds about as many
 //! Fetches as the mirror can use. (Starting at one Fetch and adding one a
@@ -48,6 +49,10 @@ pub(crate) const MAX_FETCHERS: usize = 8;
 /// one mirror process moves on a LAN (119 MB/s in the bench's sweep), so a
 /// window sized for it is about the most the mirror can use.
 const ASSUMED_LINK_RATE: f64 = 125e6;
+/// Below this, a round trip is no sign of a long link: one small request's
+/// time on a LAN is mostly the broker's, several ms on a busy one. The
+/// window opens only past it, and probes from one below it.
+const LINK_MIN_ROUND_TRIP: Duration = Duration::from_millis(10);
 /// A round must raise the rate by this factor for the window to grow again.
 const GAIN: f64 = 1.1;
 /// The round trip must be at least this share of a Fetch's time for more
@@ -274,9 +279,9 @@ impl FetchWindow {
 /// Fetches of `fetch_bytes` that fill a link of `round_trip` and `rate`
 /// bytes per second ([`ASSUMED_LINK_RATE`] if not known): its
 /// bandwidth-delay product's worth on the way, plus one arriving. One on a
-/// LAN; at most [`MAX_FETCHERS`].
+/// LAN (under [`LINK_MIN_ROUND_TRIP`]); at most [`MAX_FETCHERS`].
 fn link_fetchers(round_trip: Duration, rate: Option<f64>, fetch_bytes: usize) -> usize {
-    if round_trip < MIN_ROUND_TRIP || fetch_bytes == 0 {
+    if round_trip < LINK_MIN_ROUND_TRIP || fetch_bytes == 0 {
         return 1;
     }
     let on_the_way =
@@ -352,6 +357,13 @@ mod tests {
         // A LAN, or a short link a Fetch's transfer hides, keeps one.
         assert_eq!(opened(Duration::from_micros(300), None), 1);
         assert_eq!(opened(Duration::from_millis(10), None), 1);
+        // Even with small Fetches: a few ms may be a busy broker's own time.
+        let mut small = FetchWindow::new(None);
+        small.link_measured(Instant::now(), Duration::from_millis(8), None, 128 << 10);
+        assert_eq!(small.fetchers(), 1);
+        small = FetchWindow::new(None);
+        small.link_measured(Instant::now(), Duration::from_millis(20), None, 128 << 10);
+        assert_eq!(small.fetchers(), MAX_FETCHERS);
         // A throttled link needs only its rate's worth: 50 MB/s over 200 ms.
         assert_eq!(opened(Duration::from_millis(200), Some(50e6)), 3);
         assert_eq!(opened(Duration::from_millis(200), Some(1e6)), 1);
