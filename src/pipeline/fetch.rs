@@ -509,10 +509,7 @@ impl FetchStage {
     /// to the link once the broker's round trip is known.
     fn window(&mut self, broker: i32, cx: FetchContext<'_>, now: Instant) -> &mut FetchWindow {
         let config = cx.config;
-        let rate = self
-            .throttle
-            .rate()
-            .map(|rate| rate.bytes_per_second() as f64);
+        let rate = self.link_rate();
         let window = self
             .windows
             .entry(broker)
@@ -531,8 +528,16 @@ impl FetchStage {
         window
     }
 
-    /// Tells the broker's fetch window how full the answer was and how long
-    /// it took.
+    /// The link's rate the fetch windows size themselves for, bytes per
+    /// second: the throttle's, if set.
+    fn link_rate(&self) -> Option<f64> {
+        self.throttle
+            .rate()
+            .map(|rate| rate.bytes_per_second() as f64)
+    }
+
+    /// Tells the broker's fetch window how full the answer was, how long it
+    /// took and the broker's round trip now.
     fn note_answer(
         &mut self,
         broker: i32,
@@ -541,8 +546,12 @@ impl FetchStage {
         counters: &mut Counters,
         now: Instant,
     ) {
+        let rate = self.link_rate();
         let window = self.window(broker, cx, now);
         let before = window.fetchers();
+        if let Some(round_trip) = answer.round_trip {
+            window.link_measured(now, round_trip, rate, cx.config.fetch_max_bytes);
+        }
         window.answered(now, answer);
         let fetchers = window.fetchers();
         counters.most_fetchers = counters.most_fetchers.max(fetchers);

@@ -152,14 +152,16 @@ impl FetchWindow {
         }
     }
 
-    /// Whether [`FetchWindow::link_measured`] would still do anything.
+    /// Whether the window has yet to hear a round trip: only then is it worth
+    /// asking for one before a Fetch (the answers bring it afterwards).
     pub(crate) fn wants_round_trip(&self) -> bool {
         self.fixed.is_none() && self.link.is_none()
     }
 
     /// The broker's round trip is known, and the link's rate if the throttle
-    /// sets one (bytes per second): a window that has measured nothing yet
-    /// opens to the link's size. Only the first call counts.
+    /// sets one (bytes per second): the first time, the window opens to the
+    /// link's size. A later, shorter round trip (a first handshake that met
+    /// a busy broker) lowers the size it reopens to when behind again.
     pub(crate) fn link_measured(
         &mut self,
         now: Instant,
@@ -167,11 +169,17 @@ impl FetchWindow {
         rate: Option<f64>,
         fetch_bytes: usize,
     ) {
-        if !self.wants_round_trip() {
+        if self.fixed.is_some() {
             return;
         }
-        self.link = Some(link_fetchers(round_trip, rate, fetch_bytes));
-        self.open_to_link(now);
+        let link = link_fetchers(round_trip, rate, fetch_bytes);
+        match self.link {
+            Some(known) => self.link = Some(known.min(link)),
+            None => {
+                self.link = Some(link);
+                self.open_to_link(now);
+            }
+        }
     }
 
     /// The most one partition may bring in one Fetch: `partition_fetch_bytes`,
@@ -370,14 +378,17 @@ mod tests {
         // Never past the most.
         assert_eq!(opened(Duration::from_secs(2), None), MAX_FETCHERS);
         assert_eq!(opened(Duration::from_millis(100), Some(1e30)), MAX_FETCHERS);
-        // Fixed stays fixed, and only the first round trip counts.
+        // Fixed stays fixed.
         let mut fixed = FetchWindow::new(Some(1));
         fixed.link_measured(Instant::now(), Duration::from_millis(200), None, 6 * MIB);
         assert_eq!(fixed.fetchers(), 1);
+        // The shortest round trip seen counts.
         let mut window = FetchWindow::new(None);
         window.link_measured(Instant::now(), Duration::from_millis(100), None, 6 * MIB);
         window.link_measured(Instant::now(), Duration::from_millis(200), None, 6 * MIB);
         assert_eq!(window.fetchers(), 3);
+        window.link_measured(Instant::now(), Duration::from_millis(50), None, 6 * MIB);
+        assert_eq!(window.link, Some(2));
     }
 
     #[test]
@@ -414,7 +425,16 @@ mod tests {
         // behind, so it waits for a full one a while.
         window.answered(start + Duration::from_millis(700), short);
         assert_eq!(window.fetchers(), 5);
-        // None came: caught up, back to one.
+        // None came: caught up, back to one, and the round trip each answer
+        // brings does not open it again.
+        window.answered(start + CAUGHT_UP_AFTER, short);
+        assert_eq!(window.fetchers(), 1);
+        window.link_measured(
+            start + CAUGHT_UP_AFTER,
+            Duration::from_millis(200),
+            None,
+            6 * MIB,
+        );
         window.answered(start + CAUGHT_UP_AFTER, short);
         assert_eq!(window.fetchers(), 1);
         // Behind again: the first full answer opens it at once.
