@@ -4,9 +4,9 @@
 //! room; and the answers, whose records go to each partition's intake.
 //!
 //! Room is decided twice: a partition is asked for only while its queue holds
-//! less than two fetches' worth (its share of a Fetch grows with the broker's
-//! fetch window; so one slow target partition cannot take the
-//! whole budget from the others), and a Fetch asks for at most its share of the
+//! less than two Fetches' worth of its share (which grows with the broker's
+//! fetch window), so one slow target partition cannot take the whole budget
+//! from the others, and a Fetch asks for at most its share of the
 //! bytes left in the global budget (so memory stays bounded whatever the two
 //! clusters' speeds, and no fetcher is starved by the ones ahead of it).
 //! With `max_bytes_per_sec` set, the throttle has the last word: a Fetch asks
@@ -509,13 +509,14 @@ impl FetchStage {
     /// to the link once the broker's round trip is known.
     fn window(&mut self, broker: i32, cx: FetchContext<'_>, now: Instant) -> &mut FetchWindow {
         let config = cx.config;
-        let rate = self.link_rate();
         let window = self
             .windows
             .entry(broker)
             .or_insert_with(|| FetchWindow::new(config.fetchers_per_broker));
+        // Asked only until known: it is asked per partition.
         if window.wants_round_trip() {
             if let Some(round_trip) = (cx.round_trip)(broker) {
+                let rate = link_rate(&self.throttle);
                 window.link_measured(now, round_trip, rate, config.fetch_max_bytes);
                 tracing::debug!(
                     broker,
@@ -528,14 +529,6 @@ impl FetchStage {
         window
     }
 
-    /// The link's rate the fetch windows size themselves for, bytes per
-    /// second: the throttle's, if set.
-    fn link_rate(&self) -> Option<f64> {
-        self.throttle
-            .rate()
-            .map(|rate| rate.bytes_per_second() as f64)
-    }
-
     /// Tells the broker's fetch window how full the answer was, how long it
     /// took and the broker's round trip now.
     fn note_answer(
@@ -546,7 +539,7 @@ impl FetchStage {
         counters: &mut Counters,
         now: Instant,
     ) {
-        let rate = self.link_rate();
+        let rate = link_rate(&self.throttle);
         let window = self.window(broker, cx, now);
         let before = window.fetchers();
         if let Some(round_trip) = answer.round_trip {
@@ -564,6 +557,12 @@ impl FetchStage {
             );
         }
     }
+}
+
+/// The link's rate the fetch windows size themselves for, bytes per second:
+/// the throttle's, if set.
+fn link_rate(throttle: &Throttle) -> Option<f64> {
+    throttle.rate().map(|rate| rate.bytes_per_second() as f64)
 }
 
 /// A whole Fetch failed: its partitions wait, and the leaders are looked up again.
