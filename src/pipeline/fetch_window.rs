@@ -17,7 +17,9 @@
 //! about what one mirror process moves, so the window holds about as many
 //! Fetches as the mirror can use. (Starting at one Fetch and adding one a
 //! round lost the first seconds of a run on a long link: half the rate of a
-//! LAN at 100 ms for a 400 MB backlog.)
+//! LAN at 100 ms for a 400 MB backlog.) It does not probe below where it
+//! opened: a link slower than assumed costs a few Fetches' worth of budget
+//! it does not need, not throughput.
 //!
 //! From there it probes for the count that fills the link, as TCP probes for
 //! its congestion window: while a broker's answers come back full (the
