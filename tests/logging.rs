@@ -71,10 +71,11 @@ fn slow_run_args(setup: &Setup, name: &str) -> Vec<String> {
     let source = args.iter().position(|a| a == "--source").expect("--source");
     args[source + 1] = setup.slow.to_string();
     // Fetches small enough that the cap paces each one, so records land
-    // all along rather than in one Fetch at the end.
+    // all along rather than in one Fetch at the end; one at a time, as
+    // toxiproxy caps each connection on its own.
     let tuning = config_file(
         "slow.toml",
-        "[replication]\nfetch_max_bytes = 131072\npartition_fetch_bytes = 65536\n",
+        "[replication]\nfetch_max_bytes = 131072\npartition_fetch_bytes = 65536\nfetchers_per_broker = 1\n",
     );
     args.extend([
         "--topics".into(),

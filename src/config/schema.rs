@@ -401,11 +401,14 @@ pub struct ReplicationConfig {
     pub fetch_max_wait_ms: u64,
     /// Fetches in flight at once per source broker, each for its own share of
     /// the partitions, on its own connection and fetch session (like Kafka's
-    /// `num.replica.fetchers`). Unset, the count adapts: one on a LAN, more
-    /// while a long round trip leaves the link idle (up to 8; see
+    /// `num.replica.fetchers`). Unset, the count adapts: one on a LAN; across
+    /// a long round trip it starts at the link's bandwidth-delay product's
+    /// worth and probes on while the link stays idle (up to 8; see
     /// `pipeline/fetch_window.rs`), each adding `fetch_max_bytes` to the
-    /// memory budget, up to four times `in_flight_bytes`. Set, it is fixed
-    /// and the budget is `in_flight_bytes` alone.
+    /// memory budget, up to four times `in_flight_bytes`, and one more
+    /// `partition_fetch_bytes` to what a partition may bring per Fetch. Set,
+    /// it is fixed, the budget is `in_flight_bytes` alone and a partition's
+    /// share is `partition_fetch_bytes`.
     #[serde(default)]
     pub fetchers_per_broker: Option<usize>,
     /// Produce requests in flight per target broker connection.

@@ -481,10 +481,12 @@ impl Engine {
         let lookups = self.positions.due_lookups(&mut self.slots, now);
         self.start_lookups(lookups);
         if self.draining.is_none() && !self.observer.paused() {
+            let source = &self.source;
             let cx = FetchContext {
                 config: &self.config.replication,
                 meta: &self.meta,
-                memory: self.source.frame_memory(),
+                memory: source.frame_memory(),
+                round_trip: &|broker| source.round_trip(broker),
             };
             let jobs = self
                 .fetch
@@ -768,6 +770,7 @@ impl Engine {
             request,
             asked,
             reserved,
+            capacity,
         } = job;
         let source = self.source.clone();
         self.spawn(async move {
@@ -780,6 +783,7 @@ impl Engine {
                 fetcher,
                 asked,
                 reserved,
+                capacity,
                 elapsed,
                 round_trip: source.round_trip(broker),
                 result,
@@ -826,10 +830,12 @@ impl Engine {
         self.observer.observe(&event, now);
         match event {
             Event::FetchAnswered(reply) => {
+                let source = &self.source;
                 let cx = FetchContext {
                     config: &self.config.replication,
                     meta: &self.meta,
-                    memory: self.source.frame_memory(),
+                    memory: source.frame_memory(),
+                    round_trip: &|broker| source.round_trip(broker),
                 };
                 let draining = self.draining.is_some();
                 self.fetch.answered(

@@ -4,8 +4,9 @@
 //! room; and the answers, whose records go to each partition's intake.
 //!
 //! Room is decided twice: a partition is asked for only while its queue holds
-//! less than two fetches' worth (so one slow target partition cannot take the
-//! whole budget from the others), and a Fetch asks for at most its share of the
+//! less than two Fetches' worth of its share (which grows with the broker's
+//! fetch window), so one slow target partition cannot take the whole budget
+//! from the others, and a Fetch asks for at most its share of the
 //! bytes left in the global budget (so memory stays bounded whatever the two
 //! clusters' speeds, and no fetcher is starved by the ones ahead of it).
 //! With `max_bytes_per_sec` set, the throttle has the last word: a Fetch asks
@@ -50,6 +51,9 @@ pub(super) struct FetchJob {
     pub(super) request: FetchRequest,
     pub(super) asked: Vec<SlotOffset>,
     pub(super) reserved: usize,
+    /// The most the answer could hold but for the budget and the throttle:
+    /// `fetch_max_bytes`, or its partitions' limits if they add up to less.
+    pub(super) capacity: usize,
 }
 
 /// The answer to a [`FetchJob`].
@@ -59,6 +63,8 @@ pub(super) struct FetchReply {
     /// Slots asked for and the offset asked.
     pub(super) asked: Vec<SlotOffset>,
     pub(super) reserved: usize,
+    /// As in the [`FetchJob`].
+    pub(super) capacity: usize,
     /// From sending the Fetch to its answer.
     pub(super) elapsed: Duration,
     /// The connection's round trip with no data and no waiting, if known.
@@ -67,12 +73,14 @@ pub(super) struct FetchReply {
 }
 
 /// What the stage reads and owns nothing of.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub(super) struct FetchContext<'a> {
     pub(super) config: &'a ReplicationConfig,
     pub(super) meta: &'a MetadataView,
     /// Where the source's Fetch responses live.
     pub(super) memory: &'a FrameMemory,
+    /// A source broker's round trip, once a connection to it measured one.
+    pub(super) round_trip: &'a dyn Fn(i32) -> Option<Duration>,
 }
 
 /// What a Fetch error means, for a whole response or one partition of it.
@@ -180,17 +188,17 @@ impl FetchStage {
         for k in 0..count {
             let id = ids[(k + cursor) % count];
             let slot = &slots[id];
-            if !slot.status.is_copying()
-                || slot.fetching
-                || slot.fetch_backoff.waiting(now)
-                || slot.state.budgeted_bytes(config.exactly_once) >= 2 * partition_bytes
-            {
+            if !slot.status.is_copying() || slot.fetching || slot.fetch_backoff.waiting(now) {
                 continue;
             }
             match cx.meta.source().leader(&slot.topic, slot.partition) {
                 Some(leader) => {
-                    let fetcher = (leader, id.index() % self.window(leader, config).fetchers());
-                    if !self.in_flight.contains(&fetcher) {
+                    let window = self.window(leader, cx, now);
+                    let fetcher = (leader, id.index() % window.fetchers());
+                    let room = 2 * window.partition_bytes(partition_bytes, config.fetch_max_bytes);
+                    if slot.state.budgeted_bytes(config.exactly_once) < room
+                        && !self.in_flight.contains(&fetcher)
+                    {
                         by_fetcher.entry(fetcher).or_default().push(id);
                     }
                 }
@@ -226,6 +234,9 @@ impl FetchStage {
             if max_bytes == 0 {
                 break;
             }
+            let each = self
+                .window(fetcher.0, cx, now)
+                .partition_bytes(partition_bytes, config.fetch_max_bytes);
             let partitions: Vec<PartitionFetch> = ids
                 .iter()
                 .map(|&id| {
@@ -241,7 +252,8 @@ impl FetchStage {
                             .source()
                             .partition(&slot.topic, slot.partition)
                             .map_or(-1, |p| p.leader_epoch),
-                        max_bytes: partition_bytes as i32,
+                        // Lossless: at most `fetch_max_bytes`, checked to fit.
+                        max_bytes: each as i32,
                     }
                 })
                 .collect();
@@ -263,6 +275,7 @@ impl FetchStage {
             jobs.push(FetchJob {
                 fetcher,
                 request,
+                capacity: config.fetch_max_bytes.min(asked.len() * each),
                 asked,
                 reserved: max_bytes,
             });
@@ -367,6 +380,7 @@ impl FetchStage {
             fetcher,
             asked,
             reserved,
+            capacity,
             elapsed,
             round_trip,
             result,
@@ -402,10 +416,6 @@ impl FetchStage {
         if draining {
             return 0;
         }
-        let capacity = cx
-            .config
-            .fetch_max_bytes
-            .min(asked.len() * cx.config.partition_fetch_bytes);
         let answer = FetchAnswer {
             bytes: response
                 .responses
@@ -419,7 +429,7 @@ impl FetchStage {
             elapsed,
             round_trip,
         };
-        self.note_answer(broker, cx.config, answer, counters, now);
+        self.note_answer(broker, cx, answer, counters, now);
         let asked: HashMap<SlotId, i64> = asked.into_iter().collect();
         let mut taken = 0;
         for (topic, data) in response_partitions(response, cx.meta.names(Role::Source)) {
@@ -495,26 +505,46 @@ impl FetchStage {
         self.windows.retain(|broker, _| leaders.contains(broker));
     }
 
-    /// The fetch window of a source broker, opened on first use.
-    fn window(&mut self, broker: i32, config: &ReplicationConfig) -> &mut FetchWindow {
-        let fixed = config.fetchers_per_broker;
-        self.windows
+    /// The fetch window of a source broker, opened on first use and sized
+    /// to the link once the broker's round trip is known.
+    fn window(&mut self, broker: i32, cx: FetchContext<'_>, now: Instant) -> &mut FetchWindow {
+        let config = cx.config;
+        let window = self
+            .windows
             .entry(broker)
-            .or_insert_with(|| FetchWindow::new(fixed))
+            .or_insert_with(|| FetchWindow::new(config.fetchers_per_broker));
+        // Asked only until known: it is asked per partition.
+        if window.wants_round_trip() {
+            if let Some(round_trip) = (cx.round_trip)(broker) {
+                let rate = link_rate(&self.throttle);
+                window.link_measured(now, round_trip, rate, config.fetch_max_bytes);
+                tracing::debug!(
+                    broker,
+                    fetchers = window.fetchers(),
+                    ?round_trip,
+                    "fetch window sized to the link"
+                );
+            }
+        }
+        window
     }
 
-    /// Tells the broker's fetch window how full the answer was and how long
-    /// it took.
+    /// Tells the broker's fetch window how full the answer was, how long it
+    /// took and the broker's round trip now.
     fn note_answer(
         &mut self,
         broker: i32,
-        config: &ReplicationConfig,
+        cx: FetchContext<'_>,
         answer: FetchAnswer,
         counters: &mut Counters,
         now: Instant,
     ) {
-        let window = self.window(broker, config);
+        let rate = link_rate(&self.throttle);
+        let window = self.window(broker, cx, now);
         let before = window.fetchers();
+        if let Some(round_trip) = answer.round_trip {
+            window.link_measured(now, round_trip, rate, cx.config.fetch_max_bytes);
+        }
         window.answered(now, answer);
         let fetchers = window.fetchers();
         counters.most_fetchers = counters.most_fetchers.max(fetchers);
@@ -527,6 +557,12 @@ impl FetchStage {
             );
         }
     }
+}
+
+/// The link's rate the fetch windows size themselves for, bytes per second:
+/// the throttle's, if set.
+fn link_rate(throttle: &Throttle) -> Option<f64> {
+    throttle.rate().map(|rate| rate.bytes_per_second() as f64)
 }
 
 /// A whole Fetch failed: its partitions wait, and the leaders are looked up again.
@@ -574,6 +610,8 @@ mod tests {
         slots: Slots,
         stage: FetchStage,
         counters: Counters,
+        /// Every source broker's round trip.
+        round_trip: Option<Duration>,
     }
 
     impl Fixture {
@@ -592,14 +630,17 @@ mod tests {
                 slots,
                 stage: FetchStage::default(),
                 counters: Counters::default(),
+                round_trip: None,
             }
         }
 
         fn start(&mut self, now: Instant) -> Vec<FetchJob> {
+            let round_trip = self.round_trip;
             let cx = FetchContext {
                 config: &self.config,
                 meta: &self.meta,
                 memory: &self.memory,
+                round_trip: &|_| round_trip,
             };
             self.stage
                 .start(&mut self.slots, cx, &mut self.counters, now)
@@ -611,17 +652,20 @@ mod tests {
             result: Result<FetchResponse, ClusterError>,
             now: Instant,
         ) {
+            let round_trip = self.round_trip;
             let cx = FetchContext {
                 config: &self.config,
                 meta: &self.meta,
                 memory: &self.memory,
+                round_trip: &|_| round_trip,
             };
             let reply = FetchReply {
                 fetcher: job.fetcher,
                 asked: job.asked,
                 reserved: job.reserved,
+                capacity: job.capacity,
                 elapsed: Duration::from_millis(5),
-                round_trip: None,
+                round_trip,
                 result,
             };
             self.stage
@@ -765,6 +809,57 @@ mod tests {
         let next = f.start(now);
         assert_eq!(next.len(), 1);
         assert_eq!(next[0].reserved, 1000);
+    }
+
+    #[test]
+    fn a_long_round_trip_opens_the_window_and_each_partitions_share_before_the_first_fetch() {
+        // (fetcher, partition limit of each partition asked) of each job.
+        fn shape(jobs: &[FetchJob]) -> Vec<(Fetcher, Vec<i32>)> {
+            let mut shape: Vec<(Fetcher, Vec<i32>)> = jobs
+                .iter()
+                .map(|job| {
+                    let limits = job
+                        .request
+                        .topics
+                        .iter()
+                        .flat_map(|t| t.partitions.iter().map(|p| p.partition_max_bytes))
+                        .collect();
+                    (job.fetcher, limits)
+                })
+                .collect();
+            shape.sort();
+            shape
+        }
+        const MIB: i32 = 1 << 20;
+        // 100 ms: three Fetches per broker (see `fetch_window`), so each of
+        // partitions 0 and 1 goes on a connection of its own and may bring
+        // three times `partition_fetch_bytes`.
+        let mut f = Fixture::new(ReplicationConfig::default());
+        f.round_trip = Some(Duration::from_millis(100));
+        let jobs = f.start(Instant::now());
+        assert_eq!(
+            shape(&jobs),
+            [
+                ((1, 0), vec![3 * MIB]),
+                ((1, 1), vec![3 * MIB]),
+                ((2, 2), vec![3 * MIB])
+            ]
+        );
+        // The budget holds the added Fetches: two for each broker.
+        let config = ReplicationConfig::default();
+        assert_eq!(
+            f.stage.budget(&config),
+            config.in_flight_bytes + 4 * config.fetch_max_bytes
+        );
+        // On a LAN: one Fetch per broker, each partition its configured share.
+        let mut f = Fixture::new(ReplicationConfig::default());
+        f.round_trip = Some(Duration::from_micros(200));
+        let jobs = f.start(Instant::now());
+        assert_eq!(
+            shape(&jobs),
+            [((1, 0), vec![MIB, MIB]), ((2, 0), vec![MIB])]
+        );
+        assert_eq!(f.stage.budget(&config), config.in_flight_bytes);
     }
 
     #[test]

@@ -8,25 +8,53 @@
 //! 6 MiB over 100 ms and 50 MB/s. More Fetches at once, each on a connection
 //! of its own for its own share of the partitions, fill that idle time.
 //!
-//! The window probes for the count that fills the link, as TCP probes for its
-//! congestion window, since the bandwidth is not known in advance: while a
-//! broker's answers come back full (the mirror is behind) and the round trip
-//! is a real share of a Fetch's time, it adds a Fetch after each round of
-//! measurement that raised the broker's rate by [`GAIN`], up to
-//! [`MAX_FETCHERS`]. A round that did not goes back one and settles there;
-//! [`PROBE_AGAIN_AFTER`] later it probes again from there, in case the link
-//! got faster or its other traffic went away. A Fetch the memory budget (or
-//! the throttle) cut to under half voids the round: the target, the budget
-//! or `max_bytes_per_sec` is the bound then, not the round trip. Once no answer has come back full for [`CAUGHT_UP_AFTER`]
-//! (caught up), it returns to one. On a LAN the round trip is no real share
-//! of a Fetch's time, so it stays at one.
+//! The window starts at the link's size: once the broker's round trip is
+//! known (the connection's first request measures it, before any Fetch), it
+//! opens to enough Fetches to keep the link's bandwidth-delay product on the
+//! way plus one arriving, [`link_fetchers`] (a round trip under
+//! [`LINK_MIN_ROUND_TRIP`] opens nothing). The bandwidth is the throttle's
+//! rate when `max_bytes_per_sec` is set, otherwise [`ASSUMED_LINK_RATE`]:
+//! about what one mirror process moves, so the window holds about as many
+//! Fetches as the mirror can use. (Starting at one Fetch and adding one a
+//! round lost the first seconds of a run on a long link: half the rate of a
+//! LAN at 100 ms for a 400 MB backlog.) It does not probe below where it
+//! opened: a link slower than assumed costs a few Fetches' worth of budget
+//! it does not need, not throughput.
 //!
-//! Pure state: the fetch stage reports each answer and reads [`FetchWindow::fetchers`].
+//! From there it probes for the count that fills the link, as TCP probes for
+//! its congestion window: while a broker's answers come back full (the
+//! mirror is behind) and the round trip is a real share of a Fetch's time,
+//! it adds a Fetch after each round of measurement that raised the broker's
+//! rate by [`GAIN`], up to [`MAX_FETCHERS`]. A round that did not goes back
+//! one and settles there; [`PROBE_AGAIN_AFTER`] later it probes again from
+//! there, in case the link got faster or its other traffic went away. A
+//! Fetch the memory budget (or the throttle) cut to under half voids the
+//! round: the target, the budget or `max_bytes_per_sec` is the bound then,
+//! not the round trip. Once no answer has come back full for
+//! [`CAUGHT_UP_AFTER`] (caught up), it returns to one, and opens to the
+//! link's size again at the next full answer. On a LAN the round trip is no
+//! real share of a Fetch's time, so it stays at one.
+//!
+//! Each Fetch in the window also lets a partition bring one more
+//! `partition_fetch_bytes` per Fetch ([`FetchWindow::partition_bytes`]): a
+//! partition has one Fetch in flight at a time, so it moves at most that
+//! much per round trip, and at 100 ms 1 MiB is 10 MB/s a partition.
+//!
+//! Pure state: the fetch stage reports the round trip and each answer and
+//! reads [`FetchWindow::fetchers`].
 
 use std::time::{Duration, Instant};
 
 /// The most Fetches at once per source broker the window grows to.
 pub(crate) const MAX_FETCHERS: usize = 8;
+/// The link's rate, bytes per second, assumed until measured: about what
+/// one mirror process moves on a LAN (119 MB/s in the bench's sweep), so a
+/// window sized for it is about the most the mirror can use.
+const ASSUMED_LINK_RATE: f64 = 125e6;
+/// Below this, a round trip is no sign of a long link: one small request's
+/// time on a LAN is mostly the broker's, several ms on a busy one. The
+/// window opens only past it, and probes from one below it.
+const LINK_MIN_ROUND_TRIP: Duration = Duration::from_millis(10);
 /// A round must raise the rate by this factor for the window to grow again.
 const GAIN: f64 = 1.1;
 /// The round trip must be at least this share of a Fetch's time for more
@@ -77,6 +105,9 @@ pub(crate) struct FetchWindow {
     /// Set by `replication.fetchers_per_broker`: no probing.
     fixed: Option<usize>,
     fetchers: usize,
+    /// The count the link calls for ([`link_fetchers`]), once its round
+    /// trip is known: where the window starts while the mirror is behind.
+    link: Option<usize>,
     /// The rate before the last step up, bytes per second.
     best_rate: Option<f64>,
     /// When a step up gained too little: stay until [`PROBE_AGAIN_AFTER`]
@@ -96,11 +127,12 @@ struct Round {
 }
 
 impl FetchWindow {
-    /// A window that probes from one Fetch, or a fixed one.
+    /// A window at one Fetch until [`FetchWindow::link_measured`], or a fixed one.
     pub(crate) fn new(fixed: Option<usize>) -> Self {
         FetchWindow {
             fixed,
             fetchers: fixed.unwrap_or(1),
+            link: None,
             best_rate: None,
             settled: None,
             round: None,
@@ -122,6 +154,63 @@ impl FetchWindow {
         }
     }
 
+    /// Whether the window has yet to hear a round trip: only then is it worth
+    /// asking for one before a Fetch (the answers bring it afterwards).
+    pub(crate) fn wants_round_trip(&self) -> bool {
+        self.fixed.is_none() && self.link.is_none()
+    }
+
+    /// The broker's round trip is known, and the link's rate if the throttle
+    /// sets one (bytes per second): the first time, the window opens to the
+    /// link's size. A later, shorter round trip (a first handshake that met
+    /// a busy broker) lowers the size it reopens to when behind again.
+    pub(crate) fn link_measured(
+        &mut self,
+        now: Instant,
+        round_trip: Duration,
+        rate: Option<f64>,
+        fetch_bytes: usize,
+    ) {
+        if self.fixed.is_some() {
+            return;
+        }
+        let link = link_fetchers(round_trip, rate, fetch_bytes);
+        match self.link {
+            Some(known) => self.link = Some(known.min(link)),
+            None => {
+                self.link = Some(link);
+                self.open_to_link(now);
+            }
+        }
+    }
+
+    /// The most one partition may bring in one Fetch: `partition_fetch_bytes`,
+    /// and as much again for each Fetch the window added, up to
+    /// `fetch_bytes`. A partition has one Fetch in flight, so this is what it
+    /// moves per round trip; the window grows with the round trip and so does
+    /// this. (A fixed window adds none, as it adds nothing to the budget.)
+    pub(crate) fn partition_bytes(
+        &self,
+        partition_fetch_bytes: usize,
+        fetch_bytes: usize,
+    ) -> usize {
+        (partition_fetch_bytes * (1 + self.added())).min(fetch_bytes.max(partition_fetch_bytes))
+    }
+
+    /// At one Fetch with nothing measured (new, or back from caught up),
+    /// jumps to the link's size. Opened, it waits [`CAUGHT_UP_AFTER`] for a
+    /// full answer before it calls the mirror caught up: the first answers
+    /// of a backlog may well be short ones, from partitions at their end.
+    fn open_to_link(&mut self, now: Instant) {
+        if let Some(link) = self.link {
+            if self.best_rate.is_none() && self.settled.is_none() && self.fetchers < link {
+                self.fetchers = link;
+                self.round = None;
+                self.last_full = Some(now);
+            }
+        }
+    }
+
     /// Takes in one answer of the broker's; may change [`FetchWindow::fetchers`].
     pub(crate) fn answered(&mut self, now: Instant, answer: FetchAnswer) {
         if self.fixed.is_some() {
@@ -129,11 +218,15 @@ impl FetchWindow {
         }
         if answer.is_full() {
             self.last_full = Some(now);
+            self.open_to_link(now);
         } else if self
             .last_full
             .is_none_or(|last| now.duration_since(last) >= CAUGHT_UP_AFTER)
         {
-            *self = FetchWindow::new(None);
+            *self = FetchWindow {
+                link: self.link,
+                ..FetchWindow::new(None)
+            };
             return;
         }
         if answer.short_of_budget {
@@ -193,6 +286,22 @@ impl FetchWindow {
     }
 }
 
+/// Fetches of `fetch_bytes` that fill a link of `round_trip` and `rate`
+/// bytes per second ([`ASSUMED_LINK_RATE`] if not known): its
+/// bandwidth-delay product's worth on the way, plus one arriving. One on a
+/// LAN (under [`LINK_MIN_ROUND_TRIP`]); at most [`MAX_FETCHERS`].
+fn link_fetchers(round_trip: Duration, rate: Option<f64>, fetch_bytes: usize) -> usize {
+    if round_trip < LINK_MIN_ROUND_TRIP || fetch_bytes == 0 {
+        return 1;
+    }
+    let on_the_way =
+        rate.unwrap_or(ASSUMED_LINK_RATE) * round_trip.as_secs_f64() / fetch_bytes as f64;
+    // Saturating: a huge rate or round trip gives the most.
+    (on_the_way.round() as usize)
+        .saturating_add(1)
+        .min(MAX_FETCHERS)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,6 +350,122 @@ mod tests {
             }
         }
         now
+    }
+
+    #[test]
+    fn opens_to_the_links_size_before_the_first_answer() {
+        let opened = |round_trip: Duration, rate: Option<f64>| {
+            let mut window = FetchWindow::new(None);
+            window.link_measured(Instant::now(), round_trip, rate, 6 * MIB);
+            window.fetchers()
+        };
+        // 125 MB/s assumed: 12.5 MB on the way over 100 ms is two Fetches of
+        // 6 MiB, plus one arriving; 200 ms, four plus one.
+        assert_eq!(opened(Duration::from_millis(100), None), 3);
+        assert_eq!(opened(Duration::from_millis(200), None), 5);
+        assert_eq!(opened(Duration::from_millis(50), None), 2);
+        // A LAN, or a short link a Fetch's transfer hides, keeps one.
+        assert_eq!(opened(Duration::from_micros(300), None), 1);
+        assert_eq!(opened(Duration::from_millis(10), None), 1);
+        // Even with small Fetches: a few ms may be a busy broker's own time.
+        let mut small = FetchWindow::new(None);
+        small.link_measured(Instant::now(), Duration::from_millis(8), None, 128 << 10);
+        assert_eq!(small.fetchers(), 1);
+        small = FetchWindow::new(None);
+        small.link_measured(Instant::now(), Duration::from_millis(20), None, 128 << 10);
+        assert_eq!(small.fetchers(), MAX_FETCHERS);
+        // A throttled link needs only its rate's worth: 50 MB/s over 200 ms.
+        assert_eq!(opened(Duration::from_millis(200), Some(50e6)), 3);
+        assert_eq!(opened(Duration::from_millis(200), Some(1e6)), 1);
+        // Never past the most.
+        assert_eq!(opened(Duration::from_secs(2), None), MAX_FETCHERS);
+        assert_eq!(opened(Duration::from_millis(100), Some(1e30)), MAX_FETCHERS);
+        // Fixed stays fixed.
+        let mut fixed = FetchWindow::new(Some(1));
+        fixed.link_measured(Instant::now(), Duration::from_millis(200), None, 6 * MIB);
+        assert_eq!(fixed.fetchers(), 1);
+        // The shortest round trip seen counts.
+        let mut window = FetchWindow::new(None);
+        window.link_measured(Instant::now(), Duration::from_millis(100), None, 6 * MIB);
+        window.link_measured(Instant::now(), Duration::from_millis(200), None, 6 * MIB);
+        assert_eq!(window.fetchers(), 3);
+        window.link_measured(Instant::now(), Duration::from_millis(50), None, 6 * MIB);
+        assert_eq!(window.link, Some(2));
+    }
+
+    #[test]
+    fn from_the_links_size_it_probes_and_settles() {
+        // 200 ms and 50 MB/s: three fill it; the assumed 125 MB/s opens
+        // five, a sixth gains nothing and is given back. (Below where it
+        // opened, the window does not probe: two more Fetches' memory, within
+        // the budget, for a slower link than assumed.)
+        let mut window = FetchWindow::new(None);
+        window.link_measured(Instant::now(), Duration::from_millis(200), None, 6 * MIB);
+        simulate(&mut window, Duration::from_millis(200), 50e6, 30.0);
+        assert_eq!(window.fetchers(), 5);
+        // A faster link than assumed: it grows on from there.
+        let mut window = FetchWindow::new(None);
+        window.link_measured(Instant::now(), Duration::from_millis(100), None, 6 * MIB);
+        simulate(&mut window, Duration::from_millis(100), 300e6, 30.0);
+        assert_eq!(window.fetchers(), 6);
+    }
+
+    #[test]
+    fn reopens_to_the_links_size_when_behind_again() {
+        let start = Instant::now();
+        let mut window = FetchWindow::new(None);
+        window.link_measured(start, Duration::from_millis(200), None, 6 * MIB);
+        let short = FetchAnswer {
+            bytes: 1000,
+            ..full(
+                6 * MIB,
+                Duration::from_millis(700),
+                Some(Duration::from_millis(200)),
+            )
+        };
+        // Short answers first: maybe partitions at their end among others
+        // behind, so it waits for a full one a while.
+        window.answered(start + Duration::from_millis(700), short);
+        assert_eq!(window.fetchers(), 5);
+        // None came: caught up, back to one, and the round trip each answer
+        // brings does not open it again.
+        window.answered(start + CAUGHT_UP_AFTER, short);
+        assert_eq!(window.fetchers(), 1);
+        window.link_measured(
+            start + CAUGHT_UP_AFTER,
+            Duration::from_millis(200),
+            None,
+            6 * MIB,
+        );
+        window.answered(start + CAUGHT_UP_AFTER, short);
+        assert_eq!(window.fetchers(), 1);
+        // Behind again: the first full answer opens it at once.
+        let later = start + CAUGHT_UP_AFTER + Duration::from_millis(700);
+        window.answered(
+            later,
+            full(
+                6 * MIB,
+                Duration::from_millis(700),
+                Some(Duration::from_millis(200)),
+            ),
+        );
+        assert_eq!(window.fetchers(), 5);
+    }
+
+    #[test]
+    fn a_partitions_share_of_a_fetch_grows_with_the_window() {
+        let mut window = FetchWindow::new(None);
+        assert_eq!(window.partition_bytes(MIB, 6 * MIB), MIB);
+        window.link_measured(Instant::now(), Duration::from_millis(100), None, 6 * MIB);
+        assert_eq!(window.partition_bytes(MIB, 6 * MIB), 3 * MIB);
+        let mut far = FetchWindow::new(None);
+        far.link_measured(Instant::now(), Duration::from_secs(1), None, 6 * MIB);
+        assert_eq!(
+            far.partition_bytes(MIB, 6 * MIB),
+            6 * MIB,
+            "at most a whole Fetch"
+        );
+        assert_eq!(FetchWindow::new(Some(3)).partition_bytes(MIB, 6 * MIB), MIB);
     }
 
     #[test]
