@@ -151,7 +151,7 @@ const SMOKE: Defaults = Defaults {
     tools: "kafka-mirror,mm2",
     reps: 1,
     sections: FULL.sections,
-    run_timeout_s: 300,
+    run_timeout_s: 180,
     wan_data_mib: 4,
     wan_latency_ms: 10,
     rtts: "20",
