@@ -150,7 +150,10 @@ fn verify(
         let differing: Vec<String> = partitions
             .iter()
             .filter(|p| !p["difference"].is_null())
-            .map(|p| format!("{}-{}: {}", p["topic"], p["partition"], p["difference"]))
+            .map(|p| {
+                let topic = p["topic"].as_str().unwrap_or("?");
+                format!("{topic}-{}: {}", p["partition"], p["difference"])
+            })
             .collect();
         bail!(
             "verify exited with {}: {}\n{}",
