@@ -507,6 +507,8 @@ fn carry_over(
     };
     let mut last: Option<(Ends, BTreeMap<String, CommittedOffsets>)> = None;
     let mut unchanged_since = Instant::now();
+    // What the target lacked at the last look, for the error on a timeout.
+    let mut lacking: Vec<String> = Vec::new();
     loop {
         thread::sleep(POLL);
         if tool == Tool::KafkaMirror && child.has_exited() {
@@ -531,9 +533,10 @@ fn carry_over(
         }
         if started.elapsed() > runner.timeout {
             bail!(
-                "{} had not carried the groups over after {:?}; {}:\n{}",
+                "{} had not carried the groups over after {:?} (missing: {}); {}:\n{}",
                 tool.name(),
                 runner.timeout,
+                lacking.join(", "),
                 log_path.display(),
                 log_tail()
             );
@@ -550,7 +553,8 @@ fn carry_over(
         if last.as_ref() != Some(&now) {
             unchanged_since = Instant::now();
         }
-        let done = carried(tool, data, &now.0, &now.1) && unchanged_since.elapsed() >= SETTLE;
+        lacking = missing(tool, data, &now.0, &now.1);
+        let done = lacking.is_empty() && unchanged_since.elapsed() >= SETTLE;
         last = Some(now);
         if done {
             child.stop(STOP_GRACE)?;
@@ -559,27 +563,32 @@ fn carry_over(
     }
 }
 
-/// Whether the target holds every committed record (at least as many records
-/// as each source partition's committed ones) and an offset for every group
-/// partition.
-fn carried(
+/// What the target still lacks: a partition holding fewer records than its
+/// source partition's committed ones, or a group partition without an offset.
+/// Empty once the tool has carried everything over.
+fn missing(
     tool: Tool,
     data: &FailoverData,
     ends: &Ends,
     offsets: &BTreeMap<String, CommittedOffsets>,
-) -> bool {
-    let copied = data.committed.iter().all(|((topic, partition), &n)| {
-        ends.get(&(target_topic(tool, topic), *partition))
-            .is_some_and(|&end| end >= n as i64)
-    });
-    copied
-        && data.groups.iter().all(|g| {
-            offsets.get(&g.id).is_some_and(|o| {
-                g.committed
-                    .keys()
-                    .all(|(t, p)| o.contains_key(&(target_topic(tool, t), *p)))
-            })
-        })
+) -> Vec<String> {
+    let mut missing = Vec::new();
+    for ((topic, partition), &n) in &data.committed {
+        let copy = target_topic(tool, topic);
+        let end = ends.get(&(copy.clone(), *partition)).copied().unwrap_or(0);
+        if end < n as i64 {
+            missing.push(format!("{copy}-{partition} holds {end} of {n} records"));
+        }
+    }
+    for g in &data.groups {
+        for (t, p) in g.committed.keys() {
+            let key = (target_topic(tool, t), *p);
+            if !offsets.get(&g.id).is_some_and(|o| o.contains_key(&key)) {
+                missing.push(format!("{} has no offset for {}-{p}", g.id, key.0));
+            }
+        }
+    }
+    missing
 }
 
 /// The committed offsets of every group of the section on one cluster.

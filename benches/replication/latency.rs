@@ -23,9 +23,6 @@ use crate::tools::{Route, Tool};
 
 /// The source topic written during each run (recreated every time).
 pub(crate) const TOPIC: &str = "latency";
-/// Records appended this long after production starts are measured; the ones before
-/// cover the tools' start (a JVM and Connect's task assignment take seconds).
-const WARMUP_S: u32 = 20;
 
 const LOG_APPEND_TIME: (&str, &str) = ("message.timestamp.type", "LogAppendTime");
 
@@ -43,18 +40,24 @@ pub(crate) fn section(runner: &Runner<'_>, settings: &Settings) -> Result<String
         seconds,
     };
     let mut text = format!(
-        "### Replication delay at {} records/s ({} s measured after {WARMUP_S} s of warm-up)\n\n\
+        "### Replication delay at {} records/s ({} s measured after {} s of warm-up)\n\n\
          | | appended on the target: p50 ms | p99 ms | max ms | received by a read_committed consumer: p50 ms | p99 ms | max ms | records |\n\
          |---|---|---|---|---|---|---|---|\n",
-        settings.latency_rate, settings.latency_seconds
+        settings.latency_rate, settings.latency_seconds, settings.latency_warmup_s
     );
 
     eprintln!("bench: latency: the source's own produce-to-consume delay");
     recreate_source_topic(lab, settings.partitions)?;
     let bootstrap = lab.source.bootstrap();
     let reference = thread::scope(|s| {
-        let consumer =
-            s.spawn(|| consume_latency(&bootstrap, TOPIC, seconds + 2.0, f64::from(WARMUP_S)));
+        let consumer = s.spawn(|| {
+            consume_latency(
+                &bootstrap,
+                TOPIC,
+                seconds + 2.0,
+                f64::from(settings.latency_warmup_s),
+            )
+        });
         let producer =
             s.spawn(|| generate_with_librdkafka(&bootstrap, TOPIC, Compression::Lz4, amount, 7));
         join(producer)?;
@@ -187,7 +190,8 @@ fn tool_delays(
         .iter()
         .filter_map(|r| Some((r.key.as_deref()?, r.timestamp)))
         .collect();
-    let start = source.iter().map(|r| r.timestamp).min().unwrap_or(0) + i64::from(WARMUP_S) * 1000;
+    let start = source.iter().map(|r| r.timestamp).min().unwrap_or(0)
+        + i64::from(settings.latency_warmup_s) * 1000;
     let mut delays = Delays {
         appended: Vec::new(),
         received: Vec::new(),
@@ -210,9 +214,11 @@ fn tool_delays(
     Ok(delays)
 }
 
-/// How long each run produces: the warm-up, then what is measured.
+/// How long each run produces: the warm-up (records appended before it are not
+/// measured: it covers the tools' start, a JVM and Connect's task assignment
+/// take seconds), then what is measured.
 fn production_seconds(settings: &Settings) -> f64 {
-    f64::from(WARMUP_S + settings.latency_seconds)
+    f64::from(settings.latency_warmup_s + settings.latency_seconds)
 }
 
 fn recreate_source_topic(lab: &Lab, partitions: u32) -> Result<()> {

@@ -30,8 +30,15 @@
 //! - **failover**: consumer groups read part of the source and commit; kafka-mirror
 //!   and MirrorMaker 2 each copy the data and carry the groups over; each group
 //!   resumes on the target, and the records it reads twice or misses are counted.
+//! - **verify**: kafka-mirror copies the throughput data set, then `kafka-mirror
+//!   verify` compares source and target record by record, in full and with
+//!   `--sample 10`: MB read, wall and CPU time, MB/s per core, peak RSS.
 //!
-//! It writes a markdown report (default `target/bench/replication.md`) and prints it.
+//! `BENCH_SMOKE=1` runs every section once on a few MB with kafka-mirror and
+//! MirrorMaker 2, then reads the report back and checks it (CI's smoke).
+//!
+//! It writes a markdown report (default `target/bench/replication.md`, the smoke's
+//! `target/bench/replication-smoke.md`) and prints it.
 
 mod committed;
 mod failover;
@@ -44,6 +51,7 @@ mod report;
 mod run;
 mod settings;
 mod tools;
+mod verify;
 mod wan;
 
 use std::fmt::Write as _;
@@ -76,7 +84,7 @@ fn main() -> ExitCode {
 fn run() -> Result<()> {
     let settings = Settings::from_env()?;
     eprintln!("bench: {settings:?}");
-    let tools = Tools::prepare(&settings.tools, &settings.mirror_args)?;
+    let tools = Tools::prepare(&settings)?;
     let wan = if settings.runs(Section::Wan) || settings.runs(Section::Sweep) {
         Some(Wan::prepare()?)
     } else {
@@ -97,6 +105,12 @@ fn run() -> Result<()> {
         settings.command_line(),
         machine()
     ));
+    if settings.smoke {
+        report.push(
+            "A smoke run (`BENCH_SMOKE`): every section once on a few MB, to show that the harness \
+             runs; its figures say nothing about speed.",
+        );
+    }
 
     let write = |prefix: &str, mib: u64| -> Result<DataSet> {
         eprintln!("bench: writing {mib} MiB into {prefix}-*");
@@ -104,7 +118,10 @@ fn run() -> Result<()> {
         eprintln!("bench: {prefix}: {}", describe(&data));
         Ok(data)
     };
-    let main_data = if settings.runs(Section::Throughput) || settings.runs(Section::Limit) {
+    let main_data = if [Section::Throughput, Section::Limit, Section::Verify]
+        .iter()
+        .any(|&s| settings.runs(s))
+    {
         Some(write("bench", settings.data_mib)?)
     } else {
         None
@@ -178,7 +195,12 @@ fn run() -> Result<()> {
             report::throughput_table(&summaries, data.stored_bytes)
         );
         for &tool in &settings.tools {
-            let _ = writeln!(text, "- {}: {}", tool.name(), tool.describe());
+            let _ = writeln!(
+                text,
+                "- {}: {}",
+                tool.name(),
+                tool.describe(tools.mirror_build())
+            );
         }
         text.push_str(
             "\nMB = 10^6 bytes of stored record batches; time from the tool's start (JVM start included) \
@@ -187,10 +209,13 @@ fn run() -> Result<()> {
              target's first record appears instead (start-up left out). CPU and peak RSS: the tool's process tree, from /proc (summed over the processes of an `-xN` variant, each tree's own peak). \
              \"MB sent to target\": every byte the tool sent to the target broker, counted by a proxy the broker advertises.\n",
         );
-        report.push(&text);
+        report.section(Section::Throughput, &text);
     }
     if let (true, Some(data)) = (settings.runs(Section::Limit), &main_data) {
-        report.push(&limit::section(&lab, data, settings.reps, mirror_rates)?);
+        report.section(
+            Section::Limit,
+            &limit::section(&lab, data, settings.reps, mirror_rates)?,
+        );
     }
 
     if let (Some(w), Some(data)) = (&wan, &wan_data) {
@@ -227,7 +252,7 @@ fn run() -> Result<()> {
                 );
             }
         }
-        report.push(&text);
+        report.section(Section::Wan, &text);
     }
 
     if let (Some(w), Some(data)) = (&wan, &sweep_data) {
@@ -268,23 +293,38 @@ fn run() -> Result<()> {
         for (tool, cells) in &rows {
             let _ = writeln!(text, "| {} | {} |", tool.name(), cells.join(" | "));
         }
-        report.push(&text);
+        report.section(Section::Sweep, &text);
     }
 
     if settings.runs(Section::Latency) {
-        report.push(&latency::section(&runner, &settings)?);
+        report.section(Section::Latency, &latency::section(&runner, &settings)?);
     }
 
     if let Some(data) = &idle_data {
-        report.push(&idle::section(&runner, &settings, data)?);
+        report.section(Section::Idle, &idle::section(&runner, &settings, data)?);
     }
 
     if let Some(data) = &failover_data {
-        report.push(&failover::section(&runner, &settings, data)?);
+        report.section(
+            Section::Failover,
+            &failover::section(&runner, &settings, data)?,
+        );
     }
 
+    if let (true, Some(data)) = (settings.runs(Section::Verify), &main_data) {
+        report.section(Section::Verify, &verify::section(&runner, data)?);
+    }
+
+    // The smoke's own file: it must not replace a full run's report.
     let out = settings.out.clone().map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench/replication.md")
+        let name = if settings.smoke {
+            "replication-smoke.md"
+        } else {
+            "replication.md"
+        };
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("target/bench")
+            .join(name)
     });
     if let Some(parent) = out.parent() {
         std::fs::create_dir_all(parent)
@@ -293,6 +333,12 @@ fn run() -> Result<()> {
     std::fs::write(&out, report.text()).with_context(|| format!("writing {}", out.display()))?;
     println!("{}", report.text());
     eprintln!("bench: report written to {}", out.display());
+    if settings.smoke {
+        let written = std::fs::read_to_string(&out)
+            .with_context(|| format!("reading {} back", out.display()))?;
+        report::check(&written, &settings.sections)?;
+        eprintln!("bench: smoke: the report holds every section with numbers and no failed run");
+    }
     Ok(())
 }
 

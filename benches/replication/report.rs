@@ -1,9 +1,18 @@
 //! The markdown report: the machine, the settings, and one table per section.
+//! Each section starts with a marker naming it (an HTML comment, invisible once
+//! rendered), by which [`check`] finds it again in the written file.
 
 use std::fmt::Write as _;
 
+use anyhow::{bail, Result};
+
 use crate::run::Measured;
+use crate::settings::Section;
 use crate::tools::Tool;
+
+/// Starts the marker line of a section; its name and [`MARKER_END`] follow.
+const MARKER: &str = "<!-- bench section: ";
+const MARKER_END: &str = " -->";
 
 /// Adds `text` as a paragraph or table.
 #[derive(Debug, Default)]
@@ -20,9 +29,76 @@ impl Report {
         self.text.push('\n');
     }
 
+    /// Adds the text of `section`, after its marker.
+    pub(crate) fn section(&mut self, section: Section, text: &str) {
+        self.text
+            .push_str(&format!("{MARKER}{}{MARKER_END}\n", section.name()));
+        self.push(text);
+    }
+
     pub(crate) fn text(&self) -> &str {
         &self.text
     }
+}
+
+/// Parses a written report back: every section of `sections` must be there,
+/// each with at least one table, every table with at least one row, and every
+/// row with a number (a cell whose first word, less a trailing `%` or `×`, is a
+/// finite number) and no failed run (a cell starting with "failed").
+pub(crate) fn check(report: &str, sections: &[Section]) -> Result<()> {
+    let mut problems = Vec::new();
+    for &section in sections {
+        let name = section.name();
+        let marker = format!("{MARKER}{name}{MARKER_END}");
+        let Some((_, rest)) = report.split_once(&marker) else {
+            problems.push(format!("{name}: not in the report"));
+            continue;
+        };
+        let text = rest.split(MARKER).next().unwrap_or_default();
+        let rows = table_rows(text);
+        if rows.is_empty() {
+            problems.push(format!("{name}: no table with rows"));
+        }
+        for row in rows {
+            let cells: Vec<&str> = row.trim_matches('|').split('|').map(str::trim).collect();
+            if cells.iter().any(|c| c.starts_with("failed")) {
+                problems.push(format!("{name}: a failed run: {row}"));
+            } else if !cells.iter().any(|c| is_number(c)) {
+                problems.push(format!("{name}: a row without a number: {row}"));
+            }
+        }
+    }
+    if !problems.is_empty() {
+        bail!(
+            "the report does not hold what it should:\n{}",
+            problems.join("\n")
+        );
+    }
+    Ok(())
+}
+
+/// The body rows of every markdown table in `text` (header and separator rows left out).
+fn table_rows(text: &str) -> Vec<&str> {
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    let mut rows = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let is_separator = |l: &str| l.starts_with("|-") || l.starts_with("|:");
+        if line.starts_with('|')
+            && !is_separator(line)
+            && !lines.get(i + 1).is_some_and(|next| is_separator(next))
+        {
+            rows.push(*line);
+        }
+    }
+    rows
+}
+
+fn is_number(cell: &str) -> bool {
+    cell.split_whitespace()
+        .next()
+        .map(|word| word.trim_end_matches(['%', '×']))
+        .and_then(|word| word.parse::<f64>().ok())
+        .is_some_and(f64::is_finite)
 }
 
 /// "N cores (model), M GiB RAM", from /proc.

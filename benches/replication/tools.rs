@@ -14,6 +14,8 @@ use kafka_testkit::{
     OLD_KAFKA_VERSION,
 };
 
+use crate::settings::{Section, Settings};
+
 /// A replicator, as configured for the bench.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Tool {
@@ -120,15 +122,16 @@ impl Tool {
         self == Tool::Mm1
     }
 
-    /// One line on how it is set up, for the report.
-    pub(crate) fn describe(self) -> String {
+    /// One line on how it is set up, for the report; `mirror_build` says which
+    /// build of kafka-mirror ran ([`Tools::mirror_build`]).
+    pub(crate) fn describe(self, mirror_build: &str) -> String {
         match self {
-            Tool::KafkaMirror => "release build, default settings".into(),
-            Tool::KafkaMirrorEos => {
-                "release build, `--exactly-once` (transaction_interval_ms 100, the default)".into()
-            }
+            Tool::KafkaMirror => format!("{mirror_build}, default settings"),
+            Tool::KafkaMirrorEos => format!(
+                "{mirror_build}, `--exactly-once` (transaction_interval_ms 100, the default)"
+            ),
             Tool::KafkaMirrorInstances(n) => format!(
-                "{n} processes of the release build, default settings and name, started together: \
+                "{n} processes of {mirror_build}, default settings and name, started together: \
                  they share the partitions through a group on the target; CPU and peak RSS summed over the {n} process trees"
             ),
             Tool::Mm2 => format!(
@@ -170,12 +173,19 @@ impl Route {
     pub(crate) fn partitions(&self) -> u32 {
         self.partitions_per_topic * self.topics.len() as u32
     }
+
+    /// A regex matching exactly its topics.
+    pub(crate) fn topics_regex(&self) -> String {
+        format!("^({})$", self.topics.join("|"))
+    }
 }
 
 /// What the tools need, fetched or built once.
 #[derive(Debug)]
 pub(crate) struct Tools {
     mirror_bin: Option<PathBuf>,
+    /// Which build `mirror_bin` is, for the report.
+    mirror_build: &'static str,
     /// Appended to kafka-mirror's command line.
     mirror_args: Vec<String>,
     mm2: Option<MirrorMaker2>,
@@ -184,15 +194,26 @@ pub(crate) struct Tools {
 
 impl Tools {
     /// Builds kafka-mirror (release) and fetches MirrorMaker 2 and Kafka 3.9.1 into the
-    /// cache, as far as `tools` need them.
-    pub(crate) fn prepare(tools: &[Tool], mirror_args: &[String]) -> Result<Tools> {
-        let mirror_bin = if tools.iter().any(|t| t.is_kafka_mirror()) {
-            Some(cargo_build_release(
-                Path::new(env!("CARGO_MANIFEST_DIR")),
-                "kafka-mirror",
-            )?)
-        } else {
-            None
+    /// cache, as far as the tools and sections of `settings` need them. The smoke
+    /// uses the binary cargo built with the bench instead (with the bench's
+    /// profile and features), which costs no build of its own.
+    pub(crate) fn prepare(settings: &Settings) -> Result<Tools> {
+        let tools = &settings.tools;
+        let needs_mirror =
+            tools.iter().any(|t| t.is_kafka_mirror()) || settings.runs(Section::Verify);
+        let (mirror_bin, mirror_build) = match (needs_mirror, settings.smoke) {
+            (false, _) => (None, "none"),
+            (true, true) => (
+                Some(PathBuf::from(env!("CARGO_BIN_EXE_kafka-mirror"))),
+                "the bench's own build (cargo bench's profile)",
+            ),
+            (true, false) => (
+                Some(cargo_build_release(
+                    Path::new(env!("CARGO_MANIFEST_DIR")),
+                    "kafka-mirror",
+                )?),
+                "the release build",
+            ),
         };
         let mm2 = if tools
             .iter()
@@ -209,10 +230,35 @@ impl Tools {
         };
         Ok(Tools {
             mirror_bin,
-            mirror_args: mirror_args.to_vec(),
+            mirror_build,
+            mirror_args: settings.mirror_args.clone(),
             mm2,
             mm1,
         })
+    }
+
+    /// Which build of kafka-mirror runs, for the report.
+    pub(crate) fn mirror_build(&self) -> &'static str {
+        self.mirror_build
+    }
+
+    /// `kafka-mirror verify` of `route`'s topics, its report as JSON on stdout,
+    /// comparing every `sample`th batch's records (1: all).
+    pub(crate) fn verify_command(&self, route: &Route, sample: u32) -> Result<Command> {
+        let Some(bin) = &self.mirror_bin else {
+            bail!("kafka-mirror was not built");
+        };
+        let mut cmd = Command::new(bin);
+        cmd.args([
+            "verify",
+            "--source",
+            &route.source,
+            "--target",
+            &route.target,
+        ])
+        .args(["--topics", &route.topics_regex()])
+        .args(["--format", "json", "--sample", &sample.to_string()]);
+        Ok(cmd)
     }
 
     /// The command that runs `tool` along `route`, its config files written into `dir`.
@@ -231,7 +277,7 @@ impl Tools {
                 };
                 let mut cmd = Command::new(bin);
                 cmd.args(["run", "--source", &route.source, "--target", &route.target])
-                    .args(["--topics", &format!("^({})$", route.topics.join("|"))]);
+                    .args(["--topics", &route.topics_regex()]);
                 match &route.groups {
                     // Its last group sync runs once caught up, before it exits.
                     Some(groups) => cmd.args(["--groups", groups, "--until-caught-up"]),
@@ -273,7 +319,7 @@ impl Tools {
                     dist,
                     &consumer,
                     &producer,
-                    &format!("^({})$", route.topics.join("|")),
+                    &route.topics_regex(),
                     1,
                     MIRROR_MAKER1_JVM_OPTS,
                 )
