@@ -358,6 +358,12 @@ fn mm2_properties(tool: Tool, route: &Route) -> Result<Vec<(String, String)>> {
         ("status.storage.replication.factor", "1"),
         // No authorizer on the brokers.
         ("sync.topic.acls.enabled", "false"),
+        // Each run's worker joins the Connect group the previous run's left
+        // on the same clusters; one stopped without leaving it (killed after
+        // the grace period) would hold its tasks for Connect's default 5
+        // minutes before they are reassigned. The smoke's failover run once
+        // waited out exactly that.
+        ("scheduled.rebalance.max.delay.ms", "0"),
     ]);
     match &route.groups {
         // Its defaults otherwise: DefaultReplicationPolicy, offset.lag.max 100.
