@@ -34,7 +34,7 @@ use super::frame::{
     SIZE_PREFIX,
 };
 use super::frame_memory::FrameMemory;
-use super::socket::{ReadWatermark, SocketOptions};
+use super::socket::SocketOptions;
 use super::splice::{RequestFrame, Splices};
 use super::versions::{self, NegotiatedVersions};
 use super::NetError;
@@ -143,16 +143,15 @@ struct InFlight {
 impl Connection {
     /// Runs a connection over an already connected stream (plain TCP, TLS,
     /// anything that reads and writes bytes) and negotiates API versions.
-    pub(crate) async fn from_stream<S>(
+    pub async fn from_stream<S>(
         stream: S,
-        watermark: ReadWatermark,
         options: &ConnectionOptions,
         label: String,
     ) -> Result<Self, NetError>
     where
         S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
-        let connection = Self::start(stream, watermark, options, label);
+        let connection = Self::start(stream, options, label);
         let started = tokio::time::Instant::now();
         let negotiated = versions::negotiate(&connection).await?;
         connection
@@ -164,12 +163,7 @@ impl Connection {
     }
 
     /// Spawns the reader and writer tasks, without the version handshake.
-    fn start<S>(
-        stream: S,
-        watermark: ReadWatermark,
-        options: &ConnectionOptions,
-        label: String,
-    ) -> Self
+    fn start<S>(stream: S, options: &ConnectionOptions, label: String) -> Self
     where
         S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
@@ -186,7 +180,6 @@ impl Connection {
         tokio::spawn(read_loop(
             Arc::clone(&shared),
             reader,
-            watermark,
             options.max_frame_bytes,
             options.frame_memory.clone(),
         ));
@@ -609,7 +602,6 @@ fn error_chain(err: &dyn std::error::Error) -> String {
 async fn read_loop<R: AsyncRead + Unpin>(
     shared: Arc<Shared>,
     mut reader: R,
-    mut watermark: ReadWatermark,
     max_frame_bytes: usize,
     memory: FrameMemory,
 ) {
@@ -621,7 +613,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 let read = tokio::select! {
                     biased;
                     _ = closed.wait_for(|closed| *closed) => return,
-                    read = read_large_frame(&mut reader, &mut watermark, &mut buf, len, &memory, &shared.label) => read,
+                    read = read_large_frame(&mut reader, &mut buf, len, &memory, &shared.label) => read,
                 };
                 read.map(Some)
             }
@@ -668,7 +660,6 @@ async fn read_loop<R: AsyncRead + Unpin>(
 /// most one read's worth), the rest is read straight into it.
 async fn read_large_frame<R: AsyncRead + Unpin>(
     reader: &mut R,
-    watermark: &mut ReadWatermark,
     buf: &mut BytesMut,
     len: usize,
     memory: &FrameMemory,
@@ -680,7 +671,6 @@ async fn read_large_frame<R: AsyncRead + Unpin>(
     bytes.extend_from_slice(&buf.split_to(buf.len().min(len)));
     while bytes.len() < len {
         let want = len - bytes.len();
-        watermark.wait_for(want);
         match reader.read_buf(&mut (&mut *bytes).limit(want)).await {
             Ok(0) => {
                 return Err(NetError::PeerClosed {
@@ -697,8 +687,6 @@ async fn read_large_frame<R: AsyncRead + Unpin>(
             }
         }
     }
-    // The next frame's size is not known yet: wake at its first byte.
-    watermark.wait_for(1);
     Ok(frame.freeze())
 }
 
@@ -768,12 +756,7 @@ mod tests {
     fn start(options: &ConnectionOptions) -> (Connection, Peer) {
         let (stream, peer) = Peer::pair();
         (
-            Connection::start(
-                stream,
-                ReadWatermark::none(),
-                options,
-                "test broker".to_owned(),
-            ),
+            Connection::start(stream, options, "test broker".to_owned()),
             peer,
         )
     }

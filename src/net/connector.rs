@@ -14,7 +14,7 @@ use secrecy::zeroize::Zeroizing;
 use secrecy::SecretString;
 
 use super::sasl::{self, SaslOptions};
-use super::socket::{connect_tcp, ReadWatermark};
+use super::socket::connect_tcp;
 use super::tls::TlsConnector;
 use super::NetError;
 
@@ -175,15 +175,13 @@ impl Connector {
         match &self.tls {
             Some(tls) => {
                 let stream = tls.handshake(tcp, addr, timeout).await?;
-                self.handshake(stream, ReadWatermark::none(), sasl, addr, label, "")
+                self.handshake(stream, sasl, addr, label, "")
                     .await
                     .map_err(|e| tls.refused_after_handshake(addr, &e).unwrap_or(e))
             }
             None => {
-                let watermark = ReadWatermark::of(&tcp);
                 self.handshake(
                     tcp,
-                    watermark,
                     sasl,
                     addr,
                     label,
@@ -198,7 +196,6 @@ impl Connector {
     async fn handshake<S>(
         &self,
         stream: S,
-        watermark: ReadWatermark,
         sasl: Option<&SaslOptions>,
         addr: &str,
         label: String,
@@ -209,7 +206,7 @@ impl Connector {
     {
         let timeout = self.options.socket.connect_timeout;
         let handshake = async {
-            let connection = Connection::from_stream(stream, watermark, &self.options, label)
+            let connection = Connection::from_stream(stream, &self.options, label)
                 .await
                 .map_err(|e| with_hint(e, addr, plaintext_hint))?;
             if let Some(sasl) = sasl {

@@ -9,7 +9,6 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -111,84 +110,6 @@ async fn connect_one(addr: SocketAddr, opts: &SocketOptions) -> io::Result<TcpSt
     socket.connect(addr).await
 }
 
-/// The most a reader waits to gather before it is woken: a frame's bytes
-/// come in a few of these, not in a wakeup per arriving segment.
-const MOST_WATERMARK: usize = 1024 * 1024;
-
-/// How many bytes a plain TCP socket gathers before its reader is woken
-/// (`SO_RCVLOWAT`). A large Fetch response arrives a segment at a time; each
-/// wakeup costs a sleep, a context switch and a read, which profiles showed
-/// as a tenth of the mirror's CPU. A reader that knows how many bytes of the
-/// frame are still to come asks for that many (up to [`MOST_WATERMARK`]), and
-/// for one again once the frame is whole, so it never waits for bytes that
-/// will not come. (Linux still wakes it when the receive window runs low.)
-/// A TLS stream, or any other, has none: its reads are of records, not of
-/// the socket's bytes.
-#[derive(Debug)]
-pub(crate) struct ReadWatermark {
-    /// A second handle to the socket, dropped with the reader.
-    socket: Option<Socket>,
-    current: usize,
-}
-
-impl ReadWatermark {
-    /// The watermark of `stream`'s socket; none if it cannot be shared.
-    pub(crate) fn of(stream: &TcpStream) -> Self {
-        ReadWatermark {
-            socket: socket2::SockRef::from(stream).try_clone().ok(),
-            current: 1,
-        }
-    }
-
-    /// For a stream that is not a plain TCP socket.
-    pub(crate) fn none() -> Self {
-        ReadWatermark {
-            socket: None,
-            current: 1,
-        }
-    }
-
-    /// Wake the reader once `bytes` (at least 1, at most [`MOST_WATERMARK`])
-    /// have arrived. A socket that refuses keeps waking at every segment,
-    /// which is slower, not wrong.
-    pub(crate) fn wait_for(&mut self, bytes: usize) {
-        let bytes = bytes.clamp(1, MOST_WATERMARK);
-        let Some(socket) = &self.socket else { return };
-        if bytes == self.current {
-            return;
-        }
-        match set_receive_low_watermark(socket, bytes) {
-            Ok(()) => self.current = bytes,
-            Err(e) => {
-                tracing::debug!(error = %e, "SO_RCVLOWAT refused; reading at every segment");
-                self.socket = None;
-            }
-        }
-    }
-}
-
-/// `setsockopt(SO_RCVLOWAT)`, which neither socket2 nor tokio offers.
-#[allow(unsafe_code)]
-fn set_receive_low_watermark(socket: &Socket, bytes: usize) -> io::Result<()> {
-    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-    // SAFETY: the descriptor is open while `socket` lives, and the option's
-    // value is a c_int whose address and size are passed as the call expects.
-    let result = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVLOWAT,
-            std::ptr::from_ref(&value).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if result == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,35 +129,6 @@ mod tests {
         // round. Either way it was applied, not left at the default.
         let recv = socket2::SockRef::from(&stream).recv_buffer_size().unwrap();
         assert!(recv >= 256 * 1024, "recv buffer {recv}");
-    }
-
-    #[tokio::test]
-    async fn a_reader_is_woken_once_its_watermark_has_arrived() {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let mut reader = connect_tcp(&addr, &SocketOptions::default()).await.unwrap();
-        let (mut writer, _) = listener.accept().await.unwrap();
-        let mut watermark = ReadWatermark::of(&reader);
-        watermark.wait_for(1000);
-        let mut buf = vec![0; 2000];
-        writer.write_all(&[7; 600]).await.unwrap();
-        let early = tokio::time::timeout(Duration::from_millis(200), reader.read(&mut buf)).await;
-        assert!(early.is_err(), "woken with 600 of 1000 bytes: {early:?}");
-        writer.write_all(&[7; 400]).await.unwrap();
-        let read = tokio::time::timeout(Duration::from_secs(5), reader.read(&mut buf))
-            .await
-            .expect("woken once 1000 bytes are there")
-            .unwrap();
-        assert_eq!(read, 1000);
-        // Back to one: a single byte wakes it.
-        watermark.wait_for(1);
-        writer.write_all(&[7]).await.unwrap();
-        let read = tokio::time::timeout(Duration::from_secs(5), reader.read(&mut buf))
-            .await
-            .expect("woken by one byte")
-            .unwrap();
-        assert_eq!(read, 1);
     }
 
     #[tokio::test]

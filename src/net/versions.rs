@@ -176,7 +176,6 @@ mod tests {
         tokio::spawn(async move {
             Connection::from_stream(
                 peer_stream,
-                crate::net::socket::ReadWatermark::none(),
                 &ConnectionOptions::default(),
                 "test broker".to_owned(),
             )
