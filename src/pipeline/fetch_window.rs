@@ -319,6 +319,19 @@ mod tests {
         }
     }
 
+    /// An answer of 1000 bytes to a 6 MiB Fetch over 200 ms: a few
+    /// partitions at their end.
+    fn short_answer() -> FetchAnswer {
+        FetchAnswer {
+            bytes: 1000,
+            ..full(
+                6 * MIB,
+                Duration::from_millis(700),
+                Some(Duration::from_millis(200)),
+            )
+        }
+    }
+
     /// Feeds `window` answers of a simulated link until `seconds` pass: each
     /// of the broker's `fetchers()` Fetches of `fetch` bytes takes the round
     /// trip plus its share of the link's time (`link` bytes per second shared
@@ -415,14 +428,7 @@ mod tests {
         let start = Instant::now();
         let mut window = FetchWindow::new(None);
         window.link_measured(start, Duration::from_millis(200), None, 6 * MIB);
-        let short = FetchAnswer {
-            bytes: 1000,
-            ..full(
-                6 * MIB,
-                Duration::from_millis(700),
-                Some(Duration::from_millis(200)),
-            )
-        };
+        let short = short_answer();
         // Short answers first: maybe partitions at their end among others
         // behind, so it waits for a full one a while.
         window.answered(start + Duration::from_millis(700), short);
@@ -523,14 +529,7 @@ mod tests {
         let mut window = FetchWindow::new(None);
         simulate(&mut window, Duration::from_millis(200), 50e6, 30.0);
         assert_eq!(window.fetchers(), 3);
-        let short = FetchAnswer {
-            bytes: 1000,
-            ..full(
-                6 * MIB,
-                Duration::from_millis(700),
-                Some(Duration::from_millis(200)),
-            )
-        };
+        let short = short_answer();
         // A few partitions at their end: short answers among full ones.
         let last_full = window.last_full.expect("full answers came");
         window.answered(last_full + Duration::from_millis(100), short);
