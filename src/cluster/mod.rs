@@ -225,12 +225,41 @@ impl Cluster {
 
     /// Fetches metadata for all topics from any reachable broker and
     /// remembers the broker addresses it lists.
+    ///
+    /// A bootstrap connection that answered is kept as the link to the
+    /// broker listed at its address: over a long round trip, opening it
+    /// again would cost another handshake before the first request.
     pub async fn metadata(&self) -> Result<Metadata, ClusterError> {
         let request = MetadataRequest::default().with_topics(None);
-        let response = self.send_any(request).await?;
+        let (response, bootstrapped) = self.send_any_from(request).await?;
         let metadata = Metadata::from_response(response);
         *lock(&self.addresses) = metadata.brokers.clone();
+        if let Some((address, connection)) = bootstrapped {
+            self.adopt(&metadata, &address, connection);
+        }
         Ok(metadata)
+    }
+
+    /// Makes `connection`, opened to a bootstrap `address`, the link to the
+    /// broker `metadata` lists there, unless that broker has one already.
+    fn adopt(&self, metadata: &Metadata, address: &str, connection: Connection) {
+        let Some((&broker, _)) = metadata.brokers.iter().find(|(_, a)| *a == address) else {
+            return;
+        };
+        let link = lock(&self.links).entry((broker, 0)).or_default().clone();
+        // A link being opened or in use is left alone.
+        if let Ok(mut link) = link.try_lock() {
+            if link.connection.is_none() {
+                link.connection = Some(connection);
+                link.opened = true;
+            }
+        };
+    }
+
+    /// Opens `broker`'s `nth` connection ahead of its first request, so
+    /// that request need not wait for the handshake.
+    pub async fn open_connection(&self, broker: i32, nth: usize) -> Result<(), ClusterError> {
+        self.connect((broker, nth), true).await.map(drop)
     }
 
     /// Sends a request to any broker: a known one first, then the bootstrap servers.
@@ -242,12 +271,24 @@ impl Cluster {
     where
         R: Request + Clone + Send + 'static,
     {
+        Ok(self.send_any_from(request).await?.0)
+    }
+
+    /// [`Cluster::send_any`], with the bootstrap connection that answered
+    /// (and its address), if it was one.
+    async fn send_any_from<R>(
+        &self,
+        request: R,
+    ) -> Result<(R::Response, Option<(String, Connection)>), ClusterError>
+    where
+        R: Request + Clone + Send + 'static,
+    {
         let mut attempts = Vec::new();
         let known: Vec<i32> = lock(&self.addresses).keys().copied().collect();
         for broker in known {
             match self.connect((broker, 0), false).await {
                 Ok(connection) => match self.send_on(&connection, request.clone()).await {
-                    Ok(response) => return Ok(response),
+                    Ok(response) => return Ok((response, None)),
                     Err(e) => attempts.push(format!("broker {broker}: {e}")),
                 },
                 Err(ClusterError::Net { source, .. }) if source.is_security_failure() => {
@@ -259,7 +300,7 @@ impl Cluster {
         for address in &self.bootstrap {
             match self.connector.connect(address).await {
                 Ok(connection) => match self.send_on(&connection, request.clone()).await {
-                    Ok(response) => return Ok(response),
+                    Ok(response) => return Ok((response, Some((address.clone(), connection)))),
                     Err(e) => match self.connector.explain_first_request_failure(address, e) {
                         e if e.is_security_failure() => return Err(self.net_error(e)),
                         e => attempts.push(format!("{address}: {e}")),
@@ -469,7 +510,11 @@ fn detail(message: &str) -> String {
 #[cfg(test)]
 mod tests {
     use kafka_protocol::messages::api_versions_response::ApiVersion;
-    use kafka_protocol::messages::{ApiVersionsResponse, ProduceRequest, ProduceResponse};
+    use kafka_protocol::messages::metadata_response::MetadataResponseBroker;
+    use kafka_protocol::messages::{
+        ApiVersionsResponse, BrokerId, MetadataResponse, ProduceRequest, ProduceResponse,
+    };
+    use kafka_protocol::protocol::StrBytes;
     use tokio::net::TcpListener;
 
     use super::*;
@@ -479,14 +524,25 @@ mod tests {
     /// Accepts one connection and answers its version handshake as a
     /// broker offering Produce v3 to v13.
     async fn accept(listener: &TcpListener) -> Peer<tokio::net::TcpStream> {
+        accept_offering(listener, ApiKey::Produce, 3, 13).await
+    }
+
+    /// Accepts one connection and answers its version handshake as a
+    /// broker offering `api` from `min` to `max`.
+    async fn accept_offering(
+        listener: &TcpListener,
+        api: ApiKey,
+        min: i16,
+        max: i16,
+    ) -> Peer<tokio::net::TcpStream> {
         let (stream, _) = listener.accept().await.unwrap();
         let mut peer = Peer::over(stream);
         let hello = peer.read_request().await;
         assert_eq!(hello.header.request_api_key, ApiKey::ApiVersions as i16);
         let ranges = ApiVersionsResponse::default().with_api_keys(vec![ApiVersion::default()
-            .with_api_key(ApiKey::Produce as i16)
-            .with_min_version(3)
-            .with_max_version(13)]);
+            .with_api_key(api as i16)
+            .with_min_version(min)
+            .with_max_version(max)]);
         let version = hello.header.request_api_version;
         peer.respond(
             ApiKey::ApiVersions,
@@ -544,5 +600,45 @@ mod tests {
             .unwrap_err();
         assert!(error.to_string().contains("Produce"), "{error}");
         assert_eq!(broker.await.unwrap(), (13, 11));
+    }
+
+    /// Over a long round trip a second handshake with the broker the
+    /// bootstrap connection reached would delay the first request to it.
+    #[tokio::test]
+    async fn the_bootstrap_connection_becomes_the_link_to_the_broker_listed_at_its_address() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let cluster = Cluster::new(
+            Role::Source,
+            vec![address.to_string()],
+            Connector::plain(ConnectionOptions::default()),
+        );
+        let broker = tokio::spawn(async move {
+            let mut peer = accept_offering(&listener, ApiKey::Metadata, 0, 12).await;
+            let ask = peer.read_request().await;
+            assert_eq!(ask.header.request_api_key, ApiKey::Metadata as i16);
+            let answer =
+                MetadataResponse::default().with_brokers(vec![MetadataResponseBroker::default()
+                    .with_node_id(BrokerId(1))
+                    .with_host(StrBytes::from_string(address.ip().to_string()))
+                    .with_port(i32::from(address.port()))]);
+            let version = ask.header.request_api_version;
+            peer.respond(
+                ApiKey::Metadata,
+                version,
+                ask.header.correlation_id,
+                &answer,
+            )
+            .await;
+            (peer, listener)
+        });
+        let metadata = cluster.metadata().await.unwrap();
+        assert_eq!(metadata.brokers[&1], address.to_string());
+        let (peer, listener) = broker.await.unwrap();
+        assert!(cluster.round_trip(1).is_some(), "broker 1 has an open link");
+        cluster.open_connection(1, 0).await.unwrap();
+        let second = tokio::time::timeout(Duration::from_millis(200), listener.accept()).await;
+        assert!(second.is_err(), "no second connection to broker 1");
+        drop(peer);
     }
 }

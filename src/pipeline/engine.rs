@@ -34,12 +34,12 @@ use super::lifecycle::{deleted_topics, refresh_topics, TopicRefresh};
 use super::metadata::MetadataView;
 use super::ownership::{named_partitions, owned_partitions, start_unshared, Lease, Ownership};
 use super::partition_start::log_old_checkpoints;
-use super::positions::{Lookups, Positions};
+use super::positions::{Lookups, Positions, StartOffsets};
 use super::produce::{ProduceContext, ProduceStage, KAFKA_PRODUCER_EXPIRY};
 use super::producer::{init_producer_id, ProducerIdentity, RenewalReason};
 use super::slots::{SlotId, Slots, Status};
 use super::stats::{Counters, FlowPartition, PartitionProblem, Summary, UnsavedCheckpoints};
-use super::throttle::{SharedBucket, Throttle};
+use super::throttle::Throttle;
 use super::transaction::{
     self, transactional_id, TransactionFailure, TransactionStage, WriterSlot,
 };
@@ -86,8 +86,10 @@ pub(super) struct Prepared {
     pub(super) member: Option<GroupMember>,
     /// Where the flow's view is published, and its pause switch.
     pub(super) board: FlowHandle,
-    /// The process's `max_bytes_per_sec` bucket, shared with the other flows.
-    pub(super) process_throttle: Option<SharedBucket>,
+    /// The flow's rate limit, and the process's it shares with other flows.
+    pub(super) throttle: Throttle,
+    /// Start offsets looked up during start-up.
+    pub(super) start_offsets: Option<StartOffsets>,
 }
 
 /// How often the engine wakes without an event (backoffs, checkpoint interval):
@@ -181,7 +183,8 @@ impl Engine {
             topic_count,
             member,
             board,
-            process_throttle,
+            throttle,
+            start_offsets,
         } = prepared;
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let now = Instant::now();
@@ -212,16 +215,11 @@ impl Engine {
             checkpoints,
             slots,
             meta: MetadataView::default(),
-            fetch: FetchStage::new(Throttle::new(
-                config.replication.max_bytes_per_sec,
-                process_throttle,
-                config.replication.partition_fetch_bytes,
-                now,
-            )),
+            fetch: FetchStage::new(throttle),
             produce: ProduceStage::new(producer)
                 .with_producer_expiry(producer_expiry.unwrap_or(KAFKA_PRODUCER_EXPIRY)),
             lanes: HashMap::new(),
-            positions: Positions::new(config.replication.on_data_loss),
+            positions: Positions::new(config.replication.on_data_loss, start_offsets),
             checkpoint: CheckpointSchedule::new(
                 Duration::from_millis(config.checkpoints.interval_ms),
                 source_meta.cluster_id.clone(),
@@ -478,7 +476,7 @@ impl Engine {
             let sync = self.sync_groups();
             self.spawn(async move { Event::GroupsSynced { result: sync.await } });
         }
-        let lookups = self.positions.due_lookups(&mut self.slots, now);
+        let lookups = self.positions.due_lookups(&mut self.slots, &self.meta, now);
         self.start_lookups(lookups);
         if self.draining.is_none() && !self.observer.paused() {
             let source = &self.source;

@@ -561,7 +561,7 @@ impl FetchStage {
 
 /// The link's rate the fetch windows size themselves for, bytes per second:
 /// the throttle's, if set.
-fn link_rate(throttle: &Throttle) -> Option<f64> {
+pub(super) fn link_rate(throttle: &Throttle) -> Option<f64> {
     throttle.rate().map(|rate| rate.bytes_per_second() as f64)
 }
 
@@ -1207,7 +1207,7 @@ mod tests {
         }
         // The batch in flight lands (it is part of the range reported) and
         // is checkpointed; then copying goes on from the divergence point.
-        let positions = Positions::new(DataLossPolicy::Continue);
+        let mut positions = Positions::new(DataLossPolicy::Continue, None);
         let entry = f.slots[id]
             .state
             .next_to_send(Writer::idempotent(7, 1), false);
@@ -1216,7 +1216,7 @@ mod tests {
         f.slots[id].state.acked(1, 5);
         assert_eq!(f.slots[id].state.committed(), 10);
         f.slots[id].state.checkpoint_stored(10);
-        positions.due_lookups(&mut f.slots, now);
+        positions.due_lookups(&mut f.slots, &MetadataView::default(), now);
         let slot = &f.slots[id];
         assert!(slot.status.is_copying(), "{:?}", slot.status);
         assert_eq!(slot.state.fetch_offset, 5);

@@ -286,6 +286,19 @@ impl FetchWindow {
     }
 }
 
+/// The Fetches a broker's window opens with once its round trip is known:
+/// the connections start-up opens before the first Fetch.
+pub(crate) fn opening_fetchers(
+    fixed: Option<usize>,
+    round_trip: Duration,
+    rate: Option<f64>,
+    fetch_bytes: usize,
+) -> usize {
+    let mut window = FetchWindow::new(fixed);
+    window.link_measured(Instant::now(), round_trip, rate, fetch_bytes);
+    window.fetchers()
+}
+
 /// Fetches of `fetch_bytes` that fill a link of `round_trip` and `rate`
 /// bytes per second ([`ASSUMED_LINK_RATE`] if not known): its
 /// bandwidth-delay product's worth on the way, plus one arriving. One on a

@@ -32,6 +32,8 @@
 //! - `metadata.rs`: both clusters' metadata, topic names by id, refreshes.
 //! - `startup.rs`: select topics, create target topics, load checkpoints, get a
 //!   producer id, join the group of the flow's instances; where a partition starts.
+//!   Meanwhile it asks the source for start and end offsets and opens the fetch
+//!   connections, so a long round trip is paid few times before the first Fetch.
 //! - `lifecycle.rs`: new topics and partitions, and changed configs, while running.
 //! - `fetch.rs`: one Fetch in flight per source fetcher carrying all its
 //!   partitions (`fetch_window.rs`: how many fetchers a broker gets);

@@ -16,7 +16,7 @@
 //! lookups are due and applies their answers; the engine sends them.
 
 use std::collections::HashMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::error::{Cause, PartitionError};
 use super::metadata::MetadataView;
@@ -33,15 +33,58 @@ pub(super) struct Lookups {
     pub(super) loss: Vec<SlotId>,
 }
 
+/// How long start offsets looked up during start-up stand in for a lookup
+/// of the engine's own: long enough for the target's side of start-up, short
+/// enough that "earliest" has hardly moved.
+const START_OFFSETS_FRESH_FOR: Duration = Duration::from_secs(5);
+
+/// Start offsets looked up during start-up, beside the target's side of it,
+/// so that over a long round trip the first Fetch need not wait for a
+/// lookup of its own. Each is used once, by a partition starting by the
+/// same spec.
+#[derive(Debug)]
+pub(super) struct StartOffsets {
+    spec: OffsetSpec,
+    offsets: HashMap<(String, i32), i64>,
+    looked_up: Instant,
+}
+
+impl StartOffsets {
+    pub(super) fn new(
+        spec: OffsetSpec,
+        offsets: HashMap<(String, i32), i64>,
+        looked_up: Instant,
+    ) -> Self {
+        StartOffsets {
+            spec,
+            offsets,
+            looked_up,
+        }
+    }
+
+    /// The offset looked up for `slot` by `spec`, if still fresh.
+    fn take(&mut self, slot: &Slot, spec: OffsetSpec, now: Instant) -> Option<i64> {
+        if spec != self.spec || now.duration_since(self.looked_up) > START_OFFSETS_FRESH_FOR {
+            return None;
+        }
+        self.offsets
+            .remove(&(slot.topic.to_string(), slot.partition))
+    }
+}
+
 /// The start-position and data-loss stage.
 #[derive(Debug)]
 pub(super) struct Positions {
     on_data_loss: DataLossPolicy,
+    start_offsets: Option<StartOffsets>,
 }
 
 impl Positions {
-    pub(super) fn new(on_data_loss: DataLossPolicy) -> Self {
-        Positions { on_data_loss }
+    pub(super) fn new(on_data_loss: DataLossPolicy, start_offsets: Option<StartOffsets>) -> Self {
+        Positions {
+            on_data_loss,
+            start_offsets,
+        }
     }
 
     /// A selected source topic whose id changed was deleted and created again:
@@ -91,8 +134,14 @@ impl Positions {
         }
     }
 
-    /// The lookups due now, each partition marked asked.
-    pub(super) fn due_lookups(&self, slots: &mut Slots, now: Instant) -> Lookups {
+    /// The lookups due now, each partition marked asked. A partition whose
+    /// start offset start-up looked up starts there at once instead.
+    pub(super) fn due_lookups(
+        &mut self,
+        slots: &mut Slots,
+        meta: &MetadataView,
+        now: Instant,
+    ) -> Lookups {
         let mut lookups = Lookups::default();
         for (id, slot) in slots.iter_mut() {
             if slot.fetch_backoff.waiting(now) || slot.fetching {
@@ -101,8 +150,15 @@ impl Positions {
             match &mut slot.status {
                 // A reset waits until what was in flight has landed and is checkpointed.
                 Status::Resolving { spec, asked } if !*asked && slot.state.is_empty() => {
-                    *asked = true;
-                    lookups.resolve.entry(*spec).or_default().push(id);
+                    let spec = *spec;
+                    let looked_up = self.start_offsets.as_mut();
+                    match looked_up.and_then(|offsets| offsets.take(slot, spec, now)) {
+                        Some(offset) => start_at(slot, meta, offset, spec),
+                        None => {
+                            slot.status = Status::Resolving { spec, asked: true };
+                            lookups.resolve.entry(spec).or_default().push(id);
+                        }
+                    }
                 }
                 Status::CheckingLoss { asked } if !*asked => {
                     *asked = true;
@@ -137,21 +193,7 @@ impl Positions {
                 continue;
             };
             match results.remove(&(slot.topic.to_string(), slot.partition)) {
-                Some(Ok(offset)) => {
-                    tracing::info!(topic = %slot.topic, partition = slot.partition, offset, ?spec, "starting position");
-                    slot.state.restart_at(offset);
-                    // The offset is the topic's the source lists now: after a
-                    // reset, a new topic, which no stored checkpoint describes.
-                    if let Some(topic) = meta.source().topics.get(&*slot.topic) {
-                        if !topic.id.is_nil() && topic.id != slot.source_topic_id {
-                            slot.source_topic_id = topic.id;
-                            slot.state.forget_checkpoint();
-                        }
-                    }
-                    slot.epochs.forget();
-                    slot.status = Status::Copying;
-                    slot.fetch_backoff.reset();
-                }
+                Some(Ok(offset)) => start_at(slot, meta, offset, spec),
                 other => {
                     tracing::warn!(topic = %slot.topic, partition = slot.partition, result = ?other, "cannot look up the start offset yet; retrying");
                     slot.status = Status::Resolving { spec, asked: false };
@@ -285,13 +327,29 @@ pub(super) fn source_diverged(
     }
 }
 
+/// A start offset is known: copying begins there.
+fn start_at(slot: &mut Slot, meta: &MetadataView, offset: i64, spec: OffsetSpec) {
+    tracing::info!(topic = %slot.topic, partition = slot.partition, offset, ?spec, "starting position");
+    slot.state.restart_at(offset);
+    // The offset is the topic's the source lists now: after a reset, a new
+    // topic, which no stored checkpoint describes.
+    if let Some(topic) = meta.source().topics.get(&*slot.topic) {
+        if !topic.id.is_nil() && topic.id != slot.source_topic_id {
+            slot.source_topic_id = topic.id;
+            slot.state.forget_checkpoint();
+        }
+    }
+    slot.epochs.forget();
+    slot.status = Status::Copying;
+    slot.fetch_backoff.reset();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::pipeline::checkpoints::{self, CheckpointSchedule};
     use crate::pipeline::partition::Writer;
     use crate::pipeline::testing::{batch, metadata, slot};
-    use std::time::Duration;
     use uuid::Uuid;
 
     const OLD: Uuid = Uuid::from_u128(1);
@@ -303,12 +361,15 @@ mod tests {
         let mut slots = Slots::default();
         let id = slots.push(slot("t", OLD, 0, at));
         slots[id].status = Status::CheckingLoss { asked: false };
-        let positions = Positions::new(policy);
+        let mut positions = Positions::new(policy, None);
         let now = Instant::now();
-        let lookups = positions.due_lookups(&mut slots, now);
+        let lookups = positions.due_lookups(&mut slots, &MetadataView::default(), now);
         assert_eq!(lookups.loss, [id]);
         assert!(
-            positions.due_lookups(&mut slots, now).loss.is_empty(),
+            positions
+                .due_lookups(&mut slots, &MetadataView::default(), now)
+                .loss
+                .is_empty(),
             "asked once"
         );
         let counters = answer_loss_check(&positions, &mut slots, lookups.loss, first, end, now);
@@ -403,7 +464,7 @@ mod tests {
         let renamed = metadata("t", NEW, &[(0, Some(1))]);
         let mut slots = Slots::default();
         slots.push(slot("t", OLD, 0, 500));
-        Positions::new(DataLossPolicy::Stop).detect_recreated_topics(&mut slots, &renamed);
+        Positions::new(DataLossPolicy::Stop, None).detect_recreated_topics(&mut slots, &renamed);
         assert!(stopped(&slots).contains(&format!(
             "was deleted and recreated since its data was copied (topic id {OLD} is now {NEW})"
         )));
@@ -411,7 +472,8 @@ mod tests {
         let mut slots = Slots::default();
         let id2 = slots.push(slot("t", OLD, 0, 500));
         slots[id2].state.push_batch(batch(500, 2));
-        Positions::new(DataLossPolicy::Continue).detect_recreated_topics(&mut slots, &renamed);
+        Positions::new(DataLossPolicy::Continue, None)
+            .detect_recreated_topics(&mut slots, &renamed);
         let restarted = &slots[id2];
         assert_eq!(
             restarted.source_topic_id, OLD,
@@ -432,7 +494,7 @@ mod tests {
         // A nil id (an old broker) or the same id changes nothing.
         let mut slots = Slots::default();
         slots.push(slot("t", OLD, 0, 500));
-        let positions = Positions::new(DataLossPolicy::Stop);
+        let positions = Positions::new(DataLossPolicy::Stop, None);
         positions.detect_recreated_topics(&mut slots, &metadata("t", Uuid::nil(), &[]));
         positions.detect_recreated_topics(&mut slots, &metadata("t", OLD, &[]));
         assert!(slots.all().all(|s| s.status.is_copying()));
@@ -460,11 +522,14 @@ mod tests {
             .expect("second");
         state.push_batch(batch(504, 2));
 
-        let positions = Positions::new(DataLossPolicy::Continue);
+        let mut positions = Positions::new(DataLossPolicy::Continue, None);
         let renamed = metadata("t", NEW, &[(0, Some(1))]);
         positions.detect_recreated_topics(&mut slots, &renamed);
         let now = Instant::now();
-        assert!(positions.due_lookups(&mut slots, now).resolve.is_empty());
+        assert!(positions
+            .due_lookups(&mut slots, &MetadataView::default(), now)
+            .resolve
+            .is_empty());
         slots[id]
             .state
             .acked(in_flight.entry, in_flight.batch.base_offset());
@@ -479,7 +544,7 @@ mod tests {
         assert_eq!(written, [(504, OLD)], "the old topic's copy, under its id");
         checkpoints::stored(&mut slots, write.written);
 
-        let lookups = positions.due_lookups(&mut slots, now);
+        let lookups = positions.due_lookups(&mut slots, &MetadataView::default(), now);
         assert_eq!(lookups.resolve.get(&OffsetSpec::Earliest), Some(&vec![id]));
         let mut meta = MetadataView::default();
         meta.set(Role::Source, renamed);
@@ -515,9 +580,9 @@ mod tests {
             let mut slots = Slots::default();
             let id = slots.push(slot("t", OLD, 0, 500));
             slots[id].status = Status::CheckingLoss { asked: false };
-            let positions = Positions::new(policy);
+            let mut positions = Positions::new(policy, None);
             let now = Instant::now();
-            let lookups = positions.due_lookups(&mut slots, now);
+            let lookups = positions.due_lookups(&mut slots, &MetadataView::default(), now);
             assert_eq!(lookups.loss, [id]);
             let renamed = metadata("t", NEW, &[(0, Some(1))]);
             positions.detect_recreated_topics(&mut slots, &renamed);
@@ -542,20 +607,77 @@ mod tests {
             spec: OffsetSpec::Latest,
             asked: false,
         };
-        let positions = Positions::new(DataLossPolicy::Stop);
+        let mut positions = Positions::new(DataLossPolicy::Stop, None);
         let meta = MetadataView::default();
         let now = Instant::now();
-        let lookups = positions.due_lookups(&mut slots, now);
+        let lookups = positions.due_lookups(&mut slots, &MetadataView::default(), now);
         assert_eq!(lookups.resolve[&OffsetSpec::Latest], [id]);
         // Not answered: retried after a backoff and a metadata refresh.
         positions.resolved(&mut slots, &meta, vec![id], HashMap::new(), now);
-        assert!(positions.due_lookups(&mut slots, now).resolve.is_empty());
+        assert!(positions
+            .due_lookups(&mut slots, &MetadataView::default(), now)
+            .resolve
+            .is_empty());
         let later = now + Duration::from_secs(10);
-        let lookups = positions.due_lookups(&mut slots, later);
+        let lookups = positions.due_lookups(&mut slots, &MetadataView::default(), later);
         assert_eq!(lookups.resolve[&OffsetSpec::Latest], [id]);
         let answer = HashMap::from([(("t".to_owned(), 0), Ok(1234))]);
         positions.resolved(&mut slots, &meta, vec![id], answer, later);
         assert!(slots[id].status.is_copying());
         assert_eq!(slots[id].state.fetch_offset, 1234);
+    }
+
+    /// Start offsets start-up looked up start a partition at once, by the
+    /// same spec and while fresh; each is used once.
+    #[test]
+    fn a_start_offset_looked_up_at_start_up_is_used_once_while_fresh() {
+        let mut slots = Slots::default();
+        let ids: Vec<_> = (0..3).map(|p| slots.push(slot("t", OLD, p, 0))).collect();
+        for &id in &ids {
+            slots[id].status = Status::Resolving {
+                spec: OffsetSpec::Earliest,
+                asked: false,
+            };
+        }
+        slots[ids[2]].status = Status::Resolving {
+            spec: OffsetSpec::Latest,
+            asked: false,
+        };
+        let now = Instant::now();
+        let looked_up = HashMap::from([(("t".to_owned(), 0), 40), (("t".to_owned(), 2), 90)]);
+        let start_offsets = StartOffsets::new(OffsetSpec::Earliest, looked_up, now);
+        let mut positions = Positions::new(DataLossPolicy::Stop, Some(start_offsets));
+        let meta = MetadataView::default();
+        let lookups = positions.due_lookups(&mut slots, &meta, now);
+        assert!(slots[ids[0]].status.is_copying());
+        assert_eq!(slots[ids[0]].state.fetch_offset, 40);
+        // Not looked up at start-up, or by another spec: asked now.
+        assert_eq!(lookups.resolve[&OffsetSpec::Earliest], [ids[1]]);
+        assert_eq!(lookups.resolve[&OffsetSpec::Latest], [ids[2]]);
+
+        // Reset to its start again: the start-up answer is spent.
+        slots[ids[0]].status = Status::Resolving {
+            spec: OffsetSpec::Earliest,
+            asked: false,
+        };
+        let lookups = positions.due_lookups(&mut slots, &meta, now);
+        assert_eq!(lookups.resolve[&OffsetSpec::Earliest], [ids[0]]);
+    }
+
+    #[test]
+    fn start_offsets_from_start_up_go_stale() {
+        let mut slots = Slots::default();
+        let id = slots.push(slot("t", OLD, 0, 0));
+        slots[id].status = Status::Resolving {
+            spec: OffsetSpec::Earliest,
+            asked: false,
+        };
+        let then = Instant::now();
+        let looked_up = HashMap::from([(("t".to_owned(), 0), 40)]);
+        let start_offsets = StartOffsets::new(OffsetSpec::Earliest, looked_up, then);
+        let mut positions = Positions::new(DataLossPolicy::Stop, Some(start_offsets));
+        let later = then + START_OFFSETS_FRESH_FOR + Duration::from_millis(1);
+        let lookups = positions.due_lookups(&mut slots, &MetadataView::default(), later);
+        assert_eq!(lookups.resolve[&OffsetSpec::Earliest], [id]);
     }
 }

@@ -3,20 +3,31 @@
 //! flow's instances (which says which partitions are this one's, each
 //! started when taken over) or, not sharing, load the checkpoints and
 //! decide where each partition starts.
+//!
+//! Over a WAN each request to the source costs a round trip, so start-up
+//! asks the source only what it must before the target's side (metadata,
+//! then the topics' configs), and the rest beside it: the start offsets of
+//! partitions starting fresh, the end offsets of a run that ends when caught
+//! up, and the connections the first Fetches go on. Before the first record
+//! comes: ApiVersions, Metadata, DescribeConfigs and the first Fetch, four
+//! round trips, where one after the other took seven.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::engine::{Engine, Prepared, RunOptions};
-use super::lifecycle::target_specs;
+use super::fetch::link_rate;
+use super::fetch_window::opening_fetchers;
+use super::lifecycle::{selected_partitions, target_specs};
 use super::ownership::Ownership;
 use super::partition_start::{
     log_old_checkpoints, same_source, start_partition, OtherSource, Started,
 };
+use super::positions::StartOffsets;
 use super::producer::{init_producer_id, producer_expiry};
 use super::slots::{Slot, Slots};
-use super::throttle::SharedBucket;
+use super::throttle::{SharedBucket, Throttle};
 use super::transaction::transactional_id;
 use super::MirrorError;
 use crate::checkpoint::CheckpointStore;
@@ -28,6 +39,10 @@ use crate::topics::{ensure_topics, sync_configs, TopicSpec};
 
 /// Prepares the target for one flow and builds its engine. The clusters may
 /// be shared with other flows.
+///
+/// Over a long round trip every request to the source costs one, so once
+/// the source's metadata is known, what the source can answer already is
+/// asked beside the target's side of start-up ([`look_ahead`]).
 #[tracing::instrument(name = "flow", skip_all, fields(flow = %flow.name))]
 pub(super) async fn start(
     flow: Flow,
@@ -38,7 +53,154 @@ pub(super) async fn start(
     process_throttle: Option<SharedBucket>,
 ) -> Result<Engine, MirrorError> {
     let source_meta = source.metadata().await?;
-    let specs = target_specs(&flow, &source, &source_meta).await?;
+    let replication = &flow.replication;
+    let throttle = Throttle::new(
+        replication.max_bytes_per_sec,
+        process_throttle,
+        replication.partition_fetch_bytes,
+        Instant::now(),
+    );
+    let (ahead, prepared) = tokio::try_join!(
+        look_ahead(&flow, &source, &source_meta, &options, &throttle),
+        prepare_target(&flow, &source, &target, &source_meta, &options),
+    )?;
+    let TargetSide {
+        specs,
+        target_meta,
+        checkpoints,
+        producer,
+        transactions,
+        producer_expiry,
+        mut slots,
+        member,
+    } = prepared;
+    if let Some(ends) = ahead.ends {
+        for (_, slot) in slots.iter_mut() {
+            slot.caught_up_at = ends.get(&(slot.topic.to_string(), slot.partition)).copied();
+        }
+    }
+    Ok(Engine::new(Prepared {
+        config: flow,
+        options,
+        source,
+        target,
+        checkpoints: Arc::new(checkpoints),
+        producer,
+        transactions,
+        producer_expiry,
+        source_meta,
+        target_meta,
+        slots,
+        topic_count: specs.len(),
+        member,
+        board,
+        throttle,
+        start_offsets: Some(ahead.start_offsets),
+    }))
+}
+
+/// What start-up asked the source beside the target's side.
+struct SourceAhead {
+    /// Where partitions starting without a checkpoint start.
+    start_offsets: StartOffsets,
+    /// The source's end offsets: what "caught up" means for a run that
+    /// ends then.
+    ends: Option<HashMap<(String, i32), i64>>,
+}
+
+/// Asks the source, for every selected partition, where a partition that
+/// starts fresh starts and, for a run that ends when caught up, where the
+/// source ends; and opens the connections the first Fetches go on, as many
+/// as the fetch window will open to over this round trip.
+async fn look_ahead(
+    flow: &Flow,
+    source: &Arc<Cluster>,
+    source_meta: &Metadata,
+    options: &RunOptions,
+    throttle: &Throttle,
+) -> Result<SourceAhead, MirrorError> {
+    let partitions = selected_partitions(flow, source_meta);
+    let replication = &flow.replication;
+    let leaders: BTreeSet<i32> = partitions
+        .iter()
+        .filter_map(|(topic, partition)| source_meta.leader(topic, *partition))
+        .collect();
+    // The bootstrap connection's round trip says how many each leader
+    // gets (the links to one cluster's brokers are alike); without it, one.
+    let fetchers = leaders
+        .iter()
+        .filter_map(|&broker| source.round_trip(broker))
+        .min()
+        .map_or(1, |round_trip| {
+            opening_fetchers(
+                replication.fetchers_per_broker,
+                round_trip,
+                link_rate(throttle),
+                replication.fetch_max_bytes,
+            )
+        });
+    // Not waited for: a Fetch on a connection still opening waits for it,
+    // and one that cannot be opened is the Fetch's to report.
+    for broker in leaders {
+        for nth in 0..fetchers {
+            let source = source.clone();
+            tokio::spawn(async move {
+                if let Err(e) = source.open_connection(broker, nth).await {
+                    tracing::debug!(broker, error = %e, "cannot open a fetch connection ahead of the first Fetch");
+                }
+            });
+        }
+    }
+    let spec = start_spec(replication.start_position);
+    let isolation = replication.isolation_level.wire_value();
+    let looked_up = Instant::now();
+    let (starts, ends) = tokio::join!(
+        source.list_offsets(source_meta, &partitions, spec, isolation),
+        async {
+            if !options.until_caught_up {
+                return Ok(None);
+            }
+            let latest = OffsetSpec::Latest;
+            offsets_of(source, source_meta, partitions.clone(), latest, isolation)
+                .await
+                .map(Some)
+        },
+    );
+    let starts = starts
+        .into_iter()
+        .filter_map(|(key, offset)| Some((key, offset.ok()?)))
+        .collect();
+    Ok(SourceAhead {
+        start_offsets: StartOffsets::new(spec, starts, looked_up),
+        ends: ends?,
+    })
+}
+
+/// The target's side of start-up, and the source's topic configs it needs.
+struct TargetSide {
+    specs: Vec<(String, TopicSpec)>,
+    target_meta: Metadata,
+    checkpoints: CheckpointStore,
+    producer: Option<(i64, i16)>,
+    transactions: Option<Arc<TransactionCoordinator>>,
+    producer_expiry: Option<Duration>,
+    slots: Slots,
+    member: Option<GroupMember>,
+}
+
+/// Selects the topics, creates and configures their target topics, gets a
+/// producer id and either joins the group of the flow's instances or loads
+/// the checkpoints and decides where each partition starts. The target
+/// topics, the checkpoint store and the producer id are independent, so
+/// they are made ready at once.
+async fn prepare_target(
+    flow: &Flow,
+    source: &Arc<Cluster>,
+    target: &Arc<Cluster>,
+    source_meta: &Metadata,
+    options: &RunOptions,
+) -> Result<TargetSide, MirrorError> {
+    let specs = target_specs(flow, source, source_meta).await?;
     if specs.is_empty() {
         // Nothing would ever be copied by a run that stops when caught up; a
         // long-running flow picks topics up as they appear.
@@ -58,34 +220,23 @@ pub(super) async fn start(
     tracing::info!(topics = ?specs.iter().map(|(source, _)| source).collect::<Vec<_>>(), "selected source topics");
     let replication_factor = flow.replication.replication_factor;
     let target_specs: Vec<TopicSpec> = specs.iter().map(|(_, spec)| spec.clone()).collect();
-    let target_meta = ensure_topics(&target, &target_specs, replication_factor).await?;
-    sync_configs(&target, &target_specs, &flow.never_copy_configs).await?;
-    let checkpoints = CheckpointStore::open(
-        target.clone(),
-        &flow.checkpoints.topic,
-        &flow.checkpoint_name,
-        replication_factor,
-    )
-    .await?;
-    // Exactly-once without sharing: taking the transactional id first
-    // fences any older instance of this name and aborts its open
-    // transaction, so the checkpoints read next are the last ones committed,
-    // and no zombie can commit another after them. Sharing, the
-    // transactional id is the writer slot's the group gives (see
-    // `transaction.rs`), taken before any partition is.
-    let (producer, transactions) = match (flow.replication.exactly_once, flow.instances.share) {
-        (true, true) => (None, None),
-        (true, false) => {
-            let coordinator =
-                TransactionCoordinator::new(target.clone(), transactional_id(&flow, None));
-            let producer = coordinator
-                .init_producer_id(flow.replication.transaction_timeout(), None)
-                .await?;
-            (Some(producer), Some(Arc::new(coordinator)))
-        }
-        (false, _) => (Some(init_producer_id(&target).await?), None),
+    let topics = async {
+        let target_meta = ensure_topics(target, &target_specs, replication_factor).await?;
+        sync_configs(target, &target_specs, &flow.never_copy_configs).await?;
+        Ok::<_, MirrorError>(target_meta)
     };
-    let producer_expiry = producer_expiry(&target, &target_meta).await;
+    let checkpoints = async {
+        Ok(CheckpointStore::open(
+            target.clone(),
+            &flow.checkpoints.topic,
+            &flow.checkpoint_name,
+            replication_factor,
+        )
+        .await?)
+    };
+    let (target_meta, checkpoints, (producer, transactions)) =
+        tokio::try_join!(topics, checkpoints, producer_identity(flow, target))?;
+    let producer_expiry = producer_expiry(target, &target_meta).await;
     if let Some((producer_id, epoch)) = producer {
         tracing::info!(producer_id, epoch, "target producer id");
     }
@@ -125,7 +276,7 @@ pub(super) async fn start(
             }
         }
         let partitions = Ownership::group_partitions(&slots);
-        let member = GroupMember::new(target.clone(), member_config(&flow), partitions)
+        let member = GroupMember::new(target.clone(), member_config(flow), partitions)
             .await
             .map_err(Box::new)?;
         Some(member)
@@ -146,29 +297,45 @@ pub(super) async fn start(
         log_old_checkpoints(&old_checkpoints);
         None
     };
-    if options.until_caught_up {
-        let ends = end_offsets(&source, &source_meta, &slots, &flow).await?;
-        for (_, slot) in slots.iter_mut() {
-            slot.caught_up_at = ends.get(&(slot.topic.to_string(), slot.partition)).copied();
-        }
-    }
-    Ok(Engine::new(Prepared {
-        config: flow,
-        options,
-        source,
-        target,
-        checkpoints: Arc::new(checkpoints),
+    Ok(TargetSide {
+        specs,
+        target_meta,
+        checkpoints,
         producer,
         transactions,
         producer_expiry,
-        source_meta,
-        target_meta,
         slots,
-        topic_count: specs.len(),
         member,
-        board,
-        process_throttle,
-    }))
+    })
+}
+
+/// The target producer id, and the transaction coordinator in exactly-once
+/// mode.
+///
+/// Exactly-once without sharing: taking the transactional id fences any
+/// older instance of this name and aborts its open transaction, so the
+/// checkpoints read after it are the last ones committed, and no zombie can
+/// commit another after them. Sharing, the transactional id is the writer
+/// slot's the group gives (see `transaction.rs`), taken before any
+/// partition is.
+async fn producer_identity(
+    flow: &Flow,
+    target: &Arc<Cluster>,
+) -> Result<(Option<(i64, i16)>, Option<Arc<TransactionCoordinator>>), MirrorError> {
+    Ok(
+        match (flow.replication.exactly_once, flow.instances.share) {
+            (true, true) => (None, None),
+            (true, false) => {
+                let coordinator =
+                    TransactionCoordinator::new(target.clone(), transactional_id(flow, None));
+                let producer = coordinator
+                    .init_producer_id(flow.replication.transaction_timeout(), None)
+                    .await?;
+                (Some(producer), Some(Arc::new(coordinator)))
+            }
+            (false, _) => (Some(init_producer_id(target).await?), None),
+        },
+    )
 }
 
 /// How this instance takes part in the group of the flow's instances.
@@ -189,25 +356,6 @@ fn start_spec(position: StartPosition) -> OffsetSpec {
         StartPosition::Latest => OffsetSpec::Latest,
         StartPosition::Timestamp(ms) => OffsetSpec::Timestamp(ms),
     }
-}
-
-/// The source's end offsets now: what "caught up" means for this run.
-async fn end_offsets(
-    source: &Arc<Cluster>,
-    metadata: &Metadata,
-    slots: &Slots,
-    flow: &Flow,
-) -> Result<HashMap<(String, i32), i64>, MirrorError> {
-    let ids: Vec<_> = slots.ids().collect();
-    let isolation = flow.replication.isolation_level.wire_value();
-    offsets_of(
-        source,
-        metadata,
-        slots.keys(&ids),
-        OffsetSpec::Latest,
-        isolation,
-    )
-    .await
 }
 
 /// One offset (`spec`) of each of these partitions, asked again for a
