@@ -36,8 +36,9 @@ pub(crate) struct Settings {
     pub(crate) run_timeout_s: u64,
     /// `BENCH_WAN_DATA_MB`: MiB stored in the WAN topics (default 128).
     pub(crate) wan_data_mib: u64,
-    /// `BENCH_WAN_LATENCY_MS`: one-way delay added in each direction (default 50).
-    pub(crate) wan_latency_ms: u32,
+    /// `BENCH_WAN_RTTS`: round-trip times of the capped WAN runs, ms, half
+    /// added each way (default `100,200`).
+    pub(crate) wan_rtts_ms: Vec<u32>,
     /// `BENCH_WAN_CAP_MBIT`: bandwidth cap per direction and per proxy (default 400).
     pub(crate) wan_cap_mbit: u32,
     /// `BENCH_WAN_LEGS`: where the WAN sections put the tools (default `source`).
@@ -111,7 +112,7 @@ struct Defaults {
     sections: &'static str,
     run_timeout_s: u64,
     wan_data_mib: u64,
-    wan_latency_ms: u32,
+    wan_rtts: &'static str,
     rtts: &'static str,
     sweep_data_mib: u64,
     latency_rate: u32,
@@ -131,7 +132,7 @@ const FULL: Defaults = Defaults {
     sections: "throughput,limit,wan,sweep,latency,idle,failover,verify",
     run_timeout_s: 1800,
     wan_data_mib: 128,
-    wan_latency_ms: 50,
+    wan_rtts: "100,200",
     rtts: "0,10,50,100,200",
     sweep_data_mib: 32,
     latency_rate: 2000,
@@ -153,7 +154,7 @@ const SMOKE: Defaults = Defaults {
     sections: FULL.sections,
     run_timeout_s: 180,
     wan_data_mib: 4,
-    wan_latency_ms: 10,
+    wan_rtts: "20",
     rtts: "20",
     sweep_data_mib: 2,
     latency_rate: 200,
@@ -195,18 +196,12 @@ impl Settings {
                 .collect::<Result<_>>()?,
             run_timeout_s: num("BENCH_TIMEOUT_S", d.run_timeout_s)?,
             wan_data_mib: num("BENCH_WAN_DATA_MB", d.wan_data_mib)?,
-            wan_latency_ms: num("BENCH_WAN_LATENCY_MS", d.wan_latency_ms)?,
+            wan_rtts_ms: millis("BENCH_WAN_RTTS", d.wan_rtts)?,
             wan_cap_mbit: num("BENCH_WAN_CAP_MBIT", 400)?,
             wan_legs: WanLegs::parse(
                 &std::env::var("BENCH_WAN_LEGS").unwrap_or_else(|_| "source".into()),
             )?,
-            rtts_ms: list("BENCH_RTTS", d.rtts)?
-                .iter()
-                .map(|r| {
-                    r.parse()
-                        .with_context(|| format!("BENCH_RTTS: {r:?} is not a number of ms"))
-                })
-                .collect::<Result<_>>()?,
+            rtts_ms: millis("BENCH_RTTS", d.rtts)?,
             sweep_data_mib: num("BENCH_SWEEP_DATA_MB", d.sweep_data_mib)?,
             latency_rate: num("BENCH_LATENCY_RATE", d.latency_rate)?,
             latency_warmup_s: num("BENCH_LATENCY_WARMUP_S", d.latency_warmup_s)?,
@@ -270,4 +265,15 @@ fn list(key: &str, default: &str) -> Result<Vec<String>> {
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
         .collect())
+}
+
+/// A comma-separated list of round-trip times, ms.
+fn millis(key: &str, default: &str) -> Result<Vec<u32>> {
+    list(key, default)?
+        .iter()
+        .map(|r| {
+            r.parse()
+                .with_context(|| format!("{key}: {r:?} is not a number of ms"))
+        })
+        .collect()
 }

@@ -159,11 +159,15 @@ impl FetchStage {
     }
 
     /// The memory budget: `in_flight_bytes`, plus `fetch_max_bytes` for each
-    /// Fetch the fetch windows added (a long round trip keeps more data on
-    /// the way), up to four times `in_flight_bytes`.
+    /// Fetch of a window opened past one (a long round trip keeps more data
+    /// on the way), up to four times `in_flight_bytes`.
     pub(super) fn budget(&self, config: &ReplicationConfig) -> usize {
-        let added: usize = self.windows.values().map(FetchWindow::added).sum();
-        (config.in_flight_bytes + added * config.fetch_max_bytes).min(4 * config.in_flight_bytes)
+        let fetches: usize = self
+            .windows
+            .values()
+            .map(FetchWindow::budgeted_fetches)
+            .sum();
+        (config.in_flight_bytes + fetches * config.fetch_max_bytes).min(4 * config.in_flight_bytes)
     }
 
     /// The Fetches to start now: one on every fetcher that has none in
@@ -429,6 +433,15 @@ impl FetchStage {
             elapsed,
             round_trip,
         };
+        tracing::trace!(
+            broker,
+            fetcher = fetcher.1,
+            bytes = answer.bytes,
+            capacity = answer.capacity,
+            reserved,
+            ?elapsed,
+            "Fetch answered"
+        );
         self.note_answer(broker, cx, answer, counters, now);
         let asked: HashMap<SlotId, i64> = asked.into_iter().collect();
         let mut taken = 0;
@@ -845,11 +858,11 @@ mod tests {
                 ((2, 2), vec![3 * MIB])
             ]
         );
-        // The budget holds the added Fetches: two for each broker.
+        // The budget holds every Fetch of the opened windows: three for each broker.
         let config = ReplicationConfig::default();
         assert_eq!(
             f.stage.budget(&config),
-            config.in_flight_bytes + 4 * config.fetch_max_bytes
+            config.in_flight_bytes + 6 * config.fetch_max_bytes
         );
         // On a LAN: one Fetch per broker, each partition its configured share.
         let mut f = Fixture::new(ReplicationConfig::default());

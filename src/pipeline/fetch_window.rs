@@ -154,6 +154,17 @@ impl FetchWindow {
         }
     }
 
+    /// Fetches that bring their own room in the memory budget: every Fetch
+    /// of a window opened past one, since over a long round trip each keeps
+    /// up to `fetch_max_bytes` on the way while what came before waits for
+    /// the target; none for a LAN's single Fetch or a fixed window.
+    pub(crate) fn budgeted_fetches(&self) -> usize {
+        match self.added() {
+            0 => 0,
+            added => added + 1,
+        }
+    }
+
     /// Whether the window has yet to hear a round trip: only then is it worth
     /// asking for one before a Fetch (the answers bring it afterwards).
     pub(crate) fn wants_round_trip(&self) -> bool {

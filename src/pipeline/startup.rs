@@ -67,12 +67,15 @@ pub(super) async fn start(
     let TargetSide {
         specs,
         target_meta,
-        checkpoints,
-        producer,
-        transactions,
         producer_expiry,
-        mut slots,
-        member,
+        taken:
+            Taken {
+                checkpoints,
+                producer,
+                transactions,
+                mut slots,
+                member,
+            },
     } = prepared;
     if let Some(ends) = ahead.ends {
         for (_, slot) in slots.iter_mut() {
@@ -180,19 +183,13 @@ async fn look_ahead(
 struct TargetSide {
     specs: Vec<(String, TopicSpec)>,
     target_meta: Metadata,
-    checkpoints: CheckpointStore,
-    producer: Option<(i64, i16)>,
-    transactions: Option<Arc<TransactionCoordinator>>,
     producer_expiry: Option<Duration>,
-    slots: Slots,
-    member: Option<GroupMember>,
+    taken: Taken,
 }
 
-/// Selects the topics, creates and configures their target topics, gets a
-/// producer id and either joins the group of the flow's instances or loads
-/// the checkpoints and decides where each partition starts. The target
-/// topics, the checkpoint store and the producer id are independent, so
-/// they are made ready at once.
+/// Selects the topics, then at once creates and configures their target
+/// topics and takes the partitions ([`take_partitions`]): neither needs
+/// the other.
 async fn prepare_target(
     flow: &Flow,
     source: &Arc<Cluster>,
@@ -223,27 +220,25 @@ async fn prepare_target(
     let topics = async {
         let target_meta = ensure_topics(target, &target_specs, replication_factor).await?;
         sync_configs(target, &target_specs, &flow.never_copy_configs).await?;
-        Ok::<_, MirrorError>(target_meta)
+        let producer_expiry = producer_expiry(target, &target_meta).await;
+        Ok::<_, MirrorError>((target_meta, producer_expiry))
     };
-    let checkpoints = async {
-        Ok(CheckpointStore::open(
-            target.clone(),
-            &flow.checkpoints.topic,
-            &flow.checkpoint_name,
-            replication_factor,
-        )
-        .await?)
-    };
-    let (target_meta, checkpoints, (producer, transactions)) =
-        tokio::try_join!(topics, checkpoints, producer_identity(flow, target))?;
-    let producer_expiry = producer_expiry(target, &target_meta).await;
-    if let Some((producer_id, epoch)) = producer {
-        tracing::info!(producer_id, epoch, "target producer id");
-    }
+    let slots = slots_of(flow, source_meta, &specs);
+    let ((target_meta, producer_expiry), taken) =
+        tokio::try_join!(topics, take_partitions(flow, target, source_meta, slots))?;
+    Ok(TargetSide {
+        specs,
+        target_meta,
+        producer_expiry,
+        taken,
+    })
+}
 
+/// A slot for every partition of the selected topics, none started.
+fn slots_of(flow: &Flow, source_meta: &Metadata, specs: &[(String, TopicSpec)]) -> Slots {
     let mut slots = Slots::default();
     let fresh_start = start_spec(flow.replication.start_position);
-    for (source_name, spec) in &specs {
+    for (source_name, spec) in specs {
         let topic = &source_meta.topics[source_name];
         let name: Arc<str> = source_name.as_str().into();
         let target_name: Arc<str> = spec.name.as_str().into();
@@ -256,6 +251,42 @@ async fn prepare_target(
                 fresh_start,
             ));
         }
+    }
+    slots
+}
+
+/// Whose partitions these are, and where they start.
+struct Taken {
+    checkpoints: CheckpointStore,
+    producer: Option<(i64, i16)>,
+    transactions: Option<Arc<TransactionCoordinator>>,
+    slots: Slots,
+    member: Option<GroupMember>,
+}
+
+/// Opens the checkpoint store and gets a producer id (at once), loads the
+/// checkpoints, then either joins the group of the flow's instances or
+/// decides where each partition starts.
+async fn take_partitions(
+    flow: &Flow,
+    target: &Arc<Cluster>,
+    source_meta: &Metadata,
+    mut slots: Slots,
+) -> Result<Taken, MirrorError> {
+    let replication_factor = flow.replication.replication_factor;
+    let checkpoints = async {
+        Ok(CheckpointStore::open(
+            target.clone(),
+            &flow.checkpoints.topic,
+            &flow.checkpoint_name,
+            replication_factor,
+        )
+        .await?)
+    };
+    let (checkpoints, (producer, transactions)) =
+        tokio::try_join!(checkpoints, producer_identity(flow, target))?;
+    if let Some((producer_id, epoch)) = producer {
+        tracing::info!(producer_id, epoch, "target producer id");
     }
     // Checkpoints that cannot all be read, or of another source, refuse
     // the start either way.
@@ -297,13 +328,10 @@ async fn prepare_target(
         log_old_checkpoints(&old_checkpoints);
         None
     };
-    Ok(TargetSide {
-        specs,
-        target_meta,
+    Ok(Taken {
         checkpoints,
         producer,
         transactions,
-        producer_expiry,
         slots,
         member,
     })
