@@ -1,10 +1,15 @@
-//! Across a WAN: toxiproxy adds 50 ms each way between the mirror and the
-//! source broker, which advertises the proxy, so every connection the mirror
-//! opens to it crosses the "WAN" (as in the replication bench). With Fetches
-//! small enough that the round trip bounds each one, the fetch window must
-//! grow past one Fetch while the mirror is behind; partitions then move
-//! between the fetchers' connections and fetch sessions, and every record
-//! must still land once, in order.
+//! Across a WAN: toxiproxy adds 50 ms each way between the mirror and one
+//! cluster's broker, which advertises the proxy, so every connection the
+//! mirror opens to it crosses the "WAN" (as in the replication bench).
+//!
+//! - Source across it: with Fetches small enough that the round trip bounds
+//!   each one, the fetch window must grow past one Fetch while the mirror
+//!   is behind; partitions then move between the fetchers' connections and
+//!   fetch sessions, and every record must still land once, in order.
+//! - Target across it, exactly-once: a partition keeps up to 32 batches in
+//!   flight (`transaction_max_in_flight_batches`), far past the broker's
+//!   5-batch duplicate window, all pipelined on one connection; a
+//!   read_committed reader (librdkafka) must see every record once, in order.
 
 mod common;
 
@@ -16,23 +21,41 @@ use kafka_testkit::{
     Toxiproxy,
 };
 
-#[test]
-fn a_long_round_trip_grows_the_fetch_window_and_every_record_lands_once() {
-    let toxiproxy = Toxiproxy::start().expect("start toxiproxy");
+/// A one-node cluster whose broker is also reachable, and advertised, at
+/// the returned address: a toxiproxy proxy (named `name`) adding 50 ms
+/// each way.
+fn behind_a_wan(toxiproxy: &Toxiproxy, name: &str) -> (KafkaCluster, SocketAddr) {
     let wan = SocketAddr::from(([127, 0, 0, 1], free_ports(1).expect("a free port")[0]));
     let mut spec = ClusterSpec::new(KAFKA, 1);
     spec.extra_listeners
         .push(("WAN".into(), "PLAINTEXT".into()));
     spec.advertise.push(("WAN".into(), wan.to_string()));
-    let source = KafkaCluster::start(spec).expect("start the source");
-    let target = start_cluster(KAFKA, 1, &[]);
-    let listener = source.listener_addr(0, "WAN").expect("the WAN listener");
+    let cluster = KafkaCluster::start(spec).unwrap_or_else(|e| panic!("start {name}: {e:#}"));
+    let listener = cluster.listener_addr(0, "WAN").expect("the WAN listener");
     toxiproxy
-        .create_proxy("source", wan, listener)
+        .create_proxy(name, wan, listener)
         .expect("create the proxy");
     toxiproxy
-        .set_link("source", 50, None)
+        .set_link(name, 50, None)
         .expect("add 50 ms each way");
+    (cluster, wan)
+}
+
+/// `args` with the address after `flag` replaced by `address`.
+fn across(mut args: Vec<String>, flag: &str, address: SocketAddr) -> Vec<String> {
+    let position = args
+        .iter()
+        .position(|a| a == flag)
+        .unwrap_or_else(|| panic!("{flag} in the arguments"));
+    args[position + 1] = address.to_string();
+    args
+}
+
+#[test]
+fn a_long_round_trip_grows_the_fetch_window_and_every_record_lands_once() {
+    let toxiproxy = Toxiproxy::start().expect("start toxiproxy");
+    let (source, wan) = behind_a_wan(&toxiproxy, "source");
+    let target = start_cluster(KAFKA, 1, &[]);
 
     let topic = "orders";
     source.create_topic(topic, 8, 1, &[]).expect("create topic");
@@ -51,12 +74,7 @@ fn a_long_round_trip_grows_the_fetch_window_and_every_record_lands_once() {
         "wan.toml",
         "[replication]\nfetch_max_bytes = 262144\npartition_fetch_bytes = 65536\n",
     );
-    let mut args = run_args(&source, &target, "wan");
-    let source_flag = args
-        .iter()
-        .position(|a| a == "--source")
-        .expect("--source in the arguments");
-    args[source_flag + 1] = wan.to_string();
+    let mut args = across(run_args(&source, &target, "wan"), "--source", wan);
     args.extend(["--config".into(), tuning]);
     let summary = mirror_until_caught_up(&args);
 
@@ -64,6 +82,34 @@ fn a_long_round_trip_grows_the_fetch_window_and_every_record_lands_once() {
         summary_count(&summary, "fetch window: up to") > 1,
         "the window never grew:\n{summary}"
     );
+    assert_eq!(
+        assert_same_records(&source, &target, topic) as u64,
+        written.records,
+        "{summary}"
+    );
+}
+
+#[test]
+fn exactly_once_across_a_long_round_trip_pipelines_past_five_batches_and_copies_exactly() {
+    let toxiproxy = Toxiproxy::start().expect("start toxiproxy");
+    let (target, wan) = behind_a_wan(&toxiproxy, "target");
+    let source = start_cluster(KAFKA, 1, &[]);
+
+    let topic = "payments";
+    source.create_topic(topic, 4, 1, &[]).expect("create topic");
+    let written = generate_with_librdkafka(
+        &source.bootstrap(),
+        topic,
+        Compression::Lz4,
+        Generate::Bytes(30_000_000),
+        7,
+    )
+    .expect("write the data");
+
+    let mut args = across(run_args(&source, &target, "eos-wan"), "--target", wan);
+    args.push("--exactly-once".into());
+    let summary = mirror_until_caught_up(&args);
+
     assert_eq!(
         assert_same_records(&source, &target, topic) as u64,
         written.records,

@@ -203,6 +203,12 @@ impl MirrorConfig {
                 "must be longer than replication.transaction_interval_ms and fit in 31 bits".into(),
             );
         }
+        if r.transaction_max_in_flight_batches == 0 {
+            return invalid(
+                "replication.transaction_max_in_flight_batches",
+                "must be at least 1".into(),
+            );
+        }
         if r.max_in_flight_requests == 0 {
             return invalid(
                 "replication.max_in_flight_requests",
@@ -286,6 +292,7 @@ mod tests {
         );
         assert_eq!(config.replication.start_position, StartPosition::Earliest);
         assert_eq!(config.replication.on_data_loss, DataLossPolicy::Stop);
+        assert_eq!(config.replication.transaction_max_in_flight_batches, 32);
         assert_eq!(config.checkpoints.topic, "kafka-mirror-checkpoints");
         assert_eq!(config.instances, InstancesConfig::default());
         assert!(config.instances.share);
@@ -339,6 +346,10 @@ mod tests {
                 "replication.in_flight_bytes",
             ),
             ("[replication]\nthreads = 0", "replication.threads"),
+            (
+                "[replication]\ntransaction_max_in_flight_batches = 0",
+                "replication.transaction_max_in_flight_batches",
+            ),
             (
                 "[replication]\nfetchers_per_broker = 0",
                 "replication.fetchers_per_broker",

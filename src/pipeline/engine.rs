@@ -204,8 +204,14 @@ impl Engine {
                     ..
                 }),
                 Some(producer),
-            ) => ProducerIdentity::transactional(producer, coordinator.transactional_id().into()),
-            (Some(_), _) => ProducerIdentity::transactional_pending(),
+            ) => ProducerIdentity::transactional(
+                producer,
+                coordinator.transactional_id().into(),
+                config.replication.transaction_max_in_flight_batches,
+            ),
+            (Some(_), _) => ProducerIdentity::transactional_pending(
+                config.replication.transaction_max_in_flight_batches,
+            ),
             (None, producer) => ProducerIdentity::new(producer.unwrap_or((-1, -1))),
         };
         let mut engine = Engine {

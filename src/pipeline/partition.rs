@@ -4,11 +4,18 @@
 //! Pure state, no I/O, so every ordering rule is unit-tested here:
 //!
 //! - batches leave in source order, only from among the first
-//!   [`MAX_IN_FLIGHT`] the target has not acknowledged, failed ones included
-//!   (the broker's idempotence window: a batch that may have landed is still
-//!   among the five it remembers when resent), and only one until the target
-//!   has acknowledged a first batch of ours (before that the broker takes any
-//!   sequence, so nothing could refuse a batch that overtook a failed one);
+//!   [`Writer::window`] the target has not acknowledged, failed ones
+//!   included, and only one until the target has acknowledged a first batch
+//!   of ours (before that the broker takes any sequence, so nothing could
+//!   refuse a batch that overtook a failed one). An idempotent writer's
+//!   window is [`MAX_IN_FLIGHT`], the broker's idempotence window: a batch
+//!   that may have landed is still among the five it remembers when resent.
+//!   A transactional writer's may be deeper, because it never resends such
+//!   a batch: the broker would answer a resend from further back than five
+//!   "out of order", not "duplicate", so [`PartitionState::failed`] asks
+//!   for the transaction to fail instead (aborted by an epoch bump, every
+//!   partition back at its committed checkpoint:
+//!   [`PartitionState::rewind_to_checkpoint`]);
 //! - a batch gets its producer sequence when first sent and keeps it on every
 //!   retry, so the broker drops a duplicate and refuses a gap;
 //! - after a failure the partition waits until every batch sent before the
@@ -16,7 +23,8 @@
 //! - a batch whose fate is unknown (a request sent, its answer lost or a
 //!   timeout) stays so until the target answers it definitely ("written" or
 //!   "duplicate"), whatever later attempts were told: it is resent only with
-//!   the producer id, epoch and sequence it was sent with (KIP-360);
+//!   the producer id, epoch and sequence it was sent with (KIP-360), and
+//!   never when the window is deeper than the broker's;
 //! - when the target stops taking our producer id (fenced, or its sequence
 //!   state for us lost), a new one is used only once no batch may have been
 //!   written under the old one without our knowing: [`PartitionState::unresolved`]
@@ -42,6 +50,17 @@ use crate::offset_map::OffsetMap;
 /// Kafka keeps the sequence state of the last five batches per producer and
 /// partition; more in flight would make a retried duplicate undetectable.
 pub(crate) const MAX_IN_FLIGHT: usize = 5;
+
+/// What a failed batch needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Recovery {
+    /// To be sent again, in order, with its sequence.
+    Resend,
+    /// It may be on the target, and more of our batches may have landed
+    /// after it than the broker remembers: a resend could not tell, so the
+    /// transaction it is in must fail (and be copied again).
+    FailTransaction,
+}
 
 /// Where a batch is on its way to the target.
 #[derive(Debug)]
@@ -120,6 +139,13 @@ pub(crate) struct Writer {
     pub(crate) id: i64,
     pub(crate) epoch: i16,
     pub(crate) transactional: bool,
+    /// How many of a partition's batches may be in flight, counted from
+    /// its first unacknowledged one: [`MAX_IN_FLIGHT`] for an idempotent
+    /// writer, which resolves a lost answer by resending within the broker's
+    /// duplicate window; a transactional writer's setting
+    /// (`transaction_max_in_flight_batches`), since it resolves one by
+    /// aborting the transaction.
+    pub(crate) window: usize,
 }
 
 #[cfg(test)]
@@ -130,6 +156,17 @@ impl Writer {
             id,
             epoch,
             transactional: false,
+            window: MAX_IN_FLIGHT,
+        }
+    }
+
+    /// A transactional producer's writes, `window` batches deep.
+    pub(crate) const fn transactional(id: i64, epoch: i16, window: usize) -> Self {
+        Writer {
+            id,
+            epoch,
+            transactional: true,
+            window,
         }
     }
 }
@@ -167,6 +204,9 @@ pub(crate) struct PartitionState {
     /// The newest record timestamp of the batches acknowledged so far: how
     /// old the oldest record not yet copied is at most, when none is fetched.
     copied_timestamp: Option<i64>,
+    /// How many batches the window of the last send held: deeper than
+    /// [`MAX_IN_FLIGHT`], a lost answer fails the transaction.
+    window: usize,
 }
 
 /// An old batch of unknown fate to look for on the target before resending
@@ -205,6 +245,7 @@ impl PartitionState {
             offset_map: OffsetMap::starting_at(offset),
             unmapped: 0,
             copied_timestamp: None,
+            window: MAX_IN_FLIGHT,
         }
     }
 
@@ -386,11 +427,11 @@ impl PartitionState {
         writer: Writer,
         resolving_only: bool,
     ) -> Option<Outgoing> {
-        let limit = if self.established { MAX_IN_FLIGHT } else { 1 };
+        let limit = if self.established { writer.window } else { 1 };
         // The window: `limit` batches from the first one not acknowledged,
-        // those acknowledged after it included. So a batch that may have
-        // landed is still among the last five the broker remembers for us
-        // when it is resent, however often it fails meanwhile.
+        // those acknowledged after it included. So, five deep, a batch that
+        // may have landed is still among the last five the broker remembers
+        // for us when it is resent, however often it fails meanwhile.
         let first = self
             .entries
             .iter()
@@ -422,6 +463,10 @@ impl PartitionState {
                 EntryState::InFlight { .. } | EntryState::Acked => {}
             }
         }
+        // Deeper, its resend cannot tell: the transaction fails instead.
+        if limit > MAX_IN_FLIGHT && last_unknown.is_some() {
+            return None;
+        }
         let position = if resolving_only {
             // Only what may be on the target, and the failed batches before
             // it, which the broker needs first to tell its fate.
@@ -430,6 +475,7 @@ impl PartitionState {
             failed.or(queued)
         }?;
         let round = self.round;
+        self.window = limit;
         let entry = &mut self.entries[position];
         let base_sequence = match entry.sequence {
             Some(sequence) => sequence,
@@ -565,13 +611,23 @@ impl PartitionState {
     /// The batch's request failed in a way a resend can fix; `maybe_written`
     /// if the broker may have appended it all the same. A batch whose fate
     /// was already unknown stays so: this answer is about this attempt only.
-    pub(crate) fn failed(&mut self, entry: u64, maybe_written: bool) {
-        if let Some(e) = self.entry_mut(entry) {
-            if matches!(e.state, EntryState::InFlight { .. }) {
+    /// Sent with a window deeper than the broker's duplicate window, a batch
+    /// that may have been written is not resent: the transaction must fail.
+    pub(crate) fn failed(&mut self, entry: u64, maybe_written: bool) -> Recovery {
+        let deep = self.window > MAX_IN_FLIGHT;
+        let in_doubt = match self.entry_mut(entry) {
+            Some(e) if matches!(e.state, EntryState::InFlight { .. }) => {
                 e.state = EntryState::Failed;
                 e.fate_unknown |= maybe_written;
-                self.round += 1;
+                e.fate_unknown
             }
+            _ => return Recovery::Resend,
+        };
+        self.round += 1;
+        if deep && in_doubt {
+            Recovery::FailTransaction
+        } else {
+            Recovery::Resend
         }
     }
 
@@ -873,6 +929,113 @@ mod tests {
             .expect("first batch");
         p.acked(first.entry, first.batch.base_offset());
         p
+    }
+
+    /// A transactional writer 32 batches deep.
+    const DEEP: Writer = Writer::transactional(7, 1, 32);
+
+    /// [`established`] by `writer`, with batches of 2 records from offset
+    /// 10 to `end` queued.
+    fn established_by(writer: Writer, end: i64) -> PartitionState {
+        let mut p = PartitionState::new(9);
+        p.push_batch(batch(9, 1));
+        let first = p.next_to_send(writer, false).expect("first batch");
+        p.acked(first.entry, first.batch.base_offset());
+        for base in (10..end).step_by(2) {
+            p.push_batch(batch(base, 2));
+        }
+        p
+    }
+
+    /// Sends every batch the rules allow `writer` now.
+    fn send_all_as(p: &mut PartitionState, writer: Writer) -> Vec<Outgoing> {
+        std::iter::from_fn(|| p.next_to_send(writer, false)).collect()
+    }
+
+    #[test]
+    fn a_transactional_window_goes_past_the_brokers_five() {
+        let mut fresh = PartitionState::new(10);
+        for base in (10..20).step_by(2) {
+            fresh.push_batch(batch(base, 2));
+        }
+        assert_eq!(
+            send_all_as(&mut fresh, DEEP).len(),
+            1,
+            "one until the target acknowledged a first batch"
+        );
+
+        let mut p = established_by(DEEP, 90);
+        let sent = send_all_as(&mut p, DEEP);
+        assert_eq!(sent.len(), 32, "32 before any answer");
+        let bases: Vec<i64> = sent.iter().map(|o| o.batch.base_offset()).collect();
+        let sequences: Vec<i32> = sent.iter().map(sequence_of).collect();
+        assert_eq!(
+            bases,
+            (10..74).step_by(2).collect::<Vec<_>>(),
+            "source order"
+        );
+        assert_eq!(sequences, (1..65).step_by(2).collect::<Vec<_>>());
+        // Each answer opens room for one more, from the first unacknowledged.
+        p.acked(sent[1].entry, 12);
+        assert!(
+            p.next_to_send(DEEP, false).is_none(),
+            "the first is not answered"
+        );
+        p.acked(sent[0].entry, 10);
+        assert_eq!(send_all_as(&mut p, DEEP).len(), 2);
+
+        let mut idempotent = established_by(Writer::idempotent(7, 1), 90);
+        assert_eq!(
+            send_all_as(&mut idempotent, Writer::idempotent(7, 1)).len(),
+            MAX_IN_FLIGHT,
+            "an idempotent writer stays within the broker's five"
+        );
+    }
+
+    #[test]
+    fn a_lost_answer_in_a_deep_window_fails_the_transaction() {
+        let mut p = established_by(DEEP, 90);
+        p.checkpoint_stored(p.committed());
+        let sent = send_all_as(&mut p, DEEP);
+        // The target refused one before appending it: resent in order.
+        assert_eq!(p.failed(sent[2].entry, false), Recovery::Resend);
+        // Another one's answer is lost: it may have landed, and 29 more of
+        // ours after it, so a resend would be answered out of order.
+        assert_eq!(p.failed(sent[3].entry, true), Recovery::FailTransaction);
+        for later in &sent[4..] {
+            p.failed(later.entry, false);
+        }
+        p.acked(sent[0].entry, 10);
+        p.acked(sent[1].entry, 12);
+        assert!(
+            p.next_to_send(DEEP, false).is_none() && p.next_to_send(DEEP, true).is_none(),
+            "nothing is resent, the refused batch before it neither"
+        );
+        assert!(p.unresolved(), "no commit either");
+        // The renewal aborts the transaction: back to the checkpoint.
+        assert_eq!(p.rewind_to_checkpoint(), 10);
+        p.push_batch(batch(10, 2));
+        let again = p
+            .next_to_send(Writer { epoch: 2, ..DEEP }, false)
+            .expect("copied again");
+        assert_eq!((again.batch.base_offset(), sequence_of(&again)), (10, 0));
+    }
+
+    #[test]
+    fn five_deep_a_lost_answer_is_resolved_by_a_resend_in_a_transaction_too() {
+        let shallow = Writer::transactional(7, 1, MAX_IN_FLIGHT);
+        let mut p = established_by(shallow, 30);
+        let sent = send_all_as(&mut p, shallow);
+        assert_eq!(sent.len(), MAX_IN_FLIGHT);
+        assert_eq!(p.failed(sent[0].entry, true), Recovery::Resend);
+        for later in &sent[1..] {
+            p.acked(later.entry, -1);
+        }
+        let again = p.next_to_send(shallow, false).expect("resent");
+        assert_eq!(
+            (again.entry, sequence_of(&again)),
+            (sent[0].entry, sequence_of(&sent[0]))
+        );
     }
 
     /// The batch as the target receives it.
@@ -1409,11 +1572,7 @@ mod tests {
 
     #[test]
     fn an_aborted_transaction_rewinds_to_the_committed_checkpoint() {
-        let transactional = Writer {
-            id: 7,
-            epoch: 1,
-            transactional: true,
-        };
+        let transactional = Writer::transactional(7, 1, MAX_IN_FLIGHT);
         let mut p = PartitionState::new(0);
         p.push_batch(batch(0, 2));
         let first = p.next_to_send(transactional, false).expect("first");

@@ -1,6 +1,8 @@
 //! The produce stage: Produce requests to each target broker, one batch per
 //! partition per request (Kafka's rule), many partitions per request, and up
-//! to `max_in_flight_requests` requests pipelined on each connection.
+//! to `max_in_flight_requests` requests pipelined on each connection (in
+//! exactly-once mode, at least a partition's window,
+//! `transaction_max_in_flight_batches`, so that it can fill it).
 //!
 //! Every batch is written as kafka-mirror's own idempotent producer
 //! ([`ProducerIdentity`]: the producer id from InitProducerId, a sequence
@@ -25,11 +27,11 @@ use kafka_protocol::ResponseError;
 use super::error::{Cause, PartitionError, Refusal, RefusalKind, CORRUPT_RESEND_LIMIT};
 use super::metadata::MetadataView;
 use super::ownership::Lease;
-use super::partition::Outgoing;
+use super::partition::{Outgoing, Recovery};
 use super::producer::{ProducerIdentity, RenewalReason};
 use super::slots::{Slot, SlotId, Slots};
 use super::stats::{Counters, Skipped};
-use super::transaction::TransactionStage;
+use super::transaction::{TransactionFailure, TransactionStage};
 use crate::cluster::{produce_request, ClusterError, Role};
 use crate::config::{RefusedBatchPolicy, ReplicationConfig};
 use crate::net::splice::{Splice, Splices};
@@ -255,8 +257,14 @@ impl ProduceStage {
         if leaderless {
             cx.meta.want_refresh(Role::Target);
         }
-        let limit = cx.config.max_in_flight_requests;
         let writer = self.producer.writer();
+        // Each request carries one batch of a partition: a partition's
+        // window needs as many requests on the connection.
+        let limit = if writer.transactional {
+            cx.config.max_in_flight_requests.max(writer.window)
+        } else {
+            cx.config.max_in_flight_requests
+        };
         // A transactional producer's renewal aborts all it wrote: nothing is
         // worth sending until it is done.
         if writer.transactional && self.producer.renewing() {
@@ -357,7 +365,7 @@ impl ProduceStage {
                 tracing::warn!(broker, error = %e, "Produce failed; resending after a metadata refresh");
                 counters.produce_retries += 1;
                 for (id, entry) in sent {
-                    slots[id].state.failed(entry, true);
+                    self.failed(&mut slots[id], entry, true, now);
                     slots[id].produce_backoff.fail(now);
                 }
                 cx.meta.want_refresh(Role::Target);
@@ -446,7 +454,7 @@ impl ProduceStage {
                 } => {
                     retried = true;
                     tracing::debug!(topic = %slot.topic, partition = slot.partition, ?error, "Produce refused; resending");
-                    slot.state.failed(entry, maybe_written);
+                    self.failed(slot, entry, maybe_written, now);
                     slot.produce_backoff.fail(now);
                     if refresh {
                         cx.meta.want_refresh(Role::Target);
@@ -516,6 +524,22 @@ impl ProduceStage {
         }
         if retried {
             counters.produce_retries += 1;
+        }
+    }
+
+    /// The batch's attempt failed and is to be resent; `maybe_written` if
+    /// the broker may have appended it all the same. In a window deeper
+    /// than the broker's duplicate window, such a batch fails the open
+    /// transaction instead: the renewal aborts it and every partition goes
+    /// back to its committed checkpoint.
+    fn failed(&mut self, slot: &mut Slot, entry: u64, maybe_written: bool, now: Instant) {
+        if slot.state.failed(entry, maybe_written) == Recovery::FailTransaction {
+            let failure = TransactionFailure::AnswerLost {
+                topic: slot.topic.clone(),
+                partition: slot.partition,
+            };
+            self.producer
+                .refused(RenewalReason::Transaction(failure), now);
         }
     }
 
@@ -880,6 +904,59 @@ mod tests {
         assert!(!f.slots[f.id].state.unresolved());
         assert_eq!(f.slots[f.id].state.committed(), 2);
         assert_eq!((f.counters.batches, f.counters.records), (1, 2), "once");
+    }
+
+    /// Exactly-once, a partition fills its window with one request per
+    /// batch, past `max_in_flight_requests`; a lost answer there is not
+    /// resent but fails the transaction, whose renewal aborts it.
+    #[test]
+    fn exactly_once_fills_a_deep_window_and_aborts_on_a_lost_answer() {
+        let mut f = Fixture::new(ReplicationConfig::default());
+        let writer = ProducerIdentity::transactional((7, 0), "kafka-mirror.t".into(), 32);
+        f.stage = ProduceStage::new(writer).with_producer_expiry(Duration::MAX);
+        for base in (6..80).step_by(2) {
+            f.slots[f.id].state.push_batch(batch(base, 2));
+        }
+        let now = Instant::now();
+        assert_eq!(
+            f.answer(None, now),
+            1,
+            "one until the first is acknowledged"
+        );
+        let jobs = f.start(now);
+        assert_eq!(
+            jobs.len(),
+            32,
+            "32 requests on the connection, one batch each"
+        );
+        let sequences: Vec<i32> = jobs.iter().map(|job| sent(job).base_sequence()).collect();
+        assert_eq!(
+            sequences,
+            (2..66).step_by(2).collect::<Vec<_>>(),
+            "in source order"
+        );
+        let lost = ClusterError::UnknownBroker {
+            role: Role::Target,
+            broker: 1,
+        };
+        let mut jobs = jobs.into_iter();
+        let first = jobs.next().expect("a job");
+        f.reply(first, Err(lost), now);
+        assert!(f.stage.producer.renewing(), "the transaction fails");
+        let later = now + Duration::from_secs(1);
+        assert!(f.start(later).is_empty(), "nothing resent");
+        let reason = f
+            .stage
+            .producer()
+            .due(&f.slots, false, later)
+            .expect("the renewal aborts at once");
+        assert!(
+            matches!(
+                reason,
+                RenewalReason::Transaction(TransactionFailure::AnswerLost { partition: 0, .. })
+            ),
+            "{reason}"
+        );
     }
 
     /// `produce-not-leader`: one request to node 1 for seq/3 (led by node 0),

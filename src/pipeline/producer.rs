@@ -24,7 +24,7 @@ use kafka_protocol::messages::{DescribeConfigsRequest, InitProducerIdRequest, Pr
 use kafka_protocol::protocol::StrBytes;
 
 use super::error::PartitionError;
-use super::partition::Writer;
+use super::partition::{Writer, MAX_IN_FLIGHT};
 use super::slots::Slots;
 use super::stats::Counters;
 use super::transaction::TransactionFailure;
@@ -61,6 +61,8 @@ pub(super) struct ProducerIdentity {
     pub(super) epoch: i16,
     /// Exactly-once: the transactional id whose open transaction batches go into.
     transactional_id: Option<Arc<str>>,
+    /// How many of a partition's batches may be in flight ([`Writer::window`]).
+    window: usize,
     /// Set when the target stopped taking this identity; `None` otherwise.
     renewal: Option<Renewal>,
 }
@@ -83,14 +85,21 @@ impl ProducerIdentity {
             id,
             epoch,
             transactional_id: None,
+            window: MAX_IN_FLIGHT,
             renewal: None,
         }
     }
 
-    /// The identity the target gave our transactional id at startup.
-    pub(super) fn transactional(producer: (i64, i16), transactional_id: Arc<str>) -> Self {
+    /// The identity the target gave our transactional id at startup, with
+    /// up to `window` batches of a partition in flight.
+    pub(super) fn transactional(
+        producer: (i64, i16),
+        transactional_id: Arc<str>,
+        window: usize,
+    ) -> Self {
         ProducerIdentity {
             transactional_id: Some(transactional_id),
+            window,
             ..ProducerIdentity::new(producer)
         }
     }
@@ -98,8 +107,8 @@ impl ProducerIdentity {
     /// Exactly-once while sharing: no identity until the group gives this
     /// instance a writer slot and the renewal that follows takes its
     /// transactional id; no partition is copied before.
-    pub(super) fn transactional_pending() -> Self {
-        ProducerIdentity::transactional((-1, -1), "".into())
+    pub(super) fn transactional_pending(window: usize) -> Self {
+        ProducerIdentity::transactional((-1, -1), "".into(), window)
     }
 
     /// Exactly-once: batches go into the transactions of another
@@ -124,6 +133,7 @@ impl ProducerIdentity {
             id: self.id,
             epoch: self.epoch,
             transactional: self.is_transactional(),
+            window: self.window,
         }
     }
 
@@ -197,6 +207,7 @@ impl ProducerIdentity {
                 );
                 *self = ProducerIdentity {
                     transactional_id: self.transactional_id.take(),
+                    window: self.window,
                     ..ProducerIdentity::new((id, epoch))
                 };
                 for slot in slots.all_mut() {

@@ -3,20 +3,23 @@
 //!
 //! A transaction runs so: a partition is added (AddPartitionsToTxn) before
 //! its first batch in it, the checkpoint topic's partition with the first
-//! ones; batches are produced as in idempotent mode (pipelined, up to five in
-//! flight per partition, sequences going on across transactions under one
-//! epoch). Once `transaction_interval_ms` is up, or the flow drains, or it
+//! ones; batches are produced as in idempotent mode (pipelined, sequences
+//! going on across transactions under one epoch), but up to
+//! `transaction_max_in_flight_batches` in flight per partition rather than
+//! five: a batch whose answer was lost is not resent, the transaction fails
+//! (`partition.rs`). Once `transaction_interval_ms` is up, or the flow drains, or it
 //! has caught up with the source (nothing left to send: committing then
 //! shows the data at once), no new batch is sent; the
-//! requests in flight are answered and batches of unknown fate resent until
-//! the target says where they are; then the checkpoints of the acknowledged
+//! requests in flight are answered (batches of unknown fate resent until
+//! the target says where they are, in a window of five or fewer); then the checkpoints of the acknowledged
 //! prefix go into the transaction and EndTxn commits it. Only then do the
 //! checkpoints count as stored, so all a
 //! crash leaves behind is uncommitted, invisible to read_committed readers,
 //! and copied again from the last committed checkpoints.
 //!
 //! A failure of the transaction itself (an AddPartitionsToTxn or commit that
-//! cannot succeed, a Produce refusal of our epoch) goes through the producer
+//! cannot succeed, a Produce refusal of our epoch, a lost answer in a window
+//! deeper than five) goes through the producer
 //! renewal (`producer.rs`): InitProducerId bumps our epoch, which aborts the
 //! open transaction, and every partition goes back to its committed
 //! checkpoint. When the target answers the renewal with PRODUCER_FENCED,
@@ -69,6 +72,15 @@ pub(crate) enum TransactionFailure {
     /// EndTxn failed.
     #[error("committing the transaction failed: {0}")]
     Commit(TransactionError),
+    /// A batch's answer was lost (a timeout, a dropped connection) with more
+    /// of its partition's batches in flight than the target remembers to
+    /// recognise a resend (`transaction_max_in_flight_batches` above 5):
+    /// only aborting makes sure nothing lands twice.
+    #[error(
+        "the answer to a batch of {topic} partition {partition} was lost with more than 5 of \
+         its batches in flight; the transaction is aborted rather than the batch resent"
+    )]
+    AnswerLost { topic: Arc<str>, partition: i32 },
     /// This instance's lease on its partitions ended before the request
     /// went out: they may be another instance's by now.
     #[error(
