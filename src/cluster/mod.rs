@@ -326,10 +326,19 @@ impl Cluster {
     /// The shortest round trip of the open connections to `broker` (see
     /// [`Connection::round_trip`]); `None` before one is open.
     pub fn round_trip(&self, broker: i32) -> Option<Duration> {
+        self.round_trip_of(|id| id == broker)
+    }
+
+    /// The shortest round trip of the open connections to any broker.
+    pub fn shortest_round_trip(&self) -> Option<Duration> {
+        self.round_trip_of(|_| true)
+    }
+
+    fn round_trip_of(&self, brokers: impl Fn(i32) -> bool) -> Option<Duration> {
         // `try_lock` never waits, so the links' map stays locked only briefly.
         lock(&self.links)
             .iter()
-            .filter(|((id, _), _)| *id == broker)
+            .filter(|((id, _), _)| brokers(*id))
             .filter_map(|(_, link)| link.try_lock().ok()?.connection.as_ref()?.round_trip())
             .min()
     }

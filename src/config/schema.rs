@@ -439,9 +439,10 @@ pub struct ReplicationConfig {
     /// transaction. A second instance of the same name fences the first.
     #[serde(default)]
     pub exactly_once: bool,
-    /// Exactly-once: how long a transaction stays open before it is
-    /// committed (sooner when half the memory budget waits for it). What a
-    /// read_committed consumer of the target waits, at least.
+    /// Exactly-once: how long a transaction stays open under load before it
+    /// is committed, and at least ten round trips to the target (a commit
+    /// stops sending for about three); committed at once when caught up.
+    /// About what a read_committed consumer of the target waits under load.
     #[serde(default = "default_transaction_interval_ms")]
     pub transaction_interval_ms: u64,
     /// Exactly-once: how long the target lets a transaction of ours stay

@@ -645,7 +645,8 @@ impl Engine {
         // shows the data to read_committed consumers at once rather than
         // after the interval; under load the interval decides.
         let caught_up = self.produce.in_flight() == 0 && !self.slots.any_unsent();
-        stage.close_if_due(revoking || self.draining.is_some() || caught_up, now);
+        let now_wanted = revoking || self.draining.is_some() || caught_up;
+        stage.close_if_due(now_wanted, self.target.shortest_round_trip(), now);
         let settled = self.produce.in_flight() == 0 && !self.slots.any_unresolved();
         if self.produce.producer().renewing() {
             return;

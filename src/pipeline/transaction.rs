@@ -169,6 +169,13 @@ enum Phase {
     Committing,
 }
 
+/// Round trips to the target a transaction stays open at least under load.
+/// A commit stops sending for about three (the requests in flight answered,
+/// the checkpoints written, EndTxn), so across a long link a transaction of
+/// only `transaction_interval_ms` would spend most of its time committing
+/// and never fill a partition's window.
+const OPEN_ROUND_TRIPS: u32 = 10;
+
 /// The open transaction's state.
 #[derive(Debug)]
 pub(super) struct TransactionStage {
@@ -245,12 +252,22 @@ impl TransactionStage {
         self.phase == Phase::Closing
     }
 
-    /// Whether the transaction is due for commit: open for the interval, or
-    /// `now_wanted` (the flow drains, or it is caught up). If so, no new batch is sent into it from now on.
-    pub(super) fn close_if_due(&mut self, now_wanted: bool, now: Instant) {
+    /// Whether the transaction is due for commit: open for the interval (and
+    /// at least [`OPEN_ROUND_TRIPS`] of the target's `round_trip`), or
+    /// `now_wanted` (the flow drains, or it is caught up). If so, no new
+    /// batch is sent into it from now on.
+    pub(super) fn close_if_due(
+        &mut self,
+        now_wanted: bool,
+        round_trip: Option<Duration>,
+        now: Instant,
+    ) {
+        let interval = round_trip.map_or(self.interval, |round_trip| {
+            self.interval.max(round_trip * OPEN_ROUND_TRIPS)
+        });
         let due = self
             .opened
-            .is_some_and(|opened| now_wanted || now.duration_since(opened) >= self.interval);
+            .is_some_and(|opened| now_wanted || now.duration_since(opened) >= interval);
         if self.phase == Phase::Open && due {
             self.phase = Phase::Closing;
         }
@@ -356,9 +373,15 @@ mod tests {
             .next_to_send(Writer::idempotent(7, 0), false);
         assert!(sent.is_some());
 
-        txn.close_if_due(false, now + INTERVAL / 2);
+        txn.close_if_due(false, None, now + INTERVAL / 2);
         assert!(!txn.closing(), "not yet due");
-        txn.close_if_due(false, now + INTERVAL);
+        // Across a long link it stays open ten round trips.
+        let far = Some(INTERVAL);
+        txn.close_if_due(false, far, now + INTERVAL * 9);
+        assert!(!txn.closing(), "not yet due so far away");
+        txn.close_if_due(false, far, now + INTERVAL * 10);
+        assert!(txn.closing());
+        txn.close_if_due(false, None, now + INTERVAL);
         assert!(txn.closing());
         assert!(txn.may_send(&key(0)), "resends may still go in");
         assert_eq!(txn.start_commit(false), None, "a batch is in flight");
@@ -372,7 +395,7 @@ mod tests {
         let next = txn.partitions_to_add(&slots).expect("a new transaction");
         assert!(next.contains(&("checkpoints".into(), 0)));
         txn.added(next, true, now);
-        txn.close_if_due(true, now);
+        txn.close_if_due(true, None, now);
         assert_eq!(
             txn.start_commit(true),
             Some(1),
@@ -404,7 +427,7 @@ mod tests {
         slots[zero].state.push_batch(batch(0, 3));
         let partitions = txn.partitions_to_add(&slots).expect("add");
         txn.added(partitions, true, now);
-        txn.close_if_due(true, now);
+        txn.close_if_due(true, None, now);
         txn.start_commit(true);
         txn.commit_answered(Some(4));
         let partitions = txn.partitions_to_add(&slots).expect("add");
@@ -417,7 +440,7 @@ mod tests {
         );
         let partitions = txn.partitions_to_add(&slots).expect("add");
         txn.added(partitions, true, now);
-        txn.close_if_due(true, now);
+        txn.close_if_due(true, None, now);
         assert_eq!(txn.start_commit(true), Some(0));
     }
 }
