@@ -23,7 +23,7 @@ use kafka_protocol::messages::incremental_alter_configs_request::{
     AlterConfigsResource, AlterableConfig,
 };
 use kafka_protocol::messages::{
-    CreatePartitionsRequest, CreateTopicsRequest, DescribeConfigsRequest,
+    CreatePartitionsRequest, CreateTopicsRequest, DescribeConfigsRequest, DescribeConfigsResponse,
     IncrementalAlterConfigsRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
@@ -172,7 +172,7 @@ async fn topic_configs(
             })
             .collect(),
     );
-    let response = cluster.send_any(request).await?;
+    let response = describe_configs(cluster, request).await?;
     let mut configs = BTreeMap::new();
     for result in response.results {
         let topic = result.resource_name.to_string();
@@ -194,6 +194,27 @@ async fn topic_configs(
     Ok(configs)
 }
 
+/// Sends a DescribeConfigs of topics. A broker may not know a topic another
+/// one just created, and the answer comes from any broker: while one says a
+/// topic is unknown, it is asked again for a while.
+async fn describe_configs(
+    cluster: &Arc<Cluster>,
+    request: DescribeConfigsRequest,
+) -> Result<DescribeConfigsResponse, TopicError> {
+    let started = Instant::now();
+    loop {
+        let response = cluster.send_any(request.clone()).await?;
+        let unknown = response
+            .results
+            .iter()
+            .any(|r| r.error_code.err() == Some(ResponseError::UnknownTopicOrPartition));
+        if !unknown || started.elapsed() > NEW_TOPIC_PROPAGATION {
+            return Ok(response);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// The value a topic has for one config, wherever it comes from (set on the
 /// topic, or the broker's default): the limit the broker applies.
 pub async fn effective_config(
@@ -206,19 +227,9 @@ pub async fn effective_config(
             .with_resource_type(TOPIC_RESOURCE)
             .with_resource_name(StrBytes::from_string(topic.to_owned()))
             .with_configuration_keys(Some(vec![StrBytes::from_string(key.to_owned())]))]);
-    // A broker may not know a topic another one just created: the answer
-    // comes from any broker, so ask again for a while.
-    let started = Instant::now();
-    let result = loop {
-        let response = cluster.send_any(request.clone()).await?;
-        let Some(result) = response.results.into_iter().next() else {
-            return Ok(None);
-        };
-        let unknown = result.error_code.err() == Some(ResponseError::UnknownTopicOrPartition);
-        if !unknown || started.elapsed() > NEW_TOPIC_PROPAGATION {
-            break result;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    let response = describe_configs(cluster, request).await?;
+    let Some(result) = response.results.into_iter().next() else {
+        return Ok(None);
     };
     if let Some(error) = result.error_code.err() {
         return Err(TopicError::DescribeRefused {
