@@ -404,8 +404,9 @@ pub struct ReplicationConfig {
     /// `num.replica.fetchers`). Unset, the count adapts: one on a LAN; across
     /// a long round trip it starts at the link's bandwidth-delay product's
     /// worth and probes on while the link stays idle (up to 8; see
-    /// `pipeline/fetch_window.rs`); each Fetch of a window opened past one
-    /// adds `fetch_max_bytes` to the memory budget, up to four times
+    /// `pipeline/fetch_window.rs`); each Fetch of a window the link opened
+    /// (each added one on a LAN) adds `fetch_max_bytes` to the memory
+    /// budget, up to four times
     /// `in_flight_bytes`, and each added Fetch one more
     /// `partition_fetch_bytes` to what a partition may bring per Fetch. Set,
     /// it is fixed, the budget is `in_flight_bytes` alone and a partition's

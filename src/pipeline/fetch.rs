@@ -159,8 +159,9 @@ impl FetchStage {
     }
 
     /// The memory budget: `in_flight_bytes`, plus `fetch_max_bytes` for each
-    /// Fetch of a window opened past one (a long round trip keeps more data
-    /// on the way), up to four times `in_flight_bytes`.
+    /// Fetch the windows budget ([`FetchWindow::budgeted_fetches`]: a long
+    /// round trip keeps more data on the way), up to four times
+    /// `in_flight_bytes`.
     pub(super) fn budget(&self, config: &ReplicationConfig) -> usize {
         let fetches: usize = self
             .windows

@@ -154,14 +154,16 @@ impl FetchWindow {
         }
     }
 
-    /// Fetches that bring their own room in the memory budget: every Fetch
-    /// of a window opened past one, since over a long round trip each keeps
-    /// up to `fetch_max_bytes` on the way while what came before waits for
-    /// the target; none for a LAN's single Fetch or a fixed window.
+    /// Fetches that bring their own room in the memory budget. Across a
+    /// link that opened the window, every one: each keeps up to
+    /// `fetch_max_bytes` on the way for a whole round trip while what came
+    /// before waits for the target. On a LAN, where an answer is back at
+    /// once, the ones probing added; none for a fixed window.
     pub(crate) fn budgeted_fetches(&self) -> usize {
-        match self.added() {
-            0 => 0,
-            added => added + 1,
+        match (self.added(), self.link) {
+            (0, _) => 0,
+            (added, Some(link)) if link > 1 => added + 1,
+            (added, _) => added,
         }
     }
 
