@@ -90,7 +90,7 @@ fn a_long_round_trip_grows_the_fetch_window_and_every_record_lands_once() {
 }
 
 #[test]
-fn exactly_once_across_a_long_round_trip_pipelines_past_five_batches_and_copies_exactly() {
+fn exactly_once_across_a_long_round_trip_to_the_target_copies_every_record_once() {
     let toxiproxy = Toxiproxy::start().expect("start toxiproxy");
     let (target, wan) = behind_a_wan(&toxiproxy, "target");
     let source = start_cluster(KAFKA, 1, &[]);
