@@ -140,7 +140,8 @@ pub async fn copied_configs(
     topics: &[String],
     never_copy: &[String],
 ) -> Result<BTreeMap<String, Vec<(String, String)>>, TopicError> {
-    Ok(topic_configs(source, topics)
+    // A source topic the broker does not know is gone: no waiting.
+    Ok(topic_configs(source, topics, Duration::ZERO)
         .await?
         .into_iter()
         .map(|(topic, configs)| {
@@ -157,6 +158,7 @@ pub async fn copied_configs(
 async fn topic_configs(
     cluster: &Arc<Cluster>,
     topics: &[String],
+    patience: Duration,
 ) -> Result<BTreeMap<String, BTreeMap<String, String>>, TopicError> {
     if topics.is_empty() {
         return Ok(BTreeMap::new());
@@ -172,7 +174,7 @@ async fn topic_configs(
             })
             .collect(),
     );
-    let response = describe_configs(cluster, request).await?;
+    let response = describe_configs(cluster, request, patience).await?;
     let mut configs = BTreeMap::new();
     for result in response.results {
         let topic = result.resource_name.to_string();
@@ -196,10 +198,11 @@ async fn topic_configs(
 
 /// Sends a DescribeConfigs of topics. A broker may not know a topic another
 /// one just created, and the answer comes from any broker: while one says a
-/// topic is unknown, it is asked again for a while.
+/// topic is unknown, it is asked again for up to `patience`.
 async fn describe_configs(
     cluster: &Arc<Cluster>,
     request: DescribeConfigsRequest,
+    patience: Duration,
 ) -> Result<DescribeConfigsResponse, TopicError> {
     let started = Instant::now();
     loop {
@@ -208,7 +211,7 @@ async fn describe_configs(
             .results
             .iter()
             .any(|r| r.error_code.err() == Some(ResponseError::UnknownTopicOrPartition));
-        if !unknown || started.elapsed() > NEW_TOPIC_PROPAGATION {
+        if !unknown || started.elapsed() >= patience {
             return Ok(response);
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -227,7 +230,7 @@ pub async fn effective_config(
             .with_resource_type(TOPIC_RESOURCE)
             .with_resource_name(StrBytes::from_string(topic.to_owned()))
             .with_configuration_keys(Some(vec![StrBytes::from_string(key.to_owned())]))]);
-    let response = describe_configs(cluster, request).await?;
+    let response = describe_configs(cluster, request, NEW_TOPIC_PROPAGATION).await?;
     let Some(result) = response.results.into_iter().next() else {
         return Ok(None);
     };
@@ -262,7 +265,8 @@ async fn pending_config_changes(
     never_copy: &[String],
 ) -> Result<BTreeMap<String, Vec<ConfigChange>>, TopicError> {
     let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
-    let current = topic_configs(target, &names).await?;
+    // Target topics may have just been created.
+    let current = topic_configs(target, &names, NEW_TOPIC_PROPAGATION).await?;
     let empty = BTreeMap::new();
     Ok(specs
         .iter()
