@@ -331,7 +331,8 @@ fn committed_transactions_are_read_committed_and_aborted_ones_only_read_uncommit
             .await;
         let loaded_in_between = store.load().await.expect("load");
         coordinator.end(id_and_epoch, true).await.expect("commit");
-        let loaded_at_the_end = store.load().await.expect("load");
+        // EndTxn answers before the commit markers are written: wait for them.
+        let loaded_at_the_end = store.load_stable().await.expect("load");
         (store, loaded_in_between, loaded_at_the_end)
     });
     assert_eq!(store.topic(), "txn-checkpoints");

@@ -11,7 +11,8 @@
 //! second (its defaults otherwise: `DefaultReplicationPolicy`, an offset sync
 //! every `offset.lag.max` = 100 records). Once kafka-mirror has exited, or
 //! MirrorMaker 2's target groups hold an offset for every partition and nothing
-//! has moved for [`SETTLE`], the tool is stopped and every group resumes on the
+//! has moved for [`SETTLE`] (or every record is copied and nothing has moved
+//! for [`GIVE_UP`]), the tool is stopped and every group resumes on the
 //! target (read_committed, `auto.offset.reset=earliest`) and reads to the end.
 //! Every key is unique, so each record read on the target is known: read on the
 //! source before (re-read), due, or aborted on the source.
@@ -54,6 +55,10 @@ const READ_TO_THE_END: u64 = i64::MAX as u64;
 /// How long MirrorMaker 2's target groups and topics must stay unchanged
 /// (ten of its sync intervals) before it counts as done.
 const SETTLE: Duration = Duration::from_secs(10);
+/// How long they must stay unchanged, every record copied, while some group
+/// partition still has no offset: MirrorMaker 2 may never translate an offset
+/// below its first offset sync. Those partitions count as "without an offset".
+const GIVE_UP: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_secs(1);
 /// How long a tool may take to stop once done.
 const STOP_GRACE: Duration = Duration::from_secs(30);
@@ -340,14 +345,16 @@ pub(crate) fn section(
          - mm2: connect-mirror {}, dedicated mode, `emit.checkpoints.enabled` and \
          `sync.group.offsets.enabled` with both intervals at 1 s, otherwise its defaults \
          (DefaultReplicationPolicy: target topics `{MM2_SOURCE_ALIAS}.<topic>`; `offset.lag.max` 100); \
-         stopped once its target groups had held the same offsets for {} s\n\n\
+         stopped once its target groups had held the same offsets for {} s \
+         ({} s when some group partition still had none)\n\n\
          \"Re-read\": records the group had read (and committed) on the source and read again on the target; \
          \"missed\": committed records it had not read on the source and did not read on the target; \
          \"aborted on the source, read\": records of aborted transactions the group reads on the target, \
          which it never saw on the source; \"records left to read\": committed records the groups had not read on \
          the source, what each should read on the target exactly once. Records are matched by their unique keys.\n",
         kafka_testkit::MIRROR_MAKER2_VERSION,
-        SETTLE.as_secs()
+        SETTLE.as_secs(),
+        GIVE_UP.as_secs()
     );
     Ok(text)
 }
@@ -553,8 +560,11 @@ fn carry_over(
         if last.as_ref() != Some(&now) {
             unchanged_since = Instant::now();
         }
-        lacking = missing(tool, data, &now.0, &now.1);
-        let done = lacking.is_empty() && unchanged_since.elapsed() >= SETTLE;
+        let (records, offsets) = missing(tool, data, &now.0, &now.1);
+        let quiet = unchanged_since.elapsed();
+        let done =
+            records.is_empty() && ((offsets.is_empty() && quiet >= SETTLE) || quiet >= GIVE_UP);
+        lacking = records.into_iter().chain(offsets).collect();
         last = Some(now);
         if done {
             child.stop(STOP_GRACE)?;
@@ -563,32 +573,33 @@ fn carry_over(
     }
 }
 
-/// What the target still lacks: a partition holding fewer records than its
-/// source partition's committed ones, or a group partition without an offset.
-/// Empty once the tool has carried everything over.
+/// What the target still lacks: partitions holding fewer records than their
+/// source partition's committed ones, and group partitions without an offset.
+/// Both empty once the tool has carried everything over.
 fn missing(
     tool: Tool,
     data: &FailoverData,
     ends: &Ends,
     offsets: &BTreeMap<String, CommittedOffsets>,
-) -> Vec<String> {
-    let mut missing = Vec::new();
+) -> (Vec<String>, Vec<String>) {
+    let mut records = Vec::new();
     for ((topic, partition), &n) in &data.committed {
         let copy = target_topic(tool, topic);
         let end = ends.get(&(copy.clone(), *partition)).copied().unwrap_or(0);
         if end < n as i64 {
-            missing.push(format!("{copy}-{partition} holds {end} of {n} records"));
+            records.push(format!("{copy}-{partition} holds {end} of {n} records"));
         }
     }
+    let mut group_offsets = Vec::new();
     for g in &data.groups {
         for (t, p) in g.committed.keys() {
             let key = (target_topic(tool, t), *p);
             if !offsets.get(&g.id).is_some_and(|o| o.contains_key(&key)) {
-                missing.push(format!("{} has no offset for {}-{p}", g.id, key.0));
+                group_offsets.push(format!("{} has no offset for {}-{p}", g.id, key.0));
             }
         }
     }
-    missing
+    (records, group_offsets)
 }
 
 /// The committed offsets of every group of the section on one cluster.
