@@ -207,6 +207,11 @@ pub(crate) struct PartitionState {
     /// How many batches the window of the last send held: deeper than
     /// [`MAX_IN_FLIGHT`], a lost answer fails the transaction.
     window: usize,
+    /// Exactly-once: the transaction (its number) in which the target last
+    /// acknowledged a batch of ours on this partition. While it is open the
+    /// target keeps our producer's state whatever the data's age: Kafka never
+    /// expires a producer with a transaction open on the partition.
+    acked_in_transaction: Option<u64>,
 }
 
 /// An old batch of unknown fate to look for on the target before resending
@@ -246,6 +251,7 @@ impl PartitionState {
             unmapped: 0,
             copied_timestamp: None,
             window: MAX_IN_FLIGHT,
+            acked_in_transaction: None,
         }
     }
 
@@ -754,8 +760,17 @@ impl PartitionState {
     /// the first batch not acknowledged was written before `stale_before_ms`
     /// (its maxTimestamp, the source's CreateTime, is what the broker expires
     /// producer state by). A broker that forgot us takes any sequence, so a
-    /// batch behind a refused one would land in its place.
-    pub(crate) fn must_wait_for_old_data(&self, stale_before_ms: i64) -> bool {
+    /// batch behind a refused one would land in its place. Not once a batch
+    /// landed in `open_transaction`, the transaction open now (exactly-once):
+    /// the target keeps our producer until that transaction ends.
+    pub(crate) fn must_wait_for_old_data(
+        &self,
+        stale_before_ms: i64,
+        open_transaction: Option<u64>,
+    ) -> bool {
+        if open_transaction.is_some() && open_transaction == self.acked_in_transaction {
+            return false;
+        }
         let mut unacked = self
             .entries
             .iter()
@@ -765,6 +780,13 @@ impl PartitionState {
             .find_map(|e| e.batch.as_ref())
             .is_some_and(|batch| batch.max_timestamp() < stale_before_ms);
         old && unacked.any(|e| matches!(e.state, EntryState::InFlight { .. }))
+    }
+
+    /// Exactly-once: the target acknowledged a batch of this partition in
+    /// the transaction numbered `transaction` (see
+    /// [`must_wait_for_old_data`](Self::must_wait_for_old_data)).
+    pub(crate) fn acked_in(&mut self, transaction: u64) {
+        self.acked_in_transaction = Some(transaction);
     }
 
     /// The timestamp of the oldest record fetched and not yet acknowledged:

@@ -273,6 +273,7 @@ impl ProduceStage {
         let resolving_only =
             self.producer.renewing() || cx.transaction.is_some_and(TransactionStage::closing);
         let stale_before_ms = self.stale_before_ms();
+        let open_transaction = cx.transaction.map(TransactionStage::number);
         let mut jobs = Vec::new();
         for (broker, ids) in by_leader {
             let in_flight = self.in_flight.entry(broker).or_default();
@@ -286,7 +287,9 @@ impl ProduceStage {
                     }
                     let slot = &mut slots[id];
                     if slot.checking_landing
-                        || slot.state.must_wait_for_old_data(stale_before_ms)
+                        || slot
+                            .state
+                            .must_wait_for_old_data(stale_before_ms, open_transaction)
                         || slot.state.landing_check(stale_before_ms).is_some()
                     {
                         continue;
@@ -442,6 +445,9 @@ impl ProduceStage {
                         );
                     }
                     let acked = slot.state.acked(entry, base_offset);
+                    if let Some(transaction) = cx.transaction.filter(|_| acked.bytes > 0) {
+                        slot.state.acked_in(transaction.number());
+                    }
                     slot.produce_backoff.reset();
                     slot.refusal_streak = 0;
                     slot.corrupt_refusals = 0;
@@ -624,6 +630,8 @@ mod tests {
         counters: Counters,
         /// The first partition.
         id: SlotId,
+        /// Exactly-once: the open transaction.
+        transaction: Option<TransactionStage>,
     }
 
     /// Batches 0..2, 2..4 and 4..6.
@@ -699,6 +707,7 @@ mod tests {
                 stage: ProduceStage::new(ProducerIdentity::new((7, 0)))
                     .with_producer_expiry(Duration::MAX),
                 counters: Counters::default(),
+                transaction: None,
             }
         }
 
@@ -706,7 +715,7 @@ mod tests {
             let cx = ProduceContext {
                 config: &self.config,
                 meta: &self.meta,
-                transaction: None,
+                transaction: self.transaction.as_ref(),
                 lease: Lease::default(),
             };
             self.stage.start(&mut self.slots, cx, now)
@@ -745,7 +754,7 @@ mod tests {
             let cx = ProduceContext {
                 config: &self.config,
                 meta: &self.meta,
-                transaction: None,
+                transaction: self.transaction.as_ref(),
                 lease: Lease::default(),
             };
             let reply = ProduceReply {
@@ -1531,12 +1540,57 @@ mod tests {
             .next_to_send(Writer::idempotent(7, 0), false)
             .expect("second");
         assert!(
-            !recent.must_wait_for_old_data(stale_before),
+            !recent.must_wait_for_old_data(stale_before, None),
             "batches newer than the threshold pipeline"
         );
         assert!(
-            recent.must_wait_for_old_data(i64::MAX),
+            recent.must_wait_for_old_data(i64::MAX, None),
             "the same batches past it wait"
         );
+    }
+
+    /// Exactly-once, old data goes one batch at a time only until a batch
+    /// of the partition lands in the open transaction: the target keeps a
+    /// producer with a transaction open on the partition, whatever its
+    /// data's age. The next transaction starts alone again.
+    #[test]
+    fn exactly_once_pipelines_old_data_once_a_batch_landed_in_the_transaction() {
+        let mut f = Fixture::new(ReplicationConfig::default());
+        let writer = ProducerIdentity::transactional((7, 0), "kafka-mirror.t".into(), 32);
+        f.stage = ProduceStage::new(writer).with_producer_expiry(Duration::from_secs(2));
+        for base in (6..20).step_by(2) {
+            f.slots[f.id].state.push_batch(batch(base, 2));
+        }
+        let now = Instant::now();
+        let partition = (Arc::<str>::from("copy.t"), 0);
+        let mut transaction = TransactionStage::new(Duration::from_secs(1), "checkpoints");
+        transaction.added(vec![partition.clone()], true, now);
+        f.transaction = Some(transaction);
+
+        assert_eq!(f.answer(None, now), 1, "0..2 goes alone");
+        let jobs = f.start(now);
+        let sequences: Vec<i32> = jobs.iter().map(|job| sent(job).base_sequence()).collect();
+        assert_eq!(
+            sequences,
+            (2..20).step_by(2).collect::<Vec<_>>(),
+            "the 2023 batches after it go together"
+        );
+        for job in jobs {
+            f.reply(job, Ok(answer_by_id(None, None)), now);
+        }
+        assert_eq!(f.slots[f.id].state.committed(), 20);
+
+        let transaction = f.transaction.as_mut().expect("a transaction");
+        transaction.commit_answered(Some(1));
+        transaction.added(vec![partition], true, now);
+        for base in (20..30).step_by(2) {
+            f.slots[f.id].state.push_batch(batch(base, 2));
+        }
+        assert_eq!(
+            f.answer(None, now),
+            1,
+            "the next transaction's first goes alone"
+        );
+        assert_eq!(f.start(now).len(), 4, "then the rest together");
     }
 }

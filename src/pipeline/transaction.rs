@@ -191,6 +191,9 @@ pub(super) struct TransactionStage {
     opened: Option<Instant>,
     /// The next producer sequence on the checkpoint topic's partition.
     checkpoint_sequence: i32,
+    /// Counts the transactions ended (committed or aborted): names the one
+    /// open now.
+    number: u64,
 }
 
 impl TransactionStage {
@@ -204,6 +207,7 @@ impl TransactionStage {
             adding: false,
             opened: None,
             checkpoint_sequence: 0,
+            number: 0,
         }
     }
 
@@ -312,10 +316,16 @@ impl TransactionStage {
         self.added.is_empty() && !self.request_in_flight()
     }
 
+    /// Which transaction is open: a new number after every commit or abort.
+    pub(super) fn number(&self) -> u64 {
+        self.number
+    }
+
     fn reset(&mut self) {
         self.phase = Phase::Open;
         self.added.clear();
         self.opened = None;
+        self.number += 1;
     }
 }
 
