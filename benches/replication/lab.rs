@@ -4,6 +4,7 @@ use std::fs;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::thread;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use kafka_mirror::cluster::Role;
@@ -107,6 +108,8 @@ pub(crate) struct DataSet {
     pub(crate) raw_bytes: u64,
     pub(crate) records: u64,
     pub(crate) ends: Ends,
+    /// How long before it was written each record's CreateTime is.
+    pub(crate) age: Duration,
 }
 
 const MIB: u64 = 1024 * 1024;
@@ -114,8 +117,14 @@ const MIB: u64 = 1024 * 1024;
 impl DataSet {
     /// Creates `<prefix>-lz4` and `<prefix>-zstd` with `partitions` each and fills them
     /// (librdkafka, one producer per topic in parallel) until each stores at least
-    /// half of `mib` MiB of record batches.
-    pub(crate) fn write(lab: &Lab, prefix: &str, mib: u64, partitions: u32) -> Result<DataSet> {
+    /// half of `mib` MiB of record batches, stamped `age` back.
+    pub(crate) fn write(
+        lab: &Lab,
+        prefix: &str,
+        mib: u64,
+        partitions: u32,
+        age: Duration,
+    ) -> Result<DataSet> {
         let codecs = [(Compression::Lz4, "lz4"), (Compression::Zstd, "zstd")];
         let topics: Vec<String> = codecs
             .iter()
@@ -133,7 +142,7 @@ impl DataSet {
                 .zip(&topics)
                 .map(|((codec, _), topic)| {
                     let (log_dir, bootstrap) = (&log_dir, &bootstrap);
-                    s.spawn(move || fill_topic(bootstrap, log_dir, topic, *codec, want))
+                    s.spawn(move || fill_topic(bootstrap, log_dir, topic, *codec, want, age))
                 })
                 .collect();
             handles.into_iter().map(join).collect()
@@ -169,6 +178,7 @@ impl DataSet {
             raw_bytes,
             records,
             ends,
+            age,
         })
     }
 }
@@ -188,13 +198,15 @@ impl DataSet {
 }
 
 /// Produces into `topic` until it stores `want` bytes: a first guess at the
-/// compression ratio, then chunks sized by the ratio seen so far.
+/// compression ratio, then chunks sized by the ratio seen so far. Records
+/// are stamped `age` back.
 fn fill_topic(
     bootstrap: &str,
     log_dir: &Path,
     topic: &str,
     codec: Compression,
     want: u64,
+    age: Duration,
 ) -> Result<(u64, u64)> {
     let (mut records, mut raw) = (0u64, 0u64);
     let mut ratio = 3.0;
@@ -208,7 +220,12 @@ fn fill_topic(
         }
         // 2% over, so the last chunk rarely falls just short.
         let chunk = ((want - stored) as f64 * ratio * 1.02) as u64 + 1;
-        let g = generate_with_librdkafka(bootstrap, topic, codec, Generate::Bytes(chunk), seed)?;
+        let amount = if age.is_zero() {
+            Generate::Bytes(chunk)
+        } else {
+            Generate::Backfill { bytes: chunk, age }
+        };
+        let g = generate_with_librdkafka(bootstrap, topic, codec, amount, seed)?;
         records += g.records;
         raw += g.bytes;
     }

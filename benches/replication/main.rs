@@ -112,9 +112,10 @@ fn run() -> Result<()> {
         );
     }
 
+    let age = Duration::from_secs(u64::from(settings.data_age_days) * 24 * 3600);
     let write = |prefix: &str, mib: u64| -> Result<DataSet> {
         eprintln!("bench: writing {mib} MiB into {prefix}-*");
-        let data = DataSet::write(&lab, prefix, mib, settings.partitions)?;
+        let data = DataSet::write(&lab, prefix, mib, settings.partitions, age)?;
         eprintln!("bench: {prefix}: {}", describe(&data));
         Ok(data)
     };
@@ -139,7 +140,7 @@ fn run() -> Result<()> {
     let idle_data = if settings.runs(Section::Idle) {
         let partitions = settings.idle_partitions.div_ceil(2);
         eprintln!("bench: creating the idle topics ({partitions} partitions each)");
-        Some(DataSet::write(&lab, "idle", 1, partitions)?)
+        Some(DataSet::write(&lab, "idle", 1, partitions, age)?)
     } else {
         None
     };

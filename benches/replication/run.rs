@@ -298,8 +298,14 @@ fn caught_up(tool: Tool, source: &Ends, target: &Ends) -> bool {
 
 /// The total of `data`, for messages.
 pub(crate) fn describe(data: &DataSet) -> String {
+    let days = data.age.as_secs() / (24 * 3600);
+    let age = if days > 0 {
+        format!(", CreateTime {days} days back (a backfill)")
+    } else {
+        String::new()
+    };
     format!(
-        "{} records, {:.1} MB stored ({:.1} MB raw), {} topics, {} partitions",
+        "{} records, {:.1} MB stored ({:.1} MB raw), {} topics, {} partitions{age}",
         data.records,
         data.stored_bytes as f64 / 1e6,
         data.raw_bytes as f64 / 1e6,

@@ -61,6 +61,13 @@ pub(crate) struct Settings {
     /// `BENCH_FAILOVER_RECORDS`: records per partition of each of the failover
     /// section's two topics (default 2000).
     pub(crate) failover_records: u64,
+    /// `BENCH_DATA_AGE_DAYS`: the data sets' records carry a CreateTime this
+    /// many days back, a backfill (default 0: the time they are written; the
+    /// smoke's 2). Older than the target's `producer.id.expiration.ms` (a day),
+    /// kafka-mirror's idempotent copy sends them one batch at a time per
+    /// partition. At most 6: the brokers' default retention (7 days) would
+    /// delete older data from the topics MirrorMaker 1 creates.
+    pub(crate) data_age_days: u32,
     /// `BENCH_OUT`: the markdown file written (default `target/bench/replication.md`,
     /// the smoke's `target/bench/replication-smoke.md`).
     pub(crate) out: Option<String>,
@@ -121,6 +128,7 @@ struct Defaults {
     idle_partitions: u32,
     idle_seconds: u32,
     failover_records: u64,
+    data_age_days: u32,
 }
 
 /// A full run's defaults (those in the field docs of [`Settings`]).
@@ -141,6 +149,7 @@ const FULL: Defaults = Defaults {
     idle_partitions: 5000,
     idle_seconds: 60,
     failover_records: 2000,
+    data_age_days: 0,
 };
 
 /// The smoke's (`BENCH_SMOKE=1`): each section's code runs once with the
@@ -163,6 +172,7 @@ const SMOKE: Defaults = Defaults {
     idle_partitions: 20,
     idle_seconds: 3,
     failover_records: 100,
+    data_age_days: 2,
 };
 
 impl Settings {
@@ -209,6 +219,7 @@ impl Settings {
             idle_partitions: num("BENCH_IDLE_PARTITIONS", d.idle_partitions)?,
             idle_seconds: num("BENCH_IDLE_SECONDS", d.idle_seconds)?,
             failover_records: num("BENCH_FAILOVER_RECORDS", d.failover_records)?,
+            data_age_days: data_age_days(d.data_age_days)?,
             out: std::env::var("BENCH_OUT").ok().filter(|s| !s.is_empty()),
             mirror_args: std::env::var("BENCH_MIRROR_ARGS")
                 .unwrap_or_default()
@@ -276,4 +287,16 @@ fn millis(key: &str, default: &str) -> Result<Vec<u32>> {
                 .with_context(|| format!("{key}: {r:?} is not a number of ms"))
         })
         .collect()
+}
+
+/// `BENCH_DATA_AGE_DAYS`, at most 6 (see [`Settings::data_age_days`]).
+fn data_age_days(default: u32) -> Result<u32> {
+    let days = num("BENCH_DATA_AGE_DAYS", default)?;
+    if days > 6 {
+        bail!(
+            "BENCH_DATA_AGE_DAYS={days}: at most 6, or the brokers' default retention (7 days) \
+             deletes the data from the topics MirrorMaker 1 creates"
+        );
+    }
+    Ok(days)
 }

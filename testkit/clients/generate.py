@@ -16,6 +16,9 @@ Two modes:
                     R records per second for S seconds, every key unique
                     ("lat-<i>"), for latency measurements.
 
+--age-ms A stamps each record's CreateTime A ms before it is produced (a backfill
+of old data).
+
 Prints one JSON line at the end: {"records": n, "bytes": b, "seconds": s}.
 """
 import argparse
@@ -75,6 +78,7 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--pool", type=int, default=50_000)
     ap.add_argument("--config", action="append", default=[], help="extra librdkafka key=value")
+    ap.add_argument("--age-ms", type=int, default=0, help="stamp each record's CreateTime this long ago")
     args = ap.parse_args()
 
     rng = random.Random(args.seed)
@@ -95,6 +99,10 @@ def main():
     def on_delivery(err, _msg):
         if err is not None and len(errors) < 5:
             errors.append(str(err))
+
+    def stamp():
+        # librdkafka stamps the produce time itself unless given a CreateTime.
+        return {"timestamp": int(time.time() * 1000) - args.age_ms} if args.age_ms else {}
 
     p = Producer(conf)
     records = 0
@@ -122,7 +130,7 @@ def main():
         headers = [("trace-id", trace), ("service", SERVICES[records % 4]), ("content-type", b"application/json")][:nh]
         while True:
             try:
-                p.produce(args.topic, value=value, key=key, headers=headers, on_delivery=on_delivery)
+                p.produce(args.topic, value=value, key=key, headers=headers, on_delivery=on_delivery, **stamp())
                 break
             except BufferError:
                 p.poll(0.05)

@@ -4,7 +4,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use base64::Engine as _;
@@ -381,6 +381,9 @@ pub(crate) fn delete_topic(bootstrap: &str, name: &str) -> Result<()> {
 pub enum Generate {
     /// As fast as possible until this many bytes (keys + values + headers) are acknowledged.
     Bytes(u64),
+    /// As [`Generate::Bytes`], each record's CreateTime `age` before it is
+    /// produced: a backfill of old data.
+    Backfill { bytes: u64, age: Duration },
     /// This many records per second for this long, every key unique (`lat-<i>`).
     Rate { per_second: u32, seconds: f64 },
 }
@@ -417,6 +420,12 @@ pub fn generate_with_librdkafka(
     ];
     match amount {
         Generate::Bytes(n) => args.extend(["--bytes".into(), n.to_string()]),
+        Generate::Backfill { bytes, age } => args.extend([
+            "--bytes".into(),
+            bytes.to_string(),
+            "--age-ms".into(),
+            age.as_millis().to_string(),
+        ]),
         Generate::Rate {
             per_second,
             seconds,
