@@ -291,9 +291,19 @@ impl CheckpointStore {
     /// Retries for a while: a just-created checkpoint topic may not have a
     /// leader known to every broker yet.
     pub async fn load(&self) -> Result<HashMap<(String, i32), Checkpoint>, CheckpointError> {
+        self.load_up_to(None).await
+    }
+
+    /// [`CheckpointStore::load`], the first attempt up to `known`'s last
+    /// stable offset, just looked up with its metadata (each saves a round
+    /// trip).
+    async fn load_up_to(
+        &self,
+        mut known: Option<(Metadata, i64)>,
+    ) -> Result<HashMap<(String, i32), Checkpoint>, CheckpointError> {
         let mut attempt = 0;
         loop {
-            match self.try_load().await {
+            match self.try_load(known.take()).await {
                 Err(e) if e.is_retriable() && attempt < LOAD_ATTEMPTS => {
                     tracing::debug!(error = %e, attempt, "checkpoints not readable yet; retrying");
                     attempt += 1;
@@ -313,17 +323,12 @@ impl CheckpointStore {
     pub async fn load_stable(&self) -> Result<HashMap<(String, i32), Checkpoint>, CheckpointError> {
         let (target, name) = (self.topic.target(), self.topic.name());
         let metadata = self.topic.cluster_result(target.metadata().await)?;
-        let written = self
-            .end_offset(&metadata, IsolationLevel::ReadUncommitted)
-            .await?;
+        let (written, mut stable) = tokio::try_join!(
+            self.end_offset(&metadata, IsolationLevel::ReadUncommitted),
+            self.end_offset(&metadata, IsolationLevel::ReadCommitted)
+        )?;
         let started = Instant::now();
-        loop {
-            let stable = self
-                .end_offset(&metadata, IsolationLevel::ReadCommitted)
-                .await?;
-            if stable >= written {
-                break;
-            }
+        while stable < written {
             if started.elapsed() > STABLE_WAIT {
                 return Err(CheckpointError::NotReady {
                     topic: name.to_owned(),
@@ -333,8 +338,11 @@ impl CheckpointStore {
                 });
             }
             tokio::time::sleep(STABLE_POLL).await;
+            stable = self
+                .end_offset(&metadata, IsolationLevel::ReadCommitted)
+                .await?;
         }
-        self.load().await
+        self.load_up_to(Some((metadata, stable))).await
     }
 
     /// The checkpoint partition's end offset: for `ReadCommitted` its last
@@ -361,15 +369,24 @@ impl CheckpointStore {
             })
     }
 
-    async fn try_load(&self) -> Result<HashMap<(String, i32), Checkpoint>, CheckpointError> {
+    async fn try_load(
+        &self,
+        known: Option<(Metadata, i64)>,
+    ) -> Result<HashMap<(String, i32), Checkpoint>, CheckpointError> {
         let (target, name) = (self.topic.target(), self.topic.name());
-        let metadata = self.topic.cluster_result(target.metadata().await)?;
         // Up to the last stable offset: an open transaction's checkpoints
         // are not read, nor anything after them.
         let committed = IsolationLevel::ReadCommitted.wire_value();
-        let end = self
-            .end_offset(&metadata, IsolationLevel::ReadCommitted)
-            .await?;
+        let (metadata, end) = match known {
+            Some(known) => known,
+            None => {
+                let metadata = self.topic.cluster_result(target.metadata().await)?;
+                let end = self
+                    .end_offset(&metadata, IsolationLevel::ReadCommitted)
+                    .await?;
+                (metadata, end)
+            }
+        };
         let topic_meta = metadata.topics.get(name);
         let topic_id = topic_meta.map(|t| t.id).unwrap_or_default();
         let leader_epoch = metadata.partition(name, 0).map_or(-1, |p| p.leader_epoch);
