@@ -147,12 +147,18 @@ impl ProducerIdentity {
     /// the ones of unknown fate, then get a new id.
     pub(super) fn refused(&mut self, reason: RenewalReason, now: Instant) {
         if self.renewal.is_none() {
-            tracing::warn!(
-                producer_id = self.id,
-                epoch = self.epoch,
-                %reason,
-                "getting a new producer id once in-flight batches are answered"
-            );
+            // A writer slot the group gives is routine (every start while
+            // sharing in exactly-once mode); the rest are failures.
+            if let RenewalReason::NewSlot(slot) = reason {
+                tracing::info!(slot, "taking the writer slot's transactional id");
+            } else {
+                tracing::warn!(
+                    producer_id = self.id,
+                    epoch = self.epoch,
+                    %reason,
+                    "getting a new producer id once in-flight batches are answered"
+                );
+            }
             self.renewal = Some(Renewal::Resolving {
                 reason,
                 not_before: now,
