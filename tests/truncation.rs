@@ -120,6 +120,19 @@ fn records_copied_then_truncated_by_an_unclean_election_are_reported() {
         Duration::from_secs(60),
         || offset_of(&target, TOPIC, 0, -1) == 150,
     );
+    // And stored the checkpoint at 150, with its epoch: frozen longer than
+    // its group session (10 s, which the changes below can take on a busy
+    // machine), the mirror loses the partition and takes it again from the
+    // stored checkpoint.
+    eventually(
+        "the checkpoint at 150 stored",
+        Duration::from_secs(30),
+        || {
+            stored_checkpoints(&target, "kafka-mirror-checkpoints", "truncation")
+                .get(&(TOPIC.to_owned(), 0))
+                .is_some_and(|c| c.next_offset == 150)
+        },
+    );
     // Frozen while the source changes under it, so that it next fetches
     // from a log that has grown back past its position: no out-of-range
     // answer gives the truncation away, only the leader epoch does.
