@@ -132,21 +132,7 @@ fn an_exactly_once_backfill_of_2023_records_writes_every_record_once() {
     let target = KafkaCluster::start(forgetful_target()).expect("start the target");
     let source = source_of_2023_records();
     let mut args = run_args(&source, &target, "old-data-eos");
-    args.extend([
-        "--topics".into(),
-        TOPIC.into(),
-        "--until-caught-up".into(),
-        "--exactly-once".into(),
-    ]);
-    let output = run_mirror(&args, Duration::from_secs(120));
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    show_mirror_log("old_data_eos", &stderr);
-    assert!(
-        output.status.success(),
-        "kafka-mirror failed ({}):\n{stdout}\n{}",
-        output.status,
-        tail(&stderr, 30)
-    );
-    assert_copied_once(&source, &target, &stdout);
+    args.extend(["--topics".into(), TOPIC.into(), "--exactly-once".into()]);
+    let summary = mirror_until_caught_up(&args);
+    assert_copied_once(&source, &target, &summary);
 }
